@@ -1,0 +1,108 @@
+"""The `khhf` command: set-up and operations.
+
+    khhf init                  write the config with fresh secrets, create the database
+    khhf pbx build             build the cached Asterisk root (Debian sid)
+    khhf pbx up|down|status    run the PBX instance
+    khhf pbx phones            desk-phone SIP credentials, for provisioning
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import config as config_mod
+from .config import ConfigError
+
+
+def _settings(args) -> config_mod.Settings:
+    return config_mod.load(args.config)
+
+
+def desk_extensions(settings) -> list[str]:
+    """Desk extensions of active managers, from the database (if it exists)."""
+    from sqlalchemy import select
+    from . import db
+    from .models import Manager
+    engine = db.make_engine(settings.database_url)
+    try:
+        if not db.has_schema(engine):
+            return []
+        with db.session_factory(engine)() as session:
+            rows = session.scalars(select(Manager.desk_extension).where(
+                Manager.status == "active", Manager.desk_extension.is_not(None))
+                .order_by(Manager.desk_extension))
+            return list(rows)
+    finally:
+        engine.dispose()
+
+
+def cmd_init(args) -> int:
+    from . import db
+    values = {}
+    if args.home:
+        values["home"] = args.home
+    if args.database_url:
+        values["database_url"] = args.database_url
+    path = args.config or config_mod.DEFAULT_CONFIG_PATH
+    settings = config_mod.write_new(path, **values)
+    engine = db.make_engine(settings.database_url)
+    try:
+        if not db.has_schema(engine):
+            db.create_schema(engine)
+            print(f"created the database schema in {engine.url.render_as_string(hide_password=True)}")
+    finally:
+        engine.dispose()
+    print(f"configuration with generated secrets: {path}")
+    return 0
+
+
+def cmd_pbx(args) -> int:
+    from . import pbx
+    settings = _settings(args)
+    if args.action == "build":
+        pbx.build_root(settings.asterisk_root, settings.debian_mirror or None)
+        print(f"Asterisk root ready at {settings.asterisk_root}")
+        return 0
+    instance = pbx.Pbx(settings, desk_extensions(settings))
+    if args.action == "up":
+        pid = instance.up()
+        print(f"PBX {settings.pbx_name!r} up (pid {pid}); run directory {instance.run_dir}")
+    elif args.action == "down":
+        was = instance.down()
+        print(f"PBX {settings.pbx_name!r} {'stopped' if was else 'was not running'}")
+    elif args.action == "status":
+        print(instance.status())
+    elif args.action == "phones":
+        for ext in instance.desk_extensions:
+            print(f"{ext}\tsip:{ext}@{settings.sip_host}:{settings.sip_port}\t"
+                  f"password {pbx.phone_password(settings, ext)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="khhf", description="KHHF (客户回访) operations")
+    parser.add_argument("--config", help="config file (default $KHHF_CONFIG or /etc/khhf/khhf.conf)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("init", help="write the config with fresh secrets and create the database")
+    p.add_argument("--home", help="state directory (default /var/lib/khhf)")
+    p.add_argument("--database-url", help="e.g. postgresql://user:pw@127.0.0.1/khhf")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("pbx", help="the Asterisk PBX")
+    p.add_argument("action", choices=["build", "up", "down", "status", "phones"])
+    p.set_defaults(func=cmd_pbx)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .pbx import PbxError
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, PbxError) as exc:
+        print(f"khhf: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""SQLAlchemy 2.x models mirroring schema.sql (the source of truth).
+
+tests/test_schema.py creates a database from schema.sql and checks these
+models against it, on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    REAL,
+    TIMESTAMP,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+ROLES = ("admin", "manager", "supervisor")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now: every timestamp in the database is UTC without zone."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _created():
+    return mapped_column(TIMESTAMP, nullable=False, default=utcnow,
+                         server_default=func.current_timestamp())
+
+
+class County(Base):
+    __tablename__ = "counties"
+    __table_args__ = (CheckConstraint("fallback_strategy IN ('ringall', 'hunt')"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    fallback_strategy: Mapped[str] = mapped_column(String(16), default="ringall",
+                                                   server_default="ringall")
+    created_at: Mapped[dt.datetime] = _created()
+
+    unified_numbers: Mapped[list[UnifiedNumber]] = relationship(
+        back_populates="county", cascade="all, delete-orphan")
+
+    @property
+    def primary_number(self) -> str | None:
+        """The unified number outbound calls show, or None if none is set."""
+        for n in self.unified_numbers:
+            if n.is_primary:
+                return n.number
+        return self.unified_numbers[0].number if self.unified_numbers else None
+
+
+class UnifiedNumber(Base):
+    __tablename__ = "unified_numbers"
+    __table_args__ = (
+        CheckConstraint("length(number) = 11"),
+        Index("ix_unified_numbers_county", "county_id"),
+        Index("ux_unified_numbers_primary", "county_id", unique=True,
+              sqlite_where=text("is_primary"), postgresql_where=text("is_primary")),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    county_id: Mapped[int] = mapped_column(ForeignKey("counties.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(11), unique=True)
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+    county: Mapped[County] = relationship(back_populates="unified_numbers")
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'manager', 'supervisor')"),
+        CheckConstraint("role = 'admin' OR county_id IS NOT NULL"),
+        Index("ix_users_county_role", "county_id", "role"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    county_id: Mapped[int | None] = mapped_column(ForeignKey("counties.id"))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    created_at: Mapped[dt.datetime] = _created()
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+
+    county: Mapped[County | None] = relationship()
+    manager: Mapped[Manager | None] = relationship(back_populates="user",
+                                                   foreign_keys="Manager.user_id")
+
+
+class Manager(Base):
+    __tablename__ = "managers"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'departed')"),
+        CheckConstraint("status = 'active' OR departed_at IS NOT NULL"),
+        Index("ix_managers_county_status", "county_id", "status", "on_duty"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
+    employee_no: Mapped[str] = mapped_column(String(32), unique=True)
+    desk_extension: Mapped[str | None] = mapped_column(String(16), unique=True)
+    mobile: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    on_duty: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    departed_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    successor_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+
+    user: Mapped[User] = relationship(back_populates="manager", foreign_keys=[user_id])
+    county: Mapped[County] = relationship()
+    successor: Mapped[Manager | None] = relationship(remote_side=[id])
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        Index("ix_customers_manager", "manager_id"),
+        Index("ix_customers_county", "county_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    name: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    do_not_call: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        TIMESTAMP, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp())
+
+    county: Mapped[County] = relationship()
+    manager: Mapped[Manager | None] = relationship()
+
+
+class CustomerAssignment(Base):
+    __tablename__ = "customer_assignments"
+    __table_args__ = (
+        Index("ix_customer_assignments_customer", "customer_id", "assigned_at"),
+        Index("ix_customer_assignments_manager", "manager_id"),
+        Index("ux_customer_assignments_open", "customer_id", unique=True,
+              sqlite_where=text("ended_at IS NULL"),
+              postgresql_where=text("ended_at IS NULL")),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"))
+    assigned_at: Mapped[dt.datetime] = _created()
+    ended_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    reason: Mapped[str] = mapped_column(String(32), default="import", server_default="import")
+    assigned_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class TaskType(Base):
+    __tablename__ = "task_types"
+    __table_args__ = (CheckConstraint("max_attempts > 0"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+
+    result_codes: Mapped[list[ResultCode]] = relationship(
+        back_populates="task_type", cascade="all, delete-orphan", order_by="ResultCode.code")
+
+
+class ResultCode(Base):
+    __tablename__ = "result_codes"
+    __table_args__ = (UniqueConstraint("task_type_id", "code"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(4))
+    label: Mapped[str] = mapped_column(String(64))
+    is_success: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    is_final: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+
+    task_type: Mapped[TaskType] = relationship(back_populates="result_codes")
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint("cycle IN ('once', 'weekly', 'monthly', 'quarterly')"),
+        CheckConstraint("status IN ('draft', 'active', 'closed')"),
+        CheckConstraint("ends_on IS NULL OR ends_on >= starts_on"),
+        Index("ix_campaigns_county_status", "county_id", "status"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
+    task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    cycle: Mapped[str] = mapped_column(String(16), default="once", server_default="once")
+    status: Mapped[str] = mapped_column(String(16), default="draft", server_default="draft")
+    starts_on: Mapped[dt.date] = mapped_column(Date)
+    ends_on: Mapped[dt.date | None] = mapped_column(Date)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = _created()
+
+    county: Mapped[County] = relationship()
+    task_type: Mapped[TaskType] = relationship()
+
+
+class CampaignCycle(Base):
+    __tablename__ = "campaign_cycles"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "seq"),
+        CheckConstraint("seq > 0"),
+        CheckConstraint("ends_on >= starts_on"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    starts_on: Mapped[dt.date] = mapped_column(Date)
+    ends_on: Mapped[dt.date] = mapped_column(Date)
+
+
+TASK_STATUSES = ("pending", "dialing", "connected", "not_reached", "done", "cancelled")
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'dialing', 'connected', 'not_reached', "
+                        "'done', 'cancelled')"),
+        CheckConstraint("attempts >= 0"),
+        CheckConstraint("max_attempts > 0"),
+        Index("ix_tasks_manager_status", "manager_id", "status", "priority"),
+        Index("ix_tasks_campaign_status", "campaign_id", "status"),
+        Index("ix_tasks_customer", "customer_id"),
+        Index("ix_tasks_appointment", "appointment_at",
+              sqlite_where=text("appointment_at IS NOT NULL"),
+              postgresql_where=text("appointment_at IS NOT NULL")),
+        Index("ux_tasks_cycle_customer", "cycle_id", "customer_id", unique=True,
+              sqlite_where=text("cycle_id IS NOT NULL"),
+              postgresql_where=text("cycle_id IS NOT NULL")),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    cycle_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_cycles.id"))
+    task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    result_code_id: Mapped[int | None] = mapped_column(ForeignKey("result_codes.id"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    appointment_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    last_call_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        TIMESTAMP, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp())
+
+    customer: Mapped[Customer] = relationship()
+    manager: Mapped[Manager | None] = relationship()
+    task_type: Mapped[TaskType] = relationship()
+    campaign: Mapped[Campaign | None] = relationship()
+    result_code: Mapped[ResultCode | None] = relationship()
+
+
+CALL_STATES = ("requested", "manager_ringing", "manager_answered",
+               "customer_ringing", "connected", "ended", "failed")
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    __table_args__ = (
+        CheckConstraint("direction IN ('outbound', 'inbound')"),
+        CheckConstraint("state IN ('requested', 'manager_ringing', 'manager_answered', "
+                        "'customer_ringing', 'connected', 'ended', 'failed')"),
+        CheckConstraint("hangup_by IN ('customer', 'manager', 'system')"),
+        CheckConstraint("talk_seconds >= 0"),
+        Index("ix_calls_linkedid", "linkedid"),
+        Index("ix_calls_task", "task_id"),
+        Index("ix_calls_manager_time", "manager_id", "requested_at"),
+        Index("ix_calls_county_time", "county_id", "requested_at"),
+        Index("ix_calls_customer", "customer_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    county_id: Mapped[int | None] = mapped_column(ForeignKey("counties.id"))
+    uniqueid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    linkedid: Mapped[str | None] = mapped_column(String(64))
+    customer_number: Mapped[str] = mapped_column(String(20))
+    unified_number: Mapped[str | None] = mapped_column(String(11))
+    state: Mapped[str] = mapped_column(String(24), default="requested",
+                                       server_default="requested")
+    requested_at: Mapped[dt.datetime] = _created()
+    ring_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    answer_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    end_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    hangup_by: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    talk_seconds: Mapped[int | None] = mapped_column(Integer)
+    recording_path: Mapped[str | None] = mapped_column(String(255))
+    recording_seconds: Mapped[float | None] = mapped_column(REAL)
+    recording_bytes: Mapped[int | None] = mapped_column(Integer)
+    recording_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    task: Mapped[Task | None] = relationship()
+    customer: Mapped[Customer | None] = relationship()
+    manager: Mapped[Manager | None] = relationship()
+
+
+class CallEvent(Base):
+    __tablename__ = "call_events"
+    __table_args__ = (
+        CheckConstraint("source IN ('ami', 'cel', 'agi')"),
+        Index("ix_call_events_linkedid", "linkedid"),
+        Index("ix_call_events_call", "call_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(String(8))
+    event: Mapped[str] = mapped_column(String(64))
+    uniqueid: Mapped[str | None] = mapped_column(String(64))
+    linkedid: Mapped[str | None] = mapped_column(String(64))
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    event_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP)
+    payload: Mapped[str] = mapped_column(Text)
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    __table_args__ = (
+        CheckConstraint("channel IN ('web', 'sms', 'keypad')"),
+        Index("ix_feedback_task", "task_id"),
+        Index("ix_feedback_manager_time", "manager_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"))
+    result_code_id: Mapped[int] = mapped_column(ForeignKey("result_codes.id"))
+    channel: Mapped[str] = mapped_column(String(8))
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class SmsMessage(Base):
+    __tablename__ = "sms_messages"
+    __table_args__ = (
+        CheckConstraint("direction IN ('out', 'in')"),
+        CheckConstraint("status IN ('queued', 'sent', 'failed', 'received', 'processed')"),
+        Index("ix_sms_messages_status", "direction", "status", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    peer_number: Mapped[str] = mapped_column(String(20))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    smpp_message_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[dt.datetime] = _created()
+    sent_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_user_at", "user_id", "at"),
+        Index("ix_audit_log_action_at", "action", "at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = _created()
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    username: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    object_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    detail: Mapped[str] = mapped_column(Text, default="", server_default="")
+    ip: Mapped[str] = mapped_column(String(45), default="", server_default="")

@@ -1,0 +1,372 @@
+"""Provide a running Asterisk: `khhf pbx build|up|down|status`.
+
+A system-installed Asterisk 20+ is used where one exists. Otherwise Asterisk
+runs from a Debian sid root (Debian 12 has no asterisk package), built once
+with mmdebstrap and cached outside the repository. The instance's run
+directory (rendered config, spool, logs, recordings) lives on the host and
+is bind-mounted into the root, so two instances with different names and
+ports can run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import glob
+import hashlib
+import hmac
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ami
+from .config import Settings
+
+ASTERISK_CONF_DIR = Path(__file__).resolve().parent.parent / "asterisk"
+SID_PACKAGES = "asterisk,asterisk-modules,asterisk-core-sounds-en-gsm"
+MIN_SYSTEM_VERSION = 20
+
+
+class PbxError(Exception):
+    """Something stops the PBX from running; the message says what to do."""
+
+
+def phone_password(settings: Settings, extension: str) -> str:
+    """The SIP password of a desk phone, derived from phone_secret.
+
+    Derived rather than stored, so the database holds no SIP secrets and
+    `khhf pbx phones` can print them for provisioning at any time.
+    """
+    secret = settings.require("phone_secret").encode()
+    return hmac.new(secret, f"desk:{extension}".encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def debian_mirror() -> str:
+    """The Debian archive URI this machine's apt already uses."""
+    candidates = sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]
+    for path in candidates:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        for uri in re.findall(r"(?:URIs:\s*|^deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", text, re.M):
+            if "security" not in uri and uri.rstrip("/").endswith("/debian"):
+                return uri
+    return "http://deb.debian.org/debian"
+
+
+def _system_asterisk() -> str | None:
+    exe = shutil.which("asterisk")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "-V"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"Asterisk (\d+)", out)
+    return exe if m and int(m.group(1)) >= MIN_SYSTEM_VERSION else None
+
+
+def write_hosts(root: Path) -> None:
+    """Give the root an /etc/hosts: without it Asterisk asks an unreachable
+    resolver for the host name on every call (call set-up took >500 ms)."""
+    host = socket.gethostname()
+    (root / "etc" / "hosts").write_text(
+        f"127.0.0.1\tlocalhost {host}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+
+
+def build_root(root: Path, mirror: str | None = None, log=print) -> Path:
+    """Build the sid root with Asterisk at `root`, unless it is already there."""
+    root = Path(root)
+    if (root / "usr" / "sbin" / "asterisk").exists():
+        return root
+    if os.geteuid() != 0:
+        raise PbxError(f"building the Asterisk root at {root} needs root (mmdebstrap, chroot): "
+                       f"run `khhf pbx build` as root.")
+    if not shutil.which("mmdebstrap"):
+        raise PbxError("mmdebstrap is not installed: run `apt-get install mmdebstrap`, "
+                       "then `khhf pbx build` again.")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
+        if (root / "usr" / "sbin" / "asterisk").exists():
+            return root
+        tmp = root.parent / f".{root.name}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        mirror = mirror or debian_mirror()
+        log(f"building the Asterisk root at {root} from {mirror} (about a minute) ...")
+        cmd = ["mmdebstrap", "--variant=minbase", "--quiet",
+               "--aptopt=Acquire::Check-Valid-Until \"false\"",
+               f"--include={SID_PACKAGES}", "sid", str(tmp), mirror]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise PbxError(f"mmdebstrap failed to build the Asterisk root from {mirror}; "
+                           f"check that the mirror is reachable (set debian_mirror):\n{tail}")
+        write_hosts(tmp)
+        os.rename(tmp, root)
+    return root
+
+
+def _port_free(host: str, port: int, kind: int) -> bool:
+    sock = socket.socket(socket.AF_INET, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            return False
+        raise PbxError(f"cannot use {host}:{port}: {exc.strerror}; check sip_host/ami_host.") from None
+    finally:
+        sock.close()
+
+
+@dataclass
+class Layout:
+    """Where things are, outside (host) and inside (as Asterisk sees them)."""
+    root: Path | None          # the sid root, or None for a system Asterisk
+    run_dir: Path              # host path of the instance's run directory
+    inner_dir: str             # the same directory as Asterisk sees it
+    executable: str
+
+    @property
+    def config_file(self) -> str:
+        return f"{self.inner_dir}/etc/asterisk.conf"
+
+    def command(self, *args: str) -> list[str]:
+        base = [self.executable, "-C", self.config_file, *args]
+        return ["chroot", str(self.root), *base] if self.root else base
+
+
+class Pbx:
+    """One Asterisk instance, named settings.pbx_name, on settings' ports."""
+
+    def __init__(self, settings: Settings, desk_extensions=None):
+        self.settings = settings
+        self.desk_extensions = list(desk_extensions or [])
+        self.run_dir = settings.pbx_dir
+        self.pid_file = self.run_dir / "asterisk.pid"
+        self.log_file = self.run_dir / "log" / "console.log"
+
+    # -- where Asterisk is ---------------------------------------------------
+    def layout(self) -> Layout:
+        system = _system_asterisk()
+        if system:
+            return Layout(None, self.run_dir, str(self.run_dir), system)
+        root = self.settings.asterisk_root
+        if not (root / "usr" / "sbin" / "asterisk").exists():
+            raise PbxError(f"no Asterisk found: the Asterisk root {root} is missing and "
+                           f"the system has no Asterisk {MIN_SYSTEM_VERSION}+; run "
+                           f"`khhf pbx build` (as root) or set asterisk_root.")
+        if os.geteuid() != 0:
+            raise PbxError(f"running Asterisk from the root {root} needs root "
+                           f"(chroot and bind mounts): run `khhf pbx` as root.")
+        return Layout(root, self.run_dir, f"/khhf/{self.settings.pbx_name}", "/usr/sbin/asterisk")
+
+    def _mount_point(self, layout: Layout) -> Path | None:
+        return None if layout.root is None else layout.root / "khhf" / self.settings.pbx_name
+
+    # -- config --------------------------------------------------------------
+    def render(self, layout: Layout) -> None:
+        """Render asterisk/ into <run_dir>/etc, replacing @TOKENS@."""
+        s = self.settings
+        modules = "/usr/lib/asterisk/modules"
+        base = layout.root or Path("/")
+        found = sorted(glob.glob(str(base / "usr/lib/*/asterisk/modules"))) \
+            + sorted(glob.glob(str(base / "usr/lib/asterisk/modules")))
+        if found:
+            modules = "/" + str(Path(found[0]).relative_to(base))
+        tokens = {
+            "DIR": layout.inner_dir, "MODULES_DIR": modules, "DATA_DIR": "/usr/share/asterisk",
+            "SIP_HOST": s.sip_host, "SIP_PORT": s.sip_port,
+            "AMI_HOST": s.ami_host, "AMI_PORT": s.ami_port,
+            "AMI_USER": s.ami_user, "AMI_SECRET": s.require("ami_secret"),
+            "RTP_START": s.rtp_start, "RTP_END": s.rtp_end,
+            "TRUNK_HOST": s.trunk_host, "TRUNK_PORT": s.trunk_port,
+            "AGI_HOST": s.agi_host, "AGI_PORT": s.agi_port,
+        }
+        etc = self.run_dir / "etc"
+        if etc.exists():
+            shutil.rmtree(etc)
+        for src in sorted(ASTERISK_CONF_DIR.rglob("*.conf")):
+            text = src.read_text(encoding="utf-8")
+
+            def sub(m):
+                if m.group(1) not in tokens:
+                    raise PbxError(f"{src}: unknown token @{m.group(1)}@ in shipped config.")
+                return str(tokens[m.group(1)])
+            dest = etc / src.relative_to(ASTERISK_CONF_DIR)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(re.sub(r"@([A-Z_]+)@", sub, text), encoding="utf-8")
+        phones = [f"; generated by khhf pbx from the managers' desk extensions\n"]
+        for ext in self.desk_extensions:
+            if not re.fullmatch(r"[2-9]\d{3}", ext):
+                raise PbxError(f"desk extension {ext!r} is not four digits 2000-9999: fix it "
+                               f"on the manager's page.")
+            phones.append(f"[{ext}](desk-phone)\nauth = {ext}\naors = {ext}\n"
+                          f"callerid = <{ext}>\n\n"
+                          f"[{ext}](desk-phone-auth)\nusername = {ext}\n"
+                          f"password = {phone_password(s, ext)}\n\n"
+                          f"[{ext}](desk-phone-aor)\n\n")
+        dest = etc / "pjsip.d" / "50-desk-phones.conf"
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(phones))
+        os.chmod(etc / "manager.conf", 0o600)
+        for sub_dir in ("spool", "log", "run", "lib/keys", "cache", "recordings"):
+            (self.run_dir / sub_dir).mkdir(parents=True, exist_ok=True)
+
+    # -- life cycle ------------------------------------------------------------
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def check_ports(self) -> None:
+        s = self.settings
+        if not _port_free(s.sip_host, s.sip_port, socket.SOCK_DGRAM):
+            raise PbxError(f"SIP port {s.sip_host}:{s.sip_port}/udp is already in use by another "
+                           f"program: stop it, or choose another port with KHHF_SIP_PORT.")
+        if not _port_free(s.ami_host, s.ami_port, socket.SOCK_STREAM):
+            raise PbxError(f"AMI port {s.ami_host}:{s.ami_port}/tcp is already in use by another "
+                           f"program: stop it, or choose another port with KHHF_AMI_PORT.")
+
+    def up(self, timeout: float = 60.0) -> int:
+        """Start Asterisk (if not running) and wait for FullyBooted; return its pid."""
+        pid = self.pid()
+        if pid:
+            return pid
+        layout = self.layout()
+        self.check_ports()
+        self.render(layout)
+        mount = self._mount_point(layout)
+        if mount is not None:
+            write_hosts(layout.root)
+            self._unmount(mount)
+            mount.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "--bind", str(self.run_dir), str(mount)], check=True)
+        with open(self.log_file, "ab") as out:
+            proc = subprocess.Popen(layout.command("-f", "-n"), stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.pid_file.write_text(f"{proc.pid}\n")
+        s = self.settings
+        try:
+            asyncio.run(ami.wait_fully_booted(s.ami_host, s.ami_port, s.ami_user,
+                                              s.require("ami_secret"), timeout=timeout))
+        except ami.AmiError as exc:
+            if proc.poll() is not None:
+                tail = self.log_tail()
+                self.down()
+                raise PbxError(f"Asterisk exited at start (code {proc.returncode}); "
+                               f"its last words:\n{tail}") from None
+            self.down()
+            raise PbxError(str(exc)) from None
+        return proc.pid
+
+    def log_tail(self, lines: int = 15) -> str:
+        out = []
+        for path in (self.log_file, self.run_dir / "log" / "messages.log"):
+            if path.exists():
+                out += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(out)
+
+    def down(self, timeout: float = 15.0) -> bool:
+        """Stop Asterisk and unmount; True if it was running."""
+        pid = self.pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self._alive(pid):
+                time.sleep(0.05)
+            if self._alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                while self._alive(pid):
+                    time.sleep(0.05)
+        try:
+            layout = self.layout()
+        except PbxError:
+            layout = None
+        if layout is not None:
+            mount = self._mount_point(layout)
+            if mount is not None:
+                self._unmount(mount)
+        self.pid_file.unlink(missing_ok=True)
+        return pid is not None
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return False
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    @staticmethod
+    def _unmount(mount: Path) -> None:
+        mounted = any(line.split()[1] == str(mount)
+                      for line in Path("/proc/mounts").read_text().splitlines()
+                      if len(line.split()) > 1)
+        if mounted:
+            subprocess.run(["umount", str(mount)], check=True)
+
+    def cli(self, command: str, timeout: float = 10.0) -> str:
+        """Run an Asterisk CLI command over the control socket (root only)."""
+        proc = subprocess.run(self.layout().command("-rx", command), capture_output=True,
+                              text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise PbxError(f"Asterisk CLI {command!r} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc.stdout
+
+    def reload_phones(self, desk_extensions) -> None:
+        """Render the desk phones again and make PJSIP read them."""
+        self.desk_extensions = list(desk_extensions)
+        self.render(self.layout())
+        self.cli("module reload res_pjsip.so")
+
+    def status(self) -> str:
+        """One line on the instance's health; raises PbxError if it is down."""
+        s = self.settings
+        pid = self.pid()
+        if not pid:
+            raise PbxError(f"PBX {s.pbx_name!r} is not running: start it with `khhf pbx up`.")
+
+        async def probe():
+            client = ami.AmiClient(s.ami_host, s.ami_port, s.ami_user, s.require("ami_secret"),
+                                   event_mask="off")
+            await client.connect()
+            try:
+                return await client.action({"Action": "CoreSettings"})
+            finally:
+                client.close()
+        try:
+            settings = asyncio.run(probe())
+        except ami.AmiError as exc:
+            raise PbxError(str(exc)) from None
+        version = settings.get("AsteriskVersion", "?")
+        return (f"PBX {s.pbx_name!r}: Asterisk {version} running (pid {pid}); SIP on "
+                f"{s.sip_host}:{s.sip_port}/udp, AMI on {s.ami_host}:{s.ami_port}.")

@@ -1,0 +1,271 @@
+-- KHHF data model: the source of truth for the database.
+--
+-- Written in the SQL that SQLite (3.35+) and PostgreSQL (13+) both accept.
+-- The one dialect difference is the surrogate key: every table declares
+-- "id INTEGER PRIMARY KEY", which SQLite makes a rowid alias; khhf.db
+-- rewrites exactly that phrase to an identity column for PostgreSQL.
+--
+-- All timestamps are UTC, without zone; the UI shows them in Asia/Shanghai.
+-- Phone numbers are stored normalised (digits only, no country prefix).
+
+-- A county branch (县区) and its unified numbers (统一号码).
+CREATE TABLE counties (
+    id INTEGER PRIMARY KEY,
+    code VARCHAR(32) NOT NULL UNIQUE,
+    name VARCHAR(64) NOT NULL,
+    -- how the hotline's fallback group rings: all at once, or in turn
+    fallback_strategy VARCHAR(16) NOT NULL DEFAULT 'ringall'
+        CHECK (fallback_strategy IN ('ringall', 'hunt')),
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+
+CREATE TABLE unified_numbers (
+    id INTEGER PRIMARY KEY,
+    county_id INTEGER NOT NULL REFERENCES counties (id) ON DELETE CASCADE,
+    number VARCHAR(11) NOT NULL UNIQUE CHECK (length(number) = 11),
+    is_primary BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX ix_unified_numbers_county ON unified_numbers (county_id);
+-- at most one primary number per county: outbound calls show it
+CREATE UNIQUE INDEX ux_unified_numbers_primary ON unified_numbers (county_id)
+    WHERE is_primary;
+
+-- Everyone who logs in: administrators, customer managers, county supervisors.
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username VARCHAR(64) NOT NULL UNIQUE,
+    password_hash VARCHAR(255) NOT NULL,
+    display_name VARCHAR(64) NOT NULL,
+    role VARCHAR(16) NOT NULL CHECK (role IN ('admin', 'manager', 'supervisor')),
+    -- NULL only for administrators, who see every county
+    county_id INTEGER REFERENCES counties (id),
+    is_active BOOLEAN NOT NULL DEFAULT TRUE,
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    last_login_at TIMESTAMP,
+    CHECK (role = 'admin' OR county_id IS NOT NULL)
+);
+CREATE INDEX ix_users_county_role ON users (county_id, role);
+
+-- A customer manager (客户经理): the telephony side of a 'manager' user.
+CREATE TABLE managers (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL UNIQUE REFERENCES users (id),
+    county_id INTEGER NOT NULL REFERENCES counties (id),
+    employee_no VARCHAR(32) NOT NULL UNIQUE,
+    -- the desk SIP phone's extension, also its PJSIP endpoint name
+    desk_extension VARCHAR(16) UNIQUE,
+    mobile VARCHAR(20),
+    status VARCHAR(16) NOT NULL DEFAULT 'active'
+        CHECK (status IN ('active', 'departed')),
+    on_duty BOOLEAN NOT NULL DEFAULT FALSE,
+    departed_at TIMESTAMP,
+    successor_id INTEGER REFERENCES managers (id),
+    CHECK (status = 'active' OR departed_at IS NOT NULL)
+);
+CREATE INDEX ix_managers_county_status ON managers (county_id, status, on_duty);
+
+CREATE TABLE customers (
+    id INTEGER PRIMARY KEY,
+    phone VARCHAR(20) NOT NULL UNIQUE,
+    name VARCHAR(64) NOT NULL DEFAULT '',
+    county_id INTEGER NOT NULL REFERENCES counties (id),
+    manager_id INTEGER REFERENCES managers (id),
+    do_not_call BOOLEAN NOT NULL DEFAULT FALSE,
+    note TEXT NOT NULL DEFAULT '',
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX ix_customers_manager ON customers (manager_id);
+CREATE INDEX ix_customers_county ON customers (county_id);
+
+-- Who owned a customer when: kept for hand-overs when managers leave.
+CREATE TABLE customer_assignments (
+    id INTEGER PRIMARY KEY,
+    customer_id INTEGER NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    manager_id INTEGER NOT NULL REFERENCES managers (id),
+    assigned_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    ended_at TIMESTAMP,
+    reason VARCHAR(32) NOT NULL DEFAULT 'import',
+    assigned_by INTEGER REFERENCES users (id)
+);
+CREATE INDEX ix_customer_assignments_customer ON customer_assignments (customer_id, assigned_at);
+CREATE INDEX ix_customer_assignments_manager ON customer_assignments (manager_id);
+CREATE UNIQUE INDEX ux_customer_assignments_open ON customer_assignments (customer_id)
+    WHERE ended_at IS NULL;
+
+-- Return visit (回访), marketing (营销), survey (调查), ... each with its result codes.
+CREATE TABLE task_types (
+    id INTEGER PRIMARY KEY,
+    code VARCHAR(32) NOT NULL UNIQUE,
+    name VARCHAR(64) NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts > 0)
+);
+
+-- A result code a manager files; 'code' is what is typed by SMS or keypad.
+CREATE TABLE result_codes (
+    id INTEGER PRIMARY KEY,
+    task_type_id INTEGER NOT NULL REFERENCES task_types (id) ON DELETE CASCADE,
+    code VARCHAR(4) NOT NULL,
+    label VARCHAR(64) NOT NULL,
+    is_success BOOLEAN NOT NULL DEFAULT FALSE,
+    -- a code that closes the task (no further attempts)
+    is_final BOOLEAN NOT NULL DEFAULT TRUE,
+    UNIQUE (task_type_id, code)
+);
+
+-- A batch of tasks (活动), optionally repeating in cycles.
+CREATE TABLE campaigns (
+    id INTEGER PRIMARY KEY,
+    county_id INTEGER NOT NULL REFERENCES counties (id),
+    task_type_id INTEGER NOT NULL REFERENCES task_types (id),
+    name VARCHAR(128) NOT NULL,
+    cycle VARCHAR(16) NOT NULL DEFAULT 'once'
+        CHECK (cycle IN ('once', 'weekly', 'monthly', 'quarterly')),
+    status VARCHAR(16) NOT NULL DEFAULT 'draft'
+        CHECK (status IN ('draft', 'active', 'closed')),
+    starts_on DATE NOT NULL,
+    ends_on DATE,
+    created_by INTEGER REFERENCES users (id),
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    CHECK (ends_on IS NULL OR ends_on >= starts_on)
+);
+CREATE INDEX ix_campaigns_county_status ON campaigns (county_id, status);
+
+CREATE TABLE campaign_cycles (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL CHECK (seq > 0),
+    starts_on DATE NOT NULL,
+    ends_on DATE NOT NULL,
+    UNIQUE (campaign_id, seq),
+    CHECK (ends_on >= starts_on)
+);
+
+-- One customer to be called by one manager, in one campaign (cycle).
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER REFERENCES campaigns (id),
+    cycle_id INTEGER REFERENCES campaign_cycles (id),
+    task_type_id INTEGER NOT NULL REFERENCES task_types (id),
+    customer_id INTEGER NOT NULL REFERENCES customers (id),
+    manager_id INTEGER REFERENCES managers (id),
+    status VARCHAR(16) NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'dialing', 'connected', 'not_reached',
+                          'done', 'cancelled')),
+    -- higher first; missed hotline calls become high-priority call-backs
+    priority INTEGER NOT NULL DEFAULT 0,
+    result_code_id INTEGER REFERENCES result_codes (id),
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts > 0),
+    appointment_at TIMESTAMP,
+    last_call_at TIMESTAMP,
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX ix_tasks_manager_status ON tasks (manager_id, status, priority);
+CREATE INDEX ix_tasks_campaign_status ON tasks (campaign_id, status);
+CREATE INDEX ix_tasks_customer ON tasks (customer_id);
+CREATE INDEX ix_tasks_appointment ON tasks (appointment_at)
+    WHERE appointment_at IS NOT NULL;
+-- one task per customer per cycle
+CREATE UNIQUE INDEX ux_tasks_cycle_customer ON tasks (cycle_id, customer_id)
+    WHERE cycle_id IS NOT NULL;
+
+-- One row per call attempt, outbound or inbound.
+CREATE TABLE calls (
+    id INTEGER PRIMARY KEY,
+    direction VARCHAR(8) NOT NULL CHECK (direction IN ('outbound', 'inbound')),
+    task_id INTEGER REFERENCES tasks (id),
+    customer_id INTEGER REFERENCES customers (id),
+    manager_id INTEGER REFERENCES managers (id),
+    county_id INTEGER REFERENCES counties (id),
+    -- Asterisk's ids of the first channel and of the whole call
+    uniqueid VARCHAR(64) UNIQUE,
+    linkedid VARCHAR(64),
+    customer_number VARCHAR(20) NOT NULL,
+    unified_number VARCHAR(11),
+    state VARCHAR(24) NOT NULL DEFAULT 'requested'
+        CHECK (state IN ('requested', 'manager_ringing', 'manager_answered',
+                         'customer_ringing', 'connected', 'ended', 'failed')),
+    requested_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    ring_at TIMESTAMP,
+    answer_at TIMESTAMP,
+    end_at TIMESTAMP,
+    hangup_cause INTEGER,
+    hangup_by VARCHAR(16) CHECK (hangup_by IN ('customer', 'manager', 'system')),
+    outcome VARCHAR(24),
+    talk_seconds INTEGER CHECK (talk_seconds >= 0),
+    recording_path VARCHAR(255),
+    recording_seconds REAL,
+    recording_bytes INTEGER,
+    recording_sha256 VARCHAR(64)
+);
+CREATE INDEX ix_calls_linkedid ON calls (linkedid);
+CREATE INDEX ix_calls_task ON calls (task_id);
+CREATE INDEX ix_calls_manager_time ON calls (manager_id, requested_at);
+CREATE INDEX ix_calls_county_time ON calls (county_id, requested_at);
+CREATE INDEX ix_calls_customer ON calls (customer_id);
+
+-- Raw AMI/CEL events as received; dedup_key makes replays harmless.
+CREATE TABLE call_events (
+    id INTEGER PRIMARY KEY,
+    dedup_key VARCHAR(128) NOT NULL UNIQUE,
+    source VARCHAR(8) NOT NULL CHECK (source IN ('ami', 'cel', 'agi')),
+    event VARCHAR(64) NOT NULL,
+    uniqueid VARCHAR(64),
+    linkedid VARCHAR(64),
+    call_id INTEGER REFERENCES calls (id),
+    event_at TIMESTAMP NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX ix_call_events_linkedid ON call_events (linkedid);
+CREATE INDEX ix_call_events_call ON call_events (call_id);
+
+-- A result filed for a task, by web form, SMS reply or phone keypad.
+CREATE TABLE feedback (
+    id INTEGER PRIMARY KEY,
+    task_id INTEGER NOT NULL REFERENCES tasks (id),
+    call_id INTEGER REFERENCES calls (id),
+    manager_id INTEGER NOT NULL REFERENCES managers (id),
+    result_code_id INTEGER NOT NULL REFERENCES result_codes (id),
+    channel VARCHAR(8) NOT NULL CHECK (channel IN ('web', 'sms', 'keypad')),
+    note TEXT NOT NULL DEFAULT '',
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX ix_feedback_task ON feedback (task_id);
+CREATE INDEX ix_feedback_manager_time ON feedback (manager_id, created_at);
+
+-- SMS out (notifications, result prompts) and in (replies with digit codes).
+CREATE TABLE sms_messages (
+    id INTEGER PRIMARY KEY,
+    direction VARCHAR(8) NOT NULL CHECK (direction IN ('out', 'in')),
+    peer_number VARCHAR(20) NOT NULL,
+    manager_id INTEGER REFERENCES managers (id),
+    task_id INTEGER REFERENCES tasks (id),
+    body TEXT NOT NULL,
+    status VARCHAR(16) NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'sent', 'failed', 'received', 'processed')),
+    smpp_message_id VARCHAR(64),
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    sent_at TIMESTAMP
+);
+CREATE INDEX ix_sms_messages_status ON sms_messages (direction, status, created_at);
+
+-- Every write, log-in and recording played (全程操作日志).
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    user_id INTEGER REFERENCES users (id),
+    username VARCHAR(64) NOT NULL DEFAULT '',
+    action VARCHAR(64) NOT NULL,
+    object_type VARCHAR(32) NOT NULL DEFAULT '',
+    object_id VARCHAR(64) NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    ip VARCHAR(45) NOT NULL DEFAULT ''
+);
+CREATE INDEX ix_audit_log_at ON audit_log (at);
+CREATE INDEX ix_audit_log_user_at ON audit_log (user_id, at);
+CREATE INDEX ix_audit_log_action_at ON audit_log (action, at);

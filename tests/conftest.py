@@ -1,0 +1,43 @@
+"""Shared fixtures. Real parts only: PostgreSQL, Asterisk and SIPp are
+started for real (see tests/harness.py); nothing is mocked."""
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from khhf import db
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    url = os.environ.get("KHHF_TEST_PG_URL")
+    if not url:
+        pytest.fail("KHHF_TEST_PG_URL is not set: scripts/test starts PostgreSQL and sets it; "
+                    "set it to a database URL whose user may CREATE DATABASE.")
+    return url
+
+
+@pytest.fixture
+def pg_database(pg_admin_url):
+    """A factory of fresh PostgreSQL databases, dropped after the test."""
+    admin = db.make_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    created, engines = [], []
+
+    def make(label="t"):
+        name = f"khhf_test_{label}_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        engine = db.make_engine(admin.url.set(database=name).render_as_string(hide_password=False))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

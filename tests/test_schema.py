@@ -1,0 +1,127 @@
+"""schema.sql is the truth; the SQLAlchemy models must agree with it.
+
+Two databases are built side by side, one from schema.sql and one from the
+models' metadata, and their reflections are compared table by table: so the
+comparison uses one dialect's own view of both, on SQLite and PostgreSQL.
+"""
+
+import re
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from khhf import db
+from khhf.models import Base, County, UnifiedNumber, User
+
+
+def _norm_sql(value) -> str:
+    value = "" if value is None else str(value).lower()
+    value = re.sub(r"::[a-z ]+(\[\])?", "", value)  # PostgreSQL casts
+    return re.sub(r"[\s()]", "", value)
+
+
+def describe(engine, with_checks: bool) -> dict:
+    insp = inspect(engine)
+    out = {}
+    for table in sorted(insp.get_table_names()):
+        pk = insp.get_pk_constraint(table)["constrained_columns"]
+        cols = {
+            c["name"]: (type(c["type"]).__name__ if engine.dialect.name == "postgresql"
+                        else str(c["type"]).split("(")[0],
+                        getattr(c["type"], "length", None),
+                        # SQLite reports INTEGER PRIMARY KEY as nullable
+                        c["nullable"] and c["name"] not in pk,
+                        c.get("default") is not None or bool(c.get("identity")))
+            for c in insp.get_columns(table)
+        }
+        if engine.dialect.name == "sqlite":
+            # SQLAlchemy reads ON DELETE only from table-level FOREIGN KEY
+            # clauses; SQLite's own pragma knows it for inline REFERENCES too
+            with engine.connect() as conn:
+                rows = conn.exec_driver_sql(f"PRAGMA foreign_key_list({table})").all()
+            fks = sorted(((r[3],), r[2], (r[4],), None if r[6] == "NO ACTION" else r[6])
+                         for r in rows)
+        else:
+            fks = sorted((tuple(fk["constrained_columns"]), fk["referred_table"],
+                          tuple(fk["referred_columns"]),
+                          (fk.get("options") or {}).get("ondelete", "").upper() or None)
+                         for fk in insp.get_foreign_keys(table))
+        kw = {"include_auto_indexes": True} if engine.dialect.name == "sqlite" else {}
+        all_indexes = insp.get_indexes(table, **kw)
+        # a UNIQUE written inline or as a table constraint is the same rule;
+        # SQLite reflects the former only as an automatic index
+        uniques = sorted({tuple(u["column_names"]) for u in insp.get_unique_constraints(table)}
+                         | {tuple(ix["column_names"]) for ix in all_indexes
+                            if ix["name"].startswith("sqlite_autoindex")})
+        indexes = sorted(
+            (ix["name"], tuple(ix["column_names"]), bool(ix["unique"]),
+             _norm_sql((ix.get("dialect_options") or {}).get(f"{engine.dialect.name}_where")))
+            for ix in all_indexes if not ix["name"].startswith("sqlite_autoindex"))
+        item = {"columns": cols, "pk": pk,
+                "fks": fks, "uniques": uniques, "indexes": indexes}
+        if with_checks:
+            item["checks"] = sorted(_norm_sql(c["sqltext"]) for c in insp.get_check_constraints(table))
+        out[table] = item
+    return out
+
+
+def _compare(make_engine):
+    from_sql, from_models = make_engine("a"), make_engine("b")
+    db.create_schema(from_sql)
+    Base.metadata.create_all(from_models)
+    checks = from_sql.dialect.name == "postgresql"
+    want, got = describe(from_sql, checks), describe(from_models, checks)
+    assert sorted(want) == sorted(got), "tables differ"
+    assert len(want) == len(Base.metadata.tables)
+    for table in want:
+        for part in want[table]:
+            assert got[table][part] == want[table][part], f"{table}.{part}: models differ from schema.sql"
+    return from_sql
+
+
+def _round_trip(engine):
+    factory = db.session_factory(engine)
+    with db.unit_of_work(factory) as session:
+        county = County(code="demo", name="示范县",
+                        unified_numbers=[UnifiedNumber(number="13900000000", is_primary=True)])
+        session.add(county)
+        session.flush()
+        session.add(User(username="admin", password_hash="x", display_name="管理员", role="admin"))
+    with factory() as session:
+        county = session.scalars(select(County)).one()
+        assert county.primary_number == "13900000000"
+    # schema.sql's constraints hold: an unified number must have 11 digits
+    with pytest.raises(Exception):
+        with db.unit_of_work(factory) as session:
+            session.add(UnifiedNumber(county_id=county.id, number="12345"))
+    # and nothing was half-written
+    with factory() as session:
+        assert session.scalar(select(text("count(*)")).select_from(UnifiedNumber)) == 1
+
+
+def test_models_agree_with_schema_sqlite(tmp_path):
+    engine = _compare(lambda name: db.make_engine(f"sqlite:///{tmp_path / name}.db"))
+    _round_trip(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_models_agree_with_schema_postgresql(pg_database):
+    engine = _compare(pg_database)
+    _round_trip(engine)
+
+
+def test_schema_creation_is_all_or_nothing(tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    broken = db.SCHEMA_PATH.read_text() + "\nCREATE TABLE broken (id INTEGER PRIMARY KEY, x NOSUCH(;\n"
+    statements = db.schema_statements("sqlite", broken)
+    assert len(statements) > 16
+    import khhf.db as dbmod
+    original = dbmod.schema_statements
+    dbmod.schema_statements = lambda dialect, sql=None: statements
+    try:
+        with pytest.raises(Exception):
+            db.create_schema(engine)
+    finally:
+        dbmod.schema_statements = original
+    assert inspect(engine).get_table_names() == []
