@@ -1,0 +1,86 @@
+"""Demo data: one county, its unified number, an admin, a supervisor, three
+customer managers with desk phones, and a few customers.
+
+`seed` is idempotent: run twice, it creates nothing new, but it gives the
+demo users fresh random passwords (they are stored only hashed, so the
+demo can print working log-ins only by setting them again).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from khhf.models import County, Customer, CustomerAssignment, Manager, User
+from khhf.services import accounts, counties
+
+COUNTY_CODE = "demo"
+COUNTY_NAME = "示范县"
+UNIFIED_NUMBER = "13900000000"
+MANAGERS = (
+    # username, display name, employee no, desk extension, mobile
+    ("manager1", "张伟", "D001", "8001", "13800138001"),
+    ("manager2", "王芳", "D002", "8002", "13800138002"),
+    ("manager3", "李娜", "D003", "8003", "13800138003"),
+)
+CUSTOMERS_PER_MANAGER = 3
+
+
+def seed(session: Session) -> dict:
+    """Create the demo data if missing; the caller commits.
+
+    Returns {"county": {"id", "code", "name", "unified_number"},
+             "passwords": {username: plaintext password},
+             "managers": {username: {"id", "desk_extension", "mobile"}}}.
+    """
+    county = session.scalar(select(County).where(County.code == COUNTY_CODE))
+    if county is None:
+        county = counties.create_county(session, None, "", code=COUNTY_CODE, name=COUNTY_NAME,
+                                        fallback_strategy="ringall",
+                                        numbers=[UNIFIED_NUMBER], primary=UNIFIED_NUMBER)
+    passwords = {}
+    for username, display_name, role, county_id in (
+            ("admin", "系统管理员", "admin", None),
+            ("supervisor", "赵县长", "supervisor", county.id)):
+        passwords[username] = _user(session, username, lambda password: accounts.create_user(
+            session, None, "", username=username, display_name=display_name,
+            password=password, role=role, county_id=county_id))
+    managers = {}
+    for i, (username, display_name, employee_no, extension, mobile) in enumerate(MANAGERS):
+        passwords[username] = _user(session, username, lambda password: accounts.create_manager(
+            session, None, "", username=username, display_name=display_name,
+            password=password, county_id=county.id, employee_no=employee_no,
+            desk_extension=extension, mobile=mobile))
+        manager = session.scalar(select(Manager).join(User).where(User.username == username))
+        _customers(session, county, manager, first=13700000001 + i * CUSTOMERS_PER_MANAGER)
+        managers[username] = {"id": manager.id, "desk_extension": manager.desk_extension,
+                              "mobile": manager.mobile}
+    session.flush()
+    return {"county": {"id": county.id, "code": county.code, "name": county.name,
+                       "unified_number": county.primary_number},
+            "passwords": passwords, "managers": managers}
+
+
+def _user(session, username, create) -> str:
+    """Create the user with a fresh password, or give the existing one a fresh password."""
+    password = accounts.generate_password()
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        create(password)
+    else:
+        accounts.set_password(session, None, "", user, password)
+    return password
+
+
+def _customers(session, county, manager, first):
+    names = "刘洋 陈静 杨磊 黄敏 周杰 吴婷 徐强 孙丽 马超".split()
+    for k in range(CUSTOMERS_PER_MANAGER):
+        phone = str(first + k)
+        if session.scalar(select(Customer.id).where(Customer.phone == phone)) is not None:
+            continue
+        customer = Customer(phone=phone, name=names[(first + k) % len(names)],
+                            county_id=county.id, manager_id=manager.id)
+        session.add(customer)
+        session.flush()
+        session.add(CustomerAssignment(customer_id=customer.id, manager_id=manager.id,
+                                       reason="import"))

@@ -1,0 +1,52 @@
+"""Domain services: the writes that the web UI, AGI and imports share.
+
+A service validates everything first and raises ValidationError listing
+every problem, before it adds anything to the session: so a refused
+request leaves nothing half-written. It records its own audit entries;
+the caller commits.
+
+Messages are English msgids marked with N_ and translated by the UI's
+catalog (Simplified Chinese by default); each says what is wrong and
+what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+def N_(message: str) -> str:
+    """Mark a message for the translation catalog without translating it here."""
+    return message
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+    params: dict = dataclasses.field(default_factory=dict)
+
+
+class ValidationError(ValueError):
+    """Input was refused; `problems` says which field and why."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("; ".join(p.message % p.params for p in self.problems))
+
+
+class Problems:
+    """Collects problems so a form shows all of them at once."""
+
+    def __init__(self):
+        self.items: list[Problem] = []
+
+    def add(self, field: str, message: str, **params) -> None:
+        self.items.append(Problem(field, message, params))
+
+    def __contains__(self, field: str) -> bool:
+        return any(p.field == field for p in self.items)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ValidationError(self.items)

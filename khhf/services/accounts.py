@@ -1,0 +1,283 @@
+"""Users and customer managers: creating, editing, passwords, log-in.
+
+Passwords are hashed with werkzeug.security (scrypt). Log-in attempts are
+limited per user name and IP address, counted from the audit log itself
+(action 'login_failed'): no extra table, shared by every web worker, and it
+survives a restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from khhf import audit
+from khhf.models import AuditLog, County, Manager, User, utcnow
+from khhf.phones import mask_phone, normalize_mobile
+from khhf.services import N_, Problems
+
+PASSWORD_MIN_LENGTH = 8
+USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,63}")
+EMPLOYEE_NO_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+DESK_EXTENSION_PATTERN = re.compile(r"[2-9]\d{3}")
+LOGIN_MAX_FAILURES = 5
+LOGIN_FAILURE_WINDOW = dt.timedelta(minutes=15)
+MANAGER_STATUSES = ("active", "departed")
+# compared against when the user name is unknown, so both paths cost the same
+_DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
+
+
+class LoginRefused(Exception):
+    """A log-in was refused; `message` (a msgid) and `params` say why."""
+
+    def __init__(self, message: str, **params):
+        self.message, self.params = message, params
+        super().__init__(message % params)
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password)
+
+
+def generate_password() -> str:
+    """A random password that is easy to read aloud (no 0/O, 1/l)."""
+    alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(12))
+
+
+def log_in(session: Session, username: str, password: str, ip: str, *,
+           max_failures: int = LOGIN_MAX_FAILURES,
+           window: dt.timedelta = LOGIN_FAILURE_WINDOW) -> User:
+    """The user these credentials name, or LoginRefused.
+
+    Either way an audit entry is added: the caller commits in both cases.
+    """
+    username = (username or "").strip().lower()
+    since = utcnow() - window
+    failures = session.scalar(
+        select(func.count()).select_from(AuditLog).where(
+            AuditLog.action == "login_failed", AuditLog.username == username[:64],
+            AuditLog.ip == (ip or "")[:45], AuditLog.at >= since))
+    user = session.scalar(select(User).where(User.username == username))
+    if failures >= max_failures:
+        audit.record(session, user, "login_refused", "user", user.id if user else "",
+                     f"{failures} failed log-ins in {window}", ip, username=username)
+        raise LoginRefused(N_("Too many failed log-ins for this user name from your "
+                              "address. Wait %(minutes)d minutes and try again, or ask "
+                              "an administrator to reset your password."),
+                           minutes=int(window.total_seconds() // 60))
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password or "")
+        audit.record(session, None, "login_failed", "user", "", "unknown user name", ip,
+                     username=username)
+        raise LoginRefused(N_("Wrong user name or password."))
+    if not check_password_hash(user.password_hash, password or ""):
+        audit.record(session, user, "login_failed", "user", user.id, "wrong password", ip)
+        raise LoginRefused(N_("Wrong user name or password."))
+    if not user.is_active:
+        audit.record(session, user, "login_refused", "user", user.id, "account disabled", ip)
+        raise LoginRefused(N_("This account is disabled. Ask an administrator to enable it."))
+    user.last_login_at = utcnow()
+    audit.record(session, user, "login", "user", user.id, "", ip)
+    return user
+
+
+def create_user(session: Session, by: User | None, ip: str, *, username: str,
+                display_name: str, password: str, role: str,
+                county_id: int | None) -> User:
+    """An administrator or a county supervisor (managers: create_manager)."""
+    problems = Problems()
+    username = _check_username(session, problems, username)
+    display_name = _check_display_name(problems, display_name)
+    _check_password(problems, password)
+    county = _check_role_county(session, problems, role, county_id, allow_manager=False)
+    problems.raise_if_any()
+    user = User(username=username, display_name=display_name, role=role,
+                county_id=county.id if county else None, password_hash=hash_password(password))
+    session.add(user)
+    session.flush()
+    audit.record(session, by, "create", "user", user.id,
+                 f"username={username}; role={role}; county={county.code if county else '—'}", ip)
+    return user
+
+
+def update_user(session: Session, by: User | None, ip: str, user: User, *,
+                display_name: str, role: str, county_id: int | None,
+                is_active: bool) -> User:
+    """Change a user's name, role, county or whether they may log in."""
+    problems = Problems()
+    display_name = _check_display_name(problems, display_name)
+    if (user.role == "manager") != (role == "manager"):
+        problems.add("role", N_("A customer manager stays a customer manager: to change "
+                                "the role, disable this user and create a new one."))
+    county = _check_role_county(session, problems, role, county_id, allow_manager=True)
+    if by is not None and by.id == user.id and (not is_active or role != user.role):
+        problems.add("is_active", N_("You cannot disable your own account or change your "
+                                     "own role; ask another administrator."))
+    problems.raise_if_any()
+    changes = {"display_name": (user.display_name, display_name), "role": (user.role, role),
+               "county_id": (user.county_id, county.id if county else None),
+               "is_active": (user.is_active, is_active)}
+    user.display_name, user.role, user.is_active = display_name, role, is_active
+    user.county_id = county.id if county else None
+    if user.manager is not None:
+        user.manager.county_id = user.county_id
+    audit.record(session, by, "update", "user", user.id, audit.describe_changes(changes), ip)
+    return user
+
+
+def set_password(session: Session, by: User | None, ip: str, user: User, password: str) -> None:
+    """Replace a user's password (the log says who did it, never the password)."""
+    problems = Problems()
+    _check_password(problems, password)
+    problems.raise_if_any()
+    user.password_hash = hash_password(password)
+    audit.record(session, by, "set_password", "user", user.id, f"username={user.username}", ip)
+
+
+def create_manager(session: Session, by: User | None, ip: str, *, username: str,
+                   display_name: str, password: str, county_id: int | None,
+                   employee_no: str, desk_extension: str, mobile: str) -> Manager:
+    """A customer manager: the log-in user and the manager row, together."""
+    problems = Problems()
+    username = _check_username(session, problems, username)
+    display_name = _check_display_name(problems, display_name)
+    _check_password(problems, password)
+    county = _check_role_county(session, problems, "manager", county_id, allow_manager=True)
+    employee_no, desk_extension, mobile = _check_manager_fields(
+        session, problems, None, employee_no, desk_extension, mobile)
+    problems.raise_if_any()
+    user = User(username=username, display_name=display_name, role="manager",
+                county_id=county.id, password_hash=hash_password(password))
+    manager = Manager(user=user, county_id=county.id, employee_no=employee_no,
+                      desk_extension=desk_extension, mobile=mobile)
+    session.add(manager)
+    session.flush()
+    audit.record(session, by, "create", "manager", manager.id,
+                 f"username={username}; county={county.code}; employee_no={employee_no}; "
+                 f"desk_extension={desk_extension or '—'}; mobile={mask_phone(mobile)}", ip)
+    return manager
+
+
+def update_manager(session: Session, by: User | None, ip: str, manager: Manager, *,
+                   display_name: str, county_id: int | None, employee_no: str,
+                   desk_extension: str, mobile: str, status: str) -> Manager:
+    """Edit a manager. Departing also takes them off duty and disables their
+    log-in; the hand-over of their customers is the hotline's business."""
+    problems = Problems()
+    display_name = _check_display_name(problems, display_name)
+    county = _check_role_county(session, problems, "manager", county_id, allow_manager=True)
+    employee_no, desk_extension, mobile = _check_manager_fields(
+        session, problems, manager, employee_no, desk_extension, mobile)
+    if status not in MANAGER_STATUSES:
+        problems.add("status", N_("Choose a status: active or departed."))
+    problems.raise_if_any()
+    changes = {
+        "display_name": (manager.user.display_name, display_name),
+        "county_id": (manager.county_id, county.id),
+        "employee_no": (manager.employee_no, employee_no),
+        "desk_extension": (manager.desk_extension, desk_extension),
+        "mobile": (mask_phone(manager.mobile), mask_phone(mobile)),
+        "status": (manager.status, status),
+    }
+    manager.user.display_name = display_name
+    manager.county_id = manager.user.county_id = county.id
+    manager.employee_no, manager.desk_extension, manager.mobile = (
+        employee_no, desk_extension, mobile)
+    if status != manager.status:
+        manager.status = status
+        if status == "departed":
+            manager.departed_at, manager.on_duty, manager.user.is_active = utcnow(), False, False
+        else:
+            manager.departed_at, manager.successor_id, manager.user.is_active = None, None, True
+    audit.record(session, by, "update", "manager", manager.id,
+                 audit.describe_changes(changes), ip)
+    return manager
+
+
+def set_on_duty(session: Session, by: User | None, ip: str, manager: Manager,
+                on_duty: bool) -> Manager:
+    """在岗/离岗: whether hotline calls may ring this manager's phones."""
+    problems = Problems()
+    if on_duty and manager.status != "active":
+        problems.add("on_duty", N_("A departed manager cannot go on duty."))
+    problems.raise_if_any()
+    if manager.on_duty != on_duty:
+        manager.on_duty = on_duty
+        audit.record(session, by, "set_on_duty", "manager", manager.id,
+                     f"on_duty={'yes' if on_duty else 'no'}", ip)
+    return manager
+
+
+def _check_username(session, problems, username) -> str:
+    username = (username or "").strip().lower()
+    if not USERNAME_PATTERN.fullmatch(username):
+        problems.add("username", N_("User name: 3 to 64 characters, lower-case letters, "
+                                    "digits, '.', '_' or '-', starting with a letter or "
+                                    "digit, e.g. zhangsan."))
+    elif session.scalar(select(User.id).where(User.username == username)) is not None:
+        problems.add("username", N_("User name %(username)s is taken; choose another."),
+                     username=username)
+    return username
+
+
+def _check_display_name(problems, display_name) -> str:
+    display_name = (display_name or "").strip()
+    if not 1 <= len(display_name) <= 64:
+        problems.add("display_name", N_("Enter the person's name (at most 64 characters)."))
+    return display_name
+
+
+def _check_password(problems, password) -> None:
+    if len(password or "") < PASSWORD_MIN_LENGTH:
+        problems.add("password", N_("The password needs at least %(count)d characters."),
+                     count=PASSWORD_MIN_LENGTH)
+
+
+def _check_role_county(session, problems, role, county_id, *, allow_manager) -> County | None:
+    roles = ("admin", "supervisor", "manager") if allow_manager else ("admin", "supervisor")
+    if role not in roles:
+        if role == "manager":
+            problems.add("role", N_("Customer managers are added on the managers page, "
+                                    "with their desk phone and mobile."))
+        else:
+            problems.add("role", N_("Choose a role."))
+        return None
+    county = session.get(County, county_id) if county_id else None
+    if role == "admin":
+        return None
+    if county is None:
+        problems.add("county_id", N_("Choose the county this person works for."))
+    return county
+
+
+def _check_manager_fields(session, problems, manager, employee_no, desk_extension, mobile):
+    own_id = manager.id if manager is not None else None
+    employee_no = (employee_no or "").strip()
+    if not EMPLOYEE_NO_PATTERN.fullmatch(employee_no):
+        problems.add("employee_no", N_("Employee number: 1 to 32 letters, digits, '_' "
+                                       "or '-', as on the staff card."))
+    elif session.scalar(select(Manager.id).where(Manager.employee_no == employee_no,
+                                                 Manager.id != own_id)) is not None:
+        problems.add("employee_no", N_("Employee number %(value)s belongs to another "
+                                       "manager; check it."), value=employee_no)
+    desk_extension = (desk_extension or "").strip() or None
+    if desk_extension is not None:
+        if not DESK_EXTENSION_PATTERN.fullmatch(desk_extension):
+            problems.add("desk_extension", N_("Desk extension: 4 digits from 2000 to 9999, "
+                                              "e.g. 8001; leave it empty if there is no "
+                                              "desk phone."))
+        elif session.scalar(select(Manager.id).where(
+                Manager.desk_extension == desk_extension, Manager.id != own_id)) is not None:
+            problems.add("desk_extension", N_("Desk extension %(value)s is already in use; "
+                                              "choose a free one."), value=desk_extension)
+    raw_mobile = (mobile or "").strip()
+    mobile = normalize_mobile(raw_mobile) if raw_mobile else None
+    if raw_mobile and mobile is None:
+        problems.add("mobile", N_("Mobile: 11 digits starting with 1, e.g. 13812345678."))
+    return employee_no, desk_extension, mobile
