@@ -223,7 +223,8 @@ class Pbx:
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(phones))
         os.chmod(etc / "manager.conf", 0o600)
-        for sub_dir in ("spool", "log", "run", "lib/keys", "cache", "recordings"):
+        for sub_dir in ("spool", "log/cel-custom", "log/cdr-custom", "run", "lib/keys", "cache",
+                        "recordings"):
             (self.run_dir / sub_dir).mkdir(parents=True, exist_ok=True)
 
     # -- life cycle ------------------------------------------------------------
@@ -267,6 +268,7 @@ class Pbx:
             proc = subprocess.Popen(layout.command("-f", "-n"), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
+        self._proc = proc  # keep it: reaped in down() when this process started it
         self.pid_file.write_text(f"{proc.pid}\n")
         s = self.settings
         try:
@@ -310,6 +312,10 @@ class Pbx:
             if mount is not None:
                 self._unmount(mount)
         self.pid_file.unlink(missing_ok=True)
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            proc.wait()
+            self._proc = None
         return pid is not None
 
     @staticmethod

@@ -1,0 +1,66 @@
+"""The originate path: how a one-click dial becomes an AMI Originate.
+
+Asterisk rings the manager's desk phone first; when the manager answers,
+that channel enters the khhf-outbound context, which dials the customer
+through the trunk showing the county's unified number (see
+asterisk/extensions.d/30-outbound.conf). Channel variables carry the call
+and task ids so every event maps back to one call row.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from khhf.channel_vars import CALL_ID, REC_FILE, TASK_ID, UNIFIED_NUMBER
+
+OUTBOUND_CONTEXT = "khhf-outbound"
+CUSTOMER_NUMBER = re.compile(r"1[3-9]\d{9}|0[1-9]\d{8,10}")
+
+
+class OriginateError(ValueError):
+    """The call cannot be placed; the message says why."""
+
+
+@dataclass(frozen=True)
+class OutboundCall:
+    call_id: int
+    task_id: int | None
+    desk_extension: str
+    customer_number: str
+    unified_number: str
+    recording_file: str          # relative to the recordings directory
+    manager_ring_seconds: int = 30
+
+
+def originate_action(call: OutboundCall) -> dict:
+    """The AMI Originate action for `call` (pure; validated)."""
+    if not re.fullmatch(r"[2-9]\d{3}", call.desk_extension):
+        raise OriginateError(f"desk extension {call.desk_extension!r} is not a four-digit extension")
+    if not CUSTOMER_NUMBER.fullmatch(call.customer_number):
+        raise OriginateError(f"customer number {call.customer_number!r} is neither an 11-digit "
+                             f"mobile nor a fixed line with area code")
+    if not re.fullmatch(r"\d{11}", call.unified_number):
+        raise OriginateError(f"unified number {call.unified_number!r} is not 11 digits")
+    if not re.fullmatch(r"[\w/.-]+\.wav", call.recording_file) or ".." in call.recording_file:
+        raise OriginateError(f"recording file {call.recording_file!r} is not a relative .wav path")
+    variables = [
+        # two underscores: inherited by the customer's channel too
+        f"__{CALL_ID}={call.call_id}",
+        f"__{TASK_ID}={call.task_id or ''}",
+        f"{UNIFIED_NUMBER}={call.unified_number}",
+        f"{REC_FILE}={call.recording_file}",
+    ]
+    return {
+        "Action": "Originate",
+        "Channel": f"PJSIP/{call.desk_extension}",
+        "Context": OUTBOUND_CONTEXT,
+        "Exten": call.customer_number,
+        "Priority": "1",
+        # what the desk phone shows while ringing: the customer it will reach
+        "CallerID": f'"KHHF {call.call_id}" <{call.customer_number}>',
+        "Timeout": str(call.manager_ring_seconds * 1000),
+        "Async": "true",
+        "ChannelId": f"khhf-{call.call_id}-m",
+        "Variable": variables,
+    }

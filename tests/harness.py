@@ -1,0 +1,272 @@
+"""Real peers for the tests: an Asterisk instance and SIPp parties.
+
+`PbxHarness` starts a real Asterisk (khhf.pbx) on free loopback ports with
+its own run directory. `Sipp` runs one SIPp process playing a desk phone,
+the carrier trunk (answering as the customer) or a calling customer, with
+RTP audio, and parses its message trace so a test can assert on exactly
+what each party received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+from khhf import config, pbx
+from khhf.ami import AmiClient
+
+SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+SIPP = shutil.which("sipp")
+_ports = itertools.count(0)
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM, span: int = 1) -> int:
+    """A port free on `host` for UDP and TCP (and the `span - 1` after it)."""
+    for _ in range(200):
+        sock = socket.socket(socket.AF_INET, kind)
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        if port + span >= 65000:
+            continue
+        ok = True
+        for p in range(port, port + span):
+            for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                s = socket.socket(socket.AF_INET, k)
+                try:
+                    s.bind((host, p))
+                except OSError:
+                    ok = False
+                finally:
+                    s.close()
+        if ok:
+            return port
+    raise RuntimeError("no free port found")
+
+
+def mulaw_encode(sample: int) -> int:
+    """G.711 mu-law encoding of one 16-bit linear sample."""
+    bias, clip = 0x84, 32635
+    sign = 0x80 if sample < 0 else 0
+    sample = min(abs(sample), clip) + bias
+    exponent = max(0, int(math.log2(sample)) - 7)
+    mantissa = (sample >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def write_tone(path: Path, seconds: float = 2.0, freq: float = 440.0) -> None:
+    """A warbling tone as headerless 8 kHz mu-law, for SIPp's rtp_stream."""
+    samples = int(8000 * seconds)
+    data = bytes(mulaw_encode(int(8000 * math.sin(2 * math.pi * (freq + 60 * math.sin(i / 800)) * i / 8000)))
+                 for i in range(samples))
+    path.write_bytes(data)
+
+
+def wav_stats(path: Path) -> tuple[float, float]:
+    """(duration in seconds, RMS level of 16-bit samples) of a PCM WAV file."""
+    with wave.open(str(path)) as w:
+        frames = w.readframes(w.getnframes())
+        duration = w.getnframes() / w.getframerate()
+        width = w.getsampwidth()
+    assert width == 2, f"{path} is not 16-bit PCM"
+    count = len(frames) // 2
+    if not count:
+        return duration, 0.0
+    import array
+    pcm = array.array("h", frames)
+    rms = math.sqrt(sum(s * s for s in pcm) / count)
+    return duration, rms
+
+
+@dataclass
+class SipMessage:
+    direction: str   # "sent" or "received"
+    text: str
+
+    @property
+    def first_line(self) -> str:
+        return self.text.split("\n", 1)[0].strip()
+
+    @property
+    def method(self) -> str | None:
+        m = re.match(r"([A-Z]+) sip:", self.first_line)
+        return m.group(1) if m else None
+
+    @property
+    def status(self) -> int | None:
+        m = re.match(r"SIP/2.0 (\d{3})", self.first_line)
+        return int(m.group(1)) if m else None
+
+    def header(self, name: str) -> str | None:
+        for line in self.text.split("\n")[1:]:
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+
+class Sipp:
+    """One SIPp process: a desk phone, the trunk, or a calling customer."""
+
+    def __init__(self, scenario: str, workdir: Path, *, local_ip: str, port: int,
+                 remote: str | None = None, service: str | None = None,
+                 auth: tuple[str, str] | None = None, keys: dict | None = None,
+                 duration_ms: int | None = None, calls: int = 1, rate: float | None = None,
+                 max_concurrent: int | None = None):
+        self.name = f"{Path(scenario).stem}-{local_ip}-{port}-{next(_ports)}"
+        self.workdir = Path(workdir) / self.name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        write_tone(self.workdir / "audio.ulaw")
+        self.message_file = self.workdir / "messages.log"
+        self.error_file = self.workdir / "errors.log"
+        self.port = port
+        args = [SIPP]
+        if remote:
+            args.append(remote)
+        args += ["-sf", str(SIPP_DIR / scenario), "-i", local_ip, "-p", str(port),
+                 "-mi", local_ip, "-mp", str(free_port(local_ip, span=4)),
+                 "-cp", str(free_port(local_ip)),
+                 "-m", str(calls), "-nostdin", "-trace_msg", "-trace_err",
+                 "-message_file", str(self.message_file), "-error_file", str(self.error_file),
+                 "-timeout_error", "-timeout", "120s", "-aa"]
+        if service:
+            args += ["-s", service]
+        if auth:
+            args += ["-au", auth[0], "-ap", auth[1]]
+        if duration_ms is not None:
+            args += ["-d", str(duration_ms)]
+        if rate is not None:
+            args += ["-r", str(rate)]
+        if max_concurrent is not None:
+            args += ["-l", str(max_concurrent)]
+        for key, value in (keys or {}).items():
+            args += ["-key", key, str(value)]
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Sipp":
+        self.stdout = open(self.workdir / "stdout.log", "wb")
+        self.proc = subprocess.Popen(self.args, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                     stdout=self.stdout, stderr=subprocess.STDOUT)
+        time.sleep(0.15)  # let it bind before anyone sends to it
+        if self.proc.poll() not in (None, 0):
+            raise RuntimeError(f"sipp {self.name} exited at start: {self.output()}")
+        return self
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"sipp {self.name} did not finish in {timeout} s; "
+                                 f"messages:\n{self.trace_summary()}") from None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "stdout", None):
+            self.stdout.close()
+
+    def output(self) -> str:
+        parts = []
+        for f in (self.workdir / "stdout.log", self.error_file):
+            if f.exists():
+                parts.append(f.read_text(errors="replace")[-3000:])
+        return "\n".join(parts)
+
+    def messages(self) -> list[SipMessage]:
+        if not self.message_file.exists():
+            return []
+        text = self.message_file.read_text(errors="replace").replace("\r\n", "\n")
+        out = []
+        for block in re.split(r"^-{20,}.*$", text, flags=re.M):
+            m = re.match(r"\s*\S+ message (sent|received)[^\n]*\n\n?(.*)", block, re.S)
+            if m:
+                out.append(SipMessage(m.group(1), m.group(2).strip("\n")))
+        return out
+
+    def received(self, method_or_status) -> list[SipMessage]:
+        return [m for m in self.messages() if m.direction == "received"
+                and (m.method == method_or_status or m.status == method_or_status)]
+
+    def trace_summary(self) -> str:
+        return "\n".join(f"{m.direction:8} {m.first_line}" for m in self.messages()) \
+            or self.output()
+
+
+class PbxHarness:
+    """A real Asterisk on free loopback ports, plus SIPp parties around it."""
+
+    def __init__(self, workdir: Path, name: str = "test", desk_extensions=("8001", "8002", "8003")):
+        self.workdir = Path(workdir)
+        rtp = free_port(span=200)
+        self.settings = config.write_new(
+            self.workdir / "khhf.conf", home=self.workdir, pbx_name=name,
+            sip_port=free_port(), ami_port=free_port(kind=socket.SOCK_STREAM),
+            rtp_start=rtp, rtp_end=rtp + 199,
+            trunk_host="127.0.0.2", trunk_port=free_port("127.0.0.2"),
+            asterisk_root=os.environ.get("KHHF_ASTERISK_ROOT", config.Settings.asterisk_root),
+        )
+        self.pbx = pbx.Pbx(self.settings, list(desk_extensions))
+        self.parties: list[Sipp] = []
+
+    def __enter__(self):
+        self.pbx.up()
+        return self
+
+    def __exit__(self, *exc):
+        for party in self.parties:
+            party.stop()
+        self.pbx.down()
+
+    @property
+    def sip_target(self) -> str:
+        return f"{self.settings.sip_host}:{self.settings.sip_port}"
+
+    def party(self, scenario: str, **kwargs) -> Sipp:
+        sipp = Sipp(scenario, self.workdir / "sipp", **kwargs)
+        self.parties.append(sipp)
+        return sipp
+
+    def register_desk_phone(self, extension: str, port: int | None = None) -> int:
+        """Register desk phone `extension` from 127.0.0.1:port; return the port."""
+        port = port or free_port()
+        reg = self.party("register.xml", local_ip="127.0.0.1", port=port, remote=self.sip_target,
+                         service=extension, auth=(extension, pbx.phone_password(self.settings, extension)))
+        rc = reg.start().wait(20)
+        assert rc == 0, f"desk phone {extension} failed to register:\n{reg.trace_summary()}"
+        return port
+
+    def desk_phone(self, extension: str, scenario: str = "answer.xml", **kwargs) -> Sipp:
+        """A registered desk phone, answering on its registered contact."""
+        port = self.register_desk_phone(extension)
+        return self.party(scenario, local_ip="127.0.0.1", port=port, **kwargs).start()
+
+    def trunk(self, scenario: str = "answer_hangup.xml", **kwargs) -> Sipp:
+        """The carrier trunk, answering as the customer."""
+        return self.party(scenario, local_ip=self.settings.trunk_host,
+                          port=self.settings.trunk_port, **kwargs).start()
+
+    def ami(self, event_mask: str = "on") -> AmiClient:
+        s = self.settings
+        return AmiClient(s.ami_host, s.ami_port, s.ami_user, s.ami_secret, event_mask=event_mask)
+
+    def run(self, coro):
+        return asyncio.run(coro)
