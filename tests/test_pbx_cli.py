@@ -1,0 +1,78 @@
+"""`khhf pbx`: bad input gets one clear sentence; two instances coexist."""
+
+import socket
+import subprocess
+import sys
+
+from khhf import config
+from tests.harness import PbxHarness, free_port
+
+
+def run_khhf(conf_path, *args):
+    proc = subprocess.run([sys.executable, "-m", "khhf.cli", "--config", str(conf_path), *args],
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def one_sentence(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{stderr}"
+    assert lines[0].startswith("khhf: ") and lines[0].endswith("."), lines[0]
+    return lines[0]
+
+
+def test_missing_asterisk_root(tmp_path):
+    conf = tmp_path / "khhf.conf"
+    config.write_new(conf, home=tmp_path, asterisk_root=tmp_path / "no-such-root",
+                     sip_port=free_port(), ami_port=free_port(kind=socket.SOCK_STREAM))
+    rc, _, err = run_khhf(conf, "pbx", "up")
+    assert rc == 1
+    line = one_sentence(err)
+    assert "no-such-root" in line and "is missing" in line and "khhf pbx build" in line
+
+
+def test_sip_port_in_use(tmp_path):
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    try:
+        conf = tmp_path / "khhf.conf"
+        config.write_new(conf, home=tmp_path, sip_port=port,
+                         ami_port=free_port(kind=socket.SOCK_STREAM))
+        rc, _, err = run_khhf(conf, "pbx", "up")
+    finally:
+        busy.close()
+    assert rc == 1
+    line = one_sentence(err)
+    assert f"SIP port 127.0.0.1:{port}/udp" in line
+    assert "already in use" in line and "KHHF_SIP_PORT" in line
+
+
+def test_wrong_ami_secret(pbx_harness, tmp_path):
+    s = pbx_harness.settings
+    conf = tmp_path / "khhf.conf"
+    conf.write_text(s.config_path.read_text())
+    config.write_new(conf, ami_secret="not-the-secret")
+    rc, _, err = run_khhf(conf, "pbx", "status")
+    assert rc == 1
+    line = one_sentence(err)
+    assert f"{s.ami_host}:{s.ami_port}" in line and "refused user 'khhf'" in line
+    assert "secret does not match" in line
+    # the right secret works
+    rc, out, err = run_khhf(s.config_path, "pbx", "status")
+    assert rc == 0, err
+    assert "Asterisk 22" in out and "running" in out
+
+
+def test_two_instances_run_at_once(pbx_harness, tmp_path):
+    with PbxHarness(tmp_path, name="second", desk_extensions=["8009"]) as second:
+        assert second.settings.sip_port != pbx_harness.settings.sip_port
+        for h in (pbx_harness, second):
+            rc, out, err = run_khhf(h.settings.config_path, "pbx", "status")
+            assert rc == 0 and "running" in out, err
+        # each answers SIP on its own port: a desk phone registers with each
+        second.register_desk_phone("8009")
+        pbx_harness.register_desk_phone("8003")
+    # stopping the second leaves the first running
+    rc, out, err = run_khhf(pbx_harness.settings.config_path, "pbx", "status")
+    assert rc == 0, err
