@@ -101,6 +101,13 @@ class User(Base):
     manager: Mapped[Manager | None] = relationship(back_populates="user",
                                                    foreign_keys="Manager.user_id")
 
+    # the log-in protocol the web UI's Flask-Login expects (is_active is the column)
+    is_authenticated = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
 
 class Manager(Base):
     __tablename__ = "managers"

@@ -1,0 +1,32 @@
+"""Serve the web UI: `python -m webui` (waitress, on web_host:web_port).
+
+Settings come from khhf.config (the config file, then KHHF_* variables):
+secret_key and database_url must be set, e.g. by `khhf init`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from waitress import serve
+
+from khhf import config
+from webui import create_app
+
+
+def main() -> int:
+    try:
+        settings = config.load()
+        app = create_app()
+    except config.ConfigError as error:
+        print(f"webui: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(f"KHHF web UI on http://{settings.web_host}:{settings.web_port}/", flush=True)
+    serve(app, host=settings.web_host, port=settings.web_port, threads=8, ident="khhf")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Administration: counties and their unified numbers, users, managers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from khhf.models import AuditLog, County, Manager, User
+from khhf.services import accounts, counties
+from webui.access import allow, client_ip, load
+from webui.db import get_db
+from webui.forms import (ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm,
+                         commit_or_show, county_choices)
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _counties():
+    return get_db().scalars(select(County).order_by(County.name)).all()
+
+
+@bp.route("/")
+@allow("admin")
+def index():
+    db = get_db()
+    counts = {
+        "counties": db.scalar(select(func.count()).select_from(County)),
+        "users": db.scalar(select(func.count()).select_from(User).where(User.is_active)),
+        "managers": db.scalar(select(func.count()).select_from(Manager)
+                              .where(Manager.status == "active")),
+        "on_duty": db.scalar(select(func.count()).select_from(Manager)
+                             .where(Manager.status == "active", Manager.on_duty)),
+    }
+    recent = db.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(8)).all()
+    return render_template("admin/index.html", counts=counts, recent=recent)
+
+
+# -- counties ---------------------------------------------------------------
+
+@bp.route("/counties")
+@allow("admin")
+def counties_list():
+    return render_template("admin/counties.html", counties=_counties(), delete_form=ConfirmForm())
+
+
+@bp.route("/counties/new", methods=["GET", "POST"])
+@allow("admin")
+def county_new():
+    form = CountyForm()
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: counties.create_county(
+                get_db(), current_user, client_ip(), **_county_fields(form))):
+            flash(gettext("County %(name)s added.", name=form.name.data.strip()), "success")
+            return redirect(url_for(".counties_list"))
+    return render_template("admin/county_form.html", form=form, county=None)
+
+
+@bp.route("/counties/<int:county_id>", methods=["GET", "POST"])
+@allow("admin")
+def county_edit(county_id):
+    county = load(County, county_id)
+    form = CountyForm(obj=county)
+    if request.method == "GET":
+        form.numbers.data = "\n".join(n.number for n in county.unified_numbers)
+        form.primary.data = county.primary_number or ""
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: counties.update_county(
+                get_db(), current_user, client_ip(), county, **_county_fields(form))):
+            flash(gettext("County %(name)s saved.", name=county.name), "success")
+            return redirect(url_for(".counties_list"))
+    return render_template("admin/county_form.html", form=form, county=county)
+
+
+@bp.route("/counties/<int:county_id>/delete", methods=["POST"])
+@allow("admin")
+def county_delete(county_id):
+    county = load(County, county_id)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        name = county.name
+        if commit_or_show(get_db(), form, lambda: counties.delete_county(
+                get_db(), current_user, client_ip(), county)):
+            flash(gettext("County %(name)s removed.", name=name), "success")
+    return redirect(url_for(".counties_list"))
+
+
+def _county_fields(form) -> dict:
+    return {"code": form.code.data, "name": form.name.data,
+            "fallback_strategy": form.fallback_strategy.data,
+            "numbers": counties.parse_numbers(form.numbers.data),
+            "primary": form.primary.data}
+
+
+# -- users ------------------------------------------------------------------
+
+@bp.route("/users")
+@allow("admin")
+def users_list():
+    users = get_db().scalars(select(User).order_by(User.role, User.username)).all()
+    return render_template("admin/users.html", users=users)
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@allow("admin")
+def user_new():
+    form = UserForm()
+    form.county_id.choices = county_choices(_counties(), gettext("— none (administrators) —"))
+    del form.is_active
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: accounts.create_user(
+                get_db(), current_user, client_ip(), username=form.username.data,
+                display_name=form.display_name.data, password=form.password.data,
+                role=form.role.data, county_id=form.county_id.data)):
+            flash(gettext("User %(username)s added.", username=form.username.data.strip()),
+                  "success")
+            return redirect(url_for(".users_list"))
+    return render_template("admin/user_form.html", form=form, user=None)
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@allow("admin")
+def user_edit(user_id):
+    user = load(User, user_id)
+    form = _user_edit_form(user)
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: accounts.update_user(
+                get_db(), current_user, client_ip(), user, display_name=form.display_name.data,
+                role=form.role.data, county_id=form.county_id.data,
+                is_active=form.is_active.data)):
+            flash(gettext("User %(username)s saved.", username=user.username), "success")
+            return redirect(url_for(".users_list"))
+    return render_template("admin/user_form.html", form=form, user=user,
+                           password_form=PasswordForm(formdata=None))
+
+
+@bp.route("/users/<int:user_id>/password", methods=["POST"])
+@allow("admin")
+def user_password(user_id):
+    user = load(User, user_id)
+    form = PasswordForm()
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: accounts.set_password(
+                get_db(), current_user, client_ip(), user, form.password.data)):
+            flash(gettext("Password of %(username)s changed.", username=user.username),
+                  "success")
+            return redirect(url_for(".user_edit", user_id=user.id))
+    return render_template("admin/user_form.html", form=_user_edit_form(user, formdata=None),
+                           user=user, password_form=form)
+
+
+def _user_edit_form(user, **kwargs) -> UserForm:
+    form = UserForm(obj=user, **kwargs)
+    form.county_id.choices = county_choices(_counties(), gettext("— none (administrators) —"))
+    if user.role == "manager":
+        form.role.choices = [("manager", gettext("Customer manager"))]
+    del form.username, form.password
+    return form
+
+
+# -- managers ---------------------------------------------------------------
+
+@bp.route("/managers")
+@allow("admin")
+def managers_list():
+    query = select(Manager).join(User).order_by(Manager.status, User.display_name)
+    county_id = request.args.get("county", type=int)
+    if county_id:
+        query = query.where(Manager.county_id == county_id)
+    managers = get_db().scalars(query).all()
+    return render_template("admin/managers.html", managers=managers, counties=_counties(),
+                           county_id=county_id)
+
+
+@bp.route("/managers/new", methods=["GET", "POST"])
+@allow("admin")
+def manager_new():
+    form = ManagerForm()
+    form.county_id.choices = county_choices(_counties())
+    del form.status
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: accounts.create_manager(
+                get_db(), current_user, client_ip(), username=form.username.data,
+                display_name=form.display_name.data, password=form.password.data,
+                county_id=form.county_id.data, employee_no=form.employee_no.data,
+                desk_extension=form.desk_extension.data, mobile=form.mobile.data)):
+            flash(gettext("Customer manager %(name)s added.",
+                          name=form.display_name.data.strip()), "success")
+            return redirect(url_for(".managers_list"))
+    return render_template("admin/manager_form.html", form=form, manager=None)
+
+
+@bp.route("/managers/<int:manager_id>", methods=["GET", "POST"])
+@allow("admin")
+def manager_edit(manager_id):
+    manager = load(Manager, manager_id)
+    form = ManagerForm(obj=manager)
+    if request.method == "GET":
+        form.display_name.data = manager.user.display_name
+    form.county_id.choices = county_choices(_counties())
+    del form.username, form.password
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: accounts.update_manager(
+                get_db(), current_user, client_ip(), manager,
+                display_name=form.display_name.data, county_id=form.county_id.data,
+                employee_no=form.employee_no.data, desk_extension=form.desk_extension.data,
+                mobile=form.mobile.data, status=form.status.data)):
+            flash(gettext("Customer manager %(name)s saved.", name=manager.user.display_name),
+                  "success")
+            return redirect(url_for(".managers_list"))
+    return render_template("admin/manager_form.html", form=form, manager=manager)

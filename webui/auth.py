@@ -1,0 +1,80 @@
+"""Log-in, log-out, and the front door that sends each role home."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_babel import gettext
+from flask_login import current_user, login_user, logout_user
+
+from khhf import audit
+from khhf.services import accounts
+from webui.access import allow, client_ip, public
+from webui.db import get_db
+from webui.forms import ConfirmForm, LoginForm
+
+bp = Blueprint("auth", __name__)
+
+HOMES = {"admin": "admin.index", "manager": "manager.home", "supervisor": "county.home"}
+
+
+@bp.route("/")
+@allow("admin", "manager", "supervisor")
+def index():
+    return redirect(url_for(HOMES[current_user.role]))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("auth.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        db = get_db()
+        try:
+            user = accounts.log_in(
+                db, form.username.data, form.password.data, client_ip(),
+                max_failures=current_app.config["LOGIN_MAX_FAILURES"],
+                window=dt.timedelta(minutes=current_app.config["LOGIN_FAILURE_MINUTES"]))
+        except accounts.LoginRefused as refused:
+            db.commit()  # the failed attempt is logged, and counts
+            form.password.errors = [gettext(refused.message, **refused.params)]
+            return render_template("auth/login.html", form=form), (
+                429 if refused.rate_limited else 401)
+        db.commit()
+        _fresh_session()  # no session fixation: a new session for a new log-in
+        login_user(user)
+        session.permanent = True
+        session["login_at"] = dt.datetime.now(dt.timezone.utc).timestamp()
+        return redirect(_safe_next(request.args.get("next")) or url_for("auth.index"))
+    return render_template("auth/login.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+@allow("admin", "manager", "supervisor")
+def logout():
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        db = get_db()
+        audit.record(db, current_user, "logout", "user", current_user.id, "", client_ip())
+        db.commit()
+        logout_user()
+        _fresh_session()
+    return redirect(url_for("auth.login"))
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this site: never an open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+def _fresh_session() -> None:
+    """Forget everything but the chosen language."""
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang

@@ -1,0 +1,27 @@
+"""A county supervisor's pages: their own county only."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from khhf.models import County, Customer, Manager, User
+from webui.access import allow, load, scope
+from webui.db import get_db
+
+bp = Blueprint("county", __name__, url_prefix="/county")
+
+
+@bp.route("/")
+@allow("supervisor")
+def home():
+    db = get_db()
+    county = load(County, current_user.county_id)
+    customers = dict(db.execute(
+        select(Customer.manager_id, func.count()).where(scope(Customer))
+        .group_by(Customer.manager_id)).all())
+    managers = db.scalars(select(Manager).join(User).where(scope(Manager))
+                          .order_by(Manager.status, User.display_name)).all()
+    return render_template("county/home.html", county=county, managers=managers,
+                           customers=customers)

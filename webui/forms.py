@@ -1,0 +1,107 @@
+"""Forms: fields and CSRF only. What makes input valid is the domain
+services' business (khhf.services); `show_problems` puts their verdict
+next to the fields it concerns."""
+
+from __future__ import annotations
+
+from flask import flash
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (BooleanField, HiddenField, PasswordField, SelectField, StringField,
+                     TextAreaField)
+
+from khhf.services import ValidationError
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def county_field(label=None):
+    return SelectField(label or _l("County"), coerce=_int_or_none, validate_choice=False)
+
+
+def county_choices(counties, empty_label=None) -> list[tuple]:
+    choices = [(c.id, f"{c.name} ({c.code})") for c in counties]
+    return ([("", empty_label)] if empty_label else []) + choices
+
+
+def show_problems(form, error: ValidationError) -> None:
+    """Translate each problem and attach it to its field (or flash it)."""
+    for problem in error.problems:
+        message = gettext(problem.message, **problem.params)
+        field = getattr(form, problem.field, None)
+        if field is None:
+            flash(message, "danger")
+        else:
+            field.errors = [*field.errors, message]
+
+
+class LoginForm(FlaskForm):
+    username = StringField(_l("User name"))
+    password = PasswordField(_l("Password"))
+
+
+class CountyForm(FlaskForm):
+    code = StringField(_l("Code"), description=_l("Short Latin name used in configuration, "
+                                                  "e.g. anji."))
+    name = StringField(_l("Name"))
+    fallback_strategy = SelectField(_l("Fallback ringing"), choices=[
+        ("ringall", _l("Ring all at once")), ("hunt", _l("Ring in turn"))],
+        validate_choice=False)
+    numbers = TextAreaField(_l("Unified numbers"), description=_l("11 digits each, one "
+                                                                  "per line."))
+    primary = StringField(_l("Primary number"), description=_l(
+        "Shown to customers on outbound calls; empty means the first one."))
+
+
+class UserForm(FlaskForm):
+    username = StringField(_l("User name"))
+    display_name = StringField(_l("Name"))
+    password = PasswordField(_l("Password"))
+    role = SelectField(_l("Role"), validate_choice=False, choices=[
+        ("supervisor", _l("County supervisor")), ("admin", _l("Administrator"))])
+    county_id = county_field()
+    is_active = BooleanField(_l("May log in"), default=True)
+
+
+class PasswordForm(FlaskForm):
+    password = PasswordField(_l("New password"))
+
+
+class ManagerForm(FlaskForm):
+    username = StringField(_l("User name"))
+    display_name = StringField(_l("Name"))
+    password = PasswordField(_l("Password"))
+    county_id = county_field()
+    employee_no = StringField(_l("Employee number"))
+    desk_extension = StringField(_l("Desk extension"), description=_l(
+        "4 digits from 2000 to 9999; the desk SIP phone registers with it."))
+    mobile = StringField(_l("Mobile"))
+    status = SelectField(_l("Status"), validate_choice=False, choices=[
+        ("active", _l("Active")), ("departed", _l("Departed"))])
+
+
+class DutyForm(FlaskForm):
+    on_duty = HiddenField()
+
+
+class ConfirmForm(FlaskForm):
+    """A button that changes something: only the CSRF token."""
+
+
+def commit_or_show(db, form, write) -> bool:
+    """Run a service call `write()` and commit. If the service refuses the
+    input, show its problems on `form` and return False (nothing was written)."""
+    try:
+        write()
+    except ValidationError as error:
+        db.rollback()
+        show_problems(form, error)
+        return False
+    db.commit()
+    return True

@@ -1,0 +1,79 @@
+"""Language and time: Simplified Chinese by default, English on request
+(?lang=en, remembered in the session); times shown in the configured zone
+(Asia/Shanghai), while the database keeps naive UTC.
+
+Catalogs live in webui/translations/<locale>/LC_MESSAGES/messages.po; the
+.mo files are compiled from them when the app starts if missing or stale.
+Update them with scripts/translations.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from flask import request, session
+from flask_babel import Babel, get_locale, gettext, lazy_gettext  # noqa: F401 (re-exported)
+
+TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+LOCALES = ("zh_CN", "en")
+DEFAULT_LOCALE = "zh_CN"
+
+ROLE_LABELS = {
+    "admin": lazy_gettext("Administrator"),
+    "manager": lazy_gettext("Customer manager"),
+    "supervisor": lazy_gettext("County supervisor"),
+}
+
+ACTION_LABELS = {
+    "login": lazy_gettext("Log-in"),
+    "login_failed": lazy_gettext("Failed log-in"),
+    "login_refused": lazy_gettext("Log-in refused"),
+    "logout": lazy_gettext("Log-out"),
+    "create": lazy_gettext("Create"),
+    "update": lazy_gettext("Update"),
+    "delete": lazy_gettext("Delete"),
+    "set_password": lazy_gettext("Set password"),
+    "set_on_duty": lazy_gettext("On/off duty"),
+    "play_recording": lazy_gettext("Play recording"),
+}
+
+
+def init_app(app) -> None:
+    compile_catalogs()
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LOCALE)
+    app.config["BABEL_DEFAULT_TIMEZONE"] = app.config["TIMEZONE"]
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
+    Babel(app, locale_selector=select_locale)
+    app.jinja_env.globals.update(ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
+                                 get_locale=get_locale)
+    app.before_request(_remember_requested_locale)
+
+
+def select_locale() -> str:
+    lang = session.get("lang")
+    return lang if lang in LOCALES else DEFAULT_LOCALE
+
+
+def _remember_requested_locale():
+    lang = request.args.get("lang")
+    if lang in LOCALES:
+        session["lang"] = lang
+
+
+def compile_catalogs(directory: Path = TRANSLATIONS) -> None:
+    """Compile each messages.po whose .mo is missing or older than it."""
+    for po in directory.glob("*/LC_MESSAGES/messages.po"):
+        mo = po.with_suffix(".mo")
+        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
+            continue
+        with po.open("rb") as fh:
+            catalog = read_po(fh)
+        # write aside, then rename: two workers starting at once both succeed
+        fd, tmp = tempfile.mkstemp(dir=mo.parent, suffix=".mo.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            write_mo(fh, catalog)
+        os.replace(tmp, mo)

@@ -1,0 +1,58 @@
+"""A customer manager's own pages: home, profile, the on-duty switch.
+
+Supervisors and administrators may read a manager's profile too, within
+what webui.access.scope lets them see.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_babel import gettext
+from flask_login import current_user
+from sqlalchemy import select
+
+from khhf.models import Customer, Manager
+from khhf.services import accounts
+from webui.access import allow, client_ip, load, scope
+from webui.db import get_db
+from webui.forms import DutyForm, commit_or_show
+
+bp = Blueprint("manager", __name__, url_prefix="/manager")
+
+
+def _own_manager() -> Manager:
+    manager = get_db().scalar(select(Manager).where(scope(Manager)))
+    if manager is None:
+        abort(404)  # a manager user without a manager row: an admin must fix it
+    return manager
+
+
+@bp.route("/")
+@allow("manager")
+def home():
+    manager = _own_manager()
+    customers = get_db().scalars(select(Customer).where(scope(Customer))
+                                 .order_by(Customer.name)).all()
+    return render_template("manager/home.html", manager=manager, customers=customers,
+                           duty_form=DutyForm())
+
+
+@bp.route("/<int:manager_id>")
+@allow("manager", "supervisor", "admin")
+def profile(manager_id):
+    manager = load(Manager, manager_id)
+    return render_template("manager/profile.html", manager=manager, duty_form=DutyForm())
+
+
+@bp.route("/<int:manager_id>/duty", methods=["POST"])
+@allow("manager")
+def duty(manager_id):
+    manager = load(Manager, manager_id)
+    form = DutyForm()
+    if form.validate_on_submit():
+        on_duty = form.on_duty.data == "1"
+        if commit_or_show(get_db(), form, lambda: accounts.set_on_duty(
+                get_db(), current_user, client_ip(), manager, on_duty)):
+            flash(gettext("You are now on duty: hotline calls may ring your phones.")
+                  if on_duty else gettext("You are now off duty."), "success")
+    return redirect(url_for(".profile", manager_id=manager.id))
