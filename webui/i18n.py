@@ -19,8 +19,8 @@ from flask import request, session
 from flask_babel import Babel, get_locale, gettext, lazy_gettext  # noqa: F401 (re-exported)
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
-LOCALES = ("zh_CN", "en")
-DEFAULT_LOCALE = "zh_CN"
+LOCALES = ("zh", "en")
+DEFAULT_LOCALE = "zh"
 
 ROLE_LABELS = {
     "admin": lazy_gettext("Administrator"),

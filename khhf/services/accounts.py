@@ -35,8 +35,8 @@ _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
 class LoginRefused(Exception):
     """A log-in was refused; `message` (a msgid) and `params` say why."""
 
-    def __init__(self, message: str, **params):
-        self.message, self.params = message, params
+    def __init__(self, message: str, *, rate_limited: bool = False, **params):
+        self.message, self.params, self.rate_limited = message, params, rate_limited
         super().__init__(message % params)
 
 
@@ -70,7 +70,7 @@ def log_in(session: Session, username: str, password: str, ip: str, *,
         raise LoginRefused(N_("Too many failed log-ins for this user name from your "
                               "address. Wait %(minutes)d minutes and try again, or ask "
                               "an administrator to reset your password."),
-                           minutes=int(window.total_seconds() // 60))
+                           rate_limited=True, minutes=int(window.total_seconds() // 60))
     if user is None:
         check_password_hash(_DUMMY_HASH, password or "")
         audit.record(session, None, "login_failed", "user", "", "unknown user name", ip,
