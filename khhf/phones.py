@@ -1,22 +1,6 @@
-"""Phone numbers: normalising what people type, masking what logs show."""
+"""Phone numbers as logs and lists may show them (normalising: khhf.numbering)."""
 
 from __future__ import annotations
-
-import re
-
-_SEPARATORS = re.compile(r"[\s\-()]")
-
-
-def normalize_mobile(raw: str) -> str | None:
-    """Digits only, without the +86/0086/86 prefix; None if not a mainland mobile."""
-    digits = _SEPARATORS.sub("", raw or "")
-    for prefix in ("+86", "0086", "86"):
-        if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
-            digits = digits[len(prefix):]
-            break
-    if re.fullmatch(r"1[3-9]\d{9}", digits):
-        return digits
-    return None
 
 
 def mask_phone(number: str | None) -> str:

@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_login import current_user
 from sqlalchemy import func, select
+from wtforms import SelectChoice
 
 from khhf.models import AuditLog, County, Manager, User
 from khhf.services import accounts, counties
@@ -154,7 +155,7 @@ def _user_edit_form(user, **kwargs) -> UserForm:
     form = UserForm(obj=user, **kwargs)
     form.county_id.choices = county_choices(_counties(), gettext("— none (administrators) —"))
     if user.role == "manager":
-        form.role.choices = [("manager", gettext("Customer manager"))]
+        form.role.choices = [SelectChoice("manager", gettext("Customer manager"))]
     del form.username, form.password
     return form
 

@@ -8,8 +8,8 @@ from flask import flash
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, HiddenField, PasswordField, SelectField, StringField,
-                     TextAreaField)
+from wtforms import (BooleanField, HiddenField, PasswordField, SelectChoice, SelectField,
+                     StringField, TextAreaField)
 
 from khhf.services import ValidationError
 
@@ -25,9 +25,9 @@ def county_field(label=None):
     return SelectField(label or _l("County"), coerce=_int_or_none, validate_choice=False)
 
 
-def county_choices(counties, empty_label=None) -> list[tuple]:
-    choices = [(c.id, f"{c.name} ({c.code})") for c in counties]
-    return ([("", empty_label)] if empty_label else []) + choices
+def county_choices(counties, empty_label=None) -> list[SelectChoice]:
+    choices = [SelectChoice(c.id, f"{c.name} ({c.code})") for c in counties]
+    return ([SelectChoice("", empty_label)] if empty_label else []) + choices
 
 
 def show_problems(form, error: ValidationError) -> None:
@@ -51,7 +51,8 @@ class CountyForm(FlaskForm):
                                                   "e.g. anji."))
     name = StringField(_l("Name"))
     fallback_strategy = SelectField(_l("Fallback ringing"), choices=[
-        ("ringall", _l("Ring all at once")), ("hunt", _l("Ring in turn"))],
+        SelectChoice("ringall", _l("Ring all at once")),
+        SelectChoice("hunt", _l("Ring in turn"))],
         validate_choice=False)
     numbers = TextAreaField(_l("Unified numbers"), description=_l("11 digits each, one "
                                                                   "per line."))
@@ -64,7 +65,8 @@ class UserForm(FlaskForm):
     display_name = StringField(_l("Name"))
     password = PasswordField(_l("Password"))
     role = SelectField(_l("Role"), validate_choice=False, choices=[
-        ("supervisor", _l("County supervisor")), ("admin", _l("Administrator"))])
+        SelectChoice("supervisor", _l("County supervisor")),
+        SelectChoice("admin", _l("Administrator"))])
     county_id = county_field()
     is_active = BooleanField(_l("May log in"), default=True)
 
@@ -83,7 +85,8 @@ class ManagerForm(FlaskForm):
         "4 digits from 2000 to 9999; the desk SIP phone registers with it."))
     mobile = StringField(_l("Mobile"))
     status = SelectField(_l("Status"), validate_choice=False, choices=[
-        ("active", _l("Active")), ("departed", _l("Departed"))])
+        SelectChoice("active", _l("Active")),
+        SelectChoice("departed", _l("Departed"))])
 
 
 class DutyForm(FlaskForm):

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from khhf import audit
+from khhf import audit, numbering
 from khhf.models import AuditLog, County, Manager, User, utcnow
-from khhf.phones import mask_phone, normalize_mobile
+from khhf.phones import mask_phone
 from khhf.services import N_, Problems
 
 PASSWORD_MIN_LENGTH = 8
@@ -276,8 +276,16 @@ def _check_manager_fields(session, problems, manager, employee_no, desk_extensio
                 Manager.desk_extension == desk_extension, Manager.id != own_id)) is not None:
             problems.add("desk_extension", N_("Desk extension %(value)s is already in use; "
                                               "choose a free one."), value=desk_extension)
-    raw_mobile = (mobile or "").strip()
-    mobile = normalize_mobile(raw_mobile) if raw_mobile else None
-    if raw_mobile and mobile is None:
+    return employee_no, desk_extension, _check_mobile(problems, mobile)
+
+
+def _check_mobile(problems, mobile) -> str | None:
+    if not (mobile or "").strip():
+        return None
+    try:
+        mobile = numbering.normalise(mobile)
+    except numbering.NumberError:
+        mobile = None
+    if mobile is None or not numbering.MOBILE.fullmatch(mobile):
         problems.add("mobile", N_("Mobile: 11 digits starting with 1, e.g. 13812345678."))
-    return employee_no, desk_extension, mobile
+    return mobile

@@ -1,0 +1,123 @@
+"""Every route, as nobody and as each role, against the one access table:
+the rules the views declare with webui.access.allow / public.
+
+A new route without a rule fails here (and is refused at run time)."""
+
+import pytest
+from sqlalchemy import select
+
+from khhf.models import ROLES, County, Manager, User
+from khhf.services import accounts
+from tests.web_support import log_in_as, make_app, session_for
+from webui.access import PUBLIC, access_rule
+
+AS = {"admin": "admin", "supervisor": "supervisor", "manager": "manager1"}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    app, _ = make_app(tmp_path_factory.mktemp("routes"), WTF_CSRF_ENABLED=False)
+    return app
+
+
+def _routes(app):
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        method = "GET" if "GET" in rule.methods else "POST"
+        yield rule, method
+
+
+def _url(app, rule):
+    """The rule with its ids filled in by objects that manager1 owns, so a
+    role the rule admits always gets the page."""
+    with session_for(app) as s:
+        manager = s.scalar(select(Manager).join(User).where(User.username == "manager1"))
+        values = {"manager_id": manager.id, "user_id": manager.user_id,
+                  "county_id": manager.county_id}
+    missing = set(rule.arguments) - set(values)
+    assert not missing, f"{rule.rule}: add sample values for {missing} to this test"
+    with app.test_request_context():
+        from flask import url_for
+        return url_for(rule.endpoint, **{k: values[k] for k in rule.arguments})
+
+
+def test_every_route_has_an_access_rule(app):
+    unruled = [rule.endpoint for rule in app.url_map.iter_rules()
+               if access_rule(app, rule.endpoint) is None]
+    assert not unruled, f"routes without webui.access.allow/public: {unruled}"
+
+
+def test_static_files_are_served_by_the_app(app):
+    with app.test_client().get("/static/vendor/bootstrap-5.3.8/bootstrap.min.css") as response:
+        assert response.status_code == 200 and b"Bootstrap" in response.data
+
+
+@pytest.mark.parametrize("who", [None, *ROLES])
+def test_route_walk(app, who):
+    checked = 0
+    for rule, method in _routes(app):
+        allowed = access_rule(app, rule.endpoint)
+        client = app.test_client()
+        if who is not None:
+            log_in_as(client, app, AS[who])
+        response = client.open(_url(app, rule), method=method)
+        where = f"{method} {rule.rule} as {who or 'nobody'}"
+        if allowed == PUBLIC:
+            assert response.status_code in (200, 302), where
+        elif who is None:
+            assert response.status_code == 302, where
+            assert response.location.startswith("/login"), where
+        elif who in allowed:
+            assert response.status_code in (200, 302), where
+        else:
+            assert response.status_code == 403, where
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.fixture(scope="module")
+def other_county(app):
+    """A second county with its own supervisor and manager."""
+    with session_for(app) as s:
+        from khhf.services import counties
+        county = counties.create_county(s, None, "", code="other", name="邻县",
+                                        fallback_strategy="hunt", numbers=["13900000001"],
+                                        primary="")
+        accounts.create_user(s, None, "", username="supervisor2", display_name="钱主任",
+                             password="secret-pass", role="supervisor", county_id=county.id)
+        manager = accounts.create_manager(
+            s, None, "", username="manager9", display_name="孙经理", password="secret-pass",
+            county_id=county.id, employee_no="O009", desk_extension="8009", mobile="")
+        s.commit()
+        return {"county_id": county.id, "manager_id": manager.id}
+
+
+@pytest.mark.parametrize("who, method, path", [
+    ("manager1", "GET", "/manager/{other_manager}"),
+    ("manager1", "POST", "/manager/{other_manager}/duty"),
+    ("manager1", "GET", "/manager/{colleague}"),
+    ("manager1", "POST", "/manager/{colleague}/duty"),
+    ("supervisor", "GET", "/manager/{other_manager}"),
+    ("supervisor2", "GET", "/manager/{colleague}"),
+])
+def test_objects_outside_ones_scope_are_not_found(app, other_county, who, method, path):
+    with session_for(app) as s:
+        colleague = s.scalar(select(Manager.id).join(User).where(User.username == "manager2"))
+    client = app.test_client()
+    log_in_as(client, app, who)
+    url = path.format(other_manager=other_county["manager_id"], colleague=colleague)
+    response = client.open(url, method=method, data={"on_duty": "1"})
+    assert response.status_code == 404
+    with session_for(app) as s:
+        assert not any(s.scalars(select(Manager.on_duty)).all())
+
+
+def test_supervisor_sees_own_county_only(app, other_county):
+    client = app.test_client()
+    log_in_as(client, app, "supervisor2")
+    html = client.get("/county/").get_data(as_text=True)
+    assert "邻县" in html and "孙经理" in html
+    assert "示范县" not in html and "张伟" not in html
+    with session_for(app) as s:
+        assert s.get(County, other_county["county_id"]).code == "other"

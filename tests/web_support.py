@@ -1,0 +1,57 @@
+"""Helpers for the web UI tests: an app on a fresh SQLite database made
+from schema.sql and filled with the demo data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+
+from sqlalchemy import select
+
+from khhf import db, demo
+from khhf.models import User
+from webui import create_app
+
+
+def make_app(tmp_path, **config):
+    """(app, demo seed) on tmp_path/web.db; `config` overrides the test config."""
+    url = f"sqlite:///{tmp_path / 'web.db'}"
+    engine = db.make_engine(url)
+    db.create_schema(engine)
+    with db.unit_of_work(db.session_factory(engine)) as session:
+        seeded = demo.seed(session)
+    engine.dispose()
+    app = create_app({"TESTING": True, "SECRET_KEY": secrets.token_hex(16),
+                      "DATABASE_URL": url, **config})
+    return app, seeded
+
+
+def session_for(app):
+    """A database session on the app's database, for arranging and checking."""
+    return app.extensions["khhf_sessions"]()
+
+
+def user_id(app, username: str) -> int:
+    with session_for(app) as s:
+        return s.scalar(select(User.id).where(User.username == username))
+
+
+def log_in_as(client, app, username: str) -> None:
+    """Put a logged-in session in the client's cookie, without the form."""
+    uid = user_id(app, username)
+    with client.session_transaction() as sess:
+        sess["_user_id"] = str(uid)
+        sess["_fresh"] = True
+        sess["login_at"] = dt.datetime.now(dt.timezone.utc).timestamp()
+
+
+def csrf_token(client, path: str) -> str:
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+
+
+def log_in(client, username: str, password: str):
+    token = csrf_token(client, "/login")
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": token})
