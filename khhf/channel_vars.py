@@ -8,3 +8,14 @@ CALL_ID = "KHHF_CALL_ID"            # calls.id of the call row
 TASK_ID = "KHHF_TASK_ID"            # tasks.id, empty for calls without a task
 UNIFIED_NUMBER = "KHHF_UNIFIED_NUMBER"  # the county's 11-digit unified number
 REC_FILE = "KHHF_REC_FILE"          # recording path relative to KHHF_REC_DIR
+
+# The hotline (asterisk/extensions.d/10-from-trunk.conf, agi/routes/hotline.py).
+# KHHF_ROUTE is set last by the routing AGI: empty means the AGI service was
+# down, slow or failed, and the dialplan rings the degraded group.
+ROUTE = "KHHF_ROUTE"                # 'manager' or 'group'
+DESK = "KHHF_DESK"                  # owning manager's desk extension, or empty
+MOBILE = "KHHF_MOBILE"              # owning manager's mobile (11 digits), or empty
+GROUP = "KHHF_GROUP"                # Dial string of the fallback group, owner excluded
+GROUP_STRATEGY = "KHHF_GROUP_STRATEGY"  # 'ringall' or 'hunt'
+COUNTY_DESKS = "KHHF_COUNTY_DESKS"  # Dial string of all on-duty desks (kept in AstDB)
+STAGE = "KHHF_STAGE"                # dialplan: routing|desk|mobile|group|message

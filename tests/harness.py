@@ -78,3 +78,45 @@ class PbxHarness:
 
     def run(self, coro):
         return asyncio.run(coro)
+
+
+class AgiThread:
+    """The FastAGI service (agi.server) in a thread with its own event loop,
+    on a free loopback port; `stop()` and `start()` again to test the
+    dialplan without it. Appended for the hotline tests and bench."""
+
+    def __init__(self, session_factory, routes=None, host: str = "127.0.0.1", port: int | None = None):
+        from agi.routes import ROUTES
+        self.session_factory = session_factory
+        self.routes = ROUTES if routes is None else routes
+        self.host = host
+        self.port = port or free_port(host, kind=socket.SOCK_STREAM)
+        self._loop = None
+        self._thread = None
+        self.server = None
+
+    def start(self) -> "AgiThread":
+        import threading
+        from agi.server import FastAgiServer
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+            self.server = FastAgiServer(self.routes, self.session_factory)
+            self._loop.run_until_complete(self.server.start(self.host, self.port))
+            ready.set()
+            self._loop.run_forever()
+            self.server.close()
+            self._loop.run_until_complete(self.server.server.wait_closed())
+            self._loop.close()
+        self._thread = threading.Thread(target=run, name=f"agi-{self.port}", daemon=True)
+        self._thread.start()
+        assert ready.wait(10), "the FastAGI service did not start"
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._thread = None

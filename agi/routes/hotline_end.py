@@ -1,0 +1,29 @@
+"""agi://.../hotline-end,<call id>,<stage>,<DIALSTATUS>,<ANSWEREDTIME>,
+<DIALEDPEERNUMBER>,<unified number>,<recording file>: close an inbound call.
+
+Called from the h extension of khhf-hotline, on the hung-up channel, so
+the call row does not depend on the AMI bridge (as VICIdial's hang-up AGI).
+Everything arrives as arguments: no round trip to a dead channel.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from khhf.services import hotline
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+async def route(session, args):
+    args = list(args) + [""] * (7 - len(args))
+    call_id, stage, dial_status, answered, peer, unified_number, rec_file = args[:7]
+    await session.unit_of_work(functools.partial(
+        hotline.finish_call, uniqueid=session.env.get("agi_uniqueid", ""),
+        call_id=_int(call_id), caller=session.env.get("agi_callerid", ""),
+        unified_number=unified_number,
+        hangup=hotline.Hangup(stage=stage, dial_status=dial_status,
+                              answered_seconds=_int(answered) or 0, answered_by=peer,
+                              recording_file=rec_file)))

@@ -1,0 +1,197 @@
+"""A small asyncio FastAGI server: one connection, one route, one deadline.
+
+Asterisk's AGI(agi://host:port/<route>,args...) connects, sends the
+channel's agi_* environment and then waits for commands. We look the route
+up in an explicit table (agi/routes/__init__.py), run it under a deadline,
+and close the connection. Every read has a timeout, EOF is an error, and a
+route that raises or overruns simply sets nothing: the dialplan sees its
+route variable empty and takes its one fallback path.
+
+Database work runs in a thread pool (SQLAlchemy is synchronous), at most
+once per request, inside one unit of work, so a slow database never
+stalls the event loop and the other calls with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Awaitable, Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from khhf.db import unit_of_work
+
+log = logging.getLogger(__name__)
+
+# Asterisk holds the call while the route runs: give up well before the
+# dialplan's 2 s budget, so the fallback still has time to ring.
+ROUTE_DEADLINE = 1.5
+HEADER_TIMEOUT = 1.0
+COMMAND_TIMEOUT = 1.0
+MAX_HEADER_LINES = 200
+
+Route = Callable[["AgiSession", list[str]], Awaitable[None]]
+
+
+class AgiError(Exception):
+    """The AGI conversation broke: EOF, a timeout, or a refused command."""
+
+
+class AgiSession:
+    """One FastAGI request: the channel's environment and its commands."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 env: dict[str, str], run_in_unit_of_work):
+        self._reader, self._writer = reader, writer
+        self.env = env
+        self._run_in_unit_of_work = run_in_unit_of_work
+        self._used_database = False
+        self.hung_up = False
+
+    @property
+    def route_name(self) -> str:
+        """'hotline' for agi://host:port/hotline (query string dropped)."""
+        script = self.env.get("agi_network_script", "")
+        return script.split("?", 1)[0].strip("/")
+
+    @property
+    def args(self) -> list[str]:
+        """agi_arg_1, agi_arg_2, ... in order."""
+        out, i = [], 1
+        while f"agi_arg_{i}" in self.env:
+            out.append(self.env[f"agi_arg_{i}"])
+            i += 1
+        return out
+
+    async def unit_of_work(self, fn: Callable[[Session], object]):
+        """Run fn(db_session) in one unit of work, off the event loop; once per request."""
+        if self._used_database:
+            raise RuntimeError("one AGI request gets one unit of work")
+        self._used_database = True
+        return await self._run_in_unit_of_work(fn)
+
+    async def command(self, line: str) -> str:
+        """Send one AGI command; return the result text after '200 result='."""
+        if "\n" in line:
+            raise AgiError("an AGI command is one line")
+        self._writer.write(line.encode() + b"\n")
+        await self._writer.drain()
+        while True:
+            raw = await _readline(self._reader, COMMAND_TIMEOUT, f"the reply to {line.split()[0:2]}")
+            if raw == "HANGUP":
+                # the caller hung up; the channel's variables still work
+                self.hung_up = True
+                continue
+            break
+        code, _, rest = raw.partition(" ")
+        if code.endswith("-"):  # a multi-line usage message: read to its end
+            while not raw.startswith(code[:-1] + " "):
+                raw = await _readline(self._reader, COMMAND_TIMEOUT, "the rest of a reply")
+            raise AgiError(f"Asterisk refused {line!r}: {code[:-1]}")
+        if code != "200":
+            raise AgiError(f"Asterisk refused {line!r}: {raw}")
+        return rest.removeprefix("result=")
+
+    async def set_variable(self, name: str, value: object) -> None:
+        value = "" if value is None else str(value)
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        await self.command(f'SET VARIABLE {name} "{escaped}"')
+
+    async def get_variable(self, name: str) -> str | None:
+        """The variable's value, or None when it is not set."""
+        result = await self.command(f"GET VARIABLE {name}")
+        if not result.startswith("1"):
+            return None
+        value = result[1:].strip()
+        return value[1:-1] if value.startswith("(") and value.endswith(")") else value
+
+
+async def _readline(reader: asyncio.StreamReader, timeout: float, what: str) -> str:
+    try:
+        raw = await asyncio.wait_for(reader.readline(), timeout)
+    except asyncio.TimeoutError:
+        raise AgiError(f"no {what} within {timeout} s") from None
+    if not raw.endswith(b"\n"):
+        raise AgiError(f"Asterisk closed the connection while we waited for {what}")
+    return raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+async def read_environment(reader: asyncio.StreamReader) -> dict[str, str]:
+    """The agi_* lines Asterisk sends first, up to the blank line."""
+    env: dict[str, str] = {}
+    for _ in range(MAX_HEADER_LINES):
+        line = await _readline(reader, HEADER_TIMEOUT, "AGI environment")
+        if not line:
+            return env
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise AgiError(f"not an AGI environment line: {line[:80]!r}")
+        env[key.strip()] = value.strip()
+    raise AgiError(f"the AGI environment is longer than {MAX_HEADER_LINES} lines")
+
+
+class FastAgiServer:
+    """Serves `routes` (path -> async route(session, args)) on one TCP port."""
+
+    def __init__(self, routes: dict[str, Route], session_factory: sessionmaker[Session], *,
+                 deadline: float = ROUTE_DEADLINE, db_threads: int = 8):
+        self.routes = dict(routes)
+        self.session_factory = session_factory
+        self.deadline = deadline
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=db_threads, thread_name_prefix="agi-db")
+        self.server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.base_events.Server:
+        self.server = await asyncio.start_server(self.handle, host, port, backlog=256)
+        return self.server
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_in_unit_of_work(self, fn):
+        def work():
+            with unit_of_work(self.session_factory) as db:
+                return fn(db)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One AGI request, from environment to close; never raises."""
+        name = "?"
+        try:
+            env = await read_environment(reader)
+            session = AgiSession(reader, writer, env, self._run_in_unit_of_work)
+            name = session.route_name
+            route = self.routes.get(name)
+            if route is None:
+                log.error("AGI request for unknown route %r (known: %s)", name,
+                          ", ".join(sorted(self.routes)))
+                return
+            await asyncio.wait_for(route(session, session.args), self.deadline)
+        except asyncio.TimeoutError:
+            log.warning("AGI route %r overran its %.1f s deadline; the dialplan falls back",
+                        name, self.deadline)
+        except AgiError as exc:
+            log.warning("AGI route %r: %s", name, exc)
+        except Exception:
+            log.exception("AGI route %r failed; the dialplan falls back", name)
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+
+
+def make_server(settings, routes: dict[str, Route] | None = None, **kwargs) -> FastAgiServer:
+    """A server for `settings.database_url` with the shipped route table."""
+    from khhf import db
+    if routes is None:
+        from agi.routes import ROUTES as routes
+    engine = db.make_engine(settings.database_url)
+    return FastAgiServer(routes, db.session_factory(engine), **kwargs)
+

@@ -1,0 +1,270 @@
+"""The hotline (客户经理服务热线): whom a customer calling a unified number reaches.
+
+The FastAGI routes (agi/routes/hotline.py, hotline_end.py) call these
+functions, each inside one unit of work; nothing here knows Asterisk.
+
+- `start_call` writes the inbound call row and answers "who rings": the
+  customer's own active manager (desk phone, then mobile), then the county's
+  fallback group: its on-duty active managers' desk phones.
+- `finish_call` closes the call row when the channel hangs up; a call that
+  nobody answered becomes a high-priority call-back task for the owning
+  manager (or the county's fallback owner) and an SMS in the outbox.
+
+Every look-up reads the database afresh: the very next call after a
+reassignment follows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, TaskType,
+                         UnifiedNumber, utcnow)
+from khhf.numbering import NumberError, normalise
+from khhf.phones import mask_phone
+
+log = logging.getLogger(__name__)
+
+CALLBACK_TASK_TYPE = "callback"
+# missed hotline calls come before every campaign task (those default to 0)
+CALLBACK_PRIORITY = 100
+OPEN_TASK_STATUSES = ("pending", "not_reached")
+DESK_EXTENSION = re.compile(r"[2-9]\d{3}")
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+# what the manager's phone receives; the SMPP sender sends the outbox
+SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
+# the stages of the ring order, as the dialplan names them (KHHF_STAGE)
+ANSWERING_STAGES = ("desk", "mobile", "group")
+
+
+@dataclasses.dataclass(frozen=True)
+class Routing:
+    """Where the dialplan rings an inbound call, in order."""
+    call_id: int
+    customer_id: int | None
+    manager_id: int | None      # the owning, active manager; None: the group only
+    desk: str                   # the manager's desk extension, or ''
+    mobile: str                 # the manager's mobile, or ''
+    group: tuple[str, ...]      # fallback group: on-duty desk extensions, owner excluded
+    county_desks: tuple[str, ...]  # every on-duty desk of the county (degraded mode)
+    strategy: str               # 'ringall' or 'hunt'
+    recording_file: str         # relative to the recordings directory
+
+    @property
+    def route(self) -> str:
+        return "manager" if self.manager_id is not None else "group"
+
+
+def dial_string(extensions) -> str:
+    """'PJSIP/8001&PJSIP/8002' for Dial(), from validated desk extensions."""
+    return "&".join(f"PJSIP/{ext}" for ext in extensions)
+
+
+def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: str,
+               linkedid: str = "", now: dt.datetime | None = None) -> Routing:
+    """Log an inbound call and decide its ring order (idempotent on uniqueid)."""
+    now = now or utcnow()
+    call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+    if call is None:
+        call = _new_call(session, caller, unified_number, uniqueid, linkedid, now)
+    manager = session.get(Manager, call.manager_id) if call.manager_id else None
+    county = session.get(County, call.county_id) if call.county_id else None
+    group = on_duty_desks(session, county.id) if county else ()
+    return Routing(
+        call_id=call.id, customer_id=call.customer_id,
+        manager_id=manager.id if manager else None,
+        desk=_desk(manager), mobile=_mobile(manager),
+        group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
+        county_desks=tuple(group),
+        strategy=county.fallback_strategy if county else "ringall",
+        recording_file=f"{call.requested_at:%Y/%m/%d}/in-{call.id}.wav",
+    )
+
+
+def _new_call(session, caller, unified_number, uniqueid, linkedid, now) -> Call:
+    try:
+        number = normalise(caller)
+    except NumberError as exc:
+        log.info("hotline call %s from an unusable number: %s", uniqueid, exc)
+        number = None
+    county_id = session.scalar(select(UnifiedNumber.county_id).where(
+        UnifiedNumber.number == unified_number))
+    customer = session.scalar(select(Customer).where(Customer.phone == number)) \
+        if number else None
+    manager = None
+    if customer is not None and customer.manager_id is not None:
+        manager = session.get(Manager, customer.manager_id)
+        if manager.status != "active":
+            # the hand-over service moves customers on departure; never ring
+            # someone who has left, whatever the data says
+            log.warning("customer %s is still assigned to departed manager %s",
+                        customer.id, manager.id)
+            manager = None
+    call = Call(direction="inbound", customer_id=customer.id if customer else None,
+                manager_id=manager.id if manager else None,
+                county_id=county_id if county_id is not None else
+                (customer.county_id if customer else None),
+                uniqueid=uniqueid, linkedid=linkedid or uniqueid,
+                customer_number=(number or re.sub(r"\D", "", caller or ""))[:20],
+                unified_number=unified_number if re.fullmatch(r"\d{11}", unified_number or "")
+                else None,
+                state="requested", requested_at=now)
+    session.add(call)
+    session.flush()
+    return call
+
+
+def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
+    """The county's fallback group: on-duty active managers' desk extensions, in hunt order."""
+    rows = session.scalars(select(Manager.desk_extension).where(
+        Manager.county_id == county_id, Manager.status == "active", Manager.on_duty.is_(True),
+        Manager.desk_extension.is_not(None)).order_by(Manager.id))
+    return tuple(ext for ext in rows if DESK_EXTENSION.fullmatch(ext))
+
+
+def county_groups(session: Session) -> dict[str, str]:
+    """unified number -> Dial string of its county's on-duty desk phones.
+
+    What Asterisk keeps in AstDB to ring when the AGI service is down.
+    """
+    out = {}
+    for number, county_id in session.execute(
+            select(UnifiedNumber.number, UnifiedNumber.county_id).order_by(UnifiedNumber.number)):
+        out[number] = dial_string(on_duty_desks(session, county_id))
+    return out
+
+
+def _desk(manager: Manager | None) -> str:
+    ext = manager.desk_extension if manager else None
+    return ext if ext and DESK_EXTENSION.fullmatch(ext) else ""
+
+
+def _mobile(manager: Manager | None) -> str:
+    if not manager or not manager.mobile:
+        return ""
+    try:
+        return normalise(manager.mobile)
+    except NumberError:
+        log.warning("manager %s has an unusable mobile number; not ringing it", manager.id)
+        return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Hangup:
+    """What the dialplan knows when the customer's channel hangs up."""
+    stage: str = ""             # routing | desk | mobile | group | message
+    dial_status: str = ""       # DIALSTATUS of the last Dial
+    answered_seconds: int = 0   # ANSWEREDTIME
+    answered_by: str = ""       # DIALEDPEERNUMBER: extension, or number@trunk
+    recording_file: str = ""
+
+
+def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int | None = None,
+                caller: str = "", unified_number: str = "",
+                now: dt.datetime | None = None) -> Call:
+    """Close the inbound call; a missed call becomes a call-back task and an SMS.
+
+    Idempotent: a call already ended is returned unchanged. When the routing
+    AGI failed (the call rang the degraded group), the call row is written
+    here, late but complete.
+    """
+    now = now or utcnow()
+    call = session.get(Call, call_id) if call_id else None
+    if call is None or call.uniqueid != uniqueid:
+        call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+    if call is None:
+        call = _new_call(session, caller, unified_number, uniqueid, "", now)
+    if call.state == "ended":
+        return call
+    answered = hangup.dial_status == "ANSWER" and hangup.stage in ANSWERING_STAGES
+    call.state, call.end_at = "ended", now
+    if answered:
+        talk = max(0, hangup.answered_seconds)
+        call.outcome = hangup.stage
+        call.talk_seconds = talk
+        call.answer_at = now - dt.timedelta(seconds=talk)
+        if re.fullmatch(r"[\w/.-]+\.wav", hangup.recording_file or "") \
+                and ".." not in hangup.recording_file:
+            call.recording_path = hangup.recording_file
+        if hangup.stage == "group":
+            call.outcome = f"group:{hangup.answered_by}"[:24]
+        return call
+    call.outcome = "missed"
+    _call_back(session, call, now)
+    return call
+
+
+def fallback_owner(session: Session, county_id: int | None) -> Manager | None:
+    """Who owns what nobody else does in a county: an on-duty active
+    manager first, else any active one; the longest-serving (lowest id)."""
+    if county_id is None:
+        return None
+    return session.scalar(select(Manager).where(
+        Manager.county_id == county_id, Manager.status == "active")
+        .order_by(Manager.on_duty.desc(), Manager.id).limit(1))
+
+
+def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
+    owner = session.get(Manager, call.manager_id) if call.manager_id else None
+    if owner is None or owner.status != "active":
+        owner = fallback_owner(session, call.county_id)
+    if owner is None:
+        log.error("missed hotline call %s: county %s has no active manager to call back",
+                  call.id, call.county_id)
+        return
+    customer = session.get(Customer, call.customer_id) if call.customer_id else None
+    if customer is None:
+        try:
+            number = normalise(call.customer_number)
+        except NumberError:
+            log.warning("missed hotline call %s from a withheld or unusable number: "
+                        "nobody can call back", call.id)
+            return
+        # an unknown caller becomes an (unassigned) customer of the county, so
+        # the call-back task has someone to call
+        customer = Customer(phone=number, county_id=owner.county_id,
+                            note="first seen: a missed hotline call")
+        session.add(customer)
+        session.flush()
+        call.customer_id = customer.id
+    task = session.scalar(select(Task).join(TaskType).where(
+        TaskType.code == CALLBACK_TASK_TYPE, Task.customer_id == customer.id,
+        Task.status.in_(OPEN_TASK_STATUSES)).order_by(Task.id).limit(1))
+    if task is None:
+        task = Task(task_type_id=_callback_type(session).id, customer_id=customer.id,
+                    manager_id=owner.id, status="pending", priority=CALLBACK_PRIORITY)
+        session.add(task)
+    else:
+        # one open call-back per customer: a second missed call refreshes it
+        task.manager_id = owner.id
+        task.priority = max(task.priority, CALLBACK_PRIORITY)
+        task.updated_at = now
+    session.flush()
+    call.task_id = task.id
+    if owner.mobile:
+        who = f"{customer.name} " if customer.name else ""
+        at = now.replace(tzinfo=dt.timezone.utc).astimezone(LOCAL_TZ)
+        session.add(SmsMessage(
+            direction="out", peer_number=owner.mobile, manager_id=owner.id, task_id=task.id,
+            body=SMS_MISSED_CALL.format(who=who + mask_phone(customer.phone),
+                                        at=f"{at:%m-%d %H:%M}"),
+            status="queued"))
+    else:
+        log.warning("manager %s has no mobile: the missed-call SMS is not queued", owner.id)
+
+
+def _callback_type(session: Session) -> TaskType:
+    task_type = session.scalar(select(TaskType).where(TaskType.code == CALLBACK_TASK_TYPE))
+    if task_type is None:
+        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="Hotline call-back",
+                             description="A customer called the hotline and nobody answered.")
+        session.add(task_type)
+        session.flush()
+    return task_type
