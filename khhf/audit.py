@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from khhf.models import AuditLog, User
 
+# the actor of writes no user asked for: demo data, imports, the hotline
+SYSTEM = "system"
 # What the log calls each kind of event; the UI translates them.
 ACTIONS = (
     "login", "login_failed", "login_refused", "logout",
@@ -25,13 +27,13 @@ def record(session: Session, user: User | None, action: str, object_type: str = 
     """Add one audit entry to `session` (committed with the caller's work).
 
     `username` names the actor when there is no user row, e.g. a failed
-    log-in with an unknown name.
+    log-in with an unknown name; with neither, the actor is SYSTEM.
     """
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}; add it to khhf.audit.ACTIONS")
     entry = AuditLog(
         user_id=user.id if user is not None else None,
-        username=(user.username if user is not None else username or "")[:64],
+        username=(user.username if user is not None else username or SYSTEM)[:64],
         action=action,
         object_type=object_type,
         object_id="" if object_id is None else str(object_id),

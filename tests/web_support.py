@@ -48,7 +48,8 @@ def log_in_as(client, app, username: str) -> None:
 
 def csrf_token(client, path: str) -> str:
     html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+    tag = re.search(r'<input[^>]*name="csrf_token"[^>]*>', html).group(0)
+    return re.search(r'value="([^"]+)"', tag).group(1)
 
 
 def log_in(client, username: str, password: str):

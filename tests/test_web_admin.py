@@ -1,0 +1,228 @@
+"""Administration pages, the manager's own pages and the audit log, through
+the test client with CSRF on: what a form does, what it refuses, and what
+the operation log says about it."""
+
+import pytest
+from sqlalchemy import func, select
+
+from khhf.models import AuditLog, County, Manager, UnifiedNumber, User
+from khhf.phones import mask_phone
+from tests.web_support import csrf_token, log_in, make_app, session_for
+
+NEW_MANAGER = {"username": "zhaolei", "display_name": "赵磊", "password": "initial-pass-1",
+               "employee_no": "D100", "desk_extension": "8100", "mobile": "+86 139-1234-5678"}
+
+
+@pytest.fixture
+def web(tmp_path):
+    app, seeded = make_app(tmp_path)
+    return app, seeded
+
+
+def _client(app, seeded, username):
+    client = app.test_client()
+    assert log_in(client, username, seeded["passwords"][username]).status_code == 302
+    return client
+
+
+def _post(client, path, data):
+    return client.post(path, data={**data, "csrf_token": csrf_token(client, path)})
+
+
+def _count(app, model, *where):
+    with session_for(app) as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def test_admin_creates_a_manager_who_then_logs_in(web):
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    data = {**NEW_MANAGER, "county_id": str(seeded["county"]["id"])}
+    response = _post(admin, "/admin/managers/new", data)
+    assert response.status_code == 302
+    assert "已新增客户经理" in admin.get(response.location).get_data(as_text=True)
+    with session_for(app) as s:
+        manager = s.scalar(select(Manager).join(User).where(User.username == "zhaolei"))
+        assert (manager.desk_extension, manager.mobile, manager.user.role) == (
+            "8100", "13912345678", "manager")
+        entry = s.scalar(select(AuditLog).where(AuditLog.action == "create",
+                                                AuditLog.object_type == "manager",
+                                                AuditLog.username == "admin"))
+        assert "139****5678" in entry.detail and entry.ip == "127.0.0.1"
+        assert "13912345678" not in entry.detail
+    new = app.test_client()
+    assert log_in(new, "zhaolei", "initial-pass-1").status_code == 302
+    assert "赵磊" in new.get("/manager/").get_data(as_text=True)
+
+
+def test_bad_manager_input_names_every_problem_in_chinese_and_writes_nothing(web):
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    users_before = _count(app, User)
+    response = _post(admin, "/admin/managers/new", {
+        "username": "manager1", "display_name": "", "password": "short",
+        "county_id": "", "employee_no": "D001", "desk_extension": "123",
+        "mobile": "12345"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    for message in ("用户名 manager1 已被使用", "请填写姓名", "密码至少需要 8 个字符",
+                    "请选择此人所属的县区", "工号 D001 已属于其他客户经理",
+                    "座机分机号须为 2000–9999 之间的 4 位数字", "手机号须为以 1 开头的 11 位数字"):
+        assert message in html, message
+    assert _count(app, User) == users_before
+    # a taken extension is named too
+    response = _post(admin, "/admin/managers/new", {
+        **NEW_MANAGER, "desk_extension": "8001", "county_id": str(seeded["county"]["id"])})
+    assert "分机号 8001 已被占用" in response.get_data(as_text=True)
+    assert _count(app, User) == users_before
+
+
+def test_departing_a_manager_takes_them_off_duty_and_out(web):
+    app, seeded = web
+    manager_id = seeded["managers"]["manager2"]["id"]
+    manager = _client(app, seeded, "manager2")
+    assert _post(manager, "/manager/", {"on_duty": "1"}).status_code == 405
+    response = manager.post(f"/manager/{manager_id}/duty", data={
+        "on_duty": "1", "csrf_token": csrf_token(manager, "/manager/")})
+    assert response.status_code == 302
+    assert "您已在岗" in manager.get(response.location).get_data(as_text=True)
+    assert _count(app, Manager, Manager.on_duty) == 1
+    admin = _client(app, seeded, "admin")
+    response = _post(admin, f"/admin/managers/{manager_id}", {
+        "display_name": "王芳", "county_id": str(seeded["county"]["id"]),
+        "employee_no": "D002", "desk_extension": "8002", "mobile": "13800138002",
+        "status": "departed"})
+    assert response.status_code == 302
+    with session_for(app) as s:
+        m = s.get(Manager, manager_id)
+        assert (m.status, m.on_duty, m.user.is_active) == ("departed", False, False)
+        assert m.departed_at is not None
+    assert manager.get("/manager/").status_code == 302  # logged out: user disabled
+    assert log_in(app.test_client(), "manager2",
+                  seeded["passwords"]["manager2"]).status_code == 401
+
+
+def test_county_with_unified_numbers(web):
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    response = _post(admin, "/admin/counties/new", {
+        "code": "anji", "name": "安吉县", "fallback_strategy": "hunt",
+        "numbers": "13900000011\n13900000012", "primary": "13900000012"})
+    assert response.status_code == 302
+    with session_for(app) as s:
+        county = s.scalar(select(County).where(County.code == "anji"))
+        assert county.primary_number == "13900000012" and len(county.unified_numbers) == 2
+        county_id = county.id
+    # edit: drop one number, make the other primary
+    response = _post(admin, f"/admin/counties/{county_id}", {
+        "code": "anji", "name": "安吉县", "fallback_strategy": "ringall",
+        "numbers": "13900000011", "primary": ""})
+    assert response.status_code == 302
+    with session_for(app) as s:
+        assert s.get(County, county_id).primary_number == "13900000011"
+        assert s.scalar(select(func.count()).select_from(UnifiedNumber)) == 2
+    # refused: the demo county's number, a short number, a primary not in the list
+    response = _post(admin, "/admin/counties/new", {
+        "code": "demo", "name": "", "fallback_strategy": "ringall",
+        "numbers": "13900000000 12345", "primary": "13900000099"})
+    html = response.get_data(as_text=True)
+    for message in ("代码 demo 已被其他县区使用", "请填写县区名称", "13900000000 已属于其他县区",
+                    "12345 不是有效的统一号码", "主号码必须是该县区的统一号码之一"):
+        assert message in html, message
+    # delete: refused while the demo county has people, done for the empty one
+    demo_id = seeded["county"]["id"]
+    response = admin.post(f"/admin/counties/{demo_id}/delete", data={
+        "csrf_token": csrf_token(admin, "/admin/counties")}, follow_redirects=True)
+    assert "仍有用户、客户或活动" in response.get_data(as_text=True)
+    response = admin.post(f"/admin/counties/{county_id}/delete", data={
+        "csrf_token": csrf_token(admin, "/admin/counties")}, follow_redirects=True)
+    assert "已删除县区" in response.get_data(as_text=True)
+    assert _count(app, County) == 1 and _count(app, UnifiedNumber) == 1
+    actions = [a for (a,) in session_for(app).execute(
+        select(AuditLog.action).where(AuditLog.object_type == "county",
+                                      AuditLog.username == "admin"))]
+    assert actions == ["create", "update", "delete"]
+
+
+def test_users_create_edit_password(web):
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    response = _post(admin, "/admin/users/new", {
+        "username": "Qian", "display_name": "钱主任", "password": "long-enough",
+        "role": "supervisor", "county_id": str(seeded["county"]["id"])})
+    assert response.status_code == 302
+    uid = session_for(app).scalar(select(User.id).where(User.username == "qian"))
+    # a supervisor needs a county; a manager is not made here
+    html = _post(admin, "/admin/users/new", {
+        "username": "sun", "display_name": "孙", "password": "long-enough",
+        "role": "supervisor", "county_id": ""}).get_data(as_text=True)
+    assert "请选择此人所属的县区" in html
+    html = _post(admin, "/admin/users/new", {
+        "username": "sun", "display_name": "孙", "password": "long-enough",
+        "role": "manager", "county_id": str(seeded["county"]["id"])}).get_data(as_text=True)
+    assert "客户经理请在“客户经理”页面新增" in html
+    # edit and disable; the admin cannot disable themself
+    assert _post(admin, f"/admin/users/{uid}", {
+        "display_name": "钱主任", "role": "supervisor",
+        "county_id": str(seeded["county"]["id"])}).status_code == 302
+    assert session_for(app).get(User, uid).is_active is False
+    admin_id = session_for(app).scalar(select(User.id).where(User.username == "admin"))
+    html = _post(admin, f"/admin/users/{admin_id}", {
+        "display_name": "系统管理员", "role": "admin", "county_id": ""}).get_data(as_text=True)
+    assert "不能停用自己的账号" in html
+    response = admin.post(f"/admin/users/{uid}/password", data={
+        "password": "another-pass", "csrf_token": csrf_token(admin, f"/admin/users/{uid}")})
+    assert response.status_code == 302
+    entry = session_for(app).scalar(select(AuditLog).where(AuditLog.action == "set_password")
+                                    .order_by(AuditLog.id.desc()))
+    assert entry.object_id == str(uid) and "another-pass" not in entry.detail
+
+
+def test_audit_log_search(web):
+    app, seeded = web
+    log_in(app.test_client(), "manager1", "wrong-password")
+    admin = _client(app, seeded, "admin")
+    html = admin.get("/audit/?action=login_failed").get_data(as_text=True)
+    assert "manager1" in html and "登录失败" in html and "wrong password" in html
+    html = admin.get("/audit/?q=manager3&action=login").get_data(as_text=True)
+    assert "共 0 条" in html
+    html = admin.get("/audit/?q=admin&action=login&since=2000-01-01&until=2999-12-31")
+    assert "共 1 条" in html.get_data(as_text=True)
+    assert "共 0 条" in admin.get("/audit/?until=2000-01-01").get_data(as_text=True)
+
+
+def test_times_are_shown_in_shanghai(web):
+    app, seeded = web
+    import datetime as dt
+    with session_for(app) as s:
+        s.add(AuditLog(action="update", username="clock", detail="tz-probe",
+                       at=dt.datetime(2026, 1, 1, 16, 30)))
+        s.commit()
+    admin = _client(app, seeded, "admin")
+    assert "2026-01-02 00:30" in admin.get("/audit/?q=tz-probe").get_data(as_text=True)
+
+
+def test_manager_home_masks_customer_phones(web):
+    app, seeded = web
+    html = _client(app, seeded, "manager1").get("/manager/").get_data(as_text=True)
+    assert "137****0001" in html and "13700000001" not in html
+
+
+def test_mask_phone():
+    assert mask_phone("13812345678") == "138****5678"
+    assert mask_phone("01012345678") == "010****5678"
+    assert mask_phone("12345") == "*2345"
+    assert mask_phone("") == "" and mask_phone(None) == ""
+
+
+def test_demo_seed_is_idempotent_and_rotates_passwords(web):
+    app, seeded = web
+    from khhf import demo
+    with session_for(app) as s:
+        again = demo.seed(s)
+        s.commit()
+    assert again["county"] == seeded["county"] and again["managers"] == seeded["managers"]
+    assert again["passwords"]["admin"] != seeded["passwords"]["admin"]
+    assert _count(app, User) == 5 and _count(app, County) == 1
+    assert [m["desk_extension"] for m in again["managers"].values()] == ["8001", "8002", "8003"]
+    assert log_in(app.test_client(), "admin", again["passwords"]["admin"]).status_code == 302
