@@ -49,7 +49,7 @@ class LoginForm(FlaskForm):
 class CountyForm(FlaskForm):
     code = StringField(_l("Code"), description=_l("Short Latin name used in configuration, "
                                                   "e.g. anji."))
-    name = StringField(_l("Name"))
+    name = StringField(_l("County name"))
     fallback_strategy = SelectField(_l("Fallback ringing"), choices=[
         SelectChoice("ringall", _l("Ring all at once")),
         SelectChoice("hunt", _l("Ring in turn"))],

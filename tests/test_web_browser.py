@@ -1,0 +1,191 @@
+"""The web UI in a real browser: Debian's chromium, headless, driven by
+Playwright, against the app served on 127.0.0.1 from a background thread.
+
+Screenshots of the main pages go to tmp_path, or to $KHHF_SCREENSHOTS_DIR
+when it is set (scripts/screenshots sets it to docs/screenshots)."""
+
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.web_support import make_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="needs Debian's chromium (scripts/install)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    app, seeded = make_app(tmp_path_factory.mktemp("browser"))
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}", seeded
+    httpd.shutdown()
+    thread.join()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def log_in(page, base, username, password):
+    page.goto(f"{base}/login")
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_load_state()
+
+
+@pytest.mark.parametrize("username, path, heading", [
+    ("admin", "/admin/", "系统管理"),
+    ("supervisor", "/county/", "示范县"),
+    ("manager1", "/manager/", "张伟，您好"),
+])
+def test_each_role_logs_in_and_sees_its_home(server, page, username, path, heading):
+    base, seeded = server
+    log_in(page, base, username, seeded["passwords"][username])
+    assert page.url == base + path
+    assert page.get_by_role("heading", level=1).inner_text() == heading
+    assert page.locator("#who").inner_text().startswith(page.locator("#who").inner_text()[:1])
+
+
+def test_admin_creates_a_manager_who_then_logs_in(server, browser, page):
+    base, seeded = server
+    log_in(page, base, "admin", seeded["passwords"]["admin"])
+    page.get_by_role("link", name="客户经理", exact=True).click()
+    page.get_by_role("link", name="新增客户经理").click()
+    page.get_by_label("用户名").fill("chenjing")
+    page.get_by_label("姓名").fill("陈静")
+    page.get_by_label("密码").fill("first-pass-9")
+    page.get_by_label("县区").select_option(label="示范县 (demo)")
+    page.get_by_label("工号").fill("D200")
+    page.get_by_label("座机分机号").fill("123")  # wrong first: told what to do
+    page.get_by_label("手机号").fill("13912340000")
+    page.get_by_role("button", name="保存").click()
+    assert "2000–9999 之间的 4 位数字" in page.locator(".invalid-feedback").inner_text()
+    page.get_by_label("密码").fill("first-pass-9")  # passwords are not sent back
+    page.get_by_label("座机分机号").fill("8200")
+    page.get_by_role("button", name="保存").click()
+    assert "已新增客户经理“陈静”" in page.locator(".alert-success").inner_text()
+    assert page.locator("#managers").get_by_text("8200").count() == 1
+
+    other = browser.new_context(locale="zh-CN")
+    newcomer = other.new_page()
+    log_in(newcomer, base, "chenjing", "first-pass-9")
+    assert newcomer.get_by_role("heading", level=1).inner_text() == "陈静，您好"
+    newcomer.get_by_role("button", name="切换为在岗").click()
+    assert "您已在岗" in newcomer.locator(".alert-success").inner_text()
+    other.close()
+
+
+def test_manager_cannot_open_others_pages_by_url(server, page):
+    base, seeded = server
+    log_in(page, base, "manager1", seeded["passwords"]["manager1"])
+    own = seeded["managers"]["manager1"]["id"]
+    other = seeded["managers"]["manager2"]["id"]
+    assert page.goto(f"{base}/manager/{own}").status == 200
+    response = page.goto(f"{base}/manager/{other}")
+    assert response.status == 404
+    assert "王芳" not in page.content()
+    for path in ("/admin/managers", f"/admin/managers/{other}", "/audit/", "/county/"):
+        response = page.goto(base + path)
+        assert response.status == 403, path
+        assert "您无权打开此页面" in page.locator("#error-message").inner_text()
+
+
+def test_form_without_csrf_token_is_refused(server, page):
+    base, seeded = server
+    log_in(page, base, "admin", seeded["passwords"]["admin"])
+    page.goto(f"{base}/admin/counties/new")
+    page.evaluate("document.querySelector('main form input[name=csrf_token]').remove()")
+    page.get_by_label("代码").fill("nocsrf")
+    page.get_by_label("县区名称").fill("无令牌县")
+    with page.expect_response(re.compile(r"/admin/counties/new$")) as answer:
+        page.get_by_role("button", name="保存").click()
+    assert answer.value.status == 400
+    assert "安全令牌" in page.locator("#error-message").inner_text()
+    page.goto(f"{base}/admin/counties")
+    assert "无令牌县" not in page.content()
+
+
+def test_audit_log_shows_log_ins_failures_and_writes(server, page):
+    base, seeded = server
+    log_in(page, base, "manager3", "not-my-password")
+    assert "用户名或密码错误" in page.content()
+    log_in(page, base, "admin", seeded["passwords"]["admin"])
+    page.get_by_role("link", name="操作日志", exact=True).click()
+    table = page.locator("#audit")
+    assert table.get_by_text("登录失败").count() >= 1
+    page.get_by_label("搜索", exact=True).fill("manager3")
+    page.get_by_label("操作").select_option(label="登录失败")
+    page.get_by_role("button", name="搜索").click()
+    rows = page.locator("#audit tbody tr")
+    assert rows.count() == 1 and "wrong password" in rows.inner_text()
+    page.goto(f"{base}/audit/?action=create")
+    text = page.locator("#audit").inner_text()
+    assert "manager" in text and "138****8001" in text and "13800138001" not in text
+
+
+def test_screenshots_of_the_main_pages(server, browser, tmp_path):
+    base, seeded = server
+    out = Path(os.environ.get("KHHF_SCREENSHOTS_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    shots = []
+
+    def shoot(page, name):
+        path = out / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        shots.append(path)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 760}, locale="zh-CN")
+    page = context.new_page()
+    page.goto(f"{base}/login")
+    shoot(page, "login")
+    log_in(page, base, "admin", seeded["passwords"]["admin"])
+    shoot(page, "admin-home")
+    page.goto(f"{base}/admin/managers")
+    shoot(page, "admin-managers")
+    page.goto(f"{base}/admin/managers/new")
+    shoot(page, "admin-manager-new")
+    page.goto(f"{base}/audit/")
+    shoot(page, "audit-log")
+    context.close()
+    for username, pages in (("manager1", [("/manager/", "manager-home"),
+                                          (f"/manager/{seeded['managers']['manager1']['id']}",
+                                           "manager-profile")]),
+                            ("supervisor", [("/county/", "supervisor-home")])):
+        context = browser.new_context(viewport={"width": 1280, "height": 760}, locale="zh-CN")
+        page = context.new_page()
+        log_in(page, base, username, seeded["passwords"][username])
+        for path, name in pages:
+            page.goto(base + path)
+            shoot(page, name)
+        context.close()
+    for path in shots:
+        assert path.stat().st_size > 10_000, path
+    if out != tmp_path:
+        shutil.rmtree(tmp_path, ignore_errors=True)
