@@ -11,7 +11,7 @@ import sys
 
 from waitress import serve
 
-from khhf import config
+from khhf import config, db
 from webui import create_app
 
 
@@ -21,6 +21,10 @@ def main() -> int:
         app = create_app()
     except config.ConfigError as error:
         print(f"webui: {error}", file=sys.stderr)
+        return 2
+    if not db.has_schema(db.make_engine(settings.database_url)):
+        print(f"webui: the database {settings.database_url} has no tables: run `khhf init`.",
+              file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(f"KHHF web UI on http://{settings.web_host}:{settings.web_port}/", flush=True)
