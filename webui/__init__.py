@@ -22,7 +22,7 @@ from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import access, i18n
+from webui import access, admin, audit, auth, county, i18n, manager
 from webui.db import get_db
 
 DEFAULTS = {
@@ -64,7 +64,6 @@ def create_app(config: dict | None = None) -> Flask:
     login_manager.login_message = i18n.lazy_gettext("Please log in first.")
     login_manager.login_message_category = "info"
 
-    from webui import admin, audit, auth, county, manager
     for module in (auth, admin, manager, county, audit):
         app.register_blueprint(module.bp)
 
