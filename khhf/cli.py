@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "phones"])
     p.set_defaults(func=cmd_pbx)
+    from . import cli_hotline; cli_hotline.register(sub)  # noqa: E702 (khhf hotline ...)
     return parser
 
 
