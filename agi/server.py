@@ -9,7 +9,9 @@ route variable empty and takes its one fallback path.
 
 Database work runs in a thread pool (SQLAlchemy is synchronous), at most
 once per request, inside one unit of work, so a slow database never
-stalls the event loop and the other calls with it.
+stalls the event loop and the other calls with it. A route that overruns
+its deadline stops talking to Asterisk, but its unit of work still
+completes: the call row is written late rather than lost.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import concurrent.futures
 import logging
 from typing import Awaitable, Callable
 
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from khhf.db import unit_of_work
@@ -155,8 +158,16 @@ class FastAgiServer:
 
     async def _run_in_unit_of_work(self, fn):
         def work():
-            with unit_of_work(self.session_factory) as db:
-                return fn(db)
+            try:
+                with unit_of_work(self.session_factory) as db:
+                    return fn(db)
+            except (IntegrityError, OperationalError) as exc:
+                # a concurrent request for the same call (the routing AGI
+                # finishing late while the hang-up AGI runs) won the race;
+                # the routes are idempotent, so the same work again, afresh
+                log.info("retrying a unit of work after %s", exc.__class__.__name__)
+                with unit_of_work(self.session_factory) as db:
+                    return fn(db)
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from khhf import db
 from khhf.models import (Call, County, Customer, CustomerAssignment, Manager, SmsMessage, Task,
                          UnifiedNumber, User)
-from khhf.services import hotline
+from khhf.services import handover, hotline
 from tests.harness import SIPP, AgiThread, PbxHarness, free_port, wav_stats
 
 pytestmark = pytest.mark.pbx
@@ -126,3 +126,153 @@ def test_known_customer_reaches_own_managers_desk_phone(hotline_pbx):
         time.sleep(0.1)
     duration, rms = wav_stats(path)
     assert duration >= 1.5 and rms > 500, (duration, rms)
+
+
+@pytest.mark.parametrize("desk_state", ["busy", "unregistered"])
+def test_desk_busy_or_unregistered_rings_the_mobile_through_the_trunk(hotline_pbx, desk_state):
+    hp = hotline_pbx
+    n = {"busy": "2", "unregistered": "3"}[desk_state]
+    unified, customer_no, mobile = f"1390000000{n}", f"1380000000{n}", f"1370000000{n}"
+    desk_ext = "8103" if desk_state == "busy" else "8120"  # 8120: never registered
+    county = hp.county(f"c{n}", unified)
+    own = hp.manager(county, desk_ext, mobile)
+    hp.customer(county, customer_no, own)
+    desk = hp.h.desk_phone(desk_ext, "busy.xml") if desk_state == "busy" else None
+    mobile_leg = hp.h.trunk("answer_hangup.xml", duration_ms=1500)
+
+    caller = hp.call(unified, customer_no)
+    assert caller.wait(30) == 0, caller.trace_summary()
+    assert mobile_leg.wait(10) == 0, mobile_leg.trace_summary()
+    if desk is not None:
+        assert desk.wait(10) == 0 and len(desk.received("INVITE")) == 1
+    [invite] = mobile_leg.received("INVITE")
+    assert invite.first_line.startswith(f"INVITE sip:{mobile}@")
+    # the mobile shows the unified number; the customer's number stays inside
+    assert f"sip:{unified}@" in invite.header("From")
+    assert f"sip:{unified}@" in invite.header("P-Asserted-Identity")
+    assert customer_no not in invite.text
+    call = hp.wait_ended(customer_no)
+    assert (call.manager_id, call.outcome) == (own, "mobile")
+
+
+def test_nobody_answers_group_then_message_callback_task_and_sms(hotline_pbx):
+    hp = hotline_pbx
+    county = hp.county("c4", "13900000004")
+    own = hp.manager(county, "8104", "13700000004", on_duty=True)
+    colleague = hp.manager(county, "8105", "13700000005", on_duty=True)
+    customer = hp.customer(county, "13800000004", own)
+    desk = hp.h.desk_phone("8104", "no_answer.xml")
+    group = hp.h.desk_phone("8105", "no_answer.xml")
+    mobile_leg = hp.h.trunk("no_answer.xml")
+
+    caller = hp.call("13900000004", "008613800000004")
+    assert caller.wait(40) == 0, caller.trace_summary()  # answered by the message, then BYE
+    for party in (desk, mobile_leg, group):
+        assert party.wait(10) == 0, party.trace_summary()
+    # in order: own desk, own mobile, the group (the owner is not rung twice)
+    assert len(desk.received("INVITE")) == len(mobile_leg.received("INVITE")) == 1
+    assert len(group.received("INVITE")) == 1
+    assert caller.received(200), "the message was not played"
+
+    call = hp.wait_ended("13800000004")
+    assert (call.outcome, call.customer_id, call.manager_id) == ("missed", customer, own)
+    with hp.factory() as s:
+        task = s.get(Task, call.task_id)
+        assert (task.customer_id, task.manager_id, task.status, task.priority) == \
+            (customer, own, "pending", hotline.CALLBACK_PRIORITY)
+        assert task.task_type.code == "callback"
+        [sms] = s.scalars(select(SmsMessage).where(SmsMessage.task_id == task.id)).all()
+        assert (sms.direction, sms.status, sms.peer_number, sms.manager_id) == \
+            ("out", "queued", "13700000004", own)
+        assert "138****0004" in sms.body and "13800000004" not in sms.body
+    assert colleague
+
+
+def test_unknown_caller_hunts_the_county_group(hotline_pbx):
+    hp = hotline_pbx
+    county = hp.county("c6", "13900000006", strategy="hunt")
+    hp.manager(county, "8106", on_duty=True)
+    hp.manager(county, "8107", on_duty=True)
+    hp.manager(county, "8108", on_duty=False)  # off duty: never rung
+    first = hp.h.desk_phone("8106", "no_answer.xml")
+    second = hp.h.desk_phone("8107", "answer_hangup.xml", duration_ms=1000)
+    off_duty = hp.h.desk_phone("8108", "answer.xml")
+
+    caller = hp.call("13900000006", "+8613999990006")
+    assert caller.wait(30) == 0, caller.trace_summary()
+    assert first.wait(10) == 0 and second.wait(10) == 0
+    assert len(first.received("INVITE")) == len(second.received("INVITE")) == 1
+    off_duty.stop()
+    assert off_duty.received("INVITE") == []
+    call = hp.wait_ended("13999990006")
+    assert (call.customer_id, call.manager_id, call.outcome) == (None, None, "group:8107")
+
+
+def test_after_departure_the_same_customer_reaches_the_successor(hotline_pbx):
+    hp = hotline_pbx
+    county = hp.county("c9", "13900000009")
+    a = hp.manager(county, "8109")
+    b = hp.manager(county, "8110")
+    customer = hp.customer(county, "13800000009", a)
+
+    desk_a = hp.h.desk_phone("8109", "answer_hangup.xml", duration_ms=500)
+    caller = hp.call("13900000009", "13800000009")
+    assert caller.wait(30) == 0 and desk_a.wait(10) == 0
+    assert hp.wait_ended("13800000009").manager_id == a
+
+    with db.unit_of_work(hp.factory) as s:
+        handover.depart_manager(s, a, successor_id=b)
+    desk_a = hp.h.desk_phone("8109", "answer.xml")  # A's phone is still plugged in
+    desk_b = hp.h.desk_phone("8110", "answer_hangup.xml", duration_ms=500)
+    caller = hp.call("13900000009", "13800000009")
+    assert caller.wait(30) == 0, caller.trace_summary()
+    assert desk_b.wait(10) == 0 and len(desk_b.received("INVITE")) == 1
+    desk_a.stop()
+    assert desk_a.received("INVITE") == []
+    call = hp.wait_ended("13800000009")
+    assert (call.customer_id, call.manager_id, call.outcome) == (customer, b, "desk")
+
+
+def sync_groups(hp) -> None:
+    from khhf.cli_hotline import sync_groups as sync
+    sync(hp.h.settings)
+
+
+@pytest.mark.parametrize("failure", ["down", "slow"])
+def test_without_the_agi_service_the_county_group_still_answers(hotline_pbx, failure):
+    hp = hotline_pbx
+    n = {"down": "11", "slow": "12"}[failure]
+    unified, customer_no = f"139000000{n}", f"138000000{n}"
+    county = hp.county(f"c{n}", unified)
+    own = hp.manager(county, f"81{n}", on_duty=False)
+    hp.manager(county, f"81{int(n) + 2}", on_duty=True)
+    hp.customer(county, customer_no, own)
+    sync_groups(hp)  # what Asterisk rings without the database
+    on_duty = hp.h.desk_phone(f"81{int(n) + 2}", "answer_hangup.xml", duration_ms=1000)
+
+    if failure == "down":
+        hp.agi.stop()
+        lock = None
+    else:
+        # the database is locked by someone else: the route cannot write the
+        # call row and gives up at its deadline
+        import sqlite3
+        lock = sqlite3.connect(hp.h.settings.database_url.split("///", 1)[1], timeout=5)
+        lock.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        caller = hp.call(unified, customer_no)
+        assert caller.wait(30) == 0, caller.trace_summary()
+        assert on_duty.wait(10) == 0, on_duty.trace_summary()
+        assert len(on_duty.received("INVITE")) == 1
+        assert time.monotonic() - started < 15
+    finally:
+        if lock is not None:
+            lock.rollback()
+            lock.close()
+        else:
+            hp.agi.start()
+    if failure == "slow":
+        # the hang-up route writes the call row once the database is free
+        call = hp.wait_ended(customer_no)
+        assert call.outcome == "group" or call.outcome.startswith("group")
