@@ -5,7 +5,7 @@ the operation log says about it."""
 import pytest
 from sqlalchemy import func, select
 
-from khhf.models import AuditLog, County, Manager, UnifiedNumber, User
+from khhf.models import AuditLog, County, Customer, Manager, UnifiedNumber, User
 from khhf.phones import mask_phone
 from tests.web_support import csrf_token, log_in, make_app, session_for
 
@@ -97,6 +97,9 @@ def test_departing_a_manager_takes_them_off_duty_and_out(web):
         m = s.get(Manager, manager_id)
         assert (m.status, m.on_duty, m.user.is_active) == ("departed", False, False)
         assert m.departed_at is not None
+        # their customers were handed over to the county's other managers
+        assert s.scalar(select(func.count()).select_from(Customer)
+                        .where(Customer.manager_id == manager_id)) == 0
     assert manager.get("/manager/").status_code == 302  # logged out: user disabled
     assert log_in(app.test_client(), "manager2",
                   seeded["passwords"]["manager2"]).status_code == 401

@@ -19,7 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from khhf import audit, numbering
 from khhf.models import AuditLog, County, Manager, User, utcnow
 from khhf.phones import mask_phone
-from khhf.services import N_, Problems
+from khhf.services import N_, Problems, handover
 
 PASSWORD_MIN_LENGTH = 8
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,63}")
@@ -167,8 +167,9 @@ def create_manager(session: Session, by: User | None, ip: str, *, username: str,
 def update_manager(session: Session, by: User | None, ip: str, manager: Manager, *,
                    display_name: str, county_id: int | None, employee_no: str,
                    desk_extension: str, mobile: str, status: str) -> Manager:
-    """Edit a manager. Departing also takes them off duty and disables their
-    log-in; the hand-over of their customers is the hotline's business."""
+    """Edit a manager. Departing goes through khhf.services.handover: their
+    customers and open tasks are spread over the county's other active
+    managers, they go off duty and can no longer log in."""
     problems = Problems()
     display_name = _check_display_name(problems, display_name)
     county = _check_role_county(session, problems, "manager", county_id, allow_manager=True)
@@ -185,16 +186,16 @@ def update_manager(session: Session, by: User | None, ip: str, manager: Manager,
         "mobile": (mask_phone(manager.mobile), mask_phone(mobile)),
         "status": (manager.status, status),
     }
+    if status == "departed" and manager.status == "active":
+        # checks before it changes anything; the caller rolls back if it refuses
+        handover.depart_manager(session, manager.id, by_user=by, ip=ip)
+    elif status == "active" and manager.status == "departed":
+        manager.status, manager.departed_at, manager.successor_id = "active", None, None
+        manager.user.is_active = True
     manager.user.display_name = display_name
     manager.county_id = manager.user.county_id = county.id
     manager.employee_no, manager.desk_extension, manager.mobile = (
         employee_no, desk_extension, mobile)
-    if status != manager.status:
-        manager.status = status
-        if status == "departed":
-            manager.departed_at, manager.on_duty, manager.user.is_active = utcnow(), False, False
-        else:
-            manager.departed_at, manager.successor_id, manager.user.is_active = None, None, True
     audit.record(session, by, "update", "manager", manager.id,
                  audit.describe_changes(changes), ip)
     return manager
