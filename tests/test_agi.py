@@ -1,0 +1,217 @@
+"""The FastAGI server and the hotline routes, against a fake Asterisk that
+speaks the AGI protocol over a real socket, on a temp SQLite database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+
+from agi.routes import ROUTES
+from agi.server import FastAgiServer
+from khhf import db
+from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, UnifiedNumber, User)
+from khhf.services import hotline
+
+
+@pytest.fixture
+def factory(tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'agi.db'}")
+    db.create_schema(engine)
+    factory = db.session_factory(engine)
+    with db.unit_of_work(factory) as s:
+        county = County(code="anji", name="Anji", fallback_strategy="hunt")
+        county.unified_numbers.append(UnifiedNumber(number="13900000001", is_primary=True))
+        s.add(county)
+        s.flush()
+        for no, desk, mobile, duty in (("m1", "8001", "+86 137 0000 0001", False),
+                                       ("m2", "8002", None, True), ("m3", "8003", None, True),
+                                       ("m4", None, "13700000004", True)):
+            u = User(username=no, password_hash="x", display_name=no, role="manager",
+                     county_id=county.id)
+            s.add(u)
+            s.flush()
+            s.add(Manager(user_id=u.id, county_id=county.id, employee_no=no,
+                          desk_extension=desk, mobile=mobile, on_duty=duty))
+        s.flush()
+        s.add(Customer(phone="13800000001", county_id=county.id, manager_id=1, name="Wang"))
+    yield factory
+    engine.dispose()
+
+
+async def agi_request(port, script, args=(), callerid="+8613800000001", uniqueid="1700000000.1",
+                      replies=None):
+    """Play Asterisk: send the environment, answer every command; return them."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    env = [f"agi_network_script: {script}", f"agi_callerid: {callerid}",
+           f"agi_uniqueid: {uniqueid}", "agi_channel: PJSIP/carrier-00000001"]
+    env += [f"agi_arg_{i}: {a}" for i, a in enumerate(args, 1)]
+    writer.write(("\n".join(env) + "\n\n").encode())
+    await writer.drain()
+    commands = []
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        if not line:
+            break
+        commands.append(line.decode().strip())
+        writer.write((replies or {}).get(len(commands), b"200 result=1\n"))
+        await writer.drain()
+    writer.close()
+    return commands
+
+
+def run_server(factory, coro_fn, routes=ROUTES, deadline=1.5):
+    async def main():
+        server = FastAgiServer(routes, factory, deadline=deadline)
+        srv = await server.start("127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        try:
+            return await coro_fn(port)
+        finally:
+            server.close()
+    return asyncio.run(main())
+
+
+def variables(commands):
+    out = {}
+    for c in commands:
+        if c.startswith("SET VARIABLE "):
+            name, value = c[len("SET VARIABLE "):].split(" ", 1)
+            out[name] = value.strip('"')
+    return out
+
+
+def test_hotline_route_sets_the_ring_order_and_route_last(factory):
+    commands = run_server(factory, lambda port: agi_request(
+        port, "hotline", ["13900000001", "1700000000.1"]))
+    assert commands[-1] == 'SET VARIABLE KHHF_ROUTE "manager"'
+    v = variables(commands)
+    assert v["KHHF_DESK"] == "8001" and v["KHHF_MOBILE"] == "13700000001"
+    # hunt order by manager id; the owner is not in their own fallback group
+    assert v["KHHF_GROUP"] == "PJSIP/8002&PJSIP/8003"
+    assert v["KHHF_COUNTY_DESKS"] == "PJSIP/8002&PJSIP/8003"
+    assert v["KHHF_GROUP_STRATEGY"] == "hunt"
+    with factory() as s:
+        call = s.get(Call, int(v["KHHF_CALL_ID"]))
+        assert (call.direction, call.customer_id, call.manager_id, call.customer_number,
+                call.unified_number, call.uniqueid, call.linkedid) == \
+            ("inbound", 1, 1, "13800000001", "13900000001", "1700000000.1", "1700000000.1")
+        assert v["KHHF_REC_FILE"].endswith(f"/in-{call.id}.wav")
+
+
+def test_unknown_caller_and_departed_manager_route_to_the_group(factory):
+    with db.unit_of_work(factory) as s:
+        m1 = s.get(Manager, 1)
+        m1.status, m1.departed_at = "departed", m1.user.created_at  # data left behind
+    for caller, uid in (("13912345678", "u.1"), ("+8613800000001", "u.2"), ("anonymous", "u.3")):
+        commands = run_server(factory, lambda port: agi_request(
+            port, "hotline", ["13900000001"], callerid=caller, uniqueid=uid))
+        v = variables(commands)
+        assert (v["KHHF_ROUTE"], v["KHHF_DESK"], v["KHHF_MOBILE"]) == ("group", "", ""), caller
+
+
+def test_hang_up_route_answered_call(factory):
+    async def both(port):
+        first = await agi_request(port, "hotline", ["13900000001"])
+        call_id = variables(first)["KHHF_CALL_ID"]
+        await agi_request(port, "hotline-end", [call_id, "mobile", "ANSWER", "42",
+                                                "13700000001@carrier", "13900000001",
+                                                "2026/11/27/in-1.wav"])
+        return call_id
+    call_id = run_server(factory, both)
+    with factory() as s:
+        call = s.get(Call, int(call_id))
+        assert (call.state, call.outcome, call.talk_seconds, call.recording_path, call.task_id) \
+            == ("ended", "mobile", 42, "2026/11/27/in-1.wav", None)
+
+
+def test_missed_calls_make_one_callback_task_and_an_sms_each(factory):
+    async def two_missed(port):
+        for uid in ("m.1", "m.2"):
+            first = await agi_request(port, "hotline", ["13900000001"], uniqueid=uid)
+            await agi_request(port, "hotline-end", [variables(first)["KHHF_CALL_ID"], "message",
+                                                    "NOANSWER", "", "", "13900000001", ""],
+                              uniqueid=uid)
+            # the hang-up route is idempotent: a second run changes nothing
+            await agi_request(port, "hotline-end", ["", "message", "NOANSWER", "", "",
+                                                    "13900000001", ""], uniqueid=uid)
+    run_server(factory, two_missed)
+    with factory() as s:
+        [task] = s.scalars(select(Task)).all()
+        assert (task.manager_id, task.customer_id, task.priority, task.status) == \
+            (1, 1, hotline.CALLBACK_PRIORITY, "pending")
+        sms = s.scalars(select(SmsMessage)).all()
+        assert len(sms) == 2 and {m.peer_number for m in sms} == {"+86 137 0000 0001"}
+        assert all("Wang 138****0001" in m.body for m in sms)
+        assert {c.task_id for c in s.scalars(select(Call))} == {task.id}
+
+
+def test_missed_unknown_caller_becomes_a_customer_with_a_task_for_the_fallback_owner(factory):
+    async def missed(port):
+        await agi_request(port, "hotline-end", ["", "group", "NOANSWER", "", "", "13900000001",
+                                                ""], callerid="0086 13912345678", uniqueid="x.1")
+    run_server(factory, missed)  # the routing AGI never ran (degraded mode)
+    with factory() as s:
+        call = s.scalars(select(Call)).one()
+        customer = s.get(Customer, call.customer_id)
+        assert (customer.phone, customer.manager_id) == ("13912345678", None)
+        task = s.get(Task, call.task_id)
+        # on-duty first, then the lowest id: m2
+        assert task.manager_id == 2 and call.outcome == "missed"
+        assert s.scalars(select(SmsMessage)).all() == []  # m2 has no mobile: logged
+
+
+def test_a_failing_or_slow_route_sets_nothing_and_closes(factory):
+    async def boom(session, args):
+        raise RuntimeError("bug")
+
+    async def slow(session, args):
+        await session.set_variable("KHHF_DESK", "8001")
+        await asyncio.sleep(5)
+        await session.set_variable("KHHF_ROUTE", "manager")
+
+    async def twice(session, args):
+        await session.unit_of_work(lambda db: None)
+        await session.unit_of_work(lambda db: None)
+        await session.set_variable("KHHF_ROUTE", "manager")
+
+    routes = {"boom": boom, "slow": slow, "twice": twice}
+    for name in routes:
+        commands = run_server(factory, lambda port: agi_request(port, name), routes=routes,
+                              deadline=0.3)
+        assert "KHHF_ROUTE" not in variables(commands), name
+    assert run_server(factory, lambda port: agi_request(port, "nosuch"), routes=routes) == []
+
+
+def test_hangup_lines_and_refusals_from_asterisk(factory):
+    seen = {}
+
+    async def route(session, args):
+        seen["value"] = await session.get_variable("KHHF_X")
+        await session.set_variable("KHHF_ROUTE", 'a "quoted" \\ value')
+
+    replies = {1: b"HANGUP\n200 result=1 (hello world)\n"}
+    commands = run_server(factory, lambda port: agi_request(port, "r", replies=replies),
+                          routes={"r": route})
+    assert seen["value"] == "hello world"
+    assert commands[-1] == r'SET VARIABLE KHHF_ROUTE "a \"quoted\" \\ value"'
+
+    async def refused(session, args):
+        await session.set_variable("KHHF_A", "1")
+        await session.set_variable("KHHF_ROUTE", "manager")
+    replies = {1: b"520-Invalid command syntax.  Proper usage follows:\nusage\n520 End of proper usage.\n"}
+    commands = run_server(factory, lambda port: agi_request(port, "r", replies=replies),
+                          routes={"r": refused})
+    assert commands == ['SET VARIABLE KHHF_A "1"']
+
+
+def test_connection_dropped_mid_environment_is_harmless(factory):
+    async def drop(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"agi_network_script: hotline\n")
+        await writer.drain()
+        writer.close()
+        await asyncio.sleep(0.2)
+        return await agi_request(port, "hotline", ["13900000001"])
+    assert variables(run_server(factory, drop))["KHHF_ROUTE"] == "manager"
