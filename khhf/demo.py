@@ -38,19 +38,18 @@ def seed(session: Session) -> dict:
         county = counties.create_county(session, None, "", code=COUNTY_CODE, name=COUNTY_NAME,
                                         fallback_strategy="ringall",
                                         numbers=[UNIFIED_NUMBER], primary=UNIFIED_NUMBER)
-    passwords = {}
-    for username, display_name, role, county_id in (
-            ("admin", "系统管理员", "admin", None),
-            ("supervisor", "赵县长", "supervisor", county.id)):
-        passwords[username] = _user(session, username, lambda password: accounts.create_user(
-            session, None, "", username=username, display_name=display_name,
-            password=password, role=role, county_id=county_id))
+    passwords = {
+        "admin": _user(session, accounts.create_user, username="admin",
+                       display_name="系统管理员", role="admin", county_id=None),
+        "supervisor": _user(session, accounts.create_user, username="supervisor",
+                            display_name="赵县长", role="supervisor", county_id=county.id),
+    }
     managers = {}
     for i, (username, display_name, employee_no, extension, mobile) in enumerate(MANAGERS):
-        passwords[username] = _user(session, username, lambda password: accounts.create_manager(
-            session, None, "", username=username, display_name=display_name,
-            password=password, county_id=county.id, employee_no=employee_no,
-            desk_extension=extension, mobile=mobile))
+        passwords[username] = _user(
+            session, accounts.create_manager, username=username, display_name=display_name,
+            county_id=county.id, employee_no=employee_no, desk_extension=extension,
+            mobile=mobile)
         manager = session.scalar(select(Manager).join(User).where(User.username == username))
         _customers(session, county, manager, first=13700000001 + i * CUSTOMERS_PER_MANAGER)
         managers[username] = {"id": manager.id, "desk_extension": manager.desk_extension,
@@ -61,12 +60,12 @@ def seed(session: Session) -> dict:
             "passwords": passwords, "managers": managers}
 
 
-def _user(session, username, create) -> str:
+def _user(session, create, *, username, **fields) -> str:
     """Create the user with a fresh password, or give the existing one a fresh password."""
     password = accounts.generate_password()
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
-        create(password)
+        create(session, None, "", username=username, password=password, **fields)
     else:
         accounts.set_password(session, None, "", user, password)
     return password

@@ -14,6 +14,7 @@ import datetime as dt
 
 from flask import (Flask, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
+from flask_babel import gettext, lazy_gettext
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
@@ -61,7 +62,7 @@ def create_app(config: dict | None = None) -> Flask:
     i18n.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
-    login_manager.login_message = i18n.lazy_gettext("Please log in first.")
+    login_manager.login_message = lazy_gettext("Please log in first.")
     login_manager.login_message_category = "info"
 
     for module in (auth, admin, manager, county, audit):
@@ -97,7 +98,7 @@ def _expire_old_log_ins():
     if dt.datetime.now(dt.timezone.utc).timestamp() - started > lifetime:
         logout_user()
         session.clear()
-        flash(i18n.gettext("Your session has expired; please log in again."), "warning")
+        flash(gettext("Your session has expired; please log in again."), "warning")
         return redirect(url_for("auth.login", next=request.full_path))
     return None
 
@@ -107,6 +108,6 @@ def _error_page(error):
 
 
 def _csrf_error(error):
-    message = i18n.gettext("The form was missing its security token or it had expired. "
+    message = gettext("The form was missing its security token or it had expired. "
                            "Reload the page and submit it again.")
     return render_template("errors.html", error=error, message=message), 400

@@ -16,7 +16,7 @@ from pathlib import Path
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import request, session
-from flask_babel import Babel, get_locale, gettext, lazy_gettext  # noqa: F401 (re-exported)
+from flask_babel import Babel, get_locale, lazy_gettext
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES = ("zh", "en")
