@@ -25,16 +25,20 @@ class OriginateError(ValueError):
 @dataclass(frozen=True)
 class OutboundCall:
     call_id: int
+    channel_id: str              # the call row's uniqueid: every leg's linkedid
     task_id: int | None
     desk_extension: str
     customer_number: str
     unified_number: str
     recording_file: str          # relative to the recordings directory
     manager_ring_seconds: int = 30
+    customer_ring_seconds: int | None = None   # None: the dialplan's default
 
 
 def originate_action(call: OutboundCall) -> dict:
     """The AMI Originate action for `call` (pure; validated)."""
+    if not re.fullmatch(r"khhf-\d+-[0-9a-f]+", call.channel_id):
+        raise OriginateError(f"channel id {call.channel_id!r} is not a KHHF call id")
     if not re.fullmatch(r"[2-9]\d{3}", call.desk_extension):
         raise OriginateError(f"desk extension {call.desk_extension!r} is not a four-digit extension")
     if not CUSTOMER_NUMBER.fullmatch(call.customer_number):
@@ -51,6 +55,8 @@ def originate_action(call: OutboundCall) -> dict:
         f"{UNIFIED_NUMBER}={call.unified_number}",
         f"{REC_FILE}={call.recording_file}",
     ]
+    if call.customer_ring_seconds:
+        variables.append(f"KHHF_CUSTOMER_RING={int(call.customer_ring_seconds)}")
     return {
         "Action": "Originate",
         "Channel": f"PJSIP/{call.desk_extension}",
@@ -61,6 +67,6 @@ def originate_action(call: OutboundCall) -> dict:
         "CallerID": f'"KHHF {call.call_id}" <{call.customer_number}>',
         "Timeout": str(call.manager_ring_seconds * 1000),
         "Async": "true",
-        "ChannelId": f"khhf-{call.call_id}-m",
+        "ChannelId": call.channel_id,
         "Variable": variables,
     }

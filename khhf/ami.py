@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from panoramisk import Manager
+from panoramisk.actions import Action
 
 log = logging.getLogger(__name__)
 # panoramisk warns on every failed (re)connect; our own errors say it better
@@ -33,6 +34,7 @@ class _Manager(Manager):
 
     closed = False
     reconnect = True
+    on_lost = None
 
     def connect(self, *args, **kwargs):
         if self.closed or (not self.reconnect and self.protocol is not None):
@@ -40,10 +42,25 @@ class _Manager(Manager):
         return super().connect(*args, **kwargs)
 
     def connection_lost(self, exc):
+        if self.on_lost is not None:
+            self.on_lost(exc)
         if self.closed or not self.reconnect:
             self._connected = False
             return
         super().connection_lost(exc)
+
+
+class _TrackedAction(Action):
+    """An Action that also resolves `first` with its first response."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.first = asyncio.get_running_loop().create_future()
+
+    def add_message(self, message):
+        if not self.first.done():
+            self.first.set_result(message)
+        return super().add_message(message)
 
 
 class AmiClient:
@@ -60,6 +77,8 @@ class AmiClient:
             log=_panoramisk_log,
         )
         self._manager.reconnect = reconnect
+        self.lost = asyncio.Event()
+        self._manager.on_lost = lambda exc: self.lost.set()
         self._manager.register_event("*", self._on_event)
 
     def _on_event(self, _manager, message) -> None:
@@ -96,6 +115,14 @@ class AmiClient:
     async def action(self, action: dict, timeout: float = 10.0):
         """Send one action and return its response (a list for event lists)."""
         return await asyncio.wait_for(self._manager.send_action(dict(action)), timeout)
+
+    async def send_tracked(self, action: dict, timeout: float = 5.0):
+        """Send an action that answers twice (an Async Originate): return its
+        first response, and a future for the complete list of responses."""
+        tracked = _TrackedAction(dict(action))
+        future = self._manager.send_action(tracked)
+        first = await asyncio.wait_for(asyncio.shield(tracked.first), timeout)
+        return first, future
 
     async def wait_event(self, name: str, timeout: float, predicate=None):
         """Take events off the queue until one named `name` (and matching)."""

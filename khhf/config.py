@@ -44,6 +44,15 @@ class Settings:
     # FastAGI service the dialplan asks for hotline routing
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
+    # the AMI bridge's local command channel (click-to-dial asks it to originate)
+    bridge_host: str = "127.0.0.1"
+    bridge_port: int = 4580
+    # outbound calling rules
+    calling_window: str = "08:00-21:00"
+    manager_ring_seconds: int = 30
+    customer_ring_seconds: int = 45
+    # how often the AMI bridge reconciles call rows with Asterisk's CEL record
+    reconcile_seconds: int = 10
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     timezone: str = "Asia/Shanghai"

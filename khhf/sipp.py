@@ -118,7 +118,7 @@ class Sipp:
                  remote: str | None = None, service: str | None = None,
                  auth: tuple[str, str] | None = None, keys: dict | None = None,
                  duration_ms: int | None = None, calls: int = 1, rate: float | None = None,
-                 max_concurrent: int | None = None):
+                 max_concurrent: int | None = None, fill: dict | None = None):
         self.name = f"{Path(scenario).stem}-{local_ip}-{port}-{next(_ports)}"
         self.workdir = Path(workdir) / self.name
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,16 @@ class Sipp:
         args = [SIPP]
         if remote:
             args.append(remote)
-        args += ["-sf", str(SIPP_DIR / scenario), "-i", local_ip, "-p", str(port),
+        scenario_path = SIPP_DIR / scenario
+        if fill:
+            # SIPp parses some fields (a response's status code) when it loads
+            # the scenario, before any [key] is substituted: fill them in here
+            text = scenario_path.read_text()
+            for name, value in fill.items():
+                text = text.replace(f"@{name}@", str(value))
+            scenario_path = self.workdir / scenario
+            scenario_path.write_text(text)
+        args += ["-sf", str(scenario_path), "-i", local_ip, "-p", str(port),
                  "-mi", local_ip, "-mp", str(free_port(local_ip, span=4)),
                  "-cp", str(free_port(local_ip)),
                  "-m", str(calls), "-nostdin", "-trace_msg", "-trace_err",

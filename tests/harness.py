@@ -24,7 +24,8 @@ class PbxHarness:
 
     def __init__(self, workdir: Path, name: str = "test", desk_extensions=("8001", "8002", "8003")):
         self.workdir = Path(workdir)
-        rtp = free_port(span=200)
+        rtp = free_port(span=201)
+        rtp += rtp % 2  # Asterisk wants an even RTP start
         self.settings = config.write_new(
             self.workdir / "khhf.conf", home=self.workdir, pbx_name=name,
             sip_port=free_port(), ami_port=free_port(kind=socket.SOCK_STREAM),

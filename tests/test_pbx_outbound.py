@@ -19,7 +19,7 @@ def test_originate_bridges_manager_to_customer_with_unified_number(pbx_harness):
     desk = h.desk_phone("8001")
     customer = h.trunk("answer_hangup.xml", duration_ms=TALK_MS)
     rec_file = f"{dt.date.today():%Y/%m/%d}/e2e-1.wav"
-    call = OutboundCall(call_id=1, task_id=7, desk_extension="8001", customer_number=CUSTOMER,
+    call = OutboundCall(call_id=1, channel_id="khhf-1-e2e", task_id=7, desk_extension="8001", customer_number=CUSTOMER,
                         unified_number=UNIFIED, recording_file=rec_file)
 
     async def place():

@@ -1,0 +1,164 @@
+"""The AMI bridge daemon: call events from Asterisk into the database.
+
+- One AMI connection (khhf.ami, over panoramisk), re-established with
+  back-off; Asterisk sends only the events we ask for (manager.conf
+  eventfilter).
+- Callbacks only queue events; one consumer takes them in order, in
+  batches, and writes each batch in one unit of work: raw events first
+  (de-duplicated), then each touched call row recomputed from all its
+  stored events (store.recompute).
+- A reconciler reads the CEL file Asterisk writes itself, on every
+  (re)connect and every `reconcile_seconds` (APScheduler): calls whose AMI
+  events were missed while the bridge was down are completed from it.
+- A local command channel (commands.py) takes click-to-dial requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import select
+
+from khhf import db
+from khhf.ami import AmiAuthError, AmiClient, AmiError
+from khhf.config import Settings
+from khhf.models import Call, utcnow
+
+from . import store
+from .cel_reader import CelReader
+
+log = logging.getLogger(__name__)
+BATCH = 500
+# a call still 'requested' this long after the manager's ring time was never placed
+NOT_PLACED_GRACE = dt.timedelta(seconds=30)
+
+
+class Bridge:
+    def __init__(self, settings: Settings, engine=None, state_dir=None):
+        self.settings = settings
+        self.engine = engine or db.make_engine(settings.database_url)
+        self.sessions = db.session_factory(self.engine)
+        self.client: AmiClient | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.cel = CelReader(settings.pbx_dir / "log" / "cel-custom" / "khhf-cel.csv",
+                             (state_dir or settings.home / "bridge") / "cel-offset.json")
+        self.connected = asyncio.Event()
+        self.events_applied = 0
+        self._reconcile_lock = asyncio.Lock()
+
+    # -- the AMI connection ----------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set: connection, consumer, reconciler."""
+        consumer = asyncio.create_task(self._consume())
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(self.reconcile, "interval", seconds=self.settings.reconcile_seconds,
+                          max_instances=1, coalesce=True)
+        scheduler.start()
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                s = self.settings
+                client = AmiClient(s.ami_host, s.ami_port, s.ami_user, s.require("ami_secret"),
+                                   event_mask="on")
+                try:
+                    await client.connect()
+                except AmiAuthError as exc:
+                    log.error("%s", exc)
+                    backoff = 30.0
+                except AmiError as exc:
+                    log.warning("AMI not reachable, retrying in %.1f s: %s", backoff, exc)
+                else:
+                    backoff = 0.5
+                    self.client = client
+                    self.connected.set()
+                    log.info("AMI connected to %s:%s", s.ami_host, s.ami_port)
+                    forward = asyncio.create_task(self._forward(client))
+                    await self.reconcile()  # whatever happened while we were away
+                    await _first(client.lost.wait(), stop.wait())
+                    forward.cancel()
+                    self.connected.clear()
+                    self.client = None
+                    client.close()
+                    if not stop.is_set():
+                        log.warning("AMI connection lost; reconnecting")
+                    continue
+                await _first(asyncio.sleep(backoff), stop.wait())
+                backoff = min(backoff * 2, 30.0)
+        finally:
+            scheduler.shutdown(wait=False)
+            await self.queue.join()
+            consumer.cancel()
+
+    async def _forward(self, client: AmiClient) -> None:
+        while True:
+            event = await client.events.get()
+            self.queue.put_nowait(dict(event.items()))
+
+    # -- the one consumer ----------------------------------------------------------
+    async def _consume(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                await asyncio.to_thread(self.apply_ami, batch)
+            except Exception:  # a bad batch must not stop the bridge: the reconciler redoes it
+                log.exception("failed to apply %d AMI events", len(batch))
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    def apply_ami(self, events: list[dict]) -> set[int]:
+        """Store a batch of AMI events and recompute the calls they touch."""
+        raws = [r for r in map(store.raw_from_ami, events) if r is not None]
+        with db.unit_of_work(self.sessions) as session:
+            changed = store.store_events(session, raws)
+            for call_id in sorted(changed):
+                store.recompute(session, call_id)
+        self.events_applied += len(events)
+        return changed
+
+    # -- the reconciler --------------------------------------------------------------
+    async def reconcile(self) -> set[int]:
+        async with self._reconcile_lock:
+            return await asyncio.to_thread(self.reconcile_once)
+
+    def reconcile_once(self, now: dt.datetime | None = None) -> set[int]:
+        """Complete call rows from the CEL record; finish recordings; close
+        calls that were never placed."""
+        now = now or utcnow()
+        rows, commit = self.cel.read_new()
+        raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
+        with db.unit_of_work(self.sessions) as session:
+            changed = store.store_events(session, raws)
+            # ended calls whose recording was not finished when they ended
+            changed |= set(session.scalars(select(Call.id).where(
+                Call.state.in_(store.FINAL_STATES), Call.recording_path.is_not(None),
+                Call.recording_sha256.is_(None))))
+            for call_id in sorted(changed):
+                store.recompute(session, call_id, self.settings.recordings_dir)
+            horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
+            for call in session.scalars(select(Call).where(
+                    Call.direction == "outbound", Call.state == "requested",
+                    Call.requested_at < horizon)):
+                if not store.facts_for(session, call.id).started:
+                    call.state, call.outcome, call.end_at = "failed", "not_placed", now
+                    call.recording_path = None
+                    if call.task_id is not None:
+                        store.update_task(session, call)
+                    changed.add(call.id)
+        commit()
+        return changed
+
+
+async def _first(*aws) -> None:
+    """Wait until the first of `aws` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -1,0 +1,117 @@
+"""Turn raw events into LegEvents: from the AMI stream and from CEL rows.
+
+Pure functions over plain mappings, so a test can feed them recorded traces.
+An outbound call is recognised by its linkedid: the originate path gives
+the desk-phone channel the call row's own `uniqueid` ("khhf-<id>-<nonce>",
+see khhf.services.dialing), and every leg of the call inherits it as its
+linkedid. The customer's leg is the channel on the trunk endpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+
+from .facts import CUSTOMER, MANAGER, LegEvent
+
+LINKEDID = re.compile(r"khhf-\d+-[0-9a-f]+")
+DIAL_USER_EVENT = "KhhfDial"
+# the AMI events the bridge asks for (manager.conf eventfilter matches this list)
+AMI_EVENTS = ("Newchannel", "Newstate", "HangupRequest", "Hangup", "UserEvent",
+              "OriginateResponse", "FullyBooted")
+
+
+def is_ours(linkedid: str | None) -> bool:
+    """True for the linkedid of a call KHHF originated."""
+    return bool(LINKEDID.fullmatch(linkedid or ""))
+
+
+def leg_of(channel: str, trunk: str = "carrier") -> str:
+    return CUSTOMER if channel.startswith(f"PJSIP/{trunk}-") else MANAGER
+
+
+def _epoch(value: str) -> dt.datetime:
+    return dt.datetime.fromtimestamp(float(value), dt.timezone.utc).replace(tzinfo=None)
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def from_ami(event: Mapping, trunk: str = "carrier") -> list[LegEvent]:
+    """LegEvents for one AMI event (a mapping of its headers)."""
+    name = event.get("Event")
+    stamp = event.get("Timestamp")
+    if not stamp:
+        return []
+    at = _epoch(stamp)
+    leg = leg_of(event.get("Channel", ""), trunk)
+    if name == "Newchannel":
+        return [LegEvent("start", at, leg)]
+    if name == "Newstate":
+        kind = {"Ringing": "ring", "Up": "answer"}.get(event.get("ChannelStateDesc"))
+        return [LegEvent(kind, at, leg)] if kind else []
+    if name == "HangupRequest":
+        return [LegEvent("hangup_request", at, leg)]
+    if name == "Hangup":
+        return [LegEvent("hangup", at, leg, cause=_int(event.get("Cause")))]
+    if name == "UserEvent" and event.get("UserEvent") == DIAL_USER_EVENT:
+        return [LegEvent("dial_result", at, dial_status=event.get("DialStatus") or None,
+                         sip_code=_int(event.get("SipCode")))]
+    if name == "OriginateResponse" and event.get("Response") == "Failure":
+        return [LegEvent("originate_failed", at)]
+    return []
+
+
+def ami_dedup_key(event: Mapping) -> str:
+    return ":".join(["ami", event.get("Event", ""), event.get("Uniqueid", ""),
+                     event.get("Timestamp", ""), event.get("ChannelStateDesc", "")])[:128]
+
+
+# cel_custom.conf writes these columns, in this order
+CEL_COLUMNS = ("eventtype", "eventtime", "uniqueid", "linkedid", "channame", "exten",
+               "appname", "appdata", "eventextra", "userdeftype")
+
+
+def from_cel(row: Mapping, trunk: str = "carrier") -> list[LegEvent]:
+    """LegEvents for one CEL row (a mapping of CEL_COLUMNS)."""
+    kind = row.get("eventtype")
+    try:
+        at = _epoch(row["eventtime"])
+    except (KeyError, ValueError):
+        return []
+    leg = leg_of(row.get("channame", ""), trunk)
+    extra = {}
+    if row.get("eventextra"):
+        try:
+            extra = json.loads(row["eventextra"])
+        except ValueError:
+            extra = {}
+    if kind == "CHAN_START":
+        return [LegEvent("start", at, leg)]
+    if kind == "ANSWER":
+        return [LegEvent("answer", at, leg)]
+    if kind == "HANGUP":
+        out = []
+        source = extra.get("hangupsource") or ""
+        if source:
+            out.append(LegEvent("hangup_request", at, leg_of(source, trunk)))
+        out.append(LegEvent("hangup", at, leg, cause=_int(extra.get("hangupcause"))))
+        return out
+    if DIAL_USER_EVENT in (kind, row.get("userdeftype")):
+        # CELGenUserEvent(KhhfDial,<DIALSTATUS>/<SIP code>), see 30-outbound.conf
+        status, _, code = str(extra.get("extra", "")).partition("/")
+        return [LegEvent("dial_result", at, dial_status=status or None, sip_code=_int(code))]
+    if kind == "LINKEDID_END":
+        return [LegEvent("end", at)]
+    return []
+
+
+def cel_dedup_key(row: Mapping) -> str:
+    return ":".join(["cel", row.get("eventtype", ""), row.get("uniqueid", ""),
+                     row.get("eventtime", "")])[:128]

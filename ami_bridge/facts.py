@@ -1,0 +1,163 @@
+"""What happened on a call, as a pure function of its events.
+
+Both sources of events, the live AMI stream (ami_events.py) and the CEL
+record Asterisk writes itself (cel.py), are first turned into the same
+small `LegEvent`s; `reduce` folds them into `CallFacts` and `summarize`
+turns the facts into the columns of the call row. Same input, same row:
+so a replay, or a reconcile after the bridge was down, is harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+
+MANAGER, CUSTOMER = "manager", "customer"
+
+# Q.850 causes (Asterisk's AST_CAUSE_*) we tell apart
+CAUSE_UNALLOCATED = 1       # SIP 404: empty number (空号)
+CAUSE_NORMAL = 16
+CAUSE_BUSY = 17             # SIP 486
+CAUSE_NO_USER_RESPONSE = 18
+CAUSE_NO_ANSWER = 19
+CAUSE_SUBSCRIBER_ABSENT = 20
+CAUSE_CONGESTION = 34       # SIP 503
+
+
+@dataclass(frozen=True)
+class LegEvent:
+    """One normalised event on one leg of a call.
+
+    kind: start | ring | answer | hangup_request | hangup | dial_result |
+          originate_failed | end
+    """
+    kind: str
+    at: dt.datetime
+    leg: str | None = None          # MANAGER or CUSTOMER
+    cause: int | None = None        # Q.850
+    dial_status: str | None = None  # Asterisk DIALSTATUS
+    sip_code: int | None = None     # the customer's final SIP response
+
+
+@dataclass
+class CallFacts:
+    started: set = field(default_factory=set)
+    ended: set = field(default_factory=set)
+    ring_at: dict = field(default_factory=dict)
+    answer_at: dict = field(default_factory=dict)
+    hangup_at: dict = field(default_factory=dict)
+    hangup_cause: dict = field(default_factory=dict)
+    first_hangup_request: str | None = None
+    dial_status: str | None = None
+    sip_code: int | None = None
+    originate_failed: bool = False
+    end_at: dt.datetime | None = None
+
+
+def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
+    """Fold one event into the facts (returns a new CallFacts)."""
+    f = dataclasses.replace(
+        facts, started=set(facts.started), ended=set(facts.ended), ring_at=dict(facts.ring_at),
+        answer_at=dict(facts.answer_at), hangup_at=dict(facts.hangup_at),
+        hangup_cause=dict(facts.hangup_cause))
+    leg = ev.leg
+    if ev.kind == "start":
+        f.started.add(leg)
+        if leg == CUSTOMER:  # CEL has no ringing event: the dial start is close
+            f.ring_at.setdefault(leg, ev.at)
+    elif ev.kind == "ring":
+        f.started.add(leg)
+        f.ring_at[leg] = min(f.ring_at.get(leg, ev.at), ev.at)
+    elif ev.kind == "answer":
+        f.started.add(leg)
+        f.answer_at[leg] = min(f.answer_at.get(leg, ev.at), ev.at)
+    elif ev.kind == "hangup_request":
+        # the first leg that asked to hang up is the one who hung up
+        if f.first_hangup_request is None and len(f.answer_at) == 2:
+            f.first_hangup_request = leg
+    elif ev.kind == "hangup":
+        f.started.add(leg)
+        f.ended.add(leg)
+        f.hangup_at[leg] = ev.at
+        if ev.cause is not None:
+            f.hangup_cause[leg] = ev.cause
+    elif ev.kind == "dial_result":
+        f.dial_status = ev.dial_status or f.dial_status
+        f.sip_code = ev.sip_code or f.sip_code
+    elif ev.kind == "originate_failed":
+        f.originate_failed = True
+        if not f.started:  # else the desk leg's own hang-up ends the call
+            f.end_at = f.end_at or ev.at
+    elif ev.kind == "end":
+        f.end_at = ev.at
+    if f.started and f.started <= f.ended:
+        f.end_at = max(f.hangup_at.values())
+    return f
+
+
+def customer_outcome(f: CallFacts) -> str:
+    """The outcome of a call on which the customer was dialed."""
+    if CUSTOMER in f.answer_at:
+        return "answered"
+    cause = f.hangup_cause.get(CUSTOMER)
+    code, status = f.sip_code, f.dial_status
+    if code in (486, 600) or status == "BUSY" or cause == CAUSE_BUSY:
+        return "busy"
+    if code in (404, 604) or cause == CAUSE_UNALLOCATED:
+        return "empty_number"
+    if code in (480, 503) or status in ("CHANUNAVAIL", "CONGESTION") \
+            or cause in (CAUSE_SUBSCRIBER_ABSENT, CAUSE_CONGESTION):
+        return "unreachable"
+    if status == "CANCEL" or f.first_hangup_request == MANAGER or \
+            (MANAGER in f.hangup_at and CUSTOMER in f.hangup_at
+             and f.hangup_at[MANAGER] < f.hangup_at[CUSTOMER]):
+        return "manager_abandoned"
+    return "no_answer"
+
+
+def manager_outcome(f: CallFacts) -> str:
+    """The outcome of a call that never got past the manager's desk phone."""
+    if MANAGER not in f.started:
+        return "manager_unavailable"   # not even a channel: phone not registered
+    cause = f.hangup_cause.get(MANAGER)
+    if cause == CAUSE_BUSY:
+        return "manager_busy"
+    if MANAGER in f.answer_at:
+        return "manager_hung_up"       # answered, hung up before the customer was dialed
+    if cause in (CAUSE_NO_ANSWER, CAUSE_NO_USER_RESPONSE, CAUSE_NORMAL):
+        return "manager_no_answer"
+    return "manager_unavailable"
+
+
+def summarize(f: CallFacts) -> dict:
+    """The call row's columns that the facts determine."""
+    row: dict = {}
+    if CUSTOMER in f.answer_at:
+        state = "connected"
+    elif CUSTOMER in f.started:
+        state = "customer_ringing"
+    elif MANAGER in f.answer_at:
+        state = "manager_answered"
+    elif MANAGER in f.started:
+        state = "manager_ringing"
+    else:
+        state = "requested"
+    row["ring_at"] = f.ring_at.get(CUSTOMER) or f.ring_at.get(MANAGER)
+    row["answer_at"] = f.answer_at.get(CUSTOMER)
+    if f.end_at is not None:
+        dialed = CUSTOMER in f.started or f.dial_status is not None
+        row["outcome"] = customer_outcome(f) if dialed else manager_outcome(f)
+        row["end_at"] = f.end_at
+        state = "ended" if row["outcome"] == "answered" or dialed else "failed"
+        leg = CUSTOMER if dialed else MANAGER
+        row["hangup_cause"] = f.hangup_cause.get(leg, f.hangup_cause.get(MANAGER))
+        if CUSTOMER in f.answer_at:
+            row["talk_seconds"] = max(0, round((f.hangup_at.get(CUSTOMER, f.end_at)
+                                                - f.answer_at[CUSTOMER]).total_seconds()))
+            by = f.first_hangup_request
+            if by is None and len(f.hangup_at) == 2:
+                by = min(f.hangup_at, key=lambda k: (f.hangup_at[k], k != CUSTOMER))
+            row["hangup_by"] = by
+    row["state"] = state
+    return {k: v for k, v in row.items() if v is not None}

@@ -1,0 +1,149 @@
+"""The bridge's writes: raw events (idempotent) and call rows recomputed
+from every event stored for the call, so nothing depends on memory that a
+restart would lose."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import wave
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from khhf.models import Call, CallEvent, Task
+
+from . import events as ev
+from .facts import CallFacts, reduce, summarize
+
+FINAL_STATES = ("ended", "failed")
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    source: str          # "ami" or "cel"
+    dedup_key: str
+    name: str
+    uniqueid: str | None
+    linkedid: str        # the call row's linkedid
+    at: object           # datetime
+    payload: dict
+
+
+def raw_from_ami(event: dict) -> RawEvent | None:
+    linkedid = event.get("Linkedid") or event.get("Uniqueid")
+    legs = ev.from_ami(event)
+    if not ev.is_ours(linkedid) or not legs:
+        return None
+    return RawEvent("ami", ev.ami_dedup_key(event), event.get("Event", ""), event.get("Uniqueid"),
+                    linkedid, legs[0].at, event)
+
+
+def raw_from_cel(row: dict) -> RawEvent | None:
+    linkedid = row.get("linkedid")
+    legs = ev.from_cel(row)
+    if not ev.is_ours(linkedid) or not legs:
+        return None
+    return RawEvent("cel", ev.cel_dedup_key(row), row.get("eventtype", ""), row.get("uniqueid"),
+                    linkedid, legs[0].at, row)
+
+
+def store_events(session: Session, raws: Iterable[RawEvent]) -> set[int]:
+    """Insert raw events, skipping ones already stored; return the ids of
+    the outbound calls that got new events."""
+    raws = list(raws)
+    if not raws:
+        return set()
+    calls = dict(session.execute(select(Call.linkedid, Call.id).where(
+        Call.direction == "outbound", Call.linkedid.in_({r.linkedid for r in raws}))).all())
+    rows = [dict(dedup_key=r.dedup_key, source=r.source, event=r.name, uniqueid=r.uniqueid,
+                 linkedid=r.linkedid, call_id=calls[r.linkedid], event_at=r.at,
+                 payload=json.dumps(r.payload, ensure_ascii=False, sort_keys=True))
+            for r in raws if r.linkedid in calls]
+    if not rows:
+        return set()
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(CallEvent).on_conflict_do_nothing(index_elements=["dedup_key"])
+    changed = set()
+    for row in rows:  # per row: rowcount tells which were new
+        if session.execute(stmt.values(**row)).rowcount:
+            changed.add(row["call_id"])
+    return changed
+
+
+def facts_for(session: Session, call_id: int) -> CallFacts:
+    """Fold every stored event of the call, AMI and CEL alike, in time order."""
+    facts = CallFacts()
+    rows = session.execute(
+        select(CallEvent.source, CallEvent.payload).where(CallEvent.call_id == call_id)
+        .order_by(CallEvent.event_at, CallEvent.id)).all()
+    for source, payload in rows:
+        data = json.loads(payload)
+        for leg_event in (ev.from_ami(data) if source == "ami" else ev.from_cel(data)):
+            facts = reduce(facts, leg_event)
+    return facts
+
+
+def recompute(session: Session, call_id: int, recordings_dir: Path | None = None) -> Call:
+    """Bring the call row (and its task) in line with the stored events."""
+    call = session.get(Call, call_id)
+    summary = summarize(facts_for(session, call_id))
+    if summary["state"] == "requested" and call.state in FINAL_STATES:
+        summary = {}  # closed by the sweep (never placed): keep that
+    for key, value in summary.items():
+        setattr(call, key, value)
+    if call.state in FINAL_STATES and call.outcome != "answered":
+        call.recording_path = None
+    if recordings_dir is not None and call.state in FINAL_STATES:
+        fill_recording(call, recordings_dir)
+    if call.task_id is not None:
+        update_task(session, call)
+    return call
+
+
+def fill_recording(call: Call, recordings_dir: Path) -> bool:
+    """Size, duration and checksum of a finished call's recording."""
+    if not call.recording_path or call.recording_sha256:
+        return False
+    path = Path(recordings_dir) / call.recording_path
+    try:
+        with wave.open(str(path)) as w:
+            seconds = w.getnframes() / w.getframerate()
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except (OSError, EOFError, wave.Error):
+        return False  # not written yet: the next sweep tries again
+    call.recording_seconds = round(seconds, 3)
+    call.recording_bytes = path.stat().st_size
+    call.recording_sha256 = digest.hexdigest()
+    return True
+
+
+def update_task(session: Session, call: Call) -> None:
+    """The task follows its latest call, unless a result already closed it."""
+    task = session.get(Task, call.task_id)
+    if task is None or task.status in ("done", "cancelled"):
+        return
+    latest = session.scalar(select(func.max(Call.id)).where(Call.task_id == task.id))
+    if latest != call.id:
+        return
+    task.attempts = session.scalar(
+        select(func.count()).select_from(Call).where(
+            Call.task_id == task.id,
+            Call.state.in_(("customer_ringing", "connected", "ended")))) or 0
+    task.last_call_at = call.requested_at
+    if call.state not in FINAL_STATES:
+        task.status = "connected" if call.state == "connected" else "dialing"
+    elif call.outcome == "answered":
+        task.status = "connected"
+    elif call.outcome and call.outcome.startswith("manager_") or call.outcome == "not_placed":
+        task.status = "pending"
+    else:
+        task.status = "not_reached"

@@ -1,0 +1,99 @@
+"""One-click dial (一键呼叫): decide whether a manager may call a task's
+customer now, and if so write the call row the AMI bridge will place.
+
+Every refusal happens here, before anything rings, with a message saying
+what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from khhf import audit
+from khhf.config import Settings
+from khhf.models import Call, County, Manager, Task, User, utcnow
+from khhf.phones import mask_phone
+
+from . import N_, Problems
+
+# a call row still open after this long is stale (a crash), not a live call
+LIVE_CALL_HORIZON = dt.timedelta(hours=2)
+
+
+def parse_window(text: str) -> tuple[dt.time, dt.time]:
+    """'08:00-21:00' -> (08:00, 21:00); ValueError names the bad part."""
+    try:
+        start, end = (dt.time.fromisoformat(part.strip()) for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"calling_window {text!r} is not like 08:00-21:00") from None
+    if start >= end:
+        raise ValueError(f"calling_window {text!r} must start before it ends")
+    return start, end
+
+
+def in_calling_window(settings: Settings, now_utc: dt.datetime) -> bool:
+    start, end = parse_window(settings.calling_window)
+    local = now_utc.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(settings.timezone))
+    return start <= local.time() < end
+
+
+def request_call(session: Session, settings: Settings, user: User, task_id: int, ip: str = "",
+                 now: dt.datetime | None = None) -> Call:
+    """Validate a dial request by `user` for task `task_id`; add the call row.
+
+    Raises ValidationError (nothing written) when the call must not be placed.
+    """
+    now = now or utcnow()
+    problems = Problems()
+    manager = session.scalar(select(Manager).where(Manager.user_id == user.id))
+    task = session.get(Task, task_id)
+    if manager is None or task is None or task.manager_id != manager.id:
+        # the same answer for "no such task" and "not yours": no probing
+        problems.add("task", N_("This task is not yours: only the task's own manager can call it."))
+        problems.raise_if_any()
+    customer = task.customer
+    county = session.get(County, customer.county_id)
+    if manager.status != "active" or not manager.desk_extension:
+        problems.add("manager", N_("You have no desk phone: ask an administrator to set your "
+                                   "desk extension."))
+    if customer.do_not_call:
+        problems.add("customer", N_("The customer is on the do-not-call list: file a result "
+                                    "instead of calling."))
+    if task.status in ("done", "cancelled"):
+        problems.add("task", N_("The task is closed: reopen it before calling again."))
+    elif task.attempts >= task.max_attempts:
+        problems.add("task", N_("The task has reached its %(max)s call attempts: file a result."),
+                     max=task.max_attempts)
+    if not in_calling_window(settings, now):
+        problems.add("time", N_("Calls are only placed between %(window)s (Beijing time): "
+                                "book a call-back instead."), window=settings.calling_window)
+    busy = session.scalar(select(Call.id).where(
+        Call.manager_id == manager.id, Call.state.not_in(("ended", "failed")),
+        Call.requested_at > now - LIVE_CALL_HORIZON).limit(1))
+    if busy is not None:
+        problems.add("manager", N_("You are already on a call: hang up before dialing the next."))
+    unified = county.primary_number if county else None
+    if not unified:
+        problems.add("county", N_("Your county has no unified number: ask an administrator "
+                                  "to add one."))
+    problems.raise_if_any()
+
+    call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,
+                manager_id=manager.id, county_id=county.id, customer_number=customer.phone,
+                unified_number=unified, state="requested", requested_at=now)
+    session.add(call)
+    session.flush()
+    # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
+    # it unique even across databases sharing one PBX
+    call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
+    local_day = now.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(settings.timezone))
+    call.recording_path = f"{local_day:%Y/%m/%d}/{call.id}.wav"
+    task.status = "dialing"
+    audit.record(session, user, "create", "call", call.id, ip=ip,
+                 detail=f"dial task {task.id}, customer {mask_phone(customer.phone)}")
+    return call

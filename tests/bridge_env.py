@@ -1,0 +1,141 @@
+"""A running AMI bridge (thread) on a fresh database, beside the session's
+real Asterisk, with a county, a manager per desk phone and customers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+
+from sqlalchemy import select
+
+from ami_bridge.bridge import Bridge
+from ami_bridge.commands import CommandServer
+from khhf import bridge_client, db
+from khhf.models import (Call, County, Customer, Manager, Task, TaskType, UnifiedNumber, User)
+from khhf.services.dialing import request_call
+from tests.harness import free_port
+
+UNIFIED = "13900000000"
+
+
+class BridgeEnv:
+    def __init__(self, harness, workdir, database_url: str | None = None):
+        self.harness = harness
+        self.settings = dataclasses.replace(
+            harness.settings,
+            database_url=database_url or f"sqlite:///{workdir / 'bridge.db'}",
+            bridge_port=free_port(kind=1), calling_window="00:00-23:59",
+            manager_ring_seconds=4, customer_ring_seconds=3, reconcile_seconds=1)
+        self.engine = db.make_engine(self.settings.database_url)
+        db.create_schema(self.engine)
+        self.sessions = db.session_factory(self.engine)
+        self.state_dir = workdir / "bridge-state"
+        self._seed()
+        self.thread = None
+
+    def _seed(self):
+        with db.unit_of_work(self.sessions) as s:
+            county = County(code="demo", name="示范县",
+                            unified_numbers=[UnifiedNumber(number=UNIFIED, is_primary=True)])
+            s.add(county)
+            s.add(TaskType(code="revisit", name="回访", max_attempts=3))
+            s.flush()
+            for ext in ("8001", "8002", "8003"):
+                user = User(username=f"m{ext}", password_hash="-", display_name=f"经理{ext}",
+                            role="manager", county_id=county.id)
+                s.add(user)
+                s.flush()
+                s.add(Manager(user_id=user.id, county_id=county.id, employee_no=f"E{ext}",
+                              desk_extension=ext, mobile=f"1370000{ext}", status="active"))
+
+    # -- bridge life cycle --------------------------------------------------------
+    def start(self):
+        self.stop_flag = None
+        started = threading.Event()
+
+        def run():
+            async def main():
+                self.loop = asyncio.get_running_loop()
+                self.stop_flag = asyncio.Event()
+                self.bridge = Bridge(self.settings, self.engine, state_dir=self.state_dir)
+                server = await CommandServer(self.bridge).start()
+                started.set()
+                try:
+                    await self.bridge.run(self.stop_flag)
+                finally:
+                    server.close()
+                    await server.wait_closed()
+            asyncio.run(main())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(10), "bridge did not start"
+        deadline = time.monotonic() + 10
+        while not self.bridge.connected.is_set():
+            assert time.monotonic() < deadline, "bridge did not connect to the AMI"
+            time.sleep(0.05)
+        return self
+
+    def stop(self):
+        if self.thread is not None:
+            self.loop.call_soon_threadsafe(self.stop_flag.set)
+            self.thread.join(20)
+            assert not self.thread.is_alive(), "bridge did not stop"
+            self.thread = None
+
+    def kill(self):
+        """Stop the bridge abruptly: queued events are dropped, like a crash."""
+        bridge = self.bridge
+
+        def drop():
+            while not bridge.queue.empty():
+                bridge.queue.get_nowait()
+                bridge.queue.task_done()
+            self.stop_flag.set()
+        self.loop.call_soon_threadsafe(drop)
+        self.thread.join(20)
+        self.thread = None
+
+    # -- calls -------------------------------------------------------------------
+    def task_for(self, ext: str, phone: str) -> int:
+        with db.unit_of_work(self.sessions) as s:
+            manager = s.scalar(select(Manager).where(Manager.desk_extension == ext))
+            customer = s.scalar(select(Customer).where(Customer.phone == phone))
+            if customer is None:
+                customer = Customer(phone=phone, name="客户", county_id=manager.county_id,
+                                    manager_id=manager.id)
+                s.add(customer)
+                s.flush()
+            task = Task(task_type_id=s.scalar(select(TaskType.id)), customer_id=customer.id,
+                        manager_id=manager.id, max_attempts=3)
+            s.add(task)
+            s.flush()
+            return task.id
+
+    def dial(self, ext: str, phone: str) -> int:
+        """Click-to-dial as the manager at `ext`: the service, then the bridge."""
+        task_id = self.task_for(ext, phone)
+        with db.unit_of_work(self.sessions) as s:
+            user = s.scalar(select(User).where(User.username == f"m{ext}"))
+            call = request_call(s, self.settings, user, task_id)
+            call_id = call.id
+        bridge_client.dial(self.settings, call_id)
+        return call_id
+
+    def wait_final(self, call_id: int, timeout: float = 30, recording: bool = False) -> Call:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.sessions() as s:
+                call = s.get(Call, call_id)
+                done = call.state in ("ended", "failed") and (
+                    not recording or call.recording_sha256 is not None)
+                if done:
+                    s.expunge(call)
+                    call.task_snapshot = (s.get(Task, call.task_id).status,
+                                          s.get(Task, call.task_id).attempts)
+                    return call
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call {call_id} not final in {timeout} s: state {call.state}")
+            time.sleep(0.1)

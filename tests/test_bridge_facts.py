@@ -1,0 +1,101 @@
+"""The pure part of the bridge: recorded traces in, call row out."""
+
+import csv
+import datetime as dt
+from pathlib import Path
+
+from ami_bridge import events
+from ami_bridge.facts import CUSTOMER, MANAGER, CallFacts, LegEvent, reduce, summarize
+
+TRACES = Path(__file__).parent / "traces"
+T0 = dt.datetime(2026, 11, 27, 2, 0, 0)
+
+
+def ami_trace(name):
+    """Parse an AMI text fixture: blocks of 'Key: Value' lines."""
+    blocks, current = [], {}
+    for line in (TRACES / name).read_text().splitlines() + [""]:
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current = {}
+            continue
+        key, _, value = line.partition(": ")
+        current[key] = value
+    return blocks
+
+
+def fold(leg_events):
+    facts = CallFacts()
+    for e in leg_events:
+        facts = reduce(facts, e)
+    return summarize(facts)
+
+
+def test_answered_call_from_ami_trace():
+    raw = ami_trace("answered_customer_hangs_up.ami")
+    assert all(events.is_ours(e["Linkedid"]) for e in raw)
+    row = fold(le for e in raw for le in events.from_ami(e))
+    assert row["state"] == "ended" and row["outcome"] == "answered"
+    assert row["hangup_by"] == "customer" and row["hangup_cause"] == 16
+    assert row["talk_seconds"] == 2  # 1.505 s, rounded
+    assert row["answer_at"] < row["end_at"]
+
+
+def test_replaying_a_trace_changes_nothing():
+    raw = ami_trace("answered_customer_hangs_up.ami")
+    once = fold(le for e in raw for le in events.from_ami(e))
+    twice = fold(le for e in raw + raw for le in events.from_ami(e))
+    assert once == twice
+
+
+def test_busy_call_from_cel_rows():
+    with open(TRACES / "busy.cel", newline="") as fh:
+        rows = [dict(zip(events.CEL_COLUMNS, r)) for r in csv.reader(fh)]
+    row = fold(le for r in rows for le in events.from_cel(r))
+    assert (row["state"], row["outcome"], row["hangup_cause"]) == ("ended", "busy", 17)
+    assert "answer_at" not in row and "talk_seconds" not in row
+
+
+def test_half_a_trace_is_not_final():
+    raw = ami_trace("answered_customer_hangs_up.ami")[:6]
+    row = fold(le for e in raw for le in events.from_ami(e))
+    assert row["state"] == "connected" and "end_at" not in row
+
+
+def at(seconds):
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def test_outcomes_table():
+    """Readable as a call log: events, then the outcome they must give."""
+    cases = [
+        ([LegEvent("start", at(0), MANAGER), LegEvent("hangup", at(30), MANAGER, cause=19)],
+         "failed", "manager_no_answer"),
+        ([LegEvent("start", at(0), MANAGER), LegEvent("hangup", at(1), MANAGER, cause=17)],
+         "failed", "manager_busy"),
+        ([LegEvent("originate_failed", at(0))], "failed", "manager_unavailable"),
+        ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+          LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(2), CUSTOMER, cause=19),
+          LegEvent("dial_result", at(2), dial_status="NOANSWER", sip_code=480),
+          LegEvent("hangup", at(2), MANAGER, cause=19)], "ended", "unreachable"),
+        ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+          LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(40), CUSTOMER, cause=19),
+          LegEvent("dial_result", at(40), dial_status="NOANSWER"),
+          LegEvent("hangup", at(40), MANAGER, cause=19)], "ended", "no_answer"),
+        ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+          LegEvent("start", at(1), CUSTOMER), LegEvent("hangup_request", at(5), MANAGER),
+          LegEvent("hangup", at(5), MANAGER, cause=16),
+          LegEvent("hangup", at(5.1), CUSTOMER, cause=16)], "ended", "manager_abandoned"),
+        ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+          LegEvent("start", at(1), CUSTOMER), LegEvent("answer", at(3), CUSTOMER),
+          LegEvent("hangup_request", at(9), MANAGER), LegEvent("hangup", at(9), MANAGER, cause=16),
+          LegEvent("hangup", at(9), CUSTOMER, cause=16)], "ended", "answered"),
+    ]
+    for leg_events, state, outcome in cases:
+        row = fold(leg_events)
+        assert (row["state"], row["outcome"]) == (state, outcome), leg_events
+    # the last one: the manager hung up first, after 6 s of talk
+    assert (row["hangup_by"], row["talk_seconds"]) == ("manager", 6)

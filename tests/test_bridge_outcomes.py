@@ -1,0 +1,86 @@
+"""Each outcome of a click-to-dial, end to end: web-side service -> bridge
+command channel -> AMI Originate -> real Asterisk -> SIPp desk phone and
+carrier -> AMI events and CEL -> call row and task state."""
+
+import pytest
+
+from tests.bridge_env import BridgeEnv
+
+CUSTOMER = "13812345678"
+
+
+@pytest.fixture(scope="module")
+def env(pbx_harness, tmp_path_factory):
+    env = BridgeEnv(pbx_harness, tmp_path_factory.mktemp("bridge")).start()
+    yield env
+    env.stop()
+
+
+def test_customer_answers_and_hangs_up_first(env, pbx_harness):
+    desk = pbx_harness.desk_phone("8001")
+    customer = pbx_harness.trunk("answer_hangup.xml", duration_ms=2000)
+    call_id = env.dial("8001", CUSTOMER)
+    assert customer.wait(30) == 0 and desk.wait(30) == 0
+    call = env.wait_final(call_id, recording=True)
+    assert (call.state, call.outcome, call.hangup_by) == ("ended", "answered", "customer")
+    assert call.hangup_cause == 16
+    assert 1 <= call.talk_seconds <= 3
+    assert call.answer_at and call.end_at and call.ring_at
+    assert abs(call.recording_seconds - 2.0) <= 0.5 and call.recording_bytes > 16000
+    assert len(call.recording_sha256) == 64
+    assert call.task_snapshot == ("connected", 1)
+
+
+def test_manager_hangs_up_first(env, pbx_harness):
+    desk = pbx_harness.desk_phone("8001", "answer_hangup.xml", duration_ms=2000)
+    customer = pbx_harness.trunk("answer.xml")
+    call_id = env.dial("8001", "13812340001")
+    assert desk.wait(30) == 0 and customer.wait(30) == 0
+    call = env.wait_final(call_id)
+    assert (call.outcome, call.hangup_by) == ("answered", "manager")
+    assert call.task_snapshot == ("connected", 1)
+
+
+def test_manager_does_not_answer(env, pbx_harness):
+    desk = pbx_harness.desk_phone("8001", "ring_forever.xml")
+    trunk = pbx_harness.trunk("answer.xml")
+    call_id = env.dial("8001", "13812340002")
+    assert desk.wait(30) == 0, desk.trace_summary()
+    call = env.wait_final(call_id)
+    assert (call.state, call.outcome) == ("failed", "manager_no_answer")
+    assert call.recording_path is None
+    # the customer was never dialed, and the task waits to be called again
+    trunk.stop()
+    assert trunk.received("INVITE") == []
+    assert call.task_snapshot == ("pending", 0)
+
+
+@pytest.mark.parametrize("code, reason, outcome, cause", [
+    (486, "Busy Here", "busy", 17),
+    (404, "Not Found", "empty_number", 1),
+    (480, "Temporarily Unavailable", "unreachable", None),
+    (503, "Service Unavailable", "unreachable", None),
+])
+def test_customer_not_reached(env, pbx_harness, code, reason, outcome, cause):
+    desk = pbx_harness.desk_phone("8001")
+    customer = pbx_harness.trunk("reject.xml", fill={"CODE": code, "REASON": reason})
+    call_id = env.dial("8001", f"1381234{code:04d}")
+    assert customer.wait(30) == 0, customer.trace_summary()
+    assert desk.wait(30) == 0
+    call = env.wait_final(call_id)
+    assert (call.state, call.outcome) == ("ended", outcome)
+    if cause is not None:
+        assert call.hangup_cause == cause
+    assert call.answer_at is None and call.talk_seconds is None and call.recording_path is None
+    assert call.task_snapshot == ("not_reached", 1)
+
+
+def test_customer_does_not_answer(env, pbx_harness):
+    desk = pbx_harness.desk_phone("8001")
+    customer = pbx_harness.trunk("ring_forever.xml")
+    call_id = env.dial("8001", "13812340003")
+    assert customer.wait(30) == 0, customer.trace_summary()
+    assert desk.wait(30) == 0
+    call = env.wait_final(call_id)
+    assert (call.state, call.outcome) == ("ended", "no_answer")
+    assert call.task_snapshot == ("not_reached", 1)

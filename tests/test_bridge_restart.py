@@ -1,0 +1,42 @@
+"""No call is lost when the bridge dies during live calls: after a restart,
+the reconciler completes every row from the CEL record Asterisk kept."""
+
+import time
+
+from tests.bridge_env import BridgeEnv
+
+TALK_MS = 4000
+
+
+def test_bridge_killed_during_live_calls(pbx_harness, tmp_path):
+    env = BridgeEnv(pbx_harness, tmp_path).start()
+    try:
+        phones = [pbx_harness.desk_phone(ext) for ext in ("8001", "8002", "8003")]
+        customers = pbx_harness.trunk("answer_hangup.xml", duration_ms=TALK_MS, calls=3)
+        calls = [env.dial(ext, f"1391234000{i}") for i, ext in enumerate(("8001", "8002", "8003"))]
+        # all three connected, as the live bridge saw it
+        deadline = time.monotonic() + 20
+        while True:
+            with env.sessions() as s:
+                from khhf.models import Call
+                states = [s.get(Call, c).state for c in calls]
+            if states == ["connected"] * 3:
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.05)
+        env.kill()
+        assert customers.wait(30) == 0, customers.trace_summary()
+        for phone in phones:
+            assert phone.wait(30) == 0
+        with env.sessions() as s:
+            assert [s.get(Call, c).state for c in calls] == ["connected"] * 3, \
+                "the rows must still be open: nobody wrote the hang-ups"
+        env.start()  # a new bridge, on the same database
+        for call_id in calls:
+            call = env.wait_final(call_id, recording=True)
+            assert (call.state, call.outcome, call.hangup_by) == ("ended", "answered", "customer")
+            assert abs(call.talk_seconds - TALK_MS / 1000) <= 1
+            assert abs(call.recording_seconds - TALK_MS / 1000) <= 0.5
+            assert call.task_snapshot == ("connected", 1)
+    finally:
+        env.stop()
