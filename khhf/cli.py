@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import config as config_mod
@@ -44,7 +45,7 @@ def cmd_init(args) -> int:
         values["home"] = args.home
     if args.database_url:
         values["database_url"] = args.database_url
-    path = args.config or config_mod.DEFAULT_CONFIG_PATH
+    path = args.config or os.environ.get("KHHF_CONFIG") or config_mod.DEFAULT_CONFIG_PATH
     settings = config_mod.write_new(path, **values)
     engine = db.make_engine(settings.database_url)
     try:
@@ -91,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "phones"])
     p.set_defaults(func=cmd_pbx)
-    from . import cli_hotline; cli_hotline.register(sub)  # noqa: E702 (khhf hotline ...)
+    from . import cli_demo, cli_hotline
+    cli_hotline.register(sub)   # khhf hotline ...
+    cli_demo.register(sub)      # khhf demo seed|run
     return parser
 
 

@@ -332,13 +332,17 @@ class Pbx:
         except ProcessLookupError:
             return False
 
-    @staticmethod
-    def _unmount(mount: Path) -> None:
+    def _unmount(self, mount: Path) -> None:
         mounted = any(line.split()[1] == str(mount)
                       for line in Path("/proc/mounts").read_text().splitlines()
                       if len(line.split()) > 1)
-        if mounted:
-            subprocess.run(["umount", str(mount)], check=True)
+        if not mounted:
+            return
+        proc = subprocess.run(["umount", str(mount)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise PbxError(f"another Asterisk named {self.settings.pbx_name!r} is using {mount} "
+                           f"({proc.stderr.strip() or 'busy'}): stop it with its own config "
+                           f"(`khhf pbx down`), or give this one another pbx_name.")
 
     def cli(self, command: str, timeout: float = 10.0) -> str:
         """Run an Asterisk CLI command over the control socket (root only)."""

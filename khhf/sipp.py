@@ -117,7 +117,7 @@ class Sipp:
     def __init__(self, scenario: str, workdir: Path, *, local_ip: str, port: int,
                  remote: str | None = None, service: str | None = None,
                  auth: tuple[str, str] | None = None, keys: dict | None = None,
-                 duration_ms: int | None = None, calls: int = 1, rate: float | None = None,
+                 duration_ms: int | None = None, calls: int | None = 1, rate: float | None = None,
                  max_concurrent: int | None = None, fill: dict | None = None):
         self.name = f"{Path(scenario).stem}-{local_ip}-{port}-{next(_ports)}"
         self.workdir = Path(workdir) / self.name
@@ -141,9 +141,11 @@ class Sipp:
         args += ["-sf", str(scenario_path), "-i", local_ip, "-p", str(port),
                  "-mi", local_ip, "-mp", str(free_port(local_ip, span=4)),
                  "-cp", str(free_port(local_ip)),
-                 "-m", str(calls), "-nostdin", "-trace_msg", "-trace_err",
+                 "-nostdin", "-trace_msg", "-trace_err",
                  "-message_file", str(self.message_file), "-error_file", str(self.error_file),
                  "-timeout_error", "-timeout", "120s", "-aa"]
+        if calls is not None:  # None: answer calls until stopped
+            args += ["-m", str(calls)]
         if service:
             args += ["-s", service]
         if auth:
@@ -212,3 +214,17 @@ class Sipp:
     def trace_summary(self) -> str:
         return "\n".join(f"{m.direction:8} {m.first_line}" for m in self.messages()) \
             or self.output()
+
+
+def register_desk_phone(settings, extension: str, port: int, workdir: Path,
+                        expires: int = 3600) -> Sipp:
+    """Register desk phone `extension` from 127.0.0.1:`port` with the PBX of
+    `settings` (digest auth with its derived password); raise if refused."""
+    from khhf.pbx import phone_password
+    reg = Sipp("register.xml", workdir, local_ip="127.0.0.1", port=port,
+               remote=f"{settings.sip_host}:{settings.sip_port}", service=extension,
+               auth=(extension, phone_password(settings, extension)), keys={"expires": expires})
+    rc = reg.start().wait(20)
+    if rc != 0:
+        raise RuntimeError(f"desk phone {extension} failed to register:\n{reg.trace_summary()}")
+    return reg

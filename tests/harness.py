@@ -16,7 +16,8 @@ from pathlib import Path
 
 from khhf import config, pbx
 from khhf.ami import AmiClient
-from khhf.sipp import SIPP, SipMessage, Sipp, free_port, wav_stats  # noqa: F401 (re-exported)
+from khhf.sipp import (SIPP, SipMessage, Sipp, free_port, register_desk_phone,  # noqa: F401
+                       wav_stats)
 
 
 class PbxHarness:
@@ -57,10 +58,8 @@ class PbxHarness:
     def register_desk_phone(self, extension: str, port: int | None = None) -> int:
         """Register desk phone `extension` from 127.0.0.1:port; return the port."""
         port = port or free_port()
-        reg = self.party("register.xml", local_ip="127.0.0.1", port=port, remote=self.sip_target,
-                         service=extension, auth=(extension, pbx.phone_password(self.settings, extension)))
-        rc = reg.start().wait(20)
-        assert rc == 0, f"desk phone {extension} failed to register:\n{reg.trace_summary()}"
+        self.parties.append(register_desk_phone(self.settings, extension, port,
+                                                self.workdir / "sipp"))
         return port
 
     def desk_phone(self, extension: str, scenario: str = "answer.xml", **kwargs) -> Sipp:
