@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 from typing import Awaitable, Callable
 
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -34,6 +35,9 @@ ROUTE_DEADLINE = 1.5
 HEADER_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 1.0
 MAX_HEADER_LINES = 200
+
+_MSET_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MSET_SAFE_VALUE = re.compile(r"[A-Za-z0-9_&/.@+:-]*")
 
 Route = Callable[["AgiSession", list[str]], Awaitable[None]]
 
@@ -101,6 +105,20 @@ class AgiSession:
         value = "" if value is None else str(value)
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         await self.command(f'SET VARIABLE {name} "{escaped}"')
+
+    async def set_variables(self, values: dict[str, object]) -> None:
+        """Set several variables in one round trip (MSet), in order.
+
+        Asterisk's MSet splits on commas and strips quotes, so values that
+        hold any of them are set one by one instead.
+        """
+        pairs = [(name, "" if value is None else str(value)) for name, value in values.items()]
+        if all(_MSET_SAFE.fullmatch(name) and _MSET_SAFE_VALUE.fullmatch(value)
+               for name, value in pairs):
+            await self.command("EXEC MSet " + ",".join(f"{n}={v}" for n, v in pairs))
+            return
+        for name, value in pairs:
+            await self.set_variable(name, value)
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value, or None when it is not set."""

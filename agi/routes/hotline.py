@@ -21,11 +21,14 @@ async def route(session, args):
         hotline.start_call, caller=session.env.get("agi_callerid", ""),
         unified_number=unified_number, uniqueid=session.env.get("agi_uniqueid", ""),
         linkedid=linkedid))
-    await session.set_variable(var.CALL_ID, routing.call_id)
-    await session.set_variable(var.REC_FILE, routing.recording_file)
-    await session.set_variable(var.DESK, routing.desk)
-    await session.set_variable(var.MOBILE, routing.mobile)
-    await session.set_variable(var.GROUP, hotline.dial_string(routing.group))
-    await session.set_variable(var.GROUP_STRATEGY, routing.strategy)
-    await session.set_variable(var.COUNTY_DESKS, hotline.dial_string(routing.county_desks))
-    await session.set_variable(var.ROUTE, routing.route)
+    # one round trip; KHHF_ROUTE last, so it is only ever set with the rest
+    await session.set_variables({
+        var.CALL_ID: routing.call_id,
+        var.REC_FILE: routing.recording_file,
+        var.DESK: routing.desk,
+        var.MOBILE: routing.mobile,
+        var.GROUP: hotline.dial_string(routing.group),
+        var.GROUP_STRATEGY: routing.strategy,
+        var.COUNTY_DESKS: hotline.dial_string(routing.county_desks),
+        var.ROUTE: routing.route,
+    })

@@ -73,8 +73,9 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     now = now or utcnow()
     call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
     if call is None:
-        call = _new_call(session, caller, unified_number, uniqueid, linkedid, now)
-    manager = session.get(Manager, call.manager_id) if call.manager_id else None
+        call, manager = _new_call(session, caller, unified_number, uniqueid, linkedid, now)
+    else:
+        manager = session.get(Manager, call.manager_id) if call.manager_id else None
     county = session.get(County, call.county_id) if call.county_id else None
     group = on_duty_desks(session, county.id) if county else ()
     return Routing(
@@ -96,12 +97,13 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid, now) -> Call:
         number = None
     county_id = session.scalar(select(UnifiedNumber.county_id).where(
         UnifiedNumber.number == unified_number))
-    customer = session.scalar(select(Customer).where(Customer.phone == number)) \
-        if number else None
-    manager = None
-    if customer is not None and customer.manager_id is not None:
-        manager = session.get(Manager, customer.manager_id)
-        if manager.status != "active":
+    customer = manager = None
+    if number:
+        row = session.execute(select(Customer, Manager).outerjoin(
+            Manager, Manager.id == Customer.manager_id).where(Customer.phone == number)).first()
+        if row is not None:
+            customer, manager = row
+        if manager is not None and manager.status != "active":
             # the hand-over service moves customers on departure; never ring
             # someone who has left, whatever the data says
             log.warning("customer %s is still assigned to departed manager %s",
@@ -118,7 +120,7 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid, now) -> Call:
                 state="requested", requested_at=now)
     session.add(call)
     session.flush()
-    return call
+    return call, manager
 
 
 def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
@@ -180,7 +182,7 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
     if call is None or call.uniqueid != uniqueid:
         call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
     if call is None:
-        call = _new_call(session, caller, unified_number, uniqueid, "", now)
+        call, _ = _new_call(session, caller, unified_number, uniqueid, "", now)
     if call.state == "ended":
         return call
     answered = hangup.dial_status == "ANSWER" and hangup.stage in ANSWERING_STAGES
