@@ -6,7 +6,7 @@ A new route without a rule fails here (and is refused at run time)."""
 import pytest
 from sqlalchemy import select
 
-from khhf.models import ROLES, County, Manager, User
+from khhf.models import ROLES, Call, County, Customer, Manager, Task, TaskType, User
 from khhf.services import accounts
 from tests.web_support import log_in_as, make_app, session_for
 from webui.access import PUBLIC, access_rule
@@ -33,13 +33,32 @@ def _url(app, rule):
     role the rule admits always gets the page."""
     with session_for(app) as s:
         manager = s.scalar(select(Manager).join(User).where(User.username == "manager1"))
+        task, call = _task_and_call(s, manager)
         values = {"manager_id": manager.id, "user_id": manager.user_id,
-                  "county_id": manager.county_id}
+                  "county_id": manager.county_id, "task_id": task.id, "call_id": call.id}
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: add sample values for {missing} to this test"
     with app.test_request_context():
         from flask import url_for
         return url_for(rule.endpoint, **{k: values[k] for k in rule.arguments})
+
+
+def _task_and_call(s, manager):
+    """A task and a call of manager1's (made once)."""
+    task = s.scalar(select(Task).where(Task.manager_id == manager.id))
+    if task is None:
+        customer = s.scalar(select(Customer).where(Customer.manager_id == manager.id))
+        task_type = TaskType(code="revisit", name="回访")
+        s.add(task_type)
+        s.flush()
+        task = Task(task_type_id=task_type.id, customer_id=customer.id, manager_id=manager.id)
+        s.add(task)
+        s.flush()
+        s.add(Call(direction="outbound", task_id=task.id, customer_id=customer.id,
+                   manager_id=manager.id, county_id=manager.county_id,
+                   customer_number=customer.phone, state="ended", outcome="answered"))
+        s.commit()
+    return task, s.scalar(select(Call).where(Call.task_id == task.id))
 
 
 def test_every_route_has_an_access_rule(app):

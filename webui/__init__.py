@@ -23,7 +23,7 @@ from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import access, admin, audit, auth, county, i18n, manager
+from webui import access, admin, audit, auth, calls, county, i18n, manager
 from webui.db import get_db
 
 DEFAULTS = {
@@ -47,8 +47,11 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
     config = dict(config or {})
+    if "KHHF_SETTINGS" in config:  # khhf settings for the calls area (bridge, window)
+        app.extensions["khhf_settings"] = config.pop("KHHF_SETTINGS")
     if "SECRET_KEY" not in config or "DATABASE_URL" not in config:
         settings = khhf_config.load()
+        app.extensions["khhf_settings"] = settings
         app.config.update(SECRET_KEY=settings.require("secret_key"),
                           DATABASE_URL=settings.database_url, TIMEZONE=settings.timezone)
     app.config.update(config)
@@ -65,7 +68,7 @@ def create_app(config: dict | None = None) -> Flask:
     login_manager.login_message = lazy_gettext("Please log in first.")
     login_manager.login_message_category = "info"
 
-    for module in (auth, admin, manager, county, audit):
+    for module in (auth, admin, manager, county, audit, calls):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)

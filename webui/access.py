@@ -15,7 +15,7 @@ from flask import abort, current_app, request
 from flask_login import current_user
 from sqlalchemy import false, select, true
 
-from khhf.models import ROLES, County, Customer, Manager, User
+from khhf.models import ROLES, Call, County, Customer, Manager, Task, User
 from webui.db import get_db
 
 PUBLIC = "public"
@@ -65,13 +65,17 @@ def scope(model):
     if user.role == "admin":
         return true()
     if user.role == "supervisor":
+        county_managers = select(Manager.id).where(Manager.county_id == user.county_id)
         rules = {County: County.id == user.county_id, User: User.county_id == user.county_id,
                  Manager: Manager.county_id == user.county_id,
-                 Customer: Customer.county_id == user.county_id}
+                 Customer: Customer.county_id == user.county_id,
+                 Task: Task.manager_id.in_(county_managers),
+                 Call: Call.county_id == user.county_id}
     else:
         own = select(Manager.id).where(Manager.user_id == user.id).scalar_subquery()
         rules = {County: County.id == user.county_id, User: User.id == user.id,
-                 Manager: Manager.user_id == user.id, Customer: Customer.manager_id == own}
+                 Manager: Manager.user_id == user.id, Customer: Customer.manager_id == own,
+                 Task: Task.manager_id == own, Call: Call.manager_id == own}
     # a model without a rule here is visible to administrators only
     return rules.get(model, false())
 

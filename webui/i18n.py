@@ -41,6 +41,35 @@ ACTION_LABELS = {
     "play_recording": lazy_gettext("Play recording"),
 }
 
+TASK_STATUS_LABELS = {
+    "pending": lazy_gettext("To call"),
+    "dialing": lazy_gettext("Dialing"),
+    "connected": lazy_gettext("Connected"),
+    "not_reached": lazy_gettext("Not reached"),
+    "done": lazy_gettext("Done"),
+    "cancelled": lazy_gettext("Cancelled"),
+}
+
+# a call's outcome, or its state while it is still going on
+CALL_OUTCOME_LABELS = {
+    "requested": lazy_gettext("Requested"),
+    "manager_ringing": lazy_gettext("Your phone is ringing"),
+    "manager_answered": lazy_gettext("Calling the customer"),
+    "customer_ringing": lazy_gettext("Customer's phone is ringing"),
+    "connected": lazy_gettext("In conversation"),
+    "answered": lazy_gettext("Answered"),
+    "busy": lazy_gettext("Busy"),
+    "no_answer": lazy_gettext("No answer"),
+    "empty_number": lazy_gettext("Number does not exist"),
+    "unreachable": lazy_gettext("Unreachable"),
+    "manager_abandoned": lazy_gettext("You hung up before the customer answered"),
+    "manager_no_answer": lazy_gettext("Your desk phone did not answer"),
+    "manager_busy": lazy_gettext("Your desk phone was busy"),
+    "manager_unavailable": lazy_gettext("Your desk phone is not reachable"),
+    "manager_hung_up": lazy_gettext("You hung up before the customer was dialed"),
+    "not_placed": lazy_gettext("Not placed"),
+}
+
 
 def init_app(app) -> None:
     compile_catalogs()
@@ -49,6 +78,8 @@ def init_app(app) -> None:
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
     Babel(app, locale_selector=select_locale)
     app.jinja_env.globals.update(ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
+                                 TASK_STATUS_LABELS=TASK_STATUS_LABELS,
+                                 CALL_OUTCOME_LABELS=CALL_OUTCOME_LABELS,
                                  get_locale=get_locale)
     app.before_request(_remember_requested_locale)
 

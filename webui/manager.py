@@ -11,7 +11,7 @@ from flask_babel import gettext
 from flask_login import current_user
 from sqlalchemy import select
 
-from khhf.models import Customer, Manager
+from khhf.models import Call, Customer, Manager, Task
 from khhf.services import accounts
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
@@ -33,8 +33,13 @@ def home():
     manager = _own_manager()
     customers = get_db().scalars(select(Customer).where(scope(Customer))
                                  .order_by(Customer.name)).all()
+    tasks = get_db().scalars(select(Task).where(
+        scope(Task), Task.status.in_(("pending", "dialing", "connected", "not_reached")))
+        .order_by(Task.priority.desc(), Task.id).limit(200)).all()
+    calls = get_db().scalars(select(Call).where(scope(Call))
+                             .order_by(Call.id.desc()).limit(10)).all()
     return render_template("manager/home.html", manager=manager, customers=customers,
-                           duty_form=DutyForm())
+                           tasks=tasks, calls=calls, duty_form=DutyForm())
 
 
 @bp.route("/<int:manager_id>")

@@ -1,0 +1,70 @@
+"""One-click dial from the web page, end to end: a manager logs in in a real
+browser (Debian's chromium), clicks 呼叫 on a task; the AMI bridge
+originates; the SIPp desk phone rings and answers; the SIPp carrier gets
+the call from the unified number; the page then shows the call's outcome."""
+
+import secrets
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from khhf import db
+from khhf.models import Call, User
+from khhf.services.accounts import hash_password
+from tests.bridge_env import UNIFIED, BridgeEnv
+from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from webui import create_app
+
+CUSTOMER = "13812347777"
+
+
+@pytest.fixture
+def served(pbx_harness, tmp_path):
+    env = BridgeEnv(pbx_harness, tmp_path).start()
+    password = secrets.token_urlsafe(12)
+    with db.unit_of_work(env.sessions) as s:
+        s.scalar(select(User).where(User.username == "m8001")).password_hash = \
+            hash_password(password)
+    app = create_app({"SECRET_KEY": secrets.token_hex(16),
+                      "DATABASE_URL": env.settings.database_url, "KHHF_SETTINGS": env.settings})
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield env, f"http://127.0.0.1:{httpd.server_port}", password
+    httpd.shutdown()
+    thread.join()
+    httpd.server_close()
+    env.stop()
+
+
+def test_manager_clicks_call_and_reaches_the_customer(served, pbx_harness):
+    from playwright.sync_api import sync_playwright
+    env, base, password = served
+    task_id = env.task_for("8001", CUSTOMER)
+    desk = pbx_harness.desk_phone("8001")
+    customer = pbx_harness.trunk("answer_hangup.xml", duration_ms=1500)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(locale="zh-CN")
+        log_in(page, base, "m8001", password)
+        row = page.locator(f"tr[data-task='{task_id}']")
+        assert "138****7777" in row.inner_text() and CUSTOMER not in page.content()
+        row.get_by_role("button", name="呼叫").click()
+        page.wait_for_load_state()
+        assert "您的座机正在振铃" in page.content()
+        assert customer.wait(30) == 0 and desk.wait(30) == 0
+        with env.sessions() as s:
+            call_id = s.scalar(select(Call.id).where(Call.task_id == task_id))
+        call = env.wait_final(call_id)
+        assert (call.outcome, call.hangup_by) == ("answered", "customer")
+        [invite] = customer.received("INVITE")
+        assert f"sip:{UNIFIED}@" in invite.header("From")
+        # the page now lists the call with its outcome, and the task as connected
+        time.sleep(0.2)
+        page.reload()
+        assert "已接听" in page.locator("#calls").inner_text()
+        assert "已接通" in page.locator(f"tr[data-task='{task_id}']").inner_text()
+        browser.close()

@@ -1,0 +1,77 @@
+"""Calls: one-click dial (一键呼叫) from a task, and a call's live status.
+
+The view asks khhf.services.dialing whether the call may be placed (every
+refusal is explained before anything rings), commits the call row, then
+asks the AMI bridge to originate it: the manager's desk phone rings first,
+then the customer, who sees the county's unified number.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
+from flask_babel import gettext
+from flask_login import current_user
+
+from khhf import bridge_client
+from khhf import config as khhf_config
+from khhf.config import ConfigError
+from khhf.models import Call, Task, utcnow
+from khhf.services import ValidationError, dialing
+from webui.access import allow, client_ip, load
+from webui.db import get_db
+
+bp = Blueprint("calls", __name__, url_prefix="/calls")
+
+
+def settings() -> khhf_config.Settings:
+    """khhf's settings: given to create_app, or read once from the config."""
+    cached = current_app.extensions.get("khhf_settings")
+    if cached is None:
+        cached = current_app.extensions["khhf_settings"] = khhf_config.load()
+    return cached
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best == "application/json"
+
+
+def _answer(ok: bool, message: str, status: int, **extra):
+    if _wants_json():
+        return jsonify(ok=ok, message=message, **extra), status
+    flash(message, "success" if ok else "danger")
+    return redirect(request.referrer or url_for("manager.home"))
+
+
+@bp.route("/dial/<int:task_id>", methods=["POST"])
+@allow("manager")
+def dial(task_id):
+    task = load(Task, task_id)
+    session = get_db()
+    try:
+        call = dialing.request_call(session, settings(), current_user, task.id, ip=client_ip())
+    except ValidationError as error:
+        session.rollback()
+        message = " ".join(gettext(p.message, **p.params) for p in error.problems)
+        return _answer(False, message, 409)
+    session.commit()
+    try:
+        bridge_client.dial(settings(), call.id)
+    except (bridge_client.BridgeUnavailable, ConfigError) as error:
+        # nothing rang: close the row so the manager is not "on a call"
+        call.state, call.outcome, call.end_at, call.recording_path = \
+            "failed", "not_placed", utcnow(), None
+        task.status = "pending"
+        session.commit()
+        current_app.logger.warning("dial of call %s failed: %s", call.id, error)
+        return _answer(False, gettext("The phone system did not take the call; try again "
+                                      "in a moment or tell your administrator."), 503)
+    return _answer(True, gettext("Your desk phone is ringing: pick it up to reach the "
+                                 "customer."), 200, call_id=call.id)
+
+
+@bp.route("/<int:call_id>")
+@allow("manager", "supervisor", "admin")
+def status(call_id):
+    call = load(Call, call_id)
+    return jsonify(id=call.id, state=call.state, outcome=call.outcome,
+                   talk_seconds=call.talk_seconds, task_id=call.task_id)
