@@ -23,7 +23,10 @@ from khhf.sipp import (SIPP, SipMessage, Sipp, free_port, register_desk_phone,  
 class PbxHarness:
     """A real Asterisk on free loopback ports, plus SIPp parties around it."""
 
-    def __init__(self, workdir: Path, name: str = "test", desk_extensions=("8001", "8002", "8003")):
+    def __init__(self, workdir: Path, name: str | None = None,
+                 desk_extensions=("8001", "8002", "8003")):
+        # unique per process: two test sessions on one machine must not share a mount
+        name = name or f"test{os.getpid()}"
         self.workdir = Path(workdir)
         rtp = free_port(span=201)
         rtp += rtp % 2  # Asterisk wants an even RTP start
