@@ -1,0 +1,400 @@
+"""AMI bridge throughput: events per second into SQLite and PostgreSQL, as
+a ratio to a bare socket reader fed the same stream in the same run.
+
+    python3 -m bench.bridge_throughput [--events 30000] [--db sqlite,postgresql]
+                                       [--pg-url URL] [--profile]
+
+1. Record: a real Asterisk (tests/harness.py) and the real bridge place a few
+   outbound calls (SIPp desk phones and carrier, with RTP); a raw socket
+   logged in as the bridge's AMI user (so with the same eventfilter) records
+   every event Asterisk sends.
+2. Replay: a loopback TCP server speaks the AMI greeting and login, then
+   sends the recording again and again, as fast as the reader takes it.
+   Each copy gets its own linkedids and uniqueids, and a call row waits for
+   each copied call, so the bridge really inserts every event and
+   recomputes every call, as it would live.
+3. Readers, one after the other on the same bytes:
+   bare        asyncio StreamReader, split on \\r\\n\\r\\n, count
+   panoramisk  khhf.ami.AmiClient (panoramisk parse + queue), no database
+   apply only  Bridge.apply_ami on the parsed events in batches of 500, no socket
+   bridge      the real Bridge.run: AmiClient -> queue -> apply_ami batches
+               (time until it has applied the last event)
+Prints a table; --profile adds cProfile's top functions of the apply step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import dataclasses
+import datetime as dt
+import io
+import os
+import pstats
+import re
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+
+from ami_bridge import store
+from ami_bridge.bridge import BATCH, Bridge
+from khhf import db
+from khhf.ami import AmiClient
+from khhf.models import Call, CallEvent, County, Customer, Manager, Task, TaskType, User
+
+SEP = b"\r\n\r\n"
+LINKEDID = re.compile(rb"khhf-\d+-[0-9a-f]+")
+# every header that carries a channel id: rewritten per replayed copy
+ID_HEADER = re.compile(rb"^((?:Uniqueid|Linkedid|DestUniqueid|DestLinkedid): )([^\r\n]+)", re.M)
+
+
+# -- a raw AMI tap: what Asterisk sends, as bytes ------------------------------------
+class AmiTap:
+    """A raw socket logged in to the AMI; keeps every event message it gets."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.messages: list[bytes] = []
+        self._task = None
+
+    async def start(self) -> "AmiTap":
+        s = self.settings
+        self.reader, self.writer = await asyncio.open_connection(s.ami_host, s.ami_port)
+        await self.reader.readline()  # greeting
+        self.writer.write(f"Action: Login\r\nUsername: {s.ami_user}\r\nSecret: {s.ami_secret}"
+                          f"\r\nEvents: on\r\n\r\n".encode())
+        response = await asyncio.wait_for(self.reader.readuntil(SEP), 5)
+        if b"Success" not in response:
+            raise RuntimeError(f"AMI login refused: {response!r}")
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        buf = b""
+        while data := await self.reader.read(1 << 16):
+            buf += data
+            *done, buf = buf.split(SEP)
+            self.messages += [m + SEP for m in done if m.startswith(b"Event:")]
+
+    async def stop(self) -> list[bytes]:
+        await asyncio.sleep(0.5)  # the last events of the last call
+        self._task.cancel()
+        self.writer.close()
+        return self.messages
+
+
+def record(workdir: Path, calls: int = 3, talk_ms: int = 1000):
+    """Events of `calls` real answered outbound calls, as the bridge's AMI user
+    gets them, and the PBX's settings."""
+    from tests.bridge_env import BridgeEnv
+    from tests.harness import PbxHarness
+
+    desks = ("8001", "8002", "8003")[:calls]
+    with PbxHarness(workdir, name=f"bench-tp{os.getpid()}", desk_extensions=desks) as h:
+        env = BridgeEnv(h, workdir).start()
+        try:
+            loop = asyncio.new_event_loop()
+            tap = loop.run_until_complete(AmiTap(h.settings).start())
+            loop_thread = _run_loop_in_thread(loop)
+            phones = [h.desk_phone(ext) for ext in desks]
+            carrier = h.trunk("answer_hangup.xml", duration_ms=talk_ms, calls=calls)
+            ids = [env.dial(ext, f"1391234{i:04d}") for i, ext in enumerate(desks)]
+            for call_id in ids:
+                env.wait_final(call_id)
+            carrier.wait(30)
+            for p in phones:
+                p.wait(30)
+            messages = asyncio.run_coroutine_threadsafe(tap.stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            loop_thread.join(5)
+        finally:
+            env.stop()
+    return messages, h.settings
+
+
+def _run_loop_in_thread(loop):
+    import threading
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    return t
+
+
+# -- the replayed stream -----------------------------------------------------------------
+@dataclasses.dataclass
+class Stream:
+    data: bytes                  # every copy, concatenated
+    events: int                  # messages in `data`
+    ours: int                    # distinct events of a KHHF call (what the bridge stores)
+    calls: list[tuple[int, str]]  # (call id, linkedid) of every copied call
+
+
+def replay_stream(template: list[bytes], events: int) -> Stream:
+    """Copies of `template` with fresh ids until at least `events` messages."""
+    originals = sorted({m.group(0) for msg in template for m in LINKEDID.finditer(msg)})
+    copies = -(-events // len(template))
+    out, calls = [], []
+    raws = [store.raw_from_ami(parse(m)) for m in template]
+    per_copy_ours = len({r.dedup_key for r in raws if r is not None})
+    blob = b"".join(template)
+    for copy in range(copies):
+        mapping = {}
+        for k, old in enumerate(originals):
+            call_id = copy * len(originals) + k + 1
+            new = f"khhf-{call_id}-{uuid.uuid4().hex[:8]}".encode()
+            mapping[old] = new
+            calls.append((call_id, new.decode()))
+
+        def swap(m, copy=copy):  # Asterisk's own ids (the customer's leg) get a suffix
+            value = m.group(2)
+            return m.group(0) if LINKEDID.fullmatch(value) else m.group(1) + value + b".%d" % copy
+        out.append(ID_HEADER.sub(swap, LINKEDID.sub(lambda m: mapping[m.group(0)], blob)))
+    return Stream(b"".join(out), copies * len(template), copies * per_copy_ours, calls)
+
+
+def parse(message: bytes) -> dict:
+    """The headers of one AMI message."""
+    lines = message.decode().strip().split("\r\n")
+    return dict(line.split(": ", 1) for line in lines if ": " in line)
+
+
+def seed_calls(engine, calls: list[tuple[int, str]]) -> None:
+    """A county, a manager, a customer, and per replayed call a task and a
+    requested call row, as request_call leaves them."""
+    db.create_schema(engine)
+    sessions = db.session_factory(engine)
+    now = dt.datetime.utcnow()
+    with db.unit_of_work(sessions) as s:
+        county = County(code="bench", name="Bench")
+        s.add(county)
+        s.add(TaskType(code="revisit", name="revisit", max_attempts=3))
+        s.flush()
+        user = User(username="m1", password_hash="-", display_name="m1", role="manager",
+                    county_id=county.id)
+        s.add(user)
+        s.flush()
+        manager = Manager(user_id=user.id, county_id=county.id, employee_no="E1",
+                          desk_extension="8001", mobile="13700000001", status="active")
+        s.add(manager)
+        s.flush()
+        customer = Customer(phone="13912340000", name="c", county_id=county.id,
+                            manager_id=manager.id)
+        s.add(customer)
+        s.flush()
+        type_id = s.scalar(select(TaskType.id))
+        for call_id, linkedid in calls:
+            s.add(Task(id=call_id, task_type_id=type_id, customer_id=customer.id,
+                       manager_id=manager.id, max_attempts=3, status="dialing"))
+        s.flush()
+        for call_id, linkedid in calls:
+            s.add(Call(id=call_id, direction="outbound", task_id=call_id, customer_id=customer.id,
+                       manager_id=manager.id, county_id=county.id, uniqueid=linkedid,
+                       linkedid=linkedid, customer_number=customer.phone,
+                       unified_number="13900000000", state="requested", requested_at=now,
+                       recording_path=f"bench/{call_id}.wav"))
+
+
+class ReplayServer:
+    """Loopback AMI: greeting, any login succeeds, then the stream, once per connection."""
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.started_at = None
+
+    async def start(self) -> "ReplayServer":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader, writer) -> None:
+        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+        sending = None
+        try:
+            while msg := await reader.readuntil(SEP):
+                action_id = re.search(rb"ActionID: *(\S+)", msg, re.I)
+                aid = b"ActionID: " + action_id.group(1) + b"\r\n" if action_id else b""
+                writer.write(b"Response: Success\r\n" + aid + b"Message: ok\r\n\r\n")
+                if sending is None and re.search(rb"Action: *Login", msg, re.I):
+                    sending = asyncio.create_task(self._send(writer))
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if sending is not None:
+                sending.cancel()
+
+    async def _send(self, writer) -> None:
+        await writer.drain()
+        self.started_at = time.perf_counter()
+        data, step = self.stream.data, 1 << 16
+        for i in range(0, len(data), step):
+            writer.write(data[i:i + step])
+            await writer.drain()
+
+    async def close(self):
+        self.server.close()
+
+
+# -- the readers ---------------------------------------------------------------------------
+async def bare_reader(stream: Stream) -> float:
+    server = await ReplayServer(stream).start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await reader.readline()
+    writer.write(b"Action: Login\r\nUsername: x\r\nSecret: y\r\n\r\n")
+    await reader.readuntil(SEP)
+    count, buf = 0, b""
+    while count < stream.events:
+        buf += await reader.read(1 << 16)
+        *done, buf = buf.split(SEP)
+        count += len(done)
+    seconds = time.perf_counter() - server.started_at
+    writer.close()
+    await server.close()
+    return seconds
+
+
+async def panoramisk_reader(stream: Stream) -> tuple[float, list[dict]]:
+    server = await ReplayServer(stream).start()
+    client = AmiClient("127.0.0.1", server.port, "x", "y")
+    await client.connect()
+    events = []
+    while len(events) < stream.events:
+        events.append(dict((await client.events.get()).items()))
+    seconds = time.perf_counter() - server.started_at
+    client.close()
+    await server.close()
+    return seconds, events
+
+
+def apply_only(bridge: Bridge, events: list[dict], profile: bool) -> tuple[float, str]:
+    prof = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if prof:
+        prof.enable()
+    for i in range(0, len(events), BATCH):
+        bridge.apply_ami(events[i:i + BATCH])
+    if prof:
+        prof.disable()
+    seconds = time.perf_counter() - started
+    report = ""
+    if prof:
+        out = io.StringIO()
+        stats = pstats.Stats(prof, stream=out)
+        stats.sort_stats("cumulative").print_stats(r"ami_bridge|khhf/", 12)
+        stats.sort_stats("tottime").print_stats(12)
+        report = out.getvalue()
+    return seconds, report
+
+
+async def bridge_reader(stream: Stream, settings, engine, state_dir) -> float:
+    server = await ReplayServer(stream).start()
+    settings = dataclasses.replace(settings, ami_host="127.0.0.1", ami_port=server.port,
+                                   reconcile_seconds=3600)
+    bridge = Bridge(settings, engine, state_dir=state_dir)
+    stop = asyncio.Event()
+    task = asyncio.create_task(bridge.run(stop))
+    while bridge.events_applied < stream.events:
+        if task.done():
+            task.result()
+            raise RuntimeError("the bridge stopped before applying every event")
+        await asyncio.sleep(0.005)
+    seconds = time.perf_counter() - server.started_at
+    stop.set()
+    await task
+    await server.close()
+    return seconds
+
+
+def check_rows(engine, stream: Stream) -> str:
+    """'ok' when every event of ours is stored and every call row is final."""
+    with engine.connect() as conn:
+        stored = conn.scalar(select(func.count()).select_from(CallEvent))
+        open_ = conn.scalar(select(func.count()).select_from(Call).where(
+            Call.state.not_in(("ended", "failed"))))
+    if stored == stream.ours and open_ == 0:
+        return "ok"
+    return f"stored {stored}/{stream.ours} events, {open_} calls not final"
+
+
+# -- databases -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def database(label: str, workdir: Path, pg_url: str | None):
+    """A fresh empty database: an SQLite file, or a PostgreSQL database dropped after."""
+    if label == "sqlite":
+        engine = db.make_engine(f"sqlite:///{workdir / f'tp-{uuid.uuid4().hex[:6]}.db'}")
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+        return
+    if not pg_url:
+        raise SystemExit("PostgreSQL needs --pg-url or KHHF_TEST_PG_URL (bench/run sets it)")
+    admin = db.make_engine(pg_url, isolation_level="AUTOCOMMIT")
+    name = f"khhf_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = db.make_engine(admin.url.set(database=name).render_as_string(hide_password=False))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m bench.bridge_throughput",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--events", type=int, default=30_000)
+    p.add_argument("--db", default="sqlite,postgresql")
+    p.add_argument("--pg-url", default=os.environ.get("KHHF_TEST_PG_URL"))
+    p.add_argument("--profile", action="store_true", help="cProfile the apply step")
+    args = p.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="khhf-bench-tp-"))
+
+    template, settings = record(workdir)
+    (workdir / "recording.ami").write_bytes(b"".join(template))
+    stream = replay_stream(template, args.events)
+    print(f"recorded {len(template)} AMI events of 3 real answered calls "
+          f"({sum(1 for m in template if LINKEDID.search(m))} of them the calls' own); "
+          f"replayed {stream.events} events, {len(stream.calls)} call rows, "
+          f"{len(stream.data) / 1e6:.1f} MB", file=sys.stderr)
+
+    rows = []
+    bare = asyncio.run(bare_reader(stream))
+    rows.append(("bare socket reader", "-", bare, "-"))
+    parsed_s, parsed = asyncio.run(panoramisk_reader(stream))
+    rows.append(("AmiClient (panoramisk), no db", "-", parsed_s, "-"))
+    profiles = []
+    for label in args.db.split(","):
+        with database(label, workdir, args.pg_url) as engine:
+            seed_calls(engine, stream.calls)
+            bridge = Bridge(dataclasses.replace(settings), engine, state_dir=workdir / "st")
+            seconds, report = apply_only(bridge, parsed, args.profile)
+            rows.append((f"apply_ami only, no socket", label, seconds, check_rows(engine, stream)))
+            if report:
+                profiles.append((label, report))
+        with database(label, workdir, args.pg_url) as engine:
+            seed_calls(engine, stream.calls)
+            seconds = asyncio.run(bridge_reader(stream, settings, engine, workdir / "st"))
+            rows.append(("Bridge.run (AMI -> queue -> apply_ami)", label, seconds,
+                         check_rows(engine, stream)))
+    print(f"AMI bridge throughput: {stream.events} events ({stream.ours} stored, "
+          f"{len(stream.calls)} calls) replayed from a real Asterisk 22 recording")
+    print("reader | db | events | seconds | events/s | ratio to bare | rows")
+    print("--- | --- | --- | --- | --- | --- | ---")
+    for name, label, seconds, ok in rows:
+        print(f"{name} | {label} | {stream.events} | {seconds:.3f} | "
+              f"{stream.events / seconds:,.0f} | {bare / seconds:.4f} | {ok}")
+    for label, report in profiles:
+        print(f"\ncProfile of apply_ami ({label}), top by own time:\n{report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""Concurrency: simultaneous recorded calls through the whole stack, raised
+level by level until something fails.
+
+    python3 -m bench.concurrency [--levels 50,100,150,200,250,300,360,400]
+                                 [--rate 40] [--budget 540] [--db-url URL]
+
+One real Asterisk (tests/harness.py, RTP range widened to 4 ports per call)
+with one desk extension per simultaneous call, all registered to one
+answering SIPp (answer.xml: RTP audio until BYE); the carrier is one SIPp
+answering as the customers (answer_hangup.xml: RTP audio, hangs up after
+the talk time). The real bridge and command channel run in a thread
+(tests/bridge_env.py) on SQLite unless --db-url.
+
+Per level N: N click-to-dials through the service and the command channel
+at --rate per second, each manager its own customer; the talk time is long
+enough (dial spread + 8 s) that all N calls are up at once. Then per call:
+- row: ended / answered / hung up by the customer, talk seconds = the
+  carrier's talk time +-1 s;
+- recording: the WAV exists, RMS > 500, length = answer->end +-1 s;
+- events: every AMI event Asterisk sent about the call (counted by an own
+  raw AMI session with the bridge's user, so the same eventfilter) is
+  stored in call_events.
+Also measured: peak simultaneous answered calls (from the rows), CPU of
+Asterisk, of the two SIPp and of this process (bridge + bench), the
+bridge's largest queue, and its lag (hang-up -> row final, sampled every
+0.25 s). Stops at the first level with a failure, or when the time budget
+would be exceeded. Prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from ami_bridge import store
+from bench.bridge_throughput import AmiTap, parse
+from khhf import db, pbx
+from khhf.models import Call, CallEvent, Manager, User
+from khhf.sipp import SIPP_DIR, Sipp, free_port, wav_stats
+from tests.bridge_env import BridgeEnv
+from tests.harness import PbxHarness
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` so far (0 if gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, TypeError):
+        return 0.0
+
+
+def add_managers(env: BridgeEnv, desks: list[str]) -> None:
+    """A manager for each desk beyond the three BridgeEnv seeds."""
+    with db.unit_of_work(env.sessions) as s:
+        county_id = s.scalar(select(Manager.county_id))
+        have = set(s.scalars(select(Manager.desk_extension)))
+        for ext in desks:
+            if ext in have:
+                continue
+            user = User(username=f"m{ext}", password_hash="-", display_name=f"m{ext}",
+                        role="manager", county_id=county_id)
+            s.add(user)
+            s.flush()
+            s.add(Manager(user_id=user.id, county_id=county_id, employee_no=f"E{ext}",
+                          desk_extension=ext, mobile=f"1370000{ext}", status="active"))
+
+
+class Tap:
+    """AmiTap in a thread of its own: what Asterisk sent, per linkedid."""
+
+    def __init__(self, settings):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.tap = asyncio.run_coroutine_threadsafe(AmiTap(settings).start(), self.loop).result(10)
+
+    def stop(self) -> dict[str, set[str]]:
+        messages = asyncio.run_coroutine_threadsafe(self.tap.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        sent: dict[str, set[str]] = {}
+        for raw in map(store.raw_from_ami, map(parse, messages)):
+            if raw is not None:
+                sent.setdefault(raw.linkedid, set()).add(raw.dedup_key)
+        return sent
+
+
+class Sampler(threading.Thread):
+    """Every 0.25 s: CPU counters, the bridge's queue, which rows are final."""
+
+    def __init__(self, env, pids: dict[str, list[int]], call_ids: list[int]):
+        super().__init__(daemon=True)
+        self.env, self.pids, self.call_ids = env, pids, call_ids
+        self.final_seen: dict[int, float] = {}
+        self.max_queue = 0
+        self.last: dict[int, float] = {}
+        self.stopped = threading.Event()
+
+    def cpu(self) -> dict[str, float]:
+        for pids in self.pids.values():  # a process that exited keeps its last reading
+            for pid in pids:
+                self.last[pid] = max(self.last.get(pid, 0.0), cpu_seconds(pid))
+        out = {name: sum(self.last[p] for p in pids) for name, pids in self.pids.items()}
+        out["bench"] = sum(os.times()[:2])
+        return out
+
+    def run(self):
+        self.started, self.cpu0 = time.monotonic(), self.cpu()
+        while not self.stopped.wait(0.25):
+            self.max_queue = max(self.max_queue, self.env.bridge.queue.qsize())
+            self.cpu()
+            ids = [c for c in self.call_ids if c not in self.final_seen]
+            if not ids:
+                continue
+            with self.env.sessions() as s:
+                done = s.scalars(select(Call.id).where(Call.id.in_(ids),
+                                                       Call.state.in_(store.FINAL_STATES)))
+                now = time.time()
+                for call_id in done:
+                    self.final_seen[call_id] = now
+
+    def stop(self) -> dict[str, float]:
+        """Average CPU % (of one core) per process group since start."""
+        self.stopped.set()
+        self.join(5)
+        wall = time.monotonic() - self.started
+        return {k: 100 * (v - self.cpu0[k]) / wall for k, v in self.cpu().items()}
+
+
+def sipp_counts(party) -> tuple[int, int]:
+    text = (party.workdir / "stdout.log").read_text(errors="replace")
+    ok = re.findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", text)
+    failed = re.findall(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", text)
+    return (int(ok[-1]) if ok else 0), (int(failed[-1]) if failed else -1)
+
+
+def utc_epoch(value: dt.datetime | None) -> float | None:
+    return value.replace(tzinfo=dt.timezone.utc).timestamp() if value else None
+
+
+def peak_overlap(intervals) -> int:
+    points = sorted([(a, 1) for a, b in intervals] + [(b, -1) for a, b in intervals])
+    peak = level = 0
+    for _, step in points:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def recording_check(args) -> tuple[int, str]:
+    call_id, path, seconds = args
+    try:
+        duration, rms = wav_stats(Path(path))
+    except Exception as exc:  # noqa: BLE001 - report, do not stop the bench
+        return call_id, f"unreadable ({exc.__class__.__name__})"
+    if rms <= 500:
+        return call_id, f"silent (RMS {rms:.0f})"
+    if abs(duration - seconds) > 1.0:
+        return call_id, f"{duration:.1f} s recorded for {seconds:.1f} s talk"
+    return call_id, ""
+
+
+@dataclasses.dataclass
+class Level:
+    n: int
+    talk_s: float
+    dialed: int = 0
+    dial_errors: list = dataclasses.field(default_factory=list)
+    dial_rate: float = 0.0
+    desk: tuple = (0, 0)
+    carrier: tuple = (0, 0)
+    rows_ok: int = 0
+    audio_ok: int = 0
+    events_sent: int = 0
+    events_stored: int = 0
+    peak: int = 0
+    cpu: dict = dataclasses.field(default_factory=dict)
+    max_queue: int = 0
+    lag: list = dataclasses.field(default_factory=list)
+    problems: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Bench:
+    def __init__(self, workdir: Path, max_calls: int, database_url: str | None):
+        self.workdir = workdir
+        self.desks = [str(8001 + i) for i in range(max_calls)]
+        h = PbxHarness(workdir, name=f"bench-cc{os.getpid()}", desk_extensions=self.desks)
+        # 2 legs x (RTP + RTCP) per call, and some room
+        span = 4 * max_calls + 100
+        rtp = free_port(span=span + 1)
+        rtp += rtp % 2
+        h.settings = dataclasses.replace(h.settings, rtp_start=rtp, rtp_end=rtp + span - 1)
+        h.pbx = pbx.Pbx(h.settings, self.desks)
+        self.h = h
+        self.database_url = database_url
+
+    def __enter__(self):
+        self.h.__enter__()
+        self.env = BridgeEnv(self.h, self.workdir, self.database_url)
+        add_managers(self.env, self.desks)
+        self.env.start()
+        self.desk_port = free_port()
+        started = time.monotonic()
+        self.register_desks()
+        print(f"registered {len(self.desks)} desk phones in {time.monotonic() - started:.0f} s",
+              file=sys.stderr)
+        return self
+
+    def register_desks(self) -> None:
+        """Every desk phone's contact is the one answering SIPp's port. SIPp
+        cannot take per-call digest credentials from a CSV, so one register.xml
+        run per desk, in parallel, each from its own port but naming the
+        answering port in its Contact (the desk endpoints do not rewrite it)."""
+        s = self.h.settings
+        scenario = self.workdir / "register_to_desk_port.xml"
+        scenario.write_text((SIPP_DIR / "register.xml").read_text().replace(
+            "[local_ip]:[local_port]>", f"[local_ip]:{self.desk_port}>"))
+
+        def register(ext: str) -> None:
+            for attempt in range(3):  # a port picked by two threads at once: try again
+                reg = Sipp(str(scenario), self.workdir / "sipp", local_ip="127.0.0.1",
+                           port=free_port(), remote=self.h.sip_target, service=ext,
+                           auth=(ext, pbx.phone_password(s, ext)), keys={"expires": 3600})
+                try:
+                    if reg.start().wait(20) == 0:
+                        return
+                except RuntimeError:
+                    pass
+            raise RuntimeError(f"desk phone {ext} failed to register:\n{reg.trace_summary()}")
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(register, self.desks))
+
+    def __exit__(self, *exc):
+        self.env.stop()
+        self.h.__exit__(*exc)
+
+    def level(self, n: int, rate: float) -> Level:
+        started = time.monotonic()
+        result = Level(n, talk_s=round(n / rate + 8, 1))
+        tap = Tap(self.h.settings)
+        desk = self.h.party("answer.xml", local_ip="127.0.0.1", port=self.desk_port,
+                            calls=n).start()
+        carrier = self.h.trunk("answer_hangup.xml", duration_ms=int(result.talk_s * 1000), calls=n)
+        pids = {"asterisk": [self.h.pbx.pid()], "sipp": [desk.proc.pid, carrier.proc.pid]}
+        call_ids: list[int] = []
+        sampler = Sampler(self.env, pids, call_ids)
+        sampler.start()
+        t0 = time.monotonic()
+
+        def dial(i: int) -> None:  # managers click independently: one thread each, paced
+            time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+            try:
+                call_ids.append(self.env.dial(self.desks[i], f"139{n % 1000:03d}{i:05d}"))
+            except Exception as exc:  # noqa: BLE001 - a refused dial is a result
+                result.dial_errors.append(f"{self.desks[i]}: {exc}")
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(dial, range(n)))
+        result.dialed = len(call_ids)
+        result.dial_rate = n / (time.monotonic() - t0)
+        for party in (carrier, desk):
+            try:
+                party.wait(result.talk_s + 90)
+            except AssertionError as exc:
+                result.problems.append(str(exc).split(";")[0])
+        result.desk, result.carrier = sipp_counts(desk), sipp_counts(carrier)
+        # rows final with their recordings filled in (the reconciler, every second)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with self.env.sessions() as s:
+                pending = s.scalar(select(func.count()).select_from(Call).where(
+                    Call.id.in_(call_ids),
+                    Call.state.not_in(store.FINAL_STATES) | (
+                        (Call.outcome == "answered") & Call.recording_sha256.is_(None))))
+            if not pending:
+                break
+            time.sleep(0.25)
+        result.cpu = sampler.stop()
+        result.max_queue = sampler.max_queue
+        sent = tap.stop()
+        self.check(result, call_ids, sent, sampler.final_seen)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def check(self, result: Level, call_ids, sent, final_seen) -> None:
+        bad: dict[str, list[str]] = {}
+        recordings = []
+        intervals = []
+        with self.env.sessions() as s:
+            calls = list(s.scalars(select(Call).where(Call.id.in_(call_ids))))
+            stored: dict[int, set[str]] = {}
+            for call_id, key in s.execute(select(CallEvent.call_id, CallEvent.dedup_key).where(
+                    CallEvent.call_id.in_(call_ids), CallEvent.source == "ami")):
+                stored.setdefault(call_id, set()).add(key)
+        for call in calls:
+            answer, end = utc_epoch(call.answer_at), utc_epoch(call.end_at)
+            row = (call.state, call.outcome, call.hangup_by)
+            if row != ("ended", "answered", "customer"):
+                bad.setdefault("row", []).append(f"call {call.id}: {row}")
+            elif call.talk_seconds is None or abs(call.talk_seconds - result.talk_s) > 1:
+                bad.setdefault("talk", []).append(f"call {call.id}: {call.talk_seconds} s")
+            else:
+                result.rows_ok += 1
+            if answer and end:
+                intervals.append((answer, end))
+                if call.id in final_seen:
+                    result.lag.append(final_seen[call.id] - end)
+            if call.recording_path and answer and end:
+                recordings.append((call.id, str(self.env.settings.recordings_dir
+                                                 / call.recording_path), end - answer))
+            else:
+                bad.setdefault("recording", []).append(f"call {call.id}: no recording")
+            ours = sent.get(call.linkedid, set())
+            result.events_sent += len(ours)
+            result.events_stored += len(ours & stored.get(call.id, set()))
+            if not ours:
+                bad.setdefault("tap", []).append(f"call {call.id}: no AMI events seen")
+        with ProcessPoolExecutor(2) as pool:
+            for call_id, problem in pool.map(recording_check, recordings, chunksize=8):
+                if problem:
+                    bad.setdefault("recording", []).append(f"call {call_id}: {problem}")
+                else:
+                    result.audio_ok += 1
+        result.peak = peak_overlap(intervals)
+        if result.dial_errors:
+            bad["dial"] = result.dial_errors
+        if result.events_stored < result.events_sent:
+            bad["events"] = [f"{result.events_sent - result.events_stored} AMI events not stored"]
+        if result.desk[1] or result.carrier[1]:
+            bad["sipp"] = [f"failed calls: desk {result.desk[1]}, carrier {result.carrier[1]}"]
+        for what, items in bad.items():
+            result.problems.append(f"{what}: {len(items)} ({'; '.join(items[:3])})")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m bench.concurrency",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--levels", default="50,100,150,200,250,300,360,400")
+    p.add_argument("--rate", type=float, default=40, help="new calls per second")
+    p.add_argument("--budget", type=float, default=540, help="seconds; no new level after it")
+    p.add_argument("--db-url", default=None, help="default: a fresh SQLite file")
+    args = p.parse_args(argv)
+    levels = [int(x) for x in args.levels.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="khhf-bench-cc-"))
+    started = time.monotonic()
+    results: list[Level] = []
+    with Bench(workdir, max(levels), args.db_url) as bench:
+        for n in levels:
+            elapsed = time.monotonic() - started
+            expected = n / args.rate + 8 + 40
+            if results and elapsed + expected > args.budget:
+                print(f"stopping before {n} calls: time budget", file=sys.stderr)
+                break
+            print(f"level {n} ...", file=sys.stderr)
+            result = bench.level(n, args.rate)
+            results.append(result)
+            print(f"level {n}: {'ok' if result.ok else result.problems}", file=sys.stderr)
+            if not result.ok:
+                break
+    print(f"concurrency: recorded calls through SIPp desk + carrier (RTP both sides), Asterisk, "
+          f"the bridge ({'SQLite' if not args.db_url else args.db_url.split(':')[0]}); "
+          f"{args.rate:g} new calls/s; work dir {workdir}")
+    print("calls | talk s | dial/s | peak up | SIPp desk ok/fail | carrier ok/fail | rows ok | "
+          "audio ok | AMI events stored/sent | Asterisk CPU % | SIPp CPU % | bridge+bench CPU % | "
+          "max queue | lag p50/max s | result")
+    print(" | ".join(["---"] * 15))
+    for r in results:
+        lag = (f"{statistics.median(r.lag):.2f}/{max(r.lag):.2f}" if r.lag else "-")
+        print(f"{r.n} | {r.talk_s:g} | {r.dial_rate:.1f} | {r.peak} | {r.desk[0]}/{r.desk[1]} | "
+              f"{r.carrier[0]}/{r.carrier[1]} | {r.rows_ok}/{r.n} | {r.audio_ok}/{r.n} | "
+              f"{r.events_stored}/{r.events_sent} | {r.cpu.get('asterisk', 0):.0f} | "
+              f"{r.cpu.get('sipp', 0):.0f} | {r.cpu.get('bench', 0):.0f} | {r.max_queue} | {lag} | "
+              f"{'ok' if r.ok else 'FAIL'}")
+    for r in results:
+        for problem in r.problems:
+            print(f"{r.n} calls: {problem}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
