@@ -20,12 +20,12 @@ import datetime as dt
 import logging
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from khhf import db
 from khhf.ami import AmiAuthError, AmiClient, AmiError
 from khhf.config import Settings
-from khhf.models import Call, utcnow
+from khhf.models import Call, CallEvent, utcnow
 
 from . import store
 from .cel_reader import CelReader
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 BATCH = 500
 # a call still 'requested' this long after the manager's ring time was never placed
 NOT_PLACED_GRACE = dt.timedelta(seconds=30)
+# an open call with no channel and no event for this long has vanished
+VANISHED_AFTER = dt.timedelta(seconds=15)
 
 
 class Bridge:
@@ -124,11 +126,29 @@ class Bridge:
     # -- the reconciler --------------------------------------------------------------
     async def reconcile(self) -> set[int]:
         async with self._reconcile_lock:
-            return await asyncio.to_thread(self.reconcile_once)
+            live = await self.live_linkedids()
+            return await asyncio.to_thread(self.reconcile_once, None, live)
 
-    def reconcile_once(self, now: dt.datetime | None = None) -> set[int]:
+    async def live_linkedids(self) -> set[str] | None:
+        """The linkedids of the calls Asterisk has channels for right now
+        (a CoreShowChannels snapshot), or None when the AMI is not there."""
+        client = self.client
+        if client is None:
+            return None
+        try:
+            answer = await client.action({"Action": "CoreShowChannels"}, timeout=5)
+        except (asyncio.TimeoutError, ConnectionError):
+            return None
+        messages = answer if isinstance(answer, list) else [answer]
+        if not messages or not messages[0].success:
+            return None
+        return {m.get("Linkedid") for m in messages if m.get("Event") == "CoreShowChannel"}
+
+    def reconcile_once(self, now: dt.datetime | None = None,
+                       live: set[str] | None = None) -> set[int]:
         """Complete call rows from the CEL record; finish recordings; close
-        calls that were never placed."""
+        calls that were never placed, and (given a channel snapshot `live`)
+        calls whose channels are gone with no record of their end."""
         now = now or utcnow()
         rows, commit = self.cel.read_new()
         raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
@@ -150,8 +170,36 @@ class Bridge:
                     if call.task_id is not None:
                         store.update_task(session, call)
                     changed.add(call.id)
+            if live is not None:
+                changed |= self._close_vanished(session, live, now)
         commit()
         return changed
+
+    def _close_vanished(self, session, live: set[str], now: dt.datetime) -> set[int]:
+        """Open calls with no live channel and no event for a while: Asterisk
+        lost them (a crash or restart) before writing their end. Close them
+        as 'lost' at their last known moment, so no manager stays "on a call"."""
+        quiet = now - VANISHED_AFTER
+        closed = set()
+        for call in session.scalars(select(Call).where(
+                Call.direction == "outbound", Call.state.not_in(store.FINAL_STATES + ("requested",)),
+                Call.requested_at < quiet)):
+            if call.linkedid in live:
+                continue
+            last = session.scalar(select(func.max(CallEvent.event_at))
+                                  .where(CallEvent.call_id == call.id)) or call.requested_at
+            if last >= quiet:
+                continue
+            talked = call.answer_at is not None
+            call.state, call.outcome, call.end_at = ("ended" if talked else "failed"), "lost", last
+            if talked:
+                call.talk_seconds = max(0, round((last - call.answer_at).total_seconds()))
+            if call.task_id is not None:
+                store.update_task(session, call)
+            log.warning("call %s vanished from Asterisk without a recorded end; closed as lost",
+                        call.id)
+            closed.add(call.id)
+        return closed
 
 
 async def _first(*aws) -> None:

@@ -93,8 +93,8 @@ def recompute(session: Session, call_id: int, recordings_dir: Path | None = None
     """Bring the call row (and its task) in line with the stored events."""
     call = session.get(Call, call_id)
     summary = summarize(facts_for(session, call_id))
-    if summary["state"] == "requested" and call.state in FINAL_STATES:
-        summary = {}  # closed by the sweep (never placed): keep that
+    if call.state in FINAL_STATES and summary["state"] not in FINAL_STATES:
+        summary = {}  # closed by a sweep (never placed, or lost): keep that
     for key, value in summary.items():
         setattr(call, key, value)
     if call.state in FINAL_STATES and call.outcome != "answered":
@@ -141,9 +141,10 @@ def update_task(session: Session, call: Call) -> None:
     task.last_call_at = call.requested_at
     if call.state not in FINAL_STATES:
         task.status = "connected" if call.state == "connected" else "dialing"
-    elif call.outcome == "answered":
+    elif call.outcome == "answered" or (call.outcome == "lost" and call.answer_at):
         task.status = "connected"
-    elif call.outcome and call.outcome.startswith("manager_") or call.outcome == "not_placed":
+    elif call.outcome and call.outcome.startswith("manager_") or \
+            call.outcome in ("not_placed", "lost"):
         task.status = "pending"
     else:
         task.status = "not_reached"

@@ -1,9 +1,16 @@
 """No call is lost when the bridge dies during live calls: after a restart,
 the reconciler completes every row from the CEL record Asterisk kept."""
 
+import os
+import signal
 import time
 
+from sqlalchemy import select
+
+from khhf.models import Call, User
+from khhf.services.dialing import request_call
 from tests.bridge_env import BridgeEnv
+from tests.harness import PbxHarness
 
 TALK_MS = 4000
 
@@ -18,7 +25,6 @@ def test_bridge_killed_during_live_calls(pbx_harness, tmp_path):
         deadline = time.monotonic() + 20
         while True:
             with env.sessions() as s:
-                from khhf.models import Call
                 states = [s.get(Call, c).state for c in calls]
             if states == ["connected"] * 3:
                 break
@@ -40,3 +46,34 @@ def test_bridge_killed_during_live_calls(pbx_harness, tmp_path):
             assert call.task_snapshot == ("connected", 1)
     finally:
         env.stop()
+
+
+def test_calls_lost_in_an_asterisk_crash_are_closed(tmp_path):
+    """Asterisk killed mid-call writes no end, not even to CEL: once it is
+    back, the channel snapshot shows the call gone, and the row is closed."""
+    with PbxHarness(tmp_path / "pbx", name=f"crash{os.getpid()}") as harness:
+        env = BridgeEnv(harness, tmp_path).start()
+        try:
+            harness.desk_phone("8001")
+            harness.trunk("answer_hangup.xml", duration_ms=60000)
+            call_id = env.dial("8001", "13912345000")
+            deadline = time.monotonic() + 20
+            while True:
+                with env.sessions() as s:
+                    if s.get(Call, call_id).state == "connected":
+                        break
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            os.kill(harness.pbx.pid(), signal.SIGKILL)
+            harness.pbx.down()
+            harness.pbx.up()
+            call = env.wait_final(call_id, timeout=60)
+            assert (call.state, call.outcome) == ("ended", "lost")
+            assert call.task_snapshot[0] == "connected"
+            # and the manager may call again
+            with env.sessions() as s:
+                user = s.scalar(select(User).where(User.username == "m8001"))
+                request_call(s, env.settings, user, env.task_for("8001", "13912345001"))
+                s.rollback()
+        finally:
+            env.stop()

@@ -68,6 +68,7 @@ CALL_OUTCOME_LABELS = {
     "manager_unavailable": lazy_gettext("Your desk phone is not reachable"),
     "manager_hung_up": lazy_gettext("You hung up before the customer was dialed"),
     "not_placed": lazy_gettext("Not placed"),
+    "lost": lazy_gettext("Lost by the phone system"),
 }
 
 
