@@ -1,7 +1,7 @@
 """AMI bridge throughput: events per second into SQLite and PostgreSQL, as
 a ratio to a bare socket reader fed the same stream in the same run.
 
-    python3 -m bench.bridge_throughput [--events 30000] [--db sqlite,postgresql]
+    python3 -m bench.bridge_throughput [--events 20000] [--db sqlite,postgresql]
                                        [--pg-url URL] [--profile]
 
 1. Record: a real Asterisk (tests/harness.py) and the real bridge place a few
@@ -350,7 +350,7 @@ def database(label: str, workdir: Path, pg_url: str | None):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.bridge_throughput",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, default=30_000)
+    p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--pg-url", default=os.environ.get("KHHF_TEST_PG_URL"))
     p.add_argument("--profile", action="store_true", help="cProfile the apply step")

@@ -47,8 +47,9 @@ from sqlalchemy import func, select
 
 from ami_bridge import store
 from bench.bridge_throughput import AmiTap, parse
-from khhf import db, pbx
+from khhf import bridge_client, db, pbx
 from khhf.models import Call, CallEvent, Manager, User
+from khhf.services.dialing import request_call
 from khhf.sipp import SIPP_DIR, Sipp, free_port, wav_stats
 from tests.bridge_env import BridgeEnv
 from tests.harness import PbxHarness
@@ -266,12 +267,15 @@ class Bench:
         call_ids: list[int] = []
         sampler = Sampler(self.env, pids, call_ids)
         sampler.start()
+        # the tasks exist before anyone clicks: a dial is what the web UI does
+        tasks = [self.env.task_for(ext, f"139{n % 1000:03d}{i:05d}")
+                 for i, ext in enumerate(self.desks[:n])]
         t0 = time.monotonic()
 
         def dial(i: int) -> None:  # managers click independently: one thread each, paced
             time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
             try:
-                call_ids.append(self.env.dial(self.desks[i], f"139{n % 1000:03d}{i:05d}"))
+                call_ids.append(self.dial(self.desks[i], tasks[i]))
             except Exception as exc:  # noqa: BLE001 - a refused dial is a result
                 result.dial_errors.append(f"{self.desks[i]}: {exc}")
         with ThreadPoolExecutor(16) as pool:
@@ -301,6 +305,14 @@ class Bench:
         self.check(result, call_ids, sent, sampler.final_seen)
         result.seconds = time.monotonic() - started
         return result
+
+    def dial(self, ext: str, task_id: int) -> int:
+        """The web UI's dial: the dialing service writes the row, the bridge originates."""
+        with db.unit_of_work(self.env.sessions) as s:
+            user = s.scalar(select(User).where(User.username == f"m{ext}"))
+            call_id = request_call(s, self.env.settings, user, task_id).id
+        bridge_client.dial(self.env.settings, call_id)
+        return call_id
 
     def check(self, result: Level, call_ids, sent, final_seen) -> None:
         bad: dict[str, list[str]] = {}
