@@ -11,7 +11,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from khhf.models import County, Customer, CustomerAssignment, Manager, User
+import datetime as dt
+
+from khhf.models import (Campaign, County, Customer, CustomerAssignment, Manager, ResultCode, Task,
+                         TaskType, User)
 from khhf.services import accounts, counties
 
 COUNTY_CODE = "demo"
@@ -24,6 +27,9 @@ MANAGERS = (
     ("manager3", "李娜", "D003", "8003", "13800138003"),
 )
 CUSTOMERS_PER_MANAGER = 3
+# the return-visit task type and the codes a manager files (web, SMS or keypad)
+RESULT_CODES = (("1", "满意", True), ("2", "基本满意", True), ("3", "不满意", False),
+                ("4", "拒绝回访", False), ("9", "号码有误", False))
 
 
 def seed(session: Session) -> dict:
@@ -52,6 +58,7 @@ def seed(session: Session) -> dict:
             mobile=mobile)
         manager = session.scalar(select(Manager).join(User).where(User.username == username))
         _customers(session, county, manager, first=13700000001 + i * CUSTOMERS_PER_MANAGER)
+        _tasks(session, county, manager)
         managers[username] = {"id": manager.id, "desk_extension": manager.desk_extension,
                               "mobile": manager.mobile}
     session.flush()
@@ -83,3 +90,29 @@ def _customers(session, county, manager, first):
         session.flush()
         session.add(CustomerAssignment(customer_id=customer.id, manager_id=manager.id,
                                        reason="import"))
+
+
+def _tasks(session, county, manager):
+    """A return-visit campaign with one open task per demo customer."""
+    task_type = session.scalar(select(TaskType).where(TaskType.code == "revisit"))
+    if task_type is None:
+        task_type = TaskType(code="revisit", name="回访", description="客户满意度回访",
+                             max_attempts=3, result_codes=[
+                                 ResultCode(code=c, label=label, is_success=ok)
+                                 for c, label, ok in RESULT_CODES])
+        session.add(task_type)
+        session.flush()
+    campaign = session.scalar(select(Campaign).where(Campaign.county_id == county.id,
+                                                     Campaign.task_type_id == task_type.id))
+    if campaign is None:
+        campaign = Campaign(county_id=county.id, task_type_id=task_type.id, name="示范回访活动",
+                            status="active", starts_on=dt.date.today())
+        session.add(campaign)
+        session.flush()
+    for customer in session.scalars(select(Customer).where(Customer.manager_id == manager.id)):
+        exists = session.scalar(select(Task.id).where(Task.customer_id == customer.id,
+                                                      Task.campaign_id == campaign.id))
+        if exists is None:
+            session.add(Task(campaign_id=campaign.id, task_type_id=task_type.id,
+                             customer_id=customer.id, manager_id=manager.id,
+                             max_attempts=task_type.max_attempts))
