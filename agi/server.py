@@ -55,7 +55,6 @@ class AgiSession:
         self.env = env
         self._run_in_unit_of_work = run_in_unit_of_work
         self._used_database = False
-        self.hung_up = False
 
     @property
     def route_name(self) -> str:
@@ -87,11 +86,8 @@ class AgiSession:
         await self._writer.drain()
         while True:
             raw = await _readline(self._reader, COMMAND_TIMEOUT, f"the reply to {line.split()[0:2]}")
-            if raw == "HANGUP":
-                # the caller hung up; the channel's variables still work
-                self.hung_up = True
-                continue
-            break
+            if raw != "HANGUP":  # the caller hung up: variables still work
+                break
         code, _, rest = raw.partition(" ")
         if code.endswith("-"):  # a multi-line usage message: read to its end
             while not raw.startswith(code[:-1] + " "):
@@ -115,7 +111,9 @@ class AgiSession:
         pairs = [(name, "" if value is None else str(value)) for name, value in values.items()]
         if all(_MSET_SAFE.fullmatch(name) and _MSET_SAFE_VALUE.fullmatch(value)
                for name, value in pairs):
-            await self.command("EXEC MSet " + ",".join(f"{n}={v}" for n, v in pairs))
+            result = await self.command("EXEC MSet " + ",".join(f"{n}={v}" for n, v in pairs))
+            if result.startswith("-2"):
+                raise AgiError("Asterisk has no MSet application (pbx_builtins)")
             return
         for name, value in pairs:
             await self.set_variable(name, value)
