@@ -19,7 +19,6 @@ import datetime as dt
 import http.cookiejar
 import json
 import re
-import secrets
 import statistics
 import sys
 import tempfile
@@ -31,16 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import select  # noqa: E402
 from waitress.server import create_server  # noqa: E402
 
-from khhf import db  # noqa: E402
-from khhf.models import User  # noqa: E402
-from khhf.services.accounts import hash_password  # noqa: E402
 from khhf.sipp import free_port  # noqa: E402
 from tests.bridge_env import BridgeEnv  # noqa: E402
 from tests.harness import PbxHarness  # noqa: E402
-from webui import create_app  # noqa: E402
 
 STAMP = re.compile(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n[^\n]*received[^\n]*\n\nINVITE ",
                    re.M)
@@ -68,13 +62,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="khhf-bench-dial-"))
     with PbxHarness(work, desk_extensions=["8001"]) as harness:
         env = BridgeEnv(harness, work).start()
-        password = secrets.token_urlsafe(12)
-        with db.unit_of_work(env.sessions) as s:
-            s.scalar(select(User).where(User.username == "m8001")).password_hash = \
-                hash_password(password)
-        app = create_app({"SECRET_KEY": secrets.token_hex(16),
-                          "DATABASE_URL": env.settings.database_url,
-                          "KHHF_SETTINGS": env.settings})
+        app, password = env.web_app("m8001")
         port = free_port(kind=1)
         server = create_server(app, host="127.0.0.1", port=port, threads=4)
         threading.Thread(target=server.run, daemon=True).start()

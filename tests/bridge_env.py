@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import threading
 import time
 
@@ -97,6 +98,20 @@ class BridgeEnv:
         self.loop.call_soon_threadsafe(drop)
         self.thread.join(20)
         self.thread = None
+
+    # -- the web UI on this database ---------------------------------------------
+    def web_app(self, login: str = "m8001"):
+        """(a web UI app on this database and bridge, a fresh password for `login`)."""
+        from khhf.services.accounts import hash_password
+        from webui import create_app
+        password = secrets.token_urlsafe(12)
+        with db.unit_of_work(self.sessions) as s:
+            s.scalar(select(User).where(User.username == login)).password_hash = \
+                hash_password(password)
+        app = create_app({"SECRET_KEY": secrets.token_hex(16),
+                          "DATABASE_URL": self.settings.database_url,
+                          "KHHF_SETTINGS": self.settings})
+        return app, password
 
     # -- calls -------------------------------------------------------------------
     def task_for(self, ext: str, phone: str) -> int:

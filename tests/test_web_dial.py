@@ -3,7 +3,6 @@ browser (Debian's chromium), clicks 呼叫 on a task; the AMI bridge
 originates; the SIPp desk phone rings and answers; the SIPp carrier gets
 the call from the unified number; the page then shows the call's outcome."""
 
-import secrets
 import threading
 import time
 
@@ -11,12 +10,9 @@ import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from khhf import db
-from khhf.models import Call, User
-from khhf.services.accounts import hash_password
+from khhf.models import Call
 from tests.bridge_env import UNIFIED, BridgeEnv
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, log_in
-from webui import create_app
 
 CUSTOMER = "13812347777"
 
@@ -24,12 +20,7 @@ CUSTOMER = "13812347777"
 @pytest.fixture
 def served(pbx_harness, tmp_path):
     env = BridgeEnv(pbx_harness, tmp_path).start()
-    password = secrets.token_urlsafe(12)
-    with db.unit_of_work(env.sessions) as s:
-        s.scalar(select(User).where(User.username == "m8001")).password_hash = \
-            hash_password(password)
-    app = create_app({"SECRET_KEY": secrets.token_hex(16),
-                      "DATABASE_URL": env.settings.database_url, "KHHF_SETTINGS": env.settings})
+    app, password = env.web_app("m8001")
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
