@@ -1,7 +1,7 @@
 """AMI bridge throughput: events per second into SQLite and PostgreSQL, as
 a ratio to a bare socket reader fed the same stream in the same run.
 
-    python3 -m bench.bridge_throughput [--events 20000] [--db sqlite,postgresql]
+    python3 -m bench.bridge_throughput [--events 10000] [--db sqlite,postgresql]
                                        [--pg-url URL] [--profile]
 
 1. Record: a real Asterisk (tests/harness.py) and the real bridge place a few
@@ -29,13 +29,13 @@ import asyncio
 import contextlib
 import cProfile
 import dataclasses
-import datetime as dt
 import io
 import os
 import pstats
 import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -46,12 +46,13 @@ from ami_bridge import store
 from ami_bridge.bridge import BATCH, Bridge
 from khhf import db
 from khhf.ami import AmiClient
-from khhf.models import Call, CallEvent, County, Customer, Manager, Task, TaskType, User
+from khhf.models import (Call, CallEvent, County, Customer, Manager, Task, TaskType, User,
+                         utcnow)
 
 SEP = b"\r\n\r\n"
 LINKEDID = re.compile(rb"khhf-\d+-[0-9a-f]+")
 # every header that carries a channel id: rewritten per replayed copy
-ID_HEADER = re.compile(rb"^((?:Uniqueid|Linkedid|DestUniqueid|DestLinkedid): )([^\r\n]+)", re.M)
+ID_HEADER = re.compile(rb"^((?:Uniqueid|Linkedid|DestUniqueid|DestLinkedid): )([^\r\n]+)", re.MULTILINE)
 
 
 # -- a raw AMI tap: what Asterisk sends, as bytes ------------------------------------
@@ -63,7 +64,7 @@ class AmiTap:
         self.messages: list[bytes] = []
         self._task = None
 
-    async def start(self) -> "AmiTap":
+    async def start(self) -> AmiTap:
         s = self.settings
         self.reader, self.writer = await asyncio.open_connection(s.ami_host, s.ami_port)
         await self.reader.readline()  # greeting
@@ -89,6 +90,22 @@ class AmiTap:
         return self.messages
 
 
+class AmiTapThread:
+    """An AmiTap on an event loop of its own thread, for synchronous callers."""
+
+    def __init__(self, settings):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.tap = asyncio.run_coroutine_threadsafe(AmiTap(settings).start(), self.loop).result(10)
+
+    def stop(self) -> list[bytes]:
+        messages = asyncio.run_coroutine_threadsafe(self.tap.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        return messages
+
+
 def record(workdir: Path, calls: int = 3, talk_ms: int = 1000):
     """Events of `calls` real answered outbound calls, as the bridge's AMI user
     gets them, and the PBX's settings."""
@@ -99,30 +116,17 @@ def record(workdir: Path, calls: int = 3, talk_ms: int = 1000):
     with PbxHarness(workdir, name=f"bench-tp{os.getpid()}", desk_extensions=desks) as h:
         env = BridgeEnv(h, workdir).start()
         try:
-            loop = asyncio.new_event_loop()
-            tap = loop.run_until_complete(AmiTap(h.settings).start())
-            loop_thread = _run_loop_in_thread(loop)
+            tap = AmiTapThread(h.settings)
             phones = [h.desk_phone(ext) for ext in desks]
             carrier = h.trunk("answer_hangup.xml", duration_ms=talk_ms, calls=calls)
-            ids = [env.dial(ext, f"1391234{i:04d}") for i, ext in enumerate(desks)]
-            for call_id in ids:
+            for call_id in [env.dial(ext, f"1391234{i:04d}") for i, ext in enumerate(desks)]:
                 env.wait_final(call_id)
-            carrier.wait(30)
-            for p in phones:
-                p.wait(30)
-            messages = asyncio.run_coroutine_threadsafe(tap.stop(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            loop_thread.join(5)
+            for party in (carrier, *phones):
+                party.wait(30)
+            messages = tap.stop()
         finally:
             env.stop()
     return messages, h.settings
-
-
-def _run_loop_in_thread(loop):
-    import threading
-    t = threading.Thread(target=loop.run_forever, daemon=True)
-    t.start()
-    return t
 
 
 # -- the replayed stream -----------------------------------------------------------------
@@ -153,7 +157,7 @@ def replay_stream(template: list[bytes], events: int) -> Stream:
         def swap(m, copy=copy):  # Asterisk's own ids (the customer's leg) get a suffix
             value = m.group(2)
             return m.group(0) if LINKEDID.fullmatch(value) else m.group(1) + value + b".%d" % copy
-        out.append(ID_HEADER.sub(swap, LINKEDID.sub(lambda m: mapping[m.group(0)], blob)))
+        out.append(ID_HEADER.sub(swap, LINKEDID.sub(lambda m, ids=mapping: ids[m.group(0)], blob)))
     return Stream(b"".join(out), copies * len(template), copies * per_copy_ours, calls)
 
 
@@ -168,7 +172,7 @@ def seed_calls(engine, calls: list[tuple[int, str]]) -> None:
     requested call row, as request_call leaves them."""
     db.create_schema(engine)
     sessions = db.session_factory(engine)
-    now = dt.datetime.utcnow()
+    now = utcnow()
     with db.unit_of_work(sessions) as s:
         county = County(code="bench", name="Bench")
         s.add(county)
@@ -206,7 +210,7 @@ class ReplayServer:
         self.stream = stream
         self.started_at = None
 
-    async def start(self) -> "ReplayServer":
+    async def start(self) -> ReplayServer:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -216,10 +220,10 @@ class ReplayServer:
         sending = None
         try:
             while msg := await reader.readuntil(SEP):
-                action_id = re.search(rb"ActionID: *(\S+)", msg, re.I)
+                action_id = re.search(rb"ActionID: *(\S+)", msg, re.IGNORECASE)
                 aid = b"ActionID: " + action_id.group(1) + b"\r\n" if action_id else b""
                 writer.write(b"Response: Success\r\n" + aid + b"Message: ok\r\n\r\n")
-                if sending is None and re.search(rb"Action: *Login", msg, re.I):
+                if sending is None and re.search(rb"Action: *Login", msg, re.IGNORECASE):
                     sending = asyncio.create_task(self._send(writer))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
@@ -230,9 +234,15 @@ class ReplayServer:
     async def _send(self, writer) -> None:
         await writer.drain()
         self.started_at = time.perf_counter()
-        data, step = self.stream.data, 1 << 16
-        for i in range(0, len(data), step):
-            writer.write(data[i:i + step])
+        # whole messages per write: an action's response (the bridge asks for
+        # CoreShowChannels on connect) must not land inside an event
+        data, start = self.stream.data, 0
+        while start < len(data):
+            end = data.rfind(SEP, start, start + (1 << 16)) + len(SEP)
+            if end <= start:
+                end = data.index(SEP, start) + len(SEP)
+            writer.write(data[start:end])
+            start = end
             await writer.drain()
 
     async def close(self):
@@ -297,10 +307,16 @@ async def bridge_reader(stream: Stream, settings, engine, state_dir) -> float:
     bridge = Bridge(settings, engine, state_dir=state_dir)
     stop = asyncio.Event()
     task = asyncio.create_task(bridge.run(stop))
+    last, stalled = 0, time.monotonic()
     while bridge.events_applied < stream.events:
         if task.done():
             task.result()
             raise RuntimeError("the bridge stopped before applying every event")
+        if bridge.events_applied != last:
+            last, stalled = bridge.events_applied, time.monotonic()
+        elif time.monotonic() - stalled > 30:
+            raise RuntimeError(f"the bridge applied {last} of {stream.events} events, "
+                               f"then nothing for 30 s")
         await asyncio.sleep(0.005)
     seconds = time.perf_counter() - server.started_at
     stop.set()
@@ -350,7 +366,7 @@ def database(label: str, workdir: Path, pg_url: str | None):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.bridge_throughput",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--events", type=int, default=10_000)
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--pg-url", default=os.environ.get("KHHF_TEST_PG_URL"))
     p.add_argument("--profile", action="store_true", help="cProfile the apply step")
@@ -376,7 +392,7 @@ def main(argv=None) -> int:
             seed_calls(engine, stream.calls)
             bridge = Bridge(dataclasses.replace(settings), engine, state_dir=workdir / "st")
             seconds, report = apply_only(bridge, parsed, args.profile)
-            rows.append((f"apply_ami only, no socket", label, seconds, check_rows(engine, stream)))
+            rows.append(("apply_ami only, no socket", label, seconds, check_rows(engine, stream)))
             if report:
                 profiles.append((label, report))
         with database(label, workdir, args.pg_url) as engine:
