@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 ROUTE_DEADLINE = 1.5
 HEADER_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 1.0
-MAX_HEADER_LINES = 200
 
 _MSET_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MSET_SAFE_VALUE = re.compile(r"[A-Za-z0-9_&/.@+:-]*")
@@ -138,17 +137,24 @@ async def _readline(reader: asyncio.StreamReader, timeout: float, what: str) -> 
 
 
 async def read_environment(reader: asyncio.StreamReader) -> dict[str, str]:
-    """The agi_* lines Asterisk sends first, up to the blank line."""
+    """The agi_* lines Asterisk sends first, up to the blank line (one read)."""
+    try:
+        raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), HEADER_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise AgiError(f"no AGI environment within {HEADER_TIMEOUT} s") from None
+    except asyncio.IncompleteReadError:
+        raise AgiError("Asterisk closed the connection in the AGI environment") from None
+    except asyncio.LimitOverrunError:
+        raise AgiError("the AGI environment is too long") from None
     env: dict[str, str] = {}
-    for _ in range(MAX_HEADER_LINES):
-        line = await _readline(reader, HEADER_TIMEOUT, "AGI environment")
+    for line in raw.decode("utf-8", "replace").splitlines():
         if not line:
-            return env
+            continue
         key, sep, value = line.partition(":")
         if not sep:
             raise AgiError(f"not an AGI environment line: {line[:80]!r}")
         env[key.strip()] = value.strip()
-    raise AgiError(f"the AGI environment is longer than {MAX_HEADER_LINES} lines")
+    return env
 
 
 class FastAgiServer:
