@@ -1,11 +1,21 @@
-"""`python -m agi`: the FastAGI service on settings.agi_host:agi_port."""
+"""`python -m agi`: the FastAGI service on settings.agi_host:agi_port.
+
+Under systemd (Type=notify, WatchdogSec=2), it says READY=1 once listening
+and sends WATCHDOG=1 from its event loop: a service that hangs (stopped,
+loop blocked) stops the heartbeat, systemd kills it, the kernel resets
+its connections and every call waiting in AGI() takes the dialplan's
+fallback at once. res_agi itself has no read timeout, so without this a
+hung service would hold calls in ringback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 
 from khhf import config
@@ -22,10 +32,35 @@ async def serve(settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    sd_notify("READY=1")
+    heartbeat = asyncio.create_task(watchdog())
     try:
         await stop.wait()
     finally:
+        heartbeat.cancel()
         server.close()
+
+
+def sd_notify(message: str) -> bool:
+    """Tell systemd (if it started us with NOTIFY_SOCKET) how we are."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(message.encode(), address)
+    return True
+
+
+async def watchdog() -> None:
+    """WATCHDOG=1 at half the interval systemd asked for, from the event loop."""
+    usec = int(os.environ.get("WATCHDOG_USEC") or 0)
+    if not usec:
+        return
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(usec / 2e6)
 
 
 def main(argv=None) -> int:
