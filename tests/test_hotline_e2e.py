@@ -276,3 +276,29 @@ def test_without_the_agi_service_the_county_group_still_answers(hotline_pbx, fai
         # the hang-up route writes the call row once the database is free
         call = hp.wait_ended(customer_no)
         assert call.outcome == "group" or call.outcome.startswith("group")
+
+
+def test_a_hung_agi_service_releases_its_calls_when_it_is_killed(hotline_pbx):
+    """res_agi has no read timeout: a service that accepts and never answers
+    holds the call in ringback; once the process dies (the systemd watchdog
+    kills it) the kernel resets the connection and the call takes the fallback."""
+    import socket
+    hp = hotline_pbx
+    county = hp.county("c15", "13900000015")
+    hp.manager(county, "8115", on_duty=True)
+    sync_groups(hp)
+    desk = hp.h.desk_phone("8115", "answer_hangup.xml", duration_ms=500)
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)  # the kernel completes connections; nobody ever reads them
+    hp.h.pbx.cli(f"dialplan set global KHHF_AGI agi://127.0.0.1:{hung.getsockname()[1]}")
+    try:
+        caller = hp.call("13900000015", "13800000015")
+        time.sleep(3)
+        assert caller.proc.poll() is None and desk.received("INVITE") == []
+        hung.close()  # the hung process is killed
+        assert caller.wait(20) == 0, caller.trace_summary()
+        assert desk.wait(10) == 0 and len(desk.received("INVITE")) == 1
+    finally:
+        hung.close()
+        hp.h.pbx.cli(f"dialplan set global KHHF_AGI agi://127.0.0.1:{hp.agi.port}")
