@@ -89,13 +89,15 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     )
 
 
-def _new_call(session, caller, unified_number, uniqueid, linkedid, now) -> Call:
+def _new_call(session, caller, unified_number, uniqueid, linkedid,
+              now) -> tuple[Call, Manager | None]:
     try:
         number = normalise(caller)
     except NumberError as exc:
         log.info("hotline call %s from an unusable number: %s", uniqueid, exc)
         number = None
-    county_id = session.scalar(select(UnifiedNumber.county_id).where(
+    # the county entity, not just its id: start_call's get() then needs no query
+    county = session.scalar(select(County).join(UnifiedNumber).where(
         UnifiedNumber.number == unified_number))
     customer = manager = None
     if number:
@@ -111,7 +113,7 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid, now) -> Call:
             manager = None
     call = Call(direction="inbound", customer_id=customer.id if customer else None,
                 manager_id=manager.id if manager else None,
-                county_id=county_id if county_id is not None else
+                county_id=county.id if county is not None else
                 (customer.county_id if customer else None),
                 uniqueid=uniqueid, linkedid=linkedid or uniqueid,
                 customer_number=(number or re.sub(r"\D", "", caller or ""))[:20],
