@@ -32,6 +32,7 @@ from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)
 BATCH = 500
+APPLY_ATTEMPTS = 5  # a batch that fails (e.g. the database is busy) is retried
 # a call still 'requested' this long after the manager's ring time was never placed
 NOT_PLACED_GRACE = dt.timedelta(seconds=30)
 # an open call with no channel and no event for this long has vanished
@@ -106,9 +107,19 @@ class Bridge:
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             try:
-                await asyncio.to_thread(self.apply_ami, batch)
-            except Exception:  # a bad batch must not stop the bridge: the reconciler redoes it
-                log.exception("failed to apply %d AMI events", len(batch))
+                for attempt in range(APPLY_ATTEMPTS):
+                    try:
+                        await asyncio.to_thread(self.apply_ami, batch)
+                        break
+                    except Exception:
+                        if attempt == APPLY_ATTEMPTS - 1:
+                            # never stop the bridge: the CEL reconciler completes these calls
+                            log.exception("dropped %d AMI events after %d attempts",
+                                          len(batch), APPLY_ATTEMPTS)
+                        else:
+                            log.warning("applying %d AMI events failed; retrying", len(batch),
+                                        exc_info=True)
+                            await asyncio.sleep(0.2 * 2 ** attempt)
             finally:
                 for _ in batch:
                     self.queue.task_done()

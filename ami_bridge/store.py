@@ -22,6 +22,7 @@ from . import events as ev
 from .facts import CallFacts, reduce, summarize
 
 FINAL_STATES = ("ended", "failed")
+INSERT_CHUNK = 100  # rows per INSERT: 8 columns each, under SQLite's variable limit
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,13 @@ def store_events(session: Session, raws: Iterable[RawEvent]) -> set[int]:
     if not rows:
         return set()
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(CallEvent).on_conflict_do_nothing(index_elements=["dedup_key"])
     changed = set()
-    for row in rows:  # per row: rowcount tells which were new
-        if session.execute(stmt.values(**row)).rowcount:
-            changed.add(row["call_id"])
+    for start in range(0, len(rows), INSERT_CHUNK):
+        # one statement per chunk; RETURNING names the rows that were new
+        stmt = (insert(CallEvent).values(rows[start:start + INSERT_CHUNK])
+                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .returning(CallEvent.call_id))
+        changed.update(session.scalars(stmt))
     return changed
 
 

@@ -11,12 +11,13 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+WRITE_OPTION = "khhf_write"
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -32,10 +33,28 @@ def make_engine(url: str, **kwargs) -> Engine:
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
+def _sqlite_begin(conn):
+    # SQLite cannot upgrade a read transaction to a write one once another
+    # connection has committed: it fails at once with "database is locked",
+    # whatever the busy timeout. A unit of work that will write says so, and
+    # takes the write lock up front (BEGIN IMMEDIATE), waiting for its turn.
+    immediate = conn.get_execution_options().get(WRITE_OPTION)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def begin_write(session: Session) -> None:
+    """Start `session`'s transaction as a writing one (SQLite: BEGIN
+    IMMEDIATE); call before its first statement. A no-op on PostgreSQL."""
+    session.connection(execution_options={WRITE_OPTION: True})
+
+
 def _sqlite_pragmas(dbapi_conn, _record):
+    # transactions are begun by _sqlite_begin, not by the driver
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -55,30 +74,12 @@ def schema_statements(dialect: str, sql: str | None = None) -> list[str]:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every table of schema.sql in one transaction (all or nothing)."""
-    statements = schema_statements(engine.dialect.name)
-    if engine.dialect.name == "sqlite":
-        # pysqlite runs DDL outside transactions; drive BEGIN/COMMIT ourselves
-        raw = engine.raw_connection()
-        dbapi = raw.driver_connection
-        saved, dbapi.isolation_level = dbapi.isolation_level, None
-        try:
-            cur = dbapi.cursor()
-            cur.execute("BEGIN")
-            try:
-                for statement in statements:
-                    cur.execute(statement)
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
-        finally:
-            dbapi.isolation_level = saved
-            raw.close()
-        return
+    """Create every table of schema.sql in one transaction (all or nothing:
+    both SQLite, whose transactions _sqlite_begin drives, and PostgreSQL
+    roll DDL back)."""
     with engine.begin() as conn:
-        for statement in statements:
-            conn.execute(text(statement))
+        for statement in schema_statements(engine.dialect.name):
+            conn.exec_driver_sql(statement)
 
 
 def has_schema(engine: Engine) -> bool:
@@ -92,8 +93,9 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def unit_of_work(factory: sessionmaker[Session]):
-    """One unit of work: commit on success, roll back on any error."""
+    """One unit of work that writes: commit on success, roll back on any error."""
     session = factory()
+    begin_write(session)
     try:
         yield session
         session.commit()

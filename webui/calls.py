@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, request, url
 from flask_babel import gettext
 from flask_login import current_user
 
-from khhf import bridge_client
+from khhf import bridge_client, db
 from khhf import config as khhf_config
 from khhf.config import ConfigError
 from khhf.models import Call, Task, utcnow
@@ -45,10 +45,12 @@ def _answer(ok: bool, message: str, status: int, **extra):
 @bp.route("/dial/<int:task_id>", methods=["POST"])
 @allow("manager")
 def dial(task_id):
-    task = load(Task, task_id)
+    task_id = load(Task, task_id).id
     session = get_db()
+    session.rollback()       # end the read: the dial is one writing unit of work
+    db.begin_write(session)
     try:
-        call = dialing.request_call(session, settings(), current_user, task.id, ip=client_ip())
+        call = dialing.request_call(session, settings(), current_user, task_id, ip=client_ip())
     except ValidationError as error:
         session.rollback()
         message = " ".join(gettext(p.message, **p.params) for p in error.problems)
@@ -58,9 +60,11 @@ def dial(task_id):
         bridge_client.dial(settings(), call.id)
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         # nothing rang: close the row so the manager is not "on a call"
+        db.begin_write(session)
+        call = session.get(Call, call.id)
         call.state, call.outcome, call.end_at, call.recording_path = \
             "failed", "not_placed", utcnow(), None
-        task.status = "pending"
+        session.get(Task, task_id).status = "pending"
         session.commit()
         current_app.logger.warning("dial of call %s failed: %s", call.id, error)
         return _answer(False, gettext("The phone system did not take the call; try again "
