@@ -71,9 +71,10 @@ def test_calls_lost_in_an_asterisk_crash_are_closed(tmp_path):
             assert (call.state, call.outcome) == ("ended", "lost")
             assert call.task_snapshot[0] == "connected"
             # and the manager may call again
+            next_task = env.task_for("8001", "13912345001")
             with env.sessions() as s:
                 user = s.scalar(select(User).where(User.username == "m8001"))
-                request_call(s, env.settings, user, env.task_for("8001", "13912345001"))
+                request_call(s, env.settings, user, next_task)
                 s.rollback()
         finally:
             env.stop()
