@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,7 +89,11 @@ def run(settings, result, talk_seconds: int = 20) -> int:
             out = open(logs / f"{module}.log", "ab")
             services.append(subprocess.Popen([sys.executable, "-m", module], env=env,
                                              stdout=out, stderr=subprocess.STDOUT))
-        time.sleep(1.0)
+        ports = {"ami_bridge": (settings.bridge_host, settings.bridge_port),
+                 "agi": (settings.agi_host, settings.agi_port),
+                 "webui": (settings.web_host, settings.web_port)}
+        for proc, module in zip(services, modules):
+            _wait_listening(module, *ports[module], proc=proc, log=logs / f"{module}.log")
         print_logins(settings, result)
         print(f"logs in {logs}; press Ctrl-C to stop", flush=True)
         stop = {"now": False}
@@ -114,3 +119,18 @@ def run(settings, result, talk_seconds: int = 20) -> int:
         for party in parties:
             party.stop()
         instance.down()
+
+
+def _wait_listening(name, host, port, proc, log, timeout=60.0) -> None:
+    """Wait until service `name` accepts connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"khhf demo: {name} did not start listening on {host}:{port}; "
+                             f"see {log}")
+        time.sleep(0.1)

@@ -161,14 +161,27 @@ class Sipp:
         self.args = args
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Sipp":
-        self.stdout = open(self.workdir / "stdout.log", "wb")
-        self.proc = subprocess.Popen(self.args, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                     stdout=self.stdout, stderr=subprocess.STDOUT)
-        time.sleep(0.15)  # let it bind before anyone sends to it
-        if self.proc.poll() not in (None, 0):
-            raise RuntimeError(f"sipp {self.name} exited at start: {self.output()}")
+    def start(self, attempts: int = 3) -> "Sipp":
+        for attempt in range(attempts):
+            self.stdout = open(self.workdir / "stdout.log", "wb")
+            self.proc = subprocess.Popen(self.args, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                         stdout=self.stdout, stderr=subprocess.STDOUT)
+            time.sleep(0.15)  # let it bind before anyone sends to it
+            if self.proc.poll() in (None, 0):
+                return self
+            self.stdout.close()
+            output = self.output()
+            if "Unable to bind" not in output or attempt == attempts - 1:
+                raise RuntimeError(f"sipp {self.name} exited at start: {output}")
+            # another process took a control or media port between our pick and
+            # SIPp's bind: pick again (the SIP port itself is the caller's)
+            self._repick_ports()
         return self
+
+    def _repick_ports(self) -> None:
+        local_ip = self.args[self.args.index("-i") + 1]
+        self.args[self.args.index("-mp") + 1] = str(free_port(local_ip, span=4))
+        self.args[self.args.index("-cp") + 1] = str(free_port(local_ip))
 
     def wait(self, timeout: float = 60) -> int:
         try:
