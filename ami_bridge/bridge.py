@@ -56,6 +56,10 @@ class Bridge:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set: connection, consumer, reconciler."""
         consumer = asyncio.create_task(self._consume())
+        # a pass still running when the next is due is skipped (max_instances=1):
+        # that is the design, not a warning for the log
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         scheduler = AsyncIOScheduler()
         scheduler.add_job(self.reconcile, "interval", seconds=self.settings.reconcile_seconds,
                           max_instances=1, coalesce=True)
@@ -165,12 +169,8 @@ class Bridge:
         raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
-            # ended calls whose recording was not finished when they ended
-            changed |= set(session.scalars(select(Call.id).where(
-                Call.state.in_(store.FINAL_STATES), Call.recording_path.is_not(None),
-                Call.recording_sha256.is_(None))))
             for call_id in sorted(changed):
-                store.recompute(session, call_id, self.settings.recordings_dir)
+                store.recompute(session, call_id)
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == "requested",
@@ -184,7 +184,28 @@ class Bridge:
             if live is not None:
                 changed |= self._close_vanished(session, live, now)
         commit()
+        changed |= self.fill_recordings()
         return changed
+
+    def fill_recordings(self) -> set[int]:
+        """Size, length and checksum of finished calls' recordings. The files
+        are read outside any transaction, so hashing hundreds of them never
+        holds the database's write lock."""
+        with self.sessions() as session:
+            pending = session.execute(select(Call.id, Call.recording_path).where(
+                Call.state.in_(store.FINAL_STATES), Call.recording_path.is_not(None),
+                Call.recording_sha256.is_(None))).all()
+        stats = {call_id: store.recording_stats(self.settings.recordings_dir / path)
+                 for call_id, path in pending}
+        stats = {k: v for k, v in stats.items() if v is not None}
+        if stats:
+            with db.unit_of_work(self.sessions) as session:
+                for call_id, (seconds, size, sha) in stats.items():
+                    call = session.get(Call, call_id)
+                    if call.recording_path and call.recording_sha256 is None:
+                        call.recording_seconds, call.recording_bytes = seconds, size
+                        call.recording_sha256 = sha
+        return set(stats)
 
     def _close_vanished(self, session, live: set[str], now: dt.datetime) -> set[int]:
         """Open calls with no live channel and no event for a while: Asterisk

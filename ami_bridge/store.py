@@ -92,7 +92,7 @@ def facts_for(session: Session, call_id: int) -> CallFacts:
     return facts
 
 
-def recompute(session: Session, call_id: int, recordings_dir: Path | None = None) -> Call:
+def recompute(session: Session, call_id: int) -> Call:
     """Bring the call row (and its task) in line with the stored events."""
     call = session.get(Call, call_id)
     summary = summarize(facts_for(session, call_id))
@@ -102,18 +102,15 @@ def recompute(session: Session, call_id: int, recordings_dir: Path | None = None
         setattr(call, key, value)
     if call.state in FINAL_STATES and call.outcome != "answered":
         call.recording_path = None
-    if recordings_dir is not None and call.state in FINAL_STATES:
-        fill_recording(call, recordings_dir)
     if call.task_id is not None:
         update_task(session, call)
     return call
 
 
-def fill_recording(call: Call, recordings_dir: Path) -> bool:
-    """Size, duration and checksum of a finished call's recording."""
-    if not call.recording_path or call.recording_sha256:
-        return False
-    path = Path(recordings_dir) / call.recording_path
+def recording_stats(path: Path) -> tuple[float, int, str] | None:
+    """(seconds, bytes, SHA-256) of a finished WAV recording, or None while
+    it is missing or still being written. Reads the file: call it outside
+    any database transaction."""
     try:
         with wave.open(str(path)) as w:
             seconds = w.getnframes() / w.getframerate()
@@ -121,12 +118,9 @@ def fill_recording(call: Call, recordings_dir: Path) -> bool:
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
+        return round(seconds, 3), path.stat().st_size, digest.hexdigest()
     except (OSError, EOFError, wave.Error):
-        return False  # not written yet: the next sweep tries again
-    call.recording_seconds = round(seconds, 3)
-    call.recording_bytes = path.stat().st_size
-    call.recording_sha256 = digest.hexdigest()
-    return True
+        return None
 
 
 def update_task(session: Session, call: Call) -> None:
