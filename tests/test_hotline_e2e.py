@@ -137,7 +137,9 @@ def test_desk_busy_or_unregistered_rings_the_mobile_through_the_trunk(hotline_pb
     county = hp.county(f"c{n}", unified)
     own = hp.manager(county, desk_ext, mobile)
     hp.customer(county, customer_no, own)
-    desk = hp.h.desk_phone(desk_ext, "busy.xml") if desk_state == "busy" else None
+    desk = None
+    if desk_state == "busy":
+        desk = hp.h.desk_phone(desk_ext, "reject.xml", fill={"CODE": 486, "REASON": "Busy Here"})
     mobile_leg = hp.h.trunk("answer_hangup.xml", duration_ms=1500)
 
     caller = hp.call(unified, customer_no)
@@ -161,9 +163,9 @@ def test_nobody_answers_group_then_message_callback_task_and_sms(hotline_pbx):
     own = hp.manager(county, "8104", "13700000004", on_duty=True)
     colleague = hp.manager(county, "8105", "13700000005", on_duty=True)
     customer = hp.customer(county, "13800000004", own)
-    desk = hp.h.desk_phone("8104", "no_answer.xml")
-    group = hp.h.desk_phone("8105", "no_answer.xml")
-    mobile_leg = hp.h.trunk("no_answer.xml")
+    desk = hp.h.desk_phone("8104", "ring_forever.xml")
+    group = hp.h.desk_phone("8105", "ring_forever.xml")
+    mobile_leg = hp.h.trunk("ring_forever.xml")
 
     caller = hp.call("13900000004", "008613800000004")
     assert caller.wait(40) == 0, caller.trace_summary()  # answered by the message, then BYE
@@ -194,7 +196,7 @@ def test_unknown_caller_hunts_the_county_group(hotline_pbx):
     hp.manager(county, "8106", on_duty=True)
     hp.manager(county, "8107", on_duty=True)
     hp.manager(county, "8108", on_duty=False)  # off duty: never rung
-    first = hp.h.desk_phone("8106", "no_answer.xml")
+    first = hp.h.desk_phone("8106", "ring_forever.xml")
     second = hp.h.desk_phone("8107", "answer_hangup.xml", duration_ms=1000)
     off_duty = hp.h.desk_phone("8108", "answer.xml")
 
