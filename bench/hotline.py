@@ -10,16 +10,20 @@ the 50 desk phones to one answering SIPp.
 1. Routing overhead: customers of manager 1 call, one call at a time (at
    most 10 per second, so the desk is idle again), alternately through
    the hotline (AGI-routed: Ringing, AGI, AstDB check, MixMonitor,
-   DEVICE_STATE, Dial) and through a static route that only Dials the
-   same desk phone (injected into the running PBX, never shipped). The
+   DEVICE_STATE, Dial), a static route that only Dials the same desk
+   phone, and a static route with the hotline's Ringing and MixMonitor
+   (both injected into the running PBX, never shipped); 10 warm-up calls
+   first. The
    latency is the customer's INVITE sent -> the desk phone's INVITE
    received, both from SIPp's message traces (same host clock).
 2. Sustained: `--rate` calls per second for `--seconds`, spread over all
    managers; a call whose desk is busy rings the mobile (the trunk SIPp
    answers). Dropped = calls SIPp counts as failed.
 
-Prints a table. PostgreSQL needs --pg-url or KHHF_TEST_PG_URL (a user who
-may CREATE DATABASE); scripts/test sets the latter.
+Prints tables, one per database as it finishes, then all together.
+PostgreSQL needs --pg-url or KHHF_TEST_PG_URL (a role that may CREATE
+DATABASE; use a role of its own: scripts/test and bench/run reset the
+passwords of theirs).
 """
 
 from __future__ import annotations
