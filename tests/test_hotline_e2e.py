@@ -5,6 +5,7 @@ mobile through the trunk, and the county group, all SIPp."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -84,7 +85,8 @@ class Hotline:
 def hotline_pbx(tmp_path_factory):
     if SIPP is None:
         pytest.fail("sipp is not installed: scripts/install installs Debian's sip-tester.")
-    harness = PbxHarness(tmp_path_factory.mktemp("hotline"), name="hotline", desk_extensions=DESKS)
+    harness = PbxHarness(tmp_path_factory.mktemp("hotline"), name=f"hotline{os.getpid()}",
+                         desk_extensions=DESKS)
     engine = db.make_engine(harness.settings.database_url)
     db.create_schema(engine)
     agi = AgiThread(db.session_factory(engine)).start()
