@@ -3,6 +3,7 @@
     khhf init                  write the config with fresh secrets, create the database
     khhf pbx build             build the cached Asterisk root (Debian sid)
     khhf pbx up|down|status    run the PBX instance
+    khhf pbx reload            render the desk phones again from the database
     khhf pbx phones            desk-phone SIP credentials, for provisioning
 """
 
@@ -74,6 +75,9 @@ def cmd_pbx(args) -> int:
         print(f"PBX {settings.pbx_name!r} {'stopped' if was else 'was not running'}")
     elif args.action == "status":
         print(instance.status())
+    elif args.action == "reload":
+        instance.reload_phones(instance.desk_extensions)
+        print(f"desk phones reloaded: {', '.join(instance.desk_extensions) or 'none'}")
     elif args.action == "phones":
         for ext in instance.desk_extensions:
             print(f"{ext}\tsip:{ext}@{settings.sip_host}:{settings.sip_port}\t"
@@ -90,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="e.g. postgresql://user:pw@127.0.0.1/khhf")
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("pbx", help="the Asterisk PBX")
-    p.add_argument("action", choices=["build", "up", "down", "status", "phones"])
+    p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
     from . import cli_demo, cli_hotline
     cli_hotline.register(sub)   # khhf hotline ...

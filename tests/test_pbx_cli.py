@@ -4,6 +4,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from khhf import config
 from tests.harness import PbxHarness, free_port
 
@@ -76,3 +78,33 @@ def test_two_instances_run_at_once(pbx_harness, tmp_path):
     # stopping the second leaves the first running
     rc, out, err = run_khhf(pbx_harness.settings.config_path, "pbx", "status")
     assert rc == 0, err
+
+
+def test_reload_adds_a_new_desk_phone(tmp_path):
+    """A manager added after start-up: `khhf pbx reload` lets the phone register."""
+    from sqlalchemy import select
+
+    from khhf import db
+    from khhf.models import County, Manager, User
+    with PbxHarness(tmp_path, name=f"reload{__import__('os').getpid()}",
+                    desk_extensions=[]) as h:
+        engine = db.make_engine(h.settings.database_url)
+        db.create_schema(engine)
+        with db.unit_of_work(db.session_factory(engine)) as s:
+            county = County(code="c", name="县")
+            s.add(county)
+            s.flush()
+            user = User(username="m", password_hash="-", display_name="经理", role="manager",
+                        county_id=county.id)
+            s.add(user)
+            s.flush()
+            s.add(Manager(user_id=user.id, county_id=county.id, employee_no="E1",
+                          desk_extension="8004"))
+        with pytest.raises(RuntimeError, match="failed to register"):
+            h.register_desk_phone("8004")
+        rc, out, err = run_khhf(h.settings.config_path, "pbx", "reload")
+        assert rc == 0 and "8004" in out, err
+        h.register_desk_phone("8004")
+        with db.session_factory(engine)() as s:
+            assert s.scalar(select(Manager.desk_extension)) == "8004"
+        engine.dispose()
