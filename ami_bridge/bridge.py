@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import subprocess
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
@@ -25,7 +26,8 @@ from sqlalchemy import func, select
 from khhf import db
 from khhf.ami import AmiAuthError, AmiClient, AmiError
 from khhf.config import Settings
-from khhf.models import Call, CallEvent, utcnow
+from khhf.models import Call, CallEvent, Manager, utcnow
+from khhf.pbx import Pbx, PbxError
 
 from . import store
 from .cel_reader import CelReader
@@ -51,6 +53,7 @@ class Bridge:
         self.connected = asyncio.Event()
         self.events_applied = 0
         self._reconcile_lock = asyncio.Lock()
+        self._phone_sync_failed = False
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -142,7 +145,31 @@ class Bridge:
     async def reconcile(self) -> set[int]:
         async with self._reconcile_lock:
             live = await self.live_linkedids()
-            return await asyncio.to_thread(self.reconcile_once, None, live)
+            changed = await asyncio.to_thread(self.reconcile_once, None, live)
+            if self.settings.sync_desk_phones:
+                await asyncio.to_thread(self.sync_desk_phones)
+            return changed
+
+    def sync_desk_phones(self) -> set[str]:
+        """Give the PBX the desk phones of managers added since it started, so
+        a new manager's phone can register at once. Only adds: a removed
+        phone goes at `khhf pbx reload` or restart, never under a live call."""
+        with self.sessions() as session:
+            wanted = set(session.scalars(select(Manager.desk_extension).where(
+                Manager.status == "active", Manager.desk_extension.is_not(None))))
+        instance = Pbx(self.settings)
+        have = instance.rendered_phones()
+        missing = wanted - have
+        if missing and not self._phone_sync_failed:
+            try:
+                instance.reload_phones(sorted(have | wanted))
+                log.info("desk phones added to the PBX: %s", ", ".join(sorted(missing)))
+            except (PbxError, OSError, subprocess.SubprocessError) as exc:
+                self._phone_sync_failed = True  # say it once; `khhf pbx reload` remains
+                log.warning("cannot add desk phones %s to the PBX (%s); run `khhf pbx reload`",
+                            ", ".join(sorted(missing)), exc)
+                return set()
+        return missing
 
     async def live_linkedids(self) -> set[str] | None:
         """The linkedids of the calls Asterisk has channels for right now

@@ -356,6 +356,14 @@ class Pbx:
             raise PbxError(f"Asterisk CLI {command!r} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout
 
+    def rendered_phones(self) -> set[str]:
+        """The desk extensions the running configuration has."""
+        try:
+            text = (self.run_dir / "etc" / "pjsip.d" / "50-desk-phones.conf").read_text()
+        except OSError:
+            return set()
+        return set(re.findall(r"^\[(\d{4})\]\(desk-phone\)", text, re.M))
+
     def reload_phones(self, desk_extensions) -> None:
         """Render the desk phones again and make PJSIP read them."""
         self.desk_extensions = list(desk_extensions)
