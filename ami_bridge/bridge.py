@@ -24,10 +24,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
 
 from khhf import db
+from khhf.services import dialing
 from khhf.ami import AmiAuthError, AmiClient, AmiError
 from khhf.config import Settings
-from khhf.models import Call, CallEvent, Manager, utcnow
-from khhf.pbx import Pbx, PbxError
+from khhf.models import Call, CallEvent, utcnow
+from khhf.pbx import Pbx, PbxError, active_desk_extensions
 
 from . import store
 from .cel_reader import CelReader
@@ -155,8 +156,7 @@ class Bridge:
         a new manager's phone can register at once. Only adds: a removed
         phone goes at `khhf pbx reload` or restart, never under a live call."""
         with self.sessions() as session:
-            wanted = set(session.scalars(select(Manager.desk_extension).where(
-                Manager.status == "active", Manager.desk_extension.is_not(None))))
+            wanted = set(active_desk_extensions(session))
         instance = Pbx(self.settings)
         have = instance.rendered_phones()
         missing = wanted - have
@@ -203,10 +203,7 @@ class Bridge:
                     Call.direction == "outbound", Call.state == "requested",
                     Call.requested_at < horizon)):
                 if not store.facts_for(session, call.id).started:
-                    call.state, call.outcome, call.end_at = "failed", "not_placed", now
-                    call.recording_path = None
-                    if call.task_id is not None:
-                        store.update_task(session, call)
+                    dialing.mark_not_placed(session, call, now)
                     changed.add(call.id)
             if live is not None:
                 changed |= self._close_vanished(session, live, now)

@@ -43,7 +43,6 @@ class LegEvent:
 @dataclass
 class CallFacts:
     started: set = field(default_factory=set)
-    ended: set = field(default_factory=set)
     ring_at: dict = field(default_factory=dict)
     answer_at: dict = field(default_factory=dict)
     hangup_at: dict = field(default_factory=dict)
@@ -51,14 +50,13 @@ class CallFacts:
     first_hangup_request: str | None = None
     dial_status: str | None = None
     sip_code: int | None = None
-    originate_failed: bool = False
     end_at: dt.datetime | None = None
 
 
 def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
     """Fold one event into the facts (returns a new CallFacts)."""
     f = dataclasses.replace(
-        facts, started=set(facts.started), ended=set(facts.ended), ring_at=dict(facts.ring_at),
+        facts, started=set(facts.started), ring_at=dict(facts.ring_at),
         answer_at=dict(facts.answer_at), hangup_at=dict(facts.hangup_at),
         hangup_cause=dict(facts.hangup_cause))
     leg = ev.leg
@@ -78,7 +76,6 @@ def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
             f.first_hangup_request = leg
     elif ev.kind == "hangup":
         f.started.add(leg)
-        f.ended.add(leg)
         f.hangup_at[leg] = ev.at
         if ev.cause is not None:
             f.hangup_cause[leg] = ev.cause
@@ -86,12 +83,11 @@ def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
         f.dial_status = ev.dial_status or f.dial_status
         f.sip_code = ev.sip_code or f.sip_code
     elif ev.kind == "originate_failed":
-        f.originate_failed = True
         if not f.started:  # else the desk leg's own hang-up ends the call
             f.end_at = f.end_at or ev.at
     elif ev.kind == "end":
         f.end_at = ev.at
-    if f.started and f.started <= f.ended:
+    if f.started and f.started <= f.hangup_at.keys():
         f.end_at = max(f.hangup_at.values())
     return f
 
@@ -149,7 +145,7 @@ def summarize(f: CallFacts) -> dict:
         dialed = CUSTOMER in f.started or f.dial_status is not None
         row["outcome"] = customer_outcome(f) if dialed else manager_outcome(f)
         row["end_at"] = f.end_at
-        state = "ended" if row["outcome"] == "answered" or dialed else "failed"
+        state = "ended" if dialed else "failed"
         leg = CUSTOMER if dialed else MANAGER
         row["hangup_cause"] = f.hangup_cause.get(leg, f.hangup_cause.get(MANAGER))
         if CUSTOMER in f.answer_at:

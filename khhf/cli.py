@@ -23,18 +23,14 @@ def _settings(args) -> config_mod.Settings:
 
 def desk_extensions(settings) -> list[str]:
     """Desk extensions of active managers, from the database (if it exists)."""
-    from sqlalchemy import select
     from . import db
-    from .models import Manager
+    from .pbx import active_desk_extensions
     engine = db.make_engine(settings.database_url)
     try:
         if not db.has_schema(engine):
             return []
         with db.session_factory(engine)() as session:
-            rows = session.scalars(select(Manager.desk_extension).where(
-                Manager.status == "active", Manager.desk_extension.is_not(None))
-                .order_by(Manager.desk_extension))
-            return list(rows)
+            return active_desk_extensions(session)
     finally:
         engine.dispose()
 

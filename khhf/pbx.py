@@ -48,6 +48,15 @@ def phone_password(settings: Settings, extension: str) -> str:
     return hmac.new(secret, f"desk:{extension}".encode(), hashlib.sha256).hexdigest()[:20]
 
 
+def active_desk_extensions(session) -> list[str]:
+    """The desk extensions of active managers: the phones the PBX renders."""
+    from sqlalchemy import select
+    from .models import Manager
+    return list(session.scalars(select(Manager.desk_extension).where(
+        Manager.status == "active", Manager.desk_extension.is_not(None))
+        .order_by(Manager.desk_extension)))
+
+
 def debian_mirror() -> str:
     """The Debian archive URI this machine's apt already uses."""
     candidates = sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]

@@ -99,3 +99,14 @@ def test_outcomes_table():
         assert (row["state"], row["outcome"]) == (state, outcome), leg_events
     # the last one: the manager hung up first, after 6 s of talk
     assert (row["hangup_by"], row["talk_seconds"]) == ("manager", 6)
+
+
+def test_manager_conf_asks_for_exactly_the_events_the_bridge_reads():
+    import re
+    conf = (Path(__file__).parent.parent / "asterisk" / "manager.conf").read_text()
+    [pattern] = re.findall(r"^eventfilter = Event: \(([^)]*)\)", conf, re.M)
+    assert set(pattern.split("|")) == set(events.AMI_EVENTS)
+    # and every event the normaliser understands is among them
+    for name in ("Newchannel", "Newstate", "HangupRequest", "Hangup", "UserEvent",
+                 "OriginateResponse"):
+        assert name in events.AMI_EVENTS

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from khhf.models import Call
+from khhf.models import Call, Task
 from tests.bridge_env import UNIFIED, BridgeEnv
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.web_support import log_in_as
 
 CUSTOMER = "13812347777"
 
@@ -59,3 +60,19 @@ def test_manager_clicks_call_and_reaches_the_customer(served, pbx_harness):
         assert "已接听" in page.locator("#calls").inner_text()
         assert "已接通" in page.locator(f"tr[data-task='{task_id}']").inner_text()
         browser.close()
+
+
+def test_when_the_bridge_is_down_nothing_rings_and_the_task_is_free(served):
+    env, _, _ = served
+    env.stop()  # the AMI bridge (and its command channel) is gone
+    app, _ = env.web_app("m8001")
+    task_id = env.task_for("8001", "13812348888")
+    client = app.test_client()
+    log_in_as(client, app, "m8001")
+    app.config["WTF_CSRF_ENABLED"] = False
+    response = client.post(f"/calls/dial/{task_id}", headers={"Accept": "application/json"})
+    assert response.status_code == 503 and response.json["ok"] is False
+    with env.sessions() as s:
+        call = s.scalar(select(Call).where(Call.task_id == task_id))
+        assert (call.state, call.outcome, call.recording_path) == ("failed", "not_placed", None)
+        assert s.get(Task, task_id).status == "pending"

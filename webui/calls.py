@@ -15,7 +15,7 @@ from flask_login import current_user
 from khhf import bridge_client, db
 from khhf import config as khhf_config
 from khhf.config import ConfigError
-from khhf.models import Call, Task, utcnow
+from khhf.models import Call, Task
 from khhf.services import ValidationError, dialing
 from webui.access import allow, client_ip, load
 from webui.db import get_db
@@ -61,10 +61,7 @@ def dial(task_id):
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         # nothing rang: close the row so the manager is not "on a call"
         db.begin_write(session)
-        call = session.get(Call, call.id)
-        call.state, call.outcome, call.end_at, call.recording_path = \
-            "failed", "not_placed", utcnow(), None
-        session.get(Task, task_id).status = "pending"
+        dialing.mark_not_placed(session, session.get(Call, call.id))
         session.commit()
         current_app.logger.warning("dial of call %s failed: %s", call.id, error)
         return _answer(False, gettext("The phone system did not take the call; try again "

@@ -97,3 +97,13 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     audit.record(session, user, "create", "call", call.id, ip=ip,
                  detail=f"dial task {task.id}, customer {mask_phone(customer.phone)}")
     return call
+
+
+def mark_not_placed(session: Session, call: Call, now: dt.datetime | None = None) -> None:
+    """Close a requested call that never rang (the bridge refused it, or
+    Asterisk never created its channel): the task is free to dial again."""
+    call.state, call.outcome, call.end_at, call.recording_path = \
+        "failed", "not_placed", now or utcnow(), None
+    task = session.get(Task, call.task_id) if call.task_id is not None else None
+    if task is not None and task.status == "dialing":
+        task.status = "pending"
