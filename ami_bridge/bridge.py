@@ -1,6 +1,6 @@
 """The AMI bridge daemon: call events from Asterisk into the database.
 
-- One AMI connection (khhf.ami, over panoramisk), re-established with
+- One AMI connection (pbxctl.ami, over panoramisk), re-established with
   back-off; Asterisk sends only the events we ask for (manager.conf
   eventfilter).
 - Callbacks only queue events; one consumer takes them in order, in
@@ -25,10 +25,10 @@ from sqlalchemy import func, select
 
 from khhf import db
 from khhf.services import dialing
-from khhf.ami import AmiAuthError, AmiClient, AmiError
+from pbxctl.ami import AmiAuthError, AmiClient, AmiError
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
-from khhf.pbx import Pbx, PbxError, active_desk_extensions
+from pbxctl.pbx import Pbx, PbxError, active_desk_extensions
 
 from . import store
 from .cel_reader import CelReader

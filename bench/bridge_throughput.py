@@ -15,7 +15,7 @@ a ratio to a bare socket reader fed the same stream in the same run.
    recomputes every call, as it would live.
 3. Readers, one after the other on the same bytes:
    bare        asyncio StreamReader, split on \\r\\n\\r\\n, count
-   panoramisk  khhf.ami.AmiClient (panoramisk parse + queue), no database
+   panoramisk  pbxctl.ami.AmiClient (panoramisk parse + queue), no database
    apply only  Bridge.apply_ami on the parsed events in batches of 500, no socket
    bridge      the real Bridge.run: AmiClient -> queue -> apply_ami batches
                (time until it has applied the last event)
@@ -46,7 +46,7 @@ from sqlalchemy import func, select, text
 from ami_bridge import store
 from ami_bridge.bridge import BATCH, Bridge
 from khhf import db
-from khhf.ami import AmiClient
+from pbxctl.ami import AmiClient
 from khhf.models import (Call, CallEvent, County, Customer, Manager, Task, TaskType, User,
                          utcnow)
 
@@ -111,8 +111,8 @@ class AmiTapThread:
 def record(workdir: Path, calls: int = 3, talk_ms: int = 1000):
     """Events of `calls` real answered outbound calls, as the bridge's AMI user
     gets them, and the PBX's settings."""
-    from tests.bridge_env import BridgeEnv
-    from tests.harness import PbxHarness
+    from simkit.bridge_env import BridgeEnv
+    from simkit.harness import PbxHarness
 
     desks = ("8001", "8002", "8003")[:calls]
     with PbxHarness(workdir, name=f"bench-tp{os.getpid()}", desk_extensions=desks) as h:

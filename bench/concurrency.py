@@ -51,12 +51,14 @@ from sqlalchemy import func, select
 
 from ami_bridge import store
 from bench.bridge_throughput import AmiTapThread, database, parse
-from khhf import bridge_client, db, pbx
+from ami_bridge import client as bridge_client
+from khhf import db
+from pbxctl import pbx
 from khhf.models import Call, CallEvent, Manager, User
 from khhf.services.dialing import request_call
-from khhf.sipp import SIPP_DIR, Sipp, free_port, wav_stats
-from tests.bridge_env import BridgeEnv
-from tests.harness import PbxHarness
+from simkit.sipp import SIPP_DIR, Sipp, free_port, wav_stats
+from simkit.bridge_env import BridgeEnv
+from simkit.harness import PbxHarness
 
 TICK = os.sysconf("SC_CLK_TCK")
 

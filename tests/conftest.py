@@ -46,7 +46,7 @@ def pg_database(pg_admin_url):
 @pytest.fixture(scope="session")
 def pbx_harness(tmp_path_factory):
     """One real Asterisk for the test session, on free loopback ports."""
-    from tests.harness import SIPP, PbxHarness
+    from simkit.harness import SIPP, PbxHarness
     if SIPP is None:
         pytest.fail("sipp is not installed: scripts/install installs Debian's sip-tester.")
     with PbxHarness(tmp_path_factory.mktemp("pbx")) as harness:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from khhf import config, db
-from tests.harness import free_port
+from simkit.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ carrier -> AMI events and CEL -> call row and task state."""
 
 import pytest
 
-from tests.bridge_env import BridgeEnv
+from simkit.bridge_env import BridgeEnv
 
 CUSTOMER = "13812345678"
 

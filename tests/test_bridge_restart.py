@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from khhf.models import Call, User
 from khhf.services.dialing import request_call
-from tests.bridge_env import BridgeEnv
-from tests.harness import PbxHarness
+from simkit.bridge_env import BridgeEnv
+from simkit.harness import PbxHarness
 
 TALK_MS = 4000
 

@@ -2,7 +2,8 @@
 
 from sqlalchemy import select
 
-from khhf import cli, config, db
+from khhf import config, db
+from khhfcli import main as cli
 from khhf.models import AuditLog, Customer, Manager
 from tests.test_handover import seed
 

@@ -18,7 +18,7 @@ import urllib.request
 
 from sqlalchemy import create_engine, text
 
-from tests.harness import free_port
+from simkit.harness import free_port
 
 
 def test_demo_runs_a_call_end_to_end(tmp_path):
@@ -32,7 +32,7 @@ def test_demo_runs_a_call_end_to_end(tmp_path):
                KHHF_BRIDGE_PORT=str(free_port(kind=socket.SOCK_STREAM)),
                KHHF_WEB_PORT=str(free_port(kind=socket.SOCK_STREAM)),
                KHHF_CALLING_WINDOW="00:00-23:59")
-    khhf = [sys.executable, "-m", "khhf.cli"]
+    khhf = [sys.executable, "-m", "khhfcli.main"]
     subprocess.run(khhf + ["init", "--home", str(tmp_path)], env=env, check=True,
                    capture_output=True)
     out = open(tmp_path / "demo.out", "w+")

@@ -10,7 +10,7 @@ from khhf import config, db
 from khhf.models import AuditLog, Call, Customer, Manager, Task, User
 from khhf.services import ValidationError
 from khhf.services.dialing import parse_window, request_call
-from tests.bridge_env import BridgeEnv
+from simkit.bridge_env import BridgeEnv
 
 # 03:00 UTC is 11:00 in Asia/Shanghai: inside the default window
 NOON = dt.datetime(2026, 11, 27, 3, 0)

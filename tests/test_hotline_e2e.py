@@ -15,7 +15,7 @@ from khhf import db
 from khhf.models import (Call, County, Customer, CustomerAssignment, Manager, SmsMessage, Task,
                          UnifiedNumber, User)
 from khhf.services import handover, hotline
-from tests.harness import SIPP, AgiThread, PbxHarness, free_port, wav_stats
+from simkit.harness import SIPP, AgiThread, PbxHarness, free_port, wav_stats
 
 pytestmark = pytest.mark.pbx
 
@@ -238,7 +238,7 @@ def test_after_departure_the_same_customer_reaches_the_successor(hotline_pbx):
 
 
 def sync_groups(hp) -> None:
-    from khhf.cli_hotline import sync_groups as sync
+    from khhfcli.hotline import sync_groups as sync
     sync(hp.h.settings)
 
 

@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from khhf import config
-from tests.harness import PbxHarness, free_port
+from simkit.harness import PbxHarness, free_port
 
 
 def run_khhf(conf_path, *args):
-    proc = subprocess.run([sys.executable, "-m", "khhf.cli", "--config", str(conf_path), *args],
+    proc = subprocess.run([sys.executable, "-m", "khhfcli.main", "--config", str(conf_path), *args],
                           capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stdout, proc.stderr
 

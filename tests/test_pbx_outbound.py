@@ -7,7 +7,7 @@ import datetime as dt
 
 
 from ami_bridge.originate import OutboundCall, originate_action
-from tests.harness import wav_stats
+from simkit.harness import wav_stats
 
 UNIFIED = "13900000000"
 CUSTOMER = "13812345678"
@@ -65,7 +65,7 @@ def test_desk_phone_cannot_dial_external_number(pbx_harness):
     h = pbx_harness
     trunk = h.trunk("answer.xml")
     port = h.register_desk_phone("8002")
-    from khhf.pbx import phone_password
+    from pbxctl.pbx import phone_password
     dialer = h.party("dial.xml", local_ip="127.0.0.1", port=port, remote=h.sip_target,
                      service=CUSTOMER, auth=("8002", phone_password(h.settings, "8002")),
                      keys={"caller": "8002"}).start()

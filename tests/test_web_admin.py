@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from khhf.models import AuditLog, County, Customer, Manager, UnifiedNumber, User
 from khhf.phones import mask_phone
-from tests.web_support import csrf_token, log_in, make_app, session_for
+from simkit.web import csrf_token, log_in, make_app, session_for
 
 NEW_MANAGER = {"username": "zhaolei", "display_name": "赵磊", "password": "initial-pass-1",
                "employee_no": "D100", "desk_extension": "8100", "mobile": "+86 139-1234-5678"}
@@ -220,7 +220,7 @@ def test_mask_phone():
 
 def test_demo_seed_is_idempotent_and_rotates_passwords(web):
     app, seeded = web
-    from khhf import demo
+    from simkit import seed as demo
     with session_for(app) as s:
         again = demo.seed(s)
         s.commit()

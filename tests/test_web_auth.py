@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from khhf.models import AuditLog, User
-from tests.web_support import csrf_token, log_in, make_app, session_for
+from simkit.web import csrf_token, log_in, make_app, session_for
 
 
 @pytest.fixture

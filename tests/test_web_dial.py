@@ -11,9 +11,9 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from khhf.models import Call, Task
-from tests.bridge_env import UNIFIED, BridgeEnv
+from simkit.bridge_env import UNIFIED, BridgeEnv
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, log_in
-from tests.web_support import log_in_as
+from simkit.web import log_in_as
 
 CUSTOMER = "13812347777"
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from khhf.models import ROLES, Call, County, Manager, Task, User
 from khhf.services import accounts
-from tests.web_support import log_in_as, make_app, session_for
+from simkit.web import log_in_as, make_app, session_for
 from webui.access import PUBLIC, access_rule
 
 AS = {"admin": "admin", "supervisor": "supervisor", "manager": "manager1"}

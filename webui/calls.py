@@ -12,7 +12,8 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, request, url
 from flask_babel import gettext
 from flask_login import current_user
 
-from khhf import bridge_client, db
+from ami_bridge import client as bridge_client
+from khhf import db
 from khhf import config as khhf_config
 from khhf.config import ConfigError
 from khhf.models import Call, Task

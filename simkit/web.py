@@ -9,7 +9,8 @@ import secrets
 
 from sqlalchemy import select
 
-from khhf import db, demo
+from khhf import db
+from simkit import seed as demo
 from khhf.models import User
 from webui import create_app
 

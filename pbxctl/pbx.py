@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ami
-from .config import Settings
+from khhf.config import Settings
 
 ASTERISK_CONF_DIR = Path(__file__).resolve().parent.parent / "asterisk"
 SID_PACKAGES = "asterisk,asterisk-modules,asterisk-core-sounds-en-gsm"
@@ -51,7 +51,7 @@ def phone_password(settings: Settings, extension: str) -> str:
 def active_desk_extensions(session) -> list[str]:
     """The desk extensions of active managers: the phones the PBX renders."""
     from sqlalchemy import select
-    from .models import Manager
+    from khhf.models import Manager
     return list(session.scalars(select(Manager.desk_extension).where(
         Manager.status == "active", Manager.desk_extension.is_not(None))
         .order_by(Manager.desk_extension)))

@@ -3,7 +3,7 @@
 Used by the tests (tests/harness.py) and by the demo, which has no real
 phones: each `Sipp` is one SIPp process playing one party, with RTP audio,
 whose message trace can be read back to see exactly what it received.
-Scenarios live in tests/sipp/.
+Scenarios live in simkit/scenarios/.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-SIPP_DIR = Path(__file__).resolve().parent.parent / "tests" / "sipp"
+SIPP_DIR = Path(__file__).resolve().parent / "scenarios"
 SIPP = shutil.which("sipp")
 _ports = itertools.count(0)
 
@@ -233,7 +233,7 @@ def register_desk_phone(settings, extension: str, port: int, workdir: Path,
                         expires: int = 3600) -> Sipp:
     """Register desk phone `extension` from 127.0.0.1:`port` with the PBX of
     `settings` (digest auth with its derived password); raise if refused."""
-    from khhf.pbx import phone_password
+    from pbxctl.pbx import phone_password
     reg = Sipp("register.xml", workdir, local_ip="127.0.0.1", port=port,
                remote=f"{settings.sip_host}:{settings.sip_port}", service=extension,
                auth=(extension, phone_password(settings, extension)), keys={"expires": expires})

@@ -114,7 +114,7 @@ def sync_groups(settings) -> dict[str, str]:
     AMI: the AMI user has no 'system' write privilege, and should not.
     """
     from khhf import db
-    from khhf.pbx import Pbx
+    from pbxctl.pbx import Pbx
     from khhf.services.hotline import county_groups
     engine = db.make_engine(settings.database_url)
     try:

@@ -18,9 +18,10 @@ import subprocess
 import sys
 import time
 
-from . import config as config_mod
-from . import db, pbx
-from .sipp import Sipp, free_port, register_desk_phone
+from khhf import config as config_mod
+from khhf import db
+from pbxctl import pbx
+from simkit.sipp import Sipp, free_port, register_desk_phone
 
 
 def register(subparsers) -> None:
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def seed(settings) -> dict:
-    from . import demo
+    from simkit import seed as demo
     engine = db.make_engine(settings.database_url)
     try:
         if not db.has_schema(engine):
@@ -61,7 +62,7 @@ def cmd_demo(args) -> int:
 
 
 def run(settings, result, talk_seconds: int = 20) -> int:
-    from .cli import desk_extensions
+    from .main import desk_extensions
     extensions = desk_extensions(settings)
     instance = pbx.Pbx(settings, extensions)
     instance.up()

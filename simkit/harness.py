@@ -1,6 +1,6 @@
 """Real peers for the tests: an Asterisk instance and SIPp parties.
 
-`PbxHarness` starts a real Asterisk (khhf.pbx) on free loopback ports with
+`PbxHarness` starts a real Asterisk (pbxctl.pbx) on free loopback ports with
 its own run directory. `Sipp` runs one SIPp process playing a desk phone,
 the carrier trunk (answering as the customer) or a calling customer, with
 RTP audio, and parses its message trace so a test can assert on exactly
@@ -14,9 +14,10 @@ import os
 import socket
 from pathlib import Path
 
-from khhf import config, pbx
-from khhf.ami import AmiClient
-from khhf.sipp import (SIPP, SipMessage, Sipp, free_port, register_desk_phone,  # noqa: F401
+from khhf import config
+from pbxctl import pbx
+from pbxctl.ami import AmiClient
+from simkit.sipp import (SIPP, SipMessage, Sipp, free_port, register_desk_phone,  # noqa: F401
                        wav_stats)
 
 

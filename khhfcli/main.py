@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-from . import config as config_mod
-from .config import ConfigError
+from khhf import config as config_mod
+from khhf.config import ConfigError
 
 
 def _settings(args) -> config_mod.Settings:
@@ -23,8 +23,8 @@ def _settings(args) -> config_mod.Settings:
 
 def desk_extensions(settings) -> list[str]:
     """Desk extensions of active managers, from the database (if it exists)."""
-    from . import db
-    from .pbx import active_desk_extensions
+    from khhf import db
+    from pbxctl.pbx import active_desk_extensions
     engine = db.make_engine(settings.database_url)
     try:
         if not db.has_schema(engine):
@@ -36,7 +36,7 @@ def desk_extensions(settings) -> list[str]:
 
 
 def cmd_init(args) -> int:
-    from . import db
+    from khhf import db
     values = {}
     if args.home:
         values["home"] = args.home
@@ -56,7 +56,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_pbx(args) -> int:
-    from . import pbx
+    from pbxctl import pbx
     settings = _settings(args)
     if args.action == "build":
         pbx.build_root(settings.asterisk_root, settings.debian_mirror or None)
@@ -92,14 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
-    from . import cli_demo, cli_hotline
+    from . import demo as cli_demo, hotline as cli_hotline
     cli_hotline.register(sub)   # khhf hotline ...
     cli_demo.register(sub)      # khhf demo seed|run
     return parser
 
 
 def main(argv=None) -> int:
-    from .pbx import PbxError
+    from pbxctl.pbx import PbxError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

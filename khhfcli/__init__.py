@@ -1,0 +1,1 @@
+"""The `khhf` command line: set-up, operations, the demo, hotline admin."""
