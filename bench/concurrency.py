@@ -51,7 +51,7 @@ from sqlalchemy import func, select
 
 from ami_bridge import store
 from bench.bridge_throughput import AmiTapThread, database, parse
-from ami_bridge import client as bridge_client
+from khhf import bridge_client
 from khhf import db
 from pbxctl import pbx
 from khhf.models import Call, CallEvent, Manager, User

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from ami_bridge.bridge import Bridge
 from ami_bridge.commands import CommandServer
-from ami_bridge import client as bridge_client
+from khhf import bridge_client
 from khhf import db
 from khhf.models import (Call, County, Customer, Manager, Task, TaskType, UnifiedNumber, User)
 from khhf.services.dialing import request_call

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, request, url
 from flask_babel import gettext
 from flask_login import current_user
 
-from ami_bridge import client as bridge_client
+from khhf import bridge_client
 from khhf import db
 from khhf import config as khhf_config
 from khhf.config import ConfigError
