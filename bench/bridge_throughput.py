@@ -48,7 +48,7 @@ from ami_bridge.bridge import BATCH, Bridge
 from khhf import db
 from khhf.services import tasks
 from pbxctl.ami import AmiClient
-from khhf.models import (Call, CallEvent, County, Customer, Manager, Task, TaskType, User,
+from khhf.models import (Call, CallEvent, County, Customer, Manager, TaskType, User,
                          utcnow)
 
 SEP = b"\r\n\r\n"
