@@ -109,9 +109,7 @@ class BridgeEnv:
         with db.unit_of_work(self.sessions) as s:
             s.scalar(select(User).where(User.username == login)).password_hash = \
                 hash_password(password)
-        app = create_app({"SECRET_KEY": secrets.token_hex(16),
-                          "DATABASE_URL": self.settings.database_url,
-                          "KHHF_SETTINGS": self.settings})
+        app = create_app(self.settings)
         return app, password
 
     # -- calls -------------------------------------------------------------------

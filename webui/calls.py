@@ -25,11 +25,8 @@ bp = Blueprint("calls", __name__, url_prefix="/calls")
 
 
 def settings() -> khhf_config.Settings:
-    """khhf's settings: given to create_app, or read once from the config."""
-    cached = current_app.extensions.get("khhf_settings")
-    if cached is None:
-        cached = current_app.extensions["khhf_settings"] = khhf_config.load()
-    return cached
+    """khhf's settings, as given to create_app."""
+    return current_app.extensions["khhf_settings"]
 
 
 def _wants_json() -> bool:
