@@ -85,21 +85,15 @@ def test_reload_adds_a_new_desk_phone(tmp_path):
     from sqlalchemy import select
 
     from khhf import db
-    from khhf.models import County, Manager, User
+    from khhf.models import Manager
+    from simkit import factories
     with PbxHarness(tmp_path, name=f"reload{__import__('os').getpid()}",
                     desk_extensions=[]) as h:
         engine = db.make_engine(h.settings.database_url)
         db.create_schema(engine)
         with db.unit_of_work(db.session_factory(engine)) as s:
-            county = County(code="c", name="县")
-            s.add(county)
-            s.flush()
-            user = User(username="m", password_hash="-", display_name="经理", role="manager",
-                        county_id=county.id)
-            s.add(user)
-            s.flush()
-            s.add(Manager(user_id=user.id, county_id=county.id, employee_no="E1",
-                          desk_extension="8004"))
+            factories.manager(s, factories.county(s, "c", "县"), "m", employee_no="E1",
+                              desk="8004", display_name="经理")
         with pytest.raises(RuntimeError, match="failed to register"):
             h.register_desk_phone("8004")
         rc, out, err = run_khhf(h.settings.config_path, "pbx", "reload")
