@@ -5,7 +5,9 @@ functions, each inside one unit of work; nothing here knows Asterisk.
 
 - `start_call` writes the inbound call row and answers "who rings": the
   customer's own active manager (desk phone, then mobile), then the county's
-  fallback group: its on-duty active managers' desk phones.
+  fallback group: its on-duty active managers' desk phones. An off-duty
+  (离岗) manager is away from the desk: their desk phone is skipped and the
+  call goes straight to their mobile, then to the group.
 - `finish_call` closes the call row when the channel hangs up; a call that
   nobody answered becomes a high-priority call-back task for the owning
   manager (or the county's fallback owner) and an SMS in the outbox.
@@ -50,7 +52,7 @@ class Routing:
     call_id: int
     customer_id: int | None
     manager_id: int | None      # the owning, active manager; None: the group only
-    desk: str                   # the manager's desk extension, or ''
+    desk: str                   # the manager's desk extension, or '' (none, or off duty)
     mobile: str                 # the manager's mobile, or ''
     group: tuple[str, ...]      # fallback group: on-duty desk extensions, owner excluded
     county_desks: tuple[str, ...]  # every on-duty desk of the county (degraded mode)
@@ -81,7 +83,7 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     return Routing(
         call_id=call.id, customer_id=call.customer_id,
         manager_id=manager.id if manager else None,
-        desk=_desk(manager), mobile=_mobile(manager),
+        desk=_desk(manager) if manager and manager.on_duty else "", mobile=_mobile(manager),
         group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
         county_desks=tuple(group),
         strategy=county.fallback_strategy if county else "ringall",
