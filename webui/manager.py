@@ -12,6 +12,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from khhf.models import Call, Customer, Manager, Task
+from khhf.names import by_pinyin
 from khhf.services import accounts
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
@@ -31,8 +32,8 @@ def _own_manager() -> Manager:
 @allow("manager")
 def home():
     manager = _own_manager()
-    customers = get_db().scalars(select(Customer).where(scope(Customer))
-                                 .order_by(Customer.name)).all()
+    customers = by_pinyin(get_db().scalars(select(Customer).where(scope(Customer))),
+                          lambda c: c.name)
     tasks = get_db().scalars(select(Task).where(
         scope(Task), Task.status.in_(("pending", "dialing", "connected", "not_reached")))
         .order_by(Task.priority.desc(), Task.id).limit(200)).all()

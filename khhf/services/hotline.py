@@ -42,6 +42,8 @@ DESK_EXTENSION = re.compile(r"[2-9]\d{3}")
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # what the manager's phone receives; the SMPP sender sends the outbox
 SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
+# the note on a customer first known from a missed call (data, in Chinese)
+NOTE_FIRST_SEEN = "首次来电：热线未接"
 # the stages of the ring order, as the dialplan names them (KHHF_STAGE)
 ANSWERING_STAGES = ("desk", "mobile", "group")
 
@@ -236,7 +238,7 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
         # an unknown caller becomes an (unassigned) customer of the county, so
         # the call-back task has someone to call
         customer = Customer(phone=number, county_id=owner.county_id,
-                            note="first seen: a missed hotline call")
+                            note=NOTE_FIRST_SEEN)
         session.add(customer)
         session.flush()
         call.customer_id = customer.id
@@ -269,8 +271,10 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
 def _callback_type(session: Session) -> TaskType:
     task_type = session.scalar(select(TaskType).where(TaskType.code == CALLBACK_TASK_TYPE))
     if task_type is None:
-        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="Hotline call-back",
-                             description="A customer called the hotline and nobody answered.")
+        # data the system writes is in the operators' language; the English
+        # UI translates this type by its code (webui.i18n.TASK_TYPE_LABELS)
+        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="热线回电",
+                             description="客户拨打热线无人接听，需回电。")
         session.add(task_type)
         session.flush()
     return task_type
