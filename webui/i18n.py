@@ -266,9 +266,10 @@ def _value(field: str, value) -> str:
 
 
 def _fields(fields: dict) -> str:
+    # what a new object was made with; what it was made without goes unsaid
     return _separator().join(
         gettext("%(field)s %(value)s", field=label(AUDIT_FIELD_LABELS, k), value=_value(k, v))
-        for k, v in fields.items())
+        for k, v in fields.items() if v not in (None, "", []))
 
 
 def _changes(changes: dict) -> str:
