@@ -142,6 +142,35 @@ def test_departing_a_manager_takes_them_off_duty_and_out(web):
                   seeded["passwords"]["manager2"]).status_code == 401
 
 
+def test_a_departing_manager_hands_over_to_a_chosen_successor(web):
+    """The choices are the county's other active managers, by pinyin: 王芳
+    (wang) before 张伟 (zhang), though 张伟 was added first."""
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    manager3 = seeded["managers"]["manager3"]["id"]
+    html = admin.get(f"/admin/managers/{manager3}").get_data(as_text=True)
+    select_html = re.search(r'<select[^>]*name="successor".*?</select>', html, re.S).group(0)
+    options = re.findall(r"<option[^>]*>([^<]*)</option>", select_html)
+    assert options == ["— 平均分配给本县其他在职客户经理 —", "王芳 (D002)", "张伟 (D001)"]
+    response = _post(admin, f"/admin/managers/{manager3}", {
+        "display_name": "李娜", "county_id": str(seeded["county"]["id"]), "employee_no": "D003",
+        "desk_extension": "8003", "mobile": "13800138003", "status": "departed",
+        "successor": str(seeded["managers"]["manager2"]["id"])})
+    assert response.status_code == 302
+    with session_for(app) as s:
+        assert s.get(Manager, manager3).successor_id == seeded["managers"]["manager2"]["id"]
+        owners = set(s.scalars(select(Customer.manager_id).where(Customer.phone.in_(
+            ["13700000007", "13700000008", "13700000009"]))))
+        assert owners == {seeded["managers"]["manager2"]["id"]}
+
+
+def test_manager_lists_sort_by_pinyin(web):
+    app, seeded = web
+    html = _client(app, seeded, "admin").get("/admin/managers").get_data(as_text=True)
+    table = html[html.index('id="managers"'):]
+    assert table.index("李娜") < table.index("王芳") < table.index("张伟")
+
+
 def test_county_with_unified_numbers(web):
     app, seeded = web
     admin = _client(app, seeded, "admin")

@@ -184,7 +184,7 @@ def managers_list():
 def manager_new():
     form = ManagerForm()
     form.county_id.choices = county_choices(_counties())
-    del form.status
+    del form.status, form.successor
     if form.validate_on_submit():
         if commit_or_show(get_db(), form, lambda: accounts.create_manager(
                 get_db(), current_user, client_ip(), username=form.username.data,
@@ -206,13 +206,29 @@ def manager_edit(manager_id):
         form.display_name.data = manager.user.display_name
     form.county_id.choices = county_choices(_counties())
     del form.username, form.password
+    if manager.status == "active":
+        form.successor.choices = _successor_choices(manager)
+    else:
+        del form.successor
     if form.validate_on_submit():
         if commit_or_show(get_db(), form, lambda: accounts.update_manager(
                 get_db(), current_user, client_ip(), manager,
                 display_name=form.display_name.data, county_id=form.county_id.data,
                 employee_no=form.employee_no.data, desk_extension=form.desk_extension.data,
-                mobile=form.mobile.data, status=form.status.data)):
+                mobile=form.mobile.data, status=form.status.data,
+                successor_id=form.successor.data if form.successor else None)):
             flash(gettext("Customer manager %(name)s saved.", name=manager.user.display_name),
                   "success")
             return redirect(url_for(".managers_list"))
     return render_template("admin/manager_form.html", form=form, manager=manager)
+
+
+def _successor_choices(manager: Manager) -> list[SelectChoice]:
+    """Who may take over from `manager`: the county's other active managers,
+    by the pinyin of their names; or nobody in particular (spread evenly)."""
+    colleagues = get_db().scalars(select(Manager).where(
+        Manager.county_id == manager.county_id, Manager.status == "active",
+        Manager.id != manager.id))
+    spread = SelectChoice("", gettext("— spread evenly over the county's active managers —"))
+    return [spread] + [SelectChoice(m.id, f"{m.user.display_name} ({m.employee_no})")
+                       for m in by_manager_name(colleagues)]

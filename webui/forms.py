@@ -85,6 +85,9 @@ class ManagerForm(FlaskForm):
     mobile = StringField(_l("Mobile"))
     status = SelectField(_l("Status"), validate_choice=False, choices=[
         SelectChoice(code, text) for code, text in MANAGER_STATUS_LABELS.items()])
+    successor = SelectField(_l("Hand over to"), coerce=_int_or_none, validate_choice=False,
+                            description=_l("When this manager departs: who takes over their "
+                                           "customers and open tasks."))
 
 
 class DutyForm(FlaskForm):

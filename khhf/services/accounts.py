@@ -177,10 +177,12 @@ def create_manager(session: Session, by: User | None, ip: str, *, username: str,
 
 def update_manager(session: Session, by: User | None, ip: str, manager: Manager, *,
                    display_name: str, county_id: int | None, employee_no: str,
-                   desk_extension: str, mobile: str, status: str) -> Manager:
+                   desk_extension: str, mobile: str, status: str,
+                   successor_id: int | None = None) -> Manager:
     """Edit a manager. Departing goes through khhf.services.handover: their
-    customers and open tasks are spread over the county's other active
-    managers, they go off duty and can no longer log in."""
+    customers and open tasks go to `successor_id`, or without one are spread
+    over the county's other active managers; they go off duty and can no
+    longer log in."""
     problems = Problems()
     display_name = _check_display_name(problems, display_name)
     county = _check_role_county(session, problems, "manager", county_id, allow_manager=True)
@@ -200,7 +202,8 @@ def update_manager(session: Session, by: User | None, ip: str, manager: Manager,
     }
     if status == "departed" and manager.status == "active":
         # checks before it changes anything; the caller rolls back if it refuses
-        handover.depart_manager(session, manager.id, by_user=by, ip=ip)
+        handover.depart_manager(session, manager.id, successor_id=successor_id, by_user=by,
+                                ip=ip)
     elif status == "active" and manager.status == "departed":
         manager.status, manager.departed_at, manager.successor_id = "active", None, None
         manager.user.is_active = True
