@@ -320,3 +320,19 @@ def test_the_checker_catches_what_it_is_for():
     for page in ('<option value="hunt">轮流振铃</option>', "<script>let s = 'desk';</script>",
                  '<a href="/manager/3" class="nav-link">李娜</a>'):
         assert not problems_in(visible_text(page), msgids), page
+
+
+def test_every_code_the_domain_knows_has_a_label():
+    from khhf.models import CALL_STATES, ROLES, TASK_STATUSES
+    from khhf.services.accounts import MANAGER_STATUSES
+    from khhf.services.counties import FALLBACK_STRATEGIES
+    from webui import i18n
+    for codes, labels in ((ROLES, i18n.ROLE_LABELS), (TASK_STATUSES, i18n.TASK_STATUS_LABELS),
+                          (CALL_STATES, i18n.CALL_OUTCOME_LABELS),
+                          ((*hotline.ANSWERING_STAGES, "missed"), i18n.CALL_OUTCOME_LABELS),
+                          (MANAGER_STATUSES, i18n.MANAGER_STATUS_LABELS),
+                          (FALLBACK_STRATEGIES, i18n.FALLBACK_STRATEGY_LABELS),
+                          (audit.ACTIONS, i18n.ACTION_LABELS),
+                          (audit.OBJECT_TYPES, i18n.OBJECT_TYPE_LABELS),
+                          ((hotline.CALLBACK_TASK_TYPE,), i18n.TASK_TYPE_LABELS)):
+        assert set(codes) <= set(labels), set(codes) - set(labels)

@@ -294,8 +294,7 @@ def init_app(app) -> None:
     Babel(app, locale_selector=select_locale)
     app.jinja_env.globals.update(
         ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
-        TASK_STATUS_LABELS=TASK_STATUS_LABELS, CALL_OUTCOME_LABELS=CALL_OUTCOME_LABELS,
-        MANAGER_STATUS_LABELS=MANAGER_STATUS_LABELS, DIRECTION_LABELS=DIRECTION_LABELS,
+        TASK_STATUS_LABELS=TASK_STATUS_LABELS, MANAGER_STATUS_LABELS=MANAGER_STATUS_LABELS, DIRECTION_LABELS=DIRECTION_LABELS,
         FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale)
