@@ -49,7 +49,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from ami_bridge import store
+from khhf.calls import store
 from bench.bridge_throughput import AmiTapThread, database, parse
 from khhf import bridge_client
 from khhf import db
@@ -342,7 +342,8 @@ class Bench:
         """The web UI's dial: the dialing service writes the row, the bridge originates."""
         with db.unit_of_work(self.env.sessions) as s:
             user = s.scalar(select(User).where(User.username == f"m{ext}"))
-            call_id = request_call(s, self.env.settings, user, task_id).id
+            call_id = request_call(s, self.env.settings, user, task_id,
+                                   live=bridge_client.live(self.env.settings)).id
         bridge_client.dial(self.env.settings, call_id)
         return call_id
 

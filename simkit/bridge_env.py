@@ -109,9 +109,7 @@ class BridgeEnv:
         with db.unit_of_work(self.sessions) as s:
             s.scalar(select(User).where(User.username == login)).password_hash = \
                 hash_password(password)
-        app = create_app({"SECRET_KEY": secrets.token_hex(16),
-                          "DATABASE_URL": self.settings.database_url,
-                          "KHHF_SETTINGS": self.settings})
+        app = create_app(self.settings)
         return app, password
 
     # -- calls -------------------------------------------------------------------
@@ -135,10 +133,23 @@ class BridgeEnv:
         task_id = self.task_for(ext, phone)
         with db.unit_of_work(self.sessions) as s:
             user = s.scalar(select(User).where(User.username == f"m{ext}"))
-            call = request_call(s, self.settings, user, task_id)
+            call = request_call(s, self.settings, user, task_id,
+                                live=bridge_client.live(self.settings))
             call_id = call.id
         bridge_client.dial(self.settings, call_id)
         return call_id
+
+    def wait_state(self, call_id: int, state: str, timeout: float = 30) -> None:
+        """Wait until the call row reaches `state`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.sessions() as s:
+                now = s.get(Call, call_id).state
+            if now == state:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call {call_id} not {state} in {timeout} s: state {now}")
+            time.sleep(0.05)
 
     def wait_final(self, call_id: int, timeout: float = 30, recording: bool = False) -> Call:
         deadline = time.monotonic() + timeout
