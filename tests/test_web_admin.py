@@ -266,16 +266,16 @@ def web_on(request, tmp_path):
     if request.param == "sqlite":
         yield make_app(tmp_path)
         return
-    import secrets
-    from khhf import db
+    from khhf import config, db
     from simkit import seed as demo
     from webui import create_app
     engine = request.getfixturevalue("pg_database")("audit")
     db.create_schema(engine)
     with db.unit_of_work(db.session_factory(engine)) as session:
         seeded = demo.seed(session)
-    app = create_app({"TESTING": True, "SECRET_KEY": secrets.token_hex(16),
-                      "DATABASE_URL": engine.url.render_as_string(hide_password=False)})
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path,
+                                database_url=engine.url.render_as_string(hide_password=False))
+    app = create_app(settings, {"TESTING": True})
     yield app, seeded
     # the app's own pool, before pg_database drops the database
     app.extensions["khhf_sessions"].kw["bind"].dispose()

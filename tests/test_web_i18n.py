@@ -25,7 +25,7 @@ from sqlalchemy import func, select, update
 from khhf import audit
 from khhf.models import AuditLog, Call, County, Customer, Manager, Task, User
 from khhf.phones import mask_phone
-from khhf.services import accounts, counties, hotline
+from khhf.services import accounts, counties, hotline, tasks
 from simkit.web import log_in_as, make_app, session_for
 from webui.i18n import TRANSLATIONS
 
@@ -148,25 +148,31 @@ def _seed_history(app) -> None:
                             hangup=hotline.Hangup(stage="message", dial_status="NOANSWER"),
                             now=now + dt.timedelta(seconds=50))
 
-        # outgoing calls: each kind of ending, and one still ringing
-        tasks = s.scalars(select(Task).where(Task.manager_id == m1.id).order_by(Task.id)).all()
-        for i, (state, outcome) in enumerate((
+        # outgoing calls, each on its own task: each kind of ending, and one
+        # still ringing; the tasks follow them through the state machine
+        own_tasks = s.scalars(select(Task).where(Task.manager_id == m1.id)
+                              .order_by(Task.id)).all()
+        for i, (task, (state, outcome)) in enumerate(zip(own_tasks, (
                 ("ended", "answered"), ("ended", "busy"), ("failed", "not_placed"),
-                ("failed", "manager_unavailable"), ("customer_ringing", None))):
-            task = tasks[i % len(tasks)]
-            s.add(Call(direction="outbound", task_id=task.id, customer_id=task.customer_id,
-                       manager_id=m1.id, county_id=m1.county_id,
-                       customer_number=task.customer.phone, state=state, outcome=outcome,
-                       requested_at=now + dt.timedelta(hours=1, minutes=i)))
+                ("failed", "manager_unavailable"), ("customer_ringing", None)))):
+            tasks.dial(task, now)
+            call = Call(direction="outbound", task_id=task.id, customer_id=task.customer_id,
+                        manager_id=m1.id, county_id=m1.county_id,
+                        customer_number=task.customer.phone, state=state, outcome=outcome,
+                        requested_at=now + dt.timedelta(hours=1, minutes=i))
+            s.add(call)
+            s.flush()
+            tasks.follow_call(s, task, call, now)
             # as khhf.services.dialing writes it
-            audit.record(s, m1.user, "create", "call", i + 100, {"task": task.id}, "10.0.0.8",
+            audit.record(s, m1.user, "create", "call", call.id, {"task": task.id}, "10.0.0.8",
                          object_name=f"{task.customer.name} {mask_phone(task.customer.phone)}")
-        # tasks in every state (the home lists the open ones)
-        for task, status in zip(tasks, ("dialing", "connected", "not_reached")):
-            task.status = status
-        for task, status in zip(s.scalars(select(Task).where(Task.manager_id == m2.id)
-                                          .order_by(Task.id)), ("done", "cancelled")):
-            task.status = status
+        assert {t.status for t in own_tasks} >= {"connected", "not_reached", "pending",
+                                                 "dialing"}
+        # closed tasks: a result filed, a task cancelled
+        done, cancelled = s.scalars(select(Task).where(Task.manager_id == m2.id)
+                                    .order_by(Task.id)).all()[:2]
+        tasks.file_result(done, done.task_type.result_codes[0], now=now)
+        tasks.cancel(cancelled, now)
 
         # the operation log: log-ins, failures, refusals, edits, a departure
         _failed_log_in(s, "manager1", "10.0.0.8")
