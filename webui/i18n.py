@@ -147,7 +147,9 @@ _AUDIT_VALUE_LABELS = {
     "status": MANAGER_STATUS_LABELS,
     "fallback_strategy": FALLBACK_STRATEGY_LABELS,
 }
+# between the parts of a sentence, and between the items of one value
 _LIST_SEPARATOR = {"zh": "；", "en": "; "}
+_ITEM_SEPARATOR = {"zh": "、", "en": ", "}
 
 
 def label(labels: dict, code: str | None) -> str:
@@ -261,7 +263,7 @@ def _value(field: str, value) -> str:
     if isinstance(value, bool):
         return gettext("yes") if value else gettext("no")
     if isinstance(value, list):
-        return "、".join(map(str, value)) if value else "—"
+        return _ITEM_SEPARATOR.get(str(get_locale()), ", ").join(map(str, value)) or "—"
     return label(_AUDIT_VALUE_LABELS.get(field, {}), value if value is None else str(value))
 
 
