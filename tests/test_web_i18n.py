@@ -249,7 +249,7 @@ def test_the_walk_covers_what_it_should(app):
     client = app.test_client()
     log_in_as(client, app, "manager1")
     home = visible_text(client.get("/manager/").get_data(as_text=True))
-    for label in ("座机接听", "手机接听", "同事接听（分机 8002）", "未接：已生成回电任务",
+    for label in ("座机接听", "手机接听", "王芳接听（分机 8002）", "未接：已生成回电任务",
                   "热线来电", "外呼", "已接听", "未能发起", "热线回电", "时间均为北京时间"):
         assert label in home, label
     log_in_as(client, app, "xitong")
@@ -306,7 +306,7 @@ def test_the_english_ui_says_the_same_in_english(app):
     log_in_as(client, app, "manager1")
     text = visible_text(client.get("/manager/?lang=en").get_data(as_text=True))
     for label in ("Answered at the desk phone", "Answered on the mobile",
-                  "Answered by a colleague (extension 8002)", "Hotline call-back",
+                  "Answered by 王芳 (extension 8002)", "Hotline call-back",
                   "Times are shown in Beijing time."):
         assert label in text, label
     # English words may be codes too ('desk phone'); the raw forms may not

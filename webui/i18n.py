@@ -160,13 +160,19 @@ def label(labels: dict, code: str | None) -> str:
     return str(labels.get(code, code))
 
 
-def call_outcome(call) -> str:
-    """What happened on `call` (or is happening), in the viewer's language."""
+def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
+    """What happened on `call` (or is happening), in the viewer's language;
+    `desk_names` (desk extension -> name) names the colleague who answered."""
     code = call.outcome or call.state
     if code and code.startswith("group:"):
-        # the hotline group: who answered, by desk extension
+        # the hotline group: who answered, by desk extension ('group:8002')
+        extension = code.split(":", 1)[1].split("@", 1)[0]
+        name = (desk_names or {}).get(extension)
+        if name:
+            return gettext("Answered by %(name)s (extension %(extension)s)", name=name,
+                           extension=extension)
         return gettext("Answered by a colleague (extension %(extension)s)",
-                       extension=code.split(":", 1)[1].split("@", 1)[0])
+                       extension=extension)
     return label(CALL_OUTCOME_LABELS, code)
 
 

@@ -11,7 +11,7 @@ from flask_babel import gettext
 from flask_login import current_user
 from sqlalchemy import select
 
-from khhf.models import Call, Customer, Manager, Task
+from khhf.models import Call, Customer, Manager, Task, User
 from khhf.names import by_pinyin
 from khhf.services import accounts
 from webui.access import allow, client_ip, load, scope
@@ -39,8 +39,13 @@ def home():
         .order_by(Task.priority.desc(), Task.id).limit(200)).all()
     calls = get_db().scalars(select(Call).where(scope(Call))
                              .order_by(Call.id.desc()).limit(10)).all()
+    # who answered a hotline call in the group: the colleagues' desk phones
+    desk_names = dict(get_db().execute(
+        select(Manager.desk_extension, User.display_name).join(User).where(
+            Manager.county_id == manager.county_id, Manager.desk_extension.is_not(None))).all())
     return render_template("manager/home.html", manager=manager, customers=customers,
-                           tasks=tasks, calls=calls, duty_form=DutyForm())
+                           tasks=tasks, calls=calls, desk_names=desk_names,
+                           duty_form=DutyForm())
 
 
 @bp.route("/<int:manager_id>")
