@@ -5,7 +5,9 @@ functions, each inside one unit of work; nothing here knows Asterisk.
 
 - `start_call` writes the inbound call row and answers "who rings": the
   customer's own active manager (desk phone, then mobile), then the county's
-  fallback group: its on-duty active managers' desk phones.
+  fallback group: its on-duty active managers' desk phones. An off-duty
+  (离岗) manager is away from the desk: their desk phone is skipped and the
+  call goes straight to their mobile, then to the group.
 - `finish_call` closes the call row when the channel hangs up; a call that
   nobody answered becomes a high-priority call-back task for the owning
   manager (or the county's fallback owner) and an SMS in the outbox.
@@ -41,6 +43,8 @@ CALLBACK_PRIORITY = 100
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # what the manager's phone receives; the SMPP sender sends the outbox
 SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
+# the note on a customer first known from a missed call (data, in Chinese)
+NOTE_FIRST_SEEN = "首次来电：热线未接"
 # the stages of the ring order, as the dialplan names them (KHHF_STAGE)
 ANSWERING_STAGES = ("desk", "mobile", "group")
 
@@ -51,7 +55,7 @@ class Routing:
     call_id: int
     customer_id: int | None
     manager_id: int | None      # the owning, active manager; None: the group only
-    desk: str                   # the manager's desk extension, or ''
+    desk: str                   # the manager's desk extension, or '' (none, or off duty)
     mobile: str                 # the manager's mobile, or ''
     group: tuple[str, ...]      # fallback group: on-duty desk extensions, owner excluded
     county_desks: tuple[str, ...]  # every on-duty desk of the county (degraded mode)
@@ -82,7 +86,7 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     return Routing(
         call_id=call.id, customer_id=call.customer_id,
         manager_id=manager.id if manager else None,
-        desk=_desk(manager), mobile=_mobile(manager),
+        desk=_desk(manager) if manager and manager.on_duty else "", mobile=_mobile(manager),
         group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
         county_desks=tuple(group),
         strategy=county.fallback_strategy if county else "ringall",
@@ -235,7 +239,7 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
         # an unknown caller becomes an (unassigned) customer of the county, so
         # the call-back task has someone to call
         customer = Customer(phone=number, county_id=owner.county_id,
-                            note="first seen: a missed hotline call")
+                            note=NOTE_FIRST_SEEN)
         session.add(customer)
         session.flush()
         call.customer_id = customer.id
@@ -266,8 +270,10 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
 def _callback_type(session: Session) -> TaskType:
     task_type = session.scalar(select(TaskType).where(TaskType.code == CALLBACK_TASK_TYPE))
     if task_type is None:
-        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="Hotline call-back",
-                             description="A customer called the hotline and nobody answered.")
+        # data the system writes is in the operators' language; the English
+        # UI translates this type by its code (webui.i18n.TASK_TYPE_LABELS)
+        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="热线回电",
+                             description="客户拨打热线无人接听，需回电。")
         session.add(task_type)
         session.flush()
     return task_type
