@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from khhf import db
+from khhf.config import agi_key
 from khhf.models import (Call, County, Customer, CustomerAssignment, Manager, SmsMessage, Task,
                          UnifiedNumber, User)
 from khhf.services import handover, hotline
@@ -89,7 +90,7 @@ def hotline_pbx(tmp_path_factory):
                          desk_extensions=DESKS)
     engine = db.make_engine(harness.settings.database_url)
     db.create_schema(engine)
-    agi = AgiThread(db.session_factory(engine)).start()
+    agi = AgiThread(db.session_factory(engine), key=agi_key(harness.settings)).start()
     harness.settings.agi_port = agi.port  # rendered into KHHF_AGI at up()
     try:
         with harness:
