@@ -211,7 +211,8 @@ CREATE INDEX ix_calls_customer ON calls (customer_id);
 CREATE TABLE call_events (
     id INTEGER PRIMARY KEY,
     dedup_key VARCHAR(128) NOT NULL UNIQUE,
-    source VARCHAR(8) NOT NULL CHECK (source IN ('ami', 'cel', 'agi')),
+    -- 'khhf': what KHHF recorded itself (a call never placed, or lost)
+    source VARCHAR(8) NOT NULL CHECK (source IN ('ami', 'cel', 'agi', 'khhf')),
     event VARCHAR(64) NOT NULL,
     uniqueid VARCHAR(64),
     linkedid VARCHAR(64),

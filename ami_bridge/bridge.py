@@ -30,7 +30,7 @@ from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
 from pbxctl.pbx import Pbx, PbxError, active_desk_extensions
 
-from . import store
+from khhf.calls import events, store
 from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)
@@ -246,12 +246,7 @@ class Bridge:
                                   .where(CallEvent.call_id == call.id)) or call.requested_at
             if last >= quiet:
                 continue
-            talked = call.answer_at is not None
-            call.state, call.outcome, call.end_at = ("ended" if talked else "failed"), "lost", last
-            if talked:
-                call.talk_seconds = max(0, round((last - call.answer_at).total_seconds()))
-            if call.task_id is not None:
-                store.update_task(session, call)
+            store.record(session, call, events.LOST, last)
             log.warning("call %s vanished from Asterisk without a recorded end; closed as lost",
                         call.id)
             closed.add(call.id)

@@ -43,9 +43,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
-from ami_bridge import store
+from khhf.calls import store
 from ami_bridge.bridge import BATCH, Bridge
 from khhf import db
+from khhf.services import tasks
 from pbxctl.ami import AmiClient
 from khhf.models import (Call, CallEvent, County, Customer, Manager, Task, TaskType, User,
                          utcnow)
@@ -194,8 +195,9 @@ def seed_calls(engine, calls: list[tuple[int, str]]) -> None:
         s.flush()
         type_id = s.scalar(select(TaskType.id))
         for call_id, _ in calls:
-            s.add(Task(id=call_id, task_type_id=type_id, customer_id=customer.id,
-                       manager_id=manager.id, max_attempts=3, status="dialing"))
+            tasks.dial(tasks.new_task(s, task_id=call_id, task_type_id=type_id,
+                                      customer_id=customer.id, manager_id=manager.id,
+                                      flush=False))
         s.flush()
         for call_id, linkedid in calls:
             s.add(Call(id=call_id, direction="outbound", task_id=call_id, customer_id=customer.id,

@@ -49,7 +49,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from ami_bridge import store
+from khhf.calls import store
 from bench.bridge_throughput import AmiTapThread, database, parse
 from khhf import bridge_client
 from khhf import db

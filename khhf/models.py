@@ -329,7 +329,7 @@ class Call(Base):
 class CallEvent(Base):
     __tablename__ = "call_events"
     __table_args__ = (
-        CheckConstraint("source IN ('ami', 'cel', 'agi')"),
+        CheckConstraint("source IN ('ami', 'cel', 'agi', 'khhf')"),
         Index("ix_call_events_linkedid", "linkedid"),
         Index("ix_call_events_call", "call_id"),
     )

@@ -15,11 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from khhf import audit
+from khhf.calls import events, store
 from khhf.config import Settings
 from khhf.models import Call, County, Manager, Task, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems
+from . import N_, Problems, tasks
 
 # a call row still open after this long is stale (a crash), not a live call
 LIVE_CALL_HORIZON = dt.timedelta(hours=2)
@@ -64,8 +65,10 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     if customer.do_not_call:
         problems.add("customer", N_("The customer is on the do-not-call list: file a result "
                                     "instead of calling."))
-    if task.status in ("done", "cancelled"):
+    if task.status in tasks.CLOSED:
         problems.add("task", N_("The task is closed: reopen it before calling again."))
+    elif task.status == tasks.DIALING:
+        problems.add("task", N_("This task is being called right now: wait for the call to end."))
     elif task.attempts >= task.max_attempts:
         problems.add("task", N_("The task has reached its %(max)s call attempts: file a result."),
                      max=task.max_attempts)
@@ -93,17 +96,14 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
     local_day = now.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(settings.timezone))
     call.recording_path = f"{local_day:%Y/%m/%d}/{call.id}.wav"
-    task.status = "dialing"
+    tasks.dial(task, now)
     audit.record(session, user, "create", "call", call.id, ip=ip,
                  detail=f"dial task {task.id}, customer {mask_phone(customer.phone)}")
     return call
 
 
 def mark_not_placed(session: Session, call: Call, now: dt.datetime | None = None) -> None:
-    """Close a requested call that never rang (the bridge refused it, or
-    Asterisk never created its channel): the task is free to dial again."""
-    call.state, call.outcome, call.end_at, call.recording_path = \
-        "failed", "not_placed", now or utcnow(), None
-    task = session.get(Task, call.task_id) if call.task_id is not None else None
-    if task is not None and task.status == "dialing":
-        task.status = "pending"
+    """Record that a requested call never rang (the bridge refused it, or
+    Asterisk never created its channel). The call's events decide its row
+    (khhf.calls.store): if a channel did start after all, the call stands."""
+    store.record(session, call, events.NOT_PLACED, now)

@@ -29,13 +29,13 @@ from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, Task
                          UnifiedNumber, utcnow)
 from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
 from khhf.phones import mask_phone
+from khhf.services import tasks
 
 log = logging.getLogger(__name__)
 
 CALLBACK_TASK_TYPE = "callback"
 # missed hotline calls come before every campaign task (those default to 0)
 CALLBACK_PRIORITY = 100
-OPEN_TASK_STATUSES = ("pending", "not_reached")
 DESK_EXTENSION = re.compile(r"[2-9]\d{3}")
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # what the manager's phone receives; the SMPP sender sends the outbox
@@ -288,22 +288,20 @@ def open_callback_task(session: Session, customer: Customer, owner: Manager,
                        now: dt.datetime) -> tuple[Task, bool]:
     """The customer's open call-back task, made or refreshed: (task, created).
 
-    The one place the hotline writes task state (so it can be routed through
-    the task state machine): one open call-back per customer; a repeated
-    missed call moves it to the current owner and raises its priority.
+    Through the task state machine (khhf.services.tasks): one open call-back
+    per customer; a repeated missed call moves it to the current owner and
+    raises its priority.
     """
     task = session.scalar(select(Task).join(TaskType).where(
         TaskType.code == CALLBACK_TASK_TYPE, Task.customer_id == customer.id,
-        Task.status.in_(OPEN_TASK_STATUSES)).order_by(Task.id).limit(1))
+        Task.status.in_(tasks.OPEN)).order_by(Task.id).limit(1))
     if task is None:
-        task = Task(task_type_id=_callback_type(session).id, customer_id=customer.id,
-                    manager_id=owner.id, status="pending", priority=CALLBACK_PRIORITY)
-        session.add(task)
-        session.flush()
+        task = tasks.new_task(session, task_type_id=_callback_type(session).id,
+                              customer_id=customer.id, manager_id=owner.id,
+                              priority=CALLBACK_PRIORITY)
         return task, True
-    task.manager_id = owner.id
-    task.priority = max(task.priority, CALLBACK_PRIORITY) + REPEAT_PRIORITY_STEP
-    task.updated_at = now
+    tasks.reassign(task, owner.id, now)
+    tasks.raise_priority(task, max(task.priority, CALLBACK_PRIORITY) + REPEAT_PRIORITY_STEP, now)
     session.flush()
     return task, False
 

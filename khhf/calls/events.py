@@ -70,6 +70,24 @@ def from_ami(event: Mapping, trunk: str = TRUNK_ENDPOINT) -> list[LegEvent]:
     return []
 
 
+# what KHHF itself records about a call (source 'khhf' in call_events)
+NOT_PLACED, LOST = "NotPlaced", "Lost"
+_KHHF_KINDS = {NOT_PLACED: "not_placed", LOST: "lost"}
+
+
+def khhf_event(name: str, at: dt.datetime) -> dict:
+    """The payload of an event KHHF records itself (NOT_PLACED or LOST)."""
+    stamp = at.replace(tzinfo=dt.timezone.utc).timestamp()
+    return {"Event": name, "Timestamp": f"{stamp:.6f}"}
+
+
+def from_khhf(event: Mapping) -> list[LegEvent]:
+    """LegEvents for one event KHHF recorded itself (see khhf_event)."""
+    kind = _KHHF_KINDS.get(event.get("Event"))
+    stamp = event.get("Timestamp")
+    return [LegEvent(kind, _epoch(stamp))] if kind and stamp else []
+
+
 def ami_dedup_key(event: Mapping) -> str:
     return ":".join(["ami", event.get("Event", ""), event.get("Uniqueid", ""),
                      event.get("Timestamp", ""), event.get("ChannelStateDesc", "")])[:128]
