@@ -360,3 +360,17 @@ def test_stale_inbound_rows_are_swept_and_a_late_hang_up_completes_them(factory)
     with factory() as s:
         assert (s.get(Call, old.call_id).outcome, s.get(Call, old.call_id).talk_seconds) == \
             ("desk", 30)
+
+
+@pytest.mark.parametrize("call_id, answered", [("99999999999999999999999", "1" * 40), ("²", "³"),
+                                                ("-1", "-5")])
+def test_hang_up_arguments_out_of_range_still_close_the_call(factory, call_id, answered):
+    async def ended(port):
+        first = await agi_request(port, "hotline", ["13900000001"], uniqueid="r.1")
+        await agi_request(port, "hotline-end", [call_id, "desk", "ANSWER", answered, "8001",
+                                                "13900000001", ""], uniqueid="r.1")
+        return variables(first)["KHHF_CALL_ID"]
+    call_id_set = run_server(factory, ended)
+    with factory() as s:
+        call = s.get(Call, int(call_id_set))
+        assert (call.state, call.outcome, call.talk_seconds) == ("ended", "desk", 0)
