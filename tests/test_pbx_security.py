@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from khhf import numbering
+from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import agi_key
 
 pytestmark = pytest.mark.pbx
@@ -69,7 +71,7 @@ def test_the_ami_user_cannot_rewrite_the_pbx(pbx_harness, action):
     out = pbx_harness.pbx.cli("dialplan show globals")
     assert f"KHHF_AGI=agi://127.0.0.1:{pbx_harness.settings.agi_port}/" \
            f"{agi_key(pbx_harness.settings)}" in out
-    assert "KHHF_TRUNK=carrier" in out
+    assert f"KHHF_TRUNK={TRUNK_ENDPOINT}" in out
 
 
 def test_getvar_cannot_run_functions_with_side_effects(pbx_harness):
@@ -105,3 +107,16 @@ def test_asterisk_runs_as_a_dedicated_user_writing_only_its_run_directories(pbx_
     manager = etc / "manager.conf"
     assert manager.stat().st_uid == 0 and manager.stat().st_mode & 0o777 == 0o640
     assert os.stat(run / "etc" / "pjsip.d" / "50-desk-phones.conf").st_mode & 0o777 == 0o640
+
+
+def test_the_running_dialplan_has_the_number_rules_and_trunk_of_one_home(pbx_harness):
+    """khhf/numbering.py's patterns and the trunk's endpoint name, rendered."""
+    h = pbx_harness
+    tokens = numbering.dialplan_tokens()
+    outbound = h.pbx.cli("dialplan show khhf-outbound")
+    for pattern in tokens["CUSTOMER_EXTEN"]:
+        assert f"'{pattern}' =>" in outbound, (pattern, outbound)
+    assert f"'{tokens['UNIFIED_EXTEN']}' =>" in h.pbx.cli("dialplan show khhf-from-trunk")
+    endpoint = h.pbx.cli(f"pjsip show endpoint {TRUNK_ENDPOINT}")
+    assert "identify_by" in endpoint and ": ip" in endpoint.split("identify_by", 1)[1][:40]
+    assert h.settings.trunk_host in h.pbx.cli("pjsip show identifies")
