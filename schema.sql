@@ -185,6 +185,9 @@ CREATE TABLE calls (
     linkedid VARCHAR(64),
     customer_number VARCHAR(20) NOT NULL,
     unified_number VARCHAR(11),
+    -- the Asterisk node that carries the call (settings.pbx_name): with
+    -- several nodes sharing one database, each bridge sweeps only its own
+    pbx_node VARCHAR(32) NOT NULL DEFAULT 'main',
     state VARCHAR(24) NOT NULL DEFAULT 'requested'
         CHECK (state IN ('requested', 'manager_ringing', 'manager_answered',
                          'customer_ringing', 'connected', 'ended', 'failed')),

@@ -306,6 +306,7 @@ class Call(Base):
     linkedid: Mapped[str | None] = mapped_column(String(64))
     customer_number: Mapped[str] = mapped_column(String(20))
     unified_number: Mapped[str | None] = mapped_column(String(11))
+    pbx_node: Mapped[str] = mapped_column(String(32), default="main", server_default="main")
     state: Mapped[str] = mapped_column(String(24), default="requested",
                                        server_default="requested")
     requested_at: Mapped[dt.datetime] = _created()

@@ -30,6 +30,15 @@ def is_ours(linkedid: str | None) -> bool:
     return bool(LINKEDID.fullmatch(linkedid or ""))
 
 
+_PJSIP_CHANNEL = re.compile(r"PJSIP/([^-/;@]+)-[0-9a-f]+")
+
+
+def endpoint_of(channel: str) -> str | None:
+    """The PJSIP endpoint of a channel name: 'PJSIP/8001-0000002a' -> '8001'."""
+    m = _PJSIP_CHANNEL.fullmatch(channel or "")
+    return m.group(1) if m else None
+
+
 def leg_of(channel: str, trunk: str = TRUNK_ENDPOINT) -> str:
     return CUSTOMER if channel.startswith(f"PJSIP/{trunk}-") else MANAGER
 

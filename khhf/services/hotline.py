@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, TaskType,
                          UnifiedNumber, utcnow)
+from khhf import numbering
 from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
 from khhf.phones import mask_phone
 from khhf.services import tasks
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 CALLBACK_TASK_TYPE = "callback"
 # missed hotline calls come before every campaign task (those default to 0)
 CALLBACK_PRIORITY = 100
-DESK_EXTENSION = re.compile(r"[2-9]\d{3}")
+
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # what the manager's phone receives; the SMPP sender sends the outbox
 SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
@@ -150,7 +151,7 @@ def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
     rows = session.scalars(select(Manager.desk_extension).where(
         Manager.county_id == county_id, Manager.status == "active", Manager.on_duty.is_(True),
         Manager.desk_extension.is_not(None)).order_by(Manager.id))
-    return tuple(ext for ext in rows if DESK_EXTENSION.fullmatch(ext))
+    return tuple(ext for ext in rows if numbering.DESK_EXTENSION.fullmatch(ext))
 
 
 def county_groups(session: Session) -> dict[str, str]:
@@ -167,7 +168,7 @@ def county_groups(session: Session) -> dict[str, str]:
 
 def _desk(manager: Manager | None) -> str:
     ext = manager.desk_extension if manager else None
-    return ext if ext and DESK_EXTENSION.fullmatch(ext) else ""
+    return ext if ext and numbering.DESK_EXTENSION.fullmatch(ext) else ""
 
 
 def _mobile(manager: Manager | None) -> str:
