@@ -362,6 +362,12 @@ def test_invites_claiming_to_be_the_trunk_from_elsewhere_never_get_in(hotline_pb
     with hp.factory() as s:
         assert s.scalars(select(Call).where(Call.unified_number == "13900000016")).all() == []
         assert s.scalars(select(Call).where(Call.customer_number == "13800000016")).all() == []
+    # and Asterisk's own record (CEL) has no channel for any of them: nothing
+    # entered khhf-from-trunk, the desk phone or the trunk
+    cel_file = hp.h.settings.pbx_dir / "log" / "cel-custom" / "khhf-cel.csv"
+    cel = cel_file.read_text() if cel_file.exists() else ""  # no channel yet at all
+    for number in ("13900000016", "13700000016", "8116"):
+        assert f'"{number}"' not in cel and f"PJSIP/{number}-" not in cel, number
 
 
 def test_the_trunk_name_gets_the_same_challenge_as_any_unknown_name(hotline_pbx):
