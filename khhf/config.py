@@ -8,12 +8,14 @@ environment. Secrets are never defaulted: `khhf init` generates them.
 from __future__ import annotations
 
 import configparser
+import datetime as dt
 import dataclasses
 import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 DEFAULT_CONFIG_PATH = Path("/etc/khhf/khhf.conf")
 SECRET_KEYS = ("ami_secret", "secret_key", "phone_secret", "bridge_token")
@@ -87,6 +89,14 @@ class Settings:
     @property
     def recordings_dir(self) -> Path:
         return self.pbx_dir / "recordings"
+
+    def local(self, utc: dt.datetime) -> dt.datetime:
+        """A naive UTC time (as the database keeps it) in this site's time zone."""
+        return utc.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(self.timezone))
+
+    def recording_day(self, utc: dt.datetime) -> str:
+        """'YYYY/MM/DD' of the local day: the folder a call's recording goes to."""
+        return f"{self.local(utc):%Y/%m/%d}"
 
     def require(self, key: str) -> str:
         value = getattr(self, key)
