@@ -87,7 +87,12 @@ def has_schema(engine: Engine) -> bool:
     return inspect(engine).has_table("counties")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
+def session_factory(engine: Engine, *, writer: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine`. With writer=True every transaction they begin
+    is a writing one (SQLite: BEGIN IMMEDIATE), as begin_write makes it: for
+    a unit of work that may write anywhere in it, e.g. a web form post."""
+    if writer:
+        engine = engine.execution_options(**{WRITE_OPTION: True})
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -59,6 +59,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     engine = khhf_db.make_engine(app.config["DATABASE_URL"])
     app.extensions["khhf_sessions"] = khhf_db.session_factory(engine)
+    app.extensions["khhf_write_sessions"] = khhf_db.session_factory(engine, writer=True)
     app.teardown_appcontext(_close_db)
 
     csrf.init_app(app)
