@@ -13,6 +13,7 @@ from khhf.services import accounts
 from webui.access import allow, client_ip, public
 from webui.db import get_db
 from webui.forms import ConfirmForm, LoginForm
+from webui.redirects import local_path
 
 bp = Blueprint("auth", __name__)
 
@@ -48,7 +49,7 @@ def login():
         login_user(user)
         session.permanent = True
         session["login_at"] = dt.datetime.now(dt.timezone.utc).timestamp()
-        return redirect(_safe_next(request.args.get("next")) or url_for("auth.index"))
+        return redirect(local_path(request.args.get("next")) or url_for("auth.index"))
     return render_template("auth/login.html", form=form)
 
 
@@ -63,13 +64,6 @@ def logout():
         logout_user()
         _fresh_session()
     return redirect(url_for("auth.login"))
-
-
-def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site: never an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
 
 
 def _fresh_session() -> None:
