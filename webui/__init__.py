@@ -23,7 +23,7 @@ from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import access, admin, audit, auth, calls, county, i18n, manager
+from webui import access, admin, audit, auth, calls, county, i18n, manager, params
 from webui.db import get_db
 
 DEFAULTS = {
@@ -57,7 +57,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config)
     app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=app.config["SESSION_HOURS"])
 
-    engine = khhf_db.make_engine(app.config["DATABASE_URL"])
+    engine = app.extensions["khhf_engine"] = khhf_db.make_engine(app.config["DATABASE_URL"])
     app.extensions["khhf_sessions"] = khhf_db.session_factory(engine)
     app.extensions["khhf_write_sessions"] = khhf_db.session_factory(engine, writer=True)
     app.teardown_appcontext(_close_db)
@@ -69,15 +69,18 @@ def create_app(config: dict | None = None) -> Flask:
     login_manager.login_message = lazy_gettext("Please log in first.")
     login_manager.login_message_category = "info"
 
+    params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)
     app.before_request(access.deny_routes_without_rule)
+    app.before_request(params.refuse_nul_characters)
     app.jinja_env.filters["mask_phone"] = mask_phone
     for code in (400, 403, 404, 405, 429):
         app.register_error_handler(code, _error_page)
     app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(params.BadParameter, _bad_parameter)
     return app
 
 
@@ -109,6 +112,10 @@ def _expire_old_log_ins():
 
 def _error_page(error):
     return render_template("errors.html", error=error), error.code
+
+
+def _bad_parameter(error):
+    return render_template("errors.html", error=error, message=error.description), 400
 
 
 def _csrf_error(error):

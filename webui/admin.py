@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import func, select
 from wtforms import SelectChoice
 
 from khhf.models import AuditLog, County, Manager, User
 from khhf.services import accounts, counties
+from webui import params
 from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import (ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm,
@@ -164,10 +166,11 @@ def _user_edit_form(user, **kwargs) -> UserForm:
 
 @bp.route("/managers")
 @allow("admin")
-def managers_list():
+@params.query(county=params.Id(_l("County")))
+def managers_list(county):
     query = select(Manager).join(User).order_by(Manager.status, User.display_name)
-    county_id = request.args.get("county", type=int)
-    if county_id:
+    county_id = county
+    if county_id is not None:
         query = query.where(Manager.county_id == county_id)
     managers = get_db().scalars(query).all()
     return render_template("admin/managers.html", managers=managers, counties=_counties(),
