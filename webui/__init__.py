@@ -23,18 +23,19 @@ from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import access, admin, audit, auth, calls, county, i18n, manager, params
+from webui import (access, admin, audit, auth, calls, county, i18n, manager, params,
+                   security)
 from webui.db import get_db
 
 DEFAULTS = {
     # how long a log-in lasts, from the moment of log-in
     "SESSION_HOURS": 8,
-    # log-in rate limit, per user name and IP address
-    "LOGIN_MAX_FAILURES": 5,
-    "LOGIN_FAILURE_MINUTES": 15,
+    # log-in rate limit, per user name and IP address (khhf.config.Settings)
+    "LOGIN_MAX_FAILURES": khhf_config.Settings.login_max_failures,
+    "LOGIN_FAILURE_MINUTES": khhf_config.Settings.login_failure_minutes,
+    # reverse proxies in front of the app whose X-Forwarded-* are trusted
+    "PROXY_HOPS": khhf_config.Settings.web_proxy_hops,
     "TIMEZONE": "Asia/Shanghai",
-    "SESSION_COOKIE_HTTPONLY": True,
-    "SESSION_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
 }
 
@@ -47,13 +48,17 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
     config = dict(config or {})
-    if "KHHF_SETTINGS" in config:  # khhf settings for the calls area (bridge, window)
-        app.extensions["khhf_settings"] = config.pop("KHHF_SETTINGS")
+    # khhf settings: given (tests), else read from the config file
+    settings = config.pop("KHHF_SETTINGS", None)
     if "SECRET_KEY" not in config or "DATABASE_URL" not in config:
         settings = khhf_config.load()
-        app.extensions["khhf_settings"] = settings
         app.config.update(SECRET_KEY=settings.require("secret_key"),
                           DATABASE_URL=settings.database_url, TIMEZONE=settings.timezone)
+    if settings is not None:
+        app.extensions["khhf_settings"] = settings
+        app.config.update(LOGIN_MAX_FAILURES=settings.login_max_failures,
+                          LOGIN_FAILURE_MINUTES=settings.login_failure_minutes,
+                          PROXY_HOPS=settings.web_proxy_hops)
     app.config.update(config)
     app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=app.config["SESSION_HOURS"])
 
@@ -62,6 +67,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["khhf_write_sessions"] = khhf_db.session_factory(engine, writer=True)
     app.teardown_appcontext(_close_db)
 
+    security.init_app(app, proxy_hops=app.config["PROXY_HOPS"])
     csrf.init_app(app)
     i18n.init_app(app)
     login_manager.init_app(app)
@@ -86,8 +92,13 @@ def create_app(config: dict | None = None) -> Flask:
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
+    """The session's user, if the account is enabled and this log-in has
+    not been ended since (log-out, new password: webui.security)."""
     user = get_db().get(User, int(user_id))
-    return user if user is not None and user.is_active else None
+    if user is None or not user.is_active or not security.session_is_current(user):
+        security.fresh_session()
+        return None
+    return user
 
 
 def _close_db(_exc):

@@ -28,7 +28,8 @@ def main() -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(f"KHHF web UI on http://{settings.web_host}:{settings.web_port}/", flush=True)
-    serve(app, host=settings.web_host, port=settings.web_port, threads=8, ident="khhf")
+    # ident="": no Server header; a banner only helps whoever looks for a known flaw
+    serve(app, host=settings.web_host, port=settings.web_port, threads=8, ident="")
     return 0
 
 

@@ -11,7 +11,7 @@ from wtforms import SelectChoice
 
 from khhf.models import AuditLog, County, Manager, User
 from khhf.services import accounts, counties
-from webui import params
+from webui import params, security
 from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import (ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm,
@@ -146,6 +146,8 @@ def user_password(user_id):
     if form.validate_on_submit():
         if commit_or_show(get_db(), form, lambda: accounts.set_password(
                 get_db(), current_user, client_ip(), user, form.password.data)):
+            if user.id == current_user.id:
+                security.keep_session(user)  # their other sessions end, this one goes on
             flash(gettext("Password of %(username)s changed.", username=user.username),
                   "success")
             return redirect(url_for(".user_edit", user_id=user.id))

@@ -8,8 +8,8 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from flask_babel import gettext
 from flask_login import current_user, login_user, logout_user
 
-from khhf import audit
 from khhf.services import accounts
+from webui import security
 from webui.access import allow, client_ip, public
 from webui.db import get_db
 from webui.forms import ConfirmForm, LoginForm
@@ -45,7 +45,7 @@ def login():
             return render_template("auth/login.html", form=form), (
                 429 if refused.rate_limited else 401)
         db.commit()
-        _fresh_session()  # no session fixation: a new session for a new log-in
+        security.start_session(user)  # no session fixation: a new one per log-in
         login_user(user)
         session.permanent = True
         session["login_at"] = dt.datetime.now(dt.timezone.utc).timestamp()
@@ -59,16 +59,8 @@ def logout():
     form = ConfirmForm()
     if form.validate_on_submit():
         db = get_db()
-        audit.record(db, current_user, "logout", "user", current_user.id, "", client_ip())
+        accounts.log_out(db, current_user, client_ip())  # every session, every device
         db.commit()
         logout_user()
-        _fresh_session()
+        security.fresh_session()
     return redirect(url_for("auth.login"))
-
-
-def _fresh_session() -> None:
-    """Forget everything but the chosen language."""
-    lang = session.get("lang")
-    session.clear()
-    if lang:
-        session["lang"] = lang

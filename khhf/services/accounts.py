@@ -25,8 +25,6 @@ PASSWORD_MIN_LENGTH = 8
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,63}")
 EMPLOYEE_NO_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 DESK_EXTENSION_PATTERN = re.compile(r"[2-9]\d{3}")
-LOGIN_MAX_FAILURES = 5
-LOGIN_FAILURE_WINDOW = dt.timedelta(minutes=15)
 MANAGER_STATUSES = ("active", "departed")
 # compared against when the user name is unknown, so both paths cost the same
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
@@ -51,9 +49,10 @@ def generate_password() -> str:
 
 
 def log_in(session: Session, username: str, password: str, ip: str, *,
-           max_failures: int = LOGIN_MAX_FAILURES,
-           window: dt.timedelta = LOGIN_FAILURE_WINDOW) -> User:
-    """The user these credentials name, or LoginRefused.
+           max_failures: int, window: dt.timedelta) -> User:
+    """The user these credentials name, or LoginRefused. After `max_failures`
+    failed log-ins within `window` (Settings.login_max_failures and
+    login_failure_minutes) from `ip` for `username`, every attempt is refused.
 
     Either way an audit entry is added: the caller commits in both cases.
     """
@@ -85,6 +84,12 @@ def log_in(session: Session, username: str, password: str, ip: str, *,
     user.last_login_at = utcnow()
     audit.record(session, user, "login", "user", user.id, "", ip)
     return user
+
+
+def log_out(session: Session, user: User, ip: str) -> None:
+    """End every session of `user`, on every device (the caller commits)."""
+    user.end_sessions()
+    audit.record(session, user, "logout", "user", user.id, "", ip)
 
 
 def create_user(session: Session, by: User | None, ip: str, *, username: str,
@@ -137,6 +142,7 @@ def set_password(session: Session, by: User | None, ip: str, user: User, passwor
     _check_password(problems, password)
     problems.raise_if_any()
     user.password_hash = hash_password(password)
+    user.end_sessions()  # whoever knew the old password is logged out everywhere
     audit.record(session, by, "set_password", "user", user.id, f"username={user.username}", ip)
 
 
