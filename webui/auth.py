@@ -11,7 +11,7 @@ from flask_login import current_user, login_user, logout_user
 from khhf.services import accounts
 from webui import security
 from webui.access import allow, client_ip, public
-from webui.db import get_db
+from webui.db import get_db, read_session
 from webui.forms import ConfirmForm, LoginForm
 from webui.redirects import local_path
 
@@ -33,10 +33,14 @@ def login():
         return redirect(url_for("auth.index"))
     form = LoginForm()
     if form.validate_on_submit():
+        # the slow password hash first, only reading; then the unit of work
+        # that writes (webui.db: it holds SQLite's write lock while it runs)
+        with read_session() as reader:
+            checked = accounts.check_password(reader, form.username.data, form.password.data)
         db = get_db()
         try:
             user = accounts.log_in(
-                db, form.username.data, form.password.data, client_ip(),
+                db, form.username.data, form.password.data, client_ip(), checked=checked,
                 max_failures=current_app.config["LOGIN_MAX_FAILURES"],
                 window=dt.timedelta(minutes=current_app.config["LOGIN_FAILURE_MINUTES"]))
         except accounts.LoginRefused as refused:

@@ -16,6 +16,13 @@ from sqlalchemy.orm import Session
 WRITING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def read_session() -> Session:
+    """A separate session that only reads, for the slow part of a writing
+    request that need not hold the write lock (checking a password); use it
+    as a context manager."""
+    return current_app.extensions["khhf_sessions"]()
+
+
 def get_db() -> Session:
     """This request's session; views commit it after a successful write."""
     if "db" not in g:

@@ -8,6 +8,7 @@ survives a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import secrets
@@ -48,15 +49,41 @@ def generate_password() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(12))
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedPassword:
+    """What check_password found: the user name asked for, the user's id (None
+    if unknown) and the hash the password matched (None if it did not)."""
+    username: str
+    user_id: int | None
+    matched_hash: str | None
+
+
+def check_password(session: Session, username: str, password: str) -> CheckedPassword:
+    """Compare a password with the stored hash, only reading. The hash costs
+    tenths of a second on purpose: the web UI runs this before its writing
+    unit of work begins, so SQLite's one write lock is not held meanwhile."""
+    username = (username or "").strip().lower()
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password or "")  # both paths cost the same
+        return CheckedPassword(username, None, None)
+    matched = check_password_hash(user.password_hash, password or "")
+    return CheckedPassword(username, user.id, user.password_hash if matched else None)
+
+
 def log_in(session: Session, username: str, password: str, ip: str, *,
-           max_failures: int, window: dt.timedelta) -> User:
+           max_failures: int, window: dt.timedelta,
+           checked: CheckedPassword | None = None) -> User:
     """The user these credentials name, or LoginRefused. After `max_failures`
     failed log-ins within `window` (Settings.login_max_failures and
     login_failure_minutes) from `ip` for `username`, every attempt is refused.
+    `checked`: the password already checked (check_password), else it is here.
 
     Either way an audit entry is added: the caller commits in both cases.
     """
-    username = (username or "").strip().lower()
+    if checked is None:
+        checked = check_password(session, username, password)
+    username = checked.username
     since = utcnow() - window
     failures = session.scalar(
         select(func.count()).select_from(AuditLog).where(
@@ -71,11 +98,12 @@ def log_in(session: Session, username: str, password: str, ip: str, *,
                               "an administrator to reset your password."),
                            rate_limited=True, minutes=int(window.total_seconds() // 60))
     if user is None:
-        check_password_hash(_DUMMY_HASH, password or "")
         audit.record(session, None, "login_failed", "user", "", "unknown user name", ip,
                      username=username)
         raise LoginRefused(N_("Wrong user name or password."))
-    if not check_password_hash(user.password_hash, password or ""):
+    # the password must have matched the hash the user has now (not one
+    # replaced since it was checked)
+    if checked.user_id != user.id or checked.matched_hash != user.password_hash:
         audit.record(session, user, "login_failed", "user", user.id, "wrong password", ip)
         raise LoginRefused(N_("Wrong user name or password."))
     if not user.is_active:
