@@ -8,6 +8,7 @@ service and the web UI write from separate processes.
 from __future__ import annotations
 
 import re
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def begin_write(session: Session) -> None:
     """Start `session`'s transaction as a writing one (SQLite: BEGIN
     IMMEDIATE); call before its first statement. A no-op on PostgreSQL."""
     session.connection(execution_options={WRITE_OPTION: True})
+
+
+def is_busy(error: Exception) -> bool:
+    """True if `error` is SQLite's "database is locked": another connection
+    held the write lock for the whole busy timeout."""
+    orig = getattr(error, "orig", error)
+    return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
 
 
 def _sqlite_pragmas(dbapi_conn, _record):

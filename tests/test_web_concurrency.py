@@ -14,6 +14,7 @@ saves forms, all at once, through waitress on a free loopback port (as
 import http.cookiejar
 import itertools
 import re
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -26,9 +27,9 @@ from sqlalchemy import func, select
 from waitress.server import create_server
 
 from ami_bridge.bridge import Bridge
-from khhf import config, db
+from khhf import config
 from khhf.models import AuditLog, Call, CallEvent, Manager, Task, User
-from simkit.web import make_app, session_for
+from simkit.web import csrf_token, log_in, make_app, session_for
 
 USERS = ("manager1", "manager2", "manager3", "supervisor")
 LOG_INS_EACH = 6
@@ -189,3 +190,33 @@ def test_log_ins_and_form_posts_while_the_bridge_writes(served, tmp_path):
             assert s.scalar(select(func.count()).select_from(AuditLog).where(
                 AuditLog.username == username, AuditLog.action == "login")) == LOG_INS_EACH
         assert s.scalar(select(func.count()).select_from(CallEvent)) >= writer.batches
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_a_503_and_reads_go_on(tmp_path):
+    """Another process holds SQLite's write lock for longer than the busy
+    timeout (10 s): a form post says "busy, nothing saved" (503) instead of
+    crashing, and pages that only read are served meanwhile."""
+    app, seeded = make_app(tmp_path)
+    admin = app.test_client()
+    assert log_in(admin, "admin", seeded["passwords"]["admin"]).status_code == 302
+    token = csrf_token(admin, "/admin/")
+    with session_for(app) as s:
+        supervisor = s.scalar(select(User).where(User.username == "supervisor"))
+    form = {"display_name": "钱县长", "role": "supervisor",
+            "county_id": str(supervisor.county_id), "is_active": "y", "csrf_token": token}
+    holder = sqlite3.connect(app.config["DATABASE_URL"].split("///", 1)[1],
+                             isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        assert admin.get("/admin/users").status_code == 200  # WAL: readers go on
+        response = admin.post(f"/admin/users/{supervisor.id}", data=form)
+        assert response.status_code == 503
+        assert "系统繁忙，本次操作未保存" in response.get_data(as_text=True)
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    with session_for(app) as s:
+        assert s.get(User, supervisor.id).display_name == "赵县长"
+    assert admin.post(f"/admin/users/{supervisor.id}", data=form).status_code == 302
+    with session_for(app) as s:
+        assert s.get(User, supervisor.id).display_name == "钱县长"

@@ -17,6 +17,7 @@ from flask import (Flask, current_app, flash, g, redirect, render_template, requ
 from flask_babel import gettext, lazy_gettext
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import OperationalError
 
 from khhf import config as khhf_config
 from khhf import db as khhf_db
@@ -87,6 +88,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.register_error_handler(code, _error_page)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(params.BadParameter, _bad_parameter)
+    app.register_error_handler(OperationalError, _database_busy)
     return app
 
 
@@ -127,6 +129,21 @@ def _error_page(error):
 
 def _bad_parameter(error):
     return render_template("errors.html", error=error, message=error.description), 400
+
+
+def _database_busy(error):
+    """SQLite's write lock stayed taken for the whole busy timeout (every
+    writing request waits its turn, see webui.db): nothing was written, and
+    the user is told to try again rather than shown a crash. Any other
+    database error stays a 500."""
+    if not khhf_db.is_busy(error):
+        raise error
+    _close_db(None)  # roll back
+    message = gettext("The system is busy; nothing was saved. Try again in a moment.")
+    # rendered without the context processors: Flask-Login's would load the
+    # user from the database, which is what is busy
+    page = current_app.jinja_env.get_template("busy.html").render(message=message)
+    return page, 503, {"Retry-After": "5"}
 
 
 def _csrf_error(error):
