@@ -57,7 +57,9 @@ CREATE TABLE managers (
     employee_no VARCHAR(32) NOT NULL UNIQUE,
     -- the desk SIP phone's extension, also its PJSIP endpoint name
     desk_extension VARCHAR(16) UNIQUE,
-    mobile VARCHAR(20),
+    -- one person per mobile: the hotline rings it and the SMS replies from it
+    -- are matched to it (UNIQUE allows any number of NULLs)
+    mobile VARCHAR(20) UNIQUE,
     status VARCHAR(16) NOT NULL DEFAULT 'active'
         CHECK (status IN ('active', 'departed')),
     on_duty BOOLEAN NOT NULL DEFAULT FALSE,
@@ -188,6 +190,9 @@ CREATE TABLE calls (
     linkedid VARCHAR(64),
     customer_number VARCHAR(20) NOT NULL,
     unified_number VARCHAR(11),
+    -- the Asterisk node that carries the call (settings.pbx_name): with
+    -- several nodes sharing one database, each bridge sweeps only its own
+    pbx_node VARCHAR(32) NOT NULL DEFAULT 'main',
     state VARCHAR(24) NOT NULL DEFAULT 'requested'
         CHECK (state IN ('requested', 'manager_ringing', 'manager_answered',
                          'customer_ringing', 'connected', 'ended', 'failed')),
@@ -214,7 +219,8 @@ CREATE INDEX ix_calls_customer ON calls (customer_id);
 CREATE TABLE call_events (
     id INTEGER PRIMARY KEY,
     dedup_key VARCHAR(128) NOT NULL UNIQUE,
-    source VARCHAR(8) NOT NULL CHECK (source IN ('ami', 'cel', 'agi')),
+    -- 'khhf': what KHHF recorded itself (a call never placed, or lost)
+    source VARCHAR(8) NOT NULL CHECK (source IN ('ami', 'cel', 'agi', 'khhf')),
     event VARCHAR(64) NOT NULL,
     uniqueid VARCHAR(64),
     linkedid VARCHAR(64),
@@ -257,15 +263,22 @@ CREATE TABLE sms_messages (
 );
 CREATE INDEX ix_sms_messages_status ON sms_messages (direction, status, created_at);
 
--- Every write, log-in and recording played (全程操作日志).
+-- Every write, log-in and recording played (全程操作日志). The names are
+-- kept as they were at the time, so the log reads (and is searched) by
+-- people's names; `detail` is a JSON object (khhf/audit.py) that the UI
+-- renders as a sentence in the viewer's language.
 CREATE TABLE audit_log (
     id INTEGER PRIMARY KEY,
     at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     user_id INTEGER REFERENCES users (id),
     username VARCHAR(64) NOT NULL DEFAULT '',
+    -- the actor's display name (users.display_name), '' for the system
+    actor_name VARCHAR(64) NOT NULL DEFAULT '',
     action VARCHAR(64) NOT NULL,
     object_type VARCHAR(32) NOT NULL DEFAULT '',
     object_id VARCHAR(64) NOT NULL DEFAULT '',
+    -- the object's name: a person's, a county's, a customer's
+    object_name VARCHAR(128) NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
     ip VARCHAR(45) NOT NULL DEFAULT ''
 );

@@ -136,7 +136,7 @@ class Manager(Base):
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
     employee_no: Mapped[str] = mapped_column(String(32), unique=True)
     desk_extension: Mapped[str | None] = mapped_column(String(16), unique=True)
-    mobile: Mapped[str | None] = mapped_column(String(20))
+    mobile: Mapped[str | None] = mapped_column(String(20), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     on_duty: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     departed_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
@@ -321,6 +321,7 @@ class Call(Base):
     linkedid: Mapped[str | None] = mapped_column(String(64))
     customer_number: Mapped[str] = mapped_column(String(20))
     unified_number: Mapped[str | None] = mapped_column(String(11))
+    pbx_node: Mapped[str] = mapped_column(String(32), default="main", server_default="main")
     state: Mapped[str] = mapped_column(String(24), default="requested",
                                        server_default="requested")
     requested_at: Mapped[dt.datetime] = _created()
@@ -344,7 +345,7 @@ class Call(Base):
 class CallEvent(Base):
     __tablename__ = "call_events"
     __table_args__ = (
-        CheckConstraint("source IN ('ami', 'cel', 'agi')"),
+        CheckConstraint("source IN ('ami', 'cel', 'agi', 'khhf')"),
         Index("ix_call_events_linkedid", "linkedid"),
         Index("ix_call_events_call", "call_id"),
     )
@@ -408,8 +409,10 @@ class AuditLog(Base):
     at: Mapped[dt.datetime] = _created()
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     username: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    actor_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
     action: Mapped[str] = mapped_column(String(64))
     object_type: Mapped[str] = mapped_column(String(32), default="", server_default="")
     object_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    object_name: Mapped[str] = mapped_column(String(128), default="", server_default="")
     detail: Mapped[str] = mapped_column(Text, default="", server_default="")
     ip: Mapped[str] = mapped_column(String(45), default="", server_default="")

@@ -93,7 +93,8 @@ def test_hotline_route_sets_the_ring_order_and_route_last(factory):
     # one round trip, the route last
     assert len(commands) == 1 and commands[0].endswith(",KHHF_ROUTE=manager")
     v = variables(commands)
-    assert v["KHHF_DESK"] == "8001" and v["KHHF_MOBILE"] == "13700000001"
+    # m1 is off duty (离岗): away from the desk, so the mobile rings first
+    assert v["KHHF_DESK"] == "" and v["KHHF_MOBILE"] == "13700000001"
     # hunt order by manager id; the owner is not in their own fallback group
     assert v["KHHF_GROUP"] == "PJSIP/8002&PJSIP/8003"
     assert v["KHHF_COUNTY_DESKS"] == "PJSIP/8002&PJSIP/8003"
@@ -104,6 +105,18 @@ def test_hotline_route_sets_the_ring_order_and_route_last(factory):
                 call.unified_number, call.uniqueid, call.linkedid) == \
             ("inbound", 1, 1, "13800000001", "13900000001", "1700000000.1", "1700000000.1")
         assert v["KHHF_REC_FILE"].endswith(f"/in-{call.id}.wav")
+
+
+def test_an_on_duty_owner_is_rung_at_the_desk_first(factory):
+    with db.unit_of_work(factory) as s:
+        s.get(Manager, 1).on_duty = True
+    v = variables(run_server(factory, lambda port: agi_request(
+        port, "hotline", ["13900000001", "1700000000.9"], uniqueid="1700000000.9")))
+    assert (v["KHHF_ROUTE"], v["KHHF_DESK"], v["KHHF_MOBILE"]) == \
+        ("manager", "8001", "13700000001")
+    # on duty, the owner is in the county's group, but never rung twice
+    assert v["KHHF_GROUP"] == "PJSIP/8002&PJSIP/8003"
+    assert v["KHHF_COUNTY_DESKS"] == "PJSIP/8001&PJSIP/8002&PJSIP/8003"
 
 
 def test_unknown_caller_and_departed_manager_route_to_the_group(factory):

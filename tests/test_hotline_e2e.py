@@ -37,7 +37,7 @@ class Hotline:
             return county.id
 
     def manager(self, county_id: int, desk: str | None, mobile: str | None = None,
-                on_duty: bool = False) -> int:
+                on_duty: bool = True) -> int:
         with db.unit_of_work(self.factory) as s:
             name = f"m{desk or mobile}"
             user = User(username=name, password_hash="x", display_name=name, role="manager",
@@ -156,6 +156,31 @@ def test_desk_busy_or_unregistered_rings_the_mobile_through_the_trunk(hotline_pb
     assert f"sip:{unified}@" in invite.header("P-Asserted-Identity")
     assert customer_no not in invite.text
     call = hp.wait_ended(customer_no)
+    assert (call.manager_id, call.outcome) == (own, "mobile")
+
+
+def test_an_off_duty_owner_is_rung_on_the_mobile_not_at_the_desk(hotline_pbx):
+    """离岗 means away from the desk: the desk phone stays silent, the
+    mobile rings (through the trunk), then the group."""
+    hp = hotline_pbx
+    county = hp.county("c16", "13900000016")
+    own = hp.manager(county, "8116", "13700000016", on_duty=False)
+    hp.manager(county, "8117", on_duty=True)
+    hp.customer(county, "13800000016", own)
+    desk = hp.h.desk_phone("8116", "answer.xml")  # registered and idle, but its owner is away
+    group = hp.h.desk_phone("8117", "answer.xml")
+    mobile_leg = hp.h.trunk("answer_hangup.xml", duration_ms=1000)
+
+    caller = hp.call("13900000016", "13800000016")
+    assert caller.wait(30) == 0, caller.trace_summary()
+    assert mobile_leg.wait(10) == 0, mobile_leg.trace_summary()
+    [invite] = mobile_leg.received("INVITE")
+    assert invite.first_line.startswith("INVITE sip:13700000016@")
+    desk.stop()
+    group.stop()
+    assert desk.received("INVITE") == []
+    assert group.received("INVITE") == []  # the mobile answered: the group never rang
+    call = hp.wait_ended("13800000016")
     assert (call.manager_id, call.outcome) == (own, "mobile")
 
 

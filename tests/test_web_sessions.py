@@ -137,7 +137,7 @@ def _set_cookie(response):
     ("http://localhost", 0, "https", False),
 ])
 def test_session_cookie_flags(tmp_path, base_url, hops, forwarded, secure):
-    app, seeded = make_app(tmp_path, PROXY_HOPS=hops)
+    app, seeded = make_app(tmp_path, {"web_proxy_hops": hops})
     client = app.test_client()
     headers = {"X-Forwarded-Proto": forwarded} if forwarded else {}
     response = client.get("/login", base_url=base_url, headers=headers)

@@ -2,7 +2,11 @@
 customer managers work.
 
     app = create_app()                       # settings from khhf.config
-    app = create_app({"DATABASE_URL": ..., "SECRET_KEY": ...})   # tests
+    app = create_app(settings, {"TESTING": True})   # given settings, Flask overrides
+
+khhf's Settings are the only source of configuration (database, secret key,
+time zone, the bridge, the calling window); the dict only sets Flask's own
+options (TESTING, WTF_CSRF_ENABLED, ...).
 
 One blueprint per area; every view declares who may open it with
 webui.access.allow, and objects are loaded through webui.access.load.
@@ -31,12 +35,6 @@ from webui.db import get_db
 DEFAULTS = {
     # how long a log-in lasts, from the moment of log-in
     "SESSION_HOURS": 8,
-    # log-in rate limit, per user name and IP address (khhf.config.Settings)
-    "LOGIN_MAX_FAILURES": khhf_config.Settings.login_max_failures,
-    "LOGIN_FAILURE_MINUTES": khhf_config.Settings.login_failure_minutes,
-    # reverse proxies in front of the app whose X-Forwarded-* are trusted
-    "PROXY_HOPS": khhf_config.Settings.web_proxy_hops,
-    "TIMEZONE": "Asia/Shanghai",
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
 }
 
@@ -44,23 +42,17 @@ csrf = CSRFProtect()
 login_manager = LoginManager()
 
 
-def create_app(config: dict | None = None) -> Flask:
-    """The application; `config` overrides the defaults and khhf's settings."""
+def create_app(settings: khhf_config.Settings | None = None,
+               flask_config: dict | None = None) -> Flask:
+    """The application for `settings` (default: khhf.config.load());
+    `flask_config` sets Flask's own options."""
+    settings = settings or khhf_config.load()
     app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
-    config = dict(config or {})
-    # khhf settings: given (tests), else read from the config file
-    settings = config.pop("KHHF_SETTINGS", None)
-    if "SECRET_KEY" not in config or "DATABASE_URL" not in config:
-        settings = khhf_config.load()
-        app.config.update(SECRET_KEY=settings.require("secret_key"),
-                          DATABASE_URL=settings.database_url, TIMEZONE=settings.timezone)
-    if settings is not None:
-        app.extensions["khhf_settings"] = settings
-        app.config.update(LOGIN_MAX_FAILURES=settings.login_max_failures,
-                          LOGIN_FAILURE_MINUTES=settings.login_failure_minutes,
-                          PROXY_HOPS=settings.web_proxy_hops)
-    app.config.update(config)
+    app.extensions["khhf_settings"] = settings
+    app.config.update(SECRET_KEY=settings.require("secret_key"),
+                      DATABASE_URL=settings.database_url, TIMEZONE=settings.timezone)
+    app.config.update(flask_config or {})
     app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=app.config["SESSION_HOURS"])
 
     engine = app.extensions["khhf_engine"] = khhf_db.make_engine(app.config["DATABASE_URL"])
@@ -68,7 +60,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["khhf_write_sessions"] = khhf_db.session_factory(engine, writer=True)
     app.teardown_appcontext(_close_db)
 
-    security.init_app(app, proxy_hops=app.config["PROXY_HOPS"])
+    security.init_app(app, proxy_hops=settings.web_proxy_hops)
     csrf.init_app(app)
     i18n.init_app(app)
     login_manager.init_app(app)

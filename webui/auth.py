@@ -38,11 +38,12 @@ def login():
         with read_session() as reader:
             checked = accounts.check_password(reader, form.username.data, form.password.data)
         db = get_db()
+        settings = current_app.extensions["khhf_settings"]
         try:
             user = accounts.log_in(
                 db, form.username.data, form.password.data, client_ip(), checked=checked,
-                max_failures=current_app.config["LOGIN_MAX_FAILURES"],
-                window=dt.timedelta(minutes=current_app.config["LOGIN_FAILURE_MINUTES"]))
+                max_failures=settings.login_max_failures,
+                window=dt.timedelta(minutes=settings.login_failure_minutes))
         except accounts.LoginRefused as refused:
             db.commit()  # the failed attempt is logged, and counts
             form.password.errors = [gettext(refused.message, **refused.params)]

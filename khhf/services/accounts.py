@@ -25,7 +25,6 @@ from khhf.services import N_, Problems, handover
 PASSWORD_MIN_LENGTH = 8
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,63}")
 EMPLOYEE_NO_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
-DESK_EXTENSION_PATTERN = re.compile(r"[2-9]\d{3}")
 MANAGER_STATUSES = ("active", "departed")
 # compared against when the user name is unknown, so both paths cost the same
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
@@ -92,32 +91,36 @@ def log_in(session: Session, username: str, password: str, ip: str, *,
     user = session.scalar(select(User).where(User.username == username))
     if failures >= max_failures:
         audit.record(session, user, "login_refused", "user", user.id if user else "",
-                     f"{failures} failed log-ins in {window}", ip, username=username)
+                     {"reason": "too_many_failures", "failures": failures,
+                      "minutes": int(window.total_seconds() // 60)}, ip, username=username,
+                     object_name=user.display_name if user else username)
         raise LoginRefused(N_("Too many failed log-ins for this user name from your "
                               "address. Wait %(minutes)d minutes and try again, or ask "
                               "an administrator to reset your password."),
                            rate_limited=True, minutes=int(window.total_seconds() // 60))
     if user is None:
-        audit.record(session, None, "login_failed", "user", "", "unknown user name", ip,
-                     username=username)
+        audit.record(session, None, "login_failed", "user", "", {"reason": "unknown_user"}, ip,
+                     username=username, object_name=username)
         raise LoginRefused(N_("Wrong user name or password."))
     # the password must have matched the hash the user has now (not one
     # replaced since it was checked)
     if checked.user_id != user.id or checked.matched_hash != user.password_hash:
-        audit.record(session, user, "login_failed", "user", user.id, "wrong password", ip)
+        audit.record(session, user, "login_failed", "user", user.id,
+                     {"reason": "wrong_password"}, ip)
         raise LoginRefused(N_("Wrong user name or password."))
     if not user.is_active:
-        audit.record(session, user, "login_refused", "user", user.id, "account disabled", ip)
+        audit.record(session, user, "login_refused", "user", user.id,
+                     {"reason": "account_disabled"}, ip)
         raise LoginRefused(N_("This account is disabled. Ask an administrator to enable it."))
     user.last_login_at = utcnow()
-    audit.record(session, user, "login", "user", user.id, "", ip)
+    audit.record(session, user, "login", "user", user.id, None, ip)
     return user
 
 
 def log_out(session: Session, user: User, ip: str) -> None:
     """End every session of `user`, on every device (the caller commits)."""
     user.end_sessions()
-    audit.record(session, user, "logout", "user", user.id, "", ip)
+    audit.record(session, user, "logout", "user", user.id, None, ip)
 
 
 def create_user(session: Session, by: User | None, ip: str, *, username: str,
@@ -135,7 +138,9 @@ def create_user(session: Session, by: User | None, ip: str, *, username: str,
     session.add(user)
     session.flush()
     audit.record(session, by, "create", "user", user.id,
-                 f"username={username}; role={role}; county={county.code if county else '—'}", ip)
+                 {"fields": {"username": username, "role": role,
+                             "county": county.name if county else None}}, ip,
+                 object_name=display_name)
     return user
 
 
@@ -154,13 +159,15 @@ def update_user(session: Session, by: User | None, ip: str, user: User, *,
                                      "own role; ask another administrator."))
     problems.raise_if_any()
     changes = {"display_name": (user.display_name, display_name), "role": (user.role, role),
-               "county_id": (user.county_id, county.id if county else None),
+               "county": (user.county.name if user.county else None,
+                          county.name if county else None),
                "is_active": (user.is_active, is_active)}
     user.display_name, user.role, user.is_active = display_name, role, is_active
     user.county_id = county.id if county else None
     if user.manager is not None:
         user.manager.county_id = user.county_id
-    audit.record(session, by, "update", "user", user.id, audit.describe_changes(changes), ip)
+    audit.record(session, by, "update", "user", user.id, audit.changes(changes), ip,
+                 object_name=display_name)
     return user
 
 
@@ -171,7 +178,8 @@ def set_password(session: Session, by: User | None, ip: str, user: User, passwor
     problems.raise_if_any()
     user.password_hash = hash_password(password)
     user.end_sessions()  # whoever knew the old password is logged out everywhere
-    audit.record(session, by, "set_password", "user", user.id, f"username={user.username}", ip)
+    audit.record(session, by, "set_password", "user", user.id, None, ip,
+                 object_name=user.display_name)
 
 
 def create_manager(session: Session, by: User | None, ip: str, *, username: str,
@@ -193,17 +201,21 @@ def create_manager(session: Session, by: User | None, ip: str, *, username: str,
     session.add(manager)
     session.flush()
     audit.record(session, by, "create", "manager", manager.id,
-                 f"username={username}; county={county.code}; employee_no={employee_no}; "
-                 f"desk_extension={desk_extension or '—'}; mobile={mask_phone(mobile)}", ip)
+                 {"fields": {"username": username, "county": county.name,
+                             "employee_no": employee_no, "desk_extension": desk_extension,
+                             "mobile": mask_phone(mobile) if mobile else None}}, ip,
+                 object_name=display_name)
     return manager
 
 
 def update_manager(session: Session, by: User | None, ip: str, manager: Manager, *,
                    display_name: str, county_id: int | None, employee_no: str,
-                   desk_extension: str, mobile: str, status: str) -> Manager:
+                   desk_extension: str, mobile: str, status: str,
+                   successor_id: int | None = None) -> Manager:
     """Edit a manager. Departing goes through khhf.services.handover: their
-    customers and open tasks are spread over the county's other active
-    managers, they go off duty and can no longer log in."""
+    customers and open tasks go to `successor_id`, or without one are spread
+    over the county's other active managers; they go off duty and can no
+    longer log in."""
     problems = Problems()
     display_name = _check_display_name(problems, display_name)
     county = _check_role_county(session, problems, "manager", county_id, allow_manager=True)
@@ -214,15 +226,17 @@ def update_manager(session: Session, by: User | None, ip: str, manager: Manager,
     problems.raise_if_any()
     changes = {
         "display_name": (manager.user.display_name, display_name),
-        "county_id": (manager.county_id, county.id),
+        "county": (manager.county.name, county.name),
         "employee_no": (manager.employee_no, employee_no),
         "desk_extension": (manager.desk_extension, desk_extension),
-        "mobile": (mask_phone(manager.mobile), mask_phone(mobile)),
+        "mobile": (mask_phone(manager.mobile) if manager.mobile else None,
+                   mask_phone(mobile) if mobile else None),
         "status": (manager.status, status),
     }
     if status == "departed" and manager.status == "active":
         # checks before it changes anything; the caller rolls back if it refuses
-        handover.depart_manager(session, manager.id, by_user=by, ip=ip)
+        handover.depart_manager(session, manager.id, successor_id=successor_id, by_user=by,
+                                ip=ip)
     elif status == "active" and manager.status == "departed":
         manager.status, manager.departed_at, manager.successor_id = "active", None, None
         manager.user.is_active = True
@@ -230,14 +244,17 @@ def update_manager(session: Session, by: User | None, ip: str, manager: Manager,
     manager.county_id = manager.user.county_id = county.id
     manager.employee_no, manager.desk_extension, manager.mobile = (
         employee_no, desk_extension, mobile)
-    audit.record(session, by, "update", "manager", manager.id,
-                 audit.describe_changes(changes), ip)
+    audit.record(session, by, "update", "manager", manager.id, audit.changes(changes), ip,
+                 object_name=display_name)
     return manager
 
 
 def set_on_duty(session: Session, by: User | None, ip: str, manager: Manager,
                 on_duty: bool) -> Manager:
-    """在岗/离岗: whether hotline calls may ring this manager's phones."""
+    """在岗/离岗: whether the manager is at the desk. On duty, their
+    customers' hotline calls ring the desk phone first and they are in the
+    county's fallback group; off duty, the hotline skips the desk phone and
+    rings their mobile (khhf.services.hotline.start_call)."""
     problems = Problems()
     if on_duty and manager.status != "active":
         problems.add("on_duty", N_("A departed manager cannot go on duty."))
@@ -245,7 +262,7 @@ def set_on_duty(session: Session, by: User | None, ip: str, manager: Manager,
     if manager.on_duty != on_duty:
         manager.on_duty = on_duty
         audit.record(session, by, "set_on_duty", "manager", manager.id,
-                     f"on_duty={'yes' if on_duty else 'no'}", ip)
+                     {"on_duty": on_duty}, ip, object_name=manager.user.display_name)
     return manager
 
 
@@ -303,7 +320,7 @@ def _check_manager_fields(session, problems, manager, employee_no, desk_extensio
                                        "manager; check it."), value=employee_no)
     desk_extension = (desk_extension or "").strip() or None
     if desk_extension is not None:
-        if not DESK_EXTENSION_PATTERN.fullmatch(desk_extension):
+        if not numbering.DESK_EXTENSION.fullmatch(desk_extension):
             problems.add("desk_extension", N_("Desk extension: 4 digits from 2000 to 9999, "
                                               "e.g. 8001; leave it empty if there is no "
                                               "desk phone."))
@@ -311,7 +328,18 @@ def _check_manager_fields(session, problems, manager, employee_no, desk_extensio
                 Manager.desk_extension == desk_extension, Manager.id != own_id)) is not None:
             problems.add("desk_extension", N_("Desk extension %(value)s is already in use; "
                                               "choose a free one."), value=desk_extension)
-    return employee_no, desk_extension, _check_mobile(problems, mobile)
+    mobile = _check_mobile(problems, mobile)
+    if mobile is not None:
+        holder = session.scalar(select(Manager).where(Manager.mobile == mobile,
+                                                      Manager.id != own_id))
+        if holder is not None:
+            # the hotline rings it and SMS replies are matched by it: one person each
+            problems.add("mobile", N_("Mobile %(value)s is already the number of customer "
+                                      "manager %(name)s (%(no)s); each manager needs their "
+                                      "own. If %(name)s has left, clear the number on their "
+                                      "page first."),
+                         value=mobile, name=holder.user.display_name, no=holder.employee_no)
+    return employee_no, desk_extension, mobile
 
 
 def _check_mobile(problems, mobile) -> str | None:

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from khhf import audit
 from khhf.models import Customer, CustomerAssignment, Manager, Task, User, utcnow
-from khhf.services import N_, Problems
+from khhf.services import N_, Problems, tasks
 
 # tasks not yet in a call: they follow the customer to the new manager
-HANDED_OVER_TASK_STATUSES = ("pending", "not_reached")
+HANDED_OVER_TASK_STATUSES = (tasks.PENDING, tasks.NOT_REACHED)
 REASON = "departure"
 
 
@@ -114,8 +114,7 @@ def depart_manager(session: Session, manager_id: int, *, successor_id: int | Non
     tasks_moved: dict[int, int] = {}
     for task in session.scalars(select(Task).where(
             Task.manager_id == manager.id, Task.status.in_(HANDED_OVER_TASK_STATUSES))):
-        task.manager_id = new_owner.get(task.customer_id, receivers[0].id)
-        task.updated_at = now
+        tasks.reassign(task, new_owner.get(task.customer_id, receivers[0].id), now)
         tasks_moved[task.manager_id] = tasks_moved.get(task.manager_id, 0) + 1
 
     manager.status, manager.departed_at, manager.on_duty = "departed", now, False
@@ -125,10 +124,11 @@ def depart_manager(session: Session, manager_id: int, *, successor_id: int | Non
     customers_moved: dict[int, int] = {}
     for mid in new_owner.values():
         customers_moved[mid] = customers_moved.get(mid, 0) + 1
-    names = {r.id: r.employee_no for r in receivers}
+    names = {r.id: r.user.display_name for r in receivers}
     audit.record(session, by_user, "update", "manager", manager.id,
-                 f"departed; customers: {_describe(customers_moved, names)}; "
-                 f"open tasks: {_describe(tasks_moved, names)}", ip)
+                 {"reason": "departed", "customers": _describe(customers_moved, names),
+                  "tasks": _describe(tasks_moved, names)}, ip,
+                 object_name=manager.user.display_name)
     session.flush()
     return Handover(manager.id, customers_moved, tasks_moved)
 
@@ -154,5 +154,6 @@ def _chunks(ids: list[int], size: int = 500):
         yield ids[i:i + size]
 
 
-def _describe(moved: dict[int, int], names: dict[int, str]) -> str:
-    return ", ".join(f"{names[mid]}×{n}" for mid, n in sorted(moved.items())) or "none"
+def _describe(moved: dict[int, int], names: dict[int, str]) -> list[list]:
+    """[[receiver's name, how many], ...] for the audit entry."""
+    return [[names[mid], n] for mid, n in sorted(moved.items())]

@@ -5,7 +5,9 @@ functions, each inside one unit of work; nothing here knows Asterisk.
 
 - `start_call` writes the inbound call row and answers "who rings": the
   customer's own active manager (desk phone, then mobile), then the county's
-  fallback group: its on-duty active managers' desk phones.
+  fallback group: its on-duty active managers' desk phones. An off-duty
+  (离岗) manager is away from the desk: their desk phone is skipped and the
+  call goes straight to their mobile, then to the group.
 - `finish_call` closes the call row when the channel hangs up; a call that
   nobody answered becomes a high-priority call-back task for the owning
   manager (or the county's fallback owner) and an SMS in the outbox.
@@ -27,19 +29,22 @@ from sqlalchemy.orm import Session
 
 from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, TaskType,
                          UnifiedNumber, utcnow)
+from khhf import numbering
 from khhf.numbering import NumberError, normalise
 from khhf.phones import mask_phone
+from khhf.services import tasks
 
 log = logging.getLogger(__name__)
 
 CALLBACK_TASK_TYPE = "callback"
 # missed hotline calls come before every campaign task (those default to 0)
 CALLBACK_PRIORITY = 100
-OPEN_TASK_STATUSES = ("pending", "not_reached")
-DESK_EXTENSION = re.compile(r"[2-9]\d{3}")
+
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # what the manager's phone receives; the SMPP sender sends the outbox
 SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
+# the note on a customer first known from a missed call (data, in Chinese)
+NOTE_FIRST_SEEN = "首次来电：热线未接"
 # the stages of the ring order, as the dialplan names them (KHHF_STAGE)
 ANSWERING_STAGES = ("desk", "mobile", "group")
 
@@ -50,7 +55,7 @@ class Routing:
     call_id: int
     customer_id: int | None
     manager_id: int | None      # the owning, active manager; None: the group only
-    desk: str                   # the manager's desk extension, or ''
+    desk: str                   # the manager's desk extension, or '' (none, or off duty)
     mobile: str                 # the manager's mobile, or ''
     group: tuple[str, ...]      # fallback group: on-duty desk extensions, owner excluded
     county_desks: tuple[str, ...]  # every on-duty desk of the county (degraded mode)
@@ -81,7 +86,7 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     return Routing(
         call_id=call.id, customer_id=call.customer_id,
         manager_id=manager.id if manager else None,
-        desk=_desk(manager), mobile=_mobile(manager),
+        desk=_desk(manager) if manager and manager.on_duty else "", mobile=_mobile(manager),
         group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
         county_desks=tuple(group),
         strategy=county.fallback_strategy if county else "ringall",
@@ -130,7 +135,7 @@ def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
     rows = session.scalars(select(Manager.desk_extension).where(
         Manager.county_id == county_id, Manager.status == "active", Manager.on_duty.is_(True),
         Manager.desk_extension.is_not(None)).order_by(Manager.id))
-    return tuple(ext for ext in rows if DESK_EXTENSION.fullmatch(ext))
+    return tuple(ext for ext in rows if numbering.DESK_EXTENSION.fullmatch(ext))
 
 
 def county_groups(session: Session) -> dict[str, str]:
@@ -147,7 +152,7 @@ def county_groups(session: Session) -> dict[str, str]:
 
 def _desk(manager: Manager | None) -> str:
     ext = manager.desk_extension if manager else None
-    return ext if ext and DESK_EXTENSION.fullmatch(ext) else ""
+    return ext if ext and numbering.DESK_EXTENSION.fullmatch(ext) else ""
 
 
 def _mobile(manager: Manager | None) -> str:
@@ -234,23 +239,21 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
         # an unknown caller becomes an (unassigned) customer of the county, so
         # the call-back task has someone to call
         customer = Customer(phone=number, county_id=owner.county_id,
-                            note="first seen: a missed hotline call")
+                            note=NOTE_FIRST_SEEN)
         session.add(customer)
         session.flush()
         call.customer_id = customer.id
     task = session.scalar(select(Task).join(TaskType).where(
         TaskType.code == CALLBACK_TASK_TYPE, Task.customer_id == customer.id,
-        Task.status.in_(OPEN_TASK_STATUSES)).order_by(Task.id).limit(1))
+        Task.status.in_(tasks.OPEN)).order_by(Task.id).limit(1))
     if task is None:
-        task = Task(task_type_id=_callback_type(session).id, customer_id=customer.id,
-                    manager_id=owner.id, status="pending", priority=CALLBACK_PRIORITY)
-        session.add(task)
+        task = tasks.new_task(session, task_type_id=_callback_type(session).id,
+                              customer_id=customer.id, manager_id=owner.id,
+                              priority=CALLBACK_PRIORITY)
     else:
         # one open call-back per customer: a second missed call refreshes it
-        task.manager_id = owner.id
-        task.priority = max(task.priority, CALLBACK_PRIORITY)
-        task.updated_at = now
-    session.flush()
+        tasks.reassign(task, owner.id, now)
+        tasks.raise_priority(task, CALLBACK_PRIORITY, now)
     call.task_id = task.id
     if owner.mobile:
         who = f"{customer.name} " if customer.name else ""
@@ -267,8 +270,10 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
 def _callback_type(session: Session) -> TaskType:
     task_type = session.scalar(select(TaskType).where(TaskType.code == CALLBACK_TASK_TYPE))
     if task_type is None:
-        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="Hotline call-back",
-                             description="A customer called the hotline and nobody answered.")
+        # data the system writes is in the operators' language; the English
+        # UI translates this type by its code (webui.i18n.TASK_TYPE_LABELS)
+        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="热线回电",
+                             description="客户拨打热线无人接听，需回电。")
         session.add(task_type)
         session.flush()
     return task_type
