@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from khhf import audit, numbering
+from khhf.config import Settings
 from khhf.models import AuditLog, County, Manager, User, utcnow
 from khhf.phones import mask_phone
 from khhf.services import N_, Problems, handover
@@ -71,11 +72,13 @@ def check_password(session: Session, username: str, password: str) -> CheckedPas
 
 
 def log_in(session: Session, username: str, password: str, ip: str, *,
-           max_failures: int, window: dt.timedelta,
+           max_failures: int = Settings.login_max_failures,
+           window: dt.timedelta = dt.timedelta(minutes=Settings.login_failure_minutes),
            checked: CheckedPassword | None = None) -> User:
     """The user these credentials name, or LoginRefused. After `max_failures`
-    failed log-ins within `window` (Settings.login_max_failures and
-    login_failure_minutes) from `ip` for `username`, every attempt is refused.
+    failed log-ins within `window` from `ip` for `username`, every attempt is
+    refused (the web UI passes Settings.login_max_failures and
+    login_failure_minutes; the defaults are theirs).
     `checked`: the password already checked (check_password), else it is here.
 
     Either way an audit entry is added: the caller commits in both cases.
