@@ -28,6 +28,7 @@ import datetime as dt
 import itertools
 import json
 import signal
+import socket
 import sys
 import time
 
@@ -151,3 +152,69 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class SmscProcess:
+    """The simulator as a child process on free loopback ports: start, kill
+    (as if the SMSC crashed), restart on the same ports, read its log, and
+    inject a mobile's message. The log survives restarts."""
+
+    def __init__(self, workdir, port: int | None = None):
+        from pathlib import Path
+
+        from simkit.sipp import free_port
+        self.workdir = Path(workdir)
+        self.port = port or free_port(kind=socket.SOCK_STREAM)
+        self.control_port = free_port(kind=socket.SOCK_STREAM)
+        self.log_path = self.workdir / "smsc-received.jsonl"
+        self.proc = None
+
+    def start(self) -> "SmscProcess":
+        """Start and wait until it answers on the control port."""
+        import subprocess
+        with open(self.workdir / "smsc.err", "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "simkit.smsc", "--port", str(self.port),
+                 "--control-port", str(self.control_port), "--log", str(self.log_path)],
+                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.command({"op": "ping"})
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the SMSC simulator did not start: see "
+                                       f"{self.workdir / 'smsc.err'}") from None
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: the SMSC vanishes without unbinding."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc:
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+
+    def command(self, command: dict) -> dict:
+        with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as conn:
+            conn.sendall((json.dumps(command) + "\n").encode())
+            return json.loads(conn.makefile().readline())
+
+    def deliver(self, mobile: str, text: str, to: str = "10658") -> dict:
+        """A message from `mobile` to the bound gateway (deliver_sm)."""
+        return self.command({"op": "deliver", "from": mobile, "to": to, "text": text})
+
+    def received(self) -> list[dict]:
+        """Every submit_sm the SMSC accepted, in order, across restarts."""
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]

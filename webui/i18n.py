@@ -67,6 +67,7 @@ OBJECT_TYPE_LABELS = {
     "call": lazy_gettext("call"),
     "task": lazy_gettext("task"),
     "customer": lazy_gettext("customer"),
+    "sms": lazy_gettext("SMS"),
 }
 
 TASK_STATUS_LABELS = {
