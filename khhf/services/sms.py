@@ -49,7 +49,7 @@ def receive(session: Session, mobile: str, text: str, *, user: User | None = Non
     session.add(row)
     session.flush()
     audit.record(session, user, "create", "sms", row.id,
-                 {"fields": {"direction": "in", "from": mask_phone(mobile), "via": via}},
+                 {"fields": {"from": mask_phone(mobile), "via": via}},
                  ip, object_name=mask_phone(mobile))
     return row
 
@@ -100,6 +100,6 @@ def requeue(session: Session, sms_id: int, user: User | None = None) -> SmsMessa
     old = message.status
     message.status, message.next_attempt_at, message.client_ref = "queued", None, None
     audit.record(session, user, "update", "sms", message.id,
-                 audit.changes({"status": (old, "queued")}),
+                 audit.changes({"sms_status": (old, "queued")}),
                  object_name=mask_phone(message.peer_number))
     return message
