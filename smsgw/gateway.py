@@ -133,8 +133,10 @@ class Gateway:
                 message_id = self.transport.submit(destination, self.source_addr, part,
                                                    data_coding, esm_class)
                 message_ids.append(message_id)
-                with unit_of_work(self.factory) as db:
-                    db.add(SmsPart(sms_id=sms_id, part_no=n, smpp_message_id=message_id))
+                if n < len(parts):
+                    # committed now: its receipt may arrive while the next part goes
+                    with unit_of_work(self.factory) as db:
+                        db.add(SmsPart(sms_id=sms_id, part_no=n, smpp_message_id=message_id))
         except SubmitRefused as exc:
             self._refused(sms_id, attempts, exc, first=not message_ids)
             return True
@@ -142,6 +144,8 @@ class Gateway:
             self._lost(sms_id, exc, first=not message_ids)
             raise
         with unit_of_work(self.factory) as db:
+            # the last part with the status: one commit for a one-part message
+            db.add(SmsPart(sms_id=sms_id, part_no=len(parts), smpp_message_id=message_ids[-1]))
             row = db.get(SmsMessage, sms_id)
             row.status, row.sent_at, row.error = "sent", sms.utcnow(), None
             row.smpp_message_id = message_ids[0]

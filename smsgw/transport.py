@@ -118,6 +118,9 @@ class SmppTransport:
         self.client = client
         try:
             client.connect()
+            # small PDUs both ways (submit, deliver_sm_resp): without this,
+            # Nagle holds a submit behind a receipt's unacknowledged answer
+            client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.bind_transceiver(system_id=self.system_id, password=self.password)
         except (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, OSError) as exc:
             self.close()
@@ -166,7 +169,7 @@ class SmppTransport:
                 client.unbind()
         except (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError,
                 OSError, socket.timeout):
-            pass  # the link is gone anyway
+            client.state = smpplib.consts.SMPP_CLIENT_STATE_OPEN  # the link is gone anyway
         client.disconnect()
 
     # internals
