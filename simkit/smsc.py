@@ -1,8 +1,8 @@
 """An SMPP 3.4 SMSC on loopback for the tests, the bench and the demo.
 
-No maintained SMSC simulator installs from PyPI or Debian here (SMPPSim and
-Kannel's fakesmsc are not packaged / do not speak SMPP as a server), so this is
-the smallest honest one, built on the `smpp34` package's SMSC server (a kept
+No maintained SMSC simulator that a test can drive installs from PyPI or
+Debian here (README, "SMS gateway", says what was tried), so this is the
+smallest honest one, built on the `smpp34` package's SMSC server (a kept
 Rust PDU codec and session engine: bind, windowing, enquire_link, PDUs are
 all the library's, none are hand-made here). It:
 
