@@ -15,7 +15,9 @@ all the library's, none are hand-made here). It:
   to the submitting session when registered_delivery asks for one;
 - takes commands on a loopback control port, one JSON object a line:
   {"op": "deliver", "from": MOBILE, "to": SHORTCODE, "text": TEXT} pushes a
-  mobile-originated deliver_sm (UCS-2) to a bound receiver; {"op": "ping"}.
+  mobile-originated deliver_sm (UCS-2) to a bound receiver;
+  {"op": "reject", "count": N, "status": S} refuses the next N submits with
+  command_status S (not logged: the SMSC did not take them); {"op": "ping"}.
 
 Run: python -m simkit.smsc --port P --control-port C --log FILE
 """
@@ -47,6 +49,7 @@ class Smsc:
         self.host, self.control_port = host, control_port
         self.log = open(log_path, "a", encoding="utf-8")
         self.sessions: dict[str, smpp34.Esme] = {}
+        self.rejects: list[int] = []  # statuses for the next submits to refuse
         # ids unique across restarts of the simulator
         self.ids = itertools.count(int(time.time() * 1000) % 10**9 * 1000)
 
@@ -68,6 +71,9 @@ class Smsc:
     def submitted(self, event: smpp34.SubmitSmEvent) -> None:
         """Accept, log (before answering: the log is what the SMSC 'has'),
         answer, and schedule a receipt if one was asked for."""
+        if self.rejects:
+            event.reject(self.rejects.pop(0))
+            return
         message_id = f"{next(self.ids):x}"
         self.log.write(json.dumps({
             "at": time.time(), "id": message_id, "session": event.session_id,
@@ -114,6 +120,9 @@ class Smsc:
         """Run one control command."""
         if command.get("op") == "ping":
             return {"ok": True, "sessions": len(self.sessions)}
+        if command.get("op") == "reject":
+            self.rejects.extend([int(command["status"])] * int(command.get("count", 1)))
+            return {"ok": True}
         if command.get("op") == "deliver":
             for esme in list(self.sessions.values()):
                 if esme.can_receive:

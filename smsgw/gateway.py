@@ -72,8 +72,10 @@ class Gateway:
     """Sends due outbound rows through `transport` and files its arrivals."""
 
     def __init__(self, factory: sessionmaker[Session], transport: Transport, *,
-                 source_addr: str, rate_per_second: float, max_attempts: int = 5):
+                 source_addr: str, rate_per_second: float, max_attempts: int = 5,
+                 retry_base_seconds: float = RETRY_BASE_SECONDS):
         self.factory, self.transport = factory, transport
+        self.retry_base_seconds = retry_base_seconds
         self.source_addr, self.max_attempts = source_addr, max_attempts
         self.throttle = Throttle(rate_per_second)
         self.stop = threading.Event()
@@ -120,7 +122,11 @@ class Gateway:
             row = sms.next_due(db, now)
             if row is None:
                 return False
-            data_coding, esm_class, parts = encoding.split(row.body, row.id)
+            try:
+                data_coding, esm_class, parts = encoding.split(row.body, row.id)
+            except ValueError as exc:  # longer than 255 parts: no phone can show it
+                row.status, row.error = "failed", str(exc)
+                return True
             row.attempts += 1
             row.status, row.client_ref, row.parts = "sending", f"{row.id}.{row.attempts}", \
                 len(parts)
@@ -161,7 +167,7 @@ class Gateway:
                 # part of a long message is on the phone already: resending repeats it
                 row.status = "unknown"
             elif exc.temporary and attempts < self.max_attempts:
-                delay = min(RETRY_BASE_SECONDS * 2 ** (attempts - 1), RETRY_MAX_SECONDS)
+                delay = min(self.retry_base_seconds * 2 ** (attempts - 1), RETRY_MAX_SECONDS)
                 row.status = "queued"
                 row.next_attempt_at = sms.utcnow() + dt.timedelta(seconds=delay)
             else:

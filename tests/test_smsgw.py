@@ -49,9 +49,9 @@ def queue(factory, *bodies, to=MOBILE) -> list[int]:
 class Running:
     """A gateway in a thread, bound to `smsc`."""
 
-    def __init__(self, factory, smsc, rate=50):
+    def __init__(self, factory, smsc, rate=50, **kwargs):
         self.gateway = Gateway(factory, SmppTransport("127.0.0.1", smsc.port, "khhf", "pw"),
-                               source_addr="10658", rate_per_second=rate)
+                               source_addr="10658", rate_per_second=rate, **kwargs)
         self.thread = threading.Thread(target=self.gateway.run, daemon=True)
 
     def __enter__(self):
@@ -169,3 +169,22 @@ def test_smsc_killed_mid_run_and_restarted_loses_and_duplicates_nothing(factory,
             assert row.status == "unknown" and bodies.count(row.body) <= 1, row.status
     assert sum(1 for r in final.values() if r.status == "unknown") <= 1
     assert sum(1 for r in final.values() if r.status == "sent") >= 29
+
+
+ESME_RTHROTTLED, ESME_RINVDSTADR = 0x58, 0x0B
+
+
+def test_a_throttled_submit_is_retried_after_a_backoff_and_an_invalid_number_fails(
+        factory, smsc):
+    smsc.command({"op": "reject", "count": 2, "status": ESME_RTHROTTLED})
+    [retried] = queue(factory, "稍后重试")
+    with Running(factory, smsc, retry_base_seconds=0.2):
+        row = wait_for(lambda: (r := rows(factory)[retried]).status == "sent" and r,
+                       what="sent after retries")
+        assert row.attempts == 3 and row.client_ref == f"{retried}.3" and row.error is None
+        smsc.command({"op": "reject", "count": 1, "status": ESME_RINVDSTADR})
+        [bad] = queue(factory, "号码错误")
+        row = wait_for(lambda: (r := rows(factory)[bad]).status == "failed" and r,
+                       what="failed")
+    assert row.attempts == 1 and "0x0b" in row.error
+    assert [bytes.fromhex(g["sm"]).decode("utf-16-be") for g in smsc.received()] == ["稍后重试"]
