@@ -2,7 +2,8 @@
 
     khhf demo seed   create the demo county, users and customers; print log-ins
     khhf demo run    start the PBX, SIPp desk phones and carrier, the AMI bridge,
-                     the AGI service and the web UI; Ctrl-C stops everything
+                     the AGI service, the SMS gateway and the web UI; Ctrl-C
+                     stops everything
 
 The simulated desk phones answer every call; the simulated carrier answers
 as the customer and hangs up after `--talk` seconds, so a click-to-dial in
@@ -95,6 +96,13 @@ def run(settings, result, talk_seconds: int = 20) -> int:
                  "webui": (settings.web_host, settings.web_port)}
         for proc, module in zip(services, modules):
             _wait_listening(module, *ports[module], proc=proc, log=logs / f"{module}.log")
+        # the SMS gateway listens on nothing: with no smsc_host (the demo's
+        # default) it keeps the outbox and inbox in the database, shown to
+        # the admin under 短信; watched like the others below
+        out = open(logs / "smsgw.log", "ab")
+        services.append(subprocess.Popen([sys.executable, "-m", "smsgw"], env=env,
+                                         stdout=out, stderr=subprocess.STDOUT))
+        modules.append("smsgw")
         print_logins(settings, result)
         print(f"logs in {logs}; press Ctrl-C to stop", flush=True)
         stop = {"now": False}
