@@ -17,7 +17,9 @@ all the library's, none are hand-made here). It:
   {"op": "deliver", "from": MOBILE, "to": SHORTCODE, "text": TEXT} pushes a
   mobile-originated deliver_sm (UCS-2) to a bound receiver;
   {"op": "reject", "count": N, "status": S} refuses the next N submits with
-  command_status S (not logged: the SMSC did not take them); {"op": "ping"}.
+  command_status S (not logged: the SMSC did not take them);
+  {"op": "receipt_first", "on": true} sends each receipt before the
+  submit's answer (as a pipelined SMSC may); {"op": "ping"}.
 
 Run: python -m simkit.smsc --port P --control-port C --log FILE
 """
@@ -50,6 +52,7 @@ class Smsc:
         self.log = open(log_path, "a", encoding="utf-8")
         self.sessions: dict[str, smpp34.Esme] = {}
         self.rejects: list[int] = []  # statuses for the next submits to refuse
+        self.receipt_first = False  # receipts before the submit's answer
         # ids unique across restarts of the simulator
         self.ids = itertools.count(int(time.time() * 1000) % 10**9 * 1000)
 
@@ -82,15 +85,25 @@ class Smsc:
             "registered_delivery": event.registered_delivery,
             "sm": event.short_message.hex()}) + "\n")
         self.log.flush()
+        if event.registered_delivery & 1 and self.receipt_first:
+            asyncio.get_running_loop().create_task(self.receipt_then_accept(event, message_id))
+            return
         event.accept(message_id)
         if event.registered_delivery & 1:
             asyncio.get_running_loop().create_task(
                 self.receipt(event.session_id, message_id, event.destination_addr,
                              event.source_addr))
 
-    async def receipt(self, session_id: str, message_id: str, mobile: str, source: str) -> None:
+    async def receipt_then_accept(self, event, message_id: str) -> None:
+        """The receipt before the submit's answer, as a pipelined SMSC may."""
+        await self.receipt(event.session_id, message_id, event.destination_addr,
+                           event.source_addr, delay=0)
+        event.accept(message_id)
+
+    async def receipt(self, session_id: str, message_id: str, mobile: str, source: str,
+                      delay: float = 0.05) -> None:
         """A delivery receipt for `message_id`, as the handset got it."""
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(delay)
         esme = self.sessions.get(session_id)
         if esme is None or not esme.can_receive:
             return
@@ -120,6 +133,9 @@ class Smsc:
         """Run one control command."""
         if command.get("op") == "ping":
             return {"ok": True, "sessions": len(self.sessions)}
+        if command.get("op") == "receipt_first":
+            self.receipt_first = bool(command.get("on", True))
+            return {"ok": True}
         if command.get("op") == "reject":
             self.rejects.extend([int(command["status"])] * int(command.get("count", 1)))
             return {"ok": True}

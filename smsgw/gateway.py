@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from khhf.db import unit_of_work
@@ -47,6 +47,9 @@ RETRY_BASE_SECONDS = 5
 RETRY_MAX_SECONDS = 600
 BIND_BACKOFF_MAX = 30.0
 IDLE_POLL_SECONDS = 0.5
+# receipts whose part is not stored yet: how many, and for how long, are kept
+EARLY_RECEIPTS_KEPT = 1000
+EARLY_RECEIPT_SECONDS = 60
 UNKNOWN_NOTE = ("the link to the SMSC was lost before it answered: not resent "
                 "automatically; check with the SMSC, then `khhf sms requeue {id}`")
 
@@ -79,6 +82,7 @@ class Gateway:
         self.source_addr, self.max_attempts = source_addr, max_attempts
         self.throttle = Throttle(rate_per_second)
         self.stop = threading.Event()
+        self.early_receipts: dict[str, tuple[str, float]] = {}
 
     # the daemon's loop
 
@@ -99,6 +103,7 @@ class Gateway:
             try:
                 while not self.stop.is_set():
                     if not self.send_one():
+                        self._file_early_receipts()
                         self.transport.poll(IDLE_POLL_SECONDS)
             except LinkLost as exc:
                 log.warning("%s; rebinding", exc)
@@ -127,10 +132,17 @@ class Gateway:
             except ValueError as exc:  # longer than 255 parts: no phone can show it
                 row.status, row.error = "failed", str(exc)
                 return True
-            row.attempts += 1
-            row.status, row.client_ref, row.parts = "sending", f"{row.id}.{row.attempts}", \
-                len(parts)
-            sms_id, attempts, destination = row.id, row.attempts, row.peer_number
+            sms_id, attempts, destination = row.id, row.attempts + 1, row.peer_number
+            # a conditional claim: a second gateway on the same database
+            # (never the plan, but a slip in deployment) cannot take it too
+            claimed = db.execute(
+                update(SmsMessage)
+                .where(SmsMessage.id == sms_id, SmsMessage.status == "queued")
+                .values(status="sending", attempts=attempts, client_ref=f"{sms_id}.{attempts}",
+                        parts=len(parts))
+                .execution_options(synchronize_session=False)).rowcount
+            if not claimed:
+                return True
         # committed: from here a crash leaves 'sending', which recover() makes 'unknown'
         message_ids: list[str] = []
         try:
@@ -157,6 +169,7 @@ class Gateway:
             row.smpp_message_id = message_ids[0]
         log.info("SMS %s sent to %s in %d part(s)", sms_id, mask_phone(destination),
                  len(parts))
+        self._file_early_receipts()
         return True
 
     def _refused(self, sms_id: int, attempts: int, exc: SubmitRefused, first: bool) -> None:
@@ -184,6 +197,20 @@ class Gateway:
                 row.status, row.error = "unknown", UNKNOWN_NOTE.format(id=sms_id)
                 log.warning("SMS %s: outcome unknown (%s): not resent", sms_id, exc)
 
+    def _file_early_receipts(self) -> None:
+        """File the receipts that came before their part was stored; drop
+        those older than EARLY_RECEIPT_SECONDS (for no message of ours)."""
+        if not self.early_receipts:
+            return
+        now = time.monotonic()
+        with unit_of_work(self.factory) as db:
+            for message_id, (status, at) in list(self.early_receipts.items()):
+                if sms.record_receipt(db, message_id, status, sms.utcnow()) is not None:
+                    del self.early_receipts[message_id]
+                elif now - at > EARLY_RECEIPT_SECONDS:
+                    del self.early_receipts[message_id]
+                    log.info("receipt for unknown message id %s ignored", message_id)
+
     # what the SMSC delivers
 
     def store(self, event: Delivery | Receipt) -> bool:
@@ -191,7 +218,11 @@ class Gateway:
         with unit_of_work(self.factory) as db:
             if isinstance(event, Receipt):
                 if sms.record_receipt(db, event.message_id, event.status, sms.utcnow()) is None:
-                    log.info("receipt for unknown message id %s ignored", event.message_id)
+                    # an SMSC may send a receipt before the submit's answer
+                    # reached us: keep it a while, file it once the part is
+                    self.early_receipts[event.message_id] = (event.status, time.monotonic())
+                    while len(self.early_receipts) > EARLY_RECEIPTS_KEPT:
+                        self.early_receipts.pop(next(iter(self.early_receipts)))
             else:
                 try:
                     row = sms.receive(db, event.source, event.text, via="smsc")

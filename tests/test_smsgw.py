@@ -188,3 +188,12 @@ def test_a_throttled_submit_is_retried_after_a_backoff_and_an_invalid_number_fai
                        what="failed")
     assert row.attempts == 1 and "0x0b" in row.error
     assert [bytes.fromhex(g["sm"]).decode("utf-16-be") for g in smsc.received()] == ["稍后重试"]
+
+
+def test_a_receipt_that_comes_before_the_submit_answer_is_still_filed(factory, smsc):
+    smsc.command({"op": "receipt_first", "on": True})
+    [sms_id] = queue(factory, "先到的回执")
+    with Running(factory, smsc):
+        row = wait_for(lambda: (r := rows(factory)[sms_id]).receipt_status and r,
+                       what="receipt filed")
+    assert (row.status, row.receipt_status) == ("sent", "DELIVRD")
