@@ -197,3 +197,19 @@ def test_a_receipt_that_comes_before_the_submit_answer_is_still_filed(factory, s
         row = wait_for(lambda: (r := rows(factory)[sms_id]).receipt_status and r,
                        what="receipt filed")
     assert (row.status, row.receipt_status) == ("sent", "DELIVRD")
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_same_send_receipt_and_reply(pg_database, smsc):
+    engine = pg_database("smsgw")
+    db.create_schema(engine)
+    factory = db.session_factory(engine, writer=True)
+    ids = queue(factory, "您好", "【客户回访】" + "请回复" * 30)
+    with Running(factory, smsc):
+        wait_for(lambda: all(rows(factory)[i].receipt_status == "DELIVRD" for i in ids),
+                 what="receipts")
+        assert smsc.deliver(MOBILE, "2")["ok"]
+        wait_for(lambda: any(r.direction == "in" for r in rows(factory).values()),
+                 what="inbound row")
+    assert [r.status for _, r in sorted(rows(factory).items())] == ["sent", "sent", "received"]
+    assert len(smsc.received()) == 3  # one part, then two
