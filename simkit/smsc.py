@@ -194,7 +194,7 @@ class SmscProcess:
         self.log_path = self.workdir / "smsc-received.jsonl"
         self.proc = None
 
-    def start(self) -> "SmscProcess":
+    def start(self) -> SmscProcess:
         """Start and wait until it answers on the control port."""
         import subprocess
         with open(self.workdir / "smsc.err", "ab") as err:

@@ -28,6 +28,8 @@ from smsgw import encoding
 
 log = logging.getLogger(__name__)
 
+# seconds of quiet on the link before an enquire_link
+ENQUIRE_LINK_SECONDS = 15
 # how long the SMSC may take to answer one submit before its fate is unknown
 SUBMIT_ANSWER_SECONDS = 10.0
 # SMPP statuses that mean "not now": the same submit may succeed later
@@ -104,6 +106,7 @@ class SmppTransport:
         self.client: smpplib.client.Client | None = None
         self.sink: EventSink | None = None
         self.answers: dict[int, tuple[int, str]] = {}
+        self.idle_seconds = 0.0  # quiet time on the link, for enquire_link
 
     def bind(self, sink: EventSink) -> None:
         self.close()
@@ -167,8 +170,7 @@ class SmppTransport:
                                     smpplib.consts.SMPP_CLIENT_STATE_CLOSED):
                 client._socket.settimeout(0.5)
                 client.unbind()
-        except (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError,
-                OSError, socket.timeout):
+        except (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, OSError):
             client.state = smpplib.consts.SMPP_CLIENT_STATE_OPEN  # the link is gone anyway
         client.disconnect()
 
@@ -180,12 +182,15 @@ class SmppTransport:
         try:
             readable, _, _ = select.select([self.client._socket], [], [], timeout)
             if readable:
+                self.idle_seconds = 0.0
                 self.client.read_once()
                 self.client.poll()  # and whatever else is already there
             else:
-                self._idle_ticks = getattr(self, "_idle_ticks", 0) + timeout
-                if self._idle_ticks >= 15:
-                    self._idle_ticks = 0
+                # a quiet link gets an enquire_link now and then, so a dead
+                # one shows (the send fails) and NAT/firewall state stays
+                self.idle_seconds += timeout
+                if self.idle_seconds >= ENQUIRE_LINK_SECONDS:
+                    self.idle_seconds = 0.0
                     self.client.send_pdu(smpplib.smpp.make_pdu("enquire_link",
                                                                client=self.client))
         except (smpplib.exceptions.ConnectionError, OSError, ValueError) as exc:

@@ -28,7 +28,7 @@ class SmsError(ValueError):
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def receive(session: Session, mobile: str, text: str, *, user: User | None = None,
