@@ -5,7 +5,10 @@ bridge completes its row; no SIPp party has a run limit, and after the old
 120 s limit the phones still answer. One demo serves the module's tests, in
 file order; Ctrl-C stops it cleanly at the end."""
 
+import os
+import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -22,12 +25,12 @@ def demo(tmp_path_factory):
     home = tmp_path_factory.mktemp("demo")
     env = demo_env(home)
     khhf = [sys.executable, "-m", "khhfcli.main"]
-    import subprocess
     subprocess.run(khhf + ["init", "--home", str(home)], env=env, check=True,
                    capture_output=True)
     running = RunningDemo(khhf + ["demo", "run", "--talk", str(TALK)], home, env)
     try:
         running.ready()
+        running.carrier = running.child_pid("answer_hangup.xml")
         running.engine = create_engine(f"sqlite:///{home / 'khhf.db'}")
         yield running
     finally:
@@ -76,7 +79,6 @@ def test_killed_desk_phone_comes_back_and_a_later_call_connects(demo):
     port = str(demo.phone_ports["8001"])   # manager1's desk phone
     pid = demo.child_pid("answer.xml", port)
     mark = len(demo.printed())
-    import os
     os.kill(pid, signal.SIGKILL)
     demo.wait_for(r"desk phone 8001 exited \(killed by signal 9\); restarting", start=mark)
     demo.wait_for(r"desk phone 8001 restarted", start=mark)
@@ -93,7 +95,6 @@ def test_killed_bridge_comes_back_and_completes_the_live_call(demo):
     _wait_row(demo, call_id, lambda r: r.state == "connected")
     bridge = demo.child_pid("ami_bridge")
     mark = len(demo.printed())
-    import os
     os.kill(bridge, signal.SIGKILL)
     demo.wait_for(r"ami_bridge exited \(killed by signal 9\); restarting", start=mark)
     demo.wait_for(r"ami_bridge restarted", start=mark)
@@ -103,19 +104,29 @@ def test_killed_bridge_comes_back_and_completes_the_live_call(demo):
     # the call was not cut by the bridge's death: it lasted until the
     # simulated customer hung up after TALK seconds
     assert row.talk_seconds >= TALK - 1, row
-    carrier = demo.child_pid("answer_hangup.xml")
-    assert carrier  # the carrier itself never died
+    assert demo.child_pid("answer_hangup.xml") == demo.carrier  # the carrier never died
+
+
+def test_killed_asterisk_comes_back_and_phones_register_again(demo):
+    asterisk = demo.child_pid("-f", "-n")
+    mark = len(demo.printed())
+    os.kill(asterisk, signal.SIGKILL)
+    demo.wait_for(r"Asterisk \(PBX\) exited \(killed by signal 9\); restarting", start=mark)
+    demo.wait_for(r"Asterisk \(PBX\) restarted", start=mark)
+    for ext in ("8001", "8002", "8003"):
+        demo.wait_for(rf"desk phone {ext} restarted", start=mark)
+    call_id = WebUser(demo.url, "manager1", demo.passwords["manager1"]).dial()
+    row = _wait_row(demo, call_id, lambda r: r.state == "ended")
+    assert row.outcome == "answered", row
 
 
 def test_phones_still_answer_after_the_old_120_s_limit(demo):
-    before = {pid: argv for pid, argv in demo.children().items()
-              if argv and argv[0].endswith("sipp")}
     time.sleep(max(0.0, 125 - (time.monotonic() - demo.started)))
-    after = demo.children()
-    # the carrier and the phones not killed above are the same processes, still running
-    assert all(pid in after for pid in before), (before, after)
+    # the carrier has run since the start, never restarted
+    assert demo.child_pid("answer_hangup.xml") == demo.carrier
     call_id = WebUser(demo.url, "manager3", demo.passwords["manager3"]).dial()
     row = _wait_row(demo, call_id, lambda r: r.state == "ended")
     assert row.outcome == "answered", row
-    assert "exited" not in demo.printed().split("press Ctrl-C")[1].replace(
-        "desk phone 8001 exited", "").replace("ami_bridge exited", ""), demo.printed()
+    after_start = demo.printed().split("press Ctrl-C", 1)[1]
+    died = set(re.findall(r"khhf demo: (.+?) exited", after_start))
+    assert died == {"desk phone 8001", "ami_bridge", "Asterisk (PBX)"}, demo.printed()
