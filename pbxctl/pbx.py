@@ -28,8 +28,9 @@ from pathlib import Path
 
 from . import ami
 from khhf.config import Settings
+from khhf.shipped import shipped
 
-ASTERISK_CONF_DIR = Path(__file__).resolve().parent.parent / "asterisk"
+ASTERISK_CONF_DIR = shipped("asterisk")
 SID_PACKAGES = "asterisk,asterisk-modules,asterisk-core-sounds-en-gsm"
 MIN_SYSTEM_VERSION = 20
 
