@@ -5,6 +5,7 @@
     khhf pbx up|down|status    run the PBX instance
     khhf pbx reload            render the desk phones again from the database
     khhf pbx phones            desk-phone SIP credentials, for provisioning
+    khhf service install       systemd units for the PBX, AGI, bridge and web UI
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
-    from . import demo as cli_demo, hotline as cli_hotline
+    from . import demo as cli_demo, hotline as cli_hotline, service as cli_service
     cli_hotline.register(sub)   # khhf hotline ...
     cli_demo.register(sub)      # khhf demo seed|run
+    cli_service.register(sub)   # khhf service install
     return parser
 
 

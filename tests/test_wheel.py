@@ -80,3 +80,10 @@ def test_wheel_in_an_empty_venv_runs_the_demo(tmp_path):
     status = subprocess.run([khhf, "pbx", "status"], env=env, cwd=elsewhere,
                             capture_output=True, text=True)
     assert status.returncode == 1 and "not running" in status.stderr, status
+    # the systemd units are in the wheel too
+    units = subprocess.run([khhf, "service", "install", "--no-enable", "--dest",
+                            str(tmp_path / "units")], env=env, cwd=elsewhere,
+                           capture_output=True, text=True)
+    assert units.returncode == 0, units.stderr
+    assert f"ExecStart={venv.resolve()}/bin/python -m webui" in (
+        tmp_path / "units" / "khhf-web.service").read_text()
