@@ -28,6 +28,9 @@ from simkit.sipp import Sipp, free_port, register_desk_phone
 
 from .supervise import Child, RunningPid, Supervisor
 
+# a simulated desk phone's registration: Asterisk's maximum (pjsip.conf)
+REGISTRATION_SECONDS = 86400
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="run the demo system with simulated phones")
@@ -145,8 +148,13 @@ def _desk_phone_child(settings, extension: str, workdir) -> Child:
         f"desk phone {extension}",
         lambda: Sipp("answer.xml", workdir, local_ip="127.0.0.1", port=port, calls=None,
                      run_limit=None),
-        before=lambda: register_desk_phone(settings, extension, port, workdir, expires=86400))
+        before=lambda: register_desk_phone(settings, extension, port, workdir,
+                                           expires=REGISTRATION_SECONDS))
     child.detail = f"SIPp on 127.0.0.1:{port}"
+    # SIPp cannot refresh a registration from the port it answers on: start
+    # the phone afresh (it registers again) well before the registration expires
+    child.renew_after = REGISTRATION_SECONDS / 2
+    child.renew_why = "to register again before its registration expires"
     return child
 
 

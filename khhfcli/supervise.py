@@ -50,6 +50,8 @@ class Child:
     started_at: float = 0.0
     failures: int = 0
     due: float | None = None       # when to start it again; None while running
+    renew_after: float | None = None   # restart it after this many seconds of running
+    renew_why: str = "to renew it"
     on_restart: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -89,6 +91,8 @@ class Supervisor:
             if child.due is None:
                 code = child.proc.poll()
                 if code is None:
+                    if child.renew_after and now - child.started_at >= child.renew_after:
+                        self.restart(child, child.renew_why)
                     continue
                 child.stop()
                 if now - child.started_at >= STABLE_SECONDS:
