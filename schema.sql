@@ -185,6 +185,9 @@ CREATE TABLE calls (
     linkedid VARCHAR(64),
     customer_number VARCHAR(20) NOT NULL,
     unified_number VARCHAR(11),
+    -- the Asterisk node that carries the call (settings.pbx_name): with
+    -- several nodes sharing one database, each bridge sweeps only its own
+    pbx_node VARCHAR(32) NOT NULL DEFAULT 'main',
     state VARCHAR(24) NOT NULL DEFAULT 'requested'
         CHECK (state IN ('requested', 'manager_ringing', 'manager_answered',
                          'customer_ringing', 'connected', 'ended', 'failed')),
@@ -211,7 +214,8 @@ CREATE INDEX ix_calls_customer ON calls (customer_id);
 CREATE TABLE call_events (
     id INTEGER PRIMARY KEY,
     dedup_key VARCHAR(128) NOT NULL UNIQUE,
-    source VARCHAR(8) NOT NULL CHECK (source IN ('ami', 'cel', 'agi')),
+    -- 'khhf': what KHHF recorded itself (a call never placed, or lost)
+    source VARCHAR(8) NOT NULL CHECK (source IN ('ami', 'cel', 'agi', 'khhf')),
     event VARCHAR(64) NOT NULL,
     uniqueid VARCHAR(64),
     linkedid VARCHAR(64),

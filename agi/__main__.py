@@ -10,7 +10,6 @@ hung service would hold calls in ringback.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -18,8 +17,7 @@ import signal
 import socket
 import sys
 
-from khhf import config
-from khhf.config import ConfigError
+from khhf import daemon
 
 
 async def serve(settings) -> None:
@@ -64,18 +62,8 @@ async def watchdog() -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agi", description="KHHF FastAGI service")
-    parser.add_argument("--config", help="config file (default $KHHF_CONFIG or /etc/khhf/khhf.conf)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = config.load(args.config)
-        asyncio.run(serve(settings))
-    except (ConfigError, OSError) as exc:
-        print(f"agi: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return daemon.main("agi", "KHHF FastAGI service",
+                       lambda settings: asyncio.run(serve(settings)), argv)
 
 
 if __name__ == "__main__":

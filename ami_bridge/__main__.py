@@ -1,4 +1,5 @@
-"""`python -m ami_bridge`: run the AMI bridge daemon until SIGTERM/SIGINT."""
+"""`python -m ami_bridge [--config PATH]`: run the AMI bridge daemon until
+SIGTERM/SIGINT (exit codes: khhf.daemon)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import logging
 import signal
 import sys
 
-from khhf import config
-from khhf.config import ConfigError
+from khhf import daemon
+from khhf.config import Settings
 
 from .bridge import Bridge
 from .commands import CommandServer
 
 
-async def main() -> None:
-    settings = config.load()
+async def serve(settings: Settings) -> None:
     settings.require("ami_secret")
     settings.require("bridge_token")
     bridge = Bridge(settings)
@@ -33,10 +33,10 @@ async def main() -> None:
         await server.wait_closed()
 
 
+def main(argv=None) -> int:
+    return daemon.main("ami_bridge", "KHHF AMI bridge: call events into the database",
+                       lambda settings: asyncio.run(serve(settings)), argv)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(main())
-    except (ConfigError, OSError) as exc:
-        print(f"ami_bridge: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())

@@ -30,7 +30,7 @@ from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
 from pbxctl.pbx import Pbx, PbxError, active_desk_extensions
 
-from . import store
+from khhf.calls import events, store
 from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Bridge:
         self.client: AmiClient | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
         self.cel = CelReader(settings.pbx_dir / "log" / "cel-custom" / "khhf-cel.csv",
-                             (state_dir or settings.home / "bridge") / "cel-offset.json")
+                             (state_dir or settings.home / "bridge") / f"cel-offset-{settings.pbx_name}.json")
         self.connected = asyncio.Event()
         self.events_applied = 0
         self._reconcile_lock = asyncio.Lock()
@@ -171,8 +171,8 @@ class Bridge:
                 return set()
         return missing
 
-    async def live_linkedids(self) -> set[str] | None:
-        """The linkedids of the calls Asterisk has channels for right now
+    async def live_channels(self) -> tuple[set[str], set[str]] | None:
+        """(linkedids, PJSIP endpoints) of the channels Asterisk has right now
         (a CoreShowChannels snapshot), or None when the AMI is not there."""
         client = self.client
         if client is None:
@@ -184,7 +184,14 @@ class Bridge:
         messages = answer if isinstance(answer, list) else [answer]
         if not messages or not messages[0].success:
             return None
-        return {m.get("Linkedid") for m in messages if m.get("Event") == "CoreShowChannel"}
+        channels = [m for m in messages if m.get("Event") == "CoreShowChannel"]
+        return ({m.get("Linkedid") for m in channels},
+                {events.endpoint_of(m.get("Channel", "")) for m in channels} - {None})
+
+    async def live_linkedids(self) -> set[str] | None:
+        """The linkedids of the calls Asterisk has channels for right now."""
+        snapshot = await self.live_channels()
+        return None if snapshot is None else snapshot[0]
 
     def reconcile_once(self, now: dt.datetime | None = None,
                        live: set[str] | None = None) -> set[int]:
@@ -201,6 +208,7 @@ class Bridge:
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == "requested",
+                    Call.pbx_node == self.settings.pbx_name,
                     Call.requested_at < horizon)):
                 if not store.facts_for(session, call.id).started:
                     dialing.mark_not_placed(session, call, now)
@@ -238,7 +246,8 @@ class Bridge:
         quiet = now - VANISHED_AFTER
         closed = set()
         for call in session.scalars(select(Call).where(
-                Call.direction == "outbound", Call.state.not_in(store.FINAL_STATES + ("requested",)),
+                Call.direction == "outbound", Call.pbx_node == self.settings.pbx_name,
+                Call.state.not_in(store.FINAL_STATES + ("requested",)),
                 Call.requested_at < quiet)):
             if call.linkedid in live:
                 continue
@@ -246,12 +255,7 @@ class Bridge:
                                   .where(CallEvent.call_id == call.id)) or call.requested_at
             if last >= quiet:
                 continue
-            talked = call.answer_at is not None
-            call.state, call.outcome, call.end_at = ("ended" if talked else "failed"), "lost", last
-            if talked:
-                call.talk_seconds = max(0, round((last - call.answer_at).total_seconds()))
-            if call.task_id is not None:
-                store.update_task(session, call)
+            store.record(session, call, events.LOST, last)
             log.warning("call %s vanished from Asterisk without a recorded end; closed as lost",
                         call.id)
             closed.add(call.id)

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from .events import CEL_COLUMNS
+from khhf.calls.events import CEL_COLUMNS
 
 
 class CelReader:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from khhf import numbering
 from khhf.channel_vars import CALL_ID, REC_FILE, TASK_ID, UNIFIED_NUMBER
 
 OUTBOUND_CONTEXT = "khhf-outbound"
@@ -39,7 +40,7 @@ def originate_action(call: OutboundCall) -> dict:
     """The AMI Originate action for `call` (pure; validated)."""
     if not re.fullmatch(r"khhf-\d+-[0-9a-f]+", call.channel_id):
         raise OriginateError(f"channel id {call.channel_id!r} is not a KHHF call id")
-    if not re.fullmatch(r"[2-9]\d{3}", call.desk_extension):
+    if not numbering.DESK_EXTENSION.fullmatch(call.desk_extension):
         raise OriginateError(f"desk extension {call.desk_extension!r} is not a four-digit extension")
     if not CUSTOMER_NUMBER.fullmatch(call.customer_number):
         raise OriginateError(f"customer number {call.customer_number!r} is neither an 11-digit "

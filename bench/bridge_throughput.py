@@ -43,12 +43,13 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
-from ami_bridge import store
 from ami_bridge.bridge import BATCH, Bridge
 from khhf import db
+from khhf.calls import store
+from khhf.models import Call, CallEvent, utcnow
+from khhf.services import tasks
 from pbxctl.ami import AmiClient
-from khhf.models import (Call, CallEvent, County, Customer, Manager, Task, TaskType, User,
-                         utcnow)
+from simkit import factories
 
 SEP = b"\r\n\r\n"
 LINKEDID = re.compile(rb"khhf-\d+-[0-9a-f]+")
@@ -176,26 +177,15 @@ def seed_calls(engine, calls: list[tuple[int, str]]) -> None:
     sessions = db.session_factory(engine)
     now = utcnow()
     with db.unit_of_work(sessions) as s:
-        county = County(code="bench", name="Bench")
-        s.add(county)
-        s.add(TaskType(code="revisit", name="revisit", max_attempts=3))
-        s.flush()
-        user = User(username="m1", password_hash="-", display_name="m1", role="manager",
-                    county_id=county.id)
-        s.add(user)
-        s.flush()
-        manager = Manager(user_id=user.id, county_id=county.id, employee_no="E1",
-                          desk_extension="8001", mobile="13700000001", status="active")
-        s.add(manager)
-        s.flush()
-        customer = Customer(phone="13912340000", name="c", county_id=county.id,
-                            manager_id=manager.id)
-        s.add(customer)
-        s.flush()
-        type_id = s.scalar(select(TaskType.id))
+        county = factories.county(s, "bench", "Bench")
+        type_id = factories.task_type(s).id
+        manager = factories.manager(s, county, "m1", employee_no="E1", desk="8001",
+                                    mobile="13700000001")
+        customer = factories.customer(s, county, "13912340000", manager, name="c")
         for call_id, _ in calls:
-            s.add(Task(id=call_id, task_type_id=type_id, customer_id=customer.id,
-                       manager_id=manager.id, max_attempts=3, status="dialing"))
+            tasks.dial(tasks.new_task(s, task_id=call_id, task_type_id=type_id,
+                                      customer_id=customer.id, manager_id=manager.id,
+                                      flush=False))
         s.flush()
         for call_id, linkedid in calls:
             s.add(Call(id=call_id, direction="outbound", task_id=call_id, customer_id=customer.id,

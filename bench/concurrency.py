@@ -49,16 +49,16 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from ami_bridge import store
 from bench.bridge_throughput import AmiTapThread, database, parse
-from khhf import bridge_client
-from khhf import db
-from pbxctl import pbx
-from khhf.models import Call, CallEvent, Manager, User
+from khhf import bridge_client, db
+from khhf.calls import store
+from khhf.models import Call, CallEvent, County, Manager, User
 from khhf.services.dialing import request_call
-from simkit.sipp import SIPP_DIR, Sipp, free_port, wav_stats
+from pbxctl import pbx
+from simkit import factories
 from simkit.bridge_env import BridgeEnv
 from simkit.harness import PbxHarness
+from simkit.sipp import SIPP_DIR, Sipp, free_port, wav_stats
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -91,17 +91,12 @@ def cpu_seconds(pid: int | None) -> float:
 def add_managers(env: BridgeEnv, desks: list[str]) -> None:
     """A manager for each desk beyond the three BridgeEnv seeds."""
     with db.unit_of_work(env.sessions) as s:
-        county_id = s.scalar(select(Manager.county_id))
+        county = s.scalar(select(County))
         have = set(s.scalars(select(Manager.desk_extension)))
         for ext in desks:
-            if ext in have:
-                continue
-            user = User(username=f"m{ext}", password_hash="-", display_name=f"m{ext}",
-                        role="manager", county_id=county_id)
-            s.add(user)
-            s.flush()
-            s.add(Manager(user_id=user.id, county_id=county_id, employee_no=f"E{ext}",
-                          desk_extension=ext, mobile=f"1370000{ext}", status="active"))
+            if ext not in have:
+                factories.manager(s, county, f"m{ext}", employee_no=f"E{ext}", desk=ext,
+                                  mobile=f"1370000{ext}")
 
 
 def events_by_call(messages: list[bytes]) -> dict[str, set[str]]:
@@ -342,7 +337,8 @@ class Bench:
         """The web UI's dial: the dialing service writes the row, the bridge originates."""
         with db.unit_of_work(self.env.sessions) as s:
             user = s.scalar(select(User).where(User.username == f"m{ext}"))
-            call_id = request_call(s, self.env.settings, user, task_id).id
+            call_id = request_call(s, self.env.settings, user, task_id,
+                                   live=bridge_client.live(self.env.settings)).id
         bridge_client.dial(self.env.settings, call_id)
         return call_id
 

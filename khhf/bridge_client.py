@@ -1,8 +1,10 @@
 """Client of the AMI bridge's command channel (see ami_bridge/commands.py),
-for the web UI: ask the bridge to place a call the dialing service wrote."""
+for the web UI: ask the bridge what the PBX is doing now, and to place a
+call the dialing service wrote."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
@@ -38,3 +40,18 @@ def dial(settings: Settings, call_id: int) -> None:
     answer = send(settings, {"command": "dial", "call_id": call_id})
     if not answer.get("ok"):
         raise BridgeUnavailable(answer.get("error", "refused"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveCalls:
+    """What the PBX has channels for right now (a CoreShowChannels snapshot)."""
+    linkedids: frozenset[str]
+    endpoints: frozenset[str]   # PJSIP endpoints with a channel: desk extensions, the trunk
+
+
+def live(settings: Settings, timeout: float = 10.0) -> LiveCalls:
+    """The PBX's live channels, through the bridge; BridgeUnavailable if it cannot say."""
+    answer = send(settings, {"command": "live"}, timeout)
+    if not answer.get("ok"):
+        raise BridgeUnavailable(answer.get("error", "refused"))
+    return LiveCalls(frozenset(answer.get("linkedids", ())), frozenset(answer.get("endpoints", ())))

@@ -51,6 +51,12 @@ class Settings:
     calling_window: str = "08:00-21:00"
     manager_ring_seconds: int = 30
     customer_ring_seconds: int = 45
+    # the hotline's ring order: seconds the owner's desk phone, the owner's
+    # mobile, the on-duty group (all at once), and each member in turn ring
+    hotline_desk_ring_seconds: int = 15
+    hotline_mobile_ring_seconds: int = 20
+    hotline_group_ring_seconds: int = 20
+    hotline_hunt_ring_seconds: int = 10
     # how often the AMI bridge reconciles call rows with Asterisk's CEL record
     reconcile_seconds: int = 10
     # the bridge adds new managers' desk phones to the running PBX (1) or not (0)

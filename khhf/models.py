@@ -306,6 +306,7 @@ class Call(Base):
     linkedid: Mapped[str | None] = mapped_column(String(64))
     customer_number: Mapped[str] = mapped_column(String(20))
     unified_number: Mapped[str | None] = mapped_column(String(11))
+    pbx_node: Mapped[str] = mapped_column(String(32), default="main", server_default="main")
     state: Mapped[str] = mapped_column(String(24), default="requested",
                                        server_default="requested")
     requested_at: Mapped[dt.datetime] = _created()
@@ -329,7 +330,7 @@ class Call(Base):
 class CallEvent(Base):
     __tablename__ = "call_events"
     __table_args__ = (
-        CheckConstraint("source IN ('ami', 'cel', 'agi')"),
+        CheckConstraint("source IN ('ami', 'cel', 'agi', 'khhf')"),
         Index("ix_call_events_linkedid", "linkedid"),
         Index("ix_call_events_call", "call_id"),
     )

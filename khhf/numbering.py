@@ -18,6 +18,13 @@ MOBILE = re.compile(r"1[3-9]\d{9}")
 FIXED_LINE = re.compile(r"0[1-9]\d{8,10}")
 
 
+# A desk phone's extension, also its PJSIP endpoint name: four digits 2000-9999
+# (1xxx would look like the start of a mobile number, 0xxx like a trunk
+# prefix). The dialplan's pattern for it is rendered from DESK_EXTENSION_DIALPLAN.
+DESK_EXTENSION = re.compile(r"[2-9]\d{3}")
+DESK_EXTENSION_DIALPLAN = "_[2-9]XXX"
+
+
 class NumberError(ValueError):
     """The number cannot be a mainland mobile or fixed line; says why."""
 

@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from ami_bridge.bridge import Bridge
 from ami_bridge.commands import CommandServer
-from khhf import bridge_client
-from khhf import db
-from khhf.models import (Call, County, Customer, Manager, Task, TaskType, UnifiedNumber, User)
+from khhf import bridge_client, db
+from khhf.models import Call, Customer, Manager, Task, User
 from khhf.services.dialing import request_call
+from simkit import factories
 from simkit.harness import free_port
 
 UNIFIED = "13900000000"
@@ -39,18 +39,11 @@ class BridgeEnv:
 
     def _seed(self):
         with db.unit_of_work(self.sessions) as s:
-            county = County(code="demo", name="示范县",
-                            unified_numbers=[UnifiedNumber(number=UNIFIED, is_primary=True)])
-            s.add(county)
-            s.add(TaskType(code="revisit", name="回访", max_attempts=3))
-            s.flush()
+            county = factories.county(s, "demo", "示范县", unified=UNIFIED)
+            factories.task_type(s)
             for ext in ("8001", "8002", "8003"):
-                user = User(username=f"m{ext}", password_hash="-", display_name=f"经理{ext}",
-                            role="manager", county_id=county.id)
-                s.add(user)
-                s.flush()
-                s.add(Manager(user_id=user.id, county_id=county.id, employee_no=f"E{ext}",
-                              desk_extension=ext, mobile=f"1370000{ext}", status="active"))
+                factories.manager(s, county, f"m{ext}", employee_no=f"E{ext}", desk=ext,
+                                  mobile=f"1370000{ext}", display_name=f"经理{ext}")
 
     # -- bridge life cycle --------------------------------------------------------
     def start(self):
@@ -109,9 +102,7 @@ class BridgeEnv:
         with db.unit_of_work(self.sessions) as s:
             s.scalar(select(User).where(User.username == login)).password_hash = \
                 hash_password(password)
-        app = create_app({"SECRET_KEY": secrets.token_hex(16),
-                          "DATABASE_URL": self.settings.database_url,
-                          "KHHF_SETTINGS": self.settings})
+        app = create_app(self.settings)
         return app, password
 
     # -- calls -------------------------------------------------------------------
@@ -120,25 +111,31 @@ class BridgeEnv:
             manager = s.scalar(select(Manager).where(Manager.desk_extension == ext))
             customer = s.scalar(select(Customer).where(Customer.phone == phone))
             if customer is None:
-                customer = Customer(phone=phone, name="客户", county_id=manager.county_id,
-                                    manager_id=manager.id)
-                s.add(customer)
-                s.flush()
-            task = Task(task_type_id=s.scalar(select(TaskType.id)), customer_id=customer.id,
-                        manager_id=manager.id, max_attempts=3)
-            s.add(task)
-            s.flush()
-            return task.id
+                customer = factories.customer(s, manager.county, phone, manager, name="客户")
+            return factories.task(s, customer, manager).id
 
     def dial(self, ext: str, phone: str) -> int:
         """Click-to-dial as the manager at `ext`: the service, then the bridge."""
         task_id = self.task_for(ext, phone)
         with db.unit_of_work(self.sessions) as s:
             user = s.scalar(select(User).where(User.username == f"m{ext}"))
-            call = request_call(s, self.settings, user, task_id)
+            call = request_call(s, self.settings, user, task_id,
+                                live=bridge_client.live(self.settings))
             call_id = call.id
         bridge_client.dial(self.settings, call_id)
         return call_id
+
+    def wait_state(self, call_id: int, state: str, timeout: float = 30) -> None:
+        """Wait until the call row reaches `state`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.sessions() as s:
+                now = s.get(Call, call_id).state
+            if now == state:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call {call_id} not {state} in {timeout} s: state {now}")
+            time.sleep(0.05)
 
     def wait_final(self, call_id: int, timeout: float = 30, recording: bool = False) -> Call:
         deadline = time.monotonic() + timeout

@@ -5,26 +5,27 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import secrets
 
 from sqlalchemy import select
 
-from khhf import db
+from khhf import config, db
 from simkit import seed as demo
 from khhf.models import User
 from webui import create_app
 
 
-def make_app(tmp_path, **config):
-    """(app, demo seed) on tmp_path/web.db; `config` overrides the test config."""
+def make_app(tmp_path, settings: dict | None = None, **flask_config):
+    """(app, demo seed) on tmp_path/web.db with fresh secrets; `settings`
+    overrides khhf settings, `flask_config` Flask's own options."""
     url = f"sqlite:///{tmp_path / 'web.db'}"
     engine = db.make_engine(url)
     db.create_schema(engine)
     with db.unit_of_work(db.session_factory(engine)) as session:
         seeded = demo.seed(session)
     engine.dispose()
-    app = create_app({"TESTING": True, "SECRET_KEY": secrets.token_hex(16),
-                      "DATABASE_URL": url, **config})
+    khhf_settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, database_url=url,
+                                     **(settings or {}))
+    app = create_app(khhf_settings, {"TESTING": True, **flask_config})
     return app, seeded
 
 

@@ -4,8 +4,8 @@ import csv
 import datetime as dt
 from pathlib import Path
 
-from ami_bridge import events
-from ami_bridge.facts import CUSTOMER, MANAGER, CallFacts, LegEvent, reduce, summarize
+from khhf.calls import events
+from khhf.calls.facts import CUSTOMER, MANAGER, CallFacts, LegEvent, reduce, summarize
 
 TRACES = Path(__file__).parent / "traces"
 T0 = dt.datetime(2026, 11, 27, 2, 0, 0)

@@ -84,3 +84,46 @@ def test_customer_does_not_answer(env, pbx_harness):
     call = env.wait_final(call_id)
     assert (call.state, call.outcome) == ("ended", "no_answer")
     assert call.task_snapshot == ("not_reached", 1)
+
+
+def test_busy_is_what_the_pbx_knows(env, pbx_harness):
+    """During a live call the PBX reports the manager's desk phone and the
+    call's channels, and the manager may not dial again; an old open row that
+    Asterisk has no channel for (a crash, a forged request) blocks nobody."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from khhf import bridge_client, db
+    from khhf.models import Call, Manager, User, utcnow
+    from khhf.services import ValidationError
+    from khhf.services.dialing import request_call
+
+    desk = pbx_harness.desk_phone("8002")
+    customer = pbx_harness.trunk("answer_hangup.xml", duration_ms=4000)
+    call_id = env.dial("8002", "13812340009")
+    env.wait_state(call_id, "connected")
+    with env.sessions() as s:
+        linkedid = s.get(Call, call_id).linkedid
+    live = bridge_client.live(env.settings)
+    assert "8002" in live.endpoints and linkedid in live.linkedids
+    other = env.task_for("8002", "13812340010")
+    with db.unit_of_work(env.sessions) as s:
+        user = s.scalar(select(User).where(User.username == "m8002"))
+        with pytest.raises(ValidationError, match="already on a call"):
+            request_call(s, env.settings, user, other, live=live)
+    assert customer.wait(30) == 0 and desk.wait(30) == 0
+    env.wait_final(call_id)
+
+    # a stale row: open, ten minutes old, no channel anywhere
+    with db.unit_of_work(env.sessions) as s:
+        manager = s.scalar(select(Manager).where(Manager.desk_extension == "8002"))
+        s.add(Call(direction="outbound", manager_id=manager.id, customer_number="13812340011",
+                   state="manager_ringing", linkedid="khhf-999999-dead",
+                   requested_at=utcnow() - dt.timedelta(minutes=10)))
+    live = bridge_client.live(env.settings)
+    assert "8002" not in live.endpoints
+    with db.unit_of_work(env.sessions) as s:
+        user = s.scalar(select(User).where(User.username == "m8002"))
+        assert request_call(s, env.settings, user, other, live=live).id
+        s.rollback()

@@ -5,43 +5,25 @@ import pytest
 from sqlalchemy import func, select
 
 from khhf import db
-from khhf.models import (AuditLog, County, Customer, CustomerAssignment, Manager, Task, TaskType,
-                         User)
+from khhf.models import AuditLog, Customer, CustomerAssignment, Manager, Task, User
 from khhf.services import ValidationError
 from khhf.services.handover import depart_manager
+from simkit import factories
 
 
 def seed(factory):
     with db.unit_of_work(factory) as s:
-        a, b = County(code="a", name="A"), County(code="b", name="B")
-        s.add_all([a, b])
-        s.flush()
-        ids = {}
-        for no, county in (("m1", a), ("m2", a), ("m3", a), ("m4", a), ("x1", b)):
-            user = User(username=no, password_hash="x", display_name=no, role="manager",
-                        county_id=county.id)
-            s.add(user)
-            s.flush()
-            m = Manager(user_id=user.id, county_id=county.id, employee_no=no)
-            s.add(m)
-            s.flush()
-            ids[no] = m.id
-        admin = User(username="admin", password_hash="x", display_name="admin", role="admin")
-        s.add(admin)
-        tt = TaskType(code="visit", name="visit")
-        s.add(tt)
-        s.flush()
-        ids["admin"] = admin.id
+        a, b = factories.county(s, "a", "A"), factories.county(s, "b", "B")
+        managers = {no: factories.manager(s, county, no) for no, county in
+                    (("m1", a), ("m2", a), ("m3", a), ("m4", a), ("x1", b))}
+        ids = {no: m.id for no, m in managers.items()}
+        ids["admin"] = factories.user(s, "admin", "admin").id
         # m1 owns 9 customers, m3 already owns 4, m4 none
         for i in range(13):
-            owner = ids["m1"] if i < 9 else ids["m3"]
-            c = Customer(phone=f"1380000{i:04d}", county_id=a.id, manager_id=owner)
-            s.add(c)
-            s.flush()
-            s.add(CustomerAssignment(customer_id=c.id, manager_id=owner))
+            owner = managers["m1"] if i < 9 else managers["m3"]
+            c = factories.customer(s, a, f"1380000{i:04d}", owner)
             if i < 3:
-                s.add(Task(task_type_id=tt.id, customer_id=c.id, manager_id=owner,
-                           status=("pending", "done", "not_reached")[i]))
+                factories.task(s, c, owner, status=("pending", "done", "not_reached")[i])
     return ids
 
 

@@ -85,21 +85,15 @@ def test_reload_adds_a_new_desk_phone(tmp_path):
     from sqlalchemy import select
 
     from khhf import db
-    from khhf.models import County, Manager, User
+    from khhf.models import Manager
+    from simkit import factories
     with PbxHarness(tmp_path, name=f"reload{__import__('os').getpid()}",
                     desk_extensions=[]) as h:
         engine = db.make_engine(h.settings.database_url)
         db.create_schema(engine)
         with db.unit_of_work(db.session_factory(engine)) as s:
-            county = County(code="c", name="县")
-            s.add(county)
-            s.flush()
-            user = User(username="m", password_hash="-", display_name="经理", role="manager",
-                        county_id=county.id)
-            s.add(user)
-            s.flush()
-            s.add(Manager(user_id=user.id, county_id=county.id, employee_no="E1",
-                          desk_extension="8004"))
+            factories.manager(s, factories.county(s, "c", "县"), "m", employee_no="E1",
+                              desk="8004", display_name="经理")
         with pytest.raises(RuntimeError, match="failed to register"):
             h.register_desk_phone("8004")
         rc, out, err = run_khhf(h.settings.config_path, "pbx", "reload")
@@ -108,3 +102,29 @@ def test_reload_adds_a_new_desk_phone(tmp_path):
         with db.session_factory(engine)() as s:
             assert s.scalar(select(Manager.desk_extension)) == "8004"
         engine.dispose()
+
+
+def test_ring_times_and_desk_pattern_are_rendered_from_one_home(tmp_path):
+    """The dialplan restates no ring time and no desk-extension pattern: each
+    is rendered from the settings or khhf.numbering."""
+    import re
+
+    from khhf import numbering
+    from pbxctl.pbx import ASTERISK_CONF_DIR, Layout, Pbx
+
+    shipped = "\n".join(p.read_text() for p in ASTERISK_CONF_DIR.rglob("*.conf"))
+    for line in shipped.splitlines():
+        if line.lstrip().startswith(";"):
+            continue
+        assert not re.search(r"Dial\([^)]*,\s*\d+\s*[,)]", line), f"ring time literal: {line}"
+        assert "[2-9]XXX" not in line, f"desk pattern literal: {line}"
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, customer_ring_seconds=33,
+                                hotline_mobile_ring_seconds=27, manager_ring_seconds=21)
+    pbx = Pbx(settings, [])
+    pbx.render(Layout(None, pbx.run_dir, str(pbx.run_dir), "asterisk"))
+    etc = pbx.run_dir / "etc"
+    globals_ = (etc / "extensions.conf").read_text()
+    assert "KHHF_CUSTOMER_RING = 33" in globals_ and "KHHF_MOBILE_RING = 27" in globals_
+    assert "KHHF_MANAGER_RING = 21" in globals_
+    desk = (etc / "extensions.d" / "20-desk.conf").read_text()
+    assert f"exten => {numbering.DESK_EXTENSION_DIALPLAN}," in desk

@@ -2,7 +2,11 @@
 customer managers work.
 
     app = create_app()                       # settings from khhf.config
-    app = create_app({"DATABASE_URL": ..., "SECRET_KEY": ...})   # tests
+    app = create_app(settings, {"TESTING": True})   # given settings, Flask overrides
+
+khhf's Settings are the only source of configuration (database, secret key,
+time zone, the bridge, the calling window); the dict only sets Flask's own
+options (TESTING, WTF_CSRF_ENABLED, ...).
 
 One blueprint per area; every view declares who may open it with
 webui.access.allow, and objects are loaded through webui.access.load.
@@ -32,7 +36,6 @@ DEFAULTS = {
     # log-in rate limit, per user name and IP address
     "LOGIN_MAX_FAILURES": 5,
     "LOGIN_FAILURE_MINUTES": 15,
-    "TIMEZONE": "Asia/Shanghai",
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
@@ -42,19 +45,17 @@ csrf = CSRFProtect()
 login_manager = LoginManager()
 
 
-def create_app(config: dict | None = None) -> Flask:
-    """The application; `config` overrides the defaults and khhf's settings."""
+def create_app(settings: khhf_config.Settings | None = None,
+               flask_config: dict | None = None) -> Flask:
+    """The application for `settings` (default: khhf.config.load());
+    `flask_config` sets Flask's own options."""
+    settings = settings or khhf_config.load()
     app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
-    config = dict(config or {})
-    if "KHHF_SETTINGS" in config:  # khhf settings for the calls area (bridge, window)
-        app.extensions["khhf_settings"] = config.pop("KHHF_SETTINGS")
-    if "SECRET_KEY" not in config or "DATABASE_URL" not in config:
-        settings = khhf_config.load()
-        app.extensions["khhf_settings"] = settings
-        app.config.update(SECRET_KEY=settings.require("secret_key"),
-                          DATABASE_URL=settings.database_url, TIMEZONE=settings.timezone)
-    app.config.update(config)
+    app.extensions["khhf_settings"] = settings
+    app.config.update(SECRET_KEY=settings.require("secret_key"),
+                      DATABASE_URL=settings.database_url, TIMEZONE=settings.timezone)
+    app.config.update(flask_config or {})
     app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=app.config["SESSION_HOURS"])
 
     engine = khhf_db.make_engine(app.config["DATABASE_URL"])

@@ -1,4 +1,5 @@
-"""Serve the web UI: `python -m webui` (waitress, on web_host:web_port).
+"""Serve the web UI: `python -m webui [--config PATH]` (waitress, on
+web_host:web_port; exit codes: khhf.daemon).
 
 Settings come from khhf.config (the config file, then KHHF_* variables):
 secret_key and database_url must be set, e.g. by `khhf init`.
@@ -6,30 +7,26 @@ secret_key and database_url must be set, e.g. by `khhf init`.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from waitress import serve
 
-from khhf import config, db
+from khhf import daemon, db
+from khhf.config import Settings
 from webui import create_app
 
 
-def main() -> int:
-    try:
-        settings = config.load()
-        app = create_app()
-    except config.ConfigError as error:
-        print(f"webui: {error}", file=sys.stderr)
-        return 2
+def run(settings: Settings) -> None:
+    app = create_app(settings)
     if not db.has_schema(db.make_engine(settings.database_url)):
-        print(f"webui: the database {settings.database_url} has no tables: run `khhf init`.",
-              file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        raise daemon.StartError(f"the database {settings.database_url} has no tables: "
+                                f"run `khhf init`.")
     print(f"KHHF web UI on http://{settings.web_host}:{settings.web_port}/", flush=True)
     serve(app, host=settings.web_host, port=settings.web_port, threads=8, ident="khhf")
-    return 0
+
+
+def main(argv=None) -> int:
+    return daemon.main("webui", "KHHF web UI", run, argv)
 
 
 if __name__ == "__main__":

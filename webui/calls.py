@@ -25,11 +25,8 @@ bp = Blueprint("calls", __name__, url_prefix="/calls")
 
 
 def settings() -> khhf_config.Settings:
-    """khhf's settings: given to create_app, or read once from the config."""
-    cached = current_app.extensions.get("khhf_settings")
-    if cached is None:
-        cached = current_app.extensions["khhf_settings"] = khhf_config.load()
-    return cached
+    """khhf's settings, as given to create_app."""
+    return current_app.extensions["khhf_settings"]
 
 
 def _wants_json() -> bool:
@@ -47,11 +44,18 @@ def _answer(ok: bool, message: str, status: int, **extra):
 @allow("manager")
 def dial(task_id):
     task_id = load(Task, task_id).id
+    try:
+        live = bridge_client.live(settings())  # is the manager on a call, as the PBX knows
+    except (bridge_client.BridgeUnavailable, ConfigError) as error:
+        current_app.logger.warning("dial of task %s: the PBX cannot be asked: %s", task_id, error)
+        return _answer(False, gettext("The phone system did not take the call; try again "
+                                      "in a moment or tell your administrator."), 503)
     session = get_db()
     session.rollback()       # end the read: the dial is one writing unit of work
     db.begin_write(session)
     try:
-        call = dialing.request_call(session, settings(), current_user, task_id, ip=client_ip())
+        call = dialing.request_call(session, settings(), current_user, task_id, ip=client_ip(),
+                                    live=live)
     except ValidationError as error:
         session.rollback()
         message = " ".join(gettext(p.message, **p.params) for p in error.problems)

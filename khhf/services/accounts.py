@@ -24,7 +24,6 @@ from khhf.services import N_, Problems, handover
 PASSWORD_MIN_LENGTH = 8
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,63}")
 EMPLOYEE_NO_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
-DESK_EXTENSION_PATTERN = re.compile(r"[2-9]\d{3}")
 LOGIN_MAX_FAILURES = 5
 LOGIN_FAILURE_WINDOW = dt.timedelta(minutes=15)
 MANAGER_STATUSES = ("active", "departed")
@@ -269,7 +268,7 @@ def _check_manager_fields(session, problems, manager, employee_no, desk_extensio
                                        "manager; check it."), value=employee_no)
     desk_extension = (desk_extension or "").strip() or None
     if desk_extension is not None:
-        if not DESK_EXTENSION_PATTERN.fullmatch(desk_extension):
+        if not numbering.DESK_EXTENSION.fullmatch(desk_extension):
             problems.add("desk_extension", N_("Desk extension: 4 digits from 2000 to 9999, "
                                               "e.g. 8001; leave it empty if there is no "
                                               "desk phone."))

@@ -15,14 +15,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from khhf import audit
+from khhf.calls import events, store
+from khhf.bridge_client import LiveCalls
 from khhf.config import Settings
 from khhf.models import Call, County, Manager, Task, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems
+from . import N_, Problems, tasks
 
-# a call row still open after this long is stale (a crash), not a live call
-LIVE_CALL_HORIZON = dt.timedelta(hours=2)
+# A requested call has no channel yet for this long (the bridge originates it
+# within the same web request): an open row younger than this is a call being
+# set up; an older one counts only if the PBX has its channels.
+SETUP_GRACE = dt.timedelta(seconds=15)
+# when the PBX cannot be asked (no bridge): open rows this young count as live
+UNKNOWN_PBX_HORIZON = dt.timedelta(hours=2)
 
 
 def parse_window(text: str) -> tuple[dt.time, dt.time]:
@@ -42,10 +48,31 @@ def in_calling_window(settings: Settings, now_utc: dt.datetime) -> bool:
     return start <= local.time() < end
 
 
+def on_a_call(session: Session, manager: Manager, live: LiveCalls | None,
+              now: dt.datetime) -> bool:
+    """Whether the manager is on a call now, as the PBX knows it: a channel on
+    their desk phone, or one of their calls with live channels, or a call
+    requested moments ago and still being set up. An old open row (a crash,
+    a forged request) blocks nobody. `live` None: the PBX could not be asked;
+    then open rows of the last hours count."""
+    open_calls = select(Call.linkedid, Call.requested_at).where(
+        Call.manager_id == manager.id, Call.state.not_in(("ended", "failed")))
+    if live is None:
+        return session.scalar(select(Call.id).where(
+            Call.manager_id == manager.id, Call.state.not_in(("ended", "failed")),
+            Call.requested_at > now - UNKNOWN_PBX_HORIZON).limit(1)) is not None
+    if manager.desk_extension and manager.desk_extension in live.endpoints:
+        return True
+    return any(linkedid in live.linkedids or requested_at > now - SETUP_GRACE
+               for linkedid, requested_at in session.execute(open_calls))
+
+
 def request_call(session: Session, settings: Settings, user: User, task_id: int, ip: str = "",
-                 now: dt.datetime | None = None) -> Call:
+                 now: dt.datetime | None = None, live: LiveCalls | None = None) -> Call:
     """Validate a dial request by `user` for task `task_id`; add the call row.
 
+    `live` is what the PBX has channels for now (khhf.bridge_client.live);
+    without it, the manager's open call rows decide whether they are busy.
     Raises ValidationError (nothing written) when the call must not be placed.
     """
     now = now or utcnow()
@@ -64,18 +91,17 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     if customer.do_not_call:
         problems.add("customer", N_("The customer is on the do-not-call list: file a result "
                                     "instead of calling."))
-    if task.status in ("done", "cancelled"):
+    if task.status in tasks.CLOSED:
         problems.add("task", N_("The task is closed: reopen it before calling again."))
+    elif task.status == tasks.DIALING:
+        problems.add("task", N_("This task is being called right now: wait for the call to end."))
     elif task.attempts >= task.max_attempts:
         problems.add("task", N_("The task has reached its %(max)s call attempts: file a result."),
                      max=task.max_attempts)
     if not in_calling_window(settings, now):
         problems.add("time", N_("Calls are only placed between %(window)s (Beijing time): "
                                 "book a call-back instead."), window=settings.calling_window)
-    busy = session.scalar(select(Call.id).where(
-        Call.manager_id == manager.id, Call.state.not_in(("ended", "failed")),
-        Call.requested_at > now - LIVE_CALL_HORIZON).limit(1))
-    if busy is not None:
+    if on_a_call(session, manager, live, now):
         problems.add("manager", N_("You are already on a call: hang up before dialing the next."))
     unified = county.primary_number if county else None
     if not unified:
@@ -85,7 +111,8 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
 
     call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,
                 manager_id=manager.id, county_id=county.id, customer_number=customer.phone,
-                unified_number=unified, state="requested", requested_at=now)
+                unified_number=unified, state="requested", requested_at=now,
+                pbx_node=settings.pbx_name)
     session.add(call)
     session.flush()
     # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
@@ -93,17 +120,14 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
     local_day = now.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(settings.timezone))
     call.recording_path = f"{local_day:%Y/%m/%d}/{call.id}.wav"
-    task.status = "dialing"
+    tasks.dial(task, now)
     audit.record(session, user, "create", "call", call.id, ip=ip,
                  detail=f"dial task {task.id}, customer {mask_phone(customer.phone)}")
     return call
 
 
 def mark_not_placed(session: Session, call: Call, now: dt.datetime | None = None) -> None:
-    """Close a requested call that never rang (the bridge refused it, or
-    Asterisk never created its channel): the task is free to dial again."""
-    call.state, call.outcome, call.end_at, call.recording_path = \
-        "failed", "not_placed", now or utcnow(), None
-    task = session.get(Task, call.task_id) if call.task_id is not None else None
-    if task is not None and task.status == "dialing":
-        task.status = "pending"
+    """Record that a requested call never rang (the bridge refused it, or
+    Asterisk never created its channel). The call's events decide its row
+    (khhf.calls.store): if a channel did start after all, the call stands."""
+    store.record(session, call, events.NOT_PLACED, now)

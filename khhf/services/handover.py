@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from khhf import audit
 from khhf.models import Customer, CustomerAssignment, Manager, Task, User, utcnow
-from khhf.services import N_, Problems
+from khhf.services import N_, Problems, tasks
 
 # tasks not yet in a call: they follow the customer to the new manager
-HANDED_OVER_TASK_STATUSES = ("pending", "not_reached")
+HANDED_OVER_TASK_STATUSES = (tasks.PENDING, tasks.NOT_REACHED)
 REASON = "departure"
 
 
@@ -114,8 +114,7 @@ def depart_manager(session: Session, manager_id: int, *, successor_id: int | Non
     tasks_moved: dict[int, int] = {}
     for task in session.scalars(select(Task).where(
             Task.manager_id == manager.id, Task.status.in_(HANDED_OVER_TASK_STATUSES))):
-        task.manager_id = new_owner.get(task.customer_id, receivers[0].id)
-        task.updated_at = now
+        tasks.reassign(task, new_owner.get(task.customer_id, receivers[0].id), now)
         tasks_moved[task.manager_id] = tasks_moved.get(task.manager_id, 0) + 1
 
     manager.status, manager.departed_at, manager.on_duty = "departed", now, False

@@ -27,16 +27,17 @@ from sqlalchemy.orm import Session
 
 from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, TaskType,
                          UnifiedNumber, utcnow)
+from khhf import numbering
 from khhf.numbering import NumberError, normalise
 from khhf.phones import mask_phone
+from khhf.services import tasks
 
 log = logging.getLogger(__name__)
 
 CALLBACK_TASK_TYPE = "callback"
 # missed hotline calls come before every campaign task (those default to 0)
 CALLBACK_PRIORITY = 100
-OPEN_TASK_STATUSES = ("pending", "not_reached")
-DESK_EXTENSION = re.compile(r"[2-9]\d{3}")
+
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # what the manager's phone receives; the SMPP sender sends the outbox
 SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
@@ -130,7 +131,7 @@ def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
     rows = session.scalars(select(Manager.desk_extension).where(
         Manager.county_id == county_id, Manager.status == "active", Manager.on_duty.is_(True),
         Manager.desk_extension.is_not(None)).order_by(Manager.id))
-    return tuple(ext for ext in rows if DESK_EXTENSION.fullmatch(ext))
+    return tuple(ext for ext in rows if numbering.DESK_EXTENSION.fullmatch(ext))
 
 
 def county_groups(session: Session) -> dict[str, str]:
@@ -147,7 +148,7 @@ def county_groups(session: Session) -> dict[str, str]:
 
 def _desk(manager: Manager | None) -> str:
     ext = manager.desk_extension if manager else None
-    return ext if ext and DESK_EXTENSION.fullmatch(ext) else ""
+    return ext if ext and numbering.DESK_EXTENSION.fullmatch(ext) else ""
 
 
 def _mobile(manager: Manager | None) -> str:
@@ -240,17 +241,15 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
         call.customer_id = customer.id
     task = session.scalar(select(Task).join(TaskType).where(
         TaskType.code == CALLBACK_TASK_TYPE, Task.customer_id == customer.id,
-        Task.status.in_(OPEN_TASK_STATUSES)).order_by(Task.id).limit(1))
+        Task.status.in_(tasks.OPEN)).order_by(Task.id).limit(1))
     if task is None:
-        task = Task(task_type_id=_callback_type(session).id, customer_id=customer.id,
-                    manager_id=owner.id, status="pending", priority=CALLBACK_PRIORITY)
-        session.add(task)
+        task = tasks.new_task(session, task_type_id=_callback_type(session).id,
+                              customer_id=customer.id, manager_id=owner.id,
+                              priority=CALLBACK_PRIORITY)
     else:
         # one open call-back per customer: a second missed call refreshes it
-        task.manager_id = owner.id
-        task.priority = max(task.priority, CALLBACK_PRIORITY)
-        task.updated_at = now
-    session.flush()
+        tasks.reassign(task, owner.id, now)
+        tasks.raise_priority(task, CALLBACK_PRIORITY, now)
     call.task_id = task.id
     if owner.mobile:
         who = f"{customer.name} " if customer.name else ""

@@ -30,7 +30,9 @@ class LegEvent:
     """One normalised event on one leg of a call.
 
     kind: start | ring | answer | hangup_request | hangup | dial_result |
-          originate_failed | end
+          originate_failed | end, and two that KHHF itself records:
+          not_placed (nothing rang: the PBX never took the call) and
+          lost (the channels vanished with no recorded end)
     """
     kind: str
     at: dt.datetime
@@ -51,6 +53,9 @@ class CallFacts:
     dial_status: str | None = None
     sip_code: int | None = None
     end_at: dt.datetime | None = None
+    originate_failed: bool = False
+    not_placed: bool = False
+    lost_at: dt.datetime | None = None
 
 
 def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
@@ -60,6 +65,9 @@ def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
         answer_at=dict(facts.answer_at), hangup_at=dict(facts.hangup_at),
         hangup_cause=dict(facts.hangup_cause))
     leg = ev.leg
+    if f.not_placed and ev.kind in ("start", "ring", "answer"):
+        # a channel after all (the PBX was slow): the call was placed
+        f.not_placed, f.end_at = False, None
     if ev.kind == "start":
         f.started.add(leg)
         if leg == CUSTOMER:  # CEL has no ringing event: the dial start is close
@@ -83,13 +91,26 @@ def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
         f.dial_status = ev.dial_status or f.dial_status
         f.sip_code = ev.sip_code or f.sip_code
     elif ev.kind == "originate_failed":
+        f.originate_failed = True
         if not f.started:  # else the desk leg's own hang-up ends the call
             f.end_at = f.end_at or ev.at
+    elif ev.kind == "not_placed":
+        # only a call on which nothing ever started can be "not placed"
+        if not f.started:
+            f.not_placed = True
+            f.end_at = f.end_at or ev.at
+    elif ev.kind == "lost":
+        f.lost_at = f.lost_at or ev.at
     elif ev.kind == "end":
         f.end_at = ev.at
     if f.started and f.started <= f.hangup_at.keys():
         f.end_at = max(f.hangup_at.values())
     return f
+
+
+def is_lost(f: CallFacts) -> bool:
+    """The call vanished: declared lost, and no leg's end was ever recorded."""
+    return f.lost_at is not None and f.end_at is None
 
 
 def customer_outcome(f: CallFacts) -> str:
@@ -115,6 +136,8 @@ def customer_outcome(f: CallFacts) -> str:
 def manager_outcome(f: CallFacts) -> str:
     """The outcome of a call that never got past the manager's desk phone."""
     if MANAGER not in f.started:
+        if f.not_placed and not f.originate_failed:
+            return "not_placed"        # the PBX never took the call
         return "manager_unavailable"   # not even a channel: phone not registered
     cause = f.hangup_cause.get(MANAGER)
     if cause == CAUSE_BUSY:
@@ -141,6 +164,15 @@ def summarize(f: CallFacts) -> dict:
         state = "requested"
     row["ring_at"] = f.ring_at.get(CUSTOMER) or f.ring_at.get(MANAGER)
     row["answer_at"] = f.answer_at.get(CUSTOMER)
+    if is_lost(f):
+        # Asterisk lost the call (a crash) before writing its end: close it at
+        # its declared moment, so nobody stays "on a call"
+        talked = CUSTOMER in f.answer_at
+        row.update(state="ended" if talked else "failed", outcome="lost", end_at=f.lost_at)
+        if talked:
+            row["talk_seconds"] = max(0, round((f.lost_at - f.answer_at[CUSTOMER])
+                                               .total_seconds()))
+        return {k: v for k, v in row.items() if v is not None}
     if f.end_at is not None:
         dialed = CUSTOMER in f.started or f.dial_status is not None
         row["outcome"] = customer_outcome(f) if dialed else manager_outcome(f)

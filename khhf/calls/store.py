@@ -1,9 +1,18 @@
-"""The bridge's writes: raw events (idempotent) and call rows recomputed
-from every event stored for the call, so nothing depends on memory that a
-restart would lose."""
+"""Call rows from their events: raw events stored once (idempotent), and
+each call row recomputed from every event stored for it, so nothing
+depends on memory that a restart would lose.
+
+The one place a call's state and outcome are decided: the AMI bridge feeds
+AMI and CEL events here; a call that never rang ("not placed": the web UI
+when the bridge refused it, the bridge's sweep) or that Asterisk lost is
+recorded as an event of KHHF's own (`record`) and folded like the rest, so
+whichever writer comes first, the fold gives one answer. The task follows
+its call through the task state machine (khhf.services.tasks).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import wave
@@ -11,17 +20,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from khhf.models import Call, CallEvent, Task
+from khhf.models import Call, CallEvent, Task, utcnow
+from khhf.services import tasks
 
 from . import events as ev
 from .facts import CallFacts, reduce, summarize
 
 FINAL_STATES = ("ended", "failed")
+# the call row's columns that its events alone decide (facts.summarize)
+DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause",
+           "talk_seconds", "hangup_by")
 INSERT_CHUNK = 100  # rows per INSERT: 8 columns each, under SQLite's variable limit
 
 
@@ -87,21 +100,37 @@ def facts_for(session: Session, call_id: int) -> CallFacts:
         .order_by(CallEvent.event_at, CallEvent.id)).all()
     for source, payload in rows:
         data = json.loads(payload)
-        for leg_event in (ev.from_ami(data) if source == "ami" else ev.from_cel(data)):
+        for leg_event in _PARSERS[source](data):
             facts = reduce(facts, leg_event)
     return facts
+
+
+_PARSERS = {"ami": ev.from_ami, "cel": ev.from_cel, "khhf": ev.from_khhf}
+
+
+def record(session: Session, call: Call, name: str, at: dt.datetime | None = None) -> Call:
+    """Record what KHHF knows of a call itself (events.NOT_PLACED, events.LOST)
+    as one of its events, and recompute the row. Recording it twice is harmless."""
+    at = at or utcnow()
+    payload = ev.khhf_event(name, at)
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(CallEvent).values(
+        dedup_key=f"khhf:{name}:{call.id}", source="khhf", event=name, uniqueid=call.uniqueid,
+        linkedid=call.linkedid or "", call_id=call.id, event_at=at,
+        payload=json.dumps(payload, sort_keys=True)).on_conflict_do_nothing(
+            index_elements=["dedup_key"]))
+    return recompute(session, call.id)
 
 
 def recompute(session: Session, call_id: int) -> Call:
     """Bring the call row (and its task) in line with the stored events."""
     call = session.get(Call, call_id)
     summary = summarize(facts_for(session, call_id))
-    if call.state in FINAL_STATES and summary["state"] not in FINAL_STATES:
-        summary = {}  # closed by a sweep (never placed, or lost): keep that
-    for key, value in summary.items():
-        setattr(call, key, value)
-    if call.state in FINAL_STATES and call.outcome != "answered":
-        call.recording_path = None
+    for key in DERIVED:
+        # every column the events decide, cleared where they say nothing now
+        setattr(call, key, summary.get(key))
+    if call.state in FINAL_STATES and call.answer_at is None:
+        call.recording_path = None  # nobody talked: nothing was recorded
     if call.task_id is not None:
         update_task(session, call)
     return call
@@ -126,22 +155,5 @@ def recording_stats(path: Path) -> tuple[float, int, str] | None:
 def update_task(session: Session, call: Call) -> None:
     """The task follows its latest call, unless a result already closed it."""
     task = session.get(Task, call.task_id)
-    if task is None or task.status in ("done", "cancelled"):
-        return
-    latest = session.scalar(select(func.max(Call.id)).where(Call.task_id == task.id))
-    if latest != call.id:
-        return
-    task.attempts = session.scalar(
-        select(func.count()).select_from(Call).where(
-            Call.task_id == task.id,
-            Call.state.in_(("customer_ringing", "connected", "ended")))) or 0
-    task.last_call_at = call.requested_at
-    if call.state not in FINAL_STATES:
-        task.status = "connected" if call.state == "connected" else "dialing"
-    elif call.outcome == "answered" or (call.outcome == "lost" and call.answer_at):
-        task.status = "connected"
-    elif call.outcome and call.outcome.startswith("manager_") or \
-            call.outcome in ("not_placed", "lost"):
-        task.status = "pending"
-    else:
-        task.status = "not_reached"
+    if task is not None:
+        tasks.follow_call(session, task, call)

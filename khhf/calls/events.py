@@ -28,6 +28,15 @@ def is_ours(linkedid: str | None) -> bool:
     return bool(LINKEDID.fullmatch(linkedid or ""))
 
 
+_PJSIP_CHANNEL = re.compile(r"PJSIP/([^-/;@]+)-[0-9a-f]+")
+
+
+def endpoint_of(channel: str) -> str | None:
+    """The PJSIP endpoint of a channel name: 'PJSIP/8001-0000002a' -> '8001'."""
+    m = _PJSIP_CHANNEL.fullmatch(channel or "")
+    return m.group(1) if m else None
+
+
 def leg_of(channel: str, trunk: str = "carrier") -> str:
     return CUSTOMER if channel.startswith(f"PJSIP/{trunk}-") else MANAGER
 
@@ -66,6 +75,24 @@ def from_ami(event: Mapping, trunk: str = "carrier") -> list[LegEvent]:
     if name == "OriginateResponse" and event.get("Response") == "Failure":
         return [LegEvent("originate_failed", at)]
     return []
+
+
+# what KHHF itself records about a call (source 'khhf' in call_events)
+NOT_PLACED, LOST = "NotPlaced", "Lost"
+_KHHF_KINDS = {NOT_PLACED: "not_placed", LOST: "lost"}
+
+
+def khhf_event(name: str, at: dt.datetime) -> dict:
+    """The payload of an event KHHF records itself (NOT_PLACED or LOST)."""
+    stamp = at.replace(tzinfo=dt.timezone.utc).timestamp()
+    return {"Event": name, "Timestamp": f"{stamp:.6f}"}
+
+
+def from_khhf(event: Mapping) -> list[LegEvent]:
+    """LegEvents for one event KHHF recorded itself (see khhf_event)."""
+    kind = _KHHF_KINDS.get(event.get("Event"))
+    stamp = event.get("Timestamp")
+    return [LegEvent(kind, _epoch(stamp))] if kind and stamp else []
 
 
 def ami_dedup_key(event: Mapping) -> str:

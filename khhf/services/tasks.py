@@ -1,0 +1,191 @@
+"""The task state machine: the only writer of a task's status.
+
+A task is one customer to be called by one manager. Its status moves only
+through the functions below, each of which names the event that moves it;
+the allowed moves are the table `TRANSITIONS`, and a move that is not in it
+raises `TransitionError` (a bug, or a request that lost a race: the caller
+refuses it). Dialing, the AMI bridge, the hotline, hand-overs and result
+filing all come here; a test walks the code base to keep it so.
+
+    pending ──dial──▶ dialing ──call_progress──▶ dialing | connected
+       ▲                 │
+       │     call_ended: answered ─────────────▶ connected (a result is due)
+       │                 not reached (busy, …) ─▶ not_reached (try again)
+       └──────────────── not placed / desk side ─▶ back where it was
+    {pending, dialing, connected, not_reached} ──file_result──▶ done | not_reached | pending
+    open ──cancel──▶ cancelled;   done | cancelled ──reopen──▶ pending
+
+`connected` means "the customer answered": after the call it is the task
+waiting for its result. Call-back appointments are a time on the task, not
+a status: a booked task is `pending` with `appointment_at` set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from khhf.models import Call, ResultCode, Task, utcnow
+
+PENDING, DIALING, CONNECTED, NOT_REACHED, DONE, CANCELLED = (
+    "pending", "dialing", "connected", "not_reached", "done", "cancelled")
+STATUSES = (PENDING, DIALING, CONNECTED, NOT_REACHED, DONE, CANCELLED)
+OPEN = (PENDING, DIALING, CONNECTED, NOT_REACHED)
+CLOSED = (DONE, CANCELLED)
+# tasks a manager may dial now (a connected task may be dialed again: the
+# line dropped before the result was clear)
+DIALABLE = (PENDING, NOT_REACHED, CONNECTED)
+
+# (from, event) -> the statuses that event may lead to
+TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    **{(s, "dial"): (DIALING,) for s in DIALABLE},
+    (DIALING, "call_progress"): (DIALING, CONNECTED),
+    (CONNECTED, "call_progress"): (CONNECTED,),
+    # a call given up as "not placed" that the PBX took after all
+    **{(s, "call_progress"): (DIALING, CONNECTED) for s in (PENDING, NOT_REACHED)},
+    # the call ended: answered, not reached, or never rang the customer (the
+    # task returns to what the calls before it made it)
+    **{(s, "call_ended"): (CONNECTED, NOT_REACHED, PENDING) for s in (DIALING, CONNECTED)},
+    **{(s, "file_result"): (DONE, NOT_REACHED, PENDING) for s in OPEN},
+    **{(s, "cancel"): (CANCELLED,) for s in OPEN},
+    **{(s, "reopen"): (PENDING,) for s in CLOSED},
+}
+
+# outcomes of calls that never rang the customer: they do not count as an attempt
+DESK_SIDE_OUTCOMES = ("not_placed", "manager_unavailable", "manager_busy",
+                      "manager_no_answer", "manager_hung_up")
+# call states in which the customer's phone was rung: an attempt
+ATTEMPT_STATES = ("customer_ringing", "connected", "ended")
+
+
+class TransitionError(ValueError):
+    """A task may not make this move from its current status."""
+
+    def __init__(self, task: Task, event: str, to: str):
+        self.task_id, self.status, self.event, self.to = task.id, task.status, event, to
+        super().__init__(f"task {task.id}: {event} may not move it from {task.status} to {to}")
+
+
+def allowed(status: str, event: str) -> tuple[str, ...]:
+    """The statuses `event` may move a task in `status` to (empty: not allowed)."""
+    return TRANSITIONS.get((status, event), ())
+
+
+def _move(task: Task, event: str, to: str, now: dt.datetime | None = None) -> None:
+    if to not in allowed(task.status, event):
+        raise TransitionError(task, event, to)
+    if task.status != to:
+        task.status = to
+    task.updated_at = now or utcnow()
+
+
+def new_task(session: Session, *, task_type_id: int, customer_id: int, manager_id: int | None,
+             max_attempts: int = 3, priority: int = 0, campaign_id: int | None = None,
+             cycle_id: int | None = None, appointment_at: dt.datetime | None = None,
+             task_id: int | None = None, flush: bool = True) -> Task:
+    """A new task, pending; added to the session and (unless `flush` is
+    false, for bulk inserts) flushed, so it has an id."""
+    task = Task(id=task_id, task_type_id=task_type_id, customer_id=customer_id, manager_id=manager_id,
+                status=PENDING, max_attempts=max_attempts, priority=priority,
+                campaign_id=campaign_id, cycle_id=cycle_id, appointment_at=appointment_at)
+    session.add(task)
+    if flush:
+        session.flush()
+    return task
+
+
+def is_open(task: Task) -> bool:
+    return task.status in OPEN
+
+
+def dial(task: Task, now: dt.datetime | None = None) -> None:
+    """A call to the task's customer was requested."""
+    _move(task, "dial", DIALING, now)
+
+
+def _status_after(call: Call) -> str:
+    """What a finished call makes of its task (None: it leaves it as it was)."""
+    if call.outcome == "answered" or (call.outcome == "lost" and call.answer_at):
+        return CONNECTED
+    if call.outcome in DESK_SIDE_OUTCOMES or call.outcome == "lost":
+        return None
+    return NOT_REACHED
+
+
+def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | None = None) -> None:
+    """The task follows its latest outbound call (the AMI bridge's events, a
+    sweep). A closed task, or a call that is not the latest, changes nothing."""
+    if task.status in CLOSED:
+        return
+    latest = session.scalar(select(func.max(Call.id)).where(
+        Call.task_id == task.id, Call.direction == "outbound"))
+    if latest != call.id:
+        return
+    task.attempts = session.scalar(select(func.count()).select_from(Call).where(
+        Call.task_id == task.id, Call.direction == "outbound",
+        Call.state.in_(ATTEMPT_STATES))) or 0
+    task.last_call_at = call.requested_at
+    if call.state not in ("ended", "failed"):
+        to = CONNECTED if call.state == "connected" else \
+            (DIALING if task.status != CONNECTED else CONNECTED)
+        if task.status != to:
+            _move(task, "call_progress", to, now)
+        return
+    if task.status not in (DIALING, CONNECTED):
+        return  # already moved on (e.g. a result was filed during the call)
+    to = _status_after(call)
+    if to is None:
+        to = _status_before(session, task, call)
+    _move(task, "call_ended", to, now)
+
+
+def _status_before(session: Session, task: Task, call: Call) -> str:
+    """The status the calls before `call` left the task in."""
+    earlier = session.scalars(select(Call).where(
+        Call.task_id == task.id, Call.direction == "outbound", Call.id < call.id,
+        Call.state.in_(("ended", "failed"))).order_by(Call.id.desc()))
+    for previous in earlier:
+        to = _status_after(previous)
+        if to is not None:
+            return to
+    return PENDING
+
+
+def file_result(task: Task, code: ResultCode, appointment_at: dt.datetime | None = None,
+                now: dt.datetime | None = None) -> None:
+    """A result was filed. A final code closes the task; a "try again" code
+    leaves it open (pending with the appointment if one is booked, else
+    not_reached), unless its attempts are used up."""
+    if code.is_final or (appointment_at is None and task.attempts >= task.max_attempts):
+        to = DONE
+    else:
+        to = PENDING if appointment_at is not None else NOT_REACHED
+    _move(task, "file_result", to, now)
+    task.result_code_id = code.id
+    task.appointment_at = appointment_at if to != DONE else None
+
+
+def cancel(task: Task, now: dt.datetime | None = None) -> None:
+    _move(task, "cancel", CANCELLED, now)
+
+
+def reopen(task: Task, now: dt.datetime | None = None) -> None:
+    _move(task, "reopen", PENDING, now)
+    task.result_code_id = None
+
+
+def reassign(task: Task, manager_id: int, now: dt.datetime | None = None) -> None:
+    """Give an open task to another manager (hand-over, manual reassignment);
+    its status does not change."""
+    if task.status not in OPEN:
+        raise TransitionError(task, "reassign", task.status)
+    task.manager_id = manager_id
+    task.updated_at = now or utcnow()
+
+
+def raise_priority(task: Task, priority: int, now: dt.datetime | None = None) -> None:
+    """Make an open task more urgent (a repeated missed hotline call)."""
+    task.priority = max(task.priority, priority)
+    task.updated_at = now or utcnow()

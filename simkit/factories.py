@@ -1,0 +1,114 @@
+"""Test and benchmark data, one way: small factories that add rows to a
+session and flush (so each has its id). Tests, bench/ and the harnesses
+use these; the demo seed (simkit.seed) goes through the real services, as
+an administrator would.
+
+    county = factories.county(s, "demo", unified="13900000000")
+    m = factories.manager(s, county, "m8001", desk="8001", mobile="13700008001")
+    c = factories.customer(s, county, "13812345678", manager=m)
+    t = factories.task(s, c, m)
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from khhf.models import (
+    County,
+    Customer,
+    CustomerAssignment,
+    Manager,
+    ResultCode,
+    Task,
+    TaskType,
+    UnifiedNumber,
+    User,
+)
+from khhf.services import tasks
+
+# a return visit's result codes: (code, label, success, final)
+REVISIT_CODES = (("1", "回访成功", True, True), ("4", "客户拒绝", False, True),
+                 ("5", "无人接听", False, False), ("6", "预约再拨", False, False))
+
+
+def county(s: Session, code: str = "demo", name: str | None = None, *,
+           unified: str | None = None, strategy: str = "ringall") -> County:
+    row = County(code=code, name=name or code, fallback_strategy=strategy)
+    if unified:
+        row.unified_numbers = [UnifiedNumber(number=unified, is_primary=True)]
+    s.add(row)
+    s.flush()
+    return row
+
+
+def user(s: Session, username: str, role: str, county: County | None = None, *,
+         display_name: str | None = None, password_hash: str = "-") -> User:
+    row = User(username=username, password_hash=password_hash,
+               display_name=display_name or username, role=role,
+               county_id=county.id if county is not None else None)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def manager(s: Session, county: County, username: str, *, employee_no: str | None = None,
+            desk: str | None = None, mobile: str | None = None, on_duty: bool = False,
+            display_name: str | None = None) -> Manager:
+    account = user(s, username, "manager", county, display_name=display_name)
+    row = Manager(user_id=account.id, county_id=county.id, employee_no=employee_no or username,
+                  desk_extension=desk, mobile=mobile, status="active", on_duty=on_duty)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def customer(s: Session, county: County, phone: str, manager: Manager | None = None, *,
+             name: str = "") -> Customer:
+    """A customer; with a manager, also the open assignment the hand-over reads."""
+    row = Customer(phone=phone, name=name, county_id=county.id,
+                   manager_id=manager.id if manager is not None else None)
+    s.add(row)
+    s.flush()
+    if manager is not None:
+        s.add(CustomerAssignment(customer_id=row.id, manager_id=manager.id))
+        s.flush()
+    return row
+
+
+def task_type(s: Session, code: str = "revisit", name: str = "回访", *,
+              codes=REVISIT_CODES, max_attempts: int = 3) -> TaskType:
+    """The task type `code`, made (with its result codes) if it is not there."""
+    row = s.scalar(select(TaskType).where(TaskType.code == code))
+    if row is None:
+        row = TaskType(code=code, name=name, max_attempts=max_attempts)
+        s.add(row)
+        s.flush()
+        for value, label, success, final in codes:
+            s.add(ResultCode(task_type_id=row.id, code=value, label=label,
+                             is_success=success, is_final=final))
+        s.flush()
+    return row
+
+
+def task(s: Session, customer_: Customer, manager_: Manager | None,
+         type_: TaskType | None = None, *, status: str = "pending", **fields) -> Task:
+    """A task, brought to `status` through the state machine as it would get there."""
+    type_ = type_ or task_type(s)
+    row = tasks.new_task(s, task_type_id=type_.id, customer_id=customer_.id,
+                         manager_id=manager_.id if manager_ is not None else None,
+                         max_attempts=type_.max_attempts, **fields)
+    codes = {c.is_final: c for c in s.scalars(
+        select(ResultCode).where(ResultCode.task_type_id == type_.id))}
+    if status == "dialing":
+        tasks.dial(row)
+    elif status == "not_reached":
+        tasks.file_result(row, codes[False])
+    elif status == "done":
+        tasks.file_result(row, codes[True])
+    elif status == "cancelled":
+        tasks.cancel(row)
+    elif status != "pending":
+        raise ValueError(f"the factory cannot make a {status!r} task")
+    s.flush()
+    return row

@@ -1,0 +1,57 @@
+"""The three daemons start one way: --config, one line on stderr naming
+what to do, and the exit codes of khhf.daemon (2: restarting will not help)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from khhf import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(module, *args, env=None):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KHHF_")}
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("module", ["agi", "ami_bridge", "webui"])
+def test_a_bad_setting_is_exit_2_with_one_line(module, tmp_path):
+    conf = tmp_path / "khhf.conf"
+    conf.write_text("[khhf]\nagi_port = lots\n")
+    proc = run(module, "--config", str(conf))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"{module}: agi_port must be a whole number, not 'lots'."
+
+
+@pytest.mark.parametrize("module,missing", [("ami_bridge", "ami_secret"), ("webui", "secret_key")])
+def test_a_missing_secret_names_khhf_init(module, missing, tmp_path):
+    conf = tmp_path / "khhf.conf"
+    conf.write_text(f"[khhf]\nhome = {tmp_path}\n")
+    proc = run(module, "--config", str(conf))
+    assert proc.returncode == 2
+    assert f"{missing} is not set: run `khhf init`" in proc.stderr
+
+
+def test_the_web_ui_without_tables_says_khhf_init(tmp_path):
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
+    proc = run("webui", "--config", str(settings.config_path))
+    assert proc.returncode == 2
+    assert "has no tables: run `khhf init`" in proc.stderr
+
+
+def test_a_taken_port_is_exit_1(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, agi_port=port)
+        proc = run("agi", "--config", str(settings.config_path))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("agi: ")

@@ -1,0 +1,228 @@
+"""The task state machine (khhf.services.tasks): its table, its moves as
+calls end, and that nothing else in the code base writes a task's status."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from khhf import config, db
+from khhf.calls import events, store
+from khhf.models import Call, CallEvent, ResultCode, Task, User
+from khhf.services import tasks
+from khhf.services.dialing import mark_not_placed, request_call
+from simkit.bridge_env import BridgeEnv
+
+ROOT = Path(__file__).resolve().parent.parent
+NOON = dt.datetime(2026, 11, 27, 3, 0)
+
+
+# -- the table -------------------------------------------------------------------------
+@pytest.mark.parametrize("status,event,to", [
+    ("pending", "dial", "dialing"), ("not_reached", "dial", "dialing"),
+    ("connected", "dial", "dialing"), ("dialing", "call_progress", "connected"),
+    ("dialing", "call_ended", "not_reached"), ("dialing", "call_ended", "pending"),
+    ("connected", "call_ended", "connected"), ("connected", "file_result", "done"),
+    ("pending", "file_result", "not_reached"), ("done", "reopen", "pending"),
+    ("cancelled", "reopen", "pending"), ("not_reached", "cancel", "cancelled"),
+])
+def test_allowed_moves(status, event, to):
+    assert to in tasks.allowed(status, event)
+
+
+@pytest.mark.parametrize("status,event", [
+    ("done", "dial"), ("cancelled", "dial"), ("dialing", "dial"), ("done", "file_result"),
+    ("cancelled", "call_ended"), ("pending", "call_ended"), ("pending", "reopen"),
+    ("done", "cancel"), ("done", "call_progress"),
+])
+def test_refused_moves(status, event):
+    assert tasks.allowed(status, event) == ()
+    task = Task(id=1, status=status)
+    with pytest.raises(tasks.TransitionError, match=f"{event} may not move it from {status}"):
+        tasks._move(task, event, "pending")
+
+
+def test_every_status_is_in_the_schema_and_every_status_can_be_left():
+    schema = (ROOT / "schema.sql").read_text()
+    for status in tasks.STATUSES:
+        assert f"'{status}'" in schema
+        assert any(frm == status for frm, _ in tasks.TRANSITIONS), status
+
+
+def test_a_final_code_closes_and_a_try_again_code_books_or_retries():
+    final = ResultCode(id=1, code="1", label="回访成功", is_final=True)
+    again = ResultCode(id=2, code="6", label="预约再拨", is_final=False)
+    task = Task(id=1, status="connected", attempts=1, max_attempts=3)
+    tasks.file_result(task, again, appointment_at=NOON)
+    assert (task.status, task.appointment_at) == ("pending", NOON)
+    tasks.file_result(task, again)
+    assert (task.status, task.appointment_at) == ("not_reached", None)
+    task.attempts = 3  # used up: a try-again code with no appointment closes it
+    tasks.file_result(task, again)
+    assert task.status == "done" and task.result_code_id == 2
+    tasks.reopen(task)
+    tasks.file_result(task, final)
+    assert (task.status, task.result_code_id) == ("done", 1)
+
+
+# -- one writer ------------------------------------------------------------------------
+def _python_files():
+    for package in ("khhf", "agi", "ami_bridge", "webui", "khhfcli", "pbxctl", "simkit", "bench"):
+        yield from (ROOT / package).rglob("*.py")
+
+
+def test_only_the_state_machine_writes_task_status():
+    """An assignment to `<something task-like>.status`, a Task(status=...) or
+    an UPDATE of tasks setting status anywhere else is a second writer."""
+    home = ROOT / "khhf" / "services" / "tasks.py"
+    offenders = []
+    for path in _python_files():
+        if path == home:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for t in ast.walk(target):
+                    if isinstance(t, ast.Attribute) and t.attr == "status" \
+                            and "task" in ast.unparse(t.value).lower():
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                if name.endswith("Task") and any(k.arg == "status" for k in node.keywords):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                if name.endswith("values") and "update(Task" in ast.unparse(node) and \
+                        any(k.arg == "status" for k in node.keywords):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == [], f"task status written outside khhf/services/tasks.py: {offenders}"
+
+
+def test_the_scan_finds_a_second_writer(tmp_path):
+    """The scan above can fail: it sees each form of a stray write."""
+    for source in ("task.status = 'done'", "self.task.status = x",
+                   "s.add(Task(status='done'))"):
+        tree = ast.parse(source)
+        hits = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "status"
+                and "task" in ast.unparse(n.value).lower()] or \
+               [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and ast.unparse(n.func).endswith("Task")
+                and any(k.arg == "status" for k in n.keywords)]
+        assert hits, source
+
+
+# -- moves as calls end ----------------------------------------------------------------
+class _NoPbx:
+    def __init__(self, tmp_path):
+        self.settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return BridgeEnv(_NoPbx(tmp_path), tmp_path)  # database and seed only
+
+
+def _dial(env, task_id, now=NOON) -> int:
+    with db.unit_of_work(env.sessions) as s:
+        user = s.scalar(select(User).where(User.username == "m8001"))
+        return request_call(s, env.settings, user, task_id, now=now).id
+
+
+def _ami(env, call_id, *events_):
+    """Feed AMI events (name, channel, extra headers) for the call, in order."""
+    with db.unit_of_work(env.sessions) as s:
+        call = s.get(Call, call_id)
+        raws, t = [], call.requested_at.replace(tzinfo=dt.timezone.utc).timestamp()
+        for i, (name, channel, extra) in enumerate(events_):
+            raws.append({"Event": name, "Channel": channel, "Uniqueid": f"{call.linkedid}-{i}",
+                         "Linkedid": call.linkedid, "Timestamp": f"{t + i + 1:.6f}", **extra})
+        changed = store.store_events(s, [store.raw_from_ami(r) for r in raws])
+        for cid in changed:
+            store.recompute(s, cid)
+
+
+def _task(env, task_id) -> Task:
+    with env.sessions() as s:
+        task = s.get(Task, task_id)
+        s.expunge(task)
+        return task
+
+
+DESK, TRUNK = "PJSIP/8001-00000001", "PJSIP/carrier-00000002"
+ANSWERED = [("Newchannel", DESK, {}), ("Newstate", DESK, {"ChannelStateDesc": "Up"}),
+            ("Newchannel", TRUNK, {}), ("Newstate", TRUNK, {"ChannelStateDesc": "Up"}),
+            ("Hangup", TRUNK, {"Cause": "16"}), ("Hangup", DESK, {"Cause": "16"})]
+BUSY = [("Newchannel", DESK, {}), ("Newstate", DESK, {"ChannelStateDesc": "Up"}),
+        ("Newchannel", TRUNK, {}), ("Hangup", TRUNK, {"Cause": "17"}),
+        ("Hangup", DESK, {"Cause": "16"})]
+
+
+def test_answered_then_busy_then_not_placed(env):
+    task_id = env.task_for("8001", "13812345678")
+    first = _dial(env, task_id)
+    assert _task(env, task_id).status == "dialing"
+    _ami(env, first, *ANSWERED[:4])
+    assert _task(env, task_id).status == "connected"
+    _ami(env, first, *ANSWERED[4:])
+    task = _task(env, task_id)
+    assert (task.status, task.attempts) == ("connected", 1)
+
+    second = _dial(env, task_id, NOON + dt.timedelta(minutes=5))
+    _ami(env, second, *BUSY)
+    task = _task(env, task_id)
+    assert (task.status, task.attempts) == ("not_reached", 2)
+
+    # a call the PBX never took does not count, and leaves the task as it was
+    third = _dial(env, task_id, NOON + dt.timedelta(minutes=10))
+    with db.unit_of_work(env.sessions) as s:
+        mark_not_placed(s, s.get(Call, third))
+        mark_not_placed(s, s.get(Call, third))  # twice: harmless
+    task = _task(env, task_id)
+    assert (task.status, task.attempts) == ("not_reached", 2)
+    with env.sessions() as s:
+        call = s.get(Call, third)
+        assert (call.state, call.outcome) == ("failed", "not_placed")
+        assert s.query(CallEvent).filter_by(call_id=third, source="khhf").count() == 1
+
+
+def test_not_placed_and_a_late_channel_agree_whoever_comes_first(env):
+    """The web UI closes a call the bridge refused; the PBX took it after all:
+    the call's events decide, and the call stands."""
+    task_id = env.task_for("8001", "13812345678")
+    call_id = _dial(env, task_id)
+    with db.unit_of_work(env.sessions) as s:
+        call = s.get(Call, call_id)
+        mark_not_placed(s, call, call.requested_at)  # before the channel's own events
+    _ami(env, call_id, *ANSWERED[:4])
+    with env.sessions() as s:
+        call = s.get(Call, call_id)
+        assert (call.state, call.outcome) == ("connected", None)
+        assert s.get(Task, task_id).status == "connected"
+
+
+def test_a_result_filed_during_the_call_is_kept(env):
+    task_id = env.task_for("8001", "13812345678")
+    call_id = _dial(env, task_id)
+    _ami(env, call_id, *ANSWERED[:4])
+    with db.unit_of_work(env.sessions) as s:
+        tasks.file_result(s.get(Task, task_id), ResultCode(id=None, code="1", label="ok", is_final=True))
+    _ami(env, call_id, *ANSWERED[4:])
+    assert _task(env, task_id).status == "done"
+
+
+def test_a_lost_call_is_closed_and_its_task_freed(env):
+    task_id = env.task_for("8001", "13812345678")
+    call_id = _dial(env, task_id)
+    _ami(env, call_id, *ANSWERED[:4])
+    with db.unit_of_work(env.sessions) as s:
+        call = s.get(Call, call_id)
+        store.record(s, call, events.LOST, call.requested_at + dt.timedelta(seconds=64))
+    with env.sessions() as s:
+        call = s.get(Call, call_id)
+        assert (call.state, call.outcome, call.talk_seconds) == ("ended", "lost", 60)
+        assert s.get(Task, task_id).status == "connected"  # the customer answered
