@@ -160,15 +160,14 @@ def _desk_phone_child(settings, extension: str, workdir) -> Child:
 
 def _service_child(settings, module: str, logs) -> Child:
     """`python -m module` with the demo's config, its output in logs/module.log."""
-    env = dict(os.environ)
-    if settings.config_path:
-        env["KHHF_CONFIG"] = str(settings.config_path)
+    env = dict(os.environ)   # KHHF_* overrides reach the services too
+    config = ["--config", str(settings.config_path)] if settings.config_path else []
     log = logs / f"{module}.log"
     holder: dict = {}
 
     def start():
         holder["out"] = open(log, "ab")
-        holder["proc"] = subprocess.Popen([sys.executable, "-m", module], env=env,
+        holder["proc"] = subprocess.Popen([sys.executable, "-m", module, *config], env=env,
                                           stdout=holder["out"], stderr=subprocess.STDOUT,
                                           start_new_session=True)
         return holder["proc"]
@@ -184,7 +183,8 @@ def _service_child(settings, module: str, logs) -> Child:
                 proc.wait()
         if holder.get("out"):
             holder.pop("out").close()
-    return Child(module, start, stop, log=log)
+    from khhf.daemon import EXIT_CONFIG
+    return Child(module, start, stop, log=log, final_codes=(EXIT_CONFIG,))
 
 
 def _wait_listening(name, host, port, proc, log, stop=None, timeout=60.0) -> None:

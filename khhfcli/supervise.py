@@ -52,6 +52,8 @@ class Child:
     due: float | None = None       # when to start it again; None while running
     renew_after: float | None = None   # restart it after this many seconds of running
     renew_why: str = "to renew it"
+    # exit codes after which a restart cannot help (systemd's RestartPreventExitStatus)
+    final_codes: tuple[int, ...] = ()
     on_restart: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -95,6 +97,12 @@ class Supervisor:
                         self.restart(child, child.renew_why)
                     continue
                 child.stop()
+                if code in child.final_codes:
+                    child.due = float("inf")
+                    log = f"; see {child.log}" if child.log else ""
+                    self.say(f"{self.prefix}: {child.name} exited ({describe_exit(code)}: "
+                             f"cannot start as configured); not restarting it{log}")
+                    continue
                 if now - child.started_at >= STABLE_SECONDS:
                     child.failures = 0
                 self._schedule(child, now, f"{child.name} exited ({describe_exit(code)})")

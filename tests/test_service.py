@@ -39,15 +39,16 @@ def test_units_carry_the_real_venv_config_and_ordering(rendered, tmp_path):
     conf = (tmp_path / "khhf.conf").resolve()
     for name, text in rendered.items():
         assert "{{" not in text, name
-        assert f"Environment=KHHF_CONFIG={conf}\n" in text, name
+        assert f" --config {conf}" in text, name
         assert "Restart=on-failure\n" in text, name
     python = VENV.resolve() / "bin" / "python"
-    assert f"ExecStart={python} -m agi\n" in rendered["khhf-agi.service"]
-    assert f"ExecStart={python} -m ami_bridge\n" in rendered["khhf-bridge.service"]
-    assert f"ExecStart={python} -m webui\n" in rendered["khhf-web.service"]
+    for unit, module in (("agi", "agi"), ("bridge", "ami_bridge"), ("web", "webui")):
+        text = rendered[f"khhf-{unit}.service"]
+        assert f"ExecStart={python} -m {module} --config {conf}\n" in text
+        assert "RestartPreventExitStatus=2\n" in text   # khhf.daemon: a config error
     pbx = rendered["khhf-pbx.service"]
     assert "Type=forking\n" in pbx
-    assert f"ExecStart={VENV.resolve()}/bin/khhf pbx up\n" in pbx
+    assert f"ExecStart={VENV.resolve()}/bin/khhf --config {conf} pbx up\n" in pbx
     assert f"PIDFile={(tmp_path / 'state').resolve()}/pbx/site1/asterisk.pid\n" in pbx
     agi = rendered["khhf-agi.service"]
     assert "Type=notify\n" in agi and re.search(r"^WatchdogSec=\d+$", agi, re.M)

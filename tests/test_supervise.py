@@ -67,3 +67,22 @@ def test_a_killed_child_and_renewal():
     assert "khhf demo: phone exited (killed by signal 9); restarting in 1 s" in said
     supervisor.stop_all()
     assert all(p.poll() is not None for p in procs)
+
+
+def test_a_configuration_error_is_not_restarted():
+    said = []
+    supervisor = Supervisor(say=said.append)
+    child, procs = _child("webui", code=2)
+    child.final_codes = (2,)
+    supervisor.add(child)
+    deadline = time.monotonic() + 5
+    while not said:
+        assert time.monotonic() < deadline
+        supervisor.check()
+        time.sleep(0.05)
+    assert said == ["khhf demo: webui exited (exit code 2: cannot start as configured); "
+                    "not restarting it"]
+    time.sleep(1.2)
+    supervisor.check()
+    assert len(procs) == 1
+    supervisor.stop_all()

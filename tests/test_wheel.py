@@ -85,5 +85,5 @@ def test_wheel_in_an_empty_venv_runs_the_demo(tmp_path):
                             str(tmp_path / "units")], env=env, cwd=elsewhere,
                            capture_output=True, text=True)
     assert units.returncode == 0, units.stderr
-    assert f"ExecStart={venv.resolve()}/bin/python -m webui" in (
+    assert f"ExecStart={venv.resolve()}/bin/python -m webui --config" in (
         tmp_path / "units" / "khhf-web.service").read_text()
