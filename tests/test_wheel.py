@@ -22,8 +22,10 @@ IGNORED = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycac
 
 def _pip(*args):
     """Run pip; its output only shows if it fails."""
+    # without PYTHONPATH: pip would count a checkout on it as khhf already installed
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     proc = subprocess.run([*args, "-q", "--disable-pip-version-check"], capture_output=True,
-                          text=True)
+                          text=True, env=env)
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout}\n{proc.stderr}"
 
 
@@ -51,7 +53,9 @@ def test_wheel_in_an_empty_venv_runs_the_demo(tmp_path):
          "import khhf.db, pbxctl.pbx, simkit.sipp, webui.i18n\n"
          "for p in (khhf.db.SCHEMA_PATH, pbxctl.pbx.ASTERISK_CONF_DIR, simkit.sipp.SIPP_DIR,"
          " webui.i18n.TRANSLATIONS): print(p)"],
-        env=env, cwd=elsewhere, check=True, capture_output=True, text=True).stdout.split()
+        env=env, cwd=elsewhere, capture_output=True, text=True)
+    assert where.returncode == 0, where.stderr
+    where = where.stdout.split()
     assert all(p.startswith(str(venv)) for p in where), where
 
     khhf = str(venv / "bin/khhf")
