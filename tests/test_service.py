@@ -6,9 +6,13 @@ message where systemd is not running.)"""
 
 import os
 import re
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +104,78 @@ def test_enabling_without_systemd_is_refused(tmp_path):
     proc = _install(tmp_path, "--dest", str(tmp_path / "units"))
     assert proc.returncode == 1 and "not running systemd" in proc.stderr, proc.stderr
     assert not (tmp_path / "units").exists()
+
+
+def _exec_lines(text: str, key: str) -> list[str]:
+    return [shlex.split(line.split("=", 1)[1]) for line in text.splitlines()
+            if line.startswith(f"{key}=")]
+
+
+def _listening(port: int, proc, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.1)
+
+
+def test_the_units_commands_run_the_system_as_systemd_would(tmp_path):
+    """Without systemd here, run each unit's own command lines the way
+    systemd would: the PBX's ExecStart forks Asterisk and leaves its pid
+    file, the AGI service tells NOTIFY_SOCKET it is ready, the three daemons
+    listen and exit 0 on SIGTERM (not a failure to restart), ExecStopPost
+    stops the PBX."""
+    from simkit.sipp import free_port
+    rtp = free_port(span=201)
+    ports = {key: free_port(kind=socket.SOCK_STREAM) for key in
+             ("ami_port", "agi_port", "bridge_port", "web_port")}
+    conf = tmp_path / "khhf.conf"
+    config.write_new(conf, home=tmp_path / "state", pbx_name=f"unit{os.getpid()}",
+                     sip_port=free_port(), rtp_start=rtp + rtp % 2, rtp_end=rtp + 200,
+                     trunk_port=free_port("127.0.0.2"), **ports)
+    subprocess.run(KHHF + ["--config", str(conf), "init"], check=True, capture_output=True)
+    proc = _install(tmp_path, "--no-enable", "--dest", str(tmp_path / "units"))
+    assert proc.returncode == 0, proc.stderr
+    units = {p.stem: p.read_text() for p in (tmp_path / "units").iterdir()}
+    # systemd's environment: no KHHF_* variables, a plain PATH. PYTHONPATH only
+    # so that the venv runs this checkout's code (a test-environment detail)
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "LANG": "C.UTF-8", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
+    pid_file = Path(re.search(r"^PIDFile=(.+)$", units["khhf-pbx"], re.M).group(1))
+    daemons = {}
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    try:
+        start, = _exec_lines(units["khhf-pbx"], "ExecStart")
+        up = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0, up.stderr          # the forking parent returns...
+        asterisk = int(pid_file.read_text())          # ...leaving the daemon and its pid file
+        os.kill(asterisk, 0)
+        for unit, port in (("khhf-agi", "agi_port"), ("khhf-bridge", "bridge_port"),
+                           ("khhf-web", "web_port")):
+            command, = _exec_lines(units[unit], "ExecStart")
+            extra = {"NOTIFY_SOCKET": str(tmp_path / "notify")} if unit == "khhf-agi" else {}
+            daemons[unit] = subprocess.Popen(command, env={**env, **extra},
+                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if unit == "khhf-agi":
+                assert notify.recv(64) == b"READY=1"
+            _listening(ports[port], daemons[unit])
+    finally:
+        for unit, daemon in daemons.items():
+            daemon.send_signal(signal.SIGTERM)
+        outputs = {unit: daemon.communicate(timeout=20)[0].decode()[-2000:]
+                   for unit, daemon in daemons.items()}
+        codes = {unit: daemon.returncode for unit, daemon in daemons.items()}
+        notify.close()
+        stop, = _exec_lines(units["khhf-pbx"], "ExecStopPost")
+        down = subprocess.run(stop, env=env, capture_output=True, text=True, timeout=60)
+    assert codes == {"khhf-agi": 0, "khhf-bridge": 0, "khhf-web": 0}, outputs
+    assert down.returncode == 0, down.stderr
+    assert not pid_file.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(asterisk, 0)
