@@ -83,9 +83,12 @@ def run(settings, result, talk_seconds: int = 20) -> int:
         pbx_child = supervisor.add(_pbx_child(settings, extensions))
         workdir = settings.home / "demo-phones"
         phones = [supervisor.add(_desk_phone_child(settings, ext, workdir)) for ext in extensions]
-        # a restarted Asterisk may have lost the registrations: phones register again
-        pbx_child.on_restart.append(lambda: [supervisor.restart(
-            phone, "to register with the restarted PBX") for phone in phones])
+
+        def register_again():
+            # a restarted Asterisk may have lost the registrations
+            for phone in phones:
+                supervisor.restart(phone, "to register with the restarted PBX")
+        pbx_child.on_restart.append(register_again)
         supervisor.add(_sipp_child("carrier", lambda: Sipp(
             "answer_hangup.xml", workdir, local_ip=settings.trunk_host, port=settings.trunk_port,
             duration_ms=talk_seconds * 1000, calls=None, run_limit=None)))
