@@ -25,7 +25,8 @@ def run(settings: Settings) -> None:
     print(f"KHHF web UI on http://{settings.web_host}:{settings.web_port}/", flush=True)
     # SIGTERM (systemd's stop) ends the server like Ctrl-C: exit 0 (khhf.daemon)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    serve(app, host=settings.web_host, port=settings.web_port, threads=8, ident="khhf")
+    # ident="": no Server header; a banner only helps whoever looks for a known flaw
+    serve(app, host=settings.web_host, port=settings.web_port, threads=8, ident="")
 
 
 def main(argv=None) -> int:
