@@ -6,6 +6,7 @@
     khhf pbx reload            render the desk phones again from the database
     khhf pbx phones            desk-phone SIP credentials, for provisioning
     khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
+    khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway and web UI
 """
 
 from __future__ import annotations
@@ -93,10 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
-    from . import demo as cli_demo, hotline as cli_hotline, sms as cli_sms
+    from . import demo as cli_demo, hotline as cli_hotline, service as cli_service, sms as cli_sms
     cli_hotline.register(sub)   # khhf hotline ...
     cli_sms.register(sub)       # khhf sms inject|outbox|requeue
     cli_demo.register(sub)      # khhf demo seed|run
+    cli_service.register(sub)   # khhf service install
     return parser
 
 
