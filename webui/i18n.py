@@ -157,7 +157,7 @@ AUDIT_FIELD_LABELS = {
     "fallback_strategy": lazy_gettext("Fallback ringing"),
     "numbers": lazy_gettext("Unified numbers"),
     "primary": lazy_gettext("Primary number"),
-    "from": lazy_gettext("From"),
+    "from": lazy_gettext("Sender"),
     "via": lazy_gettext("Via"),
     "sms_status": lazy_gettext("Status"),
 }
