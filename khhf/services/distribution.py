@@ -1,0 +1,238 @@
+"""Task distribution (任务分配): who calls which task of a campaign.
+
+    plan = distribution.plan(session, campaign, "average", manager_ids=[...])
+    plan.counts          # {manager_id: tasks after}: the preview
+    distribution.commit(session, user, ip, campaign, "average", manager_ids=[...])
+
+The tasks a distribution moves are the campaign's tasks nobody is working
+on: pending or not reached (not being called, not waiting for a result).
+
+- average (平均分配): equal counts over the chosen managers (default: every
+  active manager of the county), in a fixed order: tasks by id, managers by
+  employee number, task i to manager i mod n. The same input gives the same
+  split.
+- auto (自动分配): each task to its customer's own manager if that manager
+  is active; the others to the least-loaded active manager of the
+  customer's county (load: open tasks, counting those given out so far;
+  ties by employee number). Departed managers never get a task.
+
+A preview computes the plan and writes nothing. A commit computes it again
+inside its own transaction (so it never applies a stale preview) and
+writes it in bulk: the moves go into a temporary table (COPY on
+PostgreSQL, executemany on SQLite) and one UPDATE ... FROM moves them; a
+task that started being called meanwhile is left alone. Manual
+reassignment of chosen tasks goes through khhf.services.tasks.reassign.
+Distribution changes who works a task, never its status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections import Counter
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from khhf import audit
+from khhf.models import Campaign, Customer, Manager, Task, User, utcnow
+from khhf.services import N_, Problems, tasks
+
+MODES = ("average", "auto")
+MOVABLE = (tasks.PENDING, tasks.NOT_REACHED)
+
+
+@dataclasses.dataclass
+class Plan:
+    mode: str
+    moves: list[tuple[int, int]]        # (task id, new manager id), only real changes
+    before: dict                         # {manager_id or None: movable tasks now}
+    counts: dict                         # {manager_id or None: movable tasks after}
+    total: int                           # movable tasks
+    managers: list[Manager]              # the managers the preview shows
+
+    @property
+    def moved(self) -> int:
+        return len(self.moves)
+
+
+def _movable(campaign_id: int, cycle_id: int | None = None):
+    where = [Task.campaign_id == campaign_id, Task.status.in_(MOVABLE)]
+    if cycle_id is not None:
+        where.append(Task.cycle_id == cycle_id)
+    return where
+
+
+def _county_managers(session, county_id) -> list[Manager]:
+    return session.scalars(select(Manager).where(
+        Manager.county_id == county_id, Manager.status == "active")
+        .order_by(Manager.employee_no, Manager.id)).all()
+
+
+def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
+         cycle_id: int | None = None) -> Plan:
+    """The split `mode` would make of the campaign's movable tasks; writes nothing.
+    Raises ValidationError for an unknown mode or managers who may not get tasks."""
+    problems = Problems()
+    if mode not in MODES:
+        problems.add("mode", N_("Choose how to distribute: average or automatic."))
+    pool = _county_managers(session, campaign.county_id)
+    if manager_ids:
+        if mode == "auto":
+            problems.add("manager_ids", N_("Automatic distribution gives each task to its "
+                                           "customer's manager: choose managers only for an "
+                                           "average distribution."))
+        wanted = {int(i) for i in manager_ids}
+        chosen = [m for m in pool if m.id in wanted]
+        if len(chosen) != len(wanted):
+            problems.add("manager_ids", N_("Choose active customer managers of the campaign's "
+                                           "county only."))
+        pool = chosen
+    if mode == "average" and not pool:
+        problems.add("manager_ids", N_("The county has no active customer manager to give "
+                                       "tasks to."))
+    problems.raise_if_any()
+    where = _movable(campaign.id, cycle_id)
+    if mode == "average":
+        rows = session.execute(select(Task.id, Task.manager_id).where(*where)
+                               .order_by(Task.id)).all()
+        ids = [m.id for m in pool]
+        n = len(ids)
+        target = [(task_id, ids[i % n], current) for i, (task_id, current) in enumerate(rows)]
+    else:
+        target = _auto_targets(session, campaign, where, pool)
+    before = Counter(current for _t, _m, current in target)
+    counts = Counter(m for _t, m, _c in target)
+    moves = [(t, m) for t, m, current in target if m is not None and m != current]
+    shown = list(pool)
+    extra = {m for m in list(before) + list(counts) if m is not None} - {m.id for m in shown}
+    if extra:
+        shown += session.scalars(select(Manager).where(Manager.id.in_(extra))
+                                 .order_by(Manager.employee_no)).all()
+    return Plan(mode=mode, moves=moves, before=dict(before), counts=dict(counts),
+                total=len(target), managers=shown)
+
+
+def _auto_targets(session, campaign, where, pool) -> list[tuple[int, int | None, int | None]]:
+    active = {m.id: m for m in pool}
+    rows = session.execute(
+        select(Task.id, Task.manager_id, Customer.manager_id)
+        .join(Customer, Customer.id == Task.customer_id).where(*where)
+        .order_by(Task.id)).all()
+    # load: open tasks of each active manager that this plan does not move
+    movable = {r[0] for r in rows}
+    load = Counter(dict(session.execute(
+        select(Task.manager_id, func.count()).where(
+            Task.manager_id.in_(list(active)), Task.status.in_(tasks.OPEN))
+        .group_by(Task.manager_id)).all()))
+    for task_id, current, _own in rows:
+        if current in active and task_id in movable:
+            load[current] -= 1
+    target, rest = [], []
+    for task_id, current, own in rows:
+        if own in active:
+            target.append((task_id, own, current))
+            load[own] += 1
+        else:
+            rest.append((task_id, current))
+    heap = [(load[m.id], m.employee_no, m.id) for m in pool]
+    heapq.heapify(heap)
+    for task_id, current in rest:
+        if not heap:
+            target.append((task_id, None if current not in active else current, current))
+            continue
+        n, employee_no, manager_id = heapq.heappop(heap)
+        target.append((task_id, manager_id, current))
+        heapq.heappush(heap, (n + 1, employee_no, manager_id))
+    return target
+
+
+def commit(session: Session, by: User | None, ip: str, campaign: Campaign, mode: str,
+           manager_ids=None) -> Plan:
+    """Compute the plan again and write it (one bulk UPDATE); audited. The
+    caller commits: all moves or none."""
+    if campaign.status == "closed":
+        problems = Problems()
+        problems.add("campaign", N_("The campaign is closed: its tasks can no longer be "
+                                    "distributed."))
+        problems.raise_if_any()
+    result = plan(session, campaign, mode, manager_ids)
+    apply_moves(session, result.moves)
+    summary = ", ".join(f"{m.employee_no}={result.counts.get(m.id, 0)}"
+                        for m in result.managers if result.counts.get(m.id))
+    audit.record(session, by, "update", "campaign", campaign.id,
+                 f"distribute {mode}: {result.moved} of {result.total} tasks moved; {summary}",
+                 ip)
+    return result
+
+
+def assign_unassigned(session: Session, campaign: Campaign, cycle_id: int) -> int:
+    """Give a new round's tasks without a manager out as auto would
+    (the customer has no active manager): the least-loaded active manager."""
+    pool = _county_managers(session, campaign.county_id)
+    where = [*_movable(campaign.id, cycle_id), Task.manager_id.is_(None)]
+    moves = [(t, m) for t, m, _c in _auto_targets(session, campaign, where, pool)
+             if m is not None]
+    apply_moves(session, moves)
+    return len(moves)
+
+
+def apply_moves(session: Session, moves: list[tuple[int, int]]) -> None:
+    """Set tasks' managers in bulk: a temporary table, then one UPDATE ... FROM.
+    Only movable tasks move (one being called meanwhile is left alone)."""
+    if not moves:
+        return
+    session.flush()
+    conn = session.connection()
+    dialect = conn.dialect.name
+    conn.exec_driver_sql("DROP TABLE IF EXISTS khhf_moves")
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE khhf_moves "
+                         "(task_id INTEGER PRIMARY KEY, manager_id INTEGER NOT NULL)")
+    raw = conn.connection.dbapi_connection
+    cursor = raw.cursor()
+    try:
+        if dialect == "postgresql":
+            with cursor.copy("COPY khhf_moves (task_id, manager_id) FROM STDIN") as copy:
+                for row in moves:
+                    copy.write_row(row)
+        else:
+            cursor.executemany("INSERT INTO khhf_moves (task_id, manager_id) VALUES (?, ?)",
+                               moves)
+    finally:
+        cursor.close()
+    conn.execute(text(
+        "UPDATE tasks SET manager_id = khhf_moves.manager_id, updated_at = :now "
+        "FROM khhf_moves WHERE tasks.id = khhf_moves.task_id "
+        "AND tasks.status IN ('pending', 'not_reached')"), {"now": utcnow()})
+    conn.exec_driver_sql("DROP TABLE khhf_moves")
+    session.expire_all()  # loaded tasks now have other managers
+
+
+def reassign(session: Session, by: User | None, ip: str, campaign: Campaign, task_ids,
+             manager_id) -> int:
+    """Give chosen open tasks of the campaign to one active manager of its county."""
+    problems = Problems()
+    manager = session.get(Manager, int(manager_id)) if str(manager_id or "").isdigit() else None
+    if manager is None or manager.status != "active" or manager.county_id != campaign.county_id:
+        problems.add("manager_id", N_("Choose an active customer manager of the campaign's "
+                                      "county."))
+    ids = sorted({int(i) for i in task_ids or () if str(i).isdigit()})
+    if not ids:
+        problems.add("task_ids", N_("Select the tasks to reassign."))
+    rows = session.scalars(select(Task).where(Task.id.in_(ids),
+                                              Task.campaign_id == campaign.id)).all()
+    if len(rows) != len(ids):
+        problems.add("task_ids", N_("Some selected tasks are not tasks of this campaign."))
+    closed = [t.id for t in rows if t.status not in tasks.OPEN]
+    if closed:
+        problems.add("task_ids", N_("Tasks %(ids)s are finished or cancelled and cannot be "
+                                    "reassigned."), ids=", ".join(map(str, closed[:10])))
+    problems.raise_if_any()
+    now = utcnow()
+    for task in rows:
+        tasks.reassign(task, manager.id, now)
+    session.flush()
+    audit.record(session, by, "update", "campaign", campaign.id,
+                 f"reassign {len(rows)} tasks to {manager.employee_no}: "
+                 f"{','.join(map(str, ids[:50]))}{'…' if len(ids) > 50 else ''}", ip)
+    return len(rows)
