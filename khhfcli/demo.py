@@ -80,7 +80,7 @@ def run(settings, result, talk_seconds: int = 20) -> int:
         parties.append(Sipp("answer_hangup.xml", workdir, local_ip=settings.trunk_host,
                             port=settings.trunk_port, duration_ms=talk_seconds * 1000,
                             calls=None).start())
-        modules = ["ami_bridge", "webui"]
+        modules = ["ami_bridge", "webui", "jobs"]  # jobs: campaign rounds (listens nowhere)
         if importlib.util.find_spec("agi.__main__") is not None:
             modules.insert(1, "agi")
         env = dict(__import__("os").environ)
@@ -93,7 +93,7 @@ def run(settings, result, talk_seconds: int = 20) -> int:
         ports = {"ami_bridge": (settings.bridge_host, settings.bridge_port),
                  "agi": (settings.agi_host, settings.agi_port),
                  "webui": (settings.web_host, settings.web_port)}
-        for proc, module in zip(services, modules):
+        for proc, module in ((p, m) for p, m in zip(services, modules) if m in ports):
             _wait_listening(module, *ports[module], proc=proc, log=logs / f"{module}.log")
         print_logins(settings, result)
         print(f"logs in {logs}; press Ctrl-C to stop", flush=True)

@@ -49,6 +49,10 @@ def cmd_init(args) -> int:
         if not db.has_schema(engine):
             db.create_schema(engine)
             print(f"created the database schema in {engine.url.render_as_string(hide_password=True)}")
+        from khhf.services import campaigns
+        with db.unit_of_work(db.session_factory(engine)) as session:
+            if campaigns.ensure_standard_types(session):
+                print("created the standard task types 回访, 营销, 调查 with their result codes")
     finally:
         engine.dispose()
     print(f"configuration with generated secrets: {path}")
