@@ -58,8 +58,9 @@ def test_auto_commit_then_refusals(tmp_path, capsys):
     assert cli.main(["--config", conf, "tasks", "distribute", "999", "--mode", "auto"]) == 1
     assert "there is no campaign '999'" in capsys.readouterr().err
     assert cli.main(["--config", conf, "tasks", "distribute", str(cid), "--mode", "average",
-                     "--managers", "a2,zz,ax", "--commit"]) == 1
-    err = capsys.readouterr().err
-    assert "no manager with employee number zz" in err
-    assert "active customer managers of the campaign's county only" in err
+                     "--managers", "a2,zz", "--commit"]) == 1
+    assert "no manager with employee number zz" in capsys.readouterr().err
+    assert cli.main(["--config", conf, "tasks", "distribute", str(cid), "--mode", "average",
+                     "--managers", "a2,ax", "--commit"]) == 1
+    assert "active customer managers of the campaign's county only" in capsys.readouterr().err
     engine.dispose()
