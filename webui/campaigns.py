@@ -61,7 +61,7 @@ class CampaignForm(FlaskForm):
     ends_on = StringField(_l("Last day"), render_kw={"type": "date"},
                           description=_l("Empty: a weekly or monthly campaign runs until "
                                          "closed."))
-    selection = SelectField(_l("Customers"), validate_choice=False,
+    selection = SelectField(_l("Customers called"), validate_choice=False,
                             choices=[SelectChoice(k, v) for k, v in SELECTION_LABELS.items()],
                             description=_l("Customers on the do-not-call list are never "
                                            "called. An imported list: import the tasks with "
