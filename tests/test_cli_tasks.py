@@ -35,13 +35,13 @@ def test_preview_changes_nothing_and_commit_writes(tmp_path, capsys):
     assert cli.main(["--config", conf, "tasks", "distribute", str(cid), "--mode", "average",
                      "--managers", "a2,a3"]) == 0
     out = capsys.readouterr().out
-    assert "average: 9 of 11 tasks would move (preview" in out
+    assert "average: 5 of 11 tasks would move (preview" in out
     assert [line.split()[-1] for line in out.splitlines() if line.startswith(("a2 ", "a3 "))] \
         == ["6", "5"]
     assert counts(factory, cid) == before
     assert cli.main(["--config", conf, "tasks", "distribute", str(cid), "--mode", "average",
                      "--managers", "a2,a3", "--commit", "--by", "admin"]) == 0
-    assert "average: 9 of 11 tasks moved" in capsys.readouterr().out
+    assert "average: 5 of 11 tasks moved" in capsys.readouterr().out
     assert counts(factory, cid) == {ids["a2"]: 6, ids["a3"]: 5}
     with factory() as s:
         entry = s.scalars(select(AuditLog).where(AuditLog.detail.like("distribute%"))).one()

@@ -8,8 +8,10 @@ The tasks a distribution moves are the campaign's tasks nobody is working
 on: pending or not reached (not being called, not waiting for a result).
 
 - average (平均分配): equal counts over the chosen managers (default: every
-  active manager of the county), in a fixed order: tasks by id, managers by
-  employee number, task i to manager i mod n. The same input gives the same
+  active manager of the county; managers by employee number, the first
+  n mod k get one more), moving as few tasks as possible: a task stays with
+  its manager while that manager is under quota, the others fill the
+  remaining quotas in order (tasks by id). The same input gives the same
   split.
 - auto (自动分配): each task to its customer's own manager if that manager
   is active; the others to the least-loaded active manager of the
@@ -96,9 +98,7 @@ def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
     if mode == "average":
         rows = session.execute(select(Task.id, Task.manager_id).where(*where)
                                .order_by(Task.id)).all()
-        ids = [m.id for m in pool]
-        n = len(ids)
-        target = [(task_id, ids[i % n], current) for i, (task_id, current) in enumerate(rows)]
+        target = _average_targets(rows, [m.id for m in pool])
     else:
         target = _auto_targets(session, campaign, where, pool)
     before = Counter(current for _t, _m, current in target)
@@ -111,6 +111,25 @@ def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
                                  .order_by(Manager.employee_no)).all()
     return Plan(mode=mode, moves=moves, before=dict(before), counts=dict(counts),
                 total=len(target), managers=shown)
+
+
+def _average_targets(rows, ids) -> list[tuple[int, int, int | None]]:
+    """Equal counts (the first n mod k managers one more), moving as few
+    tasks as possible: a task stays with its manager while that manager is
+    under quota; the rest fill the others' quotas in manager order."""
+    n, k = len(rows), len(ids)
+    quota = {m: n // k + (1 if i < n % k else 0) for i, m in enumerate(ids)}
+    kept = Counter()
+    target, rest = [], []
+    for task_id, current in rows:
+        if current in quota and kept[current] < quota[current]:
+            kept[current] += 1
+            target.append((task_id, current, current))
+        else:
+            rest.append((task_id, current))
+    free = iter([m for m in ids for _ in range(quota[m] - kept[m])])
+    target += [(task_id, next(free), current) for task_id, current in rest]
+    return target
 
 
 def _auto_targets(session, campaign, where, pool) -> list[tuple[int, int | None, int | None]]:
@@ -200,6 +219,10 @@ def apply_moves(session: Session, moves: list[tuple[int, int]]) -> None:
                                moves)
     finally:
         cursor.close()
+    if dialect == "postgresql":
+        # a temporary table has no statistics until analysed: without them the
+        # planner may join it row by row
+        conn.exec_driver_sql("ANALYZE khhf_moves")
     conn.execute(text(
         "UPDATE tasks SET manager_id = khhf_moves.manager_id, updated_at = :now "
         "FROM khhf_moves WHERE tasks.id = khhf_moves.task_id "
