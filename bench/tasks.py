@@ -7,22 +7,24 @@
 Method. A database made from schema.sql; one county with --managers active
 managers (employee numbers M10001...) and 10 % more departed ones; --tasks
 customers, each owned by a manager (one in ten by a departed one), and one
-campaign with one pending task per customer, inserted in SQL (bench data,
-like bench/workspace_list.py). Then, each timed from the service call to
+campaign with one pending task per customer, nobody's yet (a list just
+imported), inserted in SQL (bench data, like bench/workspace_list.py). Then, each timed from the service call to
 the COMMIT, through khhf.services.distribution.commit (the code the web UI
 and `khhf tasks distribute --commit` run: plan in Python, moves written
 through a temporary table filled by COPY / executemany and one
 UPDATE ... FROM):
-  1. average over all active managers (every task changes hands at the
-     first run: the worst case),
-  2. auto (own active manager; the departed managers' customers to the
-     least loaded),
-  3. average again (the split moves most tasks again).
+  1. average over all active managers: every task gets a manager (the
+     worst case: 1,000,000 rows updated),
+  2. auto: tasks go to their customers' own active managers, the departed
+     managers' customers to the least loaded (again nearly every row),
+  3. average again: only the tasks above the equal quota move.
 The preview (distribution.plan alone) is timed too.
 
-Task list: --clients threads, each a different manager, each running the
-query of the manager's task list in a loop for --seconds, one at a time,
-no think time (saturation): khhf.services.workspace.page(session,
+Task list: --clients threads, each a different manager (about 2,000 tasks
+each after the distributions), each running the query of the manager's
+task list in a loop for --seconds, one at a time, with a think time
+uniform in [0.5, 1.5] x --think s (default 2 s, as bench/workspace_list.py;
+--think 0 is saturation): khhf.services.workspace.page(session,
 manager_id, "todo") when that module exists (the workspace page's query),
 else main's manager home query (open tasks by priority, 200 rows, with the
 customer). p50/p95/p99 per query, in ms.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -104,7 +107,7 @@ def fill(engine, tasks: int, managers: int) -> int:
         x("INSERT INTO campaigns (id, county_id, task_type_id, name, status, starts_on) "
           "VALUES (1, 1, 1, 'bench', 'active', CURRENT_DATE)")
         x("INSERT INTO tasks (id, campaign_id, task_type_id, customer_id, manager_id, status) "
-          "SELECT id, 1, 1, id, manager_id, 'pending' FROM customers")
+          "SELECT id, 1, 1, id, NULL, 'pending' FROM customers")
         if pg:
             for sequence in ("users", "managers", "customers", "tasks"):
                 x(f"SELECT setval(pg_get_serial_sequence('{sequence}', 'id'), "
@@ -146,7 +149,7 @@ def list_query():
     return ("main webui/manager.py home (open tasks, 200)", home)
 
 
-def task_list_load(factory, managers: int, clients: int, seconds: float):
+def task_list_load(factory, managers: int, clients: int, seconds: float, think: float):
     name, query = list_query()
     latencies: list[float] = []
     lock = threading.Lock()
@@ -160,6 +163,7 @@ def task_list_load(factory, managers: int, clients: int, seconds: float):
                 query(session, manager_id)
                 session.rollback()  # a fresh snapshot per request, as a web request has
                 mine.append(time.perf_counter() - t0)
+                time.sleep(think * random.uniform(0.5, 1.5))
         with lock:
             latencies.extend(mine)
     step = max(1, managers // clients)
@@ -179,7 +183,8 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--managers", type=int, default=500)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--think", type=float, default=2.0)
     args = parser.parse_args()
     dist_rows, list_rows = [], []
     for kind in args.db.split(","):
@@ -200,7 +205,7 @@ def main() -> int:
                     dist_rows.append((kind, label, total, moved, seconds))
                     print(f"  {label}: {seconds:.2f} s", flush=True)
                 list_rows.append((kind, *task_list_load(factory, args.managers, args.clients,
-                                                        args.seconds)))
+                                                        args.seconds, args.think)))
             finally:
                 cleanup()
     print(f"\nDistribution of {args.tasks:,} tasks over {args.managers} managers "
@@ -208,7 +213,7 @@ def main() -> int:
     print(f"{'db':<11} {'mode':<24} {'tasks':>10} {'moved':>10} {'seconds':>8}")
     for kind, label, total, moved, seconds in dist_rows:
         print(f"{kind:<11} {label:<24} {total:>10,} {moved:>10,} {seconds:>8.2f}")
-    print(f"\nManager task list, {args.clients} managers at once, no think time "
+    print(f"\nManager task list, {args.clients} managers at once, think time {args.think} s "
           "(target p95 < 200 ms)")
     print(f"{'db':<11} {'query':<46} {'requests':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for kind, name, n, p50, p95, p99 in list_rows:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     func,
     text,
 )
@@ -96,6 +97,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
     created_at: Mapped[dt.datetime] = _created()
     last_login_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     county: Mapped[County | None] = relationship()
     manager: Mapped[Manager | None] = relationship(back_populates="user",
@@ -107,6 +109,19 @@ class User(Base):
 
     def get_id(self) -> str:
         return str(self.id)
+
+    def end_sessions(self) -> None:
+        """End every log-in of this user, on every device: a session is
+        valid only while it carries the current session_epoch (webui)."""
+        self.session_epoch = (self.session_epoch or 0) + 1
+
+
+@event.listens_for(User.is_active, "set")
+def _deactivation_ends_sessions(user, value, old, _initiator):
+    # whoever disables an account (an administrator, a manager's departure)
+    # also ends its sessions, so enabling it again does not revive them
+    if not value and old is not False:
+        user.end_sessions()
 
 
 class Manager(Base):
@@ -121,7 +136,7 @@ class Manager(Base):
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
     employee_no: Mapped[str] = mapped_column(String(32), unique=True)
     desk_extension: Mapped[str | None] = mapped_column(String(16), unique=True)
-    mobile: Mapped[str | None] = mapped_column(String(20))
+    mobile: Mapped[str | None] = mapped_column(String(20), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     on_duty: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     departed_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
@@ -407,8 +422,10 @@ class AuditLog(Base):
     at: Mapped[dt.datetime] = _created()
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     username: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    actor_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
     action: Mapped[str] = mapped_column(String(64))
     object_type: Mapped[str] = mapped_column(String(32), default="", server_default="")
     object_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    object_name: Mapped[str] = mapped_column(String(128), default="", server_default="")
     detail: Mapped[str] = mapped_column(Text, default="", server_default="")
     ip: Mapped[str] = mapped_column(String(45), default="", server_default="")

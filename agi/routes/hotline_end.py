@@ -9,12 +9,14 @@ Everything arrives as arguments: no round trip to a dead channel.
 from __future__ import annotations
 
 import functools
+import re
 
 from khhf.services import hotline
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    """ASCII digits that fit a database integer, else None (never raises)."""
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text or "") else None
 
 
 async def route(session, args):
@@ -23,7 +25,7 @@ async def route(session, args):
     await session.unit_of_work(functools.partial(
         hotline.finish_call, uniqueid=session.env.get("agi_uniqueid", ""),
         call_id=_int(call_id), caller=session.env.get("agi_callerid", ""),
-        unified_number=unified_number,
+        unified_number=unified_number, settings=session.settings,
         hangup=hotline.Hangup(stage=stage, dial_status=dial_status,
                               answered_seconds=_int(answered) or 0, answered_by=peer,
                               recording_file=rec_file)))
