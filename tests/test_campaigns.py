@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from khhf import db
+from khhf import audit, db
 from khhf.models import AuditLog, Campaign, CampaignCycle, Manager, ResultCode, Task, TaskType, User
 from khhf.services import ValidationError, campaigns, distribution, tasks
 from simkit import factories
@@ -203,8 +203,10 @@ def test_average_distribution_preview_then_commit(factory):
         counts = dict(s.execute(select(Task.manager_id, func.count()).where(
             Task.campaign_id == cid).group_by(Task.manager_id)).all())
         assert counts == {ids["a2"]: 6, ids["a3"]: 5}
-        entry = s.scalars(select(AuditLog).where(AuditLog.detail.like("distribute%"))).one()
-        assert entry.ip == "10.0.0.9" and "a2=6" in entry.detail
+        entry = s.scalars(select(AuditLog).where(AuditLog.detail.like("%tasks_by_manager%"))
+                          ).one()
+        assert entry.ip == "10.0.0.9" and audit.load_detail(entry)["changes"][
+            "tasks_by_manager"][1] == "a2 6, a3 5"
 
 
 def test_auto_distribution_never_gives_tasks_to_departed_managers(factory):

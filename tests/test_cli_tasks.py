@@ -44,7 +44,7 @@ def test_preview_changes_nothing_and_commit_writes(tmp_path, capsys):
     assert "average: 5 of 11 tasks moved" in capsys.readouterr().out
     assert counts(factory, cid) == {ids["a2"]: 6, ids["a3"]: 5}
     with factory() as s:
-        entry = s.scalars(select(AuditLog).where(AuditLog.detail.like("distribute%"))).one()
+        entry = s.scalars(select(AuditLog).where(AuditLog.detail.like("%tasks_by_manager%"))).one()
         assert (entry.username, entry.ip) == ("admin", "cli")
     engine.dispose()
 

@@ -92,8 +92,9 @@ def test_manual_reassignment_page_moves_selected_tasks(web):
     assert response.status_code == 302
     with session_for(app) as s:
         assert {s.get(Task, t).manager_id for t in chosen} == {m3}
-        assert s.scalar(select(AuditLog).where(AuditLog.detail.like("reassign 2 tasks%"))
-                        ).username == "supervisor"
+        entry = s.scalar(select(AuditLog).where(AuditLog.detail.like('%"manager"%')))
+        assert entry.username == "supervisor" and entry.object_type == "campaign"
+        assert f'"tasks": [{chosen[0]}, {chosen[1]}]' in entry.detail
 
 
 def test_admin_adds_a_task_type_and_sees_every_problem(web):

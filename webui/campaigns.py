@@ -21,17 +21,16 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from khhf.models import Campaign, County, Customer, Manager, Task, TaskType, User
 from khhf.services import ValidationError, campaigns, distribution
+from webui import i18n
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
 from webui.forms import ConfirmForm, commit_or_show, county_choices, county_field, show_problems
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 
-CYCLE_LABELS = {"once": _l("Once"), "weekly": _l("Weekly"), "monthly": _l("Monthly")}
-STATUS_LABELS = {"draft": _l("Draft"), "active": _l("Active"), "closed": _l("Closed")}
-SELECTION_LABELS = {"county": _l("All customers of the county"),
-                    "managers": _l("Customers of chosen managers"),
-                    "list": _l("An imported list")}
+CYCLE_LABELS = i18n.CAMPAIGN_CYCLE_LABELS
+STATUS_LABELS = i18n.CAMPAIGN_STATUS_LABELS
+SELECTION_LABELS = i18n.CAMPAIGN_SELECTION_LABELS
 TASK_STATUS_LABELS = {"pending": _l("Not called"), "dialing": _l("Calling"),
                       "connected": _l("Answered, result due"), "not_reached": _l("Not reached"),
                       "done": _l("Done"), "cancelled": _l("Cancelled")}

@@ -81,7 +81,7 @@ def ensure_standard_types(session: Session) -> int:
         session.add(row)
         session.flush()
         audit.record(session, None, "create", "task_type", row.id,
-                     f"code={row.code}; name={row.name}; standard type")
+                     {"fields": _type_fields(row)}, object_name=row.name)
     return len(STANDARD_TYPES)
 
 
@@ -103,9 +103,8 @@ def create_task_type(session: Session, by: User | None, ip: str, *, code: str, n
     row.result_codes = [ResultCode(**c) for c in fields["codes"]]
     session.add(row)
     session.flush()
-    audit.record(session, by, "create", "task_type", row.id,
-                 f"code={row.code}; name={row.name}; max_attempts={row.max_attempts}; "
-                 f"codes={_describe_codes(row.result_codes)}", ip)
+    audit.record(session, by, "create", "task_type", row.id, {"fields": _type_fields(row)}, ip,
+                 object_name=row.name)
     return row
 
 
@@ -116,10 +115,7 @@ def update_task_type(session: Session, by: User | None, ip: str, task_type: Task
     feedback already use cannot be removed (its label may change)."""
     fields = _check_type(session, task_type, code, name, description, script, max_attempts,
                          codes)
-    before = {"code": task_type.code, "name": task_type.name,
-              "description": task_type.description, "script": task_type.script,
-              "max_attempts": task_type.max_attempts,
-              "codes": _describe_codes(task_type.result_codes)}
+    before = _type_fields(task_type)
     task_type.code, task_type.name = fields["code"], fields["name"]
     task_type.description, task_type.script = fields["description"], fields["script"]
     task_type.max_attempts = fields["max_attempts"]
@@ -133,18 +129,23 @@ def update_task_type(session: Session, by: User | None, ip: str, task_type: Task
     for c in wanted.values():
         task_type.result_codes.append(ResultCode(**c))
     session.flush()
-    after = {"code": task_type.code, "name": task_type.name,
-             "description": task_type.description, "script": task_type.script,
-             "max_attempts": task_type.max_attempts,
-             "codes": _describe_codes(task_type.result_codes)}
+    after = _type_fields(task_type)
     audit.record(session, by, "update", "task_type", task_type.id,
-                 audit.describe_changes({k: (before[k], after[k]) for k in before}), ip)
+                 audit.changes({k: (before[k], after[k]) for k in before}), ip,
+                 object_name=task_type.name)
     return task_type
 
 
+def _type_fields(t: TaskType) -> dict:
+    return {"code": t.code, "task_type": t.name, "description": t.description,
+            "script": t.script, "max_attempts": t.max_attempts,
+            "result_codes": _describe_codes(t.result_codes)}
+
+
 def _describe_codes(codes) -> str:
-    return ",".join(f"{c.code}={c.label}{'/final' if c.is_final else '/again'}"
-                    for c in sorted(codes, key=lambda c: c.code.zfill(2)))
+    # "1 回访成功*": the star marks a final code
+    return ", ".join(f"{c.code} {c.label}{'*' if c.is_final else ''}"
+                     for c in sorted(codes, key=lambda c: c.code.zfill(2)))
 
 
 def _check_type(session, task_type, code, name, description, script, max_attempts, codes):
@@ -215,7 +216,8 @@ def create_campaign(session: Session, by: User, ip: str, *, county_id, task_type
     row.managers = f["managers"]
     session.add(row)
     session.flush()
-    audit.record(session, by, "create", "campaign", row.id, _describe_campaign(row), ip)
+    audit.record(session, by, "create", "campaign", row.id,
+                 {"fields": _campaign_fields(session, row)}, ip, object_name=row.name)
     return row
 
 
@@ -225,16 +227,17 @@ def update_campaign(session: Session, by: User, ip: str, campaign: Campaign, *, 
     """Change a campaign. Once it has tasks, only its name and last day may change."""
     f = _check_campaign(session, by, campaign, county_id, task_type_id, name, cycle, starts_on,
                         ends_on, selection, manager_ids)
-    before = _describe_campaign(campaign)
+    before = _campaign_fields(session, campaign)
     campaign.name, campaign.ends_on = f["name"], f["ends_on"]
     if not _has_tasks(session, campaign):
         campaign.county_id, campaign.task_type_id = f["county_id"], f["task_type_id"]
         campaign.cycle, campaign.starts_on = f["cycle"], f["starts_on"]
         campaign.selection, campaign.managers = f["selection"], f["managers"]
     session.flush()
-    after = _describe_campaign(campaign)
+    after = _campaign_fields(session, campaign)
     audit.record(session, by, "update", "campaign", campaign.id,
-                 f"{before} → {after}" if before != after else "", ip)
+                 audit.changes({k: (before[k], after[k]) for k in before}), ip,
+                 object_name=campaign.name)
     return campaign
 
 
@@ -243,11 +246,13 @@ def _has_tasks(session, campaign) -> bool:
         select(exists().where(Task.campaign_id == campaign.id))))
 
 
-def _describe_campaign(c: Campaign) -> str:
-    managers = ",".join(sorted(m.employee_no for m in c.managers)) or "—"
-    return (f"name={c.name}; county={c.county_id}; type={c.task_type_id}; cycle={c.cycle}; "
-            f"period={c.starts_on}..{c.ends_on or ''}; selection={c.selection}; "
-            f"managers={managers}; status={c.status}")
+def _campaign_fields(session, c: Campaign) -> dict:
+    county, task_type = session.get(County, c.county_id), session.get(TaskType, c.task_type_id)
+    return {"campaign": c.name, "county": county.name if county else None,
+            "task_type": task_type.name if task_type else None, "cycle": c.cycle,
+            "starts_on": str(c.starts_on), "ends_on": str(c.ends_on) if c.ends_on else None,
+            "selection": c.selection,
+            "managers": sorted(m.employee_no for m in c.managers)}
 
 
 def parse_date(value) -> dt.date | None:
@@ -309,7 +314,9 @@ def activate(session: Session, by: User | None, ip: str, campaign: Campaign,
         problems.add("status", N_("Only a draft campaign can be started."))
     problems.raise_if_any()
     campaign.status = "active"
-    audit.record(session, by, "update", "campaign", campaign.id, "status: draft → active", ip)
+    audit.record(session, by, "update", "campaign", campaign.id,
+                 audit.changes({"campaign_status": ("draft", "active")}), ip,
+                 object_name=campaign.name)
     session.flush()
     return sum(made for _cycle, made in create_due_rounds(session, campaign, today or _today()))
 
@@ -321,7 +328,8 @@ def close(session: Session, by: User | None, ip: str, campaign: Campaign) -> Non
         problems.add("status", N_("The campaign is already closed."))
     problems.raise_if_any()
     audit.record(session, by, "update", "campaign", campaign.id,
-                 f"status: {campaign.status} → closed", ip)
+                 audit.changes({"campaign_status": (campaign.status, "closed")}), ip,
+                 object_name=campaign.name)
     campaign.status = "closed"
     session.flush()
 
@@ -441,8 +449,9 @@ def create_round(session: Session, campaign: Campaign, seq: int) -> tuple[Campai
     from khhf.services import distribution  # one home for "least loaded"
     distribution.assign_unassigned(session, campaign, cycle.id)
     audit.record(session, None, "create", "campaign_cycle", cycle.id,
-                 f"campaign {campaign.id} round {seq} ({period[0]}..{period[1]}): "
-                 f"{made} tasks")
+                 {"fields": {"campaign": campaign.name, "round": seq,
+                             "period": f"{period[0]} – {period[1]}", "tasks": made}},
+                 object_name=f"{campaign.name} #{seq}")
     return cycle, made
 
 

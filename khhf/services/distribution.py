@@ -177,11 +177,13 @@ def commit(session: Session, by: User | None, ip: str, campaign: Campaign, mode:
         problems.raise_if_any()
     result = plan(session, campaign, mode, manager_ids)
     apply_moves(session, result.moves)
-    summary = ", ".join(f"{m.employee_no}={result.counts.get(m.id, 0)}"
-                        for m in result.managers if result.counts.get(m.id))
+    def split(counts):
+        return ", ".join(f"{m.employee_no} {counts.get(m.id, 0)}" for m in result.managers
+                         if counts.get(m.id)) or None
     audit.record(session, by, "update", "campaign", campaign.id,
-                 f"distribute {mode}: {result.moved} of {result.total} tasks moved; {summary}",
-                 ip)
+                 {"changes": {"tasks_by_manager": [split(result.before), split(result.counts)]},
+                  "distribution": mode, "moved": result.moved, "total": result.total}, ip,
+                 object_name=campaign.name)
     return result
 
 
@@ -252,10 +254,11 @@ def reassign(session: Session, by: User | None, ip: str, campaign: Campaign, tas
                                     "reassigned."), ids=", ".join(map(str, closed[:10])))
     problems.raise_if_any()
     now = utcnow()
+    before = sorted({t.manager.employee_no for t in rows if t.manager is not None})
     for task in rows:
         tasks.reassign(task, manager.id, now)
     session.flush()
     audit.record(session, by, "update", "campaign", campaign.id,
-                 f"reassign {len(rows)} tasks to {manager.employee_no}: "
-                 f"{','.join(map(str, ids[:50]))}{'…' if len(ids) > 50 else ''}", ip)
+                 {"changes": {"manager": [", ".join(before) or None, manager.employee_no]},
+                  "tasks": ids[:100]}, ip, object_name=campaign.name)
     return len(rows)
