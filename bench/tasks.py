@@ -204,8 +204,9 @@ def main() -> int:
                                                                preview)
                     dist_rows.append((kind, label, total, moved, seconds))
                     print(f"  {label}: {seconds:.2f} s", flush=True)
-                list_rows.append((kind, *task_list_load(factory, args.managers, args.clients,
-                                                        args.seconds, args.think)))
+                if args.seconds > 0:
+                    list_rows.append((kind, *task_list_load(
+                        factory, args.managers, args.clients, args.seconds, args.think)))
             finally:
                 cleanup()
     print(f"\nDistribution of {args.tasks:,} tasks over {args.managers} managers "

@@ -96,8 +96,7 @@ def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
     problems.raise_if_any()
     where = _movable(campaign.id, cycle_id)
     if mode == "average":
-        rows = session.execute(select(Task.id, Task.manager_id).where(*where)
-                               .order_by(Task.id)).all()
+        rows = _fetch(session, select(Task.id, Task.manager_id).where(*where).order_by(Task.id))
         target = _average_targets(rows, [m.id for m in pool])
     else:
         target = _auto_targets(session, campaign, where, pool)
@@ -111,6 +110,22 @@ def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
                                  .order_by(Manager.employee_no)).all()
     return Plan(mode=mode, moves=moves, before=dict(before), counts=dict(counts),
                 total=len(target), managers=shown)
+
+
+def _fetch(session, statement) -> list[tuple]:
+    """All rows of `statement` as plain tuples, through the driver's own
+    cursor: a million rows would spend seconds in SQLAlchemy's row objects.
+    The statement's values are ids and status codes made here, never user
+    text, so they are rendered inline."""
+    session.flush()
+    conn = session.connection()
+    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _average_targets(rows, ids) -> list[tuple[int, int, int | None]]:
@@ -134,18 +149,16 @@ def _average_targets(rows, ids) -> list[tuple[int, int, int | None]]:
 
 def _auto_targets(session, campaign, where, pool) -> list[tuple[int, int | None, int | None]]:
     active = {m.id: m for m in pool}
-    rows = session.execute(
-        select(Task.id, Task.manager_id, Customer.manager_id)
-        .join(Customer, Customer.id == Task.customer_id).where(*where)
-        .order_by(Task.id)).all()
+    rows = _fetch(session, select(Task.id, Task.manager_id, Customer.manager_id)
+                  .join(Customer, Customer.id == Task.customer_id).where(*where)
+                  .order_by(Task.id))
     # load: open tasks of each active manager that this plan does not move
-    movable = {r[0] for r in rows}
     load = Counter(dict(session.execute(
         select(Task.manager_id, func.count()).where(
             Task.manager_id.in_(list(active)), Task.status.in_(tasks.OPEN))
         .group_by(Task.manager_id)).all()))
-    for task_id, current, _own in rows:
-        if current in active and task_id in movable:
+    for _task_id, current, _own in rows:
+        if current in active:
             load[current] -= 1
     target, rest = [], []
     for task_id, current, own in rows:
