@@ -21,7 +21,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from khhf.models import Campaign, County, Customer, Manager, Task, TaskType, User
 from khhf.services import ValidationError, campaigns, distribution
-from webui import i18n
+from webui import i18n, params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
 from webui.forms import ConfirmForm, commit_or_show, county_choices, county_field, show_problems
@@ -244,7 +244,7 @@ def distribute(campaign_id):
                                              f"({m.employee_no})") for m in managers]
     preview = None
     if form.validate_on_submit():
-        ids = [int(i) for i in form.manager_ids.data or [] if str(i).isdigit()]
+        ids = [i for i in map(campaigns.parse_int, form.manager_ids.data or []) if i]
         if form.mode.data != "average":
             ids = []
         if request.form.get("action") == "commit":
@@ -265,7 +265,9 @@ def distribute(campaign_id):
 
 @bp.route("/<int:campaign_id>/tasks", methods=["GET", "POST"])
 @allow("admin", "supervisor")
-def task_list(campaign_id):
+@params.query(manager=params.Id(_l("Customer manager")),
+              after=params.Id(_l("Page")))
+def task_list(campaign_id, manager, after):
     campaign = load(Campaign, campaign_id)
     db = get_db()
     form = ReassignForm()
@@ -279,9 +281,8 @@ def task_list(campaign_id):
                 db, current_user, client_ip(), campaign, chosen, form.manager_id.data))):
             flash(gettext("%(count)s tasks reassigned.", count=moved["n"]), "success")
             return redirect(request.full_path)
-    manager_id = request.args.get("manager", type=int)
-    after = request.args.get("after", type=int) or 0
-    query = select(Task).where(Task.campaign_id == campaign.id, Task.id > after)
+    manager_id = manager
+    query = select(Task).where(Task.campaign_id == campaign.id, Task.id > (after or 0))
     if manager_id:
         query = query.where(Task.manager_id == manager_id)
     rows = db.scalars(query.order_by(Task.id).limit(TASKS_PAGE)).all()

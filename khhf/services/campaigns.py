@@ -85,11 +85,17 @@ def ensure_standard_types(session: Session) -> int:
     return len(STANDARD_TYPES)
 
 
+MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT hold
+
+
 def parse_int(value, default=None):
+    """A whole number from a form, or `default`; a number no database column
+    could hold counts as no number."""
     try:
-        return int(str(value).strip())
+        number = int(str(value).strip())
     except (TypeError, ValueError):
         return default
+    return number if -MAX_ID <= number <= MAX_ID else default
 
 
 def create_task_type(session: Session, by: User | None, ip: str, *, code: str, name: str,

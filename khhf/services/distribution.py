@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from khhf import audit
 from khhf.models import Campaign, Customer, Manager, Task, User, utcnow
 from khhf.services import N_, Problems, tasks
+from khhf.services.campaigns import parse_int
 
 MODES = ("average", "auto")
 MOVABLE = (tasks.PENDING, tasks.NOT_REACHED)
@@ -84,7 +85,7 @@ def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
             problems.add("manager_ids", N_("Automatic distribution gives each task to its "
                                            "customer's manager: choose managers only for an "
                                            "average distribution."))
-        wanted = {int(i) for i in manager_ids}
+        wanted = {parse_int(i) for i in manager_ids}
         chosen = [m for m in pool if m.id in wanted]
         if len(chosen) != len(wanted):
             problems.add("manager_ids", N_("Choose active customer managers of the campaign's "
@@ -250,11 +251,12 @@ def reassign(session: Session, by: User | None, ip: str, campaign: Campaign, tas
              manager_id) -> int:
     """Give chosen open tasks of the campaign to one active manager of its county."""
     problems = Problems()
-    manager = session.get(Manager, int(manager_id)) if str(manager_id or "").isdigit() else None
+    manager_id = parse_int(manager_id)
+    manager = session.get(Manager, manager_id) if manager_id is not None else None
     if manager is None or manager.status != "active" or manager.county_id != campaign.county_id:
         problems.add("manager_id", N_("Choose an active customer manager of the campaign's "
                                       "county."))
-    ids = sorted({int(i) for i in task_ids or () if str(i).isdigit()})
+    ids = sorted({i for i in map(parse_int, task_ids or ()) if i is not None})
     if not ids:
         problems.add("task_ids", N_("Select the tasks to reassign."))
     rows = session.scalars(select(Task).where(Task.id.in_(ids),
