@@ -457,7 +457,7 @@ def create_round(session: Session, campaign: Campaign, seq: int) -> tuple[Campai
     audit.record(session, None, "create", "campaign_cycle", cycle.id,
                  {"fields": {"campaign": campaign.name, "round": seq,
                              "period": f"{period[0]} – {period[1]}", "tasks": made}},
-                 object_name=f"{campaign.name} #{seq}")
+                 object_name=campaign.name)
     return cycle, made
 
 
