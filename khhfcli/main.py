@@ -5,6 +5,7 @@
     khhf pbx up|down|status    run the PBX instance
     khhf pbx reload            render the desk phones again from the database
     khhf pbx phones            desk-phone SIP credentials, for provisioning
+    khhf service install       systemd units for the PBX, AGI, bridge and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
 """
 
@@ -97,10 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
-    from . import demo as cli_demo, hotline as cli_hotline, tasks as cli_tasks
+    from . import demo as cli_demo, hotline as cli_hotline, service as cli_service
+    from . import tasks as cli_tasks
     cli_hotline.register(sub)   # khhf hotline ...
     cli_tasks.register(sub)     # khhf tasks distribute ...
     cli_demo.register(sub)      # khhf demo seed|run
+    cli_service.register(sub)   # khhf service install
     return parser
 
 
