@@ -104,6 +104,8 @@ CREATE TABLE task_types (
     code VARCHAR(32) NOT NULL UNIQUE,
     name VARCHAR(64) NOT NULL,
     description TEXT NOT NULL DEFAULT '',
+    -- the short call script shown to the manager next to the task
+    script TEXT NOT NULL DEFAULT '',
     max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts > 0)
 );
 
@@ -119,7 +121,7 @@ CREATE TABLE result_codes (
     UNIQUE (task_type_id, code)
 );
 
--- A batch of tasks (活动), optionally repeating in cycles.
+-- A batch of tasks (批次), optionally repeating in cycles (rounds).
 CREATE TABLE campaigns (
     id INTEGER PRIMARY KEY,
     county_id INTEGER NOT NULL REFERENCES counties (id),
@@ -131,11 +133,22 @@ CREATE TABLE campaigns (
         CHECK (status IN ('draft', 'active', 'closed')),
     starts_on DATE NOT NULL,
     ends_on DATE,
+    -- which customers each round calls: every one of the county, those of
+    -- the managers in campaign_managers, or a list imported as tasks
+    selection VARCHAR(16) NOT NULL DEFAULT 'county'
+        CHECK (selection IN ('county', 'managers', 'list')),
     created_by INTEGER REFERENCES users (id),
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     CHECK (ends_on IS NULL OR ends_on >= starts_on)
 );
 CREATE INDEX ix_campaigns_county_status ON campaigns (county_id, status);
+
+-- The managers whose customers a 'managers' campaign calls.
+CREATE TABLE campaign_managers (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    manager_id INTEGER NOT NULL REFERENCES managers (id),
+    PRIMARY KEY (campaign_id, manager_id)
+);
 
 CREATE TABLE campaign_cycles (
     id INTEGER PRIMARY KEY,

@@ -106,6 +106,7 @@ def run(settings, result, talk_seconds: int = 20) -> int:
         # default) it keeps the outbox and inbox in the database, shown to
         # the admin under 短信
         supervisor.add(_service_child(settings, "smsgw", logs))
+        supervisor.add(_service_child(settings, "jobs", logs))  # campaign rounds; no port
         if stop["now"]:
             return 0
         print_logins(settings, result)

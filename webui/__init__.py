@@ -28,7 +28,7 @@ from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import (access, admin, audit, auth, calls, county, i18n, manager, params,
+from webui import (access, admin, audit, auth, calls, campaigns, county, i18n, manager, params,
                    security, sms)
 from webui.db import get_db
 
@@ -69,7 +69,7 @@ def create_app(settings: khhf_config.Settings | None = None,
     login_manager.login_message_category = "info"
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
-    for module in (auth, admin, manager, county, audit, calls, sms):
+    for module in (auth, admin, manager, county, audit, calls, sms, campaigns):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)

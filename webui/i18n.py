@@ -68,7 +68,19 @@ OBJECT_TYPE_LABELS = {
     "task": lazy_gettext("task"),
     "customer": lazy_gettext("customer"),
     "sms": lazy_gettext("SMS"),
+    "task_type": lazy_gettext("task type"),
+    "campaign": lazy_gettext("campaign"),
+    "campaign_cycle": lazy_gettext("campaign round"),
 }
+
+CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
+                         "monthly": lazy_gettext("Monthly")}
+CAMPAIGN_STATUS_LABELS = {"draft": lazy_gettext("Draft"), "active": lazy_gettext("Active"),
+                          "closed": lazy_gettext("Closed")}
+CAMPAIGN_SELECTION_LABELS = {"county": lazy_gettext("All customers of the county"),
+                             "managers": lazy_gettext("Customers of chosen managers"),
+                             "list": lazy_gettext("An imported list")}
+DISTRIBUTION_LABELS = {"average": lazy_gettext("Average"), "auto": lazy_gettext("Automatic")}
 
 TASK_STATUS_LABELS = {
     "pending": lazy_gettext("To call"),
@@ -160,6 +172,24 @@ AUDIT_FIELD_LABELS = {
     "from": lazy_gettext("Sender"),
     "via": lazy_gettext("Via"),
     "sms_status": lazy_gettext("Status"),
+    "task_type": lazy_gettext("Task type"),
+    "campaign": lazy_gettext("Campaign name"),
+    "max_attempts": lazy_gettext("Max attempts"),
+    "result_codes": lazy_gettext("Result codes"),
+    "script": lazy_gettext("Call script"),
+    "description": lazy_gettext("Description"),
+    "cycle": lazy_gettext("Cycle"),
+    "starts_on": lazy_gettext("First day"),
+    "ends_on": lazy_gettext("Last day"),
+    "selection": lazy_gettext("Customers called"),
+    "managers": lazy_gettext("Customer managers"),
+    "campaign_status": lazy_gettext("Status"),
+    "round": lazy_gettext("Round"),
+    "period": lazy_gettext("Period"),
+    "tasks": lazy_gettext("Tasks"),
+    "distribution": lazy_gettext("Distribution"),
+    "tasks_by_manager": lazy_gettext("Tasks by manager"),
+    "manager": lazy_gettext("Customer manager"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS = {
@@ -168,6 +198,10 @@ _AUDIT_VALUE_LABELS = {
     "fallback_strategy": FALLBACK_STRATEGY_LABELS,
     "via": SMS_VIA_LABELS,
     "sms_status": SMS_STATUS_LABELS,
+    "cycle": CAMPAIGN_CYCLE_LABELS,
+    "selection": CAMPAIGN_SELECTION_LABELS,
+    "campaign_status": CAMPAIGN_STATUS_LABELS,
+    "distribution": DISTRIBUTION_LABELS,
 }
 # between the parts of a sentence, and between the items of one value
 _LIST_SEPARATOR = {"zh": "；", "en": "; "}
