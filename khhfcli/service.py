@@ -23,7 +23,7 @@ from khhf.config import ConfigError
 
 UNIT_DIR = Path(__file__).resolve().parent / "systemd"
 UNITS = ("khhf-pbx.service", "khhf-agi.service", "khhf-bridge.service", "khhf-web.service",
-         "khhf-smsgw.service")
+         "khhf-smsgw.service", "khhf-jobs.service")
 SYSTEM_DIR = Path("/etc/systemd/system")
 
 # The services that only need the database and the config (AGI, web UI, SMS gateway) see

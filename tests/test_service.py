@@ -47,7 +47,7 @@ def test_units_carry_the_real_venv_config_and_ordering(rendered, tmp_path):
         assert "Restart=on-failure\n" in text, name
     python = VENV.resolve() / "bin" / "python"
     for unit, module in (("agi", "agi"), ("bridge", "ami_bridge"), ("web", "webui"),
-                         ("smsgw", "smsgw")):
+                         ("smsgw", "smsgw"), ("jobs", "jobs")):
         text = rendered[f"khhf-{unit}.service"]
         assert f"ExecStart={python} -m {module} --config {conf}\n" in text
         assert "RestartPreventExitStatus=2\n" in text   # khhf.daemon: a config error
@@ -75,7 +75,8 @@ def test_production_paths_get_the_hardening():
     settings = config.Settings(home=Path("/var/lib/khhf"),
                                config_path=Path("/etc/khhf/khhf.conf"))
     units = service.render(Path("/opt/khhf/venv"), settings)
-    for name in ("khhf-agi.service", "khhf-web.service", "khhf-smsgw.service"):
+    for name in ("khhf-agi.service", "khhf-web.service", "khhf-smsgw.service",
+                 "khhf-jobs.service"):
         text = units[name]
         assert "ProtectSystem=strict\n" in text and "PrivateTmp=yes\n" in text, name
         assert re.search(r"^ReadWritePaths=-/var/lib/khhf( |$)", text, re.M), name
