@@ -18,6 +18,7 @@ ACTIONS = (
     "login", "login_failed", "login_refused", "logout",
     "create", "update", "delete", "set_password", "set_on_duty",
     "play_recording",
+    "import", "set_do_not_call", "reassign_customer",
 )
 
 

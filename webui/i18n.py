@@ -38,6 +38,9 @@ ACTION_LABELS = {
     "delete": lazy_gettext("Delete"),
     "set_password": lazy_gettext("Set password"),
     "set_on_duty": lazy_gettext("On/off duty"),
+    "import": lazy_gettext("Import"),
+    "set_do_not_call": lazy_gettext("Do-not-call"),
+    "reassign_customer": lazy_gettext("Reassign customer"),
     "play_recording": lazy_gettext("Play recording"),
 }
 
