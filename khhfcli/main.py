@@ -5,6 +5,7 @@
     khhf pbx up|down|status    run the PBX instance
     khhf pbx reload            render the desk phones again from the database
     khhf pbx phones            desk-phone SIP credentials, for provisioning
+    khhf import KIND FILE      customers, managers or tasks from XLSX/CSV (see khhfcli.imports)
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
-    from . import demo as cli_demo, hotline as cli_hotline
+    from . import demo as cli_demo, hotline as cli_hotline, imports as cli_imports
     cli_hotline.register(sub)   # khhf hotline ...
+    cli_imports.register(sub)   # khhf import customers|managers|tasks FILE
     cli_demo.register(sub)      # khhf demo seed|run
     return parser
 

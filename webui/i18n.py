@@ -53,6 +53,14 @@ TASK_STATUS_LABELS = {
     "cancelled": lazy_gettext("Cancelled"),
 }
 
+IMPORT_STATUS_LABELS = {
+    "checking": lazy_gettext("Checking"),
+    "checked": lazy_gettext("Checked: see the preview"),
+    "committing": lazy_gettext("Importing"),
+    "committed": lazy_gettext("Imported"),
+    "failed": lazy_gettext("Failed"),
+}
+
 # a call's outcome, or its state while it is still going on
 CALL_OUTCOME_LABELS = {
     "requested": lazy_gettext("Requested"),
@@ -84,6 +92,7 @@ def init_app(app) -> None:
     app.jinja_env.globals.update(ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
                                  TASK_STATUS_LABELS=TASK_STATUS_LABELS,
                                  CALL_OUTCOME_LABELS=CALL_OUTCOME_LABELS,
+                                 IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS,
                                  get_locale=get_locale)
     app.before_request(_remember_requested_locale)
 
@@ -112,3 +121,17 @@ def compile_catalogs(directory: Path = TRANSLATIONS) -> None:
         with os.fdopen(fd, "wb") as fh:
             write_mo(fh, catalog)
         os.replace(tmp, mo)
+
+
+def translator(locale: str = DEFAULT_LOCALE):
+    """msgid, params -> text in `locale`, outside a request (the command
+    line, files written by background jobs)."""
+    po = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po"
+    with po.open("rb") as fh:
+        catalog = read_po(fh)
+    strings = {m.id: m.string for m in catalog if m.id and isinstance(m.id, str) and m.string}
+
+    def translate(message: str, params: dict | None = None) -> str:
+        text = strings.get(message) or message
+        return text % params if params else text
+    return translate
