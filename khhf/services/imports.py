@@ -331,7 +331,10 @@ def phone_number(value: str) -> str:
     text_ = unicodedata.normalize("NFKC", value or "").translate(_DASHES).strip()
     if _SCIENTIFIC.fullmatch(text_):
         number = decimal.Decimal(text_)
-        if number != number.to_integral_value():
+        mantissa = re.sub(r"\D", "", text_.lower().split("e")[0])
+        # 1.38001E+10 is what Excel shows of a number too wide for its
+        # column: the digits are gone, and guessing them would call a stranger
+        if number != number.to_integral_value() or len(mantissa) < len(str(int(number))):
             raise numbering.NumberError(f"{value!r} lost digits in scientific notation")
         text_ = str(int(number))
     elif re.fullmatch(r"\d+\.0+", text_):
@@ -606,7 +609,7 @@ class _Import:
                 Task.status.in_(tasks.OPEN))
             if self.campaign is not None:
                 query = query.where(Task.campaign_id == self.campaign.id)
-            open_pairs = set(self.session.execute(query).tuples())
+            open_pairs = {tuple(row) for row in self.session.execute(query)}
         for number, values, cells, problems, phone, task_type in checked:
             customer = customers.get(phone) if phone else None
             manager = None
