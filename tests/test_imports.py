@@ -356,8 +356,8 @@ def test_100000_rows_through_the_background_job(tmp_path, factory):
     workbook.save(path)
     root = tmp_path / "imports"
     seen = []
-    with factory() as s:
-        job = import_jobs.create(s, None, "customers", "big.xlsx", open(path, "rb"), root,
+    with factory() as s, open(path, "rb") as upload:
+        job = import_jobs.create(s, None, "customers", "big.xlsx", upload, root,
                                  imports.Options(county_code="anji"))
         s.commit()
         job_id = job.id

@@ -29,8 +29,8 @@ from flask_babel import lazy_gettext as _l
 bp = Blueprint("imports", __name__, url_prefix="/imports")
 
 PAGE_SIZE = 200
-KIND_LABELS = {"customers": _l("Customers"), "managers": _l("Customer managers"),
-               "tasks": _l("Tasks")}
+KIND_LABELS = {"customers": _l("Customer list"), "managers": _l("Manager list"),
+               "tasks": _l("Task list")}
 
 
 class ImportForm(FlaskForm):
