@@ -162,6 +162,8 @@ def commit(job_id):
         elif not job.accepted_rows:
             flash(gettext("No row is good: fix the file and import it again."), "warning")
         else:
+            import_jobs.mark(job, commit=True)
+            get_db().commit()
             import_jobs.start(current_app.extensions["khhf_sessions"], job.id, _root(),
                               commit=True)
     return redirect(url_for(".job", job_id=job.id))

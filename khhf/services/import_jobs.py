@@ -81,7 +81,9 @@ def set_mapping(job: ImportJob, mapping: dict[str, str]) -> None:
 
 def start(factory: sessionmaker, job_id: int, root: Path, *, commit: bool = False,
           wait: bool = False) -> threading.Thread:
-    """Check (or commit) the job in a thread; `wait` joins it (CLI, tests)."""
+    """Check (or commit) the job in a thread; `wait` joins it (CLI, tests).
+    The caller sets the job's status first (`mark`), so a page rendered
+    before the thread's first statement already shows it running."""
     with _lock:
         if job_id in _running and _running[job_id].is_alive():
             raise RuntimeError(f"import job {job_id} is already running")
@@ -89,10 +91,15 @@ def start(factory: sessionmaker, job_id: int, root: Path, *, commit: bool = Fals
                                   name=f"import-{job_id}", daemon=True)
         _running[job_id] = thread
         _progress[job_id] = (0, 0)
-    thread.start()
+        thread.start()  # inside the lock: is_running() is never false in between
     if wait:
         thread.join()
     return thread
+
+
+def mark(job: ImportJob, *, commit: bool) -> None:
+    """The job is about to be checked (or committed): shown as running."""
+    job.status, job.error = ("committing" if commit else "checking"), ""
 
 
 def is_running(job_id: int) -> bool:
@@ -122,6 +129,7 @@ def report_of(root: Path, job_id: int) -> imports.Report | None:
 def _work(factory: sessionmaker, job_id: int, root: Path, commit: bool) -> None:
     try:
         with factory() as session:
+            db.begin_write(session)  # SQLite: a read cannot turn into a write later
             job = session.get(ImportJob, job_id)
             options, kind, filename = options_of(job), job.kind, job.filename
             path, by_id = source_path(root, job), job.created_by
