@@ -297,6 +297,8 @@ def _decodes(path: Path, encoding: str) -> bool:
 
 def cell_text(value) -> str:
     """A cell as text: a whole float without its '.0', dates in ISO form."""
+    if type(value) is str:
+        return value.strip()
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -328,6 +330,8 @@ def phone_number(value: str) -> str:
     Handles full-width digits, dashes and spaces, and numbers that Excel
     turned into floats or scientific notation (1.3800138001E10).
     """
+    if numbering.MOBILE.fullmatch(value):
+        return value  # the common case, as fast as it can be
     text_ = unicodedata.normalize("NFKC", value or "").translate(_DASHES).strip()
     if _SCIENTIFIC.fullmatch(text_):
         number = decimal.Decimal(text_)
@@ -547,7 +551,7 @@ class _Import:
             if self._accept(report, number, cells, problems):
                 records.append(record)
         if self.commit and records:
-            self.session.execute(insert(Customer), records)
+            _insert_customers(self.session.connection(), records)
 
     def _managers(self, chunk, report):
         for number, values, cells in chunk:
@@ -687,6 +691,24 @@ class _Import:
                      f"rejected={report.rejected}", self.ip)
         report.committed = True
         report.passwords = self.passwords
+
+
+_CUSTOMER_COLUMNS = ("phone", "name", "county_id", "manager_id", "note", "created_at",
+                     "updated_at")
+
+
+def _insert_customers(conn, records: list[dict]) -> None:
+    """One executemany. Core, not the ORM's bulk path (which ran one INSERT
+    per row); on SQLite straight to the driver with the timestamp as the
+    text SQLAlchemy itself stores, which halves the time of a large import."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(insert(Customer.__table__), records)
+        return
+    sql = (f"INSERT INTO customers ({', '.join(_CUSTOMER_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(_CUSTOMER_COLUMNS))})")
+    stamp = records[0]["created_at"].strftime("%Y-%m-%d %H:%M:%S.%f")
+    conn.exec_driver_sql(sql, [(r["phone"], r["name"], r["county_id"], r["manager_id"],
+                                r["note"], stamp, stamp) for r in records])
 
 
 def columns_of(report: Report) -> set[str]:
