@@ -291,6 +291,50 @@ def factories_session(factory):
     return factory()
 
 
+def test_tasks_of_a_campaign_take_its_type_and_stay_in_its_county(tmp_path, factory):
+    import datetime as dt
+    from khhf.models import Campaign, County
+    with factory() as s:
+        revisit = factories.task_type(s, "revisit", "回访")
+        factories.task_type(s, "survey", "调查", codes=())
+        anji = s.scalar(select(County).where(County.code == "anji"))
+        deqing = s.scalar(select(County).where(County.code == "deqing"))
+        factories.customer(s, deqing, "13700000009")
+        campaign = Campaign(county_id=anji.id, task_type_id=revisit.id, name="十一月回访",
+                            starts_on=dt.date(2026, 11, 1))
+        s.add(campaign)
+        s.commit()
+        campaign_id = campaign.id
+    path = tmp_path / "t.csv"
+    path.write_text("手机号码,任务类型\n13700000000,\n13700000009,\n13700000000,调查\n",
+                    encoding="utf-8")
+    report = commit_run(factory, "tasks", path, imports.Options(campaign_id=campaign_id))
+    found = {row: problems[0][2] for row, problems in reasons(report).items()}
+    assert report.accepted == 1
+    assert found == {3: "The customer belongs to another county than the campaign.",
+                     4: "The campaign's task type is 回访, not 调查."}
+    with factory() as s:
+        task = s.scalar(select(Task))
+        assert (task.campaign_id, task.task_type.code, task.manager_id) == \
+            (campaign_id, "revisit", None)
+
+
+def test_a_supervisor_imports_for_their_own_county_only(tmp_path, factory):
+    from khhf.models import County
+    with factory() as s:
+        anji_id = s.scalar(select(County.id).where(County.code == "anji"))
+    path = tmp_path / "c.csv"
+    path.write_text("姓名,手机号码,县区\n甲,13800138071,\n乙,13800138072,deqing\n",
+                    encoding="utf-8")
+    report = imports.check(factory(), "customers", path,
+                           imports.Options(only_county_id=anji_id))
+    assert report.accepted == 1
+    assert reasons(report)[3][0][2].startswith("County deqing is not yours")
+    with pytest.raises(imports.FileError, match="own county only"):
+        imports.check(factory(), "customers", path,
+                      imports.Options(county_code="deqing", only_county_id=anji_id))
+
+
 def _inject_failure(engine, phone):
     """A real database failure in the middle of the commit: a trigger
     refuses one row that comes after thousands of others were inserted."""

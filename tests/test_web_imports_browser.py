@@ -90,3 +90,20 @@ def test_supervisor_sets_do_not_call_with_a_reason(server, page):
     page.get_by_role("button", name="设为请勿呼叫").click()
     assert "已设为请勿呼叫" in page.locator(".alert-success").inner_text()
     assert page.locator("#dnc-badge").count() == 1
+
+
+def test_an_unrecognised_column_is_mapped_in_the_page(server, page, tmp_path):
+    base, seeded = server
+    path = tmp_path / "wps.csv"
+    path.write_bytes("姓名,联系方式X\n映射客户,13512349999\n".encode("gb18030"))
+    log_in(page, base, "supervisor", seeded["passwords"]["supervisor"])
+    page.get_by_role("link", name="导入", exact=True).click()
+    page.get_by_label("电子表格（.xlsx 或 .csv）").set_input_files(str(path))
+    page.get_by_role("button", name="上传并校验").click()
+    page.locator("#mapping").wait_for(timeout=60_000)
+    assert "缺少“手机号码”列" in page.locator("#error").inner_text()
+    page.get_by_label("联系方式X").select_option(label="手机号码")
+    page.get_by_role("button", name="按此对应重新校验").click()
+    page.locator("#counts").wait_for(timeout=60_000)
+    assert page.locator("#count-good").inner_text() == "1"
+    _commit(page)

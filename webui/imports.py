@@ -109,8 +109,8 @@ def template(kind):
 def job(job_id):
     job = load(ImportJob, job_id)
     status = import_jobs.status_of(job)
-    report = import_jobs.report_of(_root(), job.id) if status in ("checked", "committed") \
-        else None
+    report = import_jobs.report_of(_root(), job.id) \
+        if status in ("checked", "committed", "failed") else None
     page = max(request.args.get("page", 1, type=int), 1)
     error = import_jobs.error_of(job)
     return render_template(

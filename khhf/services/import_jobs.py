@@ -147,6 +147,8 @@ def _work(factory: sessionmaker, job_id: int, root: Path, commit: bool) -> None:
                                      filename=filename, progress=note)
             except imports.FileError as exc:
                 session.rollback()
+                if exc.report is not None:
+                    _save_report(root, job_id, exc.report)  # the headers, to map
                 _finish(factory, job_id, "failed", error=json.dumps(
                     [exc.message, exc.params], ensure_ascii=False))
                 return

@@ -50,6 +50,8 @@ class FileError(ValueError):
     """The file cannot be read as a table (or lacks a required column);
     `message` (a msgid) and `params` say why and what to do."""
 
+    report: "Report | None" = None
+
     def __init__(self, message: str, **params):
         self.message, self.params = message, params
         super().__init__(message % params)
@@ -452,9 +454,11 @@ class _Import:
             required.append(field("tasks", "task_type"))
         for f in required:
             if f.name not in report.columns:
-                raise FileError(N_("No column for %(column)s: name a column %(column)s, or "
-                                   "map one of the columns (%(headers)s) to it."),
-                                column=f.label, headers="、".join(report.unmapped) or "—")
+                error = FileError(N_("No column for %(column)s: name a column %(column)s, or "
+                                     "map one of the columns (%(headers)s) to it."),
+                                  column=f.label, headers="、".join(report.unmapped) or "—")
+                error.report = report  # its headers, for the page to offer a mapping
+                raise error
         if self.kind == "customers":
             self.max_customer_id = self.session.scalar(
                 select(func.coalesce(func.max(Customer.id), 0))) or 0
