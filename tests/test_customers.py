@@ -4,6 +4,7 @@ history, through the service and the pages, within each role's scope."""
 import pytest
 from sqlalchemy import select
 
+from khhf import audit
 from khhf.models import AuditLog, Customer, CustomerAssignment, Manager, Task, User
 from khhf.services import ValidationError, customers, hotline
 from simkit import factories
@@ -63,7 +64,9 @@ def test_reassign_ends_the_old_assignment_moves_open_tasks_and_the_hotline_follo
                                      uniqueid="reassign-1")
         assert routing.manager_id == new.id
         entry = s.scalar(select(AuditLog).where(AuditLog.action == "reassign_customer"))
-        assert customer.phone not in entry.detail and customer.phone[-4:] in entry.detail
+        assert customer.phone not in entry.object_name + entry.detail
+        assert customer.phone[-4:] in entry.object_name
+        assert audit.load_detail(entry)["changes"]["manager"][1].endswith("(D002)")
         with pytest.raises(ValidationError):
             customers.reassign(s, None, "", customer, new.id)  # already theirs
 
@@ -78,7 +81,8 @@ def test_do_not_call_needs_a_reason_and_is_audited(app):
         s.commit()
         assert s.get(Customer, customer.id).do_not_call
         entry = s.scalar(select(AuditLog).where(AuditLog.action == "set_do_not_call"))
-        assert "reason=客户电话要求" in entry.detail and customer.phone not in entry.detail
+        assert audit.load_detail(entry) == {"do_not_call": True, "why": "客户电话要求"}
+        assert customer.phone not in entry.object_name
         customers.set_do_not_call(s, None, "", customer, False, "客户同意回访")
         s.commit()
 

@@ -23,7 +23,7 @@ def _seed(factory):
         anji = factories.county(s, "anji", "安吉县", unified="13900000000")
         other = factories.county(s, "deqing", "德清县")
         factories.manager(s, anji, "m1", employee_no="A001", desk="8001")
-        factories.manager(s, anji, "m2", employee_no="A002", desk="8002")
+        factories.manager(s, anji, "m2", employee_no="A002", desk="8002", on_duty=True)
         factories.manager(s, other, "m9", employee_no="D009")
         factories.customer(s, anji, "13700000000", name="老客户")
         factories.user(s, "admin", "admin")
@@ -228,7 +228,9 @@ def test_a_customer_naming_a_manager_is_assigned_and_the_hotline_rings_them(tmp_
                                      uniqueid="u-1")
         assert routing.manager_id == customer.manager_id and routing.desk == "8002"
         entry = s.scalar(select(AuditLog).where(AuditLog.action == "import"))
-        assert "imported=1" in entry.detail and entry.object_type == "customers"
+        from khhf import audit
+        assert audit.load_detail(entry) == {"kind": "customers", "file": "c.csv", "rows": 1,
+                                            "imported": 1, "rejected": 0}
 
 
 def test_managers_are_created_through_accounts_with_random_passwords(tmp_path, factory):

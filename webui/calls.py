@@ -20,6 +20,7 @@ from khhf.models import Call, Task
 from khhf.services import ValidationError, dialing
 from webui.access import allow, client_ip, load
 from webui.db import get_db
+from webui.i18n import call_outcome
 
 bp = Blueprint("calls", __name__, url_prefix="/calls")
 
@@ -80,4 +81,5 @@ def dial(task_id):
 def status(call_id):
     call = load(Call, call_id)
     return jsonify(id=call.id, state=call.state, outcome=call.outcome,
-                   talk_seconds=call.talk_seconds, task_id=call.task_id)
+                   label=call_outcome(call), talk_seconds=call.talk_seconds,
+                   task_id=call.task_id)

@@ -23,14 +23,14 @@ from khhf.models import Campaign, County, ImportJob
 from khhf.services import import_jobs, imports
 from webui.access import allow, load, scope
 from webui.db import get_db
+from webui.i18n import IMPORT_KIND_LABELS
 from webui.forms import ConfirmForm, FlaskForm, county_choices, county_field, _int_or_none
 from flask_babel import lazy_gettext as _l
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
 
 PAGE_SIZE = 200
-KIND_LABELS = {"customers": _l("Customer list"), "managers": _l("Manager list"),
-               "tasks": _l("Task list")}
+KIND_LABELS = IMPORT_KIND_LABELS
 
 
 class ImportForm(FlaskForm):

@@ -11,7 +11,8 @@ from flask_babel import gettext
 from flask_login import current_user
 from sqlalchemy import select
 
-from khhf.models import Call, Customer, Manager, Task
+from khhf.models import Call, Customer, Manager, Task, User
+from khhf.names import by_pinyin
 from khhf.services import accounts
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
@@ -31,15 +32,20 @@ def _own_manager() -> Manager:
 @allow("manager")
 def home():
     manager = _own_manager()
-    customers = get_db().scalars(select(Customer).where(scope(Customer))
-                                 .order_by(Customer.name)).all()
+    customers = by_pinyin(get_db().scalars(select(Customer).where(scope(Customer))),
+                          lambda c: c.name)
     tasks = get_db().scalars(select(Task).where(
         scope(Task), Task.status.in_(("pending", "dialing", "connected", "not_reached")))
         .order_by(Task.priority.desc(), Task.id).limit(200)).all()
     calls = get_db().scalars(select(Call).where(scope(Call))
                              .order_by(Call.id.desc()).limit(10)).all()
+    # who answered a hotline call in the group: the colleagues' desk phones
+    desk_names = dict(get_db().execute(
+        select(Manager.desk_extension, User.display_name).join(User).where(
+            Manager.county_id == manager.county_id, Manager.desk_extension.is_not(None))).all())
     return render_template("manager/home.html", manager=manager, customers=customers,
-                           tasks=tasks, calls=calls, duty_form=DutyForm())
+                           tasks=tasks, calls=calls, desk_names=desk_names,
+                           duty_form=DutyForm())
 
 
 @bp.route("/<int:manager_id>")
@@ -58,6 +64,9 @@ def duty(manager_id):
         on_duty = form.on_duty.data == "1"
         if commit_or_show(get_db(), form, lambda: accounts.set_on_duty(
                 get_db(), current_user, client_ip(), manager, on_duty)):
-            flash(gettext("You are now on duty: hotline calls may ring your phones.")
-                  if on_duty else gettext("You are now off duty."), "success")
+            flash(gettext("You are now on duty: your desk phone rings first for your "
+                          "customers, and you answer for the county's group.")
+                  if on_duty else gettext("You are now off duty: your customers' hotline "
+                                          "calls ring your mobile, not your desk phone."),
+                  "success")
     return redirect(url_for(".profile", manager_id=manager.id))

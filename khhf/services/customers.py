@@ -63,13 +63,13 @@ def update(session: Session, by: User | None, ip: str, customer: Customer, *, na
             problems.add("phone", N_("Customer %(value)s already exists; edit it on the "
                                      "customers page."), value=mask_phone(phone))
     problems.raise_if_any()
-    detail = audit.describe_changes({"name": (customer.name, name),
-                                     "phone": (mask_phone(customer.phone), mask_phone(phone))})
-    if (customer.note or "") != (note or ""):
-        detail = "; ".join(filter(None, [detail, "note changed"]))
+    changes = {"customer_name": (customer.name, name),
+               "phone": (mask_phone(customer.phone), mask_phone(phone)),
+               "note": (customer.note or "", note or "")}
     customer.name, customer.phone, customer.note = name, phone, note or ""
     customer.updated_at = utcnow()
-    audit.record(session, by, "update", "customer", customer.id, detail, ip)
+    audit.record(session, by, "update", "customer", customer.id, audit.changes(changes), ip,
+                 object_name=audit_name(customer))
     return customer
 
 
@@ -88,8 +88,8 @@ def set_do_not_call(session: Session, by: User | None, ip: str, customer: Custom
         customer.do_not_call = do_not_call
         customer.updated_at = utcnow()
         audit.record(session, by, "set_do_not_call", "customer", customer.id,
-                     f"phone={mask_phone(customer.phone)}; do_not_call="
-                     f"{'yes' if do_not_call else 'no'}; reason={reason}", ip)
+                     {"do_not_call": do_not_call, "why": reason}, ip,
+                     object_name=audit_name(customer))
     return customer
 
 
@@ -126,10 +126,20 @@ def reassign(session: Session, by: User | None, ip: str, customer: Customer,
             or_(Task.manager_id == old, Task.manager_id.is_(None)))):
         tasks.reassign(task, manager.id, now)
         moved += 1
+    before = session.get(Manager, old) if old else None
     audit.record(session, by, "reassign_customer", "customer", customer.id,
-                 f"phone={mask_phone(customer.phone)}; manager: {old or '—'} → {manager.id} "
-                 f"({manager.employee_no}); tasks moved={moved}", ip)
+                 {"changes": {"manager": [_manager_name(before), _manager_name(manager)]},
+                  "tasks": moved}, ip, object_name=audit_name(customer))
     return customer
+
+
+def audit_name(customer: Customer) -> str:
+    """How the operation log names a customer: name and masked number."""
+    return " ".join(filter(None, (customer.name, mask_phone(customer.phone))))
+
+
+def _manager_name(manager: Manager | None) -> str | None:
+    return f"{manager.user.display_name} ({manager.employee_no})" if manager else None
 
 
 def history(session: Session, customer: Customer) -> list[CustomerAssignment]:

@@ -690,9 +690,9 @@ class _Import:
                 insert(ca).from_select(["customer_id", "manager_id", "assigned_at", "reason",
                                         "assigned_by"], rows),
                 {"now": self.now, "by": self.by.id if self.by else None})
-        audit.record(self.session, self.by, "import", self.kind, "",
-                     f"file={filename}; rows={report.rows}; imported={report.accepted}; "
-                     f"rejected={report.rejected}", self.ip)
+        audit.record(self.session, self.by, "import", "", "",
+                     {"kind": self.kind, "file": filename, "rows": report.rows,
+                      "imported": report.accepted, "rejected": report.rejected}, self.ip)
         report.committed = True
         report.passwords = self.passwords
 
