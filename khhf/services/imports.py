@@ -702,9 +702,18 @@ _CUSTOMER_COLUMNS = ("phone", "name", "county_id", "manager_id", "note", "create
 
 
 def _insert_customers(conn, records: list[dict]) -> None:
-    """One executemany. Core, not the ORM's bulk path (which ran one INSERT
-    per row); on SQLite straight to the driver with the timestamp as the
-    text SQLAlchemy itself stores, which halves the time of a large import."""
+    """The chunk's customers, in the import's transaction, the fastest way
+    each database takes them: PostgreSQL by COPY (its triggers and
+    constraints apply as to INSERT); SQLite by one executemany straight to
+    the driver, the timestamp as the text SQLAlchemy itself stores. (The
+    ORM's bulk path ran one INSERT per row: 8x slower.)"""
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        with driver.cursor() as cursor, cursor.copy(
+                f"COPY customers ({', '.join(_CUSTOMER_COLUMNS)}) FROM STDIN") as copy:
+            for r in records:
+                copy.write_row([r[c] for c in _CUSTOMER_COLUMNS])
+        return
     if conn.dialect.name != "sqlite":
         conn.execute(insert(Customer.__table__), records)
         return
