@@ -3,6 +3,9 @@ administrator uploads a customer list with bad rows, sees the preview,
 downloads the rejected rows, commits the good ones, fixes the rejects in
 the downloaded workbook and imports it again."""
 
+import os
+from pathlib import Path
+
 import openpyxl
 
 from tests.test_web_browser import browser, log_in, page, server  # noqa: F401 (fixtures)
@@ -15,6 +18,13 @@ def _upload(page, base, path):
     page.get_by_label("电子表格（.xlsx 或 .csv）").set_input_files(str(path))
     page.get_by_role("button", name="上传并校验").click()
     page.locator("#counts").wait_for(timeout=60_000)  # the page reloads when checked
+
+
+def _shoot(page, name):
+    """For README: saved when scripts/screenshots sets KHHF_SCREENSHOTS_DIR."""
+    out = os.environ.get("KHHF_SCREENSHOTS_DIR")
+    if out:
+        page.screenshot(path=str(Path(out) / f"{name}.png"), full_page=True)
 
 
 def _commit(page):
@@ -46,6 +56,7 @@ def test_admin_imports_with_bad_rows_downloads_rejects_fixes_and_reimports(serve
     assert "不是有效的电话号码" in rejects.inner_text()
     assert "未知的客户经理工号 X404" in rejects.inner_text()
     assert rejects.locator("tr").first.inner_text().startswith("4")  # row number as in Excel
+    _shoot(page, "import-preview")
 
     with page.expect_download() as download:
         page.locator("#download-rejects").click()
@@ -77,6 +88,7 @@ def test_admin_imports_with_bad_rows_downloads_rejects_fixes_and_reimports(serve
     table.get_by_role("link", name="错工号").click()
     assert page.locator("#customer-phone").inner_text() == "13512340003"
     assert "import" in page.locator("#history").inner_text()
+    _shoot(page, "customer-detail")
 
 
 def test_supervisor_sets_do_not_call_with_a_reason(server, page):
