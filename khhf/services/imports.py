@@ -32,7 +32,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import and_, exists, func, insert, select, text
+from sqlalchemy import String, and_, any_, bindparam, exists, func, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
@@ -544,8 +545,7 @@ class _Import:
                 "manager_id": manager.id if manager else None, "note": values.get("note", ""),
                 "created_at": self.now, "updated_at": self.now}))
         phones = [r[4]["phone"] for r in checked if not r[3]]
-        existing = set(self.session.scalars(select(Customer.phone).where(
-            Customer.phone.in_(phones)))) if phones else set()
+        existing = _existing_phones(self.session, phones)
         records = []
         for number, values, cells, problems, record in checked:
             if record["phone"] in existing:
@@ -695,6 +695,19 @@ class _Import:
                       "imported": report.accepted, "rejected": report.rejected}, self.ip)
         report.committed = True
         report.passwords = self.passwords
+
+
+def _existing_phones(session: Session, phones: list[str]) -> set[str]:
+    """Which of `phones` are customers already. PostgreSQL gets one array
+    parameter (= ANY): planning an IN list of 2,000 parameters took longer
+    than running it."""
+    if not phones:
+        return set()
+    if session.get_bind().dialect.name == "postgresql":
+        condition = Customer.phone == any_(bindparam("phones", phones, type_=ARRAY(String)))
+    else:
+        condition = Customer.phone.in_(phones)
+    return set(session.scalars(select(Customer.phone).where(condition)))
 
 
 _CUSTOMER_COLUMNS = ("phone", "name", "county_id", "manager_id", "note", "created_at",
