@@ -147,6 +147,7 @@ def test_objects_outside_ones_scope_are_not_found(app, other_county, who, method
     with session_for(app) as s:
         colleague = s.scalar(select(Manager.id).join(User).where(User.username == "manager2"))
         colleague_customer = s.scalar(select(Customer.id).where(Customer.manager_id == colleague))
+        assert colleague_customer is not None
         own_job = _import_job(app, s, s.get(Manager, colleague))
         assert s.get(ImportJob, own_job).county_id != other_county["county_id"]
     client = app.test_client()
