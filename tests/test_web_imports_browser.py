@@ -17,7 +17,8 @@ def _upload(page, base, path):
     page.get_by_label("县区（未填县区的行使用）").select_option(label="示范县 (demo)")
     page.get_by_label("电子表格（.xlsx 或 .csv）").set_input_files(str(path))
     page.get_by_role("button", name="上传并校验").click()
-    page.locator("#counts").wait_for(timeout=60_000)  # the page reloads when checked
+    page.locator("#counts, #error").first.wait_for(timeout=120_000)  # reloads when checked
+    assert page.locator("#counts").count() == 1, page.locator("main").inner_text()
 
 
 def _shoot(page, name):
@@ -29,7 +30,8 @@ def _shoot(page, name):
 
 def _commit(page):
     page.locator("#commit").click()
-    page.locator("#committed").wait_for(timeout=60_000)
+    page.locator("#committed, #error").first.wait_for(timeout=120_000)
+    assert page.locator("#committed").count() == 1, page.locator("main").inner_text()
 
 
 def test_admin_imports_with_bad_rows_downloads_rejects_fixes_and_reimports(server, page,
@@ -116,6 +118,6 @@ def test_an_unrecognised_column_is_mapped_in_the_page(server, page, tmp_path):
     assert "缺少“手机号码”列" in page.locator("#error").inner_text()
     page.get_by_label("联系方式X").select_option(label="手机号码")
     page.get_by_role("button", name="按此对应重新校验").click()
-    page.locator("#counts").wait_for(timeout=60_000)
+    page.locator("#counts, #error").first.wait_for(timeout=120_000)
     assert page.locator("#count-good").inner_text() == "1"
     _commit(page)

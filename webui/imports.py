@@ -104,10 +104,20 @@ def template(kind):
                      mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 
+def _load_job(job_id) -> ImportJob:
+    """The job as its thread last left it: if the thread finished after this
+    request read the row, read it again (a new transaction sees the commit)."""
+    job = load(ImportJob, job_id)
+    if import_jobs.status_of(job) != job.status:
+        get_db().rollback()
+        get_db().refresh(job)
+    return job
+
+
 @bp.route("/<int:job_id>")
 @allow("admin", "supervisor")
 def job(job_id):
-    job = load(ImportJob, job_id)
+    job = _load_job(job_id)
     status = import_jobs.status_of(job)
     report = import_jobs.report_of(_root(), job.id) \
         if status in ("checked", "committed", "failed") else None
@@ -124,7 +134,7 @@ def job(job_id):
 @bp.route("/<int:job_id>/status")
 @allow("admin", "supervisor")
 def status(job_id):
-    job = load(ImportJob, job_id)
+    job = _load_job(job_id)
     done, total = import_jobs.progress(job.id)
     return jsonify(status=import_jobs.status_of(job), done=done, total=total,
                    accepted=job.accepted_rows, rejected=job.rejected_rows)

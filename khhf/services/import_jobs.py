@@ -33,6 +33,9 @@ SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".txt")
 _lock = threading.Lock()
 _running: dict[int, threading.Thread] = {}
 _progress: dict[int, tuple[int, int]] = {}
+# the status each thread wrote last, committed before the thread ended: a
+# page that read the row just before that commit knows the job is done
+_final: dict[int, str] = {}
 
 
 def job_dir(root: Path, job_id: int) -> Path:
@@ -87,6 +90,7 @@ def start(factory: sessionmaker, job_id: int, root: Path, *, commit: bool = Fals
     with _lock:
         if job_id in _running and _running[job_id].is_alive():
             raise RuntimeError(f"import job {job_id} is already running")
+        _final.pop(job_id, None)
         thread = threading.Thread(target=_work, args=(factory, job_id, Path(root), commit),
                                   name=f"import-{job_id}", daemon=True)
         _running[job_id] = thread
@@ -115,7 +119,7 @@ def progress(job_id: int) -> tuple[int, int]:
 def status_of(job: ImportJob) -> str:
     """The job's status, 'failed' for one that a restart interrupted."""
     if job.status in ("checking", "committing") and not is_running(job.id):
-        return "failed"
+        return _final.get(job.id, "failed")
     return job.status
 
 
@@ -157,6 +161,7 @@ def _work(factory: sessionmaker, job_id: int, root: Path, commit: bool) -> None:
                 # the job's status goes with the rows, in the same transaction
                 _set(session.get(ImportJob, job_id), "committed", report)
                 session.commit()
+                _final[job_id] = "committed"
                 return
         _finish(factory, job_id, "checked", report=report)
     except Exception as exc:  # the page must learn that the job died, and why
@@ -188,6 +193,7 @@ def _finish(factory, job_id, status, report=None, error="") -> None:
         db.begin_write(session)
         _set(session.get(ImportJob, job_id), status, report, error)
         session.commit()
+    _final[job_id] = status
 
 
 def error_of(job: ImportJob) -> tuple[str, dict] | None:
