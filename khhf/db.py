@@ -8,6 +8,7 @@ service and the web UI write from separate processes.
 from __future__ import annotations
 
 import re
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+from khhf.shipped import shipped
+
+SCHEMA_PATH = shipped("schema.sql")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WRITE_OPTION = "khhf_write"
 
@@ -50,6 +53,13 @@ def begin_write(session: Session) -> None:
     """Start `session`'s transaction as a writing one (SQLite: BEGIN
     IMMEDIATE); call before its first statement. A no-op on PostgreSQL."""
     session.connection(execution_options={WRITE_OPTION: True})
+
+
+def is_busy(error: Exception) -> bool:
+    """True if `error` is SQLite's "database is locked": another connection
+    held the write lock for the whole busy timeout."""
+    orig = getattr(error, "orig", error)
+    return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -87,7 +97,12 @@ def has_schema(engine: Engine) -> bool:
     return inspect(engine).has_table("counties")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
+def session_factory(engine: Engine, *, writer: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine`. With writer=True every transaction they begin
+    is a writing one (SQLite: BEGIN IMMEDIATE), as begin_write makes it: for
+    a unit of work that may write anywhere in it, e.g. a web form post."""
+    if writer:
+        engine = engine.execution_options(**{WRITE_OPTION: True})
     return sessionmaker(engine, expire_on_commit=False)
 
 

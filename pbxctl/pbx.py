@@ -30,8 +30,9 @@ from . import ami
 from khhf import numbering
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings, agi_key
+from khhf.shipped import shipped
 
-ASTERISK_CONF_DIR = Path(__file__).resolve().parent.parent / "asterisk"
+ASTERISK_CONF_DIR = shipped("asterisk")
 SID_PACKAGES = "asterisk,asterisk-modules,asterisk-core-sounds-en-gsm"
 MIN_SYSTEM_VERSION = 20
 # Asterisk runs as this user (inside its root: that root's user), never as
@@ -275,6 +276,7 @@ class Pbx:
             "AGI_HOST": s.agi_host, "AGI_PORT": s.agi_port, "AGI_KEY": agi_key(s),
             **numbering.dialplan_tokens(),
             "DESK_EXTENSION_PATTERN": numbering.DESK_EXTENSION_DIALPLAN,
+            "TIMEZONE": s.timezone,
             **{key.upper(): getattr(s, key) for key in (
                 "manager_ring_seconds", "customer_ring_seconds", "hotline_desk_ring_seconds",
                 "hotline_mobile_ring_seconds", "hotline_group_ring_seconds",

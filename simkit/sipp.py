@@ -118,7 +118,8 @@ class Sipp:
                  remote: str | None = None, service: str | None = None,
                  auth: tuple[str, str] | None = None, keys: dict | None = None,
                  duration_ms: int | None = None, calls: int | None = 1, rate: float | None = None,
-                 max_concurrent: int | None = None, fill: dict | None = None):
+                 max_concurrent: int | None = None, fill: dict | None = None,
+                 run_limit: str | None = "120s"):
         self.name = f"{Path(scenario).stem}-{local_ip}-{port}-{next(_ports)}"
         self.workdir = Path(workdir) / self.name
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,11 @@ class Sipp:
                  "-cp", str(free_port(local_ip)),
                  "-nostdin", "-trace_msg", "-trace_err",
                  "-message_file", str(self.message_file), "-error_file", str(self.error_file),
-                 "-timeout_error", "-timeout", "120s", "-aa"]
+                 "-aa"]
+        if run_limit is not None:
+            # SIPp's -timeout limits the whole run, not one call: a safety net
+            # for tests; the demo's long-lived parties pass None
+            args += ["-timeout_error", "-timeout", run_limit]
         if calls is not None:  # None: answer calls until stopped
             args += ["-m", str(calls)]
         if service:
@@ -161,11 +166,14 @@ class Sipp:
         self.args = args
         self.proc: subprocess.Popen | None = None
 
-    def start(self, attempts: int = 3) -> "Sipp":
+    def start(self, attempts: int = 3, new_session: bool = False) -> "Sipp":
+        """Start SIPp; `new_session` keeps a terminal's Ctrl-C from reaching
+        it (the demo stops its children itself, in order)."""
         for attempt in range(attempts):
             self.stdout = open(self.workdir / "stdout.log", "wb")
             self.proc = subprocess.Popen(self.args, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                         stdout=self.stdout, stderr=subprocess.STDOUT)
+                                         stdout=self.stdout, stderr=subprocess.STDOUT,
+                                         start_new_session=new_session)
             time.sleep(0.15)  # let it bind before anyone sends to it
             if self.proc.poll() in (None, 0):
                 return self
@@ -236,7 +244,8 @@ def register_desk_phone(settings, extension: str, port: int, workdir: Path,
     from pbxctl.pbx import phone_password
     reg = Sipp("register.xml", workdir, local_ip="127.0.0.1", port=port,
                remote=f"{settings.sip_host}:{settings.sip_port}", service=extension,
-               auth=(extension, phone_password(settings, extension)), keys={"expires": expires})
+               auth=(extension, phone_password(settings, extension)), keys={"expires": expires},
+               run_limit=None)  # wait(20) below bounds it
     try:
         rc = reg.start().wait(20)
     except RuntimeError:  # refused so fast that SIPp was already gone

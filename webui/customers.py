@@ -18,6 +18,7 @@ from wtforms import SelectField, StringField, TextAreaField
 
 from khhf.models import Call, County, Customer, Manager, Task, User
 from khhf.services import customers
+from webui import params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
 from webui.forms import FlaskForm, _int_or_none, commit_or_show
@@ -41,12 +42,12 @@ class ReassignForm(FlaskForm):
 
 @bp.route("/")
 @allow("admin", "supervisor", "manager")
-def index():
+@params.query(after=params.Id(_l("Page")), county=params.Id(_l("County")))
+def index(after, county):
     db = get_db()
-    q = request.args.get("q", "")
-    after = request.args.get("after", type=int)
+    q = request.args.get("q", "")[:64]
     where = scope(Customer)
-    county_id = request.args.get("county", type=int)
+    county_id = county
     if county_id:
         where = where & (Customer.county_id == county_id)
     rows = customers.search(db, where, q, after=after, limit=customers.PAGE_SIZE + 1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
                    request, send_file, url_for)
 from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.file import FileField
 from sqlalchemy import select
@@ -21,11 +22,11 @@ from wtforms import SelectChoice, SelectField
 
 from khhf.models import Campaign, County, ImportJob
 from khhf.services import import_jobs, imports
+from webui import params
 from webui.access import allow, load, scope
 from webui.db import get_db
+from webui.forms import ConfirmForm, FlaskForm, _int_or_none, county_choices, county_field
 from webui.i18n import IMPORT_KIND_LABELS
-from webui.forms import ConfirmForm, FlaskForm, county_choices, county_field, _int_or_none
-from flask_babel import lazy_gettext as _l
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
 
@@ -116,12 +117,12 @@ def _load_job(job_id) -> ImportJob:
 
 @bp.route("/<int:job_id>")
 @allow("admin", "supervisor")
-def job(job_id):
+@params.query(page=params.Whole(_l("Page"), 1, 100_000, 1))
+def job(job_id, page):
     job = _load_job(job_id)
     status = import_jobs.status_of(job)
     report = import_jobs.report_of(_root(), job.id) \
         if status in ("checked", "committed", "failed") else None
-    page = max(request.args.get("page", 1, type=int), 1)
     error = import_jobs.error_of(job)
     return render_template(
         "imports/job.html", job=job, status=status, report=report, page=page,
