@@ -210,24 +210,25 @@ def _open_workbook(path: Path, reader: str):
         raise FileError(N_("The workbook cannot be read (%(reason)s); open it in Excel or "
                            "WPS, save it again as .xlsx and retry."), reason=str(exc)[:200])
     first_row = sheet.start[0] if sheet.start else 0
-    merged = {}
+    # a merged range: its top-left cell's value fills the cells it covers
+    covered, tops_in_row = {}, {}
     for (r0, c0), (r1, c1) in sheet.merged_cell_ranges or ():
+        top = (r0 - first_row, c0)
+        tops_in_row.setdefault(top[0], []).append(top)
         for r in range(r0, r1 + 1):
             for c in range(c0, c1 + 1):
                 if (r, c) != (r0, c0):
-                    merged.setdefault(r - first_row, []).append((c, (r0 - first_row, c0)))
+                    covered.setdefault(r - first_row, []).append((c, top))
 
     def rows():
-        tops = {}
+        values = {}
         for i, row in enumerate(sheet.iter_rows()):
-            if merged or tops:
-                for c, top in merged.get(i, ()):
-                    if c < len(row) and top in tops:
-                        row[c] = tops[top]
-                for (r0, c0) in {top for cells in merged.values() for _, top in cells
-                                 if top[0] == i}:
-                    if c0 < len(row):
-                        tops[(r0, c0)] = row[c0]
+            for top in tops_in_row.get(i, ()):
+                if top[1] < len(row):
+                    values[top] = row[top[1]]
+            for c, top in covered.get(i, ()):
+                if c < len(row) and top in values:
+                    row[c] = values[top]
             yield row
     # rows before the sheet's first used row are empty: numbering starts there
     return _numbered(rows(), first_row), sheet.height
