@@ -246,6 +246,11 @@ CREATE INDEX ix_feedback_task ON feedback (task_id);
 CREATE INDEX ix_feedback_manager_time ON feedback (manager_id, created_at);
 
 -- SMS out (notifications, result prompts) and in (replies with digit codes).
+-- Out: queued -> sending (client_ref written, then submit_sm) -> sent, or
+-- back to queued with next_attempt_at after a refused submit, or failed
+-- after sms_max_attempts; 'unknown' when the connection was lost between
+-- submit and its answer: never resent without an operator (smsgw/gateway.py).
+-- In: received -> processed (the reply parser).
 CREATE TABLE sms_messages (
     id INTEGER PRIMARY KEY,
     direction VARCHAR(8) NOT NULL CHECK (direction IN ('out', 'in')),
@@ -254,12 +259,18 @@ CREATE TABLE sms_messages (
     task_id INTEGER REFERENCES tasks (id),
     body TEXT NOT NULL,
     status VARCHAR(16) NOT NULL DEFAULT 'queued'
-        CHECK (status IN ('queued', 'sent', 'failed', 'received', 'processed')),
+        CHECK (status IN ('queued', 'sending', 'sent', 'unknown', 'failed',
+                          'received', 'processed')),
     smpp_message_id VARCHAR(64),
+    client_ref VARCHAR(32) UNIQUE,
+    parts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMP,
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    sent_at TIMESTAMP
+    sent_at TIMESTAMP,
+    receipt_status VARCHAR(16),
+    receipt_at TIMESTAMP
 );
 CREATE INDEX ix_sms_messages_status ON sms_messages (direction, status, created_at);
 
@@ -286,6 +297,19 @@ CREATE TABLE import_jobs (
     finished_at TIMESTAMP
 );
 CREATE INDEX ix_import_jobs_county ON import_jobs (county_id, created_at);
+
+-- One submit_sm of an outbound SMS (a long one is several, concatenated by
+-- UDH); the SMSC's message id and its delivery receipt are per part.
+CREATE TABLE sms_parts (
+    id INTEGER PRIMARY KEY,
+    sms_id INTEGER NOT NULL REFERENCES sms_messages (id),
+    part_no INTEGER NOT NULL,
+    smpp_message_id VARCHAR(64) NOT NULL,
+    receipt_status VARCHAR(16),
+    receipt_at TIMESTAMP,
+    UNIQUE (sms_id, part_no)
+);
+CREATE INDEX ix_sms_parts_message_id ON sms_parts (smpp_message_id);
 
 -- Every write, log-in and recording played (全程操作日志). The names are
 -- kept as they were at the time, so the log reads (and is searched) by

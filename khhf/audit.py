@@ -37,7 +37,7 @@ ACTIONS = (
     "import", "set_do_not_call", "reassign_customer",
 )
 # what an entry can be about; the UI translates them
-OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer")
+OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer", "sms")
 # coded reasons ("reason" in the detail); the UI says each in words
 REASONS = ("unknown_user", "wrong_password", "account_disabled", "too_many_failures",
            "departed")

@@ -381,7 +381,8 @@ class SmsMessage(Base):
     __tablename__ = "sms_messages"
     __table_args__ = (
         CheckConstraint("direction IN ('out', 'in')"),
-        CheckConstraint("status IN ('queued', 'sent', 'failed', 'received', 'processed')"),
+        CheckConstraint("status IN ('queued', 'sending', 'sent', 'unknown', 'failed', "
+                        "'received', 'processed')"),
         Index("ix_sms_messages_status", "direction", "status", "created_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -392,10 +393,29 @@ class SmsMessage(Base):
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
     smpp_message_id: Mapped[str | None] = mapped_column(String(64))
+    client_ref: Mapped[str | None] = mapped_column(String(32), unique=True)
+    parts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
     created_at: Mapped[dt.datetime] = _created()
     sent_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    receipt_status: Mapped[str | None] = mapped_column(String(16))
+    receipt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+
+
+class SmsPart(Base):
+    __tablename__ = "sms_parts"
+    __table_args__ = (
+        UniqueConstraint("sms_id", "part_no"),
+        Index("ix_sms_parts_message_id", "smpp_message_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sms_id: Mapped[int] = mapped_column(ForeignKey("sms_messages.id"))
+    part_no: Mapped[int] = mapped_column(Integer)
+    smpp_message_id: Mapped[str] = mapped_column(String(64))
+    receipt_status: Mapped[str | None] = mapped_column(String(16))
+    receipt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
 
 IMPORT_KINDS = ("customers", "managers", "tasks")

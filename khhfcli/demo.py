@@ -2,9 +2,9 @@
 
     khhf demo seed   create the demo county, users and customers; print log-ins
     khhf demo run    start the PBX, SIPp desk phones and carrier, the AMI bridge,
-                     the AGI service and the web UI, and keep them running (a
-                     part that exits is reported and restarted, as systemd
-                     does in production); Ctrl-C stops everything
+                     the AGI service, the SMS gateway and the web UI, and keep
+                     them running (a part that exits is reported and restarted,
+                     as systemd does in production); Ctrl-C stops everything
 
 The simulated desk phones answer every call; the simulated carrier answers
 as the customer and hangs up after `--talk` seconds, so a click-to-dial in
@@ -102,6 +102,10 @@ def run(settings, result, talk_seconds: int = 20) -> int:
             child = supervisor.add(_service_child(settings, module, logs))
             _wait_listening(module, *ports[module], proc=child.proc, log=child.log,
                             stop=stop)
+        # the SMS gateway listens on nothing: with no smsc_host (the demo's
+        # default) it keeps the outbox and inbox in the database, shown to
+        # the admin under 短信
+        supervisor.add(_service_child(settings, "smsgw", logs))
         if stop["now"]:
             return 0
         print_logins(settings, result)

@@ -6,7 +6,8 @@
     khhf pbx reload            render the desk phones again from the database
     khhf pbx phones            desk-phone SIP credentials, for provisioning
     khhf import KIND FILE      customers, managers or tasks from XLSX/CSV (see khhfcli.imports)
-    khhf service install       systemd units for the PBX, AGI, bridge and web UI
+    khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
+    khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway and web UI
 """
 
 from __future__ import annotations
@@ -95,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
     from . import demo as cli_demo, hotline as cli_hotline, imports as cli_imports
-    from . import service as cli_service
+    from . import service as cli_service, sms as cli_sms
     cli_hotline.register(sub)   # khhf hotline ...
     cli_imports.register(sub)   # khhf import customers|managers|tasks FILE
+    cli_sms.register(sub)       # khhf sms inject|outbox|requeue
     cli_demo.register(sub)      # khhf demo seed|run
     cli_service.register(sub)   # khhf service install
     return parser

@@ -1,8 +1,9 @@
 """`khhf service install`: run KHHF for real, under systemd.
 
-Four units, shipped as templates in khhfcli/systemd/: khhf-pbx (Asterisk,
+Five units, shipped as templates in khhfcli/systemd/: khhf-pbx (Asterisk,
 forking), khhf-agi (Type=notify with a watchdog), khhf-bridge and khhf-web,
-the last three ordered after the PBX. `install` fills in this machine's
+those three ordered after the PBX, and khhf-smsgw (the SMS gateway, which
+needs only the database and the network). `install` fills in this machine's
 virtual environment and config file, writes the units, reloads systemd and
 enables and starts them (unless --no-enable).
 """
@@ -21,10 +22,11 @@ from khhf import config as config_mod
 from khhf.config import ConfigError
 
 UNIT_DIR = Path(__file__).resolve().parent / "systemd"
-UNITS = ("khhf-pbx.service", "khhf-agi.service", "khhf-bridge.service", "khhf-web.service")
+UNITS = ("khhf-pbx.service", "khhf-agi.service", "khhf-bridge.service", "khhf-web.service",
+         "khhf-smsgw.service")
 SYSTEM_DIR = Path("/etc/systemd/system")
 
-# The services that only need the database and the config (AGI, web UI) see
+# The services that only need the database and the config (AGI, web UI, SMS gateway) see
 # the whole file system read-only except KHHF's state directory.
 HARDENING = """\
 NoNewPrivileges=yes

@@ -46,7 +46,8 @@ def test_units_carry_the_real_venv_config_and_ordering(rendered, tmp_path):
         assert f" --config {conf}" in text, name
         assert "Restart=on-failure\n" in text, name
     python = VENV.resolve() / "bin" / "python"
-    for unit, module in (("agi", "agi"), ("bridge", "ami_bridge"), ("web", "webui")):
+    for unit, module in (("agi", "agi"), ("bridge", "ami_bridge"), ("web", "webui"),
+                         ("smsgw", "smsgw")):
         text = rendered[f"khhf-{unit}.service"]
         assert f"ExecStart={python} -m {module} --config {conf}\n" in text
         assert "RestartPreventExitStatus=2\n" in text   # khhf.daemon: a config error
@@ -74,7 +75,7 @@ def test_production_paths_get_the_hardening():
     settings = config.Settings(home=Path("/var/lib/khhf"),
                                config_path=Path("/etc/khhf/khhf.conf"))
     units = service.render(Path("/opt/khhf/venv"), settings)
-    for name in ("khhf-agi.service", "khhf-web.service"):
+    for name in ("khhf-agi.service", "khhf-web.service", "khhf-smsgw.service"):
         text = units[name]
         assert "ProtectSystem=strict\n" in text and "PrivateTmp=yes\n" in text, name
         assert re.search(r"^ReadWritePaths=-/var/lib/khhf( |$)", text, re.M), name
@@ -165,6 +166,12 @@ def test_the_units_commands_run_the_system_as_systemd_would(tmp_path):
             if unit == "khhf-agi":
                 assert notify.recv(64) == b"READY=1"
             _listening(ports[port], daemons[unit])
+        # the SMS gateway listens on nothing: its first line says it runs embedded
+        command, = _exec_lines(units["khhf-smsgw"], "ExecStart")
+        daemons["khhf-smsgw"] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.STDOUT)
+        first = daemons["khhf-smsgw"].stdout.readline().decode()
+        assert "no smsc_host set" in first, first
     finally:
         for unit, daemon in daemons.items():
             daemon.send_signal(signal.SIGTERM)
@@ -174,7 +181,7 @@ def test_the_units_commands_run_the_system_as_systemd_would(tmp_path):
         notify.close()
         stop, = _exec_lines(units["khhf-pbx"], "ExecStopPost")
         down = subprocess.run(stop, env=env, capture_output=True, text=True, timeout=60)
-    assert codes == {"khhf-agi": 0, "khhf-bridge": 0, "khhf-web": 0}, outputs
+    assert codes == {"khhf-agi": 0, "khhf-bridge": 0, "khhf-web": 0, "khhf-smsgw": 0}, outputs
     assert down.returncode == 0, down.stderr
     assert not pid_file.exists()
     with pytest.raises(ProcessLookupError):

@@ -70,6 +70,7 @@ OBJECT_TYPE_LABELS = {
     "call": lazy_gettext("call"),
     "task": lazy_gettext("task"),
     "customer": lazy_gettext("customer"),
+    "sms": lazy_gettext("SMS"),
 }
 
 TASK_STATUS_LABELS = {
@@ -79,6 +80,22 @@ TASK_STATUS_LABELS = {
     "not_reached": lazy_gettext("Not reached"),
     "done": lazy_gettext("Done"),
     "cancelled": lazy_gettext("Cancelled"),
+}
+
+SMS_STATUS_LABELS = {
+    "queued": lazy_gettext("Queued"),
+    "sending": lazy_gettext("Sending"),
+    "sent": lazy_gettext("Sent"),
+    "unknown": lazy_gettext("Unknown (not resent)"),
+    "failed": lazy_gettext("Failed"),
+    "received": lazy_gettext("Received"),
+    "processed": lazy_gettext("Processed"),
+}
+
+SMS_VIA_LABELS = {
+    "smsc": lazy_gettext("the SMSC"),
+    "web": lazy_gettext("the web form"),
+    "cli": lazy_gettext("the command line"),
 }
 
 # task types the system itself creates (their names are stored in Chinese,
@@ -160,12 +177,17 @@ AUDIT_FIELD_LABELS = {
     "customer_name": lazy_gettext("Customer name"),
     "phone": lazy_gettext("Phone"),
     "note": lazy_gettext("Note"),
+    "from": lazy_gettext("Sender"),
+    "via": lazy_gettext("Via"),
+    "sms_status": lazy_gettext("Status"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS = {
     "role": ROLE_LABELS,
     "status": MANAGER_STATUS_LABELS,
     "fallback_strategy": FALLBACK_STRATEGY_LABELS,
+    "via": SMS_VIA_LABELS,
+    "sms_status": SMS_STATUS_LABELS,
 }
 # between the parts of a sentence, and between the items of one value
 _LIST_SEPARATOR = {"zh": "；", "en": "; "}
@@ -339,6 +361,7 @@ def init_app(app) -> None:
     app.jinja_env.globals.update(
         ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
         TASK_STATUS_LABELS=TASK_STATUS_LABELS, MANAGER_STATUS_LABELS=MANAGER_STATUS_LABELS, DIRECTION_LABELS=DIRECTION_LABELS,
+        SMS_STATUS_LABELS=SMS_STATUS_LABELS,
         FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,
