@@ -287,6 +287,30 @@ CREATE TABLE sms_messages (
 );
 CREATE INDEX ix_sms_messages_status ON sms_messages (direction, status, created_at);
 
+-- An import of customers, managers or tasks from a spreadsheet, run in the
+-- background by the web UI: checked first (a preview), committed on request.
+-- The file and the report (rejected rows) live under <home>/imports/<id>/.
+CREATE TABLE import_jobs (
+    id INTEGER PRIMARY KEY,
+    kind VARCHAR(16) NOT NULL CHECK (kind IN ('customers', 'managers', 'tasks')),
+    filename VARCHAR(255) NOT NULL,
+    -- the county the rows default to (and, for a supervisor, the only one)
+    county_id INTEGER REFERENCES counties (id),
+    campaign_id INTEGER REFERENCES campaigns (id),
+    -- the user's column mapping and other options, as JSON
+    options TEXT NOT NULL DEFAULT '{}',
+    status VARCHAR(16) NOT NULL DEFAULT 'checking'
+        CHECK (status IN ('checking', 'checked', 'committing', 'committed', 'failed')),
+    total_rows INTEGER NOT NULL DEFAULT 0,
+    accepted_rows INTEGER NOT NULL DEFAULT 0,
+    rejected_rows INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    created_by INTEGER REFERENCES users (id),
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    finished_at TIMESTAMP
+);
+CREATE INDEX ix_import_jobs_county ON import_jobs (county_id, created_at);
+
 -- One submit_sm of an outbound SMS (a long one is several, concatenated by
 -- UDH); the SMSC's message id and its delivery receipt are per part.
 CREATE TABLE sms_parts (

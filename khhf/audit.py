@@ -34,6 +34,7 @@ ACTIONS = (
     "login", "login_failed", "login_refused", "logout",
     "create", "update", "delete", "set_password", "set_on_duty",
     "play_recording",
+    "import", "set_do_not_call", "reassign_customer",
 )
 # what an entry can be about; the UI translates them
 OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer", "sms",

@@ -431,6 +431,38 @@ class SmsPart(Base):
     receipt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
 
+IMPORT_KINDS = ("customers", "managers", "tasks")
+IMPORT_STATUSES = ("checking", "checked", "committing", "committed", "failed")
+
+
+class ImportJob(Base):
+    __tablename__ = "import_jobs"
+    __table_args__ = (
+        CheckConstraint("kind IN ('customers', 'managers', 'tasks')"),
+        CheckConstraint("status IN ('checking', 'checked', 'committing', 'committed', "
+                        "'failed')"),
+        Index("ix_import_jobs_county", "county_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    county_id: Mapped[int | None] = mapped_column(ForeignKey("counties.id"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    options: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+    status: Mapped[str] = mapped_column(String(16), default="checking",
+                                        server_default="checking")
+    total_rows: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    accepted_rows: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rejected_rows: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = _created()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+
+    county: Mapped[County | None] = relationship()
+    creator: Mapped[User | None] = relationship()
+
+
 class AuditLog(Base):
     __tablename__ = "audit_log"
     __table_args__ = (

@@ -5,6 +5,7 @@
     khhf pbx up|down|status    run the PBX instance
     khhf pbx reload            render the desk phones again from the database
     khhf pbx phones            desk-phone SIP credentials, for provisioning
+    khhf import KIND FILE      customers, managers or tasks from XLSX/CSV (see khhfcli.imports)
     khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
@@ -99,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
-    from . import demo as cli_demo, hotline as cli_hotline, service as cli_service, sms as cli_sms
-    from . import tasks as cli_tasks
+    from . import demo as cli_demo, hotline as cli_hotline, imports as cli_imports
+    from . import service as cli_service, sms as cli_sms, tasks as cli_tasks
     cli_hotline.register(sub)   # khhf hotline ...
+    cli_imports.register(sub)   # khhf import customers|managers|tasks FILE
     cli_sms.register(sub)       # khhf sms inject|outbox|requeue
     cli_tasks.register(sub)     # khhf tasks distribute ...
     cli_demo.register(sub)      # khhf demo seed|run

@@ -109,7 +109,9 @@ def test_views_that_read_query_parameters_declare_them(app):
     declared = {endpoint: set(params) for endpoint, _, params in _get_views(app) if params}
     assert declared == {"admin.managers_list": {"county"},
                         "audit.index": {"page", "since", "until"},
-                        "campaigns.task_list": {"manager", "after"}}
+                        "campaigns.task_list": {"manager", "after"},
+                        "customers.index": {"after", "county"},
+                        "imports.job": {"page"}}
 
 
 @pytest.mark.parametrize("who", [None, *ROLES])

@@ -216,21 +216,52 @@ def _failed_log_in(session, username, ip, password="not-the-password"):
 def app(tmp_path_factory):
     app, _ = make_app(tmp_path_factory.mktemp("i18n"), WTF_CSRF_ENABLED=False)
     _seed_history(app)
+    _seed_imports(app)
     return app
+
+
+# downloads (XLSX) and the import's JSON status: no page to read
+NOT_PAGES = {"imports.template", "imports.rejects", "imports.status"}
+
+
+def _seed_imports(app) -> None:
+    """A checked import with rejected rows (its preview in Chinese) and one
+    of a file that could not be read."""
+    import io
+    from pathlib import Path
+    from khhf.services import import_jobs, imports
+    root = Path(app.extensions["khhf_settings"].home) / "imports"
+    files = {"好坏.csv": "姓名,手机号码,客户经理工号\n甲,13811112222,D001\n乙,bad,X1\n",
+             "图片.xlsx": "\x89PNG"}
+    with session_for(app) as s:
+        county = s.scalar(select(County))
+        for name, content in files.items():
+            job = import_jobs.create(s, None, "customers", name,
+                                     io.BytesIO(content.encode("gb18030")), root,
+                                     imports.Options(county_code=county.code),
+                                     county_id=county.id)
+            s.commit()
+            import_jobs.start(app.extensions["khhf_sessions"], job.id, root, wait=True)
 
 
 def _pages(app):
     """Every GET route, with every id it can take; the log's every page."""
+    from khhf.models import Customer, ImportJob
     with session_for(app) as s:
         ids = {"manager_id": s.scalars(select(Manager.id)).all(),
                "user_id": s.scalars(select(User.id)).all(),
                "county_id": s.scalars(select(County.id)).all(),
                "campaign_id": s.scalars(select(Campaign.id)).all(),
-               "type_id": s.scalars(select(TaskType.id)).all()}
+               "type_id": s.scalars(select(TaskType.id)).all(),
+               "customer_id": s.scalars(select(Customer.id).order_by(Customer.id)
+                                        .limit(5)).all(),
+               "job_id": s.scalars(select(ImportJob.id)).all()}
     urls = []
     with app.test_request_context():
         for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
             if "GET" not in rule.methods or rule.endpoint == "static":
+                continue
+            if rule.endpoint in NOT_PAGES:
                 continue
             missing = set(rule.arguments) - set(ids) - {"call_id"}
             assert not missing, f"{rule.rule}: add ids for {missing} to this test"
@@ -331,7 +362,7 @@ def test_the_checker_catches_what_it_is_for():
 
 
 def test_every_code_the_domain_knows_has_a_label():
-    from khhf.models import CALL_STATES, ROLES, TASK_STATUSES
+    from khhf.models import CALL_STATES, IMPORT_KINDS, IMPORT_STATUSES, ROLES, TASK_STATUSES
     from khhf.services.accounts import MANAGER_STATUSES
     from khhf.services.counties import FALLBACK_STRATEGIES
     from webui import i18n
@@ -342,5 +373,7 @@ def test_every_code_the_domain_knows_has_a_label():
                           (FALLBACK_STRATEGIES, i18n.FALLBACK_STRATEGY_LABELS),
                           (audit.ACTIONS, i18n.ACTION_LABELS),
                           (audit.OBJECT_TYPES, i18n.OBJECT_TYPE_LABELS),
-                          ((hotline.CALLBACK_TASK_TYPE,), i18n.TASK_TYPE_LABELS)):
+                          ((hotline.CALLBACK_TASK_TYPE,), i18n.TASK_TYPE_LABELS),
+                          (IMPORT_STATUSES, i18n.IMPORT_STATUS_LABELS),
+                          (IMPORT_KINDS, i18n.IMPORT_KIND_LABELS)):
         assert set(codes) <= set(labels), set(codes) - set(labels)

@@ -36,7 +36,9 @@ def _url(app, rule):
         task, call = _task_and_call(s, manager)
         values = {"manager_id": manager.id, "user_id": manager.user_id,
                   "county_id": manager.county_id, "task_id": task.id, "call_id": call.id,
-                  "campaign_id": task.campaign_id, "type_id": task.task_type_id}
+                  "campaign_id": task.campaign_id, "type_id": task.task_type_id,
+                  "customer_id": task.customer_id, "job_id": _import_job(app, s, manager),
+                  "kind": "customers"}
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: add sample values for {missing} to this test"
     with app.test_request_context():
@@ -55,6 +57,24 @@ def _task_and_call(s, manager):
         s.add(call)
         s.commit()
     return task, call
+
+
+def _import_job(app, s, manager):
+    """An import job of manager1's county, checked (so it has a report)."""
+    import io
+    from pathlib import Path
+    from khhf.models import ImportJob
+    from khhf.services import import_jobs, imports
+    job = s.scalar(select(ImportJob).order_by(ImportJob.id))
+    if job is None:
+        root = Path(app.extensions["khhf_settings"].home) / "imports"
+        data = "姓名,手机号码\n甲,13811110000\n乙,not-a-number\n".encode("gb18030")
+        job = import_jobs.create(s, None, "customers", "a.csv", io.BytesIO(data), root,
+                                 imports.Options(county_code=manager.county.code),
+                                 county_id=manager.county_id)
+        s.commit()
+        import_jobs.start(app.extensions["khhf_sessions"], job.id, root, wait=True)
+    return job.id
 
 
 def test_every_route_has_an_access_rule(app):
@@ -125,11 +145,18 @@ def other_county(app):
         manager = accounts.create_manager(
             s, None, "", username="manager9", display_name="孙经理", password="secret-pass",
             county_id=county.id, employee_no="O009", desk_extension="8009", mobile="")
+        from simkit import factories
+        customer = factories.customer(s, county, "13900009999", manager)
         s.commit()
-        return {"county_id": county.id, "manager_id": manager.id}
+        return {"county_id": county.id, "manager_id": manager.id, "customer_id": customer.id}
 
 
 @pytest.mark.parametrize("who, method, path", [
+    ("manager1", "GET", "/customers/{other_customer}"),
+    ("manager1", "GET", "/customers/{colleague_customer}"),
+    ("supervisor", "GET", "/customers/{other_customer}"),
+    ("supervisor", "POST", "/customers/{other_customer}/do-not-call"),
+    ("supervisor2", "GET", "/imports/{own_job}"),
     ("manager1", "GET", "/manager/{other_manager}"),
     ("manager1", "POST", "/manager/{other_manager}/duty"),
     ("manager1", "GET", "/manager/{colleague}"),
@@ -138,15 +165,24 @@ def other_county(app):
     ("supervisor2", "GET", "/manager/{colleague}"),
 ])
 def test_objects_outside_ones_scope_are_not_found(app, other_county, who, method, path):
+    from khhf.models import Customer, ImportJob
     with session_for(app) as s:
         colleague = s.scalar(select(Manager.id).join(User).where(User.username == "manager2"))
+        colleague_customer = s.scalar(select(Customer.id).where(Customer.manager_id == colleague))
+        assert colleague_customer is not None
+        own_job = _import_job(app, s, s.get(Manager, colleague))
+        assert s.get(ImportJob, own_job).county_id != other_county["county_id"]
     client = app.test_client()
     log_in_as(client, app, who)
-    url = path.format(other_manager=other_county["manager_id"], colleague=colleague)
-    response = client.open(url, method=method, data={"on_duty": "1"})
+    url = path.format(other_manager=other_county["manager_id"], colleague=colleague,
+                      other_customer=other_county["customer_id"],
+                      colleague_customer=colleague_customer, own_job=own_job)
+    response = client.open(url, method=method, data={"on_duty": "1", "do_not_call": "1",
+                                                      "reason": "x"})
     assert response.status_code == 404
     with session_for(app) as s:
         assert not any(s.scalars(select(Manager.on_duty)).all())
+        assert not any(s.scalars(select(Customer.do_not_call)).all())
 
 
 def test_supervisor_sees_own_county_only(app, other_county):

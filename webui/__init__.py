@@ -28,8 +28,8 @@ from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import (access, admin, audit, auth, calls, campaigns, county, i18n, manager, params,
-                   security, sms)
+from webui import (access, admin, audit, auth, calls, campaigns, county, customers, i18n,
+                   imports, manager, params, security, sms)
 from webui.db import get_db
 
 DEFAULTS = {
@@ -69,7 +69,8 @@ def create_app(settings: khhf_config.Settings | None = None,
     login_manager.login_message_category = "info"
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
-    for module in (auth, admin, manager, county, audit, calls, sms, campaigns):
+    for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
+                   customers):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)

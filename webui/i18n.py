@@ -56,6 +56,9 @@ ACTION_LABELS = {
     "delete": lazy_gettext("Delete"),
     "set_password": lazy_gettext("Set password"),
     "set_on_duty": lazy_gettext("On/off duty"),
+    "import": lazy_gettext("Import"),
+    "set_do_not_call": lazy_gettext("Do-not-call"),
+    "reassign_customer": lazy_gettext("Reassign customer"),
     "play_recording": lazy_gettext("Play recording"),
 }
 
@@ -119,6 +122,20 @@ DIRECTION_LABELS = {
     "inbound": lazy_gettext("Hotline"),
 }
 
+IMPORT_STATUS_LABELS = {
+    "checking": lazy_gettext("Checking"),
+    "checked": lazy_gettext("Checked: see the preview"),
+    "committing": lazy_gettext("Importing"),
+    "committed": lazy_gettext("Imported"),
+    "failed": lazy_gettext("Failed"),
+}
+
+IMPORT_KIND_LABELS = {
+    "customers": lazy_gettext("Customer list"),
+    "managers": lazy_gettext("Manager list"),
+    "tasks": lazy_gettext("Task list"),
+}
+
 # a call's outcome, or its state while it is still going on
 CALL_OUTCOME_LABELS = {
     "requested": lazy_gettext("Requested"),
@@ -169,6 +186,9 @@ AUDIT_FIELD_LABELS = {
     "fallback_strategy": lazy_gettext("Fallback ringing"),
     "numbers": lazy_gettext("Unified numbers"),
     "primary": lazy_gettext("Primary number"),
+    "customer_name": lazy_gettext("Customer name"),
+    "phone": lazy_gettext("Phone"),
+    "note": lazy_gettext("Note"),
     "from": lazy_gettext("Sender"),
     "via": lazy_gettext("Via"),
     "sms_status": lazy_gettext("Status"),
@@ -308,6 +328,22 @@ def audit_sentence(entry) -> str:
         text = (gettext("%(actor)s put %(object)s on duty.", actor=who, object=what)
                 if d.get("on_duty") else
                 gettext("%(actor)s put %(object)s off duty.", actor=who, object=what))
+    elif action == "import":
+        text = gettext("%(actor)s imported a %(kind)s from %(file)s: %(imported)d rows "
+                       "imported, %(rejected)d rejected.", actor=who,
+                       kind=label(IMPORT_KIND_LABELS, d.get("kind")), file=d.get("file", "—"),
+                       imported=d.get("imported", 0), rejected=d.get("rejected", 0))
+    elif action == "set_do_not_call":
+        text = (gettext("%(actor)s set do-not-call on %(object)s: %(why)s.", actor=who,
+                        object=what, why=d.get("why", "—"))
+                if d.get("do_not_call") else
+                gettext("%(actor)s lifted do-not-call on %(object)s: %(why)s.", actor=who,
+                        object=what, why=d.get("why", "—")))
+    elif action == "reassign_customer":
+        old, new = (d.get("changes") or {}).get("manager") or [None, None]
+        text = gettext("%(actor)s gave %(object)s to %(new)s (before: %(old)s); %(count)d "
+                       "open tasks moved with the customer.", actor=who, object=what,
+                       new=new or "—", old=old or "—", count=d.get("tasks", 0))
     elif action == "play_recording":
         text = gettext("%(actor)s played the recording of %(object)s.", actor=who, object=what)
     else:
@@ -362,7 +398,8 @@ def init_app(app) -> None:
         SMS_STATUS_LABELS=SMS_STATUS_LABELS,
         FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
-        audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale)
+        audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,
+        IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS)
     app.before_request(_remember_requested_locale)
 
 
@@ -390,3 +427,17 @@ def compile_catalogs(directory: Path = TRANSLATIONS) -> None:
         with os.fdopen(fd, "wb") as fh:
             write_mo(fh, catalog)
         os.replace(tmp, mo)
+
+
+def translator(locale: str = DEFAULT_LOCALE):
+    """msgid, params -> text in `locale`, outside a request (the command
+    line, files written by background jobs)."""
+    po = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po"
+    with po.open("rb") as fh:
+        catalog = read_po(fh)
+    strings = {m.id: m.string for m in catalog if m.id and isinstance(m.id, str) and m.string}
+
+    def translate(message: str, params: dict | None = None) -> str:
+        text = strings.get(message) or message
+        return text % params if params else text
+    return translate

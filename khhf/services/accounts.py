@@ -190,12 +190,10 @@ def create_manager(session: Session, by: User | None, ip: str, *, username: str,
                    employee_no: str, desk_extension: str, mobile: str) -> Manager:
     """A customer manager: the log-in user and the manager row, together."""
     problems = Problems()
-    username = _check_username(session, problems, username)
-    display_name = _check_display_name(problems, display_name)
+    username, display_name, county, employee_no, desk_extension, mobile = _check_new_manager(
+        session, problems, username=username, display_name=display_name, county_id=county_id,
+        employee_no=employee_no, desk_extension=desk_extension, mobile=mobile)
     _check_password(problems, password)
-    county = _check_role_county(session, problems, "manager", county_id, allow_manager=True)
-    employee_no, desk_extension, mobile = _check_manager_fields(
-        session, problems, None, employee_no, desk_extension, mobile)
     problems.raise_if_any()
     user = User(username=username, display_name=display_name, role="manager",
                 county_id=county.id, password_hash=hash_password(password))
@@ -209,6 +207,28 @@ def create_manager(session: Session, by: User | None, ip: str, *, username: str,
                              "mobile": mask_phone(mobile) if mobile else None}}, ip,
                  object_name=display_name)
     return manager
+
+
+def check_manager(session: Session, *, username: str, display_name: str,
+                  county_id: int | None, employee_no: str, desk_extension: str,
+                  mobile: str) -> list:
+    """The problems create_manager would find with these fields (without
+    the password): imports check every row before writing any."""
+    problems = Problems()
+    _check_new_manager(session, problems, username=username, display_name=display_name,
+                       county_id=county_id, employee_no=employee_no,
+                       desk_extension=desk_extension, mobile=mobile)
+    return problems.items
+
+
+def _check_new_manager(session, problems, *, username, display_name, county_id, employee_no,
+                       desk_extension, mobile):
+    username = _check_username(session, problems, username)
+    display_name = _check_display_name(problems, display_name)
+    county = _check_role_county(session, problems, "manager", county_id, allow_manager=True)
+    employee_no, desk_extension, mobile = _check_manager_fields(
+        session, problems, None, employee_no, desk_extension, mobile)
+    return username, display_name, county, employee_no, desk_extension, mobile
 
 
 def update_manager(session: Session, by: User | None, ip: str, manager: Manager, *,

@@ -1,0 +1,132 @@
+"""Customers (客户管理): administrators see all, county supervisors their
+county, managers their own customers (read only).
+
+Lists show numbers masked (khhf.phones.mask_phone); the customer's page,
+opened by someone whose scope includes the customer, shows the whole
+number (the editor needs it, the manager calls it). Search takes the whole
+number or a part of it.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from sqlalchemy import select
+from wtforms import SelectField, StringField, TextAreaField
+
+from khhf.models import Call, County, Customer, Manager, Task, User
+from khhf.services import customers
+from webui import params
+from webui.access import allow, client_ip, load, scope
+from webui.db import get_db
+from webui.forms import FlaskForm, _int_or_none, commit_or_show
+
+bp = Blueprint("customers", __name__, url_prefix="/customers")
+
+
+class CustomerForm(FlaskForm):
+    name = StringField(_l("Name"))
+    phone = StringField(_l("Phone"))
+    note = TextAreaField(_l("Note"))
+
+
+class DoNotCallForm(FlaskForm):
+    reason = StringField(_l("Reason"))
+
+
+class ReassignForm(FlaskForm):
+    manager_id = SelectField(_l("New manager"), coerce=_int_or_none, validate_choice=False)
+
+
+@bp.route("/")
+@allow("admin", "supervisor", "manager")
+@params.query(after=params.Id(_l("Page")), county=params.Id(_l("County")))
+def index(after, county):
+    db = get_db()
+    q = request.args.get("q", "")[:64]
+    where = scope(Customer)
+    county_id = county
+    if county_id:
+        where = where & (Customer.county_id == county_id)
+    rows = customers.search(db, where, q, after=after, limit=customers.PAGE_SIZE + 1)
+    more = len(rows) > customers.PAGE_SIZE
+    rows = rows[:customers.PAGE_SIZE]
+    counties = db.scalars(select(County).where(scope(County)).order_by(County.name)).all() \
+        if current_user.role == "admin" else []
+    return render_template("customers/index.html", customers=rows, q=q, county_id=county_id,
+                           counties=counties, next_after=rows[-1].id if more else None)
+
+
+def _reassign_form(customer, **kwargs) -> ReassignForm:
+    form = ReassignForm(**kwargs)
+    managers = get_db().scalars(select(Manager).join(User).where(
+        Manager.county_id == customer.county_id, Manager.status == "active",
+        Manager.id != (customer.manager_id or 0)).order_by(User.display_name)).all()
+    form.manager_id.choices = [("", gettext("— choose —"))] + [
+        (m.id, f"{m.user.display_name} ({m.employee_no})") for m in managers]
+    return form
+
+
+def _detail(customer, form=None, dnc_form=None, reassign_form=None, status=200):
+    db = get_db()
+    history = customers.history(db, customer)
+    names = {m.id: f"{m.user.display_name} ({m.employee_no})" for m in db.scalars(
+        select(Manager).where(Manager.id.in_({a.manager_id for a in history})))}
+    return render_template(
+        "customers/detail.html", customer=customer,
+        managers_by_id=lambda manager_id: names.get(manager_id, "—"),
+        form=form or CustomerForm(obj=customer, formdata=None),
+        dnc_form=dnc_form or DoNotCallForm(formdata=None),
+        reassign_form=reassign_form or _reassign_form(customer, formdata=None),
+        history=history,
+        tasks=customers.tasks_of(db, customer, scope(Task)),
+        calls=customers.calls_of(db, customer, scope(Call)),
+        may_edit=current_user.role in ("admin", "supervisor")), status
+
+
+@bp.route("/<int:customer_id>")
+@allow("admin", "supervisor", "manager")
+def detail(customer_id):
+    return _detail(load(Customer, customer_id))
+
+
+@bp.route("/<int:customer_id>/edit", methods=["POST"])
+@allow("admin", "supervisor")
+def edit(customer_id):
+    customer = load(Customer, customer_id)
+    form = CustomerForm()
+    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: customers.update(
+            get_db(), current_user, client_ip(), customer, name=form.name.data,
+            phone=form.phone.data, note=form.note.data)):
+        flash(gettext("Customer saved."), "success")
+        return redirect(url_for(".detail", customer_id=customer.id))
+    return _detail(customer, form=form)
+
+
+@bp.route("/<int:customer_id>/do-not-call", methods=["POST"])
+@allow("admin", "supervisor")
+def do_not_call(customer_id):
+    customer = load(Customer, customer_id)
+    form = DoNotCallForm()
+    flag = request.form.get("do_not_call") == "1"
+    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: customers.set_do_not_call(
+            get_db(), current_user, client_ip(), customer, flag, form.reason.data)):
+        flash(gettext("The customer will not be called.") if flag
+              else gettext("The customer may be called again."), "success")
+        return redirect(url_for(".detail", customer_id=customer.id))
+    return _detail(customer, dnc_form=form)
+
+
+@bp.route("/<int:customer_id>/manager", methods=["POST"])
+@allow("admin", "supervisor")
+def reassign(customer_id):
+    customer = load(Customer, customer_id)
+    form = _reassign_form(customer)
+    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: customers.reassign(
+            get_db(), current_user, client_ip(), customer, form.manager_id.data)):
+        flash(gettext("The customer now belongs to %(name)s; their calls ring that manager.",
+                      name=customer.manager.user.display_name), "success")
+        return redirect(url_for(".detail", customer_id=customer.id))
+    return _detail(customer, reassign_form=form)
