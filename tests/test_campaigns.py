@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from khhf import audit, db
-from khhf.models import AuditLog, Campaign, CampaignCycle, Manager, ResultCode, Task, TaskType, User
+from khhf.models import AuditLog, Campaign, CampaignCycle, ResultCode, Task, TaskType, User
 from khhf.services import ValidationError, campaigns, distribution, tasks
 from simkit import factories
 

@@ -1,6 +1,5 @@
 """`khhf tasks distribute`: preview by default, --commit writes; refusals name the problem."""
 
-import datetime as dt
 
 from sqlalchemy import func, select
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from khhf import config, db
-from khhf.models import Campaign, CampaignCycle, Task
+from khhf.models import CampaignCycle, Task
 from khhf.services import campaigns
 from simkit import factories
 

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from khhf.models import AuditLog, Campaign, Manager, Task, TaskType, User
+from khhf.models import AuditLog, Campaign, Task, TaskType
 from simkit import factories
 from simkit.web import csrf_token, log_in, make_app, session_for
 
