@@ -27,7 +27,7 @@ from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import access, admin, audit, auth, calls, county, i18n, manager
+from webui import access, admin, audit, auth, calls, county, i18n, manager, workspace
 from webui.db import get_db
 
 DEFAULTS = {
@@ -69,7 +69,7 @@ def create_app(settings: khhf_config.Settings | None = None,
     login_manager.login_message = lazy_gettext("Please log in first.")
     login_manager.login_message_category = "info"
 
-    for module in (auth, admin, manager, county, audit, calls):
+    for module in (auth, admin, manager, county, audit, calls, workspace):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
 from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from khhf import bridge_client
@@ -20,8 +21,27 @@ from khhf.models import Call, Task
 from khhf.services import ValidationError, dialing
 from webui.access import allow, client_ip, load
 from webui.db import get_db
+from webui.i18n import CALL_OUTCOME_LABELS
 
 bp = Blueprint("calls", __name__, url_prefix="/calls")
+
+# what the workspace shows while a call goes on (座机振铃 → 呼叫客户 → 通话中 → 已结束)
+CALL_PROGRESS_LABELS = {
+    "requested": _l("Connecting"),
+    "manager_ringing": _l("Desk phone ringing"),
+    "manager_answered": _l("Calling the customer"),
+    "customer_ringing": _l("Calling the customer"),
+    "connected": _l("In conversation"),
+}
+FINAL_STATES = ("ended", "failed")
+
+
+def progress_label(call: Call) -> str:
+    """The live label of `call`: its stage, or "ended" with its outcome."""
+    if call.state in FINAL_STATES:
+        outcome = CALL_OUTCOME_LABELS.get(call.outcome or "", call.outcome or "—")
+        return gettext("Ended: %(outcome)s", outcome=outcome)
+    return str(CALL_PROGRESS_LABELS.get(call.state, call.state))
 
 
 def settings() -> khhf_config.Settings:
@@ -80,4 +100,5 @@ def dial(task_id):
 def status(call_id):
     call = load(Call, call_id)
     return jsonify(id=call.id, state=call.state, outcome=call.outcome,
-                   talk_seconds=call.talk_seconds, task_id=call.task_id)
+                   talk_seconds=call.talk_seconds, task_id=call.task_id,
+                   label=progress_label(call), final=call.state in FINAL_STATES)

@@ -7,6 +7,7 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from khhf.models import County, Customer, Manager, User
+from khhf.services import workspace
 from webui.access import allow, load, scope
 from webui.db import get_db
 
@@ -24,4 +25,5 @@ def home():
     managers = db.scalars(select(Manager).join(User).where(scope(Manager))
                           .order_by(Manager.status, User.display_name)).all()
     return render_template("county/home.html", county=county, managers=managers,
-                           customers=customers)
+                           customers=customers,
+                           overdue=workspace.overdue_by_manager(db, county.id))
