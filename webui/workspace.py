@@ -106,7 +106,7 @@ def _result_form(task: Task, **kwargs) -> ResultForm:
     return form
 
 
-def _task_page(task: Task, form: ResultForm, status: int = 200):
+def _task_page(task: Task, form: ResultForm):
     session = get_db()
     calls = session.scalars(select(Call).where(Call.task_id == task.id)
                             .order_by(Call.id.desc())).all()
@@ -121,7 +121,7 @@ def _task_page(task: Task, form: ResultForm, status: int = 200):
                                                                           "connected",
                                                                           "not_reached"),
                            overdue=workspace.is_overdue(task),
-                           progress_label=progress_label), status
+                           progress_label=progress_label)
 
 
 @bp.route("/tasks/<int:task_id>")
@@ -139,7 +139,7 @@ def file_result(task_id):
     task = load(Task, task_id)
     form = _result_form(task)
     if not form.validate_on_submit():
-        return _task_page(task, form, 400)
+        return _task_page(task, form)
     session = get_db()
     appointment = form.appointment_at.data
     call_id = form.call_id.data
@@ -154,7 +154,7 @@ def file_result(task_id):
     except ValidationError as error:
         session.rollback()
         show_problems(form, error)
-        return _task_page(load(Task, task_id), form, 400)
+        return _task_page(load(Task, task_id), form)
     session.commit()
     flash(gettext("The result is saved."), "success")
     if form.autodial.data == "1":
