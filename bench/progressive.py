@@ -170,6 +170,13 @@ def main(argv=None) -> int:
               f"{r['mean_between']:.1f} | {r['per_hour']:.0f}")
     ratio = rows[0]["per_hour"] / rows[1]["per_hour"]
     print(f"\nratio progressive / one-by-one: {ratio:.2f}x (target >= 2x)")
+    # per attempt, one-by-one costs what progressive does, minus the pause, plus the
+    # human gap: the gap at which the ratio would reach 2x, from this run's figures
+    per_attempt = rows[0]["elapsed"] / rows[0]["attempts"]
+    break_even = 2 * per_attempt - (per_attempt - args.pause)
+    print(f"progressive: {per_attempt:.1f} s per attempt (scaled); one-by-one reaches half "
+          f"of progressive's rate at a human gap of about {break_even:.0f} s scaled "
+          f"({break_even * SCALE:.0f} s real)")
     return 0
 
 

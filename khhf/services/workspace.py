@@ -5,18 +5,20 @@ khhf.services.results.
 
 Tabs partition a manager's tasks (every task is in exactly one):
 
-    todo         未拨打       pending, no appointment, ordinary priority
+    todo         未拨打       pending, no appointment, ordinary priority (0)
     callback     待回电/预约  open (pending or not_reached) with an appointment,
-                              or a hotline call-back (priority > 0)
+                              or a hotline call-back (priority raised)
     connected    已接通待反馈  dialing or connected: a call is on, or its result is due
     not_reached  未接通       not_reached, no appointment, ordinary priority
     done         已完成       done or cancelled
 
 Each tab has one sort key plus the task id as tie-break, so a page is
 "the next N after (key, id)" - the same cost on page 1 and page 10,000.
-Indexes: ix_tasks_manager_status_id and ix_tasks_manager_status_updated
-(schema.sql) serve the tabs; counts are index-only on
-ix_tasks_manager_queue.
+The index ix_tasks_manager_status (manager_id, status, priority,
+appointment_at, id) serves them: the todo and not-reached tabs are read in
+id order straight from it (no sort, stop after a page), the counts are an
+index-only scan of the manager's entries, the other tabs sort only the
+manager's rows of that tab (bench/workspace_list.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ OVERDUE_AFTER = dt.timedelta(minutes=30)
 
 
 def _ordinary():
-    return and_(Task.appointment_at.is_(None), Task.priority <= 0)
+    # equalities, so the index ix_tasks_manager_status yields the todo tab in id order
+    return and_(Task.priority == 0, Task.appointment_at.is_(None))
 
 
 def tab_filter(tab: str):
@@ -47,7 +50,7 @@ def tab_filter(tab: str):
         return and_(Task.status == tasks.PENDING, _ordinary())
     if tab == "callback":
         return and_(Task.status.in_((tasks.PENDING, tasks.NOT_REACHED)),
-                    or_(Task.appointment_at.is_not(None), Task.priority > 0))
+                    or_(Task.appointment_at.is_not(None), Task.priority != 0))
     if tab == "connected":
         return Task.status.in_((tasks.DIALING, tasks.CONNECTED))
     if tab == "not_reached":
@@ -59,7 +62,7 @@ def tab_filter(tab: str):
 
 def tab_of(task: Task) -> str:
     """The tab `task` is listed in (the Python twin of tab_filter)."""
-    return _tab(task.status, task.appointment_at is not None or task.priority > 0)
+    return _tab(task.status, task.appointment_at is not None or task.priority != 0)
 
 
 def _tab(status: str, special: bool) -> str:
@@ -85,7 +88,7 @@ def _sort(tab: str):
 
 def counts(session: Session, manager_id: int) -> dict[str, int]:
     """{tab: number of the manager's tasks in it}."""
-    special = or_(Task.appointment_at.is_not(None), Task.priority > 0)
+    special = or_(Task.appointment_at.is_not(None), Task.priority != 0)
     rows = session.execute(select(Task.status, special, func.count())
                            .where(Task.manager_id == manager_id)
                            .group_by(Task.status, special))
