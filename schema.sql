@@ -54,7 +54,9 @@ CREATE TABLE managers (
     employee_no VARCHAR(32) NOT NULL UNIQUE,
     -- the desk SIP phone's extension, also its PJSIP endpoint name
     desk_extension VARCHAR(16) UNIQUE,
-    mobile VARCHAR(20),
+    -- one person per mobile: the hotline rings it and the SMS replies from it
+    -- are matched to it (UNIQUE allows any number of NULLs)
+    mobile VARCHAR(20) UNIQUE,
     status VARCHAR(16) NOT NULL DEFAULT 'active'
         CHECK (status IN ('active', 'departed')),
     on_duty BOOLEAN NOT NULL DEFAULT FALSE,
@@ -259,15 +261,22 @@ CREATE TABLE sms_messages (
 );
 CREATE INDEX ix_sms_messages_status ON sms_messages (direction, status, created_at);
 
--- Every write, log-in and recording played (全程操作日志).
+-- Every write, log-in and recording played (全程操作日志). The names are
+-- kept as they were at the time, so the log reads (and is searched) by
+-- people's names; `detail` is a JSON object (khhf/audit.py) that the UI
+-- renders as a sentence in the viewer's language.
 CREATE TABLE audit_log (
     id INTEGER PRIMARY KEY,
     at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     user_id INTEGER REFERENCES users (id),
     username VARCHAR(64) NOT NULL DEFAULT '',
+    -- the actor's display name (users.display_name), '' for the system
+    actor_name VARCHAR(64) NOT NULL DEFAULT '',
     action VARCHAR(64) NOT NULL,
     object_type VARCHAR(32) NOT NULL DEFAULT '',
     object_id VARCHAR(64) NOT NULL DEFAULT '',
+    -- the object's name: a person's, a county's, a customer's
+    object_name VARCHAR(128) NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
     ip VARCHAR(45) NOT NULL DEFAULT ''
 );

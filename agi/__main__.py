@@ -19,6 +19,9 @@ import sys
 
 from khhf import daemon
 
+# how often stale inbound call rows are looked for (khhf.services.hotline)
+SWEEP_SECONDS = 60
+
 
 async def serve(settings) -> None:
     from agi.server import make_server
@@ -32,11 +35,23 @@ async def serve(settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     sd_notify("READY=1")
     heartbeat = asyncio.create_task(watchdog())
+    sweeper = asyncio.create_task(sweep(server))
     try:
         await stop.wait()
     finally:
         heartbeat.cancel()
+        sweeper.cancel()
         server.close()
+
+
+async def sweep(server, interval: float = SWEEP_SECONDS) -> None:
+    """Close inbound call rows whose hang-up never reached us, now and then."""
+    while True:
+        try:
+            await server.sweep()
+        except Exception:  # the database may be away for a while: try again later
+            logging.getLogger("agi").exception("sweeping stale inbound call rows failed")
+        await asyncio.sleep(interval)
 
 
 def sd_notify(message: str) -> bool:

@@ -1,9 +1,12 @@
 """A small asyncio FastAGI server: one connection, one route, one deadline.
 
-Asterisk's AGI(agi://host:port/<route>,args...) connects, sends the
-channel's agi_* environment and then waits for commands. We look the route
-up in an explicit table (agi/routes/__init__.py), run it under a deadline,
-and close the connection. Every read has a timeout, EOF is an error, and a
+Asterisk's AGI(agi://host:port/<key>/<route>,args...) connects, sends the
+channel's agi_* environment and then waits for commands. Only the PBX may
+drive a route: the first path segment is a key (khhf.config.agi_key) that
+the PBX's rendered dialplan holds; a request without it is closed before
+anything runs or touches the database. We look the route up in an explicit
+table (agi/routes/__init__.py), run it under a deadline, and close the
+connection. Every read has a timeout, EOF is an error, and a
 route that raises or overruns simply sets nothing: the dialplan sees its
 route variable empty and takes its one fallback path.
 
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hmac
 import logging
 import re
+import time
 from typing import Awaitable, Callable
 
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -41,6 +46,30 @@ _MSET_SAFE_VALUE = re.compile(r"[A-Za-z0-9_&/.@+:-]*")
 Route = Callable[["AgiSession", list[str]], Awaitable[None]]
 
 
+class RateLimitedLog:
+    """Log a warning at most once per `interval` seconds; the next line
+    says how many were suppressed. Junk connections (port scans, forged
+    requests) must not flood the log or fill the disk."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0, clock=time.monotonic):
+        self.logger, self.interval, self.clock = logger, interval, clock
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def warning(self, message: str, *args) -> bool:
+        """Log `message` unless one was logged within the interval; True if logged."""
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            self._suppressed += 1
+            return False
+        if self._suppressed:
+            message += " (%d similar suppressed in the last %.0f s)"
+            args += (self._suppressed, now - self._last)
+        self.logger.warning(message, *args)
+        self._last, self._suppressed = now, 0
+        return True
+
+
 class AgiError(Exception):
     """The AGI conversation broke: EOF, a timeout, or a refused command."""
 
@@ -56,10 +85,17 @@ class AgiSession:
         self._used_database = False
 
     @property
+    def key(self) -> str:
+        """'<key>' of agi://host:port/<key>/hotline: who may drive the route."""
+        return self._script().partition("/")[0]
+
+    @property
     def route_name(self) -> str:
-        """'hotline' for agi://host:port/hotline (query string dropped)."""
-        script = self.env.get("agi_network_script", "")
-        return script.split("?", 1)[0].strip("/")
+        """'hotline' for agi://host:port/<key>/hotline (query string dropped)."""
+        return self._script().partition("/")[2]
+
+    def _script(self) -> str:
+        return self.env.get("agi_network_script", "").split("?", 1)[0].strip("/")
 
     @property
     def args(self) -> list[str]:
@@ -161,8 +197,13 @@ class FastAgiServer:
     """Serves `routes` (path -> async route(session, args)) on one TCP port."""
 
     def __init__(self, routes: dict[str, Route], session_factory: sessionmaker[Session], *,
-                 deadline: float = ROUTE_DEADLINE, db_threads: int = 8):
+                 key: str, deadline: float = ROUTE_DEADLINE, db_threads: int = 8,
+                 junk_log_interval: float = 10.0):
+        if len(key) < 16:
+            raise ValueError("the FastAGI key must be a generated secret (khhf.config.agi_key)")
         self.routes = dict(routes)
+        self._key = key.encode()
+        self.junk_log = RateLimitedLog(log, junk_log_interval)
         self.session_factory = session_factory
         self.deadline = deadline
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -196,12 +237,20 @@ class FastAgiServer:
         """One AGI request, from environment to close; never raises."""
         name = "?"
         try:
-            env = await read_environment(reader)
+            try:
+                env = await read_environment(reader)
+            except AgiError as exc:
+                self.junk_log.warning("AGI connection without an AGI request: %s", exc)
+                return
             session = AgiSession(reader, writer, env, self._run_in_unit_of_work)
+            # the key first, in constant time: nothing runs for a stranger
+            if not hmac.compare_digest(session.key.encode("utf-8", "replace"), self._key):
+                self.junk_log.warning("AGI request without the PBX's key refused")
+                return
             name = session.route_name
             route = self.routes.get(name)
             if route is None:
-                log.error("AGI request for unknown route %r (known: %s)", name,
+                log.error("AGI request for unknown route %r (known: %s)", name[:40],
                           ", ".join(sorted(self.routes)))
                 return
             await asyncio.wait_for(route(session, session.args), self.deadline)
@@ -219,12 +268,22 @@ class FastAgiServer:
             except (ConnectionError, OSError):
                 pass
 
+    async def sweep(self) -> int:
+        """Close inbound rows whose hang-up never arrived (hotline.close_stale_calls)."""
+        from khhf.services import hotline
+
+        def work():
+            with unit_of_work(self.session_factory) as db:
+                return hotline.close_stale_calls(db)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
 
 def make_server(settings, routes: dict[str, Route] | None = None, **kwargs) -> FastAgiServer:
     """A server for `settings.database_url` with the shipped route table."""
     from khhf import db
     if routes is None:
         from agi.routes import ROUTES as routes
+    from khhf.config import agi_key
     engine = db.make_engine(settings.database_url)
-    return FastAgiServer(routes, db.session_factory(engine), **kwargs)
+    return FastAgiServer(routes, db.session_factory(engine), key=agi_key(settings), **kwargs)
 

@@ -16,7 +16,6 @@ from khhf import numbering
 from khhf.channel_vars import CALL_ID, REC_FILE, TASK_ID, UNIFIED_NUMBER
 
 OUTBOUND_CONTEXT = "khhf-outbound"
-CUSTOMER_NUMBER = re.compile(r"1[3-9]\d{9}|0[1-9]\d{8,10}")
 
 
 class OriginateError(ValueError):
@@ -42,11 +41,12 @@ def originate_action(call: OutboundCall) -> dict:
         raise OriginateError(f"channel id {call.channel_id!r} is not a KHHF call id")
     if not numbering.DESK_EXTENSION.fullmatch(call.desk_extension):
         raise OriginateError(f"desk extension {call.desk_extension!r} is not a four-digit extension")
-    if not CUSTOMER_NUMBER.fullmatch(call.customer_number):
+    if not numbering.CUSTOMER_NUMBER.fullmatch(call.customer_number):
         raise OriginateError(f"customer number {call.customer_number!r} is neither an 11-digit "
                              f"mobile nor a fixed line with area code")
-    if not re.fullmatch(r"\d{11}", call.unified_number):
-        raise OriginateError(f"unified number {call.unified_number!r} is not 11 digits")
+    if not numbering.UNIFIED_NUMBER.fullmatch(call.unified_number):
+        raise OriginateError(f"unified number {call.unified_number!r} is not an 11-digit "
+                             f"unified number")
     if not re.fullmatch(r"[\w/.-]+\.wav", call.recording_file) or ".." in call.recording_file:
         raise OriginateError(f"recording file {call.recording_file!r} is not a relative .wav path")
     variables = [

@@ -19,3 +19,10 @@ GROUP = "KHHF_GROUP"                # Dial string of the fallback group, owner e
 GROUP_STRATEGY = "KHHF_GROUP_STRATEGY"  # 'ringall' or 'hunt'
 COUNTY_DESKS = "KHHF_COUNTY_DESKS"  # Dial string of all on-duty desks (kept in AstDB)
 STAGE = "KHHF_STAGE"                # dialplan: routing|desk|mobile|group|message
+
+# The carrier trunk's PJSIP endpoint, as the dialplan dials it
+# (PJSIP/<number>@<endpoint>, rendered as {{TRUNK}}) and the AMI bridge
+# tells the customer's leg by (PJSIP/<endpoint>-...). The trunk is
+# identified by its source address only (identify_by = ip), so knowing
+# this name gains nobody anything.
+TRUNK_ENDPOINT = "carrier"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -94,6 +96,18 @@ class Settings:
                 f"{key} is not set: run `khhf init` to generate {where}, "
                 f"or set KHHF_{key.upper()}.")
         return value
+
+
+def agi_key(settings: Settings) -> str:
+    """The key the dialplan puts in every FastAGI URL and the AGI service
+    checks before a route runs: only the PBX, which renders it, knows it.
+
+    Derived from phone_secret (as the desk phones' SIP passwords are), so an
+    existing configuration needs no new key; rendered into the PBX's
+    configuration only, never logged.
+    """
+    secret = settings.require("phone_secret").encode()
+    return hmac.new(secret, b"fastagi-route-key", hashlib.sha256).hexdigest()[:32]
 
 
 def _coerce(field: dataclasses.Field, raw: str):

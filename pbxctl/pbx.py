@@ -28,11 +28,16 @@ from pathlib import Path
 
 from . import ami
 from khhf import numbering
-from khhf.config import Settings
+from khhf.channel_vars import TRUNK_ENDPOINT
+from khhf.config import Settings, agi_key
 
 ASTERISK_CONF_DIR = Path(__file__).resolve().parent.parent / "asterisk"
 SID_PACKAGES = "asterisk,asterisk-modules,asterisk-core-sounds-en-gsm"
 MIN_SYSTEM_VERSION = 20
+# Asterisk runs as this user (inside its root: that root's user), never as
+# root; it owns only the directories it writes (WRITABLE_DIRS)
+PBX_USER = "asterisk"
+WRITABLE_DIRS = ("spool", "log", "run", "lib", "cache", "recordings")
 
 
 class PbxError(Exception):
@@ -92,6 +97,40 @@ def write_hosts(root: Path) -> None:
         f"127.0.0.1\tlocalhost {host}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 
 
+def _account(root: Path | None, name: str) -> tuple[int, int] | None:
+    """(uid, gid) of user `name` in the root's /etc/passwd (or the host's)."""
+    passwd = (root or Path("/")) / "etc" / "passwd"
+    try:
+        lines = passwd.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == name:
+            return int(fields[2]), int(fields[3])
+    return None
+
+
+def ensure_pbx_user(root: Path | None) -> tuple[int, int]:
+    """The (uid, gid) Asterisk runs as, creating the system user in the root
+    when it is missing (a root built before this, or a stripped one)."""
+    found = _account(root, PBX_USER)
+    if found:
+        return found
+    cmd = ["useradd", "--system", "--user-group", "--no-create-home",
+           "--home-dir", "/var/lib/asterisk", "--shell", "/usr/sbin/nologin", PBX_USER]
+    if root is not None:
+        cmd = ["chroot", str(root), *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = _account(root, PBX_USER)
+    if proc.returncode != 0 or not found:
+        where = f"the Asterisk root {root}" if root else "this system"
+        raise PbxError(f"cannot create the user {PBX_USER!r} in {where} "
+                       f"({proc.stderr.strip() or 'useradd failed'}): Asterisk does not run "
+                       f"as root; create the user, then `khhf pbx up` again.")
+    return found
+
+
 def build_root(root: Path, mirror: str | None = None, log=print) -> Path:
     """Build the sid root with Asterisk at `root`, unless it is already there."""
     root = Path(root)
@@ -122,6 +161,7 @@ def build_root(root: Path, mirror: str | None = None, log=print) -> Path:
             raise PbxError(f"mmdebstrap failed to build the Asterisk root from {mirror}; "
                            f"check that the mirror is reachable (set debian_mirror):\n{tail}")
         write_hosts(tmp)
+        ensure_pbx_user(tmp)
         os.rename(tmp, root)
     return root
 
@@ -141,6 +181,28 @@ def _port_free(host: str, port: int, kind: int) -> bool:
         sock.close()
 
 
+def render_tokens(text: str, tokens: dict, source: Path | str = "config") -> str:
+    """Replace every {{TOKEN}} in `text`; a line with a token whose value is
+    a tuple is written once per value (the dialplan's number patterns)."""
+    def check(name):
+        if name not in tokens:
+            raise PbxError(f"{source}: unknown token {{{{{name}}}}} in shipped config.")
+        return tokens[name]
+
+    out = []
+    for line in text.splitlines(keepends=True):
+        names = re.findall(r"\{\{([A-Z_]+)\}\}", line)
+        repeated = [n for n in names if isinstance(check(n), tuple)]
+        if len(set(repeated)) > 1:
+            raise PbxError(f"{source}: one line may repeat over one list token, not {repeated}.")
+        values = check(repeated[0]) if repeated else (None,)
+        for value in values:
+            out.append(re.sub(r"\{\{([A-Z_]+)\}\}",
+                              lambda m: str(value if m.group(1) in repeated else check(m.group(1))),
+                              line))
+    return "".join(out)
+
+
 @dataclass
 class Layout:
     """Where things are, outside (host) and inside (as Asterisk sees them)."""
@@ -148,13 +210,18 @@ class Layout:
     run_dir: Path              # host path of the instance's run directory
     inner_dir: str             # the same directory as Asterisk sees it
     executable: str
+    owner: tuple[int, int] | None = None   # (uid, gid) Asterisk runs as; None: as we are
 
     @property
     def config_file(self) -> str:
         return f"{self.inner_dir}/etc/asterisk.conf"
 
-    def command(self, *args: str) -> list[str]:
+    def command(self, *args: str, as_user: bool = False) -> list[str]:
         base = [self.executable, "-C", self.config_file, *args]
+        if as_user and self.owner is not None:
+            # Asterisk resolves the names in the root's /etc/passwd and drops
+            # to them before it loads a module or opens a port
+            base += ["-U", PBX_USER, "-G", PBX_USER]
         return ["chroot", str(self.root), *base] if self.root else base
 
 
@@ -172,7 +239,8 @@ class Pbx:
     def layout(self) -> Layout:
         system = _system_asterisk()
         if system:
-            return Layout(None, self.run_dir, str(self.run_dir), system)
+            owner = _account(None, PBX_USER) if os.geteuid() == 0 else None
+            return Layout(None, self.run_dir, str(self.run_dir), system, owner)
         root = self.settings.asterisk_root
         if not (root / "usr" / "sbin" / "asterisk").exists():
             raise PbxError(f"no Asterisk found: the Asterisk root {root} is missing and "
@@ -181,7 +249,8 @@ class Pbx:
         if os.geteuid() != 0:
             raise PbxError(f"running Asterisk from the root {root} needs root "
                            f"(chroot and bind mounts): run `khhf pbx` as root.")
-        return Layout(root, self.run_dir, f"/khhf/{self.settings.pbx_name}", "/usr/sbin/asterisk")
+        return Layout(root, self.run_dir, f"/khhf/{self.settings.pbx_name}", "/usr/sbin/asterisk",
+                      _account(root, PBX_USER))
 
     def _mount_point(self, layout: Layout) -> Path | None:
         return None if layout.root is None else layout.root / "khhf" / self.settings.pbx_name
@@ -202,8 +271,9 @@ class Pbx:
             "AMI_HOST": s.ami_host, "AMI_PORT": s.ami_port,
             "AMI_USER": s.ami_user, "AMI_SECRET": s.require("ami_secret"),
             "RTP_START": s.rtp_start, "RTP_END": s.rtp_end,
-            "TRUNK_HOST": s.trunk_host, "TRUNK_PORT": s.trunk_port,
-            "AGI_HOST": s.agi_host, "AGI_PORT": s.agi_port,
+            "TRUNK_HOST": s.trunk_host, "TRUNK_PORT": s.trunk_port, "TRUNK": TRUNK_ENDPOINT,
+            "AGI_HOST": s.agi_host, "AGI_PORT": s.agi_port, "AGI_KEY": agi_key(s),
+            **numbering.dialplan_tokens(),
             "DESK_EXTENSION_PATTERN": numbering.DESK_EXTENSION_DIALPLAN,
             **{key.upper(): getattr(s, key) for key in (
                 "manager_ring_seconds", "customer_ring_seconds", "hotline_desk_ring_seconds",
@@ -215,18 +285,13 @@ class Pbx:
             shutil.rmtree(etc)
         for src in sorted(ASTERISK_CONF_DIR.rglob("*.conf")):
             text = src.read_text(encoding="utf-8")
-
-            def sub(m):
-                if m.group(1) not in tokens:
-                    raise PbxError(f"{src}: unknown token {{{{{m.group(1)}}}}} in shipped config.")
-                return str(tokens[m.group(1)])
             dest = etc / src.relative_to(ASTERISK_CONF_DIR)
             dest.parent.mkdir(parents=True, exist_ok=True)
             old_style = re.search(r"@[A-Z_]+@", text)
             if old_style:
                 raise PbxError(f"{src}: {old_style.group(0)} is not a token; write "
                                f"{{{{{old_style.group(0).strip('@')}}}}}.")
-            dest.write_text(re.sub(r"\{\{([A-Z_]+)\}\}", sub, text), encoding="utf-8")
+            dest.write_text(render_tokens(text, tokens, src), encoding="utf-8")
         phones = ["; generated by khhf pbx from the managers' desk extensions\n"]
         for ext in self.desk_extensions:
             if not numbering.DESK_EXTENSION.fullmatch(ext):
@@ -241,10 +306,31 @@ class Pbx:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(phones))
-        os.chmod(etc / "manager.conf", 0o600)
         for sub_dir in ("spool", "log/cel-custom", "log/cdr-custom", "run", "lib/keys", "cache",
                         "recordings"):
             (self.run_dir / sub_dir).mkdir(parents=True, exist_ok=True)
+        self._set_permissions(layout)
+
+    def _set_permissions(self, layout: Layout) -> None:
+        """Asterisk reads its configuration (root's, group-readable: it holds
+        the AMI secret, the phones' passwords, the AGI key) and owns only the
+        directories it writes."""
+        etc = self.run_dir / "etc"
+        if layout.owner is None:
+            os.chmod(etc / "manager.conf", 0o600)
+            os.chmod(etc / "pjsip.d" / "50-desk-phones.conf", 0o600)
+            return
+        uid, gid = layout.owner
+        for path in [etc, *etc.rglob("*")]:
+            os.chown(path, 0, gid)
+            os.chmod(path, 0o750 if path.is_dir() else 0o640)
+        for name in WRITABLE_DIRS:
+            top = self.run_dir / name
+            if top.stat().st_uid == uid and all(p.stat().st_uid == uid for p in top.iterdir()):
+                continue  # already Asterisk's: no walk through every recording
+            for dirpath, dirnames, filenames in os.walk(top):
+                for entry in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                    os.chown(entry, uid, gid, follow_symlinks=False)
 
     # -- life cycle ------------------------------------------------------------
     def pid(self) -> int | None:
@@ -275,6 +361,9 @@ class Pbx:
         if pid:
             return pid
         layout = self.layout()
+        if layout.root is not None and layout.owner is None:
+            # a root built before Asterisk ran as its own user: add the user
+            layout.owner = ensure_pbx_user(layout.root)
         self.check_ports()
         self.render(layout)
         mount = self._mount_point(layout)
@@ -284,7 +373,7 @@ class Pbx:
             mount.mkdir(parents=True, exist_ok=True)
             subprocess.run(["mount", "--bind", str(self.run_dir), str(mount)], check=True)
         with open(self.log_file, "ab") as out:
-            proc = subprocess.Popen(layout.command("-f", "-n"), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(layout.command("-f", "-n", as_user=True), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self._proc = proc  # keep it: reaped in down() when this process started it

@@ -89,9 +89,11 @@ class AgiThread:
     on a free loopback port; `stop()` and `start()` again to test the
     dialplan without it. Appended for the hotline tests and bench."""
 
-    def __init__(self, session_factory, routes=None, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, session_factory, key: str, routes=None, host: str = "127.0.0.1",
+                 port: int | None = None):
         from agi.routes import ROUTES
         self.session_factory = session_factory
+        self.key = key  # khhf.config.agi_key of the PBX's settings
         self.routes = ROUTES if routes is None else routes
         self.host = host
         self.port = port or free_port(host, kind=socket.SOCK_STREAM)
@@ -107,7 +109,7 @@ class AgiThread:
 
         def run():
             asyncio.set_event_loop(self._loop)
-            self.server = FastAgiServer(self.routes, self.session_factory)
+            self.server = FastAgiServer(self.routes, self.session_factory, key=self.key)
             self._loop.run_until_complete(self.server.start(self.host, self.port))
             ready.set()
             self._loop.run_forever()

@@ -5,9 +5,14 @@ import os
 import uuid
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 
 from khhf import db
+
+# property-based tests (hypothesis): no example database left in the tree
+hypothesis_settings.register_profile("khhf", database=None, deadline=None)
+hypothesis_settings.load_profile("khhf")
 
 
 @pytest.fixture(scope="session")

@@ -40,11 +40,15 @@ def factory(tmp_path):
     engine.dispose()
 
 
+KEY = "k3y" * 11  # the PBX's key (khhf.config.agi_key), as the dialplan renders it
+
+
 async def agi_request(port, script, args=(), callerid="+8613800000001", uniqueid="1700000000.1",
-                      replies=None):
+                      replies=None, key=KEY):
     """Play Asterisk: send the environment, answer every command; return them."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    env = [f"agi_network_script: {script}", f"agi_callerid: {callerid}",
+    env = [f"agi_network_script: {key}/{script}" if key is not None
+           else f"agi_network_script: {script}", f"agi_callerid: {callerid}",
            f"agi_uniqueid: {uniqueid}", "agi_channel: PJSIP/carrier-00000001"]
     env += [f"agi_arg_{i}: {a}" for i, a in enumerate(args, 1)]
     writer.write(("\n".join(env) + "\n\n").encode())
@@ -63,7 +67,7 @@ async def agi_request(port, script, args=(), callerid="+8613800000001", uniqueid
 
 def run_server(factory, coro_fn, routes=ROUTES, deadline=1.5):
     async def main():
-        server = FastAgiServer(routes, factory, deadline=deadline)
+        server = FastAgiServer(routes, factory, key=KEY, deadline=deadline)
         srv = await server.start("127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
         try:
@@ -93,7 +97,8 @@ def test_hotline_route_sets_the_ring_order_and_route_last(factory):
     # one round trip, the route last
     assert len(commands) == 1 and commands[0].endswith(",KHHF_ROUTE=manager")
     v = variables(commands)
-    assert v["KHHF_DESK"] == "8001" and v["KHHF_MOBILE"] == "13700000001"
+    # m1 is off duty (离岗): away from the desk, so the mobile rings first
+    assert v["KHHF_DESK"] == "" and v["KHHF_MOBILE"] == "13700000001"
     # hunt order by manager id; the owner is not in their own fallback group
     assert v["KHHF_GROUP"] == "PJSIP/8002&PJSIP/8003"
     assert v["KHHF_COUNTY_DESKS"] == "PJSIP/8002&PJSIP/8003"
@@ -104,6 +109,18 @@ def test_hotline_route_sets_the_ring_order_and_route_last(factory):
                 call.unified_number, call.uniqueid, call.linkedid) == \
             ("inbound", 1, 1, "13800000001", "13900000001", "1700000000.1", "1700000000.1")
         assert v["KHHF_REC_FILE"].endswith(f"/in-{call.id}.wav")
+
+
+def test_an_on_duty_owner_is_rung_at_the_desk_first(factory):
+    with db.unit_of_work(factory) as s:
+        s.get(Manager, 1).on_duty = True
+    v = variables(run_server(factory, lambda port: agi_request(
+        port, "hotline", ["13900000001", "1700000000.9"], uniqueid="1700000000.9")))
+    assert (v["KHHF_ROUTE"], v["KHHF_DESK"], v["KHHF_MOBILE"]) == \
+        ("manager", "8001", "13700000001")
+    # on duty, the owner is in the county's group, but never rung twice
+    assert v["KHHF_GROUP"] == "PJSIP/8002&PJSIP/8003"
+    assert v["KHHF_COUNTY_DESKS"] == "PJSIP/8001&PJSIP/8002&PJSIP/8003"
 
 
 def test_unknown_caller_and_departed_manager_route_to_the_group(factory):
@@ -132,7 +149,7 @@ def test_hang_up_route_answered_call(factory):
             == ("ended", "mobile", 42, "2026/11/27/in-1.wav", None)
 
 
-def test_missed_calls_make_one_callback_task_and_an_sms_each(factory):
+def test_repeated_missed_calls_add_to_one_callback_task_with_one_sms(factory):
     async def two_missed(port):
         for uid in ("m.1", "m.2"):
             first = await agi_request(port, "hotline", ["13900000001"], uniqueid=uid)
@@ -145,12 +162,13 @@ def test_missed_calls_make_one_callback_task_and_an_sms_each(factory):
     run_server(factory, two_missed)
     with factory() as s:
         [task] = s.scalars(select(Task)).all()
+        # the second missed call raised the open call-back's priority, and sent no SMS
         assert (task.manager_id, task.customer_id, task.priority, task.status) == \
-            (1, 1, hotline.CALLBACK_PRIORITY, "pending")
-        sms = s.scalars(select(SmsMessage)).all()
-        assert len(sms) == 2 and {m.peer_number for m in sms} == {"+86 137 0000 0001"}
-        assert all("Wang 138****0001" in m.body for m in sms)
-        assert {c.task_id for c in s.scalars(select(Call))} == {task.id}
+            (1, 1, hotline.CALLBACK_PRIORITY + hotline.REPEAT_PRIORITY_STEP, "pending")
+        [sms] = s.scalars(select(SmsMessage)).all()
+        assert sms.peer_number == "+86 137 0000 0001" and "Wang 138****0001" in sms.body
+        # both calls are linked to it: the task shows how often the customer tried
+        assert [c.task_id for c in s.scalars(select(Call))] == [task.id, task.id]
 
 
 def test_missed_unknown_caller_becomes_a_customer_with_a_task_for_the_fallback_owner(factory):
@@ -221,3 +239,151 @@ def test_connection_dropped_mid_environment_is_harmless(factory):
         await asyncio.sleep(0.2)
         return await agi_request(port, "hotline", ["13900000001"])
     assert variables(run_server(factory, drop))["KHHF_ROUTE"] == "manager"
+
+
+# -- only the PBX drives the routes (issue 9) ---------------------------------
+
+def _rows(factory):
+    with factory() as s:
+        return [s.scalars(select(m.id)).all() for m in (Call, Customer, Task, SmsMessage)]
+
+
+@pytest.mark.parametrize("key", [None, "", "wrong" * 7, KEY[:-1], KEY + "x", KEY.upper()])
+def test_a_request_without_the_pbx_key_runs_nothing_and_writes_nothing(factory, key):
+    before = _rows(factory)
+
+    async def forge(port):
+        routed = await agi_request(port, "hotline", ["13900000001", "x"], key=key,
+                                   callerid="13912345678", uniqueid="forged.1")
+        ended = await agi_request(port, "hotline-end", ["", "message", "NOANSWER", "", "",
+                                                        "13900000001", ""], key=key,
+                                  callerid="13912345670", uniqueid="forged.2")
+        return routed + ended
+    # no command at all: neither the manager's desk nor mobile is revealed
+    assert run_server(factory, forge) == []
+    assert _rows(factory) == before
+
+
+def test_the_key_is_required_to_be_a_secret():
+    with pytest.raises(ValueError, match="generated secret"):
+        FastAgiServer(ROUTES, None, key="")
+
+
+def test_junk_connection_warnings_are_rate_limited(caplog):
+    from agi.server import RateLimitedLog
+    import logging
+    now = [100.0]
+    junk = RateLimitedLog(logging.getLogger("agi.test"), interval=10, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="agi.test"):
+        for _ in range(500):
+            junk.warning("junk from %s", "127.0.0.1")
+            now[0] += 0.01
+        now[0] += 10
+        junk.warning("junk from %s", "127.0.0.1")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["junk from 127.0.0.1",
+                     "junk from 127.0.0.1 (499 similar suppressed in the last 15 s)"]
+
+
+def test_a_flood_of_junk_connections_logs_one_line(factory, caplog):
+    import logging
+
+    async def flood(port):
+        for i in range(30):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.0\n\n" if i % 2 else b"agi_network_script: x/hotline\n\n")
+            await writer.drain()
+            await reader.read()
+            writer.close()
+        return await agi_request(port, "hotline", ["13900000001"])
+    with caplog.at_level(logging.WARNING, logger="agi.server"):
+        commands = run_server(factory, flood)
+    assert variables(commands)["KHHF_ROUTE"] == "manager"  # the PBX still gets through
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+# -- caller ids as carriers deliver them, and garbage (issue 9) -----------------
+
+def test_a_known_number_with_junk_appended_is_an_unknown_caller_and_the_row_closes(factory):
+    """`13800000001'--` once failed hotline-end twice with a UNIQUE error: the
+    row stayed open for good and the missed call had no call-back."""
+    async def missed(port):
+        first = await agi_request(port, "hotline", ["13900000001", "j.1"],
+                                  callerid="13800000001'--", uniqueid="j.1")
+        await agi_request(port, "hotline-end", [variables(first)["KHHF_CALL_ID"], "message",
+                                                "NOANSWER", "", "", "13900000001", ""],
+                          callerid="13800000001'--", uniqueid="j.1")
+        # the degraded path: no routing row, hang-up only
+        await agi_request(port, "hotline-end", ["", "group", "NOANSWER", "", "", "13900000001",
+                                                ""], callerid="13800000001'--", uniqueid="j.2")
+        return first
+    first = run_server(factory, missed)
+    assert variables(first)["KHHF_ROUTE"] == "group"   # unknown: not routed to Wang's manager
+    with factory() as s:
+        calls = s.scalars(select(Call)).all()
+        assert [(c.state, c.outcome, c.customer_number, c.customer_id, c.task_id)
+                for c in calls] == [("ended", "missed", "", None, None)] * 2
+        assert [c.phone for c in s.scalars(select(Customer))] == ["13800000001"]
+        assert s.scalars(select(Task)).all() == [] and s.scalars(select(SmsMessage)).all() == []
+
+
+@pytest.mark.parametrize("callerid", ["013800000001", "+86 138-0000-0001",
+                                      "tel:+86-138-0000-0001;phone-context=+86",
+                                      "sip:8613800000001@10.0.0.1;user=phone"])
+def test_carrier_forms_of_a_known_number_reach_its_manager(factory, callerid):
+    commands = run_server(factory, lambda port: agi_request(
+        port, "hotline", ["13900000001"], callerid=callerid))
+    v = variables(commands)
+    assert (v["KHHF_ROUTE"], v["KHHF_DESK"]) == ("manager", "8001")
+    with factory() as s:
+        assert [c.phone for c in s.scalars(select(Customer))] == ["13800000001"]
+
+
+def test_a_missed_call_in_a_zero_prefixed_form_finds_the_customer_and_their_task(factory):
+    async def missed(port):
+        for uid, caller in (("z.1", "013800000001"), ("z.2", "+8613800000001")):
+            await agi_request(port, "hotline-end", ["", "group", "NOANSWER", "", "",
+                                                    "13900000001", ""],
+                              callerid=caller, uniqueid=uid)
+    run_server(factory, missed)
+    with factory() as s:
+        assert [c.phone for c in s.scalars(select(Customer))] == ["13800000001"]
+        [task] = s.scalars(select(Task)).all()
+        assert task.customer_id == 1 and len(s.scalars(select(SmsMessage)).all()) == 1
+
+
+def test_stale_inbound_rows_are_swept_and_a_late_hang_up_completes_them(factory):
+    import datetime as dt
+    from khhf.models import utcnow
+    with db.unit_of_work(factory) as s:
+        old = hotline.start_call(s, caller="13800000001", unified_number="13900000001",
+                                 uniqueid="old.1", now=utcnow() - dt.timedelta(hours=3))
+        fresh = hotline.start_call(s, caller="13800000001", unified_number="13900000001",
+                                   uniqueid="new.1")
+    with db.unit_of_work(factory) as s:
+        assert hotline.close_stale_calls(s) == 1
+    with factory() as s:
+        assert (s.get(Call, old.call_id).state, s.get(Call, old.call_id).outcome) == \
+            ("ended", "lost")
+        assert s.get(Call, fresh.call_id).state == "requested"
+    with db.unit_of_work(factory) as s:
+        hotline.finish_call(s, uniqueid="old.1", call_id=old.call_id, hangup=hotline.Hangup(
+            stage="desk", dial_status="ANSWER", answered_seconds=30))
+    with factory() as s:
+        assert (s.get(Call, old.call_id).outcome, s.get(Call, old.call_id).talk_seconds) == \
+            ("desk", 30)
+
+
+@pytest.mark.parametrize("call_id, answered", [("99999999999999999999999", "1" * 40), ("²", "³"),
+                                                ("-1", "-5")])
+def test_hang_up_arguments_out_of_range_still_close_the_call(factory, call_id, answered):
+    async def ended(port):
+        first = await agi_request(port, "hotline", ["13900000001"], uniqueid="r.1")
+        await agi_request(port, "hotline-end", [call_id, "desk", "ANSWER", answered, "8001",
+                                                "13900000001", ""], uniqueid="r.1")
+        return variables(first)["KHHF_CALL_ID"]
+    call_id_set = run_server(factory, ended)
+    with factory() as s:
+        call = s.get(Call, int(call_id_set))
+        assert (call.state, call.outcome, call.talk_seconds) == ("ended", "desk", 0)

@@ -51,7 +51,7 @@ def test_a_good_request_writes_the_call_row(env):
         assert call.recording_path == f"2026/11/27/{call_id}.wav"
         assert s.get(Task, task_id).status == "dialing"
         entry = s.scalars(select(AuditLog)).one()
-        assert "138****5678" in entry.detail and "13812345678" not in entry.detail
+        assert "138****5678" in entry.object_name and "13812345678" not in entry.detail
 
 
 def test_refusals(env):

@@ -6,12 +6,14 @@ mobile through the trunk, and the county group, all SIPp."""
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
 from sqlalchemy import select
 
 from khhf import db
+from khhf.config import agi_key
 from khhf.models import (Call, County, Customer, CustomerAssignment, Manager, SmsMessage, Task,
                          UnifiedNumber, User)
 from khhf.services import handover, hotline
@@ -37,7 +39,7 @@ class Hotline:
             return county.id
 
     def manager(self, county_id: int, desk: str | None, mobile: str | None = None,
-                on_duty: bool = False) -> int:
+                on_duty: bool = True) -> int:
         with db.unit_of_work(self.factory) as s:
             name = f"m{desk or mobile}"
             user = User(username=name, password_hash="x", display_name=name, role="manager",
@@ -89,7 +91,7 @@ def hotline_pbx(tmp_path_factory):
                          desk_extensions=DESKS)
     engine = db.make_engine(harness.settings.database_url)
     db.create_schema(engine)
-    agi = AgiThread(db.session_factory(engine)).start()
+    agi = AgiThread(db.session_factory(engine), key=agi_key(harness.settings)).start()
     harness.settings.agi_port = agi.port  # rendered into KHHF_AGI at up()
     try:
         with harness:
@@ -156,6 +158,31 @@ def test_desk_busy_or_unregistered_rings_the_mobile_through_the_trunk(hotline_pb
     assert f"sip:{unified}@" in invite.header("P-Asserted-Identity")
     assert customer_no not in invite.text
     call = hp.wait_ended(customer_no)
+    assert (call.manager_id, call.outcome) == (own, "mobile")
+
+
+def test_an_off_duty_owner_is_rung_on_the_mobile_not_at_the_desk(hotline_pbx):
+    """离岗 means away from the desk: the desk phone stays silent, the
+    mobile rings (through the trunk), then the group."""
+    hp = hotline_pbx
+    county = hp.county("c16", "13900000016")
+    own = hp.manager(county, "8116", "13700000016", on_duty=False)
+    hp.manager(county, "8117", on_duty=True)
+    hp.customer(county, "13800000016", own)
+    desk = hp.h.desk_phone("8116", "answer.xml")  # registered and idle, but its owner is away
+    group = hp.h.desk_phone("8117", "answer.xml")
+    mobile_leg = hp.h.trunk("answer_hangup.xml", duration_ms=1000)
+
+    caller = hp.call("13900000016", "13800000016")
+    assert caller.wait(30) == 0, caller.trace_summary()
+    assert mobile_leg.wait(10) == 0, mobile_leg.trace_summary()
+    [invite] = mobile_leg.received("INVITE")
+    assert invite.first_line.startswith("INVITE sip:13700000016@")
+    desk.stop()
+    group.stop()
+    assert desk.received("INVITE") == []
+    assert group.received("INVITE") == []  # the mobile answered: the group never rang
+    call = hp.wait_ended("13800000016")
     assert (call.manager_id, call.outcome) == (own, "mobile")
 
 
@@ -305,4 +332,81 @@ def test_a_hung_agi_service_releases_its_calls_when_it_is_killed(hotline_pbx):
         assert desk.wait(10) == 0 and len(desk.received("INVITE")) == 1
     finally:
         hung.close()
-        hp.h.pbx.cli(f"dialplan set global KHHF_AGI agi://127.0.0.1:{hp.agi.port}")
+        hp.h.pbx.cli(f"dialplan set global KHHF_AGI agi://127.0.0.1:{hp.agi.port}/{hp.agi.key}")
+
+
+# -- nobody but the carrier is the carrier (issue 9) ----------------------------
+
+SPOOFER = "127.0.0.3"   # a second loopback address: not the trunk's 127.0.0.2
+
+
+def spoof(hp, service: str, caller: str, pai: str, auth_user: str | None = None):
+    """An INVITE from SPOOFER claiming the trunk: From user, P-Asserted-
+    Identity and Remote-Party-ID, and a digest answer as `auth_user`."""
+    return hp.h.party("spoof_invite.xml", local_ip=SPOOFER, port=free_port(SPOOFER),
+                      remote=hp.h.sip_target, service=service,
+                      keys={"caller": caller, "pai": pai, "trunk": hp.h.settings.trunk_host},
+                      auth=(auth_user or caller, "guessed-password")).start()
+
+
+def final_responses(party) -> list:
+    return [m for m in party.messages() if m.direction == "received" and (m.status or 0) >= 300]
+
+
+def test_invites_claiming_to_be_the_trunk_from_elsewhere_never_get_in(hotline_pbx):
+    """Toll fraud and caller-id spoofing: every claim to the trunk's identity
+    from another address is challenged or refused; no call row is written,
+    and the carrier (the trunk's address) receives nothing."""
+    from khhf.channel_vars import TRUNK_ENDPOINT
+    hp = hotline_pbx
+    county = hp.county("c16", "13900000016")
+    # a manager whose desk phone is not registered: a call that got in would
+    # ring the mobile through the trunk (a paid call)
+    own = hp.manager(county, "8116", "13700000016")
+    hp.customer(county, "13800000016", own)
+    carrier = hp.h.trunk("answer.xml")
+    attempts = [
+        # (dialled number, From user, PAI/RPID user, digest user name)
+        ("13900000016", TRUNK_ENDPOINT, "13800000016", TRUNK_ENDPOINT),
+        ("13900000016", TRUNK_ENDPOINT, TRUNK_ENDPOINT, None),
+        ("13900000016", "13800000016", "13800000016", TRUNK_ENDPOINT),
+        ("13900000016", "anonymous", "13800000016", "8116"),
+        ("13700000016", TRUNK_ENDPOINT, "13900000016", TRUNK_ENDPOINT),  # straight out
+        (f"13700000016@{hp.h.settings.trunk_host}", TRUNK_ENDPOINT, "13800000016", None),
+        ("8116", TRUNK_ENDPOINT, "13800000016", TRUNK_ENDPOINT),
+    ]
+    for service, caller, pai, auth_user in attempts:
+        party = spoof(hp, service.split("@")[0], caller, pai, auth_user)
+        assert party.wait(20) == 0, (service, caller, party.trace_summary())
+        statuses = [m.status for m in final_responses(party)]
+        assert statuses and all(code in (401, 403, 404, 407) for code in statuses), statuses
+        assert 200 not in [m.status for m in party.messages() if m.direction == "received"]
+    time.sleep(1)
+    carrier.stop()
+    assert carrier.received("INVITE") == [], carrier.trace_summary()
+    with hp.factory() as s:
+        assert s.scalars(select(Call).where(Call.unified_number == "13900000016")).all() == []
+        assert s.scalars(select(Call).where(Call.customer_number == "13800000016")).all() == []
+    # and Asterisk's own record (CEL) has no channel for any of them: nothing
+    # entered khhf-from-trunk, the desk phone or the trunk
+    cel_file = hp.h.settings.pbx_dir / "log" / "cel-custom" / "khhf-cel.csv"
+    cel = cel_file.read_text() if cel_file.exists() else ""  # no channel yet at all
+    for number in ("13900000016", "13700000016", "8116"):
+        assert f'"{number}"' not in cel and f"PJSIP/{number}-" not in cel, number
+
+
+def test_the_trunk_name_gets_the_same_challenge_as_any_unknown_name(hotline_pbx):
+    """Nothing in a response tells whether the From user named an endpoint."""
+    from khhf.channel_vars import TRUNK_ENDPOINT
+    hp = hotline_pbx
+
+    def challenge(caller):
+        party = spoof(hp, "13900000016", caller, caller)
+        assert party.wait(20) == 0, party.trace_summary()
+        first = final_responses(party)[0]
+        assert TRUNK_ENDPOINT not in first.text.replace(f"sip:{TRUNK_ENDPOINT}@", "")
+        headers = sorted(line.partition(":")[0] for line in first.text.split("\n")[1:]
+                         if ":" in line)
+        realm = re.search(r'realm="([^"]*)"', first.header("WWW-Authenticate") or "")
+        return first.status, headers, realm and realm.group(1)
+    assert challenge(TRUNK_ENDPOINT) == challenge("zq81x0v") == challenge("8116")

@@ -2,6 +2,8 @@
 the test client with CSRF on: what a form does, what it refuses, and what
 the operation log says about it."""
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -77,6 +79,41 @@ def test_bad_manager_input_names_every_problem_in_chinese_and_writes_nothing(web
     assert _count(app, User) == users_before
 
 
+def test_a_second_manager_with_the_same_mobile_is_refused(web):
+    """On creation and on edit, whatever the spelling of the number."""
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    users_before = _count(app, User)
+    response = _post(admin, "/admin/managers/new", {
+        **NEW_MANAGER, "mobile": "+86 138 0013 8001", "county_id": str(seeded["county"]["id"])})
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "手机号 13800138001 已是客户经理 张伟（D001）的号码" in html, html
+    assert _count(app, User) == users_before
+    manager3 = seeded["managers"]["manager3"]["id"]
+    response = _post(admin, f"/admin/managers/{manager3}", {
+        "display_name": "李娜", "county_id": str(seeded["county"]["id"]), "employee_no": "D003",
+        "desk_extension": "8003", "mobile": "13800138002", "status": "active"})
+    assert "手机号 13800138002 已是客户经理 王芳（D002）的号码" in response.get_data(as_text=True)
+    with session_for(app) as s:
+        assert s.get(Manager, manager3).mobile == "13800138003"
+    # keeping one's own number is no conflict
+    response = _post(admin, f"/admin/managers/{manager3}", {
+        "display_name": "李娜", "county_id": str(seeded["county"]["id"]), "employee_no": "D003",
+        "desk_extension": "8003", "mobile": "13800138003", "status": "active"})
+    assert response.status_code == 302
+
+
+def test_the_database_refuses_a_shared_mobile_too(web):
+    from sqlalchemy.exc import IntegrityError
+    app, _ = web
+    with session_for(app) as s:
+        manager = s.scalar(select(Manager).join(User).where(User.username == "manager3"))
+        manager.mobile = "13800138001"
+        with pytest.raises(IntegrityError):
+            s.commit()
+
+
 def test_departing_a_manager_takes_them_off_duty_and_out(web):
     app, seeded = web
     manager_id = seeded["managers"]["manager2"]["id"]
@@ -103,6 +140,35 @@ def test_departing_a_manager_takes_them_off_duty_and_out(web):
     assert manager.get("/manager/").status_code == 302  # logged out: user disabled
     assert log_in(app.test_client(), "manager2",
                   seeded["passwords"]["manager2"]).status_code == 401
+
+
+def test_a_departing_manager_hands_over_to_a_chosen_successor(web):
+    """The choices are the county's other active managers, by pinyin: 王芳
+    (wang) before 张伟 (zhang), though 张伟 was added first."""
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    manager3 = seeded["managers"]["manager3"]["id"]
+    html = admin.get(f"/admin/managers/{manager3}").get_data(as_text=True)
+    select_html = re.search(r'<select[^>]*name="successor".*?</select>', html, re.S).group(0)
+    options = re.findall(r"<option[^>]*>([^<]*)</option>", select_html)
+    assert options == ["— 平均分配给本县其他在职客户经理 —", "王芳 (D002)", "张伟 (D001)"]
+    response = _post(admin, f"/admin/managers/{manager3}", {
+        "display_name": "李娜", "county_id": str(seeded["county"]["id"]), "employee_no": "D003",
+        "desk_extension": "8003", "mobile": "13800138003", "status": "departed",
+        "successor": str(seeded["managers"]["manager2"]["id"])})
+    assert response.status_code == 302
+    with session_for(app) as s:
+        assert s.get(Manager, manager3).successor_id == seeded["managers"]["manager2"]["id"]
+        owners = set(s.scalars(select(Customer.manager_id).where(Customer.phone.in_(
+            ["13700000007", "13700000008", "13700000009"]))))
+        assert owners == {seeded["managers"]["manager2"]["id"]}
+
+
+def test_manager_lists_sort_by_pinyin(web):
+    app, seeded = web
+    html = _client(app, seeded, "admin").get("/admin/managers").get_data(as_text=True)
+    table = html[html.index('id="managers"'):]
+    assert table.index("李娜") < table.index("王芳") < table.index("张伟")
 
 
 def test_county_with_unified_numbers(web):
@@ -186,12 +252,62 @@ def test_audit_log_search(web):
     log_in(app.test_client(), "manager1", "wrong-password")
     admin = _client(app, seeded, "admin")
     html = admin.get("/audit/?action=login_failed").get_data(as_text=True)
-    assert "manager1" in html and "登录失败" in html and "wrong password" in html
+    assert "manager1" in html and "张伟 登录失败：密码错误。" in html
     html = admin.get("/audit/?q=manager3&action=login").get_data(as_text=True)
     assert "共 0 条" in html
     html = admin.get("/audit/?q=admin&action=login&since=2000-01-01&until=2999-12-31")
     assert "共 1 条" in html.get_data(as_text=True)
     assert "共 0 条" in admin.get("/audit/?until=2000-01-01").get_data(as_text=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def web_on(request, tmp_path):
+    """The app with the demo data on SQLite or on PostgreSQL."""
+    if request.param == "sqlite":
+        yield make_app(tmp_path)
+        return
+    from khhf import config, db
+    from simkit import seed as demo
+    from webui import create_app
+    engine = request.getfixturevalue("pg_database")("audit")
+    db.create_schema(engine)
+    with db.unit_of_work(db.session_factory(engine)) as session:
+        seeded = demo.seed(session)
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path,
+                                database_url=engine.url.render_as_string(hide_password=False))
+    app = create_app(settings, {"TESTING": True})
+    yield app, seeded
+    # the app's own pool, before pg_database drops the database
+    app.extensions["khhf_sessions"].kw["bind"].dispose()
+
+
+def test_audit_log_reads_as_sentences_and_is_found_by_a_persons_name(web_on):
+    """What was done by 李娜 and to her, found by her name, said in words:
+    on SQLite and on PostgreSQL."""
+    app, seeded = web_on
+    admin = _client(app, seeded, "admin")
+    manager3 = seeded["managers"]["manager3"]["id"]
+    _client(app, seeded, "manager3")  # 李娜 logs in
+    response = _post(admin, f"/admin/managers/{manager3}", {
+        "display_name": "李娜", "county_id": str(seeded["county"]["id"]), "employee_no": "D003",
+        "desk_extension": "8003", "mobile": "13800138003", "status": "departed"})
+    assert response.status_code == 302
+    html = admin.get("/audit/?q=李娜").get_data(as_text=True)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "李娜 登录了系统。" in text
+    assert ("系统管理员 将客户经理 李娜设为已离职；客户移交给：张伟（2 个）；王芳（1 个）；"
+            "未完成任务移交给：张伟（2 个）；王芳（1 个）。") in text, text
+    assert "系统管理员 修改了客户经理 李娜：状态由“在职”改为“离职”。" in text
+    # the demo seed made her: the system did
+    assert ("系统 新增了客户经理 李娜：用户名 manager3；县区 示范县；工号 D003；座机分机号 8003；"
+            "手机号 138****8003。") in text
+    for raw in ("status", "departed", "manager #", "username=", "county=demo"):
+        assert raw not in text, raw
+    # found by the person's name only: nobody else's entries
+    assert "王芳 登录了系统" not in text
+    # in English, the same entry reads in English
+    text = admin.get("/audit/?q=李娜&lang=en").get_data(as_text=True)
+    assert "changed customer manager 李娜: Status from Active to Departed." in text
 
 
 def test_times_are_shown_in_shanghai(web):

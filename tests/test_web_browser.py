@@ -145,10 +145,14 @@ def test_audit_log_shows_log_ins_failures_and_writes(server, page):
     page.get_by_label("操作").select_option(label="登录失败")
     page.get_by_role("button", name="搜索").click()
     rows = page.locator("#audit tbody tr")
-    assert rows.count() == 1 and "wrong password" in rows.inner_text()
-    page.goto(f"{base}/audit/?action=create")
+    assert rows.count() == 1 and "李娜 登录失败：密码错误。" in rows.inner_text()
+    # found by the person's name, and read as a sentence
+    page.get_by_label("搜索", exact=True).fill("张伟")
+    page.get_by_label("操作").select_option(label="新增")
+    page.get_by_role("button", name="搜索").click()
     text = page.locator("#audit").inner_text()
-    assert "manager" in text and "138****8001" in text and "13800138001" not in text
+    assert "系统 新增了客户经理 张伟：用户名 manager1" in text
+    assert "138****8001" in text and "13800138001" not in text
 
 
 def test_screenshots_of_the_main_pages(server, browser, tmp_path):

@@ -9,17 +9,21 @@ from sqlalchemy import func, select
 from wtforms import SelectChoice
 
 from khhf.models import AuditLog, County, Manager, User
+from khhf.names import by_manager_name, by_pinyin
 from khhf.services import accounts, counties
 from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import (ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm,
                          commit_or_show, county_choices)
+from webui.i18n import ROLE_LABELS
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+# the users list: administrators first, then supervisors, then managers
+ROLE_ORDER = ("admin", "supervisor", "manager")
 
 
 def _counties():
-    return get_db().scalars(select(County).order_by(County.name)).all()
+    return by_pinyin(get_db().scalars(select(County)), lambda c: c.name)
 
 
 @bp.route("/")
@@ -99,7 +103,8 @@ def _county_fields(form) -> dict:
 @bp.route("/users")
 @allow("admin")
 def users_list():
-    users = get_db().scalars(select(User).order_by(User.role, User.username)).all()
+    users = sorted(by_pinyin(get_db().scalars(select(User)), lambda u: u.display_name),
+                   key=lambda u: ROLE_ORDER.index(u.role))
     return render_template("admin/users.html", users=users)
 
 
@@ -155,7 +160,7 @@ def _user_edit_form(user, **kwargs) -> UserForm:
     form = UserForm(obj=user, **kwargs)
     form.county_id.choices = county_choices(_counties(), gettext("— none (administrators) —"))
     if user.role == "manager":
-        form.role.choices = [SelectChoice("manager", gettext("Customer manager"))]
+        form.role.choices = [SelectChoice("manager", ROLE_LABELS["manager"])]
     del form.username, form.password
     return form
 
@@ -165,11 +170,11 @@ def _user_edit_form(user, **kwargs) -> UserForm:
 @bp.route("/managers")
 @allow("admin")
 def managers_list():
-    query = select(Manager).join(User).order_by(Manager.status, User.display_name)
+    query = select(Manager).join(User)
     county_id = request.args.get("county", type=int)
     if county_id:
         query = query.where(Manager.county_id == county_id)
-    managers = get_db().scalars(query).all()
+    managers = by_manager_name(get_db().scalars(query))
     return render_template("admin/managers.html", managers=managers, counties=_counties(),
                            county_id=county_id)
 
@@ -179,7 +184,7 @@ def managers_list():
 def manager_new():
     form = ManagerForm()
     form.county_id.choices = county_choices(_counties())
-    del form.status
+    del form.status, form.successor
     if form.validate_on_submit():
         if commit_or_show(get_db(), form, lambda: accounts.create_manager(
                 get_db(), current_user, client_ip(), username=form.username.data,
@@ -201,13 +206,29 @@ def manager_edit(manager_id):
         form.display_name.data = manager.user.display_name
     form.county_id.choices = county_choices(_counties())
     del form.username, form.password
+    if manager.status == "active":
+        form.successor.choices = _successor_choices(manager)
+    else:
+        del form.successor
     if form.validate_on_submit():
         if commit_or_show(get_db(), form, lambda: accounts.update_manager(
                 get_db(), current_user, client_ip(), manager,
                 display_name=form.display_name.data, county_id=form.county_id.data,
                 employee_no=form.employee_no.data, desk_extension=form.desk_extension.data,
-                mobile=form.mobile.data, status=form.status.data)):
+                mobile=form.mobile.data, status=form.status.data,
+                successor_id=form.successor.data if form.successor else None)):
             flash(gettext("Customer manager %(name)s saved.", name=manager.user.display_name),
                   "success")
             return redirect(url_for(".managers_list"))
     return render_template("admin/manager_form.html", form=form, manager=manager)
+
+
+def _successor_choices(manager: Manager) -> list[SelectChoice]:
+    """Who may take over from `manager`: the county's other active managers,
+    by the pinyin of their names; or nobody in particular (spread evenly)."""
+    colleagues = get_db().scalars(select(Manager).where(
+        Manager.county_id == manager.county_id, Manager.status == "active",
+        Manager.id != manager.id))
+    spread = SelectChoice("", gettext("— spread evenly over the county's active managers —"))
+    return [spread] + [SelectChoice(m.id, f"{m.user.display_name} ({m.employee_no})")
+                       for m in by_manager_name(colleagues)]

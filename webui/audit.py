@@ -26,9 +26,12 @@ def index():
     text = args.get("q", "").strip()
     if text:
         like = f"%{text}%"
-        query = query.where(or_(AuditLog.username.ilike(like), AuditLog.detail.ilike(like),
-                                AuditLog.object_type.ilike(like), AuditLog.ip.ilike(like),
-                                AuditLog.object_id == text))
+        # people are found by name (actor or object) as well as by user name;
+        # LIKE matches Chinese text as it is on SQLite and PostgreSQL alike
+        query = query.where(or_(AuditLog.actor_name.ilike(like),
+                                AuditLog.object_name.ilike(like),
+                                AuditLog.username.ilike(like), AuditLog.detail.ilike(like),
+                                AuditLog.ip.ilike(like), AuditLog.object_id == text))
     action = args.get("action", "")
     if action in audit.ACTIONS:
         query = query.where(AuditLog.action == action)

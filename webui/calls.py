@@ -21,7 +21,7 @@ from khhf.models import Call, Task
 from khhf.services import ValidationError, dialing
 from webui.access import allow, client_ip, load
 from webui.db import get_db
-from webui.i18n import CALL_OUTCOME_LABELS
+from webui.i18n import call_outcome
 
 bp = Blueprint("calls", __name__, url_prefix="/calls")
 
@@ -39,8 +39,7 @@ FINAL_STATES = ("ended", "failed")
 def progress_label(call: Call) -> str:
     """The live label of `call`: its stage, or "ended" with its outcome."""
     if call.state in FINAL_STATES:
-        outcome = CALL_OUTCOME_LABELS.get(call.outcome or "", call.outcome or "—")
-        return gettext("Ended: %(outcome)s", outcome=outcome)
+        return gettext("Ended: %(outcome)s", outcome=call_outcome(call))
     return str(CALL_PROGRESS_LABELS.get(call.state, call.state))
 
 

@@ -7,6 +7,7 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from khhf.models import County, Customer, Manager, User
+from khhf.names import by_manager_name
 from khhf.services import workspace
 from webui.access import allow, load, scope
 from webui.db import get_db
@@ -22,8 +23,7 @@ def home():
     customers = dict(db.execute(
         select(Customer.manager_id, func.count()).where(scope(Customer))
         .group_by(Customer.manager_id)).all())
-    managers = db.scalars(select(Manager).join(User).where(scope(Manager))
-                          .order_by(Manager.status, User.display_name)).all()
+    managers = by_manager_name(db.scalars(select(Manager).join(User).where(scope(Manager))))
     return render_template("county/home.html", county=county, managers=managers,
                            customers=customers,
                            overdue=workspace.overdue_by_manager(db, county.id))

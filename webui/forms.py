@@ -12,6 +12,7 @@ from wtforms import (BooleanField, HiddenField, PasswordField, SelectChoice, Sel
                      StringField, TextAreaField)
 
 from khhf.services import ValidationError
+from webui.i18n import FALLBACK_STRATEGY_LABELS, MANAGER_STATUS_LABELS, ROLE_LABELS
 
 
 def _int_or_none(value):
@@ -51,8 +52,7 @@ class CountyForm(FlaskForm):
                                                   "e.g. anji."))
     name = StringField(_l("County name"))
     fallback_strategy = SelectField(_l("Fallback ringing"), choices=[
-        SelectChoice("ringall", _l("Ring all at once")),
-        SelectChoice("hunt", _l("Ring in turn"))],
+        SelectChoice(code, text) for code, text in FALLBACK_STRATEGY_LABELS.items()],
         validate_choice=False)
     numbers = TextAreaField(_l("Unified numbers"), description=_l("11 digits each, one "
                                                                   "per line."))
@@ -65,8 +65,7 @@ class UserForm(FlaskForm):
     display_name = StringField(_l("Name"))
     password = PasswordField(_l("Password"))
     role = SelectField(_l("Role"), validate_choice=False, choices=[
-        SelectChoice("supervisor", _l("County supervisor")),
-        SelectChoice("admin", _l("Administrator"))])
+        SelectChoice(code, ROLE_LABELS[code]) for code in ("supervisor", "admin")])
     county_id = county_field()
     is_active = BooleanField(_l("May log in"), default=True)
 
@@ -85,8 +84,10 @@ class ManagerForm(FlaskForm):
         "4 digits from 2000 to 9999; the desk SIP phone registers with it."))
     mobile = StringField(_l("Mobile"))
     status = SelectField(_l("Status"), validate_choice=False, choices=[
-        SelectChoice("active", _l("Active")),
-        SelectChoice("departed", _l("Departed"))])
+        SelectChoice(code, text) for code, text in MANAGER_STATUS_LABELS.items()])
+    successor = SelectField(_l("Hand over to"), coerce=_int_or_none, validate_choice=False,
+                            description=_l("When this manager departs: who takes over their "
+                                           "customers and open tasks."))
 
 
 class DutyForm(FlaskForm):

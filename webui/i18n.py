@@ -1,6 +1,9 @@
 """Language and time: Simplified Chinese by default, English on request
 (?lang=en, remembered in the session); times shown in the configured zone
-(Asia/Shanghai), while the database keeps naive UTC.
+(Asia/Shanghai, "Beijing time"), while the database keeps naive UTC.
+
+This module is the one home of the labels for codes users might see (roles,
+statuses, call outcomes, ...) and of the operation log's sentences.
 
 Catalogs live in webui/translations/<locale>/LC_MESSAGES/messages.po; the
 .mo files are compiled from them when the app starts if missing or stale.
@@ -16,16 +19,31 @@ from pathlib import Path
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import request, session
-from flask_babel import Babel, get_locale, lazy_gettext
+from flask_babel import Babel, get_locale, gettext, lazy_gettext
+
+from khhf import audit
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES = ("zh", "en")
 DEFAULT_LOCALE = "zh"
 
+# -- code -> label: the one home of every label for a code a user might see.
+# Codes stay in the data and the URLs; templates show them only through these.
+
 ROLE_LABELS = {
     "admin": lazy_gettext("Administrator"),
     "manager": lazy_gettext("Customer manager"),
     "supervisor": lazy_gettext("County supervisor"),
+}
+
+MANAGER_STATUS_LABELS = {
+    "active": lazy_gettext("Active"),
+    "departed": lazy_gettext("Departed"),
+}
+
+FALLBACK_STRATEGY_LABELS = {
+    "ringall": lazy_gettext("Ring all at once"),
+    "hunt": lazy_gettext("Ring in turn"),
 }
 
 ACTION_LABELS = {
@@ -41,6 +59,16 @@ ACTION_LABELS = {
     "play_recording": lazy_gettext("Play recording"),
 }
 
+# what an audit entry is about (khhf.audit.OBJECT_TYPES)
+OBJECT_TYPE_LABELS = {
+    "user": lazy_gettext("user"),
+    "manager": lazy_gettext("customer manager"),
+    "county": lazy_gettext("county"),
+    "call": lazy_gettext("call"),
+    "task": lazy_gettext("task"),
+    "customer": lazy_gettext("customer"),
+}
+
 TASK_STATUS_LABELS = {
     "pending": lazy_gettext("To call"),
     "dialing": lazy_gettext("Dialing"),
@@ -50,6 +78,18 @@ TASK_STATUS_LABELS = {
     "cancelled": lazy_gettext("Cancelled"),
 }
 
+# task types the system itself creates (their names are stored in Chinese,
+# the operators' language); other task types are named by the people who
+# make them, and shown as named
+TASK_TYPE_LABELS = {
+    "callback": lazy_gettext("Hotline call-back"),
+}
+
+DIRECTION_LABELS = {
+    "outbound": lazy_gettext("Outgoing"),
+    "inbound": lazy_gettext("Hotline"),
+}
+
 # a call's outcome, or its state while it is still going on
 CALL_OUTCOME_LABELS = {
     "requested": lazy_gettext("Requested"),
@@ -57,6 +97,8 @@ CALL_OUTCOME_LABELS = {
     "manager_answered": lazy_gettext("Calling the customer"),
     "customer_ringing": lazy_gettext("Customer's phone is ringing"),
     "connected": lazy_gettext("In conversation"),
+    "ended": lazy_gettext("Ended"),
+    "failed": lazy_gettext("Failed"),
     "answered": lazy_gettext("Answered"),
     "busy": lazy_gettext("Busy"),
     "no_answer": lazy_gettext("No answer"),
@@ -69,7 +111,187 @@ CALL_OUTCOME_LABELS = {
     "manager_hung_up": lazy_gettext("You hung up before the customer was dialed"),
     "not_placed": lazy_gettext("Not placed"),
     "lost": lazy_gettext("Lost by the phone system"),
+    # the hotline (khhf.services.hotline.finish_call): who answered, or nobody
+    "desk": lazy_gettext("Answered at the desk phone"),
+    "mobile": lazy_gettext("Answered on the mobile"),
+    "group": lazy_gettext("Answered by a colleague"),
+    "missed": lazy_gettext("Missed: a call-back task was made"),
 }
+
+# the configured time zone, as people say it
+TIMEZONE_LABELS = {
+    "Asia/Shanghai": lazy_gettext("Beijing time"),
+}
+
+# the fields an audit entry's detail names (khhf.audit): what the forms call them
+AUDIT_FIELD_LABELS = {
+    "username": lazy_gettext("User name"),
+    "display_name": lazy_gettext("Name"),
+    "role": lazy_gettext("Role"),
+    "county": lazy_gettext("County"),
+    "is_active": lazy_gettext("May log in"),
+    "employee_no": lazy_gettext("Employee number"),
+    "desk_extension": lazy_gettext("Desk extension"),
+    "mobile": lazy_gettext("Mobile"),
+    "status": lazy_gettext("Status"),
+    "on_duty": lazy_gettext("On duty"),
+    "code": lazy_gettext("Code"),
+    "name": lazy_gettext("County name"),
+    "fallback_strategy": lazy_gettext("Fallback ringing"),
+    "numbers": lazy_gettext("Unified numbers"),
+    "primary": lazy_gettext("Primary number"),
+}
+# the values of coded fields
+_AUDIT_VALUE_LABELS = {
+    "role": ROLE_LABELS,
+    "status": MANAGER_STATUS_LABELS,
+    "fallback_strategy": FALLBACK_STRATEGY_LABELS,
+}
+# between the parts of a sentence, and between the items of one value
+_LIST_SEPARATOR = {"zh": "；", "en": "; "}
+_ITEM_SEPARATOR = {"zh": "、", "en": ", "}
+
+
+def label(labels: dict, code: str | None) -> str:
+    """The label of `code` in `labels`; an unknown code is shown as it is
+    (the walk in tests/test_web_i18n.py finds any that reach a page)."""
+    if code is None or code == "":
+        return "—"
+    return str(labels.get(code, code))
+
+
+def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
+    """What happened on `call` (or is happening), in the viewer's language;
+    `desk_names` (desk extension -> name) names the colleague who answered."""
+    code = call.outcome or call.state
+    if code and code.startswith("group:"):
+        # the hotline group: who answered, by desk extension ('group:8002')
+        extension = code.split(":", 1)[1].split("@", 1)[0]
+        name = (desk_names or {}).get(extension)
+        if name:
+            return gettext("Answered by %(name)s (extension %(extension)s)", name=name,
+                           extension=extension)
+        return gettext("Answered by a colleague (extension %(extension)s)",
+                       extension=extension)
+    return label(CALL_OUTCOME_LABELS, code)
+
+
+def task_type_name(task_type) -> str:
+    """A task type's name: a system type's translated label, else its stored name."""
+    return str(TASK_TYPE_LABELS.get(task_type.code, task_type.name))
+
+
+def zone_name(zone: str) -> str:
+    return str(TIMEZONE_LABELS.get(zone, zone))
+
+
+# -- the operation log as sentences --------------------------------------------
+
+def audit_actor(entry) -> str:
+    """Who did it: the person's name, else the user name typed, else the system."""
+    if entry.actor_name:
+        return entry.actor_name
+    if entry.username and entry.username != audit.SYSTEM:
+        return entry.username
+    return gettext("The system")
+
+
+def audit_object(entry) -> str:
+    """'customer manager 李娜': the object's kind and its name at the time."""
+    kind = label(OBJECT_TYPE_LABELS, entry.object_type)
+    if entry.object_name:
+        return gettext("%(kind)s %(name)s", kind=kind, name=entry.object_name)
+    if entry.object_id:
+        return gettext("%(kind)s no. %(id)s", kind=kind, id=entry.object_id)
+    return kind if entry.object_type else ""
+
+
+def audit_sentence(entry) -> str:
+    """One audit entry as a sentence in the viewer's language."""
+    d = audit.load_detail(entry)
+    who, what = audit_actor(entry), audit_object(entry)
+    action, reason = entry.action, d.get("reason")
+    if action == "login":
+        text = gettext("%(actor)s logged in.", actor=who)
+    elif action == "logout":
+        text = gettext("%(actor)s logged out.", actor=who)
+    elif action == "login_failed" and reason == "unknown_user":
+        text = gettext("Failed log-in: there is no user named %(username)s.",
+                       username=entry.username)
+    elif action == "login_failed":
+        text = gettext("Failed log-in by %(actor)s: wrong password.", actor=who)
+    elif action == "login_refused" and reason == "too_many_failures":
+        text = gettext("Log-in as %(username)s refused: %(count)d failed log-ins in "
+                       "%(minutes)d minutes.", username=entry.username,
+                       count=d.get("failures", 0), minutes=d.get("minutes", 0))
+    elif action == "login_refused":
+        text = gettext("Log-in by %(actor)s refused: the account is disabled.", actor=who)
+    elif action == "create" and entry.object_type == "call":
+        text = gettext("%(actor)s called customer %(customer)s.", actor=who,
+                       customer=entry.object_name or "—")
+    elif action == "create" and d.get("fields"):
+        text = gettext("%(actor)s added %(object)s: %(fields)s.", actor=who, object=what,
+                       fields=_fields(d["fields"]))
+    elif action == "create":
+        text = gettext("%(actor)s added %(object)s.", actor=who, object=what)
+    elif action == "update" and reason == "departed":
+        text = gettext("%(actor)s marked %(object)s as departed; customers handed over to: "
+                       "%(customers)s; open tasks handed over to: %(tasks)s.", actor=who,
+                       object=what, customers=_counts(d.get("customers")),
+                       tasks=_counts(d.get("tasks")))
+    elif action == "update" and d.get("changes"):
+        text = gettext("%(actor)s changed %(object)s: %(changes)s.", actor=who, object=what,
+                       changes=_changes(d["changes"]))
+    elif action == "update":
+        text = gettext("%(actor)s saved %(object)s without changes.", actor=who, object=what)
+    elif action == "delete":
+        text = gettext("%(actor)s removed %(object)s.", actor=who, object=what)
+    elif action == "set_password":
+        text = gettext("%(actor)s set a new password for %(object)s.", actor=who, object=what)
+    elif action == "set_on_duty":
+        text = (gettext("%(actor)s put %(object)s on duty.", actor=who, object=what)
+                if d.get("on_duty") else
+                gettext("%(actor)s put %(object)s off duty.", actor=who, object=what))
+    elif action == "play_recording":
+        text = gettext("%(actor)s played the recording of %(object)s.", actor=who, object=what)
+    else:
+        text = gettext("%(actor)s: %(action)s %(object)s.", actor=who,
+                       action=label(ACTION_LABELS, action), object=what)
+    # free text from before the log was structured, shown as it was written
+    return f"{text} {d['text']}" if d.get("text") else text
+
+
+def _separator() -> str:
+    return _LIST_SEPARATOR.get(str(get_locale()), "; ")
+
+
+def _value(field: str, value) -> str:
+    if isinstance(value, bool):
+        return gettext("yes") if value else gettext("no")
+    if isinstance(value, list):
+        return _ITEM_SEPARATOR.get(str(get_locale()), ", ").join(map(str, value)) or "—"
+    return label(_AUDIT_VALUE_LABELS.get(field, {}), value if value is None else str(value))
+
+
+def _fields(fields: dict) -> str:
+    # what a new object was made with; what it was made without goes unsaid
+    return _separator().join(
+        gettext("%(field)s %(value)s", field=label(AUDIT_FIELD_LABELS, k), value=_value(k, v))
+        for k, v in fields.items() if v not in (None, "", []))
+
+
+def _changes(changes: dict) -> str:
+    return _separator().join(
+        gettext("%(field)s from %(old)s to %(new)s", field=label(AUDIT_FIELD_LABELS, k),
+                old=_value(k, old), new=_value(k, new))
+        for k, (old, new) in changes.items())
+
+
+def _counts(pairs) -> str:
+    if not pairs:
+        return gettext("nobody")
+    return _separator().join(gettext("%(name)s (%(count)d)", name=name, count=count)
+                             for name, count in pairs)
 
 
 def init_app(app) -> None:
@@ -78,10 +300,12 @@ def init_app(app) -> None:
     app.config["BABEL_DEFAULT_TIMEZONE"] = app.config["TIMEZONE"]
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
     Babel(app, locale_selector=select_locale)
-    app.jinja_env.globals.update(ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
-                                 TASK_STATUS_LABELS=TASK_STATUS_LABELS,
-                                 CALL_OUTCOME_LABELS=CALL_OUTCOME_LABELS,
-                                 get_locale=get_locale)
+    app.jinja_env.globals.update(
+        ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
+        TASK_STATUS_LABELS=TASK_STATUS_LABELS, MANAGER_STATUS_LABELS=MANAGER_STATUS_LABELS, DIRECTION_LABELS=DIRECTION_LABELS,
+        FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
+        call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
+        audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale)
     app.before_request(_remember_requested_locale)
 
 

@@ -43,6 +43,9 @@ def duty(manager_id):
         on_duty = form.on_duty.data == "1"
         if commit_or_show(get_db(), form, lambda: accounts.set_on_duty(
                 get_db(), current_user, client_ip(), manager, on_duty)):
-            flash(gettext("You are now on duty: hotline calls may ring your phones.")
-                  if on_duty else gettext("You are now off duty."), "success")
+            flash(gettext("You are now on duty: your desk phone rings first for your "
+                          "customers, and you answer for the county's group.")
+                  if on_duty else gettext("You are now off duty: your customers' hotline "
+                                          "calls ring your mobile, not your desk phone."),
+                  "success")
     return redirect(url_for(".profile", manager_id=manager.id))

@@ -27,7 +27,7 @@ from wtforms import DateTimeLocalField, HiddenField, SelectField, TextAreaField
 from wtforms.validators import Optional
 
 from khhf import db
-from khhf.models import Call, Feedback, Manager, ResultCode, Task, utcnow
+from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.services import ValidationError, dialing, results, workspace
 from webui.calls import progress_label
 from webui.access import allow, client_ip, load, scope
@@ -82,10 +82,15 @@ def home_page(manager: Manager):
     listing = workspace.page(session, manager.id, tab, search, after)
     calls = session.scalars(select(Call).where(Call.manager_id == manager.id)
                             .order_by(Call.id.desc()).limit(10)).all()
+    # who answered a hotline call in the group: the colleagues' desk phones
+    desk_names = dict(session.execute(
+        select(Manager.desk_extension, User.display_name).join(User).where(
+            Manager.county_id == manager.county_id, Manager.desk_extension.is_not(None))).all())
     return render_template(
         "manager/home.html", manager=manager, tab=tab, search=search, after=after,
         tabs=workspace.TABS, tab_labels=TAB_LABELS,
         counts=workspace.counts(session, manager.id), listing=listing, calls=calls,
+        desk_names=desk_names,
         is_overdue=workspace.is_overdue, duty_form=DutyForm())
 
 

@@ -9,12 +9,14 @@ Everything arrives as arguments: no round trip to a dead channel.
 from __future__ import annotations
 
 import functools
+import re
 
 from khhf.services import hotline
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    """ASCII digits that fit a database integer, else None (never raises)."""
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text or "") else None
 
 
 async def route(session, args):

@@ -14,6 +14,8 @@ import json
 import re
 from collections.abc import Mapping
 
+from khhf.channel_vars import TRUNK_ENDPOINT
+
 from .facts import CUSTOMER, MANAGER, LegEvent
 
 LINKEDID = re.compile(r"khhf-\d+-[0-9a-f]+")
@@ -37,7 +39,7 @@ def endpoint_of(channel: str) -> str | None:
     return m.group(1) if m else None
 
 
-def leg_of(channel: str, trunk: str = "carrier") -> str:
+def leg_of(channel: str, trunk: str = TRUNK_ENDPOINT) -> str:
     return CUSTOMER if channel.startswith(f"PJSIP/{trunk}-") else MANAGER
 
 
@@ -52,7 +54,7 @@ def _int(value) -> int | None:
         return None
 
 
-def from_ami(event: Mapping, trunk: str = "carrier") -> list[LegEvent]:
+def from_ami(event: Mapping, trunk: str = TRUNK_ENDPOINT) -> list[LegEvent]:
     """LegEvents for one AMI event (a mapping of its headers)."""
     name = event.get("Event")
     stamp = event.get("Timestamp")
@@ -105,7 +107,7 @@ CEL_COLUMNS = ("eventtype", "eventtime", "uniqueid", "linkedid", "channame", "ex
                "appname", "appdata", "eventextra", "userdeftype")
 
 
-def from_cel(row: Mapping, trunk: str = "carrier") -> list[LegEvent]:
+def from_cel(row: Mapping, trunk: str = TRUNK_ENDPOINT) -> list[LegEvent]:
     """LegEvents for one CEL row (a mapping of CEL_COLUMNS)."""
     kind = row.get("eventtype")
     try:

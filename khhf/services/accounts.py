@@ -65,24 +65,28 @@ def log_in(session: Session, username: str, password: str, ip: str, *,
     user = session.scalar(select(User).where(User.username == username))
     if failures >= max_failures:
         audit.record(session, user, "login_refused", "user", user.id if user else "",
-                     f"{failures} failed log-ins in {window}", ip, username=username)
+                     {"reason": "too_many_failures", "failures": failures,
+                      "minutes": int(window.total_seconds() // 60)}, ip, username=username,
+                     object_name=user.display_name if user else username)
         raise LoginRefused(N_("Too many failed log-ins for this user name from your "
                               "address. Wait %(minutes)d minutes and try again, or ask "
                               "an administrator to reset your password."),
                            rate_limited=True, minutes=int(window.total_seconds() // 60))
     if user is None:
         check_password_hash(_DUMMY_HASH, password or "")
-        audit.record(session, None, "login_failed", "user", "", "unknown user name", ip,
-                     username=username)
+        audit.record(session, None, "login_failed", "user", "", {"reason": "unknown_user"}, ip,
+                     username=username, object_name=username)
         raise LoginRefused(N_("Wrong user name or password."))
     if not check_password_hash(user.password_hash, password or ""):
-        audit.record(session, user, "login_failed", "user", user.id, "wrong password", ip)
+        audit.record(session, user, "login_failed", "user", user.id,
+                     {"reason": "wrong_password"}, ip)
         raise LoginRefused(N_("Wrong user name or password."))
     if not user.is_active:
-        audit.record(session, user, "login_refused", "user", user.id, "account disabled", ip)
+        audit.record(session, user, "login_refused", "user", user.id,
+                     {"reason": "account_disabled"}, ip)
         raise LoginRefused(N_("This account is disabled. Ask an administrator to enable it."))
     user.last_login_at = utcnow()
-    audit.record(session, user, "login", "user", user.id, "", ip)
+    audit.record(session, user, "login", "user", user.id, None, ip)
     return user
 
 
@@ -101,7 +105,9 @@ def create_user(session: Session, by: User | None, ip: str, *, username: str,
     session.add(user)
     session.flush()
     audit.record(session, by, "create", "user", user.id,
-                 f"username={username}; role={role}; county={county.code if county else '—'}", ip)
+                 {"fields": {"username": username, "role": role,
+                             "county": county.name if county else None}}, ip,
+                 object_name=display_name)
     return user
 
 
@@ -120,13 +126,15 @@ def update_user(session: Session, by: User | None, ip: str, user: User, *,
                                      "own role; ask another administrator."))
     problems.raise_if_any()
     changes = {"display_name": (user.display_name, display_name), "role": (user.role, role),
-               "county_id": (user.county_id, county.id if county else None),
+               "county": (user.county.name if user.county else None,
+                          county.name if county else None),
                "is_active": (user.is_active, is_active)}
     user.display_name, user.role, user.is_active = display_name, role, is_active
     user.county_id = county.id if county else None
     if user.manager is not None:
         user.manager.county_id = user.county_id
-    audit.record(session, by, "update", "user", user.id, audit.describe_changes(changes), ip)
+    audit.record(session, by, "update", "user", user.id, audit.changes(changes), ip,
+                 object_name=display_name)
     return user
 
 
@@ -136,7 +144,8 @@ def set_password(session: Session, by: User | None, ip: str, user: User, passwor
     _check_password(problems, password)
     problems.raise_if_any()
     user.password_hash = hash_password(password)
-    audit.record(session, by, "set_password", "user", user.id, f"username={user.username}", ip)
+    audit.record(session, by, "set_password", "user", user.id, None, ip,
+                 object_name=user.display_name)
 
 
 def create_manager(session: Session, by: User | None, ip: str, *, username: str,
@@ -158,17 +167,21 @@ def create_manager(session: Session, by: User | None, ip: str, *, username: str,
     session.add(manager)
     session.flush()
     audit.record(session, by, "create", "manager", manager.id,
-                 f"username={username}; county={county.code}; employee_no={employee_no}; "
-                 f"desk_extension={desk_extension or '—'}; mobile={mask_phone(mobile)}", ip)
+                 {"fields": {"username": username, "county": county.name,
+                             "employee_no": employee_no, "desk_extension": desk_extension,
+                             "mobile": mask_phone(mobile) if mobile else None}}, ip,
+                 object_name=display_name)
     return manager
 
 
 def update_manager(session: Session, by: User | None, ip: str, manager: Manager, *,
                    display_name: str, county_id: int | None, employee_no: str,
-                   desk_extension: str, mobile: str, status: str) -> Manager:
+                   desk_extension: str, mobile: str, status: str,
+                   successor_id: int | None = None) -> Manager:
     """Edit a manager. Departing goes through khhf.services.handover: their
-    customers and open tasks are spread over the county's other active
-    managers, they go off duty and can no longer log in."""
+    customers and open tasks go to `successor_id`, or without one are spread
+    over the county's other active managers; they go off duty and can no
+    longer log in."""
     problems = Problems()
     display_name = _check_display_name(problems, display_name)
     county = _check_role_county(session, problems, "manager", county_id, allow_manager=True)
@@ -179,15 +192,17 @@ def update_manager(session: Session, by: User | None, ip: str, manager: Manager,
     problems.raise_if_any()
     changes = {
         "display_name": (manager.user.display_name, display_name),
-        "county_id": (manager.county_id, county.id),
+        "county": (manager.county.name, county.name),
         "employee_no": (manager.employee_no, employee_no),
         "desk_extension": (manager.desk_extension, desk_extension),
-        "mobile": (mask_phone(manager.mobile), mask_phone(mobile)),
+        "mobile": (mask_phone(manager.mobile) if manager.mobile else None,
+                   mask_phone(mobile) if mobile else None),
         "status": (manager.status, status),
     }
     if status == "departed" and manager.status == "active":
         # checks before it changes anything; the caller rolls back if it refuses
-        handover.depart_manager(session, manager.id, by_user=by, ip=ip)
+        handover.depart_manager(session, manager.id, successor_id=successor_id, by_user=by,
+                                ip=ip)
     elif status == "active" and manager.status == "departed":
         manager.status, manager.departed_at, manager.successor_id = "active", None, None
         manager.user.is_active = True
@@ -195,14 +210,17 @@ def update_manager(session: Session, by: User | None, ip: str, manager: Manager,
     manager.county_id = manager.user.county_id = county.id
     manager.employee_no, manager.desk_extension, manager.mobile = (
         employee_no, desk_extension, mobile)
-    audit.record(session, by, "update", "manager", manager.id,
-                 audit.describe_changes(changes), ip)
+    audit.record(session, by, "update", "manager", manager.id, audit.changes(changes), ip,
+                 object_name=display_name)
     return manager
 
 
 def set_on_duty(session: Session, by: User | None, ip: str, manager: Manager,
                 on_duty: bool) -> Manager:
-    """在岗/离岗: whether hotline calls may ring this manager's phones."""
+    """在岗/离岗: whether the manager is at the desk. On duty, their
+    customers' hotline calls ring the desk phone first and they are in the
+    county's fallback group; off duty, the hotline skips the desk phone and
+    rings their mobile (khhf.services.hotline.start_call)."""
     problems = Problems()
     if on_duty and manager.status != "active":
         problems.add("on_duty", N_("A departed manager cannot go on duty."))
@@ -210,7 +228,7 @@ def set_on_duty(session: Session, by: User | None, ip: str, manager: Manager,
     if manager.on_duty != on_duty:
         manager.on_duty = on_duty
         audit.record(session, by, "set_on_duty", "manager", manager.id,
-                     f"on_duty={'yes' if on_duty else 'no'}", ip)
+                     {"on_duty": on_duty}, ip, object_name=manager.user.display_name)
     return manager
 
 
@@ -276,7 +294,18 @@ def _check_manager_fields(session, problems, manager, employee_no, desk_extensio
                 Manager.desk_extension == desk_extension, Manager.id != own_id)) is not None:
             problems.add("desk_extension", N_("Desk extension %(value)s is already in use; "
                                               "choose a free one."), value=desk_extension)
-    return employee_no, desk_extension, _check_mobile(problems, mobile)
+    mobile = _check_mobile(problems, mobile)
+    if mobile is not None:
+        holder = session.scalar(select(Manager).where(Manager.mobile == mobile,
+                                                      Manager.id != own_id))
+        if holder is not None:
+            # the hotline rings it and SMS replies are matched by it: one person each
+            problems.add("mobile", N_("Mobile %(value)s is already the number of customer "
+                                      "manager %(name)s (%(no)s); each manager needs their "
+                                      "own. If %(name)s has left, clear the number on their "
+                                      "page first."),
+                         value=mobile, name=holder.user.display_name, no=holder.employee_no)
+    return employee_no, desk_extension, mobile
 
 
 def _check_mobile(problems, mobile) -> str | None:

@@ -31,8 +31,9 @@ def create_county(session: Session, by: User | None, ip: str, *, code: str, name
     session.flush()
     _set_numbers(session, county, numbers, primary)
     audit.record(session, by, "create", "county", county.id,
-                 f"code={code}; name={name}; numbers={','.join(numbers) or '—'}; "
-                 f"primary={primary or '—'}", ip)
+                 {"fields": {"code": code, "fallback_strategy": fallback_strategy,
+                             "numbers": numbers, "primary": primary or None}}, ip,
+                 object_name=name)
     return county
 
 
@@ -44,13 +45,12 @@ def update_county(session: Session, by: User | None, ip: str, county: County, *,
                                           numbers, primary)
     changes = {"code": (county.code, code), "name": (county.name, name),
                "fallback_strategy": (county.fallback_strategy, fallback_strategy),
-               "numbers": (",".join(sorted(n.number for n in county.unified_numbers)),
-                           ",".join(sorted(numbers))),
+               "numbers": (sorted(n.number for n in county.unified_numbers), sorted(numbers)),
                "primary": (county.primary_number, primary or None)}
     county.code, county.name, county.fallback_strategy = code, name, fallback_strategy
     _set_numbers(session, county, numbers, primary)
-    audit.record(session, by, "update", "county", county.id,
-                 audit.describe_changes(changes), ip)
+    audit.record(session, by, "update", "county", county.id, audit.changes(changes), ip,
+                 object_name=name)
     return county
 
 
@@ -64,8 +64,8 @@ def delete_county(session: Session, by: User | None, ip: str, county: County) ->
                          name=county.name)
             break
     problems.raise_if_any()
-    audit.record(session, by, "delete", "county", county.id,
-                 f"code={county.code}; name={county.name}", ip)
+    audit.record(session, by, "delete", "county", county.id, {"fields": {"code": county.code}},
+                 ip, object_name=county.name)
     session.delete(county)
 
 

@@ -121,8 +121,8 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     local_day = now.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(settings.timezone))
     call.recording_path = f"{local_day:%Y/%m/%d}/{call.id}.wav"
     tasks.dial(task, now)
-    audit.record(session, user, "create", "call", call.id, ip=ip,
-                 detail=f"dial task {task.id}, customer {mask_phone(customer.phone)}")
+    audit.record(session, user, "create", "call", call.id, {"task": task.id}, ip,
+                 object_name=" ".join(filter(None, (customer.name, mask_phone(customer.phone)))))
     return call
 
 

@@ -124,10 +124,11 @@ def depart_manager(session: Session, manager_id: int, *, successor_id: int | Non
     customers_moved: dict[int, int] = {}
     for mid in new_owner.values():
         customers_moved[mid] = customers_moved.get(mid, 0) + 1
-    names = {r.id: r.employee_no for r in receivers}
+    names = {r.id: r.user.display_name for r in receivers}
     audit.record(session, by_user, "update", "manager", manager.id,
-                 f"departed; customers: {_describe(customers_moved, names)}; "
-                 f"open tasks: {_describe(tasks_moved, names)}", ip)
+                 {"reason": "departed", "customers": _describe(customers_moved, names),
+                  "tasks": _describe(tasks_moved, names)}, ip,
+                 object_name=manager.user.display_name)
     session.flush()
     return Handover(manager.id, customers_moved, tasks_moved)
 
@@ -153,5 +154,6 @@ def _chunks(ids: list[int], size: int = 500):
         yield ids[i:i + size]
 
 
-def _describe(moved: dict[int, int], names: dict[int, str]) -> str:
-    return ", ".join(f"{names[mid]}×{n}" for mid, n in sorted(moved.items())) or "none"
+def _describe(moved: dict[int, int], names: dict[int, str]) -> list[list]:
+    """[[receiver's name, how many], ...] for the audit entry."""
+    return [[names[mid], n] for mid, n in sorted(moved.items())]

@@ -5,7 +5,9 @@ functions, each inside one unit of work; nothing here knows Asterisk.
 
 - `start_call` writes the inbound call row and answers "who rings": the
   customer's own active manager (desk phone, then mobile), then the county's
-  fallback group: its on-duty active managers' desk phones.
+  fallback group: its on-duty active managers' desk phones. An off-duty
+  (离岗) manager is away from the desk: their desk phone is skipped and the
+  call goes straight to their mobile, then to the group.
 - `finish_call` closes the call row when the channel hangs up; a call that
   nobody answered becomes a high-priority call-back task for the owning
   manager (or the county's fallback owner) and an SMS in the outbox.
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Session
 from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, TaskType,
                          UnifiedNumber, utcnow)
 from khhf import numbering
-from khhf.numbering import NumberError, normalise
+from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
 from khhf.phones import mask_phone
 from khhf.services import tasks
 
@@ -41,6 +43,18 @@ CALLBACK_PRIORITY = 100
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # what the manager's phone receives; the SMPP sender sends the outbox
 SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
+# the note on a customer first known from a missed call (data, in Chinese)
+NOTE_FIRST_SEEN = "首次来电：热线未接"
+# customer_number of an inbound call whose caller id is withheld or unusable
+UNKNOWN_CALLER = ""
+# outcome of an inbound row closed by close_stale_calls, not by its hang-up
+LOST = "lost"
+# a repeated missed call raises the open call-back's priority by this much
+REPEAT_PRIORITY_STEP = 1
+# an inbound row still open after this long lost its hang-up (the AGI service
+# was down when the caller hung up, or the PBX crashed): close_stale_calls
+# closes it, so no row stays open for good
+STALE_INBOUND = dt.timedelta(hours=1)
 # the stages of the ring order, as the dialplan names them (KHHF_STAGE)
 ANSWERING_STAGES = ("desk", "mobile", "group")
 
@@ -51,7 +65,7 @@ class Routing:
     call_id: int
     customer_id: int | None
     manager_id: int | None      # the owning, active manager; None: the group only
-    desk: str                   # the manager's desk extension, or ''
+    desk: str                   # the manager's desk extension, or '' (none, or off duty)
     mobile: str                 # the manager's mobile, or ''
     group: tuple[str, ...]      # fallback group: on-duty desk extensions, owner excluded
     county_desks: tuple[str, ...]  # every on-duty desk of the county (degraded mode)
@@ -82,7 +96,7 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     return Routing(
         call_id=call.id, customer_id=call.customer_id,
         manager_id=manager.id if manager else None,
-        desk=_desk(manager), mobile=_mobile(manager),
+        desk=_desk(manager) if manager and manager.on_duty else "", mobile=_mobile(manager),
         group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
         county_desks=tuple(group),
         strategy=county.fallback_strategy if county else "ringall",
@@ -90,13 +104,21 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     )
 
 
+def caller_number(caller: str | None) -> str | None:
+    """The caller id, normalised once (khhf.numbering), or None when it is
+    unusable (withheld, foreign, garbage): such a caller is "unknown"."""
+    try:
+        return normalise(caller)
+    except NumberError:
+        return None
+
+
 def _new_call(session, caller, unified_number, uniqueid, linkedid,
               now) -> tuple[Call, Manager | None]:
-    try:
-        number = normalise(caller)
-    except NumberError as exc:
-        log.info("hotline call %s from an unusable number: %s", uniqueid, exc)
-        number = None
+    number = caller_number(caller)
+    if number is None:
+        log.info("hotline call %s from an unusable caller id %r: an unknown caller",
+                 uniqueid, mask_phone(caller or ""))
     # the county entity, not just its id: start_call's get() then needs no query
     county = session.scalar(select(County).join(UnifiedNumber).where(
         UnifiedNumber.number == unified_number))
@@ -117,8 +139,10 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid,
                 county_id=county.id if county is not None else
                 (customer.county_id if customer else None),
                 uniqueid=uniqueid, linkedid=linkedid or uniqueid,
-                customer_number=(number or re.sub(r"\D", "", caller or ""))[:20],
-                unified_number=unified_number if re.fullmatch(r"\d{11}", unified_number or "")
+                # the normalised number, or empty for an unknown caller: never
+                # the raw caller id, which is not a number anything can use
+                customer_number=number or UNKNOWN_CALLER,
+                unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "")
                 else None,
                 state="requested", requested_at=now)
     session.add(call)
@@ -186,7 +210,7 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
         call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
     if call is None:
         call, _ = _new_call(session, caller, unified_number, uniqueid, "", now)
-    if call.state == "ended":
+    if call.state == "ended" and call.outcome != LOST:
         return call
     answered = hangup.dial_status == "ANSWER" and hangup.stage in ANSWERING_STAGES
     call.state, call.end_at = "ended", now
@@ -217,6 +241,18 @@ def fallback_owner(session: Session, county_id: int | None) -> Manager | None:
 
 
 def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
+    """A missed call: the owner (or the county's fallback owner) calls back.
+
+    The first missed call from a number opens a call-back task and queues
+    an SMS to the owner; another missed call while that task is open only
+    raises its priority (the calls are linked to it, so the task shows how
+    often the customer tried). An unknown caller (withheld or unusable
+    caller id) gets no task: nobody could call back.
+    """
+    if not call.customer_number:
+        log.warning("missed hotline call %s from a withheld or unusable number: "
+                    "nobody can call back", call.id)
+        return
     owner = session.get(Manager, call.manager_id) if call.manager_id else None
     if owner is None or owner.status != "active":
         owner = fallback_owner(session, call.county_id)
@@ -226,31 +262,21 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
         return
     customer = session.get(Customer, call.customer_id) if call.customer_id else None
     if customer is None:
-        try:
-            number = normalise(call.customer_number)
-        except NumberError:
-            log.warning("missed hotline call %s from a withheld or unusable number: "
-                        "nobody can call back", call.id)
-            return
+        # customer_number is normalised: the same look-up start_call made,
+        # again, in case another call created the customer since
+        customer = session.scalar(select(Customer).where(Customer.phone == call.customer_number))
+    if customer is None:
         # an unknown caller becomes an (unassigned) customer of the county, so
         # the call-back task has someone to call
-        customer = Customer(phone=number, county_id=owner.county_id,
-                            note="first seen: a missed hotline call")
+        customer = Customer(phone=call.customer_number, county_id=owner.county_id,
+                            note=NOTE_FIRST_SEEN)
         session.add(customer)
         session.flush()
-        call.customer_id = customer.id
-    task = session.scalar(select(Task).join(TaskType).where(
-        TaskType.code == CALLBACK_TASK_TYPE, Task.customer_id == customer.id,
-        Task.status.in_(tasks.OPEN)).order_by(Task.id).limit(1))
-    if task is None:
-        task = tasks.new_task(session, task_type_id=_callback_type(session).id,
-                              customer_id=customer.id, manager_id=owner.id,
-                              priority=CALLBACK_PRIORITY)
-    else:
-        # one open call-back per customer: a second missed call refreshes it
-        tasks.reassign(task, owner.id, now)
-        tasks.raise_priority(task, CALLBACK_PRIORITY, now)
+    call.customer_id = customer.id
+    task, created = open_callback_task(session, customer, owner, now)
     call.task_id = task.id
+    if not created:
+        return  # the owner already has an SMS about this customer's open call-back
     if owner.mobile:
         who = f"{customer.name} " if customer.name else ""
         at = now.replace(tzinfo=dt.timezone.utc).astimezone(LOCAL_TZ)
@@ -263,11 +289,55 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
         log.warning("manager %s has no mobile: the missed-call SMS is not queued", owner.id)
 
 
+def open_callback_task(session: Session, customer: Customer, owner: Manager,
+                       now: dt.datetime) -> tuple[Task, bool]:
+    """The customer's open call-back task, made or refreshed: (task, created).
+
+    Through the task state machine (khhf.services.tasks): one open call-back
+    per customer; a repeated missed call moves it to the current owner and
+    raises its priority.
+    """
+    task = session.scalar(select(Task).join(TaskType).where(
+        TaskType.code == CALLBACK_TASK_TYPE, Task.customer_id == customer.id,
+        Task.status.in_(tasks.OPEN)).order_by(Task.id).limit(1))
+    if task is None:
+        task = tasks.new_task(session, task_type_id=_callback_type(session).id,
+                              customer_id=customer.id, manager_id=owner.id,
+                              priority=CALLBACK_PRIORITY)
+        return task, True
+    tasks.reassign(task, owner.id, now)
+    tasks.raise_priority(task, max(task.priority, CALLBACK_PRIORITY) + REPEAT_PRIORITY_STEP, now)
+    session.flush()
+    return task, False
+
+
+def close_stale_calls(session: Session, now: dt.datetime | None = None,
+                      horizon: dt.timedelta = STALE_INBOUND) -> int:
+    """Close inbound rows whose hang-up never arrived; return how many.
+
+    The h extension's hotline-end closes every inbound row; this sweep (run
+    by the AGI service) catches the rows it could not, so none stays open
+    and makes its manager look busy. Such a row ends with outcome 'lost';
+    a hotline-end arriving later still completes it.
+    """
+    now = now or utcnow()
+    stale = session.scalars(select(Call).where(
+        Call.direction == "inbound", Call.state != "ended",
+        Call.requested_at < now - horizon)).all()
+    for call in stale:
+        call.state, call.end_at, call.outcome = "ended", now, LOST
+    if stale:
+        log.warning("closed %d inbound call row(s) whose hang-up never arrived", len(stale))
+    return len(stale)
+
+
 def _callback_type(session: Session) -> TaskType:
     task_type = session.scalar(select(TaskType).where(TaskType.code == CALLBACK_TASK_TYPE))
     if task_type is None:
-        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="Hotline call-back",
-                             description="A customer called the hotline and nobody answered.")
+        # data the system writes is in the operators' language; the English
+        # UI translates this type by its code (webui.i18n.TASK_TYPE_LABELS)
+        task_type = TaskType(code=CALLBACK_TASK_TYPE, name="热线回电",
+                             description="客户拨打热线无人接听，需回电。")
         session.add(task_type)
         session.flush()
     return task_type
