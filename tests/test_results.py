@@ -65,8 +65,8 @@ def test_a_final_result_closes_the_task_writes_feedback_and_audits(s, world):
     assert (feedback.channel, feedback.note, feedback.manager_id) == ("web", "满意",
                                                                      world["m1"].id)
     entry = s.scalar(select(AuditLog).where(AuditLog.object_type == "feedback"))
-    assert entry.object_id == str(feedback.id) and "138****0001" in entry.detail
-    assert "13800000001" not in entry.detail
+    assert entry.object_id == str(feedback.id) and entry.object_name == "王芳 138****0001"
+    assert "回访成功" in entry.detail and "13800000001" not in entry.detail
 
 
 def test_a_call_back_keeps_the_task_open_with_its_appointment(s, world):

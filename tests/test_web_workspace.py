@@ -201,10 +201,10 @@ def test_the_call_status_json_carries_a_live_label(web):
         call_id = call.id
     client = client_for(app, seeded, "manager1")
     answer = client.get(f"/calls/{call_id}").json
-    assert (answer["label"], answer["final"]) == ("座机振铃", False)
+    assert (answer["progress"], answer["final"]) == ("座机振铃", False)
     with session_for(app) as s:
         s.get(Call, call_id).state, s.get(Call, call_id).outcome = "ended", "busy"
         s.commit()
     answer = client.get(f"/calls/{call_id}").json
-    assert answer["final"] and answer["label"].startswith("已结束")
+    assert answer["final"] and answer["progress"] == "已结束：忙线"
     assert s.scalar(select(func.count()).select_from(Feedback)) == 0

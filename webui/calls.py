@@ -99,5 +99,6 @@ def dial(task_id):
 def status(call_id):
     call = load(Call, call_id)
     return jsonify(id=call.id, state=call.state, outcome=call.outcome,
-                   talk_seconds=call.talk_seconds, task_id=call.task_id,
-                   label=progress_label(call), final=call.state in FINAL_STATES)
+                   label=call_outcome(call), talk_seconds=call.talk_seconds,
+                   task_id=call.task_id, progress=progress_label(call),
+                   final=call.state in FINAL_STATES)

@@ -67,6 +67,7 @@ OBJECT_TYPE_LABELS = {
     "call": lazy_gettext("call"),
     "task": lazy_gettext("task"),
     "customer": lazy_gettext("customer"),
+    "feedback": lazy_gettext("task result"),
 }
 
 TASK_STATUS_LABELS = {
@@ -140,6 +141,9 @@ AUDIT_FIELD_LABELS = {
     "fallback_strategy": lazy_gettext("Fallback ringing"),
     "numbers": lazy_gettext("Unified numbers"),
     "primary": lazy_gettext("Primary number"),
+    "result": lazy_gettext("Result"),
+    "note": lazy_gettext("Note"),
+    "appointment_at": lazy_gettext("Call back at"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS = {

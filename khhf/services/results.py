@@ -80,14 +80,18 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
     feedback = Feedback(task_id=task.id, call_id=call_id, manager_id=manager.id,
                         result_code_id=code.id, channel=channel, note=note, created_at=now)
     session.add(feedback)
-    before = task.status
     tasks.file_result(task, code, appointment_at, now)
     session.flush()
-    detail = (f"task {task.id}, customer {mask_phone(task.customer.phone)}: {code.code} "
-              f"{code.label} by {channel}; {before} → {task.status}")
+    fields = {"result": f"{code.code} {code.label}", "note": note}
     if task.appointment_at is not None:
-        detail += f"; call back at {task.appointment_at:%Y-%m-%d %H:%M} UTC"
-    audit.record(session, user, "create", "feedback", feedback.id, detail=detail, ip=ip)
+        local = task.appointment_at.replace(tzinfo=dt.timezone.utc).astimezone(
+            ZoneInfo(settings.timezone))
+        fields["appointment_at"] = f"{local:%Y-%m-%d %H:%M}"
+    audit.record(session, user, "create", "feedback", feedback.id,
+                 {"fields": fields, "task": task.id, "channel": channel,
+                  "task_status": task.status}, ip,
+                 object_name=" ".join(filter(None, (task.customer.name,
+                                                    mask_phone(task.customer.phone)))))
     return feedback
 
 

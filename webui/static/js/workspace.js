@@ -79,7 +79,7 @@
     function tick() {
       if (following !== callId) { return; }
       getJson(cfg.callUrl + callId).then(function (call) {
-        state.textContent = call.label;
+        state.textContent = call.progress;
         panel.dataset.state = call.state;
         if (call.final) {
           following = null;
