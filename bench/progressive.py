@@ -70,7 +70,7 @@ def one_call(page, args) -> bool:
     page.wait_for_function(
         "() => ['ended', 'failed'].includes(document.getElementById('call-panel')"
         ".dataset.state)", timeout=120_000)
-    answered = "已接听" in page.inner_text("#call-state")
+    answered = page.evaluate("document.getElementById('call-panel').dataset.outcome") == "answered"
     time.sleep(args.filing)
     page.select_option("#result_code", label="1 回访成功" if answered else "5 无人接听")
     page.get_by_role("button", name="保存结果").click()
@@ -138,9 +138,10 @@ def main(argv=None) -> int:
         threading.Thread(target=server.run, daemon=True).start()
         base = f"http://127.0.0.1:{port}"
         ms = lambda seconds: str(int(seconds * 1000))  # noqa: E731
-        harness.desk_phone("8001", "answer_after.xml", calls=None,
+        # the parties live as long as the run (SIPp's default 120 s limit would end them)
+        harness.desk_phone("8001", "answer_after.xml", calls=None, run_limit=None,
                            fill={"RING_MS": ms(args.pickup)})
-        harness.trunk("carrier_mix.xml", calls=None, fill={
+        harness.trunk("carrier_mix.xml", calls=None, run_limit=None, fill={
             "ANSWER_PCT": args.answer_pct, "RING_MIN_MS": ms(args.ring_min),
             "RING_MAX_MS": ms(args.ring_max), "TALK_MIN_MS": ms(args.talk_min),
             "TALK_MAX_MS": ms(args.talk_max)})

@@ -118,7 +118,8 @@ class Sipp:
                  remote: str | None = None, service: str | None = None,
                  auth: tuple[str, str] | None = None, keys: dict | None = None,
                  duration_ms: int | None = None, calls: int | None = 1, rate: float | None = None,
-                 max_concurrent: int | None = None, fill: dict | None = None):
+                 max_concurrent: int | None = None, fill: dict | None = None,
+                 run_limit: str | None = "120s"):
         self.name = f"{Path(scenario).stem}-{local_ip}-{port}-{next(_ports)}"
         self.workdir = Path(workdir) / self.name
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,11 @@ class Sipp:
                  "-cp", str(free_port(local_ip)),
                  "-nostdin", "-trace_msg", "-trace_err",
                  "-message_file", str(self.message_file), "-error_file", str(self.error_file),
-                 "-timeout_error", "-timeout", "120s", "-aa"]
+                 "-aa"]
+        if run_limit is not None:
+            # SIPp's -timeout limits the whole run, not one call: a safety net
+            # for tests; the demo's long-lived parties pass None
+            args += ["-timeout_error", "-timeout", run_limit]
         if calls is not None:  # None: answer calls until stopped
             args += ["-m", str(calls)]
         if service:

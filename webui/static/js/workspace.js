@@ -81,6 +81,7 @@
       getJson(cfg.callUrl + callId).then(function (call) {
         state.textContent = call.progress;
         panel.dataset.state = call.state;
+        panel.dataset.outcome = call.outcome || "";
         if (call.final) {
           following = null;
           var form = document.getElementById("result-form");
