@@ -1,6 +1,6 @@
 """Result filing (khhf.services.results) and the workspace's queries
 (khhf.services.workspace): tabs, keyset pages, the next task progressive
-dial takes, due and overdue call-backs. On SQLite made from schema.sql."""
+dial takes, due and overdue call-backs. On SQLite and PostgreSQL, made from schema.sql."""
 
 from __future__ import annotations
 
@@ -19,9 +19,12 @@ NOW = dt.datetime(2026, 11, 27, 3, 0)
 SETTINGS = config.Settings()
 
 
-@pytest.fixture
-def s(tmp_path):
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def s(request, tmp_path):
+    if request.param == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    else:
+        engine = request.getfixturevalue("pg_database")("results")
     db.create_schema(engine)
     with db.session_factory(engine)() as session:
         yield session
