@@ -106,20 +106,28 @@ def percentile(values, p):
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+# log-ins one at a time: they write (last log-in, the audit log), and what is
+# measured here is reading
+LOG_IN = threading.Lock()
+READY: list[str] = []
+
+
 def client(base: str, username: str, seconds: float, think: float, out: list, errors: list,
            start: threading.Event):
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    html = opener.open(f"{base}/login").read().decode()
-    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
-    opener.open(f"{base}/login", urllib.parse.urlencode(
-        {"username": username, "password": PASSWORD, "csrf_token": token}).encode())
+    with LOG_IN:
+        html = opener.open(f"{base}/login").read().decode()
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+        opener.open(f"{base}/login", urllib.parse.urlencode(
+            {"username": username, "password": PASSWORD, "csrf_token": token}).encode())
     first = opener.open(f"{base}/manager/").read().decode()
     cursor = re.search(r'id="next-page" href="[^"]*after=([^"&]+)', first)
     paths = ["/manager/", "/manager/?tab=callback", "/manager/?tab=not_reached",
              "/manager/?tab=done", "/manager/?q=" + urllib.parse.quote("客户1")]
     if cursor:
         paths.insert(1, "/manager/?after=" + cursor.group(1))
+    READY.append(username)
     start.wait()
     deadline = time.monotonic() + seconds
     i = 0
@@ -143,8 +151,10 @@ def client(base: str, username: str, seconds: float, think: float, out: list, er
 def run(label: str, url: str, workdir: Path, args) -> dict:
     settings = config.write_new(workdir / "khhf.conf", home=workdir, database_url=url)
     port = free_port(kind=1)
+    log = open(workdir / "web.log", "wb")  # waitress's queue-depth warnings, errors
     server = subprocess.Popen([sys.executable, "-c", SERVE, str(workdir / "khhf.conf"), str(port)],
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -156,12 +166,14 @@ def run(label: str, url: str, workdir: Path, args) -> dict:
                 assert time.monotonic() < deadline, "the web UI did not start"
                 time.sleep(0.2)
         latencies, errors, start = [], [], threading.Event()
+        READY.clear()
         threads = [threading.Thread(target=client, args=(base, f"m{i + 1}", args.seconds,
                                                          args.think, latencies, errors, start))
                    for i in range(args.readers)]
         for t in threads:
             t.start()
-        time.sleep(2)  # every reader logged in
+        while len(READY) < len(threads) and all(t.is_alive() for t in threads):
+            time.sleep(0.1)  # every reader logged in and past its first page
         started = time.monotonic()
         start.set()
         for t in threads:
@@ -170,6 +182,7 @@ def run(label: str, url: str, workdir: Path, args) -> dict:
     finally:
         server.terminate()
         server.wait(10)
+        log.close()
     del settings
     ms = [v * 1000 for v in latencies]
     return {"db": label, "requests": len(ms), "errors": len(errors), "rps": len(ms) / elapsed,
