@@ -33,6 +33,7 @@ from webui.calls import progress_label
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
 from webui.forms import DutyForm, show_problems
+from webui.i18n import TASK_STATUS_LABELS, task_type_name
 
 bp = Blueprint("workspace", __name__, url_prefix="/manager")
 
@@ -86,12 +87,16 @@ def home_page(manager: Manager):
     desk_names = dict(session.execute(
         select(Manager.desk_extension, User.display_name).join(User).where(
             Manager.county_id == manager.county_id, Manager.desk_extension.is_not(None))).all())
+    # labels and flags once per page, not once per row: the task table is the hot loop
+    now = utcnow()
     return render_template(
         "manager/home.html", manager=manager, tab=tab, search=search, after=after,
         tabs=workspace.TABS, tab_labels=TAB_LABELS,
         counts=workspace.counts(session, manager.id), listing=listing, calls=calls,
-        desk_names=desk_names,
-        is_overdue=workspace.is_overdue, duty_form=DutyForm())
+        desk_names=desk_names, duty_form=DutyForm(),
+        overdue={t.id for t in listing.tasks if workspace.is_overdue(t, now)},
+        status_labels={k: str(v) for k, v in TASK_STATUS_LABELS.items()},
+        type_names={t.task_type_id: task_type_name(t.task_type) for t in listing.tasks})
 
 
 class ResultForm(FlaskForm):
