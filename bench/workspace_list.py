@@ -131,6 +131,8 @@ def client(base: str, username: str, seconds: float, think: float, out: list, er
     READY.append(username)
     start.wait()
     deadline = time.monotonic() + seconds
+    # readers start spread over one think time, as people do, not in one burst
+    time.sleep(random.uniform(0, think))
     i = 0
     while time.monotonic() < deadline:
         path = paths[i % len(paths)]
