@@ -42,6 +42,9 @@ CREATE TABLE users (
     is_active BOOLEAN NOT NULL DEFAULT TRUE,
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     last_login_at TIMESTAMP,
+    -- a log-in is valid while its session carries this number: log-out,
+    -- a new password and deactivation raise it, ending every session
+    session_epoch INTEGER NOT NULL DEFAULT 0,
     CHECK (role = 'admin' OR county_id IS NOT NULL)
 );
 CREATE INDEX ix_users_county_role ON users (county_id, role);

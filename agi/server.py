@@ -30,6 +30,7 @@ from typing import Awaitable, Callable
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from khhf.config import Settings
 from khhf.db import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,11 @@ class AgiSession:
     """One FastAGI request: the channel's environment and its commands."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 env: dict[str, str], run_in_unit_of_work):
+                 env: dict[str, str], run_in_unit_of_work, settings: Settings | None = None):
         self._reader, self._writer = reader, writer
         self.env = env
+        # this site's settings (time zone, PBX node) for the routes
+        self.settings = settings or Settings()
         self._run_in_unit_of_work = run_in_unit_of_work
         self._used_database = False
 
@@ -198,10 +201,11 @@ class FastAgiServer:
 
     def __init__(self, routes: dict[str, Route], session_factory: sessionmaker[Session], *,
                  key: str, deadline: float = ROUTE_DEADLINE, db_threads: int = 8,
-                 junk_log_interval: float = 10.0):
+                 junk_log_interval: float = 10.0, settings: Settings | None = None):
         if len(key) < 16:
             raise ValueError("the FastAGI key must be a generated secret (khhf.config.agi_key)")
         self.routes = dict(routes)
+        self.settings = settings or Settings()
         self._key = key.encode()
         self.junk_log = RateLimitedLog(log, junk_log_interval)
         self.session_factory = session_factory
@@ -242,7 +246,7 @@ class FastAgiServer:
             except AgiError as exc:
                 self.junk_log.warning("AGI connection without an AGI request: %s", exc)
                 return
-            session = AgiSession(reader, writer, env, self._run_in_unit_of_work)
+            session = AgiSession(reader, writer, env, self._run_in_unit_of_work, self.settings)
             # the key first, in constant time: nothing runs for a stranger
             if not hmac.compare_digest(session.key.encode("utf-8", "replace"), self._key):
                 self.junk_log.warning("AGI request without the PBX's key refused")
@@ -285,5 +289,6 @@ def make_server(settings, routes: dict[str, Route] | None = None, **kwargs) -> F
         from agi.routes import ROUTES as routes
     from khhf.config import agi_key
     engine = db.make_engine(settings.database_url)
-    return FastAgiServer(routes, db.session_factory(engine), key=agi_key(settings), **kwargs)
+    return FastAgiServer(routes, db.session_factory(engine), key=agi_key(settings),
+                         settings=settings, **kwargs)
 

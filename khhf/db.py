@@ -8,6 +8,7 @@ service and the web UI write from separate processes.
 from __future__ import annotations
 
 import re
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,6 +53,13 @@ def begin_write(session: Session) -> None:
     session.connection(execution_options={WRITE_OPTION: True})
 
 
+def is_busy(error: Exception) -> bool:
+    """True if `error` is SQLite's "database is locked": another connection
+    held the write lock for the whole busy timeout."""
+    orig = getattr(error, "orig", error)
+    return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
+
+
 def _sqlite_pragmas(dbapi_conn, _record):
     # transactions are begun by _sqlite_begin, not by the driver
     dbapi_conn.isolation_level = None
@@ -87,7 +95,12 @@ def has_schema(engine: Engine) -> bool:
     return inspect(engine).has_table("counties")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
+def session_factory(engine: Engine, *, writer: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine`. With writer=True every transaction they begin
+    is a writing one (SQLite: BEGIN IMMEDIATE), as begin_write makes it: for
+    a unit of work that may write anywhere in it, e.g. a web form post."""
+    if writer:
+        engine = engine.execution_options(**{WRITE_OPTION: True})
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     func,
     text,
 )
@@ -96,6 +97,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
     created_at: Mapped[dt.datetime] = _created()
     last_login_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     county: Mapped[County | None] = relationship()
     manager: Mapped[Manager | None] = relationship(back_populates="user",
@@ -107,6 +109,19 @@ class User(Base):
 
     def get_id(self) -> str:
         return str(self.id)
+
+    def end_sessions(self) -> None:
+        """End every log-in of this user, on every device: a session is
+        valid only while it carries the current session_epoch (webui)."""
+        self.session_epoch = (self.session_epoch or 0) + 1
+
+
+@event.listens_for(User.is_active, "set")
+def _deactivation_ends_sessions(user, value, old, _initiator):
+    # whoever disables an account (an administrator, a manager's departure)
+    # also ends its sessions, so enabling it again does not revive them
+    if not value and old is not False:
+        user.end_sessions()
 
 
 class Manager(Base):

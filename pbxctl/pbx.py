@@ -275,6 +275,7 @@ class Pbx:
             "AGI_HOST": s.agi_host, "AGI_PORT": s.agi_port, "AGI_KEY": agi_key(s),
             **numbering.dialplan_tokens(),
             "DESK_EXTENSION_PATTERN": numbering.DESK_EXTENSION_DIALPLAN,
+            "TIMEZONE": s.timezone,
             **{key.upper(): getattr(s, key) for key in (
                 "manager_ring_seconds", "customer_ring_seconds", "hotline_desk_ring_seconds",
                 "hotline_mobile_ring_seconds", "hotline_group_ring_seconds",

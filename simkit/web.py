@@ -12,6 +12,7 @@ from khhf import config, db
 from simkit import seed as demo
 from khhf.models import User
 from webui import create_app
+from webui.security import EPOCH_KEY
 
 
 def make_app(tmp_path, settings: dict | None = None, **flask_config):
@@ -41,11 +42,14 @@ def user_id(app, username: str) -> int:
 
 def log_in_as(client, app, username: str) -> None:
     """Put a logged-in session in the client's cookie, without the form."""
-    uid = user_id(app, username)
+    with session_for(app) as s:
+        uid, epoch = s.execute(select(User.id, User.session_epoch)
+                               .where(User.username == username)).one()
     with client.session_transaction() as sess:
         sess["_user_id"] = str(uid)
         sess["_fresh"] = True
         sess["login_at"] = dt.datetime.now(dt.timezone.utc).timestamp()
+        sess[EPOCH_KEY] = epoch
 
 
 def csrf_token(client, path: str) -> str:

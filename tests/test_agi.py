@@ -335,7 +335,8 @@ def test_carrier_forms_of_a_known_number_reach_its_manager(factory, callerid):
     commands = run_server(factory, lambda port: agi_request(
         port, "hotline", ["13900000001"], callerid=callerid))
     v = variables(commands)
-    assert (v["KHHF_ROUTE"], v["KHHF_DESK"]) == ("manager", "8001")
+    # the owner (m1) is off duty: their mobile, not their desk
+    assert (v["KHHF_ROUTE"], v["KHHF_DESK"], v["KHHF_MOBILE"]) == ("manager", "", "13700000001")
     with factory() as s:
         assert [c.phone for c in s.scalars(select(Customer))] == ["13800000001"]
 

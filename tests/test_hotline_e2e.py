@@ -359,21 +359,21 @@ def test_invites_claiming_to_be_the_trunk_from_elsewhere_never_get_in(hotline_pb
     and the carrier (the trunk's address) receives nothing."""
     from khhf.channel_vars import TRUNK_ENDPOINT
     hp = hotline_pbx
-    county = hp.county("c16", "13900000016")
+    county = hp.county("c18", "13900000018")
     # a manager whose desk phone is not registered: a call that got in would
     # ring the mobile through the trunk (a paid call)
-    own = hp.manager(county, "8116", "13700000016")
-    hp.customer(county, "13800000016", own)
+    own = hp.manager(county, "8118", "13700000018")
+    hp.customer(county, "13800000018", own)
     carrier = hp.h.trunk("answer.xml")
     attempts = [
         # (dialled number, From user, PAI/RPID user, digest user name)
-        ("13900000016", TRUNK_ENDPOINT, "13800000016", TRUNK_ENDPOINT),
-        ("13900000016", TRUNK_ENDPOINT, TRUNK_ENDPOINT, None),
-        ("13900000016", "13800000016", "13800000016", TRUNK_ENDPOINT),
-        ("13900000016", "anonymous", "13800000016", "8116"),
-        ("13700000016", TRUNK_ENDPOINT, "13900000016", TRUNK_ENDPOINT),  # straight out
-        (f"13700000016@{hp.h.settings.trunk_host}", TRUNK_ENDPOINT, "13800000016", None),
-        ("8116", TRUNK_ENDPOINT, "13800000016", TRUNK_ENDPOINT),
+        ("13900000018", TRUNK_ENDPOINT, "13800000018", TRUNK_ENDPOINT),
+        ("13900000018", TRUNK_ENDPOINT, TRUNK_ENDPOINT, None),
+        ("13900000018", "13800000018", "13800000018", TRUNK_ENDPOINT),
+        ("13900000018", "anonymous", "13800000018", "8118"),
+        ("13700000018", TRUNK_ENDPOINT, "13900000018", TRUNK_ENDPOINT),  # straight out
+        (f"13700000018@{hp.h.settings.trunk_host}", TRUNK_ENDPOINT, "13800000018", None),
+        ("8118", TRUNK_ENDPOINT, "13800000018", TRUNK_ENDPOINT),
     ]
     for service, caller, pai, auth_user in attempts:
         party = spoof(hp, service.split("@")[0], caller, pai, auth_user)
@@ -385,13 +385,13 @@ def test_invites_claiming_to_be_the_trunk_from_elsewhere_never_get_in(hotline_pb
     carrier.stop()
     assert carrier.received("INVITE") == [], carrier.trace_summary()
     with hp.factory() as s:
-        assert s.scalars(select(Call).where(Call.unified_number == "13900000016")).all() == []
-        assert s.scalars(select(Call).where(Call.customer_number == "13800000016")).all() == []
+        assert s.scalars(select(Call).where(Call.unified_number == "13900000018")).all() == []
+        assert s.scalars(select(Call).where(Call.customer_number == "13800000018")).all() == []
     # and Asterisk's own record (CEL) has no channel for any of them: nothing
     # entered khhf-from-trunk, the desk phone or the trunk
     cel_file = hp.h.settings.pbx_dir / "log" / "cel-custom" / "khhf-cel.csv"
     cel = cel_file.read_text() if cel_file.exists() else ""  # no channel yet at all
-    for number in ("13900000016", "13700000016", "8116"):
+    for number in ("13900000018", "13700000018", "8118"):
         assert f'"{number}"' not in cel and f"PJSIP/{number}-" not in cel, number
 
 

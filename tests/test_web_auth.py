@@ -11,7 +11,7 @@ from simkit.web import csrf_token, log_in, make_app, session_for
 
 @pytest.fixture
 def web(tmp_path):
-    app, seeded = make_app(tmp_path, LOGIN_MAX_FAILURES=3)
+    app, seeded = make_app(tmp_path, {"login_max_failures": 3})
     return app, seeded["passwords"]
 
 
@@ -63,7 +63,7 @@ def test_log_in_is_rate_limited_per_user_name_and_address(web):
     assert _actions(app, "manager1")[-1] == "login_refused"
     # another user from the same address is not affected
     assert log_in(app.test_client(), "manager2", passwords["manager2"]).status_code == 302
-    # the window passes: failures older than LOGIN_FAILURE_MINUTES do not count
+    # the window passes: failures older than login_failure_minutes do not count
     with session_for(app) as s:
         for entry in s.scalars(select(AuditLog).where(AuditLog.username == "manager1")):
             entry.at -= dt.timedelta(minutes=16)

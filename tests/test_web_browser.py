@@ -44,12 +44,36 @@ def browser():
         browser.close()
 
 
+# every violation of the Content-Security-Policy, reported to the console
+# (an init script runs outside the page's CSP, so it cannot be refused)
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener('securitypolicyviolation', e =>
+    console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));
+"""
+
+
+def csp_problems(context):
+    """A list that collects the CSP violations of every page of `context`."""
+    problems = []
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
+
+    def on_console(message):
+        text = message.text
+        if "CSP violation" in text or "Content Security Policy" in text:
+            problems.append(text)
+    context.on("console", on_console)
+    return problems
+
+
 @pytest.fixture
 def page(browser):
+    """A page; the test fails if any page it opened broke the CSP."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    problems = csp_problems(context)
     page = context.new_page()
     yield page
     context.close()
+    assert not problems, problems
 
 
 def log_in(page, base, username, password):
@@ -194,3 +218,37 @@ def test_screenshots_of_the_main_pages(server, browser, tmp_path):
         assert path.stat().st_size > 10_000, path
     if out != tmp_path:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_pages_work_under_the_content_security_policy(server, browser):
+    """Every main page of every role, on a narrow screen where the menu is
+    behind Bootstrap's toggler (its script must run): no CSP violation."""
+    base, seeded = server
+    pages = {"admin": ["/admin/", "/admin/counties", "/admin/counties/new", "/admin/users",
+                       "/admin/users/new", "/admin/managers", "/admin/managers/new",
+                       "/audit/", "/audit/?page=2"],
+             "supervisor": ["/county/"],
+             "manager1": ["/manager/", f"/manager/{seeded['managers']['manager1']['id']}"]}
+    for username, paths in pages.items():
+        context = browser.new_context(viewport={"width": 480, "height": 800}, locale="zh-CN")
+        problems = csp_problems(context)
+        page = context.new_page()
+        log_in(page, base, username, seeded["passwords"][username])
+        for path in paths:
+            response = page.goto(base + path)
+            assert response.status == 200, path
+            assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+            menu = page.locator("#nav")
+            assert not menu.is_visible(), path
+            page.get_by_role("button", name="菜单").click()
+            menu.wait_for(state="visible")
+            assert page.get_by_role("button", name="退出").is_visible(), path
+        # the watcher can fail: an image from another origin is refused and reported
+        with page.expect_console_message(lambda m: "CSP violation: img-src" in m.text):
+            page.evaluate("""() => { const img = document.createElement('img');
+                                     img.src = 'http://127.0.0.2:9/x.png';
+                                     document.body.appendChild(img); }""")
+        assert any("img-src" in p for p in problems), problems
+        problems[:] = [p for p in problems if "127.0.0.2" not in p]
+        assert not problems, (username, problems)
+        context.close()

@@ -22,7 +22,7 @@ from babel.messages.pofile import read_po
 from flask import url_for
 from sqlalchemy import func, select, update
 
-from khhf import audit
+from khhf import audit, config
 from khhf.models import AuditLog, Call, County, Customer, Manager, Task, User
 from khhf.phones import mask_phone
 from khhf.services import accounts, counties, hotline, tasks
@@ -179,7 +179,7 @@ def _seed_history(app) -> None:
         # the operation log: log-ins, failures, refusals, edits, a departure
         _failed_log_in(s, "manager1", "10.0.0.8")
         _failed_log_in(s, "zhangsan9", "10.0.0.9")  # no such user
-        for _ in range(accounts.LOGIN_MAX_FAILURES + 1):  # the last one is refused
+        for _ in range(config.Settings.login_max_failures + 1):  # the last one is refused
             _failed_log_in(s, "manager2", "10.0.0.10")
         accounts.set_on_duty(s, m1.user, "10.0.0.8", m1, False)
         accounts.set_on_duty(s, m1.user, "10.0.0.8", m1, True)

@@ -4,7 +4,7 @@ the rules the views declare with webui.access.allow / public.
 A new route without a rule fails here (and is refused at run time)."""
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from khhf.models import ROLES, Call, County, Manager, Task, User
 from khhf.services import accounts
@@ -67,16 +67,37 @@ def test_static_files_are_served_by_the_app(app):
         assert response.status_code == 200 and b"Bootstrap" in response.data
 
 
+@pytest.fixture
+def writes(app):
+    """The writing SQL statements the app runs (a list, appended to live)."""
+    seen = []
+
+    def record(_conn, _cursor, statement, *_args):
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE",
+                                                            "REPLACE"):
+            seen.append(statement)
+    engine = app.extensions["khhf_engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
 @pytest.mark.parametrize("who", [None, *ROLES])
-def test_route_walk(app, who):
+def test_route_walk(app, who, writes):
     checked = 0
     for rule, method in _routes(app):
         allowed = access_rule(app, rule.endpoint)
         client = app.test_client()
         if who is not None:
             log_in_as(client, app, AS[who])
-        response = client.open(_url(app, rule), method=method)
+        url = _url(app, rule)
+        writes.clear()
+        response = client.open(url, method=method)
         where = f"{method} {rule.rule} as {who or 'nobody'}"
+        if method == "GET":  # a GET only reads (webui.db: it is not begun as a writer)
+            assert not writes, (where, writes)
+        elif rule.endpoint == "auth.logout" and who is not None:
+            assert writes, "the recorder sees writes: the log-out's audit entry"
         if allowed == PUBLIC:
             assert response.status_code in (200, 302), where
         elif who is None:

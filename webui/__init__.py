@@ -21,23 +21,20 @@ from flask import (Flask, current_app, flash, g, redirect, render_template, requ
 from flask_babel import gettext, lazy_gettext
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import OperationalError
 
 from khhf import config as khhf_config
 from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import access, admin, audit, auth, calls, county, i18n, manager, workspace
+from webui import (access, admin, audit, auth, calls, county, i18n, manager, params,
+                   security, workspace)
 from webui.db import get_db
 
 DEFAULTS = {
     # how long a log-in lasts, from the moment of log-in
     "SESSION_HOURS": 8,
-    # log-in rate limit, per user name and IP address
-    "LOGIN_MAX_FAILURES": 5,
-    "LOGIN_FAILURE_MINUTES": 15,
-    "SESSION_COOKIE_HTTPONLY": True,
-    "SESSION_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
 }
 
@@ -58,10 +55,12 @@ def create_app(settings: khhf_config.Settings | None = None,
     app.config.update(flask_config or {})
     app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=app.config["SESSION_HOURS"])
 
-    engine = khhf_db.make_engine(app.config["DATABASE_URL"])
+    engine = app.extensions["khhf_engine"] = khhf_db.make_engine(app.config["DATABASE_URL"])
     app.extensions["khhf_sessions"] = khhf_db.session_factory(engine)
+    app.extensions["khhf_write_sessions"] = khhf_db.session_factory(engine, writer=True)
     app.teardown_appcontext(_close_db)
 
+    security.init_app(app, proxy_hops=settings.web_proxy_hops)
     csrf.init_app(app)
     i18n.init_app(app)
     login_manager.init_app(app)
@@ -69,22 +68,31 @@ def create_app(settings: khhf_config.Settings | None = None,
     login_manager.login_message = lazy_gettext("Please log in first.")
     login_manager.login_message_category = "info"
 
+    params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls, workspace):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)
     app.before_request(access.deny_routes_without_rule)
+    app.before_request(params.refuse_nul_characters)
     app.jinja_env.filters["mask_phone"] = mask_phone
     for code in (400, 403, 404, 405, 429):
         app.register_error_handler(code, _error_page)
     app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(params.BadParameter, _bad_parameter)
+    app.register_error_handler(OperationalError, _database_busy)
     return app
 
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
+    """The session's user, if the account is enabled and this log-in has
+    not been ended since (log-out, new password: webui.security)."""
     user = get_db().get(User, int(user_id))
-    return user if user is not None and user.is_active else None
+    if user is None or not user.is_active or not security.session_is_current(user):
+        security.fresh_session()
+        return None
+    return user
 
 
 def _close_db(_exc):
@@ -109,6 +117,25 @@ def _expire_old_log_ins():
 
 def _error_page(error):
     return render_template("errors.html", error=error), error.code
+
+
+def _bad_parameter(error):
+    return render_template("errors.html", error=error, message=error.description), 400
+
+
+def _database_busy(error):
+    """SQLite's write lock stayed taken for the whole busy timeout (every
+    writing request waits its turn, see webui.db): nothing was written, and
+    the user is told to try again rather than shown a crash. Any other
+    database error stays a 500."""
+    if not khhf_db.is_busy(error):
+        raise error
+    _close_db(None)  # roll back
+    message = gettext("The system is busy; nothing was saved. Try again in a moment.")
+    # rendered without the context processors: Flask-Login's would load the
+    # user from the database, which is what is busy
+    page = current_app.jinja_env.get_template("busy.html").render(message=message)
+    return page, 503, {"Retry-After": "5"}
 
 
 def _csrf_error(error):

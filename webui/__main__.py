@@ -22,7 +22,8 @@ def run(settings: Settings) -> None:
         raise daemon.StartError(f"the database {settings.database_url} has no tables: "
                                 f"run `khhf init`.")
     print(f"KHHF web UI on http://{settings.web_host}:{settings.web_port}/", flush=True)
-    serve(app, host=settings.web_host, port=settings.web_port, threads=8, ident="khhf")
+    # ident="": no Server header; a banner only helps whoever looks for a known flaw
+    serve(app, host=settings.web_host, port=settings.web_port, threads=8, ident="")
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import func, select
 from wtforms import SelectChoice
@@ -11,6 +12,7 @@ from wtforms import SelectChoice
 from khhf.models import AuditLog, County, Manager, User
 from khhf.names import by_manager_name, by_pinyin
 from khhf.services import accounts, counties
+from webui import params, security
 from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import (ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm,
@@ -149,6 +151,8 @@ def user_password(user_id):
     if form.validate_on_submit():
         if commit_or_show(get_db(), form, lambda: accounts.set_password(
                 get_db(), current_user, client_ip(), user, form.password.data)):
+            if user.id == current_user.id:
+                security.keep_session(user)  # their other sessions end, this one goes on
             flash(gettext("Password of %(username)s changed.", username=user.username),
                   "success")
             return redirect(url_for(".user_edit", user_id=user.id))
@@ -169,10 +173,11 @@ def _user_edit_form(user, **kwargs) -> UserForm:
 
 @bp.route("/managers")
 @allow("admin")
-def managers_list():
+@params.query(county=params.Id(_l("County")))
+def managers_list(county):
     query = select(Manager).join(User)
-    county_id = request.args.get("county", type=int)
-    if county_id:
+    county_id = county
+    if county_id is not None:
         query = query.where(Manager.county_id == county_id)
     managers = by_manager_name(get_db().scalars(query))
     return render_template("admin/managers.html", managers=managers, counties=_counties(),

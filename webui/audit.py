@@ -6,21 +6,26 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, render_template, request
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, or_, select
 
 from khhf import audit
 from khhf.models import AuditLog
+from webui import params
 from webui.access import allow
 from webui.db import get_db
+from webui.params import Day, Whole
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000
 
 
 @bp.route("/")
 @allow("admin")
-def index():
+@params.query(page=Whole(_l("Page"), 1, MAX_PAGE, 1), since=Day(_l("From")), until=Day(_l("To")))
+def index(page, since, until):
     args = request.args
     query = select(AuditLog)
     text = args.get("q", "").strip()
@@ -35,12 +40,10 @@ def index():
     action = args.get("action", "")
     if action in audit.ACTIONS:
         query = query.where(AuditLog.action == action)
-    since, until = _local_day(args.get("since")), _local_day(args.get("until"))
     if since:
-        query = query.where(AuditLog.at >= since)
+        query = query.where(AuditLog.at >= _local_start(since))
     if until:
-        query = query.where(AuditLog.at < until + dt.timedelta(days=1))
-    page = max(args.get("page", 1, type=int), 1)
+        query = query.where(AuditLog.at < _local_start(until + dt.timedelta(days=1)))
     total = get_db().scalar(select(func.count()).select_from(query.subquery()))
     entries = get_db().scalars(query.order_by(AuditLog.id.desc())
                                .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
@@ -49,11 +52,7 @@ def index():
                            actions=audit.ACTIONS)
 
 
-def _local_day(value: str | None) -> dt.datetime | None:
-    """The start of a local calendar day (YYYY-MM-DD) as naive UTC, or None."""
-    try:
-        day = dt.date.fromisoformat(value or "")
-    except ValueError:
-        return None
+def _local_start(day: dt.date) -> dt.datetime:
+    """The start of a local calendar day as naive UTC."""
     start = dt.datetime.combine(day, dt.time(), ZoneInfo(current_app.config["TIMEZONE"]))
     return start.astimezone(dt.timezone.utc).replace(tzinfo=None)

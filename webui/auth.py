@@ -8,11 +8,12 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from flask_babel import gettext
 from flask_login import current_user, login_user, logout_user
 
-from khhf import audit
 from khhf.services import accounts
+from webui import security
 from webui.access import allow, client_ip, public
-from webui.db import get_db
+from webui.db import get_db, read_session
 from webui.forms import ConfirmForm, LoginForm
+from webui.redirects import local_path
 
 bp = Blueprint("auth", __name__)
 
@@ -32,23 +33,28 @@ def login():
         return redirect(url_for("auth.index"))
     form = LoginForm()
     if form.validate_on_submit():
+        # the slow password hash first, only reading; then the unit of work
+        # that writes (webui.db: it holds SQLite's write lock while it runs)
+        with read_session() as reader:
+            checked = accounts.check_password(reader, form.username.data, form.password.data)
         db = get_db()
+        settings = current_app.extensions["khhf_settings"]
         try:
             user = accounts.log_in(
-                db, form.username.data, form.password.data, client_ip(),
-                max_failures=current_app.config["LOGIN_MAX_FAILURES"],
-                window=dt.timedelta(minutes=current_app.config["LOGIN_FAILURE_MINUTES"]))
+                db, form.username.data, form.password.data, client_ip(), checked=checked,
+                max_failures=settings.login_max_failures,
+                window=dt.timedelta(minutes=settings.login_failure_minutes))
         except accounts.LoginRefused as refused:
             db.commit()  # the failed attempt is logged, and counts
             form.password.errors = [gettext(refused.message, **refused.params)]
             return render_template("auth/login.html", form=form), (
                 429 if refused.rate_limited else 401)
         db.commit()
-        _fresh_session()  # no session fixation: a new session for a new log-in
+        security.start_session(user)  # no session fixation: a new one per log-in
         login_user(user)
         session.permanent = True
         session["login_at"] = dt.datetime.now(dt.timezone.utc).timestamp()
-        return redirect(_safe_next(request.args.get("next")) or url_for("auth.index"))
+        return redirect(local_path(request.args.get("next")) or url_for("auth.index"))
     return render_template("auth/login.html", form=form)
 
 
@@ -58,23 +64,8 @@ def logout():
     form = ConfirmForm()
     if form.validate_on_submit():
         db = get_db()
-        audit.record(db, current_user, "logout", "user", current_user.id, "", client_ip())
+        accounts.log_out(db, current_user, client_ip())  # every session, every device
         db.commit()
         logout_user()
-        _fresh_session()
+        security.fresh_session()
     return redirect(url_for("auth.login"))
-
-
-def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site: never an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
-
-
-def _fresh_session() -> None:
-    """Forget everything but the chosen language."""
-    lang = session.get("lang")
-    session.clear()
-    if lang:
-        session["lang"] = lang

@@ -22,6 +22,7 @@ from khhf.services import ValidationError, dialing
 from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.i18n import call_outcome
+from webui.redirects import referrer_path
 
 bp = Blueprint("calls", __name__, url_prefix="/calls")
 
@@ -56,7 +57,7 @@ def _answer(ok: bool, message: str, status: int, **extra):
     if _wants_json():
         return jsonify(ok=ok, message=message, **extra), status
     flash(message, "success" if ok else "danger")
-    return redirect(request.referrer or url_for("manager.home"))
+    return redirect(referrer_path() or url_for("manager.home"))
 
 
 @bp.route("/dial/<int:task_id>", methods=["POST"])

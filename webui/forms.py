@@ -13,13 +13,16 @@ from wtforms import (BooleanField, HiddenField, PasswordField, SelectChoice, Sel
 
 from khhf.services import ValidationError
 from webui.i18n import FALLBACK_STRATEGY_LABELS, MANAGER_STATUS_LABELS, ROLE_LABELS
+from webui.params import MAX_ID
 
 
 def _int_or_none(value):
+    """A chosen id, or None (nothing chosen, or not an id: the service says so)."""
     try:
-        return int(value)
+        value = int(value)
     except (TypeError, ValueError):
         return None
+    return value if 1 <= value <= MAX_ID else None
 
 
 def county_field(label=None):

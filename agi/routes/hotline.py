@@ -20,7 +20,7 @@ async def route(session, args):
     routing = await session.unit_of_work(functools.partial(
         hotline.start_call, caller=session.env.get("agi_callerid", ""),
         unified_number=unified_number, uniqueid=session.env.get("agi_uniqueid", ""),
-        linkedid=linkedid))
+        linkedid=linkedid, settings=session.settings))
     # one round trip; KHHF_ROUTE last, so it is only ever set with the rest
     await session.set_variables({
         var.CALL_ID: routing.call_id,

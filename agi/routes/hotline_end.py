@@ -25,7 +25,7 @@ async def route(session, args):
     await session.unit_of_work(functools.partial(
         hotline.finish_call, uniqueid=session.env.get("agi_uniqueid", ""),
         call_id=_int(call_id), caller=session.env.get("agi_callerid", ""),
-        unified_number=unified_number,
+        unified_number=unified_number, settings=session.settings,
         hangup=hotline.Hangup(stage=stage, dial_status=dial_status,
                               answered_seconds=_int(answered) or 0, answered_by=peer,
                               recording_file=rec_file)))

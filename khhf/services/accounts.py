@@ -8,6 +8,7 @@ survives a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import secrets
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from khhf import audit, numbering
+from khhf.config import Settings
 from khhf.models import AuditLog, County, Manager, User, utcnow
 from khhf.phones import mask_phone
 from khhf.services import N_, Problems, handover
@@ -24,8 +26,6 @@ from khhf.services import N_, Problems, handover
 PASSWORD_MIN_LENGTH = 8
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,63}")
 EMPLOYEE_NO_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
-LOGIN_MAX_FAILURES = 5
-LOGIN_FAILURE_WINDOW = dt.timedelta(minutes=15)
 MANAGER_STATUSES = ("active", "departed")
 # compared against when the user name is unknown, so both paths cost the same
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
@@ -49,14 +49,43 @@ def generate_password() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(12))
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedPassword:
+    """What check_password found: the user name asked for, the user's id (None
+    if unknown) and the hash the password matched (None if it did not)."""
+    username: str
+    user_id: int | None
+    matched_hash: str | None
+
+
+def check_password(session: Session, username: str, password: str) -> CheckedPassword:
+    """Compare a password with the stored hash, only reading. The hash costs
+    tenths of a second on purpose: the web UI runs this before its writing
+    unit of work begins, so SQLite's one write lock is not held meanwhile."""
+    username = (username or "").strip().lower()
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password or "")  # both paths cost the same
+        return CheckedPassword(username, None, None)
+    matched = check_password_hash(user.password_hash, password or "")
+    return CheckedPassword(username, user.id, user.password_hash if matched else None)
+
+
 def log_in(session: Session, username: str, password: str, ip: str, *,
-           max_failures: int = LOGIN_MAX_FAILURES,
-           window: dt.timedelta = LOGIN_FAILURE_WINDOW) -> User:
-    """The user these credentials name, or LoginRefused.
+           max_failures: int = Settings.login_max_failures,
+           window: dt.timedelta = dt.timedelta(minutes=Settings.login_failure_minutes),
+           checked: CheckedPassword | None = None) -> User:
+    """The user these credentials name, or LoginRefused. After `max_failures`
+    failed log-ins within `window` from `ip` for `username`, every attempt is
+    refused (the web UI passes Settings.login_max_failures and
+    login_failure_minutes; the defaults are theirs).
+    `checked`: the password already checked (check_password), else it is here.
 
     Either way an audit entry is added: the caller commits in both cases.
     """
-    username = (username or "").strip().lower()
+    if checked is None:
+        checked = check_password(session, username, password)
+    username = checked.username
     since = utcnow() - window
     failures = session.scalar(
         select(func.count()).select_from(AuditLog).where(
@@ -73,11 +102,12 @@ def log_in(session: Session, username: str, password: str, ip: str, *,
                               "an administrator to reset your password."),
                            rate_limited=True, minutes=int(window.total_seconds() // 60))
     if user is None:
-        check_password_hash(_DUMMY_HASH, password or "")
         audit.record(session, None, "login_failed", "user", "", {"reason": "unknown_user"}, ip,
                      username=username, object_name=username)
         raise LoginRefused(N_("Wrong user name or password."))
-    if not check_password_hash(user.password_hash, password or ""):
+    # the password must have matched the hash the user has now (not one
+    # replaced since it was checked)
+    if checked.user_id != user.id or checked.matched_hash != user.password_hash:
         audit.record(session, user, "login_failed", "user", user.id,
                      {"reason": "wrong_password"}, ip)
         raise LoginRefused(N_("Wrong user name or password."))
@@ -88,6 +118,12 @@ def log_in(session: Session, username: str, password: str, ip: str, *,
     user.last_login_at = utcnow()
     audit.record(session, user, "login", "user", user.id, None, ip)
     return user
+
+
+def log_out(session: Session, user: User, ip: str) -> None:
+    """End every session of `user`, on every device (the caller commits)."""
+    user.end_sessions()
+    audit.record(session, user, "logout", "user", user.id, None, ip)
 
 
 def create_user(session: Session, by: User | None, ip: str, *, username: str,
@@ -144,6 +180,7 @@ def set_password(session: Session, by: User | None, ip: str, user: User, passwor
     _check_password(problems, password)
     problems.raise_if_any()
     user.password_hash = hash_password(password)
+    user.end_sessions()  # whoever knew the old password is logged out everywhere
     audit.record(session, by, "set_password", "user", user.id, None, ip,
                  object_name=user.display_name)
 

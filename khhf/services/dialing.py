@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,7 +43,7 @@ def parse_window(text: str) -> tuple[dt.time, dt.time]:
 
 def in_calling_window(settings: Settings, now_utc: dt.datetime) -> bool:
     start, end = parse_window(settings.calling_window)
-    local = now_utc.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(settings.timezone))
+    local = settings.local(now_utc)
     return start <= local.time() < end
 
 
@@ -118,8 +117,7 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
     # it unique even across databases sharing one PBX
     call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
-    local_day = now.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(settings.timezone))
-    call.recording_path = f"{local_day:%Y/%m/%d}/{call.id}.wav"
+    call.recording_path = f"{settings.recording_day(now)}/{call.id}.wav"
     tasks.dial(task, now)
     audit.record(session, user, "create", "call", call.id, {"task": task.id}, ip,
                  object_name=" ".join(filter(None, (customer.name, mask_phone(customer.phone)))))

@@ -22,7 +22,6 @@ import dataclasses
 import datetime as dt
 import logging
 import re
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,6 +30,7 @@ from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, Task
                          UnifiedNumber, utcnow)
 from khhf import numbering
 from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
+from khhf.config import Settings
 from khhf.phones import mask_phone
 from khhf.services import tasks
 
@@ -40,7 +40,6 @@ CALLBACK_TASK_TYPE = "callback"
 # missed hotline calls come before every campaign task (those default to 0)
 CALLBACK_PRIORITY = 100
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 # what the manager's phone receives; the SMPP sender sends the outbox
 SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
 # the note on a customer first known from a missed call (data, in Chinese)
@@ -83,12 +82,16 @@ def dial_string(extensions) -> str:
 
 
 def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: str,
-               linkedid: str = "", now: dt.datetime | None = None) -> Routing:
-    """Log an inbound call and decide its ring order (idempotent on uniqueid)."""
+               linkedid: str = "", now: dt.datetime | None = None,
+               settings: Settings | None = None) -> Routing:
+    """Log an inbound call and decide its ring order (idempotent on uniqueid).
+    `settings`: this site's time zone and PBX node (default: the defaults)."""
     now = now or utcnow()
+    settings = settings or Settings()
     call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
     if call is None:
-        call, manager = _new_call(session, caller, unified_number, uniqueid, linkedid, now)
+        call, manager = _new_call(session, caller, unified_number, uniqueid, linkedid, now,
+                                  settings)
     else:
         manager = session.get(Manager, call.manager_id) if call.manager_id else None
     county = session.get(County, call.county_id) if call.county_id else None
@@ -100,7 +103,7 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
         group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
         county_desks=tuple(group),
         strategy=county.fallback_strategy if county else "ringall",
-        recording_file=f"{call.requested_at:%Y/%m/%d}/in-{call.id}.wav",
+        recording_file=f"{settings.recording_day(call.requested_at)}/in-{call.id}.wav",
     )
 
 
@@ -114,7 +117,7 @@ def caller_number(caller: str | None) -> str | None:
 
 
 def _new_call(session, caller, unified_number, uniqueid, linkedid,
-              now) -> tuple[Call, Manager | None]:
+              now, settings: Settings) -> tuple[Call, Manager | None]:
     number = caller_number(caller)
     if number is None:
         log.info("hotline call %s from an unusable caller id %r: an unknown caller",
@@ -144,7 +147,7 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid,
                 customer_number=number or UNKNOWN_CALLER,
                 unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "")
                 else None,
-                state="requested", requested_at=now)
+                state="requested", requested_at=now, pbx_node=settings.pbx_name)
     session.add(call)
     session.flush()
     return call, manager
@@ -197,7 +200,7 @@ class Hangup:
 
 def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int | None = None,
                 caller: str = "", unified_number: str = "",
-                now: dt.datetime | None = None) -> Call:
+                now: dt.datetime | None = None, settings: Settings | None = None) -> Call:
     """Close the inbound call; a missed call becomes a call-back task and an SMS.
 
     Idempotent: a call already ended is returned unchanged. When the routing
@@ -205,11 +208,12 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
     here, late but complete.
     """
     now = now or utcnow()
+    settings = settings or Settings()
     call = session.get(Call, call_id) if call_id else None
     if call is None or call.uniqueid != uniqueid:
         call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
     if call is None:
-        call, _ = _new_call(session, caller, unified_number, uniqueid, "", now)
+        call, _ = _new_call(session, caller, unified_number, uniqueid, "", now, settings)
     if call.state == "ended" and call.outcome != LOST:
         return call
     answered = hangup.dial_status == "ANSWER" and hangup.stage in ANSWERING_STAGES
@@ -226,7 +230,7 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
             call.outcome = f"group:{hangup.answered_by}"[:24]
         return call
     call.outcome = "missed"
-    _call_back(session, call, now)
+    _call_back(session, call, now, settings)
     return call
 
 
@@ -240,7 +244,7 @@ def fallback_owner(session: Session, county_id: int | None) -> Manager | None:
         .order_by(Manager.on_duty.desc(), Manager.id).limit(1))
 
 
-def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
+def _call_back(session: Session, call: Call, now: dt.datetime, settings: Settings) -> None:
     """A missed call: the owner (or the county's fallback owner) calls back.
 
     The first missed call from a number opens a call-back task and queues
@@ -279,7 +283,7 @@ def _call_back(session: Session, call: Call, now: dt.datetime) -> None:
         return  # the owner already has an SMS about this customer's open call-back
     if owner.mobile:
         who = f"{customer.name} " if customer.name else ""
-        at = now.replace(tzinfo=dt.timezone.utc).astimezone(LOCAL_TZ)
+        at = settings.local(now)
         session.add(SmsMessage(
             direction="out", peer_number=owner.mobile, manager_id=owner.id, task_id=task.id,
             body=SMS_MISSED_CALL.format(who=who + mask_phone(customer.phone),
