@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 
 from khhf.models import Call, Feedback, Task, utcnow
 from simkit.bridge_env import BridgeEnv
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, csp_problems, log_in
 
 WAIT_MS = 30_000
 
@@ -43,10 +43,12 @@ def page():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        problems = csp_problems(context)  # the page script must live within the CSP
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         yield page
         browser.close()
+        assert not problems, problems
 
 
 def wait_text(page, selector, text):
