@@ -28,7 +28,7 @@ from wtforms.validators import Optional
 
 from khhf import db
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
-from khhf.services import ValidationError, dialing, results, workspace
+from khhf.services import ValidationError, dialing, results, tasks, workspace
 from webui.calls import progress_label
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
@@ -127,9 +127,7 @@ def _task_page(task: Task, form: ResultForm):
     script = getattr(task.task_type, "script", "") or task.task_type.description
     return render_template("manager/task.html", task=task, calls=calls, feedback=feedback,
                            form=form, live=live, script=script, tab=workspace.tab_of(task),
-                           tab_labels=TAB_LABELS, is_open=task.status in ("pending", "dialing",
-                                                                          "connected",
-                                                                          "not_reached"),
+                           tab_labels=TAB_LABELS, is_open=task.status in tasks.OPEN,
                            overdue=workspace.is_overdue(task),
                            progress_label=progress_label)
 
