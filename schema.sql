@@ -104,6 +104,8 @@ CREATE TABLE task_types (
     code VARCHAR(32) NOT NULL UNIQUE,
     name VARCHAR(64) NOT NULL,
     description TEXT NOT NULL DEFAULT '',
+    -- the short call script shown to the manager next to the task
+    script TEXT NOT NULL DEFAULT '',
     max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts > 0)
 );
 
@@ -119,7 +121,7 @@ CREATE TABLE result_codes (
     UNIQUE (task_type_id, code)
 );
 
--- A batch of tasks (活动), optionally repeating in cycles.
+-- A batch of tasks (批次), optionally repeating in cycles (rounds).
 CREATE TABLE campaigns (
     id INTEGER PRIMARY KEY,
     county_id INTEGER NOT NULL REFERENCES counties (id),
@@ -131,11 +133,22 @@ CREATE TABLE campaigns (
         CHECK (status IN ('draft', 'active', 'closed')),
     starts_on DATE NOT NULL,
     ends_on DATE,
+    -- which customers each round calls: every one of the county, those of
+    -- the managers in campaign_managers, or a list imported as tasks
+    selection VARCHAR(16) NOT NULL DEFAULT 'county'
+        CHECK (selection IN ('county', 'managers', 'list')),
     created_by INTEGER REFERENCES users (id),
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     CHECK (ends_on IS NULL OR ends_on >= starts_on)
 );
 CREATE INDEX ix_campaigns_county_status ON campaigns (county_id, status);
+
+-- The managers whose customers a 'managers' campaign calls.
+CREATE TABLE campaign_managers (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    manager_id INTEGER NOT NULL REFERENCES managers (id),
+    PRIMARY KEY (campaign_id, manager_id)
+);
 
 CREATE TABLE campaign_cycles (
     id INTEGER PRIMARY KEY,
@@ -247,6 +260,11 @@ CREATE INDEX ix_feedback_task ON feedback (task_id);
 CREATE INDEX ix_feedback_manager_time ON feedback (manager_id, created_at);
 
 -- SMS out (notifications, result prompts) and in (replies with digit codes).
+-- Out: queued -> sending (client_ref written, then submit_sm) -> sent, or
+-- back to queued with next_attempt_at after a refused submit, or failed
+-- after sms_max_attempts; 'unknown' when the connection was lost between
+-- submit and its answer: never resent without an operator (smsgw/gateway.py).
+-- In: received -> processed (the reply parser).
 CREATE TABLE sms_messages (
     id INTEGER PRIMARY KEY,
     direction VARCHAR(8) NOT NULL CHECK (direction IN ('out', 'in')),
@@ -255,14 +273,33 @@ CREATE TABLE sms_messages (
     task_id INTEGER REFERENCES tasks (id),
     body TEXT NOT NULL,
     status VARCHAR(16) NOT NULL DEFAULT 'queued'
-        CHECK (status IN ('queued', 'sent', 'failed', 'received', 'processed')),
+        CHECK (status IN ('queued', 'sending', 'sent', 'unknown', 'failed',
+                          'received', 'processed')),
     smpp_message_id VARCHAR(64),
+    client_ref VARCHAR(32) UNIQUE,
+    parts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMP,
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    sent_at TIMESTAMP
+    sent_at TIMESTAMP,
+    receipt_status VARCHAR(16),
+    receipt_at TIMESTAMP
 );
 CREATE INDEX ix_sms_messages_status ON sms_messages (direction, status, created_at);
+
+-- One submit_sm of an outbound SMS (a long one is several, concatenated by
+-- UDH); the SMSC's message id and its delivery receipt are per part.
+CREATE TABLE sms_parts (
+    id INTEGER PRIMARY KEY,
+    sms_id INTEGER NOT NULL REFERENCES sms_messages (id),
+    part_no INTEGER NOT NULL,
+    smpp_message_id VARCHAR(64) NOT NULL,
+    receipt_status VARCHAR(16),
+    receipt_at TIMESTAMP,
+    UNIQUE (sms_id, part_no)
+);
+CREATE INDEX ix_sms_parts_message_id ON sms_parts (smpp_message_id);
 
 -- Every write, log-in and recording played (全程操作日志). The names are
 -- kept as they were at the time, so the log reads (and is searched) by

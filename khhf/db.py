@@ -16,7 +16,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+from khhf.shipped import shipped
+
+SCHEMA_PATH = shipped("schema.sql")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WRITE_OPTION = "khhf_write"
 

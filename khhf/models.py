@@ -193,6 +193,7 @@ class TaskType(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    script: Mapped[str] = mapped_column(Text, default="", server_default="")
     max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
 
     result_codes: Mapped[list[ResultCode]] = relationship(
@@ -217,6 +218,7 @@ class Campaign(Base):
     __table_args__ = (
         CheckConstraint("cycle IN ('once', 'weekly', 'monthly', 'quarterly')"),
         CheckConstraint("status IN ('draft', 'active', 'closed')"),
+        CheckConstraint("selection IN ('county', 'managers', 'list')"),
         CheckConstraint("ends_on IS NULL OR ends_on >= starts_on"),
         Index("ix_campaigns_county_status", "county_id", "status"),
     )
@@ -228,11 +230,22 @@ class Campaign(Base):
     status: Mapped[str] = mapped_column(String(16), default="draft", server_default="draft")
     starts_on: Mapped[dt.date] = mapped_column(Date)
     ends_on: Mapped[dt.date | None] = mapped_column(Date)
+    selection: Mapped[str] = mapped_column(String(16), default="county",
+                                           server_default="county")
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = _created()
 
     county: Mapped[County] = relationship()
     task_type: Mapped[TaskType] = relationship()
+    managers: Mapped[list[Manager]] = relationship(secondary="campaign_managers")
+
+
+class CampaignManager(Base):
+    """A manager whose customers a 'managers' campaign calls."""
+    __tablename__ = "campaign_managers"
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"), primary_key=True)
 
 
 class CampaignCycle(Base):
@@ -381,7 +394,8 @@ class SmsMessage(Base):
     __tablename__ = "sms_messages"
     __table_args__ = (
         CheckConstraint("direction IN ('out', 'in')"),
-        CheckConstraint("status IN ('queued', 'sent', 'failed', 'received', 'processed')"),
+        CheckConstraint("status IN ('queued', 'sending', 'sent', 'unknown', 'failed', "
+                        "'received', 'processed')"),
         Index("ix_sms_messages_status", "direction", "status", "created_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -392,10 +406,29 @@ class SmsMessage(Base):
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
     smpp_message_id: Mapped[str | None] = mapped_column(String(64))
+    client_ref: Mapped[str | None] = mapped_column(String(32), unique=True)
+    parts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
     created_at: Mapped[dt.datetime] = _created()
     sent_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    receipt_status: Mapped[str | None] = mapped_column(String(16))
+    receipt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+
+
+class SmsPart(Base):
+    __tablename__ = "sms_parts"
+    __table_args__ = (
+        UniqueConstraint("sms_id", "part_no"),
+        Index("ix_sms_parts_message_id", "smpp_message_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sms_id: Mapped[int] = mapped_column(ForeignKey("sms_messages.id"))
+    part_no: Mapped[int] = mapped_column(Integer)
+    smpp_message_id: Mapped[str] = mapped_column(String(64))
+    receipt_status: Mapped[str | None] = mapped_column(String(16))
+    receipt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
 
 class AuditLog(Base):

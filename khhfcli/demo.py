@@ -2,7 +2,9 @@
 
     khhf demo seed   create the demo county, users and customers; print log-ins
     khhf demo run    start the PBX, SIPp desk phones and carrier, the AMI bridge,
-                     the AGI service and the web UI; Ctrl-C stops everything
+                     the AGI service, the SMS gateway and the web UI, and keep
+                     them running (a part that exits is reported and restarted,
+                     as systemd does in production); Ctrl-C stops everything
 
 The simulated desk phones answer every call; the simulated carrier answers
 as the customer and hangs up after `--talk` seconds, so a click-to-dial in
@@ -12,6 +14,7 @@ the web UI goes all the way through the real Asterisk, with recordings.
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import socket
 import subprocess
@@ -22,6 +25,11 @@ from khhf import config as config_mod
 from khhf import db
 from pbxctl import pbx
 from simkit.sipp import Sipp, free_port, register_desk_phone
+
+from .supervise import Child, RunningPid, Supervisor
+
+# a simulated desk phone's registration: Asterisk's maximum (pjsip.conf)
+REGISTRATION_SECONDS = 86400
 
 
 def register(subparsers) -> None:
@@ -62,70 +70,135 @@ def cmd_demo(args) -> int:
 
 
 def run(settings, result, talk_seconds: int = 20) -> int:
+    """Run the whole demo until SIGINT/SIGTERM, restarting whatever exits."""
     from .main import desk_extensions
     extensions = desk_extensions(settings)
-    instance = pbx.Pbx(settings, extensions)
-    instance.up()
-    workdir = settings.home / "demo-phones"
-    parties: list[Sipp] = []
-    services: list[subprocess.Popen] = []
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    stop = {"now": False}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.update(now=True))
+    supervisor = Supervisor()
     try:
-        for ext in extensions:
-            port = free_port()
-            register_desk_phone(settings, ext, port, workdir, expires=86400)
-            parties.append(Sipp("answer.xml", workdir, local_ip="127.0.0.1", port=port,
-                                calls=None).start())
-        parties.append(Sipp("answer_hangup.xml", workdir, local_ip=settings.trunk_host,
-                            port=settings.trunk_port, duration_ms=talk_seconds * 1000,
-                            calls=None).start())
+        pbx_child = supervisor.add(_pbx_child(settings, extensions))
+        workdir = settings.home / "demo-phones"
+        phones = [supervisor.add(_desk_phone_child(settings, ext, workdir)) for ext in extensions]
+
+        def register_again():
+            # a restarted Asterisk may have lost the registrations
+            for phone in phones:
+                supervisor.restart(phone, "to register with the restarted PBX")
+        pbx_child.on_restart.append(register_again)
+        supervisor.add(_sipp_child("carrier", lambda: Sipp(
+            "answer_hangup.xml", workdir, local_ip=settings.trunk_host, port=settings.trunk_port,
+            duration_ms=talk_seconds * 1000, calls=None, run_limit=None)))
         modules = ["ami_bridge", "webui"]
         if importlib.util.find_spec("agi.__main__") is not None:
             modules.insert(1, "agi")
-        env = dict(__import__("os").environ)
-        if settings.config_path:
-            env["KHHF_CONFIG"] = str(settings.config_path)
-        for module in modules:
-            out = open(logs / f"{module}.log", "ab")
-            services.append(subprocess.Popen([sys.executable, "-m", module], env=env,
-                                             stdout=out, stderr=subprocess.STDOUT))
         ports = {"ami_bridge": (settings.bridge_host, settings.bridge_port),
                  "agi": (settings.agi_host, settings.agi_port),
                  "webui": (settings.web_host, settings.web_port)}
-        for proc, module in zip(services, modules):
-            _wait_listening(module, *ports[module], proc=proc, log=logs / f"{module}.log")
+        for module in modules:
+            child = supervisor.add(_service_child(settings, module, logs))
+            _wait_listening(module, *ports[module], proc=child.proc, log=child.log,
+                            stop=stop)
+        # the SMS gateway listens on nothing: with no smsc_host (the demo's
+        # default) it keeps the outbox and inbox in the database, shown to
+        # the admin under 短信
+        supervisor.add(_service_child(settings, "smsgw", logs))
+        supervisor.add(_service_child(settings, "jobs", logs))  # campaign rounds; no port
+        if stop["now"]:
+            return 0
         print_logins(settings, result)
-        print(f"logs in {logs}; press Ctrl-C to stop", flush=True)
-        stop = {"now": False}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.update(now=True))
+        for phone in phones:
+            print(f"  {phone.name}: {phone.detail}")
+        print(f"logs in {logs}; a part that exits is restarted; press Ctrl-C to stop",
+              flush=True)
         while not stop["now"]:
-            for proc, module in zip(services, modules):
-                if proc.poll() is not None:
-                    print(f"khhf demo: {module} exited ({proc.returncode}); see "
-                          f"{logs / (module + '.log')}", file=sys.stderr)
-                    return 1
+            supervisor.check()
             time.sleep(0.5)
         return 0
     finally:
-        for proc in services:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in services:
+        supervisor.stop_all()
+
+
+def _pbx_child(settings, extensions) -> Child:
+    instance = pbx.Pbx(settings, extensions)
+
+    def start():
+        pid = instance.up()
+        return getattr(instance, "_proc", None) or RunningPid(pid)
+    # down() also unmounts and removes the pid file after a crash
+    return Child("Asterisk (PBX)", start, instance.down, log=instance.log_file)
+
+
+def _sipp_child(name: str, make, before=None) -> Child:
+    """A SIPp party, made afresh by `make()` at every start (new trace files)."""
+    holder: dict = {}
+
+    def start():
+        if before:
+            before()
+        holder["sipp"] = make().start(new_session=True)
+        return holder["sipp"].proc
+
+    def stop():
+        if holder.get("sipp"):
+            holder.pop("sipp").stop()
+    return Child(name, start, stop)
+
+
+def _desk_phone_child(settings, extension: str, workdir) -> Child:
+    """A desk phone answering every call on its own port. Like a real phone,
+    it registers each time it starts (from the port it then answers on)."""
+    port = free_port()
+    child = _sipp_child(
+        f"desk phone {extension}",
+        lambda: Sipp("answer.xml", workdir, local_ip="127.0.0.1", port=port, calls=None,
+                     run_limit=None),
+        before=lambda: register_desk_phone(settings, extension, port, workdir,
+                                           expires=REGISTRATION_SECONDS))
+    child.detail = f"SIPp on 127.0.0.1:{port}"
+    # SIPp cannot refresh a registration from the port it answers on: start
+    # the phone afresh (it registers again) well before the registration expires
+    child.renew_after = REGISTRATION_SECONDS / 2
+    child.renew_why = "to register again before its registration expires"
+    return child
+
+
+def _service_child(settings, module: str, logs) -> Child:
+    """`python -m module` with the demo's config, its output in logs/module.log."""
+    env = dict(os.environ)   # KHHF_* overrides reach the services too
+    config = ["--config", str(settings.config_path)] if settings.config_path else []
+    log = logs / f"{module}.log"
+    holder: dict = {}
+
+    def start():
+        holder["out"] = open(log, "ab")
+        holder["proc"] = subprocess.Popen([sys.executable, "-m", module, *config], env=env,
+                                          stdout=holder["out"], stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+        return holder["proc"]
+
+    def stop():
+        proc = holder.pop("proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for party in parties:
-            party.stop()
-        instance.down()
+                proc.wait()
+        if holder.get("out"):
+            holder.pop("out").close()
+    from khhf.daemon import EXIT_CONFIG
+    return Child(module, start, stop, log=log, final_codes=(EXIT_CONFIG,))
 
 
-def _wait_listening(name, host, port, proc, log, timeout=60.0) -> None:
+def _wait_listening(name, host, port, proc, log, stop=None, timeout=60.0) -> None:
     """Wait until service `name` accepts connections on host:port."""
     deadline = time.monotonic() + timeout
-    while True:
+    while not (stop and stop["now"]):
         try:
             socket.create_connection((host, port), timeout=1).close()
             return

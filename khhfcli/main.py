@@ -5,6 +5,9 @@
     khhf pbx up|down|status    run the PBX instance
     khhf pbx reload            render the desk phones again from the database
     khhf pbx phones            desk-phone SIP credentials, for provisioning
+    khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
+    khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
+    khhf tasks distribute ...  preview or commit a campaign's task distribution
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ def cmd_init(args) -> int:
         if not db.has_schema(engine):
             db.create_schema(engine)
             print(f"created the database schema in {engine.url.render_as_string(hide_password=True)}")
+        from khhf.services import campaigns
+        with db.unit_of_work(db.session_factory(engine)) as session:
+            if campaigns.ensure_standard_types(session):
+                print("created the standard task types 回访, 营销, 调查 with their result codes")
     finally:
         engine.dispose()
     print(f"configuration with generated secrets: {path}")
@@ -92,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
     p.set_defaults(func=cmd_pbx)
-    from . import demo as cli_demo, hotline as cli_hotline
+    from . import demo as cli_demo, hotline as cli_hotline, service as cli_service, sms as cli_sms
+    from . import tasks as cli_tasks
     cli_hotline.register(sub)   # khhf hotline ...
+    cli_sms.register(sub)       # khhf sms inject|outbox|requeue
+    cli_tasks.register(sub)     # khhf tasks distribute ...
     cli_demo.register(sub)      # khhf demo seed|run
+    cli_service.register(sub)   # khhf service install
     return parser
 
 

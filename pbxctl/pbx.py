@@ -30,8 +30,9 @@ from . import ami
 from khhf import numbering
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings, agi_key
+from khhf.shipped import shipped
 
-ASTERISK_CONF_DIR = Path(__file__).resolve().parent.parent / "asterisk"
+ASTERISK_CONF_DIR = shipped("asterisk")
 SID_PACKAGES = "asterisk,asterisk-modules,asterisk-core-sounds-en-gsm"
 MIN_SYSTEM_VERSION = 20
 # Asterisk runs as this user (inside its root: that root's user), never as

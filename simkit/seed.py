@@ -1,5 +1,7 @@
 """Demo data: one county, its unified number, an admin, a supervisor, three
-customer managers with desk phones, and a few customers.
+customer managers with desk phones, a few customers, the standard task
+types (回访, 营销, 调查) and a return-visit campaign ready to dial (its
+tasks distributed to the three managers).
 
 `seed` is idempotent: run twice, it creates nothing new, but it gives the
 demo users fresh random passwords (they are stored only hashed, so the
@@ -13,9 +15,8 @@ from sqlalchemy.orm import Session
 
 import datetime as dt
 
-from khhf.models import (Campaign, County, Customer, CustomerAssignment, Manager, ResultCode, Task,
-                         TaskType, User)
-from khhf.services import accounts, counties
+from khhf.models import Campaign, County, Customer, CustomerAssignment, Manager, TaskType, User
+from khhf.services import accounts, campaigns, counties, distribution
 
 COUNTY_CODE = "demo"
 COUNTY_NAME = "示范县"
@@ -27,15 +28,14 @@ MANAGERS = (
     ("manager3", "李娜", "D003", "8003", "13800138003"),
 )
 CUSTOMERS_PER_MANAGER = 3
-# the return-visit task type and the codes a manager files (web, SMS or keypad)
-RESULT_CODES = (("1", "满意", True), ("2", "基本满意", True), ("3", "不满意", False),
-                ("4", "拒绝回访", False), ("9", "号码有误", False))
+CAMPAIGN_NAME = "示范回访批次"
 
 
 def seed(session: Session) -> dict:
     """Create the demo data if missing; the caller commits.
 
-    Returns {"county": {"id", "code", "name", "unified_number"},
+    Returns {"campaign": {"id", "name"},
+             "county": {"id", "code", "name", "unified_number"},
              "passwords": {username: plaintext password},
              "managers": {username: {"id", "desk_extension", "mobile"}}}.
     """
@@ -58,11 +58,12 @@ def seed(session: Session) -> dict:
             mobile=mobile)
         manager = session.scalar(select(Manager).join(User).where(User.username == username))
         _customers(session, county, manager, first=13700000001 + i * CUSTOMERS_PER_MANAGER)
-        _tasks(session, county, manager)
         managers[username] = {"id": manager.id, "desk_extension": manager.desk_extension,
                               "mobile": manager.mobile}
     session.flush()
-    return {"county": {"id": county.id, "code": county.code, "name": county.name,
+    campaign = _campaign(session, county)
+    return {"campaign": {"id": campaign.id, "name": campaign.name},
+            "county": {"id": county.id, "code": county.code, "name": county.name,
                        "unified_number": county.primary_number},
             "passwords": passwords, "managers": managers}
 
@@ -92,27 +93,19 @@ def _customers(session, county, manager, first):
                                        reason="import"))
 
 
-def _tasks(session, county, manager):
-    """A return-visit campaign with one open task per demo customer."""
-    task_type = session.scalar(select(TaskType).where(TaskType.code == "revisit"))
-    if task_type is None:
-        task_type = TaskType(code="revisit", name="回访", description="客户满意度回访",
-                             max_attempts=3, result_codes=[
-                                 ResultCode(code=c, label=label, is_success=ok)
-                                 for c, label, ok in RESULT_CODES])
-        session.add(task_type)
-        session.flush()
+def _campaign(session, county) -> Campaign:
+    """A one-week return-visit campaign, active, one task per demo customer,
+    distributed automatically (each customer's own manager)."""
+    campaigns.ensure_standard_types(session)
     campaign = session.scalar(select(Campaign).where(Campaign.county_id == county.id,
-                                                     Campaign.task_type_id == task_type.id))
+                                                     Campaign.name == CAMPAIGN_NAME))
     if campaign is None:
-        campaign = Campaign(county_id=county.id, task_type_id=task_type.id, name="示范回访活动",
-                            status="active", starts_on=dt.date.today())
-        session.add(campaign)
-        session.flush()
-    for customer in session.scalars(select(Customer).where(Customer.manager_id == manager.id)):
-        exists = session.scalar(select(Task.id).where(Task.customer_id == customer.id,
-                                                      Task.campaign_id == campaign.id))
-        if exists is None:
-            session.add(Task(campaign_id=campaign.id, task_type_id=task_type.id,
-                             customer_id=customer.id, manager_id=manager.id,
-                             max_attempts=task_type.max_attempts))
+        revisit = session.scalar(select(TaskType).where(TaskType.code == "revisit"))
+        today = dt.date.today()
+        campaign = campaigns.create_campaign(
+            session, None, "", county_id=county.id, task_type_id=revisit.id,
+            name=CAMPAIGN_NAME, cycle="once", starts_on=today,
+            ends_on=today + dt.timedelta(days=6))
+        campaigns.activate(session, None, "", campaign, today=today)
+        distribution.commit(session, None, "", campaign, "auto")
+    return campaign

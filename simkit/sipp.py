@@ -166,11 +166,14 @@ class Sipp:
         self.args = args
         self.proc: subprocess.Popen | None = None
 
-    def start(self, attempts: int = 3) -> "Sipp":
+    def start(self, attempts: int = 3, new_session: bool = False) -> "Sipp":
+        """Start SIPp; `new_session` keeps a terminal's Ctrl-C from reaching
+        it (the demo stops its children itself, in order)."""
         for attempt in range(attempts):
             self.stdout = open(self.workdir / "stdout.log", "wb")
             self.proc = subprocess.Popen(self.args, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                         stdout=self.stdout, stderr=subprocess.STDOUT)
+                                         stdout=self.stdout, stderr=subprocess.STDOUT,
+                                         start_new_session=new_session)
             time.sleep(0.15)  # let it bind before anyone sends to it
             if self.proc.poll() in (None, 0):
                 return self
@@ -241,7 +244,8 @@ def register_desk_phone(settings, extension: str, port: int, workdir: Path,
     from pbxctl.pbx import phone_password
     reg = Sipp("register.xml", workdir, local_ip="127.0.0.1", port=port,
                remote=f"{settings.sip_host}:{settings.sip_port}", service=extension,
-               auth=(extension, phone_password(settings, extension)), keys={"expires": expires})
+               auth=(extension, phone_password(settings, extension)), keys={"expires": expires},
+               run_limit=None)  # wait(20) below bounds it
     try:
         rc = reg.start().wait(20)
     except RuntimeError:  # refused so fast that SIPp was already gone

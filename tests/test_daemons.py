@@ -1,4 +1,4 @@
-"""The three daemons start one way: --config, one line on stderr naming
+"""The daemons start one way: --config, one line on stderr naming
 what to do, and the exit codes of khhf.daemon (2: restarting will not help)."""
 
 import os
@@ -20,7 +20,7 @@ def run(module, *args, env=None):
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("module", ["agi", "ami_bridge", "webui"])
+@pytest.mark.parametrize("module", ["agi", "ami_bridge", "webui", "smsgw"])
 def test_a_bad_setting_is_exit_2_with_one_line(module, tmp_path):
     conf = tmp_path / "khhf.conf"
     conf.write_text("[khhf]\nagi_port = lots\n")
@@ -43,6 +43,25 @@ def test_the_web_ui_without_tables_says_khhf_init(tmp_path):
     proc = run("webui", "--config", str(settings.config_path))
     assert proc.returncode == 2
     assert "has no tables: run `khhf init`" in proc.stderr
+
+
+def test_the_sms_gateway_without_tables_says_khhf_init(tmp_path):
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
+    proc = run("smsgw", "--config", str(settings.config_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("run `khhf init` first.")
+
+
+def test_the_sms_gateway_refuses_a_rate_below_one(tmp_path):
+    from khhf import db
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, smsc_host="127.0.0.1",
+                                sms_rate_per_second=0)
+    engine = db.make_engine(settings.database_url)
+    db.create_schema(engine)
+    engine.dispose()
+    proc = run("smsgw", "--config", str(settings.config_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "smsgw: sms_rate_per_second must be at least 1."
 
 
 def test_a_taken_port_is_exit_1(tmp_path):

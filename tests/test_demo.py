@@ -72,6 +72,8 @@ def test_demo_runs_a_call_end_to_end(tmp_path):
             time.sleep(0.2)
         assert row.outcome == "answered"
         engine.dispose()
+        # the SMS gateway runs embedded (no SMSC in the demo's config)
+        assert "no smsc_host set" in (tmp_path / "logs" / "smsgw.log").read_text()
     finally:
         demo.send_signal(signal.SIGINT)
         rc = demo.wait(60)

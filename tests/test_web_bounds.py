@@ -108,7 +108,8 @@ def _get_views(app):
 def test_views_that_read_query_parameters_declare_them(app):
     declared = {endpoint: set(params) for endpoint, _, params in _get_views(app) if params}
     assert declared == {"admin.managers_list": {"county"},
-                        "audit.index": {"page", "since", "until"}}
+                        "audit.index": {"page", "since", "until"},
+                        "campaigns.task_list": {"manager", "after"}}
 
 
 @pytest.mark.parametrize("who", [None, *ROLES])

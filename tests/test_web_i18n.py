@@ -23,7 +23,7 @@ from flask import url_for
 from sqlalchemy import func, select, update
 
 from khhf import audit, config
-from khhf.models import AuditLog, Call, County, Customer, Manager, Task, User
+from khhf.models import AuditLog, Call, Campaign, County, Customer, Manager, Task, TaskType, User
 from khhf.phones import mask_phone
 from khhf.services import accounts, counties, hotline, tasks
 from simkit.web import log_in_as, make_app, session_for
@@ -227,7 +227,9 @@ def _pages(app):
         ids = {"manager_id": s.scalars(select(Manager.id)).all(),
                "task_id": s.scalars(select(Task.id)).all(),
                "user_id": s.scalars(select(User.id)).all(),
-               "county_id": s.scalars(select(County.id)).all()}
+               "county_id": s.scalars(select(County.id)).all(),
+               "campaign_id": s.scalars(select(Campaign.id)).all(),
+               "type_id": s.scalars(select(TaskType.id)).all()}
     urls = []
     with app.test_request_context():
         for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):

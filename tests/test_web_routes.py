@@ -35,7 +35,8 @@ def _url(app, rule):
         manager = s.scalar(select(Manager).join(User).where(User.username == "manager1"))
         task, call = _task_and_call(s, manager)
         values = {"manager_id": manager.id, "user_id": manager.user_id,
-                  "county_id": manager.county_id, "task_id": task.id, "call_id": call.id}
+                  "county_id": manager.county_id, "task_id": task.id, "call_id": call.id,
+                  "campaign_id": task.campaign_id, "type_id": task.task_type_id}
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: add sample values for {missing} to this test"
     with app.test_request_context():

@@ -28,8 +28,8 @@ from khhf import db as khhf_db
 from khhf.models import User
 from khhf.phones import mask_phone
 
-from webui import (access, admin, audit, auth, calls, county, i18n, manager, params,
-                   security, workspace)
+from webui import (access, admin, audit, auth, calls, campaigns, county, i18n, manager, params,
+                   security, sms, workspace)
 from webui.db import get_db
 
 DEFAULTS = {
@@ -69,7 +69,7 @@ def create_app(settings: khhf_config.Settings | None = None,
     login_manager.login_message_category = "info"
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
-    for module in (auth, admin, manager, county, audit, calls, workspace):
+    for module in (auth, admin, manager, county, audit, calls, sms, campaigns, workspace):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)

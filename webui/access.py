@@ -15,7 +15,7 @@ from flask import abort, current_app, request
 from flask_login import current_user
 from sqlalchemy import false, select, true
 
-from khhf.models import ROLES, Call, County, Customer, Manager, Task, User
+from khhf.models import ROLES, Call, Campaign, County, Customer, Manager, Task, User
 from webui.db import get_db
 
 PUBLIC = "public"
@@ -70,7 +70,8 @@ def scope(model):
                  Manager: Manager.county_id == user.county_id,
                  Customer: Customer.county_id == user.county_id,
                  Task: Task.manager_id.in_(county_managers),
-                 Call: Call.county_id == user.county_id}
+                 Call: Call.county_id == user.county_id,
+                 Campaign: Campaign.county_id == user.county_id}
     else:
         own = select(Manager.id).where(Manager.user_id == user.id).scalar_subquery()
         rules = {County: County.id == user.county_id, User: User.id == user.id,

@@ -10,6 +10,7 @@ from khhf.models import County, Customer, Manager, User
 from khhf.names import by_manager_name
 from khhf.services import workspace
 from webui.access import allow, load, scope
+from webui.campaigns import county_progress as campaign_progress
 from webui.db import get_db
 
 bp = Blueprint("county", __name__, url_prefix="/county")
@@ -24,6 +25,7 @@ def home():
         select(Customer.manager_id, func.count()).where(scope(Customer))
         .group_by(Customer.manager_id)).all())
     managers = by_manager_name(db.scalars(select(Manager).join(User).where(scope(Manager))))
+    active, progress, names = campaign_progress(county.id)
     return render_template("county/home.html", county=county, managers=managers,
-                           customers=customers,
-                           overdue=workspace.overdue_by_manager(db, county.id))
+                           customers=customers, campaigns=active, progress=progress,
+                           names=names, overdue=workspace.overdue_by_manager(db, county.id))

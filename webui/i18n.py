@@ -68,7 +68,20 @@ OBJECT_TYPE_LABELS = {
     "task": lazy_gettext("task"),
     "customer": lazy_gettext("customer"),
     "feedback": lazy_gettext("task result"),
+    "sms": lazy_gettext("SMS"),
+    "task_type": lazy_gettext("task type"),
+    "campaign": lazy_gettext("campaign"),
+    "campaign_cycle": lazy_gettext("campaign round"),
 }
+
+CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
+                         "monthly": lazy_gettext("Monthly")}
+CAMPAIGN_STATUS_LABELS = {"draft": lazy_gettext("Draft"), "active": lazy_gettext("Active"),
+                          "closed": lazy_gettext("Closed")}
+CAMPAIGN_SELECTION_LABELS = {"county": lazy_gettext("All customers of the county"),
+                             "managers": lazy_gettext("Customers of chosen managers"),
+                             "list": lazy_gettext("An imported list")}
+DISTRIBUTION_LABELS = {"average": lazy_gettext("Average"), "auto": lazy_gettext("Automatic")}
 
 TASK_STATUS_LABELS = {
     "pending": lazy_gettext("To call"),
@@ -77,6 +90,22 @@ TASK_STATUS_LABELS = {
     "not_reached": lazy_gettext("Not reached"),
     "done": lazy_gettext("Done"),
     "cancelled": lazy_gettext("Cancelled"),
+}
+
+SMS_STATUS_LABELS = {
+    "queued": lazy_gettext("Queued"),
+    "sending": lazy_gettext("Sending"),
+    "sent": lazy_gettext("Sent"),
+    "unknown": lazy_gettext("Unknown (not resent)"),
+    "failed": lazy_gettext("Failed"),
+    "received": lazy_gettext("Received"),
+    "processed": lazy_gettext("Processed"),
+}
+
+SMS_VIA_LABELS = {
+    "smsc": lazy_gettext("the SMSC"),
+    "web": lazy_gettext("the web form"),
+    "cli": lazy_gettext("the command line"),
 }
 
 # task types the system itself creates (their names are stored in Chinese,
@@ -144,12 +173,39 @@ AUDIT_FIELD_LABELS = {
     "result": lazy_gettext("Result"),
     "note": lazy_gettext("Note"),
     "appointment_at": lazy_gettext("Call back at"),
+    "from": lazy_gettext("Sender"),
+    "via": lazy_gettext("Via"),
+    "sms_status": lazy_gettext("Status"),
+    "task_type": lazy_gettext("Task type"),
+    "campaign": lazy_gettext("Campaign name"),
+    "max_attempts": lazy_gettext("Max attempts"),
+    "result_codes": lazy_gettext("Result codes"),
+    "script": lazy_gettext("Call script"),
+    "description": lazy_gettext("Description"),
+    "cycle": lazy_gettext("Cycle"),
+    "starts_on": lazy_gettext("First day"),
+    "ends_on": lazy_gettext("Last day"),
+    "selection": lazy_gettext("Customers called"),
+    "managers": lazy_gettext("Customer managers"),
+    "campaign_status": lazy_gettext("Status"),
+    "round": lazy_gettext("Round"),
+    "period": lazy_gettext("Period"),
+    "tasks": lazy_gettext("Tasks"),
+    "distribution": lazy_gettext("Distribution"),
+    "tasks_by_manager": lazy_gettext("Tasks by manager"),
+    "manager": lazy_gettext("Customer manager"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS = {
     "role": ROLE_LABELS,
     "status": MANAGER_STATUS_LABELS,
     "fallback_strategy": FALLBACK_STRATEGY_LABELS,
+    "via": SMS_VIA_LABELS,
+    "sms_status": SMS_STATUS_LABELS,
+    "cycle": CAMPAIGN_CYCLE_LABELS,
+    "selection": CAMPAIGN_SELECTION_LABELS,
+    "campaign_status": CAMPAIGN_STATUS_LABELS,
+    "distribution": DISTRIBUTION_LABELS,
 }
 # between the parts of a sentence, and between the items of one value
 _LIST_SEPARATOR = {"zh": "；", "en": "; "}
@@ -307,6 +363,7 @@ def init_app(app) -> None:
     app.jinja_env.globals.update(
         ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
         TASK_STATUS_LABELS=TASK_STATUS_LABELS, MANAGER_STATUS_LABELS=MANAGER_STATUS_LABELS, DIRECTION_LABELS=DIRECTION_LABELS,
+        SMS_STATUS_LABELS=SMS_STATUS_LABELS,
         FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale)

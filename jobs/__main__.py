@@ -1,0 +1,43 @@
+"""`python -m jobs [--config PATH]`: the timed-jobs daemon (campaign rounds).
+
+Started like the other daemons (khhf.daemon): exit 0 when stopped by
+SIGTERM/SIGINT, 1 when it failed while running, 2 when it cannot start as
+configured (e.g. the database has no schema: run `khhf init`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from khhf import daemon
+
+
+def run(settings) -> None:
+    from khhf import db
+    from jobs.scheduler import Jobs
+    engine = db.make_engine(settings.database_url)
+    if not db.has_schema(engine):
+        raise daemon.StartError("the database has no tables: run `khhf init` first")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    jobs = Jobs(engine, settings.timezone)
+    jobs.start()
+    logging.getLogger("jobs").info("timed jobs running; job store in %s",
+                                   engine.url.render_as_string(hide_password=True))
+    try:
+        stop.wait()
+    finally:
+        jobs.shutdown()
+        engine.dispose()
+
+
+def main(argv=None) -> int:
+    return daemon.main("jobs", "KHHF timed jobs: campaign rounds", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Campaign rounds on time: APScheduler with a persistent job store.
+
+The job store is SQLAlchemyJobStore on the main database (table
+apscheduler_jobs), so a job outlives the daemon: each round's job is
+stored with its due moment (local midnight of the round's first day) and,
+if the daemon was down then, it runs at the next start (misfire grace:
+unlimited; coalesce: several missed runs run once). A small in-memory
+"sync" job, at start and every minute, stores the job of each active
+campaign's next round; nothing else (the web UI) needs to reach the
+scheduler.
+
+One daemon per database: APScheduler 3 does not share a job store
+between running schedulers (a second one would run stored jobs too; the
+data stays right, as below, but it logs errors).
+
+A round is never made twice: the job's id names the campaign and round
+(`campaign-7-round-3`, one stored job per round), and the job itself is
+idempotent (khhf.services.campaigns.create_round writes the round's
+UNIQUE (campaign_id, seq) row first). Two daemons on one database, or one
+restarted at the due moment, make the round once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from zoneinfo import ZoneInfo
+
+from apscheduler.jobstores.base import ConflictingIdError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.events import EVENT_JOB_EXECUTED
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from khhf import db
+from khhf.models import Campaign
+from khhf.services import campaigns
+
+log = logging.getLogger("jobs")
+JOB_TABLE = "apscheduler_jobs"
+
+# the sessions the stored jobs use: a stored job names a function and its
+# arguments only, so the process that runs it supplies the database
+_sessions = None
+_timezone = "Asia/Shanghai"
+
+
+def round_job_id(campaign_id: int, seq: int) -> str:
+    return f"campaign-{campaign_id}-round-{seq}"
+
+
+def make_round(campaign_id: int, seq: int) -> int:
+    """The stored job: make every due round of the campaign (so round `seq`
+    and any missed before it); returns the tasks made."""
+    today = dt.datetime.now(ZoneInfo(_timezone)).date()
+    with db.unit_of_work(_sessions) as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None or campaign.status != "active":
+            return 0
+        made = campaigns.create_due_rounds(session, campaign, today)
+    total = sum(n for _cycle, n in made)
+    log.info("campaign %s: round %s due; %s tasks made (%s rounds checked)",
+             campaign_id, seq, total, len(made))
+    return total
+
+
+class _Scheduler(BackgroundScheduler):
+    def _process_jobs(self):
+        # shutdown wakes the scheduler's thread after stopping the executors;
+        # APScheduler 3 would then try to submit due jobs to them and crash
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()
+
+
+class Jobs:
+    """The daemon's scheduler: `start()`, `shutdown()`; `sync()` stores the
+    next round's job of every active campaign."""
+
+    def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60):
+        global _sessions, _timezone
+        _sessions, _timezone = db.session_factory(engine), timezone
+        self.timezone = timezone
+        self.sessions = _sessions
+        # the job store's writes take SQLite's write lock up front (see khhf.db)
+        store_engine = engine.execution_options(**{db.WRITE_OPTION: True})
+        self.scheduler = _Scheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=store_engine, tablename=JOB_TABLE),
+                       "memory": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(2)},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            timezone=ZoneInfo(timezone))
+        self.sync_seconds = sync_seconds
+        # APScheduler's shutdown holds its job-store lock while it waits for
+        # running jobs, and sync needs that lock: sync and shutdown take
+        # turns on this one instead
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._synced = 0
+
+    def start(self, paused: bool = False) -> None:
+        self.scheduler.start(paused=paused)
+        self.scheduler.add_job(self.sync, "interval", seconds=self.sync_seconds, id="sync",
+                               jobstore="memory", next_run_time=dt.datetime.now(
+                                   ZoneInfo(self.timezone)))
+        self.scheduler.add_listener(self._after_round, EVENT_JOB_EXECUTED)
+
+    def _after_round(self, event) -> None:
+        """A round was made: store the next round's job now, not a minute later."""
+        if not event.job_id.startswith("campaign-"):
+            return
+        with self._lock:
+            if not self._stopping:
+                self.scheduler.modify_job("sync", jobstore="memory",
+                                          next_run_time=dt.datetime.now(ZoneInfo(self.timezone)))
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stopping = True
+        self.scheduler.shutdown(wait=True)
+
+    def sync(self) -> list[str]:
+        """Store the job of each active campaign's next round (if not stored
+        yet); drop stored jobs of campaigns no longer active. Returns the ids added."""
+        with self._lock:
+            if self._stopping:
+                return []
+            added = self._sync()
+            self._synced += 1
+            if self._synced == 1:
+                log.info("campaigns checked; stored jobs: %s", ", ".join(
+                    job.id for job in self.scheduler.get_jobs(jobstore="default")) or "none")
+            return added
+
+    def _sync(self) -> list[str]:
+        added, wanted = [], set()
+        with self.sessions() as session:
+            for campaign in session.scalars(select(Campaign).where(Campaign.status == "active")):
+                nxt = campaigns.next_round(session, campaign)
+                if nxt is None:
+                    continue
+                seq, first_day = nxt
+                job_id = round_job_id(campaign.id, seq)
+                wanted.add(job_id)
+                if self.scheduler.get_job(job_id, jobstore="default") is not None:
+                    continue
+                try:
+                    self.scheduler.add_job(
+                        make_round, "date", args=(campaign.id, seq), id=job_id,
+                        run_date=campaigns.round_due_at(first_day, self.timezone),
+                        jobstore="default", replace_existing=False)
+                    added.append(job_id)
+                except ConflictingIdError:
+                    pass  # another daemon stored it first
+        for job in self.scheduler.get_jobs(jobstore="default"):
+            if job.id.startswith("campaign-") and job.id not in wanted:
+                job.remove()
+        if added:
+            log.info("stored round jobs: %s", ", ".join(added))
+        return added

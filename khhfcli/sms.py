@@ -1,0 +1,116 @@
+"""`khhf sms ...`: the SMS outbox and inbox, for admins and scripts.
+
+    khhf sms inject --from MOBILE TEXT [--by USERNAME]
+    khhf sms outbox [--all] [--limit N]
+    khhf sms requeue ID [--by USERNAME]
+
+`inject` stores a message as if the phone MOBILE had sent it (the offline
+demo, and the twin of the web UI's form): the reply parser takes it from
+there like one that came from the SMSC. `outbox` lists what waits to be
+sent and what was sent, with status and delivery receipt; numbers masked.
+`requeue` sends an 'unknown' or 'failed' message again: for an operator who
+checked with the SMSC that the first attempt did not arrive.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    """Add the `sms` command to khhf's argument parser."""
+    p = subparsers.add_parser("sms", help="the SMS outbox and inbox")
+    sub = p.add_subparsers(dest="sms_command", required=True)
+    i = sub.add_parser("inject", help="store a message as if sent from a mobile phone")
+    i.add_argument("--from", dest="mobile", required=True, help="the sending mobile number")
+    i.add_argument("text", nargs="+", help="the message text")
+    i.add_argument("--by", help="username recorded in the audit log as having done it")
+    i.set_defaults(func=cmd_inject)
+    o = sub.add_parser("outbox", help="what waits to be sent and what was sent")
+    o.add_argument("--all", action="store_true", help="inbound messages too")
+    o.add_argument("--limit", type=int, default=50, help="how many, newest first (default 50)")
+    o.set_defaults(func=cmd_outbox)
+    r = sub.add_parser("requeue", help="send an unknown or failed message again")
+    r.add_argument("id", type=int, help="the message's number (see `khhf sms outbox`)")
+    r.add_argument("--by", help="username recorded in the audit log as having done it")
+    r.set_defaults(func=cmd_requeue)
+
+
+def _session(args):
+    from khhf import config, db
+    settings = config.load(args.config)
+    engine = db.make_engine(settings.database_url)
+    if not db.has_schema(engine):
+        engine.dispose()
+        raise SystemExit(f"khhf: no database at {settings.database_url}: run `khhf init` first.")
+    return engine, db.session_factory(engine)
+
+
+def _user(session, username):
+    from sqlalchemy import select
+
+    from khhf.models import User
+    if not username:
+        return None
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise SystemExit(f"khhf: there is no user {username!r} (--by).")
+    return user
+
+
+def cmd_inject(args) -> int:
+    from khhf import db
+    from khhf.phones import mask_phone
+    from khhf.services import sms
+    engine, factory = _session(args)
+    try:
+        with db.unit_of_work(factory) as session:
+            row = sms.receive(session, args.mobile, " ".join(args.text),
+                              user=_user(session, args.by), via="cli")
+            print(f"SMS {row.id} from {mask_phone(row.peer_number)} stored as received"
+                  + ("" if row.manager_id else " (no manager has this mobile)"))
+    except sms.SmsError as exc:
+        print(f"khhf: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_outbox(args) -> int:
+    from khhf.phones import mask_phone
+    from khhf.services import sms
+    engine, factory = _session(args)
+    try:
+        with factory() as session:
+            rows = sms.listing(session, None if args.all else "out", limit=args.limit)
+    finally:
+        engine.dispose()
+    if not rows:
+        print("no messages")
+        return 0
+    print("id\tdir\tnumber\tstatus\treceipt\tattempts\tcreated (UTC)\tsent (UTC)\ttext")
+    for r in rows:
+        text = r.body if len(r.body) <= 30 else r.body[:29] + "…"
+        print(f"{r.id}\t{r.direction}\t{mask_phone(r.peer_number)}\t{r.status}\t"
+              f"{r.receipt_status or '-'}\t{r.attempts}\t{r.created_at:%Y-%m-%d %H:%M:%S}\t"
+              f"{r.sent_at and f'{r.sent_at:%Y-%m-%d %H:%M:%S}' or '-'}\t{text}")
+        if r.status in ("unknown", "failed") and r.error:
+            print(f"\t{r.error}")
+    return 0
+
+
+def cmd_requeue(args) -> int:
+    from khhf import db
+    from khhf.services import sms
+    engine, factory = _session(args)
+    try:
+        with db.unit_of_work(factory) as session:
+            sms.requeue(session, args.id, _user(session, args.by))
+        print(f"SMS {args.id} queued again")
+    except sms.SmsError as exc:
+        print(f"khhf: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0

@@ -1,0 +1,118 @@
+"""Campaign, distribution and task-type pages through the test client with
+CSRF on: who sees what, what a form does and refuses, the audit log."""
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from khhf.models import AuditLog, Campaign, Manager, Task, TaskType, User
+from simkit import factories
+from simkit.web import csrf_token, log_in, make_app, session_for
+
+
+@pytest.fixture
+def web(tmp_path):
+    return make_app(tmp_path)
+
+
+def _client(app, seeded, username):
+    client = app.test_client()
+    assert log_in(client, username, seeded["passwords"][username]).status_code == 302
+    return client
+
+
+def _post(client, path, data):
+    return client.post(path, data={**data, "csrf_token": csrf_token(client, path)})
+
+
+def other_county_campaign(app) -> int:
+    with session_for(app) as s:
+        other = factories.county(s, "other", "外县")
+        revisit = s.scalar(select(TaskType).where(TaskType.code == "revisit"))
+        c = Campaign(county_id=other.id, task_type_id=revisit.id, name="外县回访",
+                     starts_on=dt.date.today(), ends_on=dt.date.today())
+        s.add(c)
+        s.commit()
+        return c.id
+
+
+def test_supervisor_sees_own_campaigns_only(web):
+    app, seeded = web
+    foreign = other_county_campaign(app)
+    sup = _client(app, seeded, "supervisor")
+    own = seeded["campaign"]["id"]
+    assert "示范回访批次" in sup.get("/campaigns/").get_data(as_text=True)
+    assert "外县回访" not in sup.get("/campaigns/").get_data(as_text=True)
+    for path in ("", "/edit", "/distribute", "/tasks"):
+        assert sup.get(f"/campaigns/{foreign}{path}").status_code == 404
+        assert sup.get(f"/campaigns/{own}{path}").status_code == 200
+    assert sup.get("/campaigns/types").status_code == 403
+    manager = _client(app, seeded, "manager1")
+    assert manager.get(f"/campaigns/{own}").status_code == 403
+    admin = _client(app, seeded, "admin")
+    assert admin.get(f"/campaigns/{foreign}").status_code == 200
+
+
+def test_supervisor_home_shows_the_campaign_progress(web):
+    app, seeded = web
+    html = _client(app, seeded, "supervisor").get("/county/").get_data(as_text=True)
+    assert "任务进度" in html and "示范回访批次" in html
+    # three managers with three tasks each
+    assert html.count('<td class="text-end">3</td>') >= 3
+
+
+def test_supervisor_cannot_create_a_campaign_in_another_county(web):
+    app, seeded = web
+    foreign = other_county_campaign(app)
+    with session_for(app) as s:
+        other_county = s.get(Campaign, foreign).county_id
+        revisit = s.scalar(select(TaskType.id).where(TaskType.code == "revisit"))
+    sup = _client(app, seeded, "supervisor")
+    response = _post(sup, "/campaigns/new", {
+        "name": "越权", "county_id": str(other_county), "task_type_id": str(revisit),
+        "cycle": "weekly", "starts_on": "2026-12-01", "ends_on": "", "selection": "county"})
+    assert response.status_code == 200 and "请选择批次所属的县区" in response.get_data(as_text=True)
+    with session_for(app) as s:
+        assert s.scalar(select(func.count()).select_from(Campaign)
+                        .where(Campaign.name == "越权")) == 0
+
+
+def test_manual_reassignment_page_moves_selected_tasks(web):
+    app, seeded = web
+    cid = seeded["campaign"]["id"]
+    m3 = seeded["managers"]["manager3"]["id"]
+    with session_for(app) as s:
+        chosen = s.scalars(select(Task.id).where(Task.campaign_id == cid)
+                           .order_by(Task.id).limit(2)).all()
+    sup = _client(app, seeded, "supervisor")
+    path = f"/campaigns/{cid}/tasks"
+    response = sup.post(path, data={"csrf_token": csrf_token(sup, path), "manager_id": str(m3),
+                                    "task_ids": [str(t) for t in chosen]})
+    assert response.status_code == 302
+    with session_for(app) as s:
+        assert {s.get(Task, t).manager_id for t in chosen} == {m3}
+        entry = s.scalar(select(AuditLog).where(AuditLog.detail.like('%"manager"%')))
+        assert entry.username == "supervisor" and entry.object_type == "campaign"
+        assert f'"tasks": [{chosen[0]}, {chosen[1]}]' in entry.detail
+
+
+def test_admin_adds_a_task_type_and_sees_every_problem(web):
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    bad = _post(admin, "/campaigns/types/new", {
+        "code": "Care!", "name": "", "max_attempts": "lots", "script": "",
+        "codes-0-code": "123", "codes-0-label": "x"}).get_data(as_text=True)
+    for text in ("最多尝试次数", "请填写 1 到 2 位数字", "请至少把一个结果代码标为“结束”"):
+        assert text in bad
+    good = _post(admin, "/campaigns/types/new", {
+        "code": "care", "name": "关怀", "max_attempts": "2", "script": "您好，这里是关怀回访",
+        "codes-0-code": "1", "codes-0-label": "关怀成功", "codes-0-is_success": "y",
+        "codes-0-is_final": "y", "codes-1-code": "3", "codes-1-label": "无人接听"})
+    assert good.status_code == 302
+    with session_for(app) as s:
+        t = s.scalar(select(TaskType).where(TaskType.code == "care"))
+        assert [(c.code, c.is_final) for c in t.result_codes] == [("1", True), ("3", False)]
+        assert t.script == "您好，这里是关怀回访"
+        assert s.scalar(select(AuditLog).where(AuditLog.object_type == "task_type",
+                                               AuditLog.username == "admin")) is not None

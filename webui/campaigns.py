@@ -1,0 +1,357 @@
+"""Campaigns (批次), their distribution and progress; task types and result codes.
+
+Administrators see every county's campaigns, supervisors their own county's
+(webui.access.scope); task types are the administrators'. The forms live
+here, next to the only views that use them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import (BooleanField, FieldList, Form, FormField, SelectChoice,
+                     SelectField, SelectMultipleField, StringField, TextAreaField)
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from khhf.models import Campaign, County, Manager, Task, TaskType, User
+from khhf.services import ValidationError, campaigns, distribution
+from webui import i18n, params
+from webui.access import allow, client_ip, load, scope
+from webui.db import get_db
+from webui.forms import ConfirmForm, commit_or_show, county_choices, county_field, show_problems
+
+bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
+
+CYCLE_LABELS = i18n.CAMPAIGN_CYCLE_LABELS
+STATUS_LABELS = i18n.CAMPAIGN_STATUS_LABELS
+SELECTION_LABELS = i18n.CAMPAIGN_SELECTION_LABELS
+TASK_STATUS_LABELS = {"pending": _l("Not called"), "dialing": _l("Calling"),
+                      "connected": _l("Answered, result due"), "not_reached": _l("Not reached"),
+                      "done": _l("Done"), "cancelled": _l("Cancelled")}
+TASKS_PAGE = 200
+
+
+@bp.context_processor
+def _labels():
+    return {"CYCLE_LABELS": CYCLE_LABELS, "STATUS_LABELS": STATUS_LABELS,
+            "SELECTION_LABELS": SELECTION_LABELS, "TASK_STATUS_LABELS": TASK_STATUS_LABELS}
+
+
+class _Checkboxes(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class CampaignForm(FlaskForm):
+    name = StringField(_l("Campaign name"))
+    county_id = county_field()
+    task_type_id = SelectField(_l("Task type"), coerce=str, validate_choice=False)
+    cycle = SelectField(_l("Cycle"), validate_choice=False,
+                        choices=[SelectChoice(k, v) for k, v in CYCLE_LABELS.items()],
+                        description=_l("A weekly or monthly campaign makes a new round of "
+                                       "tasks at the start of each week or month."))
+    starts_on = StringField(_l("First day"), render_kw={"type": "date"})
+    ends_on = StringField(_l("Last day"), render_kw={"type": "date"},
+                          description=_l("Empty: a weekly or monthly campaign runs until "
+                                         "closed."))
+    selection = SelectField(_l("Customers called"), validate_choice=False,
+                            choices=[SelectChoice(k, v) for k, v in SELECTION_LABELS.items()],
+                            description=_l("Customers on the do-not-call list are never "
+                                           "called. An imported list: import the tasks with "
+                                           "the campaign's id."))
+    manager_ids = _Checkboxes(_l("Managers whose customers are called"), coerce=str,
+                              validate_choice=False)
+
+
+class DistributeForm(FlaskForm):
+    mode = SelectField(_l("Distribution"), validate_choice=False, choices=[
+        SelectChoice("average", _l("Average (equal counts over the chosen managers)")),
+        SelectChoice("auto", _l("Automatic (each customer's own manager, the rest to the "
+                                "least loaded)"))])
+    manager_ids = _Checkboxes(_l("Managers (average only; none chosen: all active)"),
+                              coerce=str, validate_choice=False)
+
+
+class ReassignForm(FlaskForm):
+    manager_id = SelectField(_l("Give the selected tasks to"), coerce=str,
+                             validate_choice=False)
+
+
+class ResultCodeRow(Form):
+    code = StringField(_l("Code"))
+    label = StringField(_l("Label"))
+    is_success = BooleanField(_l("Success"))
+    is_final = BooleanField(_l("Final"))
+
+
+class TaskTypeForm(FlaskForm):
+    code = StringField(_l("Code"), description=_l("Short Latin name, e.g. revisit."))
+    name = StringField(_l("Name"))
+    description = StringField(_l("Description"))
+    script = TextAreaField(_l("Call script"), render_kw={"rows": 4},
+                           description=_l("Shown to the manager next to each task."))
+    # a string: a bad number is the service's to report, with the other problems
+    max_attempts = StringField(_l("Max attempts"), default="3")
+    codes = FieldList(FormField(ResultCodeRow), label=_l("Result codes"), min_entries=10)
+
+
+# -- campaigns -----------------------------------------------------------------
+
+def _counties():
+    return get_db().scalars(select(County).where(scope(County)).order_by(County.name)).all()
+
+
+def _managers(county_id, active_only=True):
+    query = select(Manager).join(User, User.id == Manager.user_id).where(
+        Manager.county_id == county_id).order_by(Manager.employee_no)
+    if active_only:
+        query = query.where(Manager.status == "active")
+    return get_db().scalars(query).all()
+
+
+def _campaign_form(campaign=None) -> CampaignForm:
+    form = CampaignForm(obj=campaign)
+    form.county_id.choices = county_choices(_counties())
+    form.task_type_id.choices = [SelectChoice(str(t.id), t.name) for t in get_db().scalars(
+        select(TaskType).order_by(TaskType.id))]
+    county_id = form.county_id.data or (campaign.county_id if campaign else None) \
+        or current_user.county_id or (_counties()[0].id if _counties() else None)
+    # every county's managers are offered; the service refuses another county's
+    managers = get_db().scalars(select(Manager).where(scope(Manager),
+                                                      Manager.status == "active")
+                                .order_by(Manager.county_id, Manager.employee_no)).all()
+    form.manager_ids.choices = [SelectChoice(str(m.id), f"{m.user.display_name} "
+                                f"({m.employee_no}, {m.county.name})") for m in managers]
+    if request.method == "GET":
+        if campaign is not None:
+            form.task_type_id.data = str(campaign.task_type_id)
+            form.starts_on.data = campaign.starts_on.isoformat()
+            form.ends_on.data = campaign.ends_on.isoformat() if campaign.ends_on else ""
+            form.manager_ids.data = [str(m.id) for m in campaign.managers]
+        else:
+            form.county_id.data = county_id
+            form.starts_on.data = dt.date.today().isoformat()
+    return form
+
+
+def _campaign_fields(form) -> dict:
+    return {"county_id": form.county_id.data, "task_type_id": form.task_type_id.data,
+            "name": form.name.data, "cycle": form.cycle.data, "starts_on": form.starts_on.data,
+            "ends_on": form.ends_on.data or None, "selection": form.selection.data,
+            "manager_ids": form.manager_ids.data or []}
+
+
+@bp.route("/")
+@allow("admin", "supervisor")
+def index():
+    db = get_db()
+    rows = db.scalars(select(Campaign).where(scope(Campaign))
+                      .order_by(Campaign.status, Campaign.id.desc())).all()
+    progress = campaigns.progress(db, [c.id for c in rows])
+    return render_template("campaigns/index.html", campaigns=rows, progress=progress)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@allow("admin", "supervisor")
+def new():
+    form = _campaign_form()
+    if form.validate_on_submit():
+        created = {}
+        if commit_or_show(get_db(), form, lambda: created.setdefault(
+                "c", campaigns.create_campaign(get_db(), current_user, client_ip(),
+                                               **_campaign_fields(form)))):
+            flash(gettext("Campaign %(name)s created as a draft: check it, then start it.",
+                          name=created["c"].name), "success")
+            return redirect(url_for(".show", campaign_id=created["c"].id))
+    return render_template("campaigns/form.html", form=form, campaign=None)
+
+
+@bp.route("/<int:campaign_id>")
+@allow("admin", "supervisor")
+def show(campaign_id):
+    campaign = load(Campaign, campaign_id)
+    db = get_db()
+    progress = campaigns.progress(db, [campaign.id])[campaign.id]
+    names = _manager_names([r["manager_id"] for r in progress["rows"]])
+    cycles = db.execute(select(campaigns.CampaignCycle).where(
+        campaigns.CampaignCycle.campaign_id == campaign.id)
+        .order_by(campaigns.CampaignCycle.seq.desc()).limit(12)).scalars().all()
+    return render_template("campaigns/show.html", campaign=campaign, progress=progress,
+                           names=names, cycles=cycles, action_form=ConfirmForm(),
+                           next_round=campaigns.next_round(db, campaign))
+
+
+def _manager_names(ids) -> dict:
+    ids = [i for i in ids if i is not None]
+    if not ids:
+        return {}
+    return dict(get_db().execute(select(Manager.id, User.display_name)
+                                 .join(User, User.id == Manager.user_id)
+                                 .where(Manager.id.in_(ids))).all())
+
+
+@bp.route("/<int:campaign_id>/edit", methods=["GET", "POST"])
+@allow("admin", "supervisor")
+def edit(campaign_id):
+    campaign = load(Campaign, campaign_id)
+    form = _campaign_form(campaign)
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: campaigns.update_campaign(
+                get_db(), current_user, client_ip(), campaign, **_campaign_fields(form))):
+            flash(gettext("Campaign %(name)s saved.", name=campaign.name), "success")
+            return redirect(url_for(".show", campaign_id=campaign.id))
+    return render_template("campaigns/form.html", form=form, campaign=campaign)
+
+
+@bp.route("/<int:campaign_id>/activate", methods=["POST"])
+@allow("admin", "supervisor")
+def activate(campaign_id):
+    campaign = load(Campaign, campaign_id)
+    form = ConfirmForm()
+    made = {}
+    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: made.setdefault(
+            "n", campaigns.activate(get_db(), current_user, client_ip(), campaign))):
+        flash(gettext("Campaign started: %(count)s tasks made.", count=made["n"]), "success")
+    return redirect(url_for(".show", campaign_id=campaign.id))
+
+
+@bp.route("/<int:campaign_id>/close", methods=["POST"])
+@allow("admin", "supervisor")
+def close(campaign_id):
+    campaign = load(Campaign, campaign_id)
+    form = ConfirmForm()
+    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: campaigns.close(
+            get_db(), current_user, client_ip(), campaign)):
+        flash(gettext("Campaign closed: no more rounds; open tasks can still be worked."),
+              "success")
+    return redirect(url_for(".show", campaign_id=campaign.id))
+
+
+@bp.route("/<int:campaign_id>/distribute", methods=["GET", "POST"])
+@allow("admin", "supervisor")
+def distribute(campaign_id):
+    campaign = load(Campaign, campaign_id)
+    db = get_db()
+    form = DistributeForm()
+    managers = _managers(campaign.county_id)
+    form.manager_ids.choices = [SelectChoice(str(m.id), f"{m.user.display_name} "
+                                             f"({m.employee_no})") for m in managers]
+    preview = None
+    if form.validate_on_submit():
+        ids = [i for i in map(campaigns.parse_int, form.manager_ids.data or []) if i]
+        if form.mode.data != "average":
+            ids = []
+        if request.form.get("action") == "commit":
+            done = {}
+            if commit_or_show(db, form, lambda: done.setdefault("plan", distribution.commit(
+                    db, current_user, client_ip(), campaign, form.mode.data, ids))):
+                flash(gettext("Distribution saved: %(moved)s of %(total)s tasks moved.",
+                              moved=done["plan"].moved, total=done["plan"].total), "success")
+                return redirect(url_for(".show", campaign_id=campaign.id))
+        else:
+            try:
+                preview = distribution.plan(db, campaign, form.mode.data, ids)
+            except ValidationError as error:
+                show_problems(form, error)
+    return render_template("campaigns/distribute.html", campaign=campaign, form=form,
+                           preview=preview)
+
+
+@bp.route("/<int:campaign_id>/tasks", methods=["GET", "POST"])
+@allow("admin", "supervisor")
+@params.query(manager=params.Id(_l("Customer manager")),
+              after=params.Id(_l("Page")))
+def task_list(campaign_id, manager, after):
+    campaign = load(Campaign, campaign_id)
+    db = get_db()
+    form = ReassignForm()
+    managers = _managers(campaign.county_id)
+    form.manager_id.choices = [SelectChoice(str(m.id), f"{m.user.display_name} "
+                                            f"({m.employee_no})") for m in managers]
+    if form.validate_on_submit():
+        chosen = request.form.getlist("task_ids")
+        moved = {}
+        if commit_or_show(db, form, lambda: moved.setdefault("n", distribution.reassign(
+                db, current_user, client_ip(), campaign, chosen, form.manager_id.data))):
+            flash(gettext("%(count)s tasks reassigned.", count=moved["n"]), "success")
+            return redirect(request.full_path)
+    manager_id = manager
+    query = select(Task).where(Task.campaign_id == campaign.id, Task.id > (after or 0))
+    if manager_id:
+        query = query.where(Task.manager_id == manager_id)
+    rows = db.scalars(query.order_by(Task.id).limit(TASKS_PAGE)).all()
+    names = _manager_names([t.manager_id for t in rows])
+    return render_template("campaigns/tasks.html", campaign=campaign, form=form, tasks=rows,
+                           names=names, managers=managers, manager_id=manager_id,
+                           next_after=rows[-1].id if len(rows) == TASKS_PAGE else None)
+
+
+# -- task types --------------------------------------------------------------------
+
+@bp.route("/types")
+@allow("admin")
+def types():
+    db = get_db()
+    if campaigns.ensure_standard_types(db):  # a fresh install's first visit
+        db.commit()
+    rows = db.scalars(select(TaskType).order_by(TaskType.id)).all()
+    return render_template("campaigns/types.html", types=rows)
+
+
+def _type_fields(form) -> dict:
+    return {"code": form.code.data, "name": form.name.data,
+            "description": form.description.data, "script": form.script.data,
+            "max_attempts": form.max_attempts.data,
+            "codes": [row.data for row in form.codes]}
+
+
+@bp.route("/types/new", methods=["GET", "POST"])
+@allow("admin")
+def type_new():
+    form = TaskTypeForm()
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: campaigns.create_task_type(
+                get_db(), current_user, client_ip(), **_type_fields(form))):
+            flash(gettext("Task type %(name)s added.", name=form.name.data.strip()), "success")
+            return redirect(url_for(".types"))
+    return render_template("campaigns/type_form.html", form=form, task_type=None)
+
+
+@bp.route("/types/<int:type_id>", methods=["GET", "POST"])
+@allow("admin")
+def type_edit(type_id):
+    task_type = get_db().get(TaskType, type_id)
+    if task_type is None:
+        abort(404)
+    if request.method == "GET":
+        form = TaskTypeForm(obj=task_type, max_attempts=str(task_type.max_attempts), codes=[
+            {"code": c.code, "label": c.label, "is_success": c.is_success,
+             "is_final": c.is_final}
+            for c in sorted(task_type.result_codes, key=lambda c: c.code.zfill(2))])
+        while len(form.codes) < max(10, len(task_type.result_codes) + 3):
+            form.codes.append_entry()
+    else:
+        form = TaskTypeForm()
+    if form.validate_on_submit():
+        if commit_or_show(get_db(), form, lambda: campaigns.update_task_type(
+                get_db(), current_user, client_ip(), task_type, **_type_fields(form))):
+            flash(gettext("Task type %(name)s saved.", name=task_type.name), "success")
+            return redirect(url_for(".types"))
+    return render_template("campaigns/type_form.html", form=form, task_type=task_type)
+
+
+def county_progress(county_id: int) -> tuple[list, dict, dict]:
+    """The supervisor's home: the county's active campaigns and their progress."""
+    db = get_db()
+    rows = db.scalars(select(Campaign).where(Campaign.county_id == county_id,
+                                             Campaign.status == "active")
+                      .order_by(Campaign.id.desc())).all()
+    progress = campaigns.progress(db, [c.id for c in rows])
+    names = _manager_names([r["manager_id"] for p in progress.values() for r in p["rows"]])
+    return rows, progress, names

@@ -1,0 +1,69 @@
+"""SMS for administrators: the outbox and inbox as stored (numbers masked),
+and a form to type a message as if a mobile phone sent it: the offline demo
+when no SMSC is configured, the twin of `khhf sms inject`."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import StringField, TextAreaField
+
+from khhf.services import sms
+from webui.access import allow, client_ip
+from webui.db import get_db
+
+bp = Blueprint("sms", __name__, url_prefix="/admin/sms")
+
+
+class InjectForm(FlaskForm):
+    mobile = StringField(_l("From mobile"), description=_l("The number the message comes "
+                                                         "from, e.g. a manager's mobile."))
+    text = TextAreaField(_l("Message"), description=_l("As typed on the phone, e.g. 1 or "
+                                                       "6 1201 1430."))
+
+
+def _page(form: InjectForm):
+    db = get_db()
+    settings = current_app.extensions["khhf_settings"]
+    return render_template("sms/index.html", form=form,
+                           outbox=sms.listing(db, "out", limit=100),
+                           inbox=sms.listing(db, "in", limit=100),
+                           smsc=settings.smsc_host)
+
+
+@bp.route("/")
+@allow("admin")
+def index():
+    return _page(InjectForm())
+
+
+@bp.route("/inject", methods=["POST"])
+@allow("admin")
+def inject():
+    form = InjectForm()
+    if form.validate_on_submit():
+        db = get_db()
+        try:
+            sms.receive(db, form.mobile.data, form.text.data, user=current_user,
+                        via="web", ip=client_ip())
+        except sms.SmsError as exc:
+            db.rollback()
+            form.mobile.errors = list(form.mobile.errors) + [_problem(exc)]
+            return _page(form)
+        db.commit()
+        flash(gettext("The message is stored as received from that phone."), "success")
+        return redirect(url_for("sms.index"))
+    return _page(form)
+
+
+def _problem(exc: sms.SmsError) -> str:
+    """The service's refusal, in the viewer's language."""
+    text = str(exc)
+    if "is not a mobile number" in text:
+        return gettext("Not a mobile number: give 5 to 20 digits, e.g. 13800138000.")
+    if "is empty" in text:
+        return gettext("The message is empty: type what the phone sent.")
+    return gettext("The message is too long.")
