@@ -20,10 +20,12 @@ ALL_DAY = {"calling_window": "00:00-23:59"}
 @pytest.fixture
 def web(tmp_path):
     app, seeded = make_app(tmp_path, ALL_DAY)
-    with session_for(app) as s:  # the demo's codes are all final: add a "try again" one
-        type_id = s.scalar(select(ResultCode.task_type_id).limit(1))
-        s.add(ResultCode(task_type_id=type_id, code="6", label="预约再拨", is_final=False))
-        s.commit()
+    with session_for(app) as s:  # a "try again" code 预约再拨, if the demo has none
+        type_id = s.scalar(select(Task.task_type_id).limit(1))
+        if s.scalar(select(ResultCode).where(ResultCode.task_type_id == type_id,
+                                             ResultCode.label == "预约再拨")) is None:
+            s.add(ResultCode(task_type_id=type_id, code="6", label="预约再拨", is_final=False))
+            s.commit()
     return app, seeded
 
 
@@ -42,8 +44,11 @@ def tasks_of(app, username):
 
 
 def codes(app, label=None):
+    """The demo tasks' type's result codes, {label: id}."""
     with session_for(app) as s:
-        rows = {c.label: c.id for c in s.scalars(select(ResultCode))}
+        type_id = s.scalar(select(Task.task_type_id).limit(1))
+        rows = {c.label: c.id for c in s.scalars(select(ResultCode).where(
+            ResultCode.task_type_id == type_id))}
     return rows[label] if label else rows
 
 
@@ -86,7 +91,7 @@ def test_a_manager_cannot_reach_another_managers_task(web):
     mine = tasks_of(app, "manager1")[0].id
     token = csrf_token(client, f"/manager/tasks/{mine}")
     response = client.post(f"/manager/tasks/{theirs}/result",
-                           data={"csrf_token": token, "result_code": codes(app, "满意")})
+                           data={"csrf_token": token, "result_code": codes(app, "回访成功")})
     assert response.status_code == 404
     with session_for(app) as s:
         assert s.get(Task, theirs).status == "pending"
@@ -100,8 +105,10 @@ def test_the_task_page_shows_customer_script_and_result_form(web):
     task = tasks_of(app, "manager1")[0]
     html = client_for(app, seeded, "manager1").get(f"/manager/tasks/{task.id}").get_data(
         as_text=True)
-    assert 'id="result-form"' in html and "1 满意" in html and "预约再拨" in html
-    assert 'id="script"' in html and "客户满意度回访" in html   # the type's description
+    assert 'id="result-form"' in html and "1 回访成功" in html and "预约再拨" in html
+    # the type's call script, with the manager's name in it
+    script = html.split('id="script"')[1].split("</div>")[0]
+    assert "打扰您一分钟" in script and "张伟" in script and "{经理}" not in script
     assert "呼叫" in html
 
 
@@ -111,7 +118,7 @@ def test_filing_a_result_moves_the_task_and_writes_feedback(web):
     client = client_for(app, seeded, "manager1")
     path = f"/manager/tasks/{task.id}"
     response = client.post(path + "/result", data={
-        "csrf_token": csrf_token(client, path), "result_code": codes(app, "满意"),
+        "csrf_token": csrf_token(client, path), "result_code": codes(app, "回访成功"),
         "note": "客户满意"})
     assert response.status_code == 302 and response.location.endswith("/manager/")
     with session_for(app) as s:
@@ -122,7 +129,7 @@ def test_filing_a_result_moves_the_task_and_writes_feedback(web):
     assert "结果已保存" in client.get("/manager/").get_data(as_text=True)
     # filed twice: refused, with the reason on the page
     again = client.post(path + "/result", data={
-        "csrf_token": csrf_token(client, path), "result_code": codes(app, "满意")})
+        "csrf_token": csrf_token(client, path), "result_code": codes(app, "回访成功")})
     assert again.status_code == 200 and "任务已关闭" in again.get_data(as_text=True)
 
 

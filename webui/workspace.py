@@ -124,7 +124,9 @@ def _task_page(task: Task, form: ResultForm):
         select(Feedback, ResultCode).join(ResultCode, ResultCode.id == Feedback.result_code_id)
         .where(Feedback.task_id == task.id).order_by(Feedback.id.desc())).all()
     live = next((c for c in calls if c.state not in ("ended", "failed")), None)
-    script = getattr(task.task_type, "script", "") or task.task_type.description
+    # the script names the manager where it says {经理} (khhf.services.campaigns)
+    script = (task.task_type.script or task.task_type.description).replace(
+        "{经理}", current_user.display_name)
     return render_template("manager/task.html", task=task, calls=calls, feedback=feedback,
                            form=form, live=live, script=script, tab=workspace.tab_of(task),
                            tab_labels=TAB_LABELS, is_open=task.status in tasks.OPEN,
