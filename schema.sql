@@ -181,7 +181,8 @@ CREATE TABLE tasks (
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
-CREATE INDEX ix_tasks_manager_status ON tasks (manager_id, status, priority);
+-- the manager's workspace: tabs, counts and pages in id order (khhf.services.workspace)
+CREATE INDEX ix_tasks_manager_status ON tasks (manager_id, status, priority, appointment_at, id);
 CREATE INDEX ix_tasks_campaign_status ON tasks (campaign_id, status);
 CREATE INDEX ix_tasks_customer ON tasks (customer_id);
 CREATE INDEX ix_tasks_appointment ON tasks (appointment_at)

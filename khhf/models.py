@@ -272,7 +272,7 @@ class Task(Base):
                         "'done', 'cancelled')"),
         CheckConstraint("attempts >= 0"),
         CheckConstraint("max_attempts > 0"),
-        Index("ix_tasks_manager_status", "manager_id", "status", "priority"),
+        Index("ix_tasks_manager_status", "manager_id", "status", "priority", "appointment_at", "id"),
         Index("ix_tasks_campaign_status", "campaign_id", "status"),
         Index("ix_tasks_customer", "customer_id"),
         Index("ix_tasks_appointment", "appointment_at",

@@ -24,7 +24,7 @@ def _actions(app, username):
 @pytest.mark.parametrize("username, home, text", [
     ("admin", "/admin/", "系统管理"),
     ("supervisor", "/county/", "示范县"),
-    ("manager1", "/manager/", "我的客户"),
+    ("manager1", "/manager/", "我的任务"),
 ])
 def test_each_role_logs_in_and_lands_home(web, username, home, text):
     app, passwords = web

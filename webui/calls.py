@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
 from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from khhf import bridge_client
@@ -24,6 +25,23 @@ from webui.i18n import call_outcome
 from webui.redirects import referrer_path
 
 bp = Blueprint("calls", __name__, url_prefix="/calls")
+
+# what the workspace shows while a call goes on (座机振铃 → 呼叫客户 → 通话中 → 已结束)
+CALL_PROGRESS_LABELS = {
+    "requested": _l("Connecting"),
+    "manager_ringing": _l("Desk phone ringing"),
+    "manager_answered": _l("Calling the customer"),
+    "customer_ringing": _l("Calling the customer"),
+    "connected": _l("In conversation"),
+}
+FINAL_STATES = ("ended", "failed")
+
+
+def progress_label(call: Call) -> str:
+    """The live label of `call`: its stage, or "ended" with its outcome."""
+    if call.state in FINAL_STATES:
+        return gettext("Ended: %(outcome)s", outcome=call_outcome(call))
+    return str(CALL_PROGRESS_LABELS.get(call.state, call.state))
 
 
 def settings() -> khhf_config.Settings:
@@ -83,4 +101,5 @@ def status(call_id):
     call = load(Call, call_id)
     return jsonify(id=call.id, state=call.state, outcome=call.outcome,
                    label=call_outcome(call), talk_seconds=call.talk_seconds,
-                   task_id=call.task_id)
+                   task_id=call.task_id, progress=progress_label(call),
+                   final=call.state in FINAL_STATES)

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from khhf.models import County, Customer, Manager, User
 from khhf.names import by_manager_name
+from khhf.services import workspace
 from webui.access import allow, load, scope
 from webui.campaigns import county_progress as campaign_progress
 from webui.db import get_db
@@ -27,4 +28,4 @@ def home():
     active, progress, names = campaign_progress(county.id)
     return render_template("county/home.html", county=county, managers=managers,
                            customers=customers, campaigns=active, progress=progress,
-                           names=names)
+                           names=names, overdue=workspace.overdue_by_manager(db, county.id))

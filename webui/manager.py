@@ -1,4 +1,5 @@
-"""A customer manager's own pages: home, profile, the on-duty switch.
+"""A customer manager's own pages: home (the workspace, webui.workspace),
+profile, the on-duty switch.
 
 Supervisors and administrators may read a manager's profile too, within
 what webui.access.scope lets them see.
@@ -6,46 +7,24 @@ what webui.access.scope lets them see.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_babel import gettext
 from flask_login import current_user
-from sqlalchemy import select
 
-from khhf.models import Call, Customer, Manager, Task, User
-from khhf.names import by_pinyin
+from khhf.models import Manager
 from khhf.services import accounts
-from webui.access import allow, client_ip, load, scope
+from webui import workspace
+from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import DutyForm, commit_or_show
 
 bp = Blueprint("manager", __name__, url_prefix="/manager")
 
 
-def _own_manager() -> Manager:
-    manager = get_db().scalar(select(Manager).where(scope(Manager)))
-    if manager is None:
-        abort(404)  # a manager user without a manager row: an admin must fix it
-    return manager
-
-
 @bp.route("/")
 @allow("manager")
 def home():
-    manager = _own_manager()
-    customers = by_pinyin(get_db().scalars(select(Customer).where(scope(Customer))),
-                          lambda c: c.name)
-    tasks = get_db().scalars(select(Task).where(
-        scope(Task), Task.status.in_(("pending", "dialing", "connected", "not_reached")))
-        .order_by(Task.priority.desc(), Task.id).limit(200)).all()
-    calls = get_db().scalars(select(Call).where(scope(Call))
-                             .order_by(Call.id.desc()).limit(10)).all()
-    # who answered a hotline call in the group: the colleagues' desk phones
-    desk_names = dict(get_db().execute(
-        select(Manager.desk_extension, User.display_name).join(User).where(
-            Manager.county_id == manager.county_id, Manager.desk_extension.is_not(None))).all())
-    return render_template("manager/home.html", manager=manager, customers=customers,
-                           tasks=tasks, calls=calls, desk_names=desk_names,
-                           duty_form=DutyForm())
+    return workspace.home_page(workspace.own_manager())
 
 
 @bp.route("/<int:manager_id>")

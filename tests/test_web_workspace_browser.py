@@ -1,0 +1,180 @@
+"""The manager's workspace in a real browser (Debian's chromium), with the
+real Asterisk, the AMI bridge and SIPp behind it: a manager dials and
+watches the call's progress change on the page without a reload, files
+the result, books a call-back and sees its reminder, and runs progressive
+dial (自动连拨) through three customers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from khhf.models import Call, Feedback, Task, utcnow
+from simkit.bridge_env import BridgeEnv
+from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, csp_problems, log_in
+
+WAIT_MS = 30_000
+
+
+@pytest.fixture
+def served(pbx_harness, tmp_path):
+    env = BridgeEnv(pbx_harness, tmp_path).start()
+    app, password = env.web_app("m8001")
+    # quicker page timers for the test; the defaults are 1 s, 5 s and 30 s
+    app.config.update(WORKSPACE_POLL_MS=200, WORKSPACE_AUTODIAL_SECONDS=2,
+                      WORKSPACE_REMINDER_SECONDS=1)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield env, f"http://127.0.0.1:{httpd.server_port}", password
+    httpd.shutdown()
+    thread.join()
+    httpd.server_close()
+    env.stop()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        problems = csp_problems(context)  # the page script must live within the CSP
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        yield page
+        browser.close()
+        assert not problems, problems
+
+
+def wait_text(page, selector, text):
+    page.wait_for_function(
+        "([sel, text]) => (document.querySelector(sel)?.textContent || '').includes(text)",
+        arg=[selector, text], timeout=WAIT_MS)
+
+
+def file_result(page, label, note=""):
+    page.select_option("#result_code", label=label)
+    if note:
+        page.fill("#note", note)
+    page.get_by_role("button", name="保存结果").click()
+    page.wait_for_load_state()
+
+
+def test_dial_watch_live_and_file_the_result(served, pbx_harness, page):
+    env, base, password = served
+    task_id = env.task_for("8001", "13812340001")
+    theirs = env.task_for("8002", "13812340002")
+    desk = pbx_harness.desk_phone("8001", "answer_after.xml", fill={"RING_MS": 1500})
+    customer = pbx_harness.trunk("answer_hangup_after.xml", duration_ms=2500,
+                                 fill={"RING_MS": 800})
+    log_in(page, base, "m8001", password)
+    # another manager's task is not there for this one
+    assert page.goto(f"{base}/manager/tasks/{theirs}").status == 404
+    page.goto(f"{base}/manager/tasks/{task_id}")
+    assert "138****0001" in page.content() and "13812340001" not in page.content()
+    page.evaluate("window.notReloaded = true")
+    page.get_by_role("button", name="呼叫").click()
+    # the label follows the call row as the bridge writes it, on the same page
+    wait_text(page, "#call-state", "座机振铃")
+    wait_text(page, "#call-state", "通话中")
+    wait_text(page, "#call-state", "已结束")
+    assert "已接听" in page.inner_text("#call-state")
+    assert page.evaluate("window.notReloaded") is True
+    assert customer.wait(30) == 0 and desk.wait(30) == 0
+    with env.sessions() as s:
+        call_id = s.scalar(select(Call.id).where(Call.task_id == task_id))
+    assert env.wait_final(call_id).outcome == "answered"
+    file_result(page, "1 回访成功", note="满意")
+    assert page.url == f"{base}/manager/"
+    assert "结果已保存" in page.content()
+    with env.sessions() as s:
+        assert s.get(Task, task_id).status == "done"
+        feedback = s.scalar(select(Feedback).where(Feedback.task_id == task_id))
+        assert (feedback.call_id, feedback.note, feedback.channel) == (call_id, "满意", "web")
+    page.goto(f"{base}/manager/?tab=done")
+    assert page.locator(f"tr[data-task='{task_id}']").count() == 1
+
+
+def test_book_a_call_back_and_see_its_reminder(served, page):
+    env, base, password = served
+    task_id = env.task_for("8001", "13812340003")
+    log_in(page, base, "m8001", password)
+    page.goto(f"{base}/manager/tasks/{task_id}")
+    shanghai = dt.timezone(dt.timedelta(hours=8))
+    tomorrow = (dt.datetime.now(shanghai) + dt.timedelta(days=1)).replace(
+        hour=10, minute=0, second=0, microsecond=0)
+    page.select_option("#result_code", label="6 预约再拨")
+    page.fill("#appointment_at", tomorrow.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="保存结果").click()
+    page.wait_for_load_state()
+    with env.sessions() as s:
+        task = s.get(Task, task_id)
+        assert (task.status, task.appointment_at) == (
+            "pending", tomorrow.astimezone(dt.timezone.utc).replace(tzinfo=None))
+    page.goto(f"{base}/manager/?tab=callback")
+    assert page.locator(f"tr[data-task='{task_id}']").count() == 1
+    assert page.locator("#reminders").is_hidden()
+    # the time comes (set in the database: waiting a minute is no test)
+    with env.sessions() as s:
+        s.get(Task, task_id).appointment_at = utcnow() - dt.timedelta(seconds=5)
+        s.commit()
+    wait_text(page, "#reminders", "预约回电时间到")
+    assert "客户" in page.inner_text("#reminders")
+    # and much later it is overdue, for the manager and their supervisor
+    with env.sessions() as s:
+        s.get(Task, task_id).appointment_at = utcnow() - dt.timedelta(hours=2)
+        s.commit()
+    wait_text(page, "#reminders", "已逾期")
+    page.locator(f"#reminders [data-task='{task_id}'] a").click()
+    page.wait_for_load_state()
+    assert page.url.endswith(f"/manager/tasks/{task_id}")
+    assert "已逾期" in page.inner_text("#task-facts")
+
+
+def test_progressive_dial_through_three_customers(served, pbx_harness, page):
+    env, base, password = served
+    phones = ["13812340011", "13812340012", "13812340013"]
+    task_ids = [env.task_for("8001", phone) for phone in phones]
+    desk = pbx_harness.desk_phone("8001", "answer.xml", calls=3)
+    customer = pbx_harness.trunk("answer_hangup.xml", duration_ms=1200, calls=3)
+    log_in(page, base, "m8001", password)
+    page.get_by_label("自动连拨").check()
+    dialed = []
+    for round_ in range(3):
+        # the countdown names the next customer; then the page goes to the call
+        page.wait_for_url("**/manager/tasks/*", timeout=WAIT_MS)
+        dialed.append(int(page.url.split("/manager/tasks/")[1].split("#")[0]))
+        wait_text(page, "#call-state", "已结束")
+        assert page.input_value("input[name=autodial]") == "1"
+        file_result(page, "1 回访成功")
+    wait_text(page, "#ws-message", "自动连拨已停止")
+    assert not page.get_by_label("自动连拨").is_checked()
+    assert dialed == task_ids  # oldest first
+    assert customer.wait(30) == 0 and desk.wait(30) == 0
+    with env.sessions() as s:
+        calls = s.scalars(select(Call).where(Call.task_id.in_(task_ids))).all()
+        assert len(calls) == 3
+        assert {s.get(Task, t).status for t in task_ids} == {"done"}
+        assert s.scalar(select(func.count()).select_from(Feedback)
+                        .where(Feedback.task_id.in_(task_ids))) == 3
+    for call in calls:
+        assert env.wait_final(call.id).outcome == "answered"
+
+
+def test_cancelling_the_pause_dials_nothing(served, page):
+    env, base, password = served
+    task_id = env.task_for("8001", "13812340021")
+    log_in(page, base, "m8001", password)
+    page.get_by_label("自动连拨").check()
+    wait_text(page, "#autodial-text", "即将呼叫")
+    page.get_by_role("button", name="取消").click()
+    assert page.locator("#autodial-status").is_hidden()
+    page.wait_for_timeout(3000)  # longer than the pause: still nothing rang
+    assert page.url == f"{base}/manager/"
+    with env.sessions() as s:
+        assert s.scalar(select(Call).where(Call.task_id == task_id)) is None

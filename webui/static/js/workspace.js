@@ -1,0 +1,179 @@
+// The manager's workspace (webui/workspace.py): dial without leaving the page,
+// follow the call live by polling GET /calls/<id> (about once a second, until
+// it ends), remind of due call-backs, and progressive dial (自动连拨): after a
+// result is filed, the next due task is dialed after a pause the manager can
+// cancel. No inline script anywhere: settings come from #workspace's data-*.
+(function () {
+  "use strict";
+  var root = document.getElementById("workspace");
+  if (!root) { return; }
+  var cfg = root.dataset;
+  var AUTODIAL = "khhf.autodial";
+  var message = document.getElementById("ws-message");
+
+  function show(text, kind) {
+    message.textContent = text;
+    message.className = "alert alert-" + (kind || "info");
+  }
+
+  function getJson(url) {
+    return fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.json(); });
+  }
+
+  function post(url) {
+    return fetch(url, {method: "POST", credentials: "same-origin",
+                       headers: {"Accept": "application/json", "X-CSRFToken": cfg.csrf}})
+      .then(function (r) {
+        return r.json().catch(function () { return {ok: false, message: cfg.msgFailed}; });
+      });
+  }
+
+  // -- progressive dial switch (kept in this browser) --------------------------------
+  var toggle = document.getElementById("autodial-switch");
+  function autodialOn() { return window.localStorage.getItem(AUTODIAL) === "1"; }
+  function setAutodial(on) {
+    window.localStorage.setItem(AUTODIAL, on ? "1" : "0");
+    if (toggle) { toggle.checked = on; }
+    var hidden = document.querySelector("#result-form input[name=autodial]");
+    if (hidden) { hidden.value = on ? "1" : ""; }
+    if (!on) { cancelCountdown(); }
+  }
+
+  // -- dialing -----------------------------------------------------------------------
+  function dial(dialUrl, taskUrl) {
+    return post(dialUrl).then(function (answer) {
+      if (!answer.ok) {
+        show(answer.message, "danger");
+        setAutodial(false);
+        return;
+      }
+      var target = new URL(taskUrl, window.location.href);
+      if (target.pathname === window.location.pathname && panel) {
+        window.history.replaceState(null, "", "#call-" + answer.call_id);
+        follow(answer.call_id);
+      } else {
+        window.location.href = target.pathname + "#call-" + answer.call_id;
+      }
+    }, function () { show(cfg.msgFailed, "danger"); setAutodial(false); });
+  }
+
+  document.querySelectorAll("form.js-dial").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var button = form.querySelector("button");
+      button.disabled = true;
+      dial(form.action, form.dataset.taskUrl).then(function () { button.disabled = false; });
+    });
+  });
+
+  // -- the call's live progress ------------------------------------------------------
+  var panel = document.getElementById("call-panel");
+  var following = null;
+  function follow(callId) {
+    if (!panel || following === callId) { return; }
+    following = callId;
+    var state = document.getElementById("call-state");
+    var callField = document.querySelector("#result-form input[name=call_id]");
+    if (callField) { callField.value = callId; }
+    function tick() {
+      if (following !== callId) { return; }
+      getJson(cfg.callUrl + callId).then(function (call) {
+        state.textContent = call.progress;
+        panel.dataset.state = call.state;
+        panel.dataset.outcome = call.outcome || "";
+        if (call.final) {
+          following = null;
+          var form = document.getElementById("result-form");
+          if (form) {
+            form.classList.add("border-primary");
+            form.querySelector("select").focus();
+          }
+        } else {
+          window.setTimeout(tick, +cfg.pollMs);
+        }
+      }, function () { window.setTimeout(tick, 3 * cfg.pollMs); });
+    }
+    tick();
+  }
+
+  if (panel) {
+    var fromHash = /^#call-(\d+)$/.exec(window.location.hash);
+    var callId = fromHash ? fromHash[1] : panel.dataset.callId;
+    if (callId) { follow(callId); }
+  }
+
+  // -- progressive dial: the pause before the next call ------------------------------
+  var countdown = null;
+  var statusBox = document.getElementById("autodial-status");
+  function cancelCountdown() {
+    if (countdown) { window.clearInterval(countdown); countdown = null; }
+    if (statusBox) { statusBox.classList.add("d-none"); }
+  }
+
+  function dialNext() {
+    getJson(cfg.nextUrl).then(function (next) {
+      if (!next.task) {
+        show(next.message, "secondary");
+        setAutodial(false);
+        return;
+      }
+      var left = +cfg.autodialSeconds;
+      var text = document.getElementById("autodial-text");
+      statusBox.classList.remove("d-none");
+      statusBox.dataset.task = next.task.id;
+      text.textContent = next.message + " " + left + "s";
+      countdown = window.setInterval(function () {
+        left -= 1;
+        text.textContent = next.message + " " + left + "s";
+        if (left <= 0) {
+          cancelCountdown();
+          dial(next.task.dial_url, next.task.url);
+        }
+      }, 1000);
+    }, function () { show(cfg.msgFailed, "danger"); setAutodial(false); });
+  }
+
+  if (toggle) {
+    toggle.checked = autodialOn();
+    toggle.addEventListener("change", function () {
+      setAutodial(toggle.checked);
+      if (toggle.checked) { dialNext(); }
+    });
+    document.getElementById("autodial-cancel").addEventListener("click", function () {
+      setAutodial(false);
+    });
+    // back home after filing a result with progressive dial on: the next one
+    if (autodialOn() && new URLSearchParams(window.location.search).get("autodial") === "1") {
+      dialNext();
+    }
+  }
+  var hidden = document.querySelector("#result-form input[name=autodial]");
+  if (hidden) { hidden.value = autodialOn() ? "1" : ""; }
+
+  // -- call-back reminders -----------------------------------------------------------
+  var reminders = document.getElementById("reminders");
+  function remind() {
+    getJson(cfg.remindersUrl).then(function (answer) {
+      reminders.replaceChildren();
+      answer.due.forEach(function (task) {
+        var row = document.createElement("div");
+        row.className = "alert mb-2 d-flex justify-content-between align-items-center " +
+          (task.overdue ? "alert-warning reminder-overdue" : "alert-info");
+        row.dataset.task = task.id;
+        var label = document.createElement("span");
+        label.textContent = (task.overdue ? cfg.msgOverdue : cfg.msgDue) + " · " +
+          task.name + " · " + task.at;
+        var link = document.createElement("a");
+        link.className = "btn btn-sm btn-primary";
+        link.href = task.url;
+        link.textContent = cfg.msgOpen;
+        row.append(label, link);
+        reminders.append(row);
+      });
+      reminders.classList.toggle("d-none", answer.due.length === 0);
+    }, function () { /* try again at the next tick */ });
+  }
+  remind();
+  window.setInterval(remind, 1000 * cfg.reminderSeconds);
+}());

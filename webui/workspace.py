@@ -1,0 +1,209 @@
+"""The manager's workspace (工作台): the task list with tabs, a task's page
+(customer, script, calls, the result form), and two small JSON endpoints
+the page script polls: due call-backs (reminders) and the next task for
+progressive dial (自动连拨).
+
+Live call progress: the page script polls GET /calls/<id> (webui.calls)
+about once a second while a call is on, and stops when it ends. Polling,
+not server-sent events: waitress serves with 8 threads, and an SSE stream
+holds one for as long as it is open, so 8 managers on a call would stall
+the site; a poll is one short indexed read, so hundreds of managers on
+calls cost a few hundred milliseconds of one thread per second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
+                   request, url_for)
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import DateTimeLocalField, HiddenField, SelectField, TextAreaField
+from wtforms.validators import Optional
+
+from khhf import db
+from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
+from khhf.services import ValidationError, dialing, results, tasks, workspace
+from webui.calls import progress_label
+from webui.access import allow, client_ip, load, scope
+from webui.db import get_db
+from webui.forms import DutyForm, show_problems
+from webui.i18n import TASK_STATUS_LABELS, task_type_name
+
+bp = Blueprint("workspace", __name__, url_prefix="/manager")
+
+TAB_LABELS = {
+    "todo": _l("Not called yet"),
+    "callback": _l("Call-backs"),
+    "connected": _l("Connected, result due"),
+    "not_reached": _l("Not reached"),
+    "done": _l("Done"),
+}
+MAX_SEARCH = 64
+
+
+def settings():
+    return current_app.extensions["khhf_settings"]
+
+
+def own_manager() -> Manager:
+    manager = get_db().scalar(select(Manager).where(scope(Manager)))
+    if manager is None:
+        abort(404)  # a manager user without a manager row: an admin must fix it
+    return manager
+
+
+def list_args() -> tuple[str, str, str | None]:
+    """(tab, search, cursor) from the query string, each checked (400 if bad)."""
+    tab = request.args.get("tab", "todo")
+    if tab not in workspace.TABS:
+        abort(400, gettext("There is no such tab: choose one of the tabs above."))
+    search = request.args.get("q", "").strip()
+    if len(search) > MAX_SEARCH:
+        abort(400, gettext("The search is too long: at most %(max)s characters.",
+                           max=MAX_SEARCH))
+    after = request.args.get("after") or None
+    if after is not None:
+        try:
+            workspace.parse_cursor(after, tab)
+        except workspace.BadCursor:
+            abort(400, gettext("The page link is damaged: go back to the first page."))
+    return tab, search, after
+
+
+def home_page(manager: Manager):
+    """The manager's home: tabs with counts, a page of tasks, recent calls."""
+    tab, search, after = list_args()
+    session = get_db()
+    listing = workspace.page(session, manager.id, tab, search, after)
+    calls = session.scalars(select(Call).where(Call.manager_id == manager.id)
+                            .order_by(Call.id.desc()).limit(10)).all()
+    # who answered a hotline call in the group: the colleagues' desk phones
+    desk_names = dict(session.execute(
+        select(Manager.desk_extension, User.display_name).join(User).where(
+            Manager.county_id == manager.county_id, Manager.desk_extension.is_not(None))).all())
+    # labels and flags once per page, not once per row: the task table is the hot loop
+    now = utcnow()
+    return render_template(
+        "manager/home.html", manager=manager, tab=tab, search=search, after=after,
+        tabs=workspace.TABS, tab_labels=TAB_LABELS,
+        counts=workspace.counts(session, manager.id), listing=listing, calls=calls,
+        desk_names=desk_names, duty_form=DutyForm(),
+        overdue={t.id for t in listing.tasks if workspace.is_overdue(t, now)},
+        status_labels={k: str(v) for k, v in TASK_STATUS_LABELS.items()},
+        type_names={t.task_type_id: task_type_name(t.task_type) for t in listing.tasks})
+
+
+class ResultForm(FlaskForm):
+    result_code = SelectField(_l("Result"), coerce=int, validate_choice=False)
+    note = TextAreaField(_l("Note"))
+    appointment_at = DateTimeLocalField(_l("Call back at"), format="%Y-%m-%dT%H:%M",
+                                        validators=[Optional()],
+                                        description=_l("Optional: a time to call again, "
+                                                       "Beijing time."))
+    call_id = HiddenField()
+    autodial = HiddenField()
+
+
+def _result_form(task: Task, **kwargs) -> ResultForm:
+    form = ResultForm(**kwargs)
+    form.result_code.choices = [(c.id, f"{c.code} {c.label}") for c in task.task_type.result_codes]
+    return form
+
+
+def _task_page(task: Task, form: ResultForm):
+    session = get_db()
+    calls = session.scalars(select(Call).where(Call.task_id == task.id)
+                            .order_by(Call.id.desc())).all()
+    feedback = session.execute(
+        select(Feedback, ResultCode).join(ResultCode, ResultCode.id == Feedback.result_code_id)
+        .where(Feedback.task_id == task.id).order_by(Feedback.id.desc())).all()
+    live = next((c for c in calls if c.state not in ("ended", "failed")), None)
+    # the script names the manager where it says {经理} (khhf.services.campaigns)
+    script = (task.task_type.script or task.task_type.description).replace(
+        "{经理}", current_user.display_name)
+    return render_template("manager/task.html", task=task, calls=calls, feedback=feedback,
+                           form=form, live=live, script=script, tab=workspace.tab_of(task),
+                           tab_labels=TAB_LABELS, is_open=task.status in tasks.OPEN,
+                           overdue=workspace.is_overdue(task),
+                           progress_label=progress_label)
+
+
+@bp.route("/tasks/<int:task_id>")
+@allow("manager")
+def task(task_id):
+    task = load(Task, task_id)
+    latest = get_db().scalar(select(Call.id).where(Call.task_id == task.id)
+                             .order_by(Call.id.desc()).limit(1))
+    return _task_page(task, _result_form(task, call_id=latest or ""))
+
+
+@bp.route("/tasks/<int:task_id>/result", methods=["POST"])
+@allow("manager")
+def file_result(task_id):
+    task = load(Task, task_id)
+    form = _result_form(task)
+    if not form.validate_on_submit():
+        return _task_page(task, form)
+    session = get_db()
+    appointment = form.appointment_at.data
+    call_id = form.call_id.data
+    try:
+        session.rollback()  # end the read: filing is one writing unit of work
+        db.begin_write(session)
+        results.file_result(
+            session, current_user, task_id, form.result_code.data, form.note.data or "",
+            results.local_to_utc(settings(), appointment) if appointment else None,
+            channel="web", call_id=int(call_id) if call_id and call_id.isdigit() else None,
+            settings=settings(), ip=client_ip())
+    except ValidationError as error:
+        session.rollback()
+        show_problems(form, error)
+        return _task_page(load(Task, task_id), form)
+    session.commit()
+    flash(gettext("The result is saved."), "success")
+    if form.autodial.data == "1":
+        return redirect(url_for("manager.home", autodial="1"))
+    return redirect(url_for("manager.home"))
+
+
+@bp.route("/next")
+@allow("manager")
+def next_task():
+    """JSON for progressive dial: the next due task, or why there is none."""
+    manager = own_manager()
+    now = utcnow()
+    if not dialing.in_calling_window(settings(), now):
+        return jsonify(task=None, reason="window", message=gettext(
+            "Progressive dial stopped: calls are only placed between %(window)s (Beijing "
+            "time).", window=settings().calling_window))
+    task = workspace.next_due(get_db(), manager.id, now)
+    if task is None:
+        return jsonify(task=None, reason="end", message=gettext(
+            "Progressive dial stopped: no task is due now."))
+    return jsonify(task={"id": task.id, "name": task.customer.name or task.customer.phone[-4:],
+                         "url": url_for(".task", task_id=task.id),
+                         "dial_url": url_for("calls.dial", task_id=task.id)},
+                   reason=None, message=gettext("Calling %(name)s in a moment…",
+                                                name=task.customer.name or "—"))
+
+
+@bp.route("/reminders")
+@allow("manager")
+def reminders():
+    """JSON: the manager's call-backs whose time has come (the page's reminder)."""
+    manager = own_manager()
+    now = utcnow()
+    zone = ZoneInfo(current_app.config["TIMEZONE"])
+    due = workspace.due_callbacks(get_db(), manager.id, now)
+    return jsonify(due=[{
+        "id": t.id, "name": t.customer.name or "—",
+        "at": t.appointment_at.replace(tzinfo=dt.timezone.utc).astimezone(zone)
+        .strftime("%Y-%m-%d %H:%M"),
+        "overdue": workspace.is_overdue(t, now),
+        "url": url_for(".task", task_id=t.id)} for t in due])
