@@ -40,6 +40,7 @@ class RunningDemo:
 
     def __init__(self, command: list[str], home: Path, env: dict, cwd: Path | None = None):
         self.home = home
+        self.env = env
         self.console = home / "demo.out"
         self._out = open(self.console, "w")
         self.proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=self._out,
@@ -69,6 +70,21 @@ class RunningDemo:
         self.phone_ports = {ext: int(port) for ext, port in re.findall(
             r"desk phone (\d+): SIPp on 127\.0\.0\.1:(\d+)", printed)}
         return self
+
+    def wait_pbx_known(self, timeout: float = 60) -> None:
+        """Wait until the bridge is connected to Asterisk again and can say
+        what it has live (a dial before that is refused with 503)."""
+        from khhf import bridge_client, config
+        settings = config.load(self.env["KHHF_CONFIG"], environ=self.env)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                bridge_client.live(settings, timeout=5)
+                return
+            except bridge_client.BridgeUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def interrupt(self, timeout: float = 60) -> int:
         """Ctrl-C: stop the demo, return its exit code."""

@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from agi.routes import ROUTES
 from agi.server import FastAgiServer
+from simkit import factories
 from khhf import db
-from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, UnifiedNumber, User)
+from khhf.models import (Call, Customer, Manager, SmsMessage, Task)
 from khhf.services import hotline
 
 
@@ -21,21 +22,12 @@ def factory(tmp_path):
     db.create_schema(engine)
     factory = db.session_factory(engine)
     with db.unit_of_work(factory) as s:
-        county = County(code="anji", name="Anji", fallback_strategy="hunt")
-        county.unified_numbers.append(UnifiedNumber(number="13900000001", is_primary=True))
-        s.add(county)
-        s.flush()
-        for no, desk, mobile, duty in (("m1", "8001", "+86 137 0000 0001", False),
-                                       ("m2", "8002", None, True), ("m3", "8003", None, True),
-                                       ("m4", None, "13700000004", True)):
-            u = User(username=no, password_hash="x", display_name=no, role="manager",
-                     county_id=county.id)
-            s.add(u)
-            s.flush()
-            s.add(Manager(user_id=u.id, county_id=county.id, employee_no=no,
-                          desk_extension=desk, mobile=mobile, on_duty=duty))
-        s.flush()
-        s.add(Customer(phone="13800000001", county_id=county.id, manager_id=1, name="Wang"))
+        county = factories.county(s, "anji", "Anji", unified="13900000001", strategy="hunt")
+        owner, *_ = [factories.manager(s, county, no, desk=desk, mobile=mobile, on_duty=duty)
+                     for no, desk, mobile, duty in (
+                         ("m1", "8001", "+86 137 0000 0001", False), ("m2", "8002", None, True),
+                         ("m3", "8003", None, True), ("m4", None, "13700000004", True))]
+        factories.customer(s, county, "13800000001", owner, name="Wang")
     yield factory
     engine.dispose()
 

@@ -115,6 +115,7 @@ def test_killed_asterisk_comes_back_and_phones_register_again(demo):
     demo.wait_for(r"Asterisk \(PBX\) restarted", start=mark)
     for ext in ("8001", "8002", "8003"):
         demo.wait_for(rf"desk phone {ext} restarted", start=mark)
+    demo.wait_pbx_known()  # the bridge's AMI link is back (until then a dial gets 503)
     call_id = WebUser(demo.url, "manager1", demo.passwords["manager1"]).dial()
     row = _wait_row(demo, call_id, lambda r: r.state == "ended")
     assert row.outcome == "answered", row

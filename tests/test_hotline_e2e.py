@@ -12,10 +12,10 @@ import time
 import pytest
 from sqlalchemy import select
 
+from simkit import factories
 from khhf import db
 from khhf.config import agi_key
-from khhf.models import (Call, County, Customer, CustomerAssignment, Manager, SmsMessage, Task,
-                         UnifiedNumber, User)
+from khhf.models import (Call, County, Manager, SmsMessage, Task)
 from khhf.services import handover, hotline
 from simkit.harness import SIPP, AgiThread, PbxHarness, free_port, wav_stats
 
@@ -32,34 +32,18 @@ class Hotline:
     # -- data ---------------------------------------------------------------
     def county(self, code: str, unified: str, strategy: str = "ringall") -> int:
         with db.unit_of_work(self.factory) as s:
-            county = County(code=code, name=code, fallback_strategy=strategy)
-            county.unified_numbers.append(UnifiedNumber(number=unified, is_primary=True))
-            s.add(county)
-            s.flush()
-            return county.id
+            return factories.county(s, code, unified=unified, strategy=strategy).id
 
     def manager(self, county_id: int, desk: str | None, mobile: str | None = None,
                 on_duty: bool = True) -> int:
         with db.unit_of_work(self.factory) as s:
-            name = f"m{desk or mobile}"
-            user = User(username=name, password_hash="x", display_name=name, role="manager",
-                        county_id=county_id)
-            s.add(user)
-            s.flush()
-            m = Manager(user_id=user.id, county_id=county_id, employee_no=name,
-                        desk_extension=desk, mobile=mobile, on_duty=on_duty)
-            s.add(m)
-            s.flush()
-            return m.id
+            return factories.manager(s, s.get(County, county_id), f"m{desk or mobile}",
+                                     desk=desk, mobile=mobile, on_duty=on_duty).id
 
     def customer(self, county_id: int, phone: str, manager_id: int | None) -> int:
         with db.unit_of_work(self.factory) as s:
-            c = Customer(phone=phone, county_id=county_id, manager_id=manager_id, name="")
-            s.add(c)
-            s.flush()
-            if manager_id:
-                s.add(CustomerAssignment(customer_id=c.id, manager_id=manager_id))
-            return c.id
+            owner = s.get(Manager, manager_id) if manager_id else None
+            return factories.customer(s, s.get(County, county_id), phone, owner).id
 
     def last_call(self, number: str) -> Call:
         with self.factory() as s:
