@@ -84,6 +84,7 @@
         panel.dataset.outcome = call.outcome || "";
         if (call.final) {
           following = null;
+          refreshFacts();
           var form = document.getElementById("result-form");
           if (form) {
             form.classList.add("border-primary");
@@ -95,6 +96,21 @@
       }, function () { window.setTimeout(tick, 3 * cfg.pollMs); });
     }
     tick();
+  }
+
+  // after a call, the task's facts and its calls as the server now has them (the
+  // result form is left alone: the manager may be typing a note)
+  function refreshFacts() {
+    fetch(window.location.pathname, {credentials: "same-origin"}).then(function (response) {
+      return response.ok ? response.text() : null;
+    }).then(function (html) {
+      if (!html) { return; }
+      var fresh = new DOMParser().parseFromString(html, "text/html");
+      ["task-facts", "task-calls"].forEach(function (id) {
+        var now = document.getElementById(id), then = fresh.getElementById(id);
+        if (now && then) { now.replaceWith(document.importNode(then, true)); }
+      });
+    }, function () {});
   }
 
   if (panel) {
