@@ -47,21 +47,11 @@ from waitress.server import create_server  # noqa: E402
 
 from khhf.models import Call  # noqa: E402
 from simkit.bridge_env import BridgeEnv  # noqa: E402
+from simkit.browser import CHROMIUM, CHROMIUM_ARGS, log_in  # noqa: E402
 from simkit.harness import PbxHarness  # noqa: E402
 from simkit.sipp import free_port  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCALE = 3
-
-
-def log_in(page, base, username, password):
-    page.goto(f"{base}/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_load_state()
 
 
 def one_call(page, args) -> bool:

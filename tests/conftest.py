@@ -9,6 +9,8 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 
 from khhf import db
+from simkit.browser import CHROMIUM, CHROMIUM_ARGS, csp_problems, serve
+from simkit.web import make_app
 
 # property-based tests (hypothesis): no example database left in the tree
 hypothesis_settings.register_profile("khhf", database=None, deadline=None)
@@ -56,3 +58,31 @@ def pbx_harness(tmp_path_factory):
         pytest.fail("sipp is not installed: scripts/install installs Debian's sip-tester.")
     with PbxHarness(tmp_path_factory.mktemp("pbx")) as harness:
         yield harness
+
+
+# -- the web UI in a real browser (Debian's chromium; simkit/browser.py) ----------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    app, seeded = make_app(tmp_path_factory.mktemp("browser"))
+    with serve(app) as base:
+        yield base, seeded
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A page; the test fails if any page it opened broke the CSP."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    problems = csp_problems(context)
+    page = context.new_page()
+    yield page
+    context.close()
+    assert not problems, problems

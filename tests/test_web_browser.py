@@ -7,81 +7,13 @@ when it is set (scripts/screenshots sets it to docs/screenshots)."""
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
-from simkit.web import make_app
+from simkit.browser import csp_problems, log_in, require_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-if not Path(CHROMIUM).exists():  # a missing browser is a failure, never a skip
-    raise RuntimeError("Debian's chromium is missing: scripts/install installs it")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    app, seeded = make_app(tmp_path_factory.mktemp("browser"))
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}", seeded
-    httpd.shutdown()
-    thread.join()
-    httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-# every violation of the Content-Security-Policy, reported to the console
-# (an init script runs outside the page's CSP, so it cannot be refused)
-REPORT_CSP_VIOLATIONS = """
-document.addEventListener('securitypolicyviolation', e =>
-    console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));
-"""
-
-
-def csp_problems(context):
-    """A list that collects the CSP violations of every page of `context`."""
-    problems = []
-    context.add_init_script(REPORT_CSP_VIOLATIONS)
-
-    def on_console(message):
-        text = message.text
-        if "CSP violation" in text or "Content Security Policy" in text:
-            problems.append(text)
-    context.on("console", on_console)
-    return problems
-
-
-@pytest.fixture
-def page(browser):
-    """A page; the test fails if any page it opened broke the CSP."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-    problems = csp_problems(context)
-    page = context.new_page()
-    yield page
-    context.close()
-    assert not problems, problems
-
-
-def log_in(page, base, username, password):
-    page.goto(f"{base}/login")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_load_state()
+require_chromium()
 
 
 @pytest.mark.parametrize("username, path, heading", [

@@ -5,30 +5,23 @@ cannot open another county's campaign by URL."""
 
 import datetime as dt
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from khhf.models import Campaign, TaskType
 from simkit import factories
 from simkit.web import make_app, session_for
-from tests.test_web_browser import browser, log_in, page  # noqa: F401 - fixtures
+from simkit.browser import log_in, serve
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app on 127.0.0.1 (as in test_web_browser), with the app itself to arrange data."""
     app, seeded = make_app(tmp_path_factory.mktemp("browser-campaigns"))
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}", seeded, app
-    httpd.shutdown()
-    thread.join()
-    httpd.server_close()
+    with serve(app) as base:
+        yield base, seeded, app
 
 
 def shot(page, name):

@@ -3,16 +3,14 @@ browser (Debian's chromium), clicks 呼叫 on a task; the AMI bridge
 originates; the SIPp desk phone rings and answers; the SIPp carrier gets
 the call from the unified number; the page then shows the call's outcome."""
 
-import threading
 import time
 
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from khhf.models import Call, Task
 from simkit.bridge_env import UNIFIED, BridgeEnv
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from simkit.browser import CHROMIUM, CHROMIUM_ARGS, log_in, serve
 from simkit.web import log_in_as
 
 CUSTOMER = "13812347777"
@@ -22,13 +20,8 @@ CUSTOMER = "13812347777"
 def served(pbx_harness, tmp_path):
     env = BridgeEnv(pbx_harness, tmp_path).start()
     app, password = env.web_app("m8001")
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield env, f"http://127.0.0.1:{httpd.server_port}", password
-    httpd.shutdown()
-    thread.join()
-    httpd.server_close()
+    with serve(app) as base:
+        yield env, base, password
     env.stop()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openpyxl
 
-from tests.test_web_browser import browser, log_in, page, server  # noqa: F401 (fixtures)
+from simkit.browser import log_in
 
 
 def _upload(page, base, path):

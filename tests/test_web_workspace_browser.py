@@ -7,15 +7,13 @@ dial (自动连拨) through three customers."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from khhf.models import Call, Feedback, Task, utcnow
 from simkit.bridge_env import BridgeEnv
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, csp_problems, log_in
+from simkit.browser import CHROMIUM, CHROMIUM_ARGS, csp_problems, log_in, serve
 
 WAIT_MS = 30_000
 
@@ -27,13 +25,8 @@ def served(pbx_harness, tmp_path):
     # quicker page timers for the test; the defaults are 1 s, 5 s and 30 s
     app.config.update(WORKSPACE_POLL_MS=200, WORKSPACE_AUTODIAL_SECONDS=2,
                       WORKSPACE_REMINDER_SECONDS=1)
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield env, f"http://127.0.0.1:{httpd.server_port}", password
-    httpd.shutdown()
-    thread.join()
-    httpd.server_close()
+    with serve(app) as base:
+        yield env, base, password
     env.stop()
 
 
