@@ -64,14 +64,16 @@ def _answer(ok: bool, message: str, status: int, **extra):
 @allow("manager")
 def dial(task_id):
     task_id = load(Task, task_id).id
+    session = get_db()
+    # end the read (a POST's transaction holds SQLite's write lock): nothing is
+    # held while the PBX is asked, and the dial is then one writing unit of work
+    session.rollback()
     try:
         live = bridge_client.live(settings())  # is the manager on a call, as the PBX knows
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         current_app.logger.warning("dial of task %s: the PBX cannot be asked: %s", task_id, error)
         return _answer(False, gettext("The phone system did not take the call; try again "
                                       "in a moment or tell your administrator."), 503)
-    session = get_db()
-    session.rollback()       # end the read: the dial is one writing unit of work
     db.begin_write(session)
     try:
         call = dialing.request_call(session, settings(), current_user, task_id, ip=client_ip(),
