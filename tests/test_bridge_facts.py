@@ -85,6 +85,11 @@ def test_outcomes_table():
           LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(40), CUSTOMER, cause=19),
           LegEvent("dial_result", at(40), dial_status="NOANSWER"),
           LegEvent("hangup", at(40), MANAGER, cause=19)], "ended", "no_answer"),
+        # the ring timeout again, the manager's leg stamped first (seen under load)
+        ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+          LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(40.001), MANAGER, cause=16),
+          LegEvent("hangup", at(40.002), CUSTOMER, cause=19),
+          LegEvent("dial_result", at(40), dial_status="NOANSWER")], "ended", "no_answer"),
         ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
           LegEvent("start", at(1), CUSTOMER), LegEvent("hangup_request", at(5), MANAGER),
           LegEvent("hangup", at(5), MANAGER, cause=16),

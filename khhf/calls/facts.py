@@ -126,6 +126,11 @@ def customer_outcome(f: CallFacts) -> str:
     if code in (480, 503) or status in ("CHANUNAVAIL", "CONGESTION") \
             or cause in (CAUSE_SUBSCRIBER_ABSENT, CAUSE_CONGESTION):
         return "unreachable"
+    if status == "NOANSWER":
+        # Dial's own ring timeout: authoritative, whatever order the two
+        # channels' Hangup events come in (under load the manager's leg can
+        # be stamped first, though the PBX ended the customer's leg)
+        return "no_answer"
     if status == "CANCEL" or f.first_hangup_request == MANAGER or \
             (MANAGER in f.hangup_at and CUSTOMER in f.hangup_at
              and f.hangup_at[MANAGER] < f.hangup_at[CUSTOMER]):
