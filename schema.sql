@@ -284,9 +284,25 @@ CREATE TABLE sms_messages (
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     sent_at TIMESTAMP,
     receipt_status VARCHAR(16),
-    receipt_at TIMESTAMP
+    receipt_at TIMESTAMP,
+    -- what the message is (khhf/services/sms_feedback.py): out 'prompt' (the
+    -- result prompt after a call), 'answer' (to a reply), 'missed_call';
+    -- in: what the reply did ('filed', 'unclear', 'ambiguous', 'duplicate',
+    -- 'already_filed', 'no_prompt', 'unknown_ref', 'refused', 'stranger')
+    kind VARCHAR(16),
+    -- a prompt: the call it asks about, and its short reference (#12)
+    call_id INTEGER REFERENCES calls (id),
+    ref VARCHAR(8),
+    -- an answer: the reply it answers; a reply: the prompt it answered
+    reply_to_id INTEGER REFERENCES sms_messages (id),
+    -- a reply that filed a result: that result
+    feedback_id INTEGER REFERENCES feedback (id)
 );
 CREATE INDEX ix_sms_messages_status ON sms_messages (direction, status, created_at);
+-- one result prompt per call, whoever sweeps (the jobs daemon, twice over)
+CREATE UNIQUE INDEX ux_sms_messages_prompt_call ON sms_messages (call_id)
+    WHERE kind = 'prompt';
+CREATE INDEX ix_sms_messages_manager ON sms_messages (manager_id, direction, id);
 
 -- An import of customers, managers or tasks from a spreadsheet, run in the
 -- background by the web UI: checked first (a preview), committed on request.

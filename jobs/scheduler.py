@@ -38,8 +38,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from khhf import db
+from khhf.config import Settings
 from khhf.models import Campaign
-from khhf.services import campaigns
+from khhf.services import campaigns, sms_feedback
 
 log = logging.getLogger("jobs")
 JOB_TABLE = "apscheduler_jobs"
@@ -48,6 +49,13 @@ JOB_TABLE = "apscheduler_jobs"
 # arguments only, so the process that runs it supplies the database
 _sessions = None
 _timezone = "Asia/Shanghai"
+
+
+def sms_sweep_seconds(settings: Settings) -> int:
+    """How often the SMS prompt sweep runs: often enough that a prompt is
+    at most half its delay late, never more than every second, at least
+    every 15 seconds."""
+    return max(1, min(15, settings.sms_prompt_delay_seconds // 2))
 
 
 def round_job_id(campaign_id: int, seq: int) -> str:
@@ -82,11 +90,13 @@ class Jobs:
     """The daemon's scheduler: `start()`, `shutdown()`; `sync()` stores the
     next round's job of every active campaign."""
 
-    def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60):
+    def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60,
+                 settings: Settings | None = None):
         global _sessions, _timezone
         _sessions, _timezone = db.session_factory(engine), timezone
         self.timezone = timezone
         self.sessions = _sessions
+        self.writer_sessions = db.session_factory(engine, writer=True)
         # the job store's writes take SQLite's write lock up front (see khhf.db)
         store_engine = engine.execution_options(**{db.WRITE_OPTION: True})
         self.scheduler = _Scheduler(
@@ -102,6 +112,8 @@ class Jobs:
         self._lock = threading.Lock()
         self._stopping = False
         self._synced = 0
+        # the SMS result prompts (khhf.services.sms_feedback): with settings only
+        self.settings = settings
 
     def start(self, paused: bool = False) -> None:
         self.scheduler.start(paused=paused)
@@ -109,6 +121,28 @@ class Jobs:
                                jobstore="memory", next_run_time=dt.datetime.now(
                                    ZoneInfo(self.timezone)))
         self.scheduler.add_listener(self._after_round, EVENT_JOB_EXECUTED)
+        if self.settings is not None:
+            self.scheduler.add_job(self.sms_sweep, "interval",
+                                   seconds=sms_sweep_seconds(self.settings), id="sms_prompts",
+                                   jobstore="memory", next_run_time=dt.datetime.now(
+                                       ZoneInfo(self.timezone)))
+
+    def sms_sweep(self) -> int:
+        """Queue the due result prompts, and handle replies whose handling
+        failed before; returns the prompts queued. Its state is the
+        database's (prompt rows, results), so it is an in-memory job:
+        a restarted daemon simply sweeps again."""
+        if self._stopping:
+            return 0
+        try:
+            with db.unit_of_work(self.writer_sessions) as session:
+                made = sms_feedback.send_prompts(session, self.settings)
+                sms_feedback.handle_leftovers(session, self.settings)
+        except Exception:
+            # the next sweep tries again; the daemon keeps running
+            log.exception("the SMS prompt sweep failed")
+            return 0
+        return made
 
     def _after_round(self, event) -> None:
         """A round was made: store the next round's job now, not a minute later."""

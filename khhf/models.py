@@ -397,6 +397,9 @@ class SmsMessage(Base):
         CheckConstraint("status IN ('queued', 'sending', 'sent', 'unknown', 'failed', "
                         "'received', 'processed')"),
         Index("ix_sms_messages_status", "direction", "status", "created_at"),
+        Index("ux_sms_messages_prompt_call", "call_id", unique=True,
+              sqlite_where=text("kind = 'prompt'"), postgresql_where=text("kind = 'prompt'")),
+        Index("ix_sms_messages_manager", "manager_id", "direction", "id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     direction: Mapped[str] = mapped_column(String(8))
@@ -415,6 +418,11 @@ class SmsMessage(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
     receipt_status: Mapped[str | None] = mapped_column(String(16))
     receipt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    kind: Mapped[str | None] = mapped_column(String(16))
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    ref: Mapped[str | None] = mapped_column(String(8))
+    reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("sms_messages.id"))
+    feedback_id: Mapped[int | None] = mapped_column(ForeignKey("feedback.id"))
 
 
 class SmsPart(Base):

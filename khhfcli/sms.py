@@ -59,16 +59,25 @@ def _user(session, username):
 
 
 def cmd_inject(args) -> int:
-    from khhf import db
+    from sqlalchemy import select
+
+    from khhf import config, db
+    from khhf.models import SmsMessage
     from khhf.phones import mask_phone
-    from khhf.services import sms
+    from khhf.services import sms, sms_feedback
     engine, factory = _session(args)
     try:
         with db.unit_of_work(factory) as session:
-            row = sms.receive(session, args.mobile, " ".join(args.text),
-                              user=_user(session, args.by), via="cli")
+            # handled as a reply, as one from the SMSC would be
+            row = sms_feedback.receive(session, args.mobile, " ".join(args.text),
+                                       user=_user(session, args.by), via="cli",
+                                       settings=config.load(args.config))
             print(f"SMS {row.id} from {mask_phone(row.peer_number)} stored as received"
-                  + ("" if row.manager_id else " (no manager has this mobile)"))
+                  + ("" if row.manager_id else " (no manager has this mobile)")
+                  + (f"; handled: {row.kind}" if row.kind else ""))
+            for answer in session.scalars(select(SmsMessage).where(
+                    SmsMessage.reply_to_id == row.id, SmsMessage.direction == "out")):
+                print(f"answer SMS {answer.id} queued: {answer.body}")
     except sms.SmsError as exc:
         print(f"khhf: {exc}", file=sys.stderr)
         return 1

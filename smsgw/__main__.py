@@ -39,7 +39,7 @@ def serve(settings: Settings) -> None:
                                     settings.smsc_system_id, settings.smsc_password),
                       source_addr=settings.sms_source_addr,
                       rate_per_second=settings.sms_rate_per_second,
-                      max_attempts=settings.sms_max_attempts)
+                      max_attempts=settings.sms_max_attempts, settings=settings)
     gateway.stop = stop
     log.info("SMS gateway for %s:%s, %s submits/s", settings.smsc_host, settings.smsc_port,
              settings.sms_rate_per_second)

@@ -34,10 +34,11 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from khhf.config import Settings
 from khhf.db import unit_of_work
 from khhf.models import SmsMessage, SmsPart
 from khhf.phones import mask_phone
-from khhf.services import sms
+from khhf.services import sms, sms_feedback
 from smsgw import encoding
 from smsgw.transport import Delivery, LinkLost, Receipt, SubmitRefused, Transport
 
@@ -76,8 +77,11 @@ class Gateway:
 
     def __init__(self, factory: sessionmaker[Session], transport: Transport, *,
                  source_addr: str, rate_per_second: float, max_attempts: int = 5,
-                 retry_base_seconds: float = RETRY_BASE_SECONDS):
+                 retry_base_seconds: float = RETRY_BASE_SECONDS,
+                 settings: Settings | None = None):
         self.factory, self.transport = factory, transport
+        # the site's rules a reply is filed under (time zone, calling window)
+        self.settings = settings or Settings()
         self.retry_base_seconds = retry_base_seconds
         self.source_addr, self.max_attempts = source_addr, max_attempts
         self.throttle = Throttle(rate_per_second)
@@ -225,7 +229,10 @@ class Gateway:
                         self.early_receipts.pop(next(iter(self.early_receipts)))
             else:
                 try:
-                    row = sms.receive(db, event.source, event.text, via="smsc")
+                    # stored and handled as a reply (sms_feedback), as the
+                    # web form and `khhf sms inject` do
+                    row = sms_feedback.receive(db, event.source, event.text, via="smsc",
+                                               settings=self.settings)
                 except sms.SmsError as exc:
                     # no use refusing it: the SMSC would deliver the same again
                     log.warning("delivery from %s dropped: %s", mask_phone(event.source), exc)

@@ -36,11 +36,13 @@ def test_admin_types_a_reply_as_if_from_a_phone_and_sees_both_boxes(tmp_path):
     assert ok.status_code == 302
     with session_for(app) as s:
         [row] = s.scalars(select(SmsMessage).where(SmsMessage.direction == "in")).all()
-        assert (row.body, row.status, row.manager_id) == ("１ 回访成功", "received", manager_id)
+        # handled as a reply (khhf.services.sms_feedback): no prompt is open
+        assert (row.body, row.status, row.kind, row.manager_id) == \
+            ("１ 回访成功", "processed", "no_prompt", manager_id)
         entry = s.scalar(select(AuditLog).where(AuditLog.object_type == "sms"))
         assert entry.username == "admin" and entry.object_id == str(row.id)
     page = client.get("/admin/sms/").get_data(as_text=True)
-    assert "１ 回访成功" in page and "已收到" in page
+    assert "１ 回访成功" in page and "已处理" in page
 
 
 def test_cli_inject_and_outbox(tmp_path, capsys):
@@ -66,7 +68,8 @@ def test_cli_inject_and_outbox(tmp_path, capsys):
     assert "only an unknown or failed" in capsys.readouterr().err
     with db.session_factory(engine)() as s:
         [row] = s.scalars(select(SmsMessage).where(SmsMessage.direction == "in")).all()
-        assert row.body == "6 1201 1430" and row.status == "received"
+        # no manager has this mobile: stored, ignored
+        assert (row.body, row.status, row.kind) == ("6 1201 1430", "processed", "stranger")
     engine.dispose()
 
 

@@ -127,7 +127,8 @@ def test_reply_injected_at_the_smsc_becomes_an_inbound_row(factory, smsc):
                            what="inbound row")
     [row] = inbound
     assert (row.peer_number, row.body, row.status, row.manager_id) == \
-        (MOBILE, "１ 回访成功", "received", manager_id)
+        (MOBILE, "１ 回访成功", "processed", manager_id)
+    assert row.kind == "no_prompt"  # handled as a reply: nothing to answer
     with factory() as s:
         entry = s.scalar(select(AuditLog).where(AuditLog.object_type == "sms"))
         assert entry.object_id == str(row.id) and "139****0001" in entry.object_name
@@ -211,5 +212,7 @@ def test_on_postgresql_the_same_send_receipt_and_reply(pg_database, smsc):
         assert smsc.deliver(MOBILE, "2")["ok"]
         wait_for(lambda: any(r.direction == "in" for r in rows(factory).values()),
                  what="inbound row")
-    assert [r.status for _, r in sorted(rows(factory).items())] == ["sent", "sent", "received"]
+    # the reply came from no manager's phone: stored, ignored
+    assert [(r.status, r.kind) for _, r in sorted(rows(factory).items())] == \
+        [("sent", None), ("sent", None), ("processed", "stranger")]
     assert len(smsc.received()) == 3  # one part, then two

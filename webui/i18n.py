@@ -105,6 +105,22 @@ SMS_STATUS_LABELS = {
     "processed": lazy_gettext("Processed"),
 }
 
+# what an SMS was (khhf.services.sms_feedback): out, then what a reply did
+SMS_KIND_LABELS = {
+    "prompt": lazy_gettext("Result prompt"),
+    "answer": lazy_gettext("Answer to a reply"),
+    "missed_call": lazy_gettext("Missed-call notice"),
+    "filed": lazy_gettext("Result filed"),
+    "unclear": lazy_gettext("Not understood: help sent"),
+    "ambiguous": lazy_gettext("Reference asked for"),
+    "duplicate": lazy_gettext("Duplicate: ignored"),
+    "already_filed": lazy_gettext("Result filed before"),
+    "no_prompt": lazy_gettext("No prompt open"),
+    "unknown_ref": lazy_gettext("Unknown reference"),
+    "refused": lazy_gettext("Result refused"),
+    "stranger": lazy_gettext("Not a manager's mobile: ignored"),
+}
+
 SMS_VIA_LABELS = {
     "smsc": lazy_gettext("the SMSC"),
     "web": lazy_gettext("the web form"),
@@ -195,6 +211,8 @@ AUDIT_FIELD_LABELS = {
     "from": lazy_gettext("Sender"),
     "via": lazy_gettext("Via"),
     "sms_status": lazy_gettext("Status"),
+    "to": lazy_gettext("Recipient"),
+    "sms_kind": lazy_gettext("Kind of SMS"),
     "task_type": lazy_gettext("Task type"),
     "campaign": lazy_gettext("Campaign name"),
     "max_attempts": lazy_gettext("Max attempts"),
@@ -221,6 +239,7 @@ _AUDIT_VALUE_LABELS = {
     "fallback_strategy": FALLBACK_STRATEGY_LABELS,
     "via": SMS_VIA_LABELS,
     "sms_status": SMS_STATUS_LABELS,
+    "sms_kind": SMS_KIND_LABELS,
     "cycle": CAMPAIGN_CYCLE_LABELS,
     "selection": CAMPAIGN_SELECTION_LABELS,
     "campaign_status": CAMPAIGN_STATUS_LABELS,
@@ -399,6 +418,7 @@ def init_app(app) -> None:
         ROLE_LABELS=ROLE_LABELS, ACTION_LABELS=ACTION_LABELS,
         TASK_STATUS_LABELS=TASK_STATUS_LABELS, MANAGER_STATUS_LABELS=MANAGER_STATUS_LABELS, DIRECTION_LABELS=DIRECTION_LABELS,
         SMS_STATUS_LABELS=SMS_STATUS_LABELS,
+        SMS_KIND_LABELS=SMS_KIND_LABELS,
         FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,

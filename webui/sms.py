@@ -11,7 +11,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import StringField, TextAreaField
 
-from khhf.services import sms
+from khhf.services import sms, sms_feedback
 from webui.access import allow, client_ip
 from webui.db import get_db
 
@@ -46,9 +46,11 @@ def inject():
     form = InjectForm()
     if form.validate_on_submit():
         db = get_db()
+        settings = current_app.extensions["khhf_settings"]
         try:
-            sms.receive(db, form.mobile.data, form.text.data, user=current_user,
-                        via="web", ip=client_ip())
+            # the reply is handled as one from the SMSC would be
+            sms_feedback.receive(db, form.mobile.data, form.text.data, user=current_user,
+                                 via="web", ip=client_ip(), settings=settings)
         except sms.SmsError as exc:
             db.rollback()
             form.mobile.errors = list(form.mobile.errors) + [_problem(exc)]

@@ -26,13 +26,13 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from khhf.models import (Call, County, Customer, Manager, SmsMessage, Task, TaskType,
+from khhf.models import (Call, County, Customer, Manager, Task, TaskType,
                          UnifiedNumber, utcnow)
 from khhf import numbering
 from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
 from khhf.config import Settings
 from khhf.phones import mask_phone
-from khhf.services import tasks
+from khhf.services import sms, tasks
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +284,10 @@ def _call_back(session: Session, call: Call, now: dt.datetime, settings: Setting
     if owner.mobile:
         who = f"{customer.name} " if customer.name else ""
         at = settings.local(now)
-        session.add(SmsMessage(
-            direction="out", peer_number=owner.mobile, manager_id=owner.id, task_id=task.id,
-            body=SMS_MISSED_CALL.format(who=who + mask_phone(customer.phone),
-                                        at=f"{at:%m-%d %H:%M}"),
-            status="queued"))
+        # through the outbox the gateway sends (audited there)
+        sms.queue(session, owner, SMS_MISSED_CALL.format(who=who + mask_phone(customer.phone),
+                                                         at=f"{at:%m-%d %H:%M}"),
+                  kind="missed_call", task_id=task.id, now=now)
     else:
         log.warning("manager %s has no mobile: the missed-call SMS is not queued", owner.id)
 

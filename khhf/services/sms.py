@@ -54,6 +54,28 @@ def receive(session: Session, mobile: str, text: str, *, user: User | None = Non
     return row
 
 
+def queue(session: Session, manager: Manager | None, body: str, *, mobile: str | None = None,
+          kind: str | None = None, task_id: int | None = None, call_id: int | None = None,
+          ref: str | None = None, reply_to_id: int | None = None, user: User | None = None,
+          now: dt.datetime | None = None) -> SmsMessage:
+    """Queue `body` for the gateway to send to `manager`'s mobile (or to
+    `mobile`), and audit it. `kind` says what it is ('prompt', 'answer',
+    'missed_call'); the other fields tie it to what it is about."""
+    to = mobile or (manager.mobile if manager is not None else None)
+    if not to:
+        raise SmsError("no mobile number to send the SMS to.")
+    row = SmsMessage(direction="out", peer_number=to, body=body, status="queued", kind=kind,
+                     manager_id=manager.id if manager is not None else None, task_id=task_id,
+                     call_id=call_id, ref=ref, reply_to_id=reply_to_id,
+                     created_at=now or utcnow())
+    session.add(row)
+    session.flush()
+    audit.record(session, user, "create", "sms", row.id,
+                 {"fields": {"to": mask_phone(to), "sms_kind": kind}},
+                 object_name=mask_phone(to))
+    return row
+
+
 def listing(session: Session, direction: str | None = None, limit: int = 200) -> list[SmsMessage]:
     """The latest messages, newest first (both directions unless given)."""
     query = select(SmsMessage).order_by(SmsMessage.id.desc()).limit(limit)
