@@ -31,7 +31,7 @@ def test_demo_runs_a_call_end_to_end(tmp_path):
                KHHF_AGI_PORT=str(free_port(kind=socket.SOCK_STREAM)),
                KHHF_BRIDGE_PORT=str(free_port(kind=socket.SOCK_STREAM)),
                KHHF_WEB_PORT=str(free_port(kind=socket.SOCK_STREAM)),
-               KHHF_CALLING_WINDOW="00:00-23:59")
+               KHHF_CALLING_WINDOW="00:00-23:59", KHHF_SMS_PROMPT_DELAY_SECONDS="1")
     khhf = [sys.executable, "-m", "khhfcli.main"]
     subprocess.run(khhf + ["init", "--home", str(tmp_path)], env=env, check=True,
                    capture_output=True)
@@ -71,9 +71,39 @@ def test_demo_runs_a_call_end_to_end(tmp_path):
             assert time.monotonic() < deadline, row
             time.sleep(0.2)
         assert row.outcome == "answered"
-        engine.dispose()
         # the SMS gateway runs embedded (no SMSC in the demo's config)
         assert "no smsc_host set" in (tmp_path / "logs" / "smsgw.log").read_text()
+
+        # the result prompt (jobs daemon) waits in the admin's SMS outbox; the
+        # admin types the manager's reply in the inject form: the result is filed
+        deadline = time.monotonic() + 40
+        while True:
+            with engine.connect() as conn:
+                prompt = conn.execute(text("SELECT ref, peer_number FROM sms_messages "
+                                           "WHERE kind = 'prompt' AND call_id = :id"),
+                                      {"id": call_id}).one_or_none()
+            if prompt is not None:
+                break
+            assert time.monotonic() < deadline, "no result prompt queued"
+            time.sleep(0.2)
+        admin = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        admin_password = re.search(r"log in as admin\s+password (\S+)", printed).group(1)
+        login = admin.open(f"{url}/login").read().decode()
+        admin.open(f"{url}/login", urllib.parse.urlencode(
+            {"username": "admin", "password": admin_password,
+             "csrf_token": token(login)}).encode()).read()
+        outbox = admin.open(f"{url}/admin/sms/").read().decode()
+        assert f"#{prompt.ref} " in outbox and "回访成功" in outbox and "结果提示" in outbox
+        admin.open(f"{url}/admin/sms/inject", urllib.parse.urlencode(
+            {"mobile": prompt.peer_number, "text": f"1 #{prompt.ref}",
+             "csrf_token": token(outbox)}).encode()).read()
+        with engine.connect() as conn:
+            filed = conn.execute(text(
+                "SELECT t.status, f.channel FROM tasks t JOIN feedback f ON f.task_id = t.id "
+                "WHERE t.id = :id"), {"id": int(task_id)}).one()
+        assert tuple(filed) == ("done", "sms")
+        engine.dispose()
     finally:
         demo.send_signal(signal.SIGINT)
         rc = demo.wait(60)
