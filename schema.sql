@@ -288,7 +288,8 @@ CREATE TABLE sms_messages (
     -- what the message is (khhf/services/sms_feedback.py): out 'prompt' (the
     -- result prompt after a call), 'answer' (to a reply), 'missed_call';
     -- in: what the reply did ('filed', 'unclear', 'ambiguous', 'duplicate',
-    -- 'already_filed', 'no_prompt', 'unknown_ref', 'refused', 'stranger')
+    -- 'already_filed', 'no_prompt', 'unknown_ref', 'refused', 'stranger',
+    -- 'error': its handling failed twice, see the log)
     kind VARCHAR(16),
     -- a prompt: the call it asks about, and its short reference (#12)
     call_id INTEGER REFERENCES calls (id),

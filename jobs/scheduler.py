@@ -1,4 +1,6 @@
-"""Campaign rounds on time: APScheduler with a persistent job store.
+"""Campaign rounds on time: APScheduler with a persistent job store; and
+the SMS result prompts (khhf.services.sms_feedback), an in-memory
+interval job whose state is the database's.
 
 The job store is SQLAlchemyJobStore on the main database (table
 apscheduler_jobs), so a job outlives the daemon: each round's job is

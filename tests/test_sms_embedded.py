@@ -43,6 +43,7 @@ def test_admin_types_a_reply_as_if_from_a_phone_and_sees_both_boxes(tmp_path):
         assert entry.username == "admin" and entry.object_id == str(row.id)
     page = client.get("/admin/sms/").get_data(as_text=True)
     assert "１ 回访成功" in page and "已处理" in page
+    assert "已按回复处理：无待反馈提示。" in page and "无待反馈提示" in page
 
 
 def test_cli_inject_and_outbox(tmp_path, capsys):

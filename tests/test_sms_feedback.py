@@ -241,3 +241,16 @@ def test_every_message_is_audited(s, w):
     assert ids <= audited
     assert s.scalar(select(func.count()).select_from(AuditLog).where(
         AuditLog.object_type == "feedback")) == 1
+
+
+def test_a_reply_whose_handling_was_interrupted_is_handled_by_the_sweep(s, w):
+    [call] = prompted(s, w, "13800000033")
+    from khhf.services import sms
+    row = sms.receive(s, MOBILE, "1")  # stored; the handling never ran (a crash)
+    s.flush()
+    assert sms_feedback.handle_leftovers(s, SETTINGS, NOW) == 0  # too fresh: being handled
+    later = row.created_at + sms_feedback.RETRY_AFTER
+    assert sms_feedback.handle_leftovers(s, SETTINGS, later) == 1
+    assert (row.status, row.kind) == ("processed", "filed")
+    assert s.get(Task, call.task_id).status == "done"
+    assert sms_feedback.handle_leftovers(s, SETTINGS, later) == 0

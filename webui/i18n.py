@@ -119,6 +119,7 @@ SMS_KIND_LABELS = {
     "unknown_ref": lazy_gettext("Unknown reference"),
     "refused": lazy_gettext("Result refused"),
     "stranger": lazy_gettext("Not a manager's mobile: ignored"),
+    "error": lazy_gettext("Handling failed: see the jobs log"),
 }
 
 SMS_VIA_LABELS = {

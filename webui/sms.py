@@ -14,6 +14,7 @@ from wtforms import StringField, TextAreaField
 from khhf.services import sms, sms_feedback
 from webui.access import allow, client_ip
 from webui.db import get_db
+from webui.i18n import SMS_KIND_LABELS, label
 
 bp = Blueprint("sms", __name__, url_prefix="/admin/sms")
 
@@ -49,14 +50,18 @@ def inject():
         settings = current_app.extensions["khhf_settings"]
         try:
             # the reply is handled as one from the SMSC would be
-            sms_feedback.receive(db, form.mobile.data, form.text.data, user=current_user,
-                                 via="web", ip=client_ip(), settings=settings)
+            row = sms_feedback.receive(db, form.mobile.data, form.text.data,
+                                       user=current_user, via="web", ip=client_ip(),
+                                       settings=settings)
         except sms.SmsError as exc:
             db.rollback()
             form.mobile.errors = list(form.mobile.errors) + [_problem(exc)]
             return _page(form)
         db.commit()
         flash(gettext("The message is stored as received from that phone."), "success")
+        if row.kind:
+            flash(gettext("Handled as a reply: %(what)s.",
+                          what=label(SMS_KIND_LABELS, row.kind)), "info")
         return redirect(url_for("sms.index"))
     return _page(form)
 

@@ -232,8 +232,15 @@ def handle_leftovers(session: Session, settings: Settings, now: dt.datetime | No
         SmsMessage.direction == "in", SmsMessage.status == "received",
         SmsMessage.created_at <= now - RETRY_AFTER).order_by(SmsMessage.id)).all()
     for row in rows:
-        with session.begin_nested():
-            handle(session, row, settings, now)
+        try:
+            with session.begin_nested():
+                handle(session, row, settings, now)
+        except Exception as exc:
+            # a second failure: set aside for a person, not retried forever
+            log.exception("SMS %s from %s: handling failed again; marked 'error'",
+                          row.id, mask_phone(row.peer_number))
+            row.error = f"handling failed: {exc}"[:500]
+            _done(session, row, "error")
     return len(rows)
 
 
