@@ -166,11 +166,12 @@ def open_prompts(session: Session, manager_id: int, now: dt.datetime) -> list[Sm
     return list(rows)
 
 
-def _next_ref(session: Session, manager_id: int, now: dt.datetime) -> str:
+def _next_ref(session: Session, manager_id: int, taken: set[str]) -> str:
+    """The reference after the manager's last one, skipping `taken` (those
+    of the open prompts)."""
     last = session.scalar(select(SmsMessage.ref).where(
         SmsMessage.kind == KIND_PROMPT, SmsMessage.manager_id == manager_id)
         .order_by(SmsMessage.id.desc()).limit(1))
-    taken = {p.ref for p in open_prompts(session, manager_id, now)}
     n = int(last) if last and last.isdigit() else 0
     for _ in range(REF_CYCLE):
         n = n % REF_CYCLE + 1
@@ -183,14 +184,24 @@ def send_prompts(session: Session, settings: Settings, now: dt.datetime | None =
     """Queue the prompt of every due call (see `due_calls`); returns how many."""
     now = now or utcnow()
     made = 0
+    # per manager: (task ids, references) of the open prompts, read once a sweep
+    open_by_manager: dict[int, tuple[set[int], set[str]]] = {}
+    menus: dict[int, list[ResultCode]] = {}
     for call in due_calls(session, settings, now):
         task = call.task
+        if task.manager_id not in open_by_manager:
+            found = open_prompts(session, task.manager_id, now)
+            open_by_manager[task.manager_id] = ({p.task_id for p in found},
+                                                {p.ref for p in found})
+        open_tasks, taken = open_by_manager[task.manager_id]
         # one open prompt per task: a second answered call asks nothing new
-        if any(p.task_id == task.id for p in open_prompts(session, task.manager_id, now)):
+        if task.id in open_tasks:
             continue
         manager = session.get(Manager, task.manager_id)
-        ref = _next_ref(session, manager.id, now)
-        codes = _codes(session, task.task_type_id)
+        ref = _next_ref(session, manager.id, taken)
+        if task.task_type_id not in menus:
+            menus[task.task_type_id] = _codes(session, task.task_type_id)
+        codes = menus[task.task_type_id]
         body = PROMPT.format(ref=ref, task_type=task.task_type.name, customer=_customer(task),
                              menu=menu(codes), hint=HINT_MANY.format(ref=ref))
         try:
@@ -199,6 +210,8 @@ def send_prompts(session: Session, settings: Settings, now: dt.datetime | None =
                           call_id=call.id, ref=ref, now=now)
         except IntegrityError:
             continue  # another sweeper queued it first
+        open_tasks.add(task.id)
+        taken.add(ref)
         made += 1
         log.info("result prompt #%s for call %s (task %s, %s) queued to %s", ref, call.id,
                  task.id, _customer(task), mask_phone(manager.mobile))
