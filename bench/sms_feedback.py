@@ -9,8 +9,9 @@ Method: a database made from schema.sql, filled in SQL with --managers
 managers (each with a mobile) and --calls answered outbound calls each,
 ended within the last 24 h; 80 % of them have a result filed (web), the
 rest are due. Then, timed:
-  sweep (burst)   one send_prompts: queues a prompt for every due call
-  sweep (idle)    the next send_prompts, nothing due (median of 5)
+  sweep (burst)   one sweep of the jobs daemon (Jobs.sms_sweep): queues a
+                  prompt for every due call, 20 to a transaction
+  sweep (idle)    the next sweep, nothing due (median of 5)
   replies         each manager answers each of its prompts with `1 #ref`,
                   one sms_feedback.receive + commit each (files the
                   result, queues the confirmation)
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import select, text  # noqa: E402
 
+from jobs.scheduler import Jobs  # noqa: E402
 from khhf import config, db  # noqa: E402
 from khhf.models import SmsMessage  # noqa: E402
 from khhf.services import campaigns, sms_feedback  # noqa: E402
@@ -94,16 +96,16 @@ def run(engine, label: str, managers: int, calls: int) -> dict:
     db.create_schema(engine)
     due = fill(engine, managers, calls, now)
     factory = db.session_factory(engine, writer=True)
+    # the jobs daemon's own sweep (a reader look, then batches of prompts)
+    jobs = Jobs(engine, settings.timezone, settings=settings)
     t0 = time.perf_counter()
-    with db.unit_of_work(factory) as s:
-        made = sms_feedback.send_prompts(s, settings, now)
+    made = jobs.sms_sweep()
     burst = time.perf_counter() - t0
     assert made == due, (made, due)
     idle = []
     for _ in range(5):
         t0 = time.perf_counter()
-        with db.unit_of_work(factory) as s:
-            assert sms_feedback.send_prompts(s, settings, now) == 0
+        assert jobs.sms_sweep() == 0
         idle.append(time.perf_counter() - t0)
     with factory() as s:
         prompts = [(p.peer_number, p.ref) for p in s.scalars(

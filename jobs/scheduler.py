@@ -41,11 +41,13 @@ from sqlalchemy.engine import Engine
 
 from khhf import db
 from khhf.config import Settings
-from khhf.models import Campaign
+from khhf.models import Campaign, utcnow
 from khhf.services import campaigns, sms_feedback
 
 log = logging.getLogger("jobs")
 JOB_TABLE = "apscheduler_jobs"
+# result prompts queued per write transaction
+PROMPT_BATCH = 20
 
 # the sessions the stored jobs use: a stored job names a function and its
 # arguments only, so the process that runs it supplies the database
@@ -136,14 +138,25 @@ class Jobs:
         a restarted daemon simply sweeps again."""
         if self._stopping:
             return 0
+        made = 0
         try:
-            with db.unit_of_work(self.writer_sessions) as session:
-                made = sms_feedback.send_prompts(session, self.settings)
-                sms_feedback.handle_leftovers(session, self.settings)
+            now = utcnow()
+            # look first with a reader: an idle sweep takes no write lock
+            with self.sessions() as session:
+                due = [c.id for c in sms_feedback.due_calls(session, self.settings, now)]
+                leftovers = sms_feedback.has_leftovers(session, now)
+            # then short write transactions, so a burst of prompts does not
+            # hold SQLite's write lock against the AMI bridge for long
+            for i in range(0, len(due), PROMPT_BATCH):
+                with db.unit_of_work(self.writer_sessions) as session:
+                    made += sms_feedback.send_prompts(session, self.settings, now,
+                                                      call_ids=due[i:i + PROMPT_BATCH])
+            if leftovers:
+                with db.unit_of_work(self.writer_sessions) as session:
+                    sms_feedback.handle_leftovers(session, self.settings, now)
         except Exception:
             # the next sweep tries again; the daemon keeps running
             log.exception("the SMS prompt sweep failed")
-            return 0
         return made
 
     def _after_round(self, event) -> None:

@@ -254,3 +254,22 @@ def test_a_reply_whose_handling_was_interrupted_is_handled_by_the_sweep(s, w):
     assert (row.status, row.kind) == ("processed", "filed")
     assert s.get(Task, call.task_id).status == "done"
     assert sms_feedback.handle_leftovers(s, SETTINGS, later) == 0
+
+
+def test_the_jobs_daemon_sweep_queues_once_across_restarts(tmp_path):
+    from jobs.scheduler import Jobs
+    from khhf.models import utcnow
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'j.db'}")
+    db.create_schema(engine)
+    with db.unit_of_work(db.session_factory(engine)) as s:
+        county = factories.county(s, "demo", "示范县", unified="13900000000")
+        w = dict(county=county, m1=factories.manager(s, county, "m1", desk="8001",
+                                                     mobile=MOBILE))
+        factories.task_type(s)
+        answered_call(s, w, "13800000041", ended=utcnow() - dt.timedelta(minutes=3))
+    assert Jobs(engine, "Asia/Shanghai", settings=SETTINGS).sms_sweep() == 1
+    # a restarted daemon finds the prompt in the database: nothing again
+    assert Jobs(engine, "Asia/Shanghai", settings=SETTINGS).sms_sweep() == 0
+    with db.session_factory(engine)() as s:
+        assert len(outbox(s, "prompt")) == 1
+    engine.dispose()

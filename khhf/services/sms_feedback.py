@@ -132,13 +132,15 @@ def _result_filed(call=Call):
                               Feedback.created_at >= call.answer_at))
 
 
-def due_calls(session: Session, settings: Settings, now: dt.datetime) -> list[Call]:
+def due_calls(session: Session, settings: Settings, now: dt.datetime,
+              call_ids: list[int] | None = None) -> list[Call]:
     """Answered outbound calls whose prompt is due: ended at least the delay
     ago (and within PROMPT_HORIZON), no result filed, no prompt yet, the
-    task still open and its manager (the caller) active with a mobile."""
+    task still open and its manager (the caller) active with a mobile.
+    `call_ids` narrows the look to those calls."""
     delay = dt.timedelta(seconds=settings.sms_prompt_delay_seconds)
     later = aliased(Call)
-    return list(session.scalars(
+    query = (
         select(Call).join(Task, Task.id == Call.task_id)
         .join(Manager, Manager.id == Task.manager_id)
         .where(Call.direction == "outbound", Call.state == "ended",
@@ -151,7 +153,10 @@ def due_calls(session: Session, settings: Settings, now: dt.datetime) -> list[Ca
                # a later answered call of the task gets the prompt instead
                ~exists().where(later.task_id == Call.task_id, later.id > Call.id,
                                later.direction == "outbound", later.answer_at.is_not(None)))
-        .order_by(Call.id)))
+        .order_by(Call.id))
+    if call_ids is not None:
+        query = query.where(Call.id.in_(call_ids))
+    return list(session.scalars(query))
 
 
 def open_prompts(session: Session, manager_id: int, now: dt.datetime) -> list[SmsMessage]:
@@ -180,14 +185,16 @@ def _next_ref(session: Session, manager_id: int, taken: set[str]) -> str:
     return str(n)  # 999 open prompts: the oldest's number again; #ref finds the newest
 
 
-def send_prompts(session: Session, settings: Settings, now: dt.datetime | None = None) -> int:
-    """Queue the prompt of every due call (see `due_calls`); returns how many."""
+def send_prompts(session: Session, settings: Settings, now: dt.datetime | None = None,
+                 call_ids: list[int] | None = None) -> int:
+    """Queue the prompt of every due call (see `due_calls`), or of those of
+    `call_ids` that are due; returns how many."""
     now = now or utcnow()
     made = 0
     # per manager: (task ids, references) of the open prompts, read once a sweep
     open_by_manager: dict[int, tuple[set[int], set[str]]] = {}
     menus: dict[int, list[ResultCode]] = {}
-    for call in due_calls(session, settings, now):
+    for call in due_calls(session, settings, now, call_ids):
         task = call.task
         if task.manager_id not in open_by_manager:
             found = open_prompts(session, task.manager_id, now)
@@ -237,13 +244,22 @@ def receive(session: Session, mobile: str, text: str, *, settings: Settings | No
     return row
 
 
+def _leftovers(now: dt.datetime):
+    return select(SmsMessage).where(
+        SmsMessage.direction == "in", SmsMessage.status == "received",
+        SmsMessage.created_at <= now - RETRY_AFTER).order_by(SmsMessage.id)
+
+
+def has_leftovers(session: Session, now: dt.datetime) -> bool:
+    """Some inbound message waits for `handle_leftovers`."""
+    return session.scalar(_leftovers(now).limit(1)) is not None
+
+
 def handle_leftovers(session: Session, settings: Settings, now: dt.datetime | None = None) -> int:
     """Handle inbound messages left 'received' (a failed or interrupted
     handling); returns how many."""
     now = now or utcnow()
-    rows = session.scalars(select(SmsMessage).where(
-        SmsMessage.direction == "in", SmsMessage.status == "received",
-        SmsMessage.created_at <= now - RETRY_AFTER).order_by(SmsMessage.id)).all()
+    rows = session.scalars(_leftovers(now)).all()
     for row in rows:
         try:
             with session.begin_nested():
