@@ -10,7 +10,7 @@ managers (each with a mobile) and --calls answered outbound calls each,
 ended within the last 24 h; 80 % of them have a result filed (web), the
 rest are due. Then, timed:
   sweep (burst)   one sweep of the jobs daemon (Jobs.sms_sweep): queues a
-                  prompt for every due call, 20 to a transaction
+                  prompt for every due call, 10 to a transaction
   sweep (idle)    the next sweep, nothing due (median of 5)
   replies         each manager answers each of its prompts with `1 #ref`,
                   one sms_feedback.receive + commit each (files the

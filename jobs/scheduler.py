@@ -47,7 +47,7 @@ from khhf.services import campaigns, sms_feedback
 log = logging.getLogger("jobs")
 JOB_TABLE = "apscheduler_jobs"
 # result prompts queued per write transaction
-PROMPT_BATCH = 20
+PROMPT_BATCH = 10
 
 # the sessions the stored jobs use: a stored job names a function and its
 # arguments only, so the process that runs it supplies the database
