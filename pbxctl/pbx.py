@@ -38,6 +38,8 @@ MIN_SYSTEM_VERSION = 20
 # Asterisk runs as this user (inside its root: that root's user), never as
 # root; it owns only the directories it writes (WRITABLE_DIRS)
 PBX_USER = "asterisk"
+# the prompts' language directory under asterisk/sounds/ (and the run directory)
+SOUNDS_SUBDIR = "sounds/zh"
 WRITABLE_DIRS = ("spool", "log", "run", "lib", "cache", "recordings")
 
 
@@ -277,6 +279,7 @@ class Pbx:
             **numbering.dialplan_tokens(),
             "DESK_EXTENSION_PATTERN": numbering.DESK_EXTENSION_DIALPLAN,
             "TIMEZONE": s.timezone,
+            "SOUNDS": f"{layout.inner_dir}/{SOUNDS_SUBDIR}",
             **{key.upper(): getattr(s, key) for key in (
                 "manager_ring_seconds", "customer_ring_seconds", "hotline_desk_ring_seconds",
                 "hotline_mobile_ring_seconds", "hotline_group_ring_seconds",
@@ -308,10 +311,22 @@ class Pbx:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(phones))
+        self._copy_sounds()
         for sub_dir in ("spool", "log/cel-custom", "log/cdr-custom", "run", "lib/keys", "cache",
                         "recordings"):
             (self.run_dir / sub_dir).mkdir(parents=True, exist_ok=True)
         self._set_permissions(layout)
+
+    def _copy_sounds(self) -> None:
+        """Copy the shipped prompts (asterisk/sounds/) into the run directory,
+        where Asterisk sees them at {{SOUNDS}} (inside its root when chrooted).
+        Not secret: readable by all, like Asterisk's own sounds."""
+        dest = self.run_dir / "sounds"
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(ASTERISK_CONF_DIR / "sounds", dest)
+        for path in [dest, *dest.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
     def _set_permissions(self, layout: Layout) -> None:
         """Asterisk reads its configuration (root's, group-readable: it holds
