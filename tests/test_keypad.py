@@ -187,3 +187,48 @@ def test_every_prompt_the_service_names_is_shipped():
     source = Path(keypad.__file__).read_text()
     used = set(re.findall(r'"((?:keypad|digits)[-/][a-z-]*)', source))
     assert used - {"digits/"} <= manifest
+
+
+# -- the FastAGI route, against a fake Asterisk over a real socket (tests/test_agi.py)
+
+@pytest.fixture
+def agi_call(tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'agi.db'}")
+    db.create_schema(engine)
+    factory = db.session_factory(engine)
+    with db.unit_of_work(factory) as s:
+        county = factories.county(s, "demo", unified="13900000000")
+        m1 = factories.manager(s, county, "m1", desk="8001")
+        task = factories.task(s, factories.customer(s, county, "13800000001", m1), m1)
+        tasks.dial(task)
+        row = Call(direction="outbound", task_id=task.id, customer_number="13800000001",
+                   manager_id=m1.id, state="connected")
+        s.add(row)
+        s.flush()
+        call_id = row.id
+    yield factory, call_id
+    engine.dispose()
+
+
+def test_route_sets_the_prompts_as_paths_and_the_action_last(agi_call):
+    from tests.test_agi import agi_request, run_server, variables
+    factory, call_id = agi_call
+    sounds = "/khhf/main/sounds/zh"
+    commands = run_server(factory, lambda port: agi_request(
+        port, "keypad-result", [str(call_id), sounds, "ask:1", "4"]))
+    got = variables(commands)
+    assert list(got)[-1] == "KHHF_KP_ACTION" and got["KHHF_KP_ACTION"] == "read"
+    assert got["KHHF_KP_PROMPT"] == "&".join(
+        f"{sounds}/{p}" for p in ("keypad-you-chose", "digits/4", "keypad-confirm"))
+    assert got["KHHF_KP_DIGITS"] == "1" and got["KHHF_KP_STATE"].startswith("confirm:")
+
+
+@pytest.mark.parametrize("sounds", ["", "sounds/zh", "/khhf/../etc", "/a,b", "/a&b"])
+def test_route_refuses_a_strange_prompts_directory_and_sets_nothing(agi_call, sounds):
+    from tests.test_agi import agi_request, run_server
+    factory, call_id = agi_call
+    commands = run_server(factory, lambda port: agi_request(
+        port, "keypad-result", [str(call_id), sounds, "", ""]))
+    assert commands == []   # the dialplan's fallback: "keypad unavailable"
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(Feedback)) == 0
