@@ -403,17 +403,17 @@ def test_missed_call_message_is_the_shipped_chinese_prompt(hotline_pbx):
     from simkit.rtp import RtpPhone
 
     hp = hotline_pbx
-    hp.county("c9", "13900000009")   # no manager, no group
+    hp.county("c99", "13900000099")   # no manager, no group
     phone = RtpPhone()
     try:
         host = hp.h.settings.trunk_host
         caller = hp.h.party("hotline_listen.xml", local_ip=host, port=free_port(host),
-                            remote=hp.h.sip_target, service="13900000009",
-                            keys={"caller": "13800000009", "ear_ip": phone.host,
+                            remote=hp.h.sip_target, service="13900000099",
+                            keys={"caller": "13800000099", "ear_ip": phone.host,
                                   "ear_port": phone.port}).start()
         assert caller.wait(40) == 0, caller.trace_summary()
         assert phone.heard(shipped("asterisk") / "sounds" / "zh" / "hotline-missed.ulaw"), \
             f"{len(phone.audio())} bytes heard"
     finally:
         phone.close()
-    assert hp.wait_ended("13800000009").outcome == "missed"
+    assert hp.wait_ended("13800000099").outcome == "missed"
