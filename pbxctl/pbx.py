@@ -320,13 +320,24 @@ class Pbx:
     def _copy_sounds(self) -> None:
         """Copy the shipped prompts (asterisk/sounds/) into the run directory,
         where Asterisk sees them at {{SOUNDS}} (inside its root when chrooted).
-        Not secret: readable by all, like Asterisk's own sounds."""
-        dest = self.run_dir / "sounds"
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(ASTERISK_CONF_DIR / "sounds", dest)
-        for path in [dest, *dest.rglob("*")]:
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        Not secret: readable by all, like Asterisk's own sounds. Each file is
+        replaced whole (rename), and only when it changed: a running PBX
+        (render again for the phones) may be playing one."""
+        src_dir, dest_dir = ASTERISK_CONF_DIR / "sounds", self.run_dir / "sounds"
+        wanted = {p.relative_to(src_dir) for p in src_dir.rglob("*") if p.is_file()}
+        for rel in sorted(wanted):
+            src, dest = src_dir / rel, dest_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            data = src.read_bytes()
+            if dest.is_file() and dest.read_bytes() == data:
+                continue
+            tmp = dest.with_name(f".{dest.name}.new")
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        for path in dest_dir.rglob("*"):
+            if path.is_file() and path.relative_to(dest_dir) not in wanted:
+                path.unlink()
 
     def _set_permissions(self, layout: Layout) -> None:
         """Asterisk reads its configuration (root's, group-readable: it holds
