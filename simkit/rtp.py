@@ -18,16 +18,18 @@ import threading
 import time
 from pathlib import Path
 
-PCMU, TELEPHONE_EVENT = 0, 101      # payload types, as answer_media.xml's SDP says
+PCMU, PCMA, TELEPHONE_EVENT = 0, 8, 101   # payload types, as the SDP says
 FRAME = 160                         # 20 ms at 8 kHz
-_SILENCE = b"\xff" * FRAME          # mu-law silence
+_SILENCE = {PCMU: b"\xff" * FRAME, PCMA: b"\xd5" * FRAME}
 _EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
 
 
 class RtpPhone:
-    """Listens on host:<a free port> until `close()`; `press` sends keys."""
+    """Listens on host:<a free port> until `close()`; `press` sends keys.
+    `codec` is the payload type the phone answered with (PCMU or PCMA)."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", codec: int = PCMU):
+        self.codec = codec
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         self.sock.settimeout(0.2)
@@ -56,10 +58,10 @@ class RtpPhone:
                     self._packets.append((data[1] & 0x7F, data[12:]))
 
     # -- what it heard ---------------------------------------------------------
-    def audio(self, payload_type: int = PCMU) -> bytes:
-        """Every payload of `payload_type` received, in order."""
+    def audio(self) -> bytes:
+        """Every payload in the phone's codec received, in order."""
         with self._lock:
-            return b"".join(p for pt, p in self._packets if pt == payload_type)
+            return b"".join(p for pt, p in self._packets if pt == self.codec)
 
     def heard(self, sound: Path, span: int = 1600) -> bool:
         """True when the first `span` bytes (0.2 s) of headerless G.711
@@ -93,7 +95,7 @@ class RtpPhone:
         for key in keys:
             event = _EVENTS[key]
             for _ in range(5):   # the phone's own audio: silence
-                self._send(PCMU, _SILENCE)
+                self._send(self.codec, _SILENCE[self.codec])
                 self._ts += FRAME
                 time.sleep(0.02)
             steps = max(1, tone_ms // 20)

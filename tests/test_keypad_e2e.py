@@ -20,12 +20,14 @@ from khhf.models import Feedback, ResultCode, Task
 from khhf.shipped import shipped
 from simkit.bridge_env import BridgeEnv
 from simkit.harness import SIPP, AgiThread, PbxHarness, free_port
-from simkit.rtp import RtpPhone
+from simkit.rtp import PCMA, PCMU, RtpPhone
 
 pytestmark = pytest.mark.pbx
 
 PROMPTS = shipped("asterisk") / "sounds" / "zh"
 TALK_MS = 1000
+# payload type -> (SDP name, the prompts' file extension)
+CODECS = {PCMU: ("PCMU", "ulaw"), PCMA: ("PCMA", "alaw")}
 
 
 class Keypad:
@@ -36,7 +38,8 @@ class Keypad:
         """Desk phone `ext`: answers at once, its audio is `phone`'s."""
         port = self.h.register_desk_phone(ext)
         return self.h.party("answer_media.xml", local_ip="127.0.0.1", port=port,
-                            keys={"ear_ip": phone.host, "ear_port": phone.port}).start()
+                            keys={"ear_ip": phone.host, "ear_port": phone.port},
+                            fill={"PT": phone.codec, "CODEC": CODECS[phone.codec][0]}).start()
 
     def feedback(self, call_id: int) -> list[Feedback]:
         with self.env.sessions() as s:
@@ -76,22 +79,26 @@ def kp(tmp_path_factory):
         agi.stop()
 
 
-def test_keypad_result_after_the_customer_hangs_up_is_filed(kp):
-    phone = RtpPhone()
+@pytest.mark.parametrize("codec", [PCMU, PCMA], ids=["ulaw", "alaw"])
+def test_keypad_result_after_the_customer_hangs_up_is_filed(kp, codec):
+    """Whichever G.711 law the phone chose, it hears the prompt files of
+    that law as they are (no transcoding), and its keys file the result."""
+    ext = CODECS[codec][1]
+    phone = RtpPhone(codec=codec)
     try:
         desk = kp.desk_with_phone("8001", phone)
         customer = kp.h.trunk("answer_hangup.xml", duration_ms=TALK_MS)
-        call_id = kp.env.dial("8001", "13812345678")
+        call_id = kp.env.dial("8001", f"1381234567{codec}")
         assert customer.wait(30) == 0, customer.trace_summary()
         # the manager hears the Chinese prompt: the shipped file, byte for byte
-        assert phone.wait_heard(PROMPTS / "keypad-ask.ulaw"), f"{len(phone.audio())} bytes heard"
+        assert phone.wait_heard(PROMPTS / f"keypad-ask.{ext}"), f"{len(phone.audio())} bytes heard"
         phone.press("1")
         # read back: 您选择了 一，确认请按一，改选请按二
-        assert phone.wait_heard(PROMPTS / "keypad-you-chose.ulaw")
-        assert phone.wait_heard(PROMPTS / "keypad-confirm.ulaw")
-        assert phone.heard(PROMPTS / "digits" / "1.ulaw")
+        assert phone.wait_heard(PROMPTS / f"keypad-you-chose.{ext}")
+        assert phone.wait_heard(PROMPTS / f"keypad-confirm.{ext}")
+        assert phone.heard(PROMPTS / "digits" / f"1.{ext}")
         phone.press("1")
-        assert phone.wait_heard(PROMPTS / "keypad-filed.ulaw")
+        assert phone.wait_heard(PROMPTS / f"keypad-filed.{ext}")
         # then the PBX hangs up
         assert desk.wait(30) == 0, desk.trace_summary()
     finally:
