@@ -91,7 +91,10 @@ def test_a_wrong_code_is_said_and_asked_again(s, call):
     again = turn(s, call, ask.state, "9")              # no code 9 in the revisit type
     assert (again.action, again.prompts) == ("read", ("keypad-invalid", "keypad-ask"))
     assert again.state != ask.state
-    assert turn(s, call, again.state, "*").prompts == ("keypad-invalid", "keypad-ask")
+    last = turn(s, call, again.state, "*")
+    assert last.prompts == ("keypad-invalid", "keypad-ask")
+    # a wrong key the last time: not filed, and not "no key pressed"
+    assert turn(s, call, last.state, "8") == keypad.Step("say", ("keypad-not-filed",))
     assert feedback(s) == []
 
 
@@ -176,7 +179,8 @@ def test_every_prompt_the_service_names_is_shipped():
     manifest = {line.split("|", 1)[0] for line in (zh / "prompts.txt").read_text().splitlines()
                 if line and not line.startswith("#")}
     named = {"keypad-ask", "keypad-you-chose", "keypad-confirm", "keypad-invalid",
-             "keypad-filed", "keypad-already-filed", "keypad-no-input", "keypad-refused",
+             "keypad-filed", "keypad-already-filed", "keypad-no-input", "keypad-not-filed",
+             "keypad-refused",
              "keypad-unavailable", "hotline-missed", *(f"digits/{d}" for d in range(10))}
     assert named <= manifest
     for name in manifest:

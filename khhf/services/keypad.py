@@ -65,6 +65,11 @@ def _confirm(code: ResultCode, tries: int) -> Step:
                        "keypad-confirm"), f"confirm:{code.id}:{tries}")
 
 
+def _give_up(digits: str) -> Step:
+    # nothing filed: the SMS prompt (or the web) asks later
+    return _say("keypad-not-filed" if digits else "keypad-no-input")
+
+
 def already_filed(session: Session, task: Task, call_id: int) -> bool:
     """True when the task is closed or a result was filed for this call (on
     any channel): there is nothing left to ask."""
@@ -99,7 +104,7 @@ def step(session: Session, call_id: int | None, state: str = "", digits: str = "
         if code is not None:
             return _confirm(code, 1)
         if tries >= MAX_TRIES:
-            return _say("keypad-no-input")
+            return _give_up(digits)
         return _ask(codes, tries + 1, *(("keypad-invalid",) if digits else ()))
     code, tries = session.get(ResultCode, int(m.group(2))), int(m.group(3))
     if code is None or code.task_type_id != task.task_type_id:
@@ -107,7 +112,7 @@ def step(session: Session, call_id: int | None, state: str = "", digits: str = "
     if pressed == CHANGE:
         return _ask(codes, 1)
     if pressed != CONFIRM:
-        return _say("keypad-no-input") if tries >= MAX_TRIES else _confirm(code, tries + 1)
+        return _give_up(digits) if tries >= MAX_TRIES else _confirm(code, tries + 1)
     user = session.scalar(select(User).join(Manager, Manager.user_id == User.id)
                           .where(Manager.id == call.manager_id))
     try:
