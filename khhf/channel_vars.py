@@ -26,3 +26,12 @@ STAGE = "KHHF_STAGE"                # dialplan: routing|desk|mobile|group|messag
 # identified by its source address only (identify_by = ip), so knowing
 # this name gains nobody anything.
 TRUNK_ENDPOINT = "carrier"
+
+# The keypad result on the manager's leg after the customer hung up first
+# (asterisk/extensions.d/30-outbound.conf, agi/routes/keypad_result.py).
+# KHHF_KP_ACTION is set last by the AGI: empty means it failed, and the
+# dialplan says so and hangs up.
+KEYPAD_ACTION = "KHHF_KP_ACTION"    # 'read' (play, then read digits) or 'say' (play, end)
+KEYPAD_PROMPT = "KHHF_KP_PROMPT"    # the sound files to play, full paths joined by '&'
+KEYPAD_DIGITS = "KHHF_KP_DIGITS"    # how many digits the next Read takes
+KEYPAD_STATE = "KHHF_KP_STATE"      # where the conversation is, handed back to the AGI

@@ -30,6 +30,10 @@ from .supervise import Child, RunningPid, Supervisor
 
 # a simulated desk phone's registration: Asterisk's maximum (pjsip.conf)
 REGISTRATION_SECONDS = 86400
+# how long a simulated desk phone stays on the line after the customer's talk
+# time (it answered a moment before the customer): it hears the keypad
+# result's prompt begin, then hangs up
+DESK_LISTENS_SECONDS = 3
 
 
 def register(subparsers) -> None:
@@ -82,7 +86,8 @@ def run(settings, result, talk_seconds: int = 20) -> int:
     try:
         pbx_child = supervisor.add(_pbx_child(settings, extensions))
         workdir = settings.home / "demo-phones"
-        phones = [supervisor.add(_desk_phone_child(settings, ext, workdir)) for ext in extensions]
+        phones = [supervisor.add(_desk_phone_child(settings, ext, workdir, talk_seconds))
+                  for ext in extensions]
 
         def register_again():
             # a restarted Asterisk may have lost the registrations
@@ -148,14 +153,18 @@ def _sipp_child(name: str, make, before=None) -> Child:
     return Child(name, start, stop)
 
 
-def _desk_phone_child(settings, extension: str, workdir) -> Child:
+def _desk_phone_child(settings, extension: str, workdir, talk_seconds: int = 20) -> Child:
     """A desk phone answering every call on its own port. Like a real phone,
-    it registers each time it starts (from the port it then answers on)."""
+    it registers each time it starts (from the port it then answers on).
+    It presses no keys: a few seconds after the customer hung up it hangs
+    up on the keypad result's prompt, as a manager who leaves the result
+    to the SMS or the web does."""
     port = free_port()
     child = _sipp_child(
         f"desk phone {extension}",
-        lambda: Sipp("answer.xml", workdir, local_ip="127.0.0.1", port=port, calls=None,
-                     run_limit=None),
+        lambda: Sipp("answer_hangup.xml", workdir, local_ip="127.0.0.1", port=port,
+                     calls=None, run_limit=None,
+                     duration_ms=(talk_seconds + DESK_LISTENS_SECONDS) * 1000),
         before=lambda: register_desk_phone(settings, extension, port, workdir,
                                            expires=REGISTRATION_SECONDS))
     child.detail = f"SIPp on 127.0.0.1:{port}"

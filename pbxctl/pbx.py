@@ -38,6 +38,8 @@ MIN_SYSTEM_VERSION = 20
 # Asterisk runs as this user (inside its root: that root's user), never as
 # root; it owns only the directories it writes (WRITABLE_DIRS)
 PBX_USER = "asterisk"
+# the prompts' language directory under asterisk/sounds/ (and the run directory)
+SOUNDS_SUBDIR = "sounds/zh"
 WRITABLE_DIRS = ("spool", "log", "run", "lib", "cache", "recordings")
 
 
@@ -277,6 +279,7 @@ class Pbx:
             **numbering.dialplan_tokens(),
             "DESK_EXTENSION_PATTERN": numbering.DESK_EXTENSION_DIALPLAN,
             "TIMEZONE": s.timezone,
+            "SOUNDS": f"{layout.inner_dir}/{SOUNDS_SUBDIR}",
             **{key.upper(): getattr(s, key) for key in (
                 "manager_ring_seconds", "customer_ring_seconds", "hotline_desk_ring_seconds",
                 "hotline_mobile_ring_seconds", "hotline_group_ring_seconds",
@@ -308,10 +311,33 @@ class Pbx:
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(phones))
+        self._copy_sounds()
         for sub_dir in ("spool", "log/cel-custom", "log/cdr-custom", "run", "lib/keys", "cache",
                         "recordings"):
             (self.run_dir / sub_dir).mkdir(parents=True, exist_ok=True)
         self._set_permissions(layout)
+
+    def _copy_sounds(self) -> None:
+        """Copy the shipped prompts (asterisk/sounds/) into the run directory,
+        where Asterisk sees them at {{SOUNDS}} (inside its root when chrooted).
+        Not secret: readable by all, like Asterisk's own sounds. Each file is
+        replaced whole (rename), and only when it changed: a running PBX
+        (render again for the phones) may be playing one."""
+        src_dir, dest_dir = ASTERISK_CONF_DIR / "sounds", self.run_dir / "sounds"
+        wanted = {p.relative_to(src_dir) for p in src_dir.rglob("*") if p.is_file()}
+        for rel in sorted(wanted):
+            src, dest = src_dir / rel, dest_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            data = src.read_bytes()
+            if dest.is_file() and dest.read_bytes() == data:
+                continue
+            tmp = dest.with_name(f".{dest.name}.new")
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        for path in dest_dir.rglob("*"):
+            if path.is_file() and path.relative_to(dest_dir) not in wanted:
+                path.unlink()
 
     def _set_permissions(self, layout: Layout) -> None:
         """Asterisk reads its configuration (root's, group-readable: it holds

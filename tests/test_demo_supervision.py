@@ -30,7 +30,7 @@ def demo(tmp_path_factory):
     running = RunningDemo(khhf + ["demo", "run", "--talk", str(TALK)], home, env)
     try:
         running.ready()
-        running.carrier = running.child_pid("answer_hangup.xml")
+        running.carrier = running.child_pid("answer_hangup.xml", "127.0.0.2")
         running.engine = create_engine(f"sqlite:///{home / 'khhf.db'}")
         yield running
     finally:
@@ -77,12 +77,12 @@ def test_no_party_has_a_run_limit(demo):
 
 def test_killed_desk_phone_comes_back_and_a_later_call_connects(demo):
     port = str(demo.phone_ports["8001"])   # manager1's desk phone
-    pid = demo.child_pid("answer.xml", port)
+    pid = demo.child_pid("answer_hangup.xml", port)
     mark = len(demo.printed())
     os.kill(pid, signal.SIGKILL)
     demo.wait_for(r"desk phone 8001 exited \(killed by signal 9\); restarting", start=mark)
     demo.wait_for(r"desk phone 8001 restarted", start=mark)
-    assert demo.child_pid("answer.xml", port) != pid
+    assert demo.child_pid("answer_hangup.xml", port) != pid
 
     call_id = WebUser(demo.url, "manager1", demo.passwords["manager1"]).dial()
     row = _wait_row(demo, call_id, lambda r: r.state == "ended")
@@ -104,7 +104,7 @@ def test_killed_bridge_comes_back_and_completes_the_live_call(demo):
     # the call was not cut by the bridge's death: it lasted until the
     # simulated customer hung up after TALK seconds
     assert row.talk_seconds >= TALK - 1, row
-    assert demo.child_pid("answer_hangup.xml") == demo.carrier  # the carrier never died
+    assert demo.child_pid("answer_hangup.xml", "127.0.0.2") == demo.carrier  # the carrier never died
 
 
 def test_killed_asterisk_comes_back_and_phones_register_again(demo):
@@ -124,7 +124,7 @@ def test_killed_asterisk_comes_back_and_phones_register_again(demo):
 def test_phones_still_answer_after_the_old_120_s_limit(demo):
     time.sleep(max(0.0, 125 - (time.monotonic() - demo.started)))
     # the carrier has run since the start, never restarted
-    assert demo.child_pid("answer_hangup.xml") == demo.carrier
+    assert demo.child_pid("answer_hangup.xml", "127.0.0.2") == demo.carrier
     call_id = WebUser(demo.url, "manager3", demo.passwords["manager3"]).dial()
     row = _wait_row(demo, call_id, lambda r: r.state == "ended")
     assert row.outcome == "answered", row

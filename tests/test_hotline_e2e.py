@@ -394,3 +394,26 @@ def test_the_trunk_name_gets_the_same_challenge_as_any_unknown_name(hotline_pbx)
         realm = re.search(r'realm="([^"]*)"', first.header("WWW-Authenticate") or "")
         return first.status, headers, realm and realm.group(1)
     assert challenge(TRUNK_ENDPOINT) == challenge("zq81x0v") == challenge("8116")
+
+
+def test_missed_call_message_is_the_shipped_chinese_prompt(hotline_pbx):
+    """Nobody to ring: the caller hears KHHF's own Chinese message (the
+    shipped G.711 file, byte for byte: played without transcoding)."""
+    from khhf.shipped import shipped
+    from simkit.rtp import RtpPhone
+
+    hp = hotline_pbx
+    hp.county("c99", "13900000099")   # no manager, no group
+    phone = RtpPhone()
+    try:
+        host = hp.h.settings.trunk_host
+        caller = hp.h.party("hotline_listen.xml", local_ip=host, port=free_port(host),
+                            remote=hp.h.sip_target, service="13900000099",
+                            keys={"caller": "13800000099", "ear_ip": phone.host,
+                                  "ear_port": phone.port}).start()
+        assert caller.wait(40) == 0, caller.trace_summary()
+        assert phone.heard(shipped("asterisk") / "sounds" / "zh" / "hotline-missed.ulaw"), \
+            f"{len(phone.audio())} bytes heard"
+    finally:
+        phone.close()
+    assert hp.wait_ended("13800000099").outcome == "missed"
