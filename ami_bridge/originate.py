@@ -53,7 +53,8 @@ def originate_action(call: OutboundCall) -> dict:
     elif call.manager_device != "desk":
         raise OriginateError(f"manager device {call.manager_device!r} is neither desk nor mobile")
     elif not numbering.DESK_EXTENSION.fullmatch(call.desk_extension):
-        raise OriginateError(f"desk extension {call.desk_extension!r} is not a four-digit extension")
+        raise OriginateError(f"desk extension {call.desk_extension!r} is not a four-digit "
+                             f"extension")
     if not numbering.CUSTOMER_NUMBER.fullmatch(call.customer_number):
         raise OriginateError(f"customer number {call.customer_number!r} is neither an 11-digit "
                              f"mobile nor a fixed line with area code")

@@ -65,6 +65,7 @@ def create_app(settings: khhf_config.Settings | None = None,
     i18n.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
+    login_manager.blueprint_login_views = {"mobile": "mobile.login"}  # the phone's own
     login_manager.login_message = lazy_gettext("Please log in first.")
     login_manager.login_message_category = "info"
 

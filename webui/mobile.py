@@ -35,14 +35,6 @@ from webui.forms import LoginForm
 
 bp = Blueprint("mobile", __name__, url_prefix="/m")
 
-# the phone's tab bar: the workspace's tabs, said shortly enough for 375 px
-TAB_LABELS = {
-    "todo": _l("To call"),
-    "callback": _l("Call-backs"),
-    "connected": _l("Result due"),
-    "not_reached": _l("Not reached"),
-    "done": _l("Done"),
-}
 # a phone page of tasks: small, the next page is a tap away
 PAGE_SIZE = 20
 
@@ -75,7 +67,8 @@ def home():
     now = utcnow()
     return render_template(
         "mobile/tasks.html", manager=manager, tab=tab, search=search, tabs=tasks_view.TABS,
-        tab_labels=TAB_LABELS, counts=tasks_view.counts(session, manager.id), listing=listing,
+        tab_labels=workspace.TAB_LABELS, counts=tasks_view.counts(session, manager.id),
+        listing=listing,
         overdue={t.id for t in listing.tasks if tasks_view.is_overdue(t, now)})
 
 
@@ -88,7 +81,7 @@ def _task_page(task: Task, form: workspace.ResultForm):
         "{经理}", current_user.display_name)
     return render_template(
         "mobile/task.html", task=task, manager=manager, calls=calls, live=live, form=form,
-        script=script, tab=tasks_view.tab_of(task), tab_labels=TAB_LABELS,
+        script=script, tab=tasks_view.tab_of(task), tab_labels=workspace.TAB_LABELS,
         is_open=task.status in tasks.OPEN, dialable=task.status in tasks.DIALABLE,
         device=dialing.default_device(manager), overdue=tasks_view.is_overdue(task),
         progress_label=progress_label)
