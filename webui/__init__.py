@@ -112,7 +112,9 @@ def _expire_old_log_ins():
         logout_user()
         session.clear()
         flash(gettext("Your session has expired; please log in again."), "warning")
-        return redirect(url_for("auth.login", next=request.full_path))
+        # the phone pages have their own log-in
+        login = login_manager.blueprint_login_views.get(request.blueprint, "auth.login")
+        return redirect(url_for(login, next=request.full_path))
     return None
 
 
