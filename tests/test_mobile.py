@@ -218,3 +218,19 @@ def test_log_out_from_the_phone_goes_back_to_its_log_in(web):
     response = client.post("/logout", data={"csrf_token": token,
                                             "next": "https://evil.example/"})
     assert response.location == "/login"
+
+
+def test_mobile_outcomes_and_progress_read_in_chinese(web):
+    from types import SimpleNamespace
+    from webui.calls import progress_label
+    from webui.i18n import call_outcome
+    app, _ = web
+    with app.test_request_context("/m/"):
+        labels = {code: call_outcome(SimpleNamespace(outcome=code, state="failed"))
+                  for code in ("mobile_busy", "mobile_no_answer", "mobile_unreachable")}
+        assert labels == {"mobile_busy": "您的手机忙线", "mobile_no_answer": "您的手机未接听",
+                          "mobile_unreachable": "您的手机无法接通"}
+        ringing = SimpleNamespace(state="manager_ringing", manager_device="mobile", outcome=None)
+        assert progress_label(ringing) == "手机振铃"
+        desk = SimpleNamespace(state="manager_ringing", manager_device="desk", outcome=None)
+        assert progress_label(desk) == "座机振铃"

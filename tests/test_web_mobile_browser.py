@@ -170,8 +170,8 @@ def test_refusals_are_shown_on_the_phone(served, phone):
 
 # -- layout at 375 px: no wrapped Chinese word, tap targets of 44 px -------------------
 # every element whose text must stay on one line: buttons, tabs, chips, labels, cells
-ONE_LINE = ("button, .btn, .tab, .chip, .bar-btn, .brand, .back, .foot a, legend, "
-            ".choice label, .codes label, th, td, .calls span")
+ONE_LINE = ("button, .btn, .tab, .chip, .bar-btn, .brand, .back, .foot a, legend, label, "
+            "th, td, .calls span")
 TAP_TARGETS = "a, button, select, textarea, input:not([type=hidden]):not([type=radio])" \
               ":not([type=checkbox]), label:has(input)"
 
