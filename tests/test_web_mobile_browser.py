@@ -239,3 +239,23 @@ def test_phone_pages_keep_words_whole_and_targets_large(phone_demo, tmp_path):
     # English is longer: it must fit too
     check(first + "?lang=en")
     check("/m/?lang=en")
+
+
+def test_the_duty_switch_on_the_phone_sets_the_phone_that_rings(phone_demo):
+    (base, seeded), page = phone_demo
+    phone_log_in(page, base, "manager1", seeded["passwords"]["manager1"])
+    task = page.locator("a.card").first.get_attribute("href")
+    page.goto(base + task)
+    assert page.get_by_label("我的手机").is_checked()      # 离岗: away from the desk
+    page.goto(base + "/m/?tab=todo")
+    with page.expect_navigation():
+        page.get_by_role("button", name="切换为在岗").tap()
+    assert page.url == f"{base}/m/?tab=todo"
+    assert "您已在岗" in page.locator(".flash-success").inner_text()
+    assert page.locator("#duty .chip").inner_text() == "在岗"
+    page.goto(base + task)
+    assert page.get_by_label("座机").is_checked()          # 在岗: at the desk
+    page.goto(base + "/m/")
+    with page.expect_navigation():
+        page.get_by_role("button", name="切换为离岗").tap()
+    assert page.locator("#duty .chip").inner_text() == "离岗"
