@@ -221,7 +221,11 @@ CREATE TABLE calls (
     recording_path VARCHAR(255),
     recording_seconds REAL,
     recording_bytes INTEGER,
-    recording_sha256 VARCHAR(64)
+    recording_sha256 VARCHAR(64),
+    -- the manager's phone the call rang first: the desk phone, or the mobile
+    -- through the trunk (a two-leg call, 双呼, placed from the phone pages)
+    manager_device VARCHAR(8) NOT NULL DEFAULT 'desk'
+        CHECK (manager_device IN ('desk', 'mobile'))
 );
 CREATE INDEX ix_calls_linkedid ON calls (linkedid);
 CREATE INDEX ix_calls_task ON calls (task_id);

@@ -194,7 +194,8 @@ class CommandServer:
                 customer_number=call.customer_number, unified_number=call.unified_number or "",
                 recording_file=call.recording_path or f"unfiled/{call.id}.wav",
                 manager_ring_seconds=self.settings.manager_ring_seconds,
-                customer_ring_seconds=self.settings.customer_ring_seconds)
+                customer_ring_seconds=self.settings.customer_ring_seconds,
+                manager_device=call.manager_device, manager_mobile=manager.mobile or "")
 
     async def dial(self, call_id: int) -> dict:
         client = self.bridge.client

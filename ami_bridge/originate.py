@@ -5,6 +5,11 @@ that channel enters the khhf-outbound context, which dials the customer
 through the trunk showing the county's unified number (see
 asterisk/extensions.d/30-outbound.conf). Channel variables carry the call
 and task ids so every event maps back to one call row.
+
+A two-leg call (双呼, manager_device "mobile") rings the manager's mobile
+through the trunk instead, showing the unified number there too (so the
+manager knows the system is calling); once answered, the same context
+dials the customer exactly as from the desk.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from khhf import numbering
-from khhf.channel_vars import CALL_ID, REC_FILE, TASK_ID, UNIFIED_NUMBER
+from khhf.channel_vars import CALL_ID, REC_FILE, TASK_ID, TRUNK_ENDPOINT, UNIFIED_NUMBER
 
 OUTBOUND_CONTEXT = "khhf-outbound"
 
@@ -33,14 +38,23 @@ class OutboundCall:
     recording_file: str          # relative to the recordings directory
     manager_ring_seconds: int = 30
     customer_ring_seconds: int | None = None   # None: the dialplan's default
+    manager_device: str = "desk"     # or "mobile": ring manager_mobile through the trunk
+    manager_mobile: str = ""
 
 
 def originate_action(call: OutboundCall) -> dict:
     """The AMI Originate action for `call` (pure; validated)."""
     if not re.fullmatch(r"khhf-\d+-[0-9a-f]+", call.channel_id):
         raise OriginateError(f"channel id {call.channel_id!r} is not a KHHF call id")
-    if not numbering.DESK_EXTENSION.fullmatch(call.desk_extension):
-        raise OriginateError(f"desk extension {call.desk_extension!r} is not a four-digit extension")
+    if call.manager_device == "mobile":
+        if not numbering.MOBILE.fullmatch(call.manager_mobile):
+            raise OriginateError(f"manager's mobile {call.manager_mobile!r} is not an 11-digit "
+                                 f"mobile number")
+    elif call.manager_device != "desk":
+        raise OriginateError(f"manager device {call.manager_device!r} is neither desk nor mobile")
+    elif not numbering.DESK_EXTENSION.fullmatch(call.desk_extension):
+        raise OriginateError(f"desk extension {call.desk_extension!r} is not a four-digit "
+                             f"extension")
     if not numbering.CUSTOMER_NUMBER.fullmatch(call.customer_number):
         raise OriginateError(f"customer number {call.customer_number!r} is neither an 11-digit "
                              f"mobile nor a fixed line with area code")
@@ -58,14 +72,21 @@ def originate_action(call: OutboundCall) -> dict:
     ]
     if call.customer_ring_seconds:
         variables.append(f"KHHF_CUSTOMER_RING={int(call.customer_ring_seconds)}")
+    if call.manager_device == "mobile":
+        # through the carrier, which sees only the unified number (From and
+        # P-Asserted-Identity): the manager's mobile shows the system calling
+        channel, caller_id = f"PJSIP/{call.manager_mobile}@{TRUNK_ENDPOINT}", call.unified_number
+    else:
+        # what the desk phone shows while ringing: the customer it will reach
+        channel = f"PJSIP/{call.desk_extension}"
+        caller_id = f'"KHHF {call.call_id}" <{call.customer_number}>'
     return {
         "Action": "Originate",
-        "Channel": f"PJSIP/{call.desk_extension}",
+        "Channel": channel,
         "Context": OUTBOUND_CONTEXT,
         "Exten": call.customer_number,
         "Priority": "1",
-        # what the desk phone shows while ringing: the customer it will reach
-        "CallerID": f'"KHHF {call.call_id}" <{call.customer_number}>',
+        "CallerID": caller_id,
         "Timeout": str(call.manager_ring_seconds * 1000),
         "Async": "true",
         "ChannelId": call.channel_id,

@@ -318,6 +318,7 @@ class Call(Base):
                         "'customer_ringing', 'connected', 'ended', 'failed')"),
         CheckConstraint("hangup_by IN ('customer', 'manager', 'system')"),
         CheckConstraint("talk_seconds >= 0"),
+        CheckConstraint("manager_device IN ('desk', 'mobile')"),
         Index("ix_calls_linkedid", "linkedid"),
         Index("ix_calls_task", "task_id"),
         Index("ix_calls_manager_time", "manager_id", "requested_at"),
@@ -349,6 +350,9 @@ class Call(Base):
     recording_seconds: Mapped[float | None] = mapped_column(REAL)
     recording_bytes: Mapped[int | None] = mapped_column(Integer)
     recording_sha256: Mapped[str | None] = mapped_column(String(64))
+    # 'desk', or 'mobile': a two-leg call (双呼) that rang the manager's mobile
+    manager_device: Mapped[str] = mapped_column(String(8), default="desk",
+                                                server_default="desk")
 
     task: Mapped[Task | None] = relationship()
     customer: Mapped[Customer | None] = relationship()

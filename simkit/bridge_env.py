@@ -114,13 +114,14 @@ class BridgeEnv:
                 customer = factories.customer(s, manager.county, phone, manager, name="客户")
             return factories.task(s, customer, manager).id
 
-    def dial(self, ext: str, phone: str) -> int:
-        """Click-to-dial as the manager at `ext`: the service, then the bridge."""
+    def dial(self, ext: str, phone: str, device: str | None = None) -> int:
+        """Click-to-dial as the manager at `ext`: the service, then the bridge;
+        `device` "mobile" makes it a two-leg call through the manager's mobile."""
         task_id = self.task_for(ext, phone)
         with db.unit_of_work(self.sessions) as s:
             user = s.scalar(select(User).where(User.username == f"m{ext}"))
             call = request_call(s, self.settings, user, task_id,
-                                live=bridge_client.live(self.settings))
+                                live=bridge_client.live(self.settings), device=device)
             call_id = call.id
         bridge_client.dial(self.settings, call_id)
         return call_id

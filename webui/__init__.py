@@ -29,7 +29,7 @@ from khhf.models import User
 from khhf.phones import mask_phone
 
 from webui import (access, admin, audit, auth, calls, campaigns, county, customers, i18n,
-                   imports, manager, params, security, sms, workspace)
+                   imports, manager, mobile, params, security, sms, workspace)
 from webui.db import get_db
 
 DEFAULTS = {
@@ -65,12 +65,13 @@ def create_app(settings: khhf_config.Settings | None = None,
     i18n.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
+    login_manager.blueprint_login_views = {"mobile": "mobile.login"}  # the phone's own
     login_manager.login_message = lazy_gettext("Please log in first.")
     login_manager.login_message_category = "info"
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
-                   customers, workspace):
+                   customers, workspace, mobile):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)
@@ -103,16 +104,17 @@ def _close_db(_exc):
 
 
 def _expire_old_log_ins():
-    """Log-ins end SESSION_HOURS after they began, however busy the user is."""
+    """Log-ins end SESSION_HOURS after they began (or, kept on a manager's
+    phone for the day, at its end: webui.security), however busy the user is."""
     if not current_user.is_authenticated:
         return None
-    started = session.get("login_at", 0)
-    lifetime = current_app.permanent_session_lifetime.total_seconds()
-    if dt.datetime.now(dt.timezone.utc).timestamp() - started > lifetime:
+    if dt.datetime.now(dt.timezone.utc).timestamp() > security.log_in_ends():
         logout_user()
         session.clear()
         flash(gettext("Your session has expired; please log in again."), "warning")
-        return redirect(url_for("auth.login", next=request.full_path))
+        # the phone pages have their own log-in
+        login = login_manager.blueprint_login_views.get(request.blueprint, "auth.login")
+        return redirect(url_for(login, next=request.full_path))
     return None
 
 

@@ -31,7 +31,14 @@ def index():
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("auth.index"))
-    form = LoginForm()
+    return log_in_page(LoginForm(), "auth/login.html", "auth.index")
+
+
+def log_in_page(form: LoginForm, template: str, home: str, keep_for_the_day: bool = False):
+    """The log-in: check the form's user name and password (rate-limited,
+    audited), start a fresh session and go to `next` or `home`; else render
+    `template` with the form's errors. The phone pages (webui.mobile) use it
+    too, and may keep the log-in until the end of the day."""
     if form.validate_on_submit():
         # the slow password hash first, only reading; then the unit of work
         # that writes (webui.db: it holds SQLite's write lock while it runs)
@@ -47,15 +54,17 @@ def login():
         except accounts.LoginRefused as refused:
             db.commit()  # the failed attempt is logged, and counts
             form.password.errors = [gettext(refused.message, **refused.params)]
-            return render_template("auth/login.html", form=form), (
+            return render_template(template, form=form), (
                 429 if refused.rate_limited else 401)
         db.commit()
         security.start_session(user)  # no session fixation: a new one per log-in
         login_user(user)
         session.permanent = True
-        session["login_at"] = dt.datetime.now(dt.timezone.utc).timestamp()
-        return redirect(local_path(request.args.get("next")) or url_for("auth.index"))
-    return render_template("auth/login.html", form=form)
+        session[security.LOGIN_AT_KEY] = dt.datetime.now(dt.timezone.utc).timestamp()
+        if keep_for_the_day:
+            security.keep_until_end_of_day()
+        return redirect(local_path(request.args.get("next")) or url_for(home))
+    return render_template(template, form=form)
 
 
 @bp.route("/logout", methods=["POST"])
@@ -68,4 +77,5 @@ def logout():
         db.commit()
         logout_user()
         security.fresh_session()
-    return redirect(url_for("auth.login"))
+    # the phone pages go back to their own log-in (a path on this site only)
+    return redirect(local_path(request.form.get("next")) or url_for("auth.login"))

@@ -37,10 +37,18 @@ CALL_PROGRESS_LABELS = {
 FINAL_STATES = ("ended", "failed")
 
 
+# a two-leg call (双呼) rings the manager's mobile first
+MOBILE_PROGRESS_LABELS = {
+    "manager_ringing": _l("Your mobile is ringing"),
+}
+
+
 def progress_label(call: Call) -> str:
     """The live label of `call`: its stage, or "ended" with its outcome."""
     if call.state in FINAL_STATES:
         return gettext("Ended: %(outcome)s", outcome=call_outcome(call))
+    if call.manager_device == dialing.MOBILE and call.state in MOBILE_PROGRESS_LABELS:
+        return str(MOBILE_PROGRESS_LABELS[call.state])
     return str(CALL_PROGRESS_LABELS.get(call.state, call.state))
 
 
@@ -63,7 +71,12 @@ def _answer(ok: bool, message: str, status: int, **extra):
 @bp.route("/dial/<int:task_id>", methods=["POST"])
 @allow("manager")
 def dial(task_id):
+    """Place a call for the task: from the desk phone, or, with the form
+    field device=mobile, a two-leg call through the manager's mobile."""
     task_id = load(Task, task_id).id
+    device = request.form.get("device") or dialing.DESK
+    if device not in dialing.DEVICES:
+        return _answer(False, gettext("Choose the desk phone or the mobile to call from."), 400)
     session = get_db()
     # end the read (a POST's transaction holds SQLite's write lock): nothing is
     # held while the PBX is asked, and the dial is then one writing unit of work
@@ -77,7 +90,7 @@ def dial(task_id):
     db.begin_write(session)
     try:
         call = dialing.request_call(session, settings(), current_user, task_id, ip=client_ip(),
-                                    live=live)
+                                    live=live, device=device)
     except ValidationError as error:
         session.rollback()
         message = " ".join(gettext(p.message, **p.params) for p in error.problems)
@@ -93,6 +106,9 @@ def dial(task_id):
         current_app.logger.warning("dial of call %s failed: %s", call.id, error)
         return _answer(False, gettext("The phone system did not take the call; try again "
                                       "in a moment or tell your administrator."), 503)
+    if device == dialing.MOBILE:
+        return _answer(True, gettext("Your mobile is ringing, showing the unified number: "
+                                     "answer it to reach the customer."), 200, call_id=call.id)
     return _answer(True, gettext("Your desk phone is ringing: pick it up to reach the "
                                  "customer."), 200, call_id=call.id)
 

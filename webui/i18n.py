@@ -173,6 +173,10 @@ CALL_OUTCOME_LABELS = {
     "manager_busy": lazy_gettext("Your desk phone was busy"),
     "manager_unavailable": lazy_gettext("Your desk phone is not reachable"),
     "manager_hung_up": lazy_gettext("You hung up before the customer was dialed"),
+    # a two-leg call (双呼): the manager's mobile, rung through the trunk first
+    "mobile_no_answer": lazy_gettext("Your mobile did not answer"),
+    "mobile_busy": lazy_gettext("Your mobile was busy"),
+    "mobile_unreachable": lazy_gettext("Your mobile is not reachable"),
     "not_placed": lazy_gettext("Not placed"),
     "lost": lazy_gettext("Lost by the phone system"),
     # the hotline (khhf.services.hotline.finish_call): who answered, or nobody
@@ -325,6 +329,9 @@ def audit_sentence(entry) -> str:
                        count=d.get("failures", 0), minutes=d.get("minutes", 0))
     elif action == "login_refused":
         text = gettext("Log-in by %(actor)s refused: the account is disabled.", actor=who)
+    elif action == "create" and entry.object_type == "call" and d.get("device") == "mobile":
+        text = gettext("%(actor)s called customer %(customer)s from their mobile.", actor=who,
+                       customer=entry.object_name or "—")
     elif action == "create" and entry.object_type == "call":
         text = gettext("%(actor)s called customer %(customer)s.", actor=who,
                        customer=entry.object_name or "—")

@@ -7,7 +7,7 @@ what webui.access.scope lets them see.
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_login import current_user
 
@@ -17,6 +17,7 @@ from webui import workspace
 from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import DutyForm, commit_or_show
+from webui.redirects import local_path
 
 bp = Blueprint("manager", __name__, url_prefix="/manager")
 
@@ -48,4 +49,6 @@ def duty(manager_id):
                   if on_duty else gettext("You are now off duty: your customers' hotline "
                                           "calls ring your mobile, not your desk phone."),
                   "success")
-    return redirect(url_for(".profile", manager_id=manager.id))
+    # the phone pages switch from their own page (a path on this site only)
+    return redirect(local_path(request.form.get("next"))
+                    or url_for(".profile", manager_id=manager.id))

@@ -20,11 +20,16 @@ site.
 
 from __future__ import annotations
 
-from flask import Flask, request, session
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from flask import Flask, current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 EPOCH_KEY = "session_epoch"
+# when the log-in began, and (a phone log-in kept for the day) when it ends
+LOGIN_AT_KEY, LOGIN_UNTIL_KEY = "login_at", "login_until"
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -55,6 +60,12 @@ class SessionInterface(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
 
+    def get_expiration_time(self, app: Flask, sess) -> dt.datetime | None:
+        """The cookie lasts as long as the log-in (log_in_ends)."""
+        if sess.permanent and LOGIN_AT_KEY in sess:
+            return dt.datetime.fromtimestamp(log_in_ends(sess, app), dt.timezone.utc)
+        return super().get_expiration_time(app, sess)
+
 
 def init_app(app: Flask, proxy_hops: int = 0) -> None:
     """Session cookies, security headers and (if configured) the proxy fix."""
@@ -80,6 +91,24 @@ def start_session(user) -> None:
     current session epoch; only the chosen language survives."""
     fresh_session()
     session[EPOCH_KEY] = user.session_epoch
+
+
+def keep_until_end_of_day(now: dt.datetime | None = None) -> None:
+    """Keep this log-in until the end of the local day (a manager's own
+    phone, for the working day), never shorter than an ordinary log-in."""
+    zone = ZoneInfo(current_app.config["TIMEZONE"])
+    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone)
+    midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), zone)
+    session[LOGIN_UNTIL_KEY] = midnight.timestamp()
+
+
+def log_in_ends(sess=None, app: Flask | None = None) -> float:
+    """When this session's log-in ends (a UNIX time): SESSION_HOURS after it
+    began, or, when kept for the day, the end of that day if later."""
+    sess = session if sess is None else sess
+    app = app or current_app
+    ends = sess.get(LOGIN_AT_KEY, 0) + app.permanent_session_lifetime.total_seconds()
+    return max(ends, sess.get(LOGIN_UNTIL_KEY, 0))
 
 
 def keep_session(user) -> None:

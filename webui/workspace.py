@@ -110,7 +110,8 @@ class ResultForm(FlaskForm):
     autodial = HiddenField()
 
 
-def _result_form(task: Task, **kwargs) -> ResultForm:
+def result_form(task: Task, **kwargs) -> ResultForm:
+    """The result form with the task type's result codes as its choices."""
     form = ResultForm(**kwargs)
     form.result_code.choices = [(c.id, f"{c.code} {c.label}") for c in task.task_type.result_codes]
     return form
@@ -140,16 +141,15 @@ def task(task_id):
     task = load(Task, task_id)
     latest = get_db().scalar(select(Call.id).where(Call.task_id == task.id)
                              .order_by(Call.id.desc()).limit(1))
-    return _task_page(task, _result_form(task, call_id=latest or ""))
+    return _task_page(task, result_form(task, call_id=latest or ""))
 
 
-@bp.route("/tasks/<int:task_id>/result", methods=["POST"])
-@allow("manager")
-def file_result(task_id):
-    task = load(Task, task_id)
-    form = _result_form(task)
+def save_result(task_id: int, form: ResultForm) -> bool:
+    """File the submitted result form for the task (khhf.services.results,
+    one writing unit of work). False, nothing written, with the problems on
+    the form, when it is refused. The phone pages (webui.mobile) use it too."""
     if not form.validate_on_submit():
-        return _task_page(task, form)
+        return False
     session = get_db()
     appointment = form.appointment_at.data
     call_id = form.call_id.data
@@ -164,8 +164,18 @@ def file_result(task_id):
     except ValidationError as error:
         session.rollback()
         show_problems(form, error)
-        return _task_page(load(Task, task_id), form)
+        return False
     session.commit()
+    return True
+
+
+@bp.route("/tasks/<int:task_id>/result", methods=["POST"])
+@allow("manager")
+def file_result(task_id):
+    task = load(Task, task_id)
+    form = result_form(task)
+    if not save_result(task.id, form):
+        return _task_page(load(Task, task_id), form)
     flash(gettext("The result is saved."), "success")
     if form.autodial.data == "1":
         return redirect(url_for("manager.home", autodial="1"))

@@ -4,7 +4,8 @@ Pure functions over plain mappings, so a test can feed them recorded traces.
 An outbound call is recognised by its linkedid: the originate path gives
 the desk-phone channel the call row's own `uniqueid` ("khhf-<id>-<nonce>",
 see khhf.services.dialing), and every leg of the call inherits it as its
-linkedid. The customer's leg is the channel on the trunk endpoint.
+linkedid. The manager's leg is that originated channel; the customer's
+leg is the other one, on the trunk endpoint (see leg_of).
 """
 
 from __future__ import annotations
@@ -39,8 +40,28 @@ def endpoint_of(channel: str) -> str | None:
     return m.group(1) if m else None
 
 
-def leg_of(channel: str, trunk: str = TRUNK_ENDPOINT) -> str:
+def leg_of(channel: str, trunk: str = TRUNK_ENDPOINT, uniqueid: str | None = None,
+           linkedid: str | None = None) -> str:
+    """MANAGER or CUSTOMER: which leg of a call `channel` is.
+
+    The originated channel (its uniqueid is the call's linkedid) is the
+    manager's leg, whatever it rings: the desk phone, or the manager's
+    mobile through the trunk in a two-leg call (双呼). Otherwise the
+    channel on the trunk is the customer's."""
+    if uniqueid and uniqueid == linkedid:
+        return MANAGER
     return CUSTOMER if channel.startswith(f"PJSIP/{trunk}-") else MANAGER
+
+
+def _source_leg(source: str, channel: str, leg: str, trunk: str) -> str:
+    """The leg a CEL HANGUP row's hangupsource names, seen from the row's
+    own channel and leg: itself, the other trunk channel (in a two-leg
+    call both legs are on the trunk), or a desk phone."""
+    if source == channel:
+        return leg
+    if source.startswith(f"PJSIP/{trunk}-"):
+        return CUSTOMER if leg == MANAGER else MANAGER
+    return leg_of(source, trunk)
 
 
 def _epoch(value: str) -> dt.datetime:
@@ -61,7 +82,7 @@ def from_ami(event: Mapping, trunk: str = TRUNK_ENDPOINT) -> list[LegEvent]:
     if not stamp:
         return []
     at = _epoch(stamp)
-    leg = leg_of(event.get("Channel", ""), trunk)
+    leg = leg_of(event.get("Channel", ""), trunk, event.get("Uniqueid"), event.get("Linkedid"))
     if name == "Newchannel":
         return [LegEvent("start", at, leg)]
     if name == "Newstate":
@@ -114,7 +135,8 @@ def from_cel(row: Mapping, trunk: str = TRUNK_ENDPOINT) -> list[LegEvent]:
         at = _epoch(row["eventtime"])
     except (KeyError, ValueError):
         return []
-    leg = leg_of(row.get("channame", ""), trunk)
+    channel = row.get("channame", "")
+    leg = leg_of(channel, trunk, row.get("uniqueid"), row.get("linkedid"))
     extra = {}
     if row.get("eventextra"):
         try:
@@ -129,7 +151,7 @@ def from_cel(row: Mapping, trunk: str = TRUNK_ENDPOINT) -> list[LegEvent]:
         out = []
         source = extra.get("hangupsource") or ""
         if source:
-            out.append(LegEvent("hangup_request", at, leg_of(source, trunk)))
+            out.append(LegEvent("hangup_request", at, _source_leg(source, channel, leg, trunk)))
         out.append(LegEvent("hangup", at, leg, cause=_int(extra.get("hangupcause"))))
         return out
     if DIAL_USER_EVENT in (kind, row.get("userdeftype")):

@@ -154,8 +154,15 @@ def manager_outcome(f: CallFacts) -> str:
     return "manager_unavailable"
 
 
-def summarize(f: CallFacts) -> dict:
-    """The call row's columns that the facts determine."""
+# a two-leg call (双呼) rings the manager's mobile through the trunk first:
+# the same facts, said of the mobile
+MOBILE_OUTCOMES = {"manager_no_answer": "mobile_no_answer", "manager_busy": "mobile_busy",
+                   "manager_unavailable": "mobile_unreachable"}
+
+
+def summarize(f: CallFacts, manager_device: str = "desk") -> dict:
+    """The call row's columns that the facts determine; `manager_device`
+    (the row's) says which of the manager's phones the first leg rang."""
     row: dict = {}
     if CUSTOMER in f.answer_at:
         state = "connected"
@@ -181,6 +188,8 @@ def summarize(f: CallFacts) -> dict:
     if f.end_at is not None:
         dialed = CUSTOMER in f.started or f.dial_status is not None
         row["outcome"] = customer_outcome(f) if dialed else manager_outcome(f)
+        if manager_device == "mobile":
+            row["outcome"] = MOBILE_OUTCOMES.get(row["outcome"], row["outcome"])
         row["end_at"] = f.end_at
         state = "ended" if dialed else "failed"
         leg = CUSTOMER if dialed else MANAGER

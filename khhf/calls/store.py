@@ -125,7 +125,7 @@ def record(session: Session, call: Call, name: str, at: dt.datetime | None = Non
 def recompute(session: Session, call_id: int) -> Call:
     """Bring the call row (and its task) in line with the stored events."""
     call = session.get(Call, call_id)
-    summary = summarize(facts_for(session, call_id))
+    summary = summarize(facts_for(session, call_id), call.manager_device)
     for key in DERIVED:
         # every column the events decide, cleared where they say nothing now
         setattr(call, key, summary.get(key))

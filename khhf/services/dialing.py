@@ -66,12 +66,33 @@ def on_a_call(session: Session, manager: Manager, live: LiveCalls | None,
                for linkedid, requested_at in session.execute(open_calls))
 
 
+# the manager's phone a call rings first (calls.manager_device)
+DESK, MOBILE = "desk", "mobile"
+DEVICES = (DESK, MOBILE)
+
+
+def default_device(manager: Manager) -> str:
+    """The phone 呼叫 rings unless the manager picks one: on duty (在岗) the
+    manager is at the desk, off duty (离岗) away from it, so the mobile; a
+    manager with only one of the two phones gets that one."""
+    if not manager.mobile:
+        return DESK
+    if not manager.desk_extension:
+        return MOBILE
+    return DESK if manager.on_duty else MOBILE
+
+
 def request_call(session: Session, settings: Settings, user: User, task_id: int, ip: str = "",
-                 now: dt.datetime | None = None, live: LiveCalls | None = None) -> Call:
+                 now: dt.datetime | None = None, live: LiveCalls | None = None,
+                 device: str | None = None) -> Call:
     """Validate a dial request by `user` for task `task_id`; add the call row.
 
     `live` is what the PBX has channels for now (khhf.bridge_client.live);
     without it, the manager's open call rows decide whether they are busy.
+    `device` is the manager's phone to ring first: DESK, or MOBILE for a
+    two-leg call (双呼) through the trunk. The pages that let the manager
+    choose offer default_device first; a caller that does not choose (the
+    desk workspace's 呼叫) rings the desk.
     Raises ValidationError (nothing written) when the call must not be placed.
     """
     now = now or utcnow()
@@ -84,9 +105,15 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
         problems.raise_if_any()
     customer = task.customer
     county = session.get(County, customer.county_id)
-    if manager.status != "active" or not manager.desk_extension:
+    device = device or DESK
+    if device not in DEVICES:
+        problems.add("device", N_("Choose the desk phone or the mobile to call from."))
+    elif device == DESK and (manager.status != "active" or not manager.desk_extension):
         problems.add("manager", N_("You have no desk phone: ask an administrator to set your "
                                    "desk extension."))
+    elif device == MOBILE and (manager.status != "active" or not manager.mobile):
+        problems.add("manager", N_("You have no mobile number on file: call from your desk "
+                                   "phone, or ask an administrator to add your mobile."))
     if customer.do_not_call:
         problems.add("customer", N_("The customer is on the do-not-call list: file a result "
                                     "instead of calling."))
@@ -111,7 +138,7 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,
                 manager_id=manager.id, county_id=county.id, customer_number=customer.phone,
                 unified_number=unified, state="requested", requested_at=now,
-                pbx_node=settings.pbx_name)
+                pbx_node=settings.pbx_name, manager_device=device)
     session.add(call)
     session.flush()
     # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
@@ -119,7 +146,8 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
     call.recording_path = f"{settings.recording_day(now)}/{call.id}.wav"
     tasks.dial(task, now)
-    audit.record(session, user, "create", "call", call.id, {"task": task.id}, ip,
+    detail = {"task": task.id} if device == DESK else {"task": task.id, "device": device}
+    audit.record(session, user, "create", "call", call.id, detail, ip,
                  object_name=" ".join(filter(None, (customer.name, mask_phone(customer.phone)))))
     return call
 

@@ -55,7 +55,8 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
 
 # outcomes of calls that never rang the customer: they do not count as an attempt
 DESK_SIDE_OUTCOMES = ("not_placed", "manager_unavailable", "manager_busy",
-                      "manager_no_answer", "manager_hung_up")
+                      "manager_no_answer", "manager_hung_up",
+                      "mobile_unreachable", "mobile_busy", "mobile_no_answer")
 # call states in which the customer's phone was rung: an attempt
 ATTEMPT_STATES = ("customer_ringing", "connected", "ended")
 
