@@ -221,13 +221,22 @@ CREATE TABLE calls (
     recording_path VARCHAR(255),
     recording_seconds REAL,
     recording_bytes INTEGER,
-    recording_sha256 VARCHAR(64)
+    recording_sha256 VARCHAR(64),
+    -- when the retention job (khhf.services.recordings.purge) deleted the
+    -- file; the path and figures stay, so the call still says it was recorded
+    recording_deleted_at TIMESTAMP
 );
 CREATE INDEX ix_calls_linkedid ON calls (linkedid);
 CREATE INDEX ix_calls_task ON calls (task_id);
 CREATE INDEX ix_calls_manager_time ON calls (manager_id, requested_at);
 CREATE INDEX ix_calls_county_time ON calls (county_id, requested_at);
 CREATE INDEX ix_calls_customer ON calls (customer_id);
+-- recording review: every county's recordings newest first (administrators)
+CREATE INDEX ix_calls_recorded ON calls (requested_at)
+    WHERE recording_path IS NOT NULL;
+-- the retention job: recordings whose file is still kept, oldest first
+CREATE INDEX ix_calls_recordings_kept ON calls (requested_at)
+    WHERE recording_path IS NOT NULL AND recording_deleted_at IS NULL;
 
 -- Raw AMI/CEL events as received; dedup_key makes replays harmless.
 CREATE TABLE call_events (

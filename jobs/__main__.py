@@ -1,4 +1,5 @@
-"""`python -m jobs [--config PATH]`: the timed-jobs daemon (campaign rounds).
+"""`python -m jobs [--config PATH]`: the timed-jobs daemon (campaign rounds,
+the recordings' retention).
 
 Started like the other daemons (khhf.daemon): exit 0 when stopped by
 SIGTERM/SIGINT, 1 when it failed while running, 2 when it cannot start as
@@ -24,7 +25,7 @@ def run(settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    jobs = Jobs(engine, settings.timezone)
+    jobs = Jobs(engine, settings.timezone, settings=settings)
     jobs.start()
     logging.getLogger("jobs").info("timed jobs running; job store in %s",
                                    engine.url.render_as_string(hide_password=True))
@@ -36,7 +37,8 @@ def run(settings) -> None:
 
 
 def main(argv=None) -> int:
-    return daemon.main("jobs", "KHHF timed jobs: campaign rounds", run, argv)
+    return daemon.main("jobs", "KHHF timed jobs: campaign rounds, recordings' retention", run,
+                       argv)
 
 
 if __name__ == "__main__":

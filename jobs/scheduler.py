@@ -1,4 +1,5 @@
-"""Campaign rounds on time: APScheduler with a persistent job store.
+"""Campaign rounds on time, and the recordings' retention: APScheduler with
+a persistent job store.
 
 The job store is SQLAlchemyJobStore on the main database (table
 apscheduler_jobs), so a job outlives the daemon: each round's job is
@@ -18,6 +19,12 @@ A round is never made twice: the job's id names the campaign and round
 idempotent (khhf.services.campaigns.create_round writes the round's
 UNIQUE (campaign_id, seq) row first). Two daemons on one database, or one
 restarted at the due moment, make the round once.
+
+Recordings' retention: with `recording_retention_days` > 0, a job in the
+memory store runs khhf.services.recordings.purge when the daemon starts
+and every day at PURGE_AT (local time); a day missed while the daemon was
+down is caught up by the next run, as the rule only looks at the calls'
+ages.
 """
 
 from __future__ import annotations
@@ -39,10 +46,12 @@ from sqlalchemy.engine import Engine
 
 from khhf import db
 from khhf.models import Campaign
-from khhf.services import campaigns
+from khhf.services import campaigns, recordings
 
 log = logging.getLogger("jobs")
 JOB_TABLE = "apscheduler_jobs"
+PURGE_JOB = "recordings-purge"
+PURGE_AT = dt.time(3, 30)  # local: before the calling window opens
 
 # the sessions the stored jobs use: a stored job names a function and its
 # arguments only, so the process that runs it supplies the database
@@ -82,7 +91,8 @@ class Jobs:
     """The daemon's scheduler: `start()`, `shutdown()`; `sync()` stores the
     next round's job of every active campaign."""
 
-    def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60):
+    def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60,
+                 settings=None):
         global _sessions, _timezone
         _sessions, _timezone = db.session_factory(engine), timezone
         self.timezone = timezone
@@ -96,6 +106,8 @@ class Jobs:
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=ZoneInfo(timezone))
         self.sync_seconds = sync_seconds
+        # khhf's settings: the recordings' directory and retention (None: no purge job)
+        self.settings = settings
         # APScheduler's shutdown holds its job-store lock while it waits for
         # running jobs, and sync needs that lock: sync and shutdown take
         # turns on this one instead
@@ -109,6 +121,23 @@ class Jobs:
                                jobstore="memory", next_run_time=dt.datetime.now(
                                    ZoneInfo(self.timezone)))
         self.scheduler.add_listener(self._after_round, EVENT_JOB_EXECUTED)
+        if self.settings is not None and recordings.retention_days(self.settings):
+            self.scheduler.add_job(
+                self.purge_recordings, "cron", hour=PURGE_AT.hour, minute=PURGE_AT.minute,
+                id=PURGE_JOB, jobstore="memory",
+                next_run_time=dt.datetime.now(ZoneInfo(self.timezone)))
+
+    def purge_recordings(self) -> list:
+        """Delete the recordings past the retention period (see module doc)."""
+        done = recordings.purge(self.sessions, self.settings, dry_run=False)
+        if done:
+            outcomes = {o: sum(item.outcome == o for item in done)
+                        for o in ("deleted", "missing", "refused")}
+            log.info("recordings older than %s days: %s deleted, %s already gone, %s left "
+                     "alone (outside the recordings directory)",
+                     self.settings.recording_retention_days, outcomes["deleted"],
+                     outcomes["missing"], outcomes["refused"])
+        return done
 
     def _after_round(self, event) -> None:
         """A round was made: store the next round's job now, not a minute later."""

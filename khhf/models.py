@@ -323,6 +323,13 @@ class Call(Base):
         Index("ix_calls_manager_time", "manager_id", "requested_at"),
         Index("ix_calls_county_time", "county_id", "requested_at"),
         Index("ix_calls_customer", "customer_id"),
+        Index("ix_calls_recorded", "requested_at",
+              sqlite_where=text("recording_path IS NOT NULL"),
+              postgresql_where=text("recording_path IS NOT NULL")),
+        Index("ix_calls_recordings_kept", "requested_at",
+              sqlite_where=text("recording_path IS NOT NULL AND recording_deleted_at IS NULL"),
+              postgresql_where=text("recording_path IS NOT NULL AND "
+                                    "recording_deleted_at IS NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     direction: Mapped[str] = mapped_column(String(8))
@@ -349,6 +356,7 @@ class Call(Base):
     recording_seconds: Mapped[float | None] = mapped_column(REAL)
     recording_bytes: Mapped[int | None] = mapped_column(Integer)
     recording_sha256: Mapped[str | None] = mapped_column(String(64))
+    recording_deleted_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
     task: Mapped[Task | None] = relationship()
     customer: Mapped[Customer | None] = relationship()
