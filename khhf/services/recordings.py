@@ -27,7 +27,7 @@ import os
 import stat
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from khhf import audit, db
