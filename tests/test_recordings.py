@@ -476,3 +476,37 @@ def test_the_jobs_daemon_purges_when_it_starts(store):
     finally:
         jobs.shutdown()
     assert _state(store, [ids["young"]]) == {ids["young"]: (True, False)}
+
+
+def test_the_pages_speak_chinese_in_every_state(app, calls, escape):
+    from tests.test_web_i18n import problems_in, translated_msgids, visible_text
+    msgids = translated_msgids()
+    client = _client(app, "supervisor")
+    pages = {"list": client.get("/recordings/").get_data(as_text=True),
+             "ready": client.get(f"/recordings/{calls['outbound']}").get_data(as_text=True)}
+    with session_for(app) as s:
+        hotline = s.get(Call, calls["hotline"])
+        hotline.recording_deleted_at = utcnow()
+        s.commit()
+    pages["deleted"] = client.get(f"/recordings/{calls['hotline']}").get_data(as_text=True)
+    with session_for(app) as s:
+        s.get(Call, calls["hotline"]).recording_deleted_at = None
+        s.commit()
+    escape("nothing/here.wav")
+    pages["missing"] = client.get(f"/recordings/{calls['hotline']}").get_data(as_text=True)
+    escape("/etc/passwd")
+    pages["refused"] = client.get(f"/recordings/{calls['hotline']}").get_data(as_text=True)
+    with session_for(app) as s:
+        answered = s.get(Call, calls["outbound"])
+        busy = Call(direction="outbound", customer_id=answered.customer_id,
+                    manager_id=answered.manager_id, county_id=answered.county_id,
+                    customer_number=answered.customer_number, state="failed", outcome="busy")
+        s.add(busy)
+        s.commit()
+        pages["none"] = client.get(f"/recordings/{busy.id}").get_data(as_text=True)
+    expected = {"ready": "播放", "deleted": "已超过保留期", "missing": "找不到此录音文件",
+                "refused": "不在录音目录内", "list": "录音调听", "none": "没有录音"}
+    for state, page in pages.items():
+        text = visible_text(page)
+        assert expected[state] in text, state
+        assert not problems_in(text, msgids), (state, problems_in(text, msgids))

@@ -28,6 +28,7 @@
         button.disabled = false;
         if (!answer.ok) { failed(); return; }
         started = true;
+        audio.preload = "auto";  // load now: seeking needs the length
         audio.src = answer.url;
         audio.play().catch(function () { /* the controls still play it */ });
       }, function () { button.disabled = false; failed(); });
