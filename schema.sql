@@ -234,6 +234,9 @@ CREATE INDEX ix_calls_customer ON calls (customer_id);
 -- recording review: every county's recordings newest first (administrators)
 CREATE INDEX ix_calls_recorded ON calls (requested_at)
     WHERE recording_path IS NOT NULL;
+-- recording review: a customer's calls by their whole number (also a
+-- caller the hotline did not know, who has no customer row)
+CREATE INDEX ix_calls_number_time ON calls (customer_number, requested_at);
 -- the retention job: recordings whose file is still kept, oldest first
 CREATE INDEX ix_calls_recordings_kept ON calls (requested_at)
     WHERE recording_path IS NOT NULL AND recording_deleted_at IS NULL;

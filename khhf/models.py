@@ -326,6 +326,7 @@ class Call(Base):
         Index("ix_calls_recorded", "requested_at",
               sqlite_where=text("recording_path IS NOT NULL"),
               postgresql_where=text("recording_path IS NOT NULL")),
+        Index("ix_calls_number_time", "customer_number", "requested_at"),
         Index("ix_calls_recordings_kept", "requested_at",
               sqlite_where=text("recording_path IS NOT NULL AND recording_deleted_at IS NULL"),
               postgresql_where=text("recording_path IS NOT NULL AND "

@@ -83,10 +83,13 @@ def test_supervisor_finds_plays_and_seeks_a_real_recording(recorded, browser):
     page.get_by_role("button", name="搜索").click()
     row = page.locator(f'#recordings tr[data-call="{call.id}"]')
     assert "138****7788" in row.inner_text() and CUSTOMER not in row.inner_text()
+    shots = os.environ.get("KHHF_SCREENSHOTS_DIR")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(shots) / "recording-review.png"), full_page=True)
     row.get_by_role("link", name="调听").click()
     page.wait_for_url(f"{base}/recordings/{call.id}")
     assert page.inner_text("#customer-number") == CUSTOMER
-    shots = os.environ.get("KHHF_SCREENSHOTS_DIR")
     page.get_by_role("button", name="播放").click()
     # the element loads the recording and knows its length, then seeks
     page.wait_for_function("() => { const a = document.getElementById('recording-audio');"
@@ -100,7 +103,6 @@ def test_supervisor_finds_plays_and_seeks_a_real_recording(recorded, browser):
     position = page.evaluate("document.getElementById('recording-audio').currentTime")
     assert position >= duration - 1.6 and position > 2.5
     if shots:
-        Path(shots).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(shots) / "recording-play.png"), full_page=True)
     # the browser asked by byte ranges and the server answered 206 with the
     # part it sent, as audio/wav
