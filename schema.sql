@@ -270,6 +270,8 @@ CREATE TABLE feedback (
 );
 CREATE INDEX ix_feedback_task ON feedback (task_id);
 CREATE INDEX ix_feedback_manager_time ON feedback (manager_id, created_at);
+-- a call's results (recording review filters and shows them)
+CREATE INDEX ix_feedback_call ON feedback (call_id);
 
 -- SMS out (notifications, result prompts) and in (replies with digit codes).
 -- Out: queued -> sending (client_ref written, then submit_sm) -> sent, or

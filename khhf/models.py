@@ -388,6 +388,7 @@ class Feedback(Base):
         CheckConstraint("channel IN ('web', 'sms', 'keypad')"),
         Index("ix_feedback_task", "task_id"),
         Index("ix_feedback_manager_time", "manager_id", "created_at"),
+        Index("ix_feedback_call", "call_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))

@@ -24,7 +24,6 @@ the call was with.
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from flask import (Blueprint, abort, current_app, jsonify, redirect, render_template, request,
                    url_for)
@@ -33,12 +32,14 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
 from khhf.models import Call, County, Customer, Manager, ResultCode, TaskType, User
 from khhf.services import recordings
 from webui import params
 from webui.access import allow, client_ip, load, scope
+from webui.audit import _local_start  # the one home of "a local day in UTC"
 from webui.db import get_db
 
 bp = Blueprint("recordings", __name__, url_prefix="/recordings")
@@ -77,12 +78,6 @@ def has_recording(call: Call) -> bool:
     """Whether a call's page can play its recording (for the links from
     the pages that list calls)."""
     return recordings.state(call) == "ready"
-
-
-def _local_start(day: dt.date) -> dt.datetime:
-    """The start of a local calendar day as naive UTC."""
-    start = dt.datetime.combine(day, dt.time(), ZoneInfo(current_app.config["TIMEZONE"]))
-    return start.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 @bp.route("/")
@@ -170,8 +165,7 @@ def show(call_id):
         customer=db.get(Customer, call.customer_id) if call.customer_id else None,
         manager=db.get(Manager, call.manager_id) if call.manager_id else None,
         result=db.get(ResultCode, feedback.result_code_id) if feedback else None,
-        feedback=feedback, content_type=recordings.CONTENT_TYPES.get(
-            "." + (call.recording_path or "").rsplit(".", 1)[-1], ""))
+        feedback=feedback)
 
 
 @bp.route("/<int:call_id>/play", methods=["POST"])
@@ -242,6 +236,6 @@ def _file_response(call: Call, fh, info, content_type: str, *, attachment: bool)
     try:
         return response.make_conditional(request.environ, accept_ranges=True,
                                          complete_length=info.st_size)
-    except Exception:
+    except RequestedRangeNotSatisfiable:  # a 416: the file is not sent
         fh.close()
         raise
