@@ -225,13 +225,25 @@ CREATE TABLE calls (
     -- the manager's phone the call rang first: the desk phone, or the mobile
     -- through the trunk (a two-leg call, 双呼, placed from the phone pages)
     manager_device VARCHAR(8) NOT NULL DEFAULT 'desk'
-        CHECK (manager_device IN ('desk', 'mobile'))
+        CHECK (manager_device IN ('desk', 'mobile')),
+    -- when the retention job (khhf.services.recordings.purge) deleted the
+    -- file; the path and figures stay, so the call still says it was recorded
+    recording_deleted_at TIMESTAMP
 );
 CREATE INDEX ix_calls_linkedid ON calls (linkedid);
 CREATE INDEX ix_calls_task ON calls (task_id);
 CREATE INDEX ix_calls_manager_time ON calls (manager_id, requested_at);
 CREATE INDEX ix_calls_county_time ON calls (county_id, requested_at);
 CREATE INDEX ix_calls_customer ON calls (customer_id);
+-- recording review: every county's recordings newest first (administrators)
+CREATE INDEX ix_calls_recorded ON calls (requested_at)
+    WHERE recording_path IS NOT NULL;
+-- recording review: a customer's calls by their whole number (also a
+-- caller the hotline did not know, who has no customer row)
+CREATE INDEX ix_calls_number_time ON calls (customer_number, requested_at);
+-- the retention job: recordings whose file is still kept, oldest first
+CREATE INDEX ix_calls_recordings_kept ON calls (requested_at)
+    WHERE recording_path IS NOT NULL AND recording_deleted_at IS NULL;
 
 -- Raw AMI/CEL events as received; dedup_key makes replays harmless.
 CREATE TABLE call_events (
@@ -262,6 +274,8 @@ CREATE TABLE feedback (
 );
 CREATE INDEX ix_feedback_task ON feedback (task_id);
 CREATE INDEX ix_feedback_manager_time ON feedback (manager_id, created_at);
+-- a call's results (recording review filters and shows them)
+CREATE INDEX ix_feedback_call ON feedback (call_id);
 
 -- SMS out (notifications, result prompts) and in (replies with digit codes).
 -- Out: queued -> sending (client_ref written, then submit_sm) -> sent, or

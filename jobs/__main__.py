@@ -1,5 +1,5 @@
 """`python -m jobs [--config PATH]`: the timed-jobs daemon (campaign rounds, SMS
-result prompts).
+result prompts, the recordings' retention).
 
 Started like the other daemons (khhf.daemon): exit 0 when stopped by
 SIGTERM/SIGINT, 1 when it failed while running, 2 when it cannot start as
@@ -37,7 +37,8 @@ def run(settings) -> None:
 
 
 def main(argv=None) -> int:
-    return daemon.main("jobs", "KHHF timed jobs: campaign rounds, SMS result prompts", run, argv)
+    return daemon.main("jobs", "KHHF timed jobs: campaign rounds, SMS result prompts, "
+                       "recordings' retention", run, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Campaign rounds on time: APScheduler with a persistent job store; and
-the SMS result prompts (khhf.services.sms_feedback), an in-memory
-interval job whose state is the database's.
+"""Campaign rounds on time, SMS result prompts and the recordings' retention:
+APScheduler with a persistent job store for the rounds; the SMS result
+prompts (khhf.services.sms_feedback) are an in-memory interval job whose
+state is the database's, as is the retention job.
 
 The job store is SQLAlchemyJobStore on the main database (table
 apscheduler_jobs), so a job outlives the daemon: each round's job is
@@ -20,6 +21,12 @@ A round is never made twice: the job's id names the campaign and round
 idempotent (khhf.services.campaigns.create_round writes the round's
 UNIQUE (campaign_id, seq) row first). Two daemons on one database, or one
 restarted at the due moment, make the round once.
+
+Recordings' retention: with `recording_retention_days` > 0, a job in the
+memory store runs khhf.services.recordings.purge when the daemon starts
+and every day at PURGE_AT (local time); a day missed while the daemon was
+down is caught up by the next run, as the rule only looks at the calls'
+ages.
 """
 
 from __future__ import annotations
@@ -42,12 +49,14 @@ from sqlalchemy.engine import Engine
 from khhf import db
 from khhf.config import Settings
 from khhf.models import Campaign, utcnow
-from khhf.services import campaigns, sms_feedback
+from khhf.services import campaigns, recordings, sms_feedback
 
 log = logging.getLogger("jobs")
 JOB_TABLE = "apscheduler_jobs"
 # result prompts queued per write transaction
 PROMPT_BATCH = 10
+PURGE_JOB = "recordings-purge"
+PURGE_AT = dt.time(3, 30)  # local: before the calling window opens
 
 # the sessions the stored jobs use: a stored job names a function and its
 # arguments only, so the process that runs it supplies the database
@@ -110,14 +119,15 @@ class Jobs:
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=ZoneInfo(timezone))
         self.sync_seconds = sync_seconds
+        # khhf's settings (None: neither the SMS prompts nor the retention job):
+        # the prompt delay, the recordings' directory and retention
+        self.settings = settings
         # APScheduler's shutdown holds its job-store lock while it waits for
         # running jobs, and sync needs that lock: sync and shutdown take
         # turns on this one instead
         self._lock = threading.Lock()
         self._stopping = False
         self._synced = 0
-        # the SMS result prompts (khhf.services.sms_feedback): with settings only
-        self.settings = settings
 
     def start(self, paused: bool = False) -> None:
         self.scheduler.start(paused=paused)
@@ -130,6 +140,11 @@ class Jobs:
                                    seconds=sms_sweep_seconds(self.settings), id="sms_prompts",
                                    jobstore="memory", next_run_time=dt.datetime.now(
                                        ZoneInfo(self.timezone)))
+        if self.settings is not None and recordings.retention_days(self.settings):
+            self.scheduler.add_job(
+                self.purge_recordings, "cron", hour=PURGE_AT.hour, minute=PURGE_AT.minute,
+                id=PURGE_JOB, jobstore="memory",
+                next_run_time=dt.datetime.now(ZoneInfo(self.timezone)))
 
     def sms_sweep(self) -> int:
         """Queue the due result prompts, and handle replies whose handling
@@ -158,6 +173,17 @@ class Jobs:
             # the next sweep tries again; the daemon keeps running
             log.exception("the SMS prompt sweep failed")
         return made
+    def purge_recordings(self) -> list:
+        """Delete the recordings past the retention period (see module doc)."""
+        done = recordings.purge(self.sessions, self.settings, dry_run=False)
+        if done:
+            outcomes = {o: sum(item.outcome == o for item in done)
+                        for o in ("deleted", "missing", "refused")}
+            log.info("recordings older than %s days: %s deleted, %s already gone, %s left "
+                     "alone (outside the recordings directory)",
+                     self.settings.recording_retention_days, outcomes["deleted"],
+                     outcomes["missing"], outcomes["refused"])
+        return done
 
     def _after_round(self, event) -> None:
         """A round was made: store the next round's job now, not a minute later."""

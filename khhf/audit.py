@@ -35,6 +35,7 @@ ACTIONS = (
     "create", "update", "delete", "set_password", "set_on_duty",
     "play_recording",
     "import", "set_do_not_call", "reassign_customer",
+    "purge_recordings",
 )
 # what an entry can be about; the UI translates them
 OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer", "sms",

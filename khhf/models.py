@@ -324,6 +324,14 @@ class Call(Base):
         Index("ix_calls_manager_time", "manager_id", "requested_at"),
         Index("ix_calls_county_time", "county_id", "requested_at"),
         Index("ix_calls_customer", "customer_id"),
+        Index("ix_calls_recorded", "requested_at",
+              sqlite_where=text("recording_path IS NOT NULL"),
+              postgresql_where=text("recording_path IS NOT NULL")),
+        Index("ix_calls_number_time", "customer_number", "requested_at"),
+        Index("ix_calls_recordings_kept", "requested_at",
+              sqlite_where=text("recording_path IS NOT NULL AND recording_deleted_at IS NULL"),
+              postgresql_where=text("recording_path IS NOT NULL AND "
+                                    "recording_deleted_at IS NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     direction: Mapped[str] = mapped_column(String(8))
@@ -353,6 +361,7 @@ class Call(Base):
     # 'desk', or 'mobile': a two-leg call (双呼) that rang the manager's mobile
     manager_device: Mapped[str] = mapped_column(String(8), default="desk",
                                                 server_default="desk")
+    recording_deleted_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
     task: Mapped[Task | None] = relationship()
     customer: Mapped[Customer | None] = relationship()
@@ -383,6 +392,7 @@ class Feedback(Base):
         CheckConstraint("channel IN ('web', 'sms', 'keypad')"),
         Index("ix_feedback_task", "task_id"),
         Index("ix_feedback_manager_time", "manager_id", "created_at"),
+        Index("ix_feedback_call", "call_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))

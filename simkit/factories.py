@@ -112,3 +112,43 @@ def task(s: Session, customer_: Customer, manager_: Manager | None,
         raise ValueError(f"the factory cannot make a {status!r} task")
     s.flush()
     return row
+
+
+def recorded_call(s: Session, recordings_dir, manager_: Manager, customer_: Customer, *,
+                  seconds: float = 2.0, direction: str = "outbound", task_: Task | None = None,
+                  requested_at=None, path: str | None = None, write_file: bool = True):
+    """An answered, ended call with a recording: a real PCM WAV (8 kHz mono,
+    a tone, as MixMonitor writes them) of `seconds` under `recordings_dir`
+    at `path` (default 'YYYY/MM/DD/<call id>.wav'), its stats on the row."""
+    import datetime as dt
+    import hashlib
+    import math
+    import struct
+    import wave
+    from pathlib import Path
+
+    from khhf.models import Call, utcnow
+    at = requested_at or utcnow()
+    call = Call(direction=direction, task_id=task_.id if task_ else None,
+                customer_id=customer_.id, manager_id=manager_.id, county_id=manager_.county_id,
+                customer_number=customer_.phone, state="ended", outcome="answered",
+                requested_at=at, answer_at=at + dt.timedelta(seconds=5),
+                end_at=at + dt.timedelta(seconds=5 + seconds), talk_seconds=round(seconds))
+    s.add(call)
+    s.flush()
+    call.recording_path = path or f"{at:%Y/%m/%d}/{call.id}.wav"
+    if write_file:
+        target = Path(recordings_dir) / call.recording_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frames = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / 8000)))
+                          for n in range(int(8000 * seconds)))
+        with wave.open(str(target), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(frames)
+        data = target.read_bytes()
+        call.recording_seconds, call.recording_bytes = seconds, len(data)
+        call.recording_sha256 = hashlib.sha256(data).hexdigest()
+    s.flush()
+    return call

@@ -111,7 +111,9 @@ def test_views_that_read_query_parameters_declare_them(app):
                         "audit.index": {"page", "since", "until"},
                         "campaigns.task_list": {"manager", "after"},
                         "customers.index": {"after", "county"},
-                        "imports.job": {"page"}}
+                        "imports.job": {"page"},
+                        "recordings.index": {"after", "county", "manager", "since", "until",
+                                             "min_seconds", "max_seconds"}}
 
 
 @pytest.mark.parametrize("who", [None, *ROLES])

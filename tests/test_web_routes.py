@@ -33,7 +33,7 @@ def _url(app, rule):
     role the rule admits always gets the page."""
     with session_for(app) as s:
         manager = s.scalar(select(Manager).join(User).where(User.username == "manager1"))
-        task, call = _task_and_call(s, manager)
+        task, call = _task_and_call(s, manager, app.extensions["khhf_settings"].recordings_dir)
         values = {"manager_id": manager.id, "user_id": manager.user_id,
                   "county_id": manager.county_id, "task_id": task.id, "call_id": call.id,
                   "campaign_id": task.campaign_id, "type_id": task.task_type_id,
@@ -46,15 +46,14 @@ def _url(app, rule):
         return url_for(rule.endpoint, **{k: values[k] for k in rule.arguments})
 
 
-def _task_and_call(s, manager):
-    """A task of manager1's (the demo seeds them) and a call on it (made once)."""
+def _task_and_call(s, manager, recordings_dir):
+    """A task of manager1's (the demo seeds them) and a call on it (made
+    once), recorded: the recording's routes have a file to serve."""
+    from simkit.factories import recorded_call
     task = s.scalar(select(Task).where(Task.manager_id == manager.id).order_by(Task.id))
     call = s.scalar(select(Call).where(Call.task_id == task.id))
     if call is None:
-        call = Call(direction="outbound", task_id=task.id, customer_id=task.customer_id,
-                    manager_id=manager.id, county_id=manager.county_id,
-                    customer_number=task.customer.phone, state="ended", outcome="answered")
-        s.add(call)
+        call = recorded_call(s, recordings_dir, manager, task.customer, task_=task)
         s.commit()
     return task, call
 
@@ -114,6 +113,7 @@ def test_route_walk(app, who, writes):
         url = _url(app, rule)
         writes.clear()
         response = client.open(url, method=method)
+        response.close()  # a file's response (a recording) holds the file open until closed
         where = f"{method} {rule.rule} as {who or 'nobody'}"
         if method == "GET":  # a GET only reads (webui.db: it is not begun as a writer)
             assert not writes, (where, writes)

@@ -30,6 +30,7 @@ from khhf.phones import mask_phone
 
 from webui import (access, admin, audit, auth, calls, campaigns, county, customers, i18n,
                    imports, manager, mobile, params, security, sms, workspace)
+from webui import recordings
 from webui.db import get_db
 
 DEFAULTS = {
@@ -71,7 +72,7 @@ def create_app(settings: khhf_config.Settings | None = None,
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
-                   customers, workspace, mobile):
+                   customers, workspace, mobile, recordings):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)

@@ -60,6 +60,7 @@ ACTION_LABELS = {
     "set_do_not_call": lazy_gettext("Do-not-call"),
     "reassign_customer": lazy_gettext("Reassign customer"),
     "play_recording": lazy_gettext("Play recording"),
+    "purge_recordings": lazy_gettext("Delete old recordings"),
 }
 
 # what an audit entry is about (khhf.audit.OBJECT_TYPES)
@@ -374,8 +375,17 @@ def audit_sentence(entry) -> str:
         text = gettext("%(actor)s gave %(object)s to %(new)s (before: %(old)s); %(count)d "
                        "open tasks moved with the customer.", actor=who, object=what,
                        new=new or "—", old=old or "—", count=d.get("tasks", 0))
+    elif action == "play_recording" and d.get("mode") == "download":
+        text = gettext("%(actor)s downloaded the recording of %(object)s.", actor=who,
+                       object=what)
     elif action == "play_recording":
         text = gettext("%(actor)s played the recording of %(object)s.", actor=who, object=what)
+    elif action == "purge_recordings":
+        text = gettext("%(actor)s deleted %(count)d recordings older than %(days)d days "
+                       "(%(missing)d files were already gone, %(refused)d left alone: "
+                       "outside the recordings directory).", actor=who,
+                       count=d.get("deleted", 0), days=d.get("days", 0),
+                       missing=d.get("missing", 0), refused=d.get("refused", 0))
     else:
         text = gettext("%(actor)s: %(action)s %(object)s.", actor=who,
                        action=label(ACTION_LABELS, action), object=what)
