@@ -26,3 +26,6 @@ STAGE = "KHHF_STAGE"                # dialplan: routing|desk|mobile|group|messag
 # identified by its source address only (identify_by = ip), so knowing
 # this name gains nobody anything.
 TRUNK_ENDPOINT = "carrier"
+
+# Set by the AMI bridge on a supervisor's listen-in (extensions.d/40-listen.conf)
+LISTEN_MODE = "KHHF_LISTEN_MODE"    # 'listen' (silent) or 'whisper'
