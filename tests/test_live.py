@@ -178,3 +178,33 @@ def test_the_listen_context_is_reachable_only_by_originate(pbx_harness):
     desk = h.pbx.cli("dialplan show khhf-desk")
     assert "khhf-listen" not in desk and "Include" not in desk
     assert "khhf-listen" not in h.pbx.cli("dialplan show khhf-from-trunk")
+
+
+def test_an_administrator_gives_a_supervisor_a_desk_phone(tmp_path):
+    from simkit.web import csrf_token, log_in_as, make_app, session_for
+    app, _ = make_app(tmp_path)
+    with session_for(app) as s:
+        supervisor = s.scalar(select(User).where(User.role == "supervisor"))
+        admin = s.scalar(select(User).where(User.role == "admin"))
+        manager_ext = s.scalar(select(User).where(User.role == "manager")).manager.desk_extension
+        sid, form = supervisor.id, {"display_name": supervisor.display_name,
+                                    "role": "supervisor", "county_id": supervisor.county_id,
+                                    "is_active": "y"}
+    client = app.test_client()
+    log_in_as(client, app, admin.username)
+    token = csrf_token(client, f"/admin/users/{sid}")
+    taken = client.post(f"/admin/users/{sid}", data={**form, "desk_extension": manager_ext,
+                                                     "csrf_token": token})
+    assert taken.status_code == 200 and f"分机号 {manager_ext} 已被占用" in \
+        taken.get_data(as_text=True)
+    saved = client.post(f"/admin/users/{sid}", data={**form, "desk_extension": "8019",
+                                                     "csrf_token": token})
+    assert saved.status_code == 302
+    with session_for(app) as s:
+        assert s.get(User, sid).desk_extension == "8019"
+        assert "8019" in active_desk_extensions(s)
+    # a manager's user page has no such field: their phone is on the manager's page
+    with session_for(app) as s:
+        manager_user = s.scalar(select(User).where(User.role == "manager"))
+    assert 'name="desk_extension"' not in client.get(
+        f"/admin/users/{manager_user.id}").get_data(as_text=True)
