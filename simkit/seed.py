@@ -28,6 +28,8 @@ MANAGERS = (
     ("manager3", "李娜", "D003", "8003", "13800138003"),
 )
 CUSTOMERS_PER_MANAGER = 3
+# the supervisor's desk phone: the live view's listen-in rings it
+SUPERVISOR_DESK = "8900"
 CAMPAIGN_NAME = "示范回访批次"
 
 
@@ -50,6 +52,9 @@ def seed(session: Session) -> dict:
         "supervisor": _user(session, accounts.create_user, username="supervisor",
                             display_name="赵县长", role="supervisor", county_id=county.id),
     }
+    supervisor = session.scalar(select(User).where(User.username == "supervisor"))
+    if supervisor.desk_extension is None:
+        accounts.set_desk_extension(session, None, "", supervisor, SUPERVISOR_DESK)
     managers = {}
     for i, (username, display_name, employee_no, extension, mobile) in enumerate(MANAGERS):
         passwords[username] = _user(

@@ -197,12 +197,12 @@ def test_an_administrator_gives_a_supervisor_a_desk_phone(tmp_path):
                                                      "csrf_token": token})
     assert taken.status_code == 200 and f"分机号 {manager_ext} 已被占用" in \
         taken.get_data(as_text=True)
-    saved = client.post(f"/admin/users/{sid}", data={**form, "desk_extension": "8019",
+    saved = client.post(f"/admin/users/{sid}", data={**form, "desk_extension": "8719",
                                                      "csrf_token": token})
     assert saved.status_code == 302
     with session_for(app) as s:
-        assert s.get(User, sid).desk_extension == "8019"
-        assert "8019" in active_desk_extensions(s)
+        assert s.get(User, sid).desk_extension == "8719"
+        assert "8719" in active_desk_extensions(s)
     # a manager's user page has no such field: their phone is on the manager's page
     with session_for(app) as s:
         manager_user = s.scalar(select(User).where(User.role == "manager"))
