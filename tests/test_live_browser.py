@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -83,6 +85,13 @@ def cells(page, row) -> list[str]:
     return [t.strip() for t in page.locator(f"{row} td").all_inner_texts()]
 
 
+def screenshots_dir(tmp_path) -> Path:
+    """Where screenshots go: docs/screenshots under scripts/screenshots."""
+    out = Path(os.environ.get("KHHF_SCREENSHOTS_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def audit_entries(env, action: str) -> list[AuditLog]:
     with env.sessions() as s:
         return s.scalars(select(AuditLog).where(AuditLog.action == action)
@@ -141,7 +150,7 @@ def test_a_live_call_appears_and_goes_without_reload(served, pbx_harness, page):
     ("whisper", "耳语", "qESw"),
 ])
 def test_listen_rings_the_supervisors_phone_which_hears_the_call(
-        served, pbx_harness, page, mode, button, options):
+        served, pbx_harness, page, tmp_path, mode, button, options):
     env, app, base, password, ids = served
     sink = RtpSink()
     try:
@@ -154,8 +163,11 @@ def test_listen_rings_the_supervisors_phone_which_hears_the_call(
         row = f"#live-managers tr[data-manager='{ids['m8001']}']"
         call_id = env.dial("8001", CUSTOMER)
         env.wait_state(call_id, "connected")
-        page.locator(f"{row} button[data-mode='{mode}']").click()
+        page.locator(row).get_by_role("button", name=button, exact=True).click()
         wait_text(page, "#live-message", "正在振铃")
+        if mode == "listen":  # scripts/screenshots keeps it for the README
+            page.screenshot(path=str(screenshots_dir(tmp_path) / "live-view.png"),
+                            full_page=True)
         # the supervisor's phone was rung by the PBX, answered, and hears the call
         sink.wait_audible(50)  # a second of sound, packet by packet
         invite = supervisor_phone.received("INVITE")

@@ -94,7 +94,7 @@ def board(session: Session, settings: Settings, county_id: int | None,
     managers = session.execute(
         select(Manager, User.display_name).join(User, User.id == Manager.user_id)
         .where(Manager.status == "active", in_county(Manager.county_id))
-        .order_by(Manager.desk_extension, Manager.id)).all()
+        .order_by(Manager.desk_extension.is_(None), Manager.desk_extension, Manager.id)).all()
     ids = [m.id for m, _ in managers]
     counts = {mid: (calls, connected) for mid, calls, connected in session.execute(
         select(Call.manager_id, func.count(Call.id), func.count(Call.answer_at))
@@ -140,13 +140,14 @@ def board(session: Session, settings: Settings, county_id: int | None,
             results=results.get(manager.id, 0),
             can_listen=any(c.state == "Up" for c in desk_channels)))
 
-    answered_at_desk = {c.linkedid for c in channels or ()
-                        if c.state == "Up" and c.endpoint and c.endpoint.isdigit()}
+    # a hotline call rings until one of its channels is up: a desk or a mobile
+    # answered, or the caller hears the "will call you back" message
+    answered = {c.linkedid for c in channels or () if c.state == "Up"}
     names = {m.id: name for m, name in managers}
     ringing = [HotlineCall(c.id, c.requested_at, mask_phone(c.customer_number),
                            names.get(c.manager_id, ""))
                for c in sorted(live_calls.values(), key=lambda c: c.requested_at)
-               if c.direction == "inbound" and c.linkedid not in answered_at_desk]
+               if c.direction == "inbound" and c.linkedid not in answered]
     missed_filter = (Call.direction == "inbound", Call.outcome == "missed",
                      Call.requested_at >= since_midnight, in_county(Call.county_id))
     missed = [HotlineCall(c.id, c.requested_at, mask_phone(c.customer_number),
