@@ -186,7 +186,8 @@ class Bridge:
         messages = answer if isinstance(answer, list) else [answer]
         if not messages or not messages[0].success:
             return None
-        return [{"channel": m.get("Channel", ""), "endpoint": events.endpoint_of(m.get("Channel", "")),
+        return [{"channel": m.get("Channel", ""),
+                 "endpoint": events.endpoint_of(m.get("Channel", "")),
                  "linkedid": m.get("Linkedid"), "state": m.get("ChannelStateDesc", ""),
                  "seconds": _seconds(m.get("Duration", "")),
                  "application": m.get("Application", "")}

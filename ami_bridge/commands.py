@@ -180,10 +180,9 @@ class CommandServer:
         if request.get("command") == "ping":
             return {"ok": True, "ami": self.bridge.client is not None}
         if request.get("command") == "live":
-            snapshot = await self.bridge.channel_snapshot()
-            if snapshot is None:
+            channels = await self.bridge.channel_snapshot()
+            if channels is None:
                 return {"ok": False, "error": "the PBX is not connected; try again shortly"}
-            channels = snapshot
             return {"ok": True, "linkedids": sorted({c["linkedid"] for c in channels}),
                     "endpoints": sorted({c["endpoint"] for c in channels} - {None}),
                     "channels": channels}
@@ -236,18 +235,20 @@ class CommandServer:
         client = self.bridge.client
         if client is None:
             return {"ok": False, "error": "the PBX is not connected; try again shortly"}
-        fields = [request.get(k) for k in ("supervisor_desk", "manager_desk", "mode")]
-        if not all(isinstance(f, str) for f in fields):
+        supervisor, manager, mode = (request.get(k) for k in
+                                     ("supervisor_desk", "manager_desk", "mode"))
+        if not all(isinstance(f, str) for f in (supervisor, manager, mode)):
             return {"ok": False, "error": "listen needs supervisor_desk, manager_desk and mode"}
         try:
-            action = listen_action(ListenCall(*fields, ring_seconds=self.settings.manager_ring_seconds))
+            action = listen_action(ListenCall(supervisor, manager, mode,
+                                              self.settings.manager_ring_seconds))
         except OriginateError as exc:
             return {"ok": False, "error": str(exc)}
         live = await self.bridge.live_channels()
         if live is None:
             return {"ok": False, "error": "the PBX is not connected; try again shortly"}
-        if fields[1] not in live[1]:
-            return {"ok": False, "error": f"desk phone {fields[1]} is not on a call"}
+        if manager not in live[1]:
+            return {"ok": False, "error": f"desk phone {manager} is not on a call"}
         try:
             first, final = await client.send_tracked(action)
         except (asyncio.TimeoutError, ConnectionError) as exc:
@@ -256,7 +257,7 @@ class CommandServer:
         final.add_done_callback(lambda fut: fut.cancelled() or fut.exception())
         if not first.success:
             return {"ok": False, "error": first.get("Message", "originate refused")}
-        log.info("listen-in (%s): desk %s on desk %s's call", fields[2], fields[0], fields[1])
+        log.info("listen-in (%s): desk %s on desk %s's call", mode, supervisor, manager)
         return {"ok": True}
 
     def _on_final(self, channel_id: str, fut: asyncio.Future) -> None:

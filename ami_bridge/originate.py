@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from khhf import numbering
 from khhf.channel_vars import CALL_ID, LISTEN_MODE, REC_FILE, TASK_ID, UNIFIED_NUMBER
+from khhf.services.live import MODES as LISTEN_MODES
 
 OUTBOUND_CONTEXT = "khhf-outbound"
 
@@ -74,7 +75,6 @@ def originate_action(call: OutboundCall) -> dict:
 
 
 LISTEN_CONTEXT = "khhf-listen"
-LISTEN_MODES = ("listen", "whisper")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class ListenCall:
     channel of `manager_desk` (asterisk/extensions.d/40-listen.conf)."""
     supervisor_desk: str
     manager_desk: str
-    mode: str                    # LISTEN_MODES
+    mode: str                    # khhf.services.live.MODES
     ring_seconds: int = 30
 
 

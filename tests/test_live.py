@@ -15,7 +15,7 @@ from ami_bridge.originate import ListenCall, OriginateError, listen_action
 from khhf import db
 from khhf.bridge_client import Channel
 from khhf.config import Settings
-from khhf.models import AuditLog, Call, Feedback, User, utcnow
+from khhf.models import AuditLog, Call, Feedback, User
 from khhf.services import ValidationError, accounts, live
 from pbxctl.pbx import active_desk_extensions
 from simkit import factories

@@ -18,8 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from khhf import db
-from khhf.models import AuditLog, County, Manager, User
-from khhf.services.accounts import hash_password
+from khhf.models import AuditLog, Call, County, Manager, utcnow
 from simkit import factories
 from simkit.bridge_env import BridgeEnv
 from simkit.browser import CHROMIUM, CHROMIUM_ARGS, csp_problems, log_in, serve
@@ -47,6 +46,10 @@ def arrange(env) -> dict:
         factories.manager(s, other, "m9001", desk="9001", display_name="孙经理")
         m8001 = s.scalar(select(Manager).where(Manager.desk_extension == "8001"))
         m8001.on_duty = True
+        # a hotline call nobody answered this morning (khhf.services.hotline writes these)
+        s.add(Call(direction="inbound", county_id=county.id, manager_id=m8001.id,
+                   customer_number="13911112222", state="ended", outcome="missed",
+                   requested_at=utcnow(), end_at=utcnow()))
         return {"m8001": m8001.id}
 
 
@@ -127,6 +130,9 @@ def test_a_live_call_appears_and_goes_without_reload(served, pbx_harness, page):
     assert cells(page, row)[:4] == ["经理8001", "8001", "在岗", "空闲"]
     # another county's manager is not on this supervisor's page
     assert "孙经理" not in page.inner_text("#live-managers")
+    # the hotline's missed call, masked, with today's count
+    assert cells(page, "#live-missed tbody tr")[1:] == ["139****2222", "经理8001"]
+    assert page.inner_text("#live-missed-count") == "1"
 
     call_id = env.dial("8001", CUSTOMER)
     page.wait_for_selector(f"{row}[data-activity='on_call']")
@@ -135,13 +141,14 @@ def test_a_live_call_appears_and_goes_without_reload(served, pbx_harness, page):
     assert shown[3] == "通话中" and re.fullmatch(r"\d\d:\d\d:\d\d", shown[4]), shown
     assert shown[6] == "外呼", shown
     assert CUSTOMER not in page.content()
-    # SIPp hangs up: the line goes back to idle, and today's figures count the call
+    # SIPp hangs up: the line goes back to idle, and today's figures count the
+    # call (beside this morning's missed hotline call: 2 calls, 1 connected)
     assert customer.wait(30) == 0 and desk.wait(30) == 0
     assert env.wait_final(call_id).outcome == "answered"
     page.wait_for_selector(f"{row}[data-activity='idle']")
     page.wait_for_function(
         "sel => [...document.querySelectorAll(sel + ' td')].slice(8, 10)"
-        ".map(td => td.textContent).join(',') === '1,1'", arg=row, timeout=WAIT_MS)
+        ".map(td => td.textContent).join(',') === '2,1'", arg=row, timeout=WAIT_MS)
     assert page.evaluate("window.notReloaded") is True
 
 
