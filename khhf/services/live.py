@@ -118,17 +118,15 @@ def board(session: Session, settings: Settings, county_id: int | None,
     rows = []
     for manager, name in managers:
         desk_channels = by_desk.get(manager.desk_extension or "", [])
-        if desk_channels:
+        if desk_channels:  # the PBX says: their desk phone rings or talks
             call = next((live_calls[c.linkedid] for c in desk_channels
                          if c.linkedid in live_calls), None)
-        else:  # not at the desk: a live outbound row of theirs (e.g. set up a moment ago)
-            call = next((c for c in live_calls.values() if c.manager_id == manager.id
-                         and c.direction == "outbound"), None)
-        if desk_channels:
             up = any(c.state == "Up" for c in desk_channels)
             activity = "on_call" if up else "ringing"
             since = now - dt.timedelta(seconds=max(c.seconds for c in desk_channels))
-        elif call is not None:
+        elif (call := next((c for c in live_calls.values() if c.manager_id == manager.id
+                            and c.direction == "outbound"), None)) is not None:
+            # no desk channel, a live outbound row (or the PBX cannot be asked)
             activity, since = "on_call", call.answer_at or call.requested_at
         else:
             activity, since = "idle", None
