@@ -241,3 +241,52 @@ def test_refusals_are_explained_and_audited(served, pbx_harness):
     log_in_as(client, app, "root")
     log = client.get("/audit/").get_data(as_text=True)
     assert "监听客户经理 经理8001的通话被拒绝：客户经理当时没有座机通话" in log, log
+
+
+@pytest.fixture
+def hotline_served(tmp_path):
+    """A PBX of its own whose hotline asks a FastAGI service on the bridge's
+    database (the session's PBX has no AGI), short ring times, and the page."""
+    from khhf.config import agi_key
+    from simkit.harness import AgiThread, PbxHarness
+    harness = PbxHarness(tmp_path / "pbx", name=f"livehl{os.getpid()}")
+    harness.settings.hotline_group_ring_seconds = 4
+    env = BridgeEnv(harness, tmp_path)
+    ids = arrange(env)
+    agi = AgiThread(env.sessions, key=agi_key(harness.settings)).start()
+    harness.settings.agi_port = agi.port  # rendered into KHHF_AGI at up()
+    try:
+        with harness:
+            env.start()
+            app, password = env.web_app("sup")
+            app.config.update(LIVE_POLL_MS=200)
+            with serve(app) as base:
+                yield harness, env, base, password, ids
+            env.stop()
+    finally:
+        agi.stop()
+
+
+def test_the_hotline_ringing_then_missed(hotline_served, page):
+    from simkit.harness import free_port
+    harness, env, base, password, ids = hotline_served
+    harness.desk_phone("8001", "ring_forever.xml")   # on duty: the group rings it
+    log_in(page, base, "sup", password)
+    page.goto(f"{base}/live/")
+    page.evaluate("window.notReloaded = true")
+    page.wait_for_selector("#live-missed tbody tr")
+    assert page.inner_text("#live-missed-count") == "1"   # this morning's (arrange)
+    caller = harness.party("hotline_call.xml", local_ip=harness.settings.trunk_host,
+                           port=free_port(harness.settings.trunk_host),
+                           remote=harness.sip_target, service="13900000000",
+                           keys={"caller": "13955556666"}).start()
+    # ringing: on the hotline list, and on the desk phone's line
+    wait_text(page, "#live-ringing", "139****6666")
+    page.wait_for_selector(f"#live-managers tr[data-manager='{ids['m8001']}']"
+                           "[data-activity='ringing']")
+    # nobody answers: the caller hears the message, the call is missed
+    assert caller.wait(60) == 0, caller.trace_summary()
+    wait_text(page, "#live-missed", "139****6666")
+    wait_text(page, "#live-missed-count", "2")
+    assert page.locator("#live-ringing tbody tr").count() == 0
+    assert page.evaluate("window.notReloaded") is True
