@@ -39,7 +39,8 @@ def seed(session: Session) -> dict:
     Returns {"campaign": {"id", "name"},
              "county": {"id", "code", "name", "unified_number"},
              "passwords": {username: plaintext password},
-             "managers": {username: {"id", "desk_extension", "mobile"}}}.
+             "managers": {username: {"id", "desk_extension", "mobile"}},
+             "supervisor_desk": the supervisor's desk extension}.
     """
     county = session.scalar(select(County).where(County.code == COUNTY_CODE))
     if county is None:
@@ -70,7 +71,8 @@ def seed(session: Session) -> dict:
     return {"campaign": {"id": campaign.id, "name": campaign.name},
             "county": {"id": county.id, "code": county.code, "name": county.name,
                        "unified_number": county.primary_number},
-            "passwords": passwords, "managers": managers}
+            "passwords": passwords, "managers": managers,
+            "supervisor_desk": supervisor.desk_extension}
 
 
 def _user(session, create, *, username, **fields) -> str:
