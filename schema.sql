@@ -45,6 +45,10 @@ CREATE TABLE users (
     -- a log-in is valid while its session carries this number: log-out,
     -- a new password and deactivation raise it, ending every session
     session_epoch INTEGER NOT NULL DEFAULT 0,
+    -- a supervisor's (or administrator's) desk SIP phone, its PJSIP endpoint
+    -- name: the live view's listen-in rings it. Managers' phones are on
+    -- managers.desk_extension; one extension is never on both (accounts)
+    desk_extension VARCHAR(16) UNIQUE,
     CHECK (role = 'admin' OR county_id IS NOT NULL)
 );
 CREATE INDEX ix_users_county_role ON users (county_id, role);

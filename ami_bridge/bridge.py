@@ -171,9 +171,11 @@ class Bridge:
                 return set()
         return missing
 
-    async def live_channels(self) -> tuple[set[str], set[str]] | None:
-        """(linkedids, PJSIP endpoints) of the channels Asterisk has right now
-        (a CoreShowChannels snapshot), or None when the AMI is not there."""
+    async def channel_snapshot(self) -> list[dict] | None:
+        """The channels Asterisk has right now (a CoreShowChannels snapshot),
+        each {channel, endpoint, linkedid, state, seconds, application}, or
+        None when the AMI is not there. No application data: it holds
+        customers' numbers."""
         client = self.client
         if client is None:
             return None
@@ -184,9 +186,20 @@ class Bridge:
         messages = answer if isinstance(answer, list) else [answer]
         if not messages or not messages[0].success:
             return None
-        channels = [m for m in messages if m.get("Event") == "CoreShowChannel"]
-        return ({m.get("Linkedid") for m in channels},
-                {events.endpoint_of(m.get("Channel", "")) for m in channels} - {None})
+        return [{"channel": m.get("Channel", ""),
+                 "endpoint": events.endpoint_of(m.get("Channel", "")),
+                 "linkedid": m.get("Linkedid"), "state": m.get("ChannelStateDesc", ""),
+                 "seconds": _seconds(m.get("Duration", "")),
+                 "application": m.get("Application", "")}
+                for m in messages if m.get("Event") == "CoreShowChannel"]
+
+    async def live_channels(self) -> tuple[set[str], set[str]] | None:
+        """(linkedids, PJSIP endpoints) of the channels Asterisk has right now
+        (a CoreShowChannels snapshot), or None when the AMI is not there."""
+        channels = await self.channel_snapshot()
+        if channels is None:
+            return None
+        return ({c["linkedid"] for c in channels}, {c["endpoint"] for c in channels} - {None})
 
     async def live_linkedids(self) -> set[str] | None:
         """The linkedids of the calls Asterisk has channels for right now."""
@@ -260,6 +273,15 @@ class Bridge:
                         call.id)
             closed.add(call.id)
         return closed
+
+
+def _seconds(duration: str) -> int:
+    """CoreShowChannel's Duration 'HH:MM:SS' -> seconds (0 if unreadable)."""
+    try:
+        hours, minutes, seconds = (int(part) for part in duration.split(":"))
+    except ValueError:
+        return 0
+    return hours * 3600 + minutes * 60 + seconds
 
 
 async def _first(*aws) -> None:

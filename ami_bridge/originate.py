@@ -18,7 +18,9 @@ import re
 from dataclasses import dataclass
 
 from khhf import numbering
-from khhf.channel_vars import CALL_ID, REC_FILE, TASK_ID, TRUNK_ENDPOINT, UNIFIED_NUMBER
+from khhf.channel_vars import (CALL_ID, LISTEN_MODE, REC_FILE, TASK_ID, TRUNK_ENDPOINT,
+                               UNIFIED_NUMBER)
+from khhf.services.live import MODES as LISTEN_MODES
 
 OUTBOUND_CONTEXT = "khhf-outbound"
 
@@ -91,4 +93,40 @@ def originate_action(call: OutboundCall) -> dict:
         "Async": "true",
         "ChannelId": call.channel_id,
         "Variable": variables,
+    }
+
+
+LISTEN_CONTEXT = "khhf-listen"
+
+
+@dataclass(frozen=True)
+class ListenCall:
+    """A supervisor's listen-in: ring `supervisor_desk`, then spy on the
+    channel of `manager_desk` (asterisk/extensions.d/40-listen.conf)."""
+    supervisor_desk: str
+    manager_desk: str
+    mode: str                    # khhf.services.live.MODES
+    ring_seconds: int = 30
+
+
+def listen_action(call: ListenCall) -> dict:
+    """The AMI Originate action for a listen-in (pure; validated)."""
+    for name, ext in (("supervisor", call.supervisor_desk), ("manager", call.manager_desk)):
+        if not numbering.DESK_EXTENSION.fullmatch(ext or ""):
+            raise OriginateError(f"{name} desk extension {ext!r} is not a four-digit extension")
+    if call.supervisor_desk == call.manager_desk:
+        raise OriginateError("a desk phone cannot listen to itself")
+    if call.mode not in LISTEN_MODES:
+        raise OriginateError(f"listen mode {call.mode!r} is not one of {', '.join(LISTEN_MODES)}")
+    return {
+        "Action": "Originate",
+        "Channel": f"PJSIP/{call.supervisor_desk}",
+        "Context": LISTEN_CONTEXT,
+        "Exten": call.manager_desk,
+        "Priority": "1",
+        # what the supervisor's phone shows while ringing: whose call it is
+        "CallerID": f'"KHHF {call.mode} {call.manager_desk}" <{call.manager_desk}>',
+        "Timeout": str(call.ring_seconds * 1000),
+        "Async": "true",
+        "Variable": [f"{LISTEN_MODE}={call.mode}"],
     }

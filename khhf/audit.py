@@ -36,13 +36,17 @@ ACTIONS = (
     "play_recording",
     "import", "set_do_not_call", "reassign_customer",
     "purge_recordings",
+    "listen", "listen_refused",
 )
 # what an entry can be about; the UI translates them
 OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer", "sms",
                 "task_type", "campaign", "campaign_cycle", "feedback")
 # coded reasons ("reason" in the detail); the UI says each in words
 REASONS = ("unknown_user", "wrong_password", "account_disabled", "too_many_failures",
-           "departed")
+           "departed",
+           # a listen-in refused (khhf.services.live)
+           "not_supervisor", "other_county", "bad_mode", "no_desk_phone", "no_call",
+           "desk_busy", "pbx")
 
 
 def record(session: Session, user: User | None, action: str, object_type: str = "",

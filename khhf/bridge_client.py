@@ -55,3 +55,34 @@ def live(settings: Settings, timeout: float = 10.0) -> LiveCalls:
     if not answer.get("ok"):
         raise BridgeUnavailable(answer.get("error", "refused"))
     return LiveCalls(frozenset(answer.get("linkedids", ())), frozenset(answer.get("endpoints", ())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """One channel the PBX has now (a CoreShowChannel, without its data)."""
+    endpoint: str | None        # the PJSIP endpoint: a desk extension, the trunk
+    linkedid: str
+    state: str                  # Asterisk's ChannelStateDesc: Ring, Ringing, Up, ...
+    seconds: int                # how long the channel has existed
+    application: str            # what it runs now: Dial, AppDial, ChanSpy, ...
+
+
+def channels(settings: Settings, timeout: float = 10.0) -> list[Channel]:
+    """Every channel the PBX has now, through the bridge (the live view);
+    BridgeUnavailable if it cannot say."""
+    answer = send(settings, {"command": "live"}, timeout)
+    if not answer.get("ok"):
+        raise BridgeUnavailable(answer.get("error", "refused"))
+    return [Channel(c.get("endpoint"), c.get("linkedid") or "", c.get("state") or "",
+                    int(c.get("seconds") or 0), c.get("application") or "")
+            for c in answer.get("channels", ())]
+
+
+def listen(settings: Settings, supervisor_desk: str, manager_desk: str, mode: str) -> None:
+    """Ask the bridge to ring `supervisor_desk` into a listen-in ('listen' or
+    'whisper') on the call of `manager_desk`; BridgeUnavailable if refused.
+    Who may listen to whom is decided before (khhf.services.live)."""
+    answer = send(settings, {"command": "listen", "supervisor_desk": supervisor_desk,
+                             "manager_desk": manager_desk, "mode": mode})
+    if not answer.get("ok"):
+        raise BridgeUnavailable(answer.get("error", "refused"))

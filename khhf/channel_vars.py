@@ -35,3 +35,5 @@ KEYPAD_ACTION = "KHHF_KP_ACTION"    # 'read' (play, then read digits) or 'say' (
 KEYPAD_PROMPT = "KHHF_KP_PROMPT"    # the sound files to play, full paths joined by '&'
 KEYPAD_DIGITS = "KHHF_KP_DIGITS"    # how many digits the next Read takes
 KEYPAD_STATE = "KHHF_KP_STATE"      # where the conversation is, handed back to the AGI
+# Set by the AMI bridge on a supervisor's listen-in (extensions.d/40-listen.conf)
+LISTEN_MODE = "KHHF_LISTEN_MODE"    # 'listen' (silent) or 'whisper'

@@ -98,6 +98,8 @@ class User(Base):
     created_at: Mapped[dt.datetime] = _created()
     last_login_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # a supervisor's desk phone (the live view's listen-in rings it)
+    desk_extension: Mapped[str | None] = mapped_column(String(16), unique=True)
 
     county: Mapped[County | None] = relationship()
     manager: Mapped[Manager | None] = relationship(back_populates="user",

@@ -62,6 +62,9 @@ def print_logins(settings, result) -> None:
         print(f"  log in as {username:<12} password {password}")
     print("simulated desk phones:", ", ".join(
         m["desk_extension"] for m in result["managers"].values()), flush=True)
+    if result.get("supervisor_desk"):
+        print(f"the supervisor's desk phone (the live view's listen-in rings it): "
+              f"{result['supervisor_desk']}", flush=True)
 
 
 def cmd_demo(args) -> int:

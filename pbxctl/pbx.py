@@ -58,12 +58,16 @@ def phone_password(settings: Settings, extension: str) -> str:
 
 
 def active_desk_extensions(session) -> list[str]:
-    """The desk extensions of active managers: the phones the PBX renders."""
+    """The desk extensions of active managers, and of enabled supervisors
+    and administrators who have one (the live view's listen-in rings it):
+    the phones the PBX renders."""
     from sqlalchemy import select
-    from khhf.models import Manager
-    return list(session.scalars(select(Manager.desk_extension).where(
-        Manager.status == "active", Manager.desk_extension.is_not(None))
-        .order_by(Manager.desk_extension)))
+    from khhf.models import Manager, User
+    managers = set(session.scalars(select(Manager.desk_extension).where(
+        Manager.status == "active", Manager.desk_extension.is_not(None))))
+    others = set(session.scalars(select(User.desk_extension).where(
+        User.is_active, User.role != "manager", User.desk_extension.is_not(None))))
+    return sorted(managers | others)
 
 
 def debian_mirror() -> str:

@@ -28,6 +28,8 @@ MANAGERS = (
     ("manager3", "李娜", "D003", "8003", "13800138003"),
 )
 CUSTOMERS_PER_MANAGER = 3
+# the supervisor's desk phone: the live view's listen-in rings it
+SUPERVISOR_DESK = "8900"
 CAMPAIGN_NAME = "示范回访批次"
 
 
@@ -37,7 +39,8 @@ def seed(session: Session) -> dict:
     Returns {"campaign": {"id", "name"},
              "county": {"id", "code", "name", "unified_number"},
              "passwords": {username: plaintext password},
-             "managers": {username: {"id", "desk_extension", "mobile"}}}.
+             "managers": {username: {"id", "desk_extension", "mobile"}},
+             "supervisor_desk": the supervisor's desk extension}.
     """
     county = session.scalar(select(County).where(County.code == COUNTY_CODE))
     if county is None:
@@ -50,6 +53,9 @@ def seed(session: Session) -> dict:
         "supervisor": _user(session, accounts.create_user, username="supervisor",
                             display_name="赵县长", role="supervisor", county_id=county.id),
     }
+    supervisor = session.scalar(select(User).where(User.username == "supervisor"))
+    if supervisor.desk_extension is None:
+        accounts.set_desk_extension(session, None, "", supervisor, SUPERVISOR_DESK)
     managers = {}
     for i, (username, display_name, employee_no, extension, mobile) in enumerate(MANAGERS):
         passwords[username] = _user(
@@ -65,7 +71,8 @@ def seed(session: Session) -> dict:
     return {"campaign": {"id": campaign.id, "name": campaign.name},
             "county": {"id": county.id, "code": county.code, "name": county.name,
                        "unified_number": county.primary_number},
-            "passwords": passwords, "managers": managers}
+            "passwords": passwords, "managers": managers,
+            "supervisor_desk": supervisor.desk_extension}
 
 
 def _user(session, create, *, username, **fields) -> str:

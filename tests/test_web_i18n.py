@@ -48,7 +48,7 @@ RAW_PATTERNS = tuple(re.compile(p, re.ASCII) for p in (
 # usernames are data, but the demo's equal role codes: give them people's names
 RENAMED = {"admin": "xitong", "supervisor": "zhaozr"}
 # GET routes answering page scripts with JSON (their labels are checked below)
-SCRIPT_JSON = ("workspace.next_task", "workspace.reminders")
+SCRIPT_JSON = ("workspace.next_task", "workspace.reminders", "live.state")
 AS = {"admin": "xitong", "supervisor": "zhaozr", "manager": "manager1"}
 
 

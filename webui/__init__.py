@@ -29,7 +29,7 @@ from khhf.models import User
 from khhf.phones import mask_phone
 
 from webui import (access, admin, audit, auth, calls, campaigns, county, customers, i18n,
-                   imports, manager, mobile, params, security, sms, workspace)
+                   imports, live, manager, mobile, params, security, sms, workspace)
 from webui import recordings
 from webui.db import get_db
 
@@ -72,7 +72,7 @@ def create_app(settings: khhf_config.Settings | None = None,
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
-                   customers, workspace, mobile, recordings):
+                   customers, workspace, mobile, recordings, live):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)

@@ -117,10 +117,14 @@ def user_new():
     form.county_id.choices = county_choices(_counties(), gettext("— none (administrators) —"))
     del form.is_active
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: accounts.create_user(
+        def write():
+            user = accounts.create_user(
                 get_db(), current_user, client_ip(), username=form.username.data,
                 display_name=form.display_name.data, password=form.password.data,
-                role=form.role.data, county_id=form.county_id.data)):
+                role=form.role.data, county_id=form.county_id.data)
+            accounts.set_desk_extension(get_db(), current_user, client_ip(), user,
+                                        form.desk_extension.data)
+        if commit_or_show(get_db(), form, write):
             flash(gettext("User %(username)s added.", username=form.username.data.strip()),
                   "success")
             return redirect(url_for(".users_list"))
@@ -133,10 +137,15 @@ def user_edit(user_id):
     user = load(User, user_id)
     form = _user_edit_form(user)
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: accounts.update_user(
+        def write():
+            accounts.update_user(
                 get_db(), current_user, client_ip(), user, display_name=form.display_name.data,
                 role=form.role.data, county_id=form.county_id.data,
-                is_active=form.is_active.data)):
+                is_active=form.is_active.data)
+            if form.desk_extension is not None:  # a manager's is on the manager's page
+                accounts.set_desk_extension(get_db(), current_user, client_ip(), user,
+                                            form.desk_extension.data)
+        if commit_or_show(get_db(), form, write):
             flash(gettext("User %(username)s saved.", username=user.username), "success")
             return redirect(url_for(".users_list"))
     return render_template("admin/user_form.html", form=form, user=user,
@@ -165,6 +174,7 @@ def _user_edit_form(user, **kwargs) -> UserForm:
     form.county_id.choices = county_choices(_counties(), gettext("— none (administrators) —"))
     if user.role == "manager":
         form.role.choices = [SelectChoice("manager", ROLE_LABELS["manager"])]
+        del form.desk_extension  # a manager's is set on the manager's page
     del form.username, form.password
     return form
 

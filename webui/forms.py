@@ -71,6 +71,9 @@ class UserForm(FlaskForm):
         SelectChoice(code, ROLE_LABELS[code]) for code in ("supervisor", "admin")])
     county_id = county_field()
     is_active = BooleanField(_l("May log in"), default=True)
+    desk_extension = StringField(_l("Desk extension"), description=_l(
+        "Optional, 4 digits from 2000 to 9999: the desk SIP phone on which a supervisor "
+        "listens to calls (live view)."))
 
 
 class PasswordForm(FlaskForm):

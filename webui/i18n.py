@@ -61,6 +61,25 @@ ACTION_LABELS = {
     "reassign_customer": lazy_gettext("Reassign customer"),
     "play_recording": lazy_gettext("Play recording"),
     "purge_recordings": lazy_gettext("Delete old recordings"),
+    "listen": lazy_gettext("Listen to a call"),
+    "listen_refused": lazy_gettext("Listen refused"),
+}
+
+# how a supervisor listened to a call (khhf.services.live.MODES)
+LISTEN_MODE_LABELS = {
+    "listen": lazy_gettext("silent listen"),
+    "whisper": lazy_gettext("whisper to the manager"),
+}
+
+# why a listen-in was refused (the reason codes of khhf.services.live)
+LISTEN_REFUSAL_LABELS = {
+    "not_supervisor": lazy_gettext("only supervisors may listen"),
+    "other_county": lazy_gettext("not a manager of their county"),
+    "bad_mode": lazy_gettext("no such way of listening"),
+    "no_desk_phone": lazy_gettext("they have no desk phone"),
+    "no_call": lazy_gettext("the manager was not on a desk-phone call"),
+    "desk_busy": lazy_gettext("their desk phone was busy"),
+    "pbx": lazy_gettext("the phone system did not take the call"),
 }
 
 # what an audit entry is about (khhf.audit.OBJECT_TYPES)
@@ -386,6 +405,14 @@ def audit_sentence(entry) -> str:
                        "outside the recordings directory).", actor=who,
                        count=d.get("deleted", 0), days=d.get("days", 0),
                        missing=d.get("missing", 0), refused=d.get("refused", 0))
+    elif action == "listen":
+        text = gettext("%(actor)s listened to the call of %(object)s from desk phone %(desk)s "
+                       "(%(mode)s).", actor=who, object=what, desk=d.get("desk", "—"),
+                       mode=label(LISTEN_MODE_LABELS, d.get("mode")))
+    elif action == "listen_refused":
+        text = gettext("%(actor)s was refused listening to the call of %(object)s: "
+                       "%(why)s.", actor=who, object=what,
+                       why=label(LISTEN_REFUSAL_LABELS, reason))
     else:
         text = gettext("%(actor)s: %(action)s %(object)s.", actor=who,
                        action=label(ACTION_LABELS, action), object=what)

@@ -348,7 +348,8 @@ def _check_manager_fields(session, problems, manager, employee_no, desk_extensio
                                               "e.g. 8001; leave it empty if there is no "
                                               "desk phone."))
         elif session.scalar(select(Manager.id).where(
-                Manager.desk_extension == desk_extension, Manager.id != own_id)) is not None:
+                Manager.desk_extension == desk_extension, Manager.id != own_id)) is not None \
+                or desk_extension_of_user(session, desk_extension) is not None:
             problems.add("desk_extension", N_("Desk extension %(value)s is already in use; "
                                               "choose a free one."), value=desk_extension)
     mobile = _check_mobile(problems, mobile)
@@ -375,3 +376,38 @@ def _check_mobile(problems, mobile) -> str | None:
     if mobile is None or not numbering.MOBILE.fullmatch(mobile):
         problems.add("mobile", N_("Mobile: 11 digits starting with 1, e.g. 13812345678."))
     return mobile
+
+
+def desk_extension_of_user(session: Session, desk_extension: str) -> User | None:
+    """The supervisor or administrator whose desk phone is `desk_extension`."""
+    return session.scalar(select(User).where(User.desk_extension == desk_extension))
+
+
+def set_desk_extension(session: Session, by: User | None, ip: str, user: User,
+                       desk_extension: str) -> User:
+    """Give a supervisor or administrator a desk phone (empty: none). The
+    live view's listen-in rings it; the PBX renders it like a manager's
+    (pbxctl.pbx.active_desk_extensions). One extension, one phone: never a
+    manager's, never another user's."""
+    problems = Problems()
+    desk_extension = (desk_extension or "").strip() or None
+    if user.role == "manager":
+        problems.add("desk_extension", N_("A customer manager's desk extension is set on "
+                                          "the manager's page."))
+    elif desk_extension is not None:
+        if not numbering.DESK_EXTENSION.fullmatch(desk_extension):
+            problems.add("desk_extension", N_("Desk extension: 4 digits from 2000 to 9999, "
+                                              "e.g. 8001; leave it empty if there is no "
+                                              "desk phone."))
+        elif session.scalar(select(Manager.id).where(
+                Manager.desk_extension == desk_extension)) is not None or \
+                (desk_extension_of_user(session, desk_extension) or user) is not user:
+            problems.add("desk_extension", N_("Desk extension %(value)s is already in use; "
+                                              "choose a free one."), value=desk_extension)
+    problems.raise_if_any()
+    if user.desk_extension != desk_extension:
+        audit.record(session, by, "update", "user", user.id,
+                     audit.changes({"desk_extension": (user.desk_extension, desk_extension)}),
+                     ip, object_name=user.display_name)
+        user.desk_extension = desk_extension
+    return user
