@@ -29,7 +29,7 @@ from khhf.models import User
 from khhf.phones import mask_phone
 
 from webui import (access, admin, audit, auth, calls, campaigns, county, customers, i18n,
-                   imports, manager, params, security, sms, workspace)
+                   imports, manager, params, reports, security, sms, workspace)
 from webui.db import get_db
 
 DEFAULTS = {
@@ -70,7 +70,7 @@ def create_app(settings: khhf_config.Settings | None = None,
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
-                   customers, workspace):
+                   customers, workspace, reports):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)
