@@ -16,8 +16,7 @@ import random
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from khhf.models import (Call, Campaign, County, Customer, Feedback, Manager, ResultCode, Task,
-                         TaskType)
+from khhf.models import Call, Campaign, County, Customer, Feedback, Manager, ResultCode, Task
 from simkit import factories
 
 CHANNELS = ("web", "sms", "keypad")
@@ -52,7 +51,7 @@ def generate(s: Session, *, start: dt.datetime, days: int = 10, seed: int = 7,
     codes = {t.id: list(s.scalars(select(ResultCode).where(ResultCode.task_type_id == t.id)))
              for t in (revisit, survey)}
     made = dict(tasks=0, calls=0, feedback=0)
-    phone = 13700000000 + rng.randrange(1_000_000) * 100
+    phone = 13500000000 + rng.randrange(100_000) * 1000
     for county in counties:
         managers = list(s.scalars(select(Manager).where(Manager.county_id == county.id)))
         campaigns = [Campaign(county_id=county.id, task_type_id=t.id, name=f"{county.name}{t.name}",

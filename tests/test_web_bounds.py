@@ -105,13 +105,20 @@ def _get_views(app):
             yield rule.endpoint, _fill(rule, "1"), getattr(view, "query_params", {})
 
 
+REPORT_FILTER = {"start", "end", "county", "manager", "campaign", "task_type"}
+
+
 def test_views_that_read_query_parameters_declare_them(app):
     declared = {endpoint: set(params) for endpoint, _, params in _get_views(app) if params}
     assert declared == {"admin.managers_list": {"county"},
                         "audit.index": {"page", "since", "until"},
                         "campaigns.task_list": {"manager", "after"},
                         "customers.index": {"after", "county"},
-                        "imports.job": {"page"}}
+                        "imports.job": {"page"},
+                        "reports.index": REPORT_FILTER,
+                        "reports.export": REPORT_FILTER,
+                        "reports.drill": REPORT_FILTER | {"figure", "day", "before"},
+                        "reports.drill_export": REPORT_FILTER | {"figure", "day"}}
 
 
 @pytest.mark.parametrize("who", [None, *ROLES])
@@ -134,7 +141,8 @@ def test_bad_query_parameters_are_a_400_that_says_which(app, who):
                 assert response.status_code == 400, where
                 message = response.get_data(as_text=True)
                 assert label in message, where
-                assert ("整数" in message) or ("YYYY-MM-DD" in message), where
+                assert ("整数" in message) or ("YYYY-MM-DD" in message) \
+                    or ("选项之一" in message), where
                 checked += 1
     if who == "admin":
         assert checked >= 3 * len(BAD_DAYS)

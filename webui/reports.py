@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import os
 import tempfile
 
-from flask import (Blueprint, Response, abort, current_app, redirect, render_template, send_file,
+from flask import (Blueprint, Response, abort, current_app, redirect, render_template,
                    url_for)
-from flask import stream_with_context
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
 
-from khhf.models import (Call, Campaign, County, Customer, Feedback, Manager, ResultCode, Task,
+from khhf.models import (Call, Campaign, County, Feedback, Manager, ResultCode, Task,
                          TaskType, User)
 from khhf.names import by_manager_name
 from khhf.phones import mask_phone
@@ -38,6 +36,7 @@ FILTER_PARAMS = dict(
     start=params.Day(_l("First day")), end=params.Day(_l("Last day")),
     county=params.Id(_l("County")), manager=params.Id(_l("Customer manager")),
     campaign=params.Id(_l("Campaign")), task_type=params.Id(_l("Task type")))
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # rows fetched per round trip while an export streams
 EXPORT_BATCH = 2000
 
@@ -273,25 +272,52 @@ def _filename(flt: reports.Filter, suffix: str) -> str:
 
 
 def _csv_response(tables, filename: str) -> Response:
-    """CSV, UTF-8 with a BOM (so Excel reads the Chinese), streamed row by row."""
-    def generate():
-        yield "\ufeff"
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        for n, (title, headers, rows, _kinds) in enumerate(tables):
-            if n:
-                writer.writerow([])
-            writer.writerow([title])
-            writer.writerow(headers)
-            for row in rows:
-                writer.writerow(["" if v is None else v for v in row])
-                if buffer.tell() > 64_000:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-        yield buffer.getvalue()
-    return Response(stream_with_context(generate()), mimetype="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f"attachment; filename={filename}"})
+    """CSV, UTF-8 with a BOM (so Excel reads the Chinese), written row by
+    row to a temporary file and sent from there (bounded memory)."""
+    with _spool(".csv") as (path, stream):
+        with open(path, "w", encoding="utf-8-sig", newline="") as out:
+            writer = csv.writer(out)
+            for n, (title, headers, rows, _kinds) in enumerate(tables):
+                if n:
+                    writer.writerow([])
+                writer.writerow([title])
+                writer.writerow(headers)
+                writer.writerows(["" if v is None else v for v in row] for row in rows)
+    return _send(stream(), "text/csv; charset=utf-8", filename)
+
+
+class _spool:
+    """A temporary file to write an export into: yields (path, open) where
+    open() returns the finished file, already unlinked (the open handle
+    keeps its data until it has been sent)."""
+
+    def __init__(self, suffix: str):
+        handle, self.path = tempfile.mkstemp(suffix=suffix, prefix="khhf-report-")
+        os.close(handle)
+        self.stream = None
+
+    def __enter__(self):
+        return self.path, lambda: self.stream
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.stream = open(self.path, "rb")
+        finally:
+            os.unlink(self.path)
+        return False
+
+
+def _send(stream, mimetype: str, filename: str) -> Response:
+    size = os.fstat(stream.fileno()).st_size
+
+    def chunks():
+        with stream:
+            while chunk := stream.read(256 * 1024):
+                yield chunk
+    return Response(chunks(), mimetype=mimetype, headers={
+        "Content-Disposition": f"attachment; filename={filename}",
+        "Content-Length": str(size)})
 
 
 def _xlsx_response(tables, filename: str):
@@ -327,15 +353,9 @@ def _xlsx_response(tables, filename: str):
                 else:
                     cells.append(value)
             sheet.append(cells)
-    handle, path = tempfile.mkstemp(suffix=".xlsx", prefix="khhf-report-")
-    os.close(handle)
-    try:
+    with _spool(".xlsx") as (path, stream):
         workbook.save(path)
-        stream = open(path, "rb")
-    finally:
-        os.unlink(path)  # the open handle keeps the data until it is sent
-    return send_file(stream, as_attachment=True, download_name=filename,
-                     mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    return _send(stream(), XLSX_TYPE, filename)
 
 
 @bp.route("/export.xlsx", defaults={"fmt": "xlsx"})
