@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine
 
 from khhf import db
 from khhf.models import Campaign
-from khhf.services import campaigns
+from khhf.services import campaigns, reports
 
 log = logging.getLogger("jobs")
 JOB_TABLE = "apscheduler_jobs"
@@ -82,7 +82,8 @@ class Jobs:
     """The daemon's scheduler: `start()`, `shutdown()`; `sync()` stores the
     next round's job of every active campaign."""
 
-    def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60):
+    def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60,
+                 report_seconds: int = 300):
         global _sessions, _timezone
         _sessions, _timezone = db.session_factory(engine), timezone
         self.timezone = timezone
@@ -96,6 +97,8 @@ class Jobs:
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=ZoneInfo(timezone))
         self.sync_seconds = sync_seconds
+        self.report_seconds = report_seconds
+        self.write_sessions = db.session_factory(engine, writer=True)
         # APScheduler's shutdown holds its job-store lock while it waits for
         # running jobs, and sync needs that lock: sync and shutdown take
         # turns on this one instead
@@ -109,6 +112,17 @@ class Jobs:
                                jobstore="memory", next_run_time=dt.datetime.now(
                                    ZoneInfo(self.timezone)))
         self.scheduler.add_listener(self._after_round, EVENT_JOB_EXECUTED)
+        self.scheduler.add_job(self.refresh_reports, "interval", seconds=self.report_seconds,
+                               id="reports", jobstore="memory", next_run_time=dt.datetime.now(
+                                   ZoneInfo(self.timezone)))
+
+    def refresh_reports(self):
+        """Bring the reports' daily sums up to date (khhf.services.reports.refresh_due)."""
+        with db.unit_of_work(self.write_sessions) as session:
+            days = reports.refresh_due(session, self.timezone)
+        if days:
+            log.info("reports: daily sums rebuilt from %s to %s", *days)
+        return days
 
     def _after_round(self, event) -> None:
         """A round was made: store the next round's job now, not a minute later."""

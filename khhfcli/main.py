@@ -9,6 +9,7 @@
     khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
+    khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_tasks.register(sub)     # khhf tasks distribute ...
     cli_demo.register(sub)      # khhf demo seed|run
     cli_service.register(sub)   # khhf service install
+    from . import reports as cli_reports
+    cli_reports.register(sub)   # khhf reports refresh|check
     return parser
 
 

@@ -55,7 +55,7 @@ def generate(s: Session, *, start: dt.datetime, days: int = 10, seed: int = 7,
     for county in counties:
         managers = list(s.scalars(select(Manager).where(Manager.county_id == county.id)))
         campaigns = [Campaign(county_id=county.id, task_type_id=t.id, name=f"{county.name}{t.name}",
-                              status="active", starts_on=start.date()) for t in (revisit, survey)]
+                              status="closed", starts_on=start.date()) for t in (revisit, survey)]
         s.add_all(campaigns)
         s.flush()
         for manager in managers + [None]:

@@ -211,6 +211,16 @@ def test_drill_down_lists_exactly_the_rows_a_figure_counts(s, made, figure):
                     "callbacks_kept": "results"}.get(figure, "calls")
 
 
+def test_check_finds_sums_that_differ_from_direct_counts(s, made):
+    first, last = local_day(START), local_day(NOW)
+    assert reports.check(s, ZONE, first, last) == []
+    row = s.scalar(select(reports.ReportDaily).where(reports.ReportDaily.calls_out > 0).limit(1))
+    row.calls_out += 1
+    s.flush()
+    wrong = reports.check(s, ZONE, first, last)
+    assert len(wrong) == 1 and wrong[0][0] == row.day and wrong[0][2] == wrong[0][3] + 1
+
+
 def test_refresh_rebuilds_the_days_new_rows_touch(s, made):
     """A result filed late for an old call, and a call-back of an old missed
     call, change past days: the next refresh picks them up."""

@@ -116,9 +116,11 @@ def test_views_that_read_query_parameters_declare_them(app):
                         "customers.index": {"after", "county"},
                         "imports.job": {"page"},
                         "reports.index": REPORT_FILTER,
-                        "reports.export": REPORT_FILTER,
+                        "reports.export_xlsx": REPORT_FILTER,
+                        "reports.export_csv": REPORT_FILTER,
                         "reports.drill": REPORT_FILTER | {"figure", "day", "before"},
-                        "reports.drill_export": REPORT_FILTER | {"figure", "day"}}
+                        "reports.drill_xlsx": REPORT_FILTER | {"figure", "day"},
+                        "reports.drill_csv": REPORT_FILTER | {"figure", "day"}}
 
 
 @pytest.mark.parametrize("who", [None, *ROLES])

@@ -358,23 +358,31 @@ def _xlsx_response(tables, filename: str):
     return _send(stream(), XLSX_TYPE, filename)
 
 
-@bp.route("/export.xlsx", defaults={"fmt": "xlsx"})
-@bp.route("/export.csv", defaults={"fmt": "csv"})
-@allow("admin", "supervisor", "manager")
-@params.query(**FILTER_PARAMS)
-def export(fmt, start, end, county, manager, campaign, task_type):
-    flt = _filter(start, end, county, manager, campaign, task_type)
+def _export(fmt: str, flt: reports.Filter):
     tables = list(_report_tables(flt))
     if fmt == "csv":
         return _csv_response(tables, _filename(flt, ".csv"))
     return _xlsx_response(tables, _filename(flt, ".xlsx"))
 
 
-@bp.route("/drill.xlsx", defaults={"fmt": "xlsx"})
-@bp.route("/drill.csv", defaults={"fmt": "csv"})
+@bp.route("/export.xlsx")
 @allow("admin", "supervisor", "manager")
-@params.query(**{k: v for k, v in DRILL_PARAMS.items() if k != "before"})
-def drill_export(fmt, start, end, county, manager, campaign, task_type, figure, day):
+@params.query(**FILTER_PARAMS)
+def export_xlsx(start, end, county, manager, campaign, task_type):
+    return _export("xlsx", _filter(start, end, county, manager, campaign, task_type))
+
+
+@bp.route("/export.csv")
+@allow("admin", "supervisor", "manager")
+@params.query(**FILTER_PARAMS)
+def export_csv(start, end, county, manager, campaign, task_type):
+    return _export("csv", _filter(start, end, county, manager, campaign, task_type))
+
+
+DRILL_EXPORT_PARAMS = {k: v for k, v in DRILL_PARAMS.items() if k != "before"}
+
+
+def _drill_export(fmt, start, end, county, manager, campaign, task_type, figure, day):
     if figure is None:
         return redirect(url_for(".index"))
     flt = _drill_filter(start, end, county, manager, campaign, task_type, figure, day)
@@ -383,6 +391,20 @@ def drill_export(fmt, start, end, county, manager, campaign, task_type, figure, 
     if fmt == "csv":
         return _csv_response([table], name)
     return _xlsx_response([table], name)
+
+
+@bp.route("/drill.xlsx")
+@allow("admin", "supervisor", "manager")
+@params.query(**DRILL_EXPORT_PARAMS)
+def drill_xlsx(**kw):
+    return _drill_export("xlsx", **kw)
+
+
+@bp.route("/drill.csv")
+@allow("admin", "supervisor", "manager")
+@params.query(**DRILL_EXPORT_PARAMS)
+def drill_csv(**kw):
+    return _drill_export("csv", **kw)
 
 
 @bp.app_context_processor

@@ -283,32 +283,42 @@ def _bind(sql: str, **types) -> text:
 
 # -- building the daily sums ---------------------------------------------------------
 
-def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
-    """Rebuild the daily sums of the local days start..end (inclusive) from
-    the raw rows; returns the buckets written. Idempotent; the caller commits."""
-    dialect = session.get_bind().dialect.name
+def _grouped(dialect: str) -> str:
+    """SELECT of one day's sums per bucket (:day, :lo, :hi) from the raw rows."""
     parts = []
     for source in sources(dialect):
         mine = {c.name: c for c in source.counters}
         cols = ", ".join(f"{mine[n].aggregate() if n in mine else '0'} AS {n}" for n in COUNTERS)
         parts.append(f"SELECT county_id, manager_id, campaign_id, task_type_id, {cols} "
                      f"FROM {source.rows}")
-    sums = ", ".join(f"SUM({n})" for n in COUNTERS)
-    insert = _bind(
-        f"INSERT INTO report_daily (day, {', '.join(KEYS)}, {', '.join(COUNTERS)}) "
-        f"SELECT :day, COALESCE(county_id, 0), manager_id, campaign_id, "
-        f"COALESCE(task_type_id, 0), {sums} "
-        f"FROM ({' UNION ALL '.join(parts)}) u "
-        f"GROUP BY COALESCE(county_id, 0), manager_id, campaign_id, COALESCE(task_type_id, 0)",
-        day=Date(), lo=DateTime(), hi=DateTime())
+    sums = ", ".join(f"SUM({n}) AS {n}" for n in COUNTERS)
+    return (f"SELECT :day AS day, COALESCE(county_id, 0) AS county_id, manager_id, campaign_id, "
+            f"COALESCE(task_type_id, 0) AS task_type_id, {sums} "
+            f"FROM ({' UNION ALL '.join(parts)}) u "
+            f"GROUP BY COALESCE(county_id, 0), manager_id, campaign_id, "
+            f"COALESCE(task_type_id, 0)")
+
+
+_RESULTS = (
+    "SELECT :day AS day, m.county_id AS county_id, f.manager_id AS manager_id, "
+    "COALESCE(t.campaign_id, 0) AS campaign_id, t.task_type_id AS task_type_id, "
+    "f.result_code_id AS result_code_id, COUNT(*) AS results "
+    "FROM feedback f JOIN managers m ON m.id = f.manager_id "
+    "JOIN tasks t ON t.id = f.task_id WHERE f.created_at >= :lo AND f.created_at < :hi "
+    "GROUP BY m.county_id, f.manager_id, COALESCE(t.campaign_id, 0), t.task_type_id, "
+    "f.result_code_id")
+
+
+def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
+    """Rebuild the daily sums of the local days start..end (inclusive) from
+    the raw rows; returns the buckets written. Idempotent; the caller commits."""
+    dialect = session.get_bind().dialect.name
+    insert = _bind(f"INSERT INTO report_daily (day, {', '.join(KEYS)}, {', '.join(COUNTERS)}) "
+                   f"{_grouped(dialect)}", day=Date(), lo=DateTime(), hi=DateTime())
     insert_results = _bind(
         "INSERT INTO report_daily_results (day, county_id, manager_id, campaign_id, "
-        "task_type_id, result_code_id, results) "
-        "SELECT :day, m.county_id, f.manager_id, COALESCE(t.campaign_id, 0), t.task_type_id, "
-        "f.result_code_id, COUNT(*) FROM feedback f JOIN managers m ON m.id = f.manager_id "
-        "JOIN tasks t ON t.id = f.task_id WHERE f.created_at >= :lo AND f.created_at < :hi "
-        "GROUP BY m.county_id, f.manager_id, COALESCE(t.campaign_id, 0), t.task_type_id, "
-        "f.result_code_id", day=Date(), lo=DateTime(), hi=DateTime())
+        f"task_type_id, result_code_id, results) {_RESULTS}",
+        day=Date(), lo=DateTime(), hi=DateTime())
     written = 0
     day = start
     while day <= end:
@@ -319,6 +329,36 @@ def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> in
         session.execute(insert_results, {"day": day, "lo": lo, "hi": hi})
         day += dt.timedelta(days=1)
     return written
+
+
+def check(session: Session, timezone: str, start: dt.date, end: dt.date
+          ) -> list[tuple[dt.date, str, int, int]]:
+    """Compare the stored daily sums of start..end with a fresh computation
+    from the raw rows: the differences as (day, bucket and figure, stored,
+    direct); empty when every sum equals its direct count."""
+    dialect = session.get_bind().dialect.name
+    direct_sql = _bind(_grouped(dialect), day=Date(), lo=DateTime(), hi=DateTime())
+    results_sql = _bind(_RESULTS, day=Date(), lo=DateTime(), hi=DateTime())
+    wrong = []
+    day = start
+    while day <= end:
+        lo, hi = day_bounds(timezone, day)
+        p = {"day": day, "lo": lo, "hi": hi}
+        for model, sql, names, extra in (
+                (ReportDaily, direct_sql, COUNTERS, ()),
+                (ReportDailyResult, results_sql, ("results",), ("result_code_id",))):
+            keys = (*KEYS, *extra)
+            direct = {tuple(getattr(r, k) for k in keys): r for r in session.execute(sql, p)}
+            stored = {tuple(getattr(r, k) for k in keys): r for r in session.scalars(
+                select(model).where(model.day == day))}
+            for key in direct.keys() | stored.keys():
+                for name in names:
+                    a = int(getattr(stored[key], name)) if key in stored else 0
+                    b = int(getattr(direct[key], name) or 0) if key in direct else 0
+                    if a != b:
+                        wrong.append((day, f"{dict(zip(keys, key))} {name}", a, b))
+        day += dt.timedelta(days=1)
+    return wrong
 
 
 def refresh_due(session: Session, timezone: str, now: dt.datetime | None = None
