@@ -544,6 +544,72 @@ class ReportDailyResult(Base):
     results: Mapped[int] = _counter()
 
 
+class ReportCountyDaily(Base):
+    __tablename__ = "report_county_daily"
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tasks_assigned: Mapped[int] = _counter()
+    calls_out: Mapped[int] = _counter()
+    calls_connected: Mapped[int] = _counter()
+    talk_seconds: Mapped[int] = _counter()
+    results_filed: Mapped[int] = _counter()
+    tasks_completed: Mapped[int] = _counter()
+    fb_calls: Mapped[int] = _counter()
+    fb_web: Mapped[int] = _counter()
+    fb_sms: Mapped[int] = _counter()
+    fb_keypad: Mapped[int] = _counter()
+    fb_seconds: Mapped[int] = _counter()
+    fb_within_1h: Mapped[int] = _counter()
+    callbacks_due: Mapped[int] = _counter()
+    callbacks_kept: Mapped[int] = _counter()
+    hotline_calls: Mapped[int] = _counter()
+    hotline_desk: Mapped[int] = _counter()
+    hotline_mobile: Mapped[int] = _counter()
+    hotline_group: Mapped[int] = _counter()
+    hotline_missed: Mapped[int] = _counter()
+    missed_cb_1h: Mapped[int] = _counter()
+    missed_cb_4h: Mapped[int] = _counter()
+    missed_cb_24h: Mapped[int] = _counter()
+
+
+class ReportManagerDaily(Base):
+    __tablename__ = "report_manager_daily"
+    __table_args__ = (Index("ix_report_manager_daily_manager_day", "manager_id", "day"),)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manager_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tasks_assigned: Mapped[int] = _counter()
+    calls_out: Mapped[int] = _counter()
+    calls_connected: Mapped[int] = _counter()
+    talk_seconds: Mapped[int] = _counter()
+    results_filed: Mapped[int] = _counter()
+    tasks_completed: Mapped[int] = _counter()
+    fb_calls: Mapped[int] = _counter()
+    fb_web: Mapped[int] = _counter()
+    fb_sms: Mapped[int] = _counter()
+    fb_keypad: Mapped[int] = _counter()
+    fb_seconds: Mapped[int] = _counter()
+    fb_within_1h: Mapped[int] = _counter()
+    callbacks_due: Mapped[int] = _counter()
+    callbacks_kept: Mapped[int] = _counter()
+    hotline_calls: Mapped[int] = _counter()
+    hotline_desk: Mapped[int] = _counter()
+    hotline_mobile: Mapped[int] = _counter()
+    hotline_group: Mapped[int] = _counter()
+    hotline_missed: Mapped[int] = _counter()
+    missed_cb_1h: Mapped[int] = _counter()
+    missed_cb_4h: Mapped[int] = _counter()
+    missed_cb_24h: Mapped[int] = _counter()
+
+
+class ReportCountyResult(Base):
+    __tablename__ = "report_county_results"
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_code_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    results: Mapped[int] = _counter()
+
+
 class ReportState(Base):
     __tablename__ = "report_state"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -6,6 +6,8 @@ another county's; a manager sees their own figures only."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import openpyxl
@@ -74,6 +76,9 @@ def test_a_supervisor_filters_drills_down_and_exports(served, page, tmp_path):
     assert figure(page, "calls_out") == str(calls)
     assert figure(page, "calls_connected") == str(connected)
     assert page.locator("#trend svg rect").count() >= 11
+    # scripts/screenshots keeps this one in docs/screenshots
+    shots = Path(os.environ.get("KHHF_SCREENSHOTS_DIR") or tmp_path)
+    page.screenshot(path=str(shots / "reports-supervisor.png"), full_page=True)
 
     # drill down: the connected calls behind the figure, all the manager's
     page.click('#figures [data-figure="calls_connected"]')

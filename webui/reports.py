@@ -187,7 +187,7 @@ def _load(kind: str, ids: list[int]) -> list:
 
 def _report_tables(flt: reports.Filter):
     """(sheet title, headers, rows, kinds) of a report: the totals, each day,
-    each manager, each result code. kinds: count | rate | seconds | text."""
+    each manager, each result code. kinds: count | rate | decimal | text."""
     db = get_db()
     labels = [gettext(f[1]) for f in reports.FIGURES]
     kinds = [f[2] for f in reports.FIGURES]
@@ -234,12 +234,8 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
         names: dict = {}
         codes = {c.id: c.label for c in db.scalars(select(ResultCode))}
         types = {t.id: i18n.task_type_name(t) for t in db.scalars(select(TaskType))}
-        before = None
-        while True:
-            ids = reports.drill_ids(db, settings.timezone, flt, figure, before=before,
-                                    limit=EXPORT_BATCH, day=day)
-            if not ids:
-                return
+        for ids in reports.drill_batches(db, settings.timezone, flt, figure, day=day,
+                                         size=EXPORT_BATCH):
             objects = _load(kind, ids)
             missing = {o.manager_id for o in objects if o.manager_id} - set(names)
             names.update(_names(missing))
@@ -259,7 +255,6 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
                            codes.get(o.result_code_id, ""),
                            i18n.label(CHANNEL_LABELS, o.channel), local(o.appointment_at)]
             db.expunge_all()  # keep the session's identity map small
-            before = ids[-1]
     label = gettext(dict((f[0], f[1]) for f in reports.FIGURES)[figure])
     return label, [str(h) for h in heads[0]], rows(), heads[1]
 
@@ -330,7 +325,7 @@ def _xlsx_response(tables, filename: str):
 
     workbook = Workbook(write_only=True)
     bold = Font(bold=True)
-    formats = {"rate": "0.0%", "seconds": "0.0", "count": "0"}
+    formats = {"rate": "0.0%", "decimal": "0.0", "count": "0"}
     for title, headers, rows, kinds in tables:
         sheet = workbook.create_sheet(title[:31])
         for i, (head, kind) in enumerate(zip(headers, kinds), start=1):

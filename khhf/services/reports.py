@@ -9,8 +9,10 @@ raw rows of one *source*; the same definition
   a number counts).
 
 Reports (`summary`, `trend`, `ranking`, `results_by_code`) sum the daily
-rows, so a month of every county is a sum over a few hundred thousand
-rows, not a scan of millions of calls. tests/test_reports.py proves that
+rows, read from the coarsest table that has the filter's columns
+(report_county_daily, report_manager_daily, report_daily), so a month of
+every county is a sum over a few thousand rows, not a scan of millions of
+calls. tests/test_reports.py proves that
 each figure equals a direct count over the raw rows.
 
 Days are local days in the site's time zone (Settings.timezone). Each row
@@ -61,7 +63,7 @@ manager, 0 if none, and the county; campaign and type 0):
 Rates (computed from the sums, never stored): 接通率 = calls_connected /
 calls_out; 完成率 = tasks_completed / tasks_assigned (a flow over the
 period: finishing older tasks can lift it above 100%); 反馈率 = fb_calls /
-calls_connected; 平均反馈时长 = fb_seconds / fb_calls; 1小时内反馈率 =
+calls_connected; 平均反馈时长 (minutes) = fb_seconds / fb_calls / 60; 1小时内反馈率 =
 fb_within_1h / calls_connected; 平均通话时长 = talk_seconds /
 calls_connected; 按时回拨率 = callbacks_kept / callbacks_due; outcome rate
 of a code = its results / results_filed.
@@ -84,8 +86,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Date, DateTime, Integer, bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
-from khhf.models import (Call, Feedback, ReportDaily, ReportDailyResult, ReportState, Task,
-                         utcnow)
+from khhf.models import (Call, Feedback, ReportCountyDaily, ReportCountyResult, ReportDaily,
+                         ReportDailyResult, ReportManagerDaily, ReportState, Task, utcnow)
 
 from . import N_
 
@@ -124,6 +126,14 @@ class Source:
     kind: str          # what a drill-down lists: 'tasks', 'calls' or 'results'
     rows: str
     counters: tuple[Counter, ...]
+    # the bucket columns as raw columns, so a drill-down's filter uses their indexes
+    filters: dict = dataclasses.field(default_factory=dict)
+
+    def sql(self, where: str = "", fence: str = "") -> str:
+        """The FROM clause, with extra conditions on the raw rows, and an
+        optimisation fence (the daily sums: each correlated subquery is then
+        run once per row, not once per use)."""
+        return self.rows.replace("/*where*/", where).replace("/*fence*/", fence)
 
 
 def _dialect_sql(dialect: str) -> dict:
@@ -163,8 +173,10 @@ def sources(dialect: str) -> tuple[Source, ...]:
                    COALESCE(t.campaign_id, 0) AS campaign_id, t.task_type_id AS task_type_id
             FROM tasks t JOIN customers cu ON cu.id = t.customer_id
                  LEFT JOIN managers m ON m.id = t.manager_id
-            WHERE t.created_at >= :lo AND t.created_at < :hi) src""",
-               (Counter("tasks_assigned"),)),
+            WHERE t.created_at >= :lo AND t.created_at < :hi/*where*//*fence*/) src""",
+               (Counter("tasks_assigned"),),
+               dict(county_id="COALESCE(m.county_id, cu.county_id)", manager_id="t.manager_id",
+                    campaign_id="t.campaign_id", task_type_id="t.task_type_id")),
         Source("outbound", "calls", """(
             SELECT c.id AS id, c.requested_at AS at, COALESCE(c.county_id, 0) AS county_id,
                    COALESCE(c.manager_id, 0) AS manager_id,
@@ -176,7 +188,7 @@ def sources(dialect: str) -> tuple[Source, ...]:
                     ORDER BY f.created_at, f.id LIMIT 1) AS fb_channel
             FROM calls c LEFT JOIN tasks t ON t.id = c.task_id
             WHERE c.direction = 'outbound' AND c.requested_at >= :lo
-                  AND c.requested_at < :hi) src""",
+                  AND c.requested_at < :hi/*where*//*fence*/) src""",
                (Counter("calls_out"),
                 Counter("calls_connected", "answer_at IS NOT NULL"),
                 Counter("talk_seconds", "answer_at IS NOT NULL", "COALESCE(talk_seconds, 0)"),
@@ -186,7 +198,9 @@ def sources(dialect: str) -> tuple[Source, ...]:
                 Counter("fb_keypad", f"{answered_fb} AND fb_channel = 'keypad'"),
                 Counter("fb_seconds", f"{answered_fb} AND {fb_secs} > 0", fb_secs),
                 Counter("fb_within_1h", f"{answered_fb} AND {fb_secs} <= "
-                                        f"{FEEDBACK_FAST_SECONDS}"))),
+                                        f"{FEEDBACK_FAST_SECONDS}")),
+               dict(county_id="c.county_id", manager_id="c.manager_id",
+                    campaign_id="t.campaign_id", task_type_id="t.task_type_id")),
         Source("results", "results", """(
             SELECT f.id AS id, f.created_at AS at, m.county_id AS county_id,
                    f.manager_id AS manager_id, COALESCE(t.campaign_id, 0) AS campaign_id,
@@ -194,9 +208,11 @@ def sources(dialect: str) -> tuple[Source, ...]:
             FROM feedback f JOIN managers m ON m.id = f.manager_id
                  JOIN tasks t ON t.id = f.task_id
                  JOIN result_codes rc ON rc.id = f.result_code_id
-            WHERE f.created_at >= :lo AND f.created_at < :hi) src""",
+            WHERE f.created_at >= :lo AND f.created_at < :hi/*where*//*fence*/) src""",
                (Counter("results_filed"),
-                Counter("tasks_completed", "is_final"))),
+                Counter("tasks_completed", "is_final")),
+               dict(county_id="m.county_id", manager_id="f.manager_id",
+                    campaign_id="t.campaign_id", task_type_id="t.task_type_id")),
         Source("callbacks", "results", f"""(
             SELECT f.id AS id, f.appointment_at AS at, m.county_id AS county_id,
                    f.manager_id AS manager_id, COALESCE(t.campaign_id, 0) AS campaign_id,
@@ -208,9 +224,11 @@ def sources(dialect: str) -> tuple[Source, ...]:
                    THEN 1 ELSE 0 END AS kept
             FROM feedback f JOIN managers m ON m.id = f.manager_id
                  JOIN tasks t ON t.id = f.task_id
-            WHERE f.appointment_at >= :lo AND f.appointment_at < :hi) src""",
+            WHERE f.appointment_at >= :lo AND f.appointment_at < :hi/*where*//*fence*/) src""",
                (Counter("callbacks_due"),
-                Counter("callbacks_kept", "kept = 1"))),
+                Counter("callbacks_kept", "kept = 1")),
+               dict(county_id="m.county_id", manager_id="f.manager_id",
+                    campaign_id="t.campaign_id", task_type_id="t.task_type_id")),
         Source("hotline", "calls", """(
             SELECT c.id AS id, c.requested_at AS at, COALESCE(c.county_id, 0) AS county_id,
                    COALESCE(c.manager_id, 0) AS manager_id, 0 AS campaign_id,
@@ -218,13 +236,15 @@ def sources(dialect: str) -> tuple[Source, ...]:
                    c.end_at AS end_at
             FROM calls c
             WHERE c.direction = 'inbound' AND c.requested_at >= :lo
-                  AND c.requested_at < :hi) src""",
+                  AND c.requested_at < :hi/*where*//*fence*/) src""",
                (Counter("hotline_calls"),
                 Counter("hotline_desk", "outcome = 'desk'"),
                 Counter("hotline_mobile", "outcome = 'mobile'"),
                 Counter("hotline_group", "outcome LIKE 'group%'"),
                 Counter("hotline_missed", "outcome = 'missed'"),
-                *missed_cb)),
+                *missed_cb),
+               dict(county_id="c.county_id", manager_id="c.manager_id",
+                    campaign_id="0", task_type_id="0")),
     )
 
 
@@ -283,6 +303,13 @@ def _bind(sql: str, **types) -> text:
 
 # -- building the daily sums ---------------------------------------------------------
 
+def _fence(dialect: str) -> str:
+    """A LIMIT/OFFSET that keeps a subquery from being merged into its
+    query (both databases would copy its correlated subqueries into every
+    expression that uses their results, and run each copy)."""
+    return " LIMIT -1 OFFSET 0" if dialect == "sqlite" else " OFFSET 0"
+
+
 def _grouped(dialect: str) -> str:
     """SELECT of one day's sums per bucket (:day, :lo, :hi) from the raw rows."""
     parts = []
@@ -290,7 +317,7 @@ def _grouped(dialect: str) -> str:
         mine = {c.name: c for c in source.counters}
         cols = ", ".join(f"{mine[n].aggregate() if n in mine else '0'} AS {n}" for n in COUNTERS)
         parts.append(f"SELECT county_id, manager_id, campaign_id, task_type_id, {cols} "
-                     f"FROM {source.rows}")
+                     f"FROM {source.sql(fence=_fence(dialect))}")
     sums = ", ".join(f"SUM({n}) AS {n}" for n in COUNTERS)
     return (f"SELECT :day AS day, COALESCE(county_id, 0) AS county_id, manager_id, campaign_id, "
             f"COALESCE(task_type_id, 0) AS task_type_id, {sums} "
@@ -309,6 +336,11 @@ _RESULTS = (
     "f.result_code_id")
 
 
+# every table a refresh rebuilds, the finest first
+ROLLUPS = (ReportDaily, ReportDailyResult, ReportCountyDaily, ReportManagerDaily,
+           ReportCountyResult)
+
+
 def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
     """Rebuild the daily sums of the local days start..end (inclusive) from
     the raw rows; returns the buckets written. Idempotent; the caller commits."""
@@ -319,14 +351,27 @@ def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> in
         "INSERT INTO report_daily_results (day, county_id, manager_id, campaign_id, "
         f"task_type_id, result_code_id, results) {_RESULTS}",
         day=Date(), lo=DateTime(), hi=DateTime())
+    sums = ", ".join(f"SUM({n})" for n in COUNTERS)
+    rollups = [_bind(sql, day=Date()) for sql in (
+        f"INSERT INTO report_county_daily (day, county_id, {', '.join(COUNTERS)}) "
+        f"SELECT day, county_id, {sums} FROM report_daily WHERE day = :day GROUP BY day, "
+        "county_id",
+        f"INSERT INTO report_manager_daily (day, county_id, manager_id, {', '.join(COUNTERS)}) "
+        f"SELECT day, county_id, manager_id, {sums} FROM report_daily WHERE day = :day "
+        "GROUP BY day, county_id, manager_id",
+        "INSERT INTO report_county_results (day, county_id, result_code_id, results) "
+        "SELECT day, county_id, result_code_id, SUM(results) FROM report_daily_results "
+        "WHERE day = :day GROUP BY day, county_id, result_code_id")]
     written = 0
     day = start
     while day <= end:
         lo, hi = day_bounds(timezone, day)
-        session.execute(delete(ReportDaily).where(ReportDaily.day == day))
-        session.execute(delete(ReportDailyResult).where(ReportDailyResult.day == day))
+        for model in ROLLUPS:
+            session.execute(delete(model).where(model.day == day))
         written += session.execute(insert, {"day": day, "lo": lo, "hi": hi}).rowcount
         session.execute(insert_results, {"day": day, "lo": lo, "hi": hi})
+        for rollup in rollups:
+            session.execute(rollup, {"day": day})
         day += dt.timedelta(days=1)
     return written
 
@@ -351,14 +396,33 @@ def check(session: Session, timezone: str, start: dt.date, end: dt.date
             direct = {tuple(getattr(r, k) for k in keys): r for r in session.execute(sql, p)}
             stored = {tuple(getattr(r, k) for k in keys): r for r in session.scalars(
                 select(model).where(model.day == day))}
-            for key in direct.keys() | stored.keys():
-                for name in names:
-                    a = int(getattr(stored[key], name)) if key in stored else 0
-                    b = int(getattr(direct[key], name) or 0) if key in direct else 0
-                    if a != b:
-                        wrong.append((day, f"{dict(zip(keys, key))} {name}", a, b))
+            wrong += _differences(day, keys, names, stored, direct)
+        # the roll-ups against the finest sums
+        for model, fine, keys, names in (
+                (ReportCountyDaily, ReportDaily, ("county_id",), COUNTERS),
+                (ReportManagerDaily, ReportDaily, ("county_id", "manager_id"), COUNTERS),
+                (ReportCountyResult, ReportDailyResult, ("county_id", "result_code_id"),
+                 ("results",))):
+            cols = [getattr(fine, k) for k in keys]
+            direct = {tuple(r[:len(keys)]): r for r in session.execute(
+                select(*cols, *[func.sum(getattr(fine, n)).label(n) for n in names])
+                .where(fine.day == day).group_by(*cols))}
+            stored = {tuple(getattr(r, k) for k in keys): r for r in session.scalars(
+                select(model).where(model.day == day))}
+            wrong += _differences(day, keys, names, stored, direct)
         day += dt.timedelta(days=1)
     return wrong
+
+
+def _differences(day, keys, names, stored, direct) -> list:
+    out = []
+    for key in direct.keys() | stored.keys():
+        for name in names:
+            a = int(getattr(stored[key], name)) if key in stored else 0
+            b = int(getattr(direct[key], name) or 0) if key in direct else 0
+            if a != b:
+                out.append((day, f"{dict(zip(keys, key))} {name}", a, b))
+    return out
 
 
 def refresh_due(session: Session, timezone: str, now: dt.datetime | None = None
@@ -445,8 +509,9 @@ class Figures:
         return self._ratio(self.fb_within_1h, self.calls_connected)
 
     @property
-    def feedback_avg_seconds(self):
-        return self._ratio(self.fb_seconds, self.fb_calls)
+    def feedback_avg_minutes(self):
+        ratio = self._ratio(self.fb_seconds, self.fb_calls)
+        return None if ratio is None else ratio / 60
 
     @property
     def talk_avg_seconds(self):
@@ -461,7 +526,7 @@ class Figures:
 
 
 # What a report shows, in order: (key, label, kind, the counter it drills to).
-# kind: count | rate | seconds. One list for the page, the CSV and the XLSX.
+# kind: count | rate | decimal (an average). One list for the page, the CSV and the XLSX.
 FIGURES = (
     ("tasks_assigned", N_("Tasks assigned"), "count", "tasks_assigned"),
     ("calls_out", N_("Calls placed"), "count", "calls_out"),
@@ -475,9 +540,9 @@ FIGURES = (
     ("fb_web", N_("Results by web"), "count", "fb_web"),
     ("fb_sms", N_("Results by SMS"), "count", "fb_sms"),
     ("fb_keypad", N_("Results by keypad"), "count", "fb_keypad"),
-    ("feedback_avg_seconds", N_("Average time to result (s)"), "seconds", "fb_calls"),
+    ("feedback_avg_minutes", N_("Average time to result (min)"), "decimal", "fb_calls"),
     ("feedback_within_1h_rate", N_("Result within 1 hour"), "rate", "fb_within_1h"),
-    ("talk_avg_seconds", N_("Average talk time (s)"), "seconds", "calls_connected"),
+    ("talk_avg_seconds", N_("Average talk time (s)"), "decimal", "calls_connected"),
     ("callbacks_due", N_("Call-backs booked"), "count", "callbacks_due"),
     ("callbacks_kept", N_("Call-backs kept"), "count", "callbacks_kept"),
     ("callback_kept_rate", N_("Call-backs kept rate"), "rate", "callbacks_kept"),
@@ -493,14 +558,23 @@ FIGURES = (
 FIGURE_KEYS = tuple(f[0] for f in FIGURES)
 
 
+def _table(flt: Filter, by_manager: bool = False):
+    """The coarsest table of daily sums that still has the filter's columns."""
+    if flt.campaign_id is not None or flt.task_type_id is not None:
+        return ReportDaily
+    if by_manager or flt.manager_id is not None:
+        return ReportManagerDaily
+    return ReportCountyDaily
+
+
 def _where(flt: Filter, model) -> list:
     conds = [model.day >= flt.start, model.day <= flt.end]
     conds += [getattr(model, k) == v for k, v in flt.keys().items()]
     return conds
 
 
-def _sums():
-    return [func.coalesce(func.sum(getattr(ReportDaily, n)), 0).label(n) for n in COUNTERS]
+def _sums(model):
+    return [func.coalesce(func.sum(getattr(model, n)), 0).label(n) for n in COUNTERS]
 
 
 def _figures(row) -> Figures:
@@ -509,14 +583,15 @@ def _figures(row) -> Figures:
 
 def summary(session: Session, flt: Filter) -> Figures:
     """The figures of the whole period."""
-    return _figures(session.execute(select(*_sums()).where(*_where(flt, ReportDaily))).one())
+    model = _table(flt)
+    return _figures(session.execute(select(*_sums(model)).where(*_where(flt, model))).one())
 
 
 def trend(session: Session, flt: Filter) -> list[tuple[dt.date, Figures]]:
     """The figures of each day of the period (days without rows: zeros)."""
+    model = _table(flt)
     rows = {r.day: _figures(r) for r in session.execute(
-        select(ReportDaily.day, *_sums()).where(*_where(flt, ReportDaily))
-        .group_by(ReportDaily.day))}
+        select(model.day, *_sums(model)).where(*_where(flt, model)).group_by(model.day))}
     empty = Figures(dict.fromkeys(COUNTERS, 0))
     return [(day, rows.get(day, empty)) for day in flt.days]
 
@@ -525,20 +600,20 @@ def ranking(session: Session, flt: Filter, by: str = "feedback_rate"
             ) -> list[tuple[int, Figures]]:
     """(manager id, figures) for every manager with figures in the period,
     best `by` first (ties: more connected calls first, then lower id)."""
+    model = _table(flt, by_manager=True)
     rows = [(r.manager_id, _figures(r)) for r in session.execute(
-        select(ReportDaily.manager_id, *_sums()).where(
-            *_where(flt, ReportDaily), ReportDaily.manager_id != 0)
-        .group_by(ReportDaily.manager_id))]
+        select(model.manager_id, *_sums(model)).where(*_where(flt, model), model.manager_id != 0)
+        .group_by(model.manager_id))]
     rows.sort(key=lambda r: (-(r[1].value(by) or 0), -r[1].calls_connected, r[0]))
     return rows
 
 
 def results_by_code(session: Session, flt: Filter) -> list[tuple[int, int]]:
     """(result code id, results filed with it) in the period, most first."""
+    model = ReportCountyResult if _table(flt) is ReportCountyDaily else ReportDailyResult
     rows = session.execute(
-        select(ReportDailyResult.result_code_id, func.sum(ReportDailyResult.results))
-        .where(*_where(flt, ReportDailyResult))
-        .group_by(ReportDailyResult.result_code_id)).all()
+        select(model.result_code_id, func.sum(model.results)).where(*_where(flt, model))
+        .group_by(model.result_code_id)).all()
     return sorted(((code, int(n)) for code, n in rows), key=lambda r: (-r[1], r[0]))
 
 
@@ -550,25 +625,41 @@ def drill_kind(figure: str) -> str:
     return _counter("sqlite", counter)[0].kind
 
 
+def _drill_sql(dialect: str, flt: Filter, figure: str, order: str, extra: str = "") -> str:
+    counter_name = dict((f[0], f[3]) for f in FIGURES)[figure]
+    source, counter = _counter(dialect, counter_name)
+    where = "".join(f" AND {source.filters[k]} = :{k}" for k in flt.keys())
+    return (f"SELECT id FROM {source.sql(where=where)} WHERE {counter.when}{extra} "
+            f"ORDER BY id {order}")
+
+
+def _drill_params(timezone: str, flt: Filter, day: dt.date | None) -> dict:
+    start, end = (day, day) if day else (flt.start, flt.end)
+    return {"lo": day_bounds(timezone, start)[0], "hi": day_bounds(timezone, end)[1],
+            **flt.keys()}
+
+
 def drill_ids(session: Session, timezone: str, flt: Filter, figure: str,
               before: int | None = None, limit: int = DRILL_PAGE,
               day: dt.date | None = None) -> list[int]:
     """The ids of the rows (see drill_kind) that `figure` counts, newest
     first, `limit` of them below id `before`; `day` narrows to one day."""
-    counter_name = dict((f[0], f[3]) for f in FIGURES)[figure]
-    source, counter = _counter(session.get_bind().dialect.name, counter_name)
-    start, end = (day, day) if day else (flt.start, flt.end)
-    lo = day_bounds(timezone, start)[0]
-    hi = day_bounds(timezone, end)[1]
-    conds = [counter.when]
-    params: dict = {"lo": lo, "hi": hi, "limit": limit}
-    for key, value in flt.keys().items():
-        conds.append(f"COALESCE({key}, 0) = :{key}")
-        params[key] = value
-    if before is not None:
-        conds.append("id < :before")
-        params["before"] = before
-    stmt = _bind(f"SELECT id FROM {source.rows} WHERE {' AND '.join(conds)} "
-                 "ORDER BY id DESC LIMIT :limit", lo=DateTime(), hi=DateTime(),
-                 limit=Integer())
+    extra = " AND id < :before" if before is not None else ""
+    sql = _drill_sql(session.get_bind().dialect.name, flt, figure, "DESC", extra)
+    stmt = _bind(sql + " LIMIT :limit", lo=DateTime(), hi=DateTime(), limit=Integer())
+    params = _drill_params(timezone, flt, day)
+    params.update(limit=limit, **({"before": before} if before is not None else {}))
     return list(session.scalars(stmt, params))
+
+
+def drill_batches(session: Session, timezone: str, flt: Filter, figure: str,
+                  day: dt.date | None = None, size: int = 2000):
+    """Every id drill_ids would page through, oldest first, in lists of
+    `size`, from one query read as it goes (a server-side cursor on
+    PostgreSQL): for exports of any size in bounded memory."""
+    sql = _drill_sql(session.get_bind().dialect.name, flt, figure, "ASC")
+    stmt = _bind(sql, lo=DateTime(), hi=DateTime())
+    result = session.execute(stmt, _drill_params(timezone, flt, day),
+                             execution_options={"stream_results": True, "yield_per": size})
+    for part in result.scalars().partitions(size):
+        yield list(part)
