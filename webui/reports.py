@@ -20,6 +20,7 @@ from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from khhf.models import (Call, Campaign, County, Feedback, Manager, ResultCode, Task,
                          TaskType, User)
@@ -179,7 +180,10 @@ def _load(kind: str, ids: list[int]) -> list:
     model = {"calls": Call, "tasks": Task, "results": Feedback}[kind]
     if not ids:
         return []
-    found = {o.id: o for o in get_db().scalars(select(model).where(model.id.in_(ids)))}
+    query = select(model).where(model.id.in_(ids))
+    if model is Task:
+        query = query.options(selectinload(Task.customer), selectinload(Task.task_type))
+    found = {o.id: o for o in get_db().scalars(query)}
     return [found[i] for i in ids if i in found]
 
 
@@ -230,6 +234,14 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
     def local(at):
         return f"{settings.local(at):%Y-%m-%d %H:%M:%S}" if at else ""
 
+    labels: dict = {}
+
+    def once(key, make):
+        """A label, translated once per export rather than once per row."""
+        if key not in labels:
+            labels[key] = str(make())
+        return labels[key]
+
     def rows():
         names: dict = {}
         codes = {c.id: c.label for c in db.scalars(select(ResultCode))}
@@ -242,18 +254,23 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
             for o in objects:
                 who = names.get(o.manager_id, "") if o.manager_id else ""
                 if kind == "calls":
-                    yield [o.id, local(o.requested_at), i18n.label(i18n.DIRECTION_LABELS,
-                                                                   o.direction),
-                           who, mask_phone(o.customer_number), i18n.call_outcome(o),
+                    yield [o.id, local(o.requested_at),
+                           once(o.direction, lambda: i18n.label(i18n.DIRECTION_LABELS,
+                                                                o.direction)),
+                           who, mask_phone(o.customer_number),
+                           once(("outcome", o.outcome or o.state), lambda: i18n.call_outcome(o)),
                            o.talk_seconds or 0, o.task_id or ""]
                 elif kind == "tasks":
                     yield [o.id, local(o.created_at), who, mask_phone(o.customer.phone),
-                           i18n.label(i18n.TASK_STATUS_LABELS, o.status),
+                           once(("status", o.status),
+                                lambda: i18n.label(i18n.TASK_STATUS_LABELS, o.status)),
                            types.get(o.task_type_id, "")]
                 else:
                     yield [o.id, local(o.created_at), who, o.task_id,
                            codes.get(o.result_code_id, ""),
-                           i18n.label(CHANNEL_LABELS, o.channel), local(o.appointment_at)]
+                           once(("channel", o.channel),
+                                lambda: i18n.label(CHANNEL_LABELS, o.channel)),
+                           local(o.appointment_at)]
             db.expunge_all()  # keep the session's identity map small
     label = gettext(dict((f[0], f[1]) for f in reports.FIGURES)[figure])
     return label, [str(h) for h in heads[0]], rows(), heads[1]
@@ -325,7 +342,8 @@ def _xlsx_response(tables, filename: str):
 
     workbook = Workbook(write_only=True)
     bold = Font(bold=True)
-    formats = {"rate": "0.0%", "decimal": "0.0", "count": "0"}
+    # counts need no format of their own (General shows whole numbers)
+    formats = {"rate": "0.0%", "decimal": "0.0"}
     for title, headers, rows, kinds in tables:
         sheet = workbook.create_sheet(title[:31])
         for i, (head, kind) in enumerate(zip(headers, kinds), start=1):
