@@ -274,7 +274,9 @@ CREATE TABLE feedback (
     result_code_id INTEGER NOT NULL REFERENCES result_codes (id),
     channel VARCHAR(8) NOT NULL CHECK (channel IN ('web', 'sms', 'keypad')),
     note TEXT NOT NULL DEFAULT '',
-    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    -- the call-back this result booked, if any (reports: call-backs due and kept)
+    appointment_at TIMESTAMP
 );
 CREATE INDEX ix_feedback_task ON feedback (task_id);
 CREATE INDEX ix_feedback_manager_time ON feedback (manager_id, created_at);
@@ -386,3 +388,143 @@ CREATE TABLE audit_log (
 CREATE INDEX ix_audit_log_at ON audit_log (at);
 CREATE INDEX ix_audit_log_user_at ON audit_log (user_id, at);
 CREATE INDEX ix_audit_log_action_at ON audit_log (action, at);
+
+-- Reports (khhf/services/reports.py): every figure summed per local day and
+-- per (manager, county, campaign, task type), so a month of a whole province
+-- is a sum over a few hundred thousand rows rather than a scan of millions.
+-- Rebuilt from the raw rows for the days touched since the last refresh
+-- (`khhf reports refresh`, the timed job); tests prove sums = direct counts.
+-- county, manager, campaign and task type are 0 where a row has none (0 is
+-- no id), so the key has no NULLs and each bucket is one row.
+CREATE TABLE report_daily (
+    day DATE NOT NULL,
+    manager_id INTEGER NOT NULL,
+    county_id INTEGER NOT NULL,
+    campaign_id INTEGER NOT NULL,
+    task_type_id INTEGER NOT NULL,
+    tasks_assigned INTEGER NOT NULL DEFAULT 0,
+    calls_out INTEGER NOT NULL DEFAULT 0,
+    calls_connected INTEGER NOT NULL DEFAULT 0,
+    talk_seconds INTEGER NOT NULL DEFAULT 0,
+    results_filed INTEGER NOT NULL DEFAULT 0,
+    tasks_completed INTEGER NOT NULL DEFAULT 0,
+    fb_calls INTEGER NOT NULL DEFAULT 0,
+    fb_web INTEGER NOT NULL DEFAULT 0,
+    fb_sms INTEGER NOT NULL DEFAULT 0,
+    fb_keypad INTEGER NOT NULL DEFAULT 0,
+    fb_seconds INTEGER NOT NULL DEFAULT 0,
+    fb_within_1h INTEGER NOT NULL DEFAULT 0,
+    callbacks_due INTEGER NOT NULL DEFAULT 0,
+    callbacks_kept INTEGER NOT NULL DEFAULT 0,
+    hotline_calls INTEGER NOT NULL DEFAULT 0,
+    hotline_desk INTEGER NOT NULL DEFAULT 0,
+    hotline_mobile INTEGER NOT NULL DEFAULT 0,
+    hotline_group INTEGER NOT NULL DEFAULT 0,
+    hotline_missed INTEGER NOT NULL DEFAULT 0,
+    missed_cb_1h INTEGER NOT NULL DEFAULT 0,
+    missed_cb_4h INTEGER NOT NULL DEFAULT 0,
+    missed_cb_24h INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, county_id, manager_id, campaign_id, task_type_id)
+);
+CREATE INDEX ix_report_daily_county_day ON report_daily (county_id, day);
+CREATE INDEX ix_report_daily_manager_day ON report_daily (manager_id, day);
+
+-- Results filed per result code, per local day and bucket (outcome rates).
+CREATE TABLE report_daily_results (
+    day DATE NOT NULL,
+    manager_id INTEGER NOT NULL,
+    county_id INTEGER NOT NULL,
+    campaign_id INTEGER NOT NULL,
+    task_type_id INTEGER NOT NULL,
+    result_code_id INTEGER NOT NULL,
+    results INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, county_id, manager_id, campaign_id, task_type_id, result_code_id)
+);
+CREATE INDEX ix_report_daily_results_county_day ON report_daily_results (county_id, day);
+
+-- The same sums rolled up per county, and per manager (all campaigns and
+-- task types together): what a report without a campaign or task type
+-- reads, a hundred or a few thousand rows a day instead of tens of thousands.
+CREATE TABLE report_county_daily (
+    day DATE NOT NULL,
+    county_id INTEGER NOT NULL,
+    tasks_assigned INTEGER NOT NULL DEFAULT 0,
+    calls_out INTEGER NOT NULL DEFAULT 0,
+    calls_connected INTEGER NOT NULL DEFAULT 0,
+    talk_seconds INTEGER NOT NULL DEFAULT 0,
+    results_filed INTEGER NOT NULL DEFAULT 0,
+    tasks_completed INTEGER NOT NULL DEFAULT 0,
+    fb_calls INTEGER NOT NULL DEFAULT 0,
+    fb_web INTEGER NOT NULL DEFAULT 0,
+    fb_sms INTEGER NOT NULL DEFAULT 0,
+    fb_keypad INTEGER NOT NULL DEFAULT 0,
+    fb_seconds INTEGER NOT NULL DEFAULT 0,
+    fb_within_1h INTEGER NOT NULL DEFAULT 0,
+    callbacks_due INTEGER NOT NULL DEFAULT 0,
+    callbacks_kept INTEGER NOT NULL DEFAULT 0,
+    hotline_calls INTEGER NOT NULL DEFAULT 0,
+    hotline_desk INTEGER NOT NULL DEFAULT 0,
+    hotline_mobile INTEGER NOT NULL DEFAULT 0,
+    hotline_group INTEGER NOT NULL DEFAULT 0,
+    hotline_missed INTEGER NOT NULL DEFAULT 0,
+    missed_cb_1h INTEGER NOT NULL DEFAULT 0,
+    missed_cb_4h INTEGER NOT NULL DEFAULT 0,
+    missed_cb_24h INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, county_id)
+);
+
+CREATE TABLE report_manager_daily (
+    day DATE NOT NULL,
+    county_id INTEGER NOT NULL,
+    manager_id INTEGER NOT NULL,
+    tasks_assigned INTEGER NOT NULL DEFAULT 0,
+    calls_out INTEGER NOT NULL DEFAULT 0,
+    calls_connected INTEGER NOT NULL DEFAULT 0,
+    talk_seconds INTEGER NOT NULL DEFAULT 0,
+    results_filed INTEGER NOT NULL DEFAULT 0,
+    tasks_completed INTEGER NOT NULL DEFAULT 0,
+    fb_calls INTEGER NOT NULL DEFAULT 0,
+    fb_web INTEGER NOT NULL DEFAULT 0,
+    fb_sms INTEGER NOT NULL DEFAULT 0,
+    fb_keypad INTEGER NOT NULL DEFAULT 0,
+    fb_seconds INTEGER NOT NULL DEFAULT 0,
+    fb_within_1h INTEGER NOT NULL DEFAULT 0,
+    callbacks_due INTEGER NOT NULL DEFAULT 0,
+    callbacks_kept INTEGER NOT NULL DEFAULT 0,
+    hotline_calls INTEGER NOT NULL DEFAULT 0,
+    hotline_desk INTEGER NOT NULL DEFAULT 0,
+    hotline_mobile INTEGER NOT NULL DEFAULT 0,
+    hotline_group INTEGER NOT NULL DEFAULT 0,
+    hotline_missed INTEGER NOT NULL DEFAULT 0,
+    missed_cb_1h INTEGER NOT NULL DEFAULT 0,
+    missed_cb_4h INTEGER NOT NULL DEFAULT 0,
+    missed_cb_24h INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, county_id, manager_id)
+);
+CREATE INDEX ix_report_manager_daily_manager_day ON report_manager_daily (manager_id, day);
+
+CREATE TABLE report_county_results (
+    day DATE NOT NULL,
+    county_id INTEGER NOT NULL,
+    result_code_id INTEGER NOT NULL,
+    results INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, county_id, result_code_id)
+);
+
+-- How far the report tables are built: the highest ids and the time of the
+-- last refresh; rows newer than these mark the days the next refresh rebuilds.
+CREATE TABLE report_state (
+    id INTEGER PRIMARY KEY,
+    refreshed_at TIMESTAMP NOT NULL,
+    last_call_id INTEGER NOT NULL DEFAULT 0,
+    last_task_id INTEGER NOT NULL DEFAULT 0,
+    last_feedback_id INTEGER NOT NULL DEFAULT 0
+);
+
+-- the report refresh reads raw rows by time and follows feedback to its call
+CREATE INDEX ix_calls_requested ON calls (requested_at);
+CREATE INDEX ix_tasks_created ON tasks (created_at);
+CREATE INDEX ix_feedback_call ON feedback (call_id);
+CREATE INDEX ix_feedback_created ON feedback (created_at);
+CREATE INDEX ix_feedback_appointment ON feedback (appointment_at)
+    WHERE appointment_at IS NOT NULL;

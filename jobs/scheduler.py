@@ -49,7 +49,7 @@ from sqlalchemy.engine import Engine
 from khhf import db
 from khhf.config import Settings
 from khhf.models import Campaign, utcnow
-from khhf.services import campaigns, recordings, sms_feedback
+from khhf.services import campaigns, recordings, reports, sms_feedback
 
 log = logging.getLogger("jobs")
 JOB_TABLE = "apscheduler_jobs"
@@ -104,7 +104,7 @@ class Jobs:
     next round's job of every active campaign."""
 
     def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60,
-                 settings: Settings | None = None):
+                 settings: Settings | None = None, report_seconds: int = 300):
         global _sessions, _timezone
         _sessions, _timezone = db.session_factory(engine), timezone
         self.timezone = timezone
@@ -122,6 +122,7 @@ class Jobs:
         # khhf's settings (None: neither the SMS prompts nor the retention job):
         # the prompt delay, the recordings' directory and retention
         self.settings = settings
+        self.report_seconds = report_seconds
         # APScheduler's shutdown holds its job-store lock while it waits for
         # running jobs, and sync needs that lock: sync and shutdown take
         # turns on this one instead
@@ -135,6 +136,9 @@ class Jobs:
                                jobstore="memory", next_run_time=dt.datetime.now(
                                    ZoneInfo(self.timezone)))
         self.scheduler.add_listener(self._after_round, EVENT_JOB_EXECUTED)
+        self.scheduler.add_job(self.refresh_reports, "interval", seconds=self.report_seconds,
+                               id="reports", jobstore="memory", next_run_time=dt.datetime.now(
+                                   ZoneInfo(self.timezone)))
         if self.settings is not None:
             self.scheduler.add_job(self.sms_sweep, "interval",
                                    seconds=sms_sweep_seconds(self.settings), id="sms_prompts",
@@ -173,6 +177,7 @@ class Jobs:
             # the next sweep tries again; the daemon keeps running
             log.exception("the SMS prompt sweep failed")
         return made
+
     def purge_recordings(self) -> list:
         """Delete the recordings past the retention period (see module doc)."""
         done = recordings.purge(self.sessions, self.settings, dry_run=False)
@@ -184,6 +189,14 @@ class Jobs:
                      self.settings.recording_retention_days, outcomes["deleted"],
                      outcomes["missing"], outcomes["refused"])
         return done
+
+    def refresh_reports(self):
+        """Bring the reports' daily sums up to date (khhf.services.reports.refresh_due)."""
+        with db.unit_of_work(self.writer_sessions) as session:
+            days = reports.refresh_due(session, self.timezone)
+        if days:
+            log.info("reports: daily sums rebuilt from %s to %s", *days)
+        return days
 
     def _after_round(self, event) -> None:
         """A round was made: store the next round's job now, not a minute later."""

@@ -277,6 +277,7 @@ class Task(Base):
         Index("ix_tasks_manager_status", "manager_id", "status", "priority", "appointment_at", "id"),
         Index("ix_tasks_campaign_status", "campaign_id", "status"),
         Index("ix_tasks_customer", "customer_id"),
+        Index("ix_tasks_created", "created_at"),
         Index("ix_tasks_appointment", "appointment_at",
               sqlite_where=text("appointment_at IS NOT NULL"),
               postgresql_where=text("appointment_at IS NOT NULL")),
@@ -334,6 +335,7 @@ class Call(Base):
               sqlite_where=text("recording_path IS NOT NULL AND recording_deleted_at IS NULL"),
               postgresql_where=text("recording_path IS NOT NULL AND "
                                     "recording_deleted_at IS NULL")),
+        Index("ix_calls_requested", "requested_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     direction: Mapped[str] = mapped_column(String(8))
@@ -395,6 +397,10 @@ class Feedback(Base):
         Index("ix_feedback_task", "task_id"),
         Index("ix_feedback_manager_time", "manager_id", "created_at"),
         Index("ix_feedback_call", "call_id"),
+        Index("ix_feedback_created", "created_at"),
+        Index("ix_feedback_appointment", "appointment_at",
+              sqlite_where=text("appointment_at IS NOT NULL"),
+              postgresql_where=text("appointment_at IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
@@ -404,6 +410,7 @@ class Feedback(Base):
     channel: Mapped[str] = mapped_column(String(8))
     note: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[dt.datetime] = _created()
+    appointment_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
 
 class SmsMessage(Base):
@@ -505,3 +512,131 @@ class AuditLog(Base):
     object_name: Mapped[str] = mapped_column(String(128), default="", server_default="")
     detail: Mapped[str] = mapped_column(Text, default="", server_default="")
     ip: Mapped[str] = mapped_column(String(45), default="", server_default="")
+
+
+# -- reports: daily sums per bucket (khhf.services.reports) --------------------------
+
+def _counter():
+    return mapped_column(Integer, default=0, server_default="0")
+
+
+class ReportDaily(Base):
+    __tablename__ = "report_daily"
+    __table_args__ = (
+        Index("ix_report_daily_county_day", "county_id", "day"),
+        Index("ix_report_daily_manager_day", "manager_id", "day"),
+    )
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manager_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_type_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tasks_assigned: Mapped[int] = _counter()
+    calls_out: Mapped[int] = _counter()
+    calls_connected: Mapped[int] = _counter()
+    talk_seconds: Mapped[int] = _counter()
+    results_filed: Mapped[int] = _counter()
+    tasks_completed: Mapped[int] = _counter()
+    fb_calls: Mapped[int] = _counter()
+    fb_web: Mapped[int] = _counter()
+    fb_sms: Mapped[int] = _counter()
+    fb_keypad: Mapped[int] = _counter()
+    fb_seconds: Mapped[int] = _counter()
+    fb_within_1h: Mapped[int] = _counter()
+    callbacks_due: Mapped[int] = _counter()
+    callbacks_kept: Mapped[int] = _counter()
+    hotline_calls: Mapped[int] = _counter()
+    hotline_desk: Mapped[int] = _counter()
+    hotline_mobile: Mapped[int] = _counter()
+    hotline_group: Mapped[int] = _counter()
+    hotline_missed: Mapped[int] = _counter()
+    missed_cb_1h: Mapped[int] = _counter()
+    missed_cb_4h: Mapped[int] = _counter()
+    missed_cb_24h: Mapped[int] = _counter()
+
+
+class ReportDailyResult(Base):
+    __tablename__ = "report_daily_results"
+    __table_args__ = (Index("ix_report_daily_results_county_day", "county_id", "day"),)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manager_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_type_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_code_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    results: Mapped[int] = _counter()
+
+
+class ReportCountyDaily(Base):
+    __tablename__ = "report_county_daily"
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tasks_assigned: Mapped[int] = _counter()
+    calls_out: Mapped[int] = _counter()
+    calls_connected: Mapped[int] = _counter()
+    talk_seconds: Mapped[int] = _counter()
+    results_filed: Mapped[int] = _counter()
+    tasks_completed: Mapped[int] = _counter()
+    fb_calls: Mapped[int] = _counter()
+    fb_web: Mapped[int] = _counter()
+    fb_sms: Mapped[int] = _counter()
+    fb_keypad: Mapped[int] = _counter()
+    fb_seconds: Mapped[int] = _counter()
+    fb_within_1h: Mapped[int] = _counter()
+    callbacks_due: Mapped[int] = _counter()
+    callbacks_kept: Mapped[int] = _counter()
+    hotline_calls: Mapped[int] = _counter()
+    hotline_desk: Mapped[int] = _counter()
+    hotline_mobile: Mapped[int] = _counter()
+    hotline_group: Mapped[int] = _counter()
+    hotline_missed: Mapped[int] = _counter()
+    missed_cb_1h: Mapped[int] = _counter()
+    missed_cb_4h: Mapped[int] = _counter()
+    missed_cb_24h: Mapped[int] = _counter()
+
+
+class ReportManagerDaily(Base):
+    __tablename__ = "report_manager_daily"
+    __table_args__ = (Index("ix_report_manager_daily_manager_day", "manager_id", "day"),)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manager_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tasks_assigned: Mapped[int] = _counter()
+    calls_out: Mapped[int] = _counter()
+    calls_connected: Mapped[int] = _counter()
+    talk_seconds: Mapped[int] = _counter()
+    results_filed: Mapped[int] = _counter()
+    tasks_completed: Mapped[int] = _counter()
+    fb_calls: Mapped[int] = _counter()
+    fb_web: Mapped[int] = _counter()
+    fb_sms: Mapped[int] = _counter()
+    fb_keypad: Mapped[int] = _counter()
+    fb_seconds: Mapped[int] = _counter()
+    fb_within_1h: Mapped[int] = _counter()
+    callbacks_due: Mapped[int] = _counter()
+    callbacks_kept: Mapped[int] = _counter()
+    hotline_calls: Mapped[int] = _counter()
+    hotline_desk: Mapped[int] = _counter()
+    hotline_mobile: Mapped[int] = _counter()
+    hotline_group: Mapped[int] = _counter()
+    hotline_missed: Mapped[int] = _counter()
+    missed_cb_1h: Mapped[int] = _counter()
+    missed_cb_4h: Mapped[int] = _counter()
+    missed_cb_24h: Mapped[int] = _counter()
+
+
+class ReportCountyResult(Base):
+    __tablename__ = "report_county_results"
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_code_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    results: Mapped[int] = _counter()
+
+
+class ReportState(Base):
+    __tablename__ = "report_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP)
+    last_call_id: Mapped[int] = _counter()
+    last_task_id: Mapped[int] = _counter()
+    last_feedback_id: Mapped[int] = _counter()

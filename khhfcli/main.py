@@ -10,6 +10,7 @@
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
+    khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_service.register(sub)   # khhf service install
     from . import recordings as cli_recordings
     cli_recordings.register(sub)  # khhf recordings purge [--commit]
+    from . import reports as cli_reports
+    cli_reports.register(sub)   # khhf reports refresh|check
     return parser
 
 

@@ -105,6 +105,9 @@ def _get_views(app):
             yield rule.endpoint, _fill(rule, "1"), getattr(view, "query_params", {})
 
 
+REPORT_FILTER = {"start", "end", "county", "manager", "campaign", "task_type"}
+
+
 def test_views_that_read_query_parameters_declare_them(app):
     declared = {endpoint: set(params) for endpoint, _, params in _get_views(app) if params}
     assert declared == {"admin.managers_list": {"county"},
@@ -113,7 +116,13 @@ def test_views_that_read_query_parameters_declare_them(app):
                         "customers.index": {"after", "county"},
                         "imports.job": {"page"},
                         "recordings.index": {"after", "county", "manager", "since", "until",
-                                             "min_seconds", "max_seconds"}}
+                                             "min_seconds", "max_seconds"},
+                        "reports.index": REPORT_FILTER,
+                        "reports.export_xlsx": REPORT_FILTER,
+                        "reports.export_csv": REPORT_FILTER,
+                        "reports.drill": REPORT_FILTER | {"figure", "day", "before"},
+                        "reports.drill_xlsx": REPORT_FILTER | {"figure", "day"},
+                        "reports.drill_csv": REPORT_FILTER | {"figure", "day"}}
 
 
 @pytest.mark.parametrize("who", [None, *ROLES])
@@ -136,7 +145,8 @@ def test_bad_query_parameters_are_a_400_that_says_which(app, who):
                 assert response.status_code == 400, where
                 message = response.get_data(as_text=True)
                 assert label in message, where
-                assert ("整数" in message) or ("YYYY-MM-DD" in message), where
+                assert ("整数" in message) or ("YYYY-MM-DD" in message) \
+                    or ("选项之一" in message), where
                 checked += 1
     if who == "admin":
         assert checked >= 3 * len(BAD_DAYS)

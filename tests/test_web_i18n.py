@@ -223,7 +223,10 @@ def app(tmp_path_factory):
 
 
 # downloads (XLSX) and the import's JSON status: no page to read
-NOT_PAGES = {"imports.template", "imports.rejects", "imports.status"}
+NOT_PAGES = {"imports.template", "imports.rejects", "imports.status",
+             # downloads (XLSX, CSV)
+             "reports.export_xlsx", "reports.export_csv", "reports.drill_xlsx",
+             "reports.drill_csv"}
 
 
 def _seed_imports(app) -> None:
@@ -277,6 +280,9 @@ def _pages(app):
             urls += [url_for(rule.endpoint, **{name: value}) for value in ids[name]]
         urls += [url_for("audit.index", page=n) for n in (2, 3)]
         urls += [url_for("audit.index", q="李娜"), url_for("audit.index", action="update")]
+        # the rows behind a figure: calls, tasks and results
+        urls += [url_for("reports.drill", figure=f)
+                 for f in ("calls_out", "tasks_assigned", "results_filed")]
     return urls
 
 

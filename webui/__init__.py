@@ -29,7 +29,8 @@ from khhf.models import User
 from khhf.phones import mask_phone
 
 from webui import (access, admin, audit, auth, calls, campaigns, county, customers, i18n,
-                   imports, live, manager, mobile, params, security, sms, workspace)
+                   imports, live, manager, mobile, params, reports, security, sms,
+                   workspace)
 from webui import recordings
 from webui.db import get_db
 
@@ -72,7 +73,7 @@ def create_app(settings: khhf_config.Settings | None = None,
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
-                   customers, workspace, mobile, recordings, live):
+                   customers, workspace, mobile, recordings, live, reports):
         app.register_blueprint(module.bp)
 
     app.before_request(_expire_old_log_ins)

@@ -12,6 +12,7 @@ from khhf.services import workspace
 from webui.access import allow, load, scope
 from webui.campaigns import county_progress as campaign_progress
 from webui.db import get_db
+from webui.reports import month_summary
 
 bp = Blueprint("county", __name__, url_prefix="/county")
 
@@ -26,6 +27,8 @@ def home():
         .group_by(Customer.manager_id)).all())
     managers = by_manager_name(db.scalars(select(Manager).join(User).where(scope(Manager))))
     active, progress, names = campaign_progress(county.id)
+    report_flt, report_total = month_summary(county_id=county.id)
     return render_template("county/home.html", county=county, managers=managers,
+                           report_flt=report_flt, report_total=report_total,
                            customers=customers, campaigns=active, progress=progress,
                            names=names, overdue=workspace.overdue_by_manager(db, county.id))

@@ -88,6 +88,21 @@ class Day:
         return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of a few fixed codes (e.g. a report's figure); `default` when absent."""
+    label: str
+    choices: tuple
+    default: str | None = None
+
+    def parse(self, raw: str):
+        if raw not in self.choices:
+            raise BadParameter(gettext(
+                "%(name)s must be one of the listed choices; got “%(value)s”.",
+                name=self.label, value=_shown(raw)))
+        return raw
+
+
 def Id(label: str) -> Whole:
     """An optional id of a database row."""
     return Whole(label, 1, MAX_ID)

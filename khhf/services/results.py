@@ -81,6 +81,8 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
                         result_code_id=code.id, channel=channel, note=note, created_at=now)
     session.add(feedback)
     tasks.file_result(task, code, appointment_at, now)
+    # the call-back actually booked (none when the task closed instead)
+    feedback.appointment_at = task.appointment_at
     session.flush()
     fields = {"result": f"{code.code} {code.label}", "note": note}
     if task.appointment_at is not None:
