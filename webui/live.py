@@ -19,15 +19,15 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from flask import (Blueprint, current_app, flash, jsonify, redirect, render_template, request,
-                   url_for)
+from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
+                   request, url_for)
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from khhf import bridge_client, db
 from khhf.config import ConfigError
-from khhf.models import utcnow
+from khhf.models import Manager, utcnow
 from khhf.services import ValidationError, live
 from webui.access import allow, client_ip
 from webui.db import get_db
@@ -123,6 +123,8 @@ def listen(manager_id):
     """Ring the user's desk phone into a listen-in on the manager's call."""
     mode = request.form.get("mode", "")
     session = get_db()
+    if session.get(Manager, manager_id) is None:
+        abort(404)  # no such manager anywhere; another county's is refused (and audited) below
     session.rollback()  # nothing held while the PBX is asked
     channels = _channels()
     if channels is None:
