@@ -18,7 +18,9 @@ UPDATE ... FROM):
   2. auto: tasks go to their customers' own active managers, the departed
      managers' customers to the least loaded (again nearly every row),
   3. average again: only the tasks above the equal quota move.
-The preview (distribution.plan alone) is timed too.
+The preview (distribution.plan alone) is timed too, and the database's
+floor: one bare UPDATE giving every task another manager, computed in SQL
+(1 + (id + 7) % managers; no plan, no moves table), rolled back.
 
 Task list: --clients threads, each a different manager (about 2,000 tasks
 each after the distributions), each running the query of the manager's
@@ -131,6 +133,21 @@ def timed_distribution(factory, campaign_id, mode, preview=False):
         return time.perf_counter() - start, plan.moved, plan.total
 
 
+def bare_update(engine, campaign_id, managers: int) -> float:
+    """The database's own floor for the worst case: one UPDATE giving every
+    task of the campaign a manager computed in SQL (no plan, no moves
+    table, no audit), timed to its end and rolled back."""
+    percent = "%%" if engine.dialect.name == "postgresql" else "%"  # psycopg's placeholders
+    with engine.connect() as conn:
+        start = time.perf_counter()
+        conn.exec_driver_sql(
+            f"UPDATE tasks SET manager_id = 1 + (id + 7) {percent} {int(managers)}, "
+            f"updated_at = CURRENT_TIMESTAMP WHERE campaign_id = {int(campaign_id)}")
+        seconds = time.perf_counter() - start
+        conn.rollback()
+    return seconds
+
+
 def list_query():
     """(description, function(session, manager_id)) of the manager's task list."""
     try:
@@ -204,6 +221,10 @@ def main() -> int:
                                                                preview)
                     dist_rows.append((kind, label, total, moved, seconds))
                     print(f"  {label}: {seconds:.2f} s", flush=True)
+                seconds = bare_update(engine, campaign_id, args.managers)
+                dist_rows.append((kind, "floor: bare UPDATE, rolled back", args.tasks, args.tasks,
+                                  seconds))
+                print(f"  floor: {seconds:.2f} s", flush=True)
                 if args.seconds > 0:
                     list_rows.append((kind, *task_list_load(
                         factory, args.managers, args.clients, args.seconds, args.think)))
