@@ -19,8 +19,8 @@ from pathlib import Path
 from babel import support
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from flask import request, session
-from flask_babel import Babel, get_locale, gettext, lazy_gettext
+from flask import g, request, session
+from flask_babel import Babel, get_locale, get_translations, gettext, lazy_gettext
 from wtforms.i18n import messages_path as wtforms_messages_path
 
 from khhf import audit
@@ -414,6 +414,23 @@ def init_app(app) -> None:
         IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS)
     app.before_request(_remember_requested_locale)
     app.before_request(_wtforms_catalog)
+    # the templates' _(): the request's catalog looked up once per request.
+    # Flask-Babel's own callables find the domain, the locale and the catalog
+    # again for every string (about 35 on the manager's home page).
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: _request_catalog().ugettext(s),
+        ngettext=lambda s, p, n: _request_catalog().ungettext(s, p, n),
+        pgettext=lambda c, s: _request_catalog().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _request_catalog().unpgettext(c, s, p, n),
+        newstyle=True)
+
+
+def _request_catalog():
+    """This request's translations (Flask-Babel's), kept for the request."""
+    catalog = g.get("khhf_catalog")
+    if catalog is None:
+        catalog = g.khhf_catalog = get_translations()
+    return catalog
 
 
 _WTFORMS_CATALOGS: dict[str, support.Translations] = {}
