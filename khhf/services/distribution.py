@@ -21,8 +21,10 @@ on: pending or not reached (not being called, not waiting for a result).
 A preview computes the plan and writes nothing. A commit computes it again
 inside its own transaction (so it never applies a stale preview) and
 writes it in bulk: the moves go into a temporary table (COPY on
-PostgreSQL, executemany on SQLite) and one UPDATE ... FROM moves them; a
-task that started being called meanwhile is left alone. Manual
+PostgreSQL, one JSON parameter on SQLite) and one UPDATE ... FROM moves
+them; a task that started being called meanwhile is left alone. On SQLite a
+move of a large share of the tasks drops the index on manager_id and builds
+it again afterwards, in the same transaction (_sqlite_manager_index_set_aside). Manual
 reassignment of chosen tasks goes through khhf.services.tasks.reassign.
 Distribution changes who works a task, never its status.
 """
@@ -256,17 +258,18 @@ def apply_moves(session: Session, moves: list[tuple[int, int]]) -> None:
         # planner may join it row by row
         conn.exec_driver_sql("ANALYZE khhf_moves")
         conn.execute(update, {"now": utcnow()})
-    elif dialect == "sqlite":
+    else:  # SQLite
         with _sqlite_manager_index_set_aside(conn, len(moves)):
             conn.execute(update, {"now": utcnow()})
-    else:
-        conn.execute(update, {"now": utcnow()})
     conn.exec_driver_sql("DROP TABLE khhf_moves")
     session.expire_all()  # loaded tasks now have other managers
 
 
 # ix_tasks_manager_status is the only index on tasks with manager_id in it
 MANAGER_INDEX = "ix_tasks_manager_status"
+# SQLite sets that index aside for a move of at least this many tasks that is
+# also at least a quarter of all tasks (rebuilding costs a pass over them all)
+SET_ASIDE_MIN_MOVES = 50_000
 
 
 @contextlib.contextmanager
@@ -282,7 +285,7 @@ def _sqlite_manager_index_set_aside(conn, moved: int):
     Readers are not disturbed: in WAL mode they keep the snapshot they began
     with until this transaction commits, index and all."""
     total = conn.exec_driver_sql("SELECT max(id) FROM tasks").scalar() or 0
-    if moved < 50_000 or moved * 4 < total:
+    if moved < SET_ASIDE_MIN_MOVES or moved * 4 < total:
         yield
         return
     definition = conn.exec_driver_sql(
