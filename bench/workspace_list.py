@@ -26,6 +26,7 @@ import http.cookiejar
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -238,6 +239,8 @@ def main(argv=None) -> int:
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
+            # the config, the web log and, on SQLite, a database of a million tasks
+            shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nManager workspace list: {args.tasks:,} tasks over {args.managers} managers, "
           f"{args.readers} managers reading at once for {args.seconds:g} s each run "
           "(waitress, 8 threads)\n")
