@@ -18,7 +18,12 @@ UPDATE ... FROM):
   2. auto: tasks go to their customers' own active managers, the departed
      managers' customers to the least loaded (again nearly every row),
   3. average again: only the tasks above the equal quota move.
-The preview (distribution.plan alone) is timed too.
+The preview (distribution.plan alone) is timed too, and the database's
+floor: one bare UPDATE giving every task another manager, computed in SQL
+(1 + (id + 7) % managers; no plan, no moves table), rolled back. Each
+with its wall time and its CPU time (the bench process's, which on SQLite
+includes the database engine, plus on PostgreSQL the server backend's, read
+from /proc): on a shared host the wall time includes waiting for a core.
 
 Task list: --clients threads, each a different manager (about 2,000 tasks
 each after the distributions), each running the query of the manager's
@@ -117,10 +122,37 @@ def fill(engine, tasks: int, managers: int) -> int:
     return 1
 
 
+class CpuClock:
+    """CPU seconds spent on a piece of work: this process's (for SQLite, the
+    database engine's too) plus, on PostgreSQL, the server backend's of the
+    session's connection, read from /proc (the server runs on this host).
+    On a host shared with other work, wall time includes waiting for a
+    core; CPU time does not."""
+
+    def __init__(self, session):
+        self.backend = None
+        if session.get_bind().dialect.name == "postgresql":
+            pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            self.backend = Path(f"/proc/{pid}/stat")
+        self.start = self._now()
+
+    def _now(self) -> float:
+        seconds = time.process_time()
+        if self.backend is not None and self.backend.exists():
+            # utime and stime, fields 14 and 15, after the ")" of the name
+            fields = self.backend.read_text().rsplit(")", 1)[1].split()
+            seconds += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return seconds
+
+    def elapsed(self) -> float:
+        return self._now() - self.start
+
+
 def timed_distribution(factory, campaign_id, mode, preview=False):
     with factory() as session:
         db.begin_write(session)
         campaign = session.get(Campaign, campaign_id)
+        clock = CpuClock(session)
         start = time.perf_counter()
         if preview:
             plan = distribution.plan(session, campaign, mode)
@@ -128,7 +160,25 @@ def timed_distribution(factory, campaign_id, mode, preview=False):
         else:
             plan = distribution.commit(session, None, "bench", campaign, mode)
             session.commit()
-        return time.perf_counter() - start, plan.moved, plan.total
+        return time.perf_counter() - start, clock.elapsed(), plan.moved, plan.total
+
+
+def bare_update(factory, campaign_id, managers: int) -> tuple[float, float]:
+    """The database's own floor for the worst case: one UPDATE giving every
+    task of the campaign a manager computed in SQL (no plan, no moves
+    table, no audit), timed to its end and rolled back. (wall s, CPU s)"""
+    with factory() as session:
+        db.begin_write(session)
+        pg = session.get_bind().dialect.name == "postgresql"
+        percent = "%%" if pg else "%"  # psycopg's placeholders
+        clock = CpuClock(session)
+        start = time.perf_counter()
+        session.connection().exec_driver_sql(
+            f"UPDATE tasks SET manager_id = 1 + (id + 7) {percent} {int(managers)}, "
+            f"updated_at = CURRENT_TIMESTAMP WHERE campaign_id = {int(campaign_id)}")
+        seconds, cpu = time.perf_counter() - start, clock.elapsed()
+        session.rollback()
+    return seconds, cpu
 
 
 def list_query():
@@ -200,10 +250,14 @@ def main() -> int:
                                              ("average", "average", False),
                                              ("auto", "auto", False),
                                              ("average again", "average", False)):
-                    seconds, moved, total = timed_distribution(factory, campaign_id, mode,
-                                                               preview)
-                    dist_rows.append((kind, label, total, moved, seconds))
-                    print(f"  {label}: {seconds:.2f} s", flush=True)
+                    seconds, cpu, moved, total = timed_distribution(factory, campaign_id, mode,
+                                                                    preview)
+                    dist_rows.append((kind, label, total, moved, seconds, cpu))
+                    print(f"  {label}: {seconds:.2f} s, CPU {cpu:.2f} s", flush=True)
+                seconds, cpu = bare_update(factory, campaign_id, args.managers)
+                dist_rows.append((kind, "floor: bare UPDATE", args.tasks, args.tasks, seconds,
+                                  cpu))
+                print(f"  floor: {seconds:.2f} s, CPU {cpu:.2f} s", flush=True)
                 if args.seconds > 0:
                     list_rows.append((kind, *task_list_load(
                         factory, args.managers, args.clients, args.seconds, args.think)))
@@ -211,9 +265,10 @@ def main() -> int:
                 cleanup()
     print(f"\nDistribution of {args.tasks:,} tasks over {args.managers} managers "
           "(target <= 10 s)")
-    print(f"{'db':<11} {'mode':<24} {'tasks':>10} {'moved':>10} {'seconds':>8}")
-    for kind, label, total, moved, seconds in dist_rows:
-        print(f"{kind:<11} {label:<24} {total:>10,} {moved:>10,} {seconds:>8.2f}")
+    print(f"{'db':<11} {'mode':<24} {'tasks':>10} {'moved':>10} {'seconds':>8} {'CPU s':>7}")
+    for kind, label, total, moved, seconds, cpu in dist_rows:
+        print(f"{kind:<11} {label:<24} {total:>10,} {moved:>10,} {seconds:>8.2f} {cpu:>7.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"\nManager task list, {args.clients} managers at once, think time {args.think} s "
           "(target p95 < 200 ms)")
     print(f"{'db':<11} {'query':<46} {'requests':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")

@@ -26,6 +26,7 @@ import http.cookiejar
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,10 @@ from simkit.sipp import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password-1"
-# per task id % 100: status, priority, appointment (hours from now) - one home for both SQLs
+# per task: its place k in its manager's list (tasks go round the managers, so
+# k = (id - 1) / managers); k % 100 gives status, priority, appointment (hours
+# from now). Keyed by id % 100 instead, every task of a manager had one status
+# (id and manager both follow id % managers). One home for both SQLs.
 _STATUS = ("CASE WHEN {i} % 100 < 60 THEN 'pending' WHEN {i} % 100 < 70 THEN 'not_reached' "
            "WHEN {i} % 100 < 75 THEN 'pending' WHEN {i} % 100 < 76 THEN 'connected' "
            "WHEN {i} % 100 < 77 THEN 'pending' ELSE 'done' END")
@@ -63,6 +67,7 @@ serve(create_app(config.load(sys.argv[1])), host="127.0.0.1", port=int(sys.argv[
 def seed(engine, tasks: int, managers: int) -> None:
     db.create_schema(engine)
     pg = engine.dialect.name == "postgresql"
+    k = f"((id - 1) / {int(managers)})"
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO counties (code, name) VALUES ('bench', 'Bench')"))
         conn.execute(text("INSERT INTO task_types (code, name) VALUES ('revisit', '回访')"))
@@ -78,7 +83,7 @@ def seed(engine, tasks: int, managers: int) -> None:
                 "INSERT INTO customers (phone, name, county_id, manager_id) SELECT "
                 "'138' || lpad(i::text, 8, '0'), '客户' || i, 1, (i % :m) + 1 "
                 "FROM generate_series(0, :n) i"), {"n": tasks - 1, "m": managers})
-            appointment = "now() AT TIME ZONE 'UTC' + ((id % 48) - 24) * interval '1 hour'"
+            appointment = f"now() AT TIME ZONE 'UTC' + (({k} % 48) - 24) * interval '1 hour'"
             created = "timestamp '2026-11-01' + (id / 10) * interval '1 second'"
             updated = "timestamp '2026-11-01' + (id / 5) * interval '1 second'"
         else:
@@ -87,14 +92,14 @@ def seed(engine, tasks: int, managers: int) -> None:
                 "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
                 "SELECT printf('138%08d', i), '客户' || i, 1, (i % :m) + 1 FROM s"),
                 {"n": tasks - 1, "m": managers})
-            appointment = "datetime('now', ((id % 48) - 24) || ' hours')"
+            appointment = f"datetime('now', (({k} % 48) - 24) || ' hours')"
             created = "datetime('2026-11-01', (id / 10) || ' seconds')"
             updated = "datetime('2026-11-01', (id / 5) || ' seconds')"
         conn.execute(text(
             "INSERT INTO tasks (task_type_id, customer_id, manager_id, status, priority, "
             f"appointment_at, created_at, updated_at) SELECT 1, id, manager_id, "
-            f"{_STATUS.format(i='id')}, CASE WHEN id % 100 = 76 THEN 5 ELSE 0 END, "
-            f"CASE WHEN id % 100 BETWEEN 70 AND 74 THEN {appointment} END, {created}, {updated} "
+            f"{_STATUS.format(i=k)}, CASE WHEN {k} % 100 = 76 THEN 5 ELSE 0 END, "
+            f"CASE WHEN {k} % 100 BETWEEN 70 AND 74 THEN {appointment} END, {created}, {updated} "
             "FROM customers"))
         if pg:
             conn.execute(text("ANALYZE"))
@@ -234,6 +239,8 @@ def main(argv=None) -> int:
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
+            # the config, the web log and, on SQLite, a database of a million tasks
+            shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nManager workspace list: {args.tasks:,} tasks over {args.managers} managers, "
           f"{args.readers} managers reading at once for {args.seconds:g} s each run "
           "(waitress, 8 threads)\n")

@@ -4,7 +4,7 @@ SQLite and PostgreSQL."""
 import datetime as dt
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from khhf import audit, db
 from khhf.models import AuditLog, Campaign, CampaignCycle, ResultCode, Task, TaskType, User
@@ -229,6 +229,52 @@ def test_auto_distribution_never_gives_tasks_to_departed_managers(factory):
         assert s.get(Task, busy_id).manager_id == ids["a1"]
         assert ids["ax"] not in counts and sum(counts.values()) == 11
         assert counts[ids["a2"]] >= 3
+
+
+def test_large_move_on_sqlite_sets_the_manager_index_aside_and_rebuilds_it(tmp_path,
+                                                                          monkeypatch):
+    """A move of a large share of the tasks drops ix_tasks_manager_status
+    and builds it again from its stored definition, in the same
+    transaction: the moves are right, the index is back, unchanged, and a
+    failed distribution leaves it in place."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'big.db'}")
+    db.create_schema(engine)
+    factory = db.session_factory(engine)
+    monkeypatch.setattr(distribution, "SET_ASIDE_MIN_MOVES", 1)
+    definition = "SELECT sql FROM sqlite_master WHERE name = 'ix_tasks_manager_status'"
+    with engine.connect() as conn:
+        before = conn.exec_driver_sql(definition).scalar()
+    ids = seed(factory)
+    cid = new_campaign(factory, ids, cycle="once", starts_on=TODAY, ends_on=TODAY)
+    with db.unit_of_work(factory) as s:
+        campaigns.activate(s, None, "", s.get(Campaign, cid), today=TODAY)
+    statements = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *args: statements.append(sql))
+    with db.unit_of_work(factory) as s:
+        distribution.commit(s, None, "", s.get(Campaign, cid), "average",
+                            manager_ids=[ids["a2"], ids["a3"]])
+    assert "DROP INDEX ix_tasks_manager_status" in statements
+    with factory() as s:
+        counts = dict(s.execute(select(Task.manager_id, func.count()).where(
+            Task.campaign_id == cid).group_by(Task.manager_id)).all())
+        assert counts == {ids["a2"]: 6, ids["a3"]: 5}
+        # the page's query reads the rebuilt index
+        plan = " ".join(str(r) for r in s.connection().exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE manager_id = 1 AND status = 'pending'"))
+        assert "ix_tasks_manager_status" in plan
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(definition).scalar() == before
+    # a distribution that fails after the index was dropped rolls it back too
+    with factory() as s:
+        db.begin_write(s)
+        with pytest.raises(RuntimeError):
+            with distribution._sqlite_manager_index_set_aside(s.connection(), 10**6):
+                raise RuntimeError("stop")
+        s.rollback()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(definition).scalar() == before
+    engine.dispose()
 
 
 def test_manual_reassignment_and_its_refusals(factory):

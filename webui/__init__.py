@@ -22,6 +22,7 @@ from flask_babel import gettext, lazy_gettext
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import joinedload
 
 from khhf import config as khhf_config
 from khhf import db as khhf_db
@@ -92,7 +93,9 @@ def create_app(settings: khhf_config.Settings | None = None,
 def _load_user(user_id: str) -> User | None:
     """The session's user, if the account is enabled and this log-in has
     not been ended since (log-out, new password: webui.security)."""
-    user = get_db().get(User, int(user_id))
+    # with its manager row in the same query: every page reads
+    # current_user.manager (the nav), which was a second query per request
+    user = get_db().get(User, int(user_id), options=[joinedload(User.manager)])
     if user is None or not user.is_active or not security.session_is_current(user):
         security.fresh_session()
         return None

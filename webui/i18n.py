@@ -16,10 +16,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from babel import support
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from flask import request, session
-from flask_babel import Babel, get_locale, gettext, lazy_gettext
+from flask import g, request, session
+from flask_babel import Babel, get_locale, get_translations, gettext, lazy_gettext
+from wtforms.i18n import messages_path as wtforms_messages_path
 
 from khhf import audit
 
@@ -286,17 +288,24 @@ def label(labels: dict, code: str | None) -> str:
 def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
     """What happened on `call` (or is happening), in the viewer's language;
     `desk_names` (desk extension -> name) names the colleague who answered."""
-    code = call.outcome or call.state
-    if code and code.startswith("group:"):
-        # the hotline group: who answered, by desk extension ('group:8002')
-        extension = code.split(":", 1)[1].split("@", 1)[0]
+    extension = group_extension(call)
+    if extension is not None:
         name = (desk_names or {}).get(extension)
         if name:
             return gettext("Answered by %(name)s (extension %(extension)s)", name=name,
                            extension=extension)
         return gettext("Answered by a colleague (extension %(extension)s)",
                        extension=extension)
-    return label(CALL_OUTCOME_LABELS, code)
+    return label(CALL_OUTCOME_LABELS, call.outcome or call.state)
+
+
+def group_extension(call) -> str | None:
+    """The desk extension of the colleague who answered a hotline call in
+    the group ('group:8002'), else None."""
+    code = call.outcome or call.state
+    if code and code.startswith("group:"):
+        return code.split(":", 1)[1].split("@", 1)[0]
+    return None
 
 
 def task_type_name(task_type) -> str:
@@ -469,6 +478,39 @@ def init_app(app) -> None:
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,
         IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS)
     app.before_request(_remember_requested_locale)
+    app.before_request(_wtforms_catalog)
+    # the templates' _(): the request's catalog looked up once per request.
+    # Flask-Babel's own callables find the domain, the locale and the catalog
+    # again for every string (about 35 on the manager's home page).
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: _request_catalog().ugettext(s),
+        ngettext=lambda s, p, n: _request_catalog().ungettext(s, p, n),
+        pgettext=lambda c, s: _request_catalog().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _request_catalog().unpgettext(c, s, p, n),
+        newstyle=True)
+
+
+def _request_catalog():
+    """This request's translations (Flask-Babel's), kept for the request."""
+    catalog = g.get("khhf_catalog")
+    if catalog is None:
+        catalog = g.khhf_catalog = get_translations()
+    return catalog
+
+
+_WTFORMS_CATALOGS: dict[str, support.Translations] = {}
+
+
+def _wtforms_catalog():
+    """WTForms' own messages, parsed once per locale. Flask-WTF keeps them
+    on the request only (request.wtforms_translations), so every page with a
+    form read and parsed WTForms' catalog file again."""
+    locale = str(get_locale())
+    catalog = _WTFORMS_CATALOGS.get(locale)
+    if catalog is None:
+        catalog = _WTFORMS_CATALOGS[locale] = support.Translations.load(
+            wtforms_messages_path(), [locale], domain="wtforms")
+    request.wtforms_translations = catalog
 
 
 def select_locale() -> str:

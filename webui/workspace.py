@@ -30,10 +30,10 @@ from khhf import db
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.services import ValidationError, dialing, results, tasks, workspace
 from webui.calls import progress_label
-from webui.access import allow, client_ip, load, scope
+from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import DutyForm, show_problems
-from webui.i18n import TASK_STATUS_LABELS, task_type_name
+from webui.i18n import TASK_STATUS_LABELS, group_extension, task_type_name
 
 bp = Blueprint("workspace", __name__, url_prefix="/manager")
 
@@ -52,7 +52,10 @@ def settings():
 
 
 def own_manager() -> Manager:
-    manager = get_db().scalar(select(Manager).where(scope(Manager)))
+    # scope(Manager) for a manager is Manager.user_id == the user's id: the
+    # user's own manager row, loaded with the user (webui._load_user), so
+    # this costs no query
+    manager = current_user.manager if current_user.role == "manager" else None
     if manager is None:
         abort(404)  # a manager user without a manager row: an admin must fix it
     return manager
@@ -83,10 +86,7 @@ def home_page(manager: Manager):
     listing = workspace.page(session, manager.id, tab, search, after)
     calls = session.scalars(select(Call).where(Call.manager_id == manager.id)
                             .order_by(Call.id.desc()).limit(10)).all()
-    # who answered a hotline call in the group: the colleagues' desk phones
-    desk_names = dict(session.execute(
-        select(Manager.desk_extension, User.display_name).join(User).where(
-            Manager.county_id == manager.county_id, Manager.desk_extension.is_not(None))).all())
+    desk_names = _desk_names(session, manager, calls)
     # labels and flags once per page, not once per row: the task table is the hot loop
     now = utcnow()
     return render_template(
@@ -97,6 +97,19 @@ def home_page(manager: Manager):
         overdue={t.id for t in listing.tasks if workspace.is_overdue(t, now)},
         status_labels={k: str(v) for k, v in TASK_STATUS_LABELS.items()},
         type_names={t.task_type_id: task_type_name(t.task_type) for t in listing.tasks})
+
+
+def _desk_names(session, manager: Manager, calls) -> dict[str, str]:
+    """Who answered the hotline calls among `calls` in the group: desk
+    extension -> the colleague's name, only for the extensions those calls
+    name (not the whole county's desk phones on every page load)."""
+    extensions = {group_extension(c) for c in calls} - {None}
+    if not extensions:
+        return {}
+    return dict(session.execute(
+        select(Manager.desk_extension, User.display_name).join(User).where(
+            Manager.county_id == manager.county_id,
+            Manager.desk_extension.in_(sorted(extensions)))).all())
 
 
 class ResultForm(FlaskForm):

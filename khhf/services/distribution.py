@@ -21,17 +21,22 @@ on: pending or not reached (not being called, not waiting for a result).
 A preview computes the plan and writes nothing. A commit computes it again
 inside its own transaction (so it never applies a stale preview) and
 writes it in bulk: the moves go into a temporary table (COPY on
-PostgreSQL, executemany on SQLite) and one UPDATE ... FROM moves them; a
-task that started being called meanwhile is left alone. Manual
+PostgreSQL, one JSON parameter on SQLite) and one UPDATE ... FROM moves
+them; a task that started being called meanwhile is left alone. On SQLite a
+move of a large share of the tasks drops the index on manager_id and builds
+it again afterwards, in the same transaction (_sqlite_manager_index_set_aside). Manual
 reassignment of chosen tasks goes through khhf.services.tasks.reassign.
 Distribution changes who works a task, never its status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
+import json
 from collections import Counter
+from operator import itemgetter
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -101,8 +106,8 @@ def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
         target = _average_targets(rows, [m.id for m in pool])
     else:
         target = _auto_targets(session, campaign, where, pool)
-    before = Counter(current for _t, _m, current in target)
-    counts = Counter(m for _t, m, _c in target)
+    before = Counter(map(itemgetter(2), target))
+    counts = Counter(map(itemgetter(1), target))
     moves = [(t, m) for t, m, current in target if m is not None and m != current]
     shown = list(pool)
     extra = {m for m in list(before) + list(counts) if m is not None} - {m.id for m in shown}
@@ -190,14 +195,17 @@ def commit(session: Session, by: User | None, ip: str, campaign: Campaign, mode:
                                     "distributed."))
         problems.raise_if_any()
     result = plan(session, campaign, mode, manager_ids)
-    apply_moves(session, result.moves)
     def split(counts):
         return ", ".join(f"{m.employee_no} {counts.get(m.id, 0)}" for m in result.managers
                          if counts.get(m.id)) or None
+    # the audit's split is made before the move: apply_moves expires every
+    # loaded object, and reading the managers' numbers afterwards cost one
+    # query per manager
+    changes = {"tasks_by_manager": [split(result.before), split(result.counts)]}
+    apply_moves(session, result.moves)
     audit.record(session, by, "update", "campaign", campaign.id,
-                 {"changes": {"tasks_by_manager": [split(result.before), split(result.counts)]},
-                  "distribution": mode, "moved": result.moved, "total": result.total}, ip,
-                 object_name=campaign.name)
+                 {"changes": changes, "distribution": mode, "moved": result.moved,
+                  "total": result.total}, ip, object_name=campaign.name)
     return result
 
 
@@ -225,26 +233,70 @@ def apply_moves(session: Session, moves: list[tuple[int, int]]) -> None:
                          "(task_id INTEGER PRIMARY KEY, manager_id INTEGER NOT NULL)")
     raw = conn.connection.dbapi_connection
     cursor = raw.cursor()
+    # in task order: the temporary table's key is the task id, so each row is
+    # an append to its B-tree, not an insert in the middle
+    moves = sorted(moves)
     try:
         if dialect == "postgresql":
             with cursor.copy("COPY khhf_moves (task_id, manager_id) FROM STDIN") as copy:
                 for row in moves:
                     copy.write_row(row)
-        else:
-            cursor.executemany("INSERT INTO khhf_moves (task_id, manager_id) VALUES (?, ?)",
-                               moves)
+        else:  # SQLite
+            # one JSON text parsed inside SQLite: a third less CPU than binding
+            # a million parameter pairs through executemany
+            cursor.execute("INSERT INTO khhf_moves (task_id, manager_id) "
+                           "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+                           "FROM json_each(?)", (json.dumps(moves, separators=(",", ":")),))
     finally:
         cursor.close()
+    update = text(
+        "UPDATE tasks SET manager_id = khhf_moves.manager_id, updated_at = :now "
+        "FROM khhf_moves WHERE tasks.id = khhf_moves.task_id "
+        "AND tasks.status IN ('pending', 'not_reached')")
     if dialect == "postgresql":
         # a temporary table has no statistics until analysed: without them the
         # planner may join it row by row
         conn.exec_driver_sql("ANALYZE khhf_moves")
-    conn.execute(text(
-        "UPDATE tasks SET manager_id = khhf_moves.manager_id, updated_at = :now "
-        "FROM khhf_moves WHERE tasks.id = khhf_moves.task_id "
-        "AND tasks.status IN ('pending', 'not_reached')"), {"now": utcnow()})
+        conn.execute(update, {"now": utcnow()})
+    else:  # SQLite
+        with _sqlite_manager_index_set_aside(conn, len(moves)):
+            conn.execute(update, {"now": utcnow()})
     conn.exec_driver_sql("DROP TABLE khhf_moves")
     session.expire_all()  # loaded tasks now have other managers
+
+
+# ix_tasks_manager_status is the only index on tasks with manager_id in it
+MANAGER_INDEX = "ix_tasks_manager_status"
+# SQLite sets that index aside for a move of at least this many tasks that is
+# also at least a quarter of all tasks (rebuilding costs a pass over them all)
+SET_ASIDE_MIN_MOVES = 50_000
+
+
+@contextlib.contextmanager
+def _sqlite_manager_index_set_aside(conn, moved: int):
+    """On SQLite, a move that touches a large share of the tasks drops the
+    index on manager_id and builds it again after the UPDATE, in the same
+    transaction. Each moved task leaves one place of that index for another,
+    and auto distribution sends consecutive tasks to different managers:
+    with SQLite's 2 MB page cache those B-tree pages were read and written
+    back over and over (auto, 1,000,000 tasks: 8.5 s of CPU for the UPDATE,
+    against 5 s with the index built once, from sorted keys, afterwards).
+    The index is made again from its own stored definition (schema.sql's).
+    Readers are not disturbed: in WAL mode they keep the snapshot they began
+    with until this transaction commits, index and all."""
+    total = conn.exec_driver_sql("SELECT max(id) FROM tasks").scalar() or 0
+    if moved < SET_ASIDE_MIN_MOVES or moved * 4 < total:
+        yield
+        return
+    definition = conn.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+        (MANAGER_INDEX,)).scalar()
+    if definition is None:
+        yield
+        return
+    conn.exec_driver_sql(f"DROP INDEX {MANAGER_INDEX}")
+    yield
+    conn.exec_driver_sql(definition)
 
 
 def reassign(session: Session, by: User | None, ip: str, campaign: Campaign, task_ids,
