@@ -521,10 +521,10 @@ CREATE TABLE report_state (
     last_feedback_id INTEGER NOT NULL DEFAULT 0
 );
 
--- the report refresh reads raw rows by time and follows feedback to its call
+-- the report refresh reads raw rows by time (and follows feedback to its
+-- call through ix_feedback_call, above)
 CREATE INDEX ix_calls_requested ON calls (requested_at);
 CREATE INDEX ix_tasks_created ON tasks (created_at);
-CREATE INDEX ix_feedback_call ON feedback (call_id);
 CREATE INDEX ix_feedback_created ON feedback (created_at);
 CREATE INDEX ix_feedback_appointment ON feedback (appointment_at)
     WHERE appointment_at IS NOT NULL;

@@ -2,10 +2,12 @@
 started for real (see tests/harness.py); nothing is mocked."""
 
 import os
+import time
 import uuid
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from khhf import db
@@ -44,10 +46,24 @@ def pg_database(pg_admin_url):
     yield make
     for engine in engines:
         engine.dispose()
-    with admin.connect() as conn:
-        for name in created:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    for name in created:
+        drop_database(admin, name)
     admin.dispose()
+
+
+def drop_database(admin, name: str, tries: int = 10) -> None:
+    """DROP DATABASE ... WITH (FORCE), tried again for a moment: the server's
+    own autovacuum may be on it, and a role outside pg_signal_backend (a
+    developer's) may not end that worker."""
+    for attempt in range(tries):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except sa_exc.DBAPIError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
