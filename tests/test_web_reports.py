@@ -143,3 +143,20 @@ def test_drill_export_streams_the_rows_behind_a_figure(world):
     book = openpyxl.load_workbook(io.BytesIO(
         client.get("/reports/drill.xlsx", query_string=q).data))
     assert book.active.max_row == figures.calls_connected + 1
+
+
+@pytest.mark.parametrize("who", ["manager1", "supervisor"])
+def test_the_managers_page_shows_their_feedback_rate_this_month(world, who):
+    """The feedback rate (issue 11) on the manager's own page, as the
+    manager and as their supervisor see it: the same query as the reports."""
+    app, ids = world
+    html = client_as(app, who).get(f"/manager/{ids['manager1']}").get_data(as_text=True)
+    today = dt.datetime.now(dt.timezone.utc).astimezone(ZoneInfo(ZONE)).date()
+    with session_for(app) as s:
+        figures = reports.summary(s, reports.Filter(today.replace(day=1), today,
+                                                    manager_id=ids["manager1"]))
+    rate = figures.feedback_rate
+    shown = "—" if rate is None else f"{rate * 100:.1f}%"
+    assert f'data-figure="feedback_rate">{shown}<' in html
+    assert "反馈率" in html
+    assert f"/reports/?manager={ids['manager1']}" in html

@@ -18,6 +18,7 @@ from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import DutyForm, commit_or_show
 from webui.redirects import local_path
+from webui.reports import month_summary
 
 bp = Blueprint("manager", __name__, url_prefix="/manager")
 
@@ -32,7 +33,11 @@ def home():
 @allow("manager", "supervisor", "admin")
 def profile(manager_id):
     manager = load(Manager, manager_id)
-    return render_template("manager/profile.html", manager=manager, duty_form=DutyForm())
+    # this month's figures, the feedback rate among them (khhf.services.reports)
+    report_flt, report_total = month_summary(manager_id=manager.id)
+    return render_template("manager/profile.html", manager=manager, duty_form=DutyForm(),
+                           report_flt=report_flt, report_total=report_total,
+                           report_args={"manager": manager.id})
 
 
 @bp.route("/<int:manager_id>/duty", methods=["POST"])
