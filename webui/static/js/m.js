@@ -33,6 +33,7 @@
           panel.dataset.state = call.state;
           if (call.final) {
             following = null;
+            message.hidden = true;  // "your phone is ringing" is no longer true
             if (form) { form.querySelector("button").disabled = false; }
             var result = document.getElementById("result-form");
             if (result) { result.scrollIntoView({block: "start"}); }
