@@ -49,7 +49,10 @@ def cmd_init(args) -> int:
     if args.database_url:
         values["database_url"] = args.database_url
     path = args.config or os.environ.get("KHHF_CONFIG") or config_mod.DEFAULT_CONFIG_PATH
-    settings = config_mod.write_new(path, **values)
+    config_mod.write_new(path, **values)
+    # the database every other command will use: the file's values with the
+    # environment's KHHF_* over them, as `khhf demo run` and the daemons read it
+    settings = config_mod.load(path)
     engine = db.make_engine(settings.database_url)
     try:
         if not db.has_schema(engine):
