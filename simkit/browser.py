@@ -8,7 +8,8 @@ import contextlib
 import threading
 from pathlib import Path
 
-from werkzeug.serving import make_server
+from waitress import wasyncore
+from waitress.server import create_server
 
 CHROMIUM = "/usr/bin/chromium"
 # the flags verified on this kind of machine: no sandbox as root, and no
@@ -32,16 +33,29 @@ def require_chromium() -> None:
 
 @contextlib.contextmanager
 def serve(app):
-    """Serve `app` on a free loopback port from a thread; yields its base URL."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    """Serve `app` on a free loopback port from a thread, with waitress as
+    production does (`python -m webui`); yields its base URL.
+
+    The loop runs in short turns so that the stop is clean: the thread ends,
+    then every connection the browser left open is closed from here, and the
+    request threads are shut down (waitress's own close leaves both)."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=8, ident="")
+    stopping = threading.Event()
+
+    def run():
+        while not stopping.is_set():
+            wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
+        yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        httpd.shutdown()
+        stopping.set()
         thread.join()
-        httpd.server_close()
+        for channel in list(server._map.values()):
+            channel.close()
+        server.task_dispatcher.shutdown()
 
 
 def csp_problems(context):
