@@ -118,6 +118,9 @@ def test_manager_calls_from_the_phone_through_their_mobile(served, pbx_harness, 
     page.screenshot(path=str(out / "mobile-call.png"))
     wait_text(page, "#call-state", "已结束")
     assert "已接听" in page.inner_text("#call-state")
+    # the task's chips and its calls follow without a reload
+    wait_text(page, "#task-meta", "呼叫次数 1/")
+    wait_text(page, "#task-calls", "已接听")
     assert page.evaluate("window.notReloaded") is True
     assert carrier.wait(30) == 0, carrier.trace_summary()
 

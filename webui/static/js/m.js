@@ -2,6 +2,8 @@
 // leaving the page, then the call's live state, polled from GET /calls/<id>
 // until it ends (as on the desktop: polling, not a held connection). Without
 // this script the form still works: the dial posts and the page comes back.
+// When the call ends, the task's chips (status, attempts) and its list of
+// calls are read again from this same page and swapped in.
 (function () {
   "use strict";
   var panel = document.getElementById("call-panel");
@@ -16,6 +18,22 @@
     message.textContent = text;
     message.className = "flash " + (ok ? "flash-success" : "flash-danger");
     message.hidden = false;
+  }
+
+  // the parts of the page a call changes, taken from a fresh copy of it;
+  // the result form (which the manager may be filling in) is left alone
+  function refreshFacts() {
+    fetch(window.location.href, {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        ["task-meta", "task-calls"].forEach(function (id) {
+          var now = document.getElementById(id), then = fresh.getElementById(id);
+          if (now && then) { now.innerHTML = then.innerHTML; }
+        });
+        // no more attempts (or the task closed): no 呼叫 button either
+        if (form && !fresh.getElementById("dial-form")) { form.remove(); form = null; }
+      }, function () { /* the page still works; a reload shows the facts */ });
   }
 
   function follow(callId) {
@@ -34,6 +52,7 @@
           if (call.final) {
             following = null;
             message.hidden = true;  // "your phone is ringing" is no longer true
+            refreshFacts();
             if (form) { form.querySelector("button").disabled = false; }
             var result = document.getElementById("result-form");
             if (result) { result.scrollIntoView({block: "start"}); }
