@@ -22,10 +22,9 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from sqlalchemy import select
 from wtforms import BooleanField
 
-from khhf.models import Call, Task, utcnow
+from khhf.models import Task, utcnow
 from khhf.services import dialing, tasks, workspace as tasks_view
 from webui import auth, workspace
 from webui.access import allow, load, public
@@ -74,8 +73,7 @@ def home():
 
 def _task_page(task: Task, form: workspace.ResultForm):
     manager = workspace.own_manager()
-    calls = get_db().scalars(select(Call).where(Call.task_id == task.id)
-                             .order_by(Call.id.desc()).limit(10)).all()
+    calls = tasks_view.task_calls(get_db(), task.id, limit=10)
     live = next((c for c in calls if c.state not in ("ended", "failed")), None)
     script = (task.task_type.script or task.task_type.description).replace(
         "{经理}", current_user.display_name)
@@ -91,8 +89,7 @@ def _task_page(task: Task, form: workspace.ResultForm):
 @allow("manager")
 def task(task_id):
     task = load(Task, task_id)
-    latest = get_db().scalar(select(Call.id).where(Call.task_id == task.id)
-                             .order_by(Call.id.desc()).limit(1))
+    latest = tasks_view.latest_call_id(get_db(), task.id)
     return _task_page(task, workspace.result_form(task, call_id=latest or ""))
 
 

@@ -132,8 +132,7 @@ def result_form(task: Task, **kwargs) -> ResultForm:
 
 def _task_page(task: Task, form: ResultForm):
     session = get_db()
-    calls = session.scalars(select(Call).where(Call.task_id == task.id)
-                            .order_by(Call.id.desc())).all()
+    calls = workspace.task_calls(session, task.id)
     feedback = session.execute(
         select(Feedback, ResultCode).join(ResultCode, ResultCode.id == Feedback.result_code_id)
         .where(Feedback.task_id == task.id).order_by(Feedback.id.desc())).all()
@@ -152,8 +151,7 @@ def _task_page(task: Task, form: ResultForm):
 @allow("manager")
 def task(task_id):
     task = load(Task, task_id)
-    latest = get_db().scalar(select(Call.id).where(Call.task_id == task.id)
-                             .order_by(Call.id.desc()).limit(1))
+    latest = workspace.latest_call_id(get_db(), task.id)
     return _task_page(task, result_form(task, call_id=latest or ""))
 
 

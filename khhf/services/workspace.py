@@ -29,7 +29,7 @@ import datetime as dt
 from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
-from khhf.models import Customer, Manager, Task, User, utcnow
+from khhf.models import Call, Customer, Manager, Task, User, utcnow
 
 from . import tasks
 
@@ -203,6 +203,18 @@ def due_callbacks(session: Session, manager_id: int, now: dt.datetime | None = N
         .where(Task.manager_id == manager_id, Task.status.in_(tasks.OPEN),
                Task.appointment_at <= now)
         .order_by(Task.appointment_at, Task.id).limit(limit)).all()
+
+
+def task_calls(session: Session, task_id: int, limit: int | None = None) -> list[Call]:
+    """The task's calls, newest first (at most `limit`)."""
+    query = select(Call).where(Call.task_id == task_id).order_by(Call.id.desc())
+    return list(session.scalars(query.limit(limit) if limit else query))
+
+
+def latest_call_id(session: Session, task_id: int) -> int | None:
+    """The task's newest call: the one a result filed from the task page is about."""
+    return session.scalar(select(Call.id).where(Call.task_id == task_id)
+                          .order_by(Call.id.desc()).limit(1))
 
 
 def is_overdue(task: Task, now: dt.datetime | None = None) -> bool:
