@@ -511,6 +511,46 @@ CREATE TABLE report_county_results (
     PRIMARY KEY (day, county_id, result_code_id)
 );
 
+-- and per county and task type: the task type page (its summary, trend and
+-- outcome rates) without the finest table
+CREATE TABLE report_type_daily (
+    day DATE NOT NULL,
+    county_id INTEGER NOT NULL,
+    task_type_id INTEGER NOT NULL,
+    tasks_assigned INTEGER NOT NULL DEFAULT 0,
+    calls_out INTEGER NOT NULL DEFAULT 0,
+    calls_connected INTEGER NOT NULL DEFAULT 0,
+    talk_seconds INTEGER NOT NULL DEFAULT 0,
+    results_filed INTEGER NOT NULL DEFAULT 0,
+    tasks_completed INTEGER NOT NULL DEFAULT 0,
+    fb_calls INTEGER NOT NULL DEFAULT 0,
+    fb_web INTEGER NOT NULL DEFAULT 0,
+    fb_sms INTEGER NOT NULL DEFAULT 0,
+    fb_keypad INTEGER NOT NULL DEFAULT 0,
+    fb_seconds INTEGER NOT NULL DEFAULT 0,
+    fb_within_1h INTEGER NOT NULL DEFAULT 0,
+    callbacks_due INTEGER NOT NULL DEFAULT 0,
+    callbacks_kept INTEGER NOT NULL DEFAULT 0,
+    hotline_calls INTEGER NOT NULL DEFAULT 0,
+    hotline_desk INTEGER NOT NULL DEFAULT 0,
+    hotline_mobile INTEGER NOT NULL DEFAULT 0,
+    hotline_group INTEGER NOT NULL DEFAULT 0,
+    hotline_missed INTEGER NOT NULL DEFAULT 0,
+    missed_cb_1h INTEGER NOT NULL DEFAULT 0,
+    missed_cb_4h INTEGER NOT NULL DEFAULT 0,
+    missed_cb_24h INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, county_id, task_type_id)
+);
+
+CREATE TABLE report_type_results (
+    day DATE NOT NULL,
+    county_id INTEGER NOT NULL,
+    task_type_id INTEGER NOT NULL,
+    result_code_id INTEGER NOT NULL,
+    results INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, county_id, task_type_id, result_code_id)
+);
+
 -- How far the report tables are built: the highest ids and the time of the
 -- last refresh; rows newer than these mark the days the next refresh rebuilds.
 CREATE TABLE report_state (

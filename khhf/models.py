@@ -520,116 +520,97 @@ def _counter():
     return mapped_column(Integer, default=0, server_default="0")
 
 
-class ReportDaily(Base):
+def _key():
+    return mapped_column(Integer, primary_key=True)
+
+
+class _Counters:
+    """The figures' daily sums (khhf.services.reports.COUNTERS), the same
+    columns in every table of sums; the tables differ by their keys."""
+    tasks_assigned: Mapped[int] = _counter()
+    calls_out: Mapped[int] = _counter()
+    calls_connected: Mapped[int] = _counter()
+    talk_seconds: Mapped[int] = _counter()
+    results_filed: Mapped[int] = _counter()
+    tasks_completed: Mapped[int] = _counter()
+    fb_calls: Mapped[int] = _counter()
+    fb_web: Mapped[int] = _counter()
+    fb_sms: Mapped[int] = _counter()
+    fb_keypad: Mapped[int] = _counter()
+    fb_seconds: Mapped[int] = _counter()
+    fb_within_1h: Mapped[int] = _counter()
+    callbacks_due: Mapped[int] = _counter()
+    callbacks_kept: Mapped[int] = _counter()
+    hotline_calls: Mapped[int] = _counter()
+    hotline_desk: Mapped[int] = _counter()
+    hotline_mobile: Mapped[int] = _counter()
+    hotline_group: Mapped[int] = _counter()
+    hotline_missed: Mapped[int] = _counter()
+    missed_cb_1h: Mapped[int] = _counter()
+    missed_cb_4h: Mapped[int] = _counter()
+    missed_cb_24h: Mapped[int] = _counter()
+
+
+class ReportDaily(_Counters, Base):
     __tablename__ = "report_daily"
     __table_args__ = (
         Index("ix_report_daily_county_day", "county_id", "day"),
         Index("ix_report_daily_manager_day", "manager_id", "day"),
     )
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    manager_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    task_type_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tasks_assigned: Mapped[int] = _counter()
-    calls_out: Mapped[int] = _counter()
-    calls_connected: Mapped[int] = _counter()
-    talk_seconds: Mapped[int] = _counter()
-    results_filed: Mapped[int] = _counter()
-    tasks_completed: Mapped[int] = _counter()
-    fb_calls: Mapped[int] = _counter()
-    fb_web: Mapped[int] = _counter()
-    fb_sms: Mapped[int] = _counter()
-    fb_keypad: Mapped[int] = _counter()
-    fb_seconds: Mapped[int] = _counter()
-    fb_within_1h: Mapped[int] = _counter()
-    callbacks_due: Mapped[int] = _counter()
-    callbacks_kept: Mapped[int] = _counter()
-    hotline_calls: Mapped[int] = _counter()
-    hotline_desk: Mapped[int] = _counter()
-    hotline_mobile: Mapped[int] = _counter()
-    hotline_group: Mapped[int] = _counter()
-    hotline_missed: Mapped[int] = _counter()
-    missed_cb_1h: Mapped[int] = _counter()
-    missed_cb_4h: Mapped[int] = _counter()
-    missed_cb_24h: Mapped[int] = _counter()
+    county_id: Mapped[int] = _key()
+    manager_id: Mapped[int] = _key()
+    campaign_id: Mapped[int] = _key()
+    task_type_id: Mapped[int] = _key()
 
 
 class ReportDailyResult(Base):
     __tablename__ = "report_daily_results"
     __table_args__ = (Index("ix_report_daily_results_county_day", "county_id", "day"),)
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    manager_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    task_type_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    result_code_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    county_id: Mapped[int] = _key()
+    manager_id: Mapped[int] = _key()
+    campaign_id: Mapped[int] = _key()
+    task_type_id: Mapped[int] = _key()
+    result_code_id: Mapped[int] = _key()
     results: Mapped[int] = _counter()
 
 
-class ReportCountyDaily(Base):
+class ReportCountyDaily(_Counters, Base):
     __tablename__ = "report_county_daily"
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tasks_assigned: Mapped[int] = _counter()
-    calls_out: Mapped[int] = _counter()
-    calls_connected: Mapped[int] = _counter()
-    talk_seconds: Mapped[int] = _counter()
-    results_filed: Mapped[int] = _counter()
-    tasks_completed: Mapped[int] = _counter()
-    fb_calls: Mapped[int] = _counter()
-    fb_web: Mapped[int] = _counter()
-    fb_sms: Mapped[int] = _counter()
-    fb_keypad: Mapped[int] = _counter()
-    fb_seconds: Mapped[int] = _counter()
-    fb_within_1h: Mapped[int] = _counter()
-    callbacks_due: Mapped[int] = _counter()
-    callbacks_kept: Mapped[int] = _counter()
-    hotline_calls: Mapped[int] = _counter()
-    hotline_desk: Mapped[int] = _counter()
-    hotline_mobile: Mapped[int] = _counter()
-    hotline_group: Mapped[int] = _counter()
-    hotline_missed: Mapped[int] = _counter()
-    missed_cb_1h: Mapped[int] = _counter()
-    missed_cb_4h: Mapped[int] = _counter()
-    missed_cb_24h: Mapped[int] = _counter()
+    county_id: Mapped[int] = _key()
 
 
-class ReportManagerDaily(Base):
+class ReportManagerDaily(_Counters, Base):
     __tablename__ = "report_manager_daily"
     __table_args__ = (Index("ix_report_manager_daily_manager_day", "manager_id", "day"),)
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    manager_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tasks_assigned: Mapped[int] = _counter()
-    calls_out: Mapped[int] = _counter()
-    calls_connected: Mapped[int] = _counter()
-    talk_seconds: Mapped[int] = _counter()
-    results_filed: Mapped[int] = _counter()
-    tasks_completed: Mapped[int] = _counter()
-    fb_calls: Mapped[int] = _counter()
-    fb_web: Mapped[int] = _counter()
-    fb_sms: Mapped[int] = _counter()
-    fb_keypad: Mapped[int] = _counter()
-    fb_seconds: Mapped[int] = _counter()
-    fb_within_1h: Mapped[int] = _counter()
-    callbacks_due: Mapped[int] = _counter()
-    callbacks_kept: Mapped[int] = _counter()
-    hotline_calls: Mapped[int] = _counter()
-    hotline_desk: Mapped[int] = _counter()
-    hotline_mobile: Mapped[int] = _counter()
-    hotline_group: Mapped[int] = _counter()
-    hotline_missed: Mapped[int] = _counter()
-    missed_cb_1h: Mapped[int] = _counter()
-    missed_cb_4h: Mapped[int] = _counter()
-    missed_cb_24h: Mapped[int] = _counter()
+    county_id: Mapped[int] = _key()
+    manager_id: Mapped[int] = _key()
+
+
+class ReportTypeDaily(_Counters, Base):
+    __tablename__ = "report_type_daily"
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = _key()
+    task_type_id: Mapped[int] = _key()
 
 
 class ReportCountyResult(Base):
     __tablename__ = "report_county_results"
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    county_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    result_code_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    county_id: Mapped[int] = _key()
+    result_code_id: Mapped[int] = _key()
+    results: Mapped[int] = _counter()
+
+
+class ReportTypeResult(Base):
+    __tablename__ = "report_type_results"
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    county_id: Mapped[int] = _key()
+    task_type_id: Mapped[int] = _key()
+    result_code_id: Mapped[int] = _key()
     results: Mapped[int] = _counter()
 
 

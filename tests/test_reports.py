@@ -16,7 +16,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from khhf import db
 from khhf.models import Call, Feedback, Manager, ResultCode, Task
@@ -149,6 +149,11 @@ def filters(s, made):
         out.append(reports.Filter(first, last, manager_id=manager_id))
     for task_type in made["task_types"]:
         out.append(reports.Filter(first, last, task_type_id=task_type.id))
+        # the task type roll-up within a county; with a manager, the finest table
+        out.append(reports.Filter(first, last, task_type_id=task_type.id,
+                                  county_id=made["counties"][0].id))
+        out.append(reports.Filter(first, last, task_type_id=task_type.id,
+                                  manager_id=s.scalar(select(func.min(Manager.id)))))
     campaign = s.scalar(select(Task.campaign_id).where(Task.campaign_id.is_not(None)))
     out.append(reports.Filter(first, last, campaign_id=campaign,
                               county_id=made["counties"][0].id))
@@ -218,9 +223,11 @@ def test_check_finds_sums_that_differ_from_direct_counts(s, made):
     row.calls_out += 1
     s.flush()
     wrong = reports.check(s, ZONE, first, last)
-    # the stored sum against the raw rows; its roll-ups (county, manager) against it
-    assert len(wrong) == 3 and {w[0] for w in wrong} == {row.day}
-    assert sorted(w[2] - w[3] for w in wrong) == [-1, -1, 1]
+    # the stored sum against the raw rows; its roll-ups (county, manager,
+    # task type) against it
+    assert len(wrong) == 4 and {w[0] for w in wrong} == {row.day}
+    assert sorted(w[2] - w[3] for w in wrong) == [-1, -1, -1, 1]
+    assert sum("'task_type_id'" in w[1] and "'manager_id'" not in w[1] for w in wrong) == 1
 
 
 def test_refresh_rebuilds_the_days_new_rows_touch(s, made):

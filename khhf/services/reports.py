@@ -10,7 +10,8 @@ raw rows of one *source*; the same definition
 
 Reports (`summary`, `trend`, `ranking`, `results_by_code`) sum the daily
 rows, read from the coarsest table that has the filter's columns
-(report_county_daily, report_manager_daily, report_daily), so a month of
+(report_county_daily, report_manager_daily, report_type_daily,
+report_daily), so a month of
 every county is a sum over a few thousand rows, not a scan of millions of
 calls. tests/test_reports.py proves that
 each figure equals a direct count over the raw rows.
@@ -87,7 +88,8 @@ from sqlalchemy import Date, DateTime, Integer, bindparam, delete, func, select,
 from sqlalchemy.orm import Session
 
 from khhf.models import (Call, Feedback, ReportCountyDaily, ReportCountyResult, ReportDaily,
-                         ReportDailyResult, ReportManagerDaily, ReportState, Task, utcnow)
+                         ReportDailyResult, ReportManagerDaily, ReportState, ReportTypeDaily,
+                         ReportTypeResult, Task, utcnow)
 
 from . import N_
 
@@ -338,7 +340,7 @@ _RESULTS = (
 
 # every table a refresh rebuilds, the finest first
 ROLLUPS = (ReportDaily, ReportDailyResult, ReportCountyDaily, ReportManagerDaily,
-           ReportCountyResult)
+           ReportTypeDaily, ReportCountyResult, ReportTypeResult)
 
 
 def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
@@ -359,9 +361,16 @@ def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> in
         f"INSERT INTO report_manager_daily (day, county_id, manager_id, {', '.join(COUNTERS)}) "
         f"SELECT day, county_id, manager_id, {sums} FROM report_daily WHERE day = :day "
         "GROUP BY day, county_id, manager_id",
+        f"INSERT INTO report_type_daily (day, county_id, task_type_id, {', '.join(COUNTERS)}) "
+        f"SELECT day, county_id, task_type_id, {sums} FROM report_daily WHERE day = :day "
+        "GROUP BY day, county_id, task_type_id",
         "INSERT INTO report_county_results (day, county_id, result_code_id, results) "
         "SELECT day, county_id, result_code_id, SUM(results) FROM report_daily_results "
-        "WHERE day = :day GROUP BY day, county_id, result_code_id")]
+        "WHERE day = :day GROUP BY day, county_id, result_code_id",
+        "INSERT INTO report_type_results (day, county_id, task_type_id, result_code_id, "
+        "results) SELECT day, county_id, task_type_id, result_code_id, SUM(results) "
+        "FROM report_daily_results WHERE day = :day "
+        "GROUP BY day, county_id, task_type_id, result_code_id")]
     written = 0
     day = start
     while day <= end:
@@ -401,8 +410,11 @@ def check(session: Session, timezone: str, start: dt.date, end: dt.date
         for model, fine, keys, names in (
                 (ReportCountyDaily, ReportDaily, ("county_id",), COUNTERS),
                 (ReportManagerDaily, ReportDaily, ("county_id", "manager_id"), COUNTERS),
+                (ReportTypeDaily, ReportDaily, ("county_id", "task_type_id"), COUNTERS),
                 (ReportCountyResult, ReportDailyResult, ("county_id", "result_code_id"),
-                 ("results",))):
+                 ("results",)),
+                (ReportTypeResult, ReportDailyResult,
+                 ("county_id", "task_type_id", "result_code_id"), ("results",))):
             cols = [getattr(fine, k) for k in keys]
             direct = {tuple(r[:len(keys)]): r for r in session.execute(
                 select(*cols, *[func.sum(getattr(fine, n)).label(n) for n in names])
@@ -559,10 +571,14 @@ FIGURE_KEYS = tuple(f[0] for f in FIGURES)
 
 
 def _table(flt: Filter, by_manager: bool = False):
-    """The coarsest table of daily sums that still has the filter's columns."""
-    if flt.campaign_id is not None or flt.task_type_id is not None:
+    """The coarsest table of daily sums that still has the filter's columns
+    (and the manager's, for a ranking)."""
+    per_manager = by_manager or flt.manager_id is not None
+    if flt.campaign_id is not None or (flt.task_type_id is not None and per_manager):
         return ReportDaily
-    if by_manager or flt.manager_id is not None:
+    if flt.task_type_id is not None:
+        return ReportTypeDaily
+    if per_manager:
         return ReportManagerDaily
     return ReportCountyDaily
 
@@ -610,7 +626,8 @@ def ranking(session: Session, flt: Filter, by: str = "feedback_rate"
 
 def results_by_code(session: Session, flt: Filter) -> list[tuple[int, int]]:
     """(result code id, results filed with it) in the period, most first."""
-    model = ReportCountyResult if _table(flt) is ReportCountyDaily else ReportDailyResult
+    model = {ReportCountyDaily: ReportCountyResult,
+             ReportTypeDaily: ReportTypeResult}.get(_table(flt), ReportDailyResult)
     rows = session.execute(
         select(model.result_code_id, func.sum(model.results)).where(*_where(flt, model))
         .group_by(model.result_code_id)).all()
