@@ -642,12 +642,21 @@ def drill_kind(figure: str) -> str:
     return _counter("sqlite", counter)[0].kind
 
 
-def _drill_sql(dialect: str, flt: Filter, figure: str, order: str, extra: str = "") -> str:
+def _drill_sql(dialect: str, flt: Filter, figure: str, order: str, extra: str = "",
+               by_index: bool = True) -> str:
+    """The ids a figure counts, ordered by id. by_index=False orders by
+    `id + 0`, which no index has: for a page (ORDER BY ... LIMIT), a planner
+    that may walk the primary key backwards until it has found a page's
+    worth would read every row newer than the period first (PostgreSQL did:
+    a county's month of calls 270 days back took seconds); this way the
+    rows are found through the period's and the filter's own index, and
+    only they are sorted."""
     counter_name = dict((f[0], f[3]) for f in FIGURES)[figure]
     source, counter = _counter(dialect, counter_name)
     where = "".join(f" AND {source.filters[k]} = :{k}" for k in flt.keys())
+    key = "id" if by_index else "id + 0"
     return (f"SELECT id FROM {source.sql(where=where)} WHERE {counter.when}{extra} "
-            f"ORDER BY id {order}")
+            f"ORDER BY {key} {order}")
 
 
 def _drill_params(timezone: str, flt: Filter, day: dt.date | None) -> dict:
@@ -662,7 +671,16 @@ def drill_ids(session: Session, timezone: str, flt: Filter, figure: str,
     """The ids of the rows (see drill_kind) that `figure` counts, newest
     first, `limit` of them below id `before`; `day` narrows to one day."""
     extra = " AND id < :before" if before is not None else ""
-    sql = _drill_sql(session.get_bind().dialect.name, flt, figure, "DESC", extra)
+    dialect = session.get_bind().dialect.name
+    # PostgreSQL: a county's or a manager's rows through their own (county or
+    # manager, time) index, then sorted (10,000,000 calls: 36 ms instead of
+    # 1.3 s); without either, the primary key, newest first, is still the
+    # quickest way to a recent period's first page. SQLite already finds a
+    # page through the filter's index (5 ms for a county's month at
+    # 2,000,000 calls; 70 ms with `id + 0`).
+    narrow = flt.county_id is not None or flt.manager_id is not None
+    sql = _drill_sql(dialect, flt, figure, "DESC", extra,
+                     by_index=dialect != "postgresql" or not narrow)
     stmt = _bind(sql + " LIMIT :limit", lo=DateTime(), hi=DateTime(), limit=Integer())
     params = _drill_params(timezone, flt, day)
     params.update(limit=limit, **({"before": before} if before is not None else {}))
