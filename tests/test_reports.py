@@ -199,10 +199,17 @@ def test_daily_trend_ranking_and_outcome_rates_equal_direct_counts(s, made):
 def test_drill_down_lists_exactly_the_rows_a_figure_counts(s, made, figure):
     counter = dict((f[0], f[3]) for f in reports.FIGURES)[figure]
     rows = direct(s)
+    # newest first: by the moment that dates each row, then id
+    moment = {"tasks": lambda i: s.get(Task, i).created_at,
+              "calls": lambda i: s.get(Call, i).requested_at,
+              "results": (lambda i: s.get(Feedback, i).appointment_at)
+              if counter.startswith("callbacks") else (lambda i: s.get(Feedback, i).created_at)
+              }[reports.drill_kind(figure)]
     for flt in filters(s, made)[:3]:
         expected = sorted({i for b, c, day, amount, i in rows if c == counter and amount
                            and flt.start <= day <= flt.end
-                           and all(b[k] == v for k, v in flt.keys().items())}, reverse=True)
+                           and all(b[k] == v for k, v in flt.keys().items())},
+                          key=lambda i: (moment(i), i), reverse=True)
         got, before = [], None
         while True:
             page = reports.drill_ids(s, ZONE, flt, figure, before=before, limit=7)
@@ -253,3 +260,29 @@ def test_refresh_rebuilds_the_days_new_rows_touch(s, made):
     expected = totals(rows, flt)[None]
     assert {n: after.value(n) for n in reports.COUNTERS} == \
         {n: expected[n] for n in reports.COUNTERS}
+
+
+def test_drill_down_pages_through_rows_that_share_a_moment(s, made):
+    """Rows dated by the same moment are ordered by id, and a page ends
+    between them without losing or repeating one."""
+    calls = list(s.scalars(select(Call).where(Call.direction == "outbound",
+                                              Call.answer_at.is_not(None))
+                           .order_by(Call.id).limit(6)))
+    assert len(calls) == 6
+    for c in calls[1:]:
+        c.requested_at = calls[0].requested_at
+    s.flush()
+    day = local_day(calls[0].requested_at)
+    flt = reports.Filter(day, day)
+    expected = sorted({i for b, c, d, amount, i in direct(s)
+                       if c == "calls_connected" and d == day},
+                      key=lambda i: (s.get(Call, i).requested_at, i), reverse=True)
+    assert {c.id for c in calls} <= set(expected)
+    got, before = [], None
+    while True:
+        page = reports.drill_ids(s, ZONE, flt, "calls_connected", before=before, limit=2)
+        got += page
+        if len(page) < 2:
+            break
+        before = page[-1]
+    assert got == expected

@@ -130,6 +130,8 @@ class Source:
     counters: tuple[Counter, ...]
     # the bucket columns as raw columns, so a drill-down's filter uses their indexes
     filters: dict = dataclasses.field(default_factory=dict)
+    # where `at` is stored: (table, column), for a drill-down's page cursor
+    moment: tuple[str, str] = ("calls", "requested_at")
 
     def sql(self, where: str = "", fence: str = "") -> str:
         """The FROM clause, with extra conditions on the raw rows, and an
@@ -178,7 +180,8 @@ def sources(dialect: str) -> tuple[Source, ...]:
             WHERE t.created_at >= :lo AND t.created_at < :hi/*where*//*fence*/) src""",
                (Counter("tasks_assigned"),),
                dict(county_id="COALESCE(m.county_id, cu.county_id)", manager_id="t.manager_id",
-                    campaign_id="t.campaign_id", task_type_id="t.task_type_id")),
+                    campaign_id="t.campaign_id", task_type_id="t.task_type_id"),
+               ("tasks", "created_at")),
         Source("outbound", "calls", """(
             SELECT c.id AS id, c.requested_at AS at, COALESCE(c.county_id, 0) AS county_id,
                    COALESCE(c.manager_id, 0) AS manager_id,
@@ -214,7 +217,8 @@ def sources(dialect: str) -> tuple[Source, ...]:
                (Counter("results_filed"),
                 Counter("tasks_completed", "is_final")),
                dict(county_id="m.county_id", manager_id="f.manager_id",
-                    campaign_id="t.campaign_id", task_type_id="t.task_type_id")),
+                    campaign_id="t.campaign_id", task_type_id="t.task_type_id"),
+               ("feedback", "created_at")),
         Source("callbacks", "results", f"""(
             SELECT f.id AS id, f.appointment_at AS at, m.county_id AS county_id,
                    f.manager_id AS manager_id, COALESCE(t.campaign_id, 0) AS campaign_id,
@@ -230,7 +234,8 @@ def sources(dialect: str) -> tuple[Source, ...]:
                (Counter("callbacks_due"),
                 Counter("callbacks_kept", "kept = 1")),
                dict(county_id="m.county_id", manager_id="f.manager_id",
-                    campaign_id="t.campaign_id", task_type_id="t.task_type_id")),
+                    campaign_id="t.campaign_id", task_type_id="t.task_type_id"),
+               ("feedback", "appointment_at")),
         Source("hotline", "calls", """(
             SELECT c.id AS id, c.requested_at AS at, COALESCE(c.county_id, 0) AS county_id,
                    COALESCE(c.manager_id, 0) AS manager_id, 0 AS campaign_id,
@@ -642,21 +647,23 @@ def drill_kind(figure: str) -> str:
     return _counter("sqlite", counter)[0].kind
 
 
-def _drill_sql(dialect: str, flt: Filter, figure: str, order: str, extra: str = "",
-               by_index: bool = True) -> str:
-    """The ids a figure counts, ordered by id. by_index=False orders by
-    `id + 0`, which no index has: for a page (ORDER BY ... LIMIT), a planner
-    that may walk the primary key backwards until it has found a page's
-    worth would read every row newer than the period first (PostgreSQL did:
-    a county's month of calls 270 days back took seconds); this way the
-    rows are found through the period's and the filter's own index, and
-    only they are sorted."""
+def _drill_sql(dialect: str, flt: Filter, figure: str, order: str, before: bool = False) -> str:
+    """The ids a figure counts, ordered by their moment, then id: the order
+    of the time indexes (calls (county_id | manager_id, requested_at),
+    tasks (created_at), ...), so a page is read from the period's end (or
+    start) through an index and stops when full, however many rows the
+    period has. With `before`, only the rows after the row :before in that
+    order (the next page)."""
     counter_name = dict((f[0], f[3]) for f in FIGURES)[figure]
     source, counter = _counter(dialect, counter_name)
     where = "".join(f" AND {source.filters[k]} = :{k}" for k in flt.keys())
-    key = "id" if by_index else "id + 0"
-    return (f"SELECT id FROM {source.sql(where=where)} WHERE {counter.when}{extra} "
-            f"ORDER BY {key} {order}")
+    after = ""
+    if before:
+        table, column = source.moment
+        cursor = f"(SELECT {column} FROM {table} WHERE id = :before)"
+        after = f" AND (at < {cursor} OR (at = {cursor} AND id < :before))"
+    return (f"SELECT id FROM {source.sql(where=where)} WHERE {counter.when}{after} "
+            f"ORDER BY at {order}, id {order}")
 
 
 def _drill_params(timezone: str, flt: Filter, day: dt.date | None) -> dict:
@@ -669,18 +676,11 @@ def drill_ids(session: Session, timezone: str, flt: Filter, figure: str,
               before: int | None = None, limit: int = DRILL_PAGE,
               day: dt.date | None = None) -> list[int]:
     """The ids of the rows (see drill_kind) that `figure` counts, newest
-    first, `limit` of them below id `before`; `day` narrows to one day."""
-    extra = " AND id < :before" if before is not None else ""
-    dialect = session.get_bind().dialect.name
-    # PostgreSQL: a county's or a manager's rows through their own (county or
-    # manager, time) index, then sorted (10,000,000 calls: 36 ms instead of
-    # 1.3 s); without either, the primary key, newest first, is still the
-    # quickest way to a recent period's first page. SQLite already finds a
-    # page through the filter's index (5 ms for a county's month at
-    # 2,000,000 calls; 70 ms with `id + 0`).
-    narrow = flt.county_id is not None or flt.manager_id is not None
-    sql = _drill_sql(dialect, flt, figure, "DESC", extra,
-                     by_index=dialect != "postgresql" or not narrow)
+    first (by the moment that dates them, then id), `limit` of them after
+    the row `before` (the last id of the previous page); `day` narrows to
+    one day."""
+    sql = _drill_sql(session.get_bind().dialect.name, flt, figure, "DESC",
+                     before=before is not None)
     stmt = _bind(sql + " LIMIT :limit", lo=DateTime(), hi=DateTime(), limit=Integer())
     params = _drill_params(timezone, flt, day)
     params.update(limit=limit, **({"before": before} if before is not None else {}))
