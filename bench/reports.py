@@ -3,7 +3,7 @@ counties and 5,000 managers; every report's p95, on SQLite and PostgreSQL;
 and a one-month XLSX export of about 1,000,000 call rows, with its peak RSS.
 
     python3 -m bench.reports [--db sqlite,postgresql] [--scale 1.0] [--runs 20]
-                             [--no-export]
+                             [--no-export] [--only-drill]
 
 Method. A database made from schema.sql, filled in SQL (generate_series on
 PostgreSQL, a recursive CTE on SQLite; secondary indexes dropped during the
@@ -240,8 +240,10 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def time_reports(engine, days: int, runs: int, seed: int = 1) -> list[tuple[str, float, float]]:
-    """(report, p50 ms, p95 ms) over `runs` random one-month periods each."""
+def time_reports(engine, days: int, runs: int, seed: int = 1, only_drill: bool = False
+                 ) -> list[tuple[str, float, float]]:
+    """(report, p50 ms, p95 ms) over `runs` random one-month periods each
+    (with only_drill, the drill-downs alone: they read the raw rows)."""
     rng = random.Random(seed)
     first_day = (START + dt.timedelta(hours=8)).date()
     factory = db.session_factory(engine)
@@ -269,11 +271,15 @@ def time_reports(engine, days: int, runs: int, seed: int = 1) -> list[tuple[str,
             s, reports.Filter(a, b, task_type_id=rng.choice((1, 2))))),
         ("manager page: summary + trend + outcomes", lambda s, a, b: page(
             s, reports.Filter(a, b, manager_id=rng.choice(managers)), ranking=False)),
+        ("drill-down: every county's connected calls, first 100",
+         lambda s, a, b: reports.drill_ids(s, ZONE, reports.Filter(a, b), "calls_connected")),
         ("drill-down: a county's connected calls, first 100", lambda s, a, b: reports.drill_ids(
             s, ZONE, reports.Filter(a, b, county_id=rng.choice(counties)), "calls_connected")),
         ("drill-down: a manager's missed hotline calls", lambda s, a, b: reports.drill_ids(
             s, ZONE, reports.Filter(a, b, manager_id=rng.choice(managers)), "hotline_missed")),
     ]
+    if only_drill:
+        cases = [c for c in cases if c[0].startswith("drill-down")]
     out = []
     for label, call in cases:
         samples = []
@@ -353,6 +359,8 @@ def main(argv=None) -> int:
     p.add_argument("--days", type=int, default=270)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--only-drill", action="store_true",
+                   help="load, then time the drill-downs only (no daily sums, no export)")
     args = p.parse_args(argv)
     print(f"# reports benchmark (scale {args.scale}, {args.days} days, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start)")
@@ -366,6 +374,12 @@ def main(argv=None) -> int:
                 print(f"\n## {kind}: {made['sizes']}")
                 for label, seconds in made["steps"]:
                     print(f"  load {label:<18} {seconds:8.1f} s")
+                if args.only_drill:
+                    print(f"  {'report (one month)':<58} {'p50 ms':>8} {'p95 ms':>8}")
+                    for label, p50, p95 in time_reports(engine, args.days, args.runs,
+                                                        only_drill=True):
+                        print(f"  {label:<58} {p50:8.1f} {p95:8.1f}")
+                    continue
                 first_day = (START + dt.timedelta(hours=8)).date()
                 last_day = first_day + dt.timedelta(days=args.days)
                 t0 = time.perf_counter()
