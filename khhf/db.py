@@ -92,6 +92,25 @@ def create_schema(engine: Engine) -> None:
             conn.exec_driver_sql(statement)
 
 
+def add_missing_tables(engine: Engine) -> list[str]:
+    """Create the tables of schema.sql (with their indexes) that a database
+    made by an older version lacks, in one transaction; returns their
+    names. Only whole new tables: a changed column is not upgraded here."""
+    from sqlalchemy import inspect
+    existing = set(inspect(engine).get_table_names())
+    added: list[str] = []
+    with engine.begin() as conn:
+        for statement in schema_statements(engine.dialect.name):
+            table = re.match(r"CREATE TABLE (\w+)", statement)
+            index = re.match(r"CREATE (?:UNIQUE )?INDEX \w+ ON (\w+)", statement)
+            if table and table.group(1) not in existing:
+                conn.exec_driver_sql(statement)
+                added.append(table.group(1))
+            elif index and index.group(1) in added:
+                conn.exec_driver_sql(statement)
+    return added
+
+
 def has_schema(engine: Engine) -> bool:
     from sqlalchemy import inspect
     return inspect(engine).has_table("counties")
