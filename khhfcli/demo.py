@@ -49,6 +49,8 @@ def seed(settings) -> dict:
     try:
         if not db.has_schema(engine):
             db.create_schema(engine)
+        else:  # a demo database made by an older version: the tables added since
+            db.add_missing_tables(engine)
         with db.unit_of_work(db.session_factory(engine)) as session:
             return demo.seed(session)
     finally:
