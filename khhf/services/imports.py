@@ -26,9 +26,7 @@ import codecs
 import csv
 import dataclasses
 import decimal
-import queue
 import re
-import threading
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -532,10 +530,6 @@ class _Import:
         return False
 
     def _customers(self, chunk, report):
-        self._customers_write(self._customers_check(chunk), report)
-
-    def _customers_check(self, chunk) -> list:
-        """The checks that need no database (run on the reading thread)."""
         checked = []
         for number, values, cells in chunk:
             problems = []
@@ -551,12 +545,6 @@ class _Import:
                 "phone": phone, "name": name, "county_id": county.id if county else None,
                 "manager_id": manager.id if manager else None, "note": values.get("note", ""),
                 "created_at": self.now, "updated_at": self.now}))
-        return checked
-
-    def _customers_write(self, checked, report) -> None:
-        """Against the database: numbers that are customers already, then
-        the accepted rows written (the only part that touches the session
-        and the report)."""
         phones = [r[4]["phone"] for r in checked if not r[3]]
         existing = _existing_phones(self.session, phones)
         records = []
@@ -774,79 +762,28 @@ def run(session: Session, kind: str, path: str | Path, options: Options | None =
     job = _Import(session, kind, options, commit, by, ip)
     job.prepare(report)
     total = max(estimate - header_row, 0)
-    # customers: the next chunk is read and checked while the database
-    # writes this one (a thread; the other kinds are small files)
-    writer = _Writer(job, report) if kind == "customers" else None
-    try:
-        chunk = []
-        for number, row in _chain(buffered, rows):
-            cells = [cell_text(c) for c in row]
-            if not any(cells):
-                report.empty_rows += 1
-                continue
-            values = {name: cells[i] if i < len(cells) else "" for name, i in columns.items()}
-            chunk.append((number, values, cells))
-            report.rows += 1
-            if len(chunk) >= CHUNK:
-                if writer:
-                    writer.put(job._customers_check(chunk))
-                else:
-                    job.rows(chunk, report)
-                chunk = []
-                if progress:
-                    progress(report.rows + report.empty_rows, total)
-        if chunk:
-            if writer:
-                writer.put(job._customers_check(chunk))
-            else:
-                job.rows(chunk, report)
-    finally:
-        if writer:
-            writer.close()  # waits for the last chunk; raises what the writer raised
+    chunk = []
+    for number, row in _chain(buffered, rows):
+        cells = [cell_text(c) for c in row]
+        if not any(cells):
+            report.empty_rows += 1
+            continue
+        values = {name: cells[i] if i < len(cells) else "" for name, i in columns.items()}
+        chunk.append((number, values, cells))
+        report.rows += 1
+        if len(chunk) >= CHUNK:
+            job.rows(chunk, report)
+            chunk = []
+            if progress:
+                progress(report.rows + report.empty_rows, total)
+    if chunk:
+        job.rows(chunk, report)
     if report.rows == 0:
         raise FileError(N_("The file has a header but no rows to import."))
     job.finish(report, filename or Path(path).name)
     if progress:
         progress(total, total)
     return report
-
-
-class _Writer:
-    """Writes checked chunks of customers on a thread of its own, in order,
-    so the reading thread goes on while the database works (on PostgreSQL,
-    1,000,000 rows: the server's half of the time overlapped the reading
-    half instead of following it). Only this thread touches the session
-    and the report until close(); a failure stops the import: put() and
-    close() raise it."""
-
-    def __init__(self, job: _Import, report: Report):
-        self.job, self.report = job, report
-        self.chunks: queue.Queue = queue.Queue(maxsize=2)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="khhf-import-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while True:
-            checked = self.chunks.get()
-            if checked is None:
-                return
-            if self.error is None:
-                try:
-                    self.job._customers_write(checked, self.report)
-                except BaseException as exc:  # handed to the reading thread
-                    self.error = exc
-
-    def put(self, checked) -> None:
-        if self.error is not None:
-            raise self.error
-        self.chunks.put(checked)
-
-    def close(self) -> None:
-        self.chunks.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 def check(session: Session, kind: str, path, options: Options | None = None, **kwargs) -> Report:
