@@ -343,9 +343,16 @@ _RESULTS = (
     "f.result_code_id")
 
 
-# every table a refresh rebuilds, the finest first
-ROLLUPS = (ReportDaily, ReportDailyResult, ReportCountyDaily, ReportManagerDaily,
-           ReportTypeDaily, ReportCountyResult, ReportTypeResult)
+def _rollups():
+    """Each roll-up: (its table, the finest table it sums, its keys, the
+    columns summed). `refresh` builds them from this and `check` compares them."""
+    return ((ReportCountyDaily, ReportDaily, ("county_id",), COUNTERS),
+            (ReportManagerDaily, ReportDaily, ("county_id", "manager_id"), COUNTERS),
+            (ReportTypeDaily, ReportDaily, ("county_id", "task_type_id"), COUNTERS),
+            (ReportCountyResult, ReportDailyResult, ("county_id", "result_code_id"),
+             ("results",)),
+            (ReportTypeResult, ReportDailyResult,
+             ("county_id", "task_type_id", "result_code_id"), ("results",)))
 
 
 def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
@@ -358,29 +365,17 @@ def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> in
         "INSERT INTO report_daily_results (day, county_id, manager_id, campaign_id, "
         f"task_type_id, result_code_id, results) {_RESULTS}",
         day=Date(), lo=DateTime(), hi=DateTime())
-    sums = ", ".join(f"SUM({n})" for n in COUNTERS)
-    rollups = [_bind(sql, day=Date()) for sql in (
-        f"INSERT INTO report_county_daily (day, county_id, {', '.join(COUNTERS)}) "
-        f"SELECT day, county_id, {sums} FROM report_daily WHERE day = :day GROUP BY day, "
-        "county_id",
-        f"INSERT INTO report_manager_daily (day, county_id, manager_id, {', '.join(COUNTERS)}) "
-        f"SELECT day, county_id, manager_id, {sums} FROM report_daily WHERE day = :day "
-        "GROUP BY day, county_id, manager_id",
-        f"INSERT INTO report_type_daily (day, county_id, task_type_id, {', '.join(COUNTERS)}) "
-        f"SELECT day, county_id, task_type_id, {sums} FROM report_daily WHERE day = :day "
-        "GROUP BY day, county_id, task_type_id",
-        "INSERT INTO report_county_results (day, county_id, result_code_id, results) "
-        "SELECT day, county_id, result_code_id, SUM(results) FROM report_daily_results "
-        "WHERE day = :day GROUP BY day, county_id, result_code_id",
-        "INSERT INTO report_type_results (day, county_id, task_type_id, result_code_id, "
-        "results) SELECT day, county_id, task_type_id, result_code_id, SUM(results) "
-        "FROM report_daily_results WHERE day = :day "
-        "GROUP BY day, county_id, task_type_id, result_code_id")]
+    rollups = [_bind(
+        f"INSERT INTO {model.__tablename__} (day, {', '.join(keys + names)}) "
+        f"SELECT day, {', '.join(keys)}, {', '.join(f'SUM({n})' for n in names)} "
+        f"FROM {fine.__tablename__} WHERE day = :day GROUP BY day, {', '.join(keys)}",
+        day=Date()) for model, fine, keys, names in _rollups()]
     written = 0
     day = start
     while day <= end:
         lo, hi = day_bounds(timezone, day)
-        for model in ROLLUPS:
+        # every table a refresh rebuilds, the finest first
+        for model in (ReportDaily, ReportDailyResult, *(r[0] for r in _rollups())):
             session.execute(delete(model).where(model.day == day))
         written += session.execute(insert, {"day": day, "lo": lo, "hi": hi}).rowcount
         session.execute(insert_results, {"day": day, "lo": lo, "hi": hi})
@@ -412,14 +407,7 @@ def check(session: Session, timezone: str, start: dt.date, end: dt.date
                 select(model).where(model.day == day))}
             wrong += _differences(day, keys, names, stored, direct)
         # the roll-ups against the finest sums
-        for model, fine, keys, names in (
-                (ReportCountyDaily, ReportDaily, ("county_id",), COUNTERS),
-                (ReportManagerDaily, ReportDaily, ("county_id", "manager_id"), COUNTERS),
-                (ReportTypeDaily, ReportDaily, ("county_id", "task_type_id"), COUNTERS),
-                (ReportCountyResult, ReportDailyResult, ("county_id", "result_code_id"),
-                 ("results",)),
-                (ReportTypeResult, ReportDailyResult,
-                 ("county_id", "task_type_id", "result_code_id"), ("results",))):
+        for model, fine, keys, names in _rollups():
             cols = [getattr(fine, k) for k in keys]
             direct = {tuple(r[:len(keys)]): r for r in session.execute(
                 select(*cols, *[func.sum(getattr(fine, n)).label(n) for n in names])
