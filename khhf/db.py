@@ -111,6 +111,16 @@ def add_missing_tables(engine: Engine) -> list[str]:
     return added
 
 
+def ensure_schema(engine: Engine) -> list[str] | None:
+    """The schema in place: created whole on an empty database (returns
+    None), else the tables a newer schema.sql brought added (returns
+    their names, [] when none)."""
+    if not has_schema(engine):
+        create_schema(engine)
+        return None
+    return add_missing_tables(engine)
+
+
 def has_schema(engine: Engine) -> bool:
     from sqlalchemy import inspect
     return inspect(engine).has_table("counties")

@@ -47,10 +47,7 @@ def seed(settings) -> dict:
     from simkit import seed as demo
     engine = db.make_engine(settings.database_url)
     try:
-        if not db.has_schema(engine):
-            db.create_schema(engine)
-        else:  # a demo database made by an older version: the tables added since
-            db.add_missing_tables(engine)
+        db.ensure_schema(engine)  # an older version's demo database gets the new tables
         with db.unit_of_work(db.session_factory(engine)) as session:
             return demo.seed(session)
     finally:

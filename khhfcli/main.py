@@ -56,14 +56,11 @@ def cmd_init(args) -> int:
     engine = db.make_engine(settings.database_url)
     try:
         where = engine.url.render_as_string(hide_password=True)
-        if not db.has_schema(engine):
-            db.create_schema(engine)
+        added = db.ensure_schema(engine)
+        if added is None:
             print(f"created the database schema in {where}")
-        else:
-            # a database made by an older version: the tables added since
-            added = db.add_missing_tables(engine)
-            if added:
-                print(f"added the tables {', '.join(added)} to {where}")
+        elif added:  # a database made by an older version
+            print(f"added the tables {', '.join(added)} to {where}")
         from khhf.services import campaigns
         with db.unit_of_work(db.session_factory(engine)) as session:
             if campaigns.ensure_standard_types(session):
