@@ -24,11 +24,11 @@ import uuid
 
 import pytest
 from sqlalchemy import func, select
-from waitress.server import create_server
 
 from ami_bridge.bridge import Bridge
 from khhf import config
 from khhf.models import AuditLog, Call, CallEvent, Manager, Task, User
+from simkit.browser import serve
 from simkit.web import csrf_token, log_in, make_app, session_for
 
 USERS = ("manager1", "manager2", "manager3", "supervisor")
@@ -120,12 +120,8 @@ class BridgeWriter(threading.Thread):
 @pytest.fixture
 def served(tmp_path):
     app, seeded = make_app(tmp_path)
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield app, seeded, f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(10)
+    with serve(app) as base:  # waitress, 8 threads, as production
+        yield app, seeded, base
 
 
 def test_log_ins_and_form_posts_while_the_bridge_writes(served, tmp_path):
