@@ -7,6 +7,7 @@ import io
 import zipfile
 
 import openpyxl
+import psycopg
 import pytest
 from sqlalchemy import func, select, text
 
@@ -384,8 +385,49 @@ def test_import_on_postgresql(tmp_path, pg_factory):
     report = commit_run(pg_factory, "customers", path, imports.Options(county_code="anji"))
     assert report.accepted == 3000
     assert count(pg_factory, CustomerAssignment, CustomerAssignment.reason == "import") == 3000
+    with pg_factory() as s:  # written by COPY with each chunk: each customer's own, open
+        pairs = s.execute(select(Customer.manager_id, CustomerAssignment.manager_id,
+                                 CustomerAssignment.ended_at)
+                          .join(CustomerAssignment,
+                                CustomerAssignment.customer_id == Customer.id)).all()
+    assert len(pairs) == 3000 and all(c == a and c is not None and ended is None
+                                      for c, a, ended in pairs)
     again = imports.check(pg_factory(), "customers", path, imports.Options(county_code="anji"))
     assert again.accepted == 0 and again.rejected == 3000
+
+
+@pytest.mark.postgres
+def test_postgresql_stream_rejects_numbers_already_there_and_ends_cleanly(tmp_path,
+                                                                           pg_factory):
+    """PostgreSQL commits customers through one COPY and answers "is this
+    number a customer already?" on a second connection: both must hold."""
+    seeded = count(pg_factory, Customer)
+    commit_run(pg_factory, "customers", _numbers_csv(tmp_path / "a.csv", 2500),
+               imports.Options(county_code="anji"))
+    path = tmp_path / "b.csv"  # 0..4999: the first 2,500 are customers already
+    _numbers_csv(path, 5000)
+    report = commit_run(pg_factory, "customers", path, imports.Options(county_code="anji"))
+    assert (report.accepted, report.rejected) == (2500, 2500)
+    assert reasons(report)[2][0][2].startswith("Customer 13800000000 already exists")
+    assert count(pg_factory, Customer) == seeded + 5000
+    assert count(pg_factory, CustomerAssignment, CustomerAssignment.reason == "import") == 5000
+    # a file that stops before its end (a header, no rows): the open COPY is
+    # ended, the transaction rolls back, the session goes on, no connection is left
+    empty = tmp_path / "empty.csv"
+    empty.write_text("姓名,手机号码,工号\n", encoding="utf-8")
+    engine = pg_factory.kw["bind"]
+    with pg_factory() as s:
+        db.begin_write(s)
+        with pytest.raises(imports.FileError, match="no rows") as stopped:
+            imports.run(s, "customers", empty, imports.Options(county_code="anji"),
+                        commit=True)
+        # the COPY was failed (not left open): the transaction is aborted, and
+        # the second connection is back in the pool while the error is still held
+        status = s.connection().connection.driver_connection.info.transaction_status
+        assert status == psycopg.pq.TransactionStatus.INERROR
+        assert engine.pool.checkedout() == 1 and stopped.value
+        s.rollback()
+        assert s.scalar(select(func.count()).select_from(Customer)) == seeded + 5000
 
 
 def test_100000_rows_through_the_background_job(tmp_path, factory):
