@@ -4,6 +4,7 @@ and `khhf import` (khhfcli.imports): on SQLite and PostgreSQL."""
 
 import csv
 import io
+import threading
 import zipfile
 
 import openpyxl
@@ -365,10 +366,13 @@ def _numbers_csv(path, n, manager="A001"):
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
                                                             marks=pytest.mark.postgres)])
-def test_a_failure_mid_commit_writes_nothing(tmp_path, request, backend):
+def test_a_failure_mid_commit_writes_nothing(tmp_path, request, monkeypatch, backend):
     factory = request.getfixturevalue("factory" if backend == "sqlite" else "pg_factory")
-    path = _numbers_csv(tmp_path / "c.csv", 5000)
-    _inject_failure(factory.kw["bind"], "13800004500")
+    # PostgreSQL's writer thread: batches of 1,000, so the failure comes
+    # while the reading goes on, after batches that were written
+    monkeypatch.setattr(imports._CustomerStream, "BATCH", 1000)
+    path = _numbers_csv(tmp_path / "c.csv", 9000)
+    _inject_failure(factory.kw["bind"], "13800001500")
     before = count(factory, Customer), count(factory, CustomerAssignment)
     with factory() as s:
         db.begin_write(s)
@@ -411,8 +415,8 @@ def test_postgresql_stream_rejects_numbers_already_there_and_ends_cleanly(tmp_pa
     assert reasons(report)[2][0][2].startswith("Customer 13800000000 already exists")
     assert count(pg_factory, Customer) == seeded + 5000
     assert count(pg_factory, CustomerAssignment, CustomerAssignment.reason == "import") == 5000
-    # a file that stops before its end (a header, no rows): the open COPY is
-    # ended, the transaction rolls back, the session goes on, no connection is left
+    # a file that stops before its end (a header, no rows): the writer is
+    # stopped, the transaction rolls back, the session goes on, no connection is left
     empty = tmp_path / "empty.csv"
     empty.write_text("姓名,手机号码,工号\n", encoding="utf-8")
     engine = pg_factory.kw["bind"]
@@ -421,10 +425,12 @@ def test_postgresql_stream_rejects_numbers_already_there_and_ends_cleanly(tmp_pa
         with pytest.raises(imports.FileError, match="no rows") as stopped:
             imports.run(s, "customers", empty, imports.Options(county_code="anji"),
                         commit=True)
-        # the COPY was failed (not left open): the transaction is aborted, and
-        # the second connection is back in the pool while the error is still held
+        # no COPY left open on the import's connection, no writer thread left,
+        # and the second connection is back in the pool while the error is still held
         status = s.connection().connection.driver_connection.info.transaction_status
-        assert status == psycopg.pq.TransactionStatus.INERROR
+        assert status in (psycopg.pq.TransactionStatus.INTRANS,
+                          psycopg.pq.TransactionStatus.INERROR)
+        assert not [t for t in threading.enumerate() if t.name == "import-writer"]
         assert engine.pool.checkedout() == 1 and stopped.value
         s.rollback()
         assert s.scalar(select(func.count()).select_from(Customer)) == seeded + 5000

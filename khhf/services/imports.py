@@ -24,12 +24,13 @@ Messages are msgids marked with N_ (translated by the caller's catalog).
 
 from __future__ import annotations
 
-import array
 import codecs
 import csv
 import dataclasses
 import decimal
+import queue
 import re
+import threading
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -469,7 +470,8 @@ class _Import:
             self.max_customer_id = self.session.scalar(
                 select(func.coalesce(func.max(Customer.id), 0))) or 0
             if self.commit and self.session.get_bind().dialect.name == "postgresql":
-                self.stream = _CustomerStream(self.session)
+                self.stream = _CustomerStream(self.session, self.now,
+                                              self.by.id if self.by else None)
 
     def rows(self, chunk: list[tuple[int, list[str]]], report: Report) -> None:
         """Validate (and write) one chunk of non-empty rows."""
@@ -687,7 +689,7 @@ class _Import:
         if not self.commit:
             return
         if self.stream:
-            self.stream.close(self.now, self.by.id if self.by else None)
+            self.stream.close()
         elif self.kind == "customers" and report.accepted:
             # one statement: every imported customer with a manager gets its
             # open assignment (the hand-over and the history read them)
@@ -715,29 +717,39 @@ class _Import:
 
 
 class _CustomerStream:
-    """PostgreSQL, committing customers: one COPY for the whole file.
+    """PostgreSQL, committing customers: the server writes while this
+    process reads.
 
-    The import's connection streams every accepted row into one
-    `COPY customers`, which the server writes while this process reads and
-    checks the next chunk (one COPY per chunk made the two take turns:
-    65 s for 1,000,000 XLSX rows). While that COPY is open the connection
-    can run nothing else, so a second connection, outside the transaction,
-    answers what each chunk asks the database: which phone numbers are
-    customers already (committed ones: the file's own repeats are caught in
-    memory), and the chunk's ids, taken from the table's sequence, so the
-    open assignments are known without reading the customers back. They
-    go in by a second COPY when the first ends (before: one INSERT ...
-    SELECT over the new customers, 14 s). Any failure aborts the COPY, and
-    the caller's rollback then writes nothing."""
+    The import's connection belongs to a writer thread, which takes the
+    accepted rows in batches of BATCH and writes each by two COPYs: the
+    customers, then their open assignments. The server checks each COPY's
+    foreign keys at its end, and the assignments' COPY costs as much again;
+    done in turn with the reading (one COPY per chunk, then one INSERT ...
+    SELECT of the assignments) a 1,000,000-row XLSX file took 65 s, of which
+    the server worked alone for about half. While the writer waits for
+    the server it holds no lock on Python, so the reading goes on.
 
-    def __init__(self, session: Session):
+    The reading thread asks the database, on a second connection outside
+    the transaction, what each chunk needs: which phone numbers are
+    customers already (committed ones; the file's own repeats are caught
+    in memory), and the chunk's ids, taken from the table's sequence, so
+    the assignments are known without reading the customers back. The
+    first failure of the writer is raised in the reading thread at its next
+    chunk (or at close), and the caller's rollback then writes nothing."""
+
+    BATCH = 50_000
+
+    def __init__(self, session: Session, now, by_id: int | None):
+        self.stamp, self.by_id = _stamp(now), by_id  # the same for every row: formatted once
         self.side = session.get_bind().connect()
         self.side_cursor = self.side.connection.driver_connection.cursor()
-        self.cursor = session.connection().connection.driver_connection.cursor()
-        self._copy = self.cursor.copy(
-            f"COPY customers (id, {', '.join(_CUSTOMER_COLUMNS)}) FROM STDIN")
-        self.copy = self._copy.__enter__()
-        self.assigned = array.array("q"), array.array("q")   # customer id, manager id
+        self.driver = session.connection().connection.driver_connection
+        self.pending: list[tuple] = []
+        self.batches: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.writer = threading.Thread(target=self._write_batches, name="import-writer",
+                                       daemon=True)
+        self.writer.start()
 
     def existing(self, phones: list[str]) -> set[str]:
         if not phones:
@@ -746,42 +758,75 @@ class _CustomerStream:
         return {row[0] for row in self.side_cursor}
 
     def write(self, records: list[dict]) -> None:
+        if self.error is not None:
+            raise self.error
         if not records:
             return
         self.side_cursor.execute("SELECT nextval(pg_get_serial_sequence('customers', 'id')) "
                                  "FROM generate_series(1, %s)", (len(records),))
-        customers, managers = self.assigned
-        stamp = _stamp(records[0]["created_at"])  # the same for every row: formatted once
-        write = self.copy.write_row
-        for (id_,), r in zip(self.side_cursor.fetchall(), records):
-            write((id_, r["phone"], r["name"], r["county_id"], r["manager_id"], r["note"],
-                   stamp, stamp))
-            if r["manager_id"] is not None:
-                customers.append(id_)
-                managers.append(r["manager_id"])
+        self.pending.extend((id_, r["phone"], r["name"], r["county_id"], r["manager_id"], r["note"])
+                            for (id_,), r in zip(self.side_cursor.fetchall(), records))
+        if len(self.pending) >= self.BATCH:
+            self._hand_over()
 
-    def close(self, now, by_id: int | None) -> None:
-        """End the customers' COPY (raising the server's error, if any),
-        then write every imported customer's open assignment."""
-        copy, self._copy = self._copy, None
+    def close(self) -> None:
+        """Write what is left, wait for the writer, raise its error if any."""
         try:
-            copy.__exit__(None, None, None)
-            with self.cursor.copy("COPY customer_assignments (customer_id, manager_id, "
-                                  "assigned_at, reason, assigned_by) FROM STDIN") as assignments:
-                stamp, write = _stamp(now), assignments.write_row
-                for customer_id, manager_id in zip(*self.assigned):
-                    write((customer_id, manager_id, stamp, "import", by_id))
+            if self.pending:
+                self._hand_over()
+            self._hand_over_end()
+            if self.error is not None:
+                raise self.error
         finally:
             self._close_side()
 
     def abandon(self) -> None:
-        if self._copy is not None:
-            copy, self._copy = self._copy, None
-            try:  # tells the server the COPY failed: the transaction is then aborted
-                copy.__exit__(RuntimeError, RuntimeError("import abandoned"), None)
-            except Exception:  # noqa: BLE001 - the caller's exception is the one to see
-                pass
+        self.pending = []
+        self._hand_over_end()
         self._close_side()
+
+    def _hand_over(self) -> None:
+        batch, self.pending = self.pending, []
+        while self.error is None:  # a writer that failed takes no more
+            try:
+                self.batches.put(batch, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise self.error
+
+    def _hand_over_end(self) -> None:
+        if self.writer.is_alive():
+            while self.writer.is_alive():
+                try:
+                    self.batches.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self.writer.join()
+
+    def _write_batches(self) -> None:
+        with self.driver.cursor() as cursor:
+            while (batch := self.batches.get()) is not None:
+                if self.error is not None:
+                    continue  # drained, not written: the transaction is lost anyway
+                try:
+                    self._write(cursor, batch)
+                except BaseException as error:  # noqa: BLE001 - raised in the reading thread
+                    self.error = error
+
+    def _write(self, cursor, batch: list[tuple]) -> None:
+        with cursor.copy(f"COPY customers (id, {', '.join(_CUSTOMER_COLUMNS)}) "
+                         "FROM STDIN") as copy:
+            write, stamp = copy.write_row, self.stamp
+            for row in batch:
+                write((*row, stamp, stamp))
+        with cursor.copy("COPY customer_assignments (customer_id, manager_id, assigned_at, "
+                         "reason, assigned_by) FROM STDIN") as copy:
+            write, stamp, by_id = copy.write_row, self.stamp, self.by_id
+            for id_, _, _, _, manager_id, _ in batch:
+                if manager_id is not None:
+                    write((id_, manager_id, stamp, "import", by_id))
 
     def _close_side(self) -> None:
         if self.side is not None:
