@@ -473,6 +473,39 @@ def test_100000_rows_through_the_background_job(tmp_path, factory):
     assert report.committed and [r.row for r in report.rejects] == list(range(99_993, 100_003))
 
 
+
+@pytest.mark.postgres
+def test_background_job_commits_through_the_writer_thread_on_postgresql(tmp_path, pg_factory,
+                                                                         monkeypatch):
+    """The web's path on PostgreSQL: the job's thread reads, the import's
+    writer thread writes batches (1,000 here, so several), and the job
+    ends committed with every customer and its open assignment."""
+    monkeypatch.setattr(imports._CustomerStream, "BATCH", 1000)
+    path = _numbers_csv(tmp_path / "c.csv", 6500)
+    root = tmp_path / "imports"
+    before = count(pg_factory, Customer)
+    with pg_factory() as s, open(path, "rb") as upload:
+        job = import_jobs.create(s, None, "customers", "c.csv", upload, root,
+                                 imports.Options(county_code="anji"))
+        s.commit()
+        job_id = job.id
+    import_jobs.start(pg_factory, job_id, root, wait=True)
+    import_jobs.start(pg_factory, job_id, root, commit=True, wait=True)
+    with pg_factory() as s:
+        job = s.get(ImportJob, job_id)
+        assert (job.status, job.accepted_rows, job.rejected_rows) == ("committed", 6500, 0)
+        manager_of = dict(s.execute(select(Customer.phone, Customer.manager_id)
+                                    .where(Customer.phone.like("1380000%"))).all())
+        open_of = dict(s.execute(select(Customer.phone, CustomerAssignment.manager_id)
+                                 .join(CustomerAssignment,
+                                       CustomerAssignment.customer_id == Customer.id)
+                                 .where(CustomerAssignment.ended_at.is_(None),
+                                        Customer.phone.like("1380000%"))).all())
+    assert count(pg_factory, Customer) == before + 6500
+    assert len(manager_of) == 6500 and open_of == manager_of
+    assert not [t for t in threading.enumerate() if t.name == "import-writer"]
+
+
 # -- the command line ---------------------------------------------------------------
 
 @pytest.fixture
