@@ -91,7 +91,12 @@ def cmd_import(args) -> int:
 
 
 def _print(args, report) -> None:
-    done = ("written" if report.committed else "nothing written (dry run: add --commit)")
+    if not args.commit:
+        done = "nothing written (dry run: add --commit)"
+    elif report.accepted:
+        done = "written"
+    else:  # nothing committed (see above): no audit entry for an import of nothing
+        done = "nothing written: no good rows"
     print(f"{args.file}: {report.rows} rows, {report.accepted} good, {report.rejected} "
           f"rejected, {report.empty_rows} empty skipped; {done}")
     for reject in report.rejects[:SHOWN_REJECTS]:

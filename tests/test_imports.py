@@ -535,6 +535,12 @@ def test_cli_dry_run_commit_and_exit_statuses(tmp_path, conf, factory, capsys):
     assert count(factory, Customer) == 3
     rows = list(openpyxl.load_workbook(rejects).active.iter_rows(values_only=True))
     assert rows[1][:2] == ("丙", "bad")
+    # the same file again: every row rejected, nothing written, and it says so
+    assert cli.main(["--config", conf, "import", "customers", str(mixed), "--county", "anji",
+                     "--commit"]) == 3
+    assert "0 good, 2 rejected" in (out := capsys.readouterr().out)
+    assert "nothing written: no good rows" in out
+    assert count(factory, Customer) == 3
 
     png = tmp_path / "photo.xlsx"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
