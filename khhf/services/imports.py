@@ -722,7 +722,9 @@ class _CustomerStream:
 
     The import's connection belongs to a writer thread, which takes the
     accepted rows in batches of BATCH and writes each by two COPYs: the
-    customers, then their open assignments. The server checks each COPY's
+    customers, then their open assignments. Only the driver connection
+    crosses threads, never the Session, and never both at once: the
+    reading thread touches neither until close() has joined the writer. The server checks each COPY's
     foreign keys at its end, and the assignments' COPY costs as much again;
     done in turn with the reading (one COPY per chunk, then one INSERT ...
     SELECT of the assignments) a 1,000,000-row XLSX file took 65 s, of which
