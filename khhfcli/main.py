@@ -62,12 +62,17 @@ def cmd_init(args) -> int:
         elif added:  # a database made by an older version
             print(f"added the tables {', '.join(added)} to {where}")
         from khhf.services import campaigns
+        from . import users
         with db.unit_of_work(db.session_factory(engine)) as session:
             if campaigns.ensure_standard_types(session):
                 print("created the standard task types 回访, 营销, 调查 with their result codes")
+            admin = users.first_admin(session)
     finally:
         engine.dispose()
     print(f"configuration with generated secrets: {path}")
+    if admin:
+        print(f"first administrator: user name {admin[0]}, password {admin[1]} (shown only "
+              "now; `khhf users password admin` makes a new one)")
     return 0
 
 
@@ -120,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_recordings.register(sub)  # khhf recordings purge [--commit]
     from . import reports as cli_reports
     cli_reports.register(sub)   # khhf reports refresh|check
+    from . import users as cli_users
+    cli_users.register(sub)     # khhf users admin|password
     return parser
 
 

@@ -44,3 +44,58 @@ def test_init_again_adds_the_tables_a_newer_version_brought(tmp_path):
         assert {"report_type_daily", "report_type_results"} <= tables
         assert conn.execute("SELECT count(*) FROM task_types").fetchone()[0] == types
     assert "added the tables" not in init()  # nothing more to add
+
+
+def test_init_makes_the_first_administrator_and_khhf_users_resets_passwords(tmp_path):
+    """A fresh install has somebody who can log in: `khhf init` creates user
+    admin with a random password it prints once; a second init does not; root
+    can give any user a new password, and create more administrators."""
+    import re
+    from sqlalchemy import select
+    from khhf import db
+    from khhf.models import AuditLog, User
+    from khhf.services import accounts
+    conf, home = tmp_path / "khhf.conf", tmp_path / "state"
+    env = dict(os.environ, KHHF_CONFIG=str(conf), KHHF_HOME=str(home))
+    env.pop("KHHF_DATABASE_URL", None)
+
+    def khhf(*args):
+        return subprocess.run([sys.executable, "-m", "khhfcli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+    first = khhf("init")
+    assert first.returncode == 0, first.stderr
+    password = re.search(r"first administrator: user name admin, password (\S+) ",
+                         first.stdout).group(1)
+    again = khhf("init")
+    assert again.returncode == 0 and "first administrator" not in again.stdout
+    factory = db.session_factory(db.make_engine(f"sqlite:///{home / 'khhf.db'}"))
+
+    def logs_in(username, secret):
+        with factory() as s:
+            try:
+                return accounts.log_in(s, username, secret, "127.0.0.1").role
+            except accounts.LoginRefused:
+                return None
+    assert logs_in("admin", password) == "admin"
+
+    reset = khhf("users", "password", "admin")
+    assert reset.returncode == 0, reset.stderr
+    new = reset.stdout.strip().rsplit(" ", 1)[1]
+    assert new != password and logs_in("admin", new) == "admin"
+    assert logs_in("admin", password) is None
+
+    more = khhf("users", "admin", "ops", "--name", "运维")
+    assert more.returncode == 0, more.stderr
+    assert logs_in("ops", more.stdout.strip().rsplit(" ", 1)[1]) == "admin"
+    taken = khhf("users", "admin", "ops")
+    assert taken.returncode == 1 and taken.stderr.startswith("khhf users admin: ")
+    unknown = khhf("users", "password", "nobody")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "khhf users password: there is no user nobody"
+    with factory() as s:  # done by "cli", and no password in the log
+        actions = [(a.action, a.ip) for a in s.scalars(
+            select(AuditLog).where(AuditLog.object_type == "user").order_by(AuditLog.id))]
+        assert actions == [("create", "cli"), ("set_password", "cli"), ("create", "cli")]
+        assert s.scalar(select(User.display_name).where(User.username == "ops")) == "运维"
+        for entry in s.scalars(select(AuditLog)):
+            assert password not in (entry.detail or "") and new not in (entry.detail or "")
