@@ -66,7 +66,7 @@ def cmd_init(args) -> int:
         with db.unit_of_work(db.session_factory(engine)) as session:
             if campaigns.ensure_standard_types(session):
                 print("created the standard task types 回访, 营销, 调查 with their result codes")
-            admin = users.first_admin(session)
+            admin = None if args.no_admin else users.first_admin(session)
     finally:
         engine.dispose()
     print(f"configuration with generated secrets: {path}")
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write the config with fresh secrets and create the database")
     p.add_argument("--home", help="state directory (default /var/lib/khhf)")
     p.add_argument("--database-url", help="e.g. postgresql://user:pw@127.0.0.1/khhf")
+    p.add_argument("--no-admin", action="store_true",
+                   help="do not create the first administrator (the demo makes its own users)")
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("pbx", help="the Asterisk PBX")
     p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])

@@ -51,7 +51,7 @@ def test_init_makes_the_first_administrator_and_khhf_users_resets_passwords(tmp_
     admin with a random password it prints once; a second init does not; root
     can give any user a new password, and create more administrators."""
     import re
-    from sqlalchemy import select
+    from sqlalchemy import func, select
     from khhf import db
     from khhf.models import AuditLog, User
     from khhf.services import accounts
@@ -68,6 +68,14 @@ def test_init_makes_the_first_administrator_and_khhf_users_resets_passwords(tmp_
                          first.stdout).group(1)
     again = khhf("init")
     assert again.returncode == 0 and "first administrator" not in again.stdout
+    demo_home = tmp_path / "demo"  # scripts/demo: the demo seeds its own users
+    demo = subprocess.run([sys.executable, "-m", "khhfcli.main", "init", "--no-admin"],
+                          env=dict(env, KHHF_CONFIG=str(tmp_path / "demo.conf"),
+                                   KHHF_HOME=str(demo_home)),
+                          capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0 and "first administrator" not in demo.stdout
+    with db.session_factory(db.make_engine(f"sqlite:///{demo_home / 'khhf.db'}"))() as s:
+        assert s.scalar(select(func.count()).select_from(User)) == 0
     factory = db.session_factory(db.make_engine(f"sqlite:///{home / 'khhf.db'}"))
 
     def logs_in(username, secret):
