@@ -1,6 +1,7 @@
 """The `khhf` command: set-up and operations.
 
     khhf init                  write the config with fresh secrets, create the database
+                               and the first administrator (khhfcli/users.py)
     khhf pbx build             build the cached Asterisk root (Debian sid)
     khhf pbx up|down|status    run the PBX instance
     khhf pbx reload            render the desk phones again from the database
@@ -11,6 +12,7 @@
     khhf tasks distribute ...  preview or commit a campaign's task distribution
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
+    khhf users admin|password  an administrator, or a user's new password (khhfcli/users.py)
 """
 
 from __future__ import annotations
