@@ -475,6 +475,43 @@ def test_100000_rows_through_the_background_job(tmp_path, factory):
 
 
 @pytest.mark.postgres
+def test_two_imports_of_the_same_new_numbers_at_once_one_wins_whole(tmp_path, pg_factory):
+    """Each import's duplicate check sees only committed customers, so two
+    imports of the same new numbers at the same moment both pass it; the
+    unique index then makes the later one fail whole, saying so in words
+    (not the database's): nothing of it is written, and the winner's rows
+    and assignments are all there."""
+    path = _numbers_csv(tmp_path / "c.csv", 3000)
+    before = count(pg_factory, Customer), count(pg_factory, CustomerAssignment)
+    start, outcomes = threading.Barrier(2), []
+
+    def one():
+        with pg_factory() as s:
+            db.begin_write(s)
+            start.wait()
+            try:
+                report = imports.run(s, "customers", path, imports.Options(county_code="anji"),
+                                     commit=True)
+                s.commit()
+                outcomes.append(report.accepted)
+            except Exception as exc:  # noqa: BLE001 - the loser's error is the point
+                s.rollback()
+                outcomes.append(exc)
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(outcomes) == 2 and 3000 in outcomes
+    lost = next(o for o in outcomes if o != 3000)
+    assert isinstance(lost, imports.FileError), lost
+    assert lost.message.startswith("Another import added some of these customers")
+    assert isinstance(lost.__cause__, psycopg.errors.UniqueViolation)
+    assert (count(pg_factory, Customer), count(pg_factory, CustomerAssignment)) == \
+        (before[0] + 3000, before[1] + 3000)
+
+
+@pytest.mark.postgres
 def test_background_job_commits_through_the_writer_thread_on_postgresql(tmp_path, pg_factory,
                                                                          monkeypatch):
     """The web's path on PostgreSQL: the job's thread reads, the import's

@@ -762,7 +762,7 @@ class _CustomerStream:
 
     def write(self, records: list[dict]) -> None:
         if self.error is not None:
-            raise self.error
+            self._raise()
         if not records:
             return
         self.side_cursor.execute("SELECT nextval(pg_get_serial_sequence('customers', 'id')) "
@@ -780,7 +780,7 @@ class _CustomerStream:
                 self._hand_over()
             self._hand_over_end()
             if self.error is not None:
-                raise self.error
+                self._raise()
         finally:
             self._close_side()
 
@@ -797,7 +797,7 @@ class _CustomerStream:
                 return
             except queue.Full:
                 continue
-        raise self.error
+        self._raise()
 
     def _hand_over_end(self) -> None:
         if self.writer.is_alive():
@@ -808,6 +808,19 @@ class _CustomerStream:
                 except queue.Full:
                     continue
             self.writer.join()
+
+    def _raise(self):
+        """The writer's failure, in the reading thread. One case has a
+        message of its own: the duplicate check sees committed customers
+        only, so another import committing the same new numbers meanwhile
+        shows up here, as the unique index refusing them."""
+        diag = getattr(self.error, "diag", None)
+        if (diag is not None and diag.table_name == "customers"
+                and diag.sqlstate == "23505"):  # unique_violation
+            raise FileError(N_("Another import added some of these customers while this one "
+                               "ran, so nothing was imported. Check the file again: those "
+                               "rows will be shown as existing.")) from self.error
+        raise self.error
 
     def _write_batches(self) -> None:
         with self.driver.cursor() as cursor:
