@@ -389,7 +389,7 @@ def test_import_on_postgresql(tmp_path, pg_factory):
     report = commit_run(pg_factory, "customers", path, imports.Options(county_code="anji"))
     assert report.accepted == 3000
     assert count(pg_factory, CustomerAssignment, CustomerAssignment.reason == "import") == 3000
-    with pg_factory() as s:  # written by COPY with each chunk: each customer's own, open
+    with pg_factory() as s:  # written by the writer thread's COPYs: each customer's own, open
         pairs = s.execute(select(Customer.manager_id, CustomerAssignment.manager_id,
                                  CustomerAssignment.ended_at)
                           .join(CustomerAssignment,
@@ -403,8 +403,8 @@ def test_import_on_postgresql(tmp_path, pg_factory):
 @pytest.mark.postgres
 def test_postgresql_stream_rejects_numbers_already_there_and_ends_cleanly(tmp_path,
                                                                            pg_factory):
-    """PostgreSQL commits customers through one COPY and answers "is this
-    number a customer already?" on a second connection: both must hold."""
+    """PostgreSQL commits customers by COPY from a writer thread and answers
+    "is this number a customer already?" on a second connection: both must hold."""
     seeded = count(pg_factory, Customer)
     commit_run(pg_factory, "customers", _numbers_csv(tmp_path / "a.csv", 2500),
                imports.Options(county_code="anji"))
@@ -471,7 +471,6 @@ def test_100000_rows_through_the_background_job(tmp_path, factory):
     assert count(factory, CustomerAssignment, CustomerAssignment.reason == "import") == 49_995
     report = import_jobs.report_of(root, job_id)
     assert report.committed and [r.row for r in report.rejects] == list(range(99_993, 100_003))
-
 
 
 @pytest.mark.postgres

@@ -13,9 +13,9 @@ text with spaces, dashes or full-width digits, empty and merged rows.
 `run` streams: it reads, validates and (when committing) writes the file
 in chunks, so a 1,000,000-row file needs neither its rows nor its records
 in memory at once; only the rejected rows are kept (to show and to
-download). Customers are written with bulk INSERTs (on PostgreSQL, one
-COPY stream for the whole file, so the server writes while this process
-reads the next rows: _CustomerStream); managers through
+download). Customers are written with bulk INSERTs (on PostgreSQL, by
+COPY from a writer thread, so the server writes while this process reads
+the next rows: _CustomerStream); managers through
 khhf.services.accounts.create_manager; tasks only through
 khhf.services.tasks.new_task.
 
@@ -36,7 +36,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import String, and_, any_, bindparam, exists, func, insert, select, text
+from sqlalchemy import (Connection, String, and_, any_, bindparam, exists, func, insert, select,
+                        text)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -724,8 +725,9 @@ class _CustomerStream:
     accepted rows in batches of BATCH and writes each by two COPYs: the
     customers, then their open assignments. Only the driver connection
     crosses threads, never the Session, and never both at once: the
-    reading thread touches neither until close() has joined the writer. The server checks each COPY's
-    foreign keys at its end, and the assignments' COPY costs as much again;
+    reading thread touches neither until close() (or abandon()) has joined
+    the writer. The server checks each COPY's foreign keys at its end, and
+    the assignments' COPY costs as much again;
     done in turn with the reading (one COPY per chunk, then one INSERT ...
     SELECT of the assignments) a 1,000,000-row XLSX file took 65 s, of which
     the server worked alone for about half; with this thread, 39-44 s.
@@ -744,8 +746,7 @@ class _CustomerStream:
 
     def __init__(self, session: Session, now, by_id: int | None):
         self.stamp, self.by_id = _stamp(now), by_id  # the same for every row: formatted once
-        self.side = session.get_bind().connect()
-        self.side_cursor = self.side.connection.driver_connection.cursor()
+        self.side = session.get_bind().connect()  # the reading thread's questions
         self.driver = session.connection().connection.driver_connection
         self.pending: list[tuple] = []
         self.batches: queue.Queue = queue.Queue(maxsize=2)
@@ -755,21 +756,18 @@ class _CustomerStream:
         self.writer.start()
 
     def existing(self, phones: list[str]) -> set[str]:
-        if not phones:
-            return set()
-        self.side_cursor.execute("SELECT phone FROM customers WHERE phone = ANY(%s)", (phones,))
-        return {row[0] for row in self.side_cursor}
+        return _existing_phones(self.side, phones)
 
     def write(self, records: list[dict]) -> None:
         if self.error is not None:
             self._raise()
         if not records:
             return
-        self.side_cursor.execute("SELECT nextval(pg_get_serial_sequence('customers', 'id')) "
-                                 "FROM generate_series(1, %s)", (len(records),))
+        ids = self.side.scalars(text("SELECT nextval(pg_get_serial_sequence('customers', 'id')) "
+                                     "FROM generate_series(1, :n)"), {"n": len(records)})
         self.pending.extend(
             (id_, r["phone"], r["name"], r["county_id"], r["manager_id"], r["note"])
-            for (id_,), r in zip(self.side_cursor.fetchall(), records))
+            for id_, r in zip(ids, records))
         if len(self.pending) >= self.BATCH:
             self._hand_over()
 
@@ -800,14 +798,13 @@ class _CustomerStream:
         self._raise()
 
     def _hand_over_end(self) -> None:
-        if self.writer.is_alive():
-            while self.writer.is_alive():
-                try:
-                    self.batches.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            self.writer.join()
+        while self.writer.is_alive():
+            try:
+                self.batches.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.writer.join()
 
     def _raise(self):
         """The writer's failure, in the reading thread. One case has a
@@ -847,7 +844,6 @@ class _CustomerStream:
 
     def _close_side(self) -> None:
         if self.side is not None:
-            self.side_cursor.close()
             self.side.close()
             self.side = None
 
@@ -857,17 +853,19 @@ def _stamp(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _existing_phones(session: Session, phones: list[str]) -> set[str]:
-    """Which of `phones` are customers already. PostgreSQL gets one array
-    parameter (= ANY): planning an IN list of 2,000 parameters took longer
-    than running it."""
+def _existing_phones(conn: Session | Connection, phones: list[str]) -> set[str]:
+    """Which of `phones` are customers already, asked through the import's
+    session or (PostgreSQL, committing) _CustomerStream's second connection.
+    PostgreSQL gets one array parameter (= ANY): planning an IN list of
+    2,000 parameters took longer than running it."""
     if not phones:
         return set()
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = conn.get_bind().dialect if isinstance(conn, Session) else conn.dialect
+    if dialect.name == "postgresql":
         condition = Customer.phone == any_(bindparam("phones", phones, type_=ARRAY(String)))
     else:
         condition = Customer.phone.in_(phones)
-    return set(session.scalars(select(Customer.phone).where(condition)))
+    return set(conn.scalars(select(Customer.phone).where(condition)))
 
 
 _CUSTOMER_COLUMNS = ("phone", "name", "county_id", "manager_id", "note", "created_at",
