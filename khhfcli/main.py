@@ -72,7 +72,9 @@ def cmd_init(args) -> int:
     finally:
         engine.dispose()
     print(f"configuration with generated secrets: {path}")
-    if admin:
+    if isinstance(admin, str):
+        print(f"khhf init: {admin}")
+    elif admin:
         print(f"first administrator: user name {admin[0]}, password {admin[1]} (shown only "
               "now; `khhf users password admin` makes a new one)")
     return 0

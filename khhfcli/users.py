@@ -34,13 +34,18 @@ def register(subparsers) -> None:
     w.set_defaults(func=cmd_password)
 
 
-def first_admin(session) -> tuple[str, str] | None:
-    """Create user `admin` with a random password when the database has no
-    administrator at all; (username, password), or None if one exists."""
+def first_admin(session) -> tuple[str, str] | str | None:
+    """When the database has no administrator at all: create user `admin`
+    with a random password and return (username, password); or, if that
+    user name is taken by another role, return what to do instead. None
+    when an administrator exists."""
     from sqlalchemy import exists, select
     from khhf.models import User
     if session.scalar(select(exists().where(User.role == "admin"))):
         return None
+    if session.scalar(select(exists().where(User.username == "admin"))):
+        return ("there is no administrator, and the user name admin is taken: "
+                "run `khhf users admin NAME` with another name")
     return _create_admin(session, "admin", "管理员")
 
 
@@ -54,43 +59,43 @@ def _create_admin(session, username: str, display_name: str) -> tuple[str, str]:
 
 
 def cmd_admin(args) -> int:
-    from khhf.services import ValidationError
     return _run(args, "admin", lambda s: _create_admin(s, args.username, args.name),
-                "administrator {0} created; password (shown only now): {1}", ValidationError)
+                "administrator {0} created; password (shown only now): {1}")
 
 
 def cmd_password(args) -> int:
-    from khhf.services import ValidationError
-
     def reset(session):
         from sqlalchemy import select
         from khhf.models import User
-        from khhf.services import Problems, accounts
+        from khhf.services import accounts
         user = session.scalar(select(User).where(User.username == args.username.strip()))
         if user is None:
-            problems = Problems()
-            problems.add("username", "there is no user %(name)s", name=args.username)
-            problems.raise_if_any()
+            return None
         password = accounts.generate_password()
         accounts.set_password(session, None, CLI_ADDRESS, user, password)
         return user.username, password
     return _run(args, "password", reset,
-                "new password of {0} (shown only now; their sessions have ended): {1}",
-                ValidationError)
+                "new password of {0} (shown only now; their sessions have ended): {1}")
 
 
-def _run(args, what, action, done, refused) -> int:
+def _run(args, what, action, done) -> int:
+    """`action(session)` in one unit of work: (username, password) to print
+    with `done`, or None for an unknown user; refusals one line each."""
     from khhf import config, db
+    from khhf.services import ValidationError
     settings = config.load(args.config)
     engine = db.make_engine(settings.database_url)
     try:
         with db.unit_of_work(db.session_factory(engine)) as session:
             result = action(session)
-    except refused as exc:
+    except ValidationError as exc:
         for problem in exc.problems:
             print(f"khhf users {what}: {problem.message % problem.params}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
+    if result is None:
+        print(f"khhf users {what}: there is no user {args.username}", file=sys.stderr)
+        return 1
     print(done.format(*result))
     return 0

@@ -54,7 +54,7 @@ def test_init_makes_the_first_administrator_and_khhf_users_resets_passwords(tmp_
     from sqlalchemy import func, select
     from khhf import db
     from khhf.models import AuditLog, User
-    from khhf.services import accounts
+    from khhf.services import accounts, counties
     conf, home = tmp_path / "khhf.conf", tmp_path / "state"
     env = dict(os.environ, KHHF_CONFIG=str(conf), KHHF_HOME=str(home))
     env.pop("KHHF_DATABASE_URL", None)
@@ -74,8 +74,25 @@ def test_init_makes_the_first_administrator_and_khhf_users_resets_passwords(tmp_
                                    KHHF_HOME=str(demo_home)),
                           capture_output=True, text=True, timeout=120)
     assert demo.returncode == 0 and "first administrator" not in demo.stdout
-    with db.session_factory(db.make_engine(f"sqlite:///{demo_home / 'khhf.db'}"))() as s:
+    demo_factory = db.session_factory(db.make_engine(f"sqlite:///{demo_home / 'khhf.db'}"))
+    with demo_factory() as s:
         assert s.scalar(select(func.count()).select_from(User)) == 0
+        # a supervisor who took the user name admin: init says what to do instead
+        county = counties.create_county(s, None, "", code="anji", name="安吉县",
+                                        fallback_strategy="ringall", numbers=["13900000001"],
+                                        primary="13900000001")
+        accounts.create_user(s, None, "", username="admin", display_name="县区经理",
+                             password="x" * 12, role="supervisor", county_id=county.id)
+        s.commit()
+    taken = subprocess.run([sys.executable, "-m", "khhfcli.main", "init"],
+                           env=dict(env, KHHF_CONFIG=str(tmp_path / "demo.conf"),
+                                    KHHF_HOME=str(demo_home)),
+                           capture_output=True, text=True, timeout=120)
+    assert taken.returncode == 0, taken.stderr
+    assert "khhf init: there is no administrator, and the user name admin is taken" in \
+        taken.stdout
+    with demo_factory() as s:
+        assert s.scalar(select(func.count()).select_from(User)) == 1
     factory = db.session_factory(db.make_engine(f"sqlite:///{home / 'khhf.db'}"))
 
     def logs_in(username, secret):
