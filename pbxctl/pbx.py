@@ -38,6 +38,9 @@ MIN_SYSTEM_VERSION = 20
 # Asterisk runs as this user (inside its root: that root's user), never as
 # root; it owns only the directories it writes (WRITABLE_DIRS)
 PBX_USER = "asterisk"
+# ... and, for Asterisk in the sid root, the host account whose ids that
+# user has inside the root (pbx_owner): its own, shared with no service
+HOST_PBX_USER = "khhf-pbx"
 # the prompts' language directory under asterisk/sounds/ (and the run directory)
 SOUNDS_SUBDIR = "sounds/zh"
 WRITABLE_DIRS = ("spool", "log", "run", "lib", "cache", "recordings")
@@ -104,23 +107,127 @@ def write_hosts(root: Path) -> None:
         f"127.0.0.1\tlocalhost {host}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 
 
+def _entries(path: Path) -> list[list[str]]:
+    try:
+        return [line.split(":") for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
 def _account(root: Path | None, name: str) -> tuple[int, int] | None:
     """(uid, gid) of user `name` in the root's /etc/passwd (or the host's)."""
-    passwd = (root or Path("/")) / "etc" / "passwd"
-    try:
-        lines = passwd.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split(":")
+    for fields in _entries((root or Path("/")) / "etc" / "passwd"):
         if len(fields) >= 4 and fields[0] == name:
             return int(fields[2]), int(fields[3])
     return None
 
 
+def _ids_in_use(root: Path | None) -> tuple[set[int], set[int]]:
+    """The uids and gids that the root's (or the host's) accounts use."""
+    etc = (root or Path("/")) / "etc"
+    uids = {int(f[2]) for f in _entries(etc / "passwd") if len(f) >= 4 and f[2].isdigit()}
+    gids = {int(f[3]) for f in _entries(etc / "passwd") if len(f) >= 4 and f[3].isdigit()}
+    gids |= {int(f[2]) for f in _entries(etc / "group") if len(f) >= 3 and f[2].isdigit()}
+    return uids, gids
+
+
+def ensure_host_pbx_user(root: Path) -> tuple[int, int]:
+    """The host account HOST_PBX_USER that a chrooted Asterisk runs as,
+    created (as a system account with its own group) when missing.
+
+    Asterisk inside the root runs under ids that mean something on the host:
+    the root's own `asterisk` account got the next free id *of the root*,
+    which on a host with PostgreSQL is the host's `postgres`. A dedicated
+    host account, with an id free both on the host and in the root, makes
+    the PBX a stranger to every other service."""
+    found = _account(None, HOST_PBX_USER)
+    if found:
+        return found
+    host_uids, host_gids = _ids_in_use(None)
+    root_uids, root_gids = _ids_in_use(root)
+    root_own = _account(root, PBX_USER)
+    if root_own:  # the root's asterisk keeps its name; its old ids may be reused
+        root_uids.discard(root_own[0])
+        root_gids.discard(root_own[1])
+    free = next((n for n in range(999, 99, -1)
+                 if n not in host_uids | root_uids and n not in host_gids | root_gids), None)
+    if free is None:
+        raise PbxError(f"no system id from 100 to 999 is free both on this host and in the "
+                       f"Asterisk root: create the user {HOST_PBX_USER!r} by hand "
+                       f"(useradd --system), then `khhf pbx up` again.")
+    proc = subprocess.run(
+        ["groupadd", "--system", "--gid", str(free), HOST_PBX_USER], capture_output=True, text=True)
+    if proc.returncode == 0:
+        proc = subprocess.run(
+            ["useradd", "--system", "--uid", str(free), "--gid", str(free), "--no-create-home",
+             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+             "--comment", "KHHF Asterisk PBX", HOST_PBX_USER], capture_output=True, text=True)
+    found = _account(None, HOST_PBX_USER)
+    if proc.returncode != 0 or not found:
+        raise PbxError(f"cannot create the host user {HOST_PBX_USER!r} "
+                       f"({proc.stderr.strip() or 'useradd failed'}): Asterisk does not run as "
+                       f"root or as another service's account; create it, then `khhf pbx up` again.")
+    return found
+
+
+def _rewrite_ids(path: Path, name: str, id_field: int, new: dict[int, str]) -> None:
+    """Set fields of the line of `name` in a passwd-style file."""
+    lines = path.read_text().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        fields = line.rstrip("\n").split(":")
+        if fields[0] == name:
+            for index, value in new.items():
+                fields[index] = value
+            lines[i] = ":".join(fields) + "\n"
+    tmp = path.with_name(f".{path.name}.khhf")
+    tmp.write_text("".join(lines))
+    os.chmod(tmp, path.stat().st_mode & 0o7777)
+    os.replace(tmp, path)
+
+
+def map_pbx_user(root: Path, host_ids: tuple[int, int]) -> tuple[int, int]:
+    """Give the root's `asterisk` account the host account's ids (Asterisk
+    resolves -U/-G in the root's files), and hand it what the old ids
+    owned inside the root. Idempotent; returns the ids."""
+    uid, gid = host_ids
+    current = _account(root, PBX_USER)
+    if current is None:
+        ensure_pbx_user(root)
+        current = _account(root, PBX_USER)
+    if current == (uid, gid) and _group_id(root, PBX_USER) == gid:
+        return uid, gid
+    old_uid, old_gid = current
+    old_group = _group_id(root, PBX_USER)
+    clash = [f[0] for f in _entries(root / "etc" / "passwd")
+             if len(f) >= 4 and f[0] != PBX_USER and f[2] == str(uid)]
+    if clash:
+        raise PbxError(f"the Asterisk root {root} has an account {clash[0]!r} with the id {uid} "
+                       f"of the host's {HOST_PBX_USER!r}: rebuild the root (`khhf pbx build`).")
+    _rewrite_ids(root / "etc" / "passwd", PBX_USER, 2, {2: str(uid), 3: str(gid)})
+    _rewrite_ids(root / "etc" / "group", PBX_USER, 2, {2: str(gid)})
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root:
+            # not the instances' run directories, mounted under khhf/
+            dirnames[:] = [d for d in dirnames if d not in ("proc", "sys", "dev", "khhf")]
+        for entry in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            st = os.lstat(entry)
+            new_uid = uid if st.st_uid == old_uid else -1
+            new_gid = gid if st.st_gid in (old_gid, old_group) else -1
+            if new_uid != -1 or new_gid != -1:
+                os.chown(entry, new_uid, new_gid, follow_symlinks=False)
+    return uid, gid
+
+
+def _group_id(root: Path, name: str) -> int | None:
+    for fields in _entries(root / "etc" / "group"):
+        if len(fields) >= 3 and fields[0] == name:
+            return int(fields[2])
+    return None
+
+
 def ensure_pbx_user(root: Path | None) -> tuple[int, int]:
-    """The (uid, gid) Asterisk runs as, creating the system user in the root
-    when it is missing (a root built before this, or a stripped one)."""
+    """The (uid, gid) of the account named PBX_USER in the root (or on this
+    system), creating it when missing (a stripped root)."""
     found = _account(root, PBX_USER)
     if found:
         return found
@@ -136,6 +243,12 @@ def ensure_pbx_user(root: Path | None) -> tuple[int, int]:
                        f"({proc.stderr.strip() or 'useradd failed'}): Asterisk does not run "
                        f"as root; create the user, then `khhf pbx up` again.")
     return found
+
+
+def pbx_owner(root: Path) -> tuple[int, int]:
+    """The ids a chrooted Asterisk runs as: the host's dedicated account,
+    mapped into the root."""
+    return map_pbx_user(root, ensure_host_pbx_user(root))
 
 
 def build_root(root: Path, mirror: str | None = None, log=print) -> Path:
@@ -170,6 +283,7 @@ def build_root(root: Path, mirror: str | None = None, log=print) -> Path:
         write_hosts(tmp)
         ensure_pbx_user(tmp)
         os.rename(tmp, root)
+        pbx_owner(root)
     return root
 
 
@@ -257,7 +371,7 @@ class Pbx:
             raise PbxError(f"running Asterisk from the root {root} needs root "
                            f"(chroot and bind mounts): run `khhf pbx` as root.")
         return Layout(root, self.run_dir, f"/khhf/{self.settings.pbx_name}", "/usr/sbin/asterisk",
-                      _account(root, PBX_USER))
+                      pbx_owner(root))
 
     def _mount_point(self, layout: Layout) -> Path | None:
         return None if layout.root is None else layout.root / "khhf" / self.settings.pbx_name
@@ -393,9 +507,6 @@ class Pbx:
         if pid:
             return pid
         layout = self.layout()
-        if layout.root is not None and layout.owner is None:
-            # a root built before Asterisk ran as its own user: add the user
-            layout.owner = ensure_pbx_user(layout.root)
         self.check_ports()
         self.render(layout)
         mount = self._mount_point(layout)

@@ -5,7 +5,10 @@ Asterisk runs as a dedicated user (issue 9)."""
 from __future__ import annotations
 
 import asyncio
+import grp
 import os
+import pwd
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import pytest
 from khhf import numbering
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import agi_key
+from pbxctl import pbx
 
 pytestmark = pytest.mark.pbx
 
@@ -107,6 +111,42 @@ def test_asterisk_runs_as_a_dedicated_user_writing_only_its_run_directories(pbx_
     manager = etc / "manager.conf"
     assert manager.stat().st_uid == 0 and manager.stat().st_mode & 0o777 == 0o640
     assert os.stat(run / "etc" / "pjsip.d" / "50-desk-phones.conf").st_mode & 0o777 == 0o640
+
+
+def _gid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Gid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Gid in /proc/{pid}/status")
+
+
+def test_asterisk_runs_as_a_host_account_shared_with_no_other_service(pbx_harness, tmp_path_factory):
+    """The PBX parses SIP from the carrier and the phones: its ids must name
+    its own host account (not the host's postgres, as the root's next free
+    id did), and that account owns nothing outside KHHF's directories."""
+    h = pbx_harness
+    pid = h.pbx.pid()
+    uid, gid = _uid_of(pid), _gid_of(pid)
+    layout = h.pbx.layout()
+    expected = pbx.HOST_PBX_USER if layout.root is not None else pbx.PBX_USER
+    users = [entry.pw_name for entry in pwd.getpwall() if entry.pw_uid == uid]
+    assert users == [expected], f"uid {uid} of the running Asterisk is {users} on the host"
+    groups = [entry.gr_name for entry in grp.getgrall() if entry.gr_gid == gid]
+    assert groups == [expected], f"gid {gid} of the running Asterisk is {groups} on the host"
+    assert not [entry.pw_name for entry in pwd.getpwall()
+                if entry.pw_gid == gid and entry.pw_name != expected]
+    # what it owns: its run directory, the root it runs in, and the run
+    # directories of the tests' other PBX instances (all under pytest's tmp)
+    allowed = [str(h.settings.pbx_dir), str(tmp_path_factory.getbasetemp().parent)]
+    if layout.root is not None:
+        allowed.append(str(layout.root))
+    prune = []
+    for path in ["/proc", "/sys", "/dev", *allowed]:
+        prune += ["-path", path, "-o"]
+    found = subprocess.run(["find", "/", "(", *prune[:-1], ")", "-prune", "-o", "-uid", str(uid),
+                            "-print"], capture_output=True, text=True)
+    owned = found.stdout.split()
+    assert not owned, f"the PBX account owns files outside KHHF's directories: {owned[:10]}"
 
 
 def test_the_running_dialplan_has_the_number_rules_and_trunk_of_one_home(pbx_harness):
