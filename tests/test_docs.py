@@ -1,16 +1,19 @@
 """The docs say what the tree holds. README.md is a front door (short, with
-every chapter in docs/ and the benchmark log linked); every relative link,
-every repository path, every Python module and every `khhf` command named
-in code in README.md, docs/*.md and bench/RESULTS.md exists. No PBX, no
-database: a renamed file or command fails here, not in a newcomer's shell."""
+every chapter in docs/ and the benchmark log linked); in README.md,
+docs/*.md and bench/RESULTS.md every relative link and every repository
+path exists, and so does every Python module and `khhf` command (with its
+options) named in code. No PBX, no database: a renamed file or command
+fails here, not in a newcomer's shell."""
 
 import argparse
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
+from khhf.config import Settings
 from khhfcli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,16 +23,16 @@ README_MAX_LINES = 260
 
 
 def doc_files() -> list[Path]:
-    return [README, *sorted((ROOT / "docs").glob("*.md")), *([RESULTS] if RESULTS.exists() else [])]
+    results = [RESULTS] if RESULTS.exists() else []
+    return [README, *sorted((ROOT / "docs").glob("*.md")), *results]
 
 
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
-SPAN = re.compile(r"`([^`\n]+)`")
+SPAN = re.compile(r"`((?:[^`\n]|\n(?!\n))+)`")  # may wrap, within a paragraph
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # a path in the repository: one of its top-level folders, then a name
-TOP = r"(?:\.ci|agi|ami_bridge|asterisk|bench|docs|jobs|khhf|khhfcli|pbxctl|scripts|simkit|smsgw|tests|webui)"
-PATH = re.compile(rf"(?<![\w./<>-]){TOP}/[\w./*-]*")
 PACKAGES = r"(?:agi|ami_bridge|bench|jobs|khhf|khhfcli|pbxctl|simkit|smsgw|tests|webui)"
+PATH = re.compile(rf"(?<![\w./<>-])(?:{PACKAGES}|\.ci|asterisk|docs|scripts)/[\w./*-]*")
 MODULE = re.compile(rf"(?<![\w./<>-]){PACKAGES}(?:\.[A-Za-z_]\w*)+")
 COMMAND = re.compile(r"(?<![\w./<>-])khhf +([^#`]*)")
 
@@ -37,7 +40,7 @@ COMMAND = re.compile(r"(?<![\w./<>-])khhf +([^#`]*)")
 def code_of(text: str) -> list[str]:
     """The code in a Markdown text: fenced blocks, line by line, and inline spans."""
     blocks = [line for block in FENCE.findall(text) for line in block.splitlines()[1:-1]]
-    return blocks + SPAN.findall(FENCE.sub("", text))
+    return blocks + [span.replace("\n", " ") for span in SPAN.findall(FENCE.sub("", text))]
 
 
 def prose_of(text: str) -> str:
@@ -82,6 +85,16 @@ def test_every_chapter_and_the_benchmark_log_are_linked_from_the_readme():
     assert not missing, f"README.md does not link {missing}: add them to 'Where to read next'"
 
 
+def test_the_readme_names_every_setting_and_no_other():
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Configuration"):].split("\n## ")[0]
+    named = {key for row in section.splitlines() if row.startswith("| `")
+             for key in re.findall(r"`(\w+)`", row.split(" | ")[0])}
+    settings = {f.name for f in dataclasses.fields(Settings)} - {"config_path"}
+    assert named == settings, (f"README's configuration table lacks {sorted(settings - named)} "
+                               f"and names {sorted(named - settings)}, which khhf/config.py lacks")
+
+
 def problems_of_links(path: Path) -> list[str]:
     problems = []
     for target in LINK.findall(prose_of(path.read_text(encoding="utf-8"))):
@@ -97,13 +110,13 @@ def problems_of_links(path: Path) -> list[str]:
 
 
 def problems_of_paths(path: Path) -> list[str]:
+    """Repository paths, in code and in prose alike."""
     problems = []
-    for code in code_of(path.read_text(encoding="utf-8")):
-        for name in PATH.findall(code):
-            name = name.rstrip(".")
-            found = list(ROOT.glob(name.rstrip("/"))) if "*" in name else [ROOT / name]
-            if not any(p.exists() for p in found):
-                problems.append(f"{name}: no such file or folder")
+    for name in PATH.findall(path.read_text(encoding="utf-8")):
+        name = name.rstrip(".")
+        found = list(ROOT.glob(name.rstrip("/"))) if "*" in name else [ROOT / name]
+        if not any(p.exists() for p in found):
+            problems.append(f"{name}: no such file or folder")
     return problems
 
 
@@ -148,12 +161,13 @@ def problems_of_modules(path: Path) -> list[str]:
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict:
-    """A parser's sub-commands, or the choices of its first positional."""
+    """A parser's sub-commands (name: its parser), or the choices of its
+    first positional (name: None, the last command word)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
         if not action.option_strings and action.choices:
-            return {choice: parser for choice in action.choices}
+            return dict.fromkeys(action.choices)
     return {}
 
 
@@ -164,26 +178,25 @@ def options(parser: argparse.ArgumentParser) -> set[str]:
 def command_problem(line: str, root: argparse.ArgumentParser) -> str | None:
     """None when `khhf <line>` is a real command: each word of `a|b`
     alternatives a sub-command, each --option one it takes."""
-    words = line.split()
     parsers = [root]
+    commands = subcommands(root)
     problems = []
-    for word in words:
+    for word in line.split():
         word = word.strip("[](),.;:")
-        if not word:
-            continue
         if word.startswith("--"):
             option = word.split("=")[0]
             if not any(option in options(p) for p in parsers + [root]):
                 problems.append(f"no option {option}")
-            continue
-        commands = subcommands(parsers[0])
-        if not commands or not re.fullmatch(r"[a-z][a-z-]*(\|[a-z][a-z-]*)*", word):
-            break  # an argument (FILE, M017, 客户.xlsx): the command words are over
-        unknown = [w for w in word.split("|") if w not in commands]
-        if unknown:
-            problems.append(f"no sub-command {'|'.join(unknown)}")
-            break
-        parsers = [commands[w] for w in word.split("|")]
+        elif commands and re.fullmatch(r"[a-z][a-z-]*(\|[a-z][a-z-]*)*", word):
+            unknown = [w for w in word.split("|") if w not in commands]
+            if unknown:
+                problems.append(f"no sub-command {'|'.join(unknown)}")
+                break
+            found = [commands[w] for w in word.split("|")]
+            parsers = found if None not in found else parsers
+            commands = subcommands(parsers[0]) if None not in found else {}
+        else:
+            commands = {}  # an argument (FILE, M017, 客户.xlsx): no more command words
     return f"khhf {line.strip()}: {', '.join(problems)}" if problems else None
 
 
@@ -202,7 +215,8 @@ CHECKS = {"links": problems_of_links, "paths": problems_of_paths,
 @pytest.mark.parametrize("doc", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_what_the_docs_name_exists(doc, check):
     problems = CHECKS[check](doc)
-    assert not problems, f"{doc.relative_to(ROOT)} names what the tree lacks:\n  " + "\n  ".join(problems)
+    assert not problems, (f"{doc.relative_to(ROOT)} names what the tree lacks:\n  "
+                          + "\n  ".join(problems))
 
 
 @pytest.mark.parametrize("line, expected", [
@@ -212,6 +226,7 @@ def test_what_the_docs_name_exists(doc, check):
     ("pbx start", "no sub-command start"),
     ("hotline depart|leave", "no sub-command leave"),
     ("recordings purge --force", "no option --force"),
+    ("hotline depart --file hr.csv --by admin --later", "no option --later"),
     ("frobnicate", "no sub-command frobnicate"),
 ])
 def test_the_command_check_can_fail(line, expected):
@@ -221,9 +236,10 @@ def test_the_command_check_can_fail(line, expected):
 
 def test_the_path_and_module_checks_can_fail(tmp_path):
     doc = tmp_path / "x.md"
-    doc.write_text("See `khhf/services/nothing.py`, `webui/access.py`, `khhf.services.tasks.TRANSITIONS`,\n"
-                   "`khhf.services.tasks.no_such_thing`, [gone](missing.md) and\n"
-                   "```sh\npython -m bench.nothing\n```\n", encoding="utf-8")
+    doc.write_text("See `khhf/services/nothing.py`, `webui/access.py`,\n"
+                   "`khhf.services.tasks.TRANSITIONS`, `khhf.services.tasks.no_such_thing`,\n"
+                   "[gone](missing.md) and\n```sh\npython -m bench.nothing\n```\n",
+                   encoding="utf-8")
     assert problems_of_paths(doc) == ["khhf/services/nothing.py: no such file or folder"]
     assert problems_of_modules(doc) == [
         "bench.nothing: no such module",
