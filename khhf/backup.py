@@ -51,6 +51,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
@@ -116,7 +117,7 @@ def create(settings: Settings, path: str | os.PathLike, *, recordings: str = "al
             conf_text, removed = _config_text(settings, with_secrets)
             # "since-last" with no backup before it is "all"
             mode = "all" if recordings == "since-last" and since is None else recordings
-            manifest = {
+            manifest: dict[str, Any] = {
                 "format": FORMAT, "khhf_version": khhf.__version__,
                 "started_at": started.isoformat(),
                 "database": {"kind": kind, "file": SQLITE_FILE if kind == "sqlite" else PG_FILE,
@@ -137,12 +138,12 @@ def create(settings: Settings, path: str | os.PathLike, *, recordings: str = "al
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def _snapshot_sqlite(engine: Engine, target: Path, pages_per_step: int,
                      on_step: Callable[[], None] | None) -> dict:
-    source = sqlite3.connect(make_url(engine.url).database, isolation_level=None,
+    source = sqlite3.connect(str(engine.url.database), isolation_level=None,
                              timeout=db.SQLITE_BUSY_TIMEOUT_MS / 1000)
     copy = sqlite3.connect(target)
     try:
@@ -167,15 +168,14 @@ def _snapshot_sqlite(engine: Engine, target: Path, pages_per_step: int,
 
 
 def _snapshot_postgresql(engine: Engine, settings: Settings, target: Path) -> dict:
-    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-        with conn.begin():
-            snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
-            major = _server_major(conn)
-            pg_dump = pg_tool(settings, "pg_dump", major)
-            tables = _counts(conn)
-            # pg_dump imports the snapshot, which lives as long as this transaction
-            _run_pg([pg_dump, "--format=custom", f"--snapshot={snapshot}",
-                     f"--file={target}"], engine)
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, \
+            conn.begin():
+        snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+        pg_dump = pg_tool(settings, "pg_dump", _server_major(conn))
+        tables = _counts(conn)
+        # pg_dump imports the snapshot, which lives as long as this transaction
+        _run_pg([pg_dump, "--format=custom", f"--snapshot={snapshot}", f"--file={target}"],
+                engine)
     return tables
 
 
@@ -221,7 +221,8 @@ def libpq_target(url: URL) -> tuple[str, dict]:
 
 def _run_pg(argv: list[str], engine: Engine) -> None:
     dsn, env = libpq_target(engine.url)
-    proc = subprocess.run([*argv, f"--dbname={dsn}"], env=env, capture_output=True, text=True)
+    proc = subprocess.run([*argv, f"--dbname={dsn}"], env=env, capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
         detail = " ".join(proc.stderr.split())[:300]
         raise BackupError(f"{Path(argv[0]).name} failed ({detail}): check the database URL "
@@ -289,12 +290,13 @@ class _Hashing(io.RawIOBase):
 
 def _write_archive(path: Path, manifest: dict, dump: Path, conf: bytes, settings: Settings,
                    recordings: list[Path]) -> None:
-    mode = "w:gz" if path.name.endswith((".gz", ".tgz")) else "w"
     fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     files: dict[str, str] = {}
     try:
         with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT) as tar:
+            compress = path.name.endswith((".gz", ".tgz"))
+            with tarfile.open(fileobj=raw, mode="w:gz" if compress else "w",
+                              format=tarfile.PAX_FORMAT) as tar:
                 with dump.open("rb") as fh:
                     files[manifest["database"]["file"]] = _add(
                         tar, manifest["database"]["file"], fh, dump.stat())
@@ -375,7 +377,7 @@ def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     with _open(path) as tar:
         try:
-            body = tar.extractfile(MANIFEST).read()
+            body = _stream(tar, MANIFEST).read()
         except (KeyError, tarfile.TarError, OSError, EOFError):
             body = None
     return _manifest(path, body)
@@ -407,9 +409,9 @@ def verify(path: str | os.PathLike) -> dict:
             for member in tar:
                 _check_member(path, member)
                 if member.name == MANIFEST:
-                    body = tar.extractfile(member).read()
+                    body = _stream(tar, member).read()
                 else:
-                    hashes[member.name] = _sha256(tar.extractfile(member))
+                    hashes[member.name] = _sha256(_stream(tar, member))
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BackupError(f"{path} is damaged: it cannot be read to the end ({exc}).") \
                 from None
@@ -431,6 +433,14 @@ def _check_member(path: Path, member: tarfile.TarInfo) -> None:
     if not member.isfile() or name.is_absolute() or ".." in name.parts:
         raise BackupError(f"{path} is damaged: {member.name} is not a plain file inside "
                           "the archive.")
+
+
+def _stream(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> IO[bytes]:
+    fh = tar.extractfile(member)
+    if fh is None:
+        name = member if isinstance(member, str) else member.name
+        raise BackupError(f"the archive is damaged: {name} is not a plain file.")
+    return fh
 
 
 def _sha256(fh) -> str:
@@ -476,9 +486,9 @@ def restore(settings: Settings, path: str | os.PathLike, *, force: bool = False,
                     _extract(path, tar, manifest, member, dump)
                     if kind == "sqlite":
                         engine.dispose()
-                        _restore_sqlite(dump, make_url(engine.url).database)
+                        _restore_sqlite(dump, str(engine.url.database))
                     else:
-                        _restore_postgresql(engine, dump, restore_tool)
+                        _restore_postgresql(engine, dump, str(restore_tool))
                     _restore_config(settings, archived, manifest)
                 elif member.name.startswith(f"{RECORDINGS}/"):
                     relative = member.name[len(RECORDINGS) + 1:]
@@ -503,7 +513,7 @@ def _read_archived_config(path: Path) -> dict:
     with _open(path) as tar:
         for member in tar:  # the second file: no need to read further
             if member.name == CONFIG_FILE:
-                body = tar.extractfile(member).read().decode("utf-8")
+                body = _stream(tar, member).read().decode("utf-8")
                 break
         else:
             raise BackupError(f"{path} is damaged: {CONFIG_FILE} is missing from it.")
@@ -533,7 +543,7 @@ def _extract(path: Path, tar: tarfile.TarFile, manifest: dict, member: tarfile.T
     try:
         sha = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
-            source = tar.extractfile(member)
+            source = _stream(tar, member)
             while chunk := source.read(CHUNK):
                 sha.update(chunk)
                 out.write(chunk)

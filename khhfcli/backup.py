@@ -111,6 +111,7 @@ def cmd_restore(args) -> int:
 
 def cmd_list(args) -> int:
     from pathlib import Path
+
     from khhf import backup
     if not Path(args.directory).is_dir():
         print(f"khhf backup: {args.directory} is not a directory.", file=sys.stderr)

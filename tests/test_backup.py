@@ -248,7 +248,7 @@ def damage(archive: Path, name: str, tmp_path: Path) -> Path:
 
 def test_a_damaged_archive_is_refused_before_anything_is_written(sqlite_archive, tmp_path,
                                                                  request, capsys):
-    source, archive = sqlite_archive
+    _source, archive = sqlite_archive
     target = make_home(tmp_path, "target", "sqlite", request)
     [wav] = [n for n in backup.read_manifest(archive)["files"] if n.endswith(".wav")][:1]
     bad = damage(archive, wav, tmp_path)
@@ -291,7 +291,7 @@ def test_without_pg_dump_the_backup_is_refused(tmp_path, request, capsys):
     archive = tmp_path / "pg.tar"
     assert khhf(["--config", str(source.config_path), "backup", "create", str(archive)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"khhf backup: pg_dump for PostgreSQL ") and str(empty) in err
+    assert err.startswith("khhf backup: pg_dump for PostgreSQL ") and str(empty) in err
     assert "install Debian's postgresql-client-" in err and err.count("\n") == 1
     assert list(tmp_path.glob("pg.tar*")) == [] and list(tmp_path.glob(".pg.tar*")) == []
     assert audit_actions(source) == []
@@ -368,7 +368,6 @@ def test_the_timed_job_keeps_the_newest_archives(tmp_path, request):
 
 
 def test_backup_list(sqlite_archive, tmp_path, capsys):
-    _source, archive = sqlite_archive
     assert khhf(["backup", "list", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("a.tar\t") and f"{RECORDED} recordings" in out
