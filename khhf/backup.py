@@ -43,7 +43,6 @@ import io
 import json
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import tarfile
@@ -71,9 +70,8 @@ RECORDINGS_MODES = ("all", "since-last", "none")
 LAST_BACKUP = "last-backup.json"
 # the timed job's archives: khhf-backup-YYYYMMDD-HHMMSS.tar
 ARCHIVE_NAME = re.compile(r"^khhf-backup-\d{8}-\d{6}\.tar(\.gz)?$")
-# SQLite pages copied per step (4 KiB each): a step is a few milliseconds
+# SQLite pages copied per step (4 KiB each)
 PAGES_PER_STEP = 1024
-STEP_PAUSE_SECONDS = 0.001
 CHUNK = 1 << 20
 
 
@@ -152,11 +150,8 @@ def _snapshot_sqlite(engine: Engine, target: Path, pages_per_step: int,
         source.execute("BEGIN")
         source.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
-        def step(_status, _remaining, _total):
-            if on_step is not None:
-                on_step()
-            time.sleep(STEP_PAUSE_SECONDS)
-        source.backup(copy, pages=pages_per_step, progress=step)
+        source.backup(copy, pages=pages_per_step,
+                      progress=(lambda *_: on_step()) if on_step is not None else None)
         source.execute("COMMIT")
         names = [r[0] for r in copy.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' "
@@ -481,14 +476,17 @@ def restore(settings: Settings, path: str | os.PathLike, *, force: bool = False,
         with _open(path) as tar, tempfile.TemporaryDirectory(prefix=".khhf-restore-",
                                                             dir=settings.home) as staging:
             for member in tar:
-                if member.name == manifest["database"]["file"]:
+                if member.name == manifest["database"]["file"] and kind == "sqlite":
+                    engine.dispose()
+                    database = Path(str(engine.url.database))
+                    for suffix in ("-wal", "-shm"):  # the replaced database's journal
+                        Path(f"{database}{suffix}").unlink(missing_ok=True)
+                    _extract(path, tar, manifest, member, database)
+                    _restore_config(settings, archived, manifest)
+                elif member.name == manifest["database"]["file"]:
                     dump = Path(staging) / "database"
                     _extract(path, tar, manifest, member, dump)
-                    if kind == "sqlite":
-                        engine.dispose()
-                        _restore_sqlite(dump, str(engine.url.database))
-                    else:
-                        _restore_postgresql(engine, dump, str(restore_tool))
+                    _restore_postgresql(engine, dump, str(restore_tool))
                     _restore_config(settings, archived, manifest)
                 elif member.name.startswith(f"{RECORDINGS}/"):
                     relative = member.name[len(RECORDINGS) + 1:]
@@ -554,15 +552,6 @@ def _extract(path: Path, tar: tarfile.TarFile, manifest: dict, member: tarfile.T
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
-
-
-def _restore_sqlite(dump: Path, database: str) -> None:
-    target = Path(database)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("-wal", "-shm"):  # a replaced database's journal must not be replayed
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
-    shutil.copyfile(dump, f"{target}.restoring")
-    os.replace(f"{target}.restoring", target)
 
 
 def _restore_postgresql(engine: Engine, dump: Path, pg_restore: str) -> None:
