@@ -96,6 +96,9 @@ def create(settings: Settings, path: str | os.PathLike, *, recordings: str = "al
     if path.is_dir():
         raise BackupError(f"{path} is a directory: name the archive file to write, "
                           "e.g. khhf-backup.tar.gz.")
+    if path.exists():
+        raise BackupError(f"{path} exists: name a new archive (an existing one is never "
+                          "overwritten).")
     if not path.parent.is_dir():
         raise BackupError(f"the directory {path.parent} does not exist: create it first.")
     started = _now()

@@ -155,6 +155,10 @@ def test_restore_on_a_second_home_equals_the_original(source, tmp_path, kind, re
         password = db.make_engine(source.database_url).url.password
         assert password and password not in archived
     assert audit_actions(source) == [("backup", "cli")]
+    assert khhf(["--config", str(source.config_path), "backup", "create", str(archive)]) == 1
+    assert capsys.readouterr().err == \
+        f"khhf backup: {archive} exists: name a new archive (an existing one is never " \
+        "overwritten).\n"
 
     target = make_home(tmp_path, "target", kind, request)
     target_secrets = {k: getattr(target, k) for k in config.SECRET_KEYS}
@@ -182,10 +186,18 @@ def test_restore_on_a_second_home_equals_the_original(source, tmp_path, kind, re
     with db.unit_of_work(db.session_factory(engine)) as s:
         top = max(s.scalars(select(County.id)))
         assert factories.county(s, "new", "新县").id > top
-    engine.dispose()
     # the reports: the restored sums, and the sums made again from the restored rows
     assert figures(restored) == original_figures
     assert figures(restored, refresh=True) == original_figures
+    # the operation log says it in the UI's words
+    from webui import create_app
+    from webui.i18n import audit_sentence
+    with create_app(restored).test_request_context(), \
+            db.session_factory(engine)() as s:
+        entry = s.scalar(select(AuditLog).where(AuditLog.action == "restore"))
+        assert audit_sentence(entry).endswith(f"从 {archive.name}（备份于 "
+                                              f"{manifest['started_at']}，{RECORDED} 个录音）恢复了系统。")
+    engine.dispose()
 
 
 def test_with_secrets_the_archive_carries_them(tmp_path, request):
