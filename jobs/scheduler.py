@@ -27,6 +27,12 @@ memory store runs khhf.services.recordings.purge when the daemon starts
 and every day at PURGE_AT (local time); a day missed while the daemon was
 down is caught up by the next run, as the rule only looks at the calls'
 ages.
+
+Backups: with `backup_dir` set, a job in the memory store writes an
+archive there every day at `backup_time` (local; khhf.backup.timed), all
+recordings included, and deletes all but the `backup_keep` newest of its
+archives. A day missed while the daemon was down is not caught up: the
+next day's backup holds everything.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from khhf import db
+from khhf import backup, db
 from khhf.config import Settings
 from khhf.models import Campaign, utcnow
 from khhf.services import campaigns, recordings, reports, sms_feedback
@@ -57,6 +63,7 @@ JOB_TABLE = "apscheduler_jobs"
 PROMPT_BATCH = 10
 PURGE_JOB = "recordings-purge"
 PURGE_AT = dt.time(3, 30)  # local: before the calling window opens
+BACKUP_JOB = "backup"
 
 # the sessions the stored jobs use: a stored job names a function and its
 # arguments only, so the process that runs it supplies the database
@@ -131,6 +138,9 @@ class Jobs:
         self._synced = 0
 
     def start(self, paused: bool = False) -> None:
+        # a wrong backup_time stops the daemon before anything runs
+        backup_at = backup.daily_time(self.settings) \
+            if self.settings is not None and self.settings.backup_dir else None
         self.scheduler.start(paused=paused)
         self.scheduler.add_job(self.sync, "interval", seconds=self.sync_seconds, id="sync",
                                jobstore="memory", next_run_time=dt.datetime.now(
@@ -149,6 +159,20 @@ class Jobs:
                 self.purge_recordings, "cron", hour=PURGE_AT.hour, minute=PURGE_AT.minute,
                 id=PURGE_JOB, jobstore="memory",
                 next_run_time=dt.datetime.now(ZoneInfo(self.timezone)))
+        if backup_at is not None:
+            self.scheduler.add_job(self.backup, "cron", hour=backup_at.hour,
+                                   minute=backup_at.minute, id=BACKUP_JOB, jobstore="memory")
+
+    def backup(self):
+        """Write the day's backup archive and apply the retention (see module doc)."""
+        try:
+            path, deleted = backup.timed(self.settings)
+        except backup.BackupError as exc:
+            log.error("backup failed: %s", exc)
+            return None
+        log.info("backup written to %s; %s older archives deleted (keeping %s)", path,
+                 len(deleted), self.settings.backup_keep)
+        return path
 
     def sms_sweep(self) -> int:
         """Queue the due result prompts, and handle replies whose handling

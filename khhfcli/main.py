@@ -13,6 +13,8 @@
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
     khhf users admin|password  an administrator, or a user's new password (khhfcli/users.py)
+    khhf backup create|restore one archive of database, recordings and configuration
+                               (khhfcli/backup.py)
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_reports.register(sub)   # khhf reports refresh|check
     from . import users as cli_users
     cli_users.register(sub)     # khhf users admin|password
+    from . import backup as cli_backup
+    cli_backup.register(sub)    # khhf backup create|verify|restore|list
     return parser
 
 

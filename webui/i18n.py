@@ -65,6 +65,8 @@ ACTION_LABELS = {
     "purge_recordings": lazy_gettext("Delete old recordings"),
     "listen": lazy_gettext("Listen to a call"),
     "listen_refused": lazy_gettext("Listen refused"),
+    "backup": lazy_gettext("Backup"),
+    "restore": lazy_gettext("Restore from backup"),
 }
 
 # how a supervisor listened to a call (khhf.services.live.MODES)
@@ -414,6 +416,13 @@ def audit_sentence(entry) -> str:
                        "outside the recordings directory).", actor=who,
                        count=d.get("deleted", 0), days=d.get("days", 0),
                        missing=d.get("missing", 0), refused=d.get("refused", 0))
+    elif action == "backup":
+        text = gettext("%(actor)s backed up the system to %(file)s (%(count)d recordings).",
+                       actor=who, file=d.get("archive", "—"), count=d.get("recordings", 0))
+    elif action == "restore":
+        text = gettext("%(actor)s restored the system from %(file)s, taken at %(time)s "
+                       "(%(count)d recordings).", actor=who, file=d.get("archive", "—"),
+                       time=d.get("started_at", "—"), count=d.get("recordings", 0))
     elif action == "listen":
         text = gettext("%(actor)s listened to the call of %(object)s from desk phone %(desk)s "
                        "(%(mode)s).", actor=who, object=what, desk=d.get("desk", "—"),
