@@ -338,7 +338,7 @@ def _callback_type(session: Session) -> TaskType:
     task_type = session.scalar(select(TaskType).where(TaskType.code == CALLBACK_TASK_TYPE))
     if task_type is None:
         # data the system writes is in the operators' language; the English
-        # UI translates this type by its code (webui.i18n.TASK_TYPE_LABELS)
+        # UI translates this type by its code (khhf.i18n.TASK_TYPE_LABELS)
         task_type = TaskType(code=CALLBACK_TASK_TYPE, name="热线回电",
                              description="客户拨打热线无人接听，需回电。")
         session.add(task_type)
