@@ -16,11 +16,13 @@ A label is lazy: it is translated when shown, into the locale of the moment
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from babel import support
@@ -63,9 +65,27 @@ def set_locale_selector(selector: Callable[[], str | None] | None) -> None:
     _locale_selector = selector
 
 
+_spoken: contextvars.ContextVar[str | None] = contextvars.ContextVar("khhf_locale", default=None)
+
+
+@contextlib.contextmanager
+def speaking(locale: str) -> Iterator[None]:
+    """Render in `locale` within the block, whatever the request's: an SMS
+    to a manager is in the site's language even when an administrator
+    reading English injects the reply on the web."""
+    token = _spoken.set(locale)
+    try:
+        yield
+    finally:
+        _spoken.reset(token)
+
+
 def current_locale() -> str:
-    """The locale texts are shown in now: the selector's, else the default."""
-    chosen = _locale_selector() if _locale_selector is not None else None
+    """The locale texts are shown in now: `speaking`'s, else the selector's,
+    else the default."""
+    chosen = _spoken.get()
+    if chosen is None and _locale_selector is not None:
+        chosen = _locale_selector()
     return chosen if chosen in LOCALES else DEFAULT_LOCALE
 
 
@@ -202,6 +222,13 @@ SMS_KIND_LABELS = {
     "refused": lazy_gettext("Result refused"),
     "stranger": lazy_gettext("Not a manager's mobile: ignored"),
     "error": lazy_gettext("Handling failed: see the jobs log"),
+}
+
+# how a result was filed (feedback.channel)
+CHANNEL_LABELS = {
+    "web": lazy_gettext("Web"),
+    "sms": lazy_gettext("SMS"),
+    "keypad": lazy_gettext("Keypad"),
 }
 
 SMS_VIA_LABELS = {
@@ -343,6 +370,11 @@ def label(labels: dict, code: str | None) -> str:
     if code is None or code == "":
         return "—"
     return str(labels.get(code, code))
+
+
+def join_items(items: Iterable[str]) -> str:
+    """Items of one list as the current locale writes them (甲、乙 / a, b)."""
+    return _ITEM_SEPARATOR.get(current_locale(), ", ").join(items)
 
 
 def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
@@ -497,7 +529,7 @@ def _value(field: str, value) -> str:
     if isinstance(value, bool):
         return gettext("yes") if value else gettext("no")
     if isinstance(value, list):
-        return _ITEM_SEPARATOR.get(current_locale(), ", ").join(map(str, value)) or "—"
+        return join_items(map(str, value)) or "—"
     return label(_AUDIT_VALUE_LABELS.get(field, {}), value if value is None else str(value))
 
 

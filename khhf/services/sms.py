@@ -14,13 +14,28 @@ import datetime as dt
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from khhf import audit, numbering
+from khhf import audit, i18n, numbering
 from khhf.models import Manager, SmsMessage, SmsPart, User
 from khhf.phones import mask_phone
 
 from . import N_
 
 MAX_BODY = 1000
+
+# What an SMS says comes from the catalog (khhf/i18n.py), like every text a
+# person reads, in the site's language; every SMS starts with HEAD.
+SMS_LOCALE = i18n.DEFAULT_LOCALE
+HEAD = N_("[Return visit] ")
+
+
+def say(message: str, **params) -> str:
+    """`message` (a msgid: a text below or a service's refusal) as an SMS says it."""
+    return i18n.gettext(message, SMS_LOCALE, **params)
+
+
+def say_sms(message: str, **params) -> str:
+    """A whole SMS: the head, then `message`."""
+    return say(HEAD) + say(message, **params)
 
 
 class SmsError(ValueError):
