@@ -2,8 +2,8 @@
 
 A wheel must run without the repository: `build_py` copies the top-level
 asterisk/ configuration and schema.sql into khhf/_shipped/ (see
-khhf/shipped.py) and compiles the web UI's message catalogs (.po -> .mo, only the .mo is
-shipped), since an installed package directory is not writable by the
+khhf/shipped.py) and compiles the message catalogs in khhf/translations
+(.po -> .mo, only the .mo is shipped), since an installed package directory is not writable by the
 services.
 """
 
@@ -37,13 +37,13 @@ class BuildPy(build_py):
                 shutil.copy2(src, target / name)
         from babel.messages.mofile import write_mo
         from babel.messages.pofile import read_po
-        for po in (build / "webui" / "translations").glob("*/LC_MESSAGES/messages.po"):
+        for po in (build / "khhf" / "translations").glob("*/LC_MESSAGES/messages.po"):
             with po.open("rb") as fh:
                 catalog = read_po(fh)
             with po.with_suffix(".mo").open("wb") as fh:
                 write_mo(fh, catalog)
             # ship only the compiled catalog: next to an unpacked .po (pip sets
-            # no mtimes) webui/i18n.py would try to recompile it into the
+            # no mtimes) the web UI would try to recompile it into the
             # package directory, which a service may not write to
             po.unlink()
 

@@ -61,8 +61,8 @@ def originate_action(call: OutboundCall) -> dict:
         raise OriginateError(f"customer number {call.customer_number!r} is neither an 11-digit "
                              f"mobile nor a fixed line with area code")
     if not numbering.UNIFIED_NUMBER.fullmatch(call.unified_number):
-        raise OriginateError(f"unified number {call.unified_number!r} is not an 11-digit "
-                             f"unified number")
+        raise OriginateError(f"unified number {call.unified_number!r} is not 11 digits "
+                             f"starting 13 to 19 (khhf.numbering.UNIFIED_NUMBER)")
     if not re.fullmatch(r"[\w/.-]+\.wav", call.recording_file) or ".." in call.recording_file:
         raise OriginateError(f"recording file {call.recording_file!r} is not a relative .wav path")
     variables = [

@@ -14,7 +14,7 @@ done to her. What happened is kept as structured detail, a JSON object:
 
 Values are codes ('departed', 'hunt'), names or masked numbers, never
 sentences: the web UI renders each entry as a sentence in the viewer's
-language (webui.i18n.audit_sentence). Phone numbers in the detail must
+language (khhf.i18n.audit_sentence). Phone numbers in the detail must
 already be masked (khhf.phones.mask_phone).
 """
 

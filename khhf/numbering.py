@@ -20,9 +20,16 @@ A fixed line without its area code (87654321) is ambiguous across counties:
 it is refused unless the caller passes the area code the number belongs to
 (`area_code=`). Everything else is refused with a NumberError saying why.
 
+Every number enters the system through one of these functions, once, at the
+door: `normalise` for a customer's number (imports, forms, the hotline's
+caller id), `mobile` for a manager's mobile and an SMS's sender (the SMSC's
+source address in any of the forms above), `unified_number` for a county's
+unified number (the county form, and so every later dial). What is stored
+is the normalised form, so comparisons are plain equality.
+
 The same rules give the dialplan its extension patterns (`dialplan_tokens`,
-rendered into asterisk/ by pbxctl.pbx) and the originate path its check
-(`CUSTOMER_NUMBER`), so the three cannot drift apart.
+rendered into asterisk/ by pbxctl.pbx) and the originate path its checks
+(`CUSTOMER_NUMBER`, `UNIFIED_NUMBER`), so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ MOBILE = _regex(MOBILE_RULES)
 FIXED_LINE = _regex(FIXED_LINE_RULES)
 # what a customer's number may be: what the system dials out to
 CUSTOMER_NUMBER = _regex(MOBILE_RULES + FIXED_LINE_RULES)
-# a county's unified number (统一号码) is a mobile-format 11-digit number
+# a county's unified number (统一号码) is a mobile-format 11-digit number:
+# what the trunk's context matches ({{UNIFIED_EXTEN}}) and Originate shows
 UNIFIED_NUMBER = MOBILE
 # a local fixed line as dialled inside its area: 7 or 8 digits, not 0/1 first
 LOCAL_LINE = re.compile(r"[2-9][0-9]{6,7}")
@@ -144,6 +152,30 @@ def normalise(number: str | None, *, area_code: str | None = None) -> str:
     if digits[0] == "0":
         raise NumberError(f"{raw!r} is not a fixed line with area code (0 + area code + line: 11 or 12 digits)")
     raise NumberError(f"{raw!r} is neither a mobile nor a fixed line with area code")
+
+
+def mobile(number: str | None) -> str:
+    """A mobile number in any form `normalise` reads (+86..., 0086...,
+    spaces, dashes, a SIP URI), as stored: 11 digits, 1[3-9]... Raises
+    NumberError for anything else, fixed lines included."""
+    digits = normalise(number)
+    if not MOBILE.fullmatch(digits):
+        raise NumberError(f"{number!r} is a fixed line, not a mobile number")
+    return digits
+
+
+def unified_number(number: str | None) -> str:
+    """A county's unified number as typed, as stored: the only numbers the
+    trunk's dialplan answers and Originate shows (UNIFIED_NUMBER). Raises
+    NumberError for anything else."""
+    try:
+        digits = normalise(number)
+    except NumberError as exc:
+        raise NumberError(f"{number!r} is not a unified number: {exc}") from None
+    if not UNIFIED_NUMBER.fullmatch(digits):
+        raise NumberError(f"{number!r} is not a unified number: it must be 11 digits "
+                          f"starting 13 to 19")
+    return digits
 
 
 def dialplan_tokens() -> dict[str, object]:

@@ -50,9 +50,9 @@ def cmd_import(args) -> int:
     from sqlalchemy import select
 
     from khhf import config, db
+    from khhf.i18n import translator
     from khhf.models import User
     from khhf.services import imports
-    from webui.i18n import translator
 
     mapping = {}
     for item in args.map:

@@ -91,7 +91,7 @@ def render(venv: Path, settings: config_mod.Settings) -> dict[str, str]:
     config_path = Path(settings.config_path).resolve()
     home = Path(settings.home).resolve()
     read_write = [home]
-    from webui.i18n import TRANSLATIONS as translations
+    from khhf.i18n import TRANSLATIONS as translations
     if any(translations.glob("*/LC_MESSAGES/messages.po")):
         # a checkout (editable install): the web UI compiles edited catalogs
         read_write.append(translations)
@@ -166,8 +166,8 @@ def install(venv: str | None, config_path: str | None, dest: Path, enable: bool)
 
 
 def _compile_catalogs() -> None:
-    """Compile the web UI's catalogs now, as root: the web service may not write them."""
-    from webui.i18n import compile_catalogs
+    """Compile the message catalogs now, as root: the web service may not write them."""
+    from khhf.i18n import compile_catalogs
     try:
         compile_catalogs()
     except OSError:

@@ -15,7 +15,9 @@ all the library's, none are hand-made here). It:
   to the submitting session when registered_delivery asks for one;
 - takes commands on a loopback control port, one JSON object a line:
   {"op": "deliver", "from": MOBILE, "to": SHORTCODE, "text": TEXT} pushes a
-  mobile-originated deliver_sm (UCS-2) to a bound receiver;
+  mobile-originated deliver_sm (UCS-2) to a bound receiver ("ton" and
+  "npi" set the source address's type of number and numbering plan: an
+  SMSC may give 8613800138000 as TON 1 international, 13800138000 as 2);
   {"op": "reject", "count": N, "status": S} refuses the next N submits with
   command_status S (not logged: the SMSC did not take them);
   {"op": "receipt_first", "on": true} sends each receipt before the
@@ -144,7 +146,9 @@ class Smsc:
                 if esme.can_receive:
                     resp = await esme.deliver_sm(
                         command.get("to", ""), command["text"].encode("utf-16-be"),
-                        source_addr=command["from"], data_coding=8)
+                        source_addr=command["from"], data_coding=8,
+                        source_addr_ton=int(command.get("ton", 0)),
+                        source_addr_npi=int(command.get("npi", 0)))
                     return {"ok": resp.command_status == 0, "status": resp.command_status}
             return {"ok": False, "error": "no bound receiver"}
         return {"ok": False, "error": f"unknown op {command.get('op')!r}"}
@@ -234,9 +238,12 @@ class SmscProcess:
             conn.sendall((json.dumps(command) + "\n").encode())
             return json.loads(conn.makefile().readline())
 
-    def deliver(self, mobile: str, text: str, to: str = "10658") -> dict:
-        """A message from `mobile` to the bound gateway (deliver_sm)."""
-        return self.command({"op": "deliver", "from": mobile, "to": to, "text": text})
+    def deliver(self, mobile: str, text: str, to: str = "10658", ton: int = 0,
+                npi: int = 0) -> dict:
+        """A message from `mobile` to the bound gateway (deliver_sm), its
+        address of type `ton` in numbering plan `npi` (0: unknown)."""
+        return self.command({"op": "deliver", "from": mobile, "to": to, "text": text,
+                             "ton": ton, "npi": npi})
 
     def received(self) -> list[dict]:
         """Every submit_sm the SMSC accepted, in order, across restarts."""

@@ -219,6 +219,9 @@ class SmppTransport:
                 sm = pdu.message_payload
             if pdu.esm_class & encoding.ESM_CLASS_UDHI and sm:
                 sm = sm[1 + sm[0]:]
+            # as delivered, whatever its TON/NPI (8613800138000 as international,
+            # 13800138000 as national, +86..., with spaces): the store
+            # normalises it at the door (khhf.services.sms.receive)
             source = pdu.source_addr.decode() if isinstance(pdu.source_addr, bytes) \
                 else pdu.source_addr
             event = Delivery(source, encoding.decode(pdu.data_coding, sm))

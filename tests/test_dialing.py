@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from khhf import config, db
-from khhf.models import AuditLog, Call, Customer, Manager, Task, User
+from khhf.models import AuditLog, Call, Customer, Manager, Task, UnifiedNumber, User
 from khhf.services import ValidationError
 from khhf.services.dialing import parse_window, request_call
 from simkit.bridge_env import BridgeEnv
@@ -79,6 +79,15 @@ def test_refusals(env):
     # nothing was half-written by any refusal: one call row, from the one success
     with env.sessions() as s:
         assert len(s.scalars(select(Call)).all()) == 1
+
+
+def test_a_unified_number_the_bridge_would_refuse_is_refused_before_anything_rings(env):
+    task_id = env.task_for("8001", "13812345678")
+    with db.unit_of_work(env.sessions) as s:
+        # stored before the county form checked it as Originate does
+        s.scalar(select(UnifiedNumber)).number = "12345678901"
+    assert "unified number 12345678901 cannot be shown on calls" in \
+        refusal(env, "m8001", task_id)
 
 
 def test_window_parsing():

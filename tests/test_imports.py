@@ -193,7 +193,7 @@ def test_rejects_download_keeps_the_columns_and_adds_the_reason(tmp_path, factor
     path.write_text("姓名,手机号码,县区\n好,13800138041,anji\n坏,abc,anji\n", encoding="utf-8")
     report = imports.check(factory(), "customers", path)
     out = tmp_path / "rejects.xlsx"
-    from webui.i18n import translator
+    from khhf.i18n import translator
     imports.write_rejects(report, out, translator("zh"))
     rows = list(openpyxl.load_workbook(out).active.iter_rows(values_only=True))
     assert rows[0][:3] == ("姓名", "手机号码", "县区") and len(rows) == 2

@@ -175,3 +175,25 @@ def test_dialplan_patterns_come_from_the_same_rules():
         as_regex = pattern[1:].replace("X", "[0-9]")
         example = re.sub(r"\[([0-9])-[0-9]\]", r"\1", as_regex).replace("[0-9]", "5")
         assert numbering.CUSTOMER_NUMBER.fullmatch(example), (pattern, example)
+
+
+@pytest.mark.parametrize("raw", ["13800138000", "+8613800138000", "8613800138000",
+                                 "008613800138000", "013800138000", "138 0013 8000",
+                                 "+86 138-0013-8000"])
+def test_a_mobile_in_any_form_is_stored_as_its_11_digits(raw):
+    assert numbering.mobile(raw) == "13800138000"
+
+
+@pytest.mark.parametrize("raw", ["01012345678", "10086", "12345678901", "+4479460000000", ""])
+def test_what_is_no_mobile_is_refused(raw):
+    with pytest.raises(NumberError):
+        numbering.mobile(raw)
+
+
+def test_a_unified_number_is_what_the_trunk_context_matches():
+    pattern = re.compile(numbering.dialplan_tokens()["UNIFIED_EXTEN"][1:].replace("X", "[0-9]"))
+    assert numbering.unified_number("+86 139-0000-0000") == "13900000000"
+    for bad in ("12345678901", "01012345678", "10012345678", "139000000"):
+        with pytest.raises(NumberError, match="not a unified number"):
+            numbering.unified_number(bad)
+        assert not pattern.fullmatch(bad)

@@ -4,22 +4,28 @@ when not, the menu, and what each kind of reply does."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime as dt
+import inspect
 import json
+import re
 
 import pytest
 from sqlalchemy import func, select
 
-from khhf import config, db
+from khhf import config, db, i18n
 from khhf.models import AuditLog, Call, Feedback, ResultCode, SmsMessage, Task
-from khhf.services import results, sms_feedback, tasks
+from khhf.services import Problem, hotline, results, sms, sms_feedback, tasks
 from simkit import factories
 
 # 11:00 in Beijing: inside the default calling window 08:00-21:00
 NOW = dt.datetime(2026, 11, 27, 3, 0)
 SETTINGS = dataclasses.replace(config.Settings(), sms_prompt_delay_seconds=120)
 MOBILE = "13700000001"
+# what no SMS to a manager may contain: an English word (digits, #refs and
+# masked numbers are fine)
+ENGLISH_WORD = re.compile(r"[A-Za-z]{2,}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -76,6 +82,8 @@ def reply(s, text, mobile=MOBILE, now=NOW):
     s.flush()
     answers = list(s.scalars(select(SmsMessage).where(SmsMessage.reply_to_id == row.id,
                                                       SmsMessage.direction == "out")))
+    for answer in answers:
+        assert not ENGLISH_WORD.search(answer.body), answer.body
     return row, answers
 
 
@@ -167,7 +175,7 @@ def test_a_time_outside_the_calling_window_is_refused_with_the_reason(s, w):
     [call] = prompted(s, w, "13800000023")
     row, [answer] = reply(s, "6 1201 2230")
     assert row.kind == "refused" and s.get(Task, call.task_id).status == "connected"
-    assert "只在08:00-21:00" in answer.body and "6+时间" in answer.body
+    assert "只在 08:00-21:00（北京时间）之间呼叫" in answer.body and "6+时间" in answer.body
 
 
 def test_an_unclear_reply_gets_one_help_sms(s, w):
@@ -224,6 +232,52 @@ def test_an_unknown_reference_and_no_prompt_at_all(s, w):
     prompted(s, w, "13800000030")
     row, [answer] = reply(s, "1 #77")
     assert row.kind == "unknown_ref" and "#77" in answer.body and "#1 138****0030" in answer.body
+
+
+def test_a_reply_about_a_task_handed_to_another_manager_is_refused_in_chinese(s, w):
+    [call] = prompted(s, w, "13800000034")
+    s.get(Task, call.task_id).manager_id = w["m2"].id   # the hand-over moved it meanwhile
+    row, [answer] = reply(s, "1")
+    assert row.kind == "refused" and s.get(Task, call.task_id).status == "connected"
+    why = i18n.gettext("This task is not yours: only the task's own manager can file its "
+                       "result.", "zh")
+    assert answer.body.startswith("【客户回访】#1 138****0034：未记录。" + why + "请回复：1回访成功")
+
+
+def _refusals(module) -> list[str]:
+    """Every msgid `module` refuses with (problems.add(field, N_(...)))."""
+    found = []
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add" \
+                and len(node.args) == 2 and isinstance(node.args[1], ast.Call):
+            found.append(ast.literal_eval(node.args[1].args[0]))
+    return found
+
+
+def test_every_refusal_an_sms_reply_can_get_is_the_catalogs_chinese():
+    samples = {"label": "回访成功", "max": 1000, "days": 30, "window": "08:00-21:00"}
+    refusals = _refusals(results)
+    assert len(refusals) >= 8, refusals   # the scan finds them
+    for msgid in refusals:
+        params = {k: v for k, v in samples.items() if f"%({k})" in msgid}
+        problem = Problem("field", msgid, params)
+        said = sms_feedback.refusal([problem])
+        assert said == i18n.gettext(msgid, i18n.DEFAULT_LOCALE, **params) != msgid % params
+        assert not ENGLISH_WORD.search(said), said
+
+
+def test_every_sms_text_is_the_catalogs_chinese():
+    # the module's texts: its upper-case strings with parameters, and the two without
+    texts = [v for k, v in vars(sms_feedback).items()
+             if k.isupper() and isinstance(v, str) and "%(" in v]
+    texts += [sms_feedback.HELP_NONE, sms.HEAD, hotline.SMS_MISSED_CALL]
+    assert len(texts) >= 15
+    for msgid in texts:
+        params = {name: "1" for name in re.findall(r"%\((\w+)\)s", msgid)}
+        params.update({name: 1 for name in re.findall(r"%\((\w+)\)0?\d*d", msgid)})
+        said = sms.say(msgid, **params)
+        assert said == i18n.gettext(msgid, "zh", **params) and said != msgid % params
+        assert not ENGLISH_WORD.search(said), said
 
 
 def test_a_stranger_is_stored_and_ignored(s, w):

@@ -171,6 +171,41 @@ def test_manager_lists_sort_by_pinyin(web):
     assert table.index("李娜") < table.index("王芳") < table.index("张伟")
 
 
+# unified numbers as an administrator might type them: the first three are
+# refused by the trunk's dialplan and by Originate, the rest are one number
+UNIFIED_AS_TYPED = ["12345678901", "10012345678", "01012345678",
+                    "13900000021", "+86 139-0000-0022", "008613900000023"]
+
+
+@pytest.mark.parametrize("typed", UNIFIED_AS_TYPED)
+def test_the_county_form_refuses_what_the_dialer_would_refuse(web, typed):
+    from ami_bridge.originate import OriginateError, OutboundCall, originate_action
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    response = _post(admin, "/admin/counties/new", {
+        "code": "anji", "name": "安吉县", "fallback_strategy": "ringall",
+        "numbers": typed, "primary": ""})
+    with session_for(app) as s:
+        county = s.scalar(select(County).where(County.code == "anji"))
+        stored = county.primary_number if county else None
+
+    def originate(unified):
+        return originate_action(OutboundCall(
+            call_id=1, channel_id="khhf-1-00ff", task_id=1, desk_extension="8001",
+            customer_number="13812345678", unified_number=unified,
+            recording_file="2026/11/27/1.wav"))
+    digits = "".join(c for c in typed if c.isdigit())
+    if stored is None:
+        # refused in Chinese, saying what a unified number is
+        html = response.get_data(as_text=True)
+        assert f"{typed} 不是有效的统一号码：请填写以 13 至 19 开头的 11 位号码" in html
+        with pytest.raises(OriginateError):
+            originate(digits)
+    else:
+        assert response.status_code == 302 and stored == digits[-11:]
+        originate(stored)   # the number the form took is one the bridge dials with
+
+
 def test_county_with_unified_numbers(web):
     app, seeded = web
     admin = _client(app, seeded, "admin")

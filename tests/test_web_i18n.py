@@ -23,11 +23,11 @@ from flask import url_for
 from sqlalchemy import func, select, update
 
 from khhf import audit, config
+from khhf.i18n import TRANSLATIONS
 from khhf.models import AuditLog, Call, Campaign, County, Customer, Manager, Task, TaskType, User
 from khhf.phones import mask_phone
 from khhf.services import accounts, counties, hotline, tasks
 from simkit.web import log_in_as, make_app, session_for
-from webui.i18n import TRANSLATIONS
 
 # codes kept in the data and URLs; a page showing one has skipped its label
 INTERNAL_CODES = (

@@ -50,9 +50,9 @@ def test_wheel_in_an_empty_venv_runs_the_demo(tmp_path):
     elsewhere.mkdir()
     where = subprocess.run(
         [venv / "bin/python", "-c",
-         "import khhf.db, pbxctl.pbx, simkit.sipp, webui.i18n\n"
+         "import khhf.db, khhf.i18n, pbxctl.pbx, simkit.sipp\n"
          "for p in (khhf.db.SCHEMA_PATH, pbxctl.pbx.ASTERISK_CONF_DIR, simkit.sipp.SIPP_DIR,"
-         " webui.i18n.TRANSLATIONS): print(p)"],
+         " khhf.i18n.TRANSLATIONS): print(p)"],
         env=env, cwd=elsewhere, capture_output=True, text=True)
     assert where.returncode == 0, where.stderr
     where = where.stdout.split()

@@ -57,8 +57,8 @@ class CountyForm(FlaskForm):
     fallback_strategy = SelectField(_l("Fallback ringing"), choices=[
         SelectChoice(code, text) for code, text in FALLBACK_STRATEGY_LABELS.items()],
         validate_choice=False)
-    numbers = TextAreaField(_l("Unified numbers"), description=_l("11 digits each, one "
-                                                                  "per line."))
+    numbers = TextAreaField(_l("Unified numbers"), description=_l(
+        "11 digits starting 13 to 19 each, one per line."))
     primary = StringField(_l("Primary number"), description=_l(
         "Shown to customers on outbound calls; empty means the first one."))
 

@@ -1,478 +1,62 @@
-"""Language and time: Simplified Chinese by default, English on request
-(?lang=en, remembered in the session); times shown in the configured zone
-(Asia/Shanghai, "Beijing time"), while the database keeps naive UTC.
-
-This module is the one home of the labels for codes users might see (roles,
-statuses, call outcomes, ...) and of the operation log's sentences.
-
-Catalogs live in webui/translations/<locale>/LC_MESSAGES/messages.po; the
-.mo files are compiled from them when the app starts if missing or stale.
-Update them with scripts/translations.
+"""Language in the web UI: Simplified Chinese by default, English on request
+(?lang=en, remembered in the session). The catalog, the labels and the
+operation log's sentences are the domain's (khhf/i18n.py); this module
+tells it the request's locale and wires it into Flask-Babel, Jinja and
+WTForms.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 from babel import support
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from flask import g, request, session
-from flask_babel import Babel, get_locale, get_translations, gettext, lazy_gettext
+from flask import g, has_request_context, request, session
+from flask_babel import Babel, get_locale, get_translations
 from wtforms.i18n import messages_path as wtforms_messages_path
 
-from khhf import audit
+from khhf import i18n as core
 
-TRANSLATIONS = Path(__file__).resolve().parent / "translations"
-LOCALES = ("zh", "en")
-DEFAULT_LOCALE = "zh"
-
-# -- code -> label: the one home of every label for a code a user might see.
-# Codes stay in the data and the URLs; templates show them only through these.
-
-ROLE_LABELS = {
-    "admin": lazy_gettext("Administrator"),
-    "manager": lazy_gettext("Customer manager"),
-    "supervisor": lazy_gettext("County supervisor"),
-}
-
-MANAGER_STATUS_LABELS = {
-    "active": lazy_gettext("Active"),
-    "departed": lazy_gettext("Departed"),
-}
-
-FALLBACK_STRATEGY_LABELS = {
-    "ringall": lazy_gettext("Ring all at once"),
-    "hunt": lazy_gettext("Ring in turn"),
-}
-
-ACTION_LABELS = {
-    "login": lazy_gettext("Log-in"),
-    "login_failed": lazy_gettext("Failed log-in"),
-    "login_refused": lazy_gettext("Log-in refused"),
-    "logout": lazy_gettext("Log-out"),
-    "create": lazy_gettext("Create"),
-    "update": lazy_gettext("Update"),
-    "delete": lazy_gettext("Delete"),
-    "set_password": lazy_gettext("Set password"),
-    "set_on_duty": lazy_gettext("On/off duty"),
-    "import": lazy_gettext("Import"),
-    "set_do_not_call": lazy_gettext("Do-not-call"),
-    "reassign_customer": lazy_gettext("Reassign customer"),
-    "play_recording": lazy_gettext("Play recording"),
-    "purge_recordings": lazy_gettext("Delete old recordings"),
-    "listen": lazy_gettext("Listen to a call"),
-    "listen_refused": lazy_gettext("Listen refused"),
-    "backup": lazy_gettext("Backup"),
-    "restore": lazy_gettext("Restore from backup"),
-}
-
-# how a supervisor listened to a call (khhf.services.live.MODES)
-LISTEN_MODE_LABELS = {
-    "listen": lazy_gettext("silent listen"),
-    "whisper": lazy_gettext("whisper to the manager"),
-}
-
-# why a listen-in was refused (the reason codes of khhf.services.live)
-LISTEN_REFUSAL_LABELS = {
-    "not_supervisor": lazy_gettext("only supervisors may listen"),
-    "other_county": lazy_gettext("not a manager of their county"),
-    "bad_mode": lazy_gettext("no such way of listening"),
-    "no_desk_phone": lazy_gettext("they have no desk phone"),
-    "no_call": lazy_gettext("the manager was not on a desk-phone call"),
-    "desk_busy": lazy_gettext("their desk phone was busy"),
-    "pbx": lazy_gettext("the phone system did not take the call"),
-}
-
-# what an audit entry is about (khhf.audit.OBJECT_TYPES)
-OBJECT_TYPE_LABELS = {
-    "user": lazy_gettext("user"),
-    "manager": lazy_gettext("customer manager"),
-    "county": lazy_gettext("county"),
-    "call": lazy_gettext("call"),
-    "task": lazy_gettext("task"),
-    "customer": lazy_gettext("customer"),
-    "feedback": lazy_gettext("task result"),
-    "sms": lazy_gettext("SMS"),
-    "task_type": lazy_gettext("task type"),
-    "campaign": lazy_gettext("campaign"),
-    "campaign_cycle": lazy_gettext("campaign round"),
-}
-
-CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
-                         "monthly": lazy_gettext("Monthly")}
-CAMPAIGN_STATUS_LABELS = {"draft": lazy_gettext("Draft"), "active": lazy_gettext("Active"),
-                          "closed": lazy_gettext("Closed")}
-CAMPAIGN_SELECTION_LABELS = {"county": lazy_gettext("All customers of the county"),
-                             "managers": lazy_gettext("Customers of chosen managers"),
-                             "list": lazy_gettext("An imported list")}
-DISTRIBUTION_LABELS = {"average": lazy_gettext("Average"), "auto": lazy_gettext("Automatic")}
-
-TASK_STATUS_LABELS = {
-    "pending": lazy_gettext("To call"),
-    "dialing": lazy_gettext("Dialing"),
-    "connected": lazy_gettext("Connected"),
-    "not_reached": lazy_gettext("Not reached"),
-    "done": lazy_gettext("Done"),
-    "cancelled": lazy_gettext("Cancelled"),
-}
-
-SMS_STATUS_LABELS = {
-    "queued": lazy_gettext("Queued"),
-    "sending": lazy_gettext("Sending"),
-    "sent": lazy_gettext("Sent"),
-    "unknown": lazy_gettext("Unknown (not resent)"),
-    "failed": lazy_gettext("Failed"),
-    "received": lazy_gettext("Received"),
-    "processed": lazy_gettext("Processed"),
-}
-
-# what an SMS was (khhf.services.sms_feedback): out, then what a reply did
-SMS_KIND_LABELS = {
-    "prompt": lazy_gettext("Result prompt"),
-    "answer": lazy_gettext("Answer to a reply"),
-    "missed_call": lazy_gettext("Missed-call notice"),
-    "filed": lazy_gettext("Result filed"),
-    "unclear": lazy_gettext("Not understood: help sent"),
-    "ambiguous": lazy_gettext("Reference asked for"),
-    "duplicate": lazy_gettext("Duplicate: ignored"),
-    "already_filed": lazy_gettext("Result filed before"),
-    "no_prompt": lazy_gettext("No prompt open"),
-    "unknown_ref": lazy_gettext("Unknown reference"),
-    "refused": lazy_gettext("Result refused"),
-    "stranger": lazy_gettext("Not a manager's mobile: ignored"),
-    "error": lazy_gettext("Handling failed: see the jobs log"),
-}
-
-SMS_VIA_LABELS = {
-    "smsc": lazy_gettext("the SMSC"),
-    "web": lazy_gettext("the web form"),
-    "cli": lazy_gettext("the command line"),
-}
-
-# task types the system itself creates (their names are stored in Chinese,
-# the operators' language); other task types are named by the people who
-# make them, and shown as named
-TASK_TYPE_LABELS = {
-    "callback": lazy_gettext("Hotline call-back"),
-}
-
-DIRECTION_LABELS = {
-    "outbound": lazy_gettext("Outgoing"),
-    "inbound": lazy_gettext("Hotline"),
-}
-
-IMPORT_STATUS_LABELS = {
-    "checking": lazy_gettext("Checking"),
-    "checked": lazy_gettext("Checked: see the preview"),
-    "committing": lazy_gettext("Importing"),
-    "committed": lazy_gettext("Imported"),
-    "failed": lazy_gettext("Failed"),
-}
-
-IMPORT_KIND_LABELS = {
-    "customers": lazy_gettext("Customer list"),
-    "managers": lazy_gettext("Manager list"),
-    "tasks": lazy_gettext("Task list"),
-}
-
-# a call's outcome, or its state while it is still going on
-CALL_OUTCOME_LABELS = {
-    "requested": lazy_gettext("Requested"),
-    "manager_ringing": lazy_gettext("Your phone is ringing"),
-    "manager_answered": lazy_gettext("Calling the customer"),
-    "customer_ringing": lazy_gettext("Customer's phone is ringing"),
-    "connected": lazy_gettext("In conversation"),
-    "ended": lazy_gettext("Ended"),
-    "failed": lazy_gettext("Failed"),
-    "answered": lazy_gettext("Answered"),
-    "busy": lazy_gettext("Busy"),
-    "no_answer": lazy_gettext("No answer"),
-    "empty_number": lazy_gettext("Number does not exist"),
-    "unreachable": lazy_gettext("Unreachable"),
-    "manager_abandoned": lazy_gettext("You hung up before the customer answered"),
-    "manager_no_answer": lazy_gettext("Your desk phone did not answer"),
-    "manager_busy": lazy_gettext("Your desk phone was busy"),
-    "manager_unavailable": lazy_gettext("Your desk phone is not reachable"),
-    "manager_hung_up": lazy_gettext("You hung up before the customer was dialed"),
-    # a two-leg call (双呼): the manager's mobile, rung through the trunk first
-    "mobile_no_answer": lazy_gettext("Your mobile did not answer"),
-    "mobile_busy": lazy_gettext("Your mobile was busy"),
-    "mobile_unreachable": lazy_gettext("Your mobile is not reachable"),
-    "not_placed": lazy_gettext("Not placed"),
-    "lost": lazy_gettext("Lost by the phone system"),
-    # the hotline (khhf.services.hotline.finish_call): who answered, or nobody
-    "desk": lazy_gettext("Answered at the desk phone"),
-    "mobile": lazy_gettext("Answered on the mobile"),
-    "group": lazy_gettext("Answered by a colleague"),
-    "missed": lazy_gettext("Missed: a call-back task was made"),
-}
-
-# the configured time zone, as people say it
-TIMEZONE_LABELS = {
-    "Asia/Shanghai": lazy_gettext("Beijing time"),
-}
-
-# the fields an audit entry's detail names (khhf.audit): what the forms call them
-AUDIT_FIELD_LABELS = {
-    "username": lazy_gettext("User name"),
-    "display_name": lazy_gettext("Name"),
-    "role": lazy_gettext("Role"),
-    "county": lazy_gettext("County"),
-    "is_active": lazy_gettext("May log in"),
-    "employee_no": lazy_gettext("Employee number"),
-    "desk_extension": lazy_gettext("Desk extension"),
-    "mobile": lazy_gettext("Mobile"),
-    "status": lazy_gettext("Status"),
-    "on_duty": lazy_gettext("On duty"),
-    "code": lazy_gettext("Code"),
-    "name": lazy_gettext("County name"),
-    "fallback_strategy": lazy_gettext("Fallback ringing"),
-    "numbers": lazy_gettext("Unified numbers"),
-    "primary": lazy_gettext("Primary number"),
-    "customer_name": lazy_gettext("Customer name"),
-    "phone": lazy_gettext("Phone"),
-    "note": lazy_gettext("Note"),
-    "result": lazy_gettext("Result"),
-    "appointment_at": lazy_gettext("Call back at"),
-    "from": lazy_gettext("Sender"),
-    "via": lazy_gettext("Via"),
-    "sms_status": lazy_gettext("Status"),
-    "to": lazy_gettext("Recipient"),
-    "sms_kind": lazy_gettext("Kind of SMS"),
-    "task_type": lazy_gettext("Task type"),
-    "campaign": lazy_gettext("Campaign name"),
-    "max_attempts": lazy_gettext("Max attempts"),
-    "result_codes": lazy_gettext("Result codes"),
-    "script": lazy_gettext("Call script"),
-    "description": lazy_gettext("Description"),
-    "cycle": lazy_gettext("Cycle"),
-    "starts_on": lazy_gettext("First day"),
-    "ends_on": lazy_gettext("Last day"),
-    "selection": lazy_gettext("Customers called"),
-    "managers": lazy_gettext("Customer managers"),
-    "campaign_status": lazy_gettext("Status"),
-    "round": lazy_gettext("Round"),
-    "period": lazy_gettext("Period"),
-    "tasks": lazy_gettext("Tasks"),
-    "distribution": lazy_gettext("Distribution"),
-    "tasks_by_manager": lazy_gettext("Tasks by manager"),
-    "manager": lazy_gettext("Customer manager"),
-}
-# the values of coded fields
-_AUDIT_VALUE_LABELS = {
-    "role": ROLE_LABELS,
-    "status": MANAGER_STATUS_LABELS,
-    "fallback_strategy": FALLBACK_STRATEGY_LABELS,
-    "via": SMS_VIA_LABELS,
-    "sms_status": SMS_STATUS_LABELS,
-    "sms_kind": SMS_KIND_LABELS,
-    "cycle": CAMPAIGN_CYCLE_LABELS,
-    "selection": CAMPAIGN_SELECTION_LABELS,
-    "campaign_status": CAMPAIGN_STATUS_LABELS,
-    "distribution": DISTRIBUTION_LABELS,
-}
-# between the parts of a sentence, and between the items of one value
-_LIST_SEPARATOR = {"zh": "；", "en": "; "}
-_ITEM_SEPARATOR = {"zh": "、", "en": ", "}
-
-
-def label(labels: dict, code: str | None) -> str:
-    """The label of `code` in `labels`; an unknown code is shown as it is
-    (the walk in tests/test_web_i18n.py finds any that reach a page)."""
-    if code is None or code == "":
-        return "—"
-    return str(labels.get(code, code))
-
-
-def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
-    """What happened on `call` (or is happening), in the viewer's language;
-    `desk_names` (desk extension -> name) names the colleague who answered."""
-    extension = group_extension(call)
-    if extension is not None:
-        name = (desk_names or {}).get(extension)
-        if name:
-            return gettext("Answered by %(name)s (extension %(extension)s)", name=name,
-                           extension=extension)
-        return gettext("Answered by a colleague (extension %(extension)s)",
-                       extension=extension)
-    return label(CALL_OUTCOME_LABELS, call.outcome or call.state)
-
-
-def group_extension(call) -> str | None:
-    """The desk extension of the colleague who answered a hotline call in
-    the group ('group:8002'), else None."""
-    code = call.outcome or call.state
-    if code and code.startswith("group:"):
-        return code.split(":", 1)[1].split("@", 1)[0]
-    return None
-
-
-def task_type_name(task_type) -> str:
-    """A task type's name: a system type's translated label, else its stored name."""
-    return str(TASK_TYPE_LABELS.get(task_type.code, task_type.name))
-
-
-def zone_name(zone: str) -> str:
-    return str(TIMEZONE_LABELS.get(zone, zone))
-
-
-# -- the operation log as sentences --------------------------------------------
-
-def audit_actor(entry) -> str:
-    """Who did it: the person's name, else the user name typed, else the system."""
-    if entry.actor_name:
-        return entry.actor_name
-    if entry.username and entry.username != audit.SYSTEM:
-        return entry.username
-    return gettext("The system")
-
-
-def audit_object(entry) -> str:
-    """'customer manager 李娜': the object's kind and its name at the time."""
-    kind = label(OBJECT_TYPE_LABELS, entry.object_type)
-    if entry.object_name:
-        return gettext("%(kind)s %(name)s", kind=kind, name=entry.object_name)
-    if entry.object_id:
-        return gettext("%(kind)s no. %(id)s", kind=kind, id=entry.object_id)
-    return kind if entry.object_type else ""
-
-
-def audit_sentence(entry) -> str:
-    """One audit entry as a sentence in the viewer's language."""
-    d = audit.load_detail(entry)
-    who, what = audit_actor(entry), audit_object(entry)
-    action, reason = entry.action, d.get("reason")
-    if action == "login":
-        text = gettext("%(actor)s logged in.", actor=who)
-    elif action == "logout":
-        text = gettext("%(actor)s logged out.", actor=who)
-    elif action == "login_failed" and reason == "unknown_user":
-        text = gettext("Failed log-in: there is no user named %(username)s.",
-                       username=entry.username)
-    elif action == "login_failed":
-        text = gettext("Failed log-in by %(actor)s: wrong password.", actor=who)
-    elif action == "login_refused" and reason == "too_many_failures":
-        text = gettext("Log-in as %(username)s refused: %(count)d failed log-ins in "
-                       "%(minutes)d minutes.", username=entry.username,
-                       count=d.get("failures", 0), minutes=d.get("minutes", 0))
-    elif action == "login_refused":
-        text = gettext("Log-in by %(actor)s refused: the account is disabled.", actor=who)
-    elif action == "create" and entry.object_type == "call" and d.get("device") == "mobile":
-        text = gettext("%(actor)s called customer %(customer)s from their mobile.", actor=who,
-                       customer=entry.object_name or "—")
-    elif action == "create" and entry.object_type == "call":
-        text = gettext("%(actor)s called customer %(customer)s.", actor=who,
-                       customer=entry.object_name or "—")
-    elif action == "create" and d.get("fields"):
-        text = gettext("%(actor)s added %(object)s: %(fields)s.", actor=who, object=what,
-                       fields=_fields(d["fields"]))
-    elif action == "create":
-        text = gettext("%(actor)s added %(object)s.", actor=who, object=what)
-    elif action == "update" and reason == "departed":
-        text = gettext("%(actor)s marked %(object)s as departed; customers handed over to: "
-                       "%(customers)s; open tasks handed over to: %(tasks)s.", actor=who,
-                       object=what, customers=_counts(d.get("customers")),
-                       tasks=_counts(d.get("tasks")))
-    elif action == "update" and d.get("changes"):
-        text = gettext("%(actor)s changed %(object)s: %(changes)s.", actor=who, object=what,
-                       changes=_changes(d["changes"]))
-    elif action == "update":
-        text = gettext("%(actor)s saved %(object)s without changes.", actor=who, object=what)
-    elif action == "delete":
-        text = gettext("%(actor)s removed %(object)s.", actor=who, object=what)
-    elif action == "set_password":
-        text = gettext("%(actor)s set a new password for %(object)s.", actor=who, object=what)
-    elif action == "set_on_duty":
-        text = (gettext("%(actor)s put %(object)s on duty.", actor=who, object=what)
-                if d.get("on_duty") else
-                gettext("%(actor)s put %(object)s off duty.", actor=who, object=what))
-    elif action == "import":
-        text = gettext("%(actor)s imported a %(kind)s from %(file)s: %(imported)d rows "
-                       "imported, %(rejected)d rejected.", actor=who,
-                       kind=label(IMPORT_KIND_LABELS, d.get("kind")), file=d.get("file", "—"),
-                       imported=d.get("imported", 0), rejected=d.get("rejected", 0))
-    elif action == "set_do_not_call":
-        text = (gettext("%(actor)s set do-not-call on %(object)s: %(why)s.", actor=who,
-                        object=what, why=d.get("why", "—"))
-                if d.get("do_not_call") else
-                gettext("%(actor)s lifted do-not-call on %(object)s: %(why)s.", actor=who,
-                        object=what, why=d.get("why", "—")))
-    elif action == "reassign_customer":
-        old, new = (d.get("changes") or {}).get("manager") or [None, None]
-        text = gettext("%(actor)s gave %(object)s to %(new)s (before: %(old)s); %(count)d "
-                       "open tasks moved with the customer.", actor=who, object=what,
-                       new=new or "—", old=old or "—", count=d.get("tasks", 0))
-    elif action == "play_recording" and d.get("mode") == "download":
-        text = gettext("%(actor)s downloaded the recording of %(object)s.", actor=who,
-                       object=what)
-    elif action == "play_recording":
-        text = gettext("%(actor)s played the recording of %(object)s.", actor=who, object=what)
-    elif action == "purge_recordings":
-        text = gettext("%(actor)s deleted %(count)d recordings older than %(days)d days "
-                       "(%(missing)d files were already gone, %(refused)d left alone: "
-                       "outside the recordings directory).", actor=who,
-                       count=d.get("deleted", 0), days=d.get("days", 0),
-                       missing=d.get("missing", 0), refused=d.get("refused", 0))
-    elif action == "backup":
-        text = gettext("%(actor)s backed up the system to %(file)s (%(count)d recordings).",
-                       actor=who, file=d.get("archive", "—"), count=d.get("recordings", 0))
-    elif action == "restore":
-        text = gettext("%(actor)s restored the system from %(file)s, taken at %(time)s "
-                       "(%(count)d recordings).", actor=who, file=d.get("archive", "—"),
-                       time=d.get("started_at", "—"), count=d.get("recordings", 0))
-    elif action == "listen":
-        text = gettext("%(actor)s listened to the call of %(object)s from desk phone %(desk)s "
-                       "(%(mode)s).", actor=who, object=what, desk=d.get("desk", "—"),
-                       mode=label(LISTEN_MODE_LABELS, d.get("mode")))
-    elif action == "listen_refused":
-        text = gettext("%(actor)s was refused listening to the call of %(object)s: "
-                       "%(why)s.", actor=who, object=what,
-                       why=label(LISTEN_REFUSAL_LABELS, reason))
-    else:
-        text = gettext("%(actor)s: %(action)s %(object)s.", actor=who,
-                       action=label(ACTION_LABELS, action), object=what)
-    # free text from before the log was structured, shown as it was written
-    return f"{text} {d['text']}" if d.get("text") else text
-
-
-def _separator() -> str:
-    return _LIST_SEPARATOR.get(str(get_locale()), "; ")
-
-
-def _value(field: str, value) -> str:
-    if isinstance(value, bool):
-        return gettext("yes") if value else gettext("no")
-    if isinstance(value, list):
-        return _ITEM_SEPARATOR.get(str(get_locale()), ", ").join(map(str, value)) or "—"
-    return label(_AUDIT_VALUE_LABELS.get(field, {}), value if value is None else str(value))
-
-
-def _fields(fields: dict) -> str:
-    # what a new object was made with; what it was made without goes unsaid
-    return _separator().join(
-        gettext("%(field)s %(value)s", field=label(AUDIT_FIELD_LABELS, k), value=_value(k, v))
-        for k, v in fields.items() if v not in (None, "", []))
-
-
-def _changes(changes: dict) -> str:
-    return _separator().join(
-        gettext("%(field)s from %(old)s to %(new)s", field=label(AUDIT_FIELD_LABELS, k),
-                old=_value(k, old), new=_value(k, new))
-        for k, (old, new) in changes.items())
-
-
-def _counts(pairs) -> str:
-    if not pairs:
-        return gettext("nobody")
-    return _separator().join(gettext("%(name)s (%(count)d)", name=name, count=count)
-                             for name, count in pairs)
+# the domain's catalog and labels, named here for the web's modules and templates
+from khhf.i18n import (  # noqa: F401
+    ACTION_LABELS,
+    AUDIT_FIELD_LABELS,
+    CALL_OUTCOME_LABELS,
+    CAMPAIGN_CYCLE_LABELS,
+    CAMPAIGN_SELECTION_LABELS,
+    CAMPAIGN_STATUS_LABELS,
+    CHANNEL_LABELS,
+    DEFAULT_LOCALE,
+    DIRECTION_LABELS,
+    DISTRIBUTION_LABELS,
+    FALLBACK_STRATEGY_LABELS,
+    IMPORT_KIND_LABELS,
+    IMPORT_STATUS_LABELS,
+    LISTEN_MODE_LABELS,
+    LISTEN_REFUSAL_LABELS,
+    LOCALES,
+    MANAGER_STATUS_LABELS,
+    OBJECT_TYPE_LABELS,
+    ROLE_LABELS,
+    SMS_KIND_LABELS,
+    SMS_STATUS_LABELS,
+    SMS_VIA_LABELS,
+    TASK_STATUS_LABELS,
+    TASK_TYPE_LABELS,
+    TIMEZONE_LABELS,
+    TRANSLATIONS,
+    audit_actor,
+    audit_object,
+    audit_sentence,
+    call_outcome,
+    group_extension,
+    label,
+    task_type_name,
+    zone_name,
+)
 
 
 def init_app(app) -> None:
-    compile_catalogs()
+    core.compile_catalogs()
+    # the domain's lazy labels and sentences speak the request's language
+    core.set_locale_selector(_request_locale)
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LOCALE)
     app.config["BABEL_DEFAULT_TIMEZONE"] = app.config["TIMEZONE"]
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
@@ -522,6 +106,10 @@ def _wtforms_catalog():
     request.wtforms_translations = catalog
 
 
+def _request_locale() -> str | None:
+    return str(get_locale()) if has_request_context() else None
+
+
 def select_locale() -> str:
     lang = session.get("lang")
     return lang if lang in LOCALES else DEFAULT_LOCALE
@@ -531,32 +119,3 @@ def _remember_requested_locale():
     lang = request.args.get("lang")
     if lang in LOCALES:
         session["lang"] = lang
-
-
-def compile_catalogs(directory: Path = TRANSLATIONS) -> None:
-    """Compile each messages.po whose .mo is missing or older than it."""
-    for po in directory.glob("*/LC_MESSAGES/messages.po"):
-        mo = po.with_suffix(".mo")
-        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
-            continue
-        with po.open("rb") as fh:
-            catalog = read_po(fh)
-        # write aside, then rename: two workers starting at once both succeed
-        fd, tmp = tempfile.mkstemp(dir=mo.parent, suffix=".mo.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            write_mo(fh, catalog)
-        os.replace(tmp, mo)
-
-
-def translator(locale: str = DEFAULT_LOCALE):
-    """msgid, params -> text in `locale`, outside a request (the command
-    line, files written by background jobs)."""
-    po = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po"
-    with po.open("rb") as fh:
-        catalog = read_po(fh)
-    strings = {m.id: m.string for m in catalog if m.id and isinstance(m.id, str) and m.string}
-
-    def translate(message: str, params: dict | None = None) -> str:
-        text = strings.get(message) or message
-        return text % params if params else text
-    return translate

@@ -276,7 +276,7 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
     return label, [str(h) for h in heads[0]], rows(), heads[1]
 
 
-CHANNEL_LABELS = {"web": _l("Web"), "sms": _l("SMS"), "keypad": _l("Keypad")}
+CHANNEL_LABELS = i18n.CHANNEL_LABELS
 
 
 def _filename(flt: reports.Filter, suffix: str) -> str:

@@ -68,9 +68,4 @@ def inject():
 
 def _problem(exc: sms.SmsError) -> str:
     """The service's refusal, in the viewer's language."""
-    text = str(exc)
-    if "is not a mobile number" in text:
-        return gettext("Not a mobile number: give 5 to 20 digits, e.g. 13800138000.")
-    if "is empty" in text:
-        return gettext("The message is empty: type what the phone sent.")
-    return gettext("The message is too long.")
+    return gettext(exc.problem, **exc.params) if exc.problem else str(exc)

@@ -370,12 +370,10 @@ def _check_mobile(problems, mobile) -> str | None:
     if not (mobile or "").strip():
         return None
     try:
-        mobile = numbering.normalise(mobile)
+        return numbering.mobile(mobile)
     except numbering.NumberError:
-        mobile = None
-    if mobile is None or not numbering.MOBILE.fullmatch(mobile):
         problems.add("mobile", N_("Mobile: 11 digits starting with 1, e.g. 13812345678."))
-    return mobile
+        return None
 
 
 def desk_extension_of_user(session: Session, desk_extension: str) -> User | None:

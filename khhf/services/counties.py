@@ -7,18 +7,25 @@ import re
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from khhf import audit
+from khhf import audit, numbering
 from khhf.models import Campaign, County, Customer, UnifiedNumber, User
 from khhf.services import N_, Problems
 
 CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-UNIFIED_NUMBER_PATTERN = re.compile(r"\d{11}")
 FALLBACK_STRATEGIES = ("ringall", "hunt")
 
 
 def parse_numbers(text: str) -> list[str]:
-    """Unified numbers as typed: one per line, or separated by commas or spaces."""
-    return [n for n in re.split(r"[\s,，;；]+", text or "") if n]
+    """Unified numbers as typed: one per line, or separated by commas or
+    spaces ("139 0000 0000" on a line of its own is one number)."""
+    numbers = []
+    for line in re.split(r"[\n,，;；]+", text or ""):
+        try:
+            numbering.unified_number(line)
+            numbers.append(line.strip())
+        except numbering.NumberError:
+            numbers.extend(line.split())
+    return numbers
 
 
 def create_county(session: Session, by: User | None, ip: str, *, code: str, name: str,
@@ -85,17 +92,27 @@ def _check(session, county, code, name, fallback_strategy, numbers, primary):
     if fallback_strategy not in FALLBACK_STRATEGIES:
         problems.add("fallback_strategy", N_("Choose how the fallback group rings: all "
                                              "at once, or in turn."))
-    numbers = list(dict.fromkeys(numbers))
+    # normalised at the door, by the rule the trunk's dialplan and Originate use
+    checked = {}
+    for typed in numbers:
+        try:
+            checked[numbering.unified_number(typed)] = typed
+        except numbering.NumberError:
+            problems.add("numbers", N_("%(value)s is not a unified number: write 11 digits "
+                                       "starting 13 to 19, e.g. 13900000000 (+86, spaces and "
+                                       "dashes are fine), one number per line."), value=typed)
+    numbers = list(checked)
     for number in numbers:
-        if not UNIFIED_NUMBER_PATTERN.fullmatch(number):
-            problems.add("numbers", N_("%(value)s is not a unified number: write 11 digits, "
-                                       "one number per line."), value=number)
-        elif session.scalar(select(UnifiedNumber.id).where(
+        if session.scalar(select(UnifiedNumber.id).where(
                 UnifiedNumber.number == number,
                 UnifiedNumber.county_id != (own_id or 0))) is not None:
             problems.add("numbers", N_("%(value)s already belongs to another county."),
                          value=number)
     primary = (primary or "").strip()
+    try:
+        primary = numbering.unified_number(primary) if primary else ""
+    except numbering.NumberError:
+        pass  # not among the numbers either: said below
     if primary and primary not in numbers:
         problems.add("primary", N_("The primary number must be one of the county's "
                                    "unified numbers."))

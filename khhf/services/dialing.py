@@ -13,7 +13,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from khhf import audit
+from khhf import audit, numbering
 from khhf.calls import events, store
 from khhf.bridge_client import LiveCalls
 from khhf.config import Settings
@@ -133,6 +133,11 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     if not unified:
         problems.add("county", N_("Your county has no unified number: ask an administrator "
                                   "to add one."))
+    elif not numbering.UNIFIED_NUMBER.fullmatch(unified):
+        # stored before the county form had this rule: the bridge would refuse it
+        problems.add("county", N_("Your county's unified number %(value)s cannot be shown "
+                                  "on calls: ask an administrator to correct it on the "
+                                  "county's page."), value=unified)
     problems.raise_if_any()
 
     call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,

@@ -32,7 +32,7 @@ from khhf import numbering
 from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
 from khhf.config import Settings
 from khhf.phones import mask_phone
-from khhf.services import sms, tasks
+from khhf.services import N_, sms, tasks
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ CALLBACK_TASK_TYPE = "callback"
 # missed hotline calls come before every campaign task (those default to 0)
 CALLBACK_PRIORITY = 100
 
-# what the manager's phone receives; the SMPP sender sends the outbox
-SMS_MISSED_CALL = "【客户回访】未接来电：客户{who}于{at}来电，已生成回电任务，请尽快回电。"
+# what the manager's phone receives (sms.say_sms); the SMPP sender sends the outbox
+SMS_MISSED_CALL = N_("Missed call: customer %(who)s called at %(at)s; a call-back task is "
+                     "waiting, please call back soon.")
 # the note on a customer first known from a missed call (data, in Chinese)
 NOTE_FIRST_SEEN = "首次来电：热线未接"
 # customer_number of an inbound call whose caller id is withheld or unusable
@@ -285,8 +286,9 @@ def _call_back(session: Session, call: Call, now: dt.datetime, settings: Setting
         who = f"{customer.name} " if customer.name else ""
         at = settings.local(now)
         # through the outbox the gateway sends (audited there)
-        sms.queue(session, owner, SMS_MISSED_CALL.format(who=who + mask_phone(customer.phone),
-                                                         at=f"{at:%m-%d %H:%M}"),
+        sms.queue(session, owner, sms.say_sms(SMS_MISSED_CALL,
+                                              who=who + mask_phone(customer.phone),
+                                              at=f"{at:%m-%d %H:%M}"),
                   kind="missed_call", task_id=task.id, now=now)
     else:
         log.warning("manager %s has no mobile: the missed-call SMS is not queued", owner.id)
@@ -338,7 +340,7 @@ def _callback_type(session: Session) -> TaskType:
     task_type = session.scalar(select(TaskType).where(TaskType.code == CALLBACK_TASK_TYPE))
     if task_type is None:
         # data the system writes is in the operators' language; the English
-        # UI translates this type by its code (webui.i18n.TASK_TYPE_LABELS)
+        # UI translates this type by its code (khhf.i18n.TASK_TYPE_LABELS)
         task_type = TaskType(code=CALLBACK_TASK_TYPE, name="热线回电",
                              description="客户拨打热线无人接听，需回电。")
         session.add(task_type)

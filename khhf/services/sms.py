@@ -10,21 +10,42 @@ UI or `khhf sms inject` (the offline demo). The reply parser consumes
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from khhf import audit
+from khhf import audit, i18n, numbering
 from khhf.models import Manager, SmsMessage, SmsPart, User
 from khhf.phones import mask_phone
 
-MOBILE = re.compile(r"^\+?[0-9]{5,20}$")
+from . import N_
+
 MAX_BODY = 1000
+
+# What an SMS says comes from the catalog (khhf/i18n.py), like every text a
+# person reads, in the site's language; every SMS starts with HEAD.
+SMS_LOCALE = i18n.DEFAULT_LOCALE
+HEAD = N_("[Return visit] ")
+
+
+def say(message: str, **params) -> str:
+    """`message` (a msgid: a text below or a service's refusal) as an SMS says it."""
+    return i18n.gettext(message, SMS_LOCALE, **params)
+
+
+def say_sms(message: str, **params) -> str:
+    """A whole SMS: the head, then `message`."""
+    return say(HEAD) + say(message, **params)
 
 
 class SmsError(ValueError):
-    """Bad input for an SMS; the message says what to do."""
+    """Bad input for an SMS; the message says what to do (in English, for
+    logs and the command line). `problem` is the catalog's msgid saying the
+    same to a person, with its `params`."""
+
+    def __init__(self, message: str, problem: str | None = None, **params):
+        super().__init__(message)
+        self.problem, self.params = problem, params
 
 
 def utcnow() -> dt.datetime:
@@ -33,16 +54,24 @@ def utcnow() -> dt.datetime:
 
 def receive(session: Session, mobile: str, text: str, *, user: User | None = None,
             via: str = "smsc", ip: str = "") -> SmsMessage:
-    """Store a message from `mobile` as received (and audit it). `via` says
-    who brought it: 'smsc', 'web' or 'cli'."""
-    mobile = (mobile or "").strip().replace(" ", "")
-    if not MOBILE.match(mobile):
-        raise SmsError(f"{mobile!r} is not a mobile number: give 5 to 20 digits, "
-                       "e.g. 13800138000.")
+    """Store a message from `mobile` (in any form khhf.numbering reads;
+    stored normalised, so a manager's reply is found by their stored mobile)
+    as received, and audit it. `via` says who brought it: 'smsc', 'web' or
+    'cli'."""
+    try:
+        # the one form managers' mobiles are stored in, whatever the SMSC delivered
+        mobile = numbering.mobile(mobile)
+    except numbering.NumberError:
+        raise SmsError("the sender is not a mobile number: give 11 digits starting with 1 "
+                       "(+86 may precede them), e.g. 13800138000.",
+                       N_("Not a mobile number: give 11 digits starting with 1 (+86 may "
+                          "precede them), e.g. 13800138000.")) from None
     if not text or not text.strip():
-        raise SmsError("the message is empty: give the text the phone sent.")
+        raise SmsError("the message is empty: give the text the phone sent.",
+                       N_("The message is empty: type what the phone sent."))
     if len(text) > MAX_BODY:
-        raise SmsError(f"the message is {len(text)} characters long; at most {MAX_BODY}.")
+        raise SmsError(f"the message is {len(text)} characters long; at most {MAX_BODY}.",
+                       N_("The message is too long."))
     manager = session.scalar(select(Manager).where(Manager.mobile == mobile))
     row = SmsMessage(direction="in", peer_number=mobile, body=text, status="received",
                      manager_id=manager.id if manager else None)
@@ -64,6 +93,11 @@ def queue(session: Session, manager: Manager | None, body: str, *, mobile: str |
     to = mobile or (manager.mobile if manager is not None else None)
     if not to:
         raise SmsError("no mobile number to send the SMS to.")
+    try:
+        to = numbering.mobile(to)  # stored as the gateway submits it: 11 digits
+    except numbering.NumberError:
+        raise SmsError("the recipient is not a mobile number: give 11 digits starting "
+                       "with 1, e.g. 13800138000.") from None
     row = SmsMessage(direction="out", peer_number=to, body=body, status="queued", kind=kind,
                      manager_id=manager.id if manager is not None else None, task_id=task_id,
                      call_id=call_id, ref=ref, reply_to_id=reply_to_id,

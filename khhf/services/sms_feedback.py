@@ -42,12 +42,12 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from khhf import audit, sms_reply
+from khhf import audit, i18n, sms_reply
 from khhf.config import Settings
 from khhf.models import Call, Feedback, Manager, ResultCode, SmsMessage, Task, User, utcnow
 from khhf.phones import mask_phone
 
-from . import ValidationError, results, sms, tasks
+from . import N_, ValidationError, results, sms, tasks
 
 log = logging.getLogger(__name__)
 
@@ -64,33 +64,31 @@ DUPLICATE_WINDOW = dt.timedelta(hours=24)
 RETRY_AFTER = dt.timedelta(seconds=30)
 
 KIND_PROMPT, KIND_ANSWER = "prompt", "answer"
-CHANNEL_NAMES = {"web": "网页", "sms": "短信", "keypad": "按键"}
 
-# the SMS texts (Chinese: what the managers read)
-HEAD = "【客户回访】"
-PROMPT = HEAD + "#{ref} {task_type} {customer} 通话已结束，请回复结果：{menu}。{hint}"
-HINT_MANY = "多条待反馈时加编号，如 1 #{ref}"
-CONFIRM = HEAD + "已记录 #{ref} {customer}：{label}。{booked}"
-BOOKED = "已预约 {at:%m月%d日 %H:%M} 再拨。"
-HELP = HEAD + "未能识别您的回复。{menus}"
-HELP_NONE = "当前没有待反馈的通话，无需回复。"
-AMBIGUOUS = HEAD + "您有{n}条待反馈：{items}。请带编号回复，如 1 #{ref}"
-UNKNOWN_REF = HEAD + "没有编号 #{ref} 的反馈提示。{rest}"
-ALREADY = HEAD + "#{ref} {customer} 已反馈过结果：{label}（{channel}），无需再回复。"
-CLOSED = HEAD + "#{ref} {customer} 的任务已关闭，无需再回复。"
-NO_CODE = HEAD + "#{ref} {customer}：没有结果代码 {code}。请回复：{menu}"
-REFUSED = HEAD + "#{ref} {customer}：未记录。{why}请回复：{menu}"
-# the refusals file_result can give an SMS reply (its msgids), in Chinese
-REFUSALS = {
-    "The call-back time has passed: choose a time in the future.":
-        "预约时间已过，请回复将来的时间。",
-    "The call-back time is too far ahead: at most %(days)s days.":
-        "预约时间太远：最多%(days)s天内。",
-    "Calls are only placed between %(window)s (Beijing time): choose a call-back time "
-    "inside it.": "只在%(window)s（北京时间）之间外呼，请选这段时间内的预约时间。",
-    "“%(label)s” closes the task: choose a result that calls again to book a call-back.":
-        "“%(label)s”会结束任务，预约再拨请用可再拨的结果代码。",
-}
+# The SMS texts: msgids of the catalog, said by sms.say (the site's language)
+PROMPT = N_("#%(ref)s %(task_type)s %(customer)s: the call has ended; reply with the result: "
+            "%(menu)s. %(hint)s")
+HINT_MANY = N_("With several waiting, add the reference, e.g. 1 #%(ref)s")
+CONFIRM = N_("Filed #%(ref)s %(customer)s: %(label)s. %(booked)s")
+BOOKED = N_("Calling again on %(month)02d-%(day)02d at %(time)s.")
+HELP = N_("Your reply was not understood. %(menus)s")
+HELP_NONE = N_("No call is waiting for a result: no need to reply.")
+HELP_WAITING = N_("Waiting for a result: %(items)s.")
+HELP_MENU = N_("Reply with a result code: %(menu)s.")
+AMBIGUOUS = N_("%(n)s calls are waiting for a result: %(items)s. Reply with the reference, "
+               "e.g. 1 #%(ref)s")
+UNKNOWN_REF = N_("There is no result prompt #%(ref)s. %(rest)s")
+ALREADY = N_("#%(ref)s %(customer)s has its result already: %(label)s (%(channel)s); no need "
+             "to reply.")
+CLOSED = N_("The task of #%(ref)s %(customer)s is closed; no need to reply.")
+NO_CODE = N_("#%(ref)s %(customer)s: there is no result code %(code)s. Reply with: %(menu)s")
+REFUSED = N_("#%(ref)s %(customer)s: not filed. %(why)s Reply with: %(menu)s")
+MENU_BOOKING = N_("%(code)s+time %(label)s (e.g. %(code)s 1201 1430)")
+
+
+def refusal(problems) -> str:
+    """file_result's refusals (khhf.services.Problem), as the SMS says them."""
+    return "".join(sms.say(p.message, **p.params) for p in problems)
 
 
 # -- the menu -------------------------------------------------------------------
@@ -113,7 +111,7 @@ def booking_code(codes: list[ResultCode]) -> ResultCode | None:
 def menu(codes: list[ResultCode]) -> str:
     """「1回访成功 2客户拒绝 … 6+时间 预约再拨（如 6 1201 1430）」"""
     booking = booking_code(codes)
-    items = [f"{c.code}+时间 {c.label}（如 {c.code} 1201 1430）" if c is booking
+    items = [sms.say(MENU_BOOKING, code=c.code, label=c.label) if c is booking
              else f"{c.code}{c.label}" for c in codes]
     return " ".join(items)
 
@@ -209,8 +207,9 @@ def send_prompts(session: Session, settings: Settings, now: dt.datetime | None =
         if task.task_type_id not in menus:
             menus[task.task_type_id] = _codes(session, task.task_type_id)
         codes = menus[task.task_type_id]
-        body = PROMPT.format(ref=ref, task_type=task.task_type.name, customer=_customer(task),
-                             menu=menu(codes), hint=HINT_MANY.format(ref=ref))
+        body = sms.say_sms(PROMPT, ref=ref, task_type=task.task_type.name,
+                        customer=_customer(task), menu=menu(codes),
+                        hint=sms.say(HINT_MANY, ref=ref))
         try:
             with session.begin_nested():
                 sms.queue(session, manager, body, kind=KIND_PROMPT, task_id=task.id,
@@ -292,7 +291,7 @@ def handle(session: Session, row: SmsMessage, settings: Settings, now: dt.dateti
         reply = sms_reply.parse(row.body)
     except sms_reply.Unclear:
         _done(session, row, "unclear")
-        _answer(session, row, manager, HELP.format(menus=_menus(session, prompts)))
+        _answer(session, row, manager, sms.say_sms(HELP, menus=_menus(session, prompts)))
         return
     if reply.ref is not None:
         prompt = session.scalar(select(SmsMessage).where(
@@ -300,15 +299,15 @@ def handle(session: Session, row: SmsMessage, settings: Settings, now: dt.dateti
             SmsMessage.ref == reply.ref).order_by(SmsMessage.id.desc()).limit(1))
         if prompt is None:
             _done(session, row, "unknown_ref")
-            rest = _listing(session, prompts) if prompts else HELP_NONE
-            _answer(session, row, manager, UNKNOWN_REF.format(ref=reply.ref, rest=rest))
+            rest = _listing(session, prompts) if prompts else sms.say(HELP_NONE)
+            _answer(session, row, manager, sms.say_sms(UNKNOWN_REF, ref=reply.ref, rest=rest))
             return
     elif len(prompts) == 1:
         prompt = prompts[0]
     elif prompts:
         _done(session, row, "ambiguous")
-        _answer(session, row, manager, AMBIGUOUS.format(
-            n=len(prompts), items=_listing(session, prompts), ref=prompts[-1].ref))
+        _answer(session, row, manager, sms.say_sms(
+            AMBIGUOUS, n=len(prompts), items=_listing(session, prompts), ref=prompts[-1].ref))
         return
     else:
         # nothing open: about the latest prompt, if there is one (filed already)
@@ -317,7 +316,7 @@ def handle(session: Session, row: SmsMessage, settings: Settings, now: dt.dateti
             .order_by(SmsMessage.id.desc()).limit(1))
         if prompt is None:
             _done(session, row, "no_prompt")
-            _answer(session, row, manager, HEAD + HELP_NONE)
+            _answer(session, row, manager, sms.say_sms(HELP_NONE))
             return
     row.reply_to_id = prompt.id
     _file(session, row, manager, prompt, reply, settings, now)
@@ -334,19 +333,20 @@ def _file(session, row, manager, prompt, reply, settings, now) -> None:
     if filed is not None or task.status not in tasks.OPEN:
         _done(session, row, "already_filed")
         if filed is None:
-            _answer(session, row, manager, CLOSED.format(**names), task)
+            _answer(session, row, manager, sms.say_sms(CLOSED, **names), task)
         else:
             label = session.get(ResultCode, filed.result_code_id).label
-            _answer(session, row, manager, ALREADY.format(
-                label=label, channel=CHANNEL_NAMES.get(filed.channel, filed.channel), **names),
-                task)
+            with i18n.speaking(sms.SMS_LOCALE):
+                channel = i18n.label(i18n.CHANNEL_LABELS, filed.channel)
+            _answer(session, row, manager, sms.say_sms(ALREADY, label=label, channel=channel,
+                                                    **names), task)
         return
     codes = _codes(session, task.task_type_id)
     code = next((c for c in codes if c.code.isdigit() and int(c.code) == int(reply.code)), None)
     if code is None:
         _done(session, row, "refused")
-        _answer(session, row, manager, NO_CODE.format(code=reply.code, menu=menu(codes),
-                                                      **names), task)
+        _answer(session, row, manager, sms.say_sms(NO_CODE, code=reply.code, menu=menu(codes),
+                                                **names), task)
         return
     appointment = None
     if reply.call_back is not None:
@@ -362,16 +362,17 @@ def _file(session, row, manager, prompt, reply, settings, now) -> None:
                                            call_id=call.id, settings=settings, now=now)
     except ValidationError as exc:
         _done(session, row, "refused")
-        why = "".join(REFUSALS.get(p.message, p.message) % p.params for p in exc.problems)
-        _answer(session, row, manager, REFUSED.format(why=why, menu=menu(codes), **names), task)
+        _answer(session, row, manager, sms.say_sms(REFUSED, why=refusal(exc.problems),
+                                                menu=menu(codes), **names), task)
         return
     row.feedback_id = feedback.id
     _done(session, row, "filed")
     booked = ""
     if task.appointment_at is not None:
-        booked = BOOKED.format(at=settings.local(task.appointment_at))
-    _answer(session, row, manager, CONFIRM.format(label=code.label, booked=booked, **names),
-            task)
+        at = settings.local(task.appointment_at)
+        booked = sms.say(BOOKED, month=at.month, day=at.day, time=f"{at:%H:%M}")
+    _answer(session, row, manager, sms.say_sms(CONFIRM, label=code.label, booked=booked,
+                                            **names), task)
     log.info("SMS %s: result %s filed for task %s (#%s, %s)", row.id, code.code, task.id,
              prompt.ref, _customer(task))
 
@@ -397,20 +398,21 @@ def _is_duplicate(session: Session, row: SmsMessage, manager: Manager,
 
 def _listing(session: Session, prompts: list[SmsMessage]) -> str:
     """「#12 138****8000、#13 139****1234」, oldest first."""
-    return "、".join(f"#{p.ref} {_customer(session.get(Task, p.task_id))}"
-                    for p in reversed(prompts))
+    with i18n.speaking(sms.SMS_LOCALE):
+        return i18n.join_items(f"#{p.ref} {_customer(session.get(Task, p.task_id))}"
+                               for p in reversed(prompts))
 
 
 def _menus(session: Session, prompts: list[SmsMessage]) -> str:
     """The help: how to answer the open prompts (or that there is none)."""
     if not prompts:
-        return HELP_NONE
+        return sms.say(HELP_NONE)
     types = {session.get(Task, p.task_id).task_type_id for p in prompts}
-    lines = [f"待反馈：{_listing(session, prompts)}。"]
+    lines = [sms.say(HELP_WAITING, items=_listing(session, prompts))]
     for type_id in sorted(types):
-        lines.append(f"请回复结果代码：{menu(_codes(session, type_id))}。")
+        lines.append(sms.say(HELP_MENU, menu=menu(_codes(session, type_id))))
     if len(prompts) > 1:
-        lines.append(HINT_MANY.format(ref=prompts[-1].ref))
+        lines.append(sms.say(HINT_MANY, ref=prompts[-1].ref))
     return "".join(lines)
 
 
