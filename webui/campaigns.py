@@ -297,10 +297,7 @@ def task_list(campaign_id, manager, after):
 @bp.route("/types")
 @allow("admin")
 def types():
-    db = get_db()
-    if campaigns.ensure_standard_types(db):  # a fresh install's first visit
-        db.commit()
-    rows = db.scalars(select(TaskType).order_by(TaskType.id)).all()
+    rows = get_db().scalars(select(TaskType).order_by(TaskType.id)).all()
     return render_template("campaigns/types.html", types=rows)
 
 

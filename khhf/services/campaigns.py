@@ -35,6 +35,7 @@ from khhf import audit
 from khhf.models import (Call, Campaign, CampaignCycle, County, Customer, Feedback, Manager,
                          ResultCode, Task, TaskType, User)
 from khhf.services import N_, Problems, tasks
+from khhf.services.hotline import CALLBACK_TASK_TYPE
 
 CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 RESULT_CODE_PATTERN = re.compile(r"\d{1,2}")
@@ -68,10 +69,11 @@ STANDARD_TYPES = (
 
 def ensure_standard_types(session: Session) -> int:
     """Create the three standard task types (回访, 营销, 调查) with their
-    result codes if the database has no task type at all; returns how many
-    were made. `khhf init`, the demo seed and the administrator's task-type
-    page call it, so a fresh install starts with them."""
-    if session.scalar(select(exists().where(TaskType.id.is_not(None)))):
+    result codes if the database has no task type but the hotline's own
+    call-back type; returns how many were made. `khhf init` (which a site
+    may run again on an existing database) and the demo seed call it; no
+    page does, as a page view writes nothing."""
+    if session.scalar(select(exists().where(TaskType.code != CALLBACK_TASK_TYPE))):
         return 0
     for spec in STANDARD_TYPES:
         row = TaskType(code=spec["code"], name=spec["name"], description=spec["description"],
