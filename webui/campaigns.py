@@ -313,8 +313,8 @@ def _type_fields(form) -> dict:
 def type_new():
     form = TaskTypeForm()
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: campaigns.create_task_type(
-                get_db(), current_user, client_ip(), **_type_fields(form))):
+        if commit_or_show(get_db(), form, lambda: campaigns.save_task_type(
+                get_db(), current_user, client_ip(), None, **_type_fields(form))):
             flash(gettext("Task type %(name)s added.", name=form.name.data.strip()), "success")
             return redirect(url_for(".types"))
     return render_template("campaigns/type_form.html", form=form, task_type=None)
@@ -336,7 +336,7 @@ def type_edit(type_id):
     else:
         form = TaskTypeForm()
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: campaigns.update_task_type(
+        if commit_or_show(get_db(), form, lambda: campaigns.save_task_type(
                 get_db(), current_user, client_ip(), task_type, **_type_fields(form))):
             flash(gettext("Task type %(name)s saved.", name=task_type.name), "success")
             return redirect(url_for(".types"))
