@@ -89,11 +89,6 @@ def test_supervisor_sees_progress_but_not_another_countys_campaign(server, page)
 
 
 
-CARE_CODES = (  # code, name, success, final: five codes, one of two digits
-    ("1", "关怀成功", True, True), ("2", "客户拒绝", False, True), ("3", "无人接听", False, False),
-    ("7", "预约再拨", False, False), ("12", "号码有误", False, True))
-
-
 def test_admin_makes_a_task_type_a_campaign_uses_it_and_a_manager_files_its_code(server, page,
                                                                                   browser):
     """Defect: every result code's name was a <label> ("Codes-0"), not an
@@ -114,7 +109,7 @@ def test_admin_makes_a_task_type_a_campaign_uses_it_and_a_manager_files_its_code
     page.get_by_label("代码", exact=True).fill("care")
     page.get_by_label("类型名称").fill("关怀回访")
     page.get_by_label("通话话术").fill("您好，我是客户经理{经理}，来电关怀。")
-    for i, (code, name, success, final) in enumerate(CARE_CODES, start=1):
+    for i, (code, name, success, final) in enumerate(factories.CARE_CODES, start=1):
         page.get_by_label(f"代码 {i}", exact=True).fill(code)
         page.get_by_label(f"名称 {i}", exact=True).fill(name)
         page.get_by_label(f"成功 {i}", exact=True).set_checked(success)
@@ -134,7 +129,7 @@ def test_admin_makes_a_task_type_a_campaign_uses_it_and_a_manager_files_its_code
         assert sorted((c.code, c.label, c.is_success, c.is_final)
                       for c in care.result_codes) == sorted(
             (code, "暂时无人接听" if code == "3" else name, success, final)
-            for code, name, success, final in CARE_CODES)
+            for code, name, success, final in factories.CARE_CODES)
         assert care.script == "您好，我是客户经理{经理}，来电关怀。"
     shot(page, "task-types.png")
 
