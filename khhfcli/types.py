@@ -71,17 +71,17 @@ class _Command:
 
 def cmd_list(args) -> int:
     from sqlalchemy import select
+
     from khhf.models import TaskType
-    from khhf.services import imports
+    from khhf.services import campaigns, imports
     with _Command(args, "list") as cmd, cmd.sessions() as session:
         labels = {f.name: f.label for f in imports.FIELDS["task_types"]}
         print("\t".join([cmd.zh(N_("Id")), labels["type_code"], labels["type_name"],
                          labels["max_attempts"], labels["code"]]))
         types = session.scalars(select(TaskType).order_by(TaskType.id)).all()
         for t in types:
-            codes = sorted(t.result_codes, key=lambda c: c.code.zfill(2))
-            print("\t".join([str(t.id), t.code, t.name, str(t.max_attempts), "  ".join(
-                f"{c.code} {c.label}{'*' if c.is_final else ''}" for c in codes)]))
+            print("\t".join([str(t.id), t.code, t.name, str(t.max_attempts),
+                             campaigns.describe_codes(t.result_codes)]))
         if types:
             cmd.say(N_("* marks a final code (it finishes the task); the others mean "
                        "\"try again\"."))
@@ -93,6 +93,7 @@ def cmd_list(args) -> int:
 
 def cmd_show(args) -> int:
     from sqlalchemy import func, select
+
     from khhf.models import TaskType
     from khhf.services import task_type_import
     wanted = args.type.strip()
@@ -117,6 +118,7 @@ def cmd_show(args) -> int:
 
 def cmd_import(args) -> int:
     from sqlalchemy import select
+
     from khhf import db
     from khhf.models import User
     from khhf.services import imports, task_type_import

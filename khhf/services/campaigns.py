@@ -139,11 +139,12 @@ def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskTy
 def _type_fields(t: TaskType) -> dict:
     return {"code": t.code, "task_type": t.name, "description": t.description,
             "script": t.script, "max_attempts": t.max_attempts,
-            "result_codes": _describe_codes(t.result_codes)}
+            "result_codes": describe_codes(t.result_codes)}
 
 
-def _describe_codes(codes) -> str:
-    # "1 回访成功*": the star marks a final code
+def describe_codes(codes) -> str:
+    """The codes on one line, e.g. 1 回访成功*, 2 客户拒绝*, 3 无人接听 (a star
+    marks a final code)."""
     return ", ".join(f"{c.code} {c.label}{'*' if c.is_final else ''}"
                      for c in sorted(codes, key=lambda c: c.code.zfill(2)))
 

@@ -15,8 +15,9 @@ exactly the file's result codes (a code tasks already used cannot go).
 
 Every row is checked, each type by campaigns.save_task_type (the web
 form's rules, so there is no second set); one problem anywhere and the
-caller rolls everything back, so nothing is written. Problems name the row and what to do,
-as msgids marked with N_ (translated by the caller's catalog).
+caller rolls everything back, so nothing is written. Problems name the
+row and what to do, as msgids marked with N_ (the caller's catalog
+translates them).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def import_file(session: Session, by: User | None, ip: str, path: str | Path) ->
     imports.FileError for a file that cannot be read or lacks a required
     column, Refused (the caller rolls back) for any row's problem."""
     rows, _estimate = imports.open_table(path)
-    header_row, headers, buffered = imports.find_header(rows, KIND, {})
+    _header_row, headers, buffered = imports.find_header(rows, KIND, {})
     columns, _unmapped = imports.map_columns(KIND, headers, {})
     for f in imports.FIELDS[KIND]:
         if f.required and f.name not in columns:
