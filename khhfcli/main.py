@@ -10,6 +10,7 @@
     khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
+    khhf types list|show|import  task types and their result codes (khhfcli/types.py)
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
     khhf users admin|password  an administrator, or a user's new password (khhfcli/users.py)
@@ -127,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_imports.register(sub)   # khhf import customers|managers|tasks FILE
     cli_sms.register(sub)       # khhf sms inject|outbox|requeue
     cli_tasks.register(sub)     # khhf tasks distribute ...
+    from . import types as cli_types
+    cli_types.register(sub)     # khhf types list|show|import
     cli_demo.register(sub)      # khhf demo seed|run
     cli_service.register(sub)   # khhf service install
     from . import recordings as cli_recordings

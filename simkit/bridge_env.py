@@ -14,7 +14,7 @@ from sqlalchemy import select
 from ami_bridge.bridge import Bridge
 from ami_bridge.commands import CommandServer
 from khhf import bridge_client, db
-from khhf.models import Call, Customer, Manager, Task, User
+from khhf.models import Call, Customer, Manager, Task, TaskType, User
 from khhf.services.dialing import request_call
 from simkit import factories
 from simkit.harness import free_port
@@ -106,18 +106,24 @@ class BridgeEnv:
         return app, password
 
     # -- calls -------------------------------------------------------------------
-    def task_for(self, ext: str, phone: str) -> int:
+    def task_for(self, ext: str, phone: str, task_type: str | None = None) -> int:
+        """A task of `ext`'s manager for `phone`, of the type with code
+        `task_type` (default: factories.task_type's)."""
         with db.unit_of_work(self.sessions) as s:
             manager = s.scalar(select(Manager).where(Manager.desk_extension == ext))
             customer = s.scalar(select(Customer).where(Customer.phone == phone))
             if customer is None:
                 customer = factories.customer(s, manager.county, phone, manager, name="客户")
-            return factories.task(s, customer, manager).id
+            type_ = s.scalar(select(TaskType).where(TaskType.code == task_type)) \
+                if task_type else None
+            return factories.task(s, customer, manager, type_).id
 
-    def dial(self, ext: str, phone: str, device: str | None = None) -> int:
+    def dial(self, ext: str, phone: str, device: str | None = None,
+             task_type: str | None = None) -> int:
         """Click-to-dial as the manager at `ext`: the service, then the bridge;
-        `device` "mobile" makes it a two-leg call through the manager's mobile."""
-        task_id = self.task_for(ext, phone)
+        `device` "mobile" makes it a two-leg call through the manager's mobile;
+        the task is of the type with code `task_type` (default: revisit)."""
+        task_id = self.task_for(ext, phone, task_type)
         with db.unit_of_work(self.sessions) as s:
             user = s.scalar(select(User).where(User.username == f"m{ext}"))
             call = request_call(s, self.settings, user, task_id,

@@ -25,7 +25,7 @@ from khhf.models import (
     UnifiedNumber,
     User,
 )
-from khhf.services import tasks
+from khhf.services import campaigns, tasks
 
 # a return visit's result codes: (code, label, success, final)
 REVISIT_CODES = (("1", "回访成功", True, True), ("4", "客户拒绝", False, True),
@@ -89,6 +89,24 @@ def task_type(s: Session, code: str = "revisit", name: str = "回访", *,
                              is_success=success, is_final=final))
         s.flush()
     return row
+
+
+# a type an administrator makes (tests/test_web_browser_campaigns.py makes it in
+# the browser): five codes, one of two digits, a booking code other than 6
+CARE_CODES = (("1", "关怀成功", True, True), ("2", "客户拒绝", False, True),
+              ("3", "无人接听", False, False), ("7", "预约再拨", False, False),
+              ("12", "号码有误", False, True))
+
+
+def custom_task_type(s: Session) -> TaskType:
+    """关怀回访 (code care) with CARE_CODES, made as an administrator makes a
+    type, through the service behind the web form and `khhf types import`."""
+    return s.scalar(select(TaskType).where(TaskType.code == "care")) or \
+        campaigns.save_task_type(s, None, "", None, code="care", name="关怀回访",
+                                 max_attempts=3, script="您好，我是客户经理{经理}，来电关怀。",
+                                 codes=[{"code": c, "label": label, "is_success": ok,
+                                         "is_final": final}
+                                        for c, label, ok, final in CARE_CODES])
 
 
 def task(s: Session, customer_: Customer, manager_: Manager | None,

@@ -75,8 +75,8 @@ def test_task_type_validation_names_every_problem_and_writes_nothing(factory):
     ids = seed(factory)
     with factory() as s:
         with pytest.raises(ValidationError) as err:
-            campaigns.create_task_type(
-                s, s.get(User, ids["admin"]), "", code="Revisit!", name="", max_attempts="0",
+            campaigns.save_task_type(
+                s, s.get(User, ids["admin"]), "", None, code="Revisit!", name="", max_attempts="0",
                 codes=[{"code": "123", "label": "x", "is_final": True},
                        {"code": "2", "label": "a"}, {"code": "2", "label": "b"}])
         fields = [p.field for p in err.value.problems]
@@ -90,8 +90,8 @@ def test_task_type_update_keeps_used_codes(factory):
     ids = seed(factory)
     with db.unit_of_work(factory) as s:
         admin = s.get(User, ids["admin"])
-        t = campaigns.create_task_type(
-            s, admin, "", code="care", name="关怀", script="您好", max_attempts=2,
+        t = campaigns.save_task_type(
+            s, admin, "", None, code="care", name="关怀", script="您好", max_attempts=2,
             codes=[{"code": "1", "label": "已关怀", "is_success": True, "is_final": True},
                    {"code": "3", "label": "无人接听"}])
         type_id = t.id
@@ -101,15 +101,15 @@ def test_task_type_update_keeps_used_codes(factory):
     with db.unit_of_work(factory) as s:
         t = s.get(TaskType, type_id)
         with pytest.raises(ValidationError, match="already used"):
-            campaigns.update_task_type(s, None, "", t, code="care", name="关怀", max_attempts=2,
-                                       codes=[{"code": "3", "label": "无人接听",
-                                               "is_final": True}])
+            campaigns.save_task_type(s, None, "", t, code="care", name="关怀", max_attempts=2,
+                                     codes=[{"code": "3", "label": "无人接听",
+                                             "is_final": True}])
     with db.unit_of_work(factory) as s:
         t = s.get(TaskType, type_id)
-        campaigns.update_task_type(s, s.get(User, ids["admin"]), "", t, code="care",
-                                   name="客户关怀", max_attempts=4, script="新话术",
-                                   codes=[{"code": "1", "label": "关怀成功", "is_final": True},
-                                          {"code": "12", "label": "改天再打"}])
+        campaigns.save_task_type(s, s.get(User, ids["admin"]), "", t, code="care",
+                                 name="客户关怀", max_attempts=4, script="新话术",
+                                 codes=[{"code": "1", "label": "关怀成功", "is_final": True},
+                                        {"code": "12", "label": "改天再打"}])
     with factory() as s:
         t = s.get(TaskType, type_id)
         assert (t.name, t.max_attempts, t.script) == ("客户关怀", 4, "新话术")

@@ -162,6 +162,28 @@ def test_two_digit_codes_read_two_digits(s, call):
     assert feedback(s)[0].result_code_id == code(s, call, "12").id
 
 
+def test_a_code_of_a_type_an_administrator_made_is_filed(s, call):
+    """A type made as an administrator makes one (five codes, one of two
+    digits): the keypad reads two digits and files either length."""
+    care = factories.custom_task_type(s)
+    task = s.get(Task, call.task_id)
+    task.task_type_id = care.id
+    s.flush()
+    s.expire_all()
+    ask = turn(s, call)
+    assert ask.max_digits == 2
+    chosen = turn(s, call, ask.state, "7")
+    assert chosen.prompts == ("keypad-you-chose", "digits/7", "keypad-confirm")
+    again = turn(s, call, chosen.state, "2")   # changed their mind
+    chosen = turn(s, call, again.state, "12")
+    assert chosen.prompts == ("keypad-you-chose", "digits/1", "digits/2", "keypad-confirm")
+    assert turn(s, call, chosen.state, "1").prompts == ("keypad-filed",)
+    [fb] = feedback(s)
+    assert (fb.channel, fb.result_code_id) == ("keypad", code(s, call, "12").id)
+    assert code(s, call, "12").task_type_id == care.id
+    assert s.get(Task, call.task_id).status == "done"
+
+
 def test_unknown_calls_say_unavailable(s, call):
     assert keypad.step(s, None).prompts == ("keypad-unavailable",)
     assert keypad.step(s, 987654).prompts == ("keypad-unavailable",)

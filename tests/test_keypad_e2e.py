@@ -15,9 +15,11 @@ import pytest
 from sqlalchemy import select
 
 from agi.routes import ROUTES, keypad_result
+from khhf import db
 from khhf.config import agi_key
 from khhf.models import Feedback, ResultCode, Task
 from khhf.shipped import shipped
+from simkit import factories
 from simkit.bridge_env import BridgeEnv
 from simkit.harness import SIPP, AgiThread, PbxHarness, free_port
 from simkit.rtp import PCMA, PCMU, RtpPhone
@@ -116,6 +118,36 @@ def test_keypad_result_after_the_customer_hangs_up_is_filed(kp, codec):
     assert abs(call.recording_seconds - TALK_MS / 1000) <= 0.5
     # the turns: ask, read back "1", confirm
     assert [t[2] for t in kp.turns_of(call_id)] == ["", "ask:1", f"confirm:{fb.result_code_id}:1"]
+
+
+def test_a_two_digit_code_of_a_type_an_administrator_made_is_filed(kp):
+    """The task's type was made as an administrator makes one (five codes,
+    one of two digits): the phone keys in 1 2, hears 一 二 read back, confirms."""
+    with db.unit_of_work(kp.env.sessions) as s:
+        factories.custom_task_type(s)
+    phone = RtpPhone(codec=PCMU)
+    try:
+        desk = kp.desk_with_phone("8001", phone)
+        customer = kp.h.trunk("answer_hangup.xml", duration_ms=TALK_MS)
+        call_id = kp.env.dial("8001", "13812345690", task_type="care")
+        assert customer.wait(30) == 0, customer.trace_summary()
+        assert phone.wait_heard(PROMPTS / "keypad-ask.ulaw")
+        phone.press("12")
+        assert phone.wait_heard(PROMPTS / "keypad-confirm.ulaw")
+        assert phone.heard(PROMPTS / "digits" / "1.ulaw")
+        assert phone.heard(PROMPTS / "digits" / "2.ulaw")
+        phone.press("1")
+        assert phone.wait_heard(PROMPTS / "keypad-filed.ulaw")
+        assert desk.wait(30) == 0, desk.trace_summary()
+    finally:
+        phone.close()
+    call = kp.env.wait_final(call_id)
+    [fb] = kp.feedback(call_id)
+    with kp.env.sessions() as s:
+        code, task = s.get(ResultCode, fb.result_code_id), s.get(Task, call.task_id)
+        assert (code.code, code.label, code.task_type.code) == ("12", "号码有误", "care")
+        assert (task.status, task.task_type_id) == ("done", code.task_type_id)
+    assert fb.channel == "keypad"
 
 
 def test_hanging_up_without_a_key_files_nothing(kp):

@@ -52,11 +52,11 @@ def w(s):
 
 
 def answered_call(s, w, phone, manager="m1", *, ended=NOW - dt.timedelta(minutes=5),
-                  answered=True) -> Call:
+                  answered=True, task_type=None) -> Call:
     """A task and its finished outbound call, as the AMI bridge leaves them."""
     manager = w[manager]
     customer = factories.customer(s, w["county"], phone, manager, name="客户")
-    task = factories.task(s, customer, manager)
+    task = factories.task(s, customer, manager, task_type)
     tasks.dial(task, ended - dt.timedelta(minutes=2))
     call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,
                 manager_id=manager.id, county_id=w["county"].id, customer_number=phone,
@@ -160,6 +160,22 @@ def test_a_digit_files_the_result_by_sms_and_confirms(s, w):
     assert (task.status, task.result_code_id) == ("done", w["codes"]["1"].id)
     assert answer.body == "【客户回访】已记录 #1 138****0021：回访成功。"
     assert (answer.kind, answer.peer_number) == ("answer", MOBILE)
+
+
+def test_a_code_of_a_type_an_administrator_made_is_filed_by_sms(s, w):
+    """The menu is the type's own, booking code included; a two-digit code
+    files."""
+    care = factories.custom_task_type(s)
+    call = answered_call(s, w, "13800000041", task_type=care)
+    sms_feedback.send_prompts(s, SETTINGS, NOW)
+    [prompt] = outbox(s, "prompt")
+    assert ("1关怀成功 2客户拒绝 3无人接听 7+时间 预约再拨（如 7 1201 1430） 12号码有误"
+            in prompt.body)
+    row, [answer] = reply(s, "12")
+    task = s.get(Task, call.task_id)
+    assert (row.kind, s.get(Feedback, row.feedback_id).channel) == ("filed", "sms")
+    assert (task.status, task.result_code.code, task.task_type_id) == ("done", "12", care.id)
+    assert answer.body == "【客户回访】已记录 #1 138****0041：号码有误。"
 
 
 def test_a_call_back_time_books_the_task(s, w):

@@ -13,8 +13,9 @@ from collections import defaultdict
 import pytest
 from sqlalchemy import func, select
 
-from khhf import config
-from khhf.models import Feedback, SmsMessage, Task
+from khhf import config, db
+from khhf.models import Feedback, ResultCode, SmsMessage, Task
+from simkit import factories
 from simkit.bridge_env import BridgeEnv
 from simkit.smsc import SmscProcess
 from smsgw import encoding
@@ -70,11 +71,11 @@ class Loop:
         texts.extend(order)
         return texts
 
-    def call_answered(self, phone: str) -> int:
+    def call_answered(self, phone: str, task_type: str | None = None) -> int:
         """A click-to-dial that the customer answers and ends after 1 s."""
         desk = self.env.harness.desk_phone("8001")
         customer = self.env.harness.trunk("answer_hangup.xml", duration_ms=1000)
-        call_id = self.env.dial("8001", phone)
+        call_id = self.env.dial("8001", phone, task_type=task_type)
         assert customer.wait(30) == 0 and desk.wait(30) == 0
         call = self.env.wait_final(call_id)
         assert (call.outcome, call.task_snapshot[0]) == ("answered", "connected")
@@ -119,6 +120,30 @@ def test_a_call_ends_the_prompt_reaches_the_smsc_and_the_reply_files_the_result(
         [feedback] = s.scalars(select(Feedback).where(Feedback.task_id == call.task_id))
         assert (feedback.channel, feedback.call_id) == ("sms", call.id)
     wait_for(lambda: answers(loop, f"已记录 #{prompt.ref} 138****5601：回访成功"),
+             what="the confirmation at the SMSC")
+
+
+def test_a_code_of_a_type_an_administrator_made_is_filed_by_sms(loop):
+    """The task's type was made as an administrator makes one: the prompt
+    carries its own menu, and its two-digit code files."""
+    with db.unit_of_work(loop.env.sessions) as s:
+        factories.custom_task_type(s)
+    call = loop.call_answered("13812345605", task_type="care")
+    prompt = prompt_for(loop, call.task_id)
+    [text] = answers(loop, f"#{prompt.ref} ")
+    assert "1关怀成功 2客户拒绝 3无人接听 7+时间 预约再拨（如 7 1201 1430） 12号码有误" in text
+    assert loop.smsc.deliver(MOBILE, f"12 #{prompt.ref}")["ok"]
+
+    def filed():
+        with loop.env.sessions() as s:
+            task = s.get(Task, call.task_id)
+            return task if task.status == "done" else None
+    wait_for(filed, what="the task done")
+    with loop.env.sessions() as s:
+        [feedback] = s.scalars(select(Feedback).where(Feedback.task_id == call.task_id))
+        code = s.get(ResultCode, feedback.result_code_id)
+        assert (feedback.channel, code.code, code.task_type.code) == ("sms", "12", "care")
+    wait_for(lambda: answers(loop, f"已记录 #{prompt.ref} 138****5605：号码有误"),
              what="the confirmation at the SMSC")
 
 

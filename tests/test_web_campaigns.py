@@ -6,9 +6,12 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from khhf.models import AuditLog, Campaign, Task, TaskType
+from khhf import config, db
+from khhf.models import AuditLog, Campaign, ResultCode, Task, TaskType
+from khhf.services import accounts
 from simkit import factories
 from simkit.web import csrf_token, log_in, make_app, session_for
+from webui import create_app
 
 
 @pytest.fixture
@@ -116,3 +119,30 @@ def test_admin_adds_a_task_type_and_sees_every_problem(web):
         assert t.script == "您好，这里是关怀回访"
         assert s.scalar(select(AuditLog).where(AuditLog.object_type == "task_type",
                                                AuditLog.username == "admin")) is not None
+
+
+def test_the_task_types_page_of_a_fresh_database_writes_nothing(tmp_path):
+    """Defect: the first GET of the task types page created the standard
+    types (and their audit entries). A page view writes nothing: `khhf init`
+    makes them; the page says so."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    engine = db.make_engine(url)
+    db.create_schema(engine)
+    with db.unit_of_work(db.session_factory(engine)) as s:
+        accounts.create_user(s, None, "", username="admin", display_name="管理员",
+                             password="a-long-enough-secret", role="admin", county_id=None)
+    engine.dispose()
+    app = create_app(config.write_new(tmp_path / "khhf.conf", home=tmp_path, database_url=url),
+                     {"TESTING": True})
+    client = app.test_client()
+    assert log_in(client, "admin", "a-long-enough-secret").status_code == 302
+
+    def counts():
+        with session_for(app) as s:
+            return [s.scalar(select(func.count()).select_from(t))
+                    for t in (TaskType, ResultCode, AuditLog)]
+    before = counts()
+    page = client.get("/campaigns/types")
+    assert page.status_code == 200
+    assert counts() == before and before[:2] == [0, 0]
+    assert "运行 khhf init" in page.get_data(as_text=True)

@@ -92,7 +92,7 @@ class ResultCodeRow(Form):
 
 class TaskTypeForm(FlaskForm):
     code = StringField(_l("Code"), description=_l("Short Latin name, e.g. revisit."))
-    name = StringField(_l("Name"))
+    name = StringField(_l("Task type name"))
     description = StringField(_l("Description"))
     script = TextAreaField(_l("Call script"), render_kw={"rows": 4},
                            description=_l("Shown to the manager next to each task."))
@@ -297,10 +297,7 @@ def task_list(campaign_id, manager, after):
 @bp.route("/types")
 @allow("admin")
 def types():
-    db = get_db()
-    if campaigns.ensure_standard_types(db):  # a fresh install's first visit
-        db.commit()
-    rows = db.scalars(select(TaskType).order_by(TaskType.id)).all()
+    rows = get_db().scalars(select(TaskType).order_by(TaskType.id)).all()
     return render_template("campaigns/types.html", types=rows)
 
 
@@ -316,8 +313,8 @@ def _type_fields(form) -> dict:
 def type_new():
     form = TaskTypeForm()
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: campaigns.create_task_type(
-                get_db(), current_user, client_ip(), **_type_fields(form))):
+        if commit_or_show(get_db(), form, lambda: campaigns.save_task_type(
+                get_db(), current_user, client_ip(), None, **_type_fields(form))):
             flash(gettext("Task type %(name)s added.", name=form.name.data.strip()), "success")
             return redirect(url_for(".types"))
     return render_template("campaigns/type_form.html", form=form, task_type=None)
@@ -339,7 +336,7 @@ def type_edit(type_id):
     else:
         form = TaskTypeForm()
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: campaigns.update_task_type(
+        if commit_or_show(get_db(), form, lambda: campaigns.save_task_type(
                 get_db(), current_user, client_ip(), task_type, **_type_fields(form))):
             flash(gettext("Task type %(name)s saved.", name=task_type.name), "success")
             return redirect(url_for(".types"))

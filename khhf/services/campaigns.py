@@ -35,6 +35,7 @@ from khhf import audit
 from khhf.models import (Call, Campaign, CampaignCycle, County, Customer, Feedback, Manager,
                          ResultCode, Task, TaskType, User)
 from khhf.services import N_, Problems, tasks
+from khhf.services.hotline import CALLBACK_TASK_TYPE
 
 CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 RESULT_CODE_PATTERN = re.compile(r"\d{1,2}")
@@ -68,20 +69,16 @@ STANDARD_TYPES = (
 
 def ensure_standard_types(session: Session) -> int:
     """Create the three standard task types (回访, 营销, 调查) with their
-    result codes if the database has no task type at all; returns how many
-    were made. `khhf init`, the demo seed and the administrator's task-type
-    page call it, so a fresh install starts with them."""
-    if session.scalar(select(exists().where(TaskType.id.is_not(None)))):
+    result codes if the database has no task type but the hotline's own
+    call-back type; returns how many were made. `khhf init` (which a site
+    may run again on an existing database) and the demo seed call it; no
+    page does, as a page view writes nothing."""
+    if session.scalar(select(exists().where(TaskType.code != CALLBACK_TASK_TYPE))):
         return 0
     for spec in STANDARD_TYPES:
-        row = TaskType(code=spec["code"], name=spec["name"], description=spec["description"],
-                       script=spec["script"], max_attempts=spec["max_attempts"])
-        row.result_codes = [ResultCode(code=c, label=label, is_success=ok, is_final=final)
-                            for c, label, ok, final in spec["codes"]]
-        session.add(row)
-        session.flush()
-        audit.record(session, None, "create", "task_type", row.id,
-                     {"fields": _type_fields(row)}, object_name=row.name)
+        save_task_type(session, None, "", None, **{**spec, "codes": [
+            {"code": c, "label": label, "is_success": ok, "is_final": final}
+            for c, label, ok, final in spec["codes"]]})
     return len(STANDARD_TYPES)
 
 
@@ -98,30 +95,22 @@ def parse_int(value, default=None):
     return number if -MAX_ID <= number <= MAX_ID else default
 
 
-def create_task_type(session: Session, by: User | None, ip: str, *, code: str, name: str,
-                     description: str = "", script: str = "", max_attempts,
-                     codes: list[dict]) -> TaskType:
-    """A task type with its result codes; `codes` are dicts with code,
-    label, is_success, is_final (rows with neither code nor label are ignored)."""
-    fields = _check_type(session, None, code, name, description, script, max_attempts, codes)
-    row = TaskType(code=fields["code"], name=fields["name"], description=fields["description"],
-                   script=fields["script"], max_attempts=fields["max_attempts"])
-    row.result_codes = [ResultCode(**c) for c in fields["codes"]]
-    session.add(row)
-    session.flush()
-    audit.record(session, by, "create", "task_type", row.id, {"fields": _type_fields(row)}, ip,
-                 object_name=row.name)
-    return row
+def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskType | None,
+                   *, code: str, name: str, description: str = "", script: str = "",
+                   max_attempts, codes: list[dict]) -> TaskType:
+    """Create a task type (`task_type` None) or change one, with its result
+    codes: the one rule set behind the web form and `khhf types import`.
 
-
-def update_task_type(session: Session, by: User | None, ip: str, task_type: TaskType, *,
-                     code: str, name: str, description: str = "", script: str = "",
-                     max_attempts, codes: list[dict]) -> TaskType:
-    """Change a task type and its result codes. A code that tasks or
-    feedback already use cannot be removed (its label may change)."""
+    `codes` are dicts with code, label, is_success, is_final; entries with
+    neither code nor label are ignored. A code that tasks or feedback
+    already use cannot be removed (its label may change). Raises
+    ValidationError, with nothing written, listing every problem; a
+    problem about one entry of `codes` has its index there as
+    params["entry"]. Audited as a create or an update."""
     fields = _check_type(session, task_type, code, name, description, script, max_attempts,
                          codes)
-    before = _type_fields(task_type)
+    before = _type_fields(task_type) if task_type is not None else None
+    task_type = task_type if task_type is not None else TaskType()
     task_type.code, task_type.name = fields["code"], fields["name"]
     task_type.description, task_type.script = fields["description"], fields["script"]
     task_type.max_attempts = fields["max_attempts"]
@@ -134,22 +123,28 @@ def update_task_type(session: Session, by: User | None, ip: str, task_type: Task
             task_type.result_codes.remove(rc)
     for c in wanted.values():
         task_type.result_codes.append(ResultCode(**c))
+    session.add(task_type)
     session.flush()
     after = _type_fields(task_type)
-    audit.record(session, by, "update", "task_type", task_type.id,
-                 audit.changes({k: (before[k], after[k]) for k in before}), ip,
-                 object_name=task_type.name)
+    if before is None:
+        audit.record(session, by, "create", "task_type", task_type.id, {"fields": after}, ip,
+                     object_name=task_type.name)
+    else:
+        audit.record(session, by, "update", "task_type", task_type.id,
+                     audit.changes({k: (before[k], after[k]) for k in before}), ip,
+                     object_name=task_type.name)
     return task_type
 
 
 def _type_fields(t: TaskType) -> dict:
     return {"code": t.code, "task_type": t.name, "description": t.description,
             "script": t.script, "max_attempts": t.max_attempts,
-            "result_codes": _describe_codes(t.result_codes)}
+            "result_codes": describe_codes(t.result_codes)}
 
 
-def _describe_codes(codes) -> str:
-    # "1 回访成功*": the star marks a final code
+def describe_codes(codes) -> str:
+    """The codes on one line, e.g. 1 回访成功*, 2 客户拒绝*, 3 无人接听 (a star
+    marks a final code)."""
     return ", ".join(f"{c.code} {c.label}{'*' if c.is_final else ''}"
                      for c in sorted(codes, key=lambda c: c.code.zfill(2)))
 
@@ -172,19 +167,20 @@ def _check_type(session, task_type, code, name, description, script, max_attempt
         problems.add("max_attempts", N_("Max attempts: a whole number from 1 to %(max)s."),
                      max=MAX_ATTEMPTS_LIMIT)
     rows, seen = [], set()
-    for c in codes:
+    for entry, c in enumerate(codes):
         value, label = (c.get("code") or "").strip(), (c.get("label") or "").strip()
         if not value and not label:
             continue
         if not RESULT_CODE_PATTERN.fullmatch(value):
             problems.add("codes", N_("Result code %(value)s: write 1 or 2 digits (what the "
-                                     "manager types by SMS or keypad)."), value=value or "—")
+                                     "manager types by SMS or keypad)."), value=value or "—",
+                         entry=entry)
         elif value in seen:
             problems.add("codes", N_("Result code %(value)s appears twice: each code must be "
-                                     "unique within its task type."), value=value)
+                                     "unique within its task type."), value=value, entry=entry)
         if not 1 <= len(label) <= 64:
             problems.add("codes", N_("Result code %(value)s needs a label (at most 64 "
-                                     "characters)."), value=value or "—")
+                                     "characters)."), value=value or "—", entry=entry)
         seen.add(value)
         rows.append({"code": value, "label": label, "is_success": bool(c.get("is_success")),
                      "is_final": bool(c.get("is_final"))})

@@ -104,6 +104,19 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("task_type", "任务类型", ("任务类型", "类型", "任务", "task_type")),
         Field("manager", "客户经理工号", _MANAGER),
     ),
+    # one row per result code (khhf.services.task_type_import; not an import
+    # job of its own: task types are few and written all or nothing)
+    "task_types": (
+        Field("type_code", "类型代码", ("任务类型代码", "类型编码", "type_code"), required=True),
+        Field("type_name", "类型名称", ("任务类型", "任务类型名称", "type_name")),
+        Field("max_attempts", "最多尝试次数", ("尝试次数", "最多拨打次数", "max_attempts")),
+        Field("description", "说明", ("类型说明", "description")),
+        Field("script", "通话话术", ("话术", "script")),
+        Field("code", "结果代码", ("代码", "按键", "code"), required=True),
+        Field("label", "结果名称", ("结果", "名称", "label"), required=True),
+        Field("is_success", "成功", ("是否成功", "success", "is_success")),
+        Field("is_final", "结束", ("是否结束", "final", "is_final")),
+    ),
 }
 
 
@@ -355,7 +368,7 @@ def phone_number(value: str) -> str:
     return numbering.normalise(text_)
 
 
-def _find_header(rows: Iterator, kind: str, mapping: dict[str, str]):
+def find_header(rows: Iterator, kind: str, mapping: dict[str, str]):
     """(header row number, header cells, buffered rows after it) — the header
     is the first of the first rows that names the most known columns."""
     known = {header_key(a) for f in FIELDS[kind] for a in (f.label, *f.aliases)}
@@ -905,7 +918,7 @@ def run(session: Session, kind: str, path: str | Path, options: Options | None =
         raise ValueError(f"kind must be one of {KINDS}")
     options = options or Options()
     rows, estimate = open_table(path, reader)
-    header_row, headers, buffered = _find_header(rows, kind, options.mapping)
+    header_row, headers, buffered = find_header(rows, kind, options.mapping)
     columns, unmapped = map_columns(kind, headers, options.mapping)
     report = Report(kind, headers, header_row, columns, unmapped)
     job = _Import(session, kind, options, commit, by, ip)
