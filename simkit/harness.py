@@ -16,7 +16,7 @@ from pathlib import Path
 
 from khhf import config
 from pbxctl import pbx
-from pbxctl.ami import AmiClient
+from amiclient import AmiClient
 from simkit.sipp import (SIPP, SipMessage, Sipp, free_port, register_desk_phone,  # noqa: F401
                        wav_stats)
 
