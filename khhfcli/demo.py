@@ -77,7 +77,7 @@ def cmd_demo(args) -> int:
 
 def run(settings, result, talk_seconds: int = 20) -> int:
     """Run the whole demo until SIGINT/SIGTERM, restarting whatever exits."""
-    from .main import desk_extensions
+    from .pbx import desk_extensions
     extensions = desk_extensions(settings)
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -20,31 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-import threading
 
 from khhf import config as config_mod
 from khhf.config import ConfigError
-
-
-def _settings(args) -> config_mod.Settings:
-    return config_mod.load(args.config)
-
-
-def desk_extensions(settings) -> list[str]:
-    """Desk extensions of active managers, from the database (if it exists)."""
-    from khhf import db
-    from khhf.services.accounts import active_desk_extensions
-    engine = db.make_engine(settings.database_url)
-    try:
-        if not db.has_schema(engine):
-            return []
-        with db.session_factory(engine)() as session:
-            return active_desk_extensions(session)
-    finally:
-        engine.dispose()
 
 
 def cmd_init(args) -> int:
@@ -84,75 +63,6 @@ def cmd_init(args) -> int:
     return 0
 
 
-def cmd_pbx(args) -> int:
-    from pbxctl import pbx
-    settings = _settings(args)
-    if args.action == "build":
-        pbx.build_root(settings.asterisk_root, settings.debian_mirror or None)
-        print(f"Asterisk root ready at {settings.asterisk_root}")
-        return 0
-    instance = pbx.Pbx(settings, desk_extensions(settings))
-    if args.action == "up":
-        pid = instance.up()
-        print(f"PBX {settings.pbx_name!r} up (pid {pid}); run directory {instance.run_dir}")
-    elif args.action == "down":
-        was = instance.down()
-        print(f"PBX {settings.pbx_name!r} {'stopped' if was else 'was not running'}")
-    elif args.action == "status":
-        print(instance.status())
-    elif args.action == "reload":
-        instance.reload_phones(instance.desk_extensions)
-        print(f"desk phones reloaded: {', '.join(instance.desk_extensions) or 'none'}")
-    elif args.action == "sync":
-        return sync_phones(settings, instance, args.every)
-    elif args.action == "phones":
-        for ext in instance.desk_extensions:
-            print(f"{ext}\tsip:{ext}@{settings.sip_host}:{settings.sip_port}\t"
-                  f"password {pbx.phone_password(settings, ext)}")
-    return 0
-
-
-def sync_phones(settings, instance, every: float | None = None) -> int:
-    """`khhf pbx sync`: add the desk phones of managers added since the PBX
-    started (Pbx.add_phones). The PBX's owner runs it, as root like `khhf pbx
-    up` (the khhf-phones unit, or the demo): it renders into the PBX's run
-    directory and runs the Asterisk CLI. The daemons never do: the bridge
-    records calls, it does not provision phones. With `every`, a pass every
-    that many seconds until SIGTERM; a PBX that is down is skipped (it
-    renders every phone when it starts)."""
-    from pbxctl.pbx import PbxError
-    if every is not None and every <= 0:
-        raise PbxError(f"--every {every:g}: give a positive number of seconds, e.g. 10.")
-    if every is None:
-        added = instance.add_phones(instance.desk_extensions)
-        print(f"desk phones added: {', '.join(sorted(added)) or 'none'}")
-        return 0
-    if not settings.sync_desk_phones:
-        print("khhf pbx sync: sync_desk_phones is 0 in the config: new desk phones wait for "
-              "`khhf pbx reload`", flush=True)
-        return 0
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"khhf pbx sync: adding new managers' desk phones every {every:g} s", flush=True)
-    said = None
-    while True:
-        try:
-            if instance.pid():
-                added = instance.add_phones(desk_extensions(settings))
-                if added:
-                    print(f"desk phones added to the PBX: {', '.join(sorted(added))}",
-                          flush=True)
-            said = None
-        except (PbxError, OSError, subprocess.SubprocessError) as exc:
-            if str(exc) != said:  # say it once, not every pass
-                said = str(exc)
-                print(f"khhf pbx sync: cannot add desk phones ({exc}); trying again",
-                      file=sys.stderr, flush=True)
-        if stop.wait(every):
-            return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="khhf", description="KHHF (客户回访) operations")
     parser.add_argument("--config", help="config file (default $KHHF_CONFIG or /etc/khhf/khhf.conf)")
@@ -163,12 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-admin", action="store_true",
                    help="do not create the first administrator (the demo makes its own users)")
     p.set_defaults(func=cmd_init)
-    p = sub.add_parser("pbx", help="the Asterisk PBX")
-    p.add_argument("action", choices=["build", "up", "down", "status", "reload", "sync", "phones"])
-    p.add_argument("--every", type=float, metavar="SECONDS",
-                   help="sync: repeat every SECONDS until stopped (the khhf-phones unit)")
-    p.set_defaults(func=cmd_pbx)
     from . import demo as cli_demo, hotline as cli_hotline, imports as cli_imports
+    from . import pbx as cli_pbx
+    cli_pbx.register(sub)       # khhf pbx build|up|down|status|reload|sync|phones
     from . import service as cli_service, sms as cli_sms, tasks as cli_tasks
     cli_hotline.register(sub)   # khhf hotline ...
     cli_imports.register(sub)   # khhf import customers|managers|tasks FILE

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from khhf import audit
 from khhf.models import (Call, Campaign, CampaignCycle, County, Customer, Feedback, Manager,
                          ResultCode, Task, TaskType, User)
-from khhf.services import N_, Problems, tasks
+from khhf.services import N_, Problems, parse_int, tasks
 
 CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 RESULT_CODE_PATTERN = re.compile(r"\d{1,2}")
@@ -83,19 +83,6 @@ def ensure_standard_types(session: Session) -> int:
         audit.record(session, None, "create", "task_type", row.id,
                      {"fields": _type_fields(row)}, object_name=row.name)
     return len(STANDARD_TYPES)
-
-
-MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT hold
-
-
-def parse_int(value, default=None):
-    """A whole number from a form, or `default`; a number no database column
-    could hold counts as no number."""
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        return default
-    return number if -MAX_ID <= number <= MAX_ID else default
 
 
 def create_task_type(session: Session, by: User | None, ip: str, *, code: str, name: str,
