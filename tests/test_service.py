@@ -129,6 +129,7 @@ def _listening(port: int, proc, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.pbx   # the PBX unit's ExecStart starts Asterisk
 def test_the_units_commands_run_the_system_as_systemd_would(tmp_path):
     """Without systemd here, run each unit's own command lines the way
     systemd would: the PBX's ExecStart forks Asterisk and leaves its pid
