@@ -22,10 +22,10 @@ import asyncio
 import datetime as dt
 import logging
 
-from amiclient import AmiAuthError, AmiClient, AmiError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
 
+from amiclient import AmiAuthError, AmiClient, AmiError
 from khhf import db
 from khhf.calls import events, store
 from khhf.config import Settings

@@ -44,11 +44,11 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 
 from ami_bridge.bridge import BATCH, Bridge
+from amiclient import AmiClient
 from khhf import db
 from khhf.calls import store
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import tasks
-from amiclient import AmiClient
 from simkit import factories
 
 SEP = b"\r\n\r\n"
