@@ -2,11 +2,8 @@
 
     khhf init                  write the config with fresh secrets, create the database
                                and the first administrator (khhfcli/users.py)
-    khhf pbx build             build the cached Asterisk root (Debian sid)
-    khhf pbx up|down|status    run the PBX instance
-    khhf pbx reload            render the desk phones again from the database
-    khhf pbx sync [--every S]  add new managers' desk phones to the running PBX
-    khhf pbx phones            desk-phone SIP credentials, for provisioning
+    khhf pbx build|up|down|status|reload|sync|phones
+                               the Asterisk PBX (khhfcli/pbx.py)
     khhf import KIND FILE      customers, managers or tasks from XLSX/CSV (see khhfcli.imports)
     khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI

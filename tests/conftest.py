@@ -7,6 +7,7 @@ the `pbx` marker, one that uses pg_database the `postgres` marker, at
 collection. A test that still starts Asterisk without the marker fails: a
 watcher sees every Asterisk this run starts (they inherit RUN_TOKEN)."""
 
+import functools
 import inspect
 import os
 import threading
@@ -35,6 +36,7 @@ PBX_STARTERS = ("PbxHarness(", "RunningDemo(")
 RUN_TOKEN = "KHHF_TEST_RUN"
 
 
+@functools.cache
 def _starts_pbx(func) -> bool:
     try:
         source = inspect.getsource(func)
