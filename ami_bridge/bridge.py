@@ -1,6 +1,6 @@
 """The AMI bridge daemon: call events from Asterisk into the database.
 
-- One AMI connection (pbxctl.ami, over panoramisk), re-established with
+- One AMI connection (amiclient, over panoramisk), re-established with
   back-off; Asterisk sends only the events we ask for (manager.conf
   eventfilter).
 - Callbacks only queue events; one consumer takes them in order, in
@@ -11,6 +11,9 @@
   (re)connect and every `reconcile_seconds` (APScheduler): calls whose AMI
   events were missed while the bridge was down are completed from it.
 - A local command channel (commands.py) takes click-to-dial requests.
+
+It records calls; it does not provision phones (`khhf pbx sync`, run by the
+PBX's owner, adds new managers' desk phones).
 """
 
 from __future__ import annotations
@@ -18,19 +21,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import subprocess
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
 
+from amiclient import AmiAuthError, AmiClient, AmiError
 from khhf import db
-from khhf.services import dialing
-from pbxctl.ami import AmiAuthError, AmiClient, AmiError
+from khhf.calls import events, store
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
-from pbxctl.pbx import Pbx, PbxError, active_desk_extensions
+from khhf.services import dialing
 
-from khhf.calls import events, store
 from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ class Bridge:
         self.connected = asyncio.Event()
         self.events_applied = 0
         self._reconcile_lock = asyncio.Lock()
-        self._phone_sync_failed = False
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -146,30 +146,7 @@ class Bridge:
     async def reconcile(self) -> set[int]:
         async with self._reconcile_lock:
             live = await self.live_linkedids()
-            changed = await asyncio.to_thread(self.reconcile_once, None, live)
-            if self.settings.sync_desk_phones:
-                await asyncio.to_thread(self.sync_desk_phones)
-            return changed
-
-    def sync_desk_phones(self) -> set[str]:
-        """Give the PBX the desk phones of managers added since it started, so
-        a new manager's phone can register at once. Only adds: a removed
-        phone goes at `khhf pbx reload` or restart, never under a live call."""
-        with self.sessions() as session:
-            wanted = set(active_desk_extensions(session))
-        instance = Pbx(self.settings)
-        have = instance.rendered_phones()
-        missing = wanted - have
-        if missing and not self._phone_sync_failed:
-            try:
-                instance.reload_phones(sorted(have | wanted))
-                log.info("desk phones added to the PBX: %s", ", ".join(sorted(missing)))
-            except (PbxError, OSError, subprocess.SubprocessError) as exc:
-                self._phone_sync_failed = True  # say it once; `khhf pbx reload` remains
-                log.warning("cannot add desk phones %s to the PBX (%s); run `khhf pbx reload`",
-                            ", ".join(sorted(missing)), exc)
-                return set()
-        return missing
+            return await asyncio.to_thread(self.reconcile_once, None, live)
 
     async def channel_snapshot(self) -> list[dict] | None:
         """The channels Asterisk has right now (a CoreShowChannels snapshot),

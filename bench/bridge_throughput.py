@@ -15,7 +15,7 @@ a ratio to a bare socket reader fed the same stream in the same run.
    recomputes every call, as it would live.
 3. Readers, one after the other on the same bytes:
    bare        asyncio StreamReader, split on \\r\\n\\r\\n, count
-   panoramisk  pbxctl.ami.AmiClient (panoramisk parse + queue), no database
+   panoramisk  amiclient.AmiClient (panoramisk parse + queue), no database
    apply only  Bridge.apply_ami on the parsed events in batches of 500, no socket
    bridge      the real Bridge.run: AmiClient -> queue -> apply_ami batches
                (time until it has applied the last event)
@@ -44,11 +44,11 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 
 from ami_bridge.bridge import BATCH, Bridge
+from amiclient import AmiClient
 from khhf import db
 from khhf.calls import store
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import tasks
-from pbxctl.ami import AmiClient
 from simkit import factories
 
 SEP = b"\r\n\r\n"

@@ -37,6 +37,7 @@ from sqlalchemy import func, select, text
 
 from khhf import db
 from khhf.models import SmsMessage
+from khhf.services import sms
 from simkit.smsc import SmscProcess
 from smsgw.gateway import Gateway
 from smsgw.transport import SmppTransport
@@ -141,8 +142,8 @@ def gateway_run(url: str, port: int, n: int) -> None:
     db.create_schema(engine)
     factory = db.session_factory(engine, writer=True)
     with factory() as s:
-        s.add_all([SmsMessage(direction="out", peer_number="13900000000", body=TEXT,
-                              status="queued") for _ in range(n)])
+        for _ in range(n):  # queued as the services queue them (the outbox's one writer)
+            sms.queue(s, None, TEXT, mobile="13900000000")
         s.commit()
     gateway = Gateway(factory, SmppTransport("127.0.0.1", port, "bench", "pw"),
                       source_addr="10658", rate_per_second=100000)

@@ -67,7 +67,8 @@ class Settings:
     hotline_hunt_ring_seconds: int = 10
     # how often the AMI bridge reconciles call rows with Asterisk's CEL record
     reconcile_seconds: int = 10
-    # the bridge adds new managers' desk phones to the running PBX (1) or not (0)
+    # `khhf pbx sync --every` (the khhf-phones unit, the demo) adds new
+    # managers' desk phones to the running PBX (1) or not (0)
     sync_desk_phones: int = 1
     web_host: str = "127.0.0.1"
     web_port: int = 8080

@@ -77,7 +77,7 @@ def cmd_demo(args) -> int:
 
 def run(settings, result, talk_seconds: int = 20) -> int:
     """Run the whole demo until SIGINT/SIGTERM, restarting whatever exits."""
-    from .main import desk_extensions
+    from .pbx import desk_extensions
     extensions = desk_extensions(settings)
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -114,6 +114,10 @@ def run(settings, result, talk_seconds: int = 20) -> int:
         # the admin under 短信
         supervisor.add(_service_child(settings, "smsgw", logs))
         supervisor.add(_service_child(settings, "jobs", logs))  # campaign rounds; no port
+        if settings.sync_desk_phones:
+            # the PBX's owner adds new managers' desk phones (as the khhf-phones unit)
+            supervisor.add(_service_child(settings, "khhfcli.main", logs, name="desk phones",
+                                          args=("pbx", "sync", "--every", "5")))
         if stop["now"]:
             return 0
         print_logins(settings, result)
@@ -177,18 +181,21 @@ def _desk_phone_child(settings, extension: str, workdir, talk_seconds: int = 20)
     return child
 
 
-def _service_child(settings, module: str, logs) -> Child:
-    """`python -m module` with the demo's config, its output in logs/module.log."""
+def _service_child(settings, module: str, logs, name: str | None = None,
+                   args: tuple[str, ...] = ()) -> Child:
+    """`python -m module [args]` with the demo's config, its output in
+    logs/<name or module>.log."""
     env = dict(os.environ)   # KHHF_* overrides reach the services too
     config = ["--config", str(settings.config_path)] if settings.config_path else []
-    log = logs / f"{module}.log"
+    name = name or module
+    log = logs / f"{name.replace(' ', '-')}.log"
     holder: dict = {}
 
     def start():
         holder["out"] = open(log, "ab")
-        holder["proc"] = subprocess.Popen([sys.executable, "-m", module, *config], env=env,
-                                          stdout=holder["out"], stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+        holder["proc"] = subprocess.Popen([sys.executable, "-m", module, *config, *args],
+                                          env=env, stdout=holder["out"],
+                                          stderr=subprocess.STDOUT, start_new_session=True)
         return holder["proc"]
 
     def stop():
@@ -203,7 +210,7 @@ def _service_child(settings, module: str, logs) -> Child:
         if holder.get("out"):
             holder.pop("out").close()
     from khhf.daemon import EXIT_CONFIG
-    return Child(module, start, stop, log=log, final_codes=(EXIT_CONFIG,))
+    return Child(name, start, stop, log=log, final_codes=(EXIT_CONFIG,))
 
 
 def _wait_listening(name, host, port, proc, log, stop=None, timeout=60.0) -> None:

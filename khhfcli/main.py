@@ -2,10 +2,8 @@
 
     khhf init                  write the config with fresh secrets, create the database
                                and the first administrator (khhfcli/users.py)
-    khhf pbx build             build the cached Asterisk root (Debian sid)
-    khhf pbx up|down|status    run the PBX instance
-    khhf pbx reload            render the desk phones again from the database
-    khhf pbx phones            desk-phone SIP credentials, for provisioning
+    khhf pbx build|up|down|status|reload|sync|phones
+                               the Asterisk PBX (khhfcli/pbx.py)
     khhf import KIND FILE      customers, managers or tasks from XLSX/CSV (see khhfcli.imports)
     khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
@@ -26,24 +24,6 @@ import sys
 
 from khhf import config as config_mod
 from khhf.config import ConfigError
-
-
-def _settings(args) -> config_mod.Settings:
-    return config_mod.load(args.config)
-
-
-def desk_extensions(settings) -> list[str]:
-    """Desk extensions of active managers, from the database (if it exists)."""
-    from khhf import db
-    from pbxctl.pbx import active_desk_extensions
-    engine = db.make_engine(settings.database_url)
-    try:
-        if not db.has_schema(engine):
-            return []
-        with db.session_factory(engine)() as session:
-            return active_desk_extensions(session)
-    finally:
-        engine.dispose()
 
 
 def cmd_init(args) -> int:
@@ -83,32 +63,6 @@ def cmd_init(args) -> int:
     return 0
 
 
-def cmd_pbx(args) -> int:
-    from pbxctl import pbx
-    settings = _settings(args)
-    if args.action == "build":
-        pbx.build_root(settings.asterisk_root, settings.debian_mirror or None)
-        print(f"Asterisk root ready at {settings.asterisk_root}")
-        return 0
-    instance = pbx.Pbx(settings, desk_extensions(settings))
-    if args.action == "up":
-        pid = instance.up()
-        print(f"PBX {settings.pbx_name!r} up (pid {pid}); run directory {instance.run_dir}")
-    elif args.action == "down":
-        was = instance.down()
-        print(f"PBX {settings.pbx_name!r} {'stopped' if was else 'was not running'}")
-    elif args.action == "status":
-        print(instance.status())
-    elif args.action == "reload":
-        instance.reload_phones(instance.desk_extensions)
-        print(f"desk phones reloaded: {', '.join(instance.desk_extensions) or 'none'}")
-    elif args.action == "phones":
-        for ext in instance.desk_extensions:
-            print(f"{ext}\tsip:{ext}@{settings.sip_host}:{settings.sip_port}\t"
-                  f"password {pbx.phone_password(settings, ext)}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="khhf", description="KHHF (客户回访) operations")
     parser.add_argument("--config", help="config file (default $KHHF_CONFIG or /etc/khhf/khhf.conf)")
@@ -119,10 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-admin", action="store_true",
                    help="do not create the first administrator (the demo makes its own users)")
     p.set_defaults(func=cmd_init)
-    p = sub.add_parser("pbx", help="the Asterisk PBX")
-    p.add_argument("action", choices=["build", "up", "down", "status", "reload", "phones"])
-    p.set_defaults(func=cmd_pbx)
     from . import demo as cli_demo, hotline as cli_hotline, imports as cli_imports
+    from . import pbx as cli_pbx
+    cli_pbx.register(sub)       # khhf pbx build|up|down|status|reload|sync|phones
     from . import service as cli_service, sms as cli_sms, tasks as cli_tasks
     cli_hotline.register(sub)   # khhf hotline ...
     cli_imports.register(sub)   # khhf import customers|managers|tasks FILE

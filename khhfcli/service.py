@@ -1,9 +1,10 @@
 """`khhf service install`: run KHHF for real, under systemd.
 
-Five units, shipped as templates in khhfcli/systemd/: khhf-pbx (Asterisk,
-forking), khhf-agi (Type=notify with a watchdog), khhf-bridge and khhf-web,
-those three ordered after the PBX, and khhf-smsgw (the SMS gateway, which
-needs only the database and the network). `install` fills in this machine's
+Seven units, shipped as templates in khhfcli/systemd/: khhf-pbx (Asterisk,
+forking) and khhf-phones (`khhf pbx sync --every`: new managers' desk phones
+into the running PBX), khhf-agi (Type=notify with a watchdog), khhf-bridge
+and khhf-web, those ordered after the PBX, khhf-smsgw (the SMS gateway) and
+khhf-jobs (timed jobs), which need only the database and the network. `install` fills in this machine's
 virtual environment and config file, writes the units, reloads systemd and
 enables and starts them (unless --no-enable).
 """
@@ -22,12 +23,12 @@ from khhf import config as config_mod
 from khhf.config import ConfigError
 
 UNIT_DIR = Path(__file__).resolve().parent / "systemd"
-UNITS = ("khhf-pbx.service", "khhf-agi.service", "khhf-bridge.service", "khhf-web.service",
-         "khhf-smsgw.service", "khhf-jobs.service")
+UNITS = ("khhf-pbx.service", "khhf-phones.service", "khhf-agi.service", "khhf-bridge.service",
+         "khhf-web.service", "khhf-smsgw.service", "khhf-jobs.service")
 SYSTEM_DIR = Path("/etc/systemd/system")
 
-# The services that only need the database and the config (AGI, web UI, SMS gateway) see
-# the whole file system read-only except KHHF's state directory.
+# The services that only need the database and the config (AGI, bridge, web UI, SMS
+# gateway, jobs) see the whole file system read-only except KHHF's state directory.
 HARDENING = """\
 NoNewPrivileges=yes
 ProtectSystem=strict

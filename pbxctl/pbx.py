@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ami
+import amiclient
 from khhf import numbering
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings, agi_key
@@ -58,19 +58,6 @@ def phone_password(settings: Settings, extension: str) -> str:
     """
     secret = settings.require("phone_secret").encode()
     return hmac.new(secret, f"desk:{extension}".encode(), hashlib.sha256).hexdigest()[:20]
-
-
-def active_desk_extensions(session) -> list[str]:
-    """The desk extensions of active managers, and of enabled supervisors
-    and administrators who have one (the live view's listen-in rings it):
-    the phones the PBX renders."""
-    from sqlalchemy import select
-    from khhf.models import Manager, User
-    managers = set(session.scalars(select(Manager.desk_extension).where(
-        Manager.status == "active", Manager.desk_extension.is_not(None))))
-    others = set(session.scalars(select(User.desk_extension).where(
-        User.is_active, User.role != "manager", User.desk_extension.is_not(None))))
-    return sorted(managers | others)
 
 
 def debian_mirror() -> str:
@@ -523,9 +510,9 @@ class Pbx:
         self.pid_file.write_text(f"{proc.pid}\n")
         s = self.settings
         try:
-            asyncio.run(ami.wait_fully_booted(s.ami_host, s.ami_port, s.ami_user,
+            asyncio.run(amiclient.wait_fully_booted(s.ami_host, s.ami_port, s.ami_user,
                                               s.require("ami_secret"), timeout=timeout))
-        except ami.AmiError as exc:
+        except amiclient.AmiError as exc:
             if proc.poll() is not None:
                 tail = self.log_tail()
                 self.down()
@@ -617,6 +604,17 @@ class Pbx:
         self.render(self.layout())
         self.cli("module reload res_pjsip.so")
 
+    def add_phones(self, desk_extensions) -> set[str]:
+        """Give the running PBX the desk phones in `desk_extensions` that its
+        configuration lacks (a manager added since it started), so they can
+        register at once; return those added. Only adds: a removed phone goes
+        at `khhf pbx reload` or a restart, never under a live call."""
+        have = self.rendered_phones()
+        missing = set(desk_extensions) - have
+        if missing:
+            self.reload_phones(sorted(have | missing))
+        return missing
+
     def status(self) -> str:
         """One line on the instance's health; raises PbxError if it is down."""
         s = self.settings
@@ -625,8 +623,8 @@ class Pbx:
             raise PbxError(f"PBX {s.pbx_name!r} is not running: start it with `khhf pbx up`.")
 
         async def probe():
-            client = ami.AmiClient(s.ami_host, s.ami_port, s.ami_user, s.require("ami_secret"),
-                                   event_mask="off")
+            client = amiclient.AmiClient(s.ami_host, s.ami_port, s.ami_user,
+                                         s.require("ami_secret"), event_mask="off")
             await client.connect()
             try:
                 return await client.action({"Action": "CoreSettings"})
@@ -634,7 +632,7 @@ class Pbx:
                 client.close()
         try:
             settings = asyncio.run(probe())
-        except ami.AmiError as exc:
+        except amiclient.AmiError as exc:
             raise PbxError(str(exc)) from None
         version = settings.get("AsteriskVersion", "?")
         return (f"PBX {s.pbx_name!r}: Asterisk {version} running (pid {pid}); SIP on "

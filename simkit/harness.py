@@ -14,9 +14,9 @@ import os
 import socket
 from pathlib import Path
 
+from amiclient import AmiClient
 from khhf import config
 from pbxctl import pbx
-from pbxctl.ami import AmiClient
 from simkit.sipp import (SIPP, SipMessage, Sipp, free_port, register_desk_phone,  # noqa: F401
                        wav_stats)
 

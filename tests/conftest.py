@@ -1,7 +1,16 @@
 """Shared fixtures. Real parts only: PostgreSQL, Asterisk and SIPp are
-started for real (see tests/harness.py); nothing is mocked."""
+started for real (see simkit/harness.py); nothing is mocked.
 
+Markers, so that `-m "not pbx"` is a quick run: a test that uses a fixture
+starting Asterisk (pbx_harness, or one built on PbxHarness/RunningDemo) gets
+the `pbx` marker, one that uses pg_database the `postgres` marker, at
+collection. A test that still starts Asterisk without the marker fails: a
+watcher sees every Asterisk this run starts (they inherit RUN_TOKEN)."""
+
+import functools
+import inspect
 import os
+import threading
 import time
 import uuid
 
@@ -17,6 +26,99 @@ from simkit.web import make_app
 # property-based tests (hypothesis): no example database left in the tree
 hypothesis_settings.register_profile("khhf", database=None, deadline=None)
 hypothesis_settings.load_profile("khhf")
+
+
+# -- markers -----------------------------------------------------------------------------
+PBX_FIXTURES = {"pbx_harness"}
+POSTGRES_FIXTURES = {"pg_database", "pg_admin_url"}
+# a fixture or test whose own code has one of these starts Asterisk
+PBX_STARTERS = ("PbxHarness(", "RunningDemo(")
+RUN_TOKEN = "KHHF_TEST_RUN"
+
+
+@functools.cache
+def _starts_pbx(func) -> bool:
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    return any(starter in source for starter in PBX_STARTERS)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        names = set(info.names_closure) if info else set()
+        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
+        if names & PBX_FIXTURES or any(_starts_pbx(d.func) for d in defs) or \
+                _starts_pbx(getattr(item, "function", None)):
+            item.add_marker(pytest.mark.pbx)
+        if names & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+
+
+class AsteriskWatcher(threading.Thread):
+    """Notes each Asterisk process this test run starts (its environment
+    carries RUN_TOKEN) and the test that was running when it appeared."""
+
+    def __init__(self, token: str):
+        super().__init__(name="asterisk-watcher", daemon=True)
+        self.needle = f"{RUN_TOKEN}={token}".encode()
+        self.current: str | None = None
+        self.seen: dict[int, str | None] = {}
+        self.stop = threading.Event()
+
+    def scan(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) in self.seen:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/comm", "rb") as fh:
+                    if fh.read().strip() != b"asterisk":
+                        continue
+                with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                    ours = self.needle in fh.read().split(b"\0")
+            except OSError:
+                continue
+            if ours:
+                self.seen[int(entry.name)] = self.current
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):   # Asterisk takes longer to boot
+            self.scan()
+
+    def started_during(self, nodeid: str) -> list[int]:
+        self.scan()
+        return [pid for pid, test in self.seen.items() if test == nodeid]
+
+
+def pytest_configure(config):
+    token = uuid.uuid4().hex
+    os.environ[RUN_TOKEN] = token   # inherited by every process the tests start
+    config._khhf_asterisk_watcher = watcher = AsteriskWatcher(token)
+    watcher.start()
+
+
+def pytest_unconfigure(config):
+    watcher = getattr(config, "_khhf_asterisk_watcher", None)
+    if watcher is not None:
+        watcher.stop.set()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.config._khhf_asterisk_watcher.current = item.nodeid
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    watcher = item.config._khhf_asterisk_watcher
+    started = watcher.started_during(item.nodeid)
+    watcher.current = None
+    if started and item.get_closest_marker("pbx") is None:
+        pytest.fail(f"{item.nodeid} started Asterisk (pid {started}) without the pbx marker: "
+                    f"mark it @pytest.mark.pbx, so that -m 'not pbx' stays a quick run",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -79,18 +79,3 @@ def test_calls_lost_in_an_asterisk_crash_are_closed(tmp_path):
         finally:
             env.stop()
 
-
-def test_new_managers_desk_phone_can_register_without_a_restart(tmp_path):
-    """The PBX started with no desk phones; the bridge finds the database's
-    managers (8001-8003) on its next pass and adds their phones."""
-    with PbxHarness(tmp_path / "pbx", name=f"sync{os.getpid()}", desk_extensions=[]) as harness:
-        assert harness.pbx.rendered_phones() == set()
-        env = BridgeEnv(harness, tmp_path).start()
-        try:
-            deadline = time.monotonic() + 20
-            while harness.pbx.rendered_phones() != {"8001", "8002", "8003"}:
-                assert time.monotonic() < deadline, harness.pbx.rendered_phones()
-                time.sleep(0.2)
-            harness.register_desk_phone("8002")
-        finally:
-            env.stop()

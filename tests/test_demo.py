@@ -16,9 +16,12 @@ import time
 import urllib.parse
 import urllib.request
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from simkit.harness import free_port
+
+pytestmark = pytest.mark.pbx   # `khhf demo run` starts Asterisk
 
 
 def test_demo_runs_a_call_end_to_end(tmp_path):

@@ -17,7 +17,6 @@ from khhf.bridge_client import Channel
 from khhf.config import Settings
 from khhf.models import AuditLog, Call, Feedback, User
 from khhf.services import ValidationError, accounts, live
-from pbxctl.pbx import active_desk_extensions
 from simkit import factories
 
 NOW = dt.datetime(2026, 11, 28, 4, 0)   # 12:00 in Beijing
@@ -160,9 +159,9 @@ def test_a_supervisors_desk_phone_is_one_of_a_kind_and_rendered(session, county)
                                 county_id=county.id, employee_no=manager.manager.employee_no,
                                 desk_extension="8009", mobile="", status="active",
                                 successor_id=None)
-    assert active_desk_extensions(session) == ["8001", "8002", "8009"]
+    assert accounts.active_desk_extensions(session) == ["8001", "8002", "8009"]
     supervisor.is_active = False
-    assert active_desk_extensions(session) == ["8001", "8002"]
+    assert accounts.active_desk_extensions(session) == ["8001", "8002"]
 
 
 @pytest.mark.pbx
@@ -202,7 +201,7 @@ def test_an_administrator_gives_a_supervisor_a_desk_phone(tmp_path):
     assert saved.status_code == 302
     with session_for(app) as s:
         assert s.get(User, sid).desk_extension == "8719"
-        assert "8719" in active_desk_extensions(s)
+        assert "8719" in accounts.active_desk_extensions(s)
     # a manager's user page has no such field: their phone is on the manager's page
     with session_for(app) as s:
         manager_user = s.scalar(select(User).where(User.role == "manager"))

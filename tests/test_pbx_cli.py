@@ -104,6 +104,51 @@ def test_reload_adds_a_new_desk_phone(tmp_path):
         engine.dispose()
 
 
+def test_sync_adds_a_new_managers_desk_phone_without_a_restart(tmp_path):
+    """The PBX's owner runs `khhf pbx sync --every` (the khhf-phones unit, the
+    demo): a manager added after start-up gets a phone that registers, with
+    no reload by hand; SIGTERM ends it with 0 (systemd: not a failure)."""
+    import signal
+    import threading
+
+    from khhf import db
+    from simkit import factories
+    with PbxHarness(tmp_path, name=f"sync{__import__('os').getpid()}",
+                    desk_extensions=[]) as h:
+        engine = db.make_engine(h.settings.database_url)
+        db.create_schema(engine)
+        sync = subprocess.Popen([sys.executable, "-m", "khhfcli.main", "--config",
+                                 str(h.settings.config_path), "pbx", "sync", "--every", "0.5"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert "every 0.5 s" in sync.stdout.readline()
+            with db.unit_of_work(db.session_factory(engine)) as s:
+                factories.manager(s, factories.county(s, "c", "县"), "m", employee_no="E1",
+                                  desk="8004", display_name="经理")
+            # printed once PJSIP has read the new phone (rendered, then reloaded);
+            # a sync that says nothing is killed, which ends the reading
+            watchdog = threading.Timer(30, sync.kill)
+            watchdog.start()
+            while "desk phones added to the PBX: 8004" not in sync.stdout.readline():
+                assert sync.poll() is None, "khhf pbx sync never added 8004"
+            watchdog.cancel()
+            assert h.pbx.rendered_phones() == {"8004"}
+            h.register_desk_phone("8004")
+        finally:
+            sync.send_signal(signal.SIGTERM)
+            out = sync.communicate(timeout=30)[0]
+            engine.dispose()
+    assert sync.returncode == 0, out
+
+
+def test_sync_refuses_a_bad_interval(tmp_path):
+    conf = tmp_path / "khhf.conf"
+    config.write_new(conf, home=tmp_path)
+    rc, _, err = run_khhf(conf, "pbx", "sync", "--every", "0")
+    assert rc == 1
+    assert "positive number of seconds" in one_sentence(err)
+
+
 def test_ring_times_and_desk_pattern_are_rendered_from_one_home(tmp_path):
     """The dialplan restates no ring time and no desk-extension pattern: each
     is rendered from the settings or khhf.numbering."""

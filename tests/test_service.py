@@ -55,9 +55,13 @@ def test_units_carry_the_real_venv_config_and_ordering(rendered, tmp_path):
     assert "Type=forking\n" in pbx
     assert f"ExecStart={VENV.resolve()}/bin/khhf --config {conf} pbx up\n" in pbx
     assert f"PIDFile={(tmp_path / 'state').resolve()}/pbx/site1/asterisk.pid\n" in pbx
+    # new desk phones: PBX control run by the PBX's owner, not a daemon's side job
+    assert f"ExecStart={VENV.resolve()}/bin/khhf --config {conf} pbx sync --every 10\n" \
+        in rendered["khhf-phones.service"]
     agi = rendered["khhf-agi.service"]
     assert "Type=notify\n" in agi and re.search(r"^WatchdogSec=\d+$", agi, re.M)
-    for name in ("khhf-agi.service", "khhf-bridge.service", "khhf-web.service"):
+    for name in ("khhf-phones.service", "khhf-agi.service", "khhf-bridge.service",
+                 "khhf-web.service"):
         assert "After=khhf-pbx.service\n" in rendered[name], name
 
 
@@ -75,12 +79,12 @@ def test_production_paths_get_the_hardening():
     settings = config.Settings(home=Path("/var/lib/khhf"),
                                config_path=Path("/etc/khhf/khhf.conf"))
     units = service.render(Path("/opt/khhf/venv"), settings)
-    for name in ("khhf-agi.service", "khhf-web.service", "khhf-smsgw.service",
-                 "khhf-jobs.service"):
+    for name in ("khhf-agi.service", "khhf-bridge.service", "khhf-web.service",
+                 "khhf-smsgw.service", "khhf-jobs.service"):
         text = units[name]
         assert "ProtectSystem=strict\n" in text and "PrivateTmp=yes\n" in text, name
         assert re.search(r"^ReadWritePaths=-/var/lib/khhf( |$)", text, re.M), name
-    # the PBX's bind mount must stay visible to `khhf pbx reload` and the bridge
+    # the PBX's bind mount must stay visible to `khhf pbx reload` and `khhf pbx sync`
     assert not re.search(r"^(ProtectSystem|PrivateTmp|ProtectHome)=", units["khhf-pbx.service"], re.M)
 
 
@@ -125,6 +129,7 @@ def _listening(port: int, proc, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.pbx   # the PBX unit's ExecStart starts Asterisk
 def test_the_units_commands_run_the_system_as_systemd_would(tmp_path):
     """Without systemd here, run each unit's own command lines the way
     systemd would: the PBX's ExecStart forks Asterisk and leaves its pid
@@ -173,6 +178,11 @@ def test_the_units_commands_run_the_system_as_systemd_would(tmp_path):
                                                  stderr=subprocess.STDOUT)
         first = daemons["khhf-smsgw"].stdout.readline().decode()
         assert "no smsc_host set" in first, first
+        command, = _exec_lines(units["khhf-phones"], "ExecStart")
+        daemons["khhf-phones"] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                                  stderr=subprocess.STDOUT)
+        first = daemons["khhf-phones"].stdout.readline().decode()
+        assert "adding new managers' desk phones every 10 s" in first, first
     finally:
         for unit, daemon in daemons.items():
             daemon.send_signal(signal.SIGTERM)
@@ -182,7 +192,8 @@ def test_the_units_commands_run_the_system_as_systemd_would(tmp_path):
         notify.close()
         stop, = _exec_lines(units["khhf-pbx"], "ExecStopPost")
         down = subprocess.run(stop, env=env, capture_output=True, text=True, timeout=60)
-    assert codes == {"khhf-agi": 0, "khhf-bridge": 0, "khhf-web": 0, "khhf-smsgw": 0}, outputs
+    assert codes == {"khhf-agi": 0, "khhf-bridge": 0, "khhf-web": 0, "khhf-smsgw": 0,
+                     "khhf-phones": 0}, outputs
     assert down.returncode == 0, down.stderr
     assert not pid_file.exists()
     with pytest.raises(ProcessLookupError):

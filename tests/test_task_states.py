@@ -1,9 +1,8 @@
-"""The task state machine (khhf.services.tasks): its table, its moves as
-calls end, and that nothing else in the code base writes a task's status."""
+"""The task state machine (khhf.services.tasks): its table and its moves as
+calls end (that nothing else writes a task's status: test_single_writer.py)."""
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 from pathlib import Path
 
@@ -67,53 +66,6 @@ def test_a_final_code_closes_and_a_try_again_code_books_or_retries():
     tasks.reopen(task)
     tasks.file_result(task, final)
     assert (task.status, task.result_code_id) == ("done", 1)
-
-
-# -- one writer ------------------------------------------------------------------------
-def _python_files():
-    for package in ("khhf", "agi", "ami_bridge", "webui", "khhfcli", "pbxctl", "simkit", "bench"):
-        yield from (ROOT / package).rglob("*.py")
-
-
-def test_only_the_state_machine_writes_task_status():
-    """An assignment to `<something task-like>.status`, a Task(status=...) or
-    an UPDATE of tasks setting status anywhere else is a second writer."""
-    home = ROOT / "khhf" / "services" / "tasks.py"
-    offenders = []
-    for path in _python_files():
-        if path == home:
-            continue
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            targets = []
-            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                for t in ast.walk(target):
-                    if isinstance(t, ast.Attribute) and t.attr == "status" \
-                            and "task" in ast.unparse(t.value).lower():
-                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-            if isinstance(node, ast.Call):
-                name = ast.unparse(node.func)
-                if name.endswith("Task") and any(k.arg == "status" for k in node.keywords):
-                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-                if name.endswith("values") and "update(Task" in ast.unparse(node) and \
-                        any(k.arg == "status" for k in node.keywords):
-                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert offenders == [], f"task status written outside khhf/services/tasks.py: {offenders}"
-
-
-def test_the_scan_finds_a_second_writer(tmp_path):
-    """The scan above can fail: it sees each form of a stray write."""
-    for source in ("task.status = 'done'", "self.task.status = x",
-                   "s.add(Task(status='done'))"):
-        tree = ast.parse(source)
-        hits = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "status"
-                and "task" in ast.unparse(n.value).lower()] or \
-               [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-                and ast.unparse(n.func).endswith("Task")
-                and any(k.arg == "status" for k in n.keywords)]
-        assert hits, source
 
 
 # -- moves as calls end ----------------------------------------------------------------

@@ -20,7 +20,7 @@ from wtforms import (BooleanField, FieldList, Form, FormField, SelectChoice,
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from khhf.models import Campaign, County, Manager, Task, TaskType, User
-from khhf.services import ValidationError, campaigns, distribution
+from khhf.services import ValidationError, campaigns, distribution, parse_int
 from webui import i18n, params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
@@ -244,7 +244,7 @@ def distribute(campaign_id):
                                              f"({m.employee_no})") for m in managers]
     preview = None
     if form.validate_on_submit():
-        ids = [i for i in map(campaigns.parse_int, form.manager_ids.data or []) if i]
+        ids = [i for i in map(parse_int, form.manager_ids.data or []) if i]
         if form.mode.data != "average":
             ids = []
         if request.form.get("action") == "commit":

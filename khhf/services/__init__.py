@@ -14,6 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 
+MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT hold
+
+
+def parse_int(value, default=None):
+    """A whole number from a form, or `default`; a number no database column
+    could hold counts as no number."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+    return number if -MAX_ID <= number <= MAX_ID else default
+
 
 def N_(message: str) -> str:
     """Mark a message for the translation catalog without translating it here."""

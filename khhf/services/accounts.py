@@ -376,6 +376,18 @@ def _check_mobile(problems, mobile) -> str | None:
         return None
 
 
+def active_desk_extensions(session: Session) -> list[str]:
+    """The desk extensions of active managers, and of enabled supervisors
+    and administrators who have one (the live view's listen-in rings it):
+    the phones the PBX renders (PBX control takes this list; it does not
+    query the database itself)."""
+    managers = set(session.scalars(select(Manager.desk_extension).where(
+        Manager.status == "active", Manager.desk_extension.is_not(None))))
+    others = set(session.scalars(select(User.desk_extension).where(
+        User.is_active, User.role != "manager", User.desk_extension.is_not(None))))
+    return sorted(managers | others)
+
+
 def desk_extension_of_user(session: Session, desk_extension: str) -> User | None:
     """The supervisor or administrator whose desk phone is `desk_extension`."""
     return session.scalar(select(User).where(User.desk_extension == desk_extension))
@@ -385,7 +397,7 @@ def set_desk_extension(session: Session, by: User | None, ip: str, user: User,
                        desk_extension: str) -> User:
     """Give a supervisor or administrator a desk phone (empty: none). The
     live view's listen-in rings it; the PBX renders it like a manager's
-    (pbxctl.pbx.active_desk_extensions). One extension, one phone: never a
+    (active_desk_extensions). One extension, one phone: never a
     manager's, never another user's."""
     problems = Problems()
     desk_extension = (desk_extension or "").strip() or None

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from khhf import audit
 from khhf.models import (Call, Campaign, CampaignCycle, County, Customer, Feedback, Manager,
                          ResultCode, Task, TaskType, User)
-from khhf.services import N_, Problems, tasks
+from khhf.services import N_, Problems, parse_int, tasks
 from khhf.services.hotline import CALLBACK_TASK_TYPE
 
 CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -80,19 +80,6 @@ def ensure_standard_types(session: Session) -> int:
             {"code": c, "label": label, "is_success": ok, "is_final": final}
             for c, label, ok, final in spec["codes"]]})
     return len(STANDARD_TYPES)
-
-
-MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT hold
-
-
-def parse_int(value, default=None):
-    """A whole number from a form, or `default`; a number no database column
-    could hold counts as no number."""
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        return default
-    return number if -MAX_ID <= number <= MAX_ID else default
 
 
 def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskType | None,

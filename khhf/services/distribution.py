@@ -43,8 +43,7 @@ from sqlalchemy.orm import Session
 
 from khhf import audit
 from khhf.models import Campaign, Customer, Manager, Task, User, utcnow
-from khhf.services import N_, Problems, tasks
-from khhf.services.campaigns import parse_int
+from khhf.services import N_, Problems, parse_int, tasks
 
 MODES = ("average", "auto")
 MOVABLE = (tasks.PENDING, tasks.NOT_REACHED)

@@ -1,17 +1,28 @@
 """The SMS outbox and inbox in the database: one home for what the gateway
-daemon (smsgw/), the web UI and the `khhf sms` command do with them.
+daemon (smsgw/), the web UI and the `khhf sms` command do with them, and the
+only writer of a message's status (a test walks the code base to keep it so).
 
 An inbound message (a manager's reply) is stored with status 'received',
 whoever brought it: the SMSC through the gateway, an admin's form in the web
 UI or `khhf sms inject` (the offline demo). The reply parser consumes
-'received' rows.
+'received' rows. A status moves only through `move` (and `claim`, the
+gateway's race-safe queued -> sending); the allowed moves are `TRANSITIONS`:
+
+    queued ──claim──▶ sending ──submitted──▶ sent
+      │  ▲              │ refused: retry later ─▶ queued;  for good ─▶ failed
+      │  │              │ refused or link lost after a part went ─▶ unknown
+      │  │              │ link lost before anything went ─▶ queued
+      │  │              └ interrupted (the gateway stopped mid-submit) ─▶ unknown
+      │  └──────requeue (an operator) ── unknown | failed
+      └──unsendable (too long for any phone) ─▶ failed
+    received ──process (the reply parser) ─▶ processed
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from khhf import audit, i18n, numbering
@@ -38,6 +49,24 @@ def say_sms(message: str, **params) -> str:
     return say(HEAD) + say(message, **params)
 
 
+QUEUED, SENDING, SENT, UNKNOWN, FAILED, RECEIVED, PROCESSED = (
+    "queued", "sending", "sent", "unknown", "failed", "received", "processed")
+STATUSES = (QUEUED, SENDING, SENT, UNKNOWN, FAILED, RECEIVED, PROCESSED)
+
+# (from, event) -> the statuses that event may lead to
+TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    (QUEUED, "claim"): (SENDING,),
+    (QUEUED, "unsendable"): (FAILED,),
+    (SENDING, "submitted"): (SENT,),
+    (SENDING, "refused"): (QUEUED, FAILED, UNKNOWN),
+    (SENDING, "link_lost"): (QUEUED, UNKNOWN),
+    (SENDING, "interrupted"): (UNKNOWN,),
+    (UNKNOWN, "requeue"): (QUEUED,),
+    (FAILED, "requeue"): (QUEUED,),
+    (RECEIVED, "process"): (PROCESSED,),
+}
+
+
 class SmsError(ValueError):
     """Bad input for an SMS; the message says what to do (in English, for
     logs and the command line). `problem` is the catalog's msgid saying the
@@ -46,6 +75,39 @@ class SmsError(ValueError):
     def __init__(self, message: str, problem: str | None = None, **params):
         super().__init__(message)
         self.problem, self.params = problem, params
+
+
+class SmsTransitionError(ValueError):
+    """A message may not make this move from its current status (a bug)."""
+
+    def __init__(self, message: SmsMessage, event: str, to: str):
+        self.sms_id, self.status, self.event, self.to = message.id, message.status, event, to
+        super().__init__(f"SMS {message.id}: {event} may not move it from {message.status} "
+                         f"to {to}")
+
+
+def allowed(status: str, event: str) -> tuple[str, ...]:
+    """The statuses `event` may move a message in `status` to (empty: not allowed)."""
+    return TRANSITIONS.get((status, event), ())
+
+
+def move(message: SmsMessage, event: str, to: str) -> None:
+    """Move `message` to status `to` on `event`, or raise SmsTransitionError."""
+    if to not in allowed(message.status, event):
+        raise SmsTransitionError(message, event, to)
+    message.status = to
+
+
+def claim(session: Session, message_id: int, **values) -> bool:
+    """Take a queued message for sending (queued -claim-> sending, with
+    `values` such as attempts and client_ref) as one conditional UPDATE: a
+    second gateway on the same database (never the plan, but a slip in
+    deployment) cannot take it too. False when it is no longer queued."""
+    return bool(session.execute(
+        update(SmsMessage)
+        .where(SmsMessage.id == message_id, SmsMessage.status == QUEUED)
+        .values(status=SENDING, **values)
+        .execution_options(synchronize_session=False)).rowcount)
 
 
 def utcnow() -> dt.datetime:
@@ -73,7 +135,7 @@ def receive(session: Session, mobile: str, text: str, *, user: User | None = Non
         raise SmsError(f"the message is {len(text)} characters long; at most {MAX_BODY}.",
                        N_("The message is too long."))
     manager = session.scalar(select(Manager).where(Manager.mobile == mobile))
-    row = SmsMessage(direction="in", peer_number=mobile, body=text, status="received",
+    row = SmsMessage(direction="in", peer_number=mobile, body=text, status=RECEIVED,
                      manager_id=manager.id if manager else None)
     session.add(row)
     session.flush()
@@ -98,7 +160,7 @@ def queue(session: Session, manager: Manager | None, body: str, *, mobile: str |
     except numbering.NumberError:
         raise SmsError("the recipient is not a mobile number: give 11 digits starting "
                        "with 1, e.g. 13800138000.") from None
-    row = SmsMessage(direction="out", peer_number=to, body=body, status="queued", kind=kind,
+    row = SmsMessage(direction="out", peer_number=to, body=body, status=QUEUED, kind=kind,
                      manager_id=manager.id if manager is not None else None, task_id=task_id,
                      call_id=call_id, ref=ref, reply_to_id=reply_to_id,
                      created_at=now or utcnow())
@@ -122,7 +184,7 @@ def next_due(session: Session, now: dt.datetime) -> SmsMessage | None:
     """The oldest outbound message due to be sent."""
     return session.scalar(
         select(SmsMessage)
-        .where(SmsMessage.direction == "out", SmsMessage.status == "queued",
+        .where(SmsMessage.direction == "out", SmsMessage.status == QUEUED,
                or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now))
         .order_by(SmsMessage.id).limit(1))
 
@@ -150,12 +212,13 @@ def requeue(session: Session, sms_id: int, user: User | None = None) -> SmsMessa
     message = session.get(SmsMessage, sms_id)
     if message is None or message.direction != "out":
         raise SmsError(f"there is no outbound SMS {sms_id}: see `khhf sms outbox`.")
-    if message.status not in ("unknown", "failed"):
+    if not allowed(message.status, "requeue"):
         raise SmsError(f"SMS {sms_id} is {message.status}: only an unknown or failed "
                        "message can be sent again.")
     old = message.status
-    message.status, message.next_attempt_at, message.client_ref = "queued", None, None
+    move(message, "requeue", QUEUED)
+    message.next_attempt_at, message.client_ref = None, None
     audit.record(session, user, "update", "sms", message.id,
-                 audit.changes({"sms_status": (old, "queued")}),
+                 audit.changes({"sms_status": (old, QUEUED)}),
                  object_name=mask_phone(message.peer_number))
     return message

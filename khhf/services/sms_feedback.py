@@ -417,9 +417,11 @@ def _menus(session: Session, prompts: list[SmsMessage]) -> str:
 
 
 def _done(session: Session, row: SmsMessage, kind: str) -> None:
-    row.status, row.kind = "processed", kind
+    sms.move(row, "process", sms.PROCESSED)
+    row.kind = kind
     audit.record(session, None, "update", "sms", row.id,
-                 {"changes": {"sms_status": ["received", "processed"], "sms_kind": [None, kind]}},
+                 {"changes": {"sms_status": [sms.RECEIVED, sms.PROCESSED],
+                              "sms_kind": [None, kind]}},
                  object_name=mask_phone(row.peer_number))
 
 

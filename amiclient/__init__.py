@@ -1,4 +1,6 @@
-"""A thin adapter over panoramisk's AMI client (pinned at 1.4).
+"""The AMI client: a thin adapter over panoramisk (pinned at 1.4), used by
+the AMI bridge (call events, originate) and by PBX control (is it booted?).
+It knows sockets and AMI messages only: no database, no domain.
 
 panoramisk 1.4 dispatches coroutine callbacks with ensure_future and never
 awaits them, so handlers would run concurrently and out of order; here every

@@ -1,0 +1,69 @@
+"""The SMS outbox's state machine (khhf.services.sms): its table, its one
+mover, and the gateway's race-safe claim (that nothing else writes a
+message's status: test_single_writer.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from khhf import config, db
+from khhf.models import SmsMessage
+from khhf.services import sms
+
+
+@pytest.mark.parametrize("status,event,to", [
+    ("queued", "claim", "sending"), ("queued", "unsendable", "failed"),
+    ("sending", "submitted", "sent"), ("sending", "refused", "queued"),
+    ("sending", "refused", "failed"), ("sending", "refused", "unknown"),
+    ("sending", "link_lost", "queued"), ("sending", "link_lost", "unknown"),
+    ("sending", "interrupted", "unknown"), ("unknown", "requeue", "queued"),
+    ("failed", "requeue", "queued"), ("received", "process", "processed"),
+])
+def test_allowed_moves(status, event, to):
+    message = SmsMessage(id=1, status=status)
+    sms.move(message, event, to)
+    assert message.status == to
+
+
+@pytest.mark.parametrize("status,event,to", [
+    ("sent", "requeue", "queued"),        # delivered: sending again repeats it
+    ("queued", "submitted", "sent"),      # never claimed
+    ("sending", "interrupted", "queued"),  # its outcome is unknown: never resent by itself
+    ("processed", "process", "processed"), ("received", "claim", "sending"),
+    ("sent", "refused", "failed"), ("queued", "requeue", "queued"),
+])
+def test_refused_moves(status, event, to):
+    message = SmsMessage(id=7, status=status)
+    with pytest.raises(sms.SmsTransitionError,
+                       match=f"SMS 7: {event} may not move it from {status} to {to}"):
+        sms.move(message, event, to)
+    assert message.status == status
+
+
+def test_every_outbound_status_can_be_reached_and_only_sent_and_processed_are_final():
+    reached = {to for targets in sms.TRANSITIONS.values() for to in targets}
+    assert reached == set(sms.STATUSES) - {sms.RECEIVED}   # received: stored, not reached
+    left = {frm for frm, _ in sms.TRANSITIONS}
+    assert set(sms.STATUSES) - left == {sms.SENT, sms.PROCESSED}
+
+
+def test_a_claim_takes_a_queued_message_once(tmp_path):
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
+    engine = db.make_engine(settings.database_url)
+    db.create_schema(engine)
+    factory = db.session_factory(engine, writer=True)
+    try:
+        with db.unit_of_work(factory) as s:
+            sms_id = sms.queue(s, None, "您好", mobile="13900000001").id
+        with db.unit_of_work(factory) as s:
+            assert sms.claim(s, sms_id, attempts=1, client_ref=f"{sms_id}.1", parts=1)
+        with db.unit_of_work(factory) as s:   # a second gateway loses the race
+            assert not sms.claim(s, sms_id, attempts=1, client_ref=f"{sms_id}.1", parts=1)
+        with factory() as s:
+            row = s.get(SmsMessage, sms_id)
+            assert (row.status, row.attempts, row.client_ref) == ("sending", 1, f"{sms_id}.1")
+        with db.unit_of_work(factory) as s:   # an operator may not requeue a message in flight
+            with pytest.raises(sms.SmsError, match="only an unknown or failed"):
+                sms.requeue(s, sms_id)
+    finally:
+        engine.dispose()
