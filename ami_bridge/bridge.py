@@ -31,6 +31,7 @@ from khhf.models import Call, CallEvent, utcnow
 from pbxctl.pbx import Pbx, PbxError, active_desk_extensions
 
 from khhf.calls import events, store
+from khhf.calls.states import FINAL_STATES, CallState
 from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ class Bridge:
                 store.recompute(session, call_id)
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
-                    Call.direction == "outbound", Call.state == "requested",
+                    Call.direction == "outbound", Call.state == CallState.REQUESTED,
                     Call.pbx_node == self.settings.pbx_name,
                     Call.requested_at < horizon)):
                 if not store.facts_for(session, call.id).started:
@@ -238,7 +239,7 @@ class Bridge:
         holds the database's write lock."""
         with self.sessions() as session:
             pending = session.execute(select(Call.id, Call.recording_path).where(
-                Call.state.in_(store.FINAL_STATES), Call.recording_path.is_not(None),
+                Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
                 Call.recording_sha256.is_(None))).all()
         stats = {call_id: store.recording_stats(self.settings.recordings_dir / path)
                  for call_id, path in pending}
@@ -260,7 +261,7 @@ class Bridge:
         closed = set()
         for call in session.scalars(select(Call).where(
                 Call.direction == "outbound", Call.pbx_node == self.settings.pbx_name,
-                Call.state.not_in(store.FINAL_STATES + ("requested",)),
+                Call.state.not_in(FINAL_STATES | {CallState.REQUESTED}),
                 Call.requested_at < quiet)):
             if call.linkedid in live:
                 continue

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from khhf.config import Settings
 from khhf.db import unit_of_work
-from khhf.models import SmsMessage, SmsPart
+from khhf.models import SmsMessage, SmsPart, SmsStatus
 from khhf.phones import mask_phone
 from khhf.services import sms, sms_feedback
 from smsgw import encoding
@@ -117,10 +117,10 @@ class Gateway:
     def recover(self) -> None:
         """Rows left 'sending' by a previous run: their outcome is unknown."""
         with unit_of_work(self.factory) as db:
-            rows = db.scalars(select(SmsMessage).where(SmsMessage.direction == "out",
-                                                       SmsMessage.status == "sending")).all()
+            rows = db.scalars(select(SmsMessage).where(
+                SmsMessage.direction == "out", SmsMessage.status == SmsStatus.SENDING)).all()
             for row in rows:
-                row.status, row.error = "unknown", UNKNOWN_NOTE.format(id=row.id)
+                row.status, row.error = SmsStatus.UNKNOWN, UNKNOWN_NOTE.format(id=row.id)
                 log.warning("SMS %s to %s was being submitted when the gateway stopped: "
                             "marked unknown, not resent", row.id, mask_phone(row.peer_number))
 
@@ -134,15 +134,16 @@ class Gateway:
             try:
                 data_coding, esm_class, parts = encoding.split(row.body, row.id)
             except ValueError as exc:  # longer than 255 parts: no phone can show it
-                row.status, row.error = "failed", str(exc)
+                row.status, row.error = SmsStatus.FAILED, str(exc)
                 return True
             sms_id, attempts, destination = row.id, row.attempts + 1, row.peer_number
             # a conditional claim: a second gateway on the same database
             # (never the plan, but a slip in deployment) cannot take it too
             claimed = db.execute(
                 update(SmsMessage)
-                .where(SmsMessage.id == sms_id, SmsMessage.status == "queued")
-                .values(status="sending", attempts=attempts, client_ref=f"{sms_id}.{attempts}",
+                .where(SmsMessage.id == sms_id, SmsMessage.status == SmsStatus.QUEUED)
+                .values(status=SmsStatus.SENDING, attempts=attempts,
+                        client_ref=f"{sms_id}.{attempts}",
                         parts=len(parts))
                 .execution_options(synchronize_session=False)).rowcount
             if not claimed:
@@ -169,7 +170,7 @@ class Gateway:
             # the last part with the status: one commit for a one-part message
             db.add(SmsPart(sms_id=sms_id, part_no=len(parts), smpp_message_id=message_ids[-1]))
             row = db.get(SmsMessage, sms_id)
-            row.status, row.sent_at, row.error = "sent", sms.utcnow(), None
+            row.status, row.sent_at, row.error = SmsStatus.SENT, sms.utcnow(), None
             row.smpp_message_id = message_ids[0]
         log.info("SMS %s sent to %s in %d part(s)", sms_id, mask_phone(destination),
                  len(parts))
@@ -182,13 +183,13 @@ class Gateway:
             row.error = str(exc)
             if not first:
                 # part of a long message is on the phone already: resending repeats it
-                row.status = "unknown"
+                row.status = SmsStatus.UNKNOWN
             elif exc.temporary and attempts < self.max_attempts:
                 delay = min(self.retry_base_seconds * 2 ** (attempts - 1), RETRY_MAX_SECONDS)
-                row.status = "queued"
+                row.status = SmsStatus.QUEUED
                 row.next_attempt_at = sms.utcnow() + dt.timedelta(seconds=delay)
             else:
-                row.status = "failed"
+                row.status = SmsStatus.FAILED
         log.warning("SMS %s: %s", sms_id, exc)
 
     def _lost(self, sms_id: int, exc: LinkLost, first: bool) -> None:
@@ -196,9 +197,9 @@ class Gateway:
             row = db.get(SmsMessage, sms_id)
             if first and not exc.sent:
                 # nothing reached the SMSC: as if never tried
-                row.status, row.attempts, row.client_ref = "queued", row.attempts - 1, None
+                row.status, row.attempts, row.client_ref = SmsStatus.QUEUED, row.attempts - 1, None
             else:
-                row.status, row.error = "unknown", UNKNOWN_NOTE.format(id=sms_id)
+                row.status, row.error = SmsStatus.UNKNOWN, UNKNOWN_NOTE.format(id=sms_id)
                 log.warning("SMS %s: outcome unknown (%s): not resent", sms_id, exc)
 
     def _file_early_receipts(self) -> None:

@@ -12,7 +12,7 @@ from wtforms import (BooleanField, HiddenField, PasswordField, SelectChoice, Sel
                      StringField, TextAreaField)
 
 from khhf.services import ValidationError
-from webui.i18n import FALLBACK_STRATEGY_LABELS, MANAGER_STATUS_LABELS, ROLE_LABELS
+from webui.i18n import FALLBACK_STRATEGY_LABELS, MANAGER_STATUS_LABELS, ROLE_LABELS, zone_name
 from webui.params import MAX_ID
 
 
@@ -34,10 +34,19 @@ def county_choices(counties, empty_label=None) -> list[SelectChoice]:
     return ([SelectChoice("", empty_label)] if empty_label else []) + choices
 
 
+def problem_text(problem) -> str:
+    """A service's problem in the viewer's language; a `zone` parameter is
+    the site's time zone, named as people say it ("Beijing time")."""
+    params = problem.params
+    if "zone" in params:
+        params = {**params, "zone": zone_name(params["zone"])}
+    return gettext(problem.message, **params)
+
+
 def show_problems(form, error: ValidationError) -> None:
     """Translate each problem and attach it to its field (or flash it)."""
     for problem in error.problems:
-        message = gettext(problem.message, **problem.params)
+        message = problem_text(problem)
         field = getattr(form, problem.field, None)
         if field is None:
             flash(message, "danger")

@@ -82,11 +82,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, DateTime, Integer, bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
+from khhf import local_time
 from khhf.models import (Call, Feedback, ReportCountyDaily, ReportCountyResult, ReportDaily,
                          ReportDailyResult, ReportManagerDaily, ReportState, ReportTypeDaily,
                          ReportTypeResult, Task, utcnow)
@@ -295,12 +295,8 @@ class Filter:
 
 def day_bounds(timezone: str, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """The local day `day` as naive UTC [start, end)."""
-    zone = ZoneInfo(timezone)
-
-    def utc(d):
-        return (dt.datetime.combine(d, dt.time(), zone).astimezone(dt.timezone.utc)
-                .replace(tzinfo=None))
-    return utc(day), utc(day + dt.timedelta(days=1))
+    return (local_time.day_start(day, timezone),
+            local_time.day_start(day + dt.timedelta(days=1), timezone))
 
 
 def _bind(sql: str, **types) -> text:
@@ -461,9 +457,8 @@ def refresh_due(session: Session, timezone: str, now: dt.datetime | None = None
         return None
     # a new call may call back a missed call, or keep a call-back, from before it
     since = min(moments) - dt.timedelta(hours=max(MISSED_CALLBACK_HOURS)) - CALLBACK_GRACE
-    zone = ZoneInfo(timezone)
-    first = since.replace(tzinfo=dt.timezone.utc).astimezone(zone).date()
-    today = now.replace(tzinfo=dt.timezone.utc).astimezone(zone).date()
+    first = local_time.today(timezone, since)
+    today = local_time.today(timezone, now)
     refresh(session, timezone, first, max(first, today))
     if state is None:
         state = ReportState(id=1, refreshed_at=now)

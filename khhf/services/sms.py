@@ -16,7 +16,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from khhf import audit
-from khhf.models import Manager, SmsMessage, SmsPart, User
+from khhf.models import Manager, SmsKind, SmsMessage, SmsPart, SmsStatus, User
 from khhf.phones import mask_phone
 
 MOBILE = re.compile(r"^\+?[0-9]{5,20}$")
@@ -44,7 +44,7 @@ def receive(session: Session, mobile: str, text: str, *, user: User | None = Non
     if len(text) > MAX_BODY:
         raise SmsError(f"the message is {len(text)} characters long; at most {MAX_BODY}.")
     manager = session.scalar(select(Manager).where(Manager.mobile == mobile))
-    row = SmsMessage(direction="in", peer_number=mobile, body=text, status="received",
+    row = SmsMessage(direction="in", peer_number=mobile, body=text, status=SmsStatus.RECEIVED,
                      manager_id=manager.id if manager else None)
     session.add(row)
     session.flush()
@@ -55,16 +55,17 @@ def receive(session: Session, mobile: str, text: str, *, user: User | None = Non
 
 
 def queue(session: Session, manager: Manager | None, body: str, *, mobile: str | None = None,
-          kind: str | None = None, task_id: int | None = None, call_id: int | None = None,
+          kind: SmsKind | None = None, task_id: int | None = None, call_id: int | None = None,
           ref: str | None = None, reply_to_id: int | None = None, user: User | None = None,
           now: dt.datetime | None = None) -> SmsMessage:
     """Queue `body` for the gateway to send to `manager`'s mobile (or to
-    `mobile`), and audit it. `kind` says what it is ('prompt', 'answer',
-    'missed_call'); the other fields tie it to what it is about."""
+    `mobile`), and audit it. `kind` (SmsKind) says what it is; the other
+    fields tie it to what it is about."""
     to = mobile or (manager.mobile if manager is not None else None)
     if not to:
         raise SmsError("no mobile number to send the SMS to.")
-    row = SmsMessage(direction="out", peer_number=to, body=body, status="queued", kind=kind,
+    row = SmsMessage(direction="out", peer_number=to, body=body, status=SmsStatus.QUEUED,
+                     kind=kind,
                      manager_id=manager.id if manager is not None else None, task_id=task_id,
                      call_id=call_id, ref=ref, reply_to_id=reply_to_id,
                      created_at=now or utcnow())
@@ -88,7 +89,7 @@ def next_due(session: Session, now: dt.datetime) -> SmsMessage | None:
     """The oldest outbound message due to be sent."""
     return session.scalar(
         select(SmsMessage)
-        .where(SmsMessage.direction == "out", SmsMessage.status == "queued",
+        .where(SmsMessage.direction == "out", SmsMessage.status == SmsStatus.QUEUED,
                or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now))
         .order_by(SmsMessage.id).limit(1))
 
@@ -116,12 +117,12 @@ def requeue(session: Session, sms_id: int, user: User | None = None) -> SmsMessa
     message = session.get(SmsMessage, sms_id)
     if message is None or message.direction != "out":
         raise SmsError(f"there is no outbound SMS {sms_id}: see `khhf sms outbox`.")
-    if message.status not in ("unknown", "failed"):
+    if message.status not in (SmsStatus.UNKNOWN, SmsStatus.FAILED):
         raise SmsError(f"SMS {sms_id} is {message.status}: only an unknown or failed "
                        "message can be sent again.")
     old = message.status
-    message.status, message.next_attempt_at, message.client_ref = "queued", None, None
+    message.status, message.next_attempt_at, message.client_ref = SmsStatus.QUEUED, None, None
     audit.record(session, user, "update", "sms", message.id,
-                 audit.changes({"sms_status": (old, "queued")}),
+                 audit.changes({"sms_status": (old, SmsStatus.QUEUED)}),
                  object_name=mask_phone(message.peer_number))
     return message
