@@ -87,6 +87,7 @@ from sqlalchemy import Date, DateTime, Integer, bindparam, delete, func, select,
 from sqlalchemy.orm import Session
 
 from khhf import local_time
+from khhf.calls.states import CallOutcome
 from khhf.models import (Call, Feedback, ReportCountyDaily, ReportCountyResult, ReportDaily,
                          ReportDailyResult, ReportManagerDaily, ReportState, ReportTypeDaily,
                          ReportTypeResult, Task, utcnow)
@@ -165,7 +166,7 @@ def sources(dialect: str) -> tuple[Source, ...]:
     grace = int(CALLBACK_GRACE.total_seconds() // 60)
     missed_cb = tuple(Counter(
         f"missed_cb_{h}h",
-        "outcome = 'missed' AND EXISTS (SELECT 1 FROM calls o WHERE o.customer_id = "
+        f"outcome = '{CallOutcome.MISSED}' AND EXISTS (SELECT 1 FROM calls o WHERE o.customer_id = "
         "src.customer_id AND o.direction = 'outbound' AND o.requested_at >= src.end_at "
         f"AND o.requested_at <= {d['plus']('src.end_at', h * 60)})")
         for h in MISSED_CALLBACK_HOURS)
@@ -245,10 +246,10 @@ def sources(dialect: str) -> tuple[Source, ...]:
             WHERE c.direction = 'inbound' AND c.requested_at >= :lo
                   AND c.requested_at < :hi/*where*//*fence*/) src""",
                (Counter("hotline_calls"),
-                Counter("hotline_desk", "outcome = 'desk'"),
-                Counter("hotline_mobile", "outcome = 'mobile'"),
-                Counter("hotline_group", "outcome LIKE 'group%'"),
-                Counter("hotline_missed", "outcome = 'missed'"),
+                Counter("hotline_desk", f"outcome = '{CallOutcome.DESK}'"),
+                Counter("hotline_mobile", f"outcome = '{CallOutcome.MOBILE}'"),
+                Counter("hotline_group", f"outcome LIKE '{CallOutcome.GROUP}%'"),
+                Counter("hotline_missed", f"outcome = '{CallOutcome.MISSED}'"),
                 *missed_cb),
                dict(county_id="c.county_id", manager_id="c.manager_id",
                     campaign_id="0", task_type_id="0")),
