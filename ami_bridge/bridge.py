@@ -32,6 +32,7 @@ from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import dialing
 
+from khhf.calls.states import FINAL_STATES, CallState
 from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class Bridge:
                 store.recompute(session, call_id)
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
-                    Call.direction == "outbound", Call.state == "requested",
+                    Call.direction == "outbound", Call.state == CallState.REQUESTED,
                     Call.pbx_node == self.settings.pbx_name,
                     Call.requested_at < horizon)):
                 if not store.facts_for(session, call.id).started:
@@ -215,7 +216,7 @@ class Bridge:
         holds the database's write lock."""
         with self.sessions() as session:
             pending = session.execute(select(Call.id, Call.recording_path).where(
-                Call.state.in_(store.FINAL_STATES), Call.recording_path.is_not(None),
+                Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
                 Call.recording_sha256.is_(None))).all()
         stats = {call_id: store.recording_stats(self.settings.recordings_dir / path)
                  for call_id, path in pending}
@@ -237,7 +238,7 @@ class Bridge:
         closed = set()
         for call in session.scalars(select(Call).where(
                 Call.direction == "outbound", Call.pbx_node == self.settings.pbx_name,
-                Call.state.not_in(store.FINAL_STATES + ("requested",)),
+                Call.state.not_in(FINAL_STATES | {CallState.REQUESTED}),
                 Call.requested_at < quiet)):
             if call.linkedid in live:
                 continue

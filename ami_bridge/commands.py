@@ -44,6 +44,7 @@ import time
 
 from sqlalchemy.orm import Session
 
+from khhf.calls.states import CallState
 from khhf.models import Call, Manager
 
 from .originate import (ListenCall, OriginateError, OutboundCall, listen_action,
@@ -199,7 +200,7 @@ class CommandServer:
     def _outbound(self, call_id: int) -> OutboundCall:
         with Session(self.bridge.engine) as session:
             call = session.get(Call, call_id)
-            if call is None or call.direction != "outbound" or call.state != "requested" \
+            if call is None or call.direction != "outbound" or call.state != CallState.REQUESTED \
                     or call.pbx_node != self.settings.pbx_name:
                 raise OriginateError(f"call {call_id} is not a requested outbound call "
                                      f"of PBX node {self.settings.pbx_name!r}")

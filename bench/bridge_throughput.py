@@ -47,6 +47,7 @@ from ami_bridge.bridge import BATCH, Bridge
 from amiclient import AmiClient
 from khhf import db
 from khhf.calls import store
+from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import tasks
 from simkit import factories
@@ -322,7 +323,7 @@ def check_rows(engine, stream: Stream) -> str:
     with engine.connect() as conn:
         stored = conn.scalar(select(func.count()).select_from(CallEvent))
         open_ = conn.scalar(select(func.count()).select_from(Call).where(
-            Call.state.not_in(("ended", "failed"))))
+            Call.state.not_in(FINAL_STATES)))
     if stored == stream.ours and open_ == 0:
         return "ok"
     return f"stored {stored}/{stream.ours} events, {open_} calls not final"

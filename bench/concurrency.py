@@ -52,6 +52,7 @@ from sqlalchemy import func, select
 from bench.bridge_throughput import AmiTapThread, database, parse
 from khhf import bridge_client, db
 from khhf.calls import store
+from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, CallEvent, County, Manager, User
 from khhf.services.dialing import request_call
 from pbxctl import pbx
@@ -145,7 +146,7 @@ class Sampler(threading.Thread):
                 continue
             with self.env.sessions() as s:
                 done = s.scalars(select(Call.id).where(Call.id.in_(ids),
-                                                       Call.state.in_(store.FINAL_STATES)))
+                                                       Call.state.in_(FINAL_STATES)))
                 now = time.time()
                 for call_id in done:
                     self.final_seen[call_id] = now
@@ -321,7 +322,7 @@ class Bench:
             with self.env.sessions() as s:
                 pending = s.scalar(select(func.count()).select_from(Call).where(
                     Call.id.in_(call_ids),
-                    Call.state.not_in(store.FINAL_STATES) | (
+                    Call.state.not_in(FINAL_STATES) | (
                         (Call.outcome == "answered") & Call.recording_sha256.is_(None))))
             if not pending:
                 break

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import select  # noqa: E402
 from waitress.server import create_server  # noqa: E402
 
+from khhf.calls.states import FINAL_STATES, CallOutcome  # noqa: E402
 from khhf.models import Call  # noqa: E402
 from simkit.bridge_env import BridgeEnv  # noqa: E402
 from simkit.browser import CHROMIUM, CHROMIUM_ARGS, log_in  # noqa: E402
@@ -58,9 +59,10 @@ def one_call(page, args) -> bool:
     """On the task's page after a dial: wait for the end, file the result."""
     page.wait_for_url("**/manager/tasks/*#call-*", timeout=120_000)
     page.wait_for_function(
-        "() => ['ended', 'failed'].includes(document.getElementById('call-panel')"
-        ".dataset.state)", timeout=120_000)
-    answered = page.evaluate("document.getElementById('call-panel').dataset.outcome") == "answered"
+        "final => final.includes(document.getElementById('call-panel').dataset.state)",
+        arg=sorted(FINAL_STATES), timeout=120_000)
+    answered = page.evaluate(
+        "document.getElementById('call-panel').dataset.outcome") == CallOutcome.ANSWERED
     time.sleep(args.filing)
     page.select_option("#result_code", label="1 回访成功" if answered else "5 无人接听")
     page.get_by_role("button", name="保存结果").click()

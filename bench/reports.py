@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import select, text  # noqa: E402
 
-from khhf import config, db  # noqa: E402
+from khhf import config, db, local_time  # noqa: E402
 from khhf.models import Campaign, ReportDaily  # noqa: E402
 from khhf.services import reports  # noqa: E402
 from simkit import factories  # noqa: E402
@@ -245,7 +245,7 @@ def time_reports(engine, days: int, runs: int, seed: int = 1, only_drill: bool =
     """(report, p50 ms, p95 ms) over `runs` random one-month periods each
     (with only_drill, the drill-downs alone: they read the raw rows)."""
     rng = random.Random(seed)
-    first_day = (START + dt.timedelta(hours=8)).date()
+    first_day = local_time.today(ZONE, START)
     factory = db.session_factory(engine)
     with factory() as s:
         counties = list(s.scalars(select(Campaign.county_id).distinct()))
@@ -333,7 +333,7 @@ def time_export(url: str, engine, workdir: Path, days: int) -> dict:
         conn.execute(text("INSERT INTO users (username, password_hash, display_name, role) "
                           "VALUES ('bench-admin', :h, '管理员', 'admin')"),
                      {"h": hash_password("bench-password-1")})
-    first_day = (START + dt.timedelta(hours=8)).date()
+    first_day = local_time.today(ZONE, START)
     # the month with about 1,000,000 outbound calls: the whole span scaled to 30 days
     start = first_day + dt.timedelta(days=days // 2)
     end = start + dt.timedelta(days=29)
@@ -380,7 +380,7 @@ def main(argv=None) -> int:
                                                         only_drill=True):
                         print(f"  {label:<58} {p50:8.1f} {p95:8.1f}")
                     continue
-                first_day = (START + dt.timedelta(hours=8)).date()
+                first_day = local_time.today(ZONE, START)
                 last_day = first_day + dt.timedelta(days=args.days)
                 t0 = time.perf_counter()
                 with db.unit_of_work(db.session_factory(engine)) as s:

@@ -55,7 +55,7 @@ from sqlalchemy.orm import selectinload  # noqa: E402
 
 from khhf import db  # noqa: E402
 from khhf.models import Campaign, Task  # noqa: E402
-from khhf.services import distribution  # noqa: E402
+from khhf.services import distribution, tasks  # noqa: E402
 
 
 def database(kind: str, workdir: Path):
@@ -194,7 +194,7 @@ def list_query():
     def home(s, m):  # webui/manager.py's home on main
         return s.scalars(select(Task).options(selectinload(Task.customer)).where(
             Task.manager_id == m,
-            Task.status.in_(("pending", "dialing", "connected", "not_reached")))
+            Task.status.in_(tasks.OPEN))
             .order_by(Task.priority.desc(), Task.id).limit(200)).all()
     return ("main webui/manager.py home (open tasks, 200)", home)
 

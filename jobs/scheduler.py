@@ -40,7 +40,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from zoneinfo import ZoneInfo
 
 from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -52,7 +51,7 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from khhf import backup, db
+from khhf import backup, db, local_time
 from khhf.config import Settings
 from khhf.models import Campaign, utcnow
 from khhf.services import campaigns, recordings, reports, sms_feedback
@@ -68,7 +67,7 @@ BACKUP_JOB = "backup"
 # the sessions the stored jobs use: a stored job names a function and its
 # arguments only, so the process that runs it supplies the database
 _sessions = None
-_timezone = "Asia/Shanghai"
+_timezone = Settings.timezone  # the default; Jobs sets the site's
 
 
 def sms_sweep_seconds(settings: Settings) -> int:
@@ -85,7 +84,7 @@ def round_job_id(campaign_id: int, seq: int) -> str:
 def make_round(campaign_id: int, seq: int) -> int:
     """The stored job: make every due round of the campaign (so round `seq`
     and any missed before it); returns the tasks made."""
-    today = dt.datetime.now(ZoneInfo(_timezone)).date()
+    today = local_time.today(_timezone)
     with db.unit_of_work(_sessions) as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None or campaign.status != "active":
@@ -124,7 +123,7 @@ class Jobs:
                        "memory": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(2)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
-            timezone=ZoneInfo(timezone))
+            timezone=local_time.zone(timezone))
         self.sync_seconds = sync_seconds
         # khhf's settings (None: neither the SMS prompts nor the retention job):
         # the prompt delay, the recordings' directory and retention
@@ -143,22 +142,20 @@ class Jobs:
             if self.settings is not None and self.settings.backup_dir else None
         self.scheduler.start(paused=paused)
         self.scheduler.add_job(self.sync, "interval", seconds=self.sync_seconds, id="sync",
-                               jobstore="memory", next_run_time=dt.datetime.now(
-                                   ZoneInfo(self.timezone)))
+                               jobstore="memory", next_run_time=local_time.now(self.timezone))
         self.scheduler.add_listener(self._after_round, EVENT_JOB_EXECUTED)
         self.scheduler.add_job(self.refresh_reports, "interval", seconds=self.report_seconds,
-                               id="reports", jobstore="memory", next_run_time=dt.datetime.now(
-                                   ZoneInfo(self.timezone)))
+                               id="reports", jobstore="memory",
+                               next_run_time=local_time.now(self.timezone))
         if self.settings is not None:
             self.scheduler.add_job(self.sms_sweep, "interval",
                                    seconds=sms_sweep_seconds(self.settings), id="sms_prompts",
-                                   jobstore="memory", next_run_time=dt.datetime.now(
-                                       ZoneInfo(self.timezone)))
+                                   jobstore="memory", next_run_time=local_time.now(self.timezone))
         if self.settings is not None and recordings.retention_days(self.settings):
             self.scheduler.add_job(
                 self.purge_recordings, "cron", hour=PURGE_AT.hour, minute=PURGE_AT.minute,
                 id=PURGE_JOB, jobstore="memory",
-                next_run_time=dt.datetime.now(ZoneInfo(self.timezone)))
+                next_run_time=local_time.now(self.timezone))
         if backup_at is not None:
             self.scheduler.add_job(self.backup, "cron", hour=backup_at.hour,
                                    minute=backup_at.minute, id=BACKUP_JOB, jobstore="memory")
@@ -229,7 +226,7 @@ class Jobs:
         with self._lock:
             if not self._stopping:
                 self.scheduler.modify_job("sync", jobstore="memory",
-                                          next_run_time=dt.datetime.now(ZoneInfo(self.timezone)))
+                                          next_run_time=local_time.now(self.timezone))
 
     def shutdown(self) -> None:
         with self._lock:

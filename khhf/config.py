@@ -15,7 +15,8 @@ import hmac
 import os
 import secrets
 from pathlib import Path
-from zoneinfo import ZoneInfo
+
+from khhf import local_time
 
 DEFAULT_CONFIG_PATH = Path("/etc/khhf/khhf.conf")
 SECRET_KEYS = ("ami_secret", "secret_key", "phone_secret", "bridge_token")
@@ -119,6 +120,9 @@ class Settings:
         self.asterisk_root = Path(self.asterisk_root)
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'khhf.db'}"
+        if not local_time.is_zone(self.timezone):
+            raise ConfigError(f"timezone {self.timezone!r} is not a time zone: give an IANA "
+                              "name such as Asia/Shanghai or Asia/Urumqi.")
 
     @property
     def pbx_dir(self) -> Path:
@@ -131,7 +135,15 @@ class Settings:
 
     def local(self, utc: dt.datetime) -> dt.datetime:
         """A naive UTC time (as the database keeps it) in this site's time zone."""
-        return utc.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(self.timezone))
+        return local_time.to_local(utc, self.timezone)
+
+    def from_local(self, local: dt.datetime) -> dt.datetime:
+        """A wall-clock time in this site's time zone as naive UTC."""
+        return local_time.from_local(local, self.timezone)
+
+    def today(self) -> dt.date:
+        """The local day it is now in this site's time zone."""
+        return local_time.today(self.timezone)
 
     def recording_day(self, utc: dt.datetime) -> str:
         """'YYYY/MM/DD' of the local day: the folder a call's recording goes to."""

@@ -29,7 +29,9 @@ from babel import support
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from khhf import audit
+from khhf import audit, local_time
+from khhf.calls.states import CallOutcome, CallState, colleague_extension
+from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES = ("zh", "en")
@@ -191,39 +193,40 @@ CAMPAIGN_SELECTION_LABELS = {"county": lazy_gettext("All customers of the county
 DISTRIBUTION_LABELS = {"average": lazy_gettext("Average"), "auto": lazy_gettext("Automatic")}
 
 TASK_STATUS_LABELS = {
-    "pending": lazy_gettext("To call"),
-    "dialing": lazy_gettext("Dialing"),
-    "connected": lazy_gettext("Connected"),
-    "not_reached": lazy_gettext("Not reached"),
-    "done": lazy_gettext("Done"),
-    "cancelled": lazy_gettext("Cancelled"),
+    TaskStatus.PENDING: lazy_gettext("To call"),
+    TaskStatus.DIALING: lazy_gettext("Dialing"),
+    TaskStatus.CONNECTED: lazy_gettext("Connected"),
+    TaskStatus.NOT_REACHED: lazy_gettext("Not reached"),
+    TaskStatus.DONE: lazy_gettext("Done"),
+    TaskStatus.CANCELLED: lazy_gettext("Cancelled"),
 }
 
 SMS_STATUS_LABELS = {
-    "queued": lazy_gettext("Queued"),
-    "sending": lazy_gettext("Sending"),
-    "sent": lazy_gettext("Sent"),
-    "unknown": lazy_gettext("Unknown (not resent)"),
-    "failed": lazy_gettext("Failed"),
-    "received": lazy_gettext("Received"),
-    "processed": lazy_gettext("Processed"),
+    SmsStatus.QUEUED: lazy_gettext("Queued"),
+    SmsStatus.SENDING: lazy_gettext("Sending"),
+    SmsStatus.SENT: lazy_gettext("Sent"),
+    SmsStatus.UNKNOWN: lazy_gettext("Unknown (not resent)"),
+    SmsStatus.FAILED: lazy_gettext("Failed"),
+    SmsStatus.RECEIVED: lazy_gettext("Received"),
+    SmsStatus.PROCESSED: lazy_gettext("Processed"),
 }
 
-# what an SMS was (khhf.services.sms_feedback): out, then what a reply did
+# sms_messages.kind: what an outbound SMS is (SmsKind), what an inbound reply did
+# (SmsReplyOutcome)
 SMS_KIND_LABELS = {
-    "prompt": lazy_gettext("Result prompt"),
-    "answer": lazy_gettext("Answer to a reply"),
-    "missed_call": lazy_gettext("Missed-call notice"),
-    "filed": lazy_gettext("Result filed"),
-    "unclear": lazy_gettext("Not understood: help sent"),
-    "ambiguous": lazy_gettext("Reference asked for"),
-    "duplicate": lazy_gettext("Duplicate: ignored"),
-    "already_filed": lazy_gettext("Result filed before"),
-    "no_prompt": lazy_gettext("No prompt open"),
-    "unknown_ref": lazy_gettext("Unknown reference"),
-    "refused": lazy_gettext("Result refused"),
-    "stranger": lazy_gettext("Not a manager's mobile: ignored"),
-    "error": lazy_gettext("Handling failed: see the jobs log"),
+    SmsKind.PROMPT: lazy_gettext("Result prompt"),
+    SmsKind.ANSWER: lazy_gettext("Answer to a reply"),
+    SmsKind.MISSED_CALL: lazy_gettext("Missed-call notice"),
+    SmsReplyOutcome.FILED: lazy_gettext("Result filed"),
+    SmsReplyOutcome.UNCLEAR: lazy_gettext("Not understood: help sent"),
+    SmsReplyOutcome.AMBIGUOUS: lazy_gettext("Reference asked for"),
+    SmsReplyOutcome.DUPLICATE: lazy_gettext("Duplicate: ignored"),
+    SmsReplyOutcome.ALREADY_FILED: lazy_gettext("Result filed before"),
+    SmsReplyOutcome.NO_PROMPT: lazy_gettext("No prompt open"),
+    SmsReplyOutcome.UNKNOWN_REF: lazy_gettext("Unknown reference"),
+    SmsReplyOutcome.REFUSED: lazy_gettext("Result refused"),
+    SmsReplyOutcome.STRANGER: lazy_gettext("Not a manager's mobile: ignored"),
+    SmsReplyOutcome.ERROR: lazy_gettext("Handling failed: see the jobs log"),
 }
 
 # how a result was filed (feedback.channel)
@@ -267,40 +270,39 @@ IMPORT_KIND_LABELS = {
 
 # a call's outcome, or its state while it is still going on
 CALL_OUTCOME_LABELS = {
-    "requested": lazy_gettext("Requested"),
-    "manager_ringing": lazy_gettext("Your phone is ringing"),
-    "manager_answered": lazy_gettext("Calling the customer"),
-    "customer_ringing": lazy_gettext("Customer's phone is ringing"),
-    "connected": lazy_gettext("In conversation"),
-    "ended": lazy_gettext("Ended"),
-    "failed": lazy_gettext("Failed"),
-    "answered": lazy_gettext("Answered"),
-    "busy": lazy_gettext("Busy"),
-    "no_answer": lazy_gettext("No answer"),
-    "empty_number": lazy_gettext("Number does not exist"),
-    "unreachable": lazy_gettext("Unreachable"),
-    "manager_abandoned": lazy_gettext("You hung up before the customer answered"),
-    "manager_no_answer": lazy_gettext("Your desk phone did not answer"),
-    "manager_busy": lazy_gettext("Your desk phone was busy"),
-    "manager_unavailable": lazy_gettext("Your desk phone is not reachable"),
-    "manager_hung_up": lazy_gettext("You hung up before the customer was dialed"),
+    CallState.REQUESTED: lazy_gettext("Requested"),
+    CallState.MANAGER_RINGING: lazy_gettext("Your phone is ringing"),
+    CallState.MANAGER_ANSWERED: lazy_gettext("Calling the customer"),
+    CallState.CUSTOMER_RINGING: lazy_gettext("Customer's phone is ringing"),
+    CallState.CONNECTED: lazy_gettext("In conversation"),
+    CallState.ENDED: lazy_gettext("Ended"),
+    CallState.FAILED: lazy_gettext("Failed"),
+    CallOutcome.ANSWERED: lazy_gettext("Answered"),
+    CallOutcome.BUSY: lazy_gettext("Busy"),
+    CallOutcome.NO_ANSWER: lazy_gettext("No answer"),
+    CallOutcome.EMPTY_NUMBER: lazy_gettext("Number does not exist"),
+    CallOutcome.UNREACHABLE: lazy_gettext("Unreachable"),
+    CallOutcome.MANAGER_ABANDONED: lazy_gettext("You hung up before the customer answered"),
+    CallOutcome.MANAGER_NO_ANSWER: lazy_gettext("Your desk phone did not answer"),
+    CallOutcome.MANAGER_BUSY: lazy_gettext("Your desk phone was busy"),
+    CallOutcome.MANAGER_UNAVAILABLE: lazy_gettext("Your desk phone is not reachable"),
+    CallOutcome.MANAGER_HUNG_UP: lazy_gettext("You hung up before the customer was dialed"),
     # a two-leg call (双呼): the manager's mobile, rung through the trunk first
-    "mobile_no_answer": lazy_gettext("Your mobile did not answer"),
-    "mobile_busy": lazy_gettext("Your mobile was busy"),
-    "mobile_unreachable": lazy_gettext("Your mobile is not reachable"),
-    "not_placed": lazy_gettext("Not placed"),
-    "lost": lazy_gettext("Lost by the phone system"),
+    CallOutcome.MOBILE_NO_ANSWER: lazy_gettext("Your mobile did not answer"),
+    CallOutcome.MOBILE_BUSY: lazy_gettext("Your mobile was busy"),
+    CallOutcome.MOBILE_UNREACHABLE: lazy_gettext("Your mobile is not reachable"),
+    CallOutcome.NOT_PLACED: lazy_gettext("Not placed"),
+    CallOutcome.LOST: lazy_gettext("Lost by the phone system"),
     # the hotline (khhf.services.hotline.finish_call): who answered, or nobody
-    "desk": lazy_gettext("Answered at the desk phone"),
-    "mobile": lazy_gettext("Answered on the mobile"),
-    "group": lazy_gettext("Answered by a colleague"),
-    "missed": lazy_gettext("Missed: a call-back task was made"),
+    CallOutcome.DESK: lazy_gettext("Answered at the desk phone"),
+    CallOutcome.MOBILE: lazy_gettext("Answered on the mobile"),
+    CallOutcome.GROUP: lazy_gettext("Answered by a colleague"),
+    CallOutcome.MISSED: lazy_gettext("Missed: a call-back task was made"),
 }
 
-# the configured time zone, as people say it
-TIMEZONE_LABELS = {
-    "Asia/Shanghai": lazy_gettext("Beijing time"),
-}
+# the configured time zone, as people say it (khhf.local_time: any other
+# zone is named by its own name)
+TIMEZONE_LABELS = {zone: lazy_gettext(word) for zone, word in local_time.ZONE_WORDS.items()}
 
 # the fields an audit entry's detail names (khhf.audit): what the forms call them
 AUDIT_FIELD_LABELS = {
@@ -396,10 +398,7 @@ def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
 def group_extension(call) -> str | None:
     """The desk extension of the colleague who answered a hotline call in
     the group ('group:8002'), else None."""
-    code = call.outcome or call.state
-    if code and code.startswith("group:"):
-        return code.split(":", 1)[1].split("@", 1)[0]
-    return None
+    return colleague_extension(call.outcome)
 
 
 def task_type_name(task_type) -> str:
@@ -407,8 +406,20 @@ def task_type_name(task_type) -> str:
     return str(TASK_TYPE_LABELS.get(task_type.code, task_type.name))
 
 
-def zone_name(zone: str) -> str:
-    return str(TIMEZONE_LABELS.get(zone, zone))
+def zone_name(zone: str, locale: str | None = None) -> str:
+    """The time zone `zone` as people say it: 北京时间 for Asia/Shanghai, else its name."""
+    word = local_time.zone_word(zone)
+    return gettext(word, locale) if word != zone else zone
+
+
+def problem_text(problem, locale: str | None = None) -> str:
+    """A service's problem (khhf.services.Problem) in `locale` (default: the
+    current one); a `zone` parameter is the site's time zone, named as
+    people say it ("Beijing time")."""
+    params = problem.params
+    if "zone" in params:
+        params = {**params, "zone": zone_name(params["zone"], locale)}
+    return gettext(problem.message, locale, **params)
 
 
 # -- the operation log as sentences --------------------------------------------

@@ -7,6 +7,8 @@ models against it, on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
@@ -26,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from khhf.calls.states import CallState
+
 ROLES = ("admin", "manager", "supervisor")
 
 
@@ -36,6 +40,16 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """'a', 'b': a vocabulary's values for an SQL IN (...) (they are code, not input)."""
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def one_of(column: str, values: Iterable[str]) -> CheckConstraint:
+    """CHECK (column IN (...)): a coded column's values, from its vocabulary."""
+    return CheckConstraint(f"{column} IN ({sql_list(values)})")
 
 
 def _created():
@@ -264,14 +278,21 @@ class CampaignCycle(Base):
     ends_on: Mapped[dt.date] = mapped_column(Date)
 
 
-TASK_STATUSES = ("pending", "dialing", "connected", "not_reached", "done", "cancelled")
+class TaskStatus(StrEnum):
+    """Where a task is; it moves only through the task state machine
+    (khhf.services.tasks), which says what each one means."""
+    PENDING = "pending"
+    DIALING = "dialing"
+    CONNECTED = "connected"
+    NOT_REACHED = "not_reached"
+    DONE = "done"
+    CANCELLED = "cancelled"
 
 
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'dialing', 'connected', 'not_reached', "
-                        "'done', 'cancelled')"),
+        one_of("status", TaskStatus),
         CheckConstraint("attempts >= 0"),
         CheckConstraint("max_attempts > 0"),
         Index("ix_tasks_manager_status", "manager_id", "status", "priority", "appointment_at", "id"),
@@ -291,7 +312,8 @@ class Task(Base):
     task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id"))
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
-    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING,
+                                        server_default=TaskStatus.PENDING)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     result_code_id: Mapped[int | None] = mapped_column(ForeignKey("result_codes.id"))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -309,16 +331,11 @@ class Task(Base):
     result_code: Mapped[ResultCode | None] = relationship()
 
 
-CALL_STATES = ("requested", "manager_ringing", "manager_answered",
-               "customer_ringing", "connected", "ended", "failed")
-
-
 class Call(Base):
     __tablename__ = "calls"
     __table_args__ = (
         CheckConstraint("direction IN ('outbound', 'inbound')"),
-        CheckConstraint("state IN ('requested', 'manager_ringing', 'manager_answered', "
-                        "'customer_ringing', 'connected', 'ended', 'failed')"),
+        one_of("state", CallState),
         CheckConstraint("hangup_by IN ('customer', 'manager', 'system')"),
         CheckConstraint("talk_seconds >= 0"),
         CheckConstraint("manager_device IN ('desk', 'mobile')"),
@@ -348,8 +365,8 @@ class Call(Base):
     customer_number: Mapped[str] = mapped_column(String(20))
     unified_number: Mapped[str | None] = mapped_column(String(11))
     pbx_node: Mapped[str] = mapped_column(String(32), default="main", server_default="main")
-    state: Mapped[str] = mapped_column(String(24), default="requested",
-                                       server_default="requested")
+    state: Mapped[str] = mapped_column(String(24), default=CallState.REQUESTED,
+                                       server_default=CallState.REQUESTED)
     requested_at: Mapped[dt.datetime] = _created()
     ring_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
     answer_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
@@ -413,15 +430,50 @@ class Feedback(Base):
     appointment_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
 
+class SmsStatus(StrEnum):
+    """Where a message is: an outbound one goes queued → sending → sent (or
+    back to queued, failed, unknown: smsgw/gateway.py); an inbound one is
+    received, then processed."""
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    UNKNOWN = "unknown"        # the SMSC's answer was lost: not resent by itself
+    FAILED = "failed"
+    RECEIVED = "received"
+    PROCESSED = "processed"
+
+
+# sms_messages.kind holds two vocabularies today, told apart by direction:
+class SmsKind(StrEnum):
+    """What an outbound message is."""
+    PROMPT = "prompt"            # the result prompt after a call (khhf.services.sms_feedback)
+    ANSWER = "answer"            # the answer to a manager's reply
+    MISSED_CALL = "missed_call"  # a missed hotline call (khhf.services.hotline)
+
+
+class SmsReplyOutcome(StrEnum):
+    """What an inbound reply did (khhf.services.sms_feedback.handle)."""
+    FILED = "filed"
+    UNCLEAR = "unclear"
+    AMBIGUOUS = "ambiguous"
+    DUPLICATE = "duplicate"
+    ALREADY_FILED = "already_filed"
+    NO_PROMPT = "no_prompt"
+    UNKNOWN_REF = "unknown_ref"
+    REFUSED = "refused"
+    STRANGER = "stranger"
+    ERROR = "error"
+
+
 class SmsMessage(Base):
     __tablename__ = "sms_messages"
     __table_args__ = (
         CheckConstraint("direction IN ('out', 'in')"),
-        CheckConstraint("status IN ('queued', 'sending', 'sent', 'unknown', 'failed', "
-                        "'received', 'processed')"),
+        one_of("status", SmsStatus),
         Index("ix_sms_messages_status", "direction", "status", "created_at"),
         Index("ux_sms_messages_prompt_call", "call_id", unique=True,
-              sqlite_where=text("kind = 'prompt'"), postgresql_where=text("kind = 'prompt'")),
+              sqlite_where=text(f"kind = '{SmsKind.PROMPT}'"),
+              postgresql_where=text(f"kind = '{SmsKind.PROMPT}'")),
         Index("ix_sms_messages_manager", "manager_id", "direction", "id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -430,7 +482,8 @@ class SmsMessage(Base):
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
     body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=SmsStatus.QUEUED,
+                                        server_default=SmsStatus.QUEUED)
     smpp_message_id: Mapped[str | None] = mapped_column(String(64))
     client_ref: Mapped[str | None] = mapped_column(String(32), unique=True)
     parts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -44,8 +44,7 @@ def _open(args):
 
 
 def _today(settings) -> dt.date:
-    from khhf.models import utcnow
-    return settings.local(utcnow()).date()
+    return settings.today()
 
 
 def cmd_refresh(args) -> int:

@@ -43,7 +43,7 @@ def _session(args):
     if not db.has_schema(engine):
         engine.dispose()
         raise SystemExit(f"khhf: no database at {settings.database_url}: run `khhf init` first.")
-    return engine, db.session_factory(engine)
+    return settings, engine, db.session_factory(engine)
 
 
 def _user(session, username):
@@ -65,7 +65,7 @@ def cmd_inject(args) -> int:
     from khhf.models import SmsMessage
     from khhf.phones import mask_phone
     from khhf.services import sms, sms_feedback
-    engine, factory = _session(args)
+    _settings, engine, factory = _session(args)
     try:
         with db.unit_of_work(factory) as session:
             # handled as a reply, as one from the SMSC would be
@@ -87,9 +87,10 @@ def cmd_inject(args) -> int:
 
 
 def cmd_outbox(args) -> int:
+    from khhf.models import SmsStatus
     from khhf.phones import mask_phone
     from khhf.services import sms
-    engine, factory = _session(args)
+    settings, engine, factory = _session(args)
     try:
         with factory() as session:
             rows = sms.listing(session, None if args.all else "out", limit=args.limit)
@@ -98,13 +99,16 @@ def cmd_outbox(args) -> int:
     if not rows:
         print("no messages")
         return 0
-    print("id\tdir\tnumber\tstatus\treceipt\tattempts\tcreated (UTC)\tsent (UTC)\ttext")
+    def when(at):
+        return f"{settings.local(at):%Y-%m-%d %H:%M:%S}" if at else "-"
+    zone = settings.timezone
+    print(f"id\tdir\tnumber\tstatus\treceipt\tattempts\tcreated ({zone})\tsent ({zone})\ttext")
     for r in rows:
         text = r.body if len(r.body) <= 30 else r.body[:29] + "…"
         print(f"{r.id}\t{r.direction}\t{mask_phone(r.peer_number)}\t{r.status}\t"
-              f"{r.receipt_status or '-'}\t{r.attempts}\t{r.created_at:%Y-%m-%d %H:%M:%S}\t"
-              f"{r.sent_at and f'{r.sent_at:%Y-%m-%d %H:%M:%S}' or '-'}\t{text}")
-        if r.status in ("unknown", "failed") and r.error:
+              f"{r.receipt_status or '-'}\t{r.attempts}\t{when(r.created_at)}\t"
+              f"{when(r.sent_at)}\t{text}")
+        if r.status in (SmsStatus.UNKNOWN, SmsStatus.FAILED) and r.error:
             print(f"\t{r.error}")
     return 0
 
@@ -112,7 +116,7 @@ def cmd_outbox(args) -> int:
 def cmd_requeue(args) -> int:
     from khhf import db
     from khhf.services import sms
-    engine, factory = _session(args)
+    _settings, engine, factory = _session(args)
     try:
         with db.unit_of_work(factory) as session:
             sms.requeue(session, args.id, _user(session, args.by))

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from ami_bridge.bridge import Bridge
 from ami_bridge.commands import CommandServer
 from khhf import bridge_client, db
+from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, Customer, Manager, Task, TaskType, User
 from khhf.services.dialing import request_call
 from simkit import factories
@@ -149,7 +150,7 @@ class BridgeEnv:
         while True:
             with self.sessions() as s:
                 call = s.get(Call, call_id)
-                done = call.state in ("ended", "failed") and (
+                done = call.state in FINAL_STATES and (
                     not recording or call.recording_sha256 is not None)
                 if done:
                     s.expunge(call)

@@ -21,6 +21,7 @@ from khhf.models import (
     Manager,
     ResultCode,
     Task,
+    TaskStatus,
     TaskType,
     UnifiedNumber,
     User,
@@ -110,7 +111,7 @@ def custom_task_type(s: Session) -> TaskType:
 
 
 def task(s: Session, customer_: Customer, manager_: Manager | None,
-         type_: TaskType | None = None, *, status: str = "pending", **fields) -> Task:
+         type_: TaskType | None = None, *, status: str = TaskStatus.PENDING, **fields) -> Task:
     """A task, brought to `status` through the state machine as it would get there."""
     type_ = type_ or task_type(s)
     row = tasks.new_task(s, task_type_id=type_.id, customer_id=customer_.id,
@@ -118,15 +119,15 @@ def task(s: Session, customer_: Customer, manager_: Manager | None,
                          max_attempts=type_.max_attempts, **fields)
     codes = {c.is_final: c for c in s.scalars(
         select(ResultCode).where(ResultCode.task_type_id == type_.id))}
-    if status == "dialing":
+    if status == TaskStatus.DIALING:
         tasks.dial(row)
-    elif status == "not_reached":
+    elif status == TaskStatus.NOT_REACHED:
         tasks.file_result(row, codes[False])
-    elif status == "done":
+    elif status == TaskStatus.DONE:
         tasks.file_result(row, codes[True])
-    elif status == "cancelled":
+    elif status == TaskStatus.CANCELLED:
         tasks.cancel(row)
-    elif status != "pending":
+    elif status != TaskStatus.PENDING:
         raise ValueError(f"the factory cannot make a {status!r} task")
     s.flush()
     return row
@@ -145,11 +146,13 @@ def recorded_call(s: Session, recordings_dir, manager_: Manager, customer_: Cust
     import wave
     from pathlib import Path
 
+    from khhf.calls.states import CallOutcome, CallState
     from khhf.models import Call, utcnow
     at = requested_at or utcnow()
     call = Call(direction=direction, task_id=task_.id if task_ else None,
                 customer_id=customer_.id, manager_id=manager_.id, county_id=manager_.county_id,
-                customer_number=customer_.phone, state="ended", outcome="answered",
+                customer_number=customer_.phone, state=CallState.ENDED,
+                outcome=CallOutcome.ANSWERED,
                 requested_at=at, answer_at=at + dt.timedelta(seconds=5),
                 end_at=at + dt.timedelta(seconds=5 + seconds), talk_seconds=round(seconds))
     s.add(call)

@@ -16,12 +16,15 @@ import random
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from khhf.calls.states import CallOutcome, answered_by_colleague
 from khhf.models import Call, Campaign, County, Customer, Feedback, Manager, ResultCode, Task
 from simkit import factories
 
 CHANNELS = ("web", "sms", "keypad")
-INBOUND_OUTCOMES = ("desk", "mobile", "group:8001", "missed", "missed", "lost")
-OUTBOUND_FAILS = ("busy", "no_answer", "empty_number", "manager_no_answer")
+INBOUND_OUTCOMES = (CallOutcome.DESK, CallOutcome.MOBILE, answered_by_colleague("8001"),
+                    CallOutcome.MISSED, CallOutcome.MISSED, CallOutcome.LOST)
+OUTBOUND_FAILS = (CallOutcome.BUSY, CallOutcome.NO_ANSWER, CallOutcome.EMPTY_NUMBER,
+                  CallOutcome.MANAGER_NO_ANSWER)
 
 
 def _moment(rng: random.Random, start: dt.datetime, days: int) -> dt.datetime:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from khhf.config import Settings
 from khhf.db import unit_of_work
-from khhf.models import SmsMessage, SmsPart
+from khhf.models import SmsMessage, SmsPart, SmsStatus
 from khhf.phones import mask_phone
 from khhf.services import sms, sms_feedback
 from smsgw import encoding
@@ -118,9 +118,9 @@ class Gateway:
         """Rows left 'sending' by a previous run: their outcome is unknown."""
         with unit_of_work(self.factory) as db:
             rows = db.scalars(select(SmsMessage).where(SmsMessage.direction == "out",
-                                                       SmsMessage.status == sms.SENDING)).all()
+                                                       SmsMessage.status == SmsStatus.SENDING)).all()
             for row in rows:
-                sms.move(row, "interrupted", sms.UNKNOWN)
+                sms.move(row, "interrupted", SmsStatus.UNKNOWN)
                 row.error = UNKNOWN_NOTE.format(id=row.id)
                 log.warning("SMS %s to %s was being submitted when the gateway stopped: "
                             "marked unknown, not resent", row.id, mask_phone(row.peer_number))
@@ -135,7 +135,7 @@ class Gateway:
             try:
                 data_coding, esm_class, parts = encoding.split(row.body, row.id)
             except ValueError as exc:  # longer than 255 parts: no phone can show it
-                sms.move(row, "unsendable", sms.FAILED)
+                sms.move(row, "unsendable", SmsStatus.FAILED)
                 row.error = str(exc)
                 return True
             sms_id, attempts, destination = row.id, row.attempts + 1, row.peer_number
@@ -164,7 +164,7 @@ class Gateway:
             # the last part with the status: one commit for a one-part message
             db.add(SmsPart(sms_id=sms_id, part_no=len(parts), smpp_message_id=message_ids[-1]))
             row = db.get(SmsMessage, sms_id)
-            sms.move(row, "submitted", sms.SENT)
+            sms.move(row, "submitted", SmsStatus.SENT)
             row.sent_at, row.error = sms.utcnow(), None
             row.smpp_message_id = message_ids[0]
         log.info("SMS %s sent to %s in %d part(s)", sms_id, mask_phone(destination),
@@ -178,13 +178,13 @@ class Gateway:
             row.error = str(exc)
             if not first:
                 # part of a long message is on the phone already: resending repeats it
-                sms.move(row, "refused", sms.UNKNOWN)
+                sms.move(row, "refused", SmsStatus.UNKNOWN)
             elif exc.temporary and attempts < self.max_attempts:
                 delay = min(self.retry_base_seconds * 2 ** (attempts - 1), RETRY_MAX_SECONDS)
-                sms.move(row, "refused", sms.QUEUED)
+                sms.move(row, "refused", SmsStatus.QUEUED)
                 row.next_attempt_at = sms.utcnow() + dt.timedelta(seconds=delay)
             else:
-                sms.move(row, "refused", sms.FAILED)
+                sms.move(row, "refused", SmsStatus.FAILED)
         log.warning("SMS %s: %s", sms_id, exc)
 
     def _lost(self, sms_id: int, exc: LinkLost, first: bool) -> None:
@@ -192,10 +192,10 @@ class Gateway:
             row = db.get(SmsMessage, sms_id)
             if first and not exc.sent:
                 # nothing reached the SMSC: as if never tried
-                sms.move(row, "link_lost", sms.QUEUED)
+                sms.move(row, "link_lost", SmsStatus.QUEUED)
                 row.attempts, row.client_ref = row.attempts - 1, None
             else:
-                sms.move(row, "link_lost", sms.UNKNOWN)
+                sms.move(row, "link_lost", SmsStatus.UNKNOWN)
                 row.error = UNKNOWN_NOTE.format(id=sms_id)
                 log.warning("SMS %s: outcome unknown (%s): not resent", sms_id, exc)
 

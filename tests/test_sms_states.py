@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from khhf import config, db
-from khhf.models import SmsMessage
+from khhf.models import SmsMessage, SmsStatus
 from khhf.services import sms
 
 
@@ -42,9 +42,9 @@ def test_refused_moves(status, event, to):
 
 def test_every_outbound_status_can_be_reached_and_only_sent_and_processed_are_final():
     reached = {to for targets in sms.TRANSITIONS.values() for to in targets}
-    assert reached == set(sms.STATUSES) - {sms.RECEIVED}   # received: stored, not reached
+    assert reached == set(SmsStatus) - {SmsStatus.RECEIVED}   # received: stored, not reached
     left = {frm for frm, _ in sms.TRANSITIONS}
-    assert set(sms.STATUSES) - left == {sms.SENT, sms.PROCESSED}
+    assert set(SmsStatus) - left == {SmsStatus.SENT, SmsStatus.PROCESSED}
 
 
 def test_a_claim_takes_a_queued_message_once(tmp_path):

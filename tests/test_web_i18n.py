@@ -374,13 +374,14 @@ def test_the_checker_catches_what_it_is_for():
 
 
 def test_every_code_the_domain_knows_has_a_label():
-    from khhf.models import CALL_STATES, IMPORT_KINDS, IMPORT_STATUSES, ROLES, TASK_STATUSES
+    from khhf.calls.states import CallOutcome, CallState
+    from khhf.models import IMPORT_KINDS, IMPORT_STATUSES, ROLES, TaskStatus
     from khhf.services.accounts import MANAGER_STATUSES
     from khhf.services.counties import FALLBACK_STRATEGIES
     from webui import i18n
-    for codes, labels in ((ROLES, i18n.ROLE_LABELS), (TASK_STATUSES, i18n.TASK_STATUS_LABELS),
-                          (CALL_STATES, i18n.CALL_OUTCOME_LABELS),
-                          ((*hotline.ANSWERING_STAGES, "missed"), i18n.CALL_OUTCOME_LABELS),
+    for codes, labels in ((ROLES, i18n.ROLE_LABELS), (TaskStatus, i18n.TASK_STATUS_LABELS),
+                          (CallState, i18n.CALL_OUTCOME_LABELS),
+                          (CallOutcome, i18n.CALL_OUTCOME_LABELS),
                           (MANAGER_STATUSES, i18n.MANAGER_STATUS_LABELS),
                           (FALLBACK_STRATEGIES, i18n.FALLBACK_STRATEGY_LABELS),
                           (audit.ACTIONS, i18n.ACTION_LABELS),

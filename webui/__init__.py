@@ -26,7 +26,8 @@ from sqlalchemy.orm import joinedload
 
 from khhf import config as khhf_config
 from khhf import db as khhf_db
-from khhf.models import User
+from khhf.models import SmsStatus, User
+from khhf.services import tasks
 from khhf.phones import mask_phone
 
 from webui import (access, admin, audit, auth, calls, campaigns, county, customers, i18n,
@@ -81,12 +82,22 @@ def create_app(settings: khhf_config.Settings | None = None,
     app.before_request(access.deny_routes_without_rule)
     app.before_request(params.refuse_nul_characters)
     app.jinja_env.filters["mask_phone"] = mask_phone
+    app.jinja_env.filters["local"] = _local
+    # the vocabularies templates compare with (khhf.models, khhf.services.tasks)
+    app.jinja_env.globals.update(SmsStatus=SmsStatus, DIALABLE_TASK_STATUSES=tasks.DIALABLE,
+                                 CLOSED_TASK_STATUSES=tasks.CLOSED)
     for code in (400, 403, 404, 405, 429):
         app.register_error_handler(code, _error_page)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(params.BadParameter, _bad_parameter)
     app.register_error_handler(OperationalError, _database_busy)
     return app
+
+
+def _local(utc: dt.datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """The template filter `local`: a naive-UTC time from the database in
+    the site's time zone (khhf.local_time), as `fmt`."""
+    return f"{current_app.extensions['khhf_settings'].local(utc):{fmt}}"
 
 
 @login_manager.user_loader

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, render_template, request
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, or_, select
 
-from khhf import audit
+from khhf import audit, local_time
 from khhf.models import AuditLog
 from webui import params
 from webui.access import allow
@@ -54,5 +53,4 @@ def index(page, since, until):
 
 def _local_start(day: dt.date) -> dt.datetime:
     """The start of a local calendar day as naive UTC."""
-    start = dt.datetime.combine(day, dt.time(), ZoneInfo(current_app.config["TIMEZONE"]))
-    return start.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return local_time.day_start(day, current_app.config["TIMEZONE"])

@@ -16,11 +16,13 @@ from flask_login import current_user
 from khhf import bridge_client
 from khhf import db
 from khhf import config as khhf_config
+from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import ConfigError
 from khhf.models import Call, Task
 from khhf.services import ValidationError, dialing
 from webui.access import allow, client_ip, load
 from webui.db import get_db
+from webui.forms import problem_text
 from webui.i18n import call_outcome
 from webui.redirects import referrer_path
 
@@ -28,18 +30,17 @@ bp = Blueprint("calls", __name__, url_prefix="/calls")
 
 # what the workspace shows while a call goes on (座机振铃 → 呼叫客户 → 通话中 → 已结束)
 CALL_PROGRESS_LABELS = {
-    "requested": _l("Connecting"),
-    "manager_ringing": _l("Desk phone ringing"),
-    "manager_answered": _l("Calling the customer"),
-    "customer_ringing": _l("Calling the customer"),
-    "connected": _l("In conversation"),
+    CallState.REQUESTED: _l("Connecting"),
+    CallState.MANAGER_RINGING: _l("Desk phone ringing"),
+    CallState.MANAGER_ANSWERED: _l("Calling the customer"),
+    CallState.CUSTOMER_RINGING: _l("Calling the customer"),
+    CallState.CONNECTED: _l("In conversation"),
 }
-FINAL_STATES = ("ended", "failed")
 
 
 # a two-leg call (双呼) rings the manager's mobile first
 MOBILE_PROGRESS_LABELS = {
-    "manager_ringing": _l("Your mobile is ringing"),
+    CallState.MANAGER_RINGING: _l("Your mobile is ringing"),
 }
 
 
@@ -93,7 +94,7 @@ def dial(task_id):
                                     live=live, device=device)
     except ValidationError as error:
         session.rollback()
-        message = " ".join(gettext(p.message, **p.params) for p in error.problems)
+        message = " ".join(map(problem_text, error.problems))
         return _answer(False, message, 409)
     session.commit()
     try:

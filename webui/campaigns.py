@@ -7,9 +7,7 @@ here, next to the only views that use them.
 
 from __future__ import annotations
 
-import datetime as dt
-
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -31,16 +29,13 @@ bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 CYCLE_LABELS = i18n.CAMPAIGN_CYCLE_LABELS
 STATUS_LABELS = i18n.CAMPAIGN_STATUS_LABELS
 SELECTION_LABELS = i18n.CAMPAIGN_SELECTION_LABELS
-TASK_STATUS_LABELS = {"pending": _l("Not called"), "dialing": _l("Calling"),
-                      "connected": _l("Answered, result due"), "not_reached": _l("Not reached"),
-                      "done": _l("Done"), "cancelled": _l("Cancelled")}
 TASKS_PAGE = 200
 
 
 @bp.context_processor
 def _labels():
     return {"CYCLE_LABELS": CYCLE_LABELS, "STATUS_LABELS": STATUS_LABELS,
-            "SELECTION_LABELS": SELECTION_LABELS, "TASK_STATUS_LABELS": TASK_STATUS_LABELS}
+            "SELECTION_LABELS": SELECTION_LABELS}
 
 
 class _Checkboxes(SelectMultipleField):
@@ -136,7 +131,7 @@ def _campaign_form(campaign=None) -> CampaignForm:
             form.manager_ids.data = [str(m.id) for m in campaign.managers]
         else:
             form.county_id.data = county_id
-            form.starts_on.data = dt.date.today().isoformat()
+            form.starts_on.data = current_app.extensions["khhf_settings"].today().isoformat()
     return form
 
 
@@ -216,7 +211,8 @@ def activate(campaign_id):
     form = ConfirmForm()
     made = {}
     if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: made.setdefault(
-            "n", campaigns.activate(get_db(), current_user, client_ip(), campaign))):
+            "n", campaigns.activate(get_db(), current_user, client_ip(), campaign,
+                                    current_app.extensions["khhf_settings"].today()))):
         flash(gettext("Campaign started: %(count)s tasks made.", count=made["n"]), "success")
     return redirect(url_for(".show", campaign_id=campaign.id))
 

@@ -5,12 +5,12 @@ next to the fields it concerns."""
 from __future__ import annotations
 
 from flask import flash
-from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, HiddenField, PasswordField, SelectChoice, SelectField,
                      StringField, TextAreaField)
 
+from khhf import i18n
 from khhf.services import ValidationError
 from webui.i18n import FALLBACK_STRATEGY_LABELS, MANAGER_STATUS_LABELS, ROLE_LABELS
 from webui.params import MAX_ID
@@ -34,10 +34,15 @@ def county_choices(counties, empty_label=None) -> list[SelectChoice]:
     return ([SelectChoice("", empty_label)] if empty_label else []) + choices
 
 
+def problem_text(problem) -> str:
+    """A service's problem in the viewer's language (khhf.i18n.problem_text)."""
+    return i18n.problem_text(problem)
+
+
 def show_problems(form, error: ValidationError) -> None:
     """Translate each problem and attach it to its field (or flash it)."""
     for problem in error.problems:
-        message = gettext(problem.message, **problem.params)
+        message = problem_text(problem)
         field = getattr(form, problem.field, None)
         if field is None:
             flash(message, "danger")

@@ -17,7 +17,6 @@ that their refusal is explained and audited like any other.
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
                    request, url_for)
@@ -31,6 +30,7 @@ from khhf.models import Manager, utcnow
 from khhf.services import ValidationError, live
 from webui.access import allow, client_ip
 from webui.db import get_db
+from webui.forms import problem_text
 from webui.redirects import referrer_path
 
 bp = Blueprint("live", __name__, url_prefix="/live")
@@ -89,11 +89,8 @@ def state():
     session = get_db()
     now = utcnow()
     board = live.board(session, settings(), _county(), channels, now)
-    zone = ZoneInfo(current_app.config["TIMEZONE"])
-
     def clock(at: dt.datetime | None) -> str:
-        return at.replace(tzinfo=dt.timezone.utc).astimezone(zone).strftime("%H:%M:%S") \
-            if at else ""
+        return f"{settings().local(at):%H:%M:%S}" if at else ""
 
     return jsonify(
         pbx=board.pbx_known,
@@ -136,7 +133,7 @@ def listen(manager_id):
                                    ip=client_ip())
     except ValidationError as error:
         session.commit()  # the refusal's audit entry
-        message = " ".join(gettext(p.message, **p.params) for p in error.problems)
+        message = " ".join(map(problem_text, error.problems))
         return _answer(False, message, 409)
     try:
         bridge_client.listen(settings(), plan.supervisor_desk, plan.manager_desk, plan.mode)

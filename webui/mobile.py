@@ -24,6 +24,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from wtforms import BooleanField
 
+from khhf.calls.states import FINAL_STATES
 from khhf.models import Task, utcnow
 from khhf.services import dialing, tasks, workspace as tasks_view
 from webui import auth, workspace
@@ -74,7 +75,7 @@ def home():
 def _task_page(task: Task, form: workspace.ResultForm):
     manager = workspace.own_manager()
     calls = tasks_view.task_calls(get_db(), task.id, limit=10)
-    live = next((c for c in calls if c.state not in ("ended", "failed")), None)
+    live = next((c for c in calls if c.state not in FINAL_STATES), None)
     script = (task.task_type.script or task.task_type.description).replace(
         "{经理}", current_user.display_name)
     return render_template(

@@ -43,8 +43,7 @@ EXPORT_BATCH = 2000
 
 
 def _today() -> dt.date:
-    settings = current_app.extensions["khhf_settings"]
-    return settings.local(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).date()
+    return current_app.extensions["khhf_settings"].today()
 
 
 def _filter(start, end, county, manager, campaign, task_type) -> reports.Filter:

@@ -21,11 +21,12 @@ site.
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from khhf import local_time
 
 EPOCH_KEY = "session_epoch"
 # when the log-in began, and (a phone log-in kept for the day) when it ends
@@ -96,10 +97,9 @@ def start_session(user) -> None:
 def keep_until_end_of_day(now: dt.datetime | None = None) -> None:
     """Keep this log-in until the end of the local day (a manager's own
     phone, for the working day), never shorter than an ordinary log-in."""
-    zone = ZoneInfo(current_app.config["TIMEZONE"])
-    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone)
-    midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), zone)
-    session[LOGIN_UNTIL_KEY] = midnight.timestamp()
+    zone = current_app.config["TIMEZONE"]
+    midnight = local_time.day_start(local_time.today(zone, now) + dt.timedelta(days=1), zone)
+    session[LOGIN_UNTIL_KEY] = midnight.replace(tzinfo=dt.UTC).timestamp()
 
 
 def log_in_ends(sess=None, app: Flask | None = None) -> float:

@@ -13,9 +13,6 @@ calls cost a few hundred milliseconds of one thread per second.
 
 from __future__ import annotations
 
-import datetime as dt
-from zoneinfo import ZoneInfo
-
 from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
                    request, url_for)
 from flask_babel import gettext
@@ -27,13 +24,14 @@ from wtforms import DateTimeLocalField, HiddenField, SelectField, TextAreaField
 from wtforms.validators import Optional
 
 from khhf import db
+from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.services import ValidationError, dialing, results, tasks, workspace
 from webui.calls import progress_label
 from webui.access import allow, client_ip, load
 from webui.db import get_db
 from webui.forms import DutyForm, show_problems
-from webui.i18n import TASK_STATUS_LABELS, group_extension, task_type_name
+from webui.i18n import TASK_STATUS_LABELS, group_extension, task_type_name, zone_name
 
 bp = Blueprint("workspace", __name__, url_prefix="/manager")
 
@@ -116,9 +114,7 @@ class ResultForm(FlaskForm):
     result_code = SelectField(_l("Result"), coerce=int, validate_choice=False)
     note = TextAreaField(_l("Note"))
     appointment_at = DateTimeLocalField(_l("Call back at"), format="%Y-%m-%dT%H:%M",
-                                        validators=[Optional()],
-                                        description=_l("Optional: a time to call again, "
-                                                       "Beijing time."))
+                                        validators=[Optional()])
     call_id = HiddenField()
     autodial = HiddenField()
 
@@ -126,6 +122,9 @@ class ResultForm(FlaskForm):
 def result_form(task: Task, **kwargs) -> ResultForm:
     """The result form with the task type's result codes as its choices."""
     form = ResultForm(**kwargs)
+    # the site's zone is known per request, not when the class is made
+    form.appointment_at.description = gettext("Optional: a time to call again (%(zone)s).",
+                                              zone=zone_name(settings().timezone))
     form.result_code.choices = [(c.id, f"{c.code} {c.label}") for c in task.task_type.result_codes]
     return form
 
@@ -136,7 +135,7 @@ def _task_page(task: Task, form: ResultForm):
     feedback = session.execute(
         select(Feedback, ResultCode).join(ResultCode, ResultCode.id == Feedback.result_code_id)
         .where(Feedback.task_id == task.id).order_by(Feedback.id.desc())).all()
-    live = next((c for c in calls if c.state not in ("ended", "failed")), None)
+    live = next((c for c in calls if c.state not in FINAL_STATES), None)
     # the script names the manager where it says {经理} (khhf.services.campaigns)
     script = (task.task_type.script or task.task_type.description).replace(
         "{经理}", current_user.display_name)
@@ -169,7 +168,7 @@ def save_result(task_id: int, form: ResultForm) -> bool:
         db.begin_write(session)
         results.file_result(
             session, current_user, task_id, form.result_code.data, form.note.data or "",
-            results.local_to_utc(settings(), appointment) if appointment else None,
+            settings().from_local(appointment) if appointment else None,
             channel="web", call_id=int(call_id) if call_id and call_id.isdigit() else None,
             settings=settings(), ip=client_ip())
     except ValidationError as error:
@@ -201,8 +200,8 @@ def next_task():
     now = utcnow()
     if not dialing.in_calling_window(settings(), now):
         return jsonify(task=None, reason="window", message=gettext(
-            "Progressive dial stopped: calls are only placed between %(window)s (Beijing "
-            "time).", window=settings().calling_window))
+            "Progressive dial stopped: calls are only placed between %(window)s "
+            "(%(zone)s).", window=settings().calling_window, zone=zone_name(settings().timezone)))
     task = workspace.next_due(get_db(), manager.id, now)
     if task is None:
         return jsonify(task=None, reason="end", message=gettext(
@@ -220,11 +219,9 @@ def reminders():
     """JSON: the manager's call-backs whose time has come (the page's reminder)."""
     manager = own_manager()
     now = utcnow()
-    zone = ZoneInfo(current_app.config["TIMEZONE"])
     due = workspace.due_callbacks(get_db(), manager.id, now)
     return jsonify(due=[{
         "id": t.id, "name": t.customer.name or "—",
-        "at": t.appointment_at.replace(tzinfo=dt.timezone.utc).astimezone(zone)
-        .strftime("%Y-%m-%d %H:%M"),
+        "at": f"{settings().local(t.appointment_at):%Y-%m-%d %H:%M}",
         "overdue": workspace.is_overdue(t, now),
         "url": url_for(".task", task_id=t.id)} for t in due])

@@ -13,6 +13,8 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
+from .states import CallOutcome, CallState
+
 MANAGER, CUSTOMER = "manager", "customer"
 
 # Q.850 causes (Asterisk's AST_CAUSE_*) we tell apart
@@ -113,51 +115,52 @@ def is_lost(f: CallFacts) -> bool:
     return f.lost_at is not None and f.end_at is None
 
 
-def customer_outcome(f: CallFacts) -> str:
+def customer_outcome(f: CallFacts) -> CallOutcome:
     """The outcome of a call on which the customer was dialed."""
     if CUSTOMER in f.answer_at:
-        return "answered"
+        return CallOutcome.ANSWERED
     cause = f.hangup_cause.get(CUSTOMER)
     code, status = f.sip_code, f.dial_status
     if code in (486, 600) or status == "BUSY" or cause == CAUSE_BUSY:
-        return "busy"
+        return CallOutcome.BUSY
     if code in (404, 604) or cause == CAUSE_UNALLOCATED:
-        return "empty_number"
+        return CallOutcome.EMPTY_NUMBER
     if code in (480, 503) or status in ("CHANUNAVAIL", "CONGESTION") \
             or cause in (CAUSE_SUBSCRIBER_ABSENT, CAUSE_CONGESTION):
-        return "unreachable"
+        return CallOutcome.UNREACHABLE
     if status == "NOANSWER":
         # Dial's own ring timeout: authoritative, whatever order the two
         # channels' Hangup events come in (under load the manager's leg can
         # be stamped first, though the PBX ended the customer's leg)
-        return "no_answer"
+        return CallOutcome.NO_ANSWER
     if status == "CANCEL" or f.first_hangup_request == MANAGER or \
             (MANAGER in f.hangup_at and CUSTOMER in f.hangup_at
              and f.hangup_at[MANAGER] < f.hangup_at[CUSTOMER]):
-        return "manager_abandoned"
-    return "no_answer"
+        return CallOutcome.MANAGER_ABANDONED
+    return CallOutcome.NO_ANSWER
 
 
-def manager_outcome(f: CallFacts) -> str:
+def manager_outcome(f: CallFacts) -> CallOutcome:
     """The outcome of a call that never got past the manager's desk phone."""
     if MANAGER not in f.started:
         if f.not_placed and not f.originate_failed:
-            return "not_placed"        # the PBX never took the call
-        return "manager_unavailable"   # not even a channel: phone not registered
+            return CallOutcome.NOT_PLACED        # the PBX never took the call
+        return CallOutcome.MANAGER_UNAVAILABLE   # not even a channel: phone not registered
     cause = f.hangup_cause.get(MANAGER)
     if cause == CAUSE_BUSY:
-        return "manager_busy"
+        return CallOutcome.MANAGER_BUSY
     if MANAGER in f.answer_at:
-        return "manager_hung_up"       # answered, hung up before the customer was dialed
+        return CallOutcome.MANAGER_HUNG_UP       # answered, hung up before the customer was dialed
     if cause in (CAUSE_NO_ANSWER, CAUSE_NO_USER_RESPONSE, CAUSE_NORMAL):
-        return "manager_no_answer"
-    return "manager_unavailable"
+        return CallOutcome.MANAGER_NO_ANSWER
+    return CallOutcome.MANAGER_UNAVAILABLE
 
 
 # a two-leg call (双呼) rings the manager's mobile through the trunk first:
 # the same facts, said of the mobile
-MOBILE_OUTCOMES = {"manager_no_answer": "mobile_no_answer", "manager_busy": "mobile_busy",
-                   "manager_unavailable": "mobile_unreachable"}
+MOBILE_OUTCOMES = {CallOutcome.MANAGER_NO_ANSWER: CallOutcome.MOBILE_NO_ANSWER,
+                   CallOutcome.MANAGER_BUSY: CallOutcome.MOBILE_BUSY,
+                   CallOutcome.MANAGER_UNAVAILABLE: CallOutcome.MOBILE_UNREACHABLE}
 
 
 def summarize(f: CallFacts, manager_device: str = "desk") -> dict:
@@ -165,22 +168,23 @@ def summarize(f: CallFacts, manager_device: str = "desk") -> dict:
     (the row's) says which of the manager's phones the first leg rang."""
     row: dict = {}
     if CUSTOMER in f.answer_at:
-        state = "connected"
+        state = CallState.CONNECTED
     elif CUSTOMER in f.started:
-        state = "customer_ringing"
+        state = CallState.CUSTOMER_RINGING
     elif MANAGER in f.answer_at:
-        state = "manager_answered"
+        state = CallState.MANAGER_ANSWERED
     elif MANAGER in f.started:
-        state = "manager_ringing"
+        state = CallState.MANAGER_RINGING
     else:
-        state = "requested"
+        state = CallState.REQUESTED
     row["ring_at"] = f.ring_at.get(CUSTOMER) or f.ring_at.get(MANAGER)
     row["answer_at"] = f.answer_at.get(CUSTOMER)
     if is_lost(f):
         # Asterisk lost the call (a crash) before writing its end: close it at
         # its declared moment, so nobody stays "on a call"
         talked = CUSTOMER in f.answer_at
-        row.update(state="ended" if talked else "failed", outcome="lost", end_at=f.lost_at)
+        row.update(state=CallState.ENDED if talked else CallState.FAILED, outcome=CallOutcome.LOST,
+                   end_at=f.lost_at)
         if talked:
             row["talk_seconds"] = max(0, round((f.lost_at - f.answer_at[CUSTOMER])
                                                .total_seconds()))
@@ -191,7 +195,7 @@ def summarize(f: CallFacts, manager_device: str = "desk") -> dict:
         if manager_device == "mobile":
             row["outcome"] = MOBILE_OUTCOMES.get(row["outcome"], row["outcome"])
         row["end_at"] = f.end_at
-        state = "ended" if dialed else "failed"
+        state = CallState.ENDED if dialed else CallState.FAILED
         leg = CUSTOMER if dialed else MANAGER
         row["hangup_cause"] = f.hangup_cause.get(leg, f.hangup_cause.get(MANAGER))
         if CUSTOMER in f.answer_at:

@@ -30,8 +30,8 @@ from khhf.services import tasks
 
 from . import events as ev
 from .facts import CallFacts, reduce, summarize
+from .states import FINAL_STATES
 
-FINAL_STATES = ("ended", "failed")
 # the call row's columns that its events alone decide (facts.summarize)
 DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause",
            "talk_seconds", "hangup_by")

@@ -25,15 +25,14 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Integer, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from khhf import audit
+from khhf import audit, local_time
 from khhf.models import (Call, Campaign, CampaignCycle, County, Customer, Feedback, Manager,
-                         ResultCode, Task, TaskType, User)
+                         ResultCode, Task, TaskStatus, TaskType, User)
 from khhf.services import N_, Problems, parse_int, tasks
 from khhf.services.hotline import CALLBACK_TASK_TYPE
 
@@ -295,9 +294,10 @@ def _check_campaign(session, by, campaign, county_id, task_type_id, name, cycle,
 
 
 def activate(session: Session, by: User | None, ip: str, campaign: Campaign,
-             today: dt.date | None = None) -> int:
+             today: dt.date) -> int:
     """Start a draft campaign: it becomes active and its due rounds are made
-    now (round 1 at once if its first day has come). Returns the tasks made."""
+    now (round 1 at once if its first day, `today` the site's local day, has
+    come). Returns the tasks made."""
     problems = Problems()
     if campaign.status != "draft":
         problems.add("status", N_("Only a draft campaign can be started."))
@@ -307,7 +307,7 @@ def activate(session: Session, by: User | None, ip: str, campaign: Campaign,
                  audit.changes({"campaign_status": ("draft", "active")}), ip,
                  object_name=campaign.name)
     session.flush()
-    return sum(made for _cycle, made in create_due_rounds(session, campaign, today or _today()))
+    return sum(made for _cycle, made in create_due_rounds(session, campaign, today))
 
 
 def close(session: Session, by: User | None, ip: str, campaign: Campaign) -> None:
@@ -376,11 +376,7 @@ def next_round(session: Session, campaign: Campaign) -> tuple[int, dt.date] | No
 
 def round_due_at(day: dt.date, timezone: str) -> dt.datetime:
     """When a round starting on `day` is due: local midnight, as an aware datetime."""
-    return dt.datetime.combine(day, dt.time(0, 0), ZoneInfo(timezone))
-
-
-def _today(timezone: str = "Asia/Shanghai") -> dt.date:
-    return dt.datetime.now(ZoneInfo(timezone)).date()
+    return dt.datetime.combine(day, dt.time(0, 0), local_time.zone(timezone))
 
 
 def create_due_rounds(session: Session, campaign: Campaign, today: dt.date):
@@ -461,13 +457,13 @@ def progress(session: Session, campaign_ids: list[int]) -> dict:
         select(Task.campaign_id, Task.manager_id, func.count(),
                func.sum(cast(Task.attempts > 0, Integer)),
                func.sum(cast(answered, Integer)),
-               func.sum(cast(Task.status == tasks.DONE, Integer)))
-        .where(Task.campaign_id.in_(campaign_ids), Task.status != tasks.CANCELLED)
+               func.sum(cast(Task.status == TaskStatus.DONE, Integer)))
+        .where(Task.campaign_id.in_(campaign_ids), Task.status != TaskStatus.CANCELLED)
         .group_by(Task.campaign_id, Task.manager_id)).all()
     codes = session.execute(
         select(Task.campaign_id, Task.manager_id, ResultCode.label, func.count())
         .join(ResultCode, ResultCode.id == Task.result_code_id)
-        .where(Task.campaign_id.in_(campaign_ids), Task.status == tasks.DONE)
+        .where(Task.campaign_id.in_(campaign_ids), Task.status == TaskStatus.DONE)
         .group_by(Task.campaign_id, Task.manager_id, ResultCode.label)).all()
     out: dict = {cid: {"rows": {}, "total": _blank(None)} for cid in campaign_ids}
     for cid, mid, n, dialed, connected, done in rows:

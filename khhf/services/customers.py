@@ -15,14 +15,15 @@ from sqlalchemy import ColumnElement, or_, select, true
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
-from khhf.models import Call, Customer, CustomerAssignment, Manager, Task, User, utcnow
+from khhf.models import (Call, Customer, CustomerAssignment, Manager, Task, TaskStatus, User,
+                         utcnow)
 from khhf.phones import mask_phone
 from khhf.services import N_, Problems, tasks
 
 PAGE_SIZE = 50
 REASON_MAX = 200
 # tasks not yet in a call follow their customer to the new manager
-FOLLOWING_TASK_STATUSES = (tasks.PENDING, tasks.NOT_REACHED)
+FOLLOWING_TASK_STATUSES = (TaskStatus.PENDING, TaskStatus.NOT_REACHED)
 
 
 def search(session: Session, where: ColumnElement = true(), q: str = "", *,

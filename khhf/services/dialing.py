@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
 from khhf.calls import events, store
+from khhf.calls.states import FINAL_STATES, CallState
 from khhf.bridge_client import LiveCalls
 from khhf.config import Settings
-from khhf.models import Call, County, Manager, Task, User, utcnow
+from khhf.models import Call, County, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
 
 from . import N_, Problems, tasks
@@ -55,10 +56,10 @@ def on_a_call(session: Session, manager: Manager, live: LiveCalls | None,
     a forged request) blocks nobody. `live` None: the PBX could not be asked;
     then open rows of the last hours count."""
     open_calls = select(Call.linkedid, Call.requested_at).where(
-        Call.manager_id == manager.id, Call.state.not_in(("ended", "failed")))
+        Call.manager_id == manager.id, Call.state.not_in(FINAL_STATES))
     if live is None:
         return session.scalar(select(Call.id).where(
-            Call.manager_id == manager.id, Call.state.not_in(("ended", "failed")),
+            Call.manager_id == manager.id, Call.state.not_in(FINAL_STATES),
             Call.requested_at > now - UNKNOWN_PBX_HORIZON).limit(1)) is not None
     if manager.desk_extension and manager.desk_extension in live.endpoints:
         return True
@@ -119,14 +120,15 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
                                     "instead of calling."))
     if task.status in tasks.CLOSED:
         problems.add("task", N_("The task is closed: reopen it before calling again."))
-    elif task.status == tasks.DIALING:
+    elif task.status == TaskStatus.DIALING:
         problems.add("task", N_("This task is being called right now: wait for the call to end."))
     elif task.attempts >= task.max_attempts:
         problems.add("task", N_("The task has reached its %(max)s call attempts: file a result."),
                      max=task.max_attempts)
     if not in_calling_window(settings, now):
-        problems.add("time", N_("Calls are only placed between %(window)s (Beijing time): "
-                                "book a call-back instead."), window=settings.calling_window)
+        problems.add("time", N_("Calls are only placed between %(window)s (%(zone)s): "
+                                "book a call-back instead."), window=settings.calling_window,
+                     zone=settings.timezone)
     if on_a_call(session, manager, live, now):
         problems.add("manager", N_("You are already on a call: hang up before dialing the next."))
     unified = county.primary_number if county else None
@@ -142,7 +144,7 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
 
     call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,
                 manager_id=manager.id, county_id=county.id, customer_number=customer.phone,
-                unified_number=unified, state="requested", requested_at=now,
+                unified_number=unified, state=CallState.REQUESTED, requested_at=now,
                 pbx_node=settings.pbx_name, manager_device=device)
     session.add(call)
     session.flush()

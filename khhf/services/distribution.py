@@ -42,11 +42,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from khhf import audit
-from khhf.models import Campaign, Customer, Manager, Task, User, utcnow
+from khhf.models import Campaign, Customer, Manager, Task, TaskStatus, User, sql_list, utcnow
 from khhf.services import N_, Problems, parse_int, tasks
 
 MODES = ("average", "auto")
-MOVABLE = (tasks.PENDING, tasks.NOT_REACHED)
+MOVABLE = (TaskStatus.PENDING, TaskStatus.NOT_REACHED)
 
 
 @dataclasses.dataclass
@@ -251,7 +251,7 @@ def apply_moves(session: Session, moves: list[tuple[int, int]]) -> None:
     update = text(
         "UPDATE tasks SET manager_id = khhf_moves.manager_id, updated_at = :now "
         "FROM khhf_moves WHERE tasks.id = khhf_moves.task_id "
-        "AND tasks.status IN ('pending', 'not_reached')")
+        f"AND tasks.status IN ({sql_list(MOVABLE)})")
     if dialect == "postgresql":
         # a temporary table has no statistics until analysed: without them the
         # planner may join it row by row

@@ -18,11 +18,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from khhf import audit
-from khhf.models import Customer, CustomerAssignment, Manager, Task, User, utcnow
+from khhf.models import Customer, CustomerAssignment, Manager, Task, TaskStatus, User, utcnow
 from khhf.services import N_, Problems, tasks
 
 # tasks not yet in a call: they follow the customer to the new manager
-HANDED_OVER_TASK_STATUSES = (tasks.PENDING, tasks.NOT_REACHED)
+HANDED_OVER_TASK_STATUSES = (TaskStatus.PENDING, TaskStatus.NOT_REACHED)
 REASON = "departure"
 
 

@@ -26,7 +26,8 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from khhf.models import (Call, County, Customer, Manager, Task, TaskType,
+from khhf.calls.states import CallOutcome, CallState, answered_by_colleague
+from khhf.models import (Call, County, Customer, Manager, SmsKind, Task, TaskType,
                          UnifiedNumber, utcnow)
 from khhf import numbering
 from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
@@ -47,8 +48,6 @@ SMS_MISSED_CALL = N_("Missed call: customer %(who)s called at %(at)s; a call-bac
 NOTE_FIRST_SEEN = "首次来电：热线未接"
 # customer_number of an inbound call whose caller id is withheld or unusable
 UNKNOWN_CALLER = ""
-# outcome of an inbound row closed by close_stale_calls, not by its hang-up
-LOST = "lost"
 # a repeated missed call raises the open call-back's priority by this much
 REPEAT_PRIORITY_STEP = 1
 # an inbound row still open after this long lost its hang-up (the AGI service
@@ -56,7 +55,8 @@ REPEAT_PRIORITY_STEP = 1
 # closes it, so no row stays open for good
 STALE_INBOUND = dt.timedelta(hours=1)
 # the stages of the ring order, as the dialplan names them (KHHF_STAGE)
-ANSWERING_STAGES = ("desk", "mobile", "group")
+# (the outcome of a call one of them answered has the stage's name)
+ANSWERING_STAGES = (CallOutcome.DESK, CallOutcome.MOBILE, CallOutcome.GROUP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +148,7 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid,
                 customer_number=number or UNKNOWN_CALLER,
                 unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "")
                 else None,
-                state="requested", requested_at=now, pbx_node=settings.pbx_name)
+                state=CallState.REQUESTED, requested_at=now, pbx_node=settings.pbx_name)
     session.add(call)
     session.flush()
     return call, manager
@@ -215,22 +215,22 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
         call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
     if call is None:
         call, _ = _new_call(session, caller, unified_number, uniqueid, "", now, settings)
-    if call.state == "ended" and call.outcome != LOST:
+    if call.state == CallState.ENDED and call.outcome != CallOutcome.LOST:
         return call
     answered = hangup.dial_status == "ANSWER" and hangup.stage in ANSWERING_STAGES
-    call.state, call.end_at = "ended", now
+    call.state, call.end_at = CallState.ENDED, now
     if answered:
         talk = max(0, hangup.answered_seconds)
-        call.outcome = hangup.stage
+        call.outcome = CallOutcome(hangup.stage)
         call.talk_seconds = talk
         call.answer_at = now - dt.timedelta(seconds=talk)
         if re.fullmatch(r"[\w/.-]+\.wav", hangup.recording_file or "") \
                 and ".." not in hangup.recording_file:
             call.recording_path = hangup.recording_file
-        if hangup.stage == "group":
-            call.outcome = f"group:{hangup.answered_by}"[:24]
+        if hangup.stage == CallOutcome.GROUP:
+            call.outcome = answered_by_colleague(hangup.answered_by)
         return call
-    call.outcome = "missed"
+    call.outcome = CallOutcome.MISSED
     _call_back(session, call, now, settings)
     return call
 
@@ -289,7 +289,7 @@ def _call_back(session: Session, call: Call, now: dt.datetime, settings: Setting
         sms.queue(session, owner, sms.say_sms(SMS_MISSED_CALL,
                                               who=who + mask_phone(customer.phone),
                                               at=f"{at:%m-%d %H:%M}"),
-                  kind="missed_call", task_id=task.id, now=now)
+                  kind=SmsKind.MISSED_CALL, task_id=task.id, now=now)
     else:
         log.warning("manager %s has no mobile: the missed-call SMS is not queued", owner.id)
 
@@ -327,10 +327,10 @@ def close_stale_calls(session: Session, now: dt.datetime | None = None,
     """
     now = now or utcnow()
     stale = session.scalars(select(Call).where(
-        Call.direction == "inbound", Call.state != "ended",
+        Call.direction == "inbound", Call.state != CallState.ENDED,
         Call.requested_at < now - horizon)).all()
     for call in stale:
-        call.state, call.end_at, call.outcome = "ended", now, LOST
+        call.state, call.end_at, call.outcome = CallState.ENDED, now, CallOutcome.LOST
     if stale:
         log.warning("closed %d inbound call row(s) whose hang-up never arrived", len(stale))
     return len(stale)

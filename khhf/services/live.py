@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
-from khhf import audit
+from khhf import audit, local_time
 from khhf.bridge_client import Channel
+from khhf.calls.states import FINAL_STATES, CallOutcome
 from khhf.config import Settings
 from khhf.models import Call, Feedback, Manager, User, utcnow
 from khhf.phones import mask_phone
@@ -30,7 +31,6 @@ from khhf.phones import mask_phone
 from . import N_, Problems, ValidationError
 
 MODES = ("listen", "whisper")
-FINAL_STATES = ("ended", "failed")
 # Asterisk's channel states of a phone that rings (ChannelStateDesc)
 RINGING_STATES = ("Ring", "Ringing")
 # the hotline's missed calls the page lists (the count covers the whole day)
@@ -75,8 +75,7 @@ class Board:
 
 def day_start(settings: Settings, now: dt.datetime) -> dt.datetime:
     """Local midnight of `now`'s day, as naive UTC (the database's time)."""
-    local = settings.local(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return local_time.day_start(local_time.today(settings.timezone, now), settings.timezone)
 
 
 def _party(call: Call) -> str:
@@ -146,7 +145,7 @@ def board(session: Session, settings: Settings, county_id: int | None,
                            names.get(c.manager_id, ""))
                for c in sorted(live_calls.values(), key=lambda c: c.requested_at)
                if c.direction == "inbound" and c.linkedid not in answered]
-    missed_filter = (Call.direction == "inbound", Call.outcome == "missed",
+    missed_filter = (Call.direction == "inbound", Call.outcome == CallOutcome.MISSED,
                      Call.requested_at >= since_midnight, in_county(Call.county_id))
     missed = [HotlineCall(c.id, c.requested_at, mask_phone(c.customer_number),
                           names.get(c.manager_id, ""))

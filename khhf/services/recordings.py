@@ -31,6 +31,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from khhf import audit, db
+from khhf.calls.states import FINAL_STATES
 from khhf.config import ConfigError, Settings
 from khhf.models import Call, Customer, Feedback, utcnow
 from khhf.phones import mask_phone
@@ -39,7 +40,6 @@ PAGE_SIZE = 50
 # MixMonitor writes PCM WAV (asterisk/extensions.d/30-outbound.conf); the
 # dialplan and the bridge accept no other suffix
 CONTENT_TYPES = {".wav": "audio/wav"}
-FINAL_STATES = ("ended", "failed")
 DIRECTIONS = ("outbound", "inbound")
 NO_RESULT = "none"
 PURGE_BATCH = 500

@@ -82,11 +82,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, DateTime, Integer, bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
+from khhf import local_time
+from khhf.calls.states import CallOutcome
 from khhf.models import (Call, Feedback, ReportCountyDaily, ReportCountyResult, ReportDaily,
                          ReportDailyResult, ReportManagerDaily, ReportState, ReportTypeDaily,
                          ReportTypeResult, Task, utcnow)
@@ -165,7 +166,7 @@ def sources(dialect: str) -> tuple[Source, ...]:
     grace = int(CALLBACK_GRACE.total_seconds() // 60)
     missed_cb = tuple(Counter(
         f"missed_cb_{h}h",
-        "outcome = 'missed' AND EXISTS (SELECT 1 FROM calls o WHERE o.customer_id = "
+        f"outcome = '{CallOutcome.MISSED}' AND EXISTS (SELECT 1 FROM calls o WHERE o.customer_id = "
         "src.customer_id AND o.direction = 'outbound' AND o.requested_at >= src.end_at "
         f"AND o.requested_at <= {d['plus']('src.end_at', h * 60)})")
         for h in MISSED_CALLBACK_HOURS)
@@ -245,10 +246,10 @@ def sources(dialect: str) -> tuple[Source, ...]:
             WHERE c.direction = 'inbound' AND c.requested_at >= :lo
                   AND c.requested_at < :hi/*where*//*fence*/) src""",
                (Counter("hotline_calls"),
-                Counter("hotline_desk", "outcome = 'desk'"),
-                Counter("hotline_mobile", "outcome = 'mobile'"),
-                Counter("hotline_group", "outcome LIKE 'group%'"),
-                Counter("hotline_missed", "outcome = 'missed'"),
+                Counter("hotline_desk", f"outcome = '{CallOutcome.DESK}'"),
+                Counter("hotline_mobile", f"outcome = '{CallOutcome.MOBILE}'"),
+                Counter("hotline_group", f"outcome LIKE '{CallOutcome.GROUP}%'"),
+                Counter("hotline_missed", f"outcome = '{CallOutcome.MISSED}'"),
                 *missed_cb),
                dict(county_id="c.county_id", manager_id="c.manager_id",
                     campaign_id="0", task_type_id="0")),
@@ -295,12 +296,8 @@ class Filter:
 
 def day_bounds(timezone: str, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """The local day `day` as naive UTC [start, end)."""
-    zone = ZoneInfo(timezone)
-
-    def utc(d):
-        return (dt.datetime.combine(d, dt.time(), zone).astimezone(dt.timezone.utc)
-                .replace(tzinfo=None))
-    return utc(day), utc(day + dt.timedelta(days=1))
+    return (local_time.day_start(day, timezone),
+            local_time.day_start(day + dt.timedelta(days=1), timezone))
 
 
 def _bind(sql: str, **types) -> text:
@@ -461,9 +458,8 @@ def refresh_due(session: Session, timezone: str, now: dt.datetime | None = None
         return None
     # a new call may call back a missed call, or keep a call-back, from before it
     since = min(moments) - dt.timedelta(hours=max(MISSED_CALLBACK_HOURS)) - CALLBACK_GRACE
-    zone = ZoneInfo(timezone)
-    first = since.replace(tzinfo=dt.timezone.utc).astimezone(zone).date()
-    today = now.replace(tzinfo=dt.timezone.utc).astimezone(zone).date()
+    first = local_time.today(timezone, since)
+    today = local_time.today(timezone, now)
     refresh(session, timezone, first, max(first, today))
     if state is None:
         state = ReportState(id=1, refreshed_at=now)

@@ -11,7 +11,6 @@ and records an audit entry. The caller commits.
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -86,9 +85,7 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
     session.flush()
     fields = {"result": f"{code.code} {code.label}", "note": note}
     if task.appointment_at is not None:
-        local = task.appointment_at.replace(tzinfo=dt.timezone.utc).astimezone(
-            ZoneInfo(settings.timezone))
-        fields["appointment_at"] = f"{local:%Y-%m-%d %H:%M}"
+        fields["appointment_at"] = f"{settings.local(task.appointment_at):%Y-%m-%d %H:%M}"
     audit.record(session, user, "create", "feedback", feedback.id,
                  {"fields": fields, "task": task.id, "channel": channel,
                   "task_status": task.status}, ip,
@@ -106,12 +103,8 @@ def _check_appointment(problems: Problems, settings: Settings, at: dt.datetime,
         problems.add("appointment_at", N_("The call-back time is too far ahead: at most "
                                           "%(days)s days."), days=MAX_APPOINTMENT_AHEAD.days)
     elif not dialing.in_calling_window(settings, at):
-        problems.add("appointment_at", N_("Calls are only placed between %(window)s (Beijing "
-                                          "time): choose a call-back time inside it."),
-                     window=settings.calling_window)
+        problems.add("appointment_at", N_("Calls are only placed between %(window)s "
+                                          "(%(zone)s): choose a call-back time inside it."),
+                     window=settings.calling_window, zone=settings.timezone)
 
 
-def local_to_utc(settings: Settings, local: dt.datetime) -> dt.datetime:
-    """A naive wall-clock time in the configured zone as naive UTC."""
-    return (local.replace(tzinfo=ZoneInfo(settings.timezone))
-            .astimezone(dt.timezone.utc).replace(tzinfo=None))

@@ -26,7 +26,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from khhf import audit, i18n, numbering
-from khhf.models import Manager, SmsMessage, SmsPart, User
+from khhf.models import Manager, SmsKind, SmsMessage, SmsPart, SmsStatus, User
 from khhf.phones import mask_phone
 
 from . import N_
@@ -49,21 +49,17 @@ def say_sms(message: str, **params) -> str:
     return say(HEAD) + say(message, **params)
 
 
-QUEUED, SENDING, SENT, UNKNOWN, FAILED, RECEIVED, PROCESSED = (
-    "queued", "sending", "sent", "unknown", "failed", "received", "processed")
-STATUSES = (QUEUED, SENDING, SENT, UNKNOWN, FAILED, RECEIVED, PROCESSED)
-
 # (from, event) -> the statuses that event may lead to
 TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
-    (QUEUED, "claim"): (SENDING,),
-    (QUEUED, "unsendable"): (FAILED,),
-    (SENDING, "submitted"): (SENT,),
-    (SENDING, "refused"): (QUEUED, FAILED, UNKNOWN),
-    (SENDING, "link_lost"): (QUEUED, UNKNOWN),
-    (SENDING, "interrupted"): (UNKNOWN,),
-    (UNKNOWN, "requeue"): (QUEUED,),
-    (FAILED, "requeue"): (QUEUED,),
-    (RECEIVED, "process"): (PROCESSED,),
+    (SmsStatus.QUEUED, "claim"): (SmsStatus.SENDING,),
+    (SmsStatus.QUEUED, "unsendable"): (SmsStatus.FAILED,),
+    (SmsStatus.SENDING, "submitted"): (SmsStatus.SENT,),
+    (SmsStatus.SENDING, "refused"): (SmsStatus.QUEUED, SmsStatus.FAILED, SmsStatus.UNKNOWN),
+    (SmsStatus.SENDING, "link_lost"): (SmsStatus.QUEUED, SmsStatus.UNKNOWN),
+    (SmsStatus.SENDING, "interrupted"): (SmsStatus.UNKNOWN,),
+    (SmsStatus.UNKNOWN, "requeue"): (SmsStatus.QUEUED,),
+    (SmsStatus.FAILED, "requeue"): (SmsStatus.QUEUED,),
+    (SmsStatus.RECEIVED, "process"): (SmsStatus.PROCESSED,),
 }
 
 
@@ -105,8 +101,8 @@ def claim(session: Session, message_id: int, **values) -> bool:
     deployment) cannot take it too. False when it is no longer queued."""
     return bool(session.execute(
         update(SmsMessage)
-        .where(SmsMessage.id == message_id, SmsMessage.status == QUEUED)
-        .values(status=SENDING, **values)
+        .where(SmsMessage.id == message_id, SmsMessage.status == SmsStatus.QUEUED)
+        .values(status=SmsStatus.SENDING, **values)
         .execution_options(synchronize_session=False)).rowcount)
 
 
@@ -135,7 +131,7 @@ def receive(session: Session, mobile: str, text: str, *, user: User | None = Non
         raise SmsError(f"the message is {len(text)} characters long; at most {MAX_BODY}.",
                        N_("The message is too long."))
     manager = session.scalar(select(Manager).where(Manager.mobile == mobile))
-    row = SmsMessage(direction="in", peer_number=mobile, body=text, status=RECEIVED,
+    row = SmsMessage(direction="in", peer_number=mobile, body=text, status=SmsStatus.RECEIVED,
                      manager_id=manager.id if manager else None)
     session.add(row)
     session.flush()
@@ -146,12 +142,12 @@ def receive(session: Session, mobile: str, text: str, *, user: User | None = Non
 
 
 def queue(session: Session, manager: Manager | None, body: str, *, mobile: str | None = None,
-          kind: str | None = None, task_id: int | None = None, call_id: int | None = None,
+          kind: SmsKind | None = None, task_id: int | None = None, call_id: int | None = None,
           ref: str | None = None, reply_to_id: int | None = None, user: User | None = None,
           now: dt.datetime | None = None) -> SmsMessage:
     """Queue `body` for the gateway to send to `manager`'s mobile (or to
-    `mobile`), and audit it. `kind` says what it is ('prompt', 'answer',
-    'missed_call'); the other fields tie it to what it is about."""
+    `mobile`), and audit it. `kind` (SmsKind) says what it is; the other
+    fields tie it to what it is about."""
     to = mobile or (manager.mobile if manager is not None else None)
     if not to:
         raise SmsError("no mobile number to send the SMS to.")
@@ -160,7 +156,7 @@ def queue(session: Session, manager: Manager | None, body: str, *, mobile: str |
     except numbering.NumberError:
         raise SmsError("the recipient is not a mobile number: give 11 digits starting "
                        "with 1, e.g. 13800138000.") from None
-    row = SmsMessage(direction="out", peer_number=to, body=body, status=QUEUED, kind=kind,
+    row = SmsMessage(direction="out", peer_number=to, body=body, status=SmsStatus.QUEUED, kind=kind,
                      manager_id=manager.id if manager is not None else None, task_id=task_id,
                      call_id=call_id, ref=ref, reply_to_id=reply_to_id,
                      created_at=now or utcnow())
@@ -184,7 +180,7 @@ def next_due(session: Session, now: dt.datetime) -> SmsMessage | None:
     """The oldest outbound message due to be sent."""
     return session.scalar(
         select(SmsMessage)
-        .where(SmsMessage.direction == "out", SmsMessage.status == QUEUED,
+        .where(SmsMessage.direction == "out", SmsMessage.status == SmsStatus.QUEUED,
                or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now))
         .order_by(SmsMessage.id).limit(1))
 
@@ -216,9 +212,9 @@ def requeue(session: Session, sms_id: int, user: User | None = None) -> SmsMessa
         raise SmsError(f"SMS {sms_id} is {message.status}: only an unknown or failed "
                        "message can be sent again.")
     old = message.status
-    move(message, "requeue", QUEUED)
+    move(message, "requeue", SmsStatus.QUEUED)
     message.next_attempt_at, message.client_ref = None, None
     audit.record(session, user, "update", "sms", message.id,
-                 audit.changes({"sms_status": (old, QUEUED)}),
+                 audit.changes({"sms_status": (old, SmsStatus.QUEUED)}),
                  object_name=mask_phone(message.peer_number))
     return message

@@ -44,7 +44,9 @@ from sqlalchemy.orm import Session, aliased
 
 from khhf import audit, i18n, sms_reply
 from khhf.config import Settings
-from khhf.models import Call, Feedback, Manager, ResultCode, SmsMessage, Task, User, utcnow
+from khhf.calls.states import CallState
+from khhf.models import (Call, Feedback, Manager, ResultCode, SmsKind, SmsMessage,
+                         SmsReplyOutcome, SmsStatus, Task, User, utcnow)
 from khhf.phones import mask_phone
 
 from . import N_, ValidationError, results, sms, tasks
@@ -62,8 +64,6 @@ REF_CYCLE = 999
 DUPLICATE_WINDOW = dt.timedelta(hours=24)
 # leftover 'received' rows (their handling failed) are retried after this
 RETRY_AFTER = dt.timedelta(seconds=30)
-
-KIND_PROMPT, KIND_ANSWER = "prompt", "answer"
 
 # The SMS texts: msgids of the catalog, said by sms.say (the site's language)
 PROMPT = N_("#%(ref)s %(task_type)s %(customer)s: the call has ended; reply with the result: "
@@ -88,7 +88,7 @@ MENU_BOOKING = N_("%(code)s+time %(label)s (e.g. %(code)s 1201 1430)")
 
 def refusal(problems) -> str:
     """file_result's refusals (khhf.services.Problem), as the SMS says them."""
-    return "".join(sms.say(p.message, **p.params) for p in problems)
+    return "".join(i18n.problem_text(p, sms.SMS_LOCALE) for p in problems)
 
 
 # -- the menu -------------------------------------------------------------------
@@ -141,12 +141,12 @@ def due_calls(session: Session, settings: Settings, now: dt.datetime,
     query = (
         select(Call).join(Task, Task.id == Call.task_id)
         .join(Manager, Manager.id == Task.manager_id)
-        .where(Call.direction == "outbound", Call.state == "ended",
+        .where(Call.direction == "outbound", Call.state == CallState.ENDED,
                Call.answer_at.is_not(None), Call.end_at.is_not(None),
                Call.end_at <= now - delay, Call.end_at >= now - PROMPT_HORIZON,
                Task.status.in_(tasks.OPEN), Task.manager_id == Call.manager_id,
                Manager.status == "active", Manager.mobile.is_not(None), Manager.mobile != "",
-               ~exists().where(SmsMessage.kind == KIND_PROMPT, SmsMessage.call_id == Call.id),
+               ~exists().where(SmsMessage.kind == SmsKind.PROMPT, SmsMessage.call_id == Call.id),
                ~_result_filed(Call),
                # a later answered call of the task gets the prompt instead
                ~exists().where(later.task_id == Call.task_id, later.id > Call.id,
@@ -162,7 +162,7 @@ def open_prompts(session: Session, manager_id: int, now: dt.datetime) -> list[Sm
     rows = session.scalars(
         select(SmsMessage).join(Call, Call.id == SmsMessage.call_id)
         .join(Task, Task.id == Call.task_id)
-        .where(SmsMessage.kind == KIND_PROMPT, SmsMessage.manager_id == manager_id,
+        .where(SmsMessage.kind == SmsKind.PROMPT, SmsMessage.manager_id == manager_id,
                SmsMessage.created_at >= now - PROMPT_OPEN_FOR,
                Task.status.in_(tasks.OPEN), ~_result_filed(Call))
         .order_by(SmsMessage.id.desc()))
@@ -173,7 +173,7 @@ def _next_ref(session: Session, manager_id: int, taken: set[str]) -> str:
     """The reference after the manager's last one, skipping `taken` (those
     of the open prompts)."""
     last = session.scalar(select(SmsMessage.ref).where(
-        SmsMessage.kind == KIND_PROMPT, SmsMessage.manager_id == manager_id)
+        SmsMessage.kind == SmsKind.PROMPT, SmsMessage.manager_id == manager_id)
         .order_by(SmsMessage.id.desc()).limit(1))
     n = int(last) if last and last.isdigit() else 0
     for _ in range(REF_CYCLE):
@@ -212,7 +212,7 @@ def send_prompts(session: Session, settings: Settings, now: dt.datetime | None =
                         hint=sms.say(HINT_MANY, ref=ref))
         try:
             with session.begin_nested():
-                sms.queue(session, manager, body, kind=KIND_PROMPT, task_id=task.id,
+                sms.queue(session, manager, body, kind=SmsKind.PROMPT, task_id=task.id,
                           call_id=call.id, ref=ref, now=now)
         except IntegrityError:
             continue  # another sweeper queued it first
@@ -245,7 +245,7 @@ def receive(session: Session, mobile: str, text: str, *, settings: Settings | No
 
 def _leftovers(now: dt.datetime):
     return select(SmsMessage).where(
-        SmsMessage.direction == "in", SmsMessage.status == "received",
+        SmsMessage.direction == "in", SmsMessage.status == SmsStatus.RECEIVED,
         SmsMessage.created_at <= now - RETRY_AFTER).order_by(SmsMessage.id)
 
 
@@ -268,54 +268,54 @@ def handle_leftovers(session: Session, settings: Settings, now: dt.datetime | No
             log.exception("SMS %s from %s: handling failed again; marked 'error'",
                           row.id, mask_phone(row.peer_number))
             row.error = f"handling failed: {exc}"[:500]
-            _done(session, row, "error")
+            _done(session, row, SmsReplyOutcome.ERROR)
     return len(rows)
 
 
 def handle(session: Session, row: SmsMessage, settings: Settings, now: dt.datetime) -> None:
     """Act on the received message `row` (see the module's docstring); it
     ends 'processed' with `kind` saying what it did."""
-    if row.status != "received":
+    if row.status != SmsStatus.RECEIVED:
         return
     manager = session.get(Manager, row.manager_id) if row.manager_id else None
     if manager is None or manager.status != "active":
-        _done(session, row, "stranger")
+        _done(session, row, SmsReplyOutcome.STRANGER)
         log.info("SMS %s from %s: no active manager has this mobile; stored, ignored",
                  row.id, mask_phone(row.peer_number))
         return
     if _is_duplicate(session, row, manager, now):
-        _done(session, row, "duplicate")
+        _done(session, row, SmsReplyOutcome.DUPLICATE)
         return
     prompts = open_prompts(session, manager.id, now)
     try:
         reply = sms_reply.parse(row.body)
     except sms_reply.Unclear:
-        _done(session, row, "unclear")
+        _done(session, row, SmsReplyOutcome.UNCLEAR)
         _answer(session, row, manager, sms.say_sms(HELP, menus=_menus(session, prompts)))
         return
     if reply.ref is not None:
         prompt = session.scalar(select(SmsMessage).where(
-            SmsMessage.kind == KIND_PROMPT, SmsMessage.manager_id == manager.id,
+            SmsMessage.kind == SmsKind.PROMPT, SmsMessage.manager_id == manager.id,
             SmsMessage.ref == reply.ref).order_by(SmsMessage.id.desc()).limit(1))
         if prompt is None:
-            _done(session, row, "unknown_ref")
+            _done(session, row, SmsReplyOutcome.UNKNOWN_REF)
             rest = _listing(session, prompts) if prompts else sms.say(HELP_NONE)
             _answer(session, row, manager, sms.say_sms(UNKNOWN_REF, ref=reply.ref, rest=rest))
             return
     elif len(prompts) == 1:
         prompt = prompts[0]
     elif prompts:
-        _done(session, row, "ambiguous")
+        _done(session, row, SmsReplyOutcome.AMBIGUOUS)
         _answer(session, row, manager, sms.say_sms(
             AMBIGUOUS, n=len(prompts), items=_listing(session, prompts), ref=prompts[-1].ref))
         return
     else:
         # nothing open: about the latest prompt, if there is one (filed already)
         prompt = session.scalar(select(SmsMessage).where(
-            SmsMessage.kind == KIND_PROMPT, SmsMessage.manager_id == manager.id)
+            SmsMessage.kind == SmsKind.PROMPT, SmsMessage.manager_id == manager.id)
             .order_by(SmsMessage.id.desc()).limit(1))
         if prompt is None:
-            _done(session, row, "no_prompt")
+            _done(session, row, SmsReplyOutcome.NO_PROMPT)
             _answer(session, row, manager, sms.say_sms(HELP_NONE))
             return
     row.reply_to_id = prompt.id
@@ -331,7 +331,7 @@ def _file(session, row, manager, prompt, reply, settings, now) -> None:
         or_(Feedback.call_id == call.id, Feedback.created_at >= call.answer_at))
         .order_by(Feedback.id.desc()).limit(1))
     if filed is not None or task.status not in tasks.OPEN:
-        _done(session, row, "already_filed")
+        _done(session, row, SmsReplyOutcome.ALREADY_FILED)
         if filed is None:
             _answer(session, row, manager, sms.say_sms(CLOSED, **names), task)
         else:
@@ -344,14 +344,14 @@ def _file(session, row, manager, prompt, reply, settings, now) -> None:
     codes = _codes(session, task.task_type_id)
     code = next((c for c in codes if c.code.isdigit() and int(c.code) == int(reply.code)), None)
     if code is None:
-        _done(session, row, "refused")
+        _done(session, row, SmsReplyOutcome.REFUSED)
         _answer(session, row, manager, sms.say_sms(NO_CODE, code=reply.code, menu=menu(codes),
                                                 **names), task)
         return
     appointment = None
     if reply.call_back is not None:
         local = sms_reply.resolve(reply.call_back, settings.local(now))
-        appointment = results.local_to_utc(settings, local)
+        appointment = settings.from_local(local)
     # a note is what came after the code; the menu's label echoed is none
     note = reply.note.removeprefix(code.label).strip(" ,，。、.")
     user = session.get(User, manager.user_id)
@@ -361,12 +361,12 @@ def _file(session, row, manager, prompt, reply, settings, now) -> None:
                                            appointment_at=appointment, channel="sms",
                                            call_id=call.id, settings=settings, now=now)
     except ValidationError as exc:
-        _done(session, row, "refused")
+        _done(session, row, SmsReplyOutcome.REFUSED)
         _answer(session, row, manager, sms.say_sms(REFUSED, why=refusal(exc.problems),
                                                 menu=menu(codes), **names), task)
         return
     row.feedback_id = feedback.id
-    _done(session, row, "filed")
+    _done(session, row, SmsReplyOutcome.FILED)
     booked = ""
     if task.appointment_at is not None:
         at = settings.local(task.appointment_at)
@@ -383,14 +383,14 @@ def _is_duplicate(session: Session, row: SmsMessage, manager: Manager,
     text = " ".join(sms_reply.normalize(row.body).split())
     earlier = session.scalars(select(SmsMessage).where(
         SmsMessage.direction == "in", SmsMessage.peer_number == row.peer_number,
-        SmsMessage.id < row.id, SmsMessage.status == "processed",
+        SmsMessage.id < row.id, SmsMessage.status == SmsStatus.PROCESSED,
         SmsMessage.created_at >= now - DUPLICATE_WINDOW)
         .order_by(SmsMessage.id.desc()).limit(20)).all()
     for before in earlier:
         if " ".join(sms_reply.normalize(before.body).split()) != text:
             continue
         prompted_since = session.scalar(select(exists().where(
-            SmsMessage.kind == KIND_PROMPT, SmsMessage.manager_id == manager.id,
+            SmsMessage.kind == SmsKind.PROMPT, SmsMessage.manager_id == manager.id,
             SmsMessage.id > before.id)))
         return not prompted_since
     return False
@@ -416,16 +416,16 @@ def _menus(session: Session, prompts: list[SmsMessage]) -> str:
     return "".join(lines)
 
 
-def _done(session: Session, row: SmsMessage, kind: str) -> None:
-    sms.move(row, "process", sms.PROCESSED)
+def _done(session: Session, row: SmsMessage, kind: SmsReplyOutcome) -> None:
+    sms.move(row, "process", SmsStatus.PROCESSED)
     row.kind = kind
     audit.record(session, None, "update", "sms", row.id,
-                 {"changes": {"sms_status": [sms.RECEIVED, sms.PROCESSED],
+                 {"changes": {"sms_status": [SmsStatus.RECEIVED, SmsStatus.PROCESSED],
                               "sms_kind": [None, kind]}},
                  object_name=mask_phone(row.peer_number))
 
 
 def _answer(session: Session, row: SmsMessage, manager: Manager, body: str,
             task: Task | None = None) -> SmsMessage:
-    return sms.queue(session, manager, body, kind=KIND_ANSWER, reply_to_id=row.id,
+    return sms.queue(session, manager, body, kind=SmsKind.ANSWER, reply_to_id=row.id,
                      task_id=task.id if task is not None else None)

@@ -27,19 +27,21 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from khhf.models import Call, ResultCode, Task, utcnow
+from khhf.calls.states import DESK_SIDE_OUTCOMES, FINAL_STATES, CallOutcome, CallState
+from khhf.models import Call, ResultCode, Task, TaskStatus, utcnow
 
+# short names for the table below (elsewhere: TaskStatus.PENDING, ...)
 PENDING, DIALING, CONNECTED, NOT_REACHED, DONE, CANCELLED = (
-    "pending", "dialing", "connected", "not_reached", "done", "cancelled")
-STATUSES = (PENDING, DIALING, CONNECTED, NOT_REACHED, DONE, CANCELLED)
-OPEN = (PENDING, DIALING, CONNECTED, NOT_REACHED)
-CLOSED = (DONE, CANCELLED)
+    TaskStatus.PENDING, TaskStatus.DIALING, TaskStatus.CONNECTED, TaskStatus.NOT_REACHED,
+    TaskStatus.DONE, TaskStatus.CANCELLED)
+OPEN = frozenset({PENDING, DIALING, CONNECTED, NOT_REACHED})
+CLOSED = frozenset({DONE, CANCELLED})
 # tasks a manager may dial now (a connected task may be dialed again: the
 # line dropped before the result was clear)
-DIALABLE = (PENDING, NOT_REACHED, CONNECTED)
+DIALABLE = frozenset({PENDING, NOT_REACHED, CONNECTED})
 
 # (from, event) -> the statuses that event may lead to
-TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
+TRANSITIONS: dict[tuple[str, str], tuple[TaskStatus, ...]] = {
     **{(s, "dial"): (DIALING,) for s in DIALABLE},
     (DIALING, "call_progress"): (DIALING, CONNECTED),
     (CONNECTED, "call_progress"): (CONNECTED,),
@@ -53,12 +55,9 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
     **{(s, "reopen"): (PENDING,) for s in CLOSED},
 }
 
-# outcomes of calls that never rang the customer: they do not count as an attempt
-DESK_SIDE_OUTCOMES = ("not_placed", "manager_unavailable", "manager_busy",
-                      "manager_no_answer", "manager_hung_up",
-                      "mobile_unreachable", "mobile_busy", "mobile_no_answer")
-# call states in which the customer's phone was rung: an attempt
-ATTEMPT_STATES = ("customer_ringing", "connected", "ended")
+# call states in which the customer's phone was rung: an attempt (a call
+# with a DESK_SIDE_OUTCOME never rang it and ended 'failed')
+ATTEMPT_STATES = frozenset({CallState.CUSTOMER_RINGING, CallState.CONNECTED, CallState.ENDED})
 
 
 class TransitionError(ValueError):
@@ -106,11 +105,12 @@ def dial(task: Task, now: dt.datetime | None = None) -> None:
     _move(task, "dial", DIALING, now)
 
 
-def _status_after(call: Call) -> str:
+def _status_after(call: Call) -> TaskStatus | None:
     """What a finished call makes of its task (None: it leaves it as it was)."""
-    if call.outcome == "answered" or (call.outcome == "lost" and call.answer_at):
+    if call.outcome == CallOutcome.ANSWERED or (call.outcome == CallOutcome.LOST
+                                                 and call.answer_at):
         return CONNECTED
-    if call.outcome in DESK_SIDE_OUTCOMES or call.outcome == "lost":
+    if call.outcome in DESK_SIDE_OUTCOMES or call.outcome == CallOutcome.LOST:
         return None
     return NOT_REACHED
 
@@ -128,8 +128,8 @@ def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | Non
         Call.task_id == task.id, Call.direction == "outbound",
         Call.state.in_(ATTEMPT_STATES))) or 0
     task.last_call_at = call.requested_at
-    if call.state not in ("ended", "failed"):
-        to = CONNECTED if call.state == "connected" else \
+    if call.state not in FINAL_STATES:
+        to = CONNECTED if call.state == CallState.CONNECTED else \
             (DIALING if task.status != CONNECTED else CONNECTED)
         if task.status != to:
             _move(task, "call_progress", to, now)
@@ -142,11 +142,11 @@ def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | Non
     _move(task, "call_ended", to, now)
 
 
-def _status_before(session: Session, task: Task, call: Call) -> str:
+def _status_before(session: Session, task: Task, call: Call) -> TaskStatus:
     """The status the calls before `call` left the task in."""
     earlier = session.scalars(select(Call).where(
         Call.task_id == task.id, Call.direction == "outbound", Call.id < call.id,
-        Call.state.in_(("ended", "failed"))).order_by(Call.id.desc()))
+        Call.state.in_(FINAL_STATES)).order_by(Call.id.desc()))
     for previous in earlier:
         to = _status_after(previous)
         if to is not None:

@@ -29,7 +29,7 @@ import datetime as dt
 from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
-from khhf.models import Call, Customer, Manager, Task, User, utcnow
+from khhf.models import Call, Customer, Manager, Task, TaskStatus, User, utcnow
 
 from . import tasks
 
@@ -47,14 +47,14 @@ def _ordinary():
 def tab_filter(tab: str):
     """The WHERE clause of tab `tab`."""
     if tab == "todo":
-        return and_(Task.status == tasks.PENDING, _ordinary())
+        return and_(Task.status == TaskStatus.PENDING, _ordinary())
     if tab == "callback":
-        return and_(Task.status.in_((tasks.PENDING, tasks.NOT_REACHED)),
+        return and_(Task.status.in_((TaskStatus.PENDING, TaskStatus.NOT_REACHED)),
                     or_(Task.appointment_at.is_not(None), Task.priority != 0))
     if tab == "connected":
-        return Task.status.in_((tasks.DIALING, tasks.CONNECTED))
+        return Task.status.in_((TaskStatus.DIALING, TaskStatus.CONNECTED))
     if tab == "not_reached":
-        return and_(Task.status == tasks.NOT_REACHED, _ordinary())
+        return and_(Task.status == TaskStatus.NOT_REACHED, _ordinary())
     if tab == "done":
         return Task.status.in_(tasks.CLOSED)
     raise ValueError(f"unknown tab {tab!r}; one of {TABS}")
@@ -69,11 +69,11 @@ def _tab(status: str, special: bool) -> str:
     """The tab of a task in `status`; `special`: it has an appointment or priority."""
     if status in tasks.CLOSED:
         return "done"
-    if status in (tasks.DIALING, tasks.CONNECTED):
+    if status in (TaskStatus.DIALING, TaskStatus.CONNECTED):
         return "connected"
     if special:
         return "callback"
-    return "todo" if status == tasks.PENDING else "not_reached"
+    return "todo" if status == TaskStatus.PENDING else "not_reached"
 
 
 # per tab: (sort key, descending?)  callback: when it is due (the appointment,
@@ -179,7 +179,7 @@ def next_due(session: Session, manager_id: int, now: dt.datetime | None = None,
     now = now or utcnow()
     base = (select(Task).join(Customer, Customer.id == Task.customer_id)
             .where(Task.manager_id == manager_id,
-                   Task.status.in_((tasks.PENDING, tasks.NOT_REACHED)),
+                   Task.status.in_((TaskStatus.PENDING, TaskStatus.NOT_REACHED)),
                    Task.attempts < Task.max_attempts, Customer.do_not_call.is_(False)))
     if exclude:
         base = base.where(Task.id.not_in(exclude))
@@ -187,7 +187,7 @@ def next_due(session: Session, manager_id: int, now: dt.datetime | None = None,
             (Task.appointment_at <= now, (Task.appointment_at, Task.id)),
             (and_(Task.appointment_at.is_(None), Task.priority > 0),
              (Task.priority.desc(), Task.id)),
-            (and_(Task.status == tasks.PENDING, _ordinary()), (Task.id,))):
+            (and_(Task.status == TaskStatus.PENDING, _ordinary()), (Task.id,))):
         task = session.scalar(base.where(clause).order_by(*order).limit(1))
         if task is not None:
             return task

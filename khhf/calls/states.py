@@ -1,0 +1,74 @@
+"""What a call row's `state` and `outcome` may say: the one home of both words.
+
+The fold (khhf.calls.facts) decides them for outbound calls, the hotline
+(khhf.services.hotline) for inbound ones; everything else reads them. The
+values are the strings stored in calls.state and calls.outcome (schema.sql
+checks the states; tests/test_schema.py keeps the two lists equal), and a
+member compares equal to its string, so SQL and templates need no change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CallState(StrEnum):
+    """Where a call is: the stages of a two-leg outbound call, then its end."""
+    REQUESTED = "requested"                # asked of the PBX, nothing rang yet
+    MANAGER_RINGING = "manager_ringing"    # the manager's phone rings (desk, or mobile)
+    MANAGER_ANSWERED = "manager_answered"  # the manager answered; the customer is dialed
+    CUSTOMER_RINGING = "customer_ringing"
+    CONNECTED = "connected"                # the customer answered: in conversation
+    ENDED = "ended"                        # over, after the customer's phone was rung
+    FAILED = "failed"                      # over, and the customer was never dialed
+
+
+# a call in one of these is over: nothing about it changes any more
+FINAL_STATES = frozenset({CallState.ENDED, CallState.FAILED})
+
+
+class CallOutcome(StrEnum):
+    """How a call ended (None while it goes on)."""
+    # the customer was dialed (state ended)
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    EMPTY_NUMBER = "empty_number"          # 空号: SIP 404
+    UNREACHABLE = "unreachable"
+    MANAGER_ABANDONED = "manager_abandoned"
+    # the call never got past the manager's desk phone (state failed)
+    NOT_PLACED = "not_placed"              # the PBX never took the call
+    MANAGER_UNAVAILABLE = "manager_unavailable"
+    MANAGER_BUSY = "manager_busy"
+    MANAGER_NO_ANSWER = "manager_no_answer"
+    MANAGER_HUNG_UP = "manager_hung_up"
+    # ... nor past the manager's mobile (a two-leg call, 双呼)
+    MOBILE_UNREACHABLE = "mobile_unreachable"
+    MOBILE_BUSY = "mobile_busy"
+    MOBILE_NO_ANSWER = "mobile_no_answer"
+    # Asterisk lost the call (a crash) before recording its end
+    LOST = "lost"
+    # a hotline call: who answered (a colleague's is stored 'group:<extension>'), or nobody
+    DESK = "desk"
+    MOBILE = "mobile"
+    GROUP = "group"
+    MISSED = "missed"
+
+
+# outcomes of calls that never rang the customer: not an attempt on the task
+DESK_SIDE_OUTCOMES = frozenset({
+    CallOutcome.NOT_PLACED, CallOutcome.MANAGER_UNAVAILABLE, CallOutcome.MANAGER_BUSY,
+    CallOutcome.MANAGER_NO_ANSWER, CallOutcome.MANAGER_HUNG_UP,
+    CallOutcome.MOBILE_UNREACHABLE, CallOutcome.MOBILE_BUSY, CallOutcome.MOBILE_NO_ANSWER})
+
+
+def answered_by_colleague(extension: str) -> str:
+    """The outcome of a hotline call a colleague in the group answered."""
+    return f"{CallOutcome.GROUP}:{extension}"[:24]
+
+
+def colleague_extension(outcome: str | None) -> str | None:
+    """The desk extension in a 'group:<extension>' outcome, else None."""
+    if outcome and outcome.startswith(f"{CallOutcome.GROUP}:"):
+        return outcome.split(":", 1)[1].split("@", 1)[0]
+    return None
