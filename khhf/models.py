@@ -170,6 +170,11 @@ class Customer(Base):
     manager: Mapped[Manager | None] = relationship()
 
 
+# why a customer has the manager they have (customer_assignments.reason):
+# a file import, a supervisor's reassignment, a departed manager's handover
+ASSIGNMENT_REASONS = ("import", "reassign", "departure")
+
+
 class CustomerAssignment(Base):
     __tablename__ = "customer_assignments"
     __table_args__ = (
@@ -311,6 +316,8 @@ class Task(Base):
 
 CALL_STATES = ("requested", "manager_ringing", "manager_answered",
                "customer_ringing", "connected", "ended", "failed")
+# a call in one of these is over; in any other it is still on
+FINAL_CALL_STATES = ("ended", "failed")
 
 
 class Call(Base):

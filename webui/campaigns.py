@@ -92,7 +92,7 @@ class ResultCodeRow(Form):
 
 class TaskTypeForm(FlaskForm):
     code = StringField(_l("Code"), description=_l("Short Latin name, e.g. revisit."))
-    name = StringField(_l("Name"))
+    name = StringField(_l("Type name"))
     description = StringField(_l("Description"))
     script = TextAreaField(_l("Call script"), render_kw={"rows": 4},
                            description=_l("Shown to the manager next to each task."))

@@ -101,7 +101,9 @@ OBJECT_TYPE_LABELS = {
 
 CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
                          "monthly": lazy_gettext("Monthly")}
-CAMPAIGN_STATUS_LABELS = {"draft": lazy_gettext("Draft"), "active": lazy_gettext("Active"),
+# "In progress", not "Active": in Chinese an active manager (在职) and a
+# running campaign (进行中) are different words
+CAMPAIGN_STATUS_LABELS = {"draft": lazy_gettext("Draft"), "active": lazy_gettext("In progress"),
                           "closed": lazy_gettext("Closed")}
 CAMPAIGN_SELECTION_LABELS = {"county": lazy_gettext("All customers of the county"),
                              "managers": lazy_gettext("Customers of chosen managers"),
@@ -174,6 +176,18 @@ IMPORT_KIND_LABELS = {
     "customers": lazy_gettext("Customer list"),
     "managers": lazy_gettext("Manager list"),
     "tasks": lazy_gettext("Task list"),
+}
+
+# why a customer has their manager (khhf.models.ASSIGNMENT_REASONS)
+ASSIGNMENT_REASON_LABELS = {
+    "import": lazy_gettext("Imported from a file"),
+    "reassign": lazy_gettext("Reassigned by hand"),
+    "departure": lazy_gettext("Handed over: the manager left"),
+}
+
+# the operation log's address of what was not done over the web (khhf.audit)
+AUDIT_ADDRESS_LABELS = {
+    audit.CLI_ADDRESS: lazy_gettext("Command line"),
 }
 
 # a call's outcome, or its state while it is still going on
@@ -283,6 +297,11 @@ def label(labels: dict, code: str | None) -> str:
     if code is None or code == "":
         return "—"
     return str(labels.get(code, code))
+
+
+def audit_address(entry) -> str:
+    """Where an audit entry came from: an IP address, or the command line."""
+    return label(AUDIT_ADDRESS_LABELS, entry.ip)
 
 
 def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
@@ -476,7 +495,8 @@ def init_app(app) -> None:
         FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,
-        IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS)
+        IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS,
+        ASSIGNMENT_REASON_LABELS=ASSIGNMENT_REASON_LABELS, audit_address=audit_address)
     app.before_request(_remember_requested_locale)
     app.before_request(_wtforms_catalog)
     # the templates' _(): the request's catalog looked up once per request.
