@@ -239,6 +239,7 @@ def test_phone_pages_keep_words_whole_and_targets_large(phone_demo, tmp_path):
     phone_log_in(page, base, "manager1", seeded["passwords"]["manager1"])
     for tab in ("todo", "callback", "connected", "not_reached", "done"):
         check(f"/m/?tab={tab}")
+    check("/m/?q=0001")  # a search: its note and its "clear" link
     page.goto(base + "/m/")
     page.screenshot(path=str(screenshots_dir(tmp_path) / "mobile-tasks.png"))
     page.goto(base + "/m/")
