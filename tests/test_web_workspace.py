@@ -86,7 +86,7 @@ def test_search_and_bad_query_parameters(web):
 
 def tab_counts(html: str) -> dict[str, int]:
     return {tab: int(n) for tab, n in re.findall(
-        r'data-tab="(\w+)".*?<span class="badge[^"]*">(\d+)</span>', html, re.S)}
+        r'data-tab="(\w+)".*?<span class="badge[^"]*">(\d+)</span>', html, re.DOTALL)}
 
 
 def test_a_search_looks_in_every_tab_and_each_tab_counts_its_matches(web):

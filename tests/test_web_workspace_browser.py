@@ -210,7 +210,7 @@ def live_call_for(app, username, device="desk"):
 
 
 def test_a_search_finds_tasks_in_any_tab_and_the_tabs_count_the_matches(demo, page):
-    app, base, seeded = demo
+    _, base, seeded = demo
     log_in(page, base, "manager1", seeded["passwords"]["manager1"])
     page.goto(f"{base}/manager/?tab=done")
     page.get_by_label("搜索").fill("0001")
