@@ -57,7 +57,7 @@ def read_departures(args) -> list[tuple[str, str | None]]:
 
 def cmd_depart(args) -> int:
     from sqlalchemy import select
-    from khhf import db
+    from khhf import audit, db
     from khhf.models import Manager, User
     from khhf.services import ValidationError
     from khhf.services.handover import depart_manager
@@ -84,7 +84,7 @@ def cmd_depart(args) -> int:
                     # the session as it was
                     result = depart_manager(session, ids[employee_no],
                                             successor_id=ids.get(successor_no),
-                                            by_user=by_user, ip="cli")
+                                            by_user=by_user, ip=audit.CLI_ADDRESS)
                 except ValidationError as exc:
                     errors.append(f"{where}: {exc}")
                     continue

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 def cmd_distribute(args) -> int:
     from sqlalchemy import select
-    from khhf import config, db
+    from khhf import audit, config, db
     from khhf.models import Campaign, Manager, User
     from khhf.services import ValidationError, distribution
     settings = config.load(args.config)
@@ -62,8 +62,8 @@ def cmd_distribute(args) -> int:
             if not errors:
                 try:
                     if args.commit:
-                        result = distribution.commit(session, by, "cli", campaign, args.mode,
-                                                     manager_ids)
+                        result = distribution.commit(session, by, audit.CLI_ADDRESS, campaign,
+                                                     args.mode, manager_ids)
                         table = format_plan(result, committed=True)
                         session.commit()
                     else:
