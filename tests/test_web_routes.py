@@ -4,7 +4,7 @@ the rules the views declare with webui.access.allow / public.
 A new route without a rule fails here (and is refused at run time)."""
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, inspect, select, text
 
 from khhf.models import ROLES, Call, County, Manager, Task, User
 from khhf.services import accounts
@@ -102,8 +102,24 @@ def writes(app):
     event.remove(engine, "before_cursor_execute", record)
 
 
+@pytest.fixture
+def database_state(app):
+    """A function: every table's row count, and the audit log's last entry,
+    in one query (what a write would change, whichever connection made it)."""
+    engine = app.extensions["khhf_engine"]
+    tables = sorted(inspect(engine).get_table_names())
+    assert "audit_log" in tables
+    query = text("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in tables)
+                 + ", (SELECT max(id) FROM audit_log)")
+
+    def state() -> dict:
+        with engine.connect() as conn:
+            return dict(zip([*tables, "audit_log last id"], conn.execute(query).one()))
+    return state
+
+
 @pytest.mark.parametrize("who", [None, *ROLES])
-def test_route_walk(app, who, writes):
+def test_route_walk(app, who, writes, database_state):
     checked = 0
     for rule, method in _routes(app):
         allowed = access_rule(app, rule.endpoint)
@@ -112,11 +128,15 @@ def test_route_walk(app, who, writes):
             log_in_as(client, app, AS[who])
         url = _url(app, rule)
         writes.clear()
+        before = database_state()
         response = client.open(url, method=method)
         response.close()  # a file's response (a recording) holds the file open until closed
         where = f"{method} {rule.rule} as {who or 'nobody'}"
-        if method == "GET":  # a GET only reads (webui.db: it is not begun as a writer)
+        if method == "GET":  # a GET only reads (webui.db.writing refuses it)
             assert not writes, (where, writes)
+            after = database_state()
+            assert after == before, (where, {k: (before[k], v) for k, v in after.items()
+                                             if before[k] != v})
         elif rule.endpoint == "auth.logout" and who is not None:
             assert writes, "the recorder sees writes: the log-out's audit entry"
         if allowed == PUBLIC:

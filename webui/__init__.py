@@ -61,7 +61,6 @@ def create_app(settings: khhf_config.Settings | None = None,
 
     engine = app.extensions["khhf_engine"] = khhf_db.make_engine(app.config["DATABASE_URL"])
     app.extensions["khhf_sessions"] = khhf_db.session_factory(engine)
-    app.extensions["khhf_write_sessions"] = khhf_db.session_factory(engine, writer=True)
     app.teardown_appcontext(_close_db)
 
     security.init_app(app, proxy_hops=settings.web_proxy_hops)
@@ -144,7 +143,7 @@ def _bad_parameter(error):
 
 def _database_busy(error):
     """SQLite's write lock stayed taken for the whole busy timeout (every
-    writing request waits its turn, see webui.db): nothing was written, and
+    write waits its turn, see webui.db.writing): nothing was written, and
     the user is told to try again rather than shown a crash. Any other
     database error stays a 500."""
     if not khhf_db.is_busy(error):

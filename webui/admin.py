@@ -10,22 +10,18 @@ from sqlalchemy import func, select
 from wtforms import SelectChoice
 
 from khhf.models import AuditLog, County, Manager, User
-from khhf.names import by_manager_name, by_pinyin
-from khhf.services import accounts, counties
+from khhf.names import by_pinyin
+from khhf.services import accounts, counties, lookups
 from webui import params, security
 from webui.access import allow, client_ip, load
-from webui.db import get_db
+from webui.db import get_db, writing
 from webui.forms import (ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm,
-                         commit_or_show, county_choices)
+                         county_choices, manager_choices)
 from webui.i18n import ROLE_LABELS
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 # the users list: administrators first, then supervisors, then managers
 ROLE_ORDER = ("admin", "supervisor", "manager")
-
-
-def _counties():
-    return by_pinyin(get_db().scalars(select(County)), lambda c: c.name)
 
 
 @bp.route("/")
@@ -49,7 +45,8 @@ def index():
 @bp.route("/counties")
 @allow("admin")
 def counties_list():
-    return render_template("admin/counties.html", counties=_counties(), delete_form=ConfirmForm())
+    return render_template("admin/counties.html", counties=lookups.counties(get_db()),
+                           delete_form=ConfirmForm())
 
 
 @bp.route("/counties/new", methods=["GET", "POST"])
@@ -57,8 +54,9 @@ def counties_list():
 def county_new():
     form = CountyForm()
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: counties.create_county(
-                get_db(), current_user, client_ip(), **_county_fields(form))):
+        with writing(form) as w:
+            counties.create_county(w.session, current_user, client_ip(), **_county_fields(form))
+        if w.saved:
             flash(gettext("County %(name)s added.", name=form.name.data.strip()), "success")
             return redirect(url_for(".counties_list"))
     return render_template("admin/county_form.html", form=form, county=None)
@@ -73,8 +71,10 @@ def county_edit(county_id):
         form.numbers.data = "\n".join(n.number for n in county.unified_numbers)
         form.primary.data = county.primary_number or ""
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: counties.update_county(
-                get_db(), current_user, client_ip(), county, **_county_fields(form))):
+        with writing(form) as w:
+            counties.update_county(w.session, current_user, client_ip(), county,
+                                   **_county_fields(form))
+        if w.saved:
             flash(gettext("County %(name)s saved.", name=county.name), "success")
             return redirect(url_for(".counties_list"))
     return render_template("admin/county_form.html", form=form, county=county)
@@ -87,8 +87,9 @@ def county_delete(county_id):
     form = ConfirmForm()
     if form.validate_on_submit():
         name = county.name
-        if commit_or_show(get_db(), form, lambda: counties.delete_county(
-                get_db(), current_user, client_ip(), county)):
+        with writing(form) as w:
+            counties.delete_county(w.session, current_user, client_ip(), county)
+        if w.saved:
             flash(gettext("County %(name)s removed.", name=name), "success")
     return redirect(url_for(".counties_list"))
 
@@ -114,17 +115,18 @@ def users_list():
 @allow("admin")
 def user_new():
     form = UserForm()
-    form.county_id.choices = county_choices(_counties(), gettext("— none (administrators) —"))
+    form.county_id.choices = county_choices(lookups.counties(get_db()),
+                                            gettext("— none (administrators) —"))
     del form.is_active
     if form.validate_on_submit():
-        def write():
+        with writing(form) as w:
             user = accounts.create_user(
-                get_db(), current_user, client_ip(), username=form.username.data,
+                w.session, current_user, client_ip(), username=form.username.data,
                 display_name=form.display_name.data, password=form.password.data,
                 role=form.role.data, county_id=form.county_id.data)
-            accounts.set_desk_extension(get_db(), current_user, client_ip(), user,
+            accounts.set_desk_extension(w.session, current_user, client_ip(), user,
                                         form.desk_extension.data)
-        if commit_or_show(get_db(), form, write):
+        if w.saved:
             flash(gettext("User %(username)s added.", username=form.username.data.strip()),
                   "success")
             return redirect(url_for(".users_list"))
@@ -137,15 +139,15 @@ def user_edit(user_id):
     user = load(User, user_id)
     form = _user_edit_form(user)
     if form.validate_on_submit():
-        def write():
+        with writing(form) as w:
             accounts.update_user(
-                get_db(), current_user, client_ip(), user, display_name=form.display_name.data,
+                w.session, current_user, client_ip(), user, display_name=form.display_name.data,
                 role=form.role.data, county_id=form.county_id.data,
                 is_active=form.is_active.data)
             if form.desk_extension is not None:  # a manager's is on the manager's page
-                accounts.set_desk_extension(get_db(), current_user, client_ip(), user,
+                accounts.set_desk_extension(w.session, current_user, client_ip(), user,
                                             form.desk_extension.data)
-        if commit_or_show(get_db(), form, write):
+        if w.saved:
             flash(gettext("User %(username)s saved.", username=user.username), "success")
             return redirect(url_for(".users_list"))
     return render_template("admin/user_form.html", form=form, user=user,
@@ -158,8 +160,9 @@ def user_password(user_id):
     user = load(User, user_id)
     form = PasswordForm()
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: accounts.set_password(
-                get_db(), current_user, client_ip(), user, form.password.data)):
+        with writing(form) as w:
+            accounts.set_password(w.session, current_user, client_ip(), user, form.password.data)
+        if w.saved:
             if user.id == current_user.id:
                 security.keep_session(user)  # their other sessions end, this one goes on
             flash(gettext("Password of %(username)s changed.", username=user.username),
@@ -171,7 +174,8 @@ def user_password(user_id):
 
 def _user_edit_form(user, **kwargs) -> UserForm:
     form = UserForm(obj=user, **kwargs)
-    form.county_id.choices = county_choices(_counties(), gettext("— none (administrators) —"))
+    form.county_id.choices = county_choices(lookups.counties(get_db()),
+                                            gettext("— none (administrators) —"))
     if user.role == "manager":
         form.role.choices = [SelectChoice("manager", ROLE_LABELS["manager"])]
         del form.desk_extension  # a manager's is set on the manager's page
@@ -185,27 +189,25 @@ def _user_edit_form(user, **kwargs) -> UserForm:
 @allow("admin")
 @params.query(county=params.Id(_l("County")))
 def managers_list(county):
-    query = select(Manager).join(User)
-    county_id = county
-    if county_id is not None:
-        query = query.where(Manager.county_id == county_id)
-    managers = by_manager_name(get_db().scalars(query))
-    return render_template("admin/managers.html", managers=managers, counties=_counties(),
-                           county_id=county_id)
+    return render_template("admin/managers.html",
+                           managers=lookups.managers(get_db(), county_id=county),
+                           counties=lookups.counties(get_db()), county_id=county)
 
 
 @bp.route("/managers/new", methods=["GET", "POST"])
 @allow("admin")
 def manager_new():
     form = ManagerForm()
-    form.county_id.choices = county_choices(_counties())
+    form.county_id.choices = county_choices(lookups.counties(get_db()))
     del form.status, form.successor
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: accounts.create_manager(
-                get_db(), current_user, client_ip(), username=form.username.data,
+        with writing(form) as w:
+            accounts.create_manager(
+                w.session, current_user, client_ip(), username=form.username.data,
                 display_name=form.display_name.data, password=form.password.data,
                 county_id=form.county_id.data, employee_no=form.employee_no.data,
-                desk_extension=form.desk_extension.data, mobile=form.mobile.data)):
+                desk_extension=form.desk_extension.data, mobile=form.mobile.data)
+        if w.saved:
             flash(gettext("Customer manager %(name)s added.",
                           name=form.display_name.data.strip()), "success")
             return redirect(url_for(".managers_list"))
@@ -219,19 +221,21 @@ def manager_edit(manager_id):
     form = ManagerForm(obj=manager)
     if request.method == "GET":
         form.display_name.data = manager.user.display_name
-    form.county_id.choices = county_choices(_counties())
+    form.county_id.choices = county_choices(lookups.counties(get_db()))
     del form.username, form.password
     if manager.status == "active":
         form.successor.choices = _successor_choices(manager)
     else:
         del form.successor
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: accounts.update_manager(
-                get_db(), current_user, client_ip(), manager,
+        with writing(form) as w:
+            accounts.update_manager(
+                w.session, current_user, client_ip(), manager,
                 display_name=form.display_name.data, county_id=form.county_id.data,
                 employee_no=form.employee_no.data, desk_extension=form.desk_extension.data,
                 mobile=form.mobile.data, status=form.status.data,
-                successor_id=form.successor.data if form.successor else None)):
+                successor_id=form.successor.data if form.successor else None)
+        if w.saved:
             flash(gettext("Customer manager %(name)s saved.", name=manager.user.display_name),
                   "success")
             return redirect(url_for(".managers_list"))
@@ -241,9 +245,7 @@ def manager_edit(manager_id):
 def _successor_choices(manager: Manager) -> list[SelectChoice]:
     """Who may take over from `manager`: the county's other active managers,
     by the pinyin of their names; or nobody in particular (spread evenly)."""
-    colleagues = get_db().scalars(select(Manager).where(
-        Manager.county_id == manager.county_id, Manager.status == "active",
-        Manager.id != manager.id))
-    spread = SelectChoice("", gettext("— spread evenly over the county's active managers —"))
-    return [spread] + [SelectChoice(m.id, f"{m.user.display_name} ({m.employee_no})")
-                       for m in by_manager_name(colleagues)]
+    return manager_choices(
+        lookups.managers(get_db(), county_id=manager.county_id, active_only=True,
+                         except_id=manager.id),
+        gettext("— spread evenly over the county's active managers —"))

@@ -11,7 +11,7 @@ from flask_login import current_user, login_user, logout_user
 from khhf.services import accounts
 from webui import security
 from webui.access import allow, client_ip, public
-from webui.db import get_db, read_session
+from webui.db import get_db, writing
 from webui.forms import ConfirmForm, LoginForm
 from webui.redirects import local_path
 
@@ -41,22 +41,20 @@ def log_in_page(form: LoginForm, template: str, home: str, keep_for_the_day: boo
     too, and may keep the log-in until the end of the day."""
     if form.validate_on_submit():
         # the slow password hash first, only reading; then the unit of work
-        # that writes (webui.db: it holds SQLite's write lock while it runs)
-        with read_session() as reader:
-            checked = accounts.check_password(reader, form.username.data, form.password.data)
-        db = get_db()
+        # that writes (webui.db.writing: it holds SQLite's write lock while it runs)
+        checked = accounts.check_password(get_db(), form.username.data, form.password.data)
         settings = current_app.extensions["khhf_settings"]
-        try:
-            user = accounts.log_in(
-                db, form.username.data, form.password.data, client_ip(), checked=checked,
-                max_failures=settings.login_max_failures,
-                window=dt.timedelta(minutes=settings.login_failure_minutes))
-        except accounts.LoginRefused as refused:
-            db.commit()  # the failed attempt is logged, and counts
-            form.password.errors = [gettext(refused.message, **refused.params)]
-            return render_template(template, form=form), (
-                429 if refused.rate_limited else 401)
-        db.commit()
+        with writing() as w:
+            try:
+                user = accounts.log_in(
+                    w.session, form.username.data, form.password.data, client_ip(),
+                    checked=checked, max_failures=settings.login_max_failures,
+                    window=dt.timedelta(minutes=settings.login_failure_minutes))
+            except accounts.LoginRefused as refused:
+                # saved as the block ends: the failed attempt is logged, and counts
+                form.password.errors = [gettext(refused.message, **refused.params)]
+                return render_template(template, form=form), (
+                    429 if refused.rate_limited else 401)
         security.start_session(user)  # no session fixation: a new one per log-in
         login_user(user)
         session.permanent = True
@@ -72,9 +70,8 @@ def log_in_page(form: LoginForm, template: str, home: str, keep_for_the_day: boo
 def logout():
     form = ConfirmForm()
     if form.validate_on_submit():
-        db = get_db()
-        accounts.log_out(db, current_user, client_ip())  # every session, every device
-        db.commit()
+        with writing() as w:
+            accounts.log_out(w.session, current_user, client_ip())  # every session, every device
         logout_user()
         security.fresh_session()
     # the phone pages go back to their own log-in (a path on this site only)

@@ -14,14 +14,13 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from khhf import bridge_client
-from khhf import db
 from khhf import config as khhf_config
 from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import ConfigError
 from khhf.models import Call, Task
 from khhf.services import ValidationError, dialing
 from webui.access import allow, client_ip, load
-from webui.db import get_db
+from webui.db import writing
 from webui.forms import problem_text
 from webui.i18n import call_outcome
 from webui.redirects import referrer_path
@@ -78,32 +77,24 @@ def dial(task_id):
     device = request.form.get("device") or dialing.DESK
     if device not in dialing.DEVICES:
         return _answer(False, gettext("Choose the desk phone or the mobile to call from."), 400)
-    session = get_db()
-    # end the read (a POST's transaction holds SQLite's write lock): nothing is
-    # held while the PBX is asked, and the dial is then one writing unit of work
-    session.rollback()
     try:
         live = bridge_client.live(settings())  # is the manager on a call, as the PBX knows
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         current_app.logger.warning("dial of task %s: the PBX cannot be asked: %s", task_id, error)
         return _answer(False, gettext("The phone system did not take the call; try again "
                                       "in a moment or tell your administrator."), 503)
-    db.begin_write(session)
     try:
-        call = dialing.request_call(session, settings(), current_user, task_id, ip=client_ip(),
-                                    live=live, device=device)
+        with writing() as w:
+            call = dialing.request_call(w.session, settings(), current_user, task_id,
+                                        ip=client_ip(), live=live, device=device)
     except ValidationError as error:
-        session.rollback()
-        message = " ".join(map(problem_text, error.problems))
-        return _answer(False, message, 409)
-    session.commit()
+        return _answer(False, " ".join(map(problem_text, error.problems)), 409)
     try:
         bridge_client.dial(settings(), call.id)
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         # nothing rang: close the row so the manager is not "on a call"
-        db.begin_write(session)
-        dialing.mark_not_placed(session, session.get(Call, call.id))
-        session.commit()
+        with writing() as w:
+            dialing.mark_not_placed(w.session, w.session.get(Call, call.id))
         current_app.logger.warning("dial of call %s failed: %s", call.id, error)
         return _answer(False, gettext("The phone system did not take the call; try again "
                                       "in a moment or tell your administrator."), 503)

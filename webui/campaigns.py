@@ -17,12 +17,13 @@ from wtforms import (BooleanField, FieldList, Form, FormField, SelectChoice,
                      SelectField, SelectMultipleField, StringField, TextAreaField)
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from khhf.models import Campaign, County, Manager, Task, TaskType, User
-from khhf.services import ValidationError, campaigns, distribution, parse_int
+from khhf.models import Campaign, County, Manager, Task, TaskType
+from khhf.services import ValidationError, campaigns, distribution, lookups, parse_int
 from webui import i18n, params
 from webui.access import allow, client_ip, load, scope
-from webui.db import get_db
-from webui.forms import ConfirmForm, commit_or_show, county_choices, county_field, show_problems
+from webui.db import get_db, writing
+from webui.forms import (ConfirmForm, county_choices, county_field, manager_choices,
+                         show_problems)
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 
@@ -98,31 +99,22 @@ class TaskTypeForm(FlaskForm):
 
 # -- campaigns -----------------------------------------------------------------
 
-def _counties():
-    return get_db().scalars(select(County).where(scope(County)).order_by(County.name)).all()
-
-
-def _managers(county_id, active_only=True):
-    query = select(Manager).join(User, User.id == Manager.user_id).where(
-        Manager.county_id == county_id).order_by(Manager.employee_no)
-    if active_only:
-        query = query.where(Manager.status == "active")
-    return get_db().scalars(query).all()
+def _managers(county_id):
+    """The county's active managers, as a campaign's pick lists offer them."""
+    return lookups.managers(get_db(), county_id=county_id, active_only=True)
 
 
 def _campaign_form(campaign=None) -> CampaignForm:
     form = CampaignForm(obj=campaign)
-    form.county_id.choices = county_choices(_counties())
-    form.task_type_id.choices = [SelectChoice(str(t.id), t.name) for t in get_db().scalars(
-        select(TaskType).order_by(TaskType.id))]
+    counties = lookups.counties(get_db(), scope(County))
+    form.county_id.choices = county_choices(counties)
+    form.task_type_id.choices = [SelectChoice(str(t.id), t.name)
+                                 for t in lookups.task_types(get_db())]
     county_id = form.county_id.data or (campaign.county_id if campaign else None) \
-        or current_user.county_id or (_counties()[0].id if _counties() else None)
+        or current_user.county_id or (counties[0].id if counties else None)
     # every county's managers are offered; the service refuses another county's
-    managers = get_db().scalars(select(Manager).where(scope(Manager),
-                                                      Manager.status == "active")
-                                .order_by(Manager.county_id, Manager.employee_no)).all()
-    form.manager_ids.choices = [SelectChoice(str(m.id), f"{m.user.display_name} "
-                                f"({m.employee_no}, {m.county.name})") for m in managers]
+    form.manager_ids.choices = manager_choices(
+        lookups.managers(get_db(), scope(Manager), active_only=True), with_county=True)
     if request.method == "GET":
         if campaign is not None:
             form.task_type_id.data = str(campaign.task_type_id)
@@ -157,13 +149,13 @@ def index():
 def new():
     form = _campaign_form()
     if form.validate_on_submit():
-        created = {}
-        if commit_or_show(get_db(), form, lambda: created.setdefault(
-                "c", campaigns.create_campaign(get_db(), current_user, client_ip(),
-                                               **_campaign_fields(form)))):
+        with writing(form) as w:
+            campaign = campaigns.create_campaign(w.session, current_user, client_ip(),
+                                                 **_campaign_fields(form))
+        if w.saved:
             flash(gettext("Campaign %(name)s created as a draft: check it, then start it.",
-                          name=created["c"].name), "success")
-            return redirect(url_for(".show", campaign_id=created["c"].id))
+                          name=campaign.name), "success")
+            return redirect(url_for(".show", campaign_id=campaign.id))
     return render_template("campaigns/form.html", form=form, campaign=None)
 
 
@@ -173,7 +165,7 @@ def show(campaign_id):
     campaign = load(Campaign, campaign_id)
     db = get_db()
     progress = campaigns.progress(db, [campaign.id])[campaign.id]
-    names = _manager_names([r["manager_id"] for r in progress["rows"]])
+    names = lookups.manager_names(db, [r["manager_id"] for r in progress["rows"]])
     cycles = db.execute(select(campaigns.CampaignCycle).where(
         campaigns.CampaignCycle.campaign_id == campaign.id)
         .order_by(campaigns.CampaignCycle.seq.desc()).limit(12)).scalars().all()
@@ -182,23 +174,16 @@ def show(campaign_id):
                            next_round=campaigns.next_round(db, campaign))
 
 
-def _manager_names(ids) -> dict:
-    ids = [i for i in ids if i is not None]
-    if not ids:
-        return {}
-    return dict(get_db().execute(select(Manager.id, User.display_name)
-                                 .join(User, User.id == Manager.user_id)
-                                 .where(Manager.id.in_(ids))).all())
-
-
 @bp.route("/<int:campaign_id>/edit", methods=["GET", "POST"])
 @allow("admin", "supervisor")
 def edit(campaign_id):
     campaign = load(Campaign, campaign_id)
     form = _campaign_form(campaign)
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: campaigns.update_campaign(
-                get_db(), current_user, client_ip(), campaign, **_campaign_fields(form))):
+        with writing(form) as w:
+            campaigns.update_campaign(w.session, current_user, client_ip(), campaign,
+                                      **_campaign_fields(form))
+        if w.saved:
             flash(gettext("Campaign %(name)s saved.", name=campaign.name), "success")
             return redirect(url_for(".show", campaign_id=campaign.id))
     return render_template("campaigns/form.html", form=form, campaign=campaign)
@@ -209,11 +194,12 @@ def edit(campaign_id):
 def activate(campaign_id):
     campaign = load(Campaign, campaign_id)
     form = ConfirmForm()
-    made = {}
-    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: made.setdefault(
-            "n", campaigns.activate(get_db(), current_user, client_ip(), campaign,
-                                    current_app.extensions["khhf_settings"].today()))):
-        flash(gettext("Campaign started: %(count)s tasks made.", count=made["n"]), "success")
+    if form.validate_on_submit():
+        with writing(form) as w:
+            made = campaigns.activate(w.session, current_user, client_ip(), campaign,
+                                      current_app.extensions["khhf_settings"].today())
+        if w.saved:
+            flash(gettext("Campaign started: %(count)s tasks made.", count=made), "success")
     return redirect(url_for(".show", campaign_id=campaign.id))
 
 
@@ -222,10 +208,12 @@ def activate(campaign_id):
 def close(campaign_id):
     campaign = load(Campaign, campaign_id)
     form = ConfirmForm()
-    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: campaigns.close(
-            get_db(), current_user, client_ip(), campaign)):
-        flash(gettext("Campaign closed: no more rounds; open tasks can still be worked."),
-              "success")
+    if form.validate_on_submit():
+        with writing(form) as w:
+            campaigns.close(w.session, current_user, client_ip(), campaign)
+        if w.saved:
+            flash(gettext("Campaign closed: no more rounds; open tasks can still be worked."),
+                  "success")
     return redirect(url_for(".show", campaign_id=campaign.id))
 
 
@@ -235,20 +223,19 @@ def distribute(campaign_id):
     campaign = load(Campaign, campaign_id)
     db = get_db()
     form = DistributeForm()
-    managers = _managers(campaign.county_id)
-    form.manager_ids.choices = [SelectChoice(str(m.id), f"{m.user.display_name} "
-                                             f"({m.employee_no})") for m in managers]
+    form.manager_ids.choices = manager_choices(_managers(campaign.county_id))
     preview = None
     if form.validate_on_submit():
         ids = [i for i in map(parse_int, form.manager_ids.data or []) if i]
         if form.mode.data != "average":
             ids = []
         if request.form.get("action") == "commit":
-            done = {}
-            if commit_or_show(db, form, lambda: done.setdefault("plan", distribution.commit(
-                    db, current_user, client_ip(), campaign, form.mode.data, ids))):
+            with writing(form) as w:
+                plan = distribution.commit(w.session, current_user, client_ip(), campaign,
+                                           form.mode.data, ids)
+            if w.saved:
                 flash(gettext("Distribution saved: %(moved)s of %(total)s tasks moved.",
-                              moved=done["plan"].moved, total=done["plan"].total), "success")
+                              moved=plan.moved, total=plan.total), "success")
                 return redirect(url_for(".show", campaign_id=campaign.id))
         else:
             try:
@@ -268,21 +255,21 @@ def task_list(campaign_id, manager, after):
     db = get_db()
     form = ReassignForm()
     managers = _managers(campaign.county_id)
-    form.manager_id.choices = [SelectChoice(str(m.id), f"{m.user.display_name} "
-                                            f"({m.employee_no})") for m in managers]
+    form.manager_id.choices = manager_choices(managers)
     if form.validate_on_submit():
         chosen = request.form.getlist("task_ids")
-        moved = {}
-        if commit_or_show(db, form, lambda: moved.setdefault("n", distribution.reassign(
-                db, current_user, client_ip(), campaign, chosen, form.manager_id.data))):
-            flash(gettext("%(count)s tasks reassigned.", count=moved["n"]), "success")
+        with writing(form) as w:
+            moved = distribution.reassign(w.session, current_user, client_ip(), campaign,
+                                          chosen, form.manager_id.data)
+        if w.saved:
+            flash(gettext("%(count)s tasks reassigned.", count=moved), "success")
             return redirect(request.full_path)
     manager_id = manager
     query = select(Task).where(Task.campaign_id == campaign.id, Task.id > (after or 0))
     if manager_id:
         query = query.where(Task.manager_id == manager_id)
     rows = db.scalars(query.order_by(Task.id).limit(TASKS_PAGE)).all()
-    names = _manager_names([t.manager_id for t in rows])
+    names = lookups.manager_names(db, [t.manager_id for t in rows])
     return render_template("campaigns/tasks.html", campaign=campaign, form=form, tasks=rows,
                            names=names, managers=managers, manager_id=manager_id,
                            next_after=rows[-1].id if len(rows) == TASKS_PAGE else None)
@@ -293,8 +280,7 @@ def task_list(campaign_id, manager, after):
 @bp.route("/types")
 @allow("admin")
 def types():
-    rows = get_db().scalars(select(TaskType).order_by(TaskType.id)).all()
-    return render_template("campaigns/types.html", types=rows)
+    return render_template("campaigns/types.html", types=lookups.task_types(get_db()))
 
 
 def _type_fields(form) -> dict:
@@ -309,8 +295,10 @@ def _type_fields(form) -> dict:
 def type_new():
     form = TaskTypeForm()
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: campaigns.save_task_type(
-                get_db(), current_user, client_ip(), None, **_type_fields(form))):
+        with writing(form) as w:
+            campaigns.save_task_type(w.session, current_user, client_ip(), None,
+                                     **_type_fields(form))
+        if w.saved:
             flash(gettext("Task type %(name)s added.", name=form.name.data.strip()), "success")
             return redirect(url_for(".types"))
     return render_template("campaigns/type_form.html", form=form, task_type=None)
@@ -332,8 +320,10 @@ def type_edit(type_id):
     else:
         form = TaskTypeForm()
     if form.validate_on_submit():
-        if commit_or_show(get_db(), form, lambda: campaigns.save_task_type(
-                get_db(), current_user, client_ip(), task_type, **_type_fields(form))):
+        with writing(form) as w:
+            campaigns.save_task_type(w.session, current_user, client_ip(), task_type,
+                                     **_type_fields(form))
+        if w.saved:
             flash(gettext("Task type %(name)s saved.", name=task_type.name), "success")
             return redirect(url_for(".types"))
     return render_template("campaigns/type_form.html", form=form, task_type=task_type)
@@ -346,5 +336,6 @@ def county_progress(county_id: int) -> tuple[list, dict, dict]:
                                              Campaign.status == "active")
                       .order_by(Campaign.id.desc())).all()
     progress = campaigns.progress(db, [c.id for c in rows])
-    names = _manager_names([r["manager_id"] for p in progress.values() for r in p["rows"]])
+    names = lookups.manager_names(db, [r["manager_id"] for p in progress.values()
+                                       for r in p["rows"]])
     return rows, progress, names

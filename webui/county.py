@@ -6,9 +6,8 @@ from flask import Blueprint, render_template
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from khhf.models import County, Customer, Manager, User
-from khhf.names import by_manager_name
-from khhf.services import workspace
+from khhf.models import County, Customer, Manager
+from khhf.services import lookups, workspace
 from webui.access import allow, load, scope
 from webui.campaigns import county_progress as campaign_progress
 from webui.db import get_db
@@ -25,7 +24,7 @@ def home():
     customers = dict(db.execute(
         select(Customer.manager_id, func.count()).where(scope(Customer))
         .group_by(Customer.manager_id)).all())
-    managers = by_manager_name(db.scalars(select(Manager).join(User).where(scope(Manager))))
+    managers = lookups.managers(db, scope(Manager))
     active, progress, names = campaign_progress(county.id)
     report_flt, report_total = month_summary(county_id=county.id)
     return render_template("county/home.html", county=county, managers=managers,

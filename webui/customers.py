@@ -16,12 +16,12 @@ from flask_login import current_user
 from sqlalchemy import select
 from wtforms import SelectField, StringField, TextAreaField
 
-from khhf.models import Call, County, Customer, Manager, Task, User
-from khhf.services import customers
+from khhf.models import Call, Customer, Manager, Task
+from khhf.services import customers, lookups
 from webui import params
 from webui.access import allow, client_ip, load, scope
-from webui.db import get_db
-from webui.forms import FlaskForm, _int_or_none, commit_or_show
+from webui.db import get_db, writing
+from webui.forms import FlaskForm, _int_or_none, manager_choices
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -53,19 +53,16 @@ def index(after, county):
     rows = customers.search(db, where, q, after=after, limit=customers.PAGE_SIZE + 1)
     more = len(rows) > customers.PAGE_SIZE
     rows = rows[:customers.PAGE_SIZE]
-    counties = db.scalars(select(County).where(scope(County)).order_by(County.name)).all() \
-        if current_user.role == "admin" else []
+    counties = lookups.counties(db) if current_user.role == "admin" else []
     return render_template("customers/index.html", customers=rows, q=q, county_id=county_id,
                            counties=counties, next_after=rows[-1].id if more else None)
 
 
 def _reassign_form(customer, **kwargs) -> ReassignForm:
     form = ReassignForm(**kwargs)
-    managers = get_db().scalars(select(Manager).join(User).where(
-        Manager.county_id == customer.county_id, Manager.status == "active",
-        Manager.id != (customer.manager_id or 0)).order_by(User.display_name)).all()
-    form.manager_id.choices = [("", gettext("— choose —"))] + [
-        (m.id, f"{m.user.display_name} ({m.employee_no})") for m in managers]
+    form.manager_id.choices = manager_choices(
+        lookups.managers(get_db(), county_id=customer.county_id, active_only=True,
+                         except_id=customer.manager_id), gettext("— choose —"))
     return form
 
 
@@ -97,11 +94,13 @@ def detail(customer_id):
 def edit(customer_id):
     customer = load(Customer, customer_id)
     form = CustomerForm()
-    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: customers.update(
-            get_db(), current_user, client_ip(), customer, name=form.name.data,
-            phone=form.phone.data, note=form.note.data)):
-        flash(gettext("Customer saved."), "success")
-        return redirect(url_for(".detail", customer_id=customer.id))
+    if form.validate_on_submit():
+        with writing(form) as w:
+            customers.update(w.session, current_user, client_ip(), customer, name=form.name.data,
+                             phone=form.phone.data, note=form.note.data)
+        if w.saved:
+            flash(gettext("Customer saved."), "success")
+            return redirect(url_for(".detail", customer_id=customer.id))
     return _detail(customer, form=form)
 
 
@@ -111,11 +110,14 @@ def do_not_call(customer_id):
     customer = load(Customer, customer_id)
     form = DoNotCallForm()
     flag = request.form.get("do_not_call") == "1"
-    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: customers.set_do_not_call(
-            get_db(), current_user, client_ip(), customer, flag, form.reason.data)):
-        flash(gettext("The customer will not be called.") if flag
-              else gettext("The customer may be called again."), "success")
-        return redirect(url_for(".detail", customer_id=customer.id))
+    if form.validate_on_submit():
+        with writing(form) as w:
+            customers.set_do_not_call(w.session, current_user, client_ip(), customer, flag,
+                                      form.reason.data)
+        if w.saved:
+            flash(gettext("The customer will not be called.") if flag
+                  else gettext("The customer may be called again."), "success")
+            return redirect(url_for(".detail", customer_id=customer.id))
     return _detail(customer, dnc_form=form)
 
 
@@ -124,9 +126,12 @@ def do_not_call(customer_id):
 def reassign(customer_id):
     customer = load(Customer, customer_id)
     form = _reassign_form(customer)
-    if form.validate_on_submit() and commit_or_show(get_db(), form, lambda: customers.reassign(
-            get_db(), current_user, client_ip(), customer, form.manager_id.data)):
-        flash(gettext("The customer now belongs to %(name)s; their calls ring that manager.",
-                      name=customer.manager.user.display_name), "success")
-        return redirect(url_for(".detail", customer_id=customer.id))
+    if form.validate_on_submit():
+        with writing(form) as w:
+            customers.reassign(w.session, current_user, client_ip(), customer,
+                               form.manager_id.data)
+        if w.saved:
+            flash(gettext("The customer now belongs to %(name)s; their calls ring that "
+                          "manager.", name=customer.manager.user.display_name), "success")
+            return redirect(url_for(".detail", customer_id=customer.id))
     return _detail(customer, reassign_form=form)

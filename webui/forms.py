@@ -34,6 +34,15 @@ def county_choices(counties, empty_label=None) -> list[SelectChoice]:
     return ([SelectChoice("", empty_label)] if empty_label else []) + choices
 
 
+def manager_choices(managers, empty_label=None, *, with_county=False) -> list[SelectChoice]:
+    """Customer managers as choices: "name (employee number)", and the
+    county when managers of several counties are offered."""
+    choices = [SelectChoice(m.id, f"{m.user.display_name} ({m.employee_no}, {m.county.name})"
+                            if with_county else f"{m.user.display_name} ({m.employee_no})")
+               for m in managers]
+    return ([SelectChoice("", empty_label)] if empty_label else []) + choices
+
+
 def problem_text(problem) -> str:
     """A service's problem in the viewer's language (khhf.i18n.problem_text)."""
     return i18n.problem_text(problem)
@@ -108,15 +117,3 @@ class DutyForm(FlaskForm):
 class ConfirmForm(FlaskForm):
     """A button that changes something: only the CSRF token."""
 
-
-def commit_or_show(db, form, write) -> bool:
-    """Run a service call `write()` and commit. If the service refuses the
-    input, show its problems on `form` and return False (nothing was written)."""
-    try:
-        write()
-    except ValidationError as error:
-        db.rollback()
-        show_problems(form, error)
-        return False
-    db.commit()
-    return True

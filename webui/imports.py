@@ -21,10 +21,10 @@ from sqlalchemy import select
 from wtforms import SelectChoice, SelectField
 
 from khhf.models import Campaign, County, ImportJob
-from khhf.services import import_jobs, imports
+from khhf.services import import_jobs, imports, lookups
 from webui import params
 from webui.access import allow, load, scope
-from webui.db import get_db
+from webui.db import get_db, reread, writing
 from webui.forms import ConfirmForm, FlaskForm, _int_or_none, county_choices, county_field
 from webui.i18n import IMPORT_KIND_LABELS
 
@@ -49,7 +49,7 @@ def _root() -> Path:
 def _form() -> ImportForm:
     form = ImportForm()
     db = get_db()
-    counties = db.scalars(select(County).where(scope(County)).order_by(County.name)).all()
+    counties = lookups.counties(db, scope(County))
     if current_user.role == "admin":
         form.county_id.choices = county_choices(counties, gettext("— from the file —"))
     else:
@@ -79,10 +79,10 @@ def index():
                 county_code=county.code if county else None,
                 campaign_id=form.campaign_id.data if form.kind.data == "tasks" else None,
                 only_county_id=None if current_user.role == "admin" else current_user.county_id)
-            job = import_jobs.create(db, current_user, form.kind.data, upload.filename,
-                                     upload.stream, _root(), options,
-                                     county_id=county.id if county else None)
-            db.commit()
+            with writing() as w:
+                job = import_jobs.create(w.session, current_user, form.kind.data,
+                                         upload.filename, upload.stream, _root(), options,
+                                         county_id=county.id if county else None)
             import_jobs.start(current_app.extensions["khhf_sessions"], job.id, _root())
             return redirect(url_for(".job", job_id=job.id))
     jobs = db.scalars(select(ImportJob).where(scope(ImportJob))
@@ -109,10 +109,7 @@ def _load_job(job_id) -> ImportJob:
     """The job as its thread last left it: if the thread finished after this
     request read the row, read it again (a new transaction sees the commit)."""
     job = load(ImportJob, job_id)
-    if import_jobs.status_of(job) != job.status:
-        get_db().rollback()
-        get_db().refresh(job)
-    return job
+    return reread(job) if import_jobs.status_of(job) != job.status else job
 
 
 @bp.route("/<int:job_id>")
@@ -156,8 +153,8 @@ def mapping(job_id):
             target = request.form.get(f"col{i}", "")
             if header and (target in names or target == ""):
                 chosen[header] = target
-        import_jobs.set_mapping(job, chosen)
-        get_db().commit()
+        with writing():
+            import_jobs.set_mapping(job, chosen)
         import_jobs.start(current_app.extensions["khhf_sessions"], job.id, _root())
     return redirect(url_for(".job", job_id=job.id))
 
@@ -173,8 +170,8 @@ def commit(job_id):
         elif not job.accepted_rows:
             flash(gettext("No row is good: fix the file and import it again."), "warning")
         else:
-            import_jobs.mark(job, commit=True)
-            get_db().commit()
+            with writing():
+                import_jobs.mark(job, commit=True)
             import_jobs.start(current_app.extensions["khhf_sessions"], job.id, _root(),
                               commit=True)
     return redirect(url_for(".job", job_id=job.id))

@@ -24,12 +24,12 @@ from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from khhf import bridge_client, db
+from khhf import bridge_client
 from khhf.config import ConfigError
 from khhf.models import Manager, utcnow
 from khhf.services import ValidationError, live
 from webui.access import allow, client_ip
-from webui.db import get_db
+from webui.db import get_db, writing
 from webui.forms import problem_text
 from webui.redirects import referrer_path
 
@@ -119,32 +119,28 @@ def state():
 def listen(manager_id):
     """Ring the user's desk phone into a listen-in on the manager's call."""
     mode = request.form.get("mode", "")
-    session = get_db()
-    if session.get(Manager, manager_id) is None:
+    if get_db().get(Manager, manager_id) is None:
         abort(404)  # no such manager anywhere; another county's is refused (and audited) below
-    session.rollback()  # nothing held while the PBX is asked
     channels = _channels()
     if channels is None:
         return _answer(False, gettext(
             "The phone system cannot be asked right now; try again in a moment."), 503)
-    db.begin_write(session)
-    try:
-        plan = live.request_listen(session, current_user, manager_id, mode, channels,
-                                   ip=client_ip())
-    except ValidationError as error:
-        session.commit()  # the refusal's audit entry
-        message = " ".join(map(problem_text, error.problems))
-        return _answer(False, message, 409)
+    with writing() as w:
+        try:
+            plan = live.request_listen(w.session, current_user, manager_id, mode, channels,
+                                       ip=client_ip())
+        except ValidationError as error:  # its audit entry is saved as the block ends
+            return _answer(False, " ".join(map(problem_text, error.problems)), 409)
     try:
         bridge_client.listen(settings(), plan.supervisor_desk, plan.manager_desk, plan.mode)
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         current_app.logger.warning("listen-in on manager %s failed: %s", manager_id, error)
-        live.record_listen(session, current_user, plan, ip=client_ip(), failed=True)
-        session.commit()
+        with writing() as w:
+            live.record_listen(w.session, current_user, plan, ip=client_ip(), failed=True)
         return _answer(False, gettext(
             "The phone system did not take the call; try again in a moment."), 503)
-    live.record_listen(session, current_user, plan, ip=client_ip())
-    session.commit()
+    with writing() as w:
+        live.record_listen(w.session, current_user, plan, ip=client_ip())
     message = (gettext("Your desk phone %(desk)s is ringing: pick it up to listen silently "
                        "to %(name)s's call.", desk=plan.supervisor_desk,
                        name=plan.manager.user.display_name)

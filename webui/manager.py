@@ -15,8 +15,8 @@ from khhf.models import Manager
 from khhf.services import accounts
 from webui import workspace
 from webui.access import allow, client_ip, load
-from webui.db import get_db
-from webui.forms import DutyForm, commit_or_show
+from webui.db import writing
+from webui.forms import DutyForm
 from webui.redirects import local_path
 from webui.reports import month_summary
 
@@ -47,8 +47,9 @@ def duty(manager_id):
     form = DutyForm()
     if form.validate_on_submit():
         on_duty = form.on_duty.data == "1"
-        if commit_or_show(get_db(), form, lambda: accounts.set_on_duty(
-                get_db(), current_user, client_ip(), manager, on_duty)):
+        with writing(form) as w:
+            accounts.set_on_duty(w.session, current_user, client_ip(), manager, on_duty)
+        if w.saved:
             flash(gettext("You are now on duty: your desk phone rings first for your "
                           "customers, and you answer for the county's group.")
                   if on_duty else gettext("You are now off duty: your customers' hotline "

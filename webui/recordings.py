@@ -35,12 +35,12 @@ from sqlalchemy import select
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import wrap_file
 
-from khhf.models import Call, County, Customer, Manager, ResultCode, TaskType, User
-from khhf.services import recordings
+from khhf.models import Call, Customer, Manager, ResultCode, TaskType
+from khhf.services import lookups, recordings
 from webui import params
 from webui.access import allow, client_ip, load, scope
 from webui.audit import _local_start  # the one home of "a local day in UTC"
-from webui.db import get_db
+from webui.db import get_db, writing
 
 bp = Blueprint("recordings", __name__, url_prefix="/recordings")
 
@@ -112,10 +112,8 @@ def index(after, county, manager, since, until, min_seconds, max_seconds):
     more = len(rows) > recordings.PAGE_SIZE
     rows = rows[:recordings.PAGE_SIZE]
     role = current_user.role
-    counties = db.scalars(select(County).order_by(County.name)).all() if role == "admin" else []
-    managers = db.execute(select(Manager.id, User.display_name, Manager.employee_no)
-                          .join(User, User.id == Manager.user_id).where(scope(Manager))
-                          .order_by(User.display_name)).all() if role != "manager" else []
+    counties = lookups.counties(db) if role == "admin" else []
+    managers = lookups.managers(db, scope(Manager)) if role != "manager" else []
     feedback = recordings.latest_results(db, [r.id for r in rows])
     codes = {c.id: c for c in db.scalars(select(ResultCode).where(
         ResultCode.id.in_({fb.result_code_id for fb in feedback.values()})))}
@@ -142,10 +140,7 @@ def _names(db, rows) -> dict:
     manager_ids = {r.manager_id for r in rows if r.manager_id}
     customers = dict(db.execute(select(Customer.id, Customer.name)
                                 .where(Customer.id.in_(customer_ids))).all()) if rows else {}
-    managers = dict(db.execute(select(Manager.id, User.display_name)
-                               .join(User, User.id == Manager.user_id)
-                               .where(Manager.id.in_(manager_ids))).all()) if rows else {}
-    return {"customer": customers, "manager": managers}
+    return {"customer": customers, "manager": lookups.manager_names(db, manager_ids)}
 
 
 @bp.route("/<int:call_id>")
@@ -173,11 +168,10 @@ def show(call_id):
 def play(call_id):
     """Audit one play and hand out the audio URL (JSON for the page's script;
     a redirect to it without script)."""
-    db = get_db()
     call = load(Call, call_id)
     _ensure_playable(call)
-    recordings.record_play(db, current_user, client_ip(), call)
-    db.commit()
+    with writing() as w:
+        recordings.record_play(w.session, current_user, client_ip(), call)
     url = url_for(".audio", call_id=call.id, t=play_token(call))
     if request.accept_mimetypes.best == "application/json":
         return jsonify(ok=True, url=url)
@@ -187,11 +181,10 @@ def play(call_id):
 @bp.route("/<int:call_id>/download", methods=["POST"])
 @allow("admin", "supervisor", "manager")
 def download(call_id):
-    db = get_db()
     call = load(Call, call_id)
     fh, info, content_type = _open(call)
-    recordings.record_play(db, current_user, client_ip(), call, download=True)
-    db.commit()
+    with writing() as w:
+        recordings.record_play(w.session, current_user, client_ip(), call, download=True)
     return _file_response(call, fh, info, content_type, attachment=True)
 
 

@@ -22,11 +22,9 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from khhf.models import (Call, Campaign, County, Feedback, Manager, ResultCode, Task,
-                         TaskType, User)
-from khhf.names import by_manager_name
+from khhf.models import Call, Campaign, County, Feedback, Manager, ResultCode, Task, TaskType
 from khhf.phones import mask_phone
-from khhf.services import reports
+from khhf.services import lookups, reports
 from webui import charts, i18n, params
 from webui.access import allow, load, scope
 from webui.db import get_db
@@ -92,31 +90,21 @@ def _args(flt: reports.Filter, **extra) -> dict:
 
 def _choices(flt: reports.Filter) -> dict:
     db = get_db()
-    counties = db.scalars(select(County).where(scope(County)).order_by(County.code)).all()
-    managers = by_manager_name(db.scalars(select(Manager).join(User).where(
-        scope(Manager), *([Manager.county_id == flt.county_id] if flt.county_id else []))))
+    counties = lookups.counties(db, scope(County))
+    managers = lookups.managers(db, scope(Manager), county_id=flt.county_id)
     campaigns = db.scalars(select(Campaign).where(
         scope(Campaign), *([Campaign.county_id == flt.county_id] if flt.county_id else []))
         .order_by(Campaign.id.desc()).limit(200)).all() if current_user.role != "manager" \
         else []
-    task_types = db.scalars(select(TaskType).order_by(TaskType.id)).all()
     return dict(counties=counties, managers=managers, campaigns=campaigns,
-                task_types=task_types)
-
-
-def _names(ids) -> dict[int, str]:
-    ids = set(ids)
-    if not ids:
-        return {}
-    return dict(get_db().execute(select(Manager.id, User.display_name).join(User)
-                                 .where(Manager.id.in_(ids))).all())
+                task_types=lookups.task_types(db))
 
 
 def _code_rows(flt: reports.Filter, total: int):
     counts = reports.results_by_code(get_db(), flt)
     codes = {c.id: c for c in get_db().scalars(select(ResultCode).where(
         ResultCode.id.in_([c for c, _n in counts])))}
-    types = {t.id: t for t in get_db().scalars(select(TaskType))}
+    types = {t.id: t for t in lookups.task_types(get_db())}
     return [(codes[c], i18n.task_type_name(types[codes[c].task_type_id]), n,
              n / total if total else None) for c, n in counts if c in codes]
 
@@ -132,7 +120,7 @@ def index(start, end, county, manager, campaign, task_type):
     ranked = reports.ranking(db, flt) if flt.manager_id is None else []
     return render_template(
         "reports/index.html", flt=flt, total=total, days=days, ranked=ranked,
-        names=_names(m for m, _f in ranked), codes=_code_rows(flt, total.results_filed),
+        names=lookups.manager_names(db, (m for m, _f in ranked)), codes=_code_rows(flt, total.results_filed),
         figures=reports.FIGURES, args=_args(flt), refreshed=reports.refreshed_at(db),
         chart=charts.trend_chart(days, drill=lambda day: url_for(
             ".drill", **_args(flt, figure="calls_out", day=day.isoformat()))),
@@ -170,7 +158,7 @@ def drill(start, end, county, manager, campaign, task_type, figure, day, before)
                            figure=figure, figure_label=label, day=day, more=more,
                            args=_args(flt, figure=figure,
                                       **({"day": day.isoformat()} if day else {})),
-                           names=_names(r.manager_id for r in rows if r.manager_id),
+                           names=lookups.manager_names(db, (r.manager_id for r in rows)),
                            codes=dict(db.execute(select(ResultCode.id, ResultCode.label))
                                       .all()) if kind == "results" else {})
 
@@ -202,7 +190,7 @@ def _report_tables(flt: reports.Filter):
            [[day.isoformat()] + [f.value(k) for k in keys] for day, f in reports.trend(db, flt)],
            ["text"] + kinds)
     ranked = reports.ranking(db, flt)
-    names = _names(m for m, _f in ranked)
+    names = lookups.manager_names(db, (m for m, _f in ranked))
     yield (gettext("Managers"), [gettext("Rank"), gettext("Customer manager")] + labels,
            [[i + 1, names.get(m, str(m))] + [f.value(k) for k in keys]
             for i, (m, f) in enumerate(ranked)], ["count", "text"] + kinds)
@@ -244,12 +232,12 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
     def rows():
         names: dict = {}
         codes = {c.id: c.label for c in db.scalars(select(ResultCode))}
-        types = {t.id: i18n.task_type_name(t) for t in db.scalars(select(TaskType))}
+        types = {t.id: i18n.task_type_name(t) for t in lookups.task_types(db)}
         for ids in reports.drill_batches(db, settings.timezone, flt, figure, day=day,
                                          size=EXPORT_BATCH):
             objects = _load(kind, ids)
             missing = {o.manager_id for o in objects if o.manager_id} - set(names)
-            names.update(_names(missing))
+            names.update(lookups.manager_names(db, missing))
             for o in objects:
                 who = names.get(o.manager_id, "") if o.manager_id else ""
                 if kind == "calls":

@@ -13,7 +13,7 @@ from wtforms import StringField, TextAreaField
 
 from khhf.services import sms, sms_feedback
 from webui.access import allow, client_ip
-from webui.db import get_db
+from webui.db import get_db, writing
 from webui.i18n import SMS_KIND_LABELS, label
 
 bp = Blueprint("sms", __name__, url_prefix="/admin/sms")
@@ -46,18 +46,16 @@ def index():
 def inject():
     form = InjectForm()
     if form.validate_on_submit():
-        db = get_db()
         settings = current_app.extensions["khhf_settings"]
         try:
-            # the reply is handled as one from the SMSC would be
-            row = sms_feedback.receive(db, form.mobile.data, form.text.data,
-                                       user=current_user, via="web", ip=client_ip(),
-                                       settings=settings)
+            with writing() as w:
+                # the reply is handled as one from the SMSC would be
+                row = sms_feedback.receive(w.session, form.mobile.data, form.text.data,
+                                           user=current_user, via="web", ip=client_ip(),
+                                           settings=settings)
         except sms.SmsError as exc:
-            db.rollback()
             form.mobile.errors = list(form.mobile.errors) + [_problem(exc)]
             return _page(form)
-        db.commit()
         flash(gettext("The message is stored as received from that phone."), "success")
         if row.kind:
             flash(gettext("Handled as a reply: %(what)s.",

@@ -23,13 +23,12 @@ from sqlalchemy import select
 from wtforms import BooleanField, DateTimeLocalField, HiddenField, SelectField, TextAreaField
 from wtforms.validators import Optional
 
-from khhf import db
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
-from khhf.services import ValidationError, dialing, results, tasks, workspace
+from khhf.services import dialing, results, tasks, workspace
 from webui.calls import progress_label
 from webui.access import allow, client_ip, load
-from webui.db import get_db
-from webui.forms import DutyForm, _int_or_none, show_problems
+from webui.db import get_db, writing
+from webui.forms import DutyForm, _int_or_none
 from webui.i18n import TASK_STATUS_LABELS, group_extension, task_type_name, zone_name
 
 bp = Blueprint("workspace", __name__, url_prefix="/manager")
@@ -177,23 +176,15 @@ def save_result(task_id: int, form: ResultForm) -> bool:
     the form, when it is refused. The phone pages (webui.mobile) use it too."""
     if not form.validate_on_submit():
         return False
-    session = get_db()
     appointment = form.appointment_at.data
     call_id = form.call_id.data
-    try:
-        session.rollback()  # end the read: filing is one writing unit of work
-        db.begin_write(session)
+    with writing(form) as w:
         results.file_result(
-            session, current_user, task_id, form.result_code.data, form.note.data or "",
+            w.session, current_user, task_id, form.result_code.data, form.note.data or "",
             settings().from_local(appointment) if appointment else None,
             channel="web", call_id=int(call_id) if call_id and call_id.isdigit() else None,
             settings=settings(), ip=client_ip(), while_live=bool(form.while_live.data))
-    except ValidationError as error:
-        session.rollback()
-        show_problems(form, error)
-        return False
-    session.commit()
-    return True
+    return w.saved
 
 
 @bp.route("/tasks/<int:task_id>/result", methods=["POST"])
