@@ -3,8 +3,8 @@
 On SQLite a unit of work that reads and then writes fails at once with
 "database is locked" if another connection committed in between (it cannot
 upgrade its read snapshot), whatever the busy timeout. The bridge commits
-call events all the time while calls are in progress, so every web request
-that may write must begin as a writer (webui.db.get_db). Here the real
+call events all the time while calls are in progress, so every web write
+begins as a writer (webui.db.writing). Here the real
 Bridge.apply_ami stores synthetic AMI events for three calls in a loop,
 while users log in, toggle their duty and log out, and an administrator
 saves forms, all at once, through waitress on a free loopback port (as

@@ -14,7 +14,7 @@ rolled back, when the request ends: see create_app). `writing` ends the
 read, begins a writing transaction, runs the block and commits; when a
 service refuses the input (khhf.services.ValidationError) it rolls back
 and puts the problems on the form. It is the only place in webui that
-commits (tests/test_architecture.py), and it refuses to run for a GET or
+commits (tests/test_web_transactions.py), and it refuses to run for a GET or
 HEAD: they only read (tests/test_web_routes.py walks every one).
 
 Why the write is begun afresh: on SQLite a transaction that has read cannot
