@@ -25,7 +25,7 @@ import sys
 
 from khhf.services import N_
 from khhfcli.imports import EXIT_REJECTED, EXIT_UNREADABLE
-from khhfcli.users import CLI_ADDRESS
+from khhf.audit import CLI_ADDRESS
 
 EXIT_NOT_FOUND = 1
 
