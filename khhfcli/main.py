@@ -30,13 +30,15 @@ def _settings(args) -> config_mod.Settings:
 
 
 def desk_extensions(settings) -> list[str]:
-    """Desk extensions of active managers, from the database (if it exists)."""
+    """Desk extensions of active managers, from the database (none before
+    `khhf init`: the PBX runs without one, and never creates it)."""
     from khhf import db
     from pbxctl.pbx import active_desk_extensions
-    engine = db.make_engine(settings.database_url)
     try:
-        if not db.has_schema(engine):
-            return []
+        engine = db.open_database(settings)
+    except db.NoDatabase:
+        return []
+    try:
         with db.session_factory(engine)() as session:
             return active_desk_extensions(session)
     finally:
@@ -137,11 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from khhf.db import DatabaseUnreachable
     from pbxctl.pbx import PbxError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, PbxError) as exc:
+    except (ConfigError, DatabaseUnreachable, PbxError) as exc:
         print(f"khhf: {exc}", file=sys.stderr)
         return 1
 

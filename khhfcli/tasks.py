@@ -37,7 +37,7 @@ def cmd_distribute(args) -> int:
     from khhf.models import Campaign, Manager, User
     from khhf.services import ValidationError, distribution
     settings = config.load(args.config)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     errors = []
     try:
         with db.session_factory(engine)() as session:
