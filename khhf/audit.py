@@ -37,6 +37,7 @@ ACTIONS = (
     "import", "set_do_not_call", "reassign_customer",
     "purge_recordings",
     "listen", "listen_refused",
+    "export",
 )
 # what an entry can be about; the UI translates them
 OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer", "sms",

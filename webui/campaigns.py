@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
+                   url_for)
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -20,10 +21,11 @@ from wtforms import (BooleanField, FieldList, Form, FormField, SelectChoice,
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from khhf.models import Campaign, County, Manager, Task, TaskType, User
-from khhf.services import ValidationError, campaigns, distribution
+from khhf.services import ValidationError, campaigns, distribution, exports
 from webui import i18n, params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
+from webui.exports import audited_download, local_time
 from webui.forms import ConfirmForm, commit_or_show, county_choices, county_field, show_problems
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
@@ -290,6 +292,35 @@ def task_list(campaign_id, manager, after):
     return render_template("campaigns/tasks.html", campaign=campaign, form=form, tasks=rows,
                            names=names, managers=managers, manager_id=manager_id,
                            next_after=rows[-1].id if len(rows) == TASKS_PAGE else None)
+
+
+@bp.route("/<int:campaign_id>/tasks/export.<any(xlsx, csv):fmt>", methods=["POST"])
+@allow("admin", "supervisor")
+def export_tasks(campaign_id, fmt):
+    """The campaign's tasks with status and result, whole numbers; audited."""
+    def build(reading):
+        campaign = load(Campaign, campaign_id, reading)
+        return [task_table(reading, campaign)], {"kind": "tasks", "campaign": campaign}
+    return audited_download(fmt, build)
+
+
+def task_table(session, campaign) -> exports.Table:
+    """`campaign`'s tasks as an export's table."""
+    local = local_time(current_app.extensions["khhf_settings"])
+    statuses = {code: str(label) for code, label in i18n.TASK_STATUS_LABELS.items()}
+
+    def rows():
+        for batch in exports.campaign_tasks(session, campaign):
+            for t in batch:
+                yield [t.id, t.customer, t.phone, t.manager or "", t.employee_no or "",
+                       i18n.label(statuses, t.status), t.result or "", local(t.result_at),
+                       t.attempts, local(t.appointment_at), local(t.last_call_at)]
+    return exports.Table(gettext("Tasks"),
+                         [gettext("Task ID"), gettext("Customer name"), gettext("Phone"),
+                          gettext("Customer manager"), gettext("Employee number"),
+                          gettext("Status"), gettext("Result"), gettext("Result time"),
+                          gettext("Attempts"), gettext("Call-back time"), gettext("Last call")],
+                         rows(), ["count"] + ["text"] * 7 + ["count"] + ["text"] * 2)
 
 
 # -- task types --------------------------------------------------------------------
