@@ -10,6 +10,7 @@
     khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
+    khhf customers|tasks export  customers, or a campaign's tasks, to XLSX/CSV (khhfcli/exports.py)
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
     khhf users admin|password  an administrator, or a user's new password (khhfcli/users.py)
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_reports.register(sub)   # khhf reports refresh|check
     from . import users as cli_users
     cli_users.register(sub)     # khhf users admin|password
+    from . import exports as cli_exports
+    cli_exports.register(sub)   # khhf customers export (khhf tasks export: khhfcli/tasks.py)
     return parser
 
 

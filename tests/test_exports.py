@@ -7,7 +7,11 @@ without a number."""
 import csv
 import io
 import json
+import os
 import re
+import stat
+import subprocess
+import sys
 
 import pytest
 from openpyxl import load_workbook
@@ -175,3 +179,38 @@ def test_scope_is_enforced_and_refusals_write_nothing(site):
     # a GET writes nothing, so an export is not one
     assert supervisor.get("/customers/export.csv").status_code == 405
     assert _exports(app) == []
+
+
+def _khhf(app, *args):
+    conf = app.extensions["khhf_settings"].config_path
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KHHF_")}
+    return subprocess.run([sys.executable, "-m", "khhfcli.main", "--config", str(conf), *args],
+                          env=environ, capture_output=True, text=True, timeout=60)
+
+
+def test_the_command_line_exports_the_same_and_is_audited(site, tmp_path):
+    app, facts = site
+    with session_for(app) as s:
+        code = s.scalar(select(Customer).where(Customer.id == facts["task_customer"])).county.code
+    out = tmp_path / "客户.csv"
+    proc = _khhf(app, "customers", "export", str(out), "--county", code, "--by", "admin")
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600            # whole numbers: owner only
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
+    assert rows[0] == CUSTOMER_HEADERS and {r[2] for r in rows[1:]} == facts["county_phones"]
+    tasks = tmp_path / "任务.xlsx"
+    proc = _khhf(app, "tasks", "export", str(facts["campaign"]), str(tasks))
+    assert proc.returncode == 0, proc.stderr
+    sheet = load_workbook(tasks, read_only=True).worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True))
+    assert list(rows[0]) == TASK_HEADERS
+    assert any(r[0] == facts["task"] and r[5] == "已完成" and r[6] == facts["result"]
+               for r in rows[1:])
+    assert [(e.username, e.ip, json.loads(e.detail)["kind"]) for e in _exports(app)] == \
+        [("admin", "cli", "customers"), ("system", "cli", "tasks")]
+    proc = _khhf(app, "tasks", "export", str(facts["campaign"]), str(tmp_path / "t.txt"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "name the file .xlsx or .csv" in proc.stderr and not (tmp_path / "t.txt").exists()
+    proc = _khhf(app, "customers", "export", str(tmp_path / "c.csv"), "--county", "nowhere")
+    assert proc.returncode == 1 and "there is no county with the code 'nowhere'" in proc.stderr
+    assert not (tmp_path / "c.csv").exists() and len(_exports(app)) == 2

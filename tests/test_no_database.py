@@ -23,6 +23,8 @@ COMMANDS = [
     ["recordings", "purge"],
     ["hotline", "depart", "E1"],
     ["demo", "seed"],
+    ["customers", "export", "customers.xlsx"],
+    ["tasks", "export", "1", "tasks.csv"],
 ]
 DAEMONS = ["agi", "ami_bridge", "webui", "smsgw", "jobs"]
 

@@ -25,7 +25,7 @@ from khhf.services import ValidationError, campaigns, distribution, exports
 from webui import i18n, params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
-from webui.exports import audited_download, local_time
+from webui.exports import audited_download
 from webui.forms import ConfirmForm, commit_or_show, county_choices, county_field, show_problems
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
@@ -300,27 +300,11 @@ def export_tasks(campaign_id, fmt):
     """The campaign's tasks with status and result, whole numbers; audited."""
     def build(reading):
         campaign = load(Campaign, campaign_id, reading)
-        return [task_table(reading, campaign)], {"kind": "tasks", "campaign": campaign}
+        local = exports.local_time(current_app.extensions["khhf_settings"])
+        table = exports.task_table(reading, campaign, gettext, local,
+                                   lambda code: i18n.label(i18n.TASK_STATUS_LABELS, code))
+        return [table], {"kind": "tasks", "campaign": campaign}
     return audited_download(fmt, build)
-
-
-def task_table(session, campaign) -> exports.Table:
-    """`campaign`'s tasks as an export's table."""
-    local = local_time(current_app.extensions["khhf_settings"])
-    statuses = {code: str(label) for code, label in i18n.TASK_STATUS_LABELS.items()}
-
-    def rows():
-        for batch in exports.campaign_tasks(session, campaign):
-            for t in batch:
-                yield [t.id, t.customer, t.phone, t.manager or "", t.employee_no or "",
-                       i18n.label(statuses, t.status), t.result or "", local(t.result_at),
-                       t.attempts, local(t.appointment_at), local(t.last_call_at)]
-    return exports.Table(gettext("Tasks"),
-                         [gettext("Task ID"), gettext("Customer name"), gettext("Phone"),
-                          gettext("Customer manager"), gettext("Employee number"),
-                          gettext("Status"), gettext("Result"), gettext("Result time"),
-                          gettext("Attempts"), gettext("Call-back time"), gettext("Last call")],
-                         rows(), ["count"] + ["text"] * 7 + ["count"] + ["text"] * 2)
 
 
 # -- task types --------------------------------------------------------------------

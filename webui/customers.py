@@ -21,7 +21,7 @@ from khhf.services import customers, exports
 from webui import params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
-from webui.exports import audited_download, local_time
+from webui.exports import audited_download
 from webui.forms import FlaskForm, _int_or_none, commit_or_show
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
@@ -72,28 +72,10 @@ def export(fmt, county):
         county_id = county or (current_user.county_id
                                if current_user.role == "supervisor" else None)
         chosen = load(County, county_id, reading) if county_id else None
-        return [customer_table(reading, chosen)], {"kind": "customers", "county": chosen}
+        local = exports.local_time(current_app.extensions["khhf_settings"])
+        return ([exports.customer_table(reading, chosen, gettext, local)],
+                {"kind": "customers", "county": chosen})
     return audited_download(fmt, build)
-
-
-def customer_table(session, county) -> exports.Table:
-    """The customers of `county` (None: every county) as an export's table."""
-    local = local_time(current_app.extensions["khhf_settings"])
-    yes, no = gettext("yes"), gettext("no")
-
-    def rows():
-        for batch in exports.customers(session, county.id if county else None):
-            for c in batch:
-                yield [c.id, c.name, c.phone, c.county, c.manager or "", c.employee_no or "",
-                       yes if c.do_not_call else no, c.last_result or "",
-                       local(c.last_result_at), c.note, local(c.created_at)]
-    return exports.Table(gettext("Customer list"),
-                         [gettext("Customer ID"), gettext("Customer name"), gettext("Phone"),
-                          gettext("County"), gettext("Customer manager"),
-                          gettext("Employee number"), gettext("Do not call"),
-                          gettext("Last result"), gettext("Last result time"), gettext("Note"),
-                          gettext("Created")],
-                         rows(), ["count"] + ["text"] * 10)
 
 
 def _reassign_form(customer, **kwargs) -> ReassignForm:

@@ -72,10 +72,3 @@ def _filename(fmt: str, kind: str, county=None, campaign=None) -> str:
         return f"campaign-{campaign.id}-{kind}-{today:%Y%m%d}.{fmt}"
     return f"{kind}-{county.code if county is not None else 'all'}-{today:%Y%m%d}.{fmt}"
 
-
-def local_time(settings):
-    """A function: naive UTC time (or None) -> 'YYYY-MM-DD HH:MM:SS' in the
-    site's time zone ('' for None), as every export writes times."""
-    def local(at):
-        return f"{settings.local(at):%Y-%m-%d %H:%M:%S}" if at else ""
-    return local

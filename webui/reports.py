@@ -27,7 +27,7 @@ from khhf.services.exports import Table
 from webui import charts, i18n, params
 from webui.access import allow, load, scope
 from webui.db import get_db
-from webui.exports import download, local_time
+from webui.exports import download
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 
@@ -225,7 +225,7 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
                     ["count", "text", "text", "count", "text", "text", "text"]),
     }[kind]
 
-    local = local_time(settings)
+    local = exports.local_time(settings)
 
     labels: dict = {}
 

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from khhf import audit
+from khhf.services import N_
 from khhf.models import Campaign, County, Customer, Feedback, Manager, ResultCode, Task, User
 
 # rows fetched per round trip while an export streams
@@ -205,6 +206,53 @@ def _latest_results(session: Session, key, ids: list[int]) -> dict:
         .join(ResultCode, ResultCode.id == Feedback.result_code_id)
         .where(Feedback.id.in_(newest)))
     return {k: (label, at) for k, label, at in rows}
+
+
+def customer_table(session: Session, county: County | None, tr, local) -> Table:
+    """The customers of `county` (None: every county) as an export's table;
+    `tr` translates a message of the catalog, `local` writes a UTC time in
+    the site's zone (the web: the viewer's language; the command line:
+    Chinese)."""
+    yes, no = tr("yes"), tr("no")
+
+    def rows():
+        for batch in customers(session, county.id if county else None):
+            for c in batch:
+                yield [c.id, c.name, c.phone, c.county, c.manager or "", c.employee_no or "",
+                       yes if c.do_not_call else no, c.last_result or "",
+                       local(c.last_result_at), c.note, local(c.created_at)]
+    headers = [N_("Customer ID"), N_("Customer name"), N_("Phone"), N_("County"),
+               N_("Customer manager"), N_("Employee number"), N_("Do not call"),
+               N_("Last result"), N_("Last result time"), N_("Note"), N_("Created")]
+    return Table(tr(N_("Customer list")), [tr(h) for h in headers], rows(),
+                 ["count"] + ["text"] * 10)
+
+
+def task_table(session: Session, campaign: Campaign, tr, local, status) -> Table:
+    """`campaign`'s tasks as an export's table; `status` names a task
+    status in the same language as `tr` (see customer_table)."""
+    def rows():
+        names: dict[str, str] = {}  # each status named once, not once a row
+        for batch in campaign_tasks(session, campaign):
+            for t in batch:
+                if t.status not in names:
+                    names[t.status] = status(t.status)
+                yield [t.id, t.customer, t.phone, t.manager or "", t.employee_no or "",
+                       names[t.status], t.result or "", local(t.result_at), t.attempts,
+                       local(t.appointment_at), local(t.last_call_at)]
+    headers = [N_("Task ID"), N_("Customer name"), N_("Phone"), N_("Customer manager"),
+               N_("Employee number"), N_("Status"), N_("Result"), N_("Result time"),
+               N_("Attempts"), N_("Call-back time"), N_("Last call")]
+    return Table(tr(N_("Tasks")), [tr(h) for h in headers], rows(),
+                 ["count"] + ["text"] * 7 + ["count"] + ["text"] * 2)
+
+
+def local_time(settings):
+    """A function: naive UTC time (or None) -> 'YYYY-MM-DD HH:MM:SS' in the
+    site's time zone ('' for None), as every export writes times."""
+    def local(at):
+        return f"{settings.local(at):%Y-%m-%d %H:%M:%S}" if at else ""
+    return local
 
 
 def record(session: Session, user, ip: str, *, kind: str, fmt: str, rows: int,
