@@ -15,7 +15,7 @@ import sys
 
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from khhf.models import AuditLog, Campaign, Customer, ResultCode, Task, User
 from khhf.services import campaigns, results
@@ -214,3 +214,38 @@ def test_the_command_line_exports_the_same_and_is_audited(site, tmp_path):
     proc = _khhf(app, "customers", "export", str(tmp_path / "c.csv"), "--county", "nowhere")
     assert proc.returncode == 1 and "there is no county with the code 'nowhere'" in proc.stderr
     assert not (tmp_path / "c.csv").exists() and len(_exports(app)) == 2
+
+
+@pytest.mark.postgres
+def test_the_exports_on_postgresql(pg_database, tmp_path):
+    """The same queries (keyset batches, the latest result per customer) on
+    PostgreSQL."""
+    from khhf import config, db
+    from simkit import seed as demo
+    from webui import create_app
+    engine = pg_database("exports")
+    db.create_schema(engine)
+    with db.unit_of_work(db.session_factory(engine)) as s:
+        seeded = demo.seed(s)
+        manager1 = s.scalar(select(User).where(User.username == "manager1"))
+        task = s.scalar(select(Task).where(Task.manager_id == manager1.manager.id)
+                        .order_by(Task.id))
+        final = s.scalars(select(ResultCode).where(ResultCode.task_type_id == task.task_type_id,
+                                                   ResultCode.is_final)).first()
+        results.file_result(s, manager1, task.id, final.id)
+        phone = task.customer.phone
+        customers = s.scalar(select(func.count(Customer.id)))
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path,
+                                database_url=engine.url.render_as_string(hide_password=False))
+    app = create_app(settings, {"TESTING": True, "WTF_CSRF_ENABLED": False})
+    try:
+        client = app.test_client()
+        log_in_as(client, app, "supervisor")
+        rows = _csv(client.post("/customers/export.csv"))
+        assert rows[0] == CUSTOMER_HEADERS and len(rows) == 1 + customers
+        assert next(r for r in rows[1:] if r[2] == phone)[7] == final.label
+        tasks = _xlsx(client.post(f"/campaigns/{seeded['campaign']['id']}/tasks/export.xlsx"))
+        assert next(r for r in tasks[1:] if r[0] == task.id)[6] == final.label
+        assert [json.loads(e.detail)["kind"] for e in _exports(app)] == ["customers", "tasks"]
+    finally:
+        app.extensions["khhf_engine"].dispose()

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from khhf import audit
-from khhf.services import N_
 from khhf.models import Campaign, County, Customer, Feedback, Manager, ResultCode, Task, User
+from khhf.services import N_
 
 # rows fetched per round trip while an export streams
 BATCH = 2000
@@ -138,7 +138,6 @@ class TaskRow:
     result: str | None
     result_at: dt.datetime | None
     attempts: int
-    max_attempts: int
     appointment_at: dt.datetime | None
     last_call_at: dt.datetime | None
 
@@ -168,7 +167,7 @@ def campaign_tasks(session: Session, campaign: Campaign, size: int = BATCH
     status, result and when that result was filed."""
     query = (select(Task.id, Customer.name, Customer.phone, User.display_name,
                     Manager.employee_no, Task.status, ResultCode.label, Task.attempts,
-                    Task.max_attempts, Task.appointment_at, Task.last_call_at)
+                    Task.appointment_at, Task.last_call_at)
              .join(Customer, Customer.id == Task.customer_id)
              .outerjoin(Manager, Manager.id == Task.manager_id)
              .outerjoin(User, User.id == Manager.user_id)
@@ -177,8 +176,7 @@ def campaign_tasks(session: Session, campaign: Campaign, size: int = BATCH
     for rows in _batches(session, query, Task.id, size):
         latest = _latest_results(session, Task.id, [r[0] for r in rows])
         yield [TaskRow(*r[:7], result_at=latest.get(r[0], (None, None))[1],
-                       attempts=r[7], max_attempts=r[8], appointment_at=r[9],
-                       last_call_at=r[10]) for r in rows]
+                       attempts=r[7], appointment_at=r[8], last_call_at=r[9]) for r in rows]
 
 
 def _batches(session: Session, query, key, size: int):
