@@ -43,34 +43,47 @@ def open_database(settings: Settings, **kwargs) -> Engine:
     KHHF's tables, or a server that refuses the log-in raises NoDatabase,
     a server that does not answer DatabaseUnreachable, each one sentence
     naming the database, the config file and what to do."""
-    url = settings.database_url
-    config_path = settings.config_path
-    origin = (f"{config_path} does not exist" if config_path and not config_path.exists()
-              else f"database_url of {config_path or 'the environment'}")
-    path = sqlite_file(url)
+    path = sqlite_file(settings.database_url)
     if path is not None and not path.is_file():
-        raise NoDatabase(f"there is no database at {path} ({origin}): run `khhf init` first.")
-    engine = make_engine(url, **kwargs)
-    shown = engine.url.render_as_string(hide_password=True)
+        raise NoDatabase(f"there is no database at {path} ({_origin(settings)}): "
+                         "run `khhf init` first.")
+    engine = make_engine(settings.database_url, **kwargs)
     try:
         present = has_schema(engine)
     except OperationalError as exc:
         engine.dispose()
-        reason = str(exc.orig).splitlines()[0].rsplit(" failed: ", 1)[-1]
-        if path is not None:  # e.g. a file this user may not write
-            raise NoDatabase(f"cannot open the database {path} ({reason}): run it as "
-                             "the user who owns it.") from None
-        if "FATAL:" in reason:  # the server answered: no such database, wrong password
-            raise NoDatabase(f"the database {shown} refuses the connection "
-                             f"({' '.join(reason.replace('FATAL:', '').split())}; {origin}): "
-                             "correct database_url, then run `khhf init`.") from None
-        raise DatabaseUnreachable(f"cannot reach the database {shown} ({reason.strip()}): "
-                                  "start it, or correct database_url.") from None
+        raise cannot_connect(exc, engine, settings) from None
     if not present:
         engine.dispose()
-        raise NoDatabase(f"the database {shown} has no tables ({origin}): "
-                         "run `khhf init` first.")
+        raise NoDatabase(f"the database {engine.url.render_as_string(hide_password=True)} "
+                         f"has no tables ({_origin(settings)}): run `khhf init` first.")
     return engine
+
+
+def cannot_connect(exc: OperationalError, engine: Engine, settings: Settings) -> Exception:
+    """The one-sentence error for `engine`'s failed connection: NoDatabase
+    when the server (or SQLite) refused it, DatabaseUnreachable when
+    nothing answered."""
+    reason = str(exc.orig).splitlines()[0].rsplit(" failed: ", 1)[-1].strip()
+    path = sqlite_file(settings.database_url)
+    if path is not None:  # e.g. a file this user may not write
+        return NoDatabase(f"cannot open the database {path} ({reason}): run it as the user "
+                          "who owns it.")
+    shown = engine.url.render_as_string(hide_password=True)
+    if "FATAL:" in reason:  # the server answered: no such database, wrong password
+        return NoDatabase(f"the database {shown} refuses the connection "
+                          f"({' '.join(reason.replace('FATAL:', '').split())}; "
+                          f"{_origin(settings)}): correct database_url, then run `khhf init`.")
+    return DatabaseUnreachable(f"cannot reach the database {shown} ({reason}): start it, "
+                               "or correct database_url.")
+
+
+def _origin(settings: Settings) -> str:
+    """Where the database's address came from, for the errors above."""
+    path = settings.config_path
+    if path is not None and not path.exists():
+        return f"{path} does not exist"
+    return f"database_url of {path or 'the environment'}"
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -47,6 +47,7 @@ def desk_extensions(settings) -> list[str]:
 
 
 def cmd_init(args) -> int:
+    from sqlalchemy.exc import OperationalError
     from khhf import db
     values = {}
     if args.home:
@@ -61,7 +62,10 @@ def cmd_init(args) -> int:
     engine = db.make_engine(settings.database_url)
     try:
         where = engine.url.render_as_string(hide_password=True)
-        added = db.ensure_schema(engine)
+        try:
+            added = db.ensure_schema(engine)
+        except OperationalError as exc:
+            raise db.cannot_connect(exc, engine, settings) from None
         if added is None:
             print(f"created the database schema in {where}")
         elif added:  # a database made by an older version

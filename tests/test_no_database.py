@@ -45,7 +45,7 @@ def _one_line(proc, prog) -> str:
 
 
 def _files(tmp_path) -> set[Path]:
-    return {p for p in tmp_path.rglob("*")}
+    return set(tmp_path.rglob("*"))
 
 
 @pytest.fixture
@@ -130,8 +130,14 @@ def test_postgresql_without_tables_or_unreachable(pg_database, workdir):
         config.write_new(settings.config_path, database_url=engine.url.set(
             host="127.0.0.1", port=port).render_as_string(hide_password=False))
         proc = _run(["-m", "smsgw", "--config", str(settings.config_path)], workdir)
-    assert proc.returncode == 1, proc.stderr
-    line = _one_line(proc, "smsgw")
+        assert proc.returncode == 1, proc.stderr
+        line = _one_line(proc, "smsgw")
+        assert "cannot reach the database" in line and "Connection refused" in line
+        # nor can `khhf init` make a database there: it says so the same way
+        proc = _run(["-m", "khhfcli.main", "--config", str(settings.config_path), "init"],
+                    workdir)
+    assert proc.returncode == 1
+    line = _one_line(proc, "khhf")
     assert "cannot reach the database" in line and "Connection refused" in line
 
 
