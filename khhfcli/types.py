@@ -53,7 +53,7 @@ class _Command:
         from khhf import config, db
         from khhf.i18n import translator
         self.what, self.zh = what, translator("zh")
-        self.engine = db.make_engine(config.load(args.config).database_url)
+        self.engine = db.open_database(config.load(args.config))
         self.sessions = db.session_factory(self.engine)
 
     def __enter__(self):
