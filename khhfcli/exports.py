@@ -61,7 +61,7 @@ def cmd_customers(args) -> int:
 def cmd_tasks(args) -> int:
     from khhf.models import Campaign
     from khhf.services import exports
-    from webui.i18n import TASK_STATUS_LABELS
+    from khhf.i18n import TASK_STATUS_LABELS
 
     def build(session, zh, local):
         campaign = session.get(Campaign, int(args.campaign)) if args.campaign.isdigit() else None
@@ -80,7 +80,7 @@ def _export(args, command: str, build) -> int:
     from khhf import config, db
     from khhf.models import User
     from khhf.services import exports
-    from webui.i18n import translator
+    from khhf.i18n import translator
 
     fmt = Path(args.file).suffix.lower().lstrip(".")
     if fmt not in exports.FORMATS:
