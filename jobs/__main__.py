@@ -19,9 +19,7 @@ from khhf import daemon
 def run(settings) -> None:
     from khhf import db
     from jobs.scheduler import Jobs
-    engine = db.make_engine(settings.database_url)
-    if not db.has_schema(engine):
-        raise daemon.StartError("the database has no tables: run `khhf init` first")
+    engine = db.open_database(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

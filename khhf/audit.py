@@ -39,7 +39,7 @@ ACTIONS = (
     "import", "set_do_not_call", "reassign_customer",
     "purge_recordings",
     "listen", "listen_refused",
-    "backup", "restore",
+    "backup", "restore", "export",
 )
 # what an entry can be about; the UI translates them
 OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer", "sms",

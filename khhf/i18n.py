@@ -149,6 +149,7 @@ ACTION_LABELS = {
     "listen_refused": lazy_gettext("Listen refused"),
     "backup": lazy_gettext("Backup"),
     "restore": lazy_gettext("Restore from backup"),
+    "export": lazy_gettext("Export"),
 }
 
 # how a supervisor listened to a call (khhf.services.live.MODES)
@@ -549,6 +550,14 @@ def audit_sentence(entry) -> str:
         text = gettext("%(actor)s listened to the call of %(object)s from desk phone %(desk)s "
                        "(%(mode)s).", actor=who, object=what, desk=d.get("desk", "—"),
                        mode=label(LISTEN_MODE_LABELS, d.get("mode")))
+    elif action == "export" and d.get("kind") == "tasks":
+        text = gettext("%(actor)s exported the %(count)d tasks of %(object)s (%(format)s).",
+                       actor=who, count=d.get("rows", 0), object=what,
+                       format=str(d.get("format", "")).upper())
+    elif action == "export":
+        text = gettext("%(actor)s exported the %(count)d customers of %(object)s (%(format)s).",
+                       actor=who, count=d.get("rows", 0), object=what or gettext("every county"),
+                       format=str(d.get("format", "")).upper())
     elif action == "listen_refused":
         text = gettext("%(actor)s was refused listening to the call of %(object)s: "
                        "%(why)s.", actor=who, object=what,

@@ -45,9 +45,9 @@ def register(subparsers) -> None:
 
 def seed(settings) -> dict:
     from simkit import seed as demo
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)  # `khhf init` made it
     try:
-        db.ensure_schema(engine)  # an older version's demo database gets the new tables
+        db.add_missing_tables(engine)  # an older version's demo database gets the new tables
         with db.unit_of_work(db.session_factory(engine)) as session:
             return demo.seed(session)
     finally:

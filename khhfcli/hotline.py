@@ -63,7 +63,7 @@ def cmd_depart(args) -> int:
     from khhf.services.handover import depart_manager
     departures = read_departures(args)
     settings = _settings(args)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     errors, lines = [], []
     try:
         with db.unit_of_work(db.session_factory(engine)) as session:
@@ -116,7 +116,7 @@ def sync_groups(settings) -> dict[str, str]:
     from khhf import db
     from pbxctl.pbx import Pbx
     from khhf.services.hotline import county_groups
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     try:
         with db.session_factory(engine)() as session:
             groups = county_groups(session)

@@ -1,4 +1,5 @@
-"""`khhf tasks ...`: task distribution from the command line.
+"""`khhf tasks ...`: task distribution from the command line (and
+`khhf tasks export`: khhfcli/exports.py).
 
     khhf tasks distribute CAMPAIGN --mode average|auto [--managers E1,E2,...]
                                    [--commit] [--by USERNAME]
@@ -18,7 +19,7 @@ import sys
 
 def register(subparsers) -> None:
     """Add the `tasks` command to khhf's argument parser."""
-    p = subparsers.add_parser("tasks", help="campaign tasks: distribution")
+    p = subparsers.add_parser("tasks", help="campaign tasks: distribution, export")
     sub = p.add_subparsers(dest="tasks_command", required=True)
     d = sub.add_parser("distribute", help="preview or commit a campaign's task distribution")
     d.add_argument("campaign", help="the campaign's id")
@@ -29,6 +30,8 @@ def register(subparsers) -> None:
     d.add_argument("--commit", action="store_true", help="write it (default: preview only)")
     d.add_argument("--by", help="username recorded in the audit log as having done it")
     d.set_defaults(func=cmd_distribute)
+    from .exports import register_tasks_export
+    register_tasks_export(sub)  # khhf tasks export CAMPAIGN FILE
 
 
 def cmd_distribute(args) -> int:
@@ -37,7 +40,7 @@ def cmd_distribute(args) -> int:
     from khhf.models import Campaign, Manager, User
     from khhf.services import ValidationError, distribution
     settings = config.load(args.config)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     errors = []
     try:
         with db.session_factory(engine)() as session:

@@ -84,7 +84,7 @@ def _run(args, what, action, done) -> int:
     from khhf import config, db
     from khhf.services import ValidationError
     settings = config.load(args.config)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     try:
         with db.unit_of_work(db.session_factory(engine)) as session:
             result = action(session)

@@ -38,27 +38,20 @@ def test_a_missing_secret_names_khhf_init(module, missing, tmp_path):
     assert f"{missing} is not set: run `khhf init`" in proc.stderr
 
 
-def test_the_web_ui_without_tables_says_khhf_init(tmp_path):
-    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-    proc = run("webui", "--config", str(settings.config_path))
-    assert proc.returncode == 2
-    assert "has no tables: run `khhf init`" in proc.stderr
+# a daemon without its database: tests/test_no_database.py
 
 
-def test_the_sms_gateway_without_tables_says_khhf_init(tmp_path):
-    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-    proc = run("smsgw", "--config", str(settings.config_path))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("run `khhf init` first.")
-
-
-def test_the_sms_gateway_refuses_a_rate_below_one(tmp_path):
+def _create_database(settings):
     from khhf import db
-    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, smsc_host="127.0.0.1",
-                                sms_rate_per_second=0)
     engine = db.make_engine(settings.database_url)
     db.create_schema(engine)
     engine.dispose()
+
+
+def test_the_sms_gateway_refuses_a_rate_below_one(tmp_path):
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, smsc_host="127.0.0.1",
+                                sms_rate_per_second=0)
+    _create_database(settings)
     proc = run("smsgw", "--config", str(settings.config_path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == "smsgw: sms_rate_per_second must be at least 1."
@@ -71,6 +64,7 @@ def test_a_taken_port_is_exit_1(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, agi_port=port)
+        _create_database(settings)
         proc = run("agi", "--config", str(settings.config_path))
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("agi: ")
