@@ -26,7 +26,7 @@ from flask_login import current_user
 from wtforms import BooleanField
 
 from khhf.models import Task, utcnow
-from khhf.services import dialing, tasks, workspace as tasks_view
+from khhf.services import campaigns, dialing, tasks, workspace as tasks_view
 from webui import auth, workspace
 from webui.access import allow, load, public
 from webui.calls import progress_label
@@ -77,8 +77,7 @@ def _task_page(task: Task, form: workspace.ResultForm):
     manager = workspace.own_manager()
     calls = tasks_view.task_calls(get_db(), task.id, limit=10)
     live = tasks_view.live_call(get_db(), task.id)
-    script = (task.task_type.script or task.task_type.description).replace(
-        "{经理}", current_user.display_name)
+    script = campaigns.script_for(task.task_type, current_user.display_name)
     return render_template(
         "mobile/task.html", task=task, manager=manager, calls=calls, live=live, form=form,
         script=script, tab=tasks_view.tab_of(task), tab_labels=workspace.TAB_LABELS,

@@ -24,7 +24,7 @@ from wtforms import BooleanField, DateTimeLocalField, HiddenField, SelectField, 
 from wtforms.validators import Optional
 
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
-from khhf.services import dialing, results, tasks, workspace
+from khhf.services import campaigns, dialing, results, tasks, workspace
 from webui.calls import progress_label
 from webui.access import allow, client_ip, load
 from webui.db import get_db, writing
@@ -152,9 +152,7 @@ def _task_page(task: Task, form: ResultForm):
         select(Feedback, ResultCode).join(ResultCode, ResultCode.id == Feedback.result_code_id)
         .where(Feedback.task_id == task.id).order_by(Feedback.id.desc())).all()
     live = workspace.live_call(session, task.id)
-    # the script names the manager where it says {经理} (khhf.services.campaigns)
-    script = (task.task_type.script or task.task_type.description).replace(
-        "{经理}", current_user.display_name)
+    script = campaigns.script_for(task.task_type, current_user.display_name)
     return render_template("manager/task.html", task=task, calls=calls, feedback=feedback,
                            form=form, live=live, script=script, tab=workspace.tab_of(task),
                            tab_labels=TAB_LABELS, is_open=task.status in tasks.OPEN,

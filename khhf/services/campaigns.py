@@ -42,6 +42,7 @@ MAX_ATTEMPTS_LIMIT = 20
 CYCLES = ("once", "weekly", "monthly")
 SELECTIONS = ("county", "managers", "list")
 STATUSES = ("draft", "active", "closed")
+MANAGER_IN_SCRIPT = "{经理}"  # where a call script names the manager reading it
 
 # (code, label, success, final): the same digits mean the same in every
 # standard type, so a manager learns them once
@@ -65,6 +66,12 @@ STANDARD_TYPES = (
 
 
 # -- task types ---------------------------------------------------------------
+
+def script_for(task_type: TaskType, manager_name: str) -> str:
+    """The call script a manager reads for a task of `task_type` (its
+    description when it has none), naming them where it says {经理}."""
+    return (task_type.script or task_type.description).replace(MANAGER_IN_SCRIPT, manager_name)
+
 
 def ensure_standard_types(session: Session) -> int:
     """Create the three standard task types (回访, 营销, 调查) with their
