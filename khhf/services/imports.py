@@ -778,11 +778,11 @@ class _CustomerStream:
 
     def __init__(self, session: Session, now, by_id: int | None):
         self.stamp, self.by_id = _stamp(now), by_id  # the same for every row: formatted once
-        self.side = session.get_bind().engine.connect()  # the reading thread's questions
         driver = session.connection().connection.driver_connection
         if driver is None:  # only after the connection was invalidated
             raise RuntimeError("the import's database connection was lost before it began")
         self.driver = driver
+        self.side = session.get_bind().engine.connect()  # the reading thread's questions
         self.pending: list[tuple] = []
         self.batches: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
