@@ -67,15 +67,15 @@ class Problems:
             raise ValidationError(self.items)
 
     def refuse(self, field: str, message: str, **params) -> NoReturn:
-        """Add this problem and raise every one collected: for a refusal the
-        checks after it cannot go on without (no such task, not yours)."""
+        """Add this problem and raise all collected so far: for a refusal no
+        later check can run without (no such task, not yours)."""
         self.add(field, message, **params)
         raise ValidationError(self.items)
 
 
 def validated(value: T | None, what: str) -> T:
-    """`value` after raise_if_any, whose checks refused it missing: None
-    here means those checks are wrong (a bug), not that the input was."""
+    """`value`, which the checks before raise_if_any refused to let be
+    missing: None here is a bug in those checks, not bad input."""
     if value is None:
         raise RuntimeError(f"{what} is missing after its checks passed")
     return value
