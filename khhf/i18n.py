@@ -366,7 +366,7 @@ AUDIT_FIELD_LABELS = {
     "manager": lazy_gettext("Customer manager"),
 }
 # the values of coded fields
-_AUDIT_VALUE_LABELS = {
+_AUDIT_VALUE_LABELS: dict[str, dict] = {
     "role": ROLE_LABELS,
     "status": MANAGER_STATUS_LABELS,
     "fallback_strategy": FALLBACK_STRATEGY_LABELS,

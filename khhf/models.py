@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import (
     Boolean,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     event,
@@ -39,7 +41,9 @@ def utcnow() -> dt.datetime:
 
 
 class Base(DeclarativeBase):
-    pass
+    if TYPE_CHECKING:
+        # every model maps a Table (SQLAlchemy types __table__ as any FromClause)
+        __table__: ClassVar[Table]
 
 
 def sql_list(values: Iterable[str]) -> str:

@@ -261,10 +261,10 @@ def test_a_reply_about_a_task_handed_to_another_manager_is_refused_in_chinese(s,
 
 
 def _refusals(module) -> list[str]:
-    """Every msgid `module` refuses with (problems.add(field, N_(...)))."""
+    """Every msgid `module` refuses with (problems.add or .refuse(field, N_(...)))."""
     found = []
     for node in ast.walk(ast.parse(inspect.getsource(module))):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add" \
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("add", "refuse") \
                 and len(node.args) == 2 and isinstance(node.args[1], ast.Call):
             found.append(ast.literal_eval(node.args[1].args[0]))
     return found

@@ -157,8 +157,9 @@ def customers(session: Session, county_id: int | None, size: int = BATCH
         query = query.where(Customer.county_id == county_id)
     for rows in _batches(session, query, Customer.id, size):
         latest = _latest_results(session, Task.customer_id, [r[0] for r in rows])
-        yield [CustomerRow(*r[:7], *latest.get(r[0], (None, None)), note=r[7],
-                           created_at=r[8]) for r in rows]
+        # positional throughout: after *r[:7] (of no length a type checker
+        # knows) a keyword could name a field already filled
+        yield [CustomerRow(*r[:7], *latest.get(r[0], (None, None)), *r[7:9]) for r in rows]
 
 
 def campaign_tasks(session: Session, campaign: Campaign, size: int = BATCH
@@ -175,8 +176,8 @@ def campaign_tasks(session: Session, campaign: Campaign, size: int = BATCH
              .where(Task.campaign_id == campaign.id))
     for rows in _batches(session, query, Task.id, size):
         latest = _latest_results(session, Task.id, [r[0] for r in rows])
-        yield [TaskRow(*r[:7], result_at=latest.get(r[0], (None, None))[1],
-                       attempts=r[7], appointment_at=r[8], last_call_at=r[9]) for r in rows]
+        # of the latest result's (label, filed at) only the time: the label is r[6]
+        yield [TaskRow(*r[:7], *latest.get(r[0], (None, None))[1:], *r[7:10]) for r in rows]
 
 
 def _batches(session: Session, query, key, size: int):
