@@ -28,8 +28,8 @@ and every day at PURGE_AT (local time); a day missed while the daemon was
 down is caught up by the next run, as the rule only looks at the calls'
 ages.
 
-Asterisk's log files: every hour, those over `pbx_log_max_mb` are
-rotated (khhf.log_files), `pbx_log_keep` generations kept.
+Asterisk's log files: every hour, those over their size limit are
+rotated (khhf.log_files).
 
 Each job's last run (when, and whether it raised) is kept for the
 daemon's heartbeat (khhf.health's job_runs check): `last_runs()`.

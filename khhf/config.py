@@ -102,11 +102,6 @@ class Settings:
     # health (khhf.health): below this much free disk where the recordings
     # go, `khhf status` and /healthz turn red
     recordings_min_free_mb: int = 1024
-    # Asterisk's own log files (console.log, messages.log, the CDR CSV in the
-    # PBX's log directory): the timed-jobs daemon rotates each once it is
-    # over pbx_log_max_mb, keeping pbx_log_keep compressed generations
-    pbx_log_max_mb: int = 50
-    pbx_log_keep: int = 5
     # the timed-jobs daemon's backup (khhf.backup): with a directory, one
     # archive a day at backup_time (local, HH:MM), the backup_keep newest
     # kept (0 keeps all); no directory, no timed backup

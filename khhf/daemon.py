@@ -116,7 +116,7 @@ class Heartbeat:
                 value = state()
                 if asyncio.iscoroutine(value):
                     value = await value
-                self.beat(value)
+                self.beat(value if isinstance(value, dict) else {})
             except Exception:
                 logging.getLogger("khhf.daemon").warning("heartbeat %s not written", self.path,
                                                          exc_info=True)

@@ -79,6 +79,8 @@ def _start(name: str) -> str:
 
 
 def _parse(moment: str | None) -> dt.datetime | None:
+    if moment is None:
+        return None
     try:
         return dt.datetime.strptime(moment, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
     except (TypeError, ValueError):
@@ -134,7 +136,7 @@ def beat_problem(beat: dict | None, now: dt.datetime | None = None) -> str | Non
 def live_state(settings: Settings, name: str) -> dict | None:
     """The state in the daemon's heartbeat if the daemon is working, else None."""
     beat = read_beat(settings, name)
-    return None if beat_problem(beat) else beat.get("state", {})
+    return None if beat is None or beat_problem(beat) else beat.get("state", {})
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -153,15 +155,16 @@ def check_daemon(settings: Settings, name: str, serving: bool = False) -> Check:
     problem = None if serving else beat_problem(beat)
     if problem:
         return Check(name, False, problem, _start(name))
-    since = _local(settings, beat["started_at"]) if beat else "?"
-    detail = f"up since {since} (pid {beat['pid'] if beat else os.getpid()})"
+    beat = beat or {}
+    detail = (f"up since {_local(settings, beat.get('started_at'))} "
+              f"(pid {beat.get('pid', os.getpid())})")
     port = {"bridge": (settings.bridge_host, settings.bridge_port),
             "web": (settings.web_host, settings.web_port)}.get(name)
     if port and not serving and not _accepts(*port):
         return Check(name, False, f"{detail}, but not accepting connections on its port",
                      f"restart it: `systemctl restart {UNIT[name]}`; see "
                      f"`journalctl -u {UNIT[name]}`")
-    if name == "bridge" and not beat["state"].get("ami"):
+    if name == "bridge" and not (beat.get("state") or {}).get("ami"):
         return Check(name, False, f"{detail}, but not logged in to the PBX's manager "
                      f"interface", "see the pbx check; if the PBX runs, "
                      "`journalctl -u khhf-bridge` says why the bridge cannot log in")
@@ -292,7 +295,7 @@ def health_engine(settings: Settings) -> Engine:
     """An engine for the checks: a short connect timeout (a database host
     that does not answer must not hang /healthz), a connection tested
     before use."""
-    kwargs = {"pool_pre_ping": True}
+    kwargs: dict[str, object] = {"pool_pre_ping": True}
     if settings.database_url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": int(PROBE_TIMEOUT) + 1}
     return db.make_engine(settings.database_url, **kwargs)
@@ -360,6 +363,6 @@ def gather(settings: Settings, engine: Engine, serving: str | None = None) -> li
     return checks
 
 
-def report(checks: list[Check]) -> dict:
+def report(checks: list[Check]) -> dict[str, object]:
     """The JSON /healthz answers with."""
     return {"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]}

@@ -5,8 +5,8 @@ retention applies (journald.conf). The only files are Asterisk's, in the
 PBX's log directory: `console.log` (its output), `messages.log` (its
 logger: notices, warnings, errors) and the CDR CSV (`cdr-custom/`, kept
 for audits; nobody reads it). The timed-jobs daemon rotates each once it
-is over `pbx_log_max_mb`, keeping `pbx_log_keep` gzip generations
-(`messages.log.1.gz` newest), every hour.
+is over MAX_BYTES, keeping KEEP gzip generations (`messages.log.1.gz`
+newest), every hour.
 
 Rotation copies the file, then truncates it in place, as logrotate's
 copytruncate does: Asterisk keeps writing to the same open file (it
@@ -27,6 +27,9 @@ import shutil
 from pathlib import Path
 
 from khhf.config import Settings
+
+MAX_BYTES = 50 * 2**20
+KEEP = 5
 
 
 def pbx_log_files(settings: Settings) -> list[Path]:
@@ -65,8 +68,7 @@ def rotate(path: Path, max_bytes: int, keep: int) -> bool:
     return True
 
 
-def rotate_pbx_logs(settings: Settings) -> list[Path]:
+def rotate_pbx_logs(settings: Settings, max_bytes: int = MAX_BYTES,
+                    keep: int = KEEP) -> list[Path]:
     """Rotate the PBX's log files that are over the limit; returns those rotated."""
-    max_bytes = settings.pbx_log_max_mb * 2**20
-    return [path for path in pbx_log_files(settings)
-            if rotate(path, max_bytes, settings.pbx_log_keep)]
+    return [path for path in pbx_log_files(settings) if rotate(path, max_bytes, keep)]

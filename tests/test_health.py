@@ -146,20 +146,20 @@ def test_a_log_line_is_one_line_with_its_level_and_no_number(capsys):
 
 
 def test_pbx_log_files_are_rotated_past_their_limit(tmp_path):
-    settings = _settings(tmp_path, pbx_log_max_mb=1, pbx_log_keep=2)
+    settings = _settings(tmp_path)
     console, messages, _cdr = log_files.pbx_log_files(settings)
     messages.parent.mkdir(parents=True)
     first = b"x" * (2**20 + 1)
     messages.write_bytes(first)
     console.write_bytes(b"small\n")
-    assert log_files.rotate_pbx_logs(settings) == [messages]
+    assert log_files.rotate_pbx_logs(settings, 2**20, 2) == [messages]
     assert messages.read_bytes() == b"" and console.read_bytes() == b"small\n"
     with gzip.open(messages.with_name("messages.log.1.gz")) as fh:
         assert fh.read() == first
     for n in range(3):
         messages.write_bytes(bytes([65 + n]) * (2**20 + 1))
-        log_files.rotate_pbx_logs(settings)
+        log_files.rotate_pbx_logs(settings, 2**20, 2)
     kept = sorted(p.name for p in messages.parent.glob("messages.log.*"))
-    assert kept == ["messages.log.1.gz", "messages.log.2.gz"]   # pbx_log_keep
+    assert kept == ["messages.log.1.gz", "messages.log.2.gz"]   # keep=2
     with gzip.open(messages.with_name("messages.log.1.gz")) as fh:
         assert fh.read(1) == b"C"
