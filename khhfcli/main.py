@@ -15,6 +15,8 @@
     khhf users admin|password  an administrator, or a user's new password (khhfcli/users.py)
     khhf backup create|restore one archive of database, recordings and configuration
                                (khhfcli/backup.py)
+    khhf status [--quiet]      health of the daemons, PBX, SMS, jobs, database and disk;
+                               exit 1 with what to do when something is wrong (khhfcli/status.py)
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_backup.register(sub)    # khhf backup create|verify|restore|list
     from . import exports as cli_exports
     cli_exports.register(sub)   # khhf customers export (khhf tasks export: khhfcli/tasks.py)
+    from . import status as cli_status
+    cli_status.register(sub)    # khhf status [--quiet]
     return parser
 
 
