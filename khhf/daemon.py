@@ -5,8 +5,9 @@ convention that systemd units rely on:
 
     0  stopped when asked (SIGTERM/SIGINT)
     1  failed while running (a port taken, a crash): systemd restarts it
-    2  cannot start as configured (bad or missing setting, no database):
-       restarting will not help (RestartPreventExitStatus=2)
+    2  cannot start as configured (bad or missing setting, no database, a
+       database not at the newest revision): restarting will not help
+       (RestartPreventExitStatus=2)
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 class StartError(Exception):
     """The daemon cannot start as configured; the message says what to do."""
+
+
+def require_database(settings: Settings) -> None:
+    """Refuse to start (ConfigError, one sentence) unless the database is at
+    the newest revision: run `khhf init` or `khhf db upgrade` first."""
+    from khhf import db, migrations
+    # reading the revision is no event of the daemon's: Alembic's INFO lines stay out
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    engine = db.make_engine(settings.database_url)
+    try:
+        migrations.require_head(engine)
+    finally:
+        engine.dispose()
 
 
 def main(prog: str, description: str, run: Callable[[Settings], object],

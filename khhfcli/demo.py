@@ -44,10 +44,17 @@ def register(subparsers) -> None:
 
 
 def seed(settings) -> dict:
+    from khhf import migrations
     from simkit import seed as demo
     engine = db.make_engine(settings.database_url)
     try:
-        db.ensure_schema(engine)  # an older version's demo database gets the new tables
+        if migrations.state(engine) == "empty":
+            db.create_schema(engine)
+        # what `khhf db check` says: at the newest revision, matching the models
+        problem = migrations.check(engine)
+        if problem:
+            raise migrations.SchemaError(problem)
+        print(f"database at revision {migrations.head()}, matching the models", flush=True)
         with db.unit_of_work(db.session_factory(engine)) as session:
             return demo.seed(session)
     finally:

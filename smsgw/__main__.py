@@ -21,10 +21,8 @@ log = logging.getLogger("smsgw")
 
 def serve(settings: Settings) -> None:
     """Run the gateway (or idle, embedded) until a signal."""
+    daemon.require_database(settings)
     engine = db.make_engine(settings.database_url)
-    if not db.has_schema(engine):
-        raise daemon.StartError(f"no database schema at {settings.database_url}: "
-                                "run `khhf init` first.")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -12,16 +12,14 @@ import sys
 
 from waitress import serve
 
-from khhf import daemon, db
+from khhf import daemon
 from khhf.config import Settings
 from webui import create_app
 
 
 def run(settings: Settings) -> None:
     app = create_app(settings)
-    if not db.has_schema(db.make_engine(settings.database_url)):
-        raise daemon.StartError(f"the database {settings.database_url} has no tables: "
-                                f"run `khhf init`.")
+    daemon.require_database(settings)
     print(f"KHHF web UI on http://{settings.web_host}:{settings.web_port}/", flush=True)
     # SIGTERM (systemd's stop) ends the server like Ctrl-C: exit 0 (khhf.daemon)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

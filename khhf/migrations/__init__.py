@@ -28,6 +28,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, UniqueConstraint, inspect
 from sqlalchemy.engine import Engine
 
+from khhf.config import ConfigError
+
 SCRIPT_DIR = Path(__file__).resolve().parent
 BASELINE = "0001"
 VERSION_TABLE = "alembic_version"
@@ -35,9 +37,10 @@ VERSION_TABLE = "alembic_version"
 MARKER_TABLE = "counties"
 
 
-class SchemaError(Exception):
+class SchemaError(ConfigError):
     """The database is not where this version of KHHF needs it; the message
-    is one sentence saying what to do."""
+    is one sentence saying what to do. A configuration error: a daemon exits
+    with khhf.daemon's EXIT_CONFIG, since restarting will not help."""
 
 
 def _config(connection: Connection | None = None) -> Config:
