@@ -31,9 +31,9 @@ class StartError(Exception):
 def require_database(settings: Settings) -> None:
     """Refuse to start (ConfigError, one sentence) unless the database is at
     the newest revision: run `khhf init` or `khhf db upgrade` first."""
-    from khhf import db, migrations
     # reading the revision is no event of the daemon's: Alembic's INFO lines stay out
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from khhf import db, migrations
     engine = db.make_engine(settings.database_url)
     try:
         migrations.require_head(engine)

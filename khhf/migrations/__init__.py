@@ -26,6 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, UniqueConstraint, inspect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.engine import Engine
 
 from khhf.config import ConfigError
@@ -149,10 +150,14 @@ def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     if st == "unknown":
         raise SchemaError(problem(engine))
     before = current(engine)
-    with _migrating(engine) as conn:
-        if st == "unversioned":
-            _adopt(conn)
-        command.upgrade(_config(conn), target)
+    try:
+        with _migrating(engine) as conn:
+            if st == "unversioned":
+                _adopt(conn)
+            command.upgrade(_config(conn), target)
+    except SQLAlchemyError as exc:
+        raise SchemaError(f"upgrading the database failed, nothing was changed: "
+                          f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}.") from exc
     return before, current(engine)
 
 
@@ -262,19 +267,20 @@ def check(engine: Engine) -> str | None:
 
 
 def describe(diff) -> str:
-    """One autogenerate difference in a few words."""
-    if isinstance(diff, list):  # column modifications come as a list of tuples
+    """One autogenerate difference in a few words: 'missing index
+    calls.ix_calls_linkedid', 'unexpected column customers.wechat'."""
+    if isinstance(diff, list):  # a column's modifications come as a list
         diff = diff[0]
     op, *args = diff
-    names = []
-    for arg in args:
-        name = getattr(arg, "name", None)
-        table = getattr(getattr(arg, "table", None), "name", None)
-        if name:
-            names.append(f"{table}.{name}" if table and table != name else name)
-        elif isinstance(arg, str):
-            names.append(arg)
-    return f"{op} {' '.join(names[:3])}".strip()
+    verb, _, what = op.partition("_")
+    if verb == "modify":  # (op, schema, table, column, ...)
+        return f"changed {what} of {args[1]}.{args[2]}"
+    obj = args[-1] if what == "column" else args[0]
+    table = getattr(getattr(obj, "table", None), "name", None) or \
+        (args[1] if what == "column" else None)
+    name = getattr(obj, "name", None) or ", ".join(c.name for c in getattr(obj, "columns", ()))
+    where = f"{table}.{name}" if table and table != name else name
+    return f"{'missing' if verb == 'add' else 'unexpected'} {what} {where}"
 
 
 SCHEMA_HEADER = """\
