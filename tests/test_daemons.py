@@ -52,13 +52,33 @@ def test_the_sms_gateway_without_tables_says_khhf_init(tmp_path):
     assert proc.stderr.strip().endswith("run `khhf init` first.")
 
 
-def test_the_sms_gateway_refuses_a_rate_below_one(tmp_path):
+def _database(settings, revision=None):
+    """The settings' database made at head, then (revision) stamped back."""
     from khhf import db
-    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, smsc_host="127.0.0.1",
-                                sms_rate_per_second=0)
     engine = db.make_engine(settings.database_url)
     db.create_schema(engine)
+    if revision:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{revision}'")
     engine.dispose()
+
+
+@pytest.mark.parametrize("module", ["agi", "ami_bridge", "webui", "smsgw", "jobs"])
+def test_a_database_not_at_head_is_exit_2_saying_khhf_db_upgrade(module, tmp_path):
+    from khhf import migrations
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
+    _database(settings, revision=migrations.BASELINE)
+    proc = run(module, "--config", str(settings.config_path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"{module}: the database {settings.database_url} is at revision {migrations.BASELINE}, "
+        f"this version needs revision {migrations.head()}: run `khhf db upgrade`.")
+
+
+def test_the_sms_gateway_refuses_a_rate_below_one(tmp_path):
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, smsc_host="127.0.0.1",
+                                sms_rate_per_second=0)
+    _database(settings)
     proc = run("smsgw", "--config", str(settings.config_path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == "smsgw: sms_rate_per_second must be at least 1."
@@ -71,6 +91,7 @@ def test_a_taken_port_is_exit_1(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, agi_port=port)
+        _database(settings)
         proc = run("agi", "--config", str(settings.config_path))
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("agi: ")
