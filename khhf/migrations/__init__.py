@@ -25,9 +25,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, UniqueConstraint, inspect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, UniqueConstraint, create_engine, inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from khhf.config import ConfigError
 
@@ -201,8 +201,7 @@ def _diff(a: dict[str, set[str]], b: dict[str, set[str]]) -> list[tuple[str, str
 def baseline_shape() -> dict[str, set[str]]:
     """The baseline's tables and their columns, from revision 0001 run on a
     scratch in-memory SQLite database."""
-    from khhf import db
-    scratch = db.make_engine("sqlite://")
+    scratch = create_engine("sqlite://")
     try:
         with _migrating(scratch) as conn:
             command.upgrade(_config(conn), BASELINE)
