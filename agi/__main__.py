@@ -25,7 +25,6 @@ SWEEP_SECONDS = 60
 
 async def serve(settings) -> None:
     from agi.server import make_server
-    daemon.require_database(settings)
     server = make_server(settings)
     await server.start(settings.agi_host, settings.agi_port)
     logging.getLogger("agi").info("FastAGI service on %s:%s, routes: %s", settings.agi_host,

@@ -288,7 +288,7 @@ def make_server(settings, routes: dict[str, Route] | None = None, **kwargs) -> F
     if routes is None:
         from agi.routes import ROUTES as routes
     from khhf.config import agi_key
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     return FastAgiServer(routes, db.session_factory(engine), key=agi_key(settings),
                          settings=settings, **kwargs)
 

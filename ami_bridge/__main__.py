@@ -18,7 +18,6 @@ from .commands import CommandServer
 async def serve(settings: Settings) -> None:
     settings.require("ami_secret")
     settings.require("bridge_token")
-    daemon.require_database(settings)
     bridge = Bridge(settings)
     server = await CommandServer(bridge).start()
     stop = asyncio.Event()

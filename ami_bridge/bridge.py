@@ -47,7 +47,7 @@ VANISHED_AFTER = dt.timedelta(seconds=15)
 class Bridge:
     def __init__(self, settings: Settings, engine=None, state_dir=None):
         self.settings = settings
-        self.engine = engine or db.make_engine(settings.database_url)
+        self.engine = engine or db.open_database(settings)
         self.sessions = db.session_factory(self.engine)
         self.client: AmiClient | None = None
         self.queue: asyncio.Queue = asyncio.Queue()

@@ -3,7 +3,7 @@ result prompts, the recordings' retention).
 
 Started like the other daemons (khhf.daemon): exit 0 when stopped by
 SIGTERM/SIGINT, 1 when it failed while running, 2 when it cannot start as
-configured (e.g. the database is not at the newest revision).
+configured (e.g. the database has no schema: run `khhf init`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from khhf import daemon
 def run(settings) -> None:
     from khhf import db
     from jobs.scheduler import Jobs
-    daemon.require_database(settings)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -29,6 +29,8 @@ from khhf.models import AuditLog, User
 
 # the actor of writes no user asked for: demo data, imports, the hotline
 SYSTEM = "system"
+# the address of what was done on the command line (khhf ...), not over the web
+CLI_ADDRESS = "cli"
 # What the log calls each kind of event; the UI translates them.
 ACTIONS = (
     "login", "login_failed", "login_refused", "logout",
@@ -37,7 +39,7 @@ ACTIONS = (
     "import", "set_do_not_call", "reassign_customer",
     "purge_recordings",
     "listen", "listen_refused",
-    "backup", "restore",
+    "backup", "restore", "export",
 )
 # what an entry can be about; the UI translates them
 OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer", "sms",

@@ -190,7 +190,12 @@ def load(path: str | os.PathLike | None = None, environ=None, **overrides) -> Se
     values: dict = {}
     if path.exists():
         parser = configparser.ConfigParser(interpolation=None)
-        parser.read(path, encoding="utf-8")
+        try:
+            with path.open(encoding="utf-8") as fh:
+                parser.read_file(fh)
+        except PermissionError:  # configparser.read() would skip it without a word
+            raise ConfigError(f"this user may not read {path} (it holds secrets): "
+                              "run it as root.") from None
         if parser.has_section("khhf"):
             for key, raw in parser.items("khhf"):
                 if key not in fields:

@@ -28,19 +28,6 @@ class StartError(Exception):
     """The daemon cannot start as configured; the message says what to do."""
 
 
-def require_database(settings: Settings) -> None:
-    """Refuse to start (ConfigError, one sentence) unless the database is at
-    the newest revision: run `khhf init` or `khhf db upgrade` first."""
-    # reading the revision is no event of the daemon's: Alembic's INFO lines stay out
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    from khhf import db, migrations
-    engine = db.make_engine(settings.database_url)
-    try:
-        migrations.require_head(engine)
-    finally:
-        engine.dispose()
-
-
 def main(prog: str, description: str, run: Callable[[Settings], object],
          argv: list[str] | None = None) -> int:
     """Parse --config, load the settings, run `run(settings)`; map failures

@@ -14,22 +14,105 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from khhf.config import ConfigError, Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WRITE_OPTION = "khhf_write"
 
 
+class NoDatabase(ConfigError):
+    """KHHF's database is not there to open (no file, no tables, or the
+    server refuses it): only `khhf init` creates one, so the message says
+    to run it. A ConfigError: the daemons exit 2 (khhf.daemon)."""
+
+
+class DatabaseUnreachable(ConnectionError):
+    """The database server did not answer; trying again later may help (an
+    OSError: the daemons exit 1 and systemd restarts them)."""
+
+
+def open_database(settings: Settings, *, at_head: bool = True, **kwargs) -> Engine:
+    """An engine on the database `khhf init` made for `settings`, for every
+    command and daemon but `khhf init`. It never creates one (connecting
+    to a missing SQLite file would): a missing file, a database without
+    KHHF's tables, or a server that refuses the log-in raises NoDatabase,
+    a server that does not answer DatabaseUnreachable, each one sentence
+    naming the database, the config file and what to do. With at_head (all
+    but `khhf db` and the backup) a database not at the newest revision
+    raises khhf.migrations.SchemaError: run `khhf db upgrade`."""
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.is_file():
+        raise NoDatabase(f"there is no database at {path} ({_origin(settings)}): "
+                         "run `khhf init` first.")
+    engine = make_engine(settings.database_url, **kwargs)
+    try:
+        present = has_schema(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        raise cannot_connect(exc, engine, settings) from None
+    if not present:
+        engine.dispose()
+        raise NoDatabase(f"the database {engine.url.render_as_string(hide_password=True)} "
+                         f"has no tables ({_origin(settings)}): run `khhf init` first.")
+    if at_head:
+        from khhf import migrations
+        try:
+            migrations.require_head(engine)
+        except migrations.SchemaError:
+            engine.dispose()
+            raise
+    return engine
+
+
+def cannot_connect(exc: OperationalError, engine: Engine, settings: Settings) -> Exception:
+    """The one-sentence error for `engine`'s failed connection: NoDatabase
+    when the server (or SQLite) refused it, DatabaseUnreachable when
+    nothing answered."""
+    reason = str(exc.orig).splitlines()[0].rsplit(" failed: ", 1)[-1].strip()
+    path = sqlite_file(settings.database_url)
+    if path is not None:  # e.g. a file this user may not write
+        return NoDatabase(f"cannot open the database {path} ({reason}): run it as the user "
+                          "who owns it.")
+    shown = engine.url.render_as_string(hide_password=True)
+    if "FATAL:" in reason:  # the server answered: no such database, wrong password
+        return NoDatabase(f"the database {shown} refuses the connection "
+                          f"({' '.join(reason.replace('FATAL:', '').split())}; "
+                          f"{_origin(settings)}): correct database_url, then run `khhf init`.")
+    return DatabaseUnreachable(f"cannot reach the database {shown} ({reason}): start it, "
+                               "or correct database_url.")
+
+
+def _origin(settings: Settings) -> str:
+    """Where the database's address came from, for the errors above."""
+    path = settings.config_path
+    if path is not None and not path.exists():
+        return f"{path} does not exist"
+    return f"database_url of {path or 'the environment'}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite `url` (None for another engine or in memory)."""
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def make_engine(url: str, **kwargs) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
+    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys.
+    Connecting creates a missing SQLite file: outside `khhf init` and the
+    tests, open KHHF's database with open_database."""
     if url.startswith("postgresql://"):
         # psycopg 3 is the driver we ship
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -79,6 +162,7 @@ def create_schema(engine: Engine) -> None:
 
 
 def has_schema(engine: Engine) -> bool:
+    """True if KHHF's tables are there (connecting creates a missing SQLite file)."""
     from sqlalchemy import inspect
     return inspect(engine).has_table("counties")
 

@@ -149,6 +149,7 @@ ACTION_LABELS = {
     "listen_refused": lazy_gettext("Listen refused"),
     "backup": lazy_gettext("Backup"),
     "restore": lazy_gettext("Restore from backup"),
+    "export": lazy_gettext("Export"),
 }
 
 # how a supervisor listened to a call (khhf.services.live.MODES)
@@ -185,7 +186,9 @@ OBJECT_TYPE_LABELS = {
 
 CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
                          "monthly": lazy_gettext("Monthly")}
-CAMPAIGN_STATUS_LABELS = {"draft": lazy_gettext("Draft"), "active": lazy_gettext("Active"),
+# "In progress", not "Active": in Chinese an active manager (在职) and a
+# running campaign (进行中) are different words
+CAMPAIGN_STATUS_LABELS = {"draft": lazy_gettext("Draft"), "active": lazy_gettext("In progress"),
                           "closed": lazy_gettext("Closed")}
 CAMPAIGN_SELECTION_LABELS = {"county": lazy_gettext("All customers of the county"),
                              "managers": lazy_gettext("Customers of chosen managers"),
@@ -268,6 +271,18 @@ IMPORT_KIND_LABELS = {
     "customers": lazy_gettext("Customer list"),
     "managers": lazy_gettext("Manager list"),
     "tasks": lazy_gettext("Task list"),
+}
+
+# why a customer has their manager (khhf.models.ASSIGNMENT_REASONS)
+ASSIGNMENT_REASON_LABELS = {
+    "import": lazy_gettext("Imported from a file"),
+    "reassign": lazy_gettext("Reassigned by hand"),
+    "departure": lazy_gettext("Handed over: the manager left"),
+}
+
+# the operation log's address of what was not done over the web (khhf.audit)
+AUDIT_ADDRESS_LABELS = {
+    audit.CLI_ADDRESS: lazy_gettext("Command line"),
 }
 
 # a call's outcome, or its state while it is still going on
@@ -384,6 +399,11 @@ def label(labels: dict, code: str | None) -> str:
 def join_items(items: Iterable[str]) -> str:
     """Items of one list as the current locale writes them (甲、乙 / a, b)."""
     return _ITEM_SEPARATOR.get(current_locale(), ", ").join(items)
+
+
+def audit_address(entry) -> str:
+    """Where an audit entry came from: an IP address, or the command line."""
+    return label(AUDIT_ADDRESS_LABELS, entry.ip)
 
 
 def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
@@ -535,6 +555,14 @@ def audit_sentence(entry) -> str:
         text = gettext("%(actor)s listened to the call of %(object)s from desk phone %(desk)s "
                        "(%(mode)s).", actor=who, object=what, desk=d.get("desk", "—"),
                        mode=label(LISTEN_MODE_LABELS, d.get("mode")))
+    elif action == "export" and d.get("kind") == "tasks":
+        text = gettext("%(actor)s exported the %(count)d tasks of %(object)s (%(format)s).",
+                       actor=who, count=d.get("rows", 0), object=what,
+                       format=str(d.get("format", "")).upper())
+    elif action == "export":
+        text = gettext("%(actor)s exported the %(count)d customers of %(object)s (%(format)s).",
+                       actor=who, count=d.get("rows", 0), object=what or gettext("every county"),
+                       format=str(d.get("format", "")).upper())
     elif action == "listen_refused":
         text = gettext("%(actor)s was refused listening to the call of %(object)s: "
                        "%(why)s.", actor=who, object=what,

@@ -203,6 +203,11 @@ class Customer(Base):
     manager: Mapped[Manager | None] = relationship()
 
 
+# why a customer has the manager they have (customer_assignments.reason):
+# a file import, a supervisor's reassignment, a departed manager's handover
+ASSIGNMENT_REASONS = ("import", "reassign", "departure")
+
+
 class CustomerAssignment(Base):
     """Who owned a customer when: kept for hand-overs when managers leave."""
     __tablename__ = "customer_assignments"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
-from .users import CLI_ADDRESS
+from khhf.audit import CLI_ADDRESS
 
 
 def register(subparsers) -> None:

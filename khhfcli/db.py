@@ -33,7 +33,8 @@ def register(subparsers) -> None:
 
 def _engine(args):
     from khhf import config, db
-    return db.make_engine(config.load(args.config).database_url)
+    # at any revision: moving it is what this command is for
+    return db.open_database(config.load(args.config), at_head=False)
 
 
 def cmd_upgrade(args) -> int:

@@ -46,10 +46,8 @@ def register(subparsers) -> None:
 def seed(settings) -> dict:
     from khhf import migrations
     from simkit import seed as demo
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)  # `khhf init` made it
     try:
-        if migrations.state(engine) == "empty":
-            db.create_schema(engine)
         # what `khhf db check` says: at the newest revision, matching the models
         problem = migrations.check(engine)
         if problem:

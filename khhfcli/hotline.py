@@ -57,13 +57,13 @@ def read_departures(args) -> list[tuple[str, str | None]]:
 
 def cmd_depart(args) -> int:
     from sqlalchemy import select
-    from khhf import db
+    from khhf import audit, db
     from khhf.models import Manager, User
     from khhf.services import ValidationError
     from khhf.services.handover import depart_manager
     departures = read_departures(args)
     settings = _settings(args)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     errors, lines = [], []
     try:
         with db.unit_of_work(db.session_factory(engine)) as session:
@@ -84,7 +84,7 @@ def cmd_depart(args) -> int:
                     # the session as it was
                     result = depart_manager(session, ids[employee_no],
                                             successor_id=ids.get(successor_no),
-                                            by_user=by_user, ip="cli")
+                                            by_user=by_user, ip=audit.CLI_ADDRESS)
                 except ValidationError as exc:
                     errors.append(f"{where}: {exc}")
                     continue
@@ -116,7 +116,7 @@ def sync_groups(settings) -> dict[str, str]:
     from khhf import db
     from pbxctl.pbx import Pbx
     from khhf.services.hotline import county_groups
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     try:
         with db.session_factory(engine)() as session:
             groups = county_groups(session)

@@ -62,7 +62,7 @@ def cmd_import(args) -> int:
             return EXIT_UNREADABLE
         mapping[header.strip()] = target.strip()
     settings = config.load(args.config)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     options = imports.Options(county_code=args.county, campaign_id=args.campaign,
                               mapping=mapping)
     zh = translator("zh")

@@ -11,6 +11,7 @@
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
     khhf types list|show|import  task types and their result codes (khhfcli/types.py)
+    khhf customers|tasks export  customers, or a campaign's tasks, to XLSX/CSV (khhfcli/exports.py)
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
     khhf users admin|password  an administrator, or a user's new password (khhfcli/users.py)
@@ -29,6 +30,7 @@ from khhf.config import ConfigError
 
 
 def cmd_init(args) -> int:
+    from sqlalchemy.exc import OperationalError
     from khhf import db, migrations
     values = {}
     if args.home:
@@ -43,7 +45,11 @@ def cmd_init(args) -> int:
     engine = db.make_engine(settings.database_url)
     try:
         where = engine.url.render_as_string(hide_password=True)
-        if migrations.state(engine) == "empty":
+        try:
+            empty = migrations.state(engine) == "empty"
+        except OperationalError as exc:
+            raise db.cannot_connect(exc, engine, settings) from None
+        if empty:
             db.create_schema(engine)
             print(f"created the database schema (revision {migrations.head()}) in {where}")
         else:
@@ -99,15 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     cli_users.register(sub)     # khhf users admin|password
     from . import backup as cli_backup
     cli_backup.register(sub)    # khhf backup create|verify|restore|list
+    from . import exports as cli_exports
+    cli_exports.register(sub)   # khhf customers export (khhf tasks export: khhfcli/tasks.py)
     return parser
 
 
 def main(argv=None) -> int:
+    from khhf.db import DatabaseUnreachable
     from pbxctl.pbx import PbxError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, PbxError) as exc:
+    except (ConfigError, DatabaseUnreachable, PbxError) as exc:
         print(f"khhf: {exc}", file=sys.stderr)
         return 1
 

@@ -30,13 +30,15 @@ def register(subparsers) -> None:
 
 
 def desk_extensions(settings) -> list[str]:
-    """Desk extensions of active managers, from the database (if it exists)."""
+    """Desk extensions of active managers, from the database (none before
+    `khhf init`: the PBX runs without one, and never creates it)."""
     from khhf import db
     from khhf.services.accounts import active_desk_extensions
-    engine = db.make_engine(settings.database_url)
     try:
-        if not db.has_schema(engine):
-            return []
+        engine = db.open_database(settings)
+    except db.NoDatabase:
+        return []
+    try:
         with db.session_factory(engine)() as session:
             return active_desk_extensions(session)
     finally:

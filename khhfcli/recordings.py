@@ -40,7 +40,7 @@ def cmd_purge(args) -> int:
         print("recording_retention_days is 0: recordings are kept forever, nothing to delete. "
               "Set it (e.g. KHHF_RECORDING_RETENTION_DAYS=180) to keep them that many days.")
         return 0
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     now = utcnow()
     try:
         items = recordings.purge(db.session_factory(engine), settings,

@@ -37,10 +37,7 @@ def _day(raw: str) -> dt.date:
 def _open(args):
     from khhf import config, db
     settings = config.load(args.config)
-    engine = db.make_engine(settings.database_url)
-    if not db.has_schema(engine):
-        raise SystemExit("khhf reports: the database has no tables: run `khhf init` first.")
-    return settings, engine
+    return settings, db.open_database(settings)
 
 
 def _today(settings) -> dt.date:

@@ -39,10 +39,7 @@ def register(subparsers) -> None:
 def _session(args):
     from khhf import config, db
     settings = config.load(args.config)
-    engine = db.make_engine(settings.database_url)
-    if not db.has_schema(engine):
-        engine.dispose()
-        raise SystemExit(f"khhf: no database at {settings.database_url}: run `khhf init` first.")
+    engine = db.open_database(settings)
     return settings, engine, db.session_factory(engine)
 
 

@@ -1,4 +1,5 @@
-"""`khhf tasks ...`: task distribution from the command line.
+"""`khhf tasks ...`: task distribution from the command line (and
+`khhf tasks export`: khhfcli/exports.py).
 
     khhf tasks distribute CAMPAIGN --mode average|auto [--managers E1,E2,...]
                                    [--commit] [--by USERNAME]
@@ -18,7 +19,7 @@ import sys
 
 def register(subparsers) -> None:
     """Add the `tasks` command to khhf's argument parser."""
-    p = subparsers.add_parser("tasks", help="campaign tasks: distribution")
+    p = subparsers.add_parser("tasks", help="campaign tasks: distribution, export")
     sub = p.add_subparsers(dest="tasks_command", required=True)
     d = sub.add_parser("distribute", help="preview or commit a campaign's task distribution")
     d.add_argument("campaign", help="the campaign's id")
@@ -29,15 +30,17 @@ def register(subparsers) -> None:
     d.add_argument("--commit", action="store_true", help="write it (default: preview only)")
     d.add_argument("--by", help="username recorded in the audit log as having done it")
     d.set_defaults(func=cmd_distribute)
+    from .exports import register_tasks_export
+    register_tasks_export(sub)  # khhf tasks export CAMPAIGN FILE
 
 
 def cmd_distribute(args) -> int:
     from sqlalchemy import select
-    from khhf import config, db
+    from khhf import audit, config, db
     from khhf.models import Campaign, Manager, User
     from khhf.services import ValidationError, distribution
     settings = config.load(args.config)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     errors = []
     try:
         with db.session_factory(engine)() as session:
@@ -62,8 +65,8 @@ def cmd_distribute(args) -> int:
             if not errors:
                 try:
                     if args.commit:
-                        result = distribution.commit(session, by, "cli", campaign, args.mode,
-                                                     manager_ids)
+                        result = distribution.commit(session, by, audit.CLI_ADDRESS, campaign,
+                                                     args.mode, manager_ids)
                         table = format_plan(result, committed=True)
                         session.commit()
                     else:

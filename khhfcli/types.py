@@ -25,7 +25,7 @@ import sys
 
 from khhf.services import N_
 from khhfcli.imports import EXIT_REJECTED, EXIT_UNREADABLE
-from khhfcli.users import CLI_ADDRESS
+from khhf.audit import CLI_ADDRESS
 
 EXIT_NOT_FOUND = 1
 
@@ -53,7 +53,7 @@ class _Command:
         from khhf import config, db
         from khhf.i18n import translator
         self.what, self.zh = what, translator("zh")
-        self.engine = db.make_engine(config.load(args.config).database_url)
+        self.engine = db.open_database(config.load(args.config))
         self.sessions = db.session_factory(self.engine)
 
     def __enter__(self):

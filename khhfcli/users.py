@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import sys
 
-CLI_ADDRESS = "cli"  # the audit log's address for what was done here
-
 
 def register(subparsers) -> None:
     """Add the `users` command to khhf's argument parser."""
@@ -50,6 +48,7 @@ def first_admin(session) -> tuple[str, str] | str | None:
 
 
 def _create_admin(session, username: str, display_name: str) -> tuple[str, str]:
+    from khhf.audit import CLI_ADDRESS
     from khhf.services import accounts
     password = accounts.generate_password()
     user = accounts.create_user(session, None, CLI_ADDRESS, username=username,
@@ -66,6 +65,7 @@ def cmd_admin(args) -> int:
 def cmd_password(args) -> int:
     def reset(session):
         from sqlalchemy import select
+        from khhf.audit import CLI_ADDRESS
         from khhf.models import User
         from khhf.services import accounts
         user = session.scalar(select(User).where(User.username == args.username.strip()))
@@ -84,7 +84,7 @@ def _run(args, what, action, done) -> int:
     from khhf import config, db
     from khhf.services import ValidationError
     settings = config.load(args.config)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     try:
         with db.unit_of_work(db.session_factory(engine)) as session:
             result = action(session)

@@ -21,8 +21,7 @@ log = logging.getLogger("smsgw")
 
 def serve(settings: Settings) -> None:
     """Run the gateway (or idle, embedded) until a signal."""
-    daemon.require_database(settings)
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

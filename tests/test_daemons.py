@@ -38,21 +38,10 @@ def test_a_missing_secret_names_khhf_init(module, missing, tmp_path):
     assert f"{missing} is not set: run `khhf init`" in proc.stderr
 
 
-def test_the_web_ui_without_tables_says_khhf_init(tmp_path):
-    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-    proc = run("webui", "--config", str(settings.config_path))
-    assert proc.returncode == 2
-    assert "has no tables: run `khhf init`" in proc.stderr
+# a daemon without its database: tests/test_no_database.py
 
 
-def test_the_sms_gateway_without_tables_says_khhf_init(tmp_path):
-    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-    proc = run("smsgw", "--config", str(settings.config_path))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("run `khhf init` first.")
-
-
-def _database(settings, revision=None):
+def _create_database(settings, revision=None):
     """The settings' database made at head, then (revision) stamped back."""
     from khhf import db
     engine = db.make_engine(settings.database_url)
@@ -67,7 +56,7 @@ def _database(settings, revision=None):
 def test_a_database_not_at_head_is_exit_2_saying_khhf_db_upgrade(module, tmp_path):
     from khhf import migrations
     settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-    _database(settings, revision=migrations.BASELINE)
+    _create_database(settings, revision=migrations.BASELINE)
     proc = run(module, "--config", str(settings.config_path))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == (
@@ -78,7 +67,7 @@ def test_a_database_not_at_head_is_exit_2_saying_khhf_db_upgrade(module, tmp_pat
 def test_the_sms_gateway_refuses_a_rate_below_one(tmp_path):
     settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, smsc_host="127.0.0.1",
                                 sms_rate_per_second=0)
-    _database(settings)
+    _create_database(settings)
     proc = run("smsgw", "--config", str(settings.config_path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == "smsgw: sms_rate_per_second must be at least 1."
@@ -91,7 +80,7 @@ def test_a_taken_port_is_exit_1(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, agi_port=port)
-        _database(settings)
+        _create_database(settings)
         proc = run("agi", "--config", str(settings.config_path))
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("agi: ")

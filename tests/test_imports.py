@@ -129,6 +129,13 @@ def test_xlsx_float_numbers_merged_and_empty_rows(tmp_path, factory):
 @pytest.mark.parametrize("content, expected", [
     (b"", "empty"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200), "not a spreadsheet"),
+    # pictures and PDFs, even cut short (the first bytes of a PNG alone read as
+    # GB18030 text, and were refused as a CSV with "no header row")
+    (b"\x89PNG", "not a spreadsheet"),
+    (b"\xff\xd8\xff\xe0 JFIF", "not a spreadsheet"),
+    (b"GIF89a,,", "not a spreadsheet"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "not a spreadsheet"),
+    (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "not a spreadsheet"),
     ("姓名,手机\n".encode("utf-16"), "not a spreadsheet"),
     (b"\xff\xfe\xfd garbage \x81\x30 \xff\xff,\n", "neither UTF-8 nor GB18030"),
     (b"zip", "ZIP archive"),
@@ -157,6 +164,22 @@ def test_an_unrecognised_column_is_refused_until_mapped(tmp_path, factory):
     options.mapping = {"用户号码xx": "phone"}
     report = imports.check(factory(), "customers", path, options)
     assert report.columns["phone"] == 1 and report.accepted == 1
+
+
+def test_a_missing_column_says_what_to_do_without_an_empty_list(tmp_path, factory):
+    """No county anywhere: the refusal names the import page's county list and
+    --county; a missing column with nothing to map names only the column."""
+    path = tmp_path / "c.csv"
+    path.write_text("姓名,手机号码\n甲,13800138031\n", encoding="utf-8")
+    with pytest.raises(imports.FileError) as caught:
+        imports.check(factory(), "customers", path, imports.Options())
+    message = str(caught.value)
+    assert "County list" in message and "--county" in message and "县区" in message
+    assert "(—)" not in message and "map one of the columns" not in message
+    path.write_text("姓名\n甲\n", encoding="utf-8")
+    with pytest.raises(imports.FileError) as caught:
+        imports.check(factory(), "customers", path, imports.Options(county_code="anji"))
+    assert str(caught.value) == "No column for 手机号码: add a column named 手机号码."
 
 
 # -- validation -------------------------------------------------------------------

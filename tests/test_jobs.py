@@ -169,12 +169,3 @@ def test_the_daemon_process_makes_a_due_round_once_across_restarts(engine, tmp_p
         assert f"stored jobs: campaign-{cid}-round-3" in log
     assert rounds(engine, cid) == [(1, CUSTOMERS), (2, CUSTOMERS)]
     assert stored_jobs(engine) == [f"campaign-{cid}-round-3"]
-
-
-def test_the_daemon_without_tables_says_khhf_init(tmp_path):
-    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("KHHF_")}
-    proc = subprocess.run([sys.executable, "-m", "jobs", "--config", str(settings.config_path)],
-                          cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert "has no tables: run `khhf init`" in proc.stderr

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +23,26 @@ from khhfcli import service
 
 KHHF = [sys.executable, "-m", "khhfcli.main"]
 VENV = Path(sys.prefix)
+REPO = Path(__file__).resolve().parent.parent
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+PACKAGES = ("khhf", "khhfcli", "pbxctl", "simkit", "agi", "ami_bridge", "webui", "smsgw", "jobs")
+
+
+@pytest.fixture(scope="module")
+def readable_code():
+    """This checkout's packages where every user may read them, for commands
+    run as `nobody`: a clone under /root is mode 0700 (and so is the
+    editable install scripts/install makes of it); PYTHONPATH comes first."""
+    top = Path(tempfile.mkdtemp(prefix="khhf-readable-"))
+    try:
+        for name in PACKAGES:
+            shutil.copytree(REPO / name, top / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        for path in (top, *top.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield top
+    finally:
+        shutil.rmtree(top)
 
 
 def _install(tmp_path, *args, env=None, **kwargs):
@@ -88,7 +109,7 @@ def test_production_paths_get_the_hardening():
     assert not re.search(r"^(ProtectSystem|PrivateTmp|ProtectHome)=", units["khhf-pbx.service"], re.M)
 
 
-def test_clear_errors(tmp_path):
+def test_clear_errors(tmp_path, readable_code):
     proc = _install(tmp_path, "--no-enable", "--dest", str(tmp_path / "units"))
     assert proc.returncode == 1
     assert "does not exist: run `khhf init` first" in proc.stderr
@@ -97,9 +118,9 @@ def test_clear_errors(tmp_path):
     assert proc.returncode == 1 and "is not KHHF's virtual environment" in proc.stderr
     # as an ordinary user (nobody), enabling is refused before anything is written
     nobody = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *KHHF,
-         "service", "install", "--dest", "/nonexistent"],
-        capture_output=True, text=True, cwd="/", env=os.environ)
+        [*NOBODY, *KHHF, "service", "install", "--dest", "/nonexistent"],
+        capture_output=True, text=True, cwd="/",
+        env={**os.environ, "PYTHONPATH": str(readable_code)})
     assert nobody.returncode == 1 and "needs root" in nobody.stderr, nobody.stderr
 
 

@@ -237,7 +237,7 @@ def test_county_with_unified_numbers(web):
     demo_id = seeded["county"]["id"]
     response = admin.post(f"/admin/counties/{demo_id}/delete", data={
         "csrf_token": csrf_token(admin, "/admin/counties")}, follow_redirects=True)
-    assert "仍有用户、客户或活动" in response.get_data(as_text=True)
+    assert "仍有用户、客户或批次" in response.get_data(as_text=True)
     response = admin.post(f"/admin/counties/{county_id}/delete", data={
         "csrf_token": csrf_token(admin, "/admin/counties")}, follow_redirects=True)
     assert "已删除县区" in response.get_data(as_text=True)

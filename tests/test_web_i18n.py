@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html.parser
+import inspect
 import re
 
 import pytest
@@ -37,6 +38,8 @@ INTERNAL_CODES = (
     "active", "departed", "outbound", "inbound", "admin", "manager", "supervisor",
     "ringall", "hunt", "login_failed", "login_refused", "set_on_duty", "wrong_password",
     "unknown_user", "Asia/Shanghai", "True", "False", "None",
+    # why a customer has their manager; the log's address of the command line
+    "import", "reassign", "departure", "cli",
 )
 # ASCII word boundaries: a code may stand right next to Chinese text
 RAW_PATTERNS = tuple(re.compile(p, re.ASCII) for p in (
@@ -184,6 +187,8 @@ def _seed_history(app) -> None:
         accounts.set_on_duty(s, m1.user, "10.0.0.8", m1, False)
         accounts.set_on_duty(s, m1.user, "10.0.0.8", m1, True)
         accounts.set_password(s, admin, "10.0.0.1", m2.user, "a-new-password")
+        # as `khhf users password` does it
+        accounts.set_password(s, None, audit.CLI_ADDRESS, m2.user, "another-password")
         other = counties.create_county(s, admin, "10.0.0.1", code="other", name="邻县",
                                        fallback_strategy="hunt", numbers=["13900000001"],
                                        primary="")
@@ -237,12 +242,13 @@ def _seed_imports(app) -> None:
     from khhf.services import import_jobs, imports
     root = Path(app.extensions["khhf_settings"].home) / "imports"
     files = {"好坏.csv": "姓名,手机号码,客户经理工号\n甲,13811112222,D001\n乙,bad,X1\n",
-             "图片.xlsx": "\x89PNG"}
+             "图片.xlsx": b"\x89PNG"}  # a picture (cut short), named as a workbook
     with session_for(app) as s:
         county = s.scalar(select(County))
         for name, content in files.items():
             job = import_jobs.create(s, None, "customers", name,
-                                     io.BytesIO(content.encode("gb18030")), root,
+                                     io.BytesIO(content if isinstance(content, bytes)
+                                                else content.encode("gb18030")), root,
                                      imports.Options(county_code=county.code),
                                      county_id=county.id)
             s.commit()
@@ -322,6 +328,51 @@ def test_no_page_of_the_chinese_ui_shows_english_or_a_code(app, role):
     assert not problems, problems
 
 
+def _zh_catalog() -> dict[str, str]:
+    with open(TRANSLATIONS / "zh" / "LC_MESSAGES" / "messages.po", "rb") as fh:
+        return {m.id: m.string for m in read_po(fh) if m.id and isinstance(m.id, str)}
+
+
+def test_one_chinese_word_for_each_thing(app):
+    """A campaign is a 批次 everywhere (never 活动); a running campaign is
+    进行中 and an active manager 在职; a thing's name is 名称, a person's 姓名."""
+    zh = _zh_catalog()
+    assert [m for m, text in zh.items() if "活动" in text] == []
+    assert (zh["Campaign"], zh["All campaigns"]) == ("批次", "全部批次")
+    from webui import i18n
+    with app.test_request_context("/"):
+        assert str(i18n.CAMPAIGN_STATUS_LABELS["active"]) == "进行中"
+        assert str(i18n.MANAGER_STATUS_LABELS["active"]) == "在职"
+
+
+def test_the_words_people_read_on_the_pages(app):
+    client = app.test_client()
+    log_in_as(client, app, "xitong")
+    campaigns = visible_text(client.get("/campaigns/").get_data(as_text=True))
+    assert "进行中" in campaigns and "在职" not in campaigns
+    types = visible_text(client.get("/campaigns/types").get_data(as_text=True))
+    assert "名称" in types and "姓名" not in types
+    type_id = re.search(r"/campaigns/types/(\d+)", client.get("/campaigns/types")
+                        .get_data(as_text=True)).group(1)
+    form = visible_text(client.get(f"/campaigns/types/{type_id}").get_data(as_text=True))
+    assert "名称" in form and "姓名" not in form
+    # where a customer's manager came from, and what was done on the command line
+    with session_for(app) as s:
+        customer_id = s.scalar(select(Customer.id).order_by(Customer.id))
+    history = client.get(f"/customers/{customer_id}").get_data(as_text=True)
+    assert "文件导入" in visible_text(history.split('id="history"')[1].split("</table>")[0])
+    log = visible_text(client.get("/audit/").get_data(as_text=True))
+    assert "命令行" in log
+    # an import's page leads back to the list of imports, not to "import all"
+    from khhf.models import ImportJob
+    with session_for(app) as s:
+        picture = s.scalar(select(ImportJob.id).where(ImportJob.filename == "图片.xlsx"))
+    page = visible_text(client.get(f"/imports/{picture}").get_data(as_text=True))
+    assert "导入记录" in page and "全部导入" not in page
+    # a picture is not a table: said so, not "no header row"
+    assert "不是电子表格或 CSV 文件" in page and "表头" not in page
+
+
 def test_flash_messages_after_writes_are_chinese_too(app):
     msgids = translated_msgids()
     client = app.test_client()
@@ -375,7 +426,8 @@ def test_the_checker_catches_what_it_is_for():
 
 def test_every_code_the_domain_knows_has_a_label():
     from khhf.calls.states import CallOutcome, CallState
-    from khhf.models import IMPORT_KINDS, IMPORT_STATUSES, ROLES, TaskStatus
+    from khhf.models import ASSIGNMENT_REASONS, IMPORT_KINDS, IMPORT_STATUSES, ROLES, TaskStatus
+    from khhf.services import customers, handover
     from khhf.services.accounts import MANAGER_STATUSES
     from khhf.services.counties import FALLBACK_STRATEGIES
     from webui import i18n
@@ -388,5 +440,11 @@ def test_every_code_the_domain_knows_has_a_label():
                           (audit.OBJECT_TYPES, i18n.OBJECT_TYPE_LABELS),
                           ((hotline.CALLBACK_TASK_TYPE,), i18n.TASK_TYPE_LABELS),
                           (IMPORT_STATUSES, i18n.IMPORT_STATUS_LABELS),
-                          (IMPORT_KINDS, i18n.IMPORT_KIND_LABELS)):
+                          (IMPORT_KINDS, i18n.IMPORT_KIND_LABELS),
+                          (ASSIGNMENT_REASONS, i18n.ASSIGNMENT_REASON_LABELS),
+                          ((audit.CLI_ADDRESS,), i18n.AUDIT_ADDRESS_LABELS)):
         assert set(codes) <= set(labels), set(codes) - set(labels)
+    # the reasons the services write are the ones labelled
+    assert handover.REASON in ASSIGNMENT_REASONS
+    assert inspect.signature(customers.reassign).parameters["reason"].default in \
+        ASSIGNMENT_REASONS

@@ -89,7 +89,7 @@ def test_admin_imports_with_bad_rows_downloads_rejects_fixes_and_reimports(serve
     assert "王芳" in table.inner_text() and "135****0003" in table.inner_text()
     table.get_by_role("link", name="错工号").click()
     assert page.locator("#customer-phone").inner_text() == "13512340003"
-    assert "import" in page.locator("#history").inner_text()
+    assert "文件导入" in page.locator("#history").inner_text()
     _shoot(page, "customer-detail")
 
 

@@ -3,7 +3,9 @@
 bridge and SIPp behind them: a manager away from the desk logs in, taps a
 task, taps 呼叫 with 我的手机 chosen, follows the two-leg call (双呼) live
 and files the result. And at 375 px nothing wraps a Chinese word over two
-lines and every tap target is at least 44 px.
+lines and every tap target is at least 44 px. Without the phone system, on
+the demo data: due call-backs on /m/, and a call's live state on the task's
+page (the call row moved as the AMI bridge moves it).
 
 Screenshots at phone size go to tmp_path, or to $KHHF_SCREENSHOTS_DIR when
 it is set (scripts/screenshots sets it to docs/screenshots)."""
@@ -18,9 +20,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from khhf.models import Call, Feedback, Manager, Task
+from khhf.config import Settings
+from khhf.models import Call, Feedback, Manager, Task, User, utcnow
+from khhf.services import dialing, tasks
 from simkit.bridge_env import UNIFIED, BridgeEnv
 from simkit.browser import CHROMIUM, CHROMIUM_ARGS, csp_problems, require_chromium, serve
+from simkit.web import make_app, session_for
 
 require_chromium()
 
@@ -115,6 +120,11 @@ def test_manager_calls_from_the_phone_through_their_mobile(served, pbx_harness, 
     page.get_by_role("button", name="呼叫").tap()
     wait_text(page, "#m-message", "手机正在振铃")
     wait_text(page, "#call-state", "通话中")
+    # in the call the page says what is going on: not "your mobile is ringing",
+    # nor the task's 待呼叫 0/3 from before the call
+    assert page.locator("#m-message").is_hidden()
+    wait_text(page, "#task-meta", "呼叫次数 1/")
+    assert "待呼叫" not in page.inner_text("#task-status")
     page.screenshot(path=str(out / "mobile-call.png"))
     wait_text(page, "#call-state", "已结束")
     assert "已接听" in page.inner_text("#call-state")
@@ -229,6 +239,7 @@ def test_phone_pages_keep_words_whole_and_targets_large(phone_demo, tmp_path):
     phone_log_in(page, base, "manager1", seeded["passwords"]["manager1"])
     for tab in ("todo", "callback", "connected", "not_reached", "done"):
         check(f"/m/?tab={tab}")
+    check("/m/?q=0001")  # a search: its note and its "clear" link
     page.goto(base + "/m/")
     page.screenshot(path=str(screenshots_dir(tmp_path) / "mobile-tasks.png"))
     page.goto(base + "/m/")
@@ -262,3 +273,110 @@ def test_the_duty_switch_on_the_phone_sets_the_phone_that_rings(phone_demo):
     with page.expect_navigation():
         page.get_by_role("button", name="切换为离岗").tap()
     assert page.locator("#duty .chip").inner_text() == "离岗"
+
+
+# -- without the phone system: reminders, and a call's live state on the task's page ---
+@pytest.fixture(scope="module")
+def phone_app(tmp_path_factory):
+    """The demo data served with quick page timers; the app, to move rows."""
+    app, seeded = make_app(tmp_path_factory.mktemp("phone"), {"calling_window": "00:00-23:59"})
+    app.config.update(WORKSPACE_POLL_MS=200, WORKSPACE_REMINDER_SECONDS=1)
+    with serve(app) as base:
+        yield app, base, seeded
+
+
+@pytest.fixture
+def phone_page(browser):
+    """A phone-sized page of the module's browser; fails on a CSP violation."""
+    context = browser.new_context(**PHONE)
+    problems = csp_problems(context)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    context.close()
+    assert not problems, problems
+
+
+def own_tasks(app, username):
+    with session_for(app) as s:
+        return s.scalars(select(Task.id).join(Manager, Manager.id == Task.manager_id)
+                         .join(User, User.id == Manager.user_id)
+                         .where(User.username == username, Task.status == "pending")
+                         .order_by(Task.id)).all()
+
+
+def set_appointment(app, task_id, ago):
+    with session_for(app) as s:
+        s.get(Task, task_id).appointment_at = utcnow() - ago
+        s.commit()
+
+
+def test_due_call_backs_are_on_the_phones_first_page(phone_app, phone_page):
+    phone = phone_page
+    app, base, seeded = phone_app
+    first, second = own_tasks(app, "manager1")[:2]
+    set_appointment(app, first, dt.timedelta(seconds=5))
+    phone_log_in(phone, base, "manager1", seeded["passwords"]["manager1"])
+    reminder = phone.locator(f"#reminders a[data-task='{first}']")
+    assert "预约回电时间到" in reminder.inner_text()
+    assert phone.evaluate(LAYOUT_PROBLEMS, [ONE_LINE, TAP_TARGETS]) == []
+    # asked again while the page is open, as on the desktop: a new one, and one overdue
+    set_appointment(app, second, dt.timedelta(hours=2))
+    wait_text(phone, f"#reminders a[data-task='{second}']", "已逾期")
+    assert phone.evaluate(LAYOUT_PROBLEMS, [ONE_LINE, TAP_TARGETS]) == []
+    phone.locator(f"#reminders a[data-task='{second}']").tap()
+    phone.wait_for_url(f"**/m/tasks/{second}")
+    assert "已逾期" in phone.inner_text("#task-meta")
+
+
+def call_moves(app, call_id, state, outcome=None):
+    """The call row goes to `state`, and its task follows, as the AMI bridge does it."""
+    with session_for(app) as s:
+        call = s.get(Call, call_id)
+        call.state, call.outcome = state, outcome
+        tasks.follow_call(s, s.get(Task, call.task_id), call)
+        s.commit()
+
+
+def test_the_phone_page_follows_a_two_leg_call_and_its_result_waits(phone_app, phone_page):
+    phone = phone_page
+    app, base, seeded = phone_app
+    task_id = own_tasks(app, "manager1")[-1]
+    with session_for(app) as s:  # what 呼叫 with 我的手机 leaves in the database
+        manager = s.scalar(select(Manager).join(User).where(User.username == "manager1"))
+        call_id = dialing.request_call(s, Settings(calling_window="00:00-23:59"), manager.user,
+                                       task_id, device="mobile").id
+        s.commit()
+    call_moves(app, call_id, "manager_ringing")
+    phone_log_in(phone, base, "manager1", seeded["passwords"]["manager1"])
+    phone.goto(f"{base}/m/tasks/{task_id}")
+    wait_text(phone, "#call-state", "手机振铃")
+    assert "呼叫中" in phone.inner_text("#task-status")
+    # no result is chosen for the manager; the form says the call is on
+    assert phone.locator("#result-form input[name=result_code]:checked").count() == 0
+    assert phone.locator("#live-call").is_visible()
+    # the customer's phone rings: one attempt, on the page without a reload
+    phone.evaluate("window.notReloaded = true")
+    call_moves(app, call_id, "customer_ringing")
+    wait_text(phone, "#task-meta", "呼叫次数 1/3")
+    call_moves(app, call_id, "connected")
+    wait_text(phone, "#call-state", "通话中")
+    wait_text(phone, "#task-status", "已接通")
+    assert phone.evaluate(LAYOUT_PROBLEMS, [ONE_LINE, TAP_TARGETS]) == []
+    # a result while the call is on is refused, and says why
+    phone.locator("#result-form label", has_text="1 回访成功").tap()
+    with phone.expect_navigation():
+        phone.get_by_role("button", name="保存结果").tap()
+    assert "通话仍在进行中：请在通话结束后保存结果" in phone.inner_text("#live-call")
+    with session_for(app) as s:
+        assert s.scalar(select(Feedback).where(Feedback.task_id == task_id)) is None
+    # the call ends: the warning goes, and the result is saved
+    phone.evaluate("window.notReloaded = true")
+    call_moves(app, call_id, "ended", "answered")
+    wait_text(phone, "#call-state", "已结束")
+    phone.locator("#live-call").wait_for(state="hidden")
+    assert phone.evaluate("window.notReloaded") is True
+    phone.locator("#result-form label", has_text="1 回访成功").tap()
+    with phone.expect_navigation():
+        phone.get_by_role("button", name="保存结果").tap()
+    assert "结果已保存" in phone.locator(".flash-success").inner_text()

@@ -38,7 +38,7 @@ def _url(app, rule):
                   "county_id": manager.county_id, "task_id": task.id, "call_id": call.id,
                   "campaign_id": task.campaign_id, "type_id": task.task_type_id,
                   "customer_id": task.customer_id, "job_id": _import_job(app, s, manager),
-                  "kind": "customers"}
+                  "kind": "customers", "fmt": "csv"}
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: add sample values for {missing} to this test"
     with app.test_request_context():

@@ -6,11 +6,12 @@ manager cannot reach another manager's task."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from sqlalchemy import func, select
 
-from khhf.models import AuditLog, Feedback, Manager, ResultCode, Task, User, utcnow
+from khhf.models import AuditLog, Customer, Feedback, Manager, ResultCode, Task, User, utcnow
 from simkit.web import csrf_token, log_in, make_app, session_for
 
 # the demo's calling window is 08:00-21:00; these tests must not depend on the clock
@@ -81,6 +82,41 @@ def test_search_and_bad_query_parameters(web):
     assert client.get("/manager/?after=x").status_code == 400
     assert client.get("/manager/?q=" + "9" * 65).status_code == 400
     assert client.get("/manager/?tab=done").status_code == 200
+
+
+def tab_counts(html: str) -> dict[str, int]:
+    return {tab: int(n) for tab, n in re.findall(
+        r'data-tab="(\w+)".*?<span class="badge[^"]*">(\d+)</span>', html, re.DOTALL)}
+
+
+def test_a_search_looks_in_every_tab_and_each_tab_counts_its_matches(web):
+    app, seeded = web
+    client = client_for(app, seeded, "manager1")
+    mine = tasks_of(app, "manager1")
+    with session_for(app) as s:
+        [found] = s.scalars(select(Task).join(Customer).where(
+            Task.id.in_([t.id for t in mine]), Customer.phone.endswith("0001"))).all()
+    set_task(app, found.id, status="done")
+    everything = tab_counts(client.get("/manager/").get_data(as_text=True))
+    assert everything["todo"] == len(mine) - 1 and everything["done"] == 1
+    # the search form names no tab: the match is in 已完成, and that is where it shows
+    html = client.get("/manager/?q=0001").get_data(as_text=True)
+    assert tab_counts(html) == {"todo": 0, "callback": 0, "connected": 0, "not_reached": 0,
+                                "done": 1}
+    assert 'data-tab="done" aria-current="page"' in html
+    assert f'data-task="{found.id}"' in html and "137****0001" in html
+    assert "与“0001”匹配的任务数" in html
+    # every tab's link keeps the search, and a tab picked is shown, matches or not
+    assert "/manager/?tab=todo&amp;q=0001" in html
+    html = client.get("/manager/?tab=todo&q=0001").get_data(as_text=True)
+    assert 'data-tab="todo" aria-current="page"' in html and "这里没有任务" in html
+    assert tab_counts(html)["done"] == 1
+    # nothing matches anywhere: every count 0
+    html = client.get("/manager/?q=nobody").get_data(as_text=True)
+    assert set(tab_counts(html).values()) == {0} and "这里没有任务" in html
+    # the phone pages search the same way
+    html = client.get("/m/?q=0001").get_data(as_text=True)
+    assert f'data-task="{found.id}"' in html and "/m/?tab=done&amp;q=0001" in html
 
 
 def test_a_manager_cannot_reach_another_managers_task(web):

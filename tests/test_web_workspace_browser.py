@@ -2,7 +2,9 @@
 real Asterisk, the AMI bridge and SIPp behind it: a manager dials and
 watches the call's progress change on the page without a reload, files
 the result, books a call-back and sees its reminder, and runs progressive
-dial (自动连拨) through three customers."""
+dial (自动连拨) through three customers. Without the phone system, on the
+demo data: a search across the tabs, and the result form while a call is
+on (the call row moved as the AMI bridge moves it)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from khhf.models import Call, Feedback, Task, utcnow
+from khhf.config import Settings
+from khhf.models import Call, Feedback, Manager, Task, User, utcnow
+from khhf.services import dialing, tasks
 from simkit.bridge_env import BridgeEnv
 from simkit.browser import CHROMIUM, CHROMIUM_ARGS, csp_problems, log_in, serve
+from simkit.web import make_app, session_for
 
 WAIT_MS = 30_000
 
@@ -171,3 +176,105 @@ def test_cancelling_the_pause_dials_nothing(served, page):
     assert page.url == f"{base}/manager/"
     with env.sessions() as s:
         assert s.scalar(select(Call).where(Call.task_id == task_id)) is None
+
+
+# -- without the phone system: the demo data, and call rows as the bridge writes them --
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    app, seeded = make_app(tmp_path_factory.mktemp("workspace"), {"calling_window": "00:00-23:59"})
+    app.config.update(WORKSPACE_POLL_MS=200)
+    with serve(app) as base:
+        yield app, base, seeded
+
+
+def call_moves(app, call_id, state, outcome=None):
+    """The call row goes to `state`, and its task follows, as the AMI bridge does it."""
+    with session_for(app) as s:
+        call = s.get(Call, call_id)
+        call.state, call.outcome = state, outcome
+        tasks.follow_call(s, s.get(Task, call.task_id), call)
+        s.commit()
+
+
+def live_call_for(app, username, device="desk"):
+    """(task id, call id) of a call just placed for one of the user's pending tasks."""
+    with session_for(app) as s:
+        manager = s.scalar(select(Manager).join(User).where(User.username == username))
+        task = s.scalars(select(Task).where(Task.manager_id == manager.id,
+                                            Task.status == "pending")
+                         .order_by(Task.id.desc())).first()
+        call = dialing.request_call(s, Settings(calling_window="00:00-23:59"), manager.user,
+                                    task.id, device=device)
+        s.commit()
+        return task.id, call.id
+
+
+def test_a_search_finds_tasks_in_any_tab_and_the_tabs_count_the_matches(demo, page):
+    _, base, seeded = demo
+    log_in(page, base, "manager1", seeded["passwords"]["manager1"])
+    page.goto(f"{base}/manager/?tab=done")
+    page.get_by_label("搜索").fill("0001")
+    page.get_by_role("button", name="搜索").click()
+    page.wait_for_load_state()
+    # the match is a task not called yet: its tab is shown, and every count is of matches
+    assert page.locator("#tabs .active").get_attribute("data-tab") == "todo"
+    counts = {a.get_attribute("data-tab"): int(a.locator(".badge").inner_text())
+              for a in page.locator("#tabs a").all()}
+    assert counts == {"todo": 1, "callback": 0, "connected": 0, "not_reached": 0, "done": 0}
+    assert page.locator("#tasks tbody tr[data-task]").count() == 1
+    assert "137****0001" in page.inner_text("#tasks")
+    assert "0001" in page.inner_text("#search-note")
+    # another tab keeps the search, and is shown as picked
+    page.locator("#tabs a[data-tab='done']").click()
+    page.wait_for_load_state()
+    assert page.locator("#tabs .active").get_attribute("data-tab") == "done"
+    assert page.get_by_label("搜索").input_value() == "0001"
+    assert "这里没有任务" in page.inner_text("#tasks")
+
+
+def test_the_result_form_chooses_nothing_and_says_when_the_call_is_on(demo, page):
+    app, base, seeded = demo
+    task_id, call_id = live_call_for(app, "manager1")
+    call_moves(app, call_id, "connected")
+    log_in(page, base, "manager1", seeded["passwords"]["manager1"])
+    page.goto(f"{base}/manager/tasks/{task_id}")
+    # no result is chosen for the manager
+    assert page.locator("#result_code").input_value() == ""
+    assert page.locator("#result_code option:checked").inner_text() == "—— 请选择结果 ——"
+    page.get_by_role("button", name="保存结果").click()
+    page.wait_for_load_state()
+    assert "请选择本任务类型的一个结果" in page.inner_text("#result-form")
+    # the call is on: the form says so, and a result needs the box ticked
+    assert page.locator("#live-call").is_visible()
+    assert "通话仍在进行中" in page.inner_text("#live-call")
+    page.select_option("#result_code", label="1 回访成功")
+    page.get_by_role("button", name="保存结果").click()
+    page.wait_for_load_state()
+    assert "通话仍在进行中：请在通话结束后保存结果" in page.inner_text("#live-call")
+    with session_for(app) as s:
+        assert s.scalar(select(Feedback).where(Feedback.task_id == task_id)) is None
+    # the call ends while the page is open: the warning goes without a reload
+    page.goto(f"{base}/manager/tasks/{task_id}")
+    assert page.locator("#live-call").is_visible()
+    call_moves(app, call_id, "ended", "answered")
+    page.locator("#live-call").wait_for(state="hidden")
+    page.select_option("#result_code", label="1 回访成功")
+    page.get_by_role("button", name="保存结果").click()
+    page.wait_for_load_state()
+    assert "结果已保存" in page.content()
+
+
+def test_a_result_during_the_call_is_saved_once_confirmed(demo, page):
+    app, base, seeded = demo
+    task_id, call_id = live_call_for(app, "manager1")
+    call_moves(app, call_id, "connected")
+    log_in(page, base, "manager1", seeded["passwords"]["manager1"])
+    page.goto(f"{base}/manager/tasks/{task_id}")
+    page.select_option("#result_code", label="1 回访成功")
+    page.get_by_label("通话未结束，仍然保存").check()
+    page.get_by_role("button", name="保存结果").click()
+    page.wait_for_load_state()
+    assert "结果已保存" in page.content()
+    with session_for(app) as s:
+        assert s.scalar(select(Feedback.call_id).where(Feedback.task_id == task_id)) == call_id
+    call_moves(app, call_id, "ended", "answered")

@@ -59,7 +59,7 @@ def create_app(settings: khhf_config.Settings | None = None,
     app.config.update(flask_config or {})
     app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=app.config["SESSION_HOURS"])
 
-    engine = app.extensions["khhf_engine"] = khhf_db.make_engine(app.config["DATABASE_URL"])
+    engine = app.extensions["khhf_engine"] = khhf_db.open_database(settings)
     app.extensions["khhf_sessions"] = khhf_db.session_factory(engine)
     app.extensions["khhf_write_sessions"] = khhf_db.session_factory(engine, writer=True)
     app.teardown_appcontext(_close_db)

@@ -18,8 +18,7 @@ from webui import create_app
 
 
 def run(settings: Settings) -> None:
-    app = create_app(settings)
-    daemon.require_database(settings)
+    app = create_app(settings)  # refuses a missing database (khhf.db.open_database)
     print(f"KHHF web UI on http://{settings.web_host}:{settings.web_port}/", flush=True)
     # SIGTERM (systemd's stop) ends the server like Ctrl-C: exit 0 (khhf.daemon)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -82,10 +82,11 @@ def scope(model):
     return rules.get(model, false())
 
 
-def load(model, object_id: int):
+def load(model, object_id: int, session=None):
     """The object, if the current user may see it; else 404 (whether it
-    exists elsewhere is not their business)."""
-    obj = get_db().scalar(select(model).where(model.id == object_id, scope(model)))
+    exists elsewhere is not their business). Read through `session` if
+    given, else the request's."""
+    obj = (session or get_db()).scalar(select(model).where(model.id == object_id, scope(model)))
     if obj is None:
         abort(404)
     return obj

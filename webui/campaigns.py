@@ -7,7 +7,9 @@ here, next to the only views that use them.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
+                   url_for)
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -18,10 +20,11 @@ from wtforms import (BooleanField, FieldList, Form, FormField, SelectChoice,
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from khhf.models import Campaign, County, Manager, Task, TaskType, User
-from khhf.services import ValidationError, campaigns, distribution, parse_int
+from khhf.services import ValidationError, campaigns, distribution, exports, parse_int
 from webui import i18n, params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
+from webui.exports import audited_download
 from webui.forms import ConfirmForm, commit_or_show, county_choices, county_field, show_problems
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
@@ -286,6 +289,19 @@ def task_list(campaign_id, manager, after):
     return render_template("campaigns/tasks.html", campaign=campaign, form=form, tasks=rows,
                            names=names, managers=managers, manager_id=manager_id,
                            next_after=rows[-1].id if len(rows) == TASKS_PAGE else None)
+
+
+@bp.route("/<int:campaign_id>/tasks/export.<any(xlsx, csv):fmt>", methods=["POST"])
+@allow("admin", "supervisor")
+def export_tasks(campaign_id, fmt):
+    """The campaign's tasks with status and result, whole numbers; audited."""
+    def build(reading):
+        campaign = load(Campaign, campaign_id, reading)
+        local = exports.local_time(current_app.extensions["khhf_settings"])
+        table = exports.task_table(reading, campaign, gettext, local,
+                                   lambda code: i18n.label(i18n.TASK_STATUS_LABELS, code))
+        return [table], {"kind": "tasks", "campaign": campaign}
+    return audited_download(fmt, build)
 
 
 # -- task types --------------------------------------------------------------------

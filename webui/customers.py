@@ -9,7 +9,7 @@ number or a part of it.
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -17,10 +17,11 @@ from sqlalchemy import select
 from wtforms import SelectField, StringField, TextAreaField
 
 from khhf.models import Call, County, Customer, Manager, Task, User
-from khhf.services import customers
+from khhf.services import customers, exports
 from webui import params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db
+from webui.exports import audited_download
 from webui.forms import FlaskForm, _int_or_none, commit_or_show
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
@@ -57,6 +58,24 @@ def index(after, county):
         if current_user.role == "admin" else []
     return render_template("customers/index.html", customers=rows, q=q, county_id=county_id,
                            counties=counties, next_after=rows[-1].id if more else None)
+
+
+@bp.route("/export.<any(xlsx, csv):fmt>", methods=["POST"])
+@allow("admin", "supervisor")
+@params.query(county=params.Id(_l("County")))
+def export(fmt, county):
+    """Every customer of a county (a supervisor: their own; an administrator:
+    the one chosen, else every county) with whole numbers, for the county's
+    CRM; audited. Managers cannot: a manager's customers leave the system
+    only through the county that answers for them."""
+    def build(reading):
+        county_id = county or (current_user.county_id
+                               if current_user.role == "supervisor" else None)
+        chosen = load(County, county_id, reading) if county_id else None
+        local = exports.local_time(current_app.extensions["khhf_settings"])
+        return ([exports.customer_table(reading, chosen, gettext, local)],
+                {"kind": "customers", "county": chosen})
+    return audited_download(fmt, build)
 
 
 def _reassign_form(customer, **kwargs) -> ReassignForm:

@@ -17,6 +17,8 @@ from khhf import i18n as core
 # the domain's catalog and labels, named here for the web's modules and templates
 from khhf.i18n import (  # noqa: F401
     ACTION_LABELS,
+    ASSIGNMENT_REASON_LABELS,
+    AUDIT_ADDRESS_LABELS,
     AUDIT_FIELD_LABELS,
     CALL_OUTCOME_LABELS,
     CAMPAIGN_CYCLE_LABELS,
@@ -44,6 +46,7 @@ from khhf.i18n import (  # noqa: F401
     TIMEZONE_LABELS,
     TRANSLATIONS,
     audit_actor,
+    audit_address,
     audit_object,
     audit_sentence,
     call_outcome,
@@ -70,7 +73,8 @@ def init_app(app) -> None:
         FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,
-        IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS)
+        IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS,
+        ASSIGNMENT_REASON_LABELS=ASSIGNMENT_REASON_LABELS, audit_address=audit_address)
     app.before_request(_remember_requested_locale)
     app.before_request(_wtforms_catalog)
     # the templates' _(): the request's catalog looked up once per request.

@@ -10,7 +10,8 @@ and the result form (webui.workspace.save_result).
 
 - /m/login: the log-in, with "keep me logged in on this phone until the end
   of the day" (webui.security.keep_until_end_of_day).
-- /m/: today's tasks by status, as cards.
+- /m/: the call-backs that are due (the desktop's reminder, polled the same
+  way), then today's tasks by status, as cards.
 - /m/tasks/<id>: the customer, the script, 呼叫 from the desk phone or the
   mobile (a two-leg call, 双呼), the live call state and the result form,
   with an optional call-back time.
@@ -24,7 +25,6 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from wtforms import BooleanField
 
-from khhf.calls.states import FINAL_STATES
 from khhf.models import Task, utcnow
 from khhf.services import dialing, tasks, workspace as tasks_view
 from webui import auth, workspace
@@ -61,21 +61,22 @@ def home():
     if current_user.role != "manager":
         return redirect(url_for("auth.index"))
     manager = workspace.own_manager()
-    tab, search, after = workspace.list_args()
+    tab, search, _after, counts, listing = workspace.task_list(manager, size=PAGE_SIZE)
     session = get_db()
-    listing = tasks_view.page(session, manager.id, tab, search, after, size=PAGE_SIZE)
     now = utcnow()
+    # the desktop's reminder, as cards: call-backs whose time has come
+    due = tasks_view.due_callbacks(session, manager.id, now)
     return render_template(
         "mobile/tasks.html", manager=manager, tab=tab, search=search, tabs=tasks_view.TABS,
-        tab_labels=workspace.TAB_LABELS, counts=tasks_view.counts(session, manager.id),
-        listing=listing,
-        overdue={t.id for t in listing.tasks if tasks_view.is_overdue(t, now)})
+        tab_labels=workspace.TAB_LABELS, counts=counts,
+        listing=listing, due=due,
+        overdue={t.id for t in (*listing.tasks, *due) if tasks_view.is_overdue(t, now)})
 
 
 def _task_page(task: Task, form: workspace.ResultForm):
     manager = workspace.own_manager()
     calls = tasks_view.task_calls(get_db(), task.id, limit=10)
-    live = next((c for c in calls if c.state not in FINAL_STATES), None)
+    live = tasks_view.live_call(get_db(), task.id)
     script = (task.task_type.script or task.task_type.description).replace(
         "{经理}", current_user.display_name)
     return render_template(

@@ -9,13 +9,9 @@ another county, is a 404); a manager their own figures only.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import os
-import tempfile
 
-from flask import (Blueprint, Response, abort, current_app, redirect, render_template,
-                   url_for)
+from flask import Blueprint, abort, current_app, redirect, render_template, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -26,10 +22,12 @@ from khhf.models import (Call, Campaign, County, Feedback, Manager, ResultCode, 
                          TaskType, User)
 from khhf.names import by_manager_name
 from khhf.phones import mask_phone
-from khhf.services import reports
+from khhf.services import exports, reports
+from khhf.services.exports import Table
 from webui import charts, i18n, params
 from webui.access import allow, load, scope
 from webui.db import get_db
+from webui.exports import download
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 
@@ -37,9 +35,6 @@ FILTER_PARAMS = dict(
     start=params.Day(_l("First day")), end=params.Day(_l("Last day")),
     county=params.Id(_l("County")), manager=params.Id(_l("Customer manager")),
     campaign=params.Id(_l("Campaign")), task_type=params.Id(_l("Task type")))
-XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-# rows fetched per round trip while an export streams
-EXPORT_BATCH = 2000
 
 
 def _today() -> dt.date:
@@ -189,31 +184,30 @@ def _load(kind: str, ids: list[int]) -> list:
 # -- exports ---------------------------------------------------------------------------
 
 def _report_tables(flt: reports.Filter):
-    """(sheet title, headers, rows, kinds) of a report: the totals, each day,
-    each manager, each result code. kinds: count | rate | decimal | text."""
+    """The tables of a report: the totals, each day, each manager, each result code."""
     db = get_db()
     labels = [gettext(f[1]) for f in reports.FIGURES]
     kinds = [f[2] for f in reports.FIGURES]
     keys = [f[0] for f in reports.FIGURES]
     total = reports.summary(db, flt)
-    yield (gettext("Totals"), [gettext("Period")] + labels,
-           [[f"{flt.start} – {flt.end}"] + [total.value(k) for k in keys]], ["text"] + kinds)
-    yield (gettext("Daily trend"), [gettext("Day")] + labels,
-           [[day.isoformat()] + [f.value(k) for k in keys] for day, f in reports.trend(db, flt)],
-           ["text"] + kinds)
+    yield Table(gettext("Totals"), [gettext("Period")] + labels,
+                [[f"{flt.start} – {flt.end}"] + [total.value(k) for k in keys]], ["text"] + kinds)
+    yield Table(gettext("Daily trend"), [gettext("Day")] + labels,
+                [[day.isoformat()] + [f.value(k) for k in keys]
+                 for day, f in reports.trend(db, flt)], ["text"] + kinds)
     ranked = reports.ranking(db, flt)
     names = _names(m for m, _f in ranked)
-    yield (gettext("Managers"), [gettext("Rank"), gettext("Customer manager")] + labels,
-           [[i + 1, names.get(m, str(m))] + [f.value(k) for k in keys]
-            for i, (m, f) in enumerate(ranked)], ["count", "text"] + kinds)
-    yield (gettext("Results"), [gettext("Result"), gettext("Task type"), gettext("Results filed"),
-                                gettext("Share")],
-           [[c.label, t, n, r] for c, t, n, r in _code_rows(flt, total.results_filed)],
-           ["text", "text", "count", "rate"])
+    yield Table(gettext("Managers"), [gettext("Rank"), gettext("Customer manager")] + labels,
+                [[i + 1, names.get(m, str(m))] + [f.value(k) for k in keys]
+                 for i, (m, f) in enumerate(ranked)], ["count", "text"] + kinds)
+    yield Table(gettext("Results"), [gettext("Result"), gettext("Task type"),
+                                     gettext("Results filed"), gettext("Share")],
+                [[c.label, t, n, r] for c, t, n, r in _code_rows(flt, total.results_filed)],
+                ["text", "text", "count", "rate"])
 
 
 def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
-    """(title, headers, rows iterator, kinds) of the rows behind a figure,
+    """The table of the rows behind a figure,
     fetched in batches (bounded memory, however many rows)."""
     settings = current_app.extensions["khhf_settings"]
     kind = reports.drill_kind(figure)
@@ -230,8 +224,7 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
                     ["count", "text", "text", "count", "text", "text", "text"]),
     }[kind]
 
-    def local(at):
-        return f"{settings.local(at):%Y-%m-%d %H:%M:%S}" if at else ""
+    local = exports.local_time(settings)
 
     labels: dict = {}
 
@@ -246,7 +239,7 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
         codes = {c.id: c.label for c in db.scalars(select(ResultCode))}
         types = {t.id: i18n.task_type_name(t) for t in db.scalars(select(TaskType))}
         for ids in reports.drill_batches(db, settings.timezone, flt, figure, day=day,
-                                         size=EXPORT_BATCH):
+                                         size=exports.BATCH):
             objects = _load(kind, ids)
             missing = {o.manager_id for o in objects if o.manager_id} - set(names)
             names.update(_names(missing))
@@ -272,7 +265,7 @@ def _drill_table(flt: reports.Filter, figure: str, day: dt.date | None):
                            local(o.appointment_at)]
             db.expunge_all()  # keep the session's identity map small
     label = gettext(dict((f[0], f[1]) for f in reports.FIGURES)[figure])
-    return label, [str(h) for h in heads[0]], rows(), heads[1]
+    return Table(label, [str(h) for h in heads[0]], rows(), heads[1])
 
 
 CHANNEL_LABELS = i18n.CHANNEL_LABELS
@@ -282,99 +275,9 @@ def _filename(flt: reports.Filter, suffix: str) -> str:
     return f"report-{flt.start:%Y%m%d}-{flt.end:%Y%m%d}{suffix}"
 
 
-def _csv_response(tables, filename: str) -> Response:
-    """CSV, UTF-8 with a BOM (so Excel reads the Chinese), written row by
-    row to a temporary file and sent from there (bounded memory)."""
-    with _spool(".csv") as (path, stream):
-        with open(path, "w", encoding="utf-8-sig", newline="") as out:
-            writer = csv.writer(out)
-            for n, (title, headers, rows, _kinds) in enumerate(tables):
-                if n:
-                    writer.writerow([])
-                writer.writerow([title])
-                writer.writerow(headers)
-                writer.writerows(["" if v is None else v for v in row] for row in rows)
-    return _send(stream(), "text/csv; charset=utf-8", filename)
-
-
-class _spool:
-    """A temporary file to write an export into: yields (path, open) where
-    open() returns the finished file, already unlinked (the open handle
-    keeps its data until it has been sent)."""
-
-    def __init__(self, suffix: str):
-        handle, self.path = tempfile.mkstemp(suffix=suffix, prefix="khhf-report-")
-        os.close(handle)
-        self.stream = None
-
-    def __enter__(self):
-        return self.path, lambda: self.stream
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                self.stream = open(self.path, "rb")
-        finally:
-            os.unlink(self.path)
-        return False
-
-
-def _send(stream, mimetype: str, filename: str) -> Response:
-    size = os.fstat(stream.fileno()).st_size
-
-    def chunks():
-        with stream:
-            while chunk := stream.read(256 * 1024):
-                yield chunk
-    return Response(chunks(), mimetype=mimetype, headers={
-        "Content-Disposition": f"attachment; filename={filename}",
-        "Content-Length": str(size)})
-
-
-def _xlsx_response(tables, filename: str):
-    """XLSX in openpyxl's write-only mode (rows go to a temporary file as
-    they are written, so memory stays bounded), one sheet per table."""
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Font
-    from openpyxl.utils import get_column_letter
-
-    workbook = Workbook(write_only=True)
-    bold = Font(bold=True)
-    # counts need no format of their own (General shows whole numbers)
-    formats = {"rate": "0.0%", "decimal": "0.0"}
-    for title, headers, rows, kinds in tables:
-        sheet = workbook.create_sheet(title[:31])
-        for i, (head, kind) in enumerate(zip(headers, kinds), start=1):
-            width = max(10, min(40, 2 * len(head) + 4)) if kind != "text" else 20
-            sheet.column_dimensions[get_column_letter(i)].width = width
-        sheet.freeze_panes = "A2"
-        head_cells = []
-        for head in headers:
-            cell = WriteOnlyCell(sheet, value=head)
-            cell.font = bold
-            head_cells.append(cell)
-        sheet.append(head_cells)
-        for row in rows:
-            cells = []
-            for value, kind in zip(row, kinds):
-                if kind in formats and isinstance(value, (int, float)):
-                    cell = WriteOnlyCell(sheet, value=value)
-                    cell.number_format = formats[kind]
-                    cells.append(cell)
-                else:
-                    cells.append(value)
-            sheet.append(cells)
-    with _spool(".xlsx") as (path, stream):
-        workbook.save(path)
-    return _send(stream(), XLSX_TYPE, filename)
-
-
 def _export(fmt: str, flt: reports.Filter):
     tables = list(_report_tables(flt))
-    if fmt == "csv":
-        return _csv_response(tables, _filename(flt, ".csv"))
-    return _xlsx_response(tables, _filename(flt, ".xlsx"))
+    return download(fmt, tables, _filename(flt, f".{fmt}"))[0]
 
 
 @bp.route("/export.xlsx")
@@ -399,10 +302,7 @@ def _drill_export(fmt, start, end, county, manager, campaign, task_type, figure,
         return redirect(url_for(".index"))
     flt = _drill_filter(start, end, county, manager, campaign, task_type, figure, day)
     table = _drill_table(flt, figure, day)
-    name = _filename(flt, f"-{figure}.{fmt}")
-    if fmt == "csv":
-        return _csv_response([table], name)
-    return _xlsx_response([table], name)
+    return download(fmt, [table], _filename(flt, f"-{figure}.{fmt}"))[0]
 
 
 @bp.route("/drill.xlsx")

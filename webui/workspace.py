@@ -20,17 +20,16 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import DateTimeLocalField, HiddenField, SelectField, TextAreaField
+from wtforms import BooleanField, DateTimeLocalField, HiddenField, SelectField, TextAreaField
 from wtforms.validators import Optional
 
 from khhf import db
-from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.services import ValidationError, dialing, results, tasks, workspace
 from webui.calls import progress_label
 from webui.access import allow, client_ip, load
 from webui.db import get_db
-from webui.forms import DutyForm, show_problems
+from webui.forms import DutyForm, _int_or_none, show_problems
 from webui.i18n import TASK_STATUS_LABELS, group_extension, task_type_name, zone_name
 
 bp = Blueprint("workspace", __name__, url_prefix="/manager")
@@ -77,11 +76,24 @@ def list_args() -> tuple[str, str, str | None]:
     return tab, search, after
 
 
-def home_page(manager: Manager):
-    """The manager's home: tabs with counts, a page of tasks, recent calls."""
+def task_list(manager: Manager, size: int = workspace.PAGE_SIZE):
+    """(tab, search, cursor, counts, page) of the manager's task list, on the
+    desktop or the phone. A search looks in every tab: each tab counts the
+    tasks that match, and the search form (which names no tab) shows the
+    first tab that holds a match; a tab the manager picks is shown as picked."""
     tab, search, after = list_args()
     session = get_db()
-    listing = workspace.page(session, manager.id, tab, search, after)
+    counts = workspace.counts(session, manager.id, search)
+    if search and "tab" not in request.args and not counts[tab]:
+        tab = next((t for t in workspace.TABS if counts[t]), tab)
+    listing = workspace.page(session, manager.id, tab, search, after, size=size)
+    return tab, search, after, counts, listing
+
+
+def home_page(manager: Manager):
+    """The manager's home: tabs with counts, a page of tasks, recent calls."""
+    tab, search, after, counts, listing = task_list(manager)
+    session = get_db()
     calls = session.scalars(select(Call).where(Call.manager_id == manager.id)
                             .order_by(Call.id.desc()).limit(10)).all()
     desk_names = _desk_names(session, manager, calls)
@@ -90,7 +102,7 @@ def home_page(manager: Manager):
     return render_template(
         "manager/home.html", manager=manager, tab=tab, search=search, after=after,
         tabs=workspace.TABS, tab_labels=TAB_LABELS,
-        counts=workspace.counts(session, manager.id), listing=listing, calls=calls,
+        counts=counts, listing=listing, calls=calls,
         desk_names=desk_names, duty_form=DutyForm(),
         overdue={t.id for t in listing.tasks if workspace.is_overdue(t, now)},
         status_labels={k: str(v) for k, v in TASK_STATUS_LABELS.items()},
@@ -111,21 +123,26 @@ def _desk_names(session, manager: Manager, calls) -> dict[str, str]:
 
 
 class ResultForm(FlaskForm):
-    result_code = SelectField(_l("Result"), coerce=int, validate_choice=False)
+    # no result is chosen for the manager: "— choose —" first, None until chosen
+    result_code = SelectField(_l("Result"), coerce=_int_or_none, validate_choice=False)
     note = TextAreaField(_l("Note"))
     appointment_at = DateTimeLocalField(_l("Call back at"), format="%Y-%m-%dT%H:%M",
                                         validators=[Optional()])
+    # shown while the task's call is still on: a result filed mid-call needs it
+    while_live = BooleanField(_l("Save while the call is on"))
     call_id = HiddenField()
     autodial = HiddenField()
 
 
 def result_form(task: Task, **kwargs) -> ResultForm:
-    """The result form with the task type's result codes as its choices."""
+    """The result form with the task type's result codes as its choices,
+    after an empty "— choose the result —" (the phone pages list only the codes)."""
     form = ResultForm(**kwargs)
     # the site's zone is known per request, not when the class is made
     form.appointment_at.description = gettext("Optional: a time to call again (%(zone)s).",
                                               zone=zone_name(settings().timezone))
-    form.result_code.choices = [(c.id, f"{c.code} {c.label}") for c in task.task_type.result_codes]
+    form.result_code.choices = [("", gettext("— choose the result —"))] + [
+        (c.id, f"{c.code} {c.label}") for c in task.task_type.result_codes]
     return form
 
 
@@ -135,7 +152,7 @@ def _task_page(task: Task, form: ResultForm):
     feedback = session.execute(
         select(Feedback, ResultCode).join(ResultCode, ResultCode.id == Feedback.result_code_id)
         .where(Feedback.task_id == task.id).order_by(Feedback.id.desc())).all()
-    live = next((c for c in calls if c.state not in FINAL_STATES), None)
+    live = workspace.live_call(session, task.id)
     # the script names the manager where it says {经理} (khhf.services.campaigns)
     script = (task.task_type.script or task.task_type.description).replace(
         "{经理}", current_user.display_name)
@@ -170,7 +187,7 @@ def save_result(task_id: int, form: ResultForm) -> bool:
             session, current_user, task_id, form.result_code.data, form.note.data or "",
             settings().from_local(appointment) if appointment else None,
             channel="web", call_id=int(call_id) if call_id and call_id.isdigit() else None,
-            settings=settings(), ip=client_ip())
+            settings=settings(), ip=client_ip(), while_live=bool(form.while_live.data))
     except ValidationError as error:
         session.rollback()
         show_problems(form, error)

@@ -183,6 +183,11 @@ class Report:
 # -- reading ------------------------------------------------------------------
 
 _ZIP, _OLE = b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# what people upload by mistake: pictures and PDFs (a short one can look like
+# GB18030 text, and would then be read as a CSV without a header)
+_NOT_TABLES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"%PDF-")
+_NOT_A_TABLE = N_("This is not a spreadsheet or a CSV file; save the list as .xlsx or .csv "
+                  "and choose that file.")
 
 
 def open_table(path: str | Path, reader: str = "calamine") -> tuple[Iterator[list], int]:
@@ -195,11 +200,13 @@ def open_table(path: str | Path, reader: str = "calamine") -> tuple[Iterator[lis
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(12)
     except OSError as exc:
         raise FileError(N_("The file cannot be opened: %(reason)s."), reason=exc.strerror)
     if not head:
         raise FileError(N_("The file is empty; choose the file with the rows to import."))
+    if head.startswith(_NOT_TABLES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        raise FileError(_NOT_A_TABLE)
     if head.startswith(_ZIP) or head.startswith(_OLE):
         if head.startswith(_ZIP) and not _is_workbook_zip(path):
             raise FileError(N_("This is a ZIP archive, not an Excel workbook; save the list "
@@ -279,8 +286,7 @@ def _open_csv(path: Path):
     with open(path, "rb") as f:
         sample = f.read(1 << 16)
     if b"\x00" in sample:
-        raise FileError(N_("This is not a spreadsheet or a CSV file; save the list as .xlsx "
-                           "or .csv and choose that file."))
+        raise FileError(_NOT_A_TABLE)
     if sample.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
     elif _decodes(path, "utf-8"):
@@ -292,8 +298,7 @@ def _open_csv(path: Path):
                            "from Excel or WPS as CSV (UTF-8) and retry."))
     text_sample = sample.decode(encoding, errors="ignore")
     if any(ord(ch) < 32 and ch not in "\r\n\t" for ch in text_sample):
-        raise FileError(N_("This is not a spreadsheet or a CSV file; save the list as .xlsx "
-                           "or .csv and choose that file."))
+        raise FileError(_NOT_A_TABLE)
     delimiter = max(",\t;", key=lambda d: text_sample.count(d))
     with open(path, "rb") as f:
         estimate = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
@@ -434,6 +439,21 @@ class _Lookups:
             self.task_types.setdefault(header_key(t.name), t)
 
 
+def _missing_column(f: Field, unmapped: list[str]) -> FileError:
+    """The refusal of a file without column `f`, saying what to do."""
+    if f.name == "county":
+        # the county may come from the import form or --county instead of a column
+        return FileError(N_("No county for these rows: choose the county in the import "
+                            "page's County list (on the command line: --county CODE), or "
+                            "add a column %(column)s."), column=f.label)
+    if not unmapped:
+        return FileError(N_("No column for %(column)s: add a column named %(column)s."),
+                         column=f.label)
+    return FileError(N_("No column for %(column)s: name a column %(column)s, or map one of "
+                        "the columns (%(headers)s) to it."),
+                     column=f.label, headers="、".join(unmapped))
+
+
 class _Import:
     """One pass over a file: validates each row, and writes accepted ones."""
 
@@ -475,9 +495,7 @@ class _Import:
             required.append(field("tasks", "task_type"))
         for f in required:
             if f.name not in report.columns:
-                error = FileError(N_("No column for %(column)s: name a column %(column)s, or "
-                                     "map one of the columns (%(headers)s) to it."),
-                                  column=f.label, headers="、".join(report.unmapped) or "—")
+                error = _missing_column(f, report.unmapped)
                 error.report = report  # its headers, for the page to offer a mapping
                 raise error
         if self.kind == "customers":

@@ -20,7 +20,7 @@ from khhf.config import Settings
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems, dialing, tasks
+from . import N_, Problems, dialing, tasks, workspace
 
 CHANNELS = ("web", "sms", "keypad")
 MAX_NOTE = 1000
@@ -31,13 +31,16 @@ MAX_APPOINTMENT_AHEAD = dt.timedelta(days=90)
 def file_result(session: Session, user: User, task_id: int, result_code_id: int, note: str = "",
                 appointment_at: dt.datetime | None = None, channel: str = "web",
                 call_id: int | None = None, *, settings: Settings | None = None, ip: str = "",
-                now: dt.datetime | None = None) -> Feedback:
+                now: dt.datetime | None = None, while_live: bool = True) -> Feedback:
     """File result `result_code_id` for task `task_id` as `user`.
 
     `appointment_at` (naive UTC) books a call-back: the task stays open,
     pending, with that time. `settings` gives the calling window (default:
     the built-in one). `call_id` names the call the result is about
-    (default: the task's latest outbound call). Raises ValidationError,
+    (default: the task's latest outbound call). `while_live=False` refuses
+    a result while one of the task's calls is still on (the web form, until
+    the manager confirms: a result chosen mid-call is often a guess; SMS
+    and keypad results come when the call is over). Raises ValidationError,
     with nothing written, when the result is refused.
     """
     now = now or utcnow()
@@ -71,6 +74,10 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
         call = session.get(Call, call_id)
         if call is None or call.task_id != task.id:
             problems.add("call", N_("That call is not one of this task's calls."))
+    if not while_live and workspace.live_call(session, task.id) is not None:
+        problems.add("while_live", N_("The call is still on: save the result when it has "
+                                      "ended, or tick “Save while the call is on” to save "
+                                      "it now."))
     problems.raise_if_any()
 
     if call_id is None:

@@ -29,6 +29,7 @@ import datetime as dt
 from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
+from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, Customer, Manager, Task, TaskStatus, User, utcnow
 
 from . import tasks
@@ -86,12 +87,16 @@ def _sort(tab: str):
     return Task.id, False
 
 
-def counts(session: Session, manager_id: int) -> dict[str, int]:
-    """{tab: number of the manager's tasks in it}."""
+def counts(session: Session, manager_id: int, search: str = "") -> dict[str, int]:
+    """{tab: number of the manager's tasks in it}; with `search`, of those
+    whose customer matches it (see `page`), so each tab says what it holds."""
     special = or_(Task.appointment_at.is_not(None), Task.priority != 0)
-    rows = session.execute(select(Task.status, special, func.count())
-                           .where(Task.manager_id == manager_id)
-                           .group_by(Task.status, special))
+    query = (select(Task.status, special, func.count()).where(Task.manager_id == manager_id)
+             .group_by(Task.status, special))
+    match = _matching(search)
+    if match is not None:
+        query = query.join(Customer, Customer.id == Task.customer_id).where(match)
+    rows = session.execute(query)
     result = dict.fromkeys(TABS, 0)
     for status, is_special, n in rows:
         result[_tab(status, bool(is_special))] += n
@@ -111,13 +116,8 @@ def page(session: Session, manager_id: int, tab: str, search: str = "",
     key, descending = _sort(tab)
     query = (select(Task).where(Task.manager_id == manager_id, tab_filter(tab))
              .options(joinedload(Task.customer), joinedload(Task.task_type)))
-    search = (search or "").strip()
-    if search:
-        digits = "".join(ch for ch in search if ch.isdigit())
-        like = f"%{_escape(search)}%"
-        match = Customer.name.like(like, escape="\\")
-        if digits and len(digits) == len(search.replace(" ", "").replace("-", "")):
-            match = or_(match, Customer.phone.like(f"%{digits}%"))
+    match = _matching(search)
+    if match is not None:
         query = query.join(Customer, Customer.id == Task.customer_id).where(match)
     if after is not None:
         last_key, last_id = parse_cursor(after, tab)
@@ -130,6 +130,20 @@ def page(session: Session, manager_id: int, tab: str, search: str = "",
     rows = rows[:size]
     cursor = make_cursor(tab, rows[-1]) if more and rows else None
     return Page(rows, cursor)
+
+
+def _matching(search: str):
+    """The WHERE clause of tasks whose customer's name contains `search`, or
+    whose number does when it is digits (spaces and dashes allowed); None
+    for an empty search."""
+    search = (search or "").strip()
+    if not search:
+        return None
+    digits = "".join(ch for ch in search if ch.isdigit())
+    match = Customer.name.like(f"%{_escape(search)}%", escape="\\")
+    if digits and len(digits) == len(search.replace(" ", "").replace("-", "")):
+        match = or_(match, Customer.phone.like(f"%{digits}%"))
+    return match
 
 
 def _escape(text: str) -> str:
@@ -209,6 +223,13 @@ def task_calls(session: Session, task_id: int, limit: int | None = None) -> list
     """The task's calls, newest first (at most `limit`)."""
     query = select(Call).where(Call.task_id == task_id).order_by(Call.id.desc())
     return list(session.scalars(query.limit(limit) if limit else query))
+
+
+def live_call(session: Session, task_id: int) -> Call | None:
+    """The task's call that is still on (ringing or connected), if any."""
+    return session.scalar(select(Call).where(Call.task_id == task_id,
+                                             Call.state.not_in(FINAL_STATES))
+                          .order_by(Call.id.desc()).limit(1))
 
 
 def latest_call_id(session: Session, task_id: int) -> int | None:

@@ -69,6 +69,8 @@
 
   // -- the call's live progress ------------------------------------------------------
   var panel = document.getElementById("call-panel");
+  // the result form's "the call is still on" box (webui/templates/manager/task.html)
+  var liveBox = document.getElementById("live-call");
   var following = null;
   function follow(callId) {
     if (!panel || following === callId) { return; }
@@ -80,8 +82,10 @@
       if (following !== callId) { return; }
       getJson(cfg.callUrl + callId).then(function (call) {
         state.textContent = call.progress;
+        var changed = panel.dataset.state !== call.state;
         panel.dataset.state = call.state;
         panel.dataset.outcome = call.outcome || "";
+        if (liveBox) { liveBox.hidden = call.final; }
         if (call.final) {
           following = null;
           refreshFacts();
@@ -91,6 +95,8 @@
             form.querySelector("select").focus();
           }
         } else {
+          // the task's status and attempts move with the call (拨打中, 1/3, ...)
+          if (changed) { refreshFacts(); }
           window.setTimeout(tick, +cfg.pollMs);
         }
       }, function () { window.setTimeout(tick, 3 * cfg.pollMs); });
@@ -98,8 +104,8 @@
     tick();
   }
 
-  // after a call, the task's facts and its calls as the server now has them (the
-  // result form is left alone: the manager may be typing a note)
+  // as a call moves on, the task's facts and its calls as the server now has them
+  // (the result form is left alone: the manager may be typing a note)
   function refreshFacts() {
     fetch(window.location.pathname, {credentials: "same-origin"}).then(function (response) {
       return response.ok ? response.text() : null;
