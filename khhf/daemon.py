@@ -37,6 +37,8 @@ def main(prog: str, description: str, run: Callable[[Settings], object],
                                          f"{config.DEFAULT_CONFIG_PATH})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    # reading the schema's revision (khhf.db.open_database) is no event of ours
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = config.load(args.config)
     except ConfigError as exc:

@@ -16,20 +16,15 @@ connection opened from the settings' database_url.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# reading or moving the revision is no event of a daemon's log (they log at
-# INFO): Alembic's own lines stay out, from its first import on
-logging.getLogger("alembic").setLevel(logging.WARNING)
-
-from alembic import command  # noqa: E402
-from alembic.autogenerate import compare_metadata  # noqa: E402
-from alembic.config import Config  # noqa: E402
-from alembic.runtime.migration import MigrationContext  # noqa: E402
-from alembic.script import ScriptDirectory  # noqa: E402
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, UniqueConstraint, create_engine, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
