@@ -5,8 +5,9 @@ format on stderr, and one exit-code convention that systemd units rely on:
 
     0  stopped when asked (SIGTERM/SIGINT)
     1  failed while running (a port taken, a crash): systemd restarts it
-    2  cannot start as configured (bad or missing setting, no database):
-       restarting will not help (RestartPreventExitStatus=2)
+    2  cannot start as configured (bad or missing setting, no database, a
+       database not at the newest revision): restarting will not help
+       (RestartPreventExitStatus=2)
 
 Logs: one line per event with its level (journald keeps each line as an
 entry, so a traceback is folded into its record's line), and no customer
@@ -145,6 +146,8 @@ def main(prog: str, description: str, run: Callable[[Settings], object],
                                          f"{config.DEFAULT_CONFIG_PATH})")
     args = parser.parse_args(argv)
     setup_logging()
+    # reading the schema's revision (khhf.db.open_database) is no event of ours
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = config.load(args.config)
     except ConfigError as exc:

@@ -42,7 +42,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from khhf import db
+from khhf import db, migrations
 from khhf.config import Settings
 from khhf.daemon import run_dir
 from khhf.models import SmsMessage, SmsStatus
@@ -285,10 +285,12 @@ def check_job_runs(settings: Settings) -> Check:
 
 # -- the database ---------------------------------------------------------------------------
 def database_at_head(engine: Engine) -> tuple[bool, str]:
-    """Whether the database's schema is the one this version expects, and
-    why. The hook versioned migrations replace (Alembic's head); until
-    then there is nothing to be behind."""
-    return True, "no migrations yet"
+    """Whether the database is at the newest revision (khhf.migrations),
+    with the revision or, when not, what is wrong."""
+    message = migrations.problem(engine)
+    if message:
+        return False, message
+    return True, f"revision {migrations.head()}"
 
 
 def health_engine(settings: Settings) -> Engine:

@@ -29,8 +29,9 @@ khhf.sms_reply; then, for a manager's mobile:
   between (an SMSC redelivery, an impatient thumb): stored, nothing else;
 - a number that is no manager's: stored and ignored.
 
-Every message in and out is stored (sms_messages, `kind` says what it
-was) and audited. Customer numbers appear masked in every SMS and log.
+Every message in and out is stored (sms_messages: `kind` says what an
+outbound one is, `reply_outcome` what a reply did) and audited. Customer
+numbers appear masked in every SMS and log.
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ def handle_leftovers(session: Session, settings: Settings, now: dt.datetime | No
 
 def handle(session: Session, row: SmsMessage, settings: Settings, now: dt.datetime) -> None:
     """Act on the received message `row` (see the module's docstring); it
-    ends 'processed' with `kind` saying what it did."""
+    ends 'processed' with `reply_outcome` saying what it did."""
     if row.status != SmsStatus.RECEIVED:
         return
     manager = session.get(Manager, row.manager_id) if row.manager_id else None
@@ -427,12 +428,12 @@ def _menus(session: Session, prompts: list[SmsMessage]) -> str:
     return "".join(lines)
 
 
-def _done(session: Session, row: SmsMessage, kind: SmsReplyOutcome) -> None:
+def _done(session: Session, row: SmsMessage, outcome: SmsReplyOutcome) -> None:
     sms.move(row, "process", SmsStatus.PROCESSED)
-    row.kind = kind
+    row.reply_outcome = outcome
     audit.record(session, None, "update", "sms", row.id,
                  {"changes": {"sms_status": [SmsStatus.RECEIVED, SmsStatus.PROCESSED],
-                              "sms_kind": [None, kind]}},
+                              "sms_reply_outcome": [None, outcome]}},
                  object_name=mask_phone(row.peer_number))
 
 
