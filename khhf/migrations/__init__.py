@@ -53,7 +53,10 @@ def _config(connection: Connection | None = None) -> Config:
 
 def head() -> str:
     """The newest revision this version of KHHF knows."""
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    newest = ScriptDirectory.from_config(_config()).get_current_head()
+    if newest is None:  # the package ships its revisions: a broken install
+        raise SchemaError("this installation of KHHF has no schema revisions: reinstall it.")
+    return newest
 
 
 def revisions() -> list[str]:
@@ -118,8 +121,9 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
     that others refer to; they are checked before the commit."""
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
-        if sqlite:  # only outside a transaction does SQLite honour this pragma
-            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        driver = conn.connection.driver_connection
+        if sqlite and driver is not None:  # only outside a transaction does SQLite honour this
+            driver.execute("PRAGMA foreign_keys=OFF")
         try:
             with conn.begin():
                 yield conn
@@ -127,8 +131,8 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
                     raise SchemaError("the migration would break a foreign key: nothing "
                                       "was changed.")
         finally:
-            if sqlite:
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+            if sqlite and driver is not None:
+                driver.execute("PRAGMA foreign_keys=ON")
 
 
 def create(engine: Engine) -> None:
@@ -148,7 +152,7 @@ def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     if st == "empty":
         raise SchemaError(f"the database {_where(engine)} has no tables: run `khhf init`.")
     if st == "unknown":
-        raise SchemaError(problem(engine))
+        raise SchemaError(problem(engine) or "")
     before = current(engine)
     try:
         with _migrating(engine) as conn:
@@ -158,7 +162,10 @@ def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     except SQLAlchemyError as exc:
         raise SchemaError(f"upgrading the database failed, nothing was changed: "
                           f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}.") from exc
-    return before, current(engine)
+    after = current(engine)
+    if after is None:
+        raise SchemaError(f"the database {_where(engine)} has no revision after the upgrade.")
+    return before, after
 
 
 def downgrade(engine: Engine, target: str) -> None:
@@ -174,10 +181,11 @@ def _adopt(conn: Connection) -> None:
     missing = sorted(f"{t}.{c}" if c else t for t, c in _diff(want, got))
     extra = sorted(f"{t}.{c}" if c else t for t, c in _diff(got, want))
     if missing or extra:
+        said = ([f"missing {', '.join(missing[:5])}"] if missing else []) \
+            + ([f"unexpected {', '.join(extra[:5])}"] if extra else [])
         raise SchemaError(
             f"the database has KHHF tables but not the baseline's (revision {BASELINE}): "
-            + "; ".join(filter(None, [missing and "missing " + ", ".join(missing[:5]),
-                                      extra and "unexpected " + ", ".join(extra[:5])]))
+            + "; ".join(said)
             + "; restore a backup made by KHHF, or upgrade it by hand to the baseline.")
     command.stamp(_config(conn), BASELINE)
 
@@ -305,7 +313,7 @@ def schema_sql() -> str:
 
     from khhf.models import Base
     dialect = sqlite.dialect()
-    classes = {m.local_table.name: m.class_ for m in Base.registry.mappers}
+    classes = {m.class_.__table__.name: m.class_ for m in Base.registry.mappers}
     out = [SCHEMA_HEADER.rstrip()]
     for table in Base.metadata.tables.values():  # in the order models.py declares them
         # the class's own docstring, not one it inherits
@@ -320,6 +328,6 @@ def schema_sql() -> str:
         out.extend(f"    {line}," for line in body[:-1])
         out.append(f"    {body[-1]}")
         out.append(");")
-        for index in sorted(table.indexes, key=lambda ix: ix.name):
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             out.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
     return "\n".join(out) + "\n"

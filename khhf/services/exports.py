@@ -13,6 +13,8 @@ supervisors for their own county); every export is in the operation log
 
 from __future__ import annotations
 
+import functools
+
 import csv
 import dataclasses
 import datetime as dt
@@ -230,14 +232,13 @@ def customer_table(session: Session, county: County | None, tr, local) -> Table:
 def task_table(session: Session, campaign: Campaign, tr, local, status) -> Table:
     """`campaign`'s tasks as an export's table; `status` names a task
     status in the same language as `tr` (see customer_table)."""
+    named = functools.cache(status)  # each status named once, not once a row
+
     def rows():
-        names: dict[str, str] = {}  # each status named once, not once a row
         for batch in campaign_tasks(session, campaign):
             for t in batch:
-                if t.status not in names:
-                    names[t.status] = status(t.status)
                 yield [t.id, t.customer, t.phone, t.manager or "", t.employee_no or "",
-                       names[t.status], t.result or "", local(t.result_at), t.attempts,
+                       named(t.status), t.result or "", local(t.result_at), t.attempts,
                        local(t.appointment_at), local(t.last_call_at)]
     headers = [N_("Task ID"), N_("Customer name"), N_("Phone"), N_("Customer manager"),
                N_("Employee number"), N_("Status"), N_("Result"), N_("Result time"),
