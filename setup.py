@@ -1,7 +1,7 @@
 """Build hooks (the metadata is in setup.cfg).
 
 A wheel must run without the repository: `build_py` copies the top-level
-asterisk/ configuration and schema.sql into khhf/_shipped/ (see
+asterisk/ configuration into khhf/_shipped/ (see
 khhf/shipped.py) and compiles the message catalogs in khhf/translations
 (.po -> .mo, only the .mo is shipped), since an installed package directory is not writable by the
 services.
@@ -14,7 +14,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-SHIPPED = ("asterisk", "schema.sql")
+SHIPPED = ("asterisk",)
 # rendered by `khhf pbx`, never shipped (an old checkout may still have one)
 NOT_SHIPPED = ("asterisk/pjsip.d/50-desk-phones.conf",)
 

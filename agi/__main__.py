@@ -36,11 +36,16 @@ async def serve(settings) -> None:
     sd_notify("READY=1")
     heartbeat = asyncio.create_task(watchdog())
     sweeper = asyncio.create_task(sweep(server))
+    # khhf.health's view of it, beaten from this same event loop
+    beat = daemon.Heartbeat(settings, "agi")
+    beating = asyncio.create_task(beat.keep_async())
     try:
         await stop.wait()
     finally:
         heartbeat.cancel()
         sweeper.cancel()
+        beating.cancel()
+        beat.clear()
         server.close()
 
 

@@ -26,9 +26,14 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     logging.getLogger(__name__).info("AMI bridge commands on %s:%s", settings.bridge_host,
                                      settings.bridge_port)
+    # khhf.health's view of it, beaten from this same event loop
+    beat = daemon.Heartbeat(settings, "bridge")
+    beating = asyncio.create_task(beat.keep_async(bridge.health_state))
     try:
         await bridge.run(stop)
     finally:
+        beating.cancel()
+        beat.clear()
         server.close()
         await server.wait_closed()
 

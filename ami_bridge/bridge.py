@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
@@ -30,7 +31,7 @@ from khhf import db
 from khhf.calls import events, store
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
-from khhf.services import dialing
+from khhf.services import accounts, dialing
 
 from khhf.calls.states import FINAL_STATES, CallState
 from .cel_reader import CelReader
@@ -55,6 +56,10 @@ class Bridge:
                              (state_dir or settings.home / "bridge") / f"cel-offset-{settings.pbx_name}.json")
         self.connected = asyncio.Event()
         self.events_applied = 0
+        # for khhf.health: when the batch being stored began at Asterisk (None:
+        # nothing waits), and when the newest stored event happened
+        self._applying_since: float | None = None
+        self.last_event_at: float | None = None
         self._reconcile_lock = asyncio.Lock()
 
     # -- the AMI connection ----------------------------------------------------
@@ -115,10 +120,13 @@ class Bridge:
             batch = [await self.queue.get()]
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
+            stamps = [_timestamp(event) for event in batch]
+            self._applying_since = min(stamps)
             try:
                 for attempt in range(APPLY_ATTEMPTS):
                     try:
                         await asyncio.to_thread(self.apply_ami, batch)
+                        self.last_event_at = max(stamps)
                         break
                     except Exception:
                         if attempt == APPLY_ATTEMPTS - 1:
@@ -130,6 +138,7 @@ class Bridge:
                                         exc_info=True)
                             await asyncio.sleep(0.2 * 2 ** attempt)
             finally:
+                self._applying_since = None
                 for _ in batch:
                     self.queue.task_done()
 
@@ -142,6 +151,42 @@ class Bridge:
                 store.recompute(session, call_id)
         self.events_applied += len(events)
         return changed
+
+    # -- what khhf.health reads (its heartbeat) -----------------------------------------
+    async def health_state(self) -> dict:
+        """The bridge's heartbeat state: logged in to the AMI, how far behind
+        Asterisk the stored events are, the desk phones registered."""
+        since = self._applying_since
+        return {"ami": self.client is not None,
+                "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),
+                "queued": self.queue.qsize(),
+                "last_event_at": None if self.last_event_at is None else
+                _iso(self.last_event_at),
+                "desk_phones": await self.desk_phones()}
+
+    async def desk_phones(self) -> list[int] | None:
+        """[registered, rendered] desk phones: Asterisk's device state of each
+        active desk extension (AMI Getvar DEVICE_STATE, which the bridge's
+        read-only AMI user may ask; PJSIPShowContacts needs 'system'), or
+        None when the PBX or the database cannot say."""
+        client = self.client
+        if client is None:
+            return None
+        try:
+            extensions = await asyncio.to_thread(self._desk_extensions)
+            answers = await asyncio.gather(*(
+                client.action({"Action": "Getvar", "Variable": f"DEVICE_STATE(PJSIP/{ext})"},
+                              timeout=5) for ext in extensions))
+        except Exception:  # the PBX or the database went away: no number, no noise
+            return None
+        registered = sum(1 for a in answers if not isinstance(a, list)
+                         and a.get("Value") not in (None, "", "UNAVAILABLE", "UNKNOWN",
+                                                    "INVALID"))
+        return [registered, len(extensions)]
+
+    def _desk_extensions(self) -> list[str]:
+        with self.sessions() as session:
+            return accounts.active_desk_extensions(session)
 
     # -- the reconciler --------------------------------------------------------------
     async def reconcile(self) -> set[int]:
@@ -251,6 +296,18 @@ class Bridge:
                         call.id)
             closed.add(call.id)
         return closed
+
+
+def _timestamp(event: dict) -> float:
+    """When Asterisk sent `event` (manager.conf timestampevents), else now."""
+    try:
+        return float(event.get("Timestamp"))
+    except (TypeError, ValueError):
+        return time.time()
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _seconds(duration: str) -> int:

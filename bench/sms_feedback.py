@@ -114,7 +114,7 @@ def run(engine, label: str, managers: int, calls: int) -> dict:
     for mobile, ref in prompts:
         with db.unit_of_work(factory) as s:
             row = sms_feedback.receive(s, mobile, f"1 #{ref}", settings=settings, now=now)
-            assert row.kind == "filed", row.kind
+            assert row.reply_outcome == "filed", row.reply_outcome
     replies = time.perf_counter() - t0
     return {"db": label, "calls": managers * calls, "due": due,
             "burst_s": burst, "prompts_per_s": due / burst,

@@ -1,5 +1,5 @@
 """`python -m jobs [--config PATH]`: the timed-jobs daemon (campaign rounds, SMS
-result prompts, the recordings' retention).
+result prompts, the recordings' retention, the PBX's log files).
 
 Started like the other daemons (khhf.daemon): exit 0 when stopped by
 SIGTERM/SIGINT, 1 when it failed while running, 2 when it cannot start as
@@ -23,13 +23,19 @@ def run(settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # a line per job run (the SMS sweep runs every few seconds) would bury the
+    # journal; a job that raises is still logged, as an error
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     jobs = Jobs(engine, settings.timezone, settings=settings)
     jobs.start()
     logging.getLogger("jobs").info("timed jobs running; job store in %s",
                                    engine.url.render_as_string(hide_password=True))
+    beat = daemon.Heartbeat(settings, "jobs")
+    beat.keep(lambda: {"runs": jobs.last_runs()})
     try:
         stop.wait()
     finally:
+        beat.clear()
         jobs.shutdown()
         engine.dispose()
 

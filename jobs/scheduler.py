@@ -28,6 +28,12 @@ and every day at PURGE_AT (local time); a day missed while the daemon was
 down is caught up by the next run, as the rule only looks at the calls'
 ages.
 
+Asterisk's log files: every hour, those over their size limit are
+rotated (khhf.log_files).
+
+Each job's last run (when, and whether it raised) is kept for the
+daemon's heartbeat (khhf.health's job_runs check): `last_runs()`.
+
 Backups: with `backup_dir` set, a job in the memory store writes an
 archive there every day at `backup_time` (local; khhf.backup.timed), all
 recordings included, and deletes all but the `backup_keep` newest of its
@@ -44,14 +50,14 @@ import threading
 from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.events import EVENT_JOB_EXECUTED
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from khhf import backup, db, local_time
+from khhf import backup, db, local_time, log_files
 from khhf.config import Settings
 from khhf.models import Campaign, utcnow
 from khhf.services import campaigns, recordings, reports, sms_feedback
@@ -63,6 +69,7 @@ PROMPT_BATCH = 10
 PURGE_JOB = "recordings-purge"
 PURGE_AT = dt.time(3, 30)  # local: before the calling window opens
 BACKUP_JOB = "backup"
+PBX_LOGS_JOB = "pbx-logs"
 
 # the sessions the stored jobs use: a stored job names a function and its
 # arguments only, so the process that runs it supplies the database
@@ -135,6 +142,7 @@ class Jobs:
         self._lock = threading.Lock()
         self._stopping = False
         self._synced = 0
+        self._runs: dict[str, dict] = {}
 
     def start(self, paused: bool = False) -> None:
         # a wrong backup_time stops the daemon before anything runs
@@ -144,6 +152,7 @@ class Jobs:
         self.scheduler.add_job(self.sync, "interval", seconds=self.sync_seconds, id="sync",
                                jobstore="memory", next_run_time=local_time.now(self.timezone))
         self.scheduler.add_listener(self._after_round, EVENT_JOB_EXECUTED)
+        self.scheduler.add_listener(self._note_run, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.scheduler.add_job(self.refresh_reports, "interval", seconds=self.report_seconds,
                                id="reports", jobstore="memory",
                                next_run_time=local_time.now(self.timezone))
@@ -156,6 +165,9 @@ class Jobs:
                 self.purge_recordings, "cron", hour=PURGE_AT.hour, minute=PURGE_AT.minute,
                 id=PURGE_JOB, jobstore="memory",
                 next_run_time=local_time.now(self.timezone))
+        if self.settings is not None:
+            self.scheduler.add_job(self.rotate_pbx_logs, "interval", hours=1, id=PBX_LOGS_JOB,
+                                   jobstore="memory", next_run_time=local_time.now(self.timezone))
         if backup_at is not None:
             self.scheduler.add_job(self.backup, "cron", hour=backup_at.hour,
                                    minute=backup_at.minute, id=BACKUP_JOB, jobstore="memory")
@@ -170,6 +182,26 @@ class Jobs:
         log.info("backup written to %s; %s older archives deleted (keeping %s)", path,
                  len(deleted), self.settings.backup_keep)
         return path
+
+    def rotate_pbx_logs(self) -> list:
+        """Rotate Asterisk's log files over the size limit (khhf.log_files)."""
+        rotated = log_files.rotate_pbx_logs(self.settings)
+        if rotated:
+            log.info("PBX log files rotated: %s", ", ".join(p.name for p in rotated))
+        return rotated
+
+    def _note_run(self, event) -> None:
+        """Keep each job's last run for the heartbeat (campaign rounds as one)."""
+        job = "campaign-rounds" if event.job_id.startswith("campaign-") else event.job_id
+        ok = event.exception is None
+        failures = 0 if ok else self._runs.get(job, {}).get("failures", 0) + 1
+        self._runs[job] = {"at": f"{utcnow():%Y-%m-%dT%H:%M:%SZ}", "ok": ok,
+                           "failures": failures}
+
+    def last_runs(self) -> dict[str, dict]:
+        """{job: {"at": UTC time, "ok": whether it ran without raising,
+        "failures": how many runs in a row raised}}."""
+        return dict(self._runs)
 
     def sms_sweep(self) -> int:
         """Queue the due result prompts, and handle replies whose handling

@@ -103,7 +103,9 @@ def create(settings: Settings, path: str | os.PathLike, *, recordings: str = "al
         raise BackupError(f"the directory {path.parent} does not exist: create it first.")
     started = _now()
     since = _last_started(settings) if recordings == "since-last" else None
-    engine = db.open_database(settings)  # never creates one: nothing to back up
+    # never creates one (nothing to back up); at any revision: the backup
+    # comes before `khhf db upgrade`
+    engine = db.open_database(settings, at_head=False)
     try:
         kind = engine.dialect.name
         with tempfile.TemporaryDirectory(prefix=".khhf-backup-", dir=path.parent) as staging:

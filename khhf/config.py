@@ -99,6 +99,9 @@ class Settings:
     # recordings are kept this many days after the call, then the timed-jobs
     # daemon deletes them (khhf.services.recordings.purge); 0 keeps them forever
     recording_retention_days: int = 0
+    # health (khhf.health): below this much free disk where the recordings
+    # go, `khhf status` and /healthz turn red
+    recordings_min_free_mb: int = 1024
     # the timed-jobs daemon's backup (khhf.backup): with a directory, one
     # archive a day at backup_time (local, HH:MM), the backup_keep newest
     # kept (0 keeps all); no directory, no timed backup

@@ -214,12 +214,14 @@ SMS_STATUS_LABELS = {
     SmsStatus.PROCESSED: lazy_gettext("Processed"),
 }
 
-# sms_messages.kind: what an outbound SMS is (SmsKind), what an inbound reply did
-# (SmsReplyOutcome)
+# sms_messages.kind: what an outbound SMS is
 SMS_KIND_LABELS = {
     SmsKind.PROMPT: lazy_gettext("Result prompt"),
     SmsKind.ANSWER: lazy_gettext("Answer to a reply"),
     SmsKind.MISSED_CALL: lazy_gettext("Missed-call notice"),
+}
+# sms_messages.reply_outcome: what an inbound reply did
+SMS_REPLY_OUTCOME_LABELS = {
     SmsReplyOutcome.FILED: lazy_gettext("Result filed"),
     SmsReplyOutcome.UNCLEAR: lazy_gettext("Not understood: help sent"),
     SmsReplyOutcome.AMBIGUOUS: lazy_gettext("Reference asked for"),
@@ -346,6 +348,7 @@ AUDIT_FIELD_LABELS = {
     "sms_status": lazy_gettext("Status"),
     "to": lazy_gettext("Recipient"),
     "sms_kind": lazy_gettext("Kind of SMS"),
+    "sms_reply_outcome": lazy_gettext("Reply handled as"),
     "task_type": lazy_gettext("Task type"),
     "campaign": lazy_gettext("Campaign name"),
     "max_attempts": lazy_gettext("Max attempts"),
@@ -366,13 +369,15 @@ AUDIT_FIELD_LABELS = {
     "manager": lazy_gettext("Customer manager"),
 }
 # the values of coded fields
-_AUDIT_VALUE_LABELS = {
+_AUDIT_VALUE_LABELS: dict[str, dict] = {
     "role": ROLE_LABELS,
     "status": MANAGER_STATUS_LABELS,
     "fallback_strategy": FALLBACK_STRATEGY_LABELS,
     "via": SMS_VIA_LABELS,
     "sms_status": SMS_STATUS_LABELS,
-    "sms_kind": SMS_KIND_LABELS,
+    # entries written before revision 0002 name a reply's outcome sms_kind
+    "sms_kind": {**SMS_KIND_LABELS, **SMS_REPLY_OUTCOME_LABELS},
+    "sms_reply_outcome": SMS_REPLY_OUTCOME_LABELS,
     "cycle": CAMPAIGN_CYCLE_LABELS,
     "selection": CAMPAIGN_SELECTION_LABELS,
     "campaign_status": CAMPAIGN_STATUS_LABELS,

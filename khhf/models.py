@@ -1,7 +1,10 @@
-"""SQLAlchemy 2.x models mirroring schema.sql (the source of truth).
+"""SQLAlchemy 2.x models: the truth about the database schema's shape.
 
-tests/test_schema.py creates a database from schema.sql and checks these
-models against it, on SQLite and on PostgreSQL.
+A new database is made from them; an existing one is brought to them by the
+revisions in khhf/migrations (tests/test_migrations.py proves a baseline
+database upgraded to head has exactly their shape, on SQLite and
+PostgreSQL). schema.sql is generated from them (`khhf db schema`), each
+table's docstring its comment.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import (
     Boolean,
@@ -17,9 +21,11 @@ from sqlalchemy import (
     REAL,
     TIMESTAMP,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     event,
@@ -39,7 +45,9 @@ def utcnow() -> dt.datetime:
 
 
 class Base(DeclarativeBase):
-    pass
+    if TYPE_CHECKING:
+        # every model maps a Table (SQLAlchemy types __table__ as any FromClause)
+        __table__: ClassVar[Table]
 
 
 def sql_list(values: Iterable[str]) -> str:
@@ -47,9 +55,14 @@ def sql_list(values: Iterable[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
-def one_of(column: str, values: Iterable[str]) -> CheckConstraint:
+def one_of(column: str, values: Iterable[str], name: str | None = None) -> CheckConstraint:
     """CHECK (column IN (...)): a coded column's values, from its vocabulary."""
-    return CheckConstraint(f"{column} IN ({sql_list(values)})")
+    return CheckConstraint(f"{column} IN ({sql_list(values)})", name=name)
+
+
+def _id():
+    # the surrogate key: SQLite's rowid alias, an identity column on PostgreSQL
+    return mapped_column(Integer, Identity(), primary_key=True)
 
 
 def _created():
@@ -58,9 +71,10 @@ def _created():
 
 
 class County(Base):
+    """A county branch (县区) and its unified numbers (统一号码)."""
     __tablename__ = "counties"
     __table_args__ = (CheckConstraint("fallback_strategy IN ('ringall', 'hunt')"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(64))
     fallback_strategy: Mapped[str] = mapped_column(String(16), default="ringall",
@@ -80,6 +94,8 @@ class County(Base):
 
 
 class UnifiedNumber(Base):
+    """A county's unified number (统一号码); at most one is primary: outbound
+    calls show it."""
     __tablename__ = "unified_numbers"
     __table_args__ = (
         CheckConstraint("length(number) = 11"),
@@ -87,7 +103,7 @@ class UnifiedNumber(Base):
         Index("ux_unified_numbers_primary", "county_id", unique=True,
               sqlite_where=text("is_primary"), postgresql_where=text("is_primary")),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id", ondelete="CASCADE"))
     number: Mapped[str] = mapped_column(String(11), unique=True)
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
@@ -96,13 +112,16 @@ class UnifiedNumber(Base):
 
 
 class User(Base):
+    """Everyone who logs in: administrators, customer managers, county
+    supervisors. county_id is NULL only for administrators, who see every
+    county; a log-in is valid while its session carries session_epoch."""
     __tablename__ = "users"
     __table_args__ = (
         CheckConstraint("role IN ('admin', 'manager', 'supervisor')"),
         CheckConstraint("role = 'admin' OR county_id IS NOT NULL"),
         Index("ix_users_county_role", "county_id", "role"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     display_name: Mapped[str] = mapped_column(String(64))
@@ -141,13 +160,16 @@ def _deactivation_ends_sessions(user, value, old, _initiator):
 
 
 class Manager(Base):
+    """A customer manager (客户经理): the telephony side of a 'manager' user.
+    One person per mobile: the hotline rings it and SMS replies from it are
+    matched to it."""
     __tablename__ = "managers"
     __table_args__ = (
         CheckConstraint("status IN ('active', 'departed')"),
         CheckConstraint("status = 'active' OR departed_at IS NOT NULL"),
         Index("ix_managers_county_status", "county_id", "status", "on_duty"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
     employee_no: Mapped[str] = mapped_column(String(32), unique=True)
@@ -164,12 +186,13 @@ class Manager(Base):
 
 
 class Customer(Base):
+    """A customer, by normalised phone number, owned by a manager."""
     __tablename__ = "customers"
     __table_args__ = (
         Index("ix_customers_manager", "manager_id"),
         Index("ix_customers_county", "county_id"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     phone: Mapped[str] = mapped_column(String(20), unique=True)
     name: Mapped[str] = mapped_column(String(64), default="", server_default="")
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
@@ -190,6 +213,7 @@ ASSIGNMENT_REASONS = ("import", "reassign", "departure")
 
 
 class CustomerAssignment(Base):
+    """Who owned a customer when: kept for hand-overs when managers leave."""
     __tablename__ = "customer_assignments"
     __table_args__ = (
         Index("ix_customer_assignments_customer", "customer_id", "assigned_at"),
@@ -198,7 +222,7 @@ class CustomerAssignment(Base):
               sqlite_where=text("ended_at IS NULL"),
               postgresql_where=text("ended_at IS NULL")),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"))
     assigned_at: Mapped[dt.datetime] = _created()
@@ -208,9 +232,11 @@ class CustomerAssignment(Base):
 
 
 class TaskType(Base):
+    """Return visit (回访), marketing (营销), survey (调查), ... each with its
+    result codes and the short call script shown next to the task."""
     __tablename__ = "task_types"
     __table_args__ = (CheckConstraint("max_attempts > 0"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
@@ -222,9 +248,11 @@ class TaskType(Base):
 
 
 class ResultCode(Base):
+    """A result code a manager files; 'code' is what is typed by SMS or
+    keypad; a final one closes the task."""
     __tablename__ = "result_codes"
     __table_args__ = (UniqueConstraint("task_type_id", "code"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(4))
     label: Mapped[str] = mapped_column(String(64))
@@ -235,6 +263,8 @@ class ResultCode(Base):
 
 
 class Campaign(Base):
+    """A batch of tasks (批次), optionally repeating in cycles (rounds);
+    `selection` says which customers each round calls."""
     __tablename__ = "campaigns"
     __table_args__ = (
         CheckConstraint("cycle IN ('once', 'weekly', 'monthly', 'quarterly')"),
@@ -243,7 +273,7 @@ class Campaign(Base):
         CheckConstraint("ends_on IS NULL OR ends_on >= starts_on"),
         Index("ix_campaigns_county_status", "county_id", "status"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
     task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id"))
     name: Mapped[str] = mapped_column(String(128))
@@ -270,13 +300,14 @@ class CampaignManager(Base):
 
 
 class CampaignCycle(Base):
+    """One round of a repeating campaign."""
     __tablename__ = "campaign_cycles"
     __table_args__ = (
         UniqueConstraint("campaign_id", "seq"),
         CheckConstraint("seq > 0"),
         CheckConstraint("ends_on >= starts_on"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     starts_on: Mapped[dt.date] = mapped_column(Date)
@@ -295,6 +326,7 @@ class TaskStatus(StrEnum):
 
 
 class Task(Base):
+    """One customer to be called by one manager, in one campaign (cycle)."""
     __tablename__ = "tasks"
     __table_args__ = (
         one_of("status", TaskStatus),
@@ -311,7 +343,7 @@ class Task(Base):
               sqlite_where=text("cycle_id IS NOT NULL"),
               postgresql_where=text("cycle_id IS NOT NULL")),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_cycles.id"))
     task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id"))
@@ -337,6 +369,7 @@ class Task(Base):
 
 
 class Call(Base):
+    """One row per call attempt, outbound or inbound."""
     __tablename__ = "calls"
     __table_args__ = (
         CheckConstraint("direction IN ('outbound', 'inbound')"),
@@ -359,7 +392,7 @@ class Call(Base):
                                     "recording_deleted_at IS NULL")),
         Index("ix_calls_requested", "requested_at"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     direction: Mapped[str] = mapped_column(String(8))
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
@@ -395,13 +428,15 @@ class Call(Base):
 
 
 class CallEvent(Base):
+    """Raw AMI/CEL events as received; dedup_key makes replays harmless
+    ('khhf': what KHHF recorded itself, a call never placed or lost)."""
     __tablename__ = "call_events"
     __table_args__ = (
         CheckConstraint("source IN ('ami', 'cel', 'agi', 'khhf')"),
         Index("ix_call_events_linkedid", "linkedid"),
         Index("ix_call_events_call", "call_id"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
     source: Mapped[str] = mapped_column(String(8))
     event: Mapped[str] = mapped_column(String(64))
@@ -413,6 +448,7 @@ class CallEvent(Base):
 
 
 class Feedback(Base):
+    """A result filed for a task, by web form, SMS reply or phone keypad."""
     __tablename__ = "feedback"
     __table_args__ = (
         CheckConstraint("channel IN ('web', 'sms', 'keypad')"),
@@ -424,7 +460,7 @@ class Feedback(Base):
               sqlite_where=text("appointment_at IS NOT NULL"),
               postgresql_where=text("appointment_at IS NOT NULL")),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
     manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id"))
@@ -448,16 +484,16 @@ class SmsStatus(StrEnum):
     PROCESSED = "processed"
 
 
-# sms_messages.kind holds two vocabularies today, told apart by direction:
 class SmsKind(StrEnum):
-    """What an outbound message is."""
+    """What an outbound message is (sms_messages.kind; NULL for inbound)."""
     PROMPT = "prompt"            # the result prompt after a call (khhf.services.sms_feedback)
     ANSWER = "answer"            # the answer to a manager's reply
     MISSED_CALL = "missed_call"  # a missed hotline call (khhf.services.hotline)
 
 
 class SmsReplyOutcome(StrEnum):
-    """What an inbound reply did (khhf.services.sms_feedback.handle)."""
+    """What an inbound reply did (sms_messages.reply_outcome; NULL for
+    outbound, and for a reply not yet handled): khhf.services.sms_feedback."""
     FILED = "filed"
     UNCLEAR = "unclear"
     AMBIGUOUS = "ambiguous"
@@ -471,17 +507,31 @@ class SmsReplyOutcome(StrEnum):
 
 
 class SmsMessage(Base):
+    """SMS out (notifications, result prompts) and in (replies with digit codes).
+
+    Out: queued -> sending (client_ref written, then submit_sm) -> sent, or
+    back to queued with next_attempt_at after a refused submit, or failed
+    after sms_max_attempts; 'unknown' when the connection was lost between
+    submit and its answer: never resent without an operator (smsgw/gateway.py).
+    In: received -> processed (the reply parser). `kind` says what an
+    outbound message is, `reply_outcome` what an inbound reply did."""
     __tablename__ = "sms_messages"
     __table_args__ = (
         CheckConstraint("direction IN ('out', 'in')"),
         one_of("status", SmsStatus),
+        # named: revision 0002 made them, its downgrade drops them by name
+        one_of("kind", SmsKind, name="ck_sms_messages_kind"),
+        one_of("reply_outcome", SmsReplyOutcome, name="ck_sms_messages_reply_outcome"),
+        CheckConstraint("(direction = 'out' AND reply_outcome IS NULL) OR "
+                        "(direction = 'in' AND kind IS NULL)",
+                        name="ck_sms_messages_kind_direction"),
         Index("ix_sms_messages_status", "direction", "status", "created_at"),
         Index("ux_sms_messages_prompt_call", "call_id", unique=True,
               sqlite_where=text(f"kind = '{SmsKind.PROMPT}'"),
               postgresql_where=text(f"kind = '{SmsKind.PROMPT}'")),
         Index("ix_sms_messages_manager", "manager_id", "direction", "id"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     direction: Mapped[str] = mapped_column(String(8))
     peer_number: Mapped[str] = mapped_column(String(20))
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
@@ -500,6 +550,7 @@ class SmsMessage(Base):
     receipt_status: Mapped[str | None] = mapped_column(String(16))
     receipt_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
     kind: Mapped[str | None] = mapped_column(String(16))
+    reply_outcome: Mapped[str | None] = mapped_column(String(16))
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
     ref: Mapped[str | None] = mapped_column(String(8))
     reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("sms_messages.id"))
@@ -507,12 +558,14 @@ class SmsMessage(Base):
 
 
 class SmsPart(Base):
+    """One submit_sm of an outbound SMS (a long one is several, concatenated
+    by UDH); the SMSC's message id and its delivery receipt are per part."""
     __tablename__ = "sms_parts"
     __table_args__ = (
         UniqueConstraint("sms_id", "part_no"),
         Index("ix_sms_parts_message_id", "smpp_message_id"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     sms_id: Mapped[int] = mapped_column(ForeignKey("sms_messages.id"))
     part_no: Mapped[int] = mapped_column(Integer)
     smpp_message_id: Mapped[str] = mapped_column(String(64))
@@ -525,6 +578,9 @@ IMPORT_STATUSES = ("checking", "checked", "committing", "committed", "failed")
 
 
 class ImportJob(Base):
+    """An import of customers, managers or tasks from a spreadsheet, run in
+    the background by the web UI: checked first (a preview), committed on
+    request. The file and the report live under <home>/imports/<id>/."""
     __tablename__ = "import_jobs"
     __table_args__ = (
         CheckConstraint("kind IN ('customers', 'managers', 'tasks')"),
@@ -532,7 +588,7 @@ class ImportJob(Base):
                         "'failed')"),
         Index("ix_import_jobs_county", "county_id", "created_at"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     kind: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(255))
     county_id: Mapped[int | None] = mapped_column(ForeignKey("counties.id"))
@@ -553,13 +609,16 @@ class ImportJob(Base):
 
 
 class AuditLog(Base):
+    """Every write, log-in and recording played (全程操作日志). The names are
+    kept as they were at the time; `detail` is a JSON object (khhf/audit.py)
+    that the UI renders as a sentence in the viewer's language."""
     __tablename__ = "audit_log"
     __table_args__ = (
         Index("ix_audit_log_at", "at"),
         Index("ix_audit_log_user_at", "user_id", "at"),
         Index("ix_audit_log_action_at", "action", "at"),
     )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     at: Mapped[dt.datetime] = _created()
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     username: Mapped[str] = mapped_column(String(64), default="", server_default="")
@@ -610,6 +669,9 @@ class _Counters:
 
 
 class ReportDaily(_Counters, Base):
+    """Reports (khhf/services/reports.py): every figure summed per local day
+    and per (manager, county, campaign, task type); 0 where a row has none.
+    Rebuilt from the raw rows for the days touched since the last refresh."""
     __tablename__ = "report_daily"
     __table_args__ = (
         Index("ix_report_daily_county_day", "county_id", "day"),
@@ -623,6 +685,7 @@ class ReportDaily(_Counters, Base):
 
 
 class ReportDailyResult(Base):
+    """Results filed per result code, per local day and bucket (outcome rates)."""
     __tablename__ = "report_daily_results"
     __table_args__ = (Index("ix_report_daily_results_county_day", "county_id", "day"),)
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
@@ -635,12 +698,14 @@ class ReportDailyResult(Base):
 
 
 class ReportCountyDaily(_Counters, Base):
+    """The same sums rolled up per county (all campaigns and task types)."""
     __tablename__ = "report_county_daily"
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     county_id: Mapped[int] = _key()
 
 
 class ReportManagerDaily(_Counters, Base):
+    """The same sums rolled up per manager."""
     __tablename__ = "report_manager_daily"
     __table_args__ = (Index("ix_report_manager_daily_manager_day", "manager_id", "day"),)
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
@@ -649,6 +714,7 @@ class ReportManagerDaily(_Counters, Base):
 
 
 class ReportTypeDaily(_Counters, Base):
+    """The same sums per county and task type (the task type page)."""
     __tablename__ = "report_type_daily"
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     county_id: Mapped[int] = _key()
@@ -656,6 +722,7 @@ class ReportTypeDaily(_Counters, Base):
 
 
 class ReportCountyResult(Base):
+    """Results per result code, per county and day."""
     __tablename__ = "report_county_results"
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     county_id: Mapped[int] = _key()
@@ -664,6 +731,7 @@ class ReportCountyResult(Base):
 
 
 class ReportTypeResult(Base):
+    """Results per result code, per county, task type and day."""
     __tablename__ = "report_type_results"
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     county_id: Mapped[int] = _key()
@@ -673,8 +741,10 @@ class ReportTypeResult(Base):
 
 
 class ReportState(Base):
+    """How far the report tables are built: the highest ids and the time of
+    the last refresh; newer rows mark the days the next refresh rebuilds."""
     __tablename__ = "report_state"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = _id()
     refreshed_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP)
     last_call_id: Mapped[int] = _counter()
     last_task_id: Mapped[int] = _counter()

@@ -1,5 +1,5 @@
 """Files the project ships outside its Python code: the Asterisk
-configuration (asterisk/) and the database schema (schema.sql).
+configuration (asterisk/).
 
 In a checkout they sit at the top of the repository. A wheel carries copies
 in khhf/_shipped/, put there at build time by setup.py, so an installed
@@ -15,7 +15,7 @@ PACKAGED = Path(__file__).resolve().parent / "_shipped"
 
 
 def shipped(name: str) -> Path:
-    """The path of top-level file or directory `name` (e.g. "schema.sql")."""
+    """The path of top-level file or directory `name` (e.g. "asterisk")."""
     # setup.cfg marks a checkout: an installed package's parent directory is
     # site-packages, where another distribution's "asterisk" could live
     if (CHECKOUT / "setup.cfg").exists() and (CHECKOUT / name).exists():

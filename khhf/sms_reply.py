@@ -70,7 +70,9 @@ def normalize(text: str) -> str:
 def parse(text: str) -> Reply:
     """The reply in `text`, or raise Unclear (its message says why, in English)."""
     norm = normalize(text)
-    structured = _STRUCTURED.match(norm).group()
+    # the pattern matches the empty string too: there is always a match
+    match = _STRUCTURED.match(norm)
+    structured = match.group() if match else ""
     note = norm[len(structured):].strip()
     if note.startswith("#"):
         raise Unclear("'#' must be followed by the reference's digits")
@@ -114,7 +116,7 @@ def resolve(call_back: CallBack, now_local: dt.datetime) -> dt.datetime:
     first one after `now_local` (today or tomorrow for HHMM; this year or
     the next for MMDD HHMM, skipping years without 29 February)."""
     now_local = now_local.replace(tzinfo=None, second=0, microsecond=0)
-    if call_back.month is None:
+    if call_back.month is None or call_back.day is None:  # HHMM: both or neither
         at = now_local.replace(hour=call_back.hour, minute=call_back.minute)
         return at if at > now_local else at + dt.timedelta(days=1)
     for year in range(now_local.year, now_local.year + 9):

@@ -44,10 +44,15 @@ def register(subparsers) -> None:
 
 
 def seed(settings) -> dict:
+    from khhf import migrations
     from simkit import seed as demo
     engine = db.open_database(settings)  # `khhf init` made it
     try:
-        db.add_missing_tables(engine)  # an older version's demo database gets the new tables
+        # what `khhf db check` says: at the newest revision, matching the models
+        problem = migrations.check(engine)
+        if problem:
+            raise migrations.SchemaError(problem)
+        print(f"database at revision {migrations.head()}, matching the models", flush=True)
         with db.unit_of_work(db.session_factory(engine)) as session:
             return demo.seed(session)
     finally:

@@ -2,6 +2,8 @@
 
     khhf init                  write the config with fresh secrets, create the database
                                and the first administrator (khhfcli/users.py)
+    khhf db upgrade|current|check|schema
+                               the database's schema revision (khhfcli/db.py)
     khhf pbx build|up|down|status|reload|sync|phones
                                the Asterisk PBX (khhfcli/pbx.py)
     khhf import KIND FILE      customers, managers or tasks from XLSX/CSV (see khhfcli.imports)
@@ -15,6 +17,8 @@
     khhf users admin|password  an administrator, or a user's new password (khhfcli/users.py)
     khhf backup create|restore one archive of database, recordings and configuration
                                (khhfcli/backup.py)
+    khhf status [--quiet]      health of the daemons, PBX, SMS, jobs, database and disk;
+                               exit 1 with what to do when something is wrong (khhfcli/status.py)
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from khhf.config import ConfigError
 
 def cmd_init(args) -> int:
     from sqlalchemy.exc import OperationalError
-    from khhf import db
+    from khhf import db, migrations
     values = {}
     if args.home:
         values["home"] = args.home
@@ -44,13 +48,16 @@ def cmd_init(args) -> int:
     try:
         where = engine.url.render_as_string(hide_password=True)
         try:
-            added = db.ensure_schema(engine)
+            empty = migrations.state(engine) == "empty"
         except OperationalError as exc:
             raise db.cannot_connect(exc, engine, settings) from None
-        if added is None:
-            print(f"created the database schema in {where}")
-        elif added:  # a database made by an older version
-            print(f"added the tables {', '.join(added)} to {where}")
+        if empty:
+            db.create_schema(engine)
+            print(f"created the database schema (revision {migrations.head()}) in {where}")
+        else:
+            # an existing database is never made again; an older one is
+            # upgraded by `khhf db upgrade`, after a backup, with the daemons stopped
+            migrations.require_head(engine)
         from khhf.services import campaigns
         from . import users
         with db.unit_of_work(db.session_factory(engine)) as session:
@@ -78,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-admin", action="store_true",
                    help="do not create the first administrator (the demo makes its own users)")
     p.set_defaults(func=cmd_init)
+    from . import db as cli_db
+    cli_db.register(sub)        # khhf db upgrade|current|check|schema
     from . import demo as cli_demo, hotline as cli_hotline, imports as cli_imports
     from . import pbx as cli_pbx
     cli_pbx.register(sub)       # khhf pbx build|up|down|status|reload|sync|phones
@@ -100,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_backup.register(sub)    # khhf backup create|verify|restore|list
     from . import exports as cli_exports
     cli_exports.register(sub)   # khhf customers export (khhf tasks export: khhfcli/tasks.py)
+    from . import status as cli_status
+    cli_status.register(sub)    # khhf status [--quiet]
     return parser
 
 

@@ -4,7 +4,11 @@ Seven units, shipped as templates in khhfcli/systemd/: khhf-pbx (Asterisk,
 forking) and khhf-phones (`khhf pbx sync --every`: new managers' desk phones
 into the running PBX), khhf-agi (Type=notify with a watchdog), khhf-bridge
 and khhf-web, those ordered after the PBX, khhf-smsgw (the SMS gateway) and
-khhf-jobs (timed jobs), which need only the database and the network. `install` fills in this machine's
+khhf-jobs (timed jobs), which need only the database and the network, and
+khhf-health.timer, which runs `khhf status --quiet` (khhf-health.service) every
+minute: a red check fails that unit, with what to do in its log. The
+daemons log to the journal (its retention applies); Asterisk's own log
+files are rotated by khhf-jobs (khhf.log_files). `install` fills in this machine's
 virtual environment and config file, writes the units, reloads systemd and
 enables and starts them (unless --no-enable).
 """
@@ -24,7 +28,10 @@ from khhf.config import ConfigError
 
 UNIT_DIR = Path(__file__).resolve().parent / "systemd"
 UNITS = ("khhf-pbx.service", "khhf-phones.service", "khhf-agi.service", "khhf-bridge.service",
-         "khhf-web.service", "khhf-smsgw.service", "khhf-jobs.service")
+         "khhf-web.service", "khhf-smsgw.service", "khhf-jobs.service",
+         "khhf-health.service", "khhf-health.timer")
+# what `enable --now` starts: the health check runs from its timer, not at boot itself
+ENABLED = tuple(unit for unit in UNITS if unit != "khhf-health.service")
 SYSTEM_DIR = Path("/etc/systemd/system")
 
 # The services that only need the database and the config (AGI, bridge, web UI, SMS
@@ -81,9 +88,9 @@ def cmd_service(args) -> int:
         print(f"wrote {path}")
     if args.no_enable:
         print("not enabled; to start them: systemctl daemon-reload && systemctl enable --now "
-              + " ".join(UNITS))
+              + " ".join(ENABLED))
     else:
-        print("enabled and started: " + " ".join(UNITS))
+        print("enabled and started: " + " ".join(ENABLED))
     return 0
 
 
@@ -162,7 +169,7 @@ def install(venv: str | None, config_path: str | None, dest: Path, enable: bool)
                            f"or choose another --dest.") from None
     if enable:
         _systemctl("daemon-reload")
-        _systemctl("enable", "--now", *units)
+        _systemctl("enable", "--now", *ENABLED)
     return written
 
 

@@ -71,7 +71,7 @@ def cmd_inject(args) -> int:
                                        settings=config.load(args.config))
             print(f"SMS {row.id} from {mask_phone(row.peer_number)} stored as received"
                   + ("" if row.manager_id else " (no manager has this mobile)")
-                  + (f"; handled: {row.kind}" if row.kind else ""))
+                  + (f"; handled: {row.reply_outcome}" if row.reply_outcome else ""))
             for answer in session.scalars(select(SmsMessage).where(
                     SmsMessage.reply_to_id == row.id, SmsMessage.direction == "out")):
                 print(f"answer SMS {answer.id} queued: {answer.body}")

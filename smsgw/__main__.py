@@ -27,7 +27,12 @@ def serve(settings: Settings) -> None:
         signal.signal(sig, lambda *_: stop.set())
     if not settings.smsc_host:
         log.info("no smsc_host set: SMS stay in the database (web UI: SMS; `khhf sms outbox`)")
-        stop.wait()
+        beat = daemon.Heartbeat(settings, "smsgw")
+        beat.keep(lambda: {"smsc": "none"})
+        try:
+            stop.wait()
+        finally:
+            beat.clear()
         return
     if settings.sms_rate_per_second < 1:
         raise daemon.StartError("sms_rate_per_second must be at least 1.")
@@ -40,7 +45,13 @@ def serve(settings: Settings) -> None:
     gateway.stop = stop
     log.info("SMS gateway for %s:%s, %s submits/s", settings.smsc_host, settings.smsc_port,
              settings.sms_rate_per_second)
-    gateway.run()
+    beat = daemon.Heartbeat(settings, "smsgw")
+    beat.keep(lambda: {"smsc": gateway.link[0],
+                       "smsc_since": f"{gateway.link[1]:%Y-%m-%dT%H:%M:%SZ}"})
+    try:
+        gateway.run()
+    finally:
+        beat.clear()
 
 
 def main(argv=None) -> int:

@@ -19,6 +19,11 @@ a committed transaction. Then:
 - on start, a row still 'sending' (the daemon died mid-submit) is 'unknown'
   for the same reason.
 
+A database that goes away unbinds the link (nothing can be filed); the
+gateway waits for it (DATABASE_RETRY_SECONDS between tries) instead of
+exiting, runs recover() again (a message whose outcome could not be
+written is still 'sending': it becomes 'unknown') and binds again.
+
 Throttling: submits (parts, not messages) are spaced 1/sms_rate_per_second
 apart. Bind failures and lost links are retried with backoff (0.5 s doubling
 to 30 s).
@@ -32,6 +37,7 @@ import threading
 import time
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from khhf.config import Settings
@@ -48,6 +54,7 @@ RETRY_BASE_SECONDS = 5
 RETRY_MAX_SECONDS = 600
 BIND_BACKOFF_MAX = 30.0
 IDLE_POLL_SECONDS = 0.5
+DATABASE_RETRY_SECONDS = 2.0
 # receipts whose part is not stored yet: how many, and for how long, are kept
 EARLY_RECEIPTS_KEPT = 1000
 EARLY_RECEIPT_SECONDS = 60
@@ -87,6 +94,13 @@ class Gateway:
         self.throttle = Throttle(rate_per_second)
         self.stop = threading.Event()
         self.early_receipts: dict[str, tuple[str, float]] = {}
+        # the link, as the heartbeat tells khhf.health: "bound", "not bound" or
+        # "database down", since when
+        self.link: tuple[str, dt.datetime] = ("not bound", sms.utcnow())
+
+    def _link(self, state: str) -> None:
+        if self.link[0] != state:
+            self.link = (state, sms.utcnow())
 
     # the daemon's loop
 
@@ -96,13 +110,19 @@ class Gateway:
         backoff = 0.5
         while not self.stop.is_set():
             try:
+                if self.link[0] == "database down":
+                    self.recover()
                 self.transport.bind(self.store)
             except LinkLost as exc:
                 log.warning("%s; retrying in %.1f s", exc, backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, BIND_BACKOFF_MAX)
                 continue
+            except OperationalError as exc:
+                self._database_down(exc)
+                continue
             log.info("bound to the SMSC")
+            self._link("bound")
             backoff = 0.5
             try:
                 while not self.stop.is_set():
@@ -111,8 +131,21 @@ class Gateway:
                         self.transport.poll(IDLE_POLL_SECONDS)
             except LinkLost as exc:
                 log.warning("%s; rebinding", exc)
+            except OperationalError as exc:
+                self._database_down(exc)
+                continue
             finally:
+                if self.link[0] == "bound":
+                    self._link("not bound")
                 self.transport.close()
+
+    def _database_down(self, exc: OperationalError) -> None:
+        """The database went away (a restart, a network cut): wait for it
+        rather than exit, so systemd's restart limit is not spent on it."""
+        log.warning("database unavailable (%s); trying again in %.0f s",
+                    type(exc.orig).__name__, DATABASE_RETRY_SECONDS)
+        self._link("database down")
+        self.stop.wait(DATABASE_RETRY_SECONDS)
 
     def recover(self) -> None:
         """Rows left 'sending' by a previous run: their outcome is unknown."""

@@ -17,33 +17,33 @@ def test_init_honours_the_environment_like_every_other_command(tmp_path):
     assert oct(conf.stat().st_mode & 0o777) == "0o600"
 
 
-def test_init_again_adds_the_tables_a_newer_version_brought(tmp_path):
-    """A database made by an older version (here: without the task type
-    report tables) gets them, with their indexes, from a second `khhf init`;
-    its rows stay."""
+def test_init_never_makes_an_existing_database_again(tmp_path):
+    """A second `khhf init` keeps the rows; on a database at an older
+    revision it changes nothing and says to run `khhf db upgrade`."""
     import sqlite3
     conf, home = tmp_path / "khhf.conf", tmp_path / "state"
     env = dict(os.environ, KHHF_CONFIG=str(conf), KHHF_HOME=str(home))
     env.pop("KHHF_DATABASE_URL", None)
 
     def init():
-        done = subprocess.run([sys.executable, "-m", "khhfcli.main", "init"], env=env,
+        return subprocess.run([sys.executable, "-m", "khhfcli.main", "init"], env=env,
                               capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-    init()
+    first = init()
+    assert first.returncode == 0, first.stderr
+    assert "created the database schema (revision" in first.stdout
     with sqlite3.connect(home / "khhf.db") as conn:
-        conn.execute("DROP TABLE report_type_daily")
-        conn.execute("DROP TABLE report_type_results")
         types = conn.execute("SELECT count(*) FROM task_types").fetchone()[0]
-    assert types > 0
-    out = init()
-    assert "report_type_daily" in out and "report_type_results" in out
+    again = init()
+    assert again.returncode == 0 and "created the database schema" not in again.stdout
     with sqlite3.connect(home / "khhf.db") as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"report_type_daily", "report_type_results"} <= tables
         assert conn.execute("SELECT count(*) FROM task_types").fetchone()[0] == types
-    assert "added the tables" not in init()  # nothing more to add
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    older = init()
+    assert older.returncode == 1
+    assert older.stderr.strip().endswith("is at revision 0001, this version needs revision "
+                                         "0002: run `khhf db upgrade`."), older.stderr
+    with sqlite3.connect(home / "khhf.db") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
 
 
 def test_init_makes_the_first_administrator_and_khhf_users_resets_passwords(tmp_path):

@@ -41,11 +41,27 @@ def test_a_missing_secret_names_khhf_init(module, missing, tmp_path):
 # a daemon without its database: tests/test_no_database.py
 
 
-def _create_database(settings):
+def _create_database(settings, revision=None):
+    """The settings' database made at head, then (revision) stamped back."""
     from khhf import db
     engine = db.make_engine(settings.database_url)
     db.create_schema(engine)
+    if revision:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{revision}'")
     engine.dispose()
+
+
+@pytest.mark.parametrize("module", ["agi", "ami_bridge", "webui", "smsgw", "jobs"])
+def test_a_database_not_at_head_is_exit_2_saying_khhf_db_upgrade(module, tmp_path):
+    from khhf import migrations
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
+    _create_database(settings, revision=migrations.BASELINE)
+    proc = run(module, "--config", str(settings.config_path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"{module}: the database {settings.database_url} is at revision {migrations.BASELINE}, "
+        f"this version needs revision {migrations.head()}: run `khhf db upgrade`.")
 
 
 def test_the_sms_gateway_refuses_a_rate_below_one(tmp_path):

@@ -25,6 +25,8 @@ COMMANDS = [
     ["demo", "seed"],
     ["customers", "export", "customers.xlsx"],
     ["tasks", "export", "1", "tasks.csv"],
+    ["db", "upgrade"],
+    ["db", "check"],
 ]
 DAEMONS = ["agi", "ami_bridge", "webui", "smsgw", "jobs"]
 

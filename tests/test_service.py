@@ -64,8 +64,17 @@ def test_units_carry_the_real_venv_config_and_ordering(rendered, tmp_path):
     conf = (tmp_path / "khhf.conf").resolve()
     for name, text in rendered.items():
         assert "{{" not in text, name
+        if name == "khhf-health.timer":
+            continue
         assert f" --config {conf}" in text, name
-        assert "Restart=on-failure\n" in text, name
+        if name != "khhf-health.service":   # a oneshot check, run again by its timer
+            assert "Restart=on-failure\n" in text, name
+    # the health check: `khhf status --quiet` every minute; red fails the unit
+    assert f"ExecStart={VENV.resolve()}/bin/khhf --config {conf} status --quiet\n" \
+        in rendered["khhf-health.service"]
+    assert "Type=oneshot\n" in rendered["khhf-health.service"]
+    assert "OnUnitActiveSec=1min\n" in rendered["khhf-health.timer"]
+    assert "khhf-health.service" not in service.ENABLED   # started by its timer
     python = VENV.resolve() / "bin" / "python"
     for unit, module in (("agi", "agi"), ("bridge", "ami_bridge"), ("web", "webui"),
                          ("smsgw", "smsgw"), ("jobs", "jobs")):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from khhf.models import SmsMessage, SmsStatus, Task
+from khhf.models import SmsMessage, SmsStatus, Task, TaskStatus
 from khhf.services import sms, tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,7 +201,7 @@ def test_the_scan_sees_each_form_of_a_write(source, table):
 
 def test_the_transition_tables_name_real_statuses():
     schema = (ROOT / "schema.sql").read_text()
-    for statuses, transitions in ((tasks.STATUSES, tasks.TRANSITIONS),
+    for statuses, transitions in ((tuple(TaskStatus), tasks.TRANSITIONS),
                                   (tuple(SmsStatus), sms.TRANSITIONS)):
         for status in statuses:
             assert f"'{status}'" in schema, status

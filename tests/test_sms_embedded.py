@@ -37,7 +37,7 @@ def test_admin_types_a_reply_as_if_from_a_phone_and_sees_both_boxes(tmp_path):
     with session_for(app) as s:
         [row] = s.scalars(select(SmsMessage).where(SmsMessage.direction == "in")).all()
         # handled as a reply (khhf.services.sms_feedback): no prompt is open
-        assert (row.body, row.status, row.kind, row.manager_id) == \
+        assert (row.body, row.status, row.reply_outcome, row.manager_id) == \
             ("１ 回访成功", "processed", "no_prompt", manager_id)
         entry = s.scalar(select(AuditLog).where(AuditLog.object_type == "sms"))
         assert entry.username == "admin" and entry.object_id == str(row.id)
@@ -70,7 +70,7 @@ def test_cli_inject_and_outbox(tmp_path, capsys):
     with db.session_factory(engine)() as s:
         [row] = s.scalars(select(SmsMessage).where(SmsMessage.direction == "in")).all()
         # no manager has this mobile: stored, ignored
-        assert (row.body, row.status, row.kind) == ("6 1201 1430", "processed", "stranger")
+        assert (row.body, row.status, row.reply_outcome) == ("6 1201 1430", "processed", "stranger")
     engine.dispose()
 
 

@@ -155,7 +155,7 @@ def test_a_digit_files_the_result_by_sms_and_confirms(s, w):
     row, [answer] = reply(s, "１")
     task = s.get(Task, call.task_id)
     feedback = s.get(Feedback, row.feedback_id)
-    assert (row.status, row.kind, feedback.channel, feedback.call_id) == \
+    assert (row.status, row.reply_outcome, feedback.channel, feedback.call_id) == \
         ("processed", "filed", "sms", call.id)
     assert (task.status, task.result_code_id) == ("done", w["codes"]["1"].id)
     assert answer.body == "【客户回访】已记录 #1 138****0021：回访成功。"
@@ -173,7 +173,7 @@ def test_a_code_of_a_type_an_administrator_made_is_filed_by_sms(s, w):
             in prompt.body)
     row, [answer] = reply(s, "12")
     task = s.get(Task, call.task_id)
-    assert (row.kind, s.get(Feedback, row.feedback_id).channel) == ("filed", "sms")
+    assert (row.reply_outcome, s.get(Feedback, row.feedback_id).channel) == ("filed", "sms")
     assert (task.status, task.result_code.code, task.task_type_id) == ("done", "12", care.id)
     assert answer.body == "【客户回访】已记录 #1 138****0041：号码有误。"
 
@@ -190,31 +190,31 @@ def test_a_call_back_time_books_the_task(s, w):
 def test_a_time_outside_the_calling_window_is_refused_with_the_reason(s, w):
     [call] = prompted(s, w, "13800000023")
     row, [answer] = reply(s, "6 1201 2230")
-    assert row.kind == "refused" and s.get(Task, call.task_id).status == "connected"
+    assert row.reply_outcome == "refused" and s.get(Task, call.task_id).status == "connected"
     assert "只在 08:00-21:00（北京时间）之间呼叫" in answer.body and "6+时间" in answer.body
 
 
 def test_an_unclear_reply_gets_one_help_sms(s, w):
     prompted(s, w, "13800000024")
     row, [answer] = reply(s, "好的")
-    assert row.kind == "unclear"
+    assert row.reply_outcome == "unclear"
     assert "未能识别" in answer.body and "#1 138****0024" in answer.body \
         and "1回访成功" in answer.body
     again, answers = reply(s, "好的")
-    assert (again.kind, answers) == ("duplicate", [])
+    assert (again.reply_outcome, answers) == ("duplicate", [])
 
 
 def test_several_open_prompts_and_no_reference_asks_for_it(s, w):
     first, second = prompted(s, w, "13800000025", "13800000026")
     row, [answer] = reply(s, "1")
-    assert row.kind == "ambiguous"
+    assert row.reply_outcome == "ambiguous"
     assert "2条待反馈" in answer.body and "#1 138****0025、#2 138****0026" in answer.body
     row, [answer] = reply(s, "1 #2")
-    assert row.kind == "filed" and s.get(Task, second.task_id).status == "done"
+    assert row.reply_outcome == "filed" and s.get(Task, second.task_id).status == "done"
     assert s.get(Task, first.task_id).status == "connected"
     # one prompt open now: a bare digit answers it
     row, _ = reply(s, "4")
-    assert row.kind == "filed" and s.get(Task, first.task_id).status == "done"
+    assert row.reply_outcome == "filed" and s.get(Task, first.task_id).status == "done"
 
 
 def test_a_duplicate_reply_changes_nothing_and_sends_nothing(s, w):
@@ -222,7 +222,7 @@ def test_a_duplicate_reply_changes_nothing_and_sends_nothing(s, w):
     reply(s, "1")
     before = s.scalar(select(func.count()).select_from(Feedback))
     row, answers = reply(s, " 1 ")
-    assert (row.kind, answers) == ("duplicate", [])
+    assert (row.reply_outcome, answers) == ("duplicate", [])
     assert s.scalar(select(func.count()).select_from(Feedback)) == before
 
 
@@ -231,7 +231,7 @@ def test_a_reply_for_a_task_filed_on_the_web_says_so(s, w):
     results.file_result(s, w["m1"].user, call.task_id, w["codes"]["4"].id, channel="web",
                         settings=SETTINGS, now=NOW)
     row, [answer] = reply(s, "1", now=NOW + dt.timedelta(seconds=1))
-    assert row.kind == "already_filed"
+    assert row.reply_outcome == "already_filed"
     assert answer.body == "【客户回访】#1 138****0028 已反馈过结果：客户拒绝（网页），无需再回复。"
     assert s.get(Task, call.task_id).result_code_id == w["codes"]["4"].id
 
@@ -239,46 +239,48 @@ def test_a_reply_for_a_task_filed_on_the_web_says_so(s, w):
 def test_a_code_not_in_the_menu_gets_the_menu(s, w):
     prompted(s, w, "13800000029")
     row, [answer] = reply(s, "9")
-    assert row.kind == "refused" and "没有结果代码 9" in answer.body and "1回访成功" in answer.body
+    assert row.reply_outcome == "refused" and "没有结果代码 9" in answer.body and "1回访成功" in answer.body
 
 
 def test_an_unknown_reference_and_no_prompt_at_all(s, w):
     row, [answer] = reply(s, "1")
-    assert row.kind == "no_prompt" and "没有待反馈" in answer.body
+    assert row.reply_outcome == "no_prompt" and "没有待反馈" in answer.body
     prompted(s, w, "13800000030")
     row, [answer] = reply(s, "1 #77")
-    assert row.kind == "unknown_ref" and "#77" in answer.body and "#1 138****0030" in answer.body
+    assert row.reply_outcome == "unknown_ref" and "#77" in answer.body and "#1 138****0030" in answer.body
 
 
 def test_a_reply_about_a_task_handed_to_another_manager_is_refused_in_chinese(s, w):
     [call] = prompted(s, w, "13800000034")
     s.get(Task, call.task_id).manager_id = w["m2"].id   # the hand-over moved it meanwhile
     row, [answer] = reply(s, "1")
-    assert row.kind == "refused" and s.get(Task, call.task_id).status == "connected"
+    assert row.reply_outcome == "refused" and s.get(Task, call.task_id).status == "connected"
     why = i18n.gettext("This task is not yours: only the task's own manager can file its "
                        "result.", "zh")
     assert answer.body.startswith("【客户回访】#1 138****0034：未记录。" + why + "请回复：1回访成功")
 
 
 def _refusals(module) -> list[str]:
-    """Every msgid `module` refuses with (problems.add(field, N_(...)))."""
+    """Every msgid `module` refuses with (problems.add or .refuse(field, N_(...)))."""
     found = []
     for node in ast.walk(ast.parse(inspect.getsource(module))):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add" \
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("add", "refuse") \
                 and len(node.args) == 2 and isinstance(node.args[1], ast.Call):
             found.append(ast.literal_eval(node.args[1].args[0]))
     return found
 
 
 def test_every_refusal_an_sms_reply_can_get_is_the_catalogs_chinese():
-    samples = {"label": "回访成功", "max": 1000, "days": 30, "window": "08:00-21:00"}
+    samples = {"label": "回访成功", "max": 1000, "days": 30, "window": "08:00-21:00",
+               "zone": "Asia/Shanghai"}   # a zone parameter is the site's zone, named as people say it
     refusals = _refusals(results)
     assert len(refusals) >= 8, refusals   # the scan finds them
     for msgid in refusals:
         params = {k: v for k, v in samples.items() if f"%({k})" in msgid}
         problem = Problem("field", msgid, params)
         said = sms_feedback.refusal([problem])
-        assert said == i18n.gettext(msgid, i18n.DEFAULT_LOCALE, **params) != msgid % params
+        shown = {**params, "zone": "北京时间"} if "zone" in params else params
+        assert said == i18n.gettext(msgid, i18n.DEFAULT_LOCALE, **shown) != msgid % params
         assert not ENGLISH_WORD.search(said), said
 
 
@@ -299,7 +301,7 @@ def test_every_sms_text_is_the_catalogs_chinese():
 def test_a_stranger_is_stored_and_ignored(s, w):
     prompted(s, w, "13800000031")
     row, answers = reply(s, "1", mobile="13600000000")
-    assert (row.status, row.kind, answers) == ("processed", "stranger", [])
+    assert (row.status, row.reply_outcome, answers) == ("processed", "stranger", [])
     assert s.scalar(select(func.count()).select_from(Feedback)) == 0
 
 
@@ -321,7 +323,7 @@ def test_a_reply_whose_handling_was_interrupted_is_handled_by_the_sweep(s, w):
     assert sms_feedback.handle_leftovers(s, SETTINGS, NOW) == 0  # too fresh: being handled
     later = row.created_at + sms_feedback.RETRY_AFTER
     assert sms_feedback.handle_leftovers(s, SETTINGS, later) == 1
-    assert (row.status, row.kind) == ("processed", "filed")
+    assert (row.status, row.reply_outcome) == ("processed", "filed")
     assert s.get(Task, call.task_id).status == "done"
     assert sms_feedback.handle_leftovers(s, SETTINGS, later) == 0
 

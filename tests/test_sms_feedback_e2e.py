@@ -187,10 +187,10 @@ def test_the_smsc_dropped_mid_run_loses_and_duplicates_nothing(loop):
              what="the gateway bound again")
     wait_for(lambda: _all_sent(loop), what="the outbox empty")
     with loop.env.sessions() as s:
-        kinds = s.scalars(select(SmsMessage.kind).where(
+        outcomes = s.scalars(select(SmsMessage.reply_outcome).where(
             SmsMessage.direction == "in", SmsMessage.body == "1",
             SmsMessage.id > prompt.id).order_by(SmsMessage.id)).all()
-        assert kinds == ["filed", "duplicate"]
+        assert outcomes == ["filed", "duplicate"]
         assert s.scalar(select(func.count()).select_from(Feedback).where(
             Feedback.task_id == call.task_id)) == 1
     assert len(answers(loop, confirmation)) == 1

@@ -119,7 +119,7 @@ def test_a_reply_from_the_managers_mobile_in_any_form_files_the_result(loop, sen
                 SmsMessage.direction == "in", SmsMessage.status == "processed",
                 SmsMessage.body == f"1 #{ref}"))
     row = wait_for(reply, what="the reply handled")
-    assert (row.peer_number, row.manager_id, row.kind) == (MOBILE, loop.manager_id, "filed")
+    assert (row.peer_number, row.manager_id, row.reply_outcome) == (MOBILE, loop.manager_id, "filed")
     with loop.factory() as s:
         task = s.get(Task, task_id)
         assert task.status == "done"

@@ -128,7 +128,7 @@ def test_reply_injected_at_the_smsc_becomes_an_inbound_row(factory, smsc):
     [row] = inbound
     assert (row.peer_number, row.body, row.status, row.manager_id) == \
         (MOBILE, "１ 回访成功", "processed", manager_id)
-    assert row.kind == "no_prompt"  # handled as a reply: nothing to answer
+    assert row.reply_outcome == "no_prompt"  # handled as a reply: nothing to answer
     with factory() as s:
         entry = s.scalar(select(AuditLog).where(AuditLog.object_type == "sms"))
         assert entry.object_id == str(row.id) and "139****0001" in entry.object_name
@@ -213,6 +213,6 @@ def test_on_postgresql_the_same_send_receipt_and_reply(pg_database, smsc):
         wait_for(lambda: any(r.direction == "in" for r in rows(factory).values()),
                  what="inbound row")
     # the reply came from no manager's phone: stored, ignored
-    assert [(r.status, r.kind) for _, r in sorted(rows(factory).items())] == \
-        [("sent", None), ("sent", None), ("processed", "stranger")]
+    assert [(r.status, r.kind, r.reply_outcome) for _, r in sorted(rows(factory).items())] == \
+        [("sent", None, None), ("sent", None, None), ("processed", None, "stranger")]
     assert len(smsc.received()) == 3  # one part, then two

@@ -21,10 +21,11 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 # (table, column) -> its vocabulary
 CHECKED = {("tasks", "status"): TaskStatus, ("calls", "state"): CallState,
-           ("sms_messages", "status"): SmsStatus}
+           ("sms_messages", "status"): SmsStatus, ("sms_messages", "kind"): SmsKind,
+           ("sms_messages", "reply_outcome"): SmsReplyOutcome}
 LABELLED = [(TaskStatus, "TASK_STATUS_LABELS"), (CallState, "CALL_OUTCOME_LABELS"),
             (CallOutcome, "CALL_OUTCOME_LABELS"), (SmsStatus, "SMS_STATUS_LABELS"),
-            (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_KIND_LABELS")]
+            (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS")]
 
 
 def schema_checks() -> dict[tuple[str, str], list[str]]:

@@ -30,8 +30,8 @@ from khhf.models import SmsStatus, User
 from khhf.services import tasks
 from khhf.phones import mask_phone
 
-from webui import (access, admin, audit, auth, calls, campaigns, county, customers, i18n,
-                   imports, live, manager, mobile, params, reports, security, sms,
+from webui import (access, admin, audit, auth, calls, campaigns, county, customers, health,
+                   i18n, imports, live, manager, mobile, params, reports, security, sms,
                    workspace)
 from webui import recordings
 from webui.db import get_db
@@ -76,6 +76,7 @@ def create_app(settings: khhf_config.Settings | None = None,
     for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
                    customers, workspace, mobile, recordings, live, reports):
         app.register_blueprint(module.bp)
+    health.init_app(app)  # GET /healthz, public (webui/health.py)
 
     app.before_request(_expire_old_log_ins)
     app.before_request(access.deny_routes_without_rule)

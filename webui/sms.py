@@ -14,7 +14,7 @@ from wtforms import StringField, TextAreaField
 from khhf.services import sms, sms_feedback
 from webui.access import allow, client_ip
 from webui.db import get_db, writing
-from webui.i18n import SMS_KIND_LABELS, label
+from webui.i18n import SMS_REPLY_OUTCOME_LABELS, label
 
 bp = Blueprint("sms", __name__, url_prefix="/admin/sms")
 
@@ -57,9 +57,9 @@ def inject():
             form.mobile.errors = list(form.mobile.errors) + [_problem(exc)]
             return _page(form)
         flash(gettext("The message is stored as received from that phone."), "success")
-        if row.kind:
+        if row.reply_outcome:
             flash(gettext("Handled as a reply: %(what)s.",
-                          what=label(SMS_KIND_LABELS, row.kind)), "info")
+                          what=label(SMS_REPLY_OUTCOME_LABELS, row.reply_outcome)), "info")
         return redirect(url_for("sms.index"))
     return _page(form)
 

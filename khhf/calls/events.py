@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping
+from typing import TypeGuard
 
 from khhf.channel_vars import TRUNK_ENDPOINT
 
@@ -26,7 +27,7 @@ AMI_EVENTS = ("Newchannel", "Newstate", "HangupRequest", "Hangup", "UserEvent",
               "OriginateResponse", "FullyBooted")
 
 
-def is_ours(linkedid: str | None) -> bool:
+def is_ours(linkedid: str | None) -> TypeGuard[str]:
     """True for the linkedid of a call KHHF originated."""
     return bool(LINKEDID.fullmatch(linkedid or ""))
 
@@ -86,7 +87,7 @@ def from_ami(event: Mapping, trunk: str = TRUNK_ENDPOINT) -> list[LegEvent]:
     if name == "Newchannel":
         return [LegEvent("start", at, leg)]
     if name == "Newstate":
-        kind = {"Ringing": "ring", "Up": "answer"}.get(event.get("ChannelStateDesc"))
+        kind = {"Ringing": "ring", "Up": "answer"}.get(event.get("ChannelStateDesc", ""))
         return [LegEvent(kind, at, leg)] if kind else []
     if name == "HangupRequest":
         return [LegEvent("hangup_request", at, leg)]
@@ -113,7 +114,7 @@ def khhf_event(name: str, at: dt.datetime) -> dict:
 
 def from_khhf(event: Mapping) -> list[LegEvent]:
     """LegEvents for one event KHHF recorded itself (see khhf_event)."""
-    kind = _KHHF_KINDS.get(event.get("Event"))
+    kind = _KHHF_KINDS.get(event.get("Event", ""))
     stamp = event.get("Timestamp")
     return [LegEvent(kind, _epoch(stamp))] if kind and stamp else []
 

@@ -16,7 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import wave
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from khhf.models import Call, CallEvent, Task, utcnow
 from khhf.services import tasks
 
 from . import events as ev
-from .facts import CallFacts, reduce, summarize
+from .facts import CallFacts, LegEvent, reduce, summarize
 from .states import FINAL_STATES
 
 # the call row's columns that its events alone decide (facts.summarize)
@@ -82,7 +82,7 @@ def store_events(session: Session, raws: Iterable[RawEvent]) -> set[int]:
     if not rows:
         return set()
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    changed = set()
+    changed: set[int] = set()
     for start in range(0, len(rows), INSERT_CHUNK):
         # one statement per chunk; RETURNING names the rows that were new
         stmt = (insert(CallEvent).values(rows[start:start + INSERT_CHUNK])
@@ -105,7 +105,8 @@ def facts_for(session: Session, call_id: int) -> CallFacts:
     return facts
 
 
-_PARSERS = {"ami": ev.from_ami, "cel": ev.from_cel, "khhf": ev.from_khhf}
+_PARSERS: dict[str, Callable[[Mapping], list[LegEvent]]] = {
+    "ami": ev.from_ami, "cel": ev.from_cel, "khhf": ev.from_khhf}
 
 
 def record(session: Session, call: Call, name: str, at: dt.datetime | None = None) -> Call:
@@ -125,6 +126,8 @@ def record(session: Session, call: Call, name: str, at: dt.datetime | None = Non
 def recompute(session: Session, call_id: int) -> Call:
     """Bring the call row (and its task) in line with the stored events."""
     call = session.get(Call, call_id)
+    if call is None:
+        raise LookupError(f"there is no call {call_id} to recompute")
     summary = summarize(facts_for(session, call_id), call.manager_device)
     for key in DERIVED:
         # every column the events decide, cleared where they say nothing now

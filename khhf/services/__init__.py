@@ -13,6 +13,9 @@ what to do.
 from __future__ import annotations
 
 import dataclasses
+from typing import NoReturn, TypeVar
+
+T = TypeVar("T")
 
 MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT hold
 
@@ -50,7 +53,7 @@ class ValidationError(ValueError):
 class Problems:
     """Collects problems so a form shows all of them at once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.items: list[Problem] = []
 
     def add(self, field: str, message: str, **params) -> None:
@@ -62,3 +65,17 @@ class Problems:
     def raise_if_any(self) -> None:
         if self.items:
             raise ValidationError(self.items)
+
+    def refuse(self, field: str, message: str, **params) -> NoReturn:
+        """Add this problem and raise all collected so far: for a refusal no
+        later check can run without (no such task, not yours)."""
+        self.add(field, message, **params)
+        raise ValidationError(self.items)
+
+
+def validated(value: T | None, what: str) -> T:
+    """`value`, which the checks before raise_if_any refused to let be
+    missing: None here is a bug in those checks, not bad input."""
+    if value is None:
+        raise RuntimeError(f"{what} is missing after its checks passed")
+    return value

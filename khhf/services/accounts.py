@@ -21,7 +21,7 @@ from khhf import audit, numbering
 from khhf.config import Settings
 from khhf.models import AuditLog, County, Manager, User, utcnow
 from khhf.phones import mask_phone
-from khhf.services import N_, Problems, handover
+from khhf.services import N_, Problems, handover, validated
 
 PASSWORD_MIN_LENGTH = 8
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,63}")
@@ -90,7 +90,7 @@ def log_in(session: Session, username: str, password: str, ip: str, *,
     failures = session.scalar(
         select(func.count()).select_from(AuditLog).where(
             AuditLog.action == "login_failed", AuditLog.username == username[:64],
-            AuditLog.ip == (ip or "")[:45], AuditLog.at >= since))
+            AuditLog.ip == (ip or "")[:45], AuditLog.at >= since)) or 0
     user = session.scalar(select(User).where(User.username == username))
     if failures >= max_failures:
         audit.record(session, user, "login_refused", "user", user.id if user else "",
@@ -167,8 +167,8 @@ def update_user(session: Session, by: User | None, ip: str, user: User, *,
                "is_active": (user.is_active, is_active)}
     user.display_name, user.role, user.is_active = display_name, role, is_active
     user.county_id = county.id if county else None
-    if user.manager is not None:
-        user.manager.county_id = user.county_id
+    if user.manager is not None and county is not None:  # a manager always has one
+        user.manager.county_id = county.id
     audit.record(session, by, "update", "user", user.id, audit.changes(changes), ip,
                  object_name=display_name)
     return user
@@ -247,6 +247,7 @@ def update_manager(session: Session, by: User | None, ip: str, manager: Manager,
     if status not in MANAGER_STATUSES:
         problems.add("status", N_("Choose a status: active or departed."))
     problems.raise_if_any()
+    county = validated(county, "the county")  # a manager's is required
     changes = {
         "display_name": (manager.user.display_name, display_name),
         "county": (manager.county.name, county.name),
@@ -381,11 +382,11 @@ def active_desk_extensions(session: Session) -> list[str]:
     and administrators who have one (the live view's listen-in rings it):
     the phones the PBX renders (PBX control takes this list; it does not
     query the database itself)."""
-    managers = set(session.scalars(select(Manager.desk_extension).where(
-        Manager.status == "active", Manager.desk_extension.is_not(None))))
-    others = set(session.scalars(select(User.desk_extension).where(
-        User.is_active, User.role != "manager", User.desk_extension.is_not(None))))
-    return sorted(managers | others)
+    managers = session.scalars(select(Manager.desk_extension).where(
+        Manager.status == "active", Manager.desk_extension.is_not(None)))
+    others = session.scalars(select(User.desk_extension).where(
+        User.is_active, User.role != "manager", User.desk_extension.is_not(None)))
+    return sorted({d for d in (*managers, *others) if d is not None})
 
 
 def desk_extension_of_user(session: Session, desk_extension: str) -> User | None:
@@ -394,7 +395,7 @@ def desk_extension_of_user(session: Session, desk_extension: str) -> User | None
 
 
 def set_desk_extension(session: Session, by: User | None, ip: str, user: User,
-                       desk_extension: str) -> User:
+                       desk_extension: str | None) -> User:
     """Give a supervisor or administrator a desk phone (empty: none). The
     live view's listen-in rings it; the PBX renders it like a manager's
     (active_desk_extensions). One extension, one phone: never a

@@ -25,6 +25,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
+from typing import Any
 
 from sqlalchemy import Integer, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
@@ -49,7 +50,7 @@ MANAGER_IN_SCRIPT = "{经理}"  # where a call script names the manager reading 
 _COMMON_CODES = (("2", "客户拒绝", False, True), ("3", "无人接听", False, False),
                  ("4", "关机/停机", False, False), ("5", "空号", False, True),
                  ("6", "预约再拨", False, False))
-STANDARD_TYPES = (
+STANDARD_TYPES: tuple[dict[str, Any], ...] = (
     {"code": "revisit", "name": "回访", "description": "客户满意度回访", "max_attempts": 3,
      "script": "您好，我是中国移动客户经理{经理}。打扰您一分钟，想了解您对我们服务的"
                "满意程度，有什么意见和建议吗？",
@@ -424,11 +425,17 @@ def create_round(session: Session, campaign: Campaign, seq: int) -> tuple[Campai
         with session.begin_nested():
             session.add(cycle)
             session.flush()
-    except IntegrityError:
+    except IntegrityError as exc:
         # another process made it between our look and our write
-        return session.scalar(select(CampaignCycle).where(
-            CampaignCycle.campaign_id == campaign.id, CampaignCycle.seq == seq)), 0
+        theirs = session.scalar(select(CampaignCycle).where(
+            CampaignCycle.campaign_id == campaign.id, CampaignCycle.seq == seq))
+        if theirs is None:  # it committed before our write failed: visible now
+            raise RuntimeError(f"round {seq} of campaign {campaign.id} was made by another "
+                               f"process but cannot be read; run it again") from exc
+        return theirs, 0
     task_type = session.get(TaskType, campaign.task_type_id)
+    if task_type is None:  # campaigns.task_type_id references task_types
+        raise LookupError(f"campaign {campaign.id} has no task type {campaign.task_type_id}")
     made = 0
     for customer_id, manager_id, manager_active in session.execute(
             selected_customers(session, campaign)).all():

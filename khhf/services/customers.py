@@ -18,7 +18,7 @@ from khhf import audit, numbering
 from khhf.models import (Call, Customer, CustomerAssignment, Manager, Task, TaskStatus, User,
                          utcnow)
 from khhf.phones import mask_phone
-from khhf.services import N_, Problems, tasks
+from khhf.services import N_, Problems, tasks, validated
 
 PAGE_SIZE = 50
 REASON_MAX = 200
@@ -110,6 +110,7 @@ def reassign(session: Session, by: User | None, ip: str, customer: Customer,
     elif manager.id == customer.manager_id:
         problems.add("manager_id", N_("The customer already belongs to this manager."))
     problems.raise_if_any()
+    manager = validated(manager, "the manager")
     now = utcnow()
     old = customer.manager_id
     for row in session.scalars(select(CustomerAssignment).where(

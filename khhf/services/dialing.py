@@ -21,7 +21,7 @@ from khhf.config import Settings
 from khhf.models import Call, County, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems, tasks
+from . import N_, Problems, tasks, validated
 
 # A requested call has no channel yet for this long (the bridge originates it
 # within the same web request): an open row younger than this is a call being
@@ -102,8 +102,7 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     task = session.get(Task, task_id)
     if manager is None or task is None or task.manager_id != manager.id:
         # the same answer for "no such task" and "not yours": no probing
-        problems.add("task", N_("This task is not yours: only the task's own manager can call it."))
-        problems.raise_if_any()
+        problems.refuse("task", N_("This task is not yours: only the task's own manager can call it."))
     customer = task.customer
     county = session.get(County, customer.county_id)
     device = device or DESK
@@ -141,6 +140,7 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
                                   "on calls: ask an administrator to correct it on the "
                                   "county's page."), value=unified)
     problems.raise_if_any()
+    county = validated(county, "the county")
 
     call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,
                 manager_id=manager.id, county_id=county.id, customer_number=customer.phone,

@@ -36,6 +36,7 @@ import dataclasses
 import heapq
 import json
 from collections import Counter
+from collections.abc import Sequence
 from operator import itemgetter
 
 from sqlalchemy import func, select, text
@@ -43,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from khhf import audit
 from khhf.models import Campaign, Customer, Manager, Task, TaskStatus, User, sql_list, utcnow
-from khhf.services import N_, Problems, parse_int, tasks
+from khhf.services import N_, Problems, parse_int, tasks, validated
 
 MODES = ("average", "auto")
 MOVABLE = (TaskStatus.PENDING, TaskStatus.NOT_REACHED)
@@ -100,6 +101,7 @@ def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
                                        "tasks to."))
     problems.raise_if_any()
     where = _movable(campaign.id, cycle_id)
+    target: Sequence[tuple[int, int | None, int | None]]  # (task, new manager, current)
     if mode == "average":
         rows = _fetch(session, select(Task.id, Task.manager_id).where(*where).order_by(Task.id))
         target = _average_targets(rows, [m.id for m in pool])
@@ -139,7 +141,7 @@ def _average_targets(rows, ids) -> list[tuple[int, int, int | None]]:
     under quota; the rest fill the others' quotas in manager order."""
     n, k = len(rows), len(ids)
     quota = {m: n // k + (1 if i < n % k else 0) for i, m in enumerate(ids)}
-    kept = Counter()
+    kept: Counter[int] = Counter()
     target, rest = [], []
     for task_id, current in rows:
         if current in quota and kept[current] < quota[current]:
@@ -231,6 +233,8 @@ def apply_moves(session: Session, moves: list[tuple[int, int]]) -> None:
     conn.exec_driver_sql("CREATE TEMPORARY TABLE khhf_moves "
                          "(task_id INTEGER PRIMARY KEY, manager_id INTEGER NOT NULL)")
     raw = conn.connection.dbapi_connection
+    if raw is None:  # only after the connection was invalidated
+        raise RuntimeError("the database connection was lost before the tasks moved")
     cursor = raw.cursor()
     # in task order: the temporary table's key is the task id, so each row is
     # an append to its B-tree, not an insert in the middle
@@ -319,6 +323,7 @@ def reassign(session: Session, by: User | None, ip: str, campaign: Campaign, tas
         problems.add("task_ids", N_("Tasks %(ids)s are finished or cancelled and cannot be "
                                     "reassigned."), ids=", ".join(map(str, closed[:10])))
     problems.raise_if_any()
+    manager = validated(manager, "the manager")
     now = utcnow()
     before = sorted({t.manager.employee_no for t in rows if t.manager is not None})
     for task in rows:

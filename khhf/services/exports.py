@@ -13,6 +13,8 @@ supervisors for their own county); every export is in the operation log
 
 from __future__ import annotations
 
+import functools
+
 import csv
 import dataclasses
 import datetime as dt
@@ -157,8 +159,9 @@ def customers(session: Session, county_id: int | None, size: int = BATCH
         query = query.where(Customer.county_id == county_id)
     for rows in _batches(session, query, Customer.id, size):
         latest = _latest_results(session, Task.customer_id, [r[0] for r in rows])
-        yield [CustomerRow(*r[:7], *latest.get(r[0], (None, None)), note=r[7],
-                           created_at=r[8]) for r in rows]
+        # positional throughout: after *r[:7] (of no length a type checker
+        # knows) a keyword could name a field already filled
+        yield [CustomerRow(*r[:7], *latest.get(r[0], (None, None)), *r[7:9]) for r in rows]
 
 
 def campaign_tasks(session: Session, campaign: Campaign, size: int = BATCH
@@ -175,8 +178,8 @@ def campaign_tasks(session: Session, campaign: Campaign, size: int = BATCH
              .where(Task.campaign_id == campaign.id))
     for rows in _batches(session, query, Task.id, size):
         latest = _latest_results(session, Task.id, [r[0] for r in rows])
-        yield [TaskRow(*r[:7], result_at=latest.get(r[0], (None, None))[1],
-                       attempts=r[7], appointment_at=r[8], last_call_at=r[9]) for r in rows]
+        # of the latest result's (label, filed at) only the time: the label is r[6]
+        yield [TaskRow(*r[:7], *latest.get(r[0], (None, None))[1:], *r[7:10]) for r in rows]
 
 
 def _batches(session: Session, query, key, size: int):
@@ -229,14 +232,13 @@ def customer_table(session: Session, county: County | None, tr, local) -> Table:
 def task_table(session: Session, campaign: Campaign, tr, local, status) -> Table:
     """`campaign`'s tasks as an export's table; `status` names a task
     status in the same language as `tr` (see customer_table)."""
+    named = functools.cache(status)  # each status named once, not once a row
+
     def rows():
-        names: dict[str, str] = {}  # each status named once, not once a row
         for batch in campaign_tasks(session, campaign):
             for t in batch:
-                if t.status not in names:
-                    names[t.status] = status(t.status)
                 yield [t.id, t.customer, t.phone, t.manager or "", t.employee_no or "",
-                       names[t.status], t.result or "", local(t.result_at), t.attempts,
+                       named(t.status), t.result or "", local(t.result_at), t.attempts,
                        local(t.appointment_at), local(t.last_call_at)]
     headers = [N_("Task ID"), N_("Customer name"), N_("Phone"), N_("Customer manager"),
                N_("Employee number"), N_("Status"), N_("Result"), N_("Result time"),

@@ -57,8 +57,7 @@ def depart_manager(session: Session, manager_id: int, *, successor_id: int | Non
     problems = Problems()
     manager = session.get(Manager, manager_id)
     if manager is None:
-        problems.add("manager", N_("There is no manager %(id)s."), id=manager_id)
-        problems.raise_if_any()
+        problems.refuse("manager", N_("There is no manager %(id)s."), id=manager_id)
     if manager.status != "active":
         problems.add("manager", N_("Manager %(no)s has already departed."),
                      no=manager.employee_no)
@@ -114,8 +113,9 @@ def depart_manager(session: Session, manager_id: int, *, successor_id: int | Non
     tasks_moved: dict[int, int] = {}
     for task in session.scalars(select(Task).where(
             Task.manager_id == manager.id, Task.status.in_(HANDED_OVER_TASK_STATUSES))):
-        tasks.reassign(task, new_owner.get(task.customer_id, receivers[0].id), now)
-        tasks_moved[task.manager_id] = tasks_moved.get(task.manager_id, 0) + 1
+        receiver_id = new_owner.get(task.customer_id, receivers[0].id)
+        tasks.reassign(task, receiver_id, now)
+        tasks_moved[receiver_id] = tasks_moved.get(receiver_id, 0) + 1
 
     manager.status, manager.departed_at, manager.on_duty = "departed", now, False
     manager.successor_id = successor_id

@@ -132,12 +132,12 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid,
             Manager, Manager.id == Customer.manager_id).where(Customer.phone == number)).first()
         if row is not None:
             customer, manager = row
-        if manager is not None and manager.status != "active":
-            # the hand-over service moves customers on departure; never ring
-            # someone who has left, whatever the data says
-            log.warning("customer %s is still assigned to departed manager %s",
-                        customer.id, manager.id)
-            manager = None
+            if manager is not None and manager.status != "active":
+                # the hand-over service moves customers on departure; never ring
+                # someone who has left, whatever the data says
+                log.warning("customer %s is still assigned to departed manager %s",
+                            customer.id, manager.id)
+                manager = None
     call = Call(direction="inbound", customer_id=customer.id if customer else None,
                 manager_id=manager.id if manager else None,
                 county_id=county.id if county is not None else
@@ -159,7 +159,7 @@ def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
     rows = session.scalars(select(Manager.desk_extension).where(
         Manager.county_id == county_id, Manager.status == "active", Manager.on_duty.is_(True),
         Manager.desk_extension.is_not(None)).order_by(Manager.id))
-    return tuple(ext for ext in rows if numbering.DESK_EXTENSION.fullmatch(ext))
+    return tuple(ext for ext in rows if ext is not None and numbering.DESK_EXTENSION.fullmatch(ext))
 
 
 def county_groups(session: Session) -> dict[str, str]:

@@ -236,7 +236,8 @@ def _open_workbook(path: Path, reader: str):
                            "WPS, save it again as .xlsx and retry."), reason=str(exc)[:200])
     first_row = sheet.start[0] if sheet.start else 0
     # a merged range: its top-left cell's value fills the cells it covers
-    covered, tops_in_row = {}, {}
+    covered: dict[int, list[tuple[int, tuple[int, int]]]] = {}
+    tops_in_row: dict[int, list[tuple[int, int]]] = {}
     for (r0, c0), (r1, c1) in sheet.merged_cell_ranges or ():
         top = (r0 - first_row, c0)
         tops_in_row.setdefault(top[0], []).append(top)
@@ -403,7 +404,7 @@ def map_columns(kind: str, headers: list[str], mapping: dict[str, str]):
     """(field -> column index, unmapped headers): the user's mapping first,
     then the known names; the first column a field matches wins."""
     names = {f.name for f in FIELDS[kind]}
-    by_key = {}
+    by_key: dict[str, str] = {}
     for f in FIELDS[kind]:
         for alias in (f.label, *f.aliases):
             by_key.setdefault(header_key(alias), f.name)
@@ -777,8 +778,11 @@ class _CustomerStream:
 
     def __init__(self, session: Session, now, by_id: int | None):
         self.stamp, self.by_id = _stamp(now), by_id  # the same for every row: formatted once
-        self.side = session.get_bind().connect()  # the reading thread's questions
-        self.driver = session.connection().connection.driver_connection
+        driver = session.connection().connection.driver_connection
+        if driver is None:  # only after the connection was invalidated
+            raise RuntimeError("the import's database connection was lost before it began")
+        self.driver = driver
+        self.side = session.get_bind().engine.connect()  # the reading thread's questions
         self.pending: list[tuple] = []
         self.batches: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
@@ -874,9 +878,7 @@ class _CustomerStream:
                     write((id_, manager_id, stamp, "import", by_id))
 
     def _close_side(self) -> None:
-        if self.side is not None:
-            self.side.close()
-            self.side = None
+        self.side.close()  # closing it again does nothing
 
 
 def _stamp(moment) -> str:

@@ -87,7 +87,7 @@ def step(session: Session, call_id: int | None, state: str = "", digits: str = "
     """
     call = session.get(Call, call_id) if call_id else None
     task = session.get(Task, call.task_id) if call is not None and call.task_id else None
-    if task is None or call.direction != "outbound" or call.manager_id is None:
+    if call is None or task is None or call.direction != "outbound" or call.manager_id is None:
         return _say("keypad-unavailable")
     if already_filed(session, task, call.id):
         return _say("keypad-already-filed")
@@ -115,6 +115,8 @@ def step(session: Session, call_id: int | None, state: str = "", digits: str = "
         return _give_up(digits) if tries >= MAX_TRIES else _confirm(code, tries + 1)
     user = session.scalar(select(User).join(Manager, Manager.user_id == User.id)
                           .where(Manager.id == call.manager_id))
+    if user is None:  # managers.user_id is NOT NULL: only a damaged database
+        return _say("keypad-refused")
     try:
         results.file_result(session, user, task.id, code.id, channel="keypad",
                             call_id=call.id, settings=settings, now=now)

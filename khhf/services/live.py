@@ -140,7 +140,7 @@ def board(session: Session, settings: Settings, county_id: int | None,
     # a hotline call rings until one of its channels is up: a desk or a mobile
     # answered, or the caller hears the "will call you back" message
     answered = {c.linkedid for c in channels or () if c.state == "Up"}
-    names = {m.id: name for m, name in managers}
+    names: dict[int | None, str] = {m.id: name for m, name in managers}  # a call may have no manager
     ringing = [HotlineCall(c.id, c.requested_at, mask_phone(c.customer_number),
                            names.get(c.manager_id, ""))
                for c in sorted(live_calls.values(), key=lambda c: c.requested_at)
@@ -151,7 +151,7 @@ def board(session: Session, settings: Settings, county_id: int | None,
                           names.get(c.manager_id, ""))
               for c in session.scalars(select(Call).where(*missed_filter)
                                        .order_by(Call.requested_at.desc()).limit(MISSED_SHOWN))]
-    missed_today = session.scalar(select(func.count(Call.id)).where(*missed_filter))
+    missed_today = session.scalar(select(func.count(Call.id)).where(*missed_filter)) or 0
     return Board(rows, ringing, missed, missed_today, channels is not None)
 
 
@@ -203,12 +203,13 @@ def request_listen(session: Session, user: User, manager_id: int, mode: str,
             reason = "desk_busy"
             problems.add("manager", N_("Your desk phone %(desk)s is busy: hang it up, then "
                                        "try again."), desk=user.desk_extension)
-    if reason is not None:
-        detail = {"reason": reason, "mode": mode if mode in MODES else ""}
-        audit.record(session, user, "listen_refused", "manager", manager_id, detail, ip,
-                     object_name=manager.user.display_name if manager is not None else "")
-        raise ValidationError(problems.items)
-    return ListenPlan(user.desk_extension, manager.desk_extension, mode, manager)
+        else:
+            return ListenPlan(user.desk_extension, desk, mode, manager)
+    # a check above refused (and said why in `reason`)
+    detail = {"reason": reason, "mode": mode if mode in MODES else ""}
+    audit.record(session, user, "listen_refused", "manager", manager_id, detail, ip,
+                 object_name=manager.user.display_name if manager is not None else "")
+    raise ValidationError(problems.items)
 
 
 def record_listen(session: Session, user: User, plan: ListenPlan, ip: str = "",

@@ -132,7 +132,8 @@ def latest_results(session: Session, call_ids) -> dict[int, Feedback]:
     if call_ids:
         for fb in session.scalars(select(Feedback).where(Feedback.call_id.in_(list(call_ids)))
                                   .order_by(Feedback.id)):
-            out[fb.call_id] = fb
+            if fb.call_id is not None:  # the query asks for call ids: always
+                out[fb.call_id] = fb
     return out
 
 
@@ -191,6 +192,8 @@ def open_file(settings: Settings, call: Call):
     why = state(call)
     if why != "ready":
         raise RecordingUnavailable(why)
+    if call.recording_path is None:  # "ready" says there is one
+        raise RecordingUnavailable("none")
     path = resolve(settings.recordings_dir, call.recording_path)
     try:
         # O_NOFOLLOW: the last component cannot have become a link since
@@ -210,7 +213,7 @@ def download_name(settings: Settings, call: Call) -> str:
     """'recording-42-20261128-100501.wav': the call id and its local time,
     never the customer's number."""
     when = settings.local(call.answer_at or call.requested_at)
-    return f"recording-{call.id}-{when:%Y%m%d-%H%M%S}{Path(call.recording_path).suffix}"
+    return f"recording-{call.id}-{when:%Y%m%d-%H%M%S}{Path(call.recording_path or '').suffix}"
 
 
 # -- retention ---------------------------------------------------------------------
@@ -254,7 +257,9 @@ def expired(session: Session, before: dt.datetime, limit: int | None = None,
         query = query.where(Call.id.not_in(sorted(skip)))
     if limit:
         query = query.limit(limit)
-    return [Expired(*row) for row in session.execute(query)]
+    return [Expired(call_id, path, ended_at, size)
+            for call_id, path, ended_at, size in session.execute(query)
+            if path is not None]  # recorded(): always
 
 
 def purge(sessions: sessionmaker[Session], settings: Settings, *, dry_run: bool = True,

@@ -83,7 +83,7 @@ import dataclasses
 import datetime as dt
 import functools
 
-from sqlalchemy import Date, DateTime, Integer, bindparam, delete, func, select, text
+from sqlalchemy import Date, DateTime, Integer, TextClause, bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from khhf import local_time
@@ -300,7 +300,7 @@ def day_bounds(timezone: str, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
             local_time.day_start(day + dt.timedelta(days=1), timezone))
 
 
-def _bind(sql: str, **types) -> text:
+def _bind(sql: str, **types) -> TextClause:
     stmt = text(sql)
     return stmt.bindparams(*(bindparam(k, type_=t) for k, t in types.items()))
 
@@ -374,7 +374,8 @@ def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> in
         # every table a refresh rebuilds, the finest first
         for model in (ReportDaily, ReportDailyResult, *(r[0] for r in _rollups())):
             session.execute(delete(model).where(model.day == day))
-        written += session.execute(insert, {"day": day, "lo": lo, "hi": hi}).rowcount
+        # Session.execute returns a CursorResult for DML, typed as a plain Result
+        written += session.execute(insert, {"day": day, "lo": lo, "hi": hi}).rowcount  # type: ignore[attr-defined]
         session.execute(insert_results, {"day": day, "lo": lo, "hi": hi})
         for rollup in rollups:
             session.execute(rollup, {"day": day})
@@ -390,7 +391,7 @@ def check(session: Session, timezone: str, start: dt.date, end: dt.date
     dialect = session.get_bind().dialect.name
     direct_sql = _bind(_grouped(dialect), day=Date(), lo=DateTime(), hi=DateTime())
     results_sql = _bind(_RESULTS, day=Date(), lo=DateTime(), hi=DateTime())
-    wrong = []
+    wrong: list[tuple[dt.date, str, int, int]] = []
     day = start
     while day <= end:
         lo, hi = day_bounds(timezone, day)
@@ -453,11 +454,11 @@ def refresh_due(session: Session, timezone: str, now: dt.datetime | None = None
                                           .where(Feedback.id > state.last_feedback_id)))
         moments.append(session.scalar(select(func.min(Call.requested_at)).join(
             Feedback, Feedback.call_id == Call.id).where(Feedback.id > state.last_feedback_id)))
-    moments = [m for m in moments if m is not None]
-    if not moments:
+    known = [m for m in moments if m is not None]
+    if not known:
         return None
     # a new call may call back a missed call, or keep a call-back, from before it
-    since = min(moments) - dt.timedelta(hours=max(MISSED_CALLBACK_HOURS)) - CALLBACK_GRACE
+    since = min(known) - dt.timedelta(hours=max(MISSED_CALLBACK_HOURS)) - CALLBACK_GRACE
     first = local_time.today(timezone, since)
     today = local_time.today(timezone, now)
     refresh(session, timezone, first, max(first, today))
@@ -615,8 +616,9 @@ def ranking(session: Session, flt: Filter, by: str = "feedback_rate"
 
 def results_by_code(session: Session, flt: Filter) -> list[tuple[int, int]]:
     """(result code id, results filed with it) in the period, most first."""
-    model = {ReportCountyDaily: ReportCountyResult,
-             ReportTypeDaily: ReportTypeResult}.get(_table(flt), ReportDailyResult)
+    results_of: dict[type, type[ReportCountyResult | ReportTypeResult | ReportDailyResult]] = {
+        ReportCountyDaily: ReportCountyResult, ReportTypeDaily: ReportTypeResult}
+    model = results_of.get(_table(flt), ReportDailyResult)
     rows = session.execute(
         select(model.result_code_id, func.sum(model.results)).where(*_where(flt, model))
         .group_by(model.result_code_id)).all()

@@ -20,7 +20,7 @@ from khhf.config import Settings
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems, dialing, tasks, workspace
+from . import N_, Problems, dialing, tasks, validated, workspace
 
 CHANNELS = ("web", "sms", "keypad")
 MAX_NOTE = 1000
@@ -50,9 +50,8 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
     task = session.get(Task, task_id)
     if manager is None or task is None or task.manager_id != manager.id:
         # the same answer for "no such task" and "not yours": no probing
-        problems.add("task", N_("This task is not yours: only the task's own manager can "
-                                "file its result."))
-        problems.raise_if_any()
+        problems.refuse("task", N_("This task is not yours: only the task's own manager can "
+                                   "file its result."))
     if channel not in CHANNELS:
         raise ValueError(f"unknown feedback channel {channel!r}; one of {CHANNELS}")
     if task.status not in tasks.OPEN:
@@ -79,6 +78,7 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
                                       "ended, or tick “Save while the call is on” to save "
                                       "it now."))
     problems.raise_if_any()
+    code = validated(code, "the result code")
 
     if call_id is None:
         call_id = session.scalar(select(func.max(Call.id)).where(

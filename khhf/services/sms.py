@@ -99,11 +99,12 @@ def claim(session: Session, message_id: int, **values) -> bool:
     `values` such as attempts and client_ref) as one conditional UPDATE: a
     second gateway on the same database (never the plan, but a slip in
     deployment) cannot take it too. False when it is no longer queued."""
+    # Session.execute returns a CursorResult for an UPDATE, typed as a plain Result
     return bool(session.execute(
         update(SmsMessage)
         .where(SmsMessage.id == message_id, SmsMessage.status == SmsStatus.QUEUED)
         .values(status=SmsStatus.SENDING, **values)
-        .execution_options(synchronize_session=False)).rowcount)
+        .execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
 
 
 def utcnow() -> dt.datetime:
@@ -194,6 +195,8 @@ def record_receipt(session: Session, message_id: str, status: str,
         return None
     part.receipt_status, part.receipt_at = status[:16], now
     message = session.get(SmsMessage, part.sms_id)
+    if message is None:  # sms_parts.sms_id references sms_messages
+        raise LookupError(f"SMS part {part.id} belongs to no message {part.sms_id}")
     parts = list(session.scalars(select(SmsPart).where(SmsPart.sms_id == message.id)))
     if len(parts) == message.parts and all(p.receipt_status for p in parts):
         failed = [p.receipt_status for p in parts if p.receipt_status != "DELIVRD"]

@@ -29,8 +29,9 @@ khhf.sms_reply; then, for a manager's mobile:
   between (an SMSC redelivery, an impatient thumb): stored, nothing else;
 - a number that is no manager's: stored and ignored.
 
-Every message in and out is stored (sms_messages, `kind` says what it
-was) and audited. Customer numbers appear masked in every SMS and log.
+Every message in and out is stored (sms_messages: `kind` says what an
+outbound one is, `reply_outcome` what a reply did) and audited. Customer
+numbers appear masked in every SMS and log.
 """
 
 from __future__ import annotations
@@ -194,15 +195,18 @@ def send_prompts(session: Session, settings: Settings, now: dt.datetime | None =
     menus: dict[int, list[ResultCode]] = {}
     for call in due_calls(session, settings, now, call_ids):
         task = call.task
-        if task.manager_id not in open_by_manager:
-            found = open_prompts(session, task.manager_id, now)
-            open_by_manager[task.manager_id] = ({p.task_id for p in found},
-                                                {p.ref for p in found})
-        open_tasks, taken = open_by_manager[task.manager_id]
+        if task is None or task.manager is None:
+            # due_calls joins the task and its manager
+            raise LookupError(f"call {call.id} is due a prompt but has no task or manager")
+        manager = task.manager
+        if manager.id not in open_by_manager:
+            found = open_prompts(session, manager.id, now)
+            open_by_manager[manager.id] = ({p.task_id for p in found if p.task_id is not None},
+                                           {p.ref for p in found if p.ref is not None})
+        open_tasks, taken = open_by_manager[manager.id]
         # one open prompt per task: a second answered call asks nothing new
         if task.id in open_tasks:
             continue
-        manager = session.get(Manager, task.manager_id)
         ref = _next_ref(session, manager.id, taken)
         if task.task_type_id not in menus:
             menus[task.task_type_id] = _codes(session, task.task_type_id)
@@ -274,7 +278,7 @@ def handle_leftovers(session: Session, settings: Settings, now: dt.datetime | No
 
 def handle(session: Session, row: SmsMessage, settings: Settings, now: dt.datetime) -> None:
     """Act on the received message `row` (see the module's docstring); it
-    ends 'processed' with `kind` saying what it did."""
+    ends 'processed' with `reply_outcome` saying what it did."""
     if row.status != SmsStatus.RECEIVED:
         return
     manager = session.get(Manager, row.manager_id) if row.manager_id else None
@@ -399,15 +403,23 @@ def _is_duplicate(session: Session, row: SmsMessage, manager: Manager,
 def _listing(session: Session, prompts: list[SmsMessage]) -> str:
     """「#12 138****8000、#13 139****1234」, oldest first."""
     with i18n.speaking(sms.SMS_LOCALE):
-        return i18n.join_items(f"#{p.ref} {_customer(session.get(Task, p.task_id))}"
+        return i18n.join_items(f"#{p.ref} {_customer(_prompt_task(session, p))}"
                                for p in reversed(prompts))
+
+
+def _prompt_task(session: Session, prompt: SmsMessage) -> Task:
+    """The task a result prompt asks about (sms.queue gives every prompt one)."""
+    task = session.get(Task, prompt.task_id) if prompt.task_id is not None else None
+    if task is None:
+        raise LookupError(f"result prompt {prompt.id} has no task")
+    return task
 
 
 def _menus(session: Session, prompts: list[SmsMessage]) -> str:
     """The help: how to answer the open prompts (or that there is none)."""
     if not prompts:
         return sms.say(HELP_NONE)
-    types = {session.get(Task, p.task_id).task_type_id for p in prompts}
+    types = {_prompt_task(session, p).task_type_id for p in prompts}
     lines = [sms.say(HELP_WAITING, items=_listing(session, prompts))]
     for type_id in sorted(types):
         lines.append(sms.say(HELP_MENU, menu=menu(_codes(session, type_id))))
@@ -416,12 +428,12 @@ def _menus(session: Session, prompts: list[SmsMessage]) -> str:
     return "".join(lines)
 
 
-def _done(session: Session, row: SmsMessage, kind: SmsReplyOutcome) -> None:
+def _done(session: Session, row: SmsMessage, outcome: SmsReplyOutcome) -> None:
     sms.move(row, "process", SmsStatus.PROCESSED)
-    row.kind = kind
+    row.reply_outcome = outcome
     audit.record(session, None, "update", "sms", row.id,
                  {"changes": {"sms_status": [SmsStatus.RECEIVED, SmsStatus.PROCESSED],
-                              "sms_kind": [None, kind]}},
+                              "sms_reply_outcome": [None, outcome]}},
                  object_name=mask_phone(row.peer_number))
 
 

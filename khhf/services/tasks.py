@@ -136,10 +136,10 @@ def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | Non
         return
     if task.status not in (DIALING, CONNECTED):
         return  # already moved on (e.g. a result was filed during the call)
-    to = _status_after(call)
-    if to is None:
-        to = _status_before(session, task, call)
-    _move(task, "call_ended", to, now)
+    ended = _status_after(call)
+    if ended is None:
+        ended = _status_before(session, task, call)
+    _move(task, "call_ended", ended, now)
 
 
 def _status_before(session: Session, task: Task, call: Call) -> TaskStatus:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from khhf.calls.states import FINAL_STATES
@@ -125,7 +125,7 @@ def page(session: Session, manager_id: int, tab: str, search: str = "",
         query = query.where(bound < tuple_(last_key, last_id) if descending
                             else bound > tuple_(last_key, last_id))
     order = (key.desc(), Task.id.desc()) if descending else (key, Task.id)
-    rows = session.scalars(query.order_by(*order).limit(size + 1)).unique().all()
+    rows = list(session.scalars(query.order_by(*order).limit(size + 1)).unique())
     more = len(rows) > size
     rows = rows[:size]
     cursor = make_cursor(tab, rows[-1]) if more and rows else None
@@ -140,7 +140,7 @@ def _matching(search: str):
     if not search:
         return None
     digits = "".join(ch for ch in search if ch.isdigit())
-    match = Customer.name.like(f"%{_escape(search)}%", escape="\\")
+    match: ColumnElement[bool] = Customer.name.like(f"%{_escape(search)}%", escape="\\")
     if digits and len(digits) == len(search.replace(" ", "").replace("-", "")):
         match = or_(match, Customer.phone.like(f"%{digits}%"))
     return match
@@ -163,14 +163,15 @@ class BadCursor(ValueError):
     """A page cursor that this module did not make."""
 
 
-def parse_cursor(text: str, tab: str):
+def parse_cursor(text: str, tab: str) -> tuple[dt.datetime | int, int]:
     """(sort key, id) from a cursor; BadCursor when it is malformed."""
+    value: dt.datetime | int
     try:
         if tab in ("callback", "done"):
-            stamp, _, ident = text.partition(".")
+            stamp, _, id_text = text.partition(".")
             if len(stamp) != 20 or not stamp.isascii():
                 raise ValueError(text)
-            value, ident = dt.datetime.strptime(stamp, "%Y%m%d%H%M%S%f"), int(ident)
+            value, ident = dt.datetime.strptime(stamp, "%Y%m%d%H%M%S%f"), int(id_text)
         else:
             if not (text.isascii() and text.isdigit() and len(text) <= 19):
                 raise ValueError(text)
@@ -212,11 +213,11 @@ def due_callbacks(session: Session, manager_id: int, now: dt.datetime | None = N
                   limit: int = 20) -> list[Task]:
     """The manager's open tasks whose call-back time has come, oldest first."""
     now = now or utcnow()
-    return session.scalars(
+    return list(session.scalars(
         select(Task).options(joinedload(Task.customer))
         .where(Task.manager_id == manager_id, Task.status.in_(tasks.OPEN),
                Task.appointment_at <= now)
-        .order_by(Task.appointment_at, Task.id).limit(limit)).all()
+        .order_by(Task.appointment_at, Task.id).limit(limit)))
 
 
 def task_calls(session: Session, task_id: int, limit: int | None = None) -> list[Call]:
@@ -257,5 +258,6 @@ def overdue_by_manager(session: Session, county_id: int, now: dt.datetime | None
         .where(Manager.county_id == county_id, Task.status.in_(tasks.OPEN),
                Task.appointment_at < now - OVERDUE_AFTER)
         .group_by(Manager.id).order_by(func.min(Task.appointment_at))).all()
-    return [(m, n, oldest) for m, n, oldest in rows]
+    return [(m, n, oldest) for m, n, oldest in rows
+            if oldest is not None]  # never None: the WHERE compares appointment_at
 
