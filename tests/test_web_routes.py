@@ -102,6 +102,19 @@ def writes(app):
     event.remove(engine, "before_cursor_execute", record)
 
 
+def _wait_for_import_jobs(app, timeout=60.0):
+    """Until no import job's thread runs (a post may start one: commit, mapping)."""
+    import time
+    from khhf.models import ImportJob
+    from khhf.services import import_jobs
+    with session_for(app) as s:
+        ids = s.scalars(select(ImportJob.id)).all()
+    deadline = time.monotonic() + timeout
+    while any(import_jobs.is_running(i) for i in ids):
+        assert time.monotonic() < deadline, "an import job's thread did not finish"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def database_state(app):
     """A function: every table's row count, and the audit log's last entry,
@@ -131,6 +144,8 @@ def test_route_walk(app, who, writes, database_state):
         before = database_state()
         response = client.open(url, method=method)
         response.close()  # a file's response (a recording) holds the file open until closed
+        if method == "POST":
+            _wait_for_import_jobs(app)  # their threads' writes are not the next GET's
         where = f"{method} {rule.rule} as {who or 'nobody'}"
         if method == "GET":  # a GET only reads (webui.db.writing refuses it)
             assert not writes, (where, writes)
