@@ -29,11 +29,11 @@ from sqlalchemy import func, select
 from amiclient import AmiAuthError, AmiClient, AmiError
 from khhf import db
 from khhf.calls import events, store
+from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import accounts, dialing
 
-from khhf.calls.states import FINAL_STATES, CallState
 from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)

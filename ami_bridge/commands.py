@@ -47,8 +47,7 @@ from sqlalchemy.orm import Session
 from khhf.calls.states import CallState
 from khhf.models import Call, Manager
 
-from .originate import (ListenCall, OriginateError, OutboundCall, listen_action,
-                        originate_action)
+from .originate import ListenCall, OriginateError, OutboundCall, listen_action, originate_action
 
 log = logging.getLogger(__name__)
 MAX_LINE = 4096
@@ -206,7 +205,8 @@ class CommandServer:
                                      f"of PBX node {self.settings.pbx_name!r}")
             manager = session.get(Manager, call.manager_id)
             return OutboundCall(
-                call_id=call.id, channel_id=call.uniqueid or "", task_id=call.task_id, desk_extension=manager.desk_extension or "",
+                call_id=call.id, channel_id=call.uniqueid or "", task_id=call.task_id,
+                desk_extension=manager.desk_extension or "",
                 customer_number=call.customer_number, unified_number=call.unified_number or "",
                 recording_file=call.recording_path or f"unfiled/{call.id}.wav",
                 manager_ring_seconds=self.settings.manager_ring_seconds,

@@ -18,8 +18,7 @@ import re
 from dataclasses import dataclass
 
 from khhf import numbering
-from khhf.channel_vars import (CALL_ID, LISTEN_MODE, REC_FILE, TASK_ID, TRUNK_ENDPOINT,
-                               UNIFIED_NUMBER)
+from khhf.channel_vars import CALL_ID, LISTEN_MODE, REC_FILE, TASK_ID, TRUNK_ENDPOINT, UNIFIED_NUMBER
 from khhf.services.live import MODES as LISTEN_MODES
 
 OUTBOUND_CONTEXT = "khhf-outbound"

@@ -265,7 +265,7 @@ class Bench:
             "[local_ip]:[local_port]>", f"[local_ip]:{self.desk_port}>"))
 
         def register(ext: str) -> None:
-            for attempt in range(3):  # a port picked by two threads at once: try again
+            for _attempt in range(3):  # a port picked by two threads at once: try again
                 reg = Sipp(str(scenario), self.workdir / "sipp", local_ip="127.0.0.1",
                            port=free_port(), remote=self.h.sip_target, service=ext,
                            auth=(ext, pbx.phone_password(s, ext)), keys={"expires": 3600})

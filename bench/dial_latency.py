@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from waitress.server import create_server  # noqa: E402
 
-from simkit.sipp import free_port  # noqa: E402
 from simkit.bridge_env import BridgeEnv  # noqa: E402
 from simkit.harness import PbxHarness  # noqa: E402
+from simkit.sipp import free_port  # noqa: E402
 
 STAMP = re.compile(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n[^\n]*received[^\n]*\n\nINVITE ",
                    re.M)

@@ -44,8 +44,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from khhf import db
-from simkit.sipp import SIPP_DIR
 from simkit.harness import PbxHarness, free_port
+from simkit.sipp import SIPP_DIR
 
 MANAGERS = 50
 DESKS = [f"{8001 + i}" for i in range(MANAGERS)]

@@ -17,8 +17,8 @@ from khhf import daemon
 
 
 def run(settings) -> None:
-    from khhf import db
     from jobs.scheduler import Jobs
+    from khhf import db
     engine = db.open_database(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,8 +8,8 @@ environment. Secrets are never defaulted: `khhf init` generates them.
 from __future__ import annotations
 
 import configparser
-import datetime as dt
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import os

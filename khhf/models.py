@@ -15,11 +15,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import (
+    REAL,
+    TIMESTAMP,
     Boolean,
     CheckConstraint,
     Date,
-    REAL,
-    TIMESTAMP,
     ForeignKey,
     Identity,
     Index,

@@ -44,6 +44,7 @@ def register_tasks_export(sub) -> None:
 
 def cmd_customers(args) -> int:
     from sqlalchemy import select
+
     from khhf.models import County
     from khhf.services import exports
 
@@ -59,9 +60,9 @@ def cmd_customers(args) -> int:
 
 
 def cmd_tasks(args) -> int:
+    from khhf.i18n import TASK_STATUS_LABELS
     from khhf.models import Campaign
     from khhf.services import exports
-    from khhf.i18n import TASK_STATUS_LABELS
 
     def build(session, zh, local):
         campaign = session.get(Campaign, int(args.campaign)) if args.campaign.isdigit() else None
@@ -77,10 +78,11 @@ def _export(args, command: str, build) -> int:
     """Write what `build(session, translate, local)` returns ((tables, what),
     or a refusal) to args.file, then its audit entry."""
     from sqlalchemy import select
+
     from khhf import config, db
+    from khhf.i18n import translator
     from khhf.models import User
     from khhf.services import exports
-    from khhf.i18n import translator
 
     fmt = Path(args.file).suffix.lower().lstrip(".")
     if fmt not in exports.FORMATS:

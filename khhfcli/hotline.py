@@ -57,6 +57,7 @@ def read_departures(args) -> list[tuple[str, str | None]]:
 
 def cmd_depart(args) -> int:
     from sqlalchemy import select
+
     from khhf import audit, db
     from khhf.models import Manager, User
     from khhf.services import ValidationError
@@ -114,8 +115,8 @@ def sync_groups(settings) -> dict[str, str]:
     AMI: the AMI user has no 'system' write privilege, and should not.
     """
     from khhf import db
-    from pbxctl.pbx import Pbx
     from khhf.services.hotline import county_groups
+    from pbxctl.pbx import Pbx
     engine = db.open_database(settings)
     try:
         with db.session_factory(engine)() as session:

@@ -33,6 +33,7 @@ from khhf.config import ConfigError
 
 def cmd_init(args) -> int:
     from sqlalchemy.exc import OperationalError
+
     from khhf import db, migrations
     values = {}
     if args.home:
@@ -59,6 +60,7 @@ def cmd_init(args) -> int:
             # upgraded by `khhf db upgrade`, after a backup, with the daemons stopped
             migrations.require_head(engine)
         from khhf.services import campaigns
+
         from . import users
         with db.unit_of_work(db.session_factory(engine)) as session:
             if campaigns.ensure_standard_types(session):
@@ -87,10 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
     from . import db as cli_db
     cli_db.register(sub)        # khhf db upgrade|current|check|schema
-    from . import demo as cli_demo, hotline as cli_hotline, imports as cli_imports
+    from . import demo as cli_demo
+    from . import hotline as cli_hotline
+    from . import imports as cli_imports
     from . import pbx as cli_pbx
     cli_pbx.register(sub)       # khhf pbx build|up|down|status|reload|sync|phones
-    from . import service as cli_service, sms as cli_sms, tasks as cli_tasks
+    from . import service as cli_service
+    from . import sms as cli_sms
+    from . import tasks as cli_tasks
     cli_hotline.register(sub)   # khhf hotline ...
     cli_imports.register(sub)   # khhf import customers|managers|tasks FILE
     cli_sms.register(sub)       # khhf sms inject|outbox|requeue

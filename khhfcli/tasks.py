@@ -36,6 +36,7 @@ def register(subparsers) -> None:
 
 def cmd_distribute(args) -> int:
     from sqlalchemy import select
+
     from khhf import audit, config, db
     from khhf.models import Campaign, Manager, User
     from khhf.services import ValidationError, distribution

@@ -23,9 +23,9 @@ from __future__ import annotations
 import csv
 import sys
 
+from khhf.audit import CLI_ADDRESS
 from khhf.services import N_
 from khhfcli.imports import EXIT_REJECTED, EXIT_UNREADABLE
-from khhf.audit import CLI_ADDRESS
 
 EXIT_NOT_FOUND = 1
 

@@ -38,6 +38,7 @@ def first_admin(session) -> tuple[str, str] | str | None:
     user name is taken by another role, return what to do instead. None
     when an administrator exists."""
     from sqlalchemy import exists, select
+
     from khhf.models import User
     if session.scalar(select(exists().where(User.role == "admin"))):
         return None
@@ -65,6 +66,7 @@ def cmd_admin(args) -> int:
 def cmd_password(args) -> int:
     def reset(session):
         from sqlalchemy import select
+
         from khhf.audit import CLI_ADDRESS
         from khhf.models import User
         from khhf.services import accounts

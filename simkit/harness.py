@@ -17,8 +17,7 @@ from pathlib import Path
 from amiclient import AmiClient
 from khhf import config
 from pbxctl import pbx
-from simkit.sipp import (SIPP, SipMessage, Sipp, free_port, register_desk_phone,  # noqa: F401
-                       wav_stats)
+from simkit.sipp import SIPP, SipMessage, Sipp, free_port, register_desk_phone, wav_stats  # noqa: F401
 
 
 class PbxHarness:
@@ -103,6 +102,7 @@ class AgiThread:
 
     def start(self) -> "AgiThread":
         import threading
+
         from agi.server import FastAgiServer
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()

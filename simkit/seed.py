@@ -10,10 +10,10 @@ demo can print working log-ins only by setting them again).
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-import datetime as dt
 
 from khhf.models import Campaign, County, Customer, CustomerAssignment, Manager, TaskType, User
 from khhf.services import accounts, campaigns, counties, distribution

@@ -9,8 +9,8 @@ import re
 from sqlalchemy import select
 
 from khhf import config, db
-from simkit import seed as demo
 from khhf.models import User
+from simkit import seed as demo
 from webui import create_app
 from webui.security import EPOCH_KEY
 

@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from agi.routes import ROUTES
 from agi.server import FastAgiServer
-from simkit import factories
 from khhf import db
-from khhf.models import (Call, Customer, Manager, SmsMessage, Task)
+from khhf.models import Call, Customer, Manager, SmsMessage, Task
 from khhf.services import hotline
+from simkit import factories
 
 
 @pytest.fixture
@@ -263,8 +263,9 @@ def test_the_key_is_required_to_be_a_secret():
 
 
 def test_junk_connection_warnings_are_rate_limited(caplog):
-    from agi.server import RateLimitedLog
     import logging
+
+    from agi.server import RateLimitedLog
     now = [100.0]
     junk = RateLimitedLog(logging.getLogger("agi.test"), interval=10, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="agi.test"):
@@ -349,6 +350,7 @@ def test_a_missed_call_in_a_zero_prefixed_form_finds_the_customer_and_their_task
 
 def test_stale_inbound_rows_are_swept_and_a_late_hang_up_completes_them(factory):
     import datetime as dt
+
     from khhf.models import utcnow
     with db.unit_of_work(factory) as s:
         old = hotline.start_call(s, caller="13800000001", unified_number="13900000001",

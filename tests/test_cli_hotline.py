@@ -3,8 +3,8 @@
 from sqlalchemy import select
 
 from khhf import config, db
-from khhfcli import main as cli
 from khhf.models import AuditLog, Customer, Manager
+from khhfcli import main as cli
 from tests.test_handover import seed
 
 

@@ -51,7 +51,9 @@ def test_init_makes_the_first_administrator_and_khhf_users_resets_passwords(tmp_
     admin with a random password it prints once; a second init does not; root
     can give any user a new password, and create more administrators."""
     import re
+
     from sqlalchemy import func, select
+
     from khhf import db
     from khhf.models import AuditLog, User
     from khhf.services import accounts, counties

@@ -12,11 +12,11 @@ import time
 import pytest
 from sqlalchemy import select
 
-from simkit import factories
 from khhf import db
 from khhf.config import agi_key
-from khhf.models import (Call, County, Manager, SmsMessage, Task)
+from khhf.models import Call, County, Manager, SmsMessage, Task
 from khhf.services import handover, hotline
+from simkit import factories
 from simkit.harness import SIPP, AgiThread, PbxHarness, free_port, wav_stats
 
 pytestmark = pytest.mark.pbx

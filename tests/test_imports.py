@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from khhf import config, db
-from khhf.models import (AuditLog, Customer, CustomerAssignment, ImportJob, Manager, Task,
-                         User)
+from khhf.models import AuditLog, Customer, CustomerAssignment, ImportJob, Manager, Task, User
 from khhf.services import accounts, hotline, import_jobs, imports
 from khhfcli import main as cli
 from simkit import factories
@@ -320,6 +319,7 @@ def factories_session(factory):
 
 def test_tasks_of_a_campaign_take_its_type_and_stay_in_its_county(tmp_path, factory):
     import datetime as dt
+
     from khhf.models import Campaign, County
     with factory() as s:
         revisit = factories.task_type(s, "revisit", "回访")

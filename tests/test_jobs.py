@@ -113,6 +113,7 @@ def test_two_writers_racing_for_one_round_make_it_once(engine):
     """What keeps a round single even if two processes run its job: the
     round's UNIQUE row is written first, in the tasks' transaction."""
     import threading
+
     from jobs import scheduler
     cid = weekly_campaign_with_round_2_due(engine)
     scheduler._sessions, scheduler._timezone = db.session_factory(engine), TZ

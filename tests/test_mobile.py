@@ -222,6 +222,7 @@ def test_log_out_from_the_phone_goes_back_to_its_log_in(web):
 
 def test_mobile_outcomes_and_progress_read_in_chinese(web):
     from types import SimpleNamespace
+
     from webui.calls import progress_label
     from webui.i18n import call_outcome
     app, _ = web

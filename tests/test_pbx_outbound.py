@@ -5,7 +5,6 @@ showing the county's unified number, and MixMonitor records the call."""
 import asyncio
 import datetime as dt
 
-
 from ami_bridge.originate import OutboundCall, originate_action
 from simkit.harness import wav_stats
 

@@ -16,8 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from khhf import config, db
-from khhf.models import AuditLog, Call, Customer, Feedback, Manager, ResultCode, User
-from khhf.models import utcnow
+from khhf.models import AuditLog, Call, Customer, Feedback, Manager, ResultCode, User, utcnow
 from khhf.services import accounts, counties, recordings
 from simkit import factories
 from simkit.web import log_in_as, make_app, session_for

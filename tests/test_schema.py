@@ -13,6 +13,7 @@ ones unless a revision restates them: this test is what catches that.)
 import re
 
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect, select, text
 
 from khhf import db, migrations
@@ -98,7 +99,7 @@ def _round_trip(engine):
         county = session.scalars(select(County)).one()
         assert county.primary_number == "13900000000"
     # the constraints hold: an unified number must have 11 digits
-    with pytest.raises(Exception):
+    with pytest.raises(sa_exc.IntegrityError):
         with db.unit_of_work(factory) as session:
             session.add(UnifiedNumber(county_id=county.id, number="12345"))
     # and nothing was half-written

@@ -214,7 +214,7 @@ def test_the_units_commands_run_the_system_as_systemd_would(tmp_path):
         first = daemons["khhf-phones"].stdout.readline().decode()
         assert "adding new managers' desk phones every 10 s" in first, first
     finally:
-        for unit, daemon in daemons.items():
+        for daemon in daemons.values():
             daemon.send_signal(signal.SIGTERM)
         outputs = {unit: daemon.communicate(timeout=20)[0].decode()[-2000:]
                    for unit, daemon in daemons.items()}

@@ -12,6 +12,7 @@ import json
 import re
 
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
 from khhf import config, db, i18n
@@ -127,7 +128,7 @@ def test_a_prompt_is_never_queued_twice_for_one_call(s, w):
     call = answered_call(s, w, "13800000007")
     assert sms_feedback.send_prompts(s, SETTINGS, NOW) == 1
     # a second sweeper that read the call as due before the first committed
-    with pytest.raises(Exception):
+    with pytest.raises(sa_exc.IntegrityError):
         with s.begin_nested():
             s.add(SmsMessage(direction="out", peer_number=MOBILE, body="x", kind="prompt",
                              call_id=call.id))

@@ -158,7 +158,7 @@ def test_bad_query_parameters_are_a_400_that_says_which(app, who):
 @pytest.mark.parametrize("who", [None, *ROLES])
 def test_common_names_with_extreme_values_never_fail(app, who):
     client = _client(app, who)
-    for _, url, declared in _get_views(app):
+    for _, url, _declared in _get_views(app):
         for name in COMMON_NAMES:
             for value in EXTREMES:
                 response = client.get(url, query_string={name: value})

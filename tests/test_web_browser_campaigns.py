@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from khhf.models import Campaign, Feedback, Task, TaskType
 from simkit import factories
-from simkit.web import make_app, session_for
 from simkit.browser import csp_problems, log_in, serve
+from simkit.web import make_app, session_for
 
 
 @pytest.fixture(scope="module")

@@ -239,6 +239,7 @@ def _seed_imports(app) -> None:
     of a file that could not be read."""
     import io
     from pathlib import Path
+
     from khhf.services import import_jobs, imports
     root = Path(app.extensions["khhf_settings"].home) / "imports"
     files = {"好坏.csv": "姓名,手机号码,客户经理工号\n甲,13811112222,D001\n乙,bad,X1\n",

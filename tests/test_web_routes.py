@@ -62,6 +62,7 @@ def _import_job(app, s, manager):
     """An import job of manager1's county, checked (so it has a report)."""
     import io
     from pathlib import Path
+
     from khhf.models import ImportJob
     from khhf.services import import_jobs, imports
     job = s.scalar(select(ImportJob).order_by(ImportJob.id))
@@ -105,6 +106,7 @@ def writes(app):
 def _wait_for_import_jobs(app, timeout=60.0):
     """Until no import job's thread runs (a post may start one: commit, mapping)."""
     import time
+
     from khhf.models import ImportJob
     from khhf.services import import_jobs
     with session_for(app) as s:

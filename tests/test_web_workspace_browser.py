@@ -143,7 +143,7 @@ def test_progressive_dial_through_three_customers(served, pbx_harness, page):
     log_in(page, base, "m8001", password)
     page.get_by_label("自动连拨").check()
     dialed = []
-    for round_ in range(3):
+    for _ in range(3):
         # the countdown names the next customer; then the page goes to the call
         page.wait_for_url("**/manager/tasks/*", timeout=WAIT_MS)
         dialed.append(int(page.url.split("/manager/tasks/")[1].split("#")[0]))

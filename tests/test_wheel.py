@@ -51,7 +51,8 @@ def test_wheel_in_an_empty_venv_runs_the_demo(tmp_path):
     where = subprocess.run(
         [venv / "bin/python", "-c",
          "import khhf.migrations, khhf.i18n, pbxctl.pbx, simkit.sipp\n"
-         "for p in (khhf.migrations.SCRIPT_DIR / 'versions' / '0001_baseline.sql', pbxctl.pbx.ASTERISK_CONF_DIR, simkit.sipp.SIPP_DIR,"
+         "for p in (khhf.migrations.SCRIPT_DIR / 'versions' / '0001_baseline.sql',"
+         " pbxctl.pbx.ASTERISK_CONF_DIR, simkit.sipp.SIPP_DIR,"
          " khhf.i18n.TRANSLATIONS): print(p)"],
         env=env, cwd=elsewhere, capture_output=True, text=True)
     assert where.returncode == 0, where.stderr

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import (Flask, current_app, flash, g, redirect, render_template, request, session,
-                   url_for)
+from flask import Flask, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext, lazy_gettext
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -27,13 +26,30 @@ from sqlalchemy.orm import joinedload
 from khhf import config as khhf_config
 from khhf import db as khhf_db
 from khhf.models import SmsStatus, User
-from khhf.services import tasks
 from khhf.phones import mask_phone
-
-from webui import (access, admin, audit, auth, calls, campaigns, county, customers, health,
-                   i18n, imports, live, manager, mobile, params, reports, security, sms,
-                   workspace)
-from webui import recordings
+from khhf.services import tasks
+from webui import (
+    access,
+    admin,
+    audit,
+    auth,
+    calls,
+    campaigns,
+    county,
+    customers,
+    health,
+    i18n,
+    imports,
+    live,
+    manager,
+    mobile,
+    params,
+    recordings,
+    reports,
+    security,
+    sms,
+    workspace,
+)
 from webui.db import get_db
 
 DEFAULTS = {

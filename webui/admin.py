@@ -15,8 +15,7 @@ from khhf.services import accounts, counties, lookups
 from webui import params, security
 from webui.access import allow, client_ip, load
 from webui.db import get_db, writing
-from webui.forms import (ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm,
-                         county_choices, manager_choices)
+from webui.forms import ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm, county_choices, manager_choices
 from webui.i18n import ROLE_LABELS
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

@@ -7,16 +7,23 @@ here, next to the only views that use them.
 
 from __future__ import annotations
 
-
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import (BooleanField, FieldList, Form, FormField, SelectChoice,
-                     SelectField, SelectMultipleField, StringField, TextAreaField)
+from wtforms import (
+    BooleanField,
+    FieldList,
+    Form,
+    FormField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from khhf.models import Campaign, County, Manager, Task, TaskType
@@ -25,8 +32,7 @@ from webui import i18n, params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db, writing
 from webui.exports import audited_download
-from webui.forms import (ConfirmForm, county_choices, county_field, manager_choices,
-                         show_problems)
+from webui.forms import ConfirmForm, county_choices, county_field, manager_choices, show_problems
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 from flask import flash
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, HiddenField, PasswordField, SelectChoice, SelectField,
-                     StringField, TextAreaField)
+from wtforms import BooleanField, HiddenField, PasswordField, SelectChoice, SelectField, StringField, TextAreaField
 
 from khhf import i18n
 from khhf.services import ValidationError

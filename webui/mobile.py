@@ -26,7 +26,8 @@ from flask_login import current_user
 from wtforms import BooleanField
 
 from khhf.models import Task, utcnow
-from khhf.services import campaigns, dialing, tasks, workspace as tasks_view
+from khhf.services import campaigns, dialing, tasks
+from khhf.services import workspace as tasks_view
 from webui import auth, workspace
 from webui.access import allow, load, public
 from webui.calls import progress_label

@@ -13,8 +13,7 @@ calls cost a few hundred milliseconds of one thread per second.
 
 from __future__ import annotations
 
-from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
-                   request, url_for)
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -25,8 +24,8 @@ from wtforms.validators import Optional
 
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.services import campaigns, dialing, results, tasks, workspace
-from webui.calls import progress_label
 from webui.access import allow, client_ip, load
+from webui.calls import progress_label
 from webui.db import get_db, writing
 from webui.forms import DutyForm, _int_or_none
 from webui.i18n import TASK_STATUS_LABELS, group_extension, task_type_name, zone_name

@@ -32,8 +32,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from khhf import audit, local_time
-from khhf.models import (Call, Campaign, CampaignCycle, County, Customer, Feedback, Manager,
-                         ResultCode, Task, TaskStatus, TaskType, User)
+from khhf.models import (
+    Call,
+    Campaign,
+    CampaignCycle,
+    County,
+    Customer,
+    Feedback,
+    Manager,
+    ResultCode,
+    Task,
+    TaskStatus,
+    TaskType,
+    User,
+)
 from khhf.services import N_, Problems, parse_int, tasks
 from khhf.services.hotline import CALLBACK_TASK_TYPE
 
@@ -485,7 +497,7 @@ def progress(session: Session, campaign_ids: list[int]) -> dict:
         row.update(assigned=n, dialed=dialed or 0, connected=connected or 0, done=done or 0)
     for cid, mid, label, n in codes:
         out[cid]["rows"].setdefault(mid, _blank(mid))["codes"][label] = n
-    for cid, item in out.items():
+    for item in out.values():
         total = item["total"]
         for row in item["rows"].values():
             for key in ("assigned", "dialed", "connected", "done"):

@@ -15,8 +15,7 @@ from sqlalchemy import ColumnElement, or_, select, true
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
-from khhf.models import (Call, Customer, CustomerAssignment, Manager, Task, TaskStatus, User,
-                         utcnow)
+from khhf.models import Call, Customer, CustomerAssignment, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
 from khhf.services import N_, Problems, tasks, validated
 

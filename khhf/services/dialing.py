@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
+from khhf.bridge_client import LiveCalls
 from khhf.calls import events, store
 from khhf.calls.states import FINAL_STATES, CallState
-from khhf.bridge_client import LiveCalls
 from khhf.config import Settings
 from khhf.models import Call, County, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone

@@ -13,11 +13,10 @@ supervisors for their own county); every export is in the operation log
 
 from __future__ import annotations
 
-import functools
-
 import csv
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Iterable, Iterator
 
 from sqlalchemy import func, select

@@ -26,12 +26,11 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from khhf.calls.states import CallOutcome, CallState, answered_by_colleague
-from khhf.models import (Call, County, Customer, Manager, SmsKind, Task, TaskType,
-                         UnifiedNumber, utcnow)
 from khhf import numbering
-from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
+from khhf.calls.states import CallOutcome, CallState, answered_by_colleague
 from khhf.config import Settings
+from khhf.models import Call, County, Customer, Manager, SmsKind, Task, TaskType, UnifiedNumber, utcnow
+from khhf.numbering import UNIFIED_NUMBER, NumberError, normalise
 from khhf.phones import mask_phone
 from khhf.services import N_, sms, tasks
 

@@ -36,14 +36,12 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import (Connection, String, and_, any_, bindparam, exists, func, insert, select,
-                        text)
+from sqlalchemy import Connection, String, and_, any_, bindparam, exists, func, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
-from khhf.models import (Campaign, County, Customer, CustomerAssignment, Manager, Task,
-                         TaskType, User, utcnow)
+from khhf.models import Campaign, County, Customer, CustomerAssignment, Manager, Task, TaskType, User, utcnow
 from khhf.services import N_, accounts, tasks
 
 KINDS = ("customers", "managers", "tasks")
@@ -202,7 +200,7 @@ def open_table(path: str | Path, reader: str = "calamine") -> tuple[Iterator[lis
         with open(path, "rb") as f:
             head = f.read(12)
     except OSError as exc:
-        raise FileError(N_("The file cannot be opened: %(reason)s."), reason=exc.strerror)
+        raise FileError(N_("The file cannot be opened: %(reason)s."), reason=exc.strerror) from exc
     if not head:
         raise FileError(N_("The file is empty; choose the file with the rows to import."))
     if head.startswith(_NOT_TABLES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
@@ -233,7 +231,7 @@ def _open_workbook(path: Path, reader: str):
         sheet = workbook.get_sheet_by_index(0)
     except Exception as exc:  # calamine raises its own error types for broken files
         raise FileError(N_("The workbook cannot be read (%(reason)s); open it in Excel or "
-                           "WPS, save it again as .xlsx and retry."), reason=str(exc)[:200])
+                           "WPS, save it again as .xlsx and retry."), reason=str(exc)[:200]) from exc
     first_row = sheet.start[0] if sheet.start else 0
     # a merged range: its top-left cell's value fills the cells it covers
     covered: dict[int, list[tuple[int, tuple[int, int]]]] = {}
@@ -271,7 +269,7 @@ def _open_openpyxl(path: Path):
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:
         raise FileError(N_("The workbook cannot be read (%(reason)s); open it in Excel or "
-                           "WPS, save it again as .xlsx and retry."), reason=str(exc)[:200])
+                           "WPS, save it again as .xlsx and retry."), reason=str(exc)[:200]) from exc
     sheet = workbook.worksheets[0]
 
     def rows():
@@ -385,7 +383,7 @@ def find_header(rows: Iterator, kind: str, mapping: dict[str, str]):
         if len(seen) >= HEADER_SCAN_ROWS:
             break
     best, best_score = None, 0
-    for i, (number, row) in enumerate(seen):
+    for i, (_number, row) in enumerate(seen):
         score = sum(1 for c in row if header_key(cell_text(c)) in known)
         if score > best_score:
             best, best_score = i, score

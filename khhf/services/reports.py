@@ -88,9 +88,20 @@ from sqlalchemy.orm import Session
 
 from khhf import local_time
 from khhf.calls.states import CallOutcome
-from khhf.models import (Call, Feedback, ReportCountyDaily, ReportCountyResult, ReportDaily,
-                         ReportDailyResult, ReportManagerDaily, ReportState, ReportTypeDaily,
-                         ReportTypeResult, Task, utcnow)
+from khhf.models import (
+    Call,
+    Feedback,
+    ReportCountyDaily,
+    ReportCountyResult,
+    ReportDaily,
+    ReportDailyResult,
+    ReportManagerDaily,
+    ReportState,
+    ReportTypeDaily,
+    ReportTypeResult,
+    Task,
+    utcnow,
+)
 
 from . import N_
 

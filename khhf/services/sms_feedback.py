@@ -44,10 +44,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from khhf import audit, i18n, sms_reply
-from khhf.config import Settings
 from khhf.calls.states import CallState
-from khhf.models import (Call, Feedback, Manager, ResultCode, SmsKind, SmsMessage,
-                         SmsReplyOutcome, SmsStatus, Task, User, utcnow)
+from khhf.config import Settings
+from khhf.models import (
+    Call,
+    Feedback,
+    Manager,
+    ResultCode,
+    SmsKind,
+    SmsMessage,
+    SmsReplyOutcome,
+    SmsStatus,
+    Task,
+    User,
+    utcnow,
+)
 from khhf.phones import mask_phone
 
 from . import N_, ValidationError, results, sms, tasks
