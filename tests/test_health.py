@@ -15,7 +15,7 @@ import sys
 
 from sqlalchemy import select
 
-from khhf import config, daemon, db, health, log_files
+from khhf import config, daemon, db, health, log_files, migrations
 from khhf.models import Customer, Manager, SmsMessage, SmsStatus
 from simkit.web import make_app, session_for
 
@@ -69,7 +69,7 @@ def test_the_database_check_sees_a_missing_sqlite_file(tmp_path):
     assert not (tmp_path / "khhf.db").exists()
     db.create_schema(engine)
     assert health.check_database(engine) == health.Check(
-        "database", True, "reachable (sqlite), at head: no migrations yet")
+        "database", True, f"reachable (sqlite), at head: revision {migrations.head()}")
     os.rename(tmp_path / "khhf.db", tmp_path / "moved.db")
     check = health.check_database(engine)
     assert (check.ok, check.detail) == (False, "the SQLite database file is missing")

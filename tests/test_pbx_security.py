@@ -145,7 +145,11 @@ def test_asterisk_runs_as_a_host_account_shared_with_no_other_service(pbx_harnes
         prune += ["-path", path, "-o"]
     found = subprocess.run(["find", "/", "(", *prune[:-1], ")", "-prune", "-o", "-uid", str(uid),
                             "-print"], capture_output=True, text=True)
-    owned = found.stdout.split()
+    # and other PBX instances' run directories (a test's own, a demo's): each
+    # holds the configuration `khhf pbx up` rendered
+    owned = [path for path in found.stdout.split()
+             if not any((parent / "etc" / "asterisk.conf").is_file()
+                        for parent in Path(path).parents)]
     assert not owned, f"the PBX account owns files outside KHHF's directories: {owned[:10]}"
 
 

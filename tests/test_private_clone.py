@@ -58,7 +58,7 @@ def test_khhf_answers_a_user_who_cannot_read_it(private_install):
     # root, who can read it, has the whole command
     proc = subprocess.run([venv / "bin/khhf", "--help"], cwd="/", env=_env(),
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "{init,pbx," in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "usage: khhf" in proc.stdout and "init" in proc.stdout, proc.stderr
 
 
 def test_the_suite_passes_in_a_private_clone(private_install):

@@ -25,7 +25,10 @@ KHHF = [sys.executable, "-m", "khhfcli.main"]
 VENV = Path(sys.prefix)
 REPO = Path(__file__).resolve().parent.parent
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-PACKAGES = ("khhf", "khhfcli", "pbxctl", "simkit", "agi", "ami_bridge", "webui", "smsgw", "jobs")
+# the packages the project ships (setup.cfg's list): a new one is copied too
+PACKAGES = tuple(line.strip() for line in (REPO / "setup.cfg").read_text().split(
+    "[options.packages.find]", 1)[1].split("\n\n", 1)[0].splitlines()
+    if line.strip() and "=" not in line and "*" not in line and not line.startswith("["))
 
 
 @pytest.fixture(scope="module")

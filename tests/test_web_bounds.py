@@ -162,7 +162,9 @@ def test_common_names_with_extreme_values_never_fail(app, who):
         for name in COMMON_NAMES:
             for value in EXTREMES:
                 response = client.get(url, query_string={name: value})
-                assert response.status_code < 500, (url, name, value[:30], who)
+                # /healthz answers 503 here (no daemon runs beside this app): that is its answer
+                ok = response.status_code < 500 or (url == "/healthz" and response.status_code == 503)
+                assert ok, (url, name, value[:30], who)
         response = client.get(url, query_string={"q": NUL})
         assert response.status_code == 400, (url, who)
 
