@@ -29,8 +29,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    false,
     func,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -63,6 +65,13 @@ def one_of(column: str, values: Iterable[str], name: str | None = None) -> Check
 def _id():
     # the surrogate key: SQLite's rowid alias, an identity column on PostgreSQL
     return mapped_column(Integer, Identity(), primary_key=True)
+
+
+def _flag(default: bool):
+    # the database's default as a boolean expression (SQLite: 0/1, PostgreSQL:
+    # false/true); a string default would be the text 'false' on SQLite, which
+    # rows inserted without the column keep and which reads as True
+    return mapped_column(Boolean, default=default, server_default=true() if default else false())
 
 
 def _created():
@@ -106,7 +115,7 @@ class UnifiedNumber(Base):
     id: Mapped[int] = _id()
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id", ondelete="CASCADE"))
     number: Mapped[str] = mapped_column(String(11), unique=True)
-    is_primary: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    is_primary: Mapped[bool] = _flag(False)
 
     county: Mapped[County] = relationship(back_populates="unified_numbers")
 
@@ -127,7 +136,7 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
     county_id: Mapped[int | None] = mapped_column(ForeignKey("counties.id"))
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    is_active: Mapped[bool] = _flag(True)
     created_at: Mapped[dt.datetime] = _created()
     last_login_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -176,7 +185,7 @@ class Manager(Base):
     desk_extension: Mapped[str | None] = mapped_column(String(16), unique=True)
     mobile: Mapped[str | None] = mapped_column(String(20), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
-    on_duty: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    on_duty: Mapped[bool] = _flag(False)
     departed_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
     successor_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
 
@@ -197,7 +206,7 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(64), default="", server_default="")
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
-    do_not_call: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    do_not_call: Mapped[bool] = _flag(False)
     note: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = mapped_column(
@@ -256,8 +265,8 @@ class ResultCode(Base):
     task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(4))
     label: Mapped[str] = mapped_column(String(64))
-    is_success: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
-    is_final: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    is_success: Mapped[bool] = _flag(False)
+    is_final: Mapped[bool] = _flag(True)
 
     task_type: Mapped[TaskType] = relationship(back_populates="result_codes")
 

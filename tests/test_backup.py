@@ -192,11 +192,14 @@ def test_restore_on_a_second_home_equals_the_original(source, tmp_path, kind, re
     # the operation log says it in the UI's words
     from webui import create_app
     from webui.i18n import audit_sentence
-    with create_app(restored).test_request_context(), \
-            db.session_factory(engine)() as s:
-        entry = s.scalar(select(AuditLog).where(AuditLog.action == "restore"))
-        assert audit_sentence(entry).endswith(f"从 {archive.name}（备份于 "
-                                              f"{manifest['started_at']}，{RECORDED} 个录音）恢复了系统。")
+    app = create_app(restored)  # its engine has a connection open: disposed below
+    try:
+        with app.test_request_context(), db.session_factory(engine)() as s:
+            entry = s.scalar(select(AuditLog).where(AuditLog.action == "restore"))
+            assert audit_sentence(entry).endswith(
+                f"从 {archive.name}（备份于 {manifest['started_at']}，{RECORDED} 个录音）恢复了系统。")
+    finally:
+        app.extensions["khhf_engine"].dispose()
     engine.dispose()
 
 

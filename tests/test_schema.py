@@ -131,3 +131,35 @@ def test_schema_creation_is_all_or_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stamping failed"):
         db.create_schema(engine)
     assert inspect(engine).get_table_names() == []
+
+
+def _flags_left_out_read_as_the_models_default(engine):
+    """Every column default the models give the database, for a row whose
+    insert leaves the column out (the import's bulk insert does): a flag's
+    default must read back as the model's own (a text 'false' on SQLite
+    read as True, so every imported customer was do-not-call)."""
+    from sqlalchemy import Column, Integer, MetaData, Table
+    checked = 0
+    for table in Base.metadata.sorted_tables:
+        for column in table.columns:
+            if column.server_default is None or column.default is None \
+                    or not isinstance(column.default.arg, bool):
+                continue
+            probe = Table(f"probe_{table.name}_{column.name}", MetaData(),
+                          Column("id", Integer, primary_key=True), column._copy())
+            probe.create(engine)
+            with engine.begin() as conn:
+                # in SQL: Core would send the model's Python default itself
+                conn.exec_driver_sql(f"INSERT INTO {probe.name} (id) VALUES (1)")
+                value = conn.execute(select(probe.c[column.name])).scalar_one()
+            assert value is column.default.arg, (table.name, column.name, value)
+            checked += 1
+    assert checked >= 6
+
+
+def test_flag_defaults_read_back_sqlite(tmp_path):
+    _flags_left_out_read_as_the_models_default(db.make_engine(f"sqlite:///{tmp_path / 'f.db'}"))
+
+
+def test_flag_defaults_read_back_postgresql(pg_database):
+    _flags_left_out_read_as_the_models_default(pg_database("flags"))
