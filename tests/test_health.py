@@ -34,7 +34,7 @@ def test_a_heartbeat_shows_a_working_daemon_and_nothing_else(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
         "from khhf import config, daemon\n"
-        f"beat = daemon.Heartbeat(config.load({str(settings.config_path)!r}), 'jobs', 0.2)\n"
+        f"beat = daemon.Heartbeat(config.load({str(settings.config_path)!r}), 'jobs', 2)\n"
         "beat.keep()\n"
         "time.sleep(60)\n")])
     try:
@@ -56,7 +56,7 @@ def test_a_heartbeat_shows_a_working_daemon_and_nothing_else(tmp_path):
     record["beat_at"] = (dt.datetime.now(dt.timezone.utc)
                          - dt.timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     path.write_text(json.dumps(record))
-    assert re.fullmatch(r"not responding \(last heartbeat 3[01] s ago\)",
+    assert re.fullmatch(r"not responding \(last heartbeat 3\d s ago\)",  # 30 s, and a loaded host
                         health.check_daemon(settings, "jobs").detail)
     beat.clear()   # a clean stop leaves no beat
     assert not path.exists()
