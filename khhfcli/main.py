@@ -35,11 +35,11 @@ def cmd_init(args) -> int:
     from sqlalchemy.exc import OperationalError
 
     from khhf import db, migrations
-    values = {}
-    if args.home:
-        values["home"] = args.home
-    if args.database_url:
-        values["database_url"] = args.database_url
+    # where the state and the database are: the options, else the
+    # environment's KHHF_HOME / KHHF_DATABASE_URL, written into the file so
+    # that a later command without that environment finds the same database
+    values = {"home": args.home or os.environ.get("KHHF_HOME"),
+              "database_url": args.database_url or os.environ.get("KHHF_DATABASE_URL")}
     path = args.config or os.environ.get("KHHF_CONFIG") or config_mod.DEFAULT_CONFIG_PATH
     config_mod.write_new(path, **values)
     # the database every other command will use: the file's values with the
