@@ -25,8 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
 
 from khhf import audit, db, migrations
-from khhf.models import (Base, Call, CallEvent, Manager, SmsKind, SmsMessage, SmsReplyOutcome,
-                         TaskStatus)
+from khhf.models import Base, Call, CallEvent, Manager, SmsKind, SmsMessage, SmsReplyOutcome, TaskStatus
 from khhf.services import reports, tasks
 from simkit import factories, report_data
 
