@@ -87,7 +87,7 @@ def channels(settings: Settings, timeout: float = 10.0) -> list[Channel]:
     BridgeUnavailable if it cannot say."""
     answer = send(settings, {"command": "live"}, timeout)
     if not answer.get("ok"):
-        raise BridgeUnavailable(answer.get("error", "refused"))
+        raise _refused(answer)
     return [Channel(c.get("endpoint"), c.get("linkedid") or "", c.get("state") or "",
                     int(c.get("seconds") or 0), c.get("application") or "")
             for c in answer.get("channels", ())]
