@@ -115,6 +115,8 @@ def recordings_disk_full(short: bool, workdir: Path | None = None,
             env.start()
             try:
                 _disk_full_rounds(harness, env, settings, row, talk_s, rounds_per_phase)
+            except AssertionError as exc:  # a step that never came: the row says which
+                row.notes.append(str(exc))
             finally:
                 env.stop()
                 env.engine.dispose()
@@ -152,7 +154,7 @@ def _disk_full_rounds(harness: PbxHarness, env: BridgeEnv, settings, row: DrillR
         if phase == "full":
             cel_before_full = cel.stat().st_size
         for _ in range(rounds_per_phase):
-            placed = [number for number in (numbers.next() for _ in DESKS)]
+            placed = [numbers.next() for _ in DESKS]
             for ext, number in zip(DESKS, placed):
                 env.dial(ext, number)
             _wait(f"the {phase} round's calls final and judged",
@@ -173,11 +175,11 @@ def _disk_full_rounds(harness: PbxHarness, env: BridgeEnv, settings, row: DrillR
         row.notes.append("Asterisk's CEL log stopped growing while the recordings disk was full")
     if not any(c.recording_status == RecordingStatus.MISSING for c in calls):
         row.notes.append("no call was made on the full disk (no recording marked missing)")
-    if not any(c.state in FINAL_STATES and c.answer_at for c in calls[-len(DESKS):]):
-        row.notes.append("the calls on the full disk were not answered")
     warned = checks["warned"]
-    if warned.ok or not checks["room"].ok:
-        row.notes.append(f"the disk check did not turn red at the threshold: {warned.detail}")
+    if not checks["room"].ok:
+        row.notes.append(f"the disk check was red with room to spare: {checks['room'].detail}")
+    if warned.ok:
+        row.notes.append(f"the disk check did not turn red below the threshold: {warned.detail}")
     if first_damage_phase in ("room", "warned"):
         row.notes.append(f"a recording was damaged in the {first_damage_phase!r} phase, "
                          f"before the disk was nearly full")
@@ -215,6 +217,8 @@ def pbx_graceful_restart(short: bool, workdir: Path | None = None,
         env = BridgeEnv(harness, workdir, database_url=database_url).start()
         try:
             _graceful_restart(harness, env, row, talk_s, tries)
+        except AssertionError as exc:  # a step that never came: the row says which
+            row.notes.append(str(exc))
         finally:
             env.stop()
             env.engine.dispose()
