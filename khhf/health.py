@@ -202,8 +202,8 @@ def check_pbx(settings: Settings) -> Check:
     if bridge.get("pbx_shutting_down"):
         return Check("pbx", False, "Asterisk is shutting down gracefully: the calls in progress "
                                    "go on, new calls are refused until it is back",
-                     "wait: it restarts (or stops) by itself when the last call ends; to "
-                     "call it off: `asterisk -rx 'core abort shutdown'`")
+                     "wait: it restarts (or stops) by itself when the last call in "
+                     "progress ends (`khhf pbx status`)")
     phones = bridge.get("desk_phones") if bridge.get("ami") else None
     if phones is None:
         return Check("pbx", True, "Asterisk answers; desk phones registered: unknown "
