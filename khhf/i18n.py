@@ -30,7 +30,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 from khhf import audit, local_time
-from khhf.calls.states import CallOutcome, CallState, colleague_extension
+from khhf.calls.states import CallOutcome, CallState, RecordingStatus, colleague_extension
 from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
@@ -315,6 +315,13 @@ CALL_OUTCOME_LABELS = {
     CallOutcome.MOBILE: lazy_gettext("Answered on the mobile"),
     CallOutcome.GROUP: lazy_gettext("Answered by a colleague"),
     CallOutcome.MISSED: lazy_gettext("Missed: a call-back task was made"),
+}
+
+# calls.recording_status: what became of a call's recording
+RECORDING_STATUS_LABELS = {
+    RecordingStatus.COMPLETE: lazy_gettext("Recording complete"),
+    RecordingStatus.PARTIAL: lazy_gettext("Recording incomplete"),
+    RecordingStatus.MISSING: lazy_gettext("No recording"),
 }
 
 # the configured time zone, as people say it (khhf.local_time: any other

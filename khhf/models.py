@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from khhf.calls.states import CallState
+from khhf.calls.states import CallState, RecordingStatus
 
 ROLES = ("admin", "manager", "supervisor")
 
@@ -383,6 +383,7 @@ class Call(Base):
     __table_args__ = (
         CheckConstraint("direction IN ('outbound', 'inbound')"),
         one_of("state", CallState),
+        one_of("recording_status", RecordingStatus, name="ck_calls_recording_status"),
         CheckConstraint("hangup_by IN ('customer', 'manager', 'system')"),
         CheckConstraint("talk_seconds >= 0"),
         CheckConstraint("manager_device IN ('desk', 'mobile')"),
@@ -430,6 +431,9 @@ class Call(Base):
     manager_device: Mapped[str] = mapped_column(String(8), default="desk",
                                                 server_default="desk")
     recording_deleted_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    # complete, partial or missing, judged by the bridge from the file once the
+    # call has ended (khhf.calls.store.recording_status); None until then
+    recording_status: Mapped[str | None] = mapped_column(String(8))
 
     task: Mapped[Task | None] = relationship()
     customer: Mapped[Customer | None] = relationship()
