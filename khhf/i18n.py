@@ -31,7 +31,7 @@ from babel.messages.pofile import read_po
 
 from khhf import audit, local_time
 from khhf.calls.states import CallOutcome, CallState, colleague_extension
-from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
+from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookStatus
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES = ("zh", "en")
@@ -204,6 +204,13 @@ TASK_STATUS_LABELS = {
     TaskStatus.NOT_REACHED: lazy_gettext("Not reached"),
     TaskStatus.DONE: lazy_gettext("Done"),
     TaskStatus.CANCELLED: lazy_gettext("Cancelled"),
+}
+
+# where a webhook delivery is (khhf.models.WebhookStatus)
+WEBHOOK_STATUS_LABELS = {
+    WebhookStatus.PENDING: lazy_gettext("Pending"),
+    WebhookStatus.DELIVERED: lazy_gettext("Delivered"),
+    WebhookStatus.FAILED: lazy_gettext("Failed"),
 }
 
 SMS_STATUS_LABELS = {

@@ -237,11 +237,12 @@ def deliver_due(reader: sessionmaker[Session], writer: sessionmaker[Session],
     writing transaction of `writer`."""
     now = now or utcnow()
     with reader() as session:
-        due = [_Due(*row) for row in session.execute(
+        due = [_Due(**row._asdict()) for row in session.execute(
             select(WebhookDelivery.id, WebhookDelivery.client_id, WebhookDelivery.event_id,
                    WebhookDelivery.kind, WebhookDelivery.payload, WebhookDelivery.attempts,
-                   WebhookDelivery.created_at, ApiClient.webhook_url, ApiClient.signing_key,
-                   ApiClient.revoked_at.is_not(None))
+                   WebhookDelivery.created_at, ApiClient.webhook_url.label("url"),
+                   ApiClient.signing_key.label("key"),
+                   ApiClient.revoked_at.is_not(None).label("revoked"))
             .join(ApiClient, ApiClient.id == WebhookDelivery.client_id)
             .where(WebhookDelivery.status == WebhookStatus.PENDING,
                    WebhookDelivery.next_attempt_at <= now)
@@ -299,7 +300,7 @@ def retry(session: Session, delivery_ids: Iterable[int], now: dt.datetime | None
         WebhookDelivery.status == WebhookStatus.FAILED)
         .values(status=WebhookStatus.PENDING, next_attempt_at=now or utcnow(),
                 created_at=now or utcnow()))
-    return result.rowcount or 0
+    return result.rowcount or 0  # type: ignore[attr-defined]
 
 
 def counts(session: Session, client_id: int | None = None) -> dict[str, int]:

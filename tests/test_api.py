@@ -5,6 +5,7 @@ made with urllib, a token made by `khhf api clients add`."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -18,7 +19,7 @@ from khhf.models import AuditLog, Customer, CustomerAssignment, Manager, Task
 from khhf.services import api_clients, counties
 from simkit import factories
 from simkit.browser import serve
-from simkit.web import log_in_as, make_app, session_for
+from simkit.web import csrf_token, log_in_as, make_app, session_for
 
 
 def call(base, method, path, token=None, body=None, headers=None, raw=False):
@@ -238,3 +239,25 @@ def test_engine_hook_is_installed_once(site):
     engine.dispose()
     with session_for(site[0]) as s:
         assert s.scalar(select(func.count()).select_from(CustomerAssignment)) > 0
+
+
+def test_the_admin_page_adds_shows_the_token_once_and_revokes(site):
+    app, seeded, base, _ = site
+    client = app.test_client()
+    log_in_as(client, app, "admin")
+    token_field = csrf_token(client, "/admin/api")
+    page = client.post("/admin/api", data={
+        "csrf_token": token_field, "name": "from-the-page", "county": seeded["county"]["code"],
+        "operations": ["tasks:read"], "rate_per_minute": "60", "webhook_url": "ftp://x"})
+    assert "推送地址须为 http://" in page.get_data(as_text=True)  # the service's reason, on the field
+    page = client.post("/admin/api", data={
+        "csrf_token": token_field, "name": "from-the-page", "county": seeded["county"]["code"],
+        "operations": ["tasks:read"], "rate_per_minute": "60"}).get_data(as_text=True)
+    token = re.search(r"khhf_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", page).group(0)
+    assert call(base, "GET", "/api/v1/tasks", token)[0] == 200
+    assert token not in client.get("/admin/api").get_data(as_text=True)   # shown once
+    with session_for(app) as s:
+        client_id = api_clients.by_name(s, "from-the-page").id
+    client.post(f"/admin/api/{client_id}/revoke", data={"csrf_token": token_field})
+    assert call(base, "GET", "/api/v1/tasks", token)[0] == 401
+    assert "已吊销" in client.get("/admin/api").get_data(as_text=True)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from khhf import audit
 from khhf.models import ApiClient, ApiOperation, County, User, utcnow
 
-from . import N_, Problems
+from . import N_, Problems, validated
 
 TOKEN_PREFIX = "khhf"
 _TOKEN = re.compile(rf"{TOKEN_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})")
@@ -111,6 +111,7 @@ def create(session: Session, by: User | None, ip: str, *, name: str, county_code
         problems.add("rate_per_minute", N_("The rate limit must be between 1 and %(max)s "
                                            "requests a minute."), max=MAX_RATE)
     problems.raise_if_any()
+    county = validated(county, "the county")
     token_id = secrets.token_hex(6)
     token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
     client = ApiClient(name=name, county_id=county.id, token_id=token_id,

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, joinedload
@@ -93,15 +94,6 @@ def decode_cursor(cursor: str | None) -> int:
             "as it was, or leave it out for the first page."))]) from None
 
 
-def page_size(value: str | None) -> int:
-    if value in (None, ""):
-        return DEFAULT_PAGE
-    if not str(value).isdigit() or not 1 <= int(value) <= MAX_PAGE:
-        raise ValidationError([Problem("limit", N_("limit must be a whole number from 1 to "
-                                                   "%(max)d."), {"max": MAX_PAGE})])
-    return int(value)
-
-
 @dataclasses.dataclass
 class Page:
     items: list[dict]
@@ -112,7 +104,7 @@ class Page:
 
 
 def _page(session: Session, query, model, cursor: str | None, limit: int,
-          shape: Callable[[object], dict]) -> Page:
+          shape: Callable[[Any], dict]) -> Page:
     rows = session.scalars(query.where(model.id > decode_cursor(cursor))
                            .order_by(model.id).limit(limit + 1)).unique().all()
     more = len(rows) > limit

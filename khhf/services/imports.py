@@ -509,7 +509,7 @@ class _Import:
                 self.stream = _CustomerStream(self.session, self.now,
                                               self.by.id if self.by else None)
 
-    def rows(self, chunk: list[tuple[int, list[str]]], report: Report) -> None:
+    def rows(self, chunk: list[tuple[int, dict[str, str], list[str]]], report: Report) -> None:
         """Validate (and write) one chunk of non-empty rows."""
         getattr(self, f"_{self.kind}")(chunk, report)
 

@@ -40,16 +40,16 @@ from webui.db import get_db, record_read
 
 # a machine code and an English msgid (translated when answered) per HTTP error
 HTTP_ERRORS = {
-    400: ("bad_request", "The request is malformed: send a JSON object as the body "
-                         "(Content-Type: application/json)."),
-    401: ("unauthorized", "Send a valid API token: Authorization: Bearer <token>."),
-    403: ("forbidden", "This token may not do this operation (or not from this address)."),
-    404: ("not_found", "There is no such object for this token."),
-    405: ("method_not_allowed", "This method is not allowed on this path."),
-    413: ("too_large", "The request is too large."),
-    429: ("rate_limited", "Too many requests: wait for the time in Retry-After."),
-    500: ("server_error", "The server failed; nothing was saved. Try again later."),
-    503: ("unavailable", "The system is busy; nothing was saved. Try again in a moment."),
+    400: ("bad_request", N_("The request is malformed: send a JSON object as the body "
+                            "(Content-Type: application/json).")),
+    401: ("unauthorized", N_("Send a valid API token: Authorization: Bearer <token>.")),
+    403: ("forbidden", N_("This token may not do this operation (or not from this address).")),
+    404: ("not_found", N_("There is no such object for this token.")),
+    405: ("method_not_allowed", N_("This method is not allowed on this path.")),
+    413: ("too_large", N_("The request is too large.")),
+    429: ("rate_limited", N_("Too many requests: wait for the time in Retry-After.")),
+    500: ("server_error", N_("The server failed; nothing was saved. Try again later.")),
+    503: ("unavailable", N_("The system is busy; nothing was saved. Try again in a moment.")),
 }
 
 
