@@ -211,6 +211,7 @@ def remember(session: Session, client: ApiClient, key: str, operation: str, stat
              body: dict) -> None:
     session.add(ApiIdempotency(client_id=client.id, key=key, operation=operation,
                                status_code=status, response=json.dumps(body, ensure_ascii=False)))
+    session.flush()  # the same key sent twice at once: the second fails here, not at commit
 
 
 # -- reads --------------------------------------------------------------------------

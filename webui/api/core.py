@@ -214,7 +214,3 @@ def audited(session, status: int, **counts: int) -> None:
     api_clients.record_call(session, session.get(ApiClient, current_client().id),
                             g.api_operation, client_ip(), status, **counts)
     g.api_audited = True
-
-
-def problem(field: str, message: str, **params) -> ValidationError:
-    return ValidationError([Problem(field, message, params)])
