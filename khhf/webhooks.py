@@ -127,15 +127,21 @@ def _sms_inserted(_mapper, conn: Connection, row: SmsMessage) -> None:
 
 
 def _call_written(_mapper, conn: Connection, call: Call) -> None:
-    history = inspect(call).attrs.state.history
-    if call.state not in FINAL_STATES or not history.has_changes() or \
-            any(old in FINAL_STATES for old in history.deleted or ()):
-        return  # not the moment the call ended
     if call.county_id is None:
         return
+    state, outcome = inspect(call).attrs.state.history, inspect(call).attrs.outcome.history
+    # the moment the call ended (a recompute that keeps it ended is not)
+    ended = call.state in FINAL_STATES and state.has_changes() and \
+        not any(old in FINAL_STATES for old in state.deleted or ())
+    # a hotline call found missed (also one first closed as lost, then finished)
+    missed = call.direction == "inbound" and call.outcome == CallOutcome.MISSED and \
+        outcome.has_changes()
+    if not (ended or missed):
+        return
     data = call_json(call, _employee_no(conn, call.manager_id))
-    queue(conn, WebhookEventKind.CALL_ENDED, call.id, call.county_id, data)
-    if call.direction == "inbound" and call.outcome == CallOutcome.MISSED:
+    if ended:
+        queue(conn, WebhookEventKind.CALL_ENDED, call.id, call.county_id, data)
+    if missed:
         queue(conn, WebhookEventKind.HOTLINE_MISSED, call.id, call.county_id, data)
 
 

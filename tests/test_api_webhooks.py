@@ -19,8 +19,8 @@ from jobs.scheduler import Jobs
 from khhf import db, webhooks
 from khhf.calls import store
 from khhf.models import Call, ResultCode, Task, User, WebhookDelivery, utcnow
-from khhf.services import api_clients, dialing, results, sms
-from simkit.bridge_env import BridgeEnv
+from khhf.services import api_clients, dialing, hotline, results, sms
+from simkit.bridge_env import UNIFIED, BridgeEnv
 
 NOON = dt.datetime(2026, 11, 27, 3, 0)  # 11:00 in Shanghai
 
@@ -113,6 +113,22 @@ def causes(env) -> set[str]:
         s.flush()
         reply_id = reply.id
     return {f"call.ended:{call_id}", f"result.filed:{feedback_id}", f"sms.reply:{reply_id}"}
+
+
+def test_a_missed_hotline_call_is_an_event_of_its_own(env):
+    with db.unit_of_work(env.sessions) as s:
+        call = hotline.finish_call(s, uniqueid="hotline-1", caller="13812340000",
+                                   unified_number=UNIFIED, settings=env.settings,
+                                   hangup=hotline.Hangup(stage="group", dial_status="NOANSWER"))
+        s.flush()
+        call_id = call.id
+    with env.sessions() as s:
+        rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.client.has(name="crm"))
+                         ).all()
+        assert {r.event_id for r in rows} == {f"call.ended:{call_id}",
+                                             f"hotline.missed:{call_id}"}
+        data = json.loads(rows[0].payload)["data"]
+        assert (data["direction"], data["outcome"]) == ("inbound", "missed")
 
 
 def deliver(env, now):
