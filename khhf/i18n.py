@@ -31,7 +31,7 @@ from babel.messages.pofile import read_po
 
 from khhf import audit, local_time
 from khhf.calls.states import CallOutcome, CallState, RecordingStatus, colleague_extension
-from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
+from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookStatus
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES = ("zh", "en")
@@ -150,6 +150,7 @@ ACTION_LABELS = {
     "backup": lazy_gettext("Backup"),
     "restore": lazy_gettext("Restore from backup"),
     "export": lazy_gettext("Export"),
+    "api_call": lazy_gettext("API call"),
 }
 
 # how a supervisor listened to a call (khhf.services.live.MODES)
@@ -182,6 +183,7 @@ OBJECT_TYPE_LABELS = {
     "task_type": lazy_gettext("task type"),
     "campaign": lazy_gettext("campaign"),
     "campaign_cycle": lazy_gettext("campaign round"),
+    "api_client": lazy_gettext("API client"),
 }
 
 CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
@@ -202,6 +204,13 @@ TASK_STATUS_LABELS = {
     TaskStatus.NOT_REACHED: lazy_gettext("Not reached"),
     TaskStatus.DONE: lazy_gettext("Done"),
     TaskStatus.CANCELLED: lazy_gettext("Cancelled"),
+}
+
+# where a webhook delivery is (khhf.models.WebhookStatus)
+WEBHOOK_STATUS_LABELS = {
+    WebhookStatus.PENDING: lazy_gettext("Pending"),
+    WebhookStatus.DELIVERED: lazy_gettext("Delivered"),
+    WebhookStatus.FAILED: lazy_gettext("Failed"),
 }
 
 SMS_STATUS_LABELS = {
@@ -374,6 +383,8 @@ AUDIT_FIELD_LABELS = {
     "distribution": lazy_gettext("Distribution"),
     "tasks_by_manager": lazy_gettext("Tasks by manager"),
     "manager": lazy_gettext("Customer manager"),
+    "operations": lazy_gettext("Operations"),
+    "webhook": lazy_gettext("Webhooks"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS: dict[str, dict] = {
@@ -570,6 +581,12 @@ def audit_sentence(entry) -> str:
         text = gettext("%(actor)s exported the %(count)d customers of %(object)s (%(format)s).",
                        actor=who, count=d.get("rows", 0), object=what or gettext("every county"),
                        format=str(d.get("format", "")).upper())
+    elif action == "api_call":
+        counts = {k: v for k, v in d.items() if k not in ("operation", "status")}
+        text = gettext("%(object)s called %(operation)s: answer %(status)s%(counts)s.",
+                       object=what, operation=d.get("operation", "—"),
+                       status=d.get("status", "—"),
+                       counts="".join(f" {k}={v}" for k, v in sorted(counts.items())))
     elif action == "listen_refused":
         text = gettext("%(actor)s was refused listening to the call of %(object)s: "
                        "%(why)s.", actor=who, object=what,

@@ -11,6 +11,7 @@
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
     khhf types list|show|import  task types and their result codes (khhfcli/types.py)
+    khhf api clients list|add|revoke  integration API clients (khhfcli/api.py)
     khhf customers|tasks export  customers, or a campaign's tasks, to XLSX/CSV (khhfcli/exports.py)
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_reports.register(sub)   # khhf reports refresh|check
     from . import users as cli_users
     cli_users.register(sub)     # khhf users admin|password
+    from . import api as cli_api
+    cli_api.register(sub)       # khhf api clients list|add|revoke, khhf api deliveries
     from . import backup as cli_backup
     cli_backup.register(sub)    # khhf backup create|verify|restore|list
     from . import exports as cli_exports

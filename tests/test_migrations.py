@@ -206,7 +206,10 @@ def test_the_upgrade_matrix_keeps_every_row_and_report(engine, tmp_path):
     assert migrations.current(engine) == migrations.head()
     assert migrations.check(engine) is None
     after = dump(engine)
-    assert {t: len(r) for t, r in after.items()} == {t: len(r) for t, r in before.items()}
+    # tables added by a later revision start empty (0006: the API's)
+    assert {t: len(r) for t, r in after.items() if t not in before} == \
+        dict.fromkeys(set(after) - set(before), 0)
+    assert {t: len(after[t]) for t in before} == {t: len(r) for t, r in before.items()}
     for table in before:
         if table not in ("sms_messages", "calls"):
             assert after[table] == before[table], table

@@ -31,6 +31,7 @@ from khhf.services import tasks
 from webui import (
     access,
     admin,
+    api,
     audit,
     auth,
     calls,
@@ -50,6 +51,7 @@ from webui import (
     sms,
     workspace,
 )
+from webui.api import core as api_core
 from webui.db import get_db
 
 DEFAULTS = {
@@ -90,8 +92,9 @@ def create_app(settings: khhf_config.Settings | None = None,
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
-                   customers, workspace, mobile, recordings, live, reports):
+                   customers, workspace, mobile, recordings, live, reports, api):
         app.register_blueprint(module.bp)
+    csrf.exempt(api.bp)  # bearer tokens, no cookie: nothing for a forged page to ride on
     health.init_app(app)  # GET /healthz, public (webui/health.py)
 
     app.before_request(_expire_old_log_ins)
@@ -102,7 +105,7 @@ def create_app(settings: khhf_config.Settings | None = None,
     # the vocabularies templates compare with (khhf.models, khhf.services.tasks)
     app.jinja_env.globals.update(SmsStatus=SmsStatus, DIALABLE_TASK_STATUSES=tasks.DIALABLE,
                                  CLOSED_TASK_STATUSES=tasks.CLOSED)
-    for code in (400, 403, 404, 405, 429):
+    for code in (400, 401, 403, 404, 405, 413, 429):
         app.register_error_handler(code, _error_page)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(params.BadParameter, _bad_parameter)
@@ -151,10 +154,14 @@ def _expire_old_log_ins():
 
 
 def _error_page(error):
+    if security.is_api_request():
+        return api_core.http_error(error)
     return render_template("errors.html", error=error), error.code
 
 
 def _bad_parameter(error):
+    if security.is_api_request():
+        return api_core.error(400, message=error.description)
     return render_template("errors.html", error=error, message=error.description), 400
 
 
@@ -166,6 +173,8 @@ def _database_busy(error):
     if not khhf_db.is_busy(error):
         raise error
     _close_db(None)  # roll back
+    if security.is_api_request():
+        return api_core.error(503, headers={"Retry-After": "5"})
     message = gettext("The system is busy; nothing was saved. Try again in a moment.")
     # rendered without the context processors: Flask-Login's would load the
     # user from the database, which is what is busy
