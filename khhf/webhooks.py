@@ -80,10 +80,7 @@ USER_AGENT = "KHHF-Webhook/1"
 
 def install() -> None:
     """Hook the ORM so that causes write their events (once per process)."""
-    for model, kind, hook in ((Feedback, "after_insert", _feedback_inserted),
-                              (SmsMessage, "after_insert", _sms_inserted),
-                              (Call, "after_insert", _call_written),
-                              (Call, "after_update", _call_written)):
+    for model, kind, hook in HOOKS:
         if not event.contains(model, kind, hook):
             event.listen(model, kind, hook)
 
@@ -143,6 +140,12 @@ def _call_written(_mapper, conn: Connection, call: Call) -> None:
         queue(conn, WebhookEventKind.CALL_ENDED, call.id, call.county_id, data)
     if missed:
         queue(conn, WebhookEventKind.HOTLINE_MISSED, call.id, call.county_id, data)
+
+
+HOOKS = ((Feedback, "after_insert", _feedback_inserted),
+         (SmsMessage, "after_insert", _sms_inserted),
+         (Call, "after_insert", _call_written),
+         (Call, "after_update", _call_written))
 
 
 def call_json(call: Call, manager: str | None) -> dict:

@@ -22,9 +22,9 @@ import sys
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import event, func, inspect, select, text
 
-from khhf import audit, db, migrations
+from khhf import audit, db, migrations, webhooks
 from khhf.models import Base, Call, CallEvent, Manager, SmsKind, SmsMessage, SmsReplyOutcome, TaskStatus
 from khhf.services import reports, tasks
 from simkit import factories, report_data
@@ -68,8 +68,9 @@ def head_columns(engine):
     while the models (at head) write rows, then dropped with what they held."""
     with engine.connect() as conn:
         insp = inspect(conn)
+        present = set(insp.get_table_names())  # tables a later revision adds are left out
         extra = [(table.name, column) for table in Base.metadata.sorted_tables
-                 for column in table.columns
+                 if table.name in present for column in table.columns
                  if column.name not in {c["name"] for c in insp.get_columns(table.name)}]
     with engine.begin() as conn:
         for table, column in extra:
@@ -81,6 +82,18 @@ def head_columns(engine):
             conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column.name}")
 
 
+@contextlib.contextmanager
+def no_webhook_capture():
+    """The ORM hooks that queue webhook events read the API's tables, which
+    the baseline does not have: off while the baseline is seeded."""
+    for model, kind, hook in webhooks.HOOKS:
+        event.remove(model, kind, hook)
+    try:
+        yield
+    finally:
+        webhooks.install()
+
+
 def seed_baseline(engine, recordings) -> None:
     """Fill a baseline database. The models are at head, so everything but
     sms_messages goes through the factories and services (those tables are
@@ -88,7 +101,7 @@ def seed_baseline(engine, recordings) -> None:
     head_columns); the SMS rows are written as the baseline stored them,
     `kind` holding what a message is or what a reply did."""
     factory = db.session_factory(engine)
-    with head_columns(engine), db.unit_of_work(factory) as s:
+    with head_columns(engine), no_webhook_capture(), db.unit_of_work(factory) as s:
         made = report_data.generate(s, start=START, days=DAYS, tasks_per_manager=6)
         county, revisit = made["counties"][0], made["task_types"][0]
         manager = s.scalars(select(Manager).where(Manager.county_id == county.id)).first()
