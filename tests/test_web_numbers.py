@@ -61,9 +61,9 @@ def test_refusals_are_in_chinese_and_write_nothing(web):
     assert "上限须为 0（不限）到 100000 之间的整数。" in html
     response = _post(client, page, page + "/state", {"number": POOL[0], "state": "retired"})
     assert "主号码" in client.get(response.location).get_data(as_text=True)
-    # a number of no county of this page's: not found
-    assert _post(client, page, page + "/state", {"number": "13900000099", "state": "resting"}
-                 ).status_code == 404
+    # a number of no county of this page's
+    response = _post(client, page, page + "/state", {"number": "13900000099", "state": "resting"})
+    assert "13900000099 不是示范县的统一号码。" in client.get(response.location).get_data(as_text=True)
     with session_for(app) as s:
         assert s.scalars(select(AuditLog).where(AuditLog.object_type == "unified_number",
                                                 AuditLog.username == "admin")).all() == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -139,8 +139,8 @@ def number_add(county_id):
 def number_state(county_id):
     county = load(County, county_id)
     form = NumberStateForm()
-    if form.validate_on_submit():
-        row = _pool_number(county, form.number.data)
+    row = _pool_number(county, form.number.data)
+    if row is not None and form.validate_on_submit():
         with writing(form) as w:
             number_pool.set_state(w.session, current_user, client_ip(), row, form.state.data)
         if w.saved:
@@ -154,8 +154,8 @@ def number_state(county_id):
 def number_caps(county_id):
     county = load(County, county_id)
     form = NumberCapsForm()
-    if form.validate_on_submit():
-        row = _pool_number(county, form.number.data)
+    row = _pool_number(county, form.number.data)
+    if row is not None and form.validate_on_submit():
         with writing(form) as w:
             number_pool.set_caps(w.session, current_user, client_ip(), row, **_caps(form))
         if w.saved:
@@ -169,10 +169,11 @@ def _caps(form) -> dict:
 
 
 def _pool_number(county, number):
-    """The county's own pool row for `number`, or 404."""
+    """The county's own pool row for `number`; None, said on the page, if it has none."""
     row = next((n for n in county.unified_numbers if n.number == number), None)
     if row is None:
-        abort(404)
+        flash(gettext("%(value)s is not a unified number of %(county)s.", value=number or "—",
+                      county=county.name), "danger")
     return row
 
 
