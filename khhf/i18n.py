@@ -186,13 +186,13 @@ OBJECT_TYPE_LABELS = {
 }
 
 # a unified number's state in its county's pool (khhf.models.NumberState)
-NUMBER_STATE_LABELS = {
+NUMBER_STATE_LABELS: dict[str, support.LazyProxy] = {
     NumberState.ACTIVE: lazy_gettext("In use"),
     NumberState.RESTING: lazy_gettext("Resting"),
     NumberState.RETIRED: lazy_gettext("Retired"),
 }
 # why a number takes no new call now (khhf.services.number_pool.blocked_by)
-NUMBER_BLOCKED_LABELS = {
+NUMBER_BLOCKED_LABELS: dict[str, support.LazyProxy] = {
     **NUMBER_STATE_LABELS,
     "daily_cap": lazy_gettext("Daily cap reached"),
     "hourly_cap": lazy_gettext("Hourly cap reached"),

@@ -273,7 +273,8 @@ def by_day(session: Session, settings: Settings, county: County, first: dt.date,
                Call.state == CallState.ENDED, Call.unified_number.is_not(None),
                Call.requested_at >= lo, Call.requested_at < hi))
     for number, at, answered, talk in rows:
-        out.setdefault((settings.local(at).date(), number), NumberFigures()).add(answered, talk)
+        out.setdefault((settings.local(at).date(), number or ""), NumberFigures()).add(
+            answered, talk)
     return out
 
 
