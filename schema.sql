@@ -292,6 +292,7 @@ CREATE INDEX ix_calls_recorded ON calls (requested_at) WHERE recording_path IS N
 CREATE INDEX ix_calls_recordings_kept ON calls (requested_at) WHERE recording_path IS NOT NULL AND recording_deleted_at IS NULL;
 CREATE INDEX ix_calls_requested ON calls (requested_at);
 CREATE INDEX ix_calls_task ON calls (task_id);
+CREATE INDEX ix_calls_unified_time ON calls (unified_number, requested_at, direction, state);
 
 -- Raw AMI/CEL events as received; dedup_key makes replays harmless
 -- ('khhf': what KHHF recorded itself, a call never placed or lost).

@@ -422,6 +422,9 @@ class Call(Base):
               postgresql_where=text("recording_path IS NOT NULL AND "
                                     "recording_deleted_at IS NULL")),
         Index("ix_calls_requested", "requested_at"),
+        # the unified-number pool's counts (khhf.services.number_pool.usage),
+        # read from the index alone (every column they name is in it)
+        Index("ix_calls_unified_time", "unified_number", "requested_at", "direction", "state"),
     )
     id: Mapped[int] = _id()
     direction: Mapped[str] = mapped_column(String(8))

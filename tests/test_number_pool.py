@@ -119,7 +119,7 @@ def test_each_cap_holds_and_frees_in_its_time(env):
     # daily: the local day (Asia/Shanghai): 00:30 UTC is 08:30 tomorrow
     set_number(env, FIRST, hourly_cap=0, daily_cap=3)
     with env.sessions() as s:
-        assert number_pool.usage(s, env.settings, 1, [FIRST], later + dt.timedelta(hours=2)) \
+        assert number_pool.usage(s, env.settings, [FIRST], later + dt.timedelta(hours=2)) \
             == {FIRST: number_pool.Use(today=3, last_hour=1, open=0)}
     assert "daily" in refusal(env, "13800000004", now=later + dt.timedelta(hours=2))
     tomorrow = dt.datetime(2026, 11, 28, 0, 30)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
@@ -64,21 +64,39 @@ class Use:
     open: int = 0
 
 
-def usage(session: Session, settings: Settings, county_id: int, numbers: list[str],
+# the statements of every dial, built once (building them costs more than running them)
+_USAGE = (
+    select(Call.unified_number,
+           func.sum(case((Call.requested_at >= bindparam("today"), 1), else_=0)),
+           func.sum(case((Call.requested_at > bindparam("hour_ago"), 1), else_=0)),
+           func.sum(case((Call.state.not_in(sorted(FINAL_STATES))
+                          & (Call.requested_at > bindparam("horizon")), 1), else_=0)))
+    # by the number, not the county: ix_calls_unified_time answers it alone
+    .where(Call.direction == "outbound",
+           Call.unified_number.in_(bindparam("numbers", expanding=True)),
+           Call.requested_at >= bindparam("since"), Call.requested_at <= bindparam("now"),
+           Call.state != CallState.FAILED)
+    .group_by(Call.unified_number))
+_SEEN = (
+    select(Call.unified_number)
+    .where(Call.customer_id == bindparam("customer_id"),
+           Call.unified_number.in_(bindparam("numbers", expanding=True)),
+           or_(Call.direction == "inbound", Call.state != CallState.FAILED))
+    .order_by(Call.requested_at.desc(), Call.id.desc()).limit(1))
+_POOL = (
+    select(UnifiedNumber).where(UnifiedNumber.county_id == bindparam("county_id"))
+    .order_by(UnifiedNumber.id).with_for_update()
+    .execution_options(populate_existing=True))
+
+
+def usage(session: Session, settings: Settings, numbers: list[str],
           now: dt.datetime) -> dict[str, Use]:
-    """number -> its Use at `now` (one query over the county's recent calls)."""
+    """number -> its Use at `now` (one query over the numbers' recent calls)."""
     today = day_start(settings.local(now).date(), settings.timezone)
     hour_ago, horizon = now - HOUR, now - OPEN_HORIZON
-    rows = session.execute(
-        select(Call.unified_number,
-               func.sum(case((Call.requested_at >= today, 1), else_=0)),
-               func.sum(case((Call.requested_at > hour_ago, 1), else_=0)),
-               func.sum(case((Call.state.not_in(FINAL_STATES) & (Call.requested_at > horizon),
-                              1), else_=0)))
-        .where(Call.county_id == county_id, Call.direction == "outbound",
-               Call.requested_at >= min(today, hour_ago, horizon), Call.requested_at <= now,
-               Call.state != CallState.FAILED, Call.unified_number.in_(numbers))
-        .group_by(Call.unified_number))
+    rows = session.execute(_USAGE, {"today": today, "hour_ago": hour_ago, "horizon": horizon,
+                                    "numbers": numbers, "since": min(today, hour_ago, horizon),
+                                    "now": now})
     return {number: Use(int(d or 0), int(h or 0), int(o or 0)) for number, d, h, o in rows}
 
 
@@ -98,11 +116,7 @@ def blocked_by(number: UnifiedNumber, use: Use) -> str | None:
 def seen_number(session: Session, customer_id: int, numbers: list[str]) -> str | None:
     """The pool number of the newest call with this customer that they saw:
     their own call to the hotline, or ours that got past the manager."""
-    return session.scalar(
-        select(Call.unified_number)
-        .where(Call.customer_id == customer_id, Call.unified_number.in_(numbers),
-               or_(Call.direction == "inbound", Call.state != CallState.FAILED))
-        .order_by(Call.requested_at.desc(), Call.id.desc()).limit(1))
+    return session.scalar(_SEEN, {"customer_id": customer_id, "numbers": numbers})
 
 
 def choose(session: Session, settings: Settings, county: County, customer_id: int,
@@ -110,16 +124,13 @@ def choose(session: Session, settings: Settings, county: County, customer_id: in
     """The number an outbound call to the customer shows, by the rules
     above; its last_used_at becomes `now`. None, with a problem added,
     when no number of the county may show now."""
-    pool = list(session.scalars(
-        select(UnifiedNumber).where(UnifiedNumber.county_id == county.id)
-        .order_by(UnifiedNumber.id).with_for_update()
-        .execution_options(populate_existing=True)))
+    pool = list(session.scalars(_POOL, {"county_id": county.id}))
     if not pool:
         problems.add("county", N_("Your county has no unified number: ask an administrator "
                                   "to add one."))
         return None
     numbers = [n.number for n in pool]
-    uses = usage(session, settings, county.id, numbers, now)
+    uses = usage(session, settings, numbers, now)
     usable = [n for n in pool if blocked_by(n, uses.get(n.number, Use())) is None]
     if not usable:
         if all(n.state != NumberState.ACTIVE for n in pool):
@@ -324,6 +335,6 @@ def pool(session: Session, settings: Settings, county: County,
          now: dt.datetime) -> list[PoolRow]:
     """The county's numbers (primary first), each with its use now."""
     rows = sorted(county.unified_numbers, key=lambda n: (not n.is_primary, n.number))
-    uses = usage(session, settings, county.id, [n.number for n in rows], now)
+    uses = usage(session, settings, [n.number for n in rows], now)
     return [PoolRow(n, uses.get(n.number, Use()), blocked_by(n, uses.get(n.number, Use())))
             for n in rows]

@@ -1,5 +1,6 @@
 """unified_numbers grows into a pool (统一号码池): each number gets a state,
-daily, hourly and concurrent-call caps, and the time it was last used.
+daily, hourly and concurrent-call caps, and the time it was last used; the
+calls get an index for counting each number's recent outbound calls.
 
 Revision ID: 0003
 Revises: 0002
@@ -27,6 +28,13 @@ CHECKS = {
     "ck_unified_numbers_caps": "daily_cap >= 0 AND hourly_cap >= 0 AND concurrent_cap >= 0",
 }
 CAPS = ("daily_cap", "hourly_cap", "concurrent_cap")
+# the pool's counts per number, read from the index alone
+INDEX = "ix_calls_unified_time"
+INDEX_COLUMNS = ["unified_number", "requested_at", "direction", "state"]
+
+
+def _create_index() -> None:
+    op.create_index(INDEX, "calls", INDEX_COLUMNS)
 
 
 def upgrade() -> None:
@@ -43,6 +51,7 @@ def upgrade() -> None:
             op.execute(f"ALTER TABLE unified_numbers ADD COLUMN {cap} INTEGER DEFAULT '0' "
                        f"NOT NULL{check}")
         op.execute("ALTER TABLE unified_numbers ADD COLUMN last_used_at TIMESTAMP")
+        _create_index()
         return
     op.add_column("unified_numbers", sa.Column("state", sa.String(8), nullable=False,
                                                server_default="active"))
@@ -52,9 +61,11 @@ def upgrade() -> None:
     op.add_column("unified_numbers", sa.Column("last_used_at", sa.TIMESTAMP()))
     for name, condition in CHECKS.items():
         op.create_check_constraint(name, "unified_numbers", condition)
+    _create_index()
 
 
 def downgrade() -> None:
+    op.drop_index(INDEX, table_name="calls")
     if op.get_bind().dialect.name != "sqlite":
         for name in CHECKS:
             op.drop_constraint(name, "unified_numbers", type_="check")
