@@ -20,15 +20,24 @@ CREATE TABLE counties (
     UNIQUE (code)
 );
 
--- A county's unified number (统一号码); at most one is primary: outbound
--- calls show it.
+-- A county's unified number (统一号码), one of its pool: outbound calls
+-- show one chosen by rule (khhf.services.number_pool), within its caps (0:
+-- no cap) while active; every number routes the hotline, whatever its
+-- state. At most one per county is primary: the published number.
 CREATE TABLE unified_numbers (
     id INTEGER NOT NULL,
     county_id INTEGER NOT NULL,
     number VARCHAR(11) NOT NULL,
     is_primary BOOLEAN DEFAULT 0 NOT NULL,
+    state VARCHAR(8) DEFAULT 'active' NOT NULL,
+    daily_cap INTEGER DEFAULT '0' NOT NULL,
+    hourly_cap INTEGER DEFAULT '0' NOT NULL,
+    concurrent_cap INTEGER DEFAULT '0' NOT NULL,
+    last_used_at TIMESTAMP,
     PRIMARY KEY (id),
     CHECK (length(number) = 11),
+    CONSTRAINT ck_unified_numbers_state CHECK (state IN ('active', 'resting', 'retired')),
+    CONSTRAINT ck_unified_numbers_caps CHECK (daily_cap >= 0 AND hourly_cap >= 0 AND concurrent_cap >= 0),
     FOREIGN KEY(county_id) REFERENCES counties (id) ON DELETE CASCADE,
     UNIQUE (number)
 );
@@ -285,6 +294,7 @@ CREATE INDEX ix_calls_recorded ON calls (requested_at) WHERE recording_path IS N
 CREATE INDEX ix_calls_recordings_kept ON calls (requested_at) WHERE recording_path IS NOT NULL AND recording_deleted_at IS NULL;
 CREATE INDEX ix_calls_requested ON calls (requested_at);
 CREATE INDEX ix_calls_task ON calls (task_id);
+CREATE INDEX ix_calls_unified_time ON calls (unified_number, requested_at, direction, state);
 
 -- Raw AMI/CEL events as received; dedup_key makes replays harmless
 -- ('khhf': what KHHF recorded itself, a call never placed or lost).

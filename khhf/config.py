@@ -60,6 +60,18 @@ class Settings:
     calling_window: str = "08:00-21:00"
     manager_ring_seconds: int = 30
     customer_ring_seconds: int = 45
+    # the unified-number pool (khhf.services.number_pool): the caps a number
+    # added to a county starts with (0: no cap): outbound calls per local
+    # day, per rolling hour, and at once
+    number_daily_cap: int = 200
+    number_hourly_cap: int = 40
+    number_concurrent_cap: int = 2
+    # a number going bad: over the last number_watch_days local days, with
+    # at least number_watch_min_calls calls, its answer rate below this
+    # percentage of its county's is flagged on the pool page
+    number_watch_days: int = 3
+    number_watch_min_calls: int = 20
+    number_watch_percent: int = 60
     # the hotline's ring order: seconds the owner's desk phone, the owner's
     # mobile, the on-duty group (all at once), and each member in turn ring
     hotline_desk_ring_seconds: int = 15

@@ -31,7 +31,7 @@ from babel.messages.pofile import read_po
 
 from khhf import audit, local_time
 from khhf.calls.states import CallOutcome, CallState, RecordingStatus, colleague_extension
-from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookStatus
+from khhf.models import NumberState, SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookStatus
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES = ("zh", "en")
@@ -184,6 +184,21 @@ OBJECT_TYPE_LABELS = {
     "campaign": lazy_gettext("campaign"),
     "campaign_cycle": lazy_gettext("campaign round"),
     "api_client": lazy_gettext("API client"),
+    "unified_number": lazy_gettext("unified number"),
+}
+
+# a unified number's state in its county's pool (khhf.models.NumberState)
+NUMBER_STATE_LABELS: dict[str, support.LazyProxy] = {
+    NumberState.ACTIVE: lazy_gettext("In use"),
+    NumberState.RESTING: lazy_gettext("Resting"),
+    NumberState.RETIRED: lazy_gettext("Retired"),
+}
+# why a number takes no new call now (khhf.services.number_pool.blocked_by)
+NUMBER_BLOCKED_LABELS: dict[str, support.LazyProxy] = {
+    **NUMBER_STATE_LABELS,
+    "daily_cap": lazy_gettext("Daily cap reached"),
+    "hourly_cap": lazy_gettext("Hourly cap reached"),
+    "concurrent_cap": lazy_gettext("All its lines busy"),
 }
 
 CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
@@ -385,6 +400,10 @@ AUDIT_FIELD_LABELS = {
     "manager": lazy_gettext("Customer manager"),
     "operations": lazy_gettext("Operations"),
     "webhook": lazy_gettext("Webhooks"),
+    "number_state": lazy_gettext("Number state"),
+    "daily_cap": lazy_gettext("Calls a day"),
+    "hourly_cap": lazy_gettext("Calls an hour"),
+    "concurrent_cap": lazy_gettext("Calls at once"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS: dict[str, dict] = {
@@ -400,6 +419,7 @@ _AUDIT_VALUE_LABELS: dict[str, dict] = {
     "selection": CAMPAIGN_SELECTION_LABELS,
     "campaign_status": CAMPAIGN_STATUS_LABELS,
     "distribution": DISTRIBUTION_LABELS,
+    "number_state": NUMBER_STATE_LABELS,
 }
 # between the parts of a sentence, and between the items of one value
 _LIST_SEPARATOR = {"zh": "；", "en": "; "}

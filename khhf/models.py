@@ -95,19 +95,33 @@ class County(Base):
 
     @property
     def primary_number(self) -> str | None:
-        """The unified number outbound calls show, or None if none is set."""
+        """The county's published number (the hotline number printed for
+        customers), or None if it has none. Outbound calls choose among all
+        the county's numbers (khhf.services.number_pool)."""
         for n in self.unified_numbers:
             if n.is_primary:
                 return n.number
         return self.unified_numbers[0].number if self.unified_numbers else None
 
 
+class NumberState(StrEnum):
+    """Where a unified number is in its county's pool (统一号码池)."""
+    ACTIVE = "active"      # 在用: outbound calls may show it
+    RESTING = "resting"    # 休息: no new outbound calls; the hotline still answers it
+    RETIRED = "retired"    # 停用: given up for outbound calls; the hotline still answers it
+
+
 class UnifiedNumber(Base):
-    """A county's unified number (统一号码); at most one is primary: outbound
-    calls show it."""
+    """A county's unified number (统一号码), one of its pool: outbound calls
+    show one chosen by rule (khhf.services.number_pool), within its caps (0:
+    no cap) while active; every number routes the hotline, whatever its
+    state. At most one per county is primary: the published number."""
     __tablename__ = "unified_numbers"
     __table_args__ = (
         CheckConstraint("length(number) = 11"),
+        one_of("state", NumberState, name="ck_unified_numbers_state"),
+        CheckConstraint("daily_cap >= 0 AND hourly_cap >= 0 AND concurrent_cap >= 0",
+                        name="ck_unified_numbers_caps"),
         Index("ix_unified_numbers_county", "county_id"),
         Index("ux_unified_numbers_primary", "county_id", unique=True,
               sqlite_where=text("is_primary"), postgresql_where=text("is_primary")),
@@ -116,6 +130,14 @@ class UnifiedNumber(Base):
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id", ondelete="CASCADE"))
     number: Mapped[str] = mapped_column(String(11), unique=True)
     is_primary: Mapped[bool] = _flag(False)
+    state: Mapped[str] = mapped_column(String(8), default=NumberState.ACTIVE,
+                                       server_default=NumberState.ACTIVE)
+    # outbound calls showing it per local day, per rolling hour, at once; 0: no cap
+    daily_cap: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    hourly_cap: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    concurrent_cap: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the last outbound call that showed it was requested (the pool's tie-break)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
     county: Mapped[County] = relationship(back_populates="unified_numbers")
 
@@ -401,6 +423,9 @@ class Call(Base):
               postgresql_where=text("recording_path IS NOT NULL AND "
                                     "recording_deleted_at IS NULL")),
         Index("ix_calls_requested", "requested_at"),
+        # the unified-number pool's counts (khhf.services.number_pool.usage),
+        # read from the index alone (every column they name is in it)
+        Index("ix_calls_unified_time", "unified_number", "requested_at", "direction", "state"),
     )
     id: Mapped[int] = _id()
     direction: Mapped[str] = mapped_column(String(8))

@@ -61,7 +61,9 @@ def seed(settings) -> dict:
 
 def print_logins(settings, result) -> None:
     print(f"\nKHHF demo: http://{settings.web_host}:{settings.web_port}/")
-    print(f"county {result['county']['name']}, unified number {result['county']['unified_number']}")
+    county = result["county"]
+    print(f"county {county['name']}, unified numbers {', '.join(county['unified_numbers'])} "
+          f"(primary {county['unified_number']})")
     for username, password in result["passwords"].items():
         print(f"  log in as {username:<12} password {password}")
     print("simulated desk phones:", ", ".join(

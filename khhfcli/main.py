@@ -12,6 +12,8 @@
     khhf tasks distribute ...  preview or commit a campaign's task distribution
     khhf types list|show|import  task types and their result codes (khhfcli/types.py)
     khhf api clients list|add|revoke  integration API clients (khhfcli/api.py)
+    khhf numbers list|add|rest|reactivate|retire|caps
+                               a county's unified-number pool (khhfcli/numbers.py)
     khhf customers|tasks export  customers, or a campaign's tasks, to XLSX/CSV (khhfcli/exports.py)
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_tasks.register(sub)     # khhf tasks distribute ...
     from . import types as cli_types
     cli_types.register(sub)     # khhf types list|show|import
+    from . import numbers as cli_numbers
+    cli_numbers.register(sub)   # khhf numbers list|add|rest|reactivate|retire|caps
     cli_demo.register(sub)      # khhf demo seed|run
     cli_service.register(sub)   # khhf service install
     from . import recordings as cli_recordings

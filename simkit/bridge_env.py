@@ -21,6 +21,8 @@ from simkit import factories
 from simkit.harness import free_port
 
 UNIFIED = "13900000000"
+# the county's pool: the primary number and a second one (khhf.services.number_pool)
+POOL = (UNIFIED, "13900000002")
 
 
 class BridgeEnv:
@@ -40,7 +42,7 @@ class BridgeEnv:
 
     def _seed(self):
         with db.unit_of_work(self.sessions) as s:
-            county = factories.county(s, "demo", "示范县", unified=UNIFIED)
+            county = factories.county(s, "demo", "示范县", unified=UNIFIED, more=POOL[1:])
             factories.task_type(s)
             for ext in ("8001", "8002", "8003"):
                 factories.manager(s, county, f"m{ext}", employee_no=f"E{ext}", desk=ext,

@@ -34,10 +34,14 @@ REVISIT_CODES = (("1", "回访成功", True, True), ("4", "客户拒绝", False,
 
 
 def county(s: Session, code: str = "demo", name: str | None = None, *,
-           unified: str | None = None, strategy: str = "ringall") -> County:
+           unified: str | None = None, more: tuple[str, ...] = (),
+           strategy: str = "ringall") -> County:
+    """A county; `unified` its primary number, `more` the rest of its pool
+    (active, no caps)."""
     row = County(code=code, name=name or code, fallback_strategy=strategy)
     if unified:
-        row.unified_numbers = [UnifiedNumber(number=unified, is_primary=True)]
+        row.unified_numbers = [UnifiedNumber(number=unified, is_primary=True),
+                               *(UnifiedNumber(number=n) for n in more)]
     s.add(row)
     s.flush()
     return row

@@ -1,4 +1,4 @@
-"""Demo data: one county, its unified number, an admin, a supervisor, three
+"""Demo data: one county, its two unified numbers (a pool), an admin, a supervisor, three
 customer managers with desk phones, a few customers, the standard task
 types (回访, 营销, 调查) and a return-visit campaign ready to dial (its
 tasks distributed to the three managers).
@@ -16,11 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from khhf.models import Campaign, County, Customer, CustomerAssignment, Manager, TaskType, User
-from khhf.services import accounts, campaigns, counties, distribution
+from khhf.services import accounts, campaigns, counties, distribution, number_pool
 
 COUNTY_CODE = "demo"
 COUNTY_NAME = "示范县"
 UNIFIED_NUMBER = "13900000000"
+# the county's pool: the primary (published) number, and a second one
+POOL = (UNIFIED_NUMBER, "13900000002")
+# the demo pool's caps: calls a day, an hour, at once (two numbers: six at once)
+POOL_CAPS = {"daily_cap": 200, "hourly_cap": 40, "concurrent_cap": 3}
 MANAGERS = (
     # username, display name, employee no, desk extension, mobile
     ("manager1", "张伟", "D001", "8001", "13800138001"),
@@ -37,7 +41,8 @@ def seed(session: Session) -> dict:
     """Create the demo data if missing; the caller commits.
 
     Returns {"campaign": {"id", "name"},
-             "county": {"id", "code", "name", "unified_number"},
+             "county": {"id", "code", "name", "unified_number" (the primary),
+                        "unified_numbers" (the pool)},
              "passwords": {username: plaintext password},
              "managers": {username: {"id", "desk_extension", "mobile"}},
              "supervisor_desk": the supervisor's desk extension}.
@@ -46,7 +51,9 @@ def seed(session: Session) -> dict:
     if county is None:
         county = counties.create_county(session, None, "", code=COUNTY_CODE, name=COUNTY_NAME,
                                         fallback_strategy="ringall",
-                                        numbers=[UNIFIED_NUMBER], primary=UNIFIED_NUMBER)
+                                        numbers=list(POOL), primary=UNIFIED_NUMBER)
+        for number in county.unified_numbers:
+            number_pool.set_caps(session, None, "", number, **POOL_CAPS)
     passwords = {
         "admin": _user(session, accounts.create_user, username="admin",
                        display_name="系统管理员", role="admin", county_id=None),
@@ -70,7 +77,8 @@ def seed(session: Session) -> dict:
     campaign = _campaign(session, county)
     return {"campaign": {"id": campaign.id, "name": campaign.name},
             "county": {"id": county.id, "code": county.code, "name": county.name,
-                       "unified_number": county.primary_number},
+                       "unified_number": county.primary_number,
+                       "unified_numbers": sorted(n.number for n in county.unified_numbers)},
             "passwords": passwords, "managers": managers,
             "supervisor_desk": supervisor.desk_extension}
 

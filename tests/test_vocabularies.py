@@ -12,7 +12,7 @@ import pytest
 from flask_babel import force_locale
 
 from khhf.calls.states import FINAL_STATES, CallOutcome, CallState, RecordingStatus
-from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookEventKind, WebhookStatus
+from khhf.models import NumberState, SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookEventKind, WebhookStatus
 from simkit.web import make_app
 from webui import i18n
 
@@ -25,11 +25,13 @@ CHECKED = {("tasks", "status"): TaskStatus, ("calls", "state"): CallState,
            ("sms_messages", "reply_outcome"): SmsReplyOutcome,
            ("calls", "recording_status"): RecordingStatus,
            ("webhook_deliveries", "kind"): WebhookEventKind,
-           ("webhook_deliveries", "status"): WebhookStatus}
+           ("webhook_deliveries", "status"): WebhookStatus,
+           ("unified_numbers", "state"): NumberState}
 LABELLED = [(TaskStatus, "TASK_STATUS_LABELS"), (CallState, "CALL_OUTCOME_LABELS"),
             (CallOutcome, "CALL_OUTCOME_LABELS"), (SmsStatus, "SMS_STATUS_LABELS"),
             (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS"),
-            (RecordingStatus, "RECORDING_STATUS_LABELS"), (WebhookStatus, "WEBHOOK_STATUS_LABELS")]
+            (RecordingStatus, "RECORDING_STATUS_LABELS"), (WebhookStatus, "WEBHOOK_STATUS_LABELS"),
+            (NumberState, "NUMBER_STATE_LABELS")]
 
 
 def schema_checks() -> dict[tuple[str, str], list[str]]:

@@ -1,8 +1,10 @@
-"""Administration: counties and their unified numbers, users, managers."""
+"""Administration: counties and their unified-number pools, users, managers."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+import datetime as dt
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -10,9 +12,10 @@ from sqlalchemy import func, select
 from wtforms import SelectChoice
 
 from khhf import webhooks
-from khhf.models import ApiClient, ApiOperation, AuditLog, County, Manager, User, WebhookDelivery
+from khhf.i18n import NUMBER_STATE_LABELS, label
+from khhf.models import ApiClient, ApiOperation, AuditLog, County, Manager, NumberState, User, WebhookDelivery, utcnow
 from khhf.names import by_pinyin
-from khhf.services import ValidationError, accounts, api_clients, counties, lookups, parse_int
+from khhf.services import ValidationError, accounts, api_clients, counties, lookups, number_pool, parse_int
 from webui import params, security
 from webui.access import allow, client_ip, load
 from webui.db import get_db, writing
@@ -21,6 +24,9 @@ from webui.forms import (
     ConfirmForm,
     CountyForm,
     ManagerForm,
+    NumberAddForm,
+    NumberCapsForm,
+    NumberStateForm,
     PasswordForm,
     UserForm,
     county_choices,
@@ -102,6 +108,91 @@ def county_delete(county_id):
         if w.saved:
             flash(gettext("County %(name)s removed.", name=name), "success")
     return redirect(url_for(".counties_list"))
+
+
+# -- a county's unified-number pool (统一号码池) -------------------------------
+
+REPORT_DAYS = 7   # the pool page's report: the last week, today included
+
+
+@bp.route("/counties/<int:county_id>/numbers")
+@allow("admin")
+def numbers(county_id):
+    return _numbers_page(load(County, county_id), NumberAddForm())
+
+
+@bp.route("/counties/<int:county_id>/numbers", methods=["POST"])
+@allow("admin")
+def number_add(county_id):
+    county = load(County, county_id)
+    form = NumberAddForm()
+    if form.validate_on_submit():
+        with writing(form) as w:
+            row = number_pool.add_number(w.session, current_user, client_ip(),
+                                         current_app.extensions["khhf_settings"], county,
+                                         form.number.data or "", **_caps(form))
+        if w.saved:
+            flash(gettext("Unified number %(number)s added.", number=row.number), "success")
+            return redirect(url_for(".numbers", county_id=county.id))
+    return _numbers_page(county, form)
+
+
+@bp.route("/counties/<int:county_id>/numbers/state", methods=["POST"])
+@allow("admin")
+def number_state(county_id):
+    county = load(County, county_id)
+    form = NumberStateForm()
+    row = _pool_number(county, form.number.data)
+    if row is not None and form.validate_on_submit():
+        with writing(form) as w:
+            number_pool.set_state(w.session, current_user, client_ip(), row, form.state.data)
+        if w.saved:
+            flash(gettext("Unified number %(number)s is now: %(state)s.", number=row.number,
+                          state=label(NUMBER_STATE_LABELS, row.state)), "success")
+    return redirect(url_for(".numbers", county_id=county.id))
+
+
+@bp.route("/counties/<int:county_id>/numbers/caps", methods=["POST"])
+@allow("admin")
+def number_caps(county_id):
+    county = load(County, county_id)
+    form = NumberCapsForm()
+    row = _pool_number(county, form.number.data)
+    if row is not None and form.validate_on_submit():
+        with writing(form) as w:
+            number_pool.set_caps(w.session, current_user, client_ip(), row, **_caps(form))
+        if w.saved:
+            flash(gettext("Caps of %(number)s saved.", number=row.number), "success")
+    return redirect(url_for(".numbers", county_id=county.id))
+
+
+def _caps(form) -> dict:
+    return {cap: getattr(form, cap).data for cap in number_pool.CAPS
+            if (getattr(form, cap).data or "").strip()}
+
+
+def _pool_number(county, number):
+    """The county's own pool row for `number`; None, said on the page, if it has none."""
+    row = next((n for n in county.unified_numbers if n.number == number), None)
+    if row is None:
+        flash(gettext("%(value)s is not a unified number of %(county)s.", value=number or "—",
+                      county=county.name), "danger")
+    return row
+
+
+def _numbers_page(county, add_form):
+    db, settings = get_db(), current_app.extensions["khhf_settings"]
+    now = utcnow()
+    last = settings.local(now).date()
+    days = [last - dt.timedelta(days=k) for k in range(REPORT_DAYS)]
+    report = number_pool.by_day(db, settings, county, days[-1], last)
+    pool = number_pool.pool(db, settings, county, now)
+    return render_template(
+        "admin/numbers.html", county=county, pool=pool, add_form=add_form,
+        state_form=NumberStateForm(), caps_forms={r.number.number: NumberCapsForm(
+            formdata=None, obj=r.number) for r in pool},
+        warnings=number_pool.warnings(db, settings, county, now), settings=settings,
+        days=days, report=report, states=list(NumberState))
 
 
 def _county_fields(form) -> dict:

@@ -82,7 +82,8 @@ class CountyForm(FlaskForm):
     numbers = TextAreaField(_l("Unified numbers"), description=_l(
         "11 digits starting 13 to 19 each, one per line."))
     primary = StringField(_l("Primary number"), description=_l(
-        "Shown to customers on outbound calls; empty means the first one."))
+        "The county's published number; outbound calls choose among all the numbers (the "
+        "number pool). Empty means the first one."))
 
 
 class UserForm(FlaskForm):
@@ -120,6 +121,25 @@ class ManagerForm(FlaskForm):
 
 class DutyForm(FlaskForm):
     on_duty = HiddenField()
+
+
+class NumberCapsForm(FlaskForm):
+    """A unified number's caps; the service checks them (0: no cap)."""
+    number = HiddenField()
+    daily_cap = StringField(_l("Calls a day"))
+    hourly_cap = StringField(_l("Calls an hour"))
+    concurrent_cap = StringField(_l("Calls at once"))
+
+
+class NumberAddForm(NumberCapsForm):
+    number = StringField(_l("Unified number"), description=_l(
+        "11 digits starting 13 to 19; an empty cap takes the default, 0 means no cap."))
+
+
+class NumberStateForm(FlaskForm):
+    """Rest, reactivate or retire one number: which, and to what state."""
+    number = HiddenField()
+    state = HiddenField()
 
 
 class ConfirmForm(FlaskForm):

@@ -35,6 +35,8 @@ from khhf.i18n import (  # noqa: F401
     LISTEN_REFUSAL_LABELS,
     LOCALES,
     MANAGER_STATUS_LABELS,
+    NUMBER_BLOCKED_LABELS,
+    NUMBER_STATE_LABELS,
     OBJECT_TYPE_LABELS,
     RECORDING_STATUS_LABELS,
     ROLE_LABELS,
@@ -78,7 +80,8 @@ def init_app(app) -> None:
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,
         IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS, RECORDING_STATUS_LABELS=RECORDING_STATUS_LABELS,
         WEBHOOK_STATUS_LABELS=WEBHOOK_STATUS_LABELS,
-        ASSIGNMENT_REASON_LABELS=ASSIGNMENT_REASON_LABELS, audit_address=audit_address)
+        ASSIGNMENT_REASON_LABELS=ASSIGNMENT_REASON_LABELS, audit_address=audit_address,
+        NUMBER_STATE_LABELS=NUMBER_STATE_LABELS, NUMBER_BLOCKED_LABELS=NUMBER_BLOCKED_LABELS)
     app.before_request(_remember_requested_locale)
     app.before_request(_wtforms_catalog)
     # the templates' _(): the request's catalog looked up once per request.

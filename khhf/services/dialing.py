@@ -21,7 +21,7 @@ from khhf.config import Settings
 from khhf.models import Call, County, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems, tasks, validated
+from . import N_, Problems, number_pool, tasks, validated
 
 # A requested call has no channel yet for this long (the bridge originates it
 # within the same web request): an open row younger than this is a call being
@@ -130,11 +130,12 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
                      zone=settings.timezone)
     if on_a_call(session, manager, live, now):
         problems.add("manager", N_("You are already on a call: hang up before dialing the next."))
-    unified = county.primary_number if county else None
-    if not unified:
-        problems.add("county", N_("Your county has no unified number: ask an administrator "
-                                  "to add one."))
-    elif not numbering.UNIFIED_NUMBER.fullmatch(unified):
+    # the number the customer sees, chosen from the county's pool (last: it
+    # locks the pool until this unit of work ends)
+    chosen = number_pool.choose(session, settings, county, customer.id, now, problems) \
+        if county else None
+    unified = chosen.number if chosen else None
+    if unified and not numbering.UNIFIED_NUMBER.fullmatch(unified):
         # stored before the county form had this rule: the bridge would refuse it
         problems.add("county", N_("Your county's unified number %(value)s cannot be shown "
                                   "on calls: ask an administrator to correct it on the "
