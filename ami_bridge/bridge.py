@@ -30,6 +30,7 @@ from amiclient import AmiAuthError, AmiClient, AmiError
 from khhf import db
 from khhf.calls import events, store
 from khhf.calls.states import FINAL_STATES, CallState
+from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import accounts, dialing
@@ -155,14 +156,31 @@ class Bridge:
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
         """The bridge's heartbeat state: logged in to the AMI, how far behind
-        Asterisk the stored events are, the desk phones registered."""
+        Asterisk the stored events are, the desk phones registered, the
+        trunk's device state."""
         since = self._applying_since
         return {"ami": self.client is not None,
                 "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),
                 "queued": self.queue.qsize(),
                 "last_event_at": None if self.last_event_at is None else
                 _iso(self.last_event_at),
-                "desk_phones": await self.desk_phones()}
+                "desk_phones": await self.desk_phones(),
+                "trunk": await self.trunk_state()}
+
+    async def trunk_state(self) -> str | None:
+        """The carrier trunk's device state as Asterisk keeps it (UNAVAILABLE
+        when its qualify gets no answer; khhf.services.trunk), or None when
+        the PBX cannot say."""
+        client = self.client
+        if client is None:
+            return None
+        try:
+            answer = await client.action(
+                {"Action": "Getvar", "Variable": f"DEVICE_STATE(PJSIP/{TRUNK_ENDPOINT})"},
+                timeout=5)
+        except Exception:  # the PBX went away: no state, no noise
+            return None
+        return None if isinstance(answer, list) else (answer.get("Value") or None)
 
     async def desk_phones(self) -> list[int] | None:
         """[registered, rendered] desk phones: Asterisk's device state of each

@@ -37,6 +37,10 @@ BASELINE_SMS = ([("out", "sent", k) for k in SmsKind]
                 + [("out", "queued", None), ("out", "failed", SmsKind.PROMPT)]
                 + [("in", "processed", o) for o in SmsReplyOutcome]
                 + [("in", "received", None)])
+# columns later revisions add to tables the baseline already had (nullable,
+# no data to move): present while the head models seed the baseline, then
+# dropped; after the upgrade they are there and empty
+ADDED_COLUMNS = {"calls": {"sip_code": "INTEGER"}}  # 0008
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -67,6 +71,10 @@ def seed_baseline(engine, recordings) -> None:
     the same at both revisions); the SMS rows are written as the baseline
     stored them, `kind` holding what a message is or what a reply did."""
     factory = db.session_factory(engine)
+    with engine.begin() as conn:
+        for table, columns in ADDED_COLUMNS.items():
+            for column, kind in columns.items():
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     with db.unit_of_work(factory) as s:
         made = report_data.generate(s, start=START, days=DAYS, tasks_per_manager=6)
         county, revisit = made["counties"][0], made["task_types"][0]
@@ -113,6 +121,16 @@ def seed_baseline(engine, recordings) -> None:
                      cref=f"r{n}" if direction == "out" else None))
         conn.execute(text("INSERT INTO sms_parts (sms_id, part_no, smpp_message_id, "
                           "receipt_status) VALUES (1, 1, 'm1', 'DELIVRD')"))
+        for table, columns in ADDED_COLUMNS.items():
+            for column in columns:
+                conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+
+
+def without_added(table: str, rows: list[dict]) -> list[dict]:
+    """`rows` of `table` without the columns later revisions added, which must be empty."""
+    added = ADDED_COLUMNS.get(table, {})
+    assert all(row[c] is None for row in rows for c in added), table
+    return [{k: v for k, v in row.items() if k not in added} for row in rows]
 
 
 def dump(engine) -> dict[str, list[dict]]:
@@ -175,7 +193,7 @@ def test_the_upgrade_matrix_keeps_every_row_and_report(engine, tmp_path):
     assert {t: len(r) for t, r in after.items()} == {t: len(r) for t, r in before.items()}
     for table in before:
         if table != "sms_messages":
-            assert after[table] == before[table], table
+            assert without_added(table, after[table]) == before[table], table
     assert after["sms_messages"] == split(before["sms_messages"])
     assert figures(engine) == report_before
     # and the code reads the split as the baseline's rows meant it

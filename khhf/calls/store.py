@@ -33,7 +33,7 @@ from .facts import CallFacts, LegEvent, reduce, summarize
 from .states import FINAL_STATES
 
 # the call row's columns that its events alone decide (facts.summarize)
-DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause",
+DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause", "sip_code",
            "talk_seconds", "hangup_by")
 INSERT_CHUNK = 100  # rows per INSERT: 8 columns each, under SQLite's variable limit
 
