@@ -35,6 +35,8 @@ def status(sessions, pbx_state=None, now=NOW):
         return trunk.status(s, Settings(), pbx_state, now=now)
 
 
+# the notice (templates/manager/_trunk.html), not a call's outcome in a list
+NOTICE = 'id="trunk-down"'
 REJECTED, SILENT = ("carrier_rejected", 503), ("carrier_unreachable", 408)
 
 
@@ -65,3 +67,44 @@ def test_the_pbx_qualify_alone_says_unreachable(tmp_path):
     assert status(sessions, None).state == "up"
     found = status(sessions, trunk.PBX_UNAVAILABLE)
     assert (found.state, found.pbx_says_down) == ("unreachable", True)
+
+
+def test_the_manager_and_the_operator_are_told_and_progressive_dial_waits(tmp_path):
+    """The web side of a streak, without a PBX: the manager's desk and phone
+    pages say 中继线路故障, progressive dial's /next pauses (it asks again
+    later), the trunk check (/healthz, `khhf status`, the staff banner) is
+    red; one call through clears them all."""
+    from khhf import health
+    from simkit.web import log_in_as, make_app, session_for
+    app, seeded = make_app(tmp_path, {"calling_window": "00:00-23:59"})
+    settings = app.extensions["khhf_settings"]
+    engine = health.health_engine(settings)
+    username = next(iter(seeded["managers"]))
+    manager_id = seeded["managers"][username]["id"]
+    client = app.test_client()
+    log_in_as(client, app, username)
+
+    def add(outcome, code):
+        with session_for(app) as s:
+            s.add(Call(direction="outbound", manager_id=manager_id, customer_number="13800009999",
+                       state="failed" if outcome.startswith("carrier") else "ended",
+                       outcome=outcome, sip_code=code, requested_at=utcnow(), end_at=utcnow()))
+            s.commit()
+
+    def told():
+        return (NOTICE in client.get("/manager/").get_data(as_text=True),
+                NOTICE in client.get("/m/").get_data(as_text=True),
+                client.get("/manager/next").get_json()["reason"] == "trunk",
+                not health.check_trunk(settings, engine).ok)
+
+    assert told() == (False, False, False, False)
+    for _ in range(trunk.FAILURE_STREAK):
+        add(*REJECTED)
+    assert told() == (True, True, True, True)
+    assert "中继线路故障" in client.get("/m/").get_data(as_text=True)
+    answer = client.get("/manager/next").get_json()
+    assert answer["task"] is None and answer["retry_seconds"] == trunk.PAUSE_POLL_SECONDS
+    assert "SIP 503" in answer["message"] and "自动连拨已暂停" in answer["message"]
+    add("answered", 200)
+    assert told() == (False, False, False, False)
+    engine.dispose()
