@@ -62,6 +62,11 @@ class Bridge:
         self._applying_since: float | None = None
         self.last_event_at: float | None = None
         self._reconcile_lock = asyncio.Lock()
+        # the trunk's contact status from the PBX's qualify (ContactStatus
+        # events: Reachable, Unreachable, ...); None until one came on this
+        # connection: unknown is not "down" (the first qualify of a freshly
+        # started PBX comes at a random moment within its interval)
+        self.trunk_contact: str | None = None
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -91,6 +96,7 @@ class Bridge:
                 else:
                     backoff = 0.5
                     self.client = client
+                    self.trunk_contact = None
                     self.connected.set()
                     log.info("AMI connected to %s:%s", s.ami_host, s.ami_port)
                     forward = asyncio.create_task(self._forward(client))
@@ -112,8 +118,12 @@ class Bridge:
 
     async def _forward(self, client: AmiClient) -> None:
         while True:
-            event = await client.events.get()
-            self.queue.put_nowait(dict(event.items()))
+            event = dict((await client.events.get()).items())
+            if event.get("Event") == "ContactStatus" and event.get("AOR") == TRUNK_ENDPOINT:
+                # the trunk's qualify result: kept for the heartbeat, not a call's event
+                self.trunk_contact = event.get("ContactStatus")
+                continue
+            self.queue.put_nowait(event)
 
     # -- the one consumer ----------------------------------------------------------
     async def _consume(self) -> None:
@@ -157,7 +167,7 @@ class Bridge:
     async def health_state(self) -> dict:
         """The bridge's heartbeat state: logged in to the AMI, how far behind
         Asterisk the stored events are, the desk phones registered, the
-        trunk's device state."""
+        trunk's contact status."""
         since = self._applying_since
         return {"ami": self.client is not None,
                 "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),
@@ -165,22 +175,7 @@ class Bridge:
                 "last_event_at": None if self.last_event_at is None else
                 _iso(self.last_event_at),
                 "desk_phones": await self.desk_phones(),
-                "trunk": await self.trunk_state()}
-
-    async def trunk_state(self) -> str | None:
-        """The carrier trunk's device state as Asterisk keeps it (UNAVAILABLE
-        when its qualify gets no answer; khhf.services.trunk), or None when
-        the PBX cannot say."""
-        client = self.client
-        if client is None:
-            return None
-        try:
-            answer = await client.action(
-                {"Action": "Getvar", "Variable": f"DEVICE_STATE(PJSIP/{TRUNK_ENDPOINT})"},
-                timeout=5)
-        except Exception:  # the PBX went away: no state, no noise
-            return None
-        return None if isinstance(answer, list) else (answer.get("Value") or None)
+                "trunk": self.trunk_contact if self.client is not None else None}
 
     async def desk_phones(self) -> list[int] | None:
         """[registered, rendered] desk phones: Asterisk's device state of each

@@ -225,8 +225,8 @@ def check_bridge_lag(settings: Settings) -> Check:
     return Check("bridge_lag", True, detail)
 
 
-def trunk_device_state(settings: Settings) -> str | None:
-    """The trunk's device state as the working bridge last read it (None: unknown)."""
+def trunk_contact_status(settings: Settings) -> str | None:
+    """The trunk's contact status (qualify) as the working bridge last heard it (None: unknown)."""
     state = live_state(settings, "bridge") or {}
     return state.get("trunk") if state.get("ami") else None
 
@@ -234,7 +234,7 @@ def trunk_device_state(settings: Settings) -> str | None:
 def check_trunk(settings: Settings, engine: Engine) -> Check:
     """The carrier trunk up, as the PBX's qualify and the last calls say."""
     from khhf.services import trunk  # the domain's rule; health is read by it too
-    pbx_state = trunk_device_state(settings)
+    pbx_state = trunk_contact_status(settings)
     with db.session_factory(engine)() as session:
         found = trunk.status(session, settings, pbx_state)
     asked = "not asked (trunk_qualify_seconds = 0)" if settings.trunk_qualify_seconds <= 0 \

@@ -63,7 +63,7 @@ def test_two_failures_a_call_through_or_time_and_the_line_is_up(tmp_path):
 
 def test_the_pbx_qualify_alone_says_unreachable(tmp_path):
     sessions = make_calls(tmp_path, [])
-    assert status(sessions, "NOT_INUSE").state == "up"
+    assert status(sessions, "Reachable").state == "up"
     assert status(sessions, None).state == "up"
     found = status(sessions, trunk.PBX_UNAVAILABLE)
     assert (found.state, found.pbx_says_down) == ("unreachable", True)

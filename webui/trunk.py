@@ -16,7 +16,7 @@ from webui.db import get_db
 def status() -> trunk.TrunkStatus:
     """The trunk now: the bridge's view of the PBX's qualify, and the last calls."""
     settings = current_app.extensions["khhf_settings"]
-    return trunk.status(get_db(), settings, health.trunk_device_state(settings))
+    return trunk.status(get_db(), settings, health.trunk_contact_status(settings))
 
 
 def notice() -> str | None:

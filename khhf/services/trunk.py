@@ -5,10 +5,11 @@ progressive dial (webui.workspace), and the dial service.
 Two real signals, each enough to call the line down:
 
 - the PBX's own view: with trunk_qualify_seconds > 0 Asterisk sends the
-  trunk SIP OPTIONS and sets the trunk endpoint's device state from the
-  answers; the AMI bridge reads it (DEVICE_STATE(PJSIP/<trunk>)) into its
-  heartbeat. UNAVAILABLE: the carrier does not answer at all, and PJSIP
-  sends no INVITE to it (a dial fails at once as carrier_unreachable);
+  trunk SIP OPTIONS and reports the contact's status (AMI ContactStatus
+  events), which the AMI bridge keeps in its heartbeat. Unreachable: the
+  carrier does not answer at all, and PJSIP sends no INVITE to it (a dial
+  fails at once as carrier_unreachable). Before the first answer of a
+  freshly started PBX the status is unknown, which is not "down";
 - the calls: the last FAILURE_STREAK outbound calls that reached the
   trunk all failed on the carrier's side (outcomes carrier_rejected, e.g.
   SIP 503, or carrier_unreachable, SIP 408 after timer B), the latest
@@ -43,8 +44,8 @@ HOLD = dt.timedelta(minutes=2)
 LOOK_BACK = dt.timedelta(hours=1)
 # progressive dial, paused, asks again this often
 PAUSE_POLL_SECONDS = 15
-# the device state of a trunk whose qualify gets no answer
-PBX_UNAVAILABLE = "UNAVAILABLE"
+# the contact status of a trunk whose qualify gets no answer
+PBX_UNAVAILABLE = "Unreachable"
 
 
 class TrunkState(StrEnum):
@@ -60,7 +61,7 @@ class TrunkStatus:
     failures: int = 0                    # trunk calls in a row the carrier failed
     sip_code: int | None = None          # the latest of them's SIP response
     since: dt.datetime | None = None     # the first of them ended (UTC)
-    pbx_state: str | None = None         # the trunk's device state (None: not known)
+    pbx_state: str | None = None         # the trunk's contact status (None: not known)
 
     @property
     def down(self) -> bool:
@@ -81,8 +82,8 @@ def _trunk_calls(session: Session, settings: Settings, now: dt.datetime):
 
 def status(session: Session, settings: Settings, pbx_state: str | None,
            now: dt.datetime | None = None) -> TrunkStatus:
-    """The trunk's status now; `pbx_state` is its device state as the AMI
-    bridge last read it (khhf.health.trunk_device_state; None: unknown)."""
+    """The trunk's status now; `pbx_state` is its contact status as the AMI
+    bridge last heard it (khhf.health.trunk_contact_status; None: unknown)."""
     now = now or utcnow()
     failures = 0
     recent = _trunk_calls(session, settings, now)

@@ -107,7 +107,7 @@ class _Stack:
             self.invites |= {m.header("Call-ID") for m in self.carrier.received("INVITE")}
 
     def pbx_trunk_state(self) -> str | None:
-        return health.trunk_device_state(self.settings)
+        return health.trunk_contact_status(self.settings)
 
     def wait_pbx_trunk(self, down: bool, timeout: float = 60) -> None:
         """Wait until the PBX's qualify (through the bridge's heartbeat) says so."""
