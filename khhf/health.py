@@ -48,6 +48,7 @@ from khhf import db, migrations
 from khhf.config import Settings
 from khhf.daemon import run_dir
 from khhf.models import SmsMessage, SmsStatus
+from khhf.services import trunk
 
 DAEMONS = ("agi", "bridge", "web", "smsgw", "jobs")
 # a heartbeat this many intervals old is stale: the daemon is not working
@@ -233,7 +234,6 @@ def trunk_contact_status(settings: Settings) -> str | None:
 
 def check_trunk(settings: Settings, engine: Engine) -> Check:
     """The carrier trunk up, as the PBX's qualify and the last calls say."""
-    from khhf.services import trunk  # the domain's rule; health is read by it too
     pbx_state = trunk_contact_status(settings)
     with db.session_factory(engine)() as session:
         found = trunk.status(session, settings, pbx_state)
@@ -250,8 +250,8 @@ def check_trunk(settings: Settings, engine: Engine) -> Check:
         else "the carrier refuses calls"
     return Check("trunk", False, f"down{since}: {what}; {detail}",
                  "calls to customers fail and progressive dial is paused: call the carrier; "
-                 f"check the trunk's address ({settings.trunk_host}:{settings.trunk_port}) "
-                 "and the network; it clears by itself when the carrier answers again")
+                 "check trunk_host and trunk_port in the config and the network; it clears "
+                 "by itself when the carrier answers again")
 
 
 # -- SMS ------------------------------------------------------------------------------------
