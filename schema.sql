@@ -264,6 +264,7 @@ CREATE TABLE calls (
     hangup_cause INTEGER,
     hangup_by VARCHAR(16),
     outcome VARCHAR(24),
+    sip_code INTEGER,
     talk_seconds INTEGER,
     recording_path VARCHAR(255),
     recording_seconds REAL,

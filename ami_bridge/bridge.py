@@ -30,6 +30,7 @@ from amiclient import AmiAuthError, AmiClient, AmiError, shutting_down
 from khhf import db
 from khhf.calls import events, store
 from khhf.calls.states import FINAL_STATES, CallState, RecordingStatus
+from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import accounts, dialing
@@ -67,6 +68,11 @@ class Bridge:
         # Asterisk answered "shutting down" (`core restart|stop gracefully`): it
         # refuses new calls until it is back; the calls in progress go on
         self.pbx_shutting_down = False
+        # the trunk's contact status from the PBX's qualify (ContactStatus
+        # events: Reachable, Unreachable, ...); None until one came on this
+        # connection: unknown is not "down" (the first qualify of a freshly
+        # started PBX comes at a random moment within its interval)
+        self.trunk_contact: str | None = None
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -97,6 +103,7 @@ class Bridge:
                     backoff = 0.5
                     self.pbx_shutting_down = False  # a login succeeds only when it is not
                     self.client = client
+                    self.trunk_contact = None
                     self.connected.set()
                     log.info("AMI connected to %s:%s", s.ami_host, s.ami_port)
                     forward = asyncio.create_task(self._forward(client))
@@ -118,8 +125,12 @@ class Bridge:
 
     async def _forward(self, client: AmiClient) -> None:
         while True:
-            event = await client.events.get()
-            self.queue.put_nowait(dict(event.items()))
+            event = dict((await client.events.get()).items())
+            if event.get("Event") == "ContactStatus" and event.get("AOR") == TRUNK_ENDPOINT:
+                # the trunk's qualify result: kept for the heartbeat, not a call's event
+                self.trunk_contact = event.get("ContactStatus")
+                continue
+            self.queue.put_nowait(event)
 
     # -- the one consumer ----------------------------------------------------------
     async def _consume(self) -> None:
@@ -163,7 +174,7 @@ class Bridge:
     async def health_state(self) -> dict:
         """The bridge's heartbeat state: logged in to the AMI, whether Asterisk
         is shutting down, how far behind Asterisk the stored events are, the
-        desk phones registered."""
+        desk phones registered, the trunk's contact status."""
         since = self._applying_since
         return {"ami": self.client is not None,
                 "pbx_shutting_down": self.pbx_shutting_down,
@@ -171,7 +182,8 @@ class Bridge:
                 "queued": self.queue.qsize(),
                 "last_event_at": None if self.last_event_at is None else
                 _iso(self.last_event_at),
-                "desk_phones": await self.desk_phones()}
+                "desk_phones": await self.desk_phones(),
+                "trunk": self.trunk_contact if self.client is not None else None}
 
     async def desk_phones(self) -> list[int] | None:
         """[registered, rendered] desk phones: Asterisk's device state of each

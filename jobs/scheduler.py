@@ -16,6 +16,16 @@ One daemon per database: APScheduler 3 does not share a job store
 between running schedulers (a second one would run stored jobs too; the
 data stays right, as below, but it logs errors).
 
+Killed (SIGKILL) at any moment, the daemon leaves nothing half done, and
+started again it finishes the work once (drill 6, simkit/drills/jobs.py):
+a round is one transaction (its row, its tasks, their assignment, the
+audit entry), so a kill before the commit leaves no trace of it, and the
+restarted sync stores its job again (APScheduler removed the stored job as
+it started it) and runs it at once; the SMS prompts are queued in
+transactions of PROMPT_BATCH, each prompt row unique per call, so a kill
+mid-burst leaves whole batches queued and the next sweep queues the rest;
+the gateway (smsgw), not this daemon, sends them, each once.
+
 A round is never made twice: the job's id names the campaign and round
 (`campaign-7-round-3`, one stored job per round), and the job itself is
 idempotent (khhf.services.campaigns.create_round writes the round's
@@ -98,6 +108,10 @@ def make_round(campaign_id: int, seq: int) -> int:
     """The stored job: make every due round of the campaign (so round `seq`
     and any missed before it); returns the tasks made."""
     today = local_time.today(_timezone)
+    # said before the work, so a log cut short by a kill shows what was in
+    # hand: the round's transaction then never committed, and the restarted
+    # daemon makes it whole (see the module doc)
+    log.info("campaign %s: round %s due; making it", campaign_id, seq)
     with db.unit_of_work(_sessions) as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None or campaign.status != "active":

@@ -50,6 +50,15 @@ class Settings:
     # the carrier trunk: identified by its IP address
     trunk_host: str = "127.0.0.2"
     trunk_port: int = 5060
+    # how long the PBX waits for the carrier's first answer to a call (SIP
+    # timer B = 64 x T1): silence for this long ends the dial as "carrier
+    # unreachable" instead of the RFC's 32 s (khhf/services/trunk.py)
+    trunk_response_seconds: int = 8
+    # every this many seconds the PBX asks the trunk whether it is there
+    # (SIP OPTIONS, "qualify"); a trunk that stops answering is shown down
+    # and is not dialed until it answers again. 0: never ask (a carrier
+    # that ignores OPTIONS); then only failing calls show the line down
+    trunk_qualify_seconds: int = 30
     # FastAGI service the dialplan asks for hotline routing
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573

@@ -23,7 +23,9 @@ states) and, when not ok, what to do. What they look at:
 - the jobs daemon's last run of each job (from its heartbeat): red when a
   job failed JOB_FAILURES_RED runs in a row;
 - the database: reachable, with KHHF's tables, at head (database_at_head);
-- free disk for recordings (recordings_min_free_mb).
+- free disk for recordings (recordings_min_free_mb);
+- the carrier trunk (khhf.services.trunk): the PBX's qualify of it, from
+  the bridge's heartbeat, and the last calls through it.
 
 No check writes, and none reads more than a few rows: /healthz is public.
 """
@@ -46,6 +48,7 @@ from khhf import db, migrations
 from khhf.config import Settings
 from khhf.daemon import run_dir
 from khhf.models import SmsMessage, SmsStatus
+from khhf.services import trunk
 
 DAEMONS = ("agi", "bridge", "web", "smsgw", "jobs")
 # a heartbeat this many intervals old is stale: the daemon is not working
@@ -229,6 +232,34 @@ def check_bridge_lag(settings: Settings) -> Check:
     return Check("bridge_lag", True, detail)
 
 
+def trunk_contact_status(settings: Settings) -> str | None:
+    """The trunk's contact status (qualify) as the working bridge last heard it (None: unknown)."""
+    state = live_state(settings, "bridge") or {}
+    return state.get("trunk") if state.get("ami") else None
+
+
+def check_trunk(settings: Settings, engine: Engine) -> Check:
+    """The carrier trunk up, as the PBX's qualify and the last calls say."""
+    pbx_state = trunk_contact_status(settings)
+    with db.session_factory(engine)() as session:
+        found = trunk.status(session, settings, pbx_state)
+    asked = "not asked (trunk_qualify_seconds = 0)" if settings.trunk_qualify_seconds <= 0 \
+        else "unknown" if pbx_state is None else \
+        "no answer" if found.pbx_says_down else "answers"
+    detail = f"OPTIONS: {asked}; last calls failed by the carrier in a row: {found.failures}"
+    if found.sip_code:
+        detail += f" (last SIP {found.sip_code})"
+    if not found.down:
+        return Check("trunk", True, f"up; {detail}")
+    since = f" since {settings.local(found.since):%H:%M:%S}" if found.since else ""
+    what = "the carrier does not answer" if found.state == trunk.TrunkState.UNREACHABLE \
+        else "the carrier refuses calls"
+    return Check("trunk", False, f"down{since}: {what}; {detail}",
+                 "calls to customers fail and progressive dial is paused: call the carrier; "
+                 "check trunk_host and trunk_port in the config and the network; it clears "
+                 "by itself when the carrier answers again")
+
+
 # -- SMS ------------------------------------------------------------------------------------
 def check_sms_outbox(engine: Engine) -> Check:
     """Outbound messages waiting (queued) and those whose fate is unknown."""
@@ -364,17 +395,21 @@ def gather(settings: Settings, engine: Engine, serving: str | None = None) -> li
     checks = [check_daemon(settings, name, serving=name == serving) for name in DAEMONS]
     checks += [check_pbx(settings), check_bridge_lag(settings)]
     database = check_database(engine)
-    if database.ok:
-        try:
-            checks.append(check_sms_outbox(engine))
-        except SQLAlchemyError as exc:
-            checks.append(Check("sms_outbox", False, f"not read ({type(exc).__name__})",
-                                "see the database check"))
-    else:
-        checks.append(Check("sms_outbox", False, "unknown: the database is not reachable",
-                            "see the database check"))
+    checks.append(_reading(database, "sms_outbox", lambda: check_sms_outbox(engine)))
+    checks.append(_reading(database, "trunk", lambda: check_trunk(settings, engine)))
     checks += [check_smsc(settings), check_job_runs(settings), database, check_disk(settings)]
     return checks
+
+
+def _reading(database: Check, name: str, check) -> Check:
+    """Check `name`, which reads the database, unless the database check failed."""
+    if not database.ok:
+        return Check(name, False, "unknown: the database is not reachable",
+                     "see the database check")
+    try:
+        return check()
+    except SQLAlchemyError as exc:
+        return Check(name, False, f"not read ({type(exc).__name__})", "see the database check")
 
 
 def report(checks: list[Check]) -> dict[str, object]:

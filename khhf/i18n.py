@@ -30,7 +30,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 from khhf import audit, local_time
-from khhf.calls.states import CallOutcome, CallState, RecordingStatus, colleague_extension
+from khhf.calls.states import CARRIER_OUTCOMES, CallOutcome, CallState, RecordingStatus, colleague_extension
 from khhf.models import NumberState, SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookStatus
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
@@ -324,6 +324,8 @@ CALL_OUTCOME_LABELS = {
     CallOutcome.EMPTY_NUMBER: lazy_gettext("Number does not exist"),
     CallOutcome.UNREACHABLE: lazy_gettext("Unreachable"),
     CallOutcome.MANAGER_ABANDONED: lazy_gettext("You hung up before the customer answered"),
+    CallOutcome.CARRIER_REJECTED: lazy_gettext("Trunk failure: the carrier refused the call"),
+    CallOutcome.CARRIER_UNREACHABLE: lazy_gettext("Trunk failure: the carrier does not answer"),
     CallOutcome.MANAGER_NO_ANSWER: lazy_gettext("Your desk phone did not answer"),
     CallOutcome.MANAGER_BUSY: lazy_gettext("Your desk phone was busy"),
     CallOutcome.MANAGER_UNAVAILABLE: lazy_gettext("Your desk phone is not reachable"),
@@ -455,7 +457,10 @@ def call_outcome(call, desk_names: dict[str, str] | None = None) -> str:
                            extension=extension)
         return gettext("Answered by a colleague (extension %(extension)s)",
                        extension=extension)
-    return label(CALL_OUTCOME_LABELS, call.outcome or call.state)
+    text = label(CALL_OUTCOME_LABELS, call.outcome or call.state)
+    if call.outcome in CARRIER_OUTCOMES and getattr(call, "sip_code", None):
+        text = gettext("%(what)s (SIP response %(code)s)", what=text, code=call.sip_code)
+    return text
 
 
 def group_extension(call) -> str | None:

@@ -447,6 +447,8 @@ class Call(Base):
     hangup_cause: Mapped[int | None] = mapped_column(Integer)
     hangup_by: Mapped[str | None] = mapped_column(String(16))
     outcome: Mapped[str | None] = mapped_column(String(24))
+    # the customer leg's final SIP response, when the customer was dialed
+    sip_code: Mapped[int | None] = mapped_column(Integer)
     talk_seconds: Mapped[int | None] = mapped_column(Integer)
     recording_path: Mapped[str | None] = mapped_column(String(255))
     recording_seconds: Mapped[float | None] = mapped_column(REAL)

@@ -93,8 +93,14 @@ def run(settings, result, talk_seconds: int = 20) -> int:
         signal.signal(sig, lambda *_: stop.update(now=True))
     supervisor = Supervisor()
     try:
-        pbx_child = supervisor.add(_pbx_child(settings, extensions))
         workdir = settings.home / "demo-phones"
+        # the carrier first: the PBX asks the trunk at once (qualify), and a
+        # trunk found unreachable stays so until its next ask
+        # (trunk_qualify_seconds), refusing calls meanwhile
+        supervisor.add(_sipp_child("carrier", lambda: Sipp(
+            "answer_hangup.xml", workdir, local_ip=settings.trunk_host, port=settings.trunk_port,
+            duration_ms=talk_seconds * 1000, calls=None, run_limit=None)))
+        pbx_child = supervisor.add(_pbx_child(settings, extensions))
         phones = [supervisor.add(_desk_phone_child(settings, ext, workdir, talk_seconds))
                   for ext in extensions]
 
@@ -103,9 +109,6 @@ def run(settings, result, talk_seconds: int = 20) -> int:
             for phone in phones:
                 supervisor.restart(phone, "to register with the restarted PBX")
         pbx_child.on_restart.append(register_again)
-        supervisor.add(_sipp_child("carrier", lambda: Sipp(
-            "answer_hangup.xml", workdir, local_ip=settings.trunk_host, port=settings.trunk_port,
-            duration_ms=talk_seconds * 1000, calls=None, run_limit=None)))
         modules = ["ami_bridge", "webui"]
         if importlib.util.find_spec("agi.__main__") is not None:
             modules.insert(1, "agi")

@@ -60,6 +60,15 @@ def phone_password(settings: Settings, extension: str) -> str:
     return hmac.new(secret, f"desk:{extension}".encode(), hashlib.sha256).hexdigest()[:20]
 
 
+def sip_timers(settings: Settings) -> dict[str, int]:
+    """PJSIP's T1 and timer B in ms from trunk_response_seconds: Asterisk
+    raises timer B to 64 x T1 when set lower, so T1 is chosen for it (at
+    least 100 ms: below that retransmissions would flood a slow link)."""
+    b_ms = max(1, settings.trunk_response_seconds) * 1000
+    t1_ms = max(100, min(500, b_ms // 64))
+    return {"SIP_TIMER_RETRANSMIT_MS": t1_ms, "SIP_TIMER_TIMEOUT_MS": max(b_ms, 64 * t1_ms)}
+
+
 def debian_mirror() -> str:
     """The Debian archive URI this machine's apt already uses."""
     candidates = sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]
@@ -380,6 +389,8 @@ class Pbx:
             "AMI_USER": s.ami_user, "AMI_SECRET": s.require("ami_secret"),
             "RTP_START": s.rtp_start, "RTP_END": s.rtp_end,
             "TRUNK_HOST": s.trunk_host, "TRUNK_PORT": s.trunk_port, "TRUNK": TRUNK_ENDPOINT,
+            "TRUNK_QUALIFY_SECONDS": max(0, s.trunk_qualify_seconds),
+            **sip_timers(s),
             "AGI_HOST": s.agi_host, "AGI_PORT": s.agi_port, "AGI_KEY": agi_key(s),
             **numbering.dialplan_tokens(),
             "DESK_EXTENSION_PATTERN": numbering.DESK_EXTENSION_DIALPLAN,

@@ -24,7 +24,10 @@ class PbxHarness:
     """A real Asterisk on free loopback ports, plus SIPp parties around it."""
 
     def __init__(self, workdir: Path, name: str | None = None,
-                 desk_extensions=("8001", "8002", "8003")):
+                 desk_extensions=("8001", "8002", "8003"), **overrides):
+        """`overrides`: settings for this PBX (e.g. trunk_qualify_seconds=2).
+        The trunk is not qualified unless asked: the tests' SIPp carriers
+        count an OPTIONS as one of their calls (-m)."""
         # unique per process: two test sessions on one machine must not share a mount
         name = name or f"test{os.getpid()}"
         self.workdir = Path(workdir)
@@ -36,6 +39,7 @@ class PbxHarness:
             rtp_start=rtp, rtp_end=rtp + 199,
             trunk_host="127.0.0.2", trunk_port=free_port("127.0.0.2"),
             asterisk_root=os.environ.get("KHHF_ASTERISK_ROOT", config.Settings.asterisk_root),
+            **{"trunk_qualify_seconds": 0, **overrides},
         )
         self.pbx = pbx.Pbx(self.settings, list(desk_extensions))
         self.parties: list[Sipp] = []

@@ -250,3 +250,23 @@ class SmscProcess:
         if not self.log_path.exists():
             return []
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+
+    def texts(self) -> dict[str, list[str]]:
+        """The messages the SMSC accepted, per recipient, in order, long ones
+        joined by their UDH (concatenation reference and count)."""
+        from smsgw import encoding
+        parts: dict[tuple[str, int], list] = {}
+        texts: dict[str, list[str]] = {}
+        for got in self.received():
+            sm = bytes.fromhex(got["sm"])
+            piece = (got["data_coding"], got["esm_class"], sm)
+            if got["esm_class"] & encoding.ESM_CLASS_UDHI:
+                key, total = (got["to"], sm[3]), sm[4]
+                parts.setdefault(key, []).append(piece)
+                if len(parts[key]) < total:
+                    continue
+                piece_list = parts.pop(key)
+            else:
+                piece_list = [piece]
+            texts.setdefault(got["to"], []).append(encoding.join(piece_list))
+        return texts

@@ -81,6 +81,21 @@ def test_outcomes_table():
           LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(2), CUSTOMER, cause=19),
           LegEvent("dial_result", at(2), dial_status="NOANSWER", sip_code=480),
           LegEvent("hangup", at(2), MANAGER, cause=19)], "ended", "unreachable"),
+        # the carrier trunk failing (drill 4): the customer never rang
+        ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+          LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(1.2), CUSTOMER, cause=34),
+          LegEvent("dial_result", at(1.2), dial_status="CONGESTION", sip_code=503),
+          LegEvent("hangup", at(1.3), MANAGER, cause=34)], "failed", "carrier_rejected"),
+        # ... silent until SIP timer B: no response at all, Asterisk says cause 18
+        ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+          LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(9), CUSTOMER, cause=18),
+          LegEvent("dial_result", at(9), dial_status="CHANUNAVAIL"),
+          LegEvent("hangup", at(9), MANAGER, cause=18)], "failed", "carrier_unreachable"),
+        # ... known down by the PBX's qualify: no INVITE sent, cause 3
+        ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+          LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(1), CUSTOMER, cause=3),
+          LegEvent("dial_result", at(1), dial_status="CHANUNAVAIL"),
+          LegEvent("hangup", at(1), MANAGER, cause=3)], "failed", "carrier_unreachable"),
         ([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
           LegEvent("start", at(1), CUSTOMER), LegEvent("hangup", at(40), CUSTOMER, cause=19),
           LegEvent("dial_result", at(40), dial_status="NOANSWER"),

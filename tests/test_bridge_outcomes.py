@@ -59,7 +59,8 @@ def test_manager_does_not_answer(env, pbx_harness):
     (486, "Busy Here", "busy", 17),
     (404, "Not Found", "empty_number", 1),
     (480, "Temporarily Unavailable", "unreachable", None),
-    (503, "Service Unavailable", "unreachable", None),
+    # the carrier's own refusal: the customer never rang, the task is not charged
+    (503, "Service Unavailable", "carrier_rejected", 34),
 ])
 def test_customer_not_reached(env, pbx_harness, code, reason, outcome, cause):
     desk = pbx_harness.desk_phone("8001")
@@ -68,11 +69,13 @@ def test_customer_not_reached(env, pbx_harness, code, reason, outcome, cause):
     assert customer.wait(30) == 0, customer.trace_summary()
     assert desk.wait(30) == 0
     call = env.wait_final(call_id)
-    assert (call.state, call.outcome) == ("ended", outcome)
+    carrier = outcome.startswith("carrier_")
+    assert (call.state, call.outcome, call.sip_code) == ("failed" if carrier else "ended",
+                                                         outcome, code)
     if cause is not None:
         assert call.hangup_cause == cause
     assert call.answer_at is None and call.talk_seconds is None and call.recording_path is None
-    assert call.task_snapshot == ("not_reached", 1)
+    assert call.task_snapshot == (("pending", 0) if carrier else ("not_reached", 1))
 
 
 def test_customer_does_not_answer(env, pbx_harness):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections import defaultdict
 
 import pytest
 from sqlalchemy import func, select
@@ -18,7 +17,6 @@ from khhf.models import Feedback, ResultCode, SmsMessage, Task
 from simkit import factories
 from simkit.bridge_env import BridgeEnv
 from simkit.smsc import SmscProcess
-from smsgw import encoding
 from tests.test_smsgw import wait_for
 
 pytestmark = pytest.mark.pbx
@@ -55,21 +53,7 @@ class Loop:
 
     def texts_to(self, mobile: str) -> list[str]:
         """The messages the SMSC accepted for `mobile`, long ones joined by their UDH."""
-        parts: dict[int, list] = defaultdict(list)
-        texts, order = [], []
-        for got in self.smsc.received():
-            if got["to"] != mobile:
-                continue
-            sm = bytes.fromhex(got["sm"])
-            if got["esm_class"] & encoding.ESM_CLASS_UDHI:
-                ref, total = sm[3], sm[4]
-                parts[ref].append((got["data_coding"], got["esm_class"], sm))
-                if len(parts[ref]) == total:
-                    order.append(encoding.join(parts.pop(ref)))
-            else:
-                order.append(encoding.join([(got["data_coding"], got["esm_class"], sm)]))
-        texts.extend(order)
-        return texts
+        return self.smsc.texts().get(mobile, [])
 
     def call_answered(self, phone: str, task_type: str | None = None) -> int:
         """A click-to-dial that the customer answers and ends after 1 s."""

@@ -19,6 +19,7 @@ from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import ConfigError
 from khhf.models import Call, Task
 from khhf.services import ValidationError, dialing
+from webui import trunk
 from webui.access import allow, client_ip, load
 from webui.db import writing
 from webui.forms import problem_text
@@ -96,7 +97,8 @@ def dial(task_id):
     try:
         with writing() as w:
             call = dialing.request_call(w.session, settings(), current_user, task_id,
-                                        ip=client_ip(), live=live, device=device)
+                                        ip=client_ip(), live=live, device=device,
+                                        trunk=trunk.status())
     except ValidationError as error:
         return _answer(False, " ".join(map(problem_text, error.problems)), 409)
     try:

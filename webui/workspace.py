@@ -24,6 +24,8 @@ from wtforms.validators import Optional
 
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.services import campaigns, dialing, results, tasks, workspace
+from khhf.services.trunk import PAUSE_POLL_SECONDS
+from webui import trunk
 from webui.access import allow, client_ip, load
 from webui.calls import progress_label
 from webui.db import get_db, writing
@@ -31,6 +33,8 @@ from webui.forms import DutyForm, _int_or_none
 from webui.i18n import TASK_STATUS_LABELS, group_extension, task_type_name, zone_name
 
 bp = Blueprint("workspace", __name__, url_prefix="/manager")
+# the notice manager/_trunk.html shows on the desk and phone pages
+bp.add_app_template_global(trunk.notice, "trunk_notice")
 
 TAB_LABELS = {
     "todo": _l("Not called yet"),
@@ -207,6 +211,10 @@ def next_task():
         return jsonify(task=None, reason="window", message=gettext(
             "Progressive dial stopped: calls are only placed between %(window)s "
             "(%(zone)s).", window=settings().calling_window, zone=zone_name(settings().timezone)))
+    if trunk.status().down:
+        # a dead line must not burn through the list: wait, ask again
+        return jsonify(task=None, reason="trunk", retry_seconds=PAUSE_POLL_SECONDS,
+                       message=trunk.notice())
     task = workspace.next_due(get_db(), manager.id, now)
     if task is None:
         return jsonify(task=None, reason="end", message=gettext(

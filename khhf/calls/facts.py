@@ -13,12 +13,13 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
-from .states import CallOutcome, CallState
+from .states import CARRIER_OUTCOMES, CallOutcome, CallState
 
 MANAGER, CUSTOMER = "manager", "customer"
 
 # Q.850 causes (Asterisk's AST_CAUSE_*) we tell apart
 CAUSE_UNALLOCATED = 1       # SIP 404: empty number (空号)
+CAUSE_NO_ROUTE = 3          # the PBX had no way to the trunk (its contact unreachable)
 CAUSE_NORMAL = 16
 CAUSE_BUSY = 17             # SIP 486
 CAUSE_NO_USER_RESPONSE = 18
@@ -115,17 +116,51 @@ def is_lost(f: CallFacts) -> bool:
     return f.lost_at is not None and f.end_at is None
 
 
+def response_code(f: CallFacts) -> int | None:
+    """The customer leg's final SIP response: the one received, or 408 when
+    none came before SIP timer B fired (RFC 3261 8.1.3.1: the caller treats
+    the timeout as 408; Asterisk then reports CHANUNAVAIL, Q.850 cause 18,
+    and no SIP response)."""
+    if f.sip_code is not None:
+        return f.sip_code
+    if f.dial_status == "CHANUNAVAIL" and f.hangup_cause.get(CUSTOMER) == CAUSE_NO_USER_RESPONSE:
+        return 408
+    return None
+
+
+def carrier_outcome(f: CallFacts) -> CallOutcome | None:
+    """The trunk failed the dial, not the customer's phone: None when it did not.
+
+    A 5xx is the carrier's own refusal (503 Service Unavailable, an
+    overloaded or broken carrier); 408 is no answer at all, within SIP
+    timer B (khhf.config trunk_response_seconds; the carrier's own 408 says
+    the same); CHANUNAVAIL with no SIP response, or Q.850 cause 3, is
+    PJSIP refusing to send to a trunk its qualify found unreachable."""
+    if CUSTOMER in f.answer_at:
+        return None
+    code = response_code(f)
+    if code is not None and 500 <= code <= 599:
+        return CallOutcome.CARRIER_REJECTED
+    if code == 408 or (code is None and (f.dial_status == "CHANUNAVAIL"
+                                         or f.hangup_cause.get(CUSTOMER) == CAUSE_NO_ROUTE)):
+        return CallOutcome.CARRIER_UNREACHABLE
+    return None
+
+
 def customer_outcome(f: CallFacts) -> CallOutcome:
     """The outcome of a call on which the customer was dialed."""
     if CUSTOMER in f.answer_at:
         return CallOutcome.ANSWERED
+    carrier = carrier_outcome(f)
+    if carrier is not None:
+        return carrier
     cause = f.hangup_cause.get(CUSTOMER)
     code, status = f.sip_code, f.dial_status
     if code in (486, 600) or status == "BUSY" or cause == CAUSE_BUSY:
         return CallOutcome.BUSY
     if code in (404, 604) or cause == CAUSE_UNALLOCATED:
         return CallOutcome.EMPTY_NUMBER
-    if code in (480, 503) or status in ("CHANUNAVAIL", "CONGESTION") \
+    if code == 480 or status in ("CHANUNAVAIL", "CONGESTION") \
             or cause in (CAUSE_SUBSCRIBER_ABSENT, CAUSE_CONGESTION):
         return CallOutcome.UNREACHABLE
     if status == "NOANSWER":
@@ -195,7 +230,11 @@ def summarize(f: CallFacts, manager_device: str = "desk") -> dict:
         if manager_device == "mobile":
             row["outcome"] = MOBILE_OUTCOMES.get(row["outcome"], row["outcome"])
         row["end_at"] = f.end_at
-        state = CallState.ENDED if dialed else CallState.FAILED
+        # the carrier failing it: the customer's phone never rang
+        rang = dialed and row["outcome"] not in CARRIER_OUTCOMES
+        state = CallState.ENDED if rang else CallState.FAILED
+        if dialed:
+            row["sip_code"] = response_code(f)
         leg = CUSTOMER if dialed else MANAGER
         row["hangup_cause"] = f.hangup_cause.get(leg, f.hangup_cause.get(MANAGER))
         if CUSTOMER in f.answer_at:

@@ -36,6 +36,11 @@ class CallOutcome(StrEnum):
     EMPTY_NUMBER = "empty_number"          # 空号: SIP 404
     UNREACHABLE = "unreachable"
     MANAGER_ABANDONED = "manager_abandoned"
+    # the carrier trunk failed the dial, not the customer's phone (state
+    # failed: the customer's phone never rang); calls.sip_code says how
+    CARRIER_REJECTED = "carrier_rejected"        # SIP 5xx, e.g. 503 Service Unavailable
+    CARRIER_UNREACHABLE = "carrier_unreachable"  # no answer at all (408), or the PBX
+                                                 # knows the trunk is down (qualify)
     # the call never got past the manager's desk phone (state failed)
     NOT_PLACED = "not_placed"              # the PBX never took the call
     MANAGER_UNAVAILABLE = "manager_unavailable"
@@ -72,6 +77,11 @@ DESK_SIDE_OUTCOMES = frozenset({
     CallOutcome.NOT_PLACED, CallOutcome.MANAGER_UNAVAILABLE, CallOutcome.MANAGER_BUSY,
     CallOutcome.MANAGER_NO_ANSWER, CallOutcome.MANAGER_HUNG_UP,
     CallOutcome.MOBILE_UNREACHABLE, CallOutcome.MOBILE_BUSY, CallOutcome.MOBILE_NO_ANSWER})
+
+
+# outcomes of calls the carrier trunk failed: not an attempt on the task
+# either, and what khhf.services.trunk counts to tell that the line is down
+CARRIER_OUTCOMES = frozenset({CallOutcome.CARRIER_REJECTED, CallOutcome.CARRIER_UNREACHABLE})
 
 
 def answered_by_colleague(extension: str) -> str:

@@ -33,7 +33,7 @@ from .facts import CallFacts, LegEvent, reduce, summarize
 from .states import FINAL_STATES, RECORDING_TOLERANCE_S, RecordingStatus
 
 # the call row's columns that its events alone decide (facts.summarize)
-DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause",
+DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause", "sip_code",
            "talk_seconds", "hangup_by")
 INSERT_CHUNK = 100  # rows per INSERT: 8 columns each, under SQLite's variable limit
 # the header MixMonitor's WAV files (and Python's) start with: the audio follows it

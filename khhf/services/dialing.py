@@ -22,6 +22,7 @@ from khhf.models import Call, County, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
 
 from . import N_, Problems, number_pool, tasks, validated
+from .trunk import TrunkStatus
 
 # A requested call has no channel yet for this long (the bridge originates it
 # within the same web request): an open row younger than this is a call being
@@ -85,7 +86,7 @@ def default_device(manager: Manager) -> str:
 
 def request_call(session: Session, settings: Settings, user: User, task_id: int, ip: str = "",
                  now: dt.datetime | None = None, live: LiveCalls | None = None,
-                 device: str | None = None) -> Call:
+                 device: str | None = None, trunk: TrunkStatus | None = None) -> Call:
     """Validate a dial request by `user` for task `task_id`; add the call row.
 
     `live` is what the PBX has channels for now (khhf.bridge_client.live);
@@ -128,6 +129,9 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
         problems.add("time", N_("Calls are only placed between %(window)s (%(zone)s): "
                                 "book a call-back instead."), window=settings.calling_window,
                      zone=settings.timezone)
+    if trunk is not None and trunk.pbx_says_down:
+        problems.add("trunk", N_("Trunk failure: the carrier's line does not answer, so the "
+                                 "call cannot go out now; try again when the line is back."))
     if on_a_call(session, manager, live, now):
         problems.add("manager", N_("You are already on a call: hang up before dialing the next."))
     # the number the customer sees, chosen from the county's pool (last: it

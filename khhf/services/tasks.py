@@ -27,7 +27,13 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from khhf.calls.states import DESK_SIDE_OUTCOMES, FINAL_STATES, CallOutcome, CallState
+from khhf.calls.states import (
+    CARRIER_OUTCOMES,
+    DESK_SIDE_OUTCOMES,
+    FINAL_STATES,
+    CallOutcome,
+    CallState,
+)
 from khhf.models import Call, ResultCode, Task, TaskStatus, utcnow
 
 # short names for the table below (elsewhere: TaskStatus.PENDING, ...)
@@ -110,7 +116,9 @@ def _status_after(call: Call) -> TaskStatus | None:
     if call.outcome == CallOutcome.ANSWERED or (call.outcome == CallOutcome.LOST
                                                  and call.answer_at):
         return CONNECTED
-    if call.outcome in DESK_SIDE_OUTCOMES or call.outcome == CallOutcome.LOST:
+    # the customer never rang (our side, or the carrier's): not an attempt
+    if call.outcome in DESK_SIDE_OUTCOMES or call.outcome in CARRIER_OUTCOMES \
+            or call.outcome == CallOutcome.LOST:
         return None
     return NOT_REACHED
 

@@ -2,7 +2,10 @@
 // follow the call live by polling GET /calls/<id> (about once a second, until
 // it ends), remind of due call-backs, and progressive dial (自动连拨): after a
 // result is filed, the next due task is dialed after a pause the manager can
-// cancel. No inline script anywhere: settings come from #workspace's data-*.
+// cancel. While the carrier trunk is down the server answers reason "trunk":
+// progressive dial waits and asks again (it never dials into a dead line) and
+// goes on by itself when the line is back. No inline script anywhere:
+// settings come from #workspace's data-*.
 (function () {
   "use strict";
   var root = document.getElementById("workspace");
@@ -127,14 +130,22 @@
 
   // -- progressive dial: the pause before the next call ------------------------------
   var countdown = null;
+  var paused = null;  // waiting for the trunk to come back
   var statusBox = document.getElementById("autodial-status");
   function cancelCountdown() {
     if (countdown) { window.clearInterval(countdown); countdown = null; }
+    if (paused) { window.clearTimeout(paused); paused = null; }
     if (statusBox) { statusBox.classList.add("d-none"); }
   }
 
   function dialNext() {
     getJson(cfg.nextUrl).then(function (next) {
+      if (!next.task && next.reason === "trunk") {
+        show(next.message, "danger");
+        paused = window.setTimeout(function () { paused = null; if (autodialOn()) { dialNext(); } },
+                                   1000 * next.retry_seconds);
+        return;
+      }
       if (!next.task) {
         show(next.message, "secondary");
         setAutodial(false);
