@@ -38,6 +38,8 @@ from khhf.services import accounts, dialing
 from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)
+# the trunk qualify result the bridge reads besides the call events (manager.conf)
+TRUNK_STATUS_EVENT = "ContactStatus"
 BATCH = 500
 APPLY_ATTEMPTS = 5  # a batch that fails (e.g. the database is busy) is retried
 # a call still 'requested' this long after the manager's ring time was never placed
@@ -126,7 +128,7 @@ class Bridge:
     async def _forward(self, client: AmiClient) -> None:
         while True:
             event = dict((await client.events.get()).items())
-            if event.get("Event") == "ContactStatus" and event.get("AOR") == TRUNK_ENDPOINT:
+            if event.get("Event") == TRUNK_STATUS_EVENT and event.get("AOR") == TRUNK_ENDPOINT:
                 # the trunk's qualify result: kept for the heartbeat, not a call's event
                 self.trunk_contact = event.get("ContactStatus")
                 continue

@@ -125,7 +125,8 @@ def test_manager_conf_asks_for_exactly_the_events_the_bridge_reads():
     import re
     conf = (Path(__file__).parent.parent / "asterisk" / "manager.conf").read_text()
     [pattern] = re.findall(r"^eventfilter = Event: \(([^)]*)\)", conf, re.M)
-    assert set(pattern.split("|")) == set(events.AMI_EVENTS)
+    from ami_bridge.bridge import TRUNK_STATUS_EVENT
+    assert set(pattern.split("|")) == {*events.AMI_EVENTS, TRUNK_STATUS_EVENT}
     # and every event the normaliser understands is among them
     for name in ("Newchannel", "Newstate", "HangupRequest", "Hangup", "UserEvent",
                  "OriginateResponse"):
