@@ -244,8 +244,7 @@ class Bridge:
                 if not db.is_unavailable(exc):
                     raise
                 # the CEL offset was not moved: the next pass reads those rows again
-                log.warning("reconciling with CEL waits for the database (%s)",
-                            type(getattr(exc, "orig", exc)).__name__)
+                self._database_unavailable(exc)
                 return set()
 
     async def channel_snapshot(self) -> list[dict] | None:

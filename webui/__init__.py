@@ -163,11 +163,20 @@ def _expire_old_log_ins():
 
 
 def _error_page(error):
-    return render_template("errors.html", error=error), error.code
+    return _render_error(error, None, error.code)
 
 
 def _bad_parameter(error):
-    return render_template("errors.html", error=error, message=error.description), 400
+    return _render_error(error, error.description, 400)
+
+
+def _render_error(error, message, code: int):
+    """errors.html; while the database is unavailable (its nav loads the
+    user) the busy page instead, never a crash on top of the error."""
+    try:
+        return render_template("errors.html", error=error, message=message), code
+    except (DBAPIError, DisconnectionError) as unavailable:
+        return _database_busy(unavailable)
 
 
 def _database_busy(error):
@@ -202,4 +211,4 @@ def _database_busy(error):
 def _csrf_error(error):
     message = gettext("The form was missing its security token or it had expired. "
                            "Reload the page and submit it again.")
-    return render_template("errors.html", error=error, message=message), 400
+    return _render_error(error, message, 400)
