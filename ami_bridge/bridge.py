@@ -174,7 +174,7 @@ class Bridge:
             if self.database_down.is_set() and len(self.backlog) <= len(batch):
                 log.info("the database is back: the held AMI events are stored")
             return True
-        return True  # not reached
+        raise AssertionError("not reached")
 
     def _database_unavailable(self, exc: Exception) -> None:
         """Say once (then every minute) that events are being held."""
@@ -182,8 +182,8 @@ class Bridge:
         if not self.database_down.is_set() or now - self._down_logged > 60:
             self._down_logged = now
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0:1]
-            log.warning("the database cannot take call events (%s); holding %d events "
-                        "(%d spilled to %s) until it can", reason[0] if reason else "?",
+            log.warning("the database is unavailable (%s): call events are held until it is "
+                        "back (%d now, %d of them in %s)", reason[0] if reason else "?",
                         len(self.backlog), self.backlog.spilled, self.backlog.path)
         self.database_down.set()
 
@@ -239,13 +239,16 @@ class Bridge:
         async with self._reconcile_lock:
             live = await self.live_linkedids()
             try:
-                return await asyncio.to_thread(self.reconcile_once, None, live)
+                changed = await asyncio.to_thread(self.reconcile_once, None, live)
             except Exception as exc:
                 if not db.is_unavailable(exc):
                     raise
                 # the CEL offset was not moved: the next pass reads those rows again
                 self._database_unavailable(exc)
                 return set()
+            if not self.backlog:
+                self.database_down.clear()
+            return changed
 
     async def channel_snapshot(self) -> list[dict] | None:
         """The channels Asterisk has right now (a CoreShowChannels snapshot),

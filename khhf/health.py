@@ -313,7 +313,9 @@ def sqlite_write_locked(engine: Engine) -> bool:
     the lock (BEGIN IMMEDIATE) and gives it back at once; writes nothing."""
     raw = engine.raw_connection()
     try:
-        cur = raw.driver_connection.cursor()
+        driver = raw.driver_connection
+        assert driver is not None  # a live checkout always has one
+        cur = driver.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(PROBE_TIMEOUT * 1000)}")
         try:
             cur.execute("BEGIN IMMEDIATE")

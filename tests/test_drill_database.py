@@ -35,7 +35,8 @@ def test_backlog_spills_past_its_bound_and_keeps_the_order(tmp_path):
     assert [json.loads(x)["n"] for x in path.read_text().splitlines()] == [0, 1, 2, 3, 4]
     assert backlog.peek(2) == [{"n": 0}, {"n": 1}]
     backlog.drop()
-    # a bridge stopped now leaves the rest in the file for the next one
+    # a bridge stopped now leaves the rest in the file: the next one writes it all
+    # (the two already stored again too: harmless, events are stored once)
     backlog.spill()
     again = Backlog(path)
     seen = []

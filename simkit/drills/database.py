@@ -510,15 +510,12 @@ def _harness(harness: PbxHarness | None, workdir: Path, plan: Plan) -> Iterator[
     if harness is not None and len(desks) <= 3:
         yield harness
         return
-    import socket
-
     from pbxctl import pbx
     own = PbxHarness(workdir / "pbx", name=f"drill{os.getpid()}", desk_extensions=desks)
     span = 4 * plan.desks * 2 + 100
     rtp = free_port(span=span + 1)
     rtp += rtp % 2
-    own.settings = dataclasses.replace(own.settings, rtp_start=rtp, rtp_end=rtp + span - 1,
-                                       ami_port=free_port(kind=socket.SOCK_STREAM))
+    own.settings = dataclasses.replace(own.settings, rtp_start=rtp, rtp_end=rtp + span - 1)
     own.pbx = pbx.Pbx(own.settings, desks)
     with own:
         yield own
