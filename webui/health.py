@@ -94,11 +94,10 @@ def viewer_role() -> str | None:
     """The role of whoever asks, without reading the database when the
     user is not loaded yet (the busy page)."""
     try:
-        user = current_user._get_current_object() if current_user else None
-    except Exception:  # loading the user needs the database
-        user = None
-    if user is not None and getattr(user, "is_authenticated", False):
-        return user.role
+        if current_user.is_authenticated:
+            return current_user.role
+    except Exception:  # noqa: BLE001 - loading the user needs the database
+        pass
     return session.get(security.ROLE_KEY)
 
 

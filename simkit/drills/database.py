@@ -53,7 +53,7 @@ from khhf.models import Call, CallEvent, County, Manager
 from khhf.phones import mask_phone
 from simkit import factories
 from simkit.bridge_env import BridgeEnv
-from simkit.drills import DrillRow, account_calls
+from simkit.drills import RECORDING_TOLERANCE_S, DrillRow, account_calls, wav_seconds
 from simkit.harness import PbxHarness
 from simkit.sipp import SIPP_DIR, Sipp, free_port
 from simkit.web import csrf_token, log_in, log_in_as
@@ -162,7 +162,7 @@ class Stack:
         the customers (hanging up after the talk time)."""
         port = free_port()
         register_desks(self.harness, self.desks, port, self.workdir / "sipp")
-        limit = f"{int(self.plan.before_s + self.plan.fault_s + self.plan.after_s) + 120}s"
+        limit = f"{int(self.plan.before_s + self.plan.fault_s + self.plan.after_s) + 600}s"
         desk = self.harness.party("answer.xml", local_ip="127.0.0.1", port=port, calls=calls,
                                   run_limit=limit).start()
         carrier = self.harness.trunk("answer_hangup.xml", calls=calls, run_limit=limit,
@@ -267,12 +267,20 @@ class Clicker:
             self.tasks.append((ext, number, self.stack.env.task_for(ext, number)))
 
     def click(self, ext: str, number: str, task_id: int) -> None:
-        response = self.clients[ext].post(f"/calls/dial/{task_id}",
-                                          headers={"Accept": "application/json"})
+        """Click 呼叫 as the manager at `ext`; until the answer the manager
+        waits (clicks nothing else), then talks if the call was placed."""
+        self.busy_until[ext] = float("inf")
+        try:
+            response = self.clients[ext].post(f"/calls/dial/{task_id}",
+                                              headers={"Accept": "application/json"})
+        finally:
+            self.busy_until[ext] = time.monotonic()
         text = response.get_data(as_text=True)
         if raw_error_in(text):
             self.seen.problem(f"a click got {raw_error_in(text)!r} (HTTP {response.status_code})")
         if response.status_code == 200:
+            # ring, answer and talk, and a little more before the desk is free
+            self.busy_until[ext] = time.monotonic() + self.stack.plan.talk_s + 4
             with self.seen.lock:
                 self.seen.placed[number] = response.get_json()["call_id"]
             return
@@ -305,8 +313,7 @@ class Clicker:
         now = time.monotonic()
         for index, (ext, _number, _task) in enumerate(self.tasks):
             if self.busy_until.get(ext, 0) <= now:
-                # ring, answer and talk, and a little more before the desk is free
-                self.busy_until[ext] = now + self.stack.plan.talk_s + 4
+                self.busy_until[ext] = float("inf")  # clicking (click() says until when)
                 return self.tasks.pop(index)
         return None
 
@@ -401,25 +408,25 @@ def run_drill(name: str, engine: str, stack: Stack, fault, plan: Plan,
     bridge = stack.env.bridge
     fault.begin()
     fault_started = time.monotonic()
+    stop = threading.Event()
+    clicking = threading.Thread(target=clicker.run, args=(plan.fault_s, rate, stop))
+    # managers on a call click again too: the database refuses them first
+    forced = [threading.Thread(target=clicker.click, args=clicker.tasks.pop())
+              for _ in range(2)]
     try:
-        stop = threading.Event()
-        clicking = threading.Thread(target=clicker.run, args=(plan.fault_s, rate, stop))
-        clicking.start()
-        # managers on a call click again too: the database refuses them first
-        forced = [threading.Thread(target=clicker.click, args=clicker.tasks.pop())
-                  for _ in range(2)]
-        for thread in forced:
+        for thread in (clicking, *forced):
             thread.start()
         refused_log_in(stack, seen)
         look_as_operator(stack, seen, during=True)
         while time.monotonic() - fault_started < plan.fault_s:
             time.sleep(0.2)
-        stop.set()
-        for thread in (clicking, *forced):
-            thread.join()
         held_max = len(bridge.backlog)
     finally:
-        fault.end()
+        fault.end()  # on time: clicks still waiting for an answer get it after
+        stop.set()
+        for thread in (clicking, *forced):
+            if thread.ident is not None:  # started
+                thread.join()
     clicker.run(plan.after_s, rate)
     wait_final(stack, seen, list(seen.placed.values()), timeout=plan.talk_s + 120)
     look_as_operator(stack, seen, during=False)
@@ -481,10 +488,22 @@ def account(stack: Stack, seen: Seen, row: DrillRow, held_events_expected: bool,
              and (c.state, c.outcome, c.hangup_by) != ("ended", "answered", "customer")]
     if wrong:
         seen.problem(f"{len(wrong)} calls with the wrong outcome: {', '.join(wrong[:5])}")
-    talk = [c for c in calls if c.customer_number in seen.placed and c.talk_seconds is not None
-            and abs(c.talk_seconds - stack.plan.talk_s) > 1]
+    talk = [f"{c.id}:{c.talk_seconds}" for c in calls if c.customer_number in seen.placed
+            and c.talk_seconds is not None and abs(c.talk_seconds - stack.plan.talk_s) > 1]
     if talk:
-        seen.problem(f"{len(talk)} calls' talk time is not {stack.plan.talk_s} s ±1")
+        seen.problem(f"{len(talk)} calls' talk time is not {stack.plan.talk_s} s ±1 "
+                     f"(call:seconds {', '.join(talk[:5])})")
+    bad_audio = []
+    for c in calls:
+        if c.customer_number in seen.placed and c.answer_at and c.talk_seconds:
+            seconds = (wav_seconds(env.settings.recordings_dir / c.recording_path)
+                       if c.recording_path else None)
+            if seconds is None or abs(seconds - c.talk_seconds) > RECORDING_TOLERANCE_S:
+                bad_audio.append(f"{c.id}:{seconds if seconds is None else round(seconds, 1)}"
+                                 f"/{c.talk_seconds}")
+    if bad_audio:
+        seen.problem(f"recordings not as long as the talk (call:file/talk s) "
+                     f"{', '.join(bad_audio[:6])}")
     # a click the bridge refused leaves a closed row ("not placed"); none may stay open
     ghosts = [mask_phone(c.customer_number) for c in calls
               if c.customer_number in seen.refused and c.state not in FINAL_STATES]
