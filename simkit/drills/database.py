@@ -349,7 +349,8 @@ def look_as_operator(stack: Stack, seen: Seen, during: bool) -> None:
     if during:
         seen.operator.append(
             f"/healthz {response.status_code} after {took:.1f} s ({database['detail']}); "
-            f"`khhf status` database FAIL in {status_took:.1f} s; banner: {banner}")
+            f"`khhf status` database FAIL in {status_took:.1f} s; "
+            f"banner: {banner.split('。')[0]}。")
 
 
 def staff_banner(stack: Stack, want: bool, timeout: float = 20) -> str:
