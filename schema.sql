@@ -262,9 +262,11 @@ CREATE TABLE calls (
     recording_sha256 VARCHAR(64),
     manager_device VARCHAR(8) DEFAULT 'desk' NOT NULL,
     recording_deleted_at TIMESTAMP,
+    recording_status VARCHAR(8),
     PRIMARY KEY (id),
     CHECK (direction IN ('outbound', 'inbound')),
     CHECK (state IN ('requested', 'manager_ringing', 'manager_answered', 'customer_ringing', 'connected', 'ended', 'failed')),
+    CONSTRAINT ck_calls_recording_status CHECK (recording_status IN ('complete', 'partial', 'missing')),
     CHECK (hangup_by IN ('customer', 'manager', 'system')),
     CHECK (talk_seconds >= 0),
     CHECK (manager_device IN ('desk', 'mobile')),
@@ -609,3 +611,69 @@ CREATE TABLE report_state (
     last_feedback_id INTEGER DEFAULT '0' NOT NULL,
     PRIMARY KEY (id)
 );
+
+-- A system of the operator's (CRM, BOSS) that calls /api/v1/ with a
+-- bearer token `khhf_<token_id>_<secret>`: only SHA-256 of the token is
+-- kept (secret_hash), and the key its webhooks are signed with, an HMAC
+-- of the token (signing_key). Limited to one county; revoked at once.
+CREATE TABLE api_clients (
+    id INTEGER NOT NULL,
+    name VARCHAR(64) NOT NULL,
+    county_id INTEGER NOT NULL,
+    token_id VARCHAR(16) NOT NULL,
+    secret_hash VARCHAR(64) NOT NULL,
+    signing_key VARCHAR(64) NOT NULL,
+    operations TEXT DEFAULT '' NOT NULL,
+    allowed_addresses TEXT DEFAULT '' NOT NULL,
+    webhook_url VARCHAR(255) DEFAULT '' NOT NULL,
+    rate_per_minute INTEGER DEFAULT '600' NOT NULL,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    created_by INTEGER,
+    revoked_at TIMESTAMP,
+    PRIMARY KEY (id),
+    CHECK (rate_per_minute > 0),
+    UNIQUE (name),
+    FOREIGN KEY(county_id) REFERENCES counties (id),
+    UNIQUE (token_id),
+    FOREIGN KEY(created_by) REFERENCES users (id)
+);
+
+-- The first answer to a write sent with a client's key (Idempotency-Key):
+-- a repeat of the key gets it again, and nothing is written twice.
+CREATE TABLE api_idempotency (
+    id INTEGER NOT NULL,
+    client_id INTEGER NOT NULL,
+    "key" VARCHAR(128) NOT NULL,
+    operation VARCHAR(32) NOT NULL,
+    status_code INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE (client_id, "key"),
+    FOREIGN KEY(client_id) REFERENCES api_clients (id) ON DELETE CASCADE
+);
+CREATE INDEX ix_api_idempotency_created ON api_idempotency (created_at);
+
+-- The outbox: one event for one client, written in the transaction of
+-- the event's cause (khhf.webhooks), sent by the timed-jobs daemon until the
+-- receiver answers 2xx. event_id names the event (kind and row), so an
+-- event is never queued twice for a client, and receivers de-duplicate by it.
+CREATE TABLE webhook_deliveries (
+    id INTEGER NOT NULL,
+    client_id INTEGER NOT NULL,
+    event_id VARCHAR(64) NOT NULL,
+    kind VARCHAR(24) NOT NULL,
+    payload TEXT NOT NULL,
+    status VARCHAR(16) DEFAULT 'pending' NOT NULL,
+    attempts INTEGER DEFAULT '0' NOT NULL,
+    next_attempt_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    last_error TEXT DEFAULT '' NOT NULL,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    delivered_at TIMESTAMP,
+    PRIMARY KEY (id),
+    UNIQUE (client_id, event_id),
+    CHECK (kind IN ('result.filed', 'call.ended', 'hotline.missed', 'sms.reply')),
+    CHECK (status IN ('pending', 'delivered', 'failed')),
+    FOREIGN KEY(client_id) REFERENCES api_clients (id) ON DELETE CASCADE
+);
+CREATE INDEX ix_webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);

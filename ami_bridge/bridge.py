@@ -26,10 +26,10 @@ import time
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
 
-from amiclient import AmiAuthError, AmiClient, AmiError
+from amiclient import AmiAuthError, AmiClient, AmiError, shutting_down
 from khhf import db
 from khhf.calls import events, store
-from khhf.calls.states import FINAL_STATES, CallState
+from khhf.calls.states import FINAL_STATES, CallState, RecordingStatus
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import accounts, dialing
@@ -46,6 +46,9 @@ DOWN_RETRY_SECONDS = 1.0
 NOT_PLACED_GRACE = dt.timedelta(seconds=30)
 # an open call with no channel and no event for this long has vanished
 VANISHED_AFTER = dt.timedelta(seconds=15)
+# a recording short of its talk time is judged partial (or missing) only this
+# long after its call ended: until then MixMonitor may still be closing it
+RECORDING_SETTLE = dt.timedelta(seconds=5)
 
 
 class Bridge:
@@ -69,6 +72,9 @@ class Bridge:
         self._applying_since: float | None = None
         self.last_event_at: float | None = None
         self._reconcile_lock = asyncio.Lock()
+        # Asterisk answered "shutting down" (`core restart|stop gracefully`): it
+        # refuses new calls until it is back; the calls in progress go on
+        self.pbx_shutting_down = False
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -97,6 +103,7 @@ class Bridge:
                     log.warning("AMI not reachable, retrying in %.1f s: %s", backoff, exc)
                 else:
                     backoff = 0.5
+                    self.pbx_shutting_down = False  # a login succeeds only when it is not
                     self.client = client
                     self.connected.set()
                     log.info("AMI connected to %s:%s", s.ami_host, s.ami_port)
@@ -199,10 +206,12 @@ class Bridge:
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
-        """The bridge's heartbeat state: logged in to the AMI, how far behind
-        Asterisk the stored events are, the desk phones registered."""
+        """The bridge's heartbeat state: logged in to the AMI, whether Asterisk
+        is shutting down, how far behind Asterisk the stored events are, the
+        desk phones registered."""
         since = self._applying_since
         return {"ami": self.client is not None,
+                "pbx_shutting_down": self.pbx_shutting_down,
                 "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),
                 "queued": self.queue.qsize() + len(self.backlog),
                 "held_on_disk": self.backlog.spilled,
@@ -262,6 +271,7 @@ class Bridge:
             answer = await client.action({"Action": "CoreShowChannels"}, timeout=5)
         except (asyncio.TimeoutError, ConnectionError):
             return None
+        self.note_shutdown(answer)
         messages = answer if isinstance(answer, list) else [answer]
         if not messages or not messages[0].success:
             return None
@@ -271,6 +281,12 @@ class Bridge:
                  "seconds": _seconds(m.get("Duration", "")),
                  "application": m.get("Application", "")}
                 for m in messages if m.get("Event") == "CoreShowChannel"]
+
+    def note_shutdown(self, answer) -> bool:
+        """Note from an action's answer whether Asterisk is shutting down
+        (any action answers so then; any other answer means it is not)."""
+        self.pbx_shutting_down = shutting_down(answer)
+        return self.pbx_shutting_down
 
     async def live_channels(self) -> tuple[set[str], set[str]] | None:
         """(linkedids, PJSIP endpoints) of the channels Asterisk has right now
@@ -311,25 +327,41 @@ class Bridge:
         changed |= self.fill_recordings()
         return changed
 
-    def fill_recordings(self) -> set[int]:
-        """Size, length and checksum of finished calls' recordings. The files
-        are read outside any transaction, so hashing hundreds of them never
-        holds the database's write lock."""
+    def fill_recordings(self, now: dt.datetime | None = None) -> set[int]:
+        """Judge finished calls' recordings from their files: size, length,
+        checksum, and complete, partial or missing (never a silent half
+        file: a disk that filled mid-call leaves a short file, and the row
+        says so). A file that is not yet whole is judged again later, until
+        RECORDING_SETTLE after the call ended. The files are read outside
+        any transaction, so hashing hundreds of them never holds the
+        database's write lock."""
+        now = now or utcnow()
         with self.sessions() as session:
-            pending = session.execute(select(Call.id, Call.recording_path).where(
+            pending = session.execute(select(
+                Call.id, Call.recording_path, Call.talk_seconds, Call.end_at).where(
                 Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
-                Call.recording_sha256.is_(None))).all()
-        stats = {call_id: store.recording_stats(self.settings.recordings_dir / path)
-                 for call_id, path in pending}
-        stats = {k: v for k, v in stats.items() if v is not None}
-        if stats:
+                Call.recording_status.is_(None), Call.recording_deleted_at.is_(None))).all()
+        judged = {}
+        for call_id, path, talk_seconds, end_at in pending:
+            stats = store.recording_stats(self.settings.recordings_dir / path)
+            status = store.recording_status(talk_seconds, stats)
+            if status == RecordingStatus.COMPLETE or end_at is None \
+                    or now - end_at >= RECORDING_SETTLE:
+                judged[call_id] = (status, stats)
+        if judged:
             with db.unit_of_work(self.sessions) as session:
-                for call_id, (seconds, size, sha) in stats.items():
+                for call_id, (status, stats) in judged.items():
                     call = session.get(Call, call_id)
-                    if call.recording_path and call.recording_sha256 is None:
-                        call.recording_seconds, call.recording_bytes = seconds, size
-                        call.recording_sha256 = sha
-        return set(stats)
+                    if not call.recording_path or call.recording_status is not None:
+                        continue
+                    call.recording_status = status
+                    if stats is not None:
+                        call.recording_seconds, call.recording_bytes, call.recording_sha256 = stats
+                    if status != RecordingStatus.COMPLETE:
+                        log.warning("call %s: recording %s (%s s of %s s talk): is the "
+                                    "recordings disk full?", call_id, status,
+                                    stats[0] if stats else 0, call.talk_seconds)
+        return set(judged)
 
     def _close_vanished(self, session, live: set[str], now: dt.datetime) -> set[int]:
         """Open calls with no live channel and no event for a while: Asterisk

@@ -31,6 +31,22 @@ class AmiAuthError(AmiError):
     pass
 
 
+class AmiShuttingDown(AmiError):
+    """Asterisk is shutting down (a graceful stop or restart waits for the
+    last calls to end): it refuses every action, logins included."""
+
+
+# what Asterisk answers every action with once a shutdown has begun
+# (manager.c; `core stop|restart gracefully` waits for calls, then stops)
+SHUTTING_DOWN = "Asterisk is shutting down"
+
+
+def shutting_down(response) -> bool:
+    """Whether an action's response says Asterisk is shutting down."""
+    return (response is not None and not isinstance(response, list)
+            and response.get("Response") == "Error" and response.get("Message") == SHUTTING_DOWN)
+
+
 class _Manager(Manager):
     """panoramisk's Manager, with reconnection that can be switched off."""
 
@@ -106,6 +122,11 @@ class AmiClient:
             self.close()
             raise AmiError(f"the manager interface at {where} did not answer the login "
                            f"within {timeout:.0f} s: check that it is Asterisk's AMI port.") from None
+        if shutting_down(response):
+            self.close()
+            raise AmiShuttingDown(f"the Asterisk at {where} is shutting down (a graceful stop "
+                                  f"or restart waits for the calls in progress to end): it "
+                                  f"takes no login until it is back.")
         if response is None or not response.success:
             self.close()
             raise AmiAuthError(

@@ -31,6 +31,10 @@ ages.
 Asterisk's log files: every hour, those over their size limit are
 rotated (khhf.log_files).
 
+Webhooks: every WEBHOOK_SECONDS the due events of the outbox are sent
+(khhf.webhooks.deliver_due: signed, retried with back-off); the outbox is
+the database's, so a restarted daemon simply goes on.
+
 Each job's last run (when, and whether it raised) is kept for the
 daemon's heartbeat (khhf.health's job_runs check): `last_runs()`.
 
@@ -57,7 +61,7 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from khhf import backup, db, local_time, log_files
+from khhf import backup, db, local_time, log_files, webhooks
 from khhf.config import Settings
 from khhf.models import Campaign, utcnow
 from khhf.services import campaigns, recordings, reports, sms_feedback
@@ -70,6 +74,8 @@ PURGE_JOB = "recordings-purge"
 PURGE_AT = dt.time(3, 30)  # local: before the calling window opens
 BACKUP_JOB = "backup"
 PBX_LOGS_JOB = "pbx-logs"
+WEBHOOK_JOB = "webhooks"
+WEBHOOK_SECONDS = 2
 
 # the sessions the stored jobs use: a stored job names a function and its
 # arguments only, so the process that runs it supplies the database
@@ -117,7 +123,8 @@ class Jobs:
     next round's job of every active campaign."""
 
     def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60,
-                 settings: Settings | None = None, report_seconds: int = 300):
+                 settings: Settings | None = None, report_seconds: int = 300,
+                 webhook_seconds: float = WEBHOOK_SECONDS):
         global _sessions, _timezone
         _sessions, _timezone = db.session_factory(engine), timezone
         self.timezone = timezone
@@ -136,6 +143,7 @@ class Jobs:
         # the prompt delay, the recordings' directory and retention
         self.settings = settings
         self.report_seconds = report_seconds
+        self.webhook_seconds = webhook_seconds
         # APScheduler's shutdown holds its job-store lock while it waits for
         # running jobs, and sync needs that lock: sync and shutdown take
         # turns on this one instead
@@ -155,6 +163,9 @@ class Jobs:
         self.scheduler.add_listener(self._note_run, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.scheduler.add_job(self.refresh_reports, "interval", seconds=self.report_seconds,
                                id="reports", jobstore="memory",
+                               next_run_time=local_time.now(self.timezone))
+        self.scheduler.add_job(self.send_webhooks, "interval", seconds=self.webhook_seconds,
+                               id=WEBHOOK_JOB, jobstore="memory",
                                next_run_time=local_time.now(self.timezone))
         if self.settings is not None:
             self.scheduler.add_job(self.sms_sweep, "interval",
@@ -230,6 +241,16 @@ class Jobs:
             # the next sweep tries again; the daemon keeps running
             log.exception("the SMS prompt sweep failed")
         return made
+
+    def send_webhooks(self) -> webhooks.Sent:
+        """Send the outbox's due webhook events (see module doc)."""
+        if self._stopping:
+            return webhooks.Sent()
+        sent = webhooks.deliver_due(self.sessions, self.writer_sessions)
+        if sent.delivered or sent.failed:
+            log.info("webhooks: %s delivered, %s to retry, %s given up", sent.delivered,
+                     sent.retried, sent.failed)
+        return sent
 
     def purge_recordings(self) -> list:
         """Delete the recordings past the retention period (see module doc)."""

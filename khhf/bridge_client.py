@@ -15,6 +15,20 @@ class BridgeUnavailable(Exception):
     """The bridge could not be reached or refused; the message says why."""
 
 
+class PbxRestarting(BridgeUnavailable):
+    """The PBX is shutting down gracefully (`core restart gracefully`): the
+    calls in progress go on, no new one is placed until it is back."""
+
+
+# the bridge's answer code for it (ami_bridge.commands answers with it)
+PBX_RESTARTING = "pbx_restarting"
+
+
+def _refused(answer: dict) -> BridgeUnavailable:
+    error = answer.get("error", "refused")
+    return PbxRestarting(error) if answer.get("code") == PBX_RESTARTING else BridgeUnavailable(error)
+
+
 def send(settings: Settings, command: dict, timeout: float = 10.0) -> dict:
     request = dict(command, token=settings.require("bridge_token"))
     try:
@@ -39,7 +53,7 @@ def dial(settings: Settings, call_id: int) -> None:
     """Ask the bridge to originate call `call_id`; raise BridgeUnavailable if refused."""
     answer = send(settings, {"command": "dial", "call_id": call_id})
     if not answer.get("ok"):
-        raise BridgeUnavailable(answer.get("error", "refused"))
+        raise _refused(answer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +64,11 @@ class LiveCalls:
 
 
 def live(settings: Settings, timeout: float = 10.0) -> LiveCalls:
-    """The PBX's live channels, through the bridge; BridgeUnavailable if it cannot say."""
+    """The PBX's live channels, through the bridge; BridgeUnavailable if it
+    cannot say, PbxRestarting if the PBX is shutting down gracefully."""
     answer = send(settings, {"command": "live"}, timeout)
     if not answer.get("ok"):
-        raise BridgeUnavailable(answer.get("error", "refused"))
+        raise _refused(answer)
     return LiveCalls(frozenset(answer.get("linkedids", ())), frozenset(answer.get("endpoints", ())))
 
 
@@ -72,7 +87,7 @@ def channels(settings: Settings, timeout: float = 10.0) -> list[Channel]:
     BridgeUnavailable if it cannot say."""
     answer = send(settings, {"command": "live"}, timeout)
     if not answer.get("ok"):
-        raise BridgeUnavailable(answer.get("error", "refused"))
+        raise _refused(answer)
     return [Channel(c.get("endpoint"), c.get("linkedid") or "", c.get("state") or "",
                     int(c.get("seconds") or 0), c.get("application") or "")
             for c in answer.get("channels", ())]

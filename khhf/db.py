@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from khhf import webhooks
 from khhf.config import ConfigError, Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -122,6 +123,8 @@ def make_engine(url: str, **kwargs) -> Engine:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **kwargs)
+    # a process that opens KHHF's database writes webhook events with their causes
+    webhooks.install()
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)

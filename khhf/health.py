@@ -195,12 +195,18 @@ def ami_banner(settings: Settings) -> str | None:
 
 
 def check_pbx(settings: Settings) -> Check:
-    """The PBX reachable over AMI, and how many desk phones are registered."""
+    """The PBX reachable over AMI, not shutting down (as the bridge last
+    heard it), and how many desk phones are registered."""
     if ami_banner(settings) is None:
         return Check("pbx", False, "the PBX's manager interface does not answer",
                      "start the PBX: `systemctl start khhf-pbx` (or `khhf pbx up`); its "
                      "log: `journalctl -u khhf-pbx`")
     bridge = live_state(settings, "bridge") or {}
+    if bridge.get("pbx_shutting_down"):
+        return Check("pbx", False, "Asterisk is shutting down gracefully: the calls in progress "
+                                   "go on, new calls are refused until it is back",
+                     "wait: it restarts (or stops) by itself when the last call in "
+                     "progress ends (`khhf pbx status`)")
     phones = bridge.get("desk_phones") if bridge.get("ami") else None
     if phones is None:
         return Check("pbx", True, "Asterisk answers; desk phones registered: unknown "
@@ -367,13 +373,19 @@ def check_disk(settings: Settings) -> Check:
     while not path.exists() and path != path.parent:
         path = path.parent
     usage = shutil.disk_usage(path)
-    free_mb, total_mb = usage.free // 2**20, usage.total // 2**20
-    detail = f"{free_mb} MB free of {total_mb} MB for recordings"
-    if free_mb < settings.recordings_min_free_mb:
+    percent = 100 * usage.free // usage.total if usage.total else 0
+    detail = f"{_mb(usage.free)} ({percent}%) free of {_mb(usage.total)} for recordings"
+    if usage.free < settings.recordings_min_free_mb * 2**20:
         return Check("disk", False, f"{detail}, below {settings.recordings_min_free_mb} MB",
                      "free space on that disk, or set recording_retention_days so the jobs "
                      "daemon deletes old recordings")
     return Check("disk", True, detail)
+
+
+def _mb(size: int) -> str:
+    """Bytes as MB: whole above 10 MB, else with a tenth (a nearly full disk)."""
+    mb = size / 2**20
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB"
 
 
 # -- all of them ----------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 from khhf import audit, local_time
-from khhf.calls.states import CallOutcome, CallState, colleague_extension
-from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
+from khhf.calls.states import CallOutcome, CallState, RecordingStatus, colleague_extension
+from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookStatus
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES = ("zh", "en")
@@ -151,6 +151,7 @@ ACTION_LABELS = {
     "backup": lazy_gettext("Backup"),
     "restore": lazy_gettext("Restore from backup"),
     "export": lazy_gettext("Export"),
+    "api_call": lazy_gettext("API call"),
 }
 
 # how a supervisor listened to a call (khhf.services.live.MODES)
@@ -183,6 +184,7 @@ OBJECT_TYPE_LABELS = {
     "task_type": lazy_gettext("task type"),
     "campaign": lazy_gettext("campaign"),
     "campaign_cycle": lazy_gettext("campaign round"),
+    "api_client": lazy_gettext("API client"),
 }
 
 CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
@@ -203,6 +205,13 @@ TASK_STATUS_LABELS = {
     TaskStatus.NOT_REACHED: lazy_gettext("Not reached"),
     TaskStatus.DONE: lazy_gettext("Done"),
     TaskStatus.CANCELLED: lazy_gettext("Cancelled"),
+}
+
+# where a webhook delivery is (khhf.models.WebhookStatus)
+WEBHOOK_STATUS_LABELS = {
+    WebhookStatus.PENDING: lazy_gettext("Pending"),
+    WebhookStatus.DELIVERED: lazy_gettext("Delivered"),
+    WebhookStatus.FAILED: lazy_gettext("Failed"),
 }
 
 SMS_STATUS_LABELS = {
@@ -394,6 +403,13 @@ CALL_OUTCOME_LABELS = {
     CallOutcome.MISSED: lazy_gettext("Missed: a call-back task was made"),
 }
 
+# calls.recording_status: what became of a call's recording
+RECORDING_STATUS_LABELS = {
+    RecordingStatus.COMPLETE: lazy_gettext("Recording complete"),
+    RecordingStatus.PARTIAL: lazy_gettext("Recording incomplete"),
+    RecordingStatus.MISSING: lazy_gettext("No recording"),
+}
+
 # the configured time zone, as people say it (khhf.local_time: any other
 # zone is named by its own name)
 TIMEZONE_LABELS = {zone: lazy_gettext(word) for zone, word in local_time.ZONE_WORDS.items()}
@@ -444,6 +460,8 @@ AUDIT_FIELD_LABELS = {
     "distribution": lazy_gettext("Distribution"),
     "tasks_by_manager": lazy_gettext("Tasks by manager"),
     "manager": lazy_gettext("Customer manager"),
+    "operations": lazy_gettext("Operations"),
+    "webhook": lazy_gettext("Webhooks"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS: dict[str, dict] = {
@@ -640,6 +658,12 @@ def audit_sentence(entry) -> str:
         text = gettext("%(actor)s exported the %(count)d customers of %(object)s (%(format)s).",
                        actor=who, count=d.get("rows", 0), object=what or gettext("every county"),
                        format=str(d.get("format", "")).upper())
+    elif action == "api_call":
+        counts = {k: v for k, v in d.items() if k not in ("operation", "status")}
+        text = gettext("%(object)s called %(operation)s: answer %(status)s%(counts)s.",
+                       object=what, operation=d.get("operation", "—"),
+                       status=d.get("status", "—"),
+                       counts="".join(f" {k}={v}" for k, v in sorted(counts.items())))
     elif action == "listen_refused":
         text = gettext("%(actor)s was refused listening to the call of %(object)s: "
                        "%(why)s.", actor=who, object=what,

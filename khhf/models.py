@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from khhf.calls.states import CallState
+from khhf.calls.states import CallState, RecordingStatus
 
 ROLES = ("admin", "manager", "supervisor")
 
@@ -383,6 +383,7 @@ class Call(Base):
     __table_args__ = (
         CheckConstraint("direction IN ('outbound', 'inbound')"),
         one_of("state", CallState),
+        one_of("recording_status", RecordingStatus, name="ck_calls_recording_status"),
         CheckConstraint("hangup_by IN ('customer', 'manager', 'system')"),
         CheckConstraint("talk_seconds >= 0"),
         CheckConstraint("manager_device IN ('desk', 'mobile')"),
@@ -430,6 +431,9 @@ class Call(Base):
     manager_device: Mapped[str] = mapped_column(String(8), default="desk",
                                                 server_default="desk")
     recording_deleted_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    # complete, partial or missing, judged by the bridge from the file once the
+    # call has ended (khhf.calls.store.recording_status); None until then
+    recording_status: Mapped[str | None] = mapped_column(String(8))
 
     task: Mapped[Task | None] = relationship()
     customer: Mapped[Customer | None] = relationship()
@@ -758,3 +762,107 @@ class ReportState(Base):
     last_call_id: Mapped[int] = _counter()
     last_task_id: Mapped[int] = _counter()
     last_feedback_id: Mapped[int] = _counter()
+
+
+# -- the integration API (khhf.services.api_clients, khhf.webhooks) -----------------
+
+class ApiOperation(StrEnum):
+    """What an API client may do (api_clients.operations, space-separated)."""
+    CUSTOMERS_WRITE = "customers:write"
+    MANAGERS_WRITE = "managers:write"
+    TASKS_WRITE = "tasks:write"
+    TASKS_READ = "tasks:read"
+    CALLS_READ = "calls:read"
+    RECORDINGS_READ = "recordings:read"
+    CALLS_DIAL = "calls:dial"
+    WEBHOOKS = "webhooks"
+
+
+class ApiClient(Base):
+    """A system of the operator's (CRM, BOSS) that calls /api/v1/ with a
+    bearer token `khhf_<token_id>_<secret>`: only SHA-256 of the token is
+    kept (secret_hash), and the key its webhooks are signed with, an HMAC
+    of the token (signing_key). Limited to one county; revoked at once."""
+    __tablename__ = "api_clients"
+    __table_args__ = (CheckConstraint("rate_per_minute > 0"),)
+    id: Mapped[int] = _id()
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
+    token_id: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    signing_key: Mapped[str] = mapped_column(String(64))
+    operations: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # source addresses or networks (CIDR), space-separated; empty: any
+    allowed_addresses: Mapped[str] = mapped_column(Text, default="", server_default="")
+    webhook_url: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    rate_per_minute: Mapped[int] = mapped_column(Integer, default=600, server_default="600")
+    created_at: Mapped[dt.datetime] = _created()
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+
+    county: Mapped[County] = relationship()
+
+    @property
+    def operation_set(self) -> frozenset[str]:
+        return frozenset(self.operations.split())
+
+
+class ApiIdempotency(Base):
+    """The first answer to a write sent with a client's key (Idempotency-Key):
+    a repeat of the key gets it again, and nothing is written twice."""
+    __tablename__ = "api_idempotency"
+    __table_args__ = (
+        UniqueConstraint("client_id", "key"),
+        Index("ix_api_idempotency_created", "created_at"),
+    )
+    id: Mapped[int] = _id()
+    client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128))
+    operation: Mapped[str] = mapped_column(String(32))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class WebhookEventKind(StrEnum):
+    """What a webhook tells (webhook_deliveries.kind)."""
+    RESULT_FILED = "result.filed"
+    CALL_ENDED = "call.ended"
+    HOTLINE_MISSED = "hotline.missed"
+    SMS_REPLY = "sms.reply"
+
+
+class WebhookStatus(StrEnum):
+    """Where a delivery is: pending (waiting or retrying), delivered, failed
+    (given up after khhf.webhooks.GIVE_UP_AFTER)."""
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one client, written in the transaction of
+    the event's cause (khhf.webhooks), sent by the timed-jobs daemon until the
+    receiver answers 2xx. event_id names the event (kind and row), so an
+    event is never queued twice for a client, and receivers de-duplicate by it."""
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("client_id", "event_id"),
+        one_of("kind", WebhookEventKind),
+        one_of("status", WebhookStatus),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = _id()
+    client_id: Mapped[int] = mapped_column(ForeignKey("api_clients.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(24))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=WebhookStatus.PENDING,
+                                        server_default=WebhookStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = _created()
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[dt.datetime] = _created()
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+
+    client: Mapped[ApiClient] = relationship()

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-CLI_ADDRESS = "cli"
+from khhf.audit import CLI_ADDRESS
 
 
 def register(subparsers) -> None:

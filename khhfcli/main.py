@@ -11,6 +11,7 @@
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
     khhf types list|show|import  task types and their result codes (khhfcli/types.py)
+    khhf api clients list|add|revoke  integration API clients (khhfcli/api.py)
     khhf customers|tasks export  customers, or a campaign's tasks, to XLSX/CSV (khhfcli/exports.py)
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
@@ -35,11 +36,11 @@ def cmd_init(args) -> int:
     from sqlalchemy.exc import OperationalError
 
     from khhf import db, migrations
-    values = {}
-    if args.home:
-        values["home"] = args.home
-    if args.database_url:
-        values["database_url"] = args.database_url
+    # where the state and the database are: the options, else the
+    # environment's KHHF_HOME / KHHF_DATABASE_URL, written into the file so
+    # that a later command without that environment finds the same database
+    values = {"home": args.home or os.environ.get("KHHF_HOME"),
+              "database_url": args.database_url or os.environ.get("KHHF_DATABASE_URL")}
     path = args.config or os.environ.get("KHHF_CONFIG") or config_mod.DEFAULT_CONFIG_PATH
     config_mod.write_new(path, **values)
     # the database every other command will use: the file's values with the
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_reports.register(sub)   # khhf reports refresh|check
     from . import users as cli_users
     cli_users.register(sub)     # khhf users admin|password
+    from . import api as cli_api
+    cli_api.register(sub)       # khhf api clients list|add|revoke, khhf api deliveries
     from . import backup as cli_backup
     cli_backup.register(sub)    # khhf backup create|verify|restore|list
     from . import exports as cli_exports

@@ -2,6 +2,9 @@
 
     khhf pbx build             build the cached Asterisk root (Debian sid)
     khhf pbx up|down|status    run the PBX instance
+    khhf pbx restart [--graceful]
+                               stop and start it; --graceful: refuse new calls
+                               now, restart when the calls in progress end
     khhf pbx reload            render the desk phones again from the database
     khhf pbx sync [--every S]  add new managers' desk phones to the running PBX
     khhf pbx phones            desk-phone SIP credentials, for provisioning
@@ -23,9 +26,12 @@ from khhf import config as config_mod
 def register(subparsers) -> None:
     """Add the `pbx` command to khhf's argument parser."""
     p = subparsers.add_parser("pbx", help="the Asterisk PBX")
-    p.add_argument("action", choices=["build", "up", "down", "status", "reload", "sync", "phones"])
+    p.add_argument("action", choices=["build", "up", "down", "restart", "status", "reload", "sync",
+                                      "phones"])
     p.add_argument("--every", type=float, metavar="SECONDS",
                    help="sync: repeat every SECONDS until stopped (the khhf-phones unit)")
+    p.add_argument("--graceful", action="store_true",
+                   help="restart: no new calls from now; restart when the last call ends")
     p.set_defaults(func=cmd_pbx)
 
 
@@ -59,6 +65,15 @@ def cmd_pbx(args) -> int:
     elif args.action == "down":
         was = instance.down()
         print(f"PBX {settings.pbx_name!r} {'stopped' if was else 'was not running'}")
+    elif args.action == "restart" and args.graceful:
+        instance.restart_gracefully()
+        print(f"PBX {settings.pbx_name!r} restarting gracefully: new calls are refused from "
+              f"now; it restarts when the last call in progress ends (`khhf pbx status`)")
+    elif args.action == "restart":
+        instance.down()
+        pid = instance.up()
+        print(f"PBX {settings.pbx_name!r} restarted (pid {pid}); calls in progress were cut: "
+              f"`khhf pbx restart --graceful` lets them finish")
     elif args.action == "status":
         print(instance.status())
     elif args.action == "reload":

@@ -501,7 +501,9 @@ class Pbx:
             write_hosts(layout.root)
             self._unmount(mount)
             mount.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["mount", "--bind", str(self.run_dir), str(mount)], check=True)
+            # recursive: a disk mounted on the run directory's recordings/ (their own
+            # volume, so they cannot fill the disk the logs are on) is what Asterisk sees
+            subprocess.run(["mount", "--rbind", str(self.run_dir), str(mount)], check=True)
         with open(self.log_file, "ab") as out:
             proc = subprocess.Popen(layout.command("-f", "-n", as_user=True), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT,
@@ -576,7 +578,8 @@ class Pbx:
                       if len(line.split()) > 1)
         if not mounted:
             return
-        proc = subprocess.run(["umount", str(mount)], capture_output=True, text=True)
+        proc = subprocess.run(["umount", "--recursive", str(mount)], capture_output=True,
+                              text=True)
         if proc.returncode != 0:
             raise PbxError(f"another Asterisk named {self.settings.pbx_name!r} is using {mount} "
                            f"({proc.stderr.strip() or 'busy'}): stop it with its own config "
@@ -589,6 +592,20 @@ class Pbx:
         if proc.returncode != 0:
             raise PbxError(f"Asterisk CLI {command!r} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout
+
+    def restart_gracefully(self) -> subprocess.Popen:
+        """`core restart gracefully`: Asterisk refuses new calls at once (every
+        AMI action then answers "Asterisk is shutting down", which the bridge
+        and `status` read), waits for the calls in progress to end, then
+        restarts in place (same pid, configuration read again). The CLI
+        command returns only then, so it runs on its own: the returned
+        process ends when Asterisk restarts."""
+        if not self.pid():
+            raise PbxError(f"PBX {self.settings.pbx_name!r} is not running: start it with "
+                           f"`khhf pbx up`.")
+        return subprocess.Popen(self.layout().command("-rx", "core restart gracefully"),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
 
     def rendered_phones(self) -> set[str]:
         """The desk extensions the running configuration has."""
@@ -634,6 +651,9 @@ class Pbx:
             settings = asyncio.run(probe())
         except amiclient.AmiError as exc:
             raise PbxError(str(exc)) from None
+        if amiclient.shutting_down(settings):
+            return (f"PBX {s.pbx_name!r}: Asterisk shutting down gracefully (pid {pid}): the "
+                    f"calls in progress go on, new calls are refused until it is back.")
         version = settings.get("AsteriskVersion", "?")
         return (f"PBX {s.pbx_name!r}: Asterisk {version} running (pid {pid}); SIP on "
                 f"{s.sip_host}:{s.sip_port}/udp, AMI on {s.ami_host}:{s.ami_port}.")

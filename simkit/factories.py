@@ -146,7 +146,7 @@ def recorded_call(s: Session, recordings_dir, manager_: Manager, customer_: Cust
     import wave
     from pathlib import Path
 
-    from khhf.calls.states import CallOutcome, CallState
+    from khhf.calls.states import CallOutcome, CallState, RecordingStatus
     from khhf.models import Call, utcnow
     at = requested_at or utcnow()
     call = Call(direction=direction, task_id=task_.id if task_ else None,
@@ -171,5 +171,6 @@ def recorded_call(s: Session, recordings_dir, manager_: Manager, customer_: Cust
         data = target.read_bytes()
         call.recording_seconds, call.recording_bytes = seconds, len(data)
         call.recording_sha256 = hashlib.sha256(data).hexdigest()
+        call.recording_status = RecordingStatus.COMPLETE
     s.flush()
     return call

@@ -15,6 +15,14 @@ def test_init_honours_the_environment_like_every_other_command(tmp_path):
     assert (home / "khhf.db").is_file(), done.stdout
     assert str(home / "khhf.db") in done.stdout
     assert oct(conf.stat().st_mode & 0o777) == "0o600"
+    # the file remembers it: a later command without KHHF_HOME finds that database
+    env.pop("KHHF_HOME")
+    later = subprocess.run([sys.executable, "-m", "khhfcli.main", "db", "current"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert later.returncode == 0, later.stderr
+    assert "revision" in later.stdout
+    from khhf import config
+    assert config.load(conf, environ={}).home == home
 
 
 def test_init_never_makes_an_existing_database_again(tmp_path):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from flask_babel import force_locale
 
-from khhf.calls.states import FINAL_STATES, CallOutcome, CallState
-from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
+from khhf.calls.states import FINAL_STATES, CallOutcome, CallState, RecordingStatus
+from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookEventKind, WebhookStatus
 from simkit.web import make_app
 from webui import i18n
 
@@ -22,10 +22,14 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 # (table, column) -> its vocabulary
 CHECKED = {("tasks", "status"): TaskStatus, ("calls", "state"): CallState,
            ("sms_messages", "status"): SmsStatus, ("sms_messages", "kind"): SmsKind,
-           ("sms_messages", "reply_outcome"): SmsReplyOutcome}
+           ("sms_messages", "reply_outcome"): SmsReplyOutcome,
+           ("calls", "recording_status"): RecordingStatus,
+           ("webhook_deliveries", "kind"): WebhookEventKind,
+           ("webhook_deliveries", "status"): WebhookStatus}
 LABELLED = [(TaskStatus, "TASK_STATUS_LABELS"), (CallState, "CALL_OUTCOME_LABELS"),
             (CallOutcome, "CALL_OUTCOME_LABELS"), (SmsStatus, "SMS_STATUS_LABELS"),
-            (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS")]
+            (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS"),
+            (RecordingStatus, "RECORDING_STATUS_LABELS"), (WebhookStatus, "WEBHOOK_STATUS_LABELS")]
 
 
 def schema_checks() -> dict[tuple[str, str], list[str]]:
@@ -64,12 +68,15 @@ def test_every_member_has_a_chinese_and_an_english_label(app, vocabulary, labels
 
 def test_the_final_call_states_are_written_once():
     """No code lists ended and failed together again: it says FINAL_STATES
-    (a tuple, set or SQL list holding both is a second home)."""
+    (a tuple, set or SQL list holding both is a second home). A migration
+    is exempt: it restates the vocabulary as it was at its revision."""
     assert FINAL_STATES == {CallState.ENDED, CallState.FAILED}
     found = []
     for package in ("khhf", "agi", "ami_bridge", "webui", "khhfcli", "smsgw", "jobs", "pbxctl",
                     "simkit", "bench"):
         for path in (ROOT / package).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
                     words = {e.value for e in node.elts if isinstance(e, ast.Constant)}

@@ -380,3 +380,20 @@ def test_demo_seed_is_idempotent_and_rotates_passwords(web):
     assert _count(app, User) == 5 and _count(app, County) == 1
     assert [m["desk_extension"] for m in again["managers"].values()] == ["8001", "8002", "8003"]
     assert log_in(app.test_client(), "admin", again["passwords"]["admin"]).status_code == 302
+
+
+def test_audit_log_is_found_by_the_address_label_it_shows(web):
+    """An entry done from the command line shows 命令行 as its address; typing
+    what the page shows finds it (and only such entries)."""
+    app, seeded = web
+    from khhf import audit
+    with session_for(app) as s:
+        s.add(AuditLog(action="update", username="cli-probe", detail="cli-probe",
+                       ip=audit.CLI_ADDRESS))
+        s.commit()
+    admin = _client(app, seeded, "admin")
+    html = admin.get("/audit/?q=命令行").get_data(as_text=True)
+    assert "cli-probe" in html and "共 1 条" in html
+    assert "共 0 条" in admin.get("/audit/?q=命令行&action=login").get_data(as_text=True)
+    # in English the English label finds it
+    assert "cli-probe" in admin.get("/audit/?q=command%20line&lang=en").get_data(as_text=True)

@@ -9,7 +9,7 @@ from sqlalchemy import event, inspect, select, text
 from khhf.models import ROLES, Call, County, Manager, Task, User
 from khhf.services import accounts
 from simkit.web import log_in_as, make_app, session_for
-from webui.access import PUBLIC, access_rule
+from webui.access import API, PUBLIC, access_rule
 
 AS = {"admin": "admin", "supervisor": "supervisor", "manager": "manager1"}
 
@@ -38,7 +38,7 @@ def _url(app, rule):
                   "county_id": manager.county_id, "task_id": task.id, "call_id": call.id,
                   "campaign_id": task.campaign_id, "type_id": task.task_type_id,
                   "customer_id": task.customer_id, "job_id": _import_job(app, s, manager),
-                  "kind": "customers", "fmt": "csv"}
+                  "kind": "customers", "fmt": "csv", "client_id": _api_client(s)}
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: add sample values for {missing} to this test"
     with app.test_request_context():
@@ -56,6 +56,17 @@ def _task_and_call(s, manager, recordings_dir):
         call = recorded_call(s, recordings_dir, manager, task.customer, task_=task)
         s.commit()
     return task, call
+
+
+def _api_client(s):
+    """An integration API client (the admin's API page revokes it)."""
+    from khhf.models import ApiClient
+    from khhf.services import api_clients
+    client = s.scalar(select(ApiClient).order_by(ApiClient.id))
+    if client is None:
+        client, _ = api_clients.create(s, None, "", name="walk", county_code="demo")
+        s.commit()
+    return client.id
 
 
 def _import_job(app, s, manager):
@@ -156,7 +167,11 @@ def test_route_walk(app, who, writes, database_state):
                                              if before[k] != v})
         elif rule.endpoint == "auth.logout" and who is not None:
             assert writes, "the recorder sees writes: the log-out's audit entry"
-        if allowed == PUBLIC:
+        if allowed == API:
+            # the integration API: a bearer token, never the browser's log-in
+            assert response.status_code == 401 and not response.headers.get("Set-Cookie"), \
+                where
+        elif allowed == PUBLIC:
             # /healthz answers 503 here: no daemon runs beside this test app
             ok = (200, 302, 503) if rule.endpoint == "health.healthz" else (200, 302)
             assert response.status_code in ok, where

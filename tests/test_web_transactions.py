@@ -38,8 +38,8 @@ def transaction_calls(source: str) -> list[tuple[int, str]]:
 
 
 def test_only_the_helper_commits_or_rolls_back():
-    found = {f"webui/{path.name}:{line}": name for path in sorted(WEBUI.glob("*.py"))
-             if path.name != "db.py"
+    found = {f"{path.relative_to(WEBUI.parent)}:{line}": name
+             for path in sorted(WEBUI.rglob("*.py")) if path != WEBUI / "db.py"
              for line, name in transaction_calls(path.read_text(encoding="utf-8"))}
     assert not found, f"write through webui.db.writing instead: {found}"
     assert {"commit", "rollback", "begin_write"} <= {

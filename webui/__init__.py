@@ -42,6 +42,7 @@ from khhf.services import tasks
 from webui import (
     access,
     admin,
+    api,
     audit,
     auth,
     calls,
@@ -61,6 +62,7 @@ from webui import (
     sms,
     workspace,
 )
+from webui.api import core as api_core
 from webui.db import get_db
 
 DEFAULTS = {
@@ -101,8 +103,9 @@ def create_app(settings: khhf_config.Settings | None = None,
 
     params.init_app(app)  # before the routes: every <int:...> is a bounded id
     for module in (auth, admin, manager, county, audit, calls, sms, campaigns, imports,
-                   customers, workspace, mobile, recordings, live, reports):
+                   customers, workspace, mobile, recordings, live, reports, api):
         app.register_blueprint(module.bp)
+    csrf.exempt(api.bp)  # bearer tokens, no cookie: nothing for a forged page to ride on
     health.init_app(app)  # GET /healthz, public (webui/health.py)
 
     app.before_request(_expire_old_log_ins)
@@ -113,7 +116,7 @@ def create_app(settings: khhf_config.Settings | None = None,
     # the vocabularies templates compare with (khhf.models, khhf.services.tasks)
     app.jinja_env.globals.update(SmsStatus=SmsStatus, DIALABLE_TASK_STATUSES=tasks.DIALABLE,
                                  CLOSED_TASK_STATUSES=tasks.CLOSED)
-    for code in (400, 403, 404, 405, 429):
+    for code in (400, 401, 403, 404, 405, 413, 429):
         app.register_error_handler(code, _error_page)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(params.BadParameter, _bad_parameter)
@@ -163,10 +166,14 @@ def _expire_old_log_ins():
 
 
 def _error_page(error):
+    if security.is_api_request():
+        return api_core.http_error(error)
     return _render_error(error, None, error.code)
 
 
 def _bad_parameter(error):
+    if security.is_api_request():
+        return api_core.error(400, message=error.description)
     return _render_error(error, error.description, 400)
 
 
@@ -192,13 +199,15 @@ def _database_busy(error):
         _close_db(None)  # roll back
     except Exception:  # the connection is already gone
         g.pop("db", None)
+    headers = {"Retry-After": "5"}
+    if security.is_api_request():
+        return api_core.error(503, headers=headers)
     if khhf_db.is_busy(error):
         message = gettext("The system is busy; nothing was saved. Try again in a moment.")
     else:
         message = gettext("The system cannot save right now; please try again later.")
     current_app.logger.warning("%s %s: the database is unavailable (%s)", request.method,
                                request.path, type(getattr(error, "orig", error)).__name__)
-    headers = {"Retry-After": "5"}
     if request.accept_mimetypes.best == "application/json":
         return jsonify(ok=False, message=message), 503, headers
     # rendered without the context processors: Flask-Login's would load the

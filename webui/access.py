@@ -19,6 +19,8 @@ from khhf.models import ROLES, Call, Campaign, County, Customer, ImportJob, Mana
 from webui.db import get_db
 
 PUBLIC = "public"
+# an integration API view (webui/api): a client's bearer token, not a log-in
+API = "api-token"
 
 
 def allow(*roles: str):
@@ -47,7 +49,7 @@ def public(view):
 
 
 def access_rule(app, endpoint: str):
-    """The rule an endpoint declared: PUBLIC, a set of roles, or None."""
+    """The rule an endpoint declared: PUBLIC, API, a set of roles, or None."""
     if endpoint == "static" or endpoint.endswith(".static"):
         return PUBLIC
     return getattr(app.view_functions[endpoint], "access", None)

@@ -9,13 +9,24 @@ from flask_login import current_user
 from sqlalchemy import func, select
 from wtforms import SelectChoice
 
-from khhf.models import AuditLog, County, Manager, User
+from khhf import webhooks
+from khhf.models import ApiClient, ApiOperation, AuditLog, County, Manager, User, WebhookDelivery
 from khhf.names import by_pinyin
-from khhf.services import accounts, counties, lookups
+from khhf.services import ValidationError, accounts, api_clients, counties, lookups, parse_int
 from webui import params, security
 from webui.access import allow, client_ip, load
 from webui.db import get_db, writing
-from webui.forms import ConfirmForm, CountyForm, ManagerForm, PasswordForm, UserForm, county_choices, manager_choices
+from webui.forms import (
+    ApiClientForm,
+    ConfirmForm,
+    CountyForm,
+    ManagerForm,
+    PasswordForm,
+    UserForm,
+    county_choices,
+    manager_choices,
+    show_problems,
+)
 from webui.i18n import ROLE_LABELS
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -248,3 +259,69 @@ def _successor_choices(manager: Manager) -> list[SelectChoice]:
         lookups.managers(get_db(), county_id=manager.county_id, active_only=True,
                          except_id=manager.id),
         gettext("— spread evenly over the county's active managers —"))
+
+
+# -- the integration API: clients and webhook deliveries ----------------------------------
+
+DELIVERIES_SHOWN = 100
+
+
+@bp.route("/api", methods=["GET", "POST"])
+@allow("admin")
+def api_clients_page():
+    """API clients (create, revoke) and the latest webhook deliveries. A new
+    client's token is shown on the answer to its creation, and never again."""
+    form = ApiClientForm()
+    form.county.choices = [SelectChoice(c.code, f"{c.name} ({c.code})")
+                           for c in lookups.counties(get_db())]
+    form.operations.choices = [SelectChoice(op.value, op.value) for op in ApiOperation]
+    if request.method == "GET":
+        form.operations.data = list(api_clients.DEFAULT_OPERATIONS)
+    token = None
+    if form.validate_on_submit():
+        rate = parse_int(form.rate_per_minute.data, 0)
+        try:
+            with writing() as w:
+                client, token = api_clients.create(
+                    w.session, current_user, client_ip(), name=form.name.data or "",
+                    county_code=form.county.data or "", operations=form.operations.data or [],
+                    allowed_addresses=form.allowed_addresses.data or "",
+                    webhook_url=form.webhook_url.data or "", rate_per_minute=rate)
+        except ValidationError as error:
+            show_problems(form, error)
+        else:
+            flash(gettext("API client %(name)s added. Copy its token now: it is not shown "
+                          "again.", name=client.name), "success")
+    db = get_db()
+    deliveries = db.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id.desc())
+                            .limit(DELIVERIES_SHOWN)).all()
+    return render_template("admin/api.html", form=form, token=token,
+                           clients=api_clients.all_clients(db),
+                           counts={c.id: webhooks.counts(db, c.id)
+                                   for c in api_clients.all_clients(db)},
+                           deliveries=deliveries, confirm_form=ConfirmForm())
+
+
+@bp.route("/api/<int:client_id>/revoke", methods=["POST"])
+@allow("admin")
+def api_client_revoke(client_id):
+    client = load(ApiClient, client_id)
+    if ConfirmForm().validate_on_submit():
+        with writing() as w:
+            api_clients.revoke(w.session, current_user, client_ip(),
+                               w.session.get(ApiClient, client.id))
+        flash(gettext("API client %(name)s revoked: its token no longer works.",
+                      name=client.name), "success")
+    return redirect(url_for(".api_clients_page"))
+
+
+@bp.route("/api/deliveries/retry", methods=["POST"])
+@allow("admin")
+def api_deliveries_retry():
+    """Put every failed webhook delivery back in the queue."""
+    if ConfirmForm().validate_on_submit():
+        with writing() as w:
+            count = webhooks.retry(w.session, w.session.scalars(
+                select(WebhookDelivery.id).where(WebhookDelivery.status == "failed")))
+        flash(gettext("%(count)d failed deliveries queued again.", count=count), "success")
+    return redirect(url_for(".api_clients_page"))

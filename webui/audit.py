@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, render_template, request
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, or_, select
 
-from khhf import audit, local_time
+from khhf import audit, i18n, local_time
 from khhf.models import AuditLog
 from webui import params
 from webui.access import allow
@@ -31,11 +31,15 @@ def index(page, since, until):
     if text:
         like = f"%{text}%"
         # people are found by name (actor or object) as well as by user name;
-        # LIKE matches Chinese text as it is on SQLite and PostgreSQL alike
+        # LIKE matches Chinese text as it is on SQLite and PostgreSQL alike.
+        # An address is shown by its label (命令行 for "cli"): the label finds it too
+        labelled = [address for address, label in i18n.AUDIT_ADDRESS_LABELS.items()
+                    if text.casefold() in str(label).casefold()]
         query = query.where(or_(AuditLog.actor_name.ilike(like),
                                 AuditLog.object_name.ilike(like),
                                 AuditLog.username.ilike(like), AuditLog.detail.ilike(like),
-                                AuditLog.ip.ilike(like), AuditLog.object_id == text))
+                                AuditLog.ip.ilike(like), AuditLog.ip.in_(labelled),
+                                AuditLog.object_id == text))
     action = args.get("action", "")
     if action in audit.ACTIONS:
         query = query.where(AuditLog.action == action)

@@ -68,6 +68,12 @@ def _answer(ok: bool, message: str, status: int, **extra):
     return redirect(referrer_path() or url_for("manager.home"))
 
 
+def _restarting_message() -> str:
+    """The PBX is shutting down gracefully (`core restart gracefully`)."""
+    return gettext("The phone system is restarting and takes no new calls; calls in progress "
+                   "go on. Try again in a minute.")
+
+
 @bp.route("/dial/<int:task_id>", methods=["POST"])
 @allow("manager")
 def dial(task_id):
@@ -79,6 +85,10 @@ def dial(task_id):
         return _answer(False, gettext("Choose the desk phone or the mobile to call from."), 400)
     try:
         live = bridge_client.live(settings())  # is the manager on a call, as the PBX knows
+    except bridge_client.PbxRestarting:
+        # refused, not held: a restart waits for the longest call in progress,
+        # and a desk phone that rang minutes after the click would surprise
+        return _answer(False, _restarting_message(), 503)
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         current_app.logger.warning("dial of task %s: the PBX cannot be asked: %s", task_id, error)
         return _answer(False, gettext("The phone system did not take the call; try again "
@@ -96,6 +106,8 @@ def dial(task_id):
         with writing() as w:
             dialing.mark_not_placed(w.session, w.session.get(Call, call.id))
         current_app.logger.warning("dial of call %s failed: %s", call.id, error)
+        if isinstance(error, bridge_client.PbxRestarting):
+            return _answer(False, _restarting_message(), 503)
         return _answer(False, gettext("The phone system did not take the call; try again "
                                       "in a moment or tell your administrator."), 503)
     if device == dialing.MOBILE:

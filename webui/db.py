@@ -28,7 +28,7 @@ sees the busy page (webui._database_busy, 503).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flask import current_app, g, request
@@ -36,6 +36,7 @@ from flask_wtf import FlaskForm
 from sqlalchemy.orm import Session
 
 from khhf import db as khhf_db
+from khhf.models import AuditLog
 from khhf.services import Problem, ValidationError
 from webui.forms import show_problems
 
@@ -89,6 +90,24 @@ def writing(form: FlaskForm | None = None) -> Iterator[Write]:
         raise
     else:
         session.commit()
+
+
+def record_read(add_entries: Callable[[Session], object]) -> None:
+    """The audit entry of a read (an API client's GET, or a refused call):
+    the one write a GET may make, in a short unit of work of its own that
+    may add audit entries and nothing else."""
+    session = get_db()
+    session.rollback()  # end the read
+    try:
+        khhf_db.begin_write(session)
+        add_entries(session)
+        if session.dirty or session.deleted or \
+                any(not isinstance(obj, AuditLog) for obj in session.new):
+            raise RuntimeError(f"record_read may only add audit entries ({request.path})")
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
 
 
 def reread(obj):

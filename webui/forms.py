@@ -7,7 +7,16 @@ from __future__ import annotations
 from flask import flash
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, HiddenField, PasswordField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
 
 from khhf import i18n
 from khhf.services import ValidationError
@@ -116,3 +125,16 @@ class DutyForm(FlaskForm):
 class ConfirmForm(FlaskForm):
     """A button that changes something: only the CSRF token."""
 
+
+
+class ApiClientForm(FlaskForm):
+    """A new integration API client (khhf.services.api_clients.create)."""
+    name = StringField(_l("Client name"))
+    county = SelectField(_l("County"), validate_choice=False)
+    operations = SelectMultipleField(_l("Operations"), validate_choice=False)
+    allowed_addresses = StringField(_l("Allowed source addresses"),
+                                    description=_l("IP addresses or networks, e.g. "
+                                                   "10.1.0.0/16; empty: any."))
+    webhook_url = StringField(_l("Webhook URL"),
+                              description=_l("Where events are POSTed; empty: no webhooks."))
+    rate_per_minute = StringField(_l("Requests per minute"), default="600")

@@ -36,6 +36,7 @@ from khhf.i18n import (  # noqa: F401
     LOCALES,
     MANAGER_STATUS_LABELS,
     OBJECT_TYPE_LABELS,
+    RECORDING_STATUS_LABELS,
     ROLE_LABELS,
     SMS_KIND_LABELS,
     SMS_REPLY_OUTCOME_LABELS,
@@ -45,6 +46,7 @@ from khhf.i18n import (  # noqa: F401
     TASK_TYPE_LABELS,
     TIMEZONE_LABELS,
     TRANSLATIONS,
+    WEBHOOK_STATUS_LABELS,
     audit_actor,
     audit_address,
     audit_object,
@@ -74,7 +76,8 @@ def init_app(app) -> None:
         FALLBACK_STRATEGY_LABELS=FALLBACK_STRATEGY_LABELS, label=label,
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,
-        IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS,
+        IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS, RECORDING_STATUS_LABELS=RECORDING_STATUS_LABELS,
+        WEBHOOK_STATUS_LABELS=WEBHOOK_STATUS_LABELS,
         ASSIGNMENT_REASON_LABELS=ASSIGNMENT_REASON_LABELS, audit_address=audit_address)
     app.before_request(_remember_requested_locale)
     app.before_request(_wtforms_catalog)

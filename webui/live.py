@@ -23,7 +23,7 @@ from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from khhf import bridge_client
+from khhf import bridge_client, i18n
 from khhf.config import ConfigError
 from khhf.models import Manager, utcnow
 from khhf.services import ValidationError, live
@@ -39,10 +39,6 @@ ACTIVITY_LABELS = {
     "idle": _l("Idle"),
     "ringing": _l("Ringing"),
     "on_call": _l("On a call"),
-}
-DIRECTION_LABELS = {
-    "outbound": _l("Outgoing"),
-    "inbound": _l("Hotline"),
 }
 
 
@@ -103,7 +99,7 @@ def state():
             "activity_label": str(ACTIVITY_LABELS[m.activity]),
             "since": clock(m.since),
             "seconds": max(0, int((now - m.since).total_seconds())) if m.since else None,
-            "direction": str(DIRECTION_LABELS.get(m.direction, "")),
+            "direction": str(i18n.DIRECTION_LABELS.get(m.direction, "")),
             "customer": m.customer, "calls": m.calls, "connected": m.connected,
             "results": m.results, "can_listen": m.can_listen} for m in board.managers],
         ringing=[{"id": c.id, "at": clock(c.at), "caller": c.caller, "manager": c.manager}

@@ -57,8 +57,28 @@ HEADERS = {
 HSTS = "max-age=31536000"
 
 
+API_PREFIX = "/api/"
+
+
+def is_api_request() -> bool:
+    """Whether this request is for the integration API (webui/api)."""
+    return request.path.startswith(API_PREFIX)
+
+
 class SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, Secure when the request is HTTPS."""
+    """Flask's signed-cookie sessions, Secure when the request is HTTPS.
+    Under /api/ there is no session: a browser's cookie is not even read
+    (so it cannot authenticate an API call), and none is set."""
+
+    def open_session(self, app: Flask, request):
+        if request.path.startswith(API_PREFIX):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, sess, response) -> None:
+        if request.path.startswith(API_PREFIX):
+            return None
+        return super().save_session(app, sess, response)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)

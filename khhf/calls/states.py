@@ -55,6 +55,18 @@ class CallOutcome(StrEnum):
     MISSED = "missed"
 
 
+class RecordingStatus(StrEnum):
+    """What became of a call's recording, judged from the file once the call
+    has ended (None until then, or when nothing was to be recorded)."""
+    COMPLETE = "complete"   # its length is the talk time, within RECORDING_TOLERANCE_S
+    PARTIAL = "partial"     # shorter than the talk: cut off (the disk filled, a crash)
+    MISSING = "missing"     # no readable file: nothing of the talk was kept
+
+
+# a recording this much shorter than the talk time is still complete
+RECORDING_TOLERANCE_S = 1.0
+
+
 # outcomes of calls that never rang the customer: not an attempt on the task
 DESK_SIDE_OUTCOMES = frozenset({
     CallOutcome.NOT_PLACED, CallOutcome.MANAGER_UNAVAILABLE, CallOutcome.MANAGER_BUSY,

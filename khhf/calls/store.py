@@ -30,12 +30,14 @@ from khhf.services import tasks
 
 from . import events as ev
 from .facts import CallFacts, LegEvent, reduce, summarize
-from .states import FINAL_STATES
+from .states import FINAL_STATES, RECORDING_TOLERANCE_S, RecordingStatus
 
 # the call row's columns that its events alone decide (facts.summarize)
 DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause",
            "talk_seconds", "hangup_by")
 INSERT_CHUNK = 100  # rows per INSERT: 8 columns each, under SQLite's variable limit
+# the header MixMonitor's WAV files (and Python's) start with: the audio follows it
+WAV_HEADER_BYTES = 44
 
 
 @dataclass(frozen=True)
@@ -141,18 +143,37 @@ def recompute(session: Session, call_id: int) -> Call:
 
 def recording_stats(path: Path) -> tuple[float, int, str] | None:
     """(seconds, bytes, SHA-256) of a finished WAV recording, or None while
-    it is missing or still being written. Reads the file: call it outside
-    any database transaction."""
+    it is missing or unreadable. The seconds are what the file holds: never
+    more than the audio on disk, whatever its header claims (a write that
+    failed on a full disk can leave a header longer than the data). Reads
+    the file: call it outside any database transaction."""
     try:
         with wave.open(str(path)) as w:
-            seconds = w.getnframes() / w.getframerate()
+            frame_bytes = w.getsampwidth() * w.getnchannels()
+            size = path.stat().st_size
+            frames = min(w.getnframes(), max(0, size - WAV_HEADER_BYTES) // frame_bytes)
+            seconds = frames / w.getframerate()
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-        return round(seconds, 3), path.stat().st_size, digest.hexdigest()
-    except (OSError, EOFError, wave.Error):
+        return round(seconds, 3), size, digest.hexdigest()
+    except (OSError, EOFError, wave.Error, ZeroDivisionError):
         return None
+
+
+def recording_status(talk_seconds: int | None,
+                     stats: tuple[float, int, str] | None) -> RecordingStatus:
+    """A finished call's recording judged from its file's `stats`
+    (recording_stats): complete when it holds the talk time within
+    RECORDING_TOLERANCE_S, partial when it holds less, missing when there
+    is no readable file or no audio in it."""
+    if stats is None:
+        return RecordingStatus.MISSING
+    seconds = stats[0]
+    if seconds >= (talk_seconds or 0) - RECORDING_TOLERANCE_S:
+        return RecordingStatus.COMPLETE
+    return RecordingStatus.PARTIAL if seconds > 0 else RecordingStatus.MISSING
 
 
 def update_task(session: Session, call: Call) -> None:

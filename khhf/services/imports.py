@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
 from khhf.models import Campaign, County, Customer, CustomerAssignment, Manager, Task, TaskType, User, utcnow
-from khhf.services import N_, accounts, tasks
+from khhf.services import N_, ValidationError, accounts, customers, tasks
 
 KINDS = ("customers", "managers", "tasks")
 CHUNK = 2000            # rows validated (and written) per round trip
@@ -131,6 +131,9 @@ class Options:
     campaign_id: int | None = None
     mapping: dict[str, str] = dataclasses.field(default_factory=dict)
     only_county_id: int | None = None
+    # customers and managers that exist in the row's county are updated, not
+    # rejected (the API's upserts: run_records)
+    update_existing: bool = False
 
 
 @dataclasses.dataclass
@@ -150,6 +153,7 @@ class Report:
     rows: int = 0                  # data rows (empty rows not counted)
     empty_rows: int = 0
     accepted: int = 0
+    updated: int = 0               # of the accepted: existing rows updated (update_existing)
     rejects: list[Reject] = dataclasses.field(default_factory=list)
     committed: bool = False
     # managers only: (employee_no, username, initial password) of created accounts
@@ -500,11 +504,12 @@ class _Import:
         if self.kind == "customers":
             self.max_customer_id = self.session.scalar(
                 select(func.coalesce(func.max(Customer.id), 0))) or 0
-            if self.commit and self.session.get_bind().dialect.name == "postgresql":
+            if self.commit and self.session.get_bind().dialect.name == "postgresql" \
+                    and not o.update_existing:  # updates go through the session
                 self.stream = _CustomerStream(self.session, self.now,
                                               self.by.id if self.by else None)
 
-    def rows(self, chunk: list[tuple[int, list[str]]], report: Report) -> None:
+    def rows(self, chunk: list[tuple[int, dict[str, str], list[str]]], report: Report) -> None:
         """Validate (and write) one chunk of non-empty rows."""
         getattr(self, f"_{self.kind}")(chunk, report)
 
@@ -587,8 +592,18 @@ class _Import:
         phones = [r[4]["phone"] for r in checked if not r[3]]
         existing = (self.stream.existing(phones) if self.stream
                     else _existing_phones(self.session, phones))
+        owned = {c.phone: c for c in self.session.scalars(
+            select(Customer).where(Customer.phone.in_(existing)))} \
+            if existing and self.options.update_existing else {}
         records = []
         for number, values, cells, problems, record in checked:
+            customer = owned.get(record["phone"])
+            if customer is not None and customer.county_id == record["county_id"]:
+                if self._accept(report, number, cells, problems):
+                    report.updated += 1
+                    if self.commit:
+                        self._update_customer(customer, record)
+                continue
             if record["phone"] in existing:
                 problems.append(("phone", values["phone"], N_(
                     "Customer %(value)s already exists; edit it on the customers page."),
@@ -600,11 +615,64 @@ class _Import:
         elif self.commit and records:
             _insert_customers(self.session.connection(), records)
 
+    def _update_customer(self, customer: Customer, record: dict) -> None:
+        """An existing customer, from an upsert's row: what the row gives
+        replaces what was stored; a new manager takes the customer over
+        (khhf.services.customers.reassign: history, open tasks, audit)."""
+        if record["name"]:
+            customer.name = record["name"]
+        if record["note"]:
+            customer.note = record["note"]
+        customer.updated_at = self.now
+        if record["manager_id"] is not None and record["manager_id"] != customer.manager_id:
+            customers.reassign(self.session, self.by, self.ip, customer, record["manager_id"],
+                               reason="import")
+
+    def _update_manager(self, manager: Manager, fields: dict, values, problems) -> None:
+        """An existing manager, from an upsert's row: its name and phones as
+        the row gives them, by the rules of the manager form (checked in a
+        savepoint, kept only when committing)."""
+        if manager.county_id != fields["county_id"]:
+            problems.append(("employee_no", fields["employee_no"], N_(
+                "Manager %(value)s works in another county."), {"value": fields["employee_no"]}))
+            return
+        savepoint = self.session.begin_nested()
+        try:
+            accounts.update_manager(
+                self.session, self.by, self.ip, manager,
+                display_name=fields["display_name"] or manager.user.display_name,
+                county_id=manager.county_id, employee_no=manager.employee_no,
+                desk_extension=fields["desk_extension"] or manager.desk_extension or "",
+                mobile=fields["mobile"] or manager.mobile or "", status=manager.status)
+        except ValidationError as error:
+            savepoint.rollback()
+            problems.extend((p.field if p.field in values else "employee_no",
+                             values.get(p.field, ""), p.message, p.params)
+                            for p in error.problems)
+            return
+        if self.commit:
+            savepoint.commit()
+        else:
+            savepoint.rollback()
+
     def _managers(self, chunk, report):
         for number, values, cells in chunk:
             problems = []
             county = self._county(values, problems)
             employee_no = values.get("employee_no", "")
+            current = self.look.managers.get(employee_no.lower()) \
+                if self.options.update_existing and employee_no else None
+            if current is not None:
+                fields = {"employee_no": employee_no, "county_id": county.id if county else None,
+                          "display_name": values.get("display_name", ""),
+                          "desk_extension": values.get("desk_extension", ""),
+                          "mobile": values.get("mobile", "")}
+                if not self._duplicate(("e", employee_no.lower()), number, "employee_no",
+                                       employee_no, problems) and county is not None:
+                    self._update_manager(current, fields, values, problems)
+                if self._accept(report, number, cells, problems):
+                    report.updated += 1
+                continue
             username = values.get("username", "") or employee_no.lower()
             fields = {"username": username, "display_name": values.get("display_name", ""),
                       "county_id": county.id if county else None, "employee_no": employee_no,
@@ -944,6 +1012,36 @@ def run(session: Session, kind: str, path: str | Path, options: Options | None =
     try:
         _read(job, report, rows, buffered, columns, max(estimate - header_row, 0), progress,
               filename or Path(path).name)
+    except BaseException:
+        job.abandon()
+        raise
+    return report
+
+
+def run_records(session: Session, kind: str, records: list[dict], options: Options, *,
+                commit: bool = False, by: User | None = None, ip: str = "",
+                source: str = "api") -> Report:
+    """Like `run`, for rows given as {field name: value} (the API's batches):
+    the same rules, the same reasons, one report. A row's number is its
+    place in `records`, from 1."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    names = [f.name for f in FIELDS[kind]]
+    report = Report(kind, names, 0, {name: i for i, name in enumerate(names)}, [])
+    job = _Import(session, kind, options, commit, by, ip)
+    job.prepare(report)
+    try:
+        chunk = []
+        for number, record in enumerate(records, start=1):
+            cells = [cell_text(record.get(name)) for name in names]
+            chunk.append((number, dict(zip(names, cells)), cells))
+            report.rows += 1
+            if len(chunk) >= CHUNK:
+                job.rows(chunk, report)
+                chunk = []
+        if chunk:
+            job.rows(chunk, report)
+        job.finish(report, source)
     except BaseException:
         job.abandon()
         raise

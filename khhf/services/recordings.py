@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from khhf import audit, db
-from khhf.calls.states import FINAL_STATES
+from khhf.calls.states import FINAL_STATES, RecordingStatus
 from khhf.config import ConfigError, Settings
 from khhf.models import Call, Customer, Feedback, utcnow
 from khhf.phones import mask_phone
@@ -154,11 +154,14 @@ def record_play(session: Session, user, ip: str, call: Call, *, download: bool =
 # -- the file ------------------------------------------------------------------------
 
 def state(call: Call) -> str:
-    """'ready', or why the call has no recording to serve: 'none', 'deleted'."""
+    """'ready', or why the call has no recording to serve: 'none', 'deleted',
+    'not_recorded' (the bridge found no audio for it: a full disk)."""
     if not call.recording_path or call.state not in FINAL_STATES:
         return "none"
     if call.recording_deleted_at is not None:
         return "deleted"
+    if call.recording_status == RecordingStatus.MISSING:
+        return "not_recorded"
     return "ready"
 
 

@@ -54,6 +54,7 @@ from khhf.phones import mask_phone
 from simkit import factories
 from simkit.bridge_env import BridgeEnv
 from simkit.drills import RECORDING_TOLERANCE_S, DrillRow, account_calls, wav_seconds
+from simkit.drills.media import damaged
 from simkit.harness import PbxHarness
 from simkit.sipp import SIPP_DIR, Sipp, free_port
 from simkit.web import csrf_token, log_in, log_in_as
@@ -455,15 +456,14 @@ def wait_connected(stack: Stack, seen: Seen, timeout: float = 30) -> None:
 
 
 def wait_final(stack: Stack, seen: Seen, ids: list[int], timeout: float) -> None:
-    """Until every placed call's row is final and its recording measured."""
+    """Until every placed call's row is final and its recording judged."""
     deadline = time.monotonic() + timeout
     pending = len(ids)
     while time.monotonic() < deadline:
         with stack.env.sessions() as s:
             pending = s.scalar(select(func.count()).select_from(Call).where(
                 Call.id.in_(ids), Call.state.not_in(FINAL_STATES) | (
-                    Call.answer_at.is_not(None) & Call.recording_path.is_not(None)
-                    & Call.recording_sha256.is_(None))))
+                    Call.recording_path.is_not(None) & Call.recording_status.is_(None))))
         if not pending:
             return
         time.sleep(0.5)
@@ -483,7 +483,8 @@ def account(stack: Stack, seen: Seen, row: DrillRow, held_events_expected: bool,
             CallEvent.event == "Hangup").group_by(CallEvent.call_id)).all())
         for call in calls:
             s.expunge(call)
-    row.add(account_calls(calls, {n: 1 for n in seen.placed}, env.settings.recordings_dir))
+    row.add(account_calls(calls, {n: 1 for n in seen.placed}, env.settings.recordings_dir,
+                          damaged=damaged))
     wrong = [f"{c.id}:{c.state}/{c.outcome}/{c.hangup_by}" for c in calls
              if c.customer_number in seen.placed
              and (c.state, c.outcome, c.hangup_by) != ("ended", "answered", "customer")]
@@ -496,7 +497,8 @@ def account(stack: Stack, seen: Seen, row: DrillRow, held_events_expected: bool,
                      f"(call:seconds {', '.join(talk[:5])})")
     bad_audio = []
     for c in calls:
-        if c.customer_number in seen.placed and c.answer_at and c.talk_seconds:
+        if c.customer_number in seen.placed and c.answer_at and c.talk_seconds \
+                and not damaged(c):
             seconds = (wav_seconds(env.settings.recordings_dir / c.recording_path)
                        if c.recording_path else None)
             if seconds is None or abs(seconds - c.talk_seconds) > RECORDING_TOLERANCE_S:
