@@ -35,13 +35,16 @@ from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
 from khhf.services import accounts, dialing
 
+from .backlog import Backlog
 from .cel_reader import CelReader
 
 log = logging.getLogger(__name__)
 # the trunk qualify result the bridge reads besides the call events (manager.conf)
 TRUNK_STATUS_EVENT = "ContactStatus"
 BATCH = 500
-APPLY_ATTEMPTS = 5  # a batch that fails (e.g. the database is busy) is retried
+APPLY_ATTEMPTS = 5  # a batch that fails for another reason than the database's absence
+# while the database cannot take events, try again this often
+DOWN_RETRY_SECONDS = 1.0
 # a call still 'requested' this long after the manager's ring time was never placed
 NOT_PLACED_GRACE = dt.timedelta(seconds=30)
 # an open call with no channel and no event for this long has vanished
@@ -58,8 +61,13 @@ class Bridge:
         self.sessions = db.session_factory(self.engine)
         self.client: AmiClient | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
+        state_dir = state_dir or settings.home / "bridge"
         self.cel = CelReader(settings.pbx_dir / "log" / "cel-custom" / "khhf-cel.csv",
-                             (state_dir or settings.home / "bridge") / f"cel-offset-{settings.pbx_name}.json")
+                             state_dir / f"cel-offset-{settings.pbx_name}.json")
+        # events the database could not take yet (ami_bridge/backlog.py)
+        self.backlog = Backlog(state_dir / f"held-events-{settings.pbx_name}.jsonl")
+        self.database_down = asyncio.Event()
+        self._down_logged = 0.0
         self.connected = asyncio.Event()
         self.events_applied = 0
         # for khhf.health: when the batch being stored began at Asterisk (None:
@@ -123,7 +131,11 @@ class Bridge:
         finally:
             scheduler.shutdown(wait=False)
             await self.queue.join()
+            while self.backlog and not self.database_down.is_set():
+                await asyncio.sleep(0.05)  # store what is held, unless the database is away
             consumer.cancel()
+            # what the database could not take yet waits in the file for the next start
+            self.backlog.spill()
 
     async def _forward(self, client: AmiClient) -> None:
         while True:
@@ -137,30 +149,63 @@ class Bridge:
     # -- the one consumer ----------------------------------------------------------
     async def _consume(self) -> None:
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            if not self.backlog:
+                self._hold([await self.queue.get()])
+            self._hold([])
+            batch = self.backlog.peek(BATCH)
             stamps = [_timestamp(event) for event in batch]
             self._applying_since = min(stamps)
+            if await self._store(batch):
+                self.backlog.drop()
+                self.last_event_at = max(stamps)
+                if not self.backlog:
+                    self._applying_since = None
+                    self.database_down.clear()
+            else:
+                await asyncio.sleep(DOWN_RETRY_SECONDS)
+
+    def _hold(self, events: list[dict]) -> None:
+        """Move `events` and every queued event into the backlog, in order."""
+        while not self.queue.empty():
+            events.append(self.queue.get_nowait())
+        self.backlog.add(events)
+        for _ in events:
+            self.queue.task_done()
+
+    async def _store(self, batch: list[dict]) -> bool:
+        """Write `batch`; False when the database cannot take it now (the
+        events stay held and are tried again). A batch that fails for any
+        other reason is retried a few times, then dropped: the CEL
+        reconciler completes those calls."""
+        for attempt in range(APPLY_ATTEMPTS):
             try:
-                for attempt in range(APPLY_ATTEMPTS):
-                    try:
-                        await asyncio.to_thread(self.apply_ami, batch)
-                        self.last_event_at = max(stamps)
-                        break
-                    except Exception:
-                        if attempt == APPLY_ATTEMPTS - 1:
-                            # never stop the bridge: the CEL reconciler completes these calls
-                            log.exception("dropped %d AMI events after %d attempts",
-                                          len(batch), APPLY_ATTEMPTS)
-                        else:
-                            log.warning("applying %d AMI events failed; retrying", len(batch),
-                                        exc_info=True)
-                            await asyncio.sleep(0.2 * 2 ** attempt)
-            finally:
-                self._applying_since = None
-                for _ in batch:
-                    self.queue.task_done()
+                await asyncio.to_thread(self.apply_ami, batch)
+            except Exception as exc:
+                if db.is_unavailable(exc):
+                    self._database_unavailable(exc)
+                    return False
+                if attempt == APPLY_ATTEMPTS - 1:
+                    log.exception("dropped %d AMI events after %d attempts", len(batch),
+                                  APPLY_ATTEMPTS)
+                    return True
+                log.warning("applying %d AMI events failed; retrying", len(batch), exc_info=True)
+                await asyncio.sleep(0.2 * 2 ** attempt)
+                continue
+            if self.database_down.is_set() and len(self.backlog) <= len(batch):
+                log.info("the database is back: the held AMI events are stored")
+            return True
+        raise AssertionError("not reached")
+
+    def _database_unavailable(self, exc: Exception) -> None:
+        """Say once (then every minute) that events are being held."""
+        now = time.monotonic()
+        if not self.database_down.is_set() or now - self._down_logged > 60:
+            self._down_logged = now
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0:1]
+            log.warning("the database is unavailable (%s): call events are held until it is "
+                        "back (%d now, %d of them in %s)", reason[0] if reason else "?",
+                        len(self.backlog), self.backlog.spilled, self.backlog.path)
+        self.database_down.set()
 
     def apply_ami(self, events: list[dict]) -> set[int]:
         """Store a batch of AMI events and recompute the calls they touch."""
@@ -181,7 +226,8 @@ class Bridge:
         return {"ami": self.client is not None,
                 "pbx_shutting_down": self.pbx_shutting_down,
                 "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),
-                "queued": self.queue.qsize(),
+                "queued": self.queue.qsize() + len(self.backlog),
+                "held_on_disk": self.backlog.spilled,
                 "last_event_at": None if self.last_event_at is None else
                 _iso(self.last_event_at),
                 "desk_phones": await self.desk_phones(),
@@ -215,7 +261,17 @@ class Bridge:
     async def reconcile(self) -> set[int]:
         async with self._reconcile_lock:
             live = await self.live_linkedids()
-            return await asyncio.to_thread(self.reconcile_once, None, live)
+            try:
+                changed = await asyncio.to_thread(self.reconcile_once, None, live)
+            except Exception as exc:
+                if not db.is_unavailable(exc):
+                    raise
+                # the CEL offset was not moved: the next pass reads those rows again
+                self._database_unavailable(exc)
+                return set()
+            if not self.backlog:
+                self.database_down.clear()
+            return changed
 
     async def channel_snapshot(self) -> list[dict] | None:
         """The channels Asterisk has right now (a CoreShowChannels snapshot),

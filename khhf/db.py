@@ -14,13 +14,16 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from khhf import webhooks
 from khhf.config import ConfigError, Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# a PostgreSQL server that does not answer: give up connecting after this
+# long, so no request, AGI route or health check hangs on it
+PG_CONNECT_TIMEOUT_S = 3
 WRITE_OPTION = "khhf_write"
 
 
@@ -109,6 +112,11 @@ def make_engine(url: str, **kwargs) -> Engine:
     if url.startswith("postgresql://"):
         # psycopg 3 is the driver we ship
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("postgresql"):
+        # a restarted server leaves dead connections in the pool: test each
+        # before use, so the first request after a restart does not fail
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         path = sqlite_file(url)
@@ -143,6 +151,16 @@ def is_busy(error: Exception) -> bool:
     held the write lock for the whole busy timeout."""
     orig = getattr(error, "orig", error)
     return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True if `error` says the database cannot be used right now (not that
+    the statement was wrong): the server is down or the connection broke
+    (PostgreSQL), or the write lock stayed taken (SQLite, is_busy). Trying
+    the same work again later may succeed."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (OperationalError, InterfaceError, DisconnectionError))
 
 
 def _sqlite_pragmas(dbapi_conn, _record):

@@ -22,7 +22,8 @@ states) and, when not ok, what to do. What they look at:
   SMSC link (the gateway's heartbeat says bound or not);
 - the jobs daemon's last run of each job (from its heartbeat): red when a
   job failed JOB_FAILURES_RED runs in a row;
-- the database: reachable, with KHHF's tables, at head (database_at_head);
+- the database: reachable, with KHHF's tables, at head (database_at_head),
+  and (SQLite) its write lock not held by another process;
 - free disk for recordings (recordings_min_free_mb);
 - the carrier trunk (khhf.services.trunk): the PBX's qualify of it, from
   the bridge's heartbeat, and the last calls through it.
@@ -38,11 +39,13 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from khhf import db, migrations
 from khhf.config import Settings
@@ -334,10 +337,31 @@ def health_engine(settings: Settings) -> Engine:
     """An engine for the checks: a short connect timeout (a database host
     that does not answer must not hang /healthz), a connection tested
     before use."""
-    kwargs: dict[str, object] = {"pool_pre_ping": True}
+    # no pool: a connection per pass (every few seconds at most), none left open
+    kwargs: dict[str, object] = {"poolclass": NullPool}
     if settings.database_url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": int(PROBE_TIMEOUT) + 1}
     return db.make_engine(settings.database_url, **kwargs)
+
+
+def sqlite_write_locked(engine: Engine) -> bool:
+    """True if another connection has held SQLite's write lock for over
+    PROBE_TIMEOUT: every write waits, and after the busy timeout fails. Takes
+    the lock (BEGIN IMMEDIATE) and gives it back at once; writes nothing."""
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None  # a live checkout always has one
+        cur = driver.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(PROBE_TIMEOUT * 1000)}")
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # "database is locked" after the timeout
+            return True
+        cur.execute("ROLLBACK")
+        return False
+    finally:
+        raw.close()
 
 
 def check_database(engine: Engine) -> Check:
@@ -358,12 +382,18 @@ def check_database(engine: Engine) -> Check:
             return Check("database", False, "reachable, but it has no KHHF tables",
                          "run `khhf init`")
         at_head, why = database_at_head(engine)
+        locked = engine.dialect.name == "sqlite" and sqlite_write_locked(engine)
     except SQLAlchemyError as exc:
         return Check("database", False, f"not reachable ({type(getattr(exc, 'orig', exc)).__name__})",
                      todo)
     if not at_head:
         return Check("database", False, f"reachable, not at head: {why}",
                      "run `khhf db upgrade`")
+    if locked:
+        return Check("database", False, f"locked: another process has held its write lock "
+                     f"for over {PROBE_TIMEOUT:.0f} s, so nothing can be saved",
+                     f"find the process that holds it (`fuser -v {engine.url.database}`) "
+                     "and end its transaction")
     return Check("database", True, f"reachable ({engine.dialect.name}), at head: {why}")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import io
 import os
@@ -290,6 +291,88 @@ IMPORT_STATUS_LABELS = {
     "committed": lazy_gettext("Imported"),
     "failed": lazy_gettext("Failed"),
 }
+
+# -- health notices: what staff read on every page while a check of
+# khhf.health is red (the banner, webui/health.py). Keyed by the check's
+# name; a check with no entry here still shows, by its name and detail.
+# `manager` is what customer managers read, for the few checks that stop
+# their work; the others they are not shown.
+
+@dataclasses.dataclass(frozen=True)
+class HealthNotice:
+    problem: object              # what is wrong (lazy text)
+    todo: object                 # what the administrator does
+    manager: object | None = None  # what a customer manager reads, if anything
+
+
+HEALTH_NOTICES = {
+    "database": HealthNotice(
+        lazy_gettext("The database cannot be reached or is locked: nothing can be saved."),
+        lazy_gettext("Start the database server, or end the process that holds it; "
+                     "`khhf status` says which."),
+        lazy_gettext("The system cannot save right now; please try again later.")),
+    "pbx": HealthNotice(
+        lazy_gettext("The phone system (PBX) does not answer: no call can be placed or "
+                     "received."),
+        lazy_gettext("Start the PBX (khhf-pbx); `khhf status` says more."),
+        lazy_gettext("The phone system is down: calls cannot be placed right now.")),
+    "bridge": HealthNotice(
+        lazy_gettext("The call bridge is not working: calls cannot be placed and call "
+                     "results are not recorded as they happen."),
+        lazy_gettext("Start it (khhf-bridge); `khhf status` says more."),
+        lazy_gettext("Calls cannot be placed right now; please try again later.")),
+    "bridge_lag": HealthNotice(
+        lazy_gettext("Call records are behind the phone system: the newest calls show "
+                     "late."),
+        lazy_gettext("Usually the database is slow or locked: see the database check in "
+                     "`khhf status`.")),
+    "agi": HealthNotice(
+        lazy_gettext("The hotline routing service is not running: callers to the unified "
+                     "number reach the county's group, not their own manager."),
+        lazy_gettext("Start it (khhf-agi); `khhf status` says more.")),
+    "web": HealthNotice(
+        lazy_gettext("The web service is not running."),
+        lazy_gettext("Start it (khhf-web); `khhf status` says more.")),
+    "smsgw": HealthNotice(
+        lazy_gettext("The SMS gateway is not running: messages wait in the outbox."),
+        lazy_gettext("Start it (khhf-smsgw); `khhf status` says more.")),
+    "smsc": HealthNotice(
+        lazy_gettext("The SMS gateway is not connected to the SMSC: messages wait in the "
+                     "outbox."),
+        lazy_gettext("Check that the SMSC is up and the smsc_ settings are right; the "
+                     "gateway retries by itself.")),
+    "sms_outbox": HealthNotice(
+        lazy_gettext("Some SMS were submitted without an answer from the SMSC."),
+        lazy_gettext("Check with the SMSC, then send them again (`khhf sms requeue`).")),
+    "jobs": HealthNotice(
+        lazy_gettext("The timed-jobs service is not running: campaign rounds, SMS result "
+                     "prompts and backups wait."),
+        lazy_gettext("Start it (khhf-jobs); `khhf status` says more.")),
+    "job_runs": HealthNotice(
+        lazy_gettext("A timed job failed several times in a row."),
+        lazy_gettext("See the timed-jobs service's log (`journalctl -u khhf-jobs`).")),
+    "disk": HealthNotice(
+        lazy_gettext("Little disk space is left for recordings."),
+        lazy_gettext("Free space on that disk, or set recording_retention_days.")),
+    "trunk": HealthNotice(
+        lazy_gettext("The carrier trunk is down: outbound calls fail and hotline calls may "
+                     "not arrive."),
+        lazy_gettext("Ask the carrier to check the line; calls work again by themselves when "
+                     "it is back."),
+        lazy_gettext("The carrier's line is down: calls cannot be placed right now.")),
+}
+
+
+def health_notice(check: dict) -> HealthNotice:
+    """The notice for a red check (a dict of khhf.health.report): its own,
+    or, for a check not listed above, one made of its name, detail and todo."""
+    notice = HEALTH_NOTICES.get(str(check.get("name")))
+    if notice is not None:
+        return notice
+    return HealthNotice(gettext("Health check %(name)s is failing: %(detail)s",
+                                name=check.get("name"), detail=check.get("detail")),
+                        check.get("todo") or gettext("See `khhf status`."))
+
 
 IMPORT_KIND_LABELS = {
     "customers": lazy_gettext("Customer list"),

@@ -84,13 +84,15 @@ class BridgeEnv:
             self.thread = None
 
     def kill(self):
-        """Stop the bridge abruptly: queued events are dropped, like a crash."""
+        """Stop the bridge abruptly: events queued or held in memory are
+        dropped, like a crash (what it spilled to its file stays)."""
         bridge = self.bridge
 
         def drop():
             while not bridge.queue.empty():
                 bridge.queue.get_nowait()
                 bridge.queue.task_done()
+            bridge.backlog.memory.clear()
             self.stop_flag.set()
         self.loop.call_soon_threadsafe(drop)
         self.thread.join(20)

@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Flask, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Flask,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import gettext, lazy_gettext
 from flask_login import LoginManager, current_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import joinedload
 
 from khhf import config as khhf_config
@@ -109,7 +120,8 @@ def create_app(settings: khhf_config.Settings | None = None,
         app.register_error_handler(code, _error_page)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(params.BadParameter, _bad_parameter)
-    app.register_error_handler(OperationalError, _database_busy)
+    for unavailable in (DBAPIError, DisconnectionError):
+        app.register_error_handler(unavailable, _database_busy)
     return app
 
 
@@ -156,33 +168,56 @@ def _expire_old_log_ins():
 def _error_page(error):
     if security.is_api_request():
         return api_core.http_error(error)
-    return render_template("errors.html", error=error), error.code
+    return _render_error(error, None, error.code)
 
 
 def _bad_parameter(error):
     if security.is_api_request():
         return api_core.error(400, message=error.description)
-    return render_template("errors.html", error=error, message=error.description), 400
+    return _render_error(error, error.description, 400)
+
+
+def _render_error(error, message, code: int):
+    """errors.html; while the database is unavailable (its nav loads the
+    user) the busy page instead, never a crash on top of the error."""
+    try:
+        return render_template("errors.html", error=error, message=message), code
+    except (DBAPIError, DisconnectionError) as unavailable:
+        return _database_busy(unavailable)
 
 
 def _database_busy(error):
-    """SQLite's write lock stayed taken for the whole busy timeout (every
-    write waits its turn, see webui.db.writing): nothing was written, and
-    the user is told to try again rather than shown a crash. Any other
-    database error stays a 500."""
-    if not khhf_db.is_busy(error):
+    """The database cannot be used now: SQLite's write lock stayed taken for
+    the whole busy timeout (every write waits its turn, see
+    webui.db.writing), or the database server is down or its connection
+    broke. Nothing was written; the user is told, in words, to try again
+    (JSON for the workspace's scripts), never shown a crash or the driver's
+    message. Any other database error stays a 500."""
+    if not khhf_db.is_unavailable(error):
         raise error
-    _close_db(None)  # roll back
+    try:
+        _close_db(None)  # roll back
+    except Exception:  # the connection is already gone
+        g.pop("db", None)
+    headers = {"Retry-After": "5"}
     if security.is_api_request():
-        return api_core.error(503, headers={"Retry-After": "5"})
-    message = gettext("The system is busy; nothing was saved. Try again in a moment.")
+        return api_core.error(503, headers=headers)
+    if khhf_db.is_busy(error):
+        message = gettext("The system is busy; nothing was saved. Try again in a moment.")
+    else:
+        message = gettext("The system cannot save right now; please try again later.")
+    current_app.logger.warning("%s %s: the database is unavailable (%s)", request.method,
+                               request.path, type(getattr(error, "orig", error)).__name__)
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify(ok=False, message=message), 503, headers
     # rendered without the context processors: Flask-Login's would load the
-    # user from the database, which is what is busy
-    page = current_app.jinja_env.get_template("busy.html").render(message=message)
-    return page, 503, {"Retry-After": "5"}
+    # user from the database, which is what is unavailable
+    page = current_app.jinja_env.get_template("busy.html").render(
+        message=message, health_banner=health.banner(session.get(security.ROLE_KEY)))
+    return page, 503, headers
 
 
 def _csrf_error(error):
     message = gettext("The form was missing its security token or it had expired. "
                            "Reload the page and submit it again.")
-    return render_template("errors.html", error=error, message=message), 400
+    return _render_error(error, message, 400)

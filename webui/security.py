@@ -31,6 +31,8 @@ from khhf import local_time
 EPOCH_KEY = "session_epoch"
 # when the log-in began, and (a phone log-in kept for the day) when it ends
 LOGIN_AT_KEY, LOGIN_UNTIL_KEY = "login_at", "login_until"
+# the role, which the health banner of the busy page reads (it cannot read the user)
+ROLE_KEY = "role"
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -112,6 +114,7 @@ def start_session(user) -> None:
     current session epoch; only the chosen language survives."""
     fresh_session()
     session[EPOCH_KEY] = user.session_epoch
+    session[ROLE_KEY] = user.role
 
 
 def keep_until_end_of_day(now: dt.datetime | None = None) -> None:
