@@ -157,6 +157,27 @@ def test_not_placed_and_a_late_channel_agree_whoever_comes_first(env):
         assert s.get(Task, task_id).status == "connected"
 
 
+@pytest.mark.parametrize("outcome,events_,status", [
+    ("answered", ANSWERED, "connected"), ("busy", BUSY, "not_reached")])
+def test_a_call_given_up_as_not_placed_and_reported_whole_later_moves_its_task(
+        env, outcome, events_, status):
+    """The bridge died after Asterisk took the Originate, before it answered
+    the web UI, which closed the call as not placed; the restarted bridge
+    reads the whole call from CEL in one batch: the task follows it (a
+    customer who answered is not called again as if nobody had)."""
+    task_id = env.task_for("8001", "13812345678")
+    call_id = _dial(env, task_id)
+    with db.unit_of_work(env.sessions) as s:
+        call = s.get(Call, call_id)
+        mark_not_placed(s, call, call.requested_at)
+    assert _task(env, task_id).status == "pending"
+    _ami(env, call_id, *events_)
+    with env.sessions() as s:
+        assert s.get(Call, call_id).outcome == outcome
+    task = _task(env, task_id)
+    assert (task.status, task.attempts) == (status, 1)
+
+
 def test_a_result_filed_during_the_call_is_kept(env):
     task_id = env.task_for("8001", "13812345678")
     call_id = _dial(env, task_id)
