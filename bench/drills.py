@@ -92,29 +92,8 @@ def run_one(name: str, module: str, function: str, fixed: str | None, engine: st
     return row
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m bench.drills", description=__doc__.split("\n")[0])
-    p.add_argument("--short", action="store_true", help="the short forms (as the tests run them)")
-    p.add_argument("--only", default="", help="comma-separated drill names: "
-                   + ", ".join(d[0] for d in DRILLS + (SOAK,)))
-    p.add_argument("--engine", default="sqlite", choices=("sqlite", "postgresql"))
-    p.add_argument("--seed", type=int, default=None, help="the chaos drill's seed (default 7)")
-    p.add_argument("--soak", type=float, metavar="MINUTES",
-                   help="run the soak (drill 8) alone for MINUTES")
-    p.add_argument("--calls", type=int, default=100, help="the soak's concurrent calls")
-    args = p.parse_args(argv)
-    if args.soak is not None:
-        chosen = [SOAK]
-    else:
-        names = {n.strip() for n in args.only.split(",") if n.strip()}
-        known = {d[0] for d in DRILLS + (SOAK,)}
-        if names - known:
-            p.error(f"no drill named {', '.join(sorted(names - known))}; "
-                    f"choose from {', '.join(sorted(known))}")
-        chosen = [d for d in DRILLS + (SOAK,) if d[0] in names] if names else list(DRILLS)
-    options = dict(short=args.short, seed=args.seed, minutes=args.soak, calls=args.calls)
-    rows = [run_one(*drill, engine=args.engine, **options) for drill in chosen]
-    print(f"fault drills ({'short' if args.short else 'long'} forms): "
+def print_table(rows: list[DrillRow], short: bool) -> None:
+    print(f"fault drills ({'short' if short else 'long'} forms): "
           "placed = calls the callers placed, rows = call rows found for them, "
           "lost = placed calls with no final row, doubled = rows beyond one per call; "
           "recordings ok = length is talk time ±1 s")
@@ -125,6 +104,42 @@ def main(argv=None) -> int:
     for row in rows:
         for problem in row.violations():
             print(f"{row.drill} ({row.engine}): {problem}")
+
+
+def soak(minutes: float, calls: int, engine: str) -> int:
+    """Drill 8 alone: its row, then its figures and the daemons' RSS/fds table."""
+    from simkit.drills.soak import run_soak
+    result = run_soak(minutes, calls, engine)
+    print_table([result.row], short=False)
+    print()
+    print("\n".join(result.lines))
+    return 1 if result.row.violations() else 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m bench.drills", description=__doc__.split("\n")[0])
+    p.add_argument("--short", action="store_true", help="the short forms (as the tests run them)")
+    p.add_argument("--only", default="", help="comma-separated drill names: "
+                   + ", ".join(d[0] for d in DRILLS + (SOAK,)))
+    p.add_argument("--engine", default="sqlite", choices=("sqlite", "postgresql"))
+    p.add_argument("--seed", type=int, default=None, help="the chaos drill's seed (default 7)")
+    p.add_argument("--soak", type=float, metavar="MINUTES",
+                   help="run the soak (drill 8) alone for MINUTES")
+    p.add_argument("--calls", type=int, default=None,
+                   help="the soak's concurrent calls (default 100; 10 with --short)")
+    args = p.parse_args(argv)
+    if args.soak is not None:
+        return soak(args.soak, args.calls or 100, args.engine)
+    names = {n.strip() for n in args.only.split(",") if n.strip()}
+    known = {d[0] for d in DRILLS + (SOAK,)}
+    if names - known:
+        p.error(f"no drill named {', '.join(sorted(names - known))}; "
+                f"choose from {', '.join(sorted(known))}")
+    chosen = [d for d in DRILLS + (SOAK,) if d[0] in names] if names else list(DRILLS)
+    rows = [run_one(*drill, engine=args.engine, short=args.short, seed=args.seed,
+                    **({"calls": args.calls} if drill is SOAK else {}))
+            for drill in chosen]
+    print_table(rows, args.short)
     return 1 if any(r.violations() for r in rows) else 0
 
 

@@ -13,5 +13,5 @@ pytestmark = pytest.mark.pbx
 
 def test_bridge_and_web_killed_at_random_lose_and_double_nothing(tmp_path):
     row = chaos(short=True, seed=7, workdir=tmp_path)
-    assert row.placed >= 20, row
+    assert row.placed >= 10, row
     assert row.violations() == [], row

@@ -131,7 +131,7 @@ def chaos(short: bool, seed: int = 7, engine: str = "sqlite", pg_url: str | None
         if left != (0, 0):
             row.notes.append(f"after 120 s still open: {left[0]} rows, "
                              f"{left[1]} recordings unmeasured")
-        refused = sum(1 for w in workers for c in w.clicks if c.status == 503)
+        refused = sum(1 for w in workers for c in w.clicks if c.http_status == 503)
         kills = Counter(v for _, victims in killer.kills for v in victims)
         saw = killer.operator_saw()
         row.operator_saw = f"{saw}; {refused} dials refused with 503 and a message" if saw else ""

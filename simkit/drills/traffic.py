@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from collections import Counter
 from sqlalchemy import func, select
 
 from khhf.calls.states import FINAL_STATES, CallOutcome, colleague_extension
-from khhf.models import Call, Feedback, SmsMessage
+from khhf.models import Call, Feedback, SmsMessage, Task, TaskStatus
 
 from .stack import ManagerClient, Stack, WebError
 
@@ -33,7 +34,7 @@ class Click:
     task_id: int
     number: str
     at: float
-    status: int | None = None     # HTTP status; None: no answer (the web was down or died)
+    http_status: int | None = None   # None: no answer (the web was down or died)
     call_id: int | None = None
     message: str = ""
 
@@ -44,9 +45,10 @@ class ManagerWorker(threading.Thread):
     ended; 'sms' leaves it to the SMS prompt."""
 
     def __init__(self, stack: Stack, ext: str, stop: threading.Event, results: str = "web",
-                 pause: float = 0.5):
+                 pause: float = 0.5, poll: float = 0.5):
         super().__init__(name=f"manager-{ext}", daemon=True)
-        self.stack, self.ext, self.stop_flag, self.mode, self.pause = stack, ext, stop, results, pause
+        self.stack, self.ext, self.stop_flag, self.mode = stack, ext, stop, results
+        self.pause, self.poll = pause, poll
         self.tasks = stack.tasks_of(ext)
         self.clicks: list[Click] = []
         self.filed: dict[int, list[str]] = {}   # task id -> what each post got
@@ -81,7 +83,7 @@ class ManagerWorker(threading.Thread):
             click = Click(task_id, number, time.time())
             self.clicks.append(click)
             try:
-                click.status, answer = self.client.dial(task_id)
+                click.http_status, answer = self.client.dial(task_id)
             except WebError as error:
                 click.message = str(error)
                 self.note(f"dial task {task_id}: {error}")
@@ -89,9 +91,9 @@ class ManagerWorker(threading.Thread):
                 continue
             click.message = answer.get("message", "")
             click.call_id = answer.get("call_id")
-            self.note(f"dial task {task_id}: {click.status} call {click.call_id} {click.message}")
-            if click.status >= 500 and click.status != 503:
-                self.http_errors[click.status] += 1
+            self.note(f"dial task {task_id}: {click.http_status} call {click.call_id} {click.message}")
+            if click.http_status >= 500 and click.http_status != 503:
+                self.http_errors[click.http_status] += 1
             if click.call_id is None:
                 time.sleep(1)   # the manager reads the message and tries the next task
                 continue
@@ -111,7 +113,7 @@ class ManagerWorker(threading.Thread):
                     return state.get("outcome")
             except WebError:
                 pass
-            time.sleep(0.5)
+            time.sleep(self.poll)
         return None
 
     def _file(self, task_id: int, call_id: int) -> None:
@@ -160,9 +162,9 @@ class HotlineCallers(threading.Thread):
         for number, sipp in self.calls.items():
             try:
                 codes[number] = sipp.proc.wait(max(0.1, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - still running: counted as not answered
-                sipp.stop()
+            except subprocess.TimeoutExpired:   # still on: counted as not answered
                 codes[number] = None
+            sipp.stop()
         return codes
 
 
@@ -256,12 +258,20 @@ def account(stack: Stack, workers: list[ManagerWorker], hotline: dict[str, int |
             Call.customer_number.in_(clicked | set(hotline)))))
         feedback = Counter(s.scalars(select(Feedback.task_id).where(
             Feedback.task_id.in_({c.task_id for c in clicks}))))
+        # an answered call leaves its task waiting for the result (or done)
+        stale_tasks = Counter(s.scalars(select(Task.status).join(Call, Call.task_id == Task.id)
+                                        .where(Call.customer_number.in_(clicked),
+                                               Call.outcome == CallOutcome.ANSWERED,
+                                               Task.status.not_in((TaskStatus.CONNECTED,
+                                                                   TaskStatus.DONE)))))
     with_row = {c.customer_number for c in calls}
     expected = {c.number: 1 for c in clicks
                 if c.call_id is not None or c.number in invited or c.number in with_row}
     expected.update({number: 1 for number in hotline})
     counts = account_calls(calls, expected, stack.settings.recordings_dir, damaged)
     notes = []
+    if counts["rec_silent"]:
+        notes += recording_problems(calls, expected, stack.settings.recordings_dir)
     wrong = Counter()
     for call in calls:
         if call.state not in FINAL_STATES:
@@ -276,6 +286,7 @@ def account(stack: Stack, workers: list[ManagerWorker], hotline: dict[str, int |
         if not right:
             wrong[f"{call.direction} {call.outcome} (expected {want})"] += 1
     notes += [f"{n} {what}" for what, n in sorted(wrong.items())]
+    notes += [f"{n} answered calls left their task {status}" for status, n in stale_tasks.items()]
     doubled = sum(1 for n in feedback.values() if n > 1)
     if doubled:
         notes.append(f"{doubled} tasks with their result filed twice")
@@ -288,6 +299,21 @@ def account(stack: Stack, workers: list[ManagerWorker], hotline: dict[str, int |
     if raw:
         notes.append("the web answered " + ", ".join(f"{n} x HTTP {c}" for c, n in raw.items()))
     return Accounting(expected, counts, notes)
+
+
+def recording_problems(calls, expected, recordings_dir, limit: int = 5) -> list[str]:
+    """What is wrong with the recordings account_calls counted as silent, in words."""
+    from simkit.drills import RECORDING_TOLERANCE_S, wav_seconds
+    out = []
+    for call in calls:
+        if call.customer_number not in expected or not call.answer_at or not call.talk_seconds:
+            continue
+        seconds = wav_seconds(recordings_dir / call.recording_path) if call.recording_path else None
+        if seconds is None or abs(seconds - call.talk_seconds) > RECORDING_TOLERANCE_S:
+            out.append(f"call {call.id} ({call.direction}, {call.outcome}): talk "
+                       f"{call.talk_seconds} s, recording {call.recording_path or 'none'} "
+                       f"{'unreadable' if seconds is None else f'{seconds:.1f} s'}")
+    return out[:limit]
 
 
 def sms_once(stack: Stack) -> tuple[int, bool]:
