@@ -210,16 +210,22 @@ class Stack:
 
     def wait_ready(self, timeout: float = 90) -> None:
         """The web UI and the bridge's command channel accept connections,
-        and the bridge can say what the PBX has live."""
+        the AGI service beats, and the bridge can say what the PBX has live."""
         from khhf import bridge_client
+        from khhf.daemon import run_dir
         s = self.settings
         for name, host, port in (("webui", s.web_host, s.web_port),
-                                 ("ami_bridge", s.bridge_host, s.bridge_port),
-                                 ("agi", s.agi_host, s.agi_port)):
+                                 ("ami_bridge", s.bridge_host, s.bridge_port)):
             if not wait_listening(host, port, timeout):
                 raise RuntimeError(f"{name} did not start listening on {host}:{port}; "
                                    f"see {self.daemons[name].log}")
         deadline = time.monotonic() + timeout
+        # the AGI service: its heartbeat (a probe of its port would be a junk
+        # FastAGI request in its log)
+        while not (run_dir(s) / "agi.json").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"agi did not start; see {self.daemons['agi'].log}")
+            time.sleep(0.2)
         while True:
             try:
                 bridge_client.live(s, timeout=5)

@@ -59,16 +59,6 @@ class ManagerWorker(threading.Thread):
     def note(self, what: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} m{self.ext} {what}")
 
-    def _retry(self, what, attempts: int = 60, pause: float = 1.0):
-        """`what()` until it does not raise WebError (the web restarting)."""
-        for attempt in range(attempts):
-            try:
-                return what()
-            except WebError:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(pause)
-
     def run(self) -> None:
         queue = list(self.tasks)
         while queue and not self.stop_flag.is_set():
@@ -126,6 +116,7 @@ class ManagerWorker(threading.Thread):
                 got.append(self.client.file_result(task_id, self.stack.final_code, call_id))
                 self.note(f"result of task {task_id}: {got[-1]}")
                 if got[-1].startswith("refused"):
+                    time.sleep(1)
                     self.client.home()   # maybe logged out with the session: look again
                     continue
                 return
@@ -182,9 +173,9 @@ class MobileReplies(threading.Thread):
         while not self.stop_flag.wait(self.delay):
             submits = self.stack.smsc.received()
             for submit in submits[self.seen:]:
-                # a prompt starts '#<ref> <task type>'; the other texts naming a
-                # reference go on with the masked number (no reply to those)
-                ref = re.match(r"#(\d+) [^\d\s]", sms_text(submit))
+                # a prompt says '#<ref> <task type> <number>'; the other texts
+                # naming a reference go on with the number (no reply to those)
+                ref = re.search(r"#(\d+) [^\d\s]", sms_text(submit))
                 if ref and submit["to"].startswith("138"):
                     try:
                         self.stack.smsc.deliver(submit["to"], f"#{ref.group(1)} 1")
