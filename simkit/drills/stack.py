@@ -41,7 +41,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from khhf import config, db
-from khhf.models import County, Manager, ResultCode, TaskType, User
+from khhf.models import Customer, Manager, ResultCode, Task, TaskType, User
 from khhf.services.accounts import hash_password
 from pbxctl import pbx
 from simkit import factories
@@ -277,11 +277,9 @@ class Stack:
             self.final_code = s.scalar(select(ResultCode.id).join(TaskType).where(
                 TaskType.id == revisit.id, ResultCode.is_final.is_(True),
                 ResultCode.is_success.is_(True)))
-            self.county_id = county.id
 
     def tasks_of(self, ext: str) -> list[tuple[int, str]]:
         """(task id, customer number) of the manager at `ext`, in order."""
-        from khhf.models import Customer, Task
         with self.sessions() as s:
             return list(s.execute(select(Task.id, Customer.phone).join(Customer).join(
                 Manager, Manager.id == Task.manager_id).where(Manager.desk_extension == ext)
@@ -289,9 +287,6 @@ class Stack:
 
     def callers_of(self, ext: str) -> list[str]:
         return [f"137{ext}{i:04d}" for i in range(self.plan.callers)]
-
-    def county(self, session) -> County:
-        return session.get(County, self.county_id)
 
     # -- parties ----------------------------------------------------------------------
     def hotline_call(self, caller: str) -> Sipp:
