@@ -147,10 +147,19 @@ class Bridge:
         raws = [r for r in map(store.raw_from_ami, events) if r is not None]
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
-            for call_id in sorted(changed):
-                store.recompute(session, call_id)
+            self._recompute(session, changed)
         self.events_applied += len(events)
         return changed
+
+    def _recompute(self, session, call_ids: set[int]) -> None:
+        """Each call row in line with its stored events (store.recompute). A
+        call given up as not placed lost its recording's path (nobody talked,
+        it seemed); when its events show an answer after all, the path
+        Asterisk was given comes back."""
+        for call_id in sorted(call_ids):
+            call = store.recompute(session, call_id)
+            if call.answer_at is not None and call.recording_path is None:
+                call.recording_path = dialing.recording_file(self.settings, call)
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
@@ -239,8 +248,7 @@ class Bridge:
         raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
-            for call_id in sorted(changed):
-                store.recompute(session, call_id)
+            self._recompute(session, changed)
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == CallState.REQUESTED,
