@@ -191,6 +191,28 @@ def test_a_call_given_up_as_not_placed_and_reported_whole_later_is_whole(
     assert (task.status, task.attempts) == (status, 1)
 
 
+def test_hang_ups_seen_before_the_answer_do_not_leave_the_task_or_the_recording_behind(
+        env, tmp_path):
+    """A restarted bridge applies the live hang-ups before its reconciler has
+    read the answer from CEL: for a moment the call looks unanswered (its
+    task not reached, no recording); once the answer is stored the row, the
+    task and the recording's path are those of an answered call."""
+    task_id = env.task_for("8001", "13812345678")
+    call_id = _dial(env, task_id)
+    with env.sessions() as s:
+        planned = s.get(Call, call_id).recording_path
+    events_ = _ami_events(env, call_id, *ANSWERED)
+    bridge = Bridge(env.settings, env.engine, state_dir=tmp_path / "bridge")
+    bridge.apply_ami(events_[:3] + events_[4:])   # everything but the customer's answer
+    assert _task(env, task_id).status == "not_reached"
+    bridge.apply_ami(events_[3:4])
+    with env.sessions() as s:
+        call = s.get(Call, call_id)
+        assert (call.outcome, call.recording_path) == ("answered", planned)
+    task = _task(env, task_id)
+    assert (task.status, task.attempts) == ("connected", 1)
+
+
 def test_a_result_filed_during_the_call_is_kept(env):
     task_id = env.task_for("8001", "13812345678")
     call_id = _dial(env, task_id)

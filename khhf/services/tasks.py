@@ -27,9 +27,8 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from khhf.calls.events import NOT_PLACED
 from khhf.calls.states import DESK_SIDE_OUTCOMES, FINAL_STATES, CallOutcome, CallState
-from khhf.models import Call, CallEvent, Feedback, ResultCode, Task, TaskStatus, utcnow
+from khhf.models import Call, Feedback, ResultCode, Task, TaskStatus, utcnow
 
 # short names for the table below (elsewhere: TaskStatus.PENDING, ...)
 PENDING, DIALING, CONNECTED, NOT_REACHED, DONE, CANCELLED = (
@@ -135,29 +134,23 @@ def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | Non
         if task.status != to:
             _move(task, "call_progress", to, now)
         return
-    if task.status not in (DIALING, CONNECTED):
-        if not _placed_after_all(session, task, call):
-            return  # already moved on (e.g. a result was filed during the call)
-        _move(task, "call_progress", DIALING, now)
     ended = _status_after(call)
     if ended is None:
         ended = _status_before(session, task, call)
+    if task.status not in (DIALING, CONNECTED):
+        if task.status == ended or _result_since(session, task, call):
+            return  # already there, or a result filed during or after the call decides
+        # the call's story changed after the task followed it to its end: a
+        # call given up as not placed rang after all, or a restarted bridge
+        # saw the hang-ups before the CEL record told it of the answer
+        _move(task, "call_progress", DIALING, now)
     _move(task, "call_ended", ended, now)
 
 
-def _placed_after_all(session: Session, task: Task, call: Call) -> bool:
-    """Whether `call` was given up as not placed (the bridge died before it
-    told the web UI that Asterisk took the call) and then turned out to have
-    rung, its whole story arriving at once (the restarted bridge reads it
-    from CEL), with no result filed since: then the task follows it like
-    any other call, so a customer who answered is not called as if nobody had."""
-    if call.outcome in DESK_SIDE_OUTCOMES:
-        return False
-    given_up = session.scalar(select(CallEvent.id).where(
-        CallEvent.call_id == call.id, CallEvent.event == NOT_PLACED).limit(1))
-    filed = session.scalar(select(Feedback.id).where(
-        Feedback.task_id == task.id, Feedback.created_at >= call.requested_at).limit(1))
-    return given_up is not None and filed is None
+def _result_since(session: Session, task: Task, call: Call) -> bool:
+    """Whether a result was filed for the task since `call` was requested."""
+    return session.scalar(select(Feedback.id).where(
+        Feedback.task_id == task.id, Feedback.created_at >= call.requested_at).limit(1)) is not None
 
 
 def _status_before(session: Session, task: Task, call: Call) -> TaskStatus:
