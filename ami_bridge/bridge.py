@@ -61,6 +61,12 @@ class Bridge:
         self._applying_since: float | None = None
         self.last_event_at: float | None = None
         self._reconcile_lock = asyncio.Lock()
+        # after a (re)connect, live events wait until the reconciler has stored
+        # what the CEL record says happened while the bridge was away: applied
+        # first, a live hang-up would end (for a moment) a call whose answer
+        # only CEL knows, and move its task as if nobody had answered
+        self.caught_up = asyncio.Event()
+        self.caught_up.set()
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -92,8 +98,12 @@ class Bridge:
                     self.client = client
                     self.connected.set()
                     log.info("AMI connected to %s:%s", s.ami_host, s.ami_port)
+                    self.caught_up.clear()
                     forward = asyncio.create_task(self._forward(client))
-                    await self.reconcile()  # whatever happened while we were away
+                    try:
+                        await self.reconcile()  # whatever happened while we were away
+                    finally:
+                        self.caught_up.set()
                     await _first(client.lost.wait(), stop.wait())
                     forward.cancel()
                     self.connected.clear()
@@ -118,6 +128,7 @@ class Bridge:
     async def _consume(self) -> None:
         while True:
             batch = [await self.queue.get()]
+            await self.caught_up.wait()
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             stamps = [_timestamp(event) for event in batch]
