@@ -123,6 +123,8 @@ def register_desks(settings, desks: list[str], contact_port: int, workdir: Path,
                     return
             except (RuntimeError, AssertionError):
                 pass
+            finally:
+                reg.stop()   # closes its output file
         raise RuntimeError(f"desk phone {ext} failed to register:\n{reg.trace_summary()}")
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(register, desks))
