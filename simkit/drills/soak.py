@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from khhf.calls.states import FINAL_STATES
+from khhf.calls.states import FINAL_STATES, CallOutcome
 from khhf.daemon import run_dir
 from khhf.models import Call, Feedback
 
@@ -209,7 +209,7 @@ def results_missing(stack: Stack, workers: list[ManagerWorker]) -> int:
     tasks = {c.task_id for w in workers for c in w.clicks}
     with stack.sessions() as s:
         answered = set(s.scalars(select(Call.task_id).where(
-            Call.task_id.in_(tasks), Call.outcome == "answered")))
+            Call.task_id.in_(tasks), Call.outcome == CallOutcome.ANSWERED)))
         filed = set(s.scalars(select(Feedback.task_id).where(Feedback.task_id.in_(answered))))
     return len(answered - filed)
 

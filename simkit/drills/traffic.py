@@ -89,7 +89,7 @@ class ManagerWorker(threading.Thread):
                 continue
             outcome = self._watch(click.call_id)
             self.note(f"call {click.call_id}: {outcome}")
-            if outcome == "answered" and self.mode == "web":
+            if outcome == CallOutcome.ANSWERED and self.mode == "web":
                 self._file(task_id, click.call_id)
             time.sleep(self.pause)
 
@@ -268,7 +268,7 @@ def account(stack: Stack, workers: list[ManagerWorker], hotline: dict[str, int |
         if call.state not in FINAL_STATES:
             continue
         if call.direction == "outbound":
-            want = "answered" if call.customer_number in invited else "not_placed"
+            want = CallOutcome.ANSWERED if call.customer_number in invited else CallOutcome.NOT_PLACED
             right = call.outcome == want
         else:   # the caller was answered: by the desk, the mobile or a colleague
             want = "answered by someone"
