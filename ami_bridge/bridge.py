@@ -83,6 +83,12 @@ class Bridge:
         # connection: unknown is not "down" (the first qualify of a freshly
         # started PBX comes at a random moment within its interval)
         self.trunk_contact: str | None = None
+        # after a (re)connect, live events wait until the reconciler has stored
+        # what the CEL record says happened while the bridge was away: applied
+        # first, a live hang-up would end (for a moment) a call whose answer
+        # only CEL knows, and move its task as if nobody had answered
+        self.caught_up = asyncio.Event()
+        self.caught_up.set()
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -116,8 +122,12 @@ class Bridge:
                     self.trunk_contact = None
                     self.connected.set()
                     log.info("AMI connected to %s:%s", s.ami_host, s.ami_port)
+                    self.caught_up.clear()
                     forward = asyncio.create_task(self._forward(client))
-                    await self.reconcile()  # whatever happened while we were away
+                    try:
+                        await self.reconcile()  # whatever happened while we were away
+                    finally:
+                        self.caught_up.set()
                     await _first(client.lost.wait(), stop.wait())
                     forward.cancel()
                     self.connected.clear()
@@ -151,6 +161,8 @@ class Bridge:
         while True:
             if not self.backlog:
                 self._hold([await self.queue.get()])
+            # after a (re)connect, nothing is stored before the CEL catch-up
+            await self.caught_up.wait()
             self._hold([])
             batch = self.backlog.peek(BATCH)
             stamps = [_timestamp(event) for event in batch]
@@ -212,10 +224,19 @@ class Bridge:
         raws = [r for r in map(store.raw_from_ami, events) if r is not None]
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
-            for call_id in sorted(changed):
-                store.recompute(session, call_id)
+            self._recompute(session, changed)
         self.events_applied += len(events)
         return changed
+
+    def _recompute(self, session, call_ids: set[int]) -> None:
+        """Each call row in line with its stored events (store.recompute). A
+        call given up as not placed lost its recording's path (nobody talked,
+        it seemed); when its events show an answer after all, the path
+        Asterisk was given comes back."""
+        for call_id in sorted(call_ids):
+            call = store.recompute(session, call_id)
+            if call.answer_at is not None and call.recording_path is None:
+                call.recording_path = dialing.recording_file(self.settings, call)
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
@@ -325,8 +346,7 @@ class Bridge:
         raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
-            for call_id in sorted(changed):
-                store.recompute(session, call_id)
+            self._recompute(session, changed)
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == CallState.REQUESTED,

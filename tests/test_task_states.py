@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from ami_bridge.bridge import Bridge
 from khhf import config, db
 from khhf.calls import events, store
 from khhf.models import Call, CallEvent, ResultCode, Task, TaskStatus, User
@@ -85,14 +86,20 @@ def _dial(env, task_id, now=NOON) -> int:
         return request_call(s, env.settings, user, task_id, now=now).id
 
 
+def _ami_events(env, call_id, *events_) -> list[dict]:
+    """AMI events (name, channel, extra headers) of the call, a second apart."""
+    with env.sessions() as s:
+        call = s.get(Call, call_id)
+        t = call.requested_at.replace(tzinfo=dt.timezone.utc).timestamp()
+        return [{"Event": name, "Channel": channel, "Uniqueid": f"{call.linkedid}-{i}",
+                 "Linkedid": call.linkedid, "Timestamp": f"{t + i + 1:.6f}", **extra}
+                for i, (name, channel, extra) in enumerate(events_)]
+
+
 def _ami(env, call_id, *events_):
     """Feed AMI events (name, channel, extra headers) for the call, in order."""
+    raws = _ami_events(env, call_id, *events_)
     with db.unit_of_work(env.sessions) as s:
-        call = s.get(Call, call_id)
-        raws, t = [], call.requested_at.replace(tzinfo=dt.timezone.utc).timestamp()
-        for i, (name, channel, extra) in enumerate(events_):
-            raws.append({"Event": name, "Channel": channel, "Uniqueid": f"{call.linkedid}-{i}",
-                         "Linkedid": call.linkedid, "Timestamp": f"{t + i + 1:.6f}", **extra})
         changed = store.store_events(s, [store.raw_from_ami(r) for r in raws])
         for cid in changed:
             store.recompute(s, cid)
@@ -155,6 +162,55 @@ def test_not_placed_and_a_late_channel_agree_whoever_comes_first(env):
         call = s.get(Call, call_id)
         assert (call.state, call.outcome) == ("connected", None)
         assert s.get(Task, task_id).status == "connected"
+
+
+@pytest.mark.parametrize("outcome,events_,status", [
+    ("answered", ANSWERED, "connected"), ("busy", BUSY, "not_reached")])
+def test_a_call_given_up_as_not_placed_and_reported_whole_later_is_whole(
+        env, tmp_path, outcome, events_, status):
+    """The bridge died after Asterisk took the Originate, before it answered
+    the web UI, which closed the call as not placed; the restarted bridge
+    reads the whole call from CEL in one batch: the task follows it (a
+    customer who answered is not called again as if nobody had), and an
+    answered call has its recording's path back (drill 7 found both)."""
+    task_id = env.task_for("8001", "13812345678")
+    call_id = _dial(env, task_id)
+    with db.unit_of_work(env.sessions) as s:
+        call = s.get(Call, call_id)
+        planned = call.recording_path
+        mark_not_placed(s, call, call.requested_at)
+        assert call.recording_path is None   # nobody talked, it seems
+    assert _task(env, task_id).status == "pending"
+    bridge = Bridge(env.settings, env.engine, state_dir=tmp_path / "bridge")
+    bridge.apply_ami(_ami_events(env, call_id, *events_))
+    with env.sessions() as s:
+        call = s.get(Call, call_id)
+        assert call.outcome == outcome
+        assert call.recording_path == (planned if outcome == "answered" else None)
+    task = _task(env, task_id)
+    assert (task.status, task.attempts) == (status, 1)
+
+
+def test_hang_ups_seen_before_the_answer_do_not_leave_the_task_or_the_recording_behind(
+        env, tmp_path):
+    """A restarted bridge applies the live hang-ups before its reconciler has
+    read the answer from CEL: for a moment the call looks unanswered (its
+    task not reached, no recording); once the answer is stored the row, the
+    task and the recording's path are those of an answered call."""
+    task_id = env.task_for("8001", "13812345678")
+    call_id = _dial(env, task_id)
+    with env.sessions() as s:
+        planned = s.get(Call, call_id).recording_path
+    events_ = _ami_events(env, call_id, *ANSWERED)
+    bridge = Bridge(env.settings, env.engine, state_dir=tmp_path / "bridge")
+    bridge.apply_ami(events_[:3] + events_[4:])   # everything but the customer's answer
+    assert _task(env, task_id).status == "not_reached"
+    bridge.apply_ami(events_[3:4])
+    with env.sessions() as s:
+        call = s.get(Call, call_id)
+        assert (call.outcome, call.recording_path) == ("answered", planned)
+    task = _task(env, task_id)
+    assert (task.status, task.attempts) == ("connected", 1)
 
 
 def test_a_result_filed_during_the_call_is_kept(env):

@@ -156,12 +156,19 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
     # it unique even across databases sharing one PBX
     call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
-    call.recording_path = f"{settings.recording_day(now)}/{call.id}.wav"
+    call.recording_path = recording_file(settings, call)
     tasks.dial(task, now)
     detail = {"task": task.id} if device == DESK else {"task": task.id, "device": device}
     audit.record(session, user, "create", "call", call.id, detail, ip,
                  object_name=" ".join(filter(None, (customer.name, mask_phone(customer.phone)))))
     return call
+
+
+def recording_file(settings: Settings, call: Call) -> str:
+    """Where the call's recording goes, relative to the recordings directory:
+    the local day it was requested, and its id (the bridge passes it to
+    Asterisk with the Originate)."""
+    return f"{settings.recording_day(call.requested_at)}/{call.id}.wav"
 
 
 def mark_not_placed(session: Session, call: Call, now: dt.datetime | None = None) -> None:

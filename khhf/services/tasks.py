@@ -34,7 +34,7 @@ from khhf.calls.states import (
     CallOutcome,
     CallState,
 )
-from khhf.models import Call, ResultCode, Task, TaskStatus, utcnow
+from khhf.models import Call, Feedback, ResultCode, Task, TaskStatus, utcnow
 
 # short names for the table below (elsewhere: TaskStatus.PENDING, ...)
 PENDING, DIALING, CONNECTED, NOT_REACHED, DONE, CANCELLED = (
@@ -142,12 +142,23 @@ def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | Non
         if task.status != to:
             _move(task, "call_progress", to, now)
         return
-    if task.status not in (DIALING, CONNECTED):
-        return  # already moved on (e.g. a result was filed during the call)
     ended = _status_after(call)
     if ended is None:
         ended = _status_before(session, task, call)
+    if task.status not in (DIALING, CONNECTED):
+        if task.status == ended or _result_since(session, task, call):
+            return  # already there, or a result filed during or after the call decides
+        # the call's story changed after the task followed it to its end: a
+        # call given up as not placed rang after all, or a restarted bridge
+        # saw the hang-ups before the CEL record told it of the answer
+        _move(task, "call_progress", DIALING, now)
     _move(task, "call_ended", ended, now)
+
+
+def _result_since(session: Session, task: Task, call: Call) -> bool:
+    """Whether a result was filed for the task since `call` was requested."""
+    return session.scalar(select(Feedback.id).where(
+        Feedback.task_id == task.id, Feedback.created_at >= call.requested_at).limit(1)) is not None
 
 
 def _status_before(session: Session, task: Task, call: Call) -> TaskStatus:
