@@ -23,7 +23,7 @@ from wtforms import BooleanField, DateTimeLocalField, HiddenField, SelectField, 
 from wtforms.validators import Optional
 
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
-from khhf.services import campaigns, dialing, results, tasks, workspace
+from khhf.services import campaigns, dial_rules, results, tasks, workspace
 from webui.access import allow, client_ip, load
 from webui.calls import progress_label
 from webui.db import get_db, writing
@@ -203,7 +203,7 @@ def next_task():
     """JSON for progressive dial: the next due task, or why there is none."""
     manager = own_manager()
     now = utcnow()
-    if not dialing.in_calling_window(settings(), now):
+    if not dial_rules.in_calling_window(settings(), now):
         return jsonify(task=None, reason="window", message=gettext(
             "Progressive dial stopped: calls are only placed between %(window)s "
             "(%(zone)s).", window=settings().calling_window, zone=zone_name(settings().timezone)))

@@ -20,7 +20,7 @@ from khhf.config import Settings
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems, dialing, tasks, validated, workspace
+from . import N_, Problems, dial_rules, tasks, validated, workspace
 
 CHANNELS = ("web", "sms", "keypad")
 MAX_NOTE = 1000
@@ -109,7 +109,7 @@ def _check_appointment(problems: Problems, settings: Settings, at: dt.datetime,
     elif at > now + MAX_APPOINTMENT_AHEAD:
         problems.add("appointment_at", N_("The call-back time is too far ahead: at most "
                                           "%(days)s days."), days=MAX_APPOINTMENT_AHEAD.days)
-    elif not dialing.in_calling_window(settings, at):
+    elif not dial_rules.in_calling_window(settings, at):
         problems.add("appointment_at", N_("Calls are only placed between %(window)s "
                                           "(%(zone)s): choose a call-back time inside it."),
                      window=settings.calling_window, zone=settings.timezone)
