@@ -109,19 +109,20 @@ CREATE INDEX ix_customers_county ON customers (county_id);
 CREATE INDEX ix_customers_manager ON customers (manager_id);
 
 -- The do-not-call register (免打扰名单): a number no outbound call may
--- ring, with the date it was listed, where the entry came from, who added
--- it and why. khhf.services.dial_rules refuses these numbers before any
--- INVITE.
+-- ring, with the date it was listed, its source (where the request came
+-- from, e.g. 12321 complaint), how it was entered, who added it and why.
+-- khhf.services.dial_rules refuses these numbers before any INVITE.
 CREATE TABLE dnc_entries (
     id INTEGER NOT NULL,
     number VARCHAR(20) NOT NULL,
     listed_on DATE NOT NULL,
-    source VARCHAR(16) NOT NULL,
+    source VARCHAR(64) DEFAULT '' NOT NULL,
+    channel VARCHAR(16) NOT NULL,
     reason TEXT DEFAULT '' NOT NULL,
     added_by INTEGER,
     created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
     PRIMARY KEY (id),
-    CHECK (source IN ('import', 'result', 'manual')),
+    CONSTRAINT ck_dnc_entries_channel CHECK (channel IN ('import', 'result', 'manual')),
     UNIQUE (number),
     FOREIGN KEY(added_by) REFERENCES users (id)
 );

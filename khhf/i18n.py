@@ -182,6 +182,7 @@ OBJECT_TYPE_LABELS = {
     "task_type": lazy_gettext("task type"),
     "campaign": lazy_gettext("campaign"),
     "campaign_cycle": lazy_gettext("campaign round"),
+    "dnc_entry": lazy_gettext("do-not-call entry"),
 }
 
 CAMPAIGN_CYCLE_LABELS = {"once": lazy_gettext("Once"), "weekly": lazy_gettext("Weekly"),
@@ -271,6 +272,22 @@ IMPORT_KIND_LABELS = {
     "customers": lazy_gettext("Customer list"),
     "managers": lazy_gettext("Manager list"),
     "tasks": lazy_gettext("Task list"),
+    "dnc": lazy_gettext("Do-not-call list"),
+}
+
+# how a number reached the do-not-call register (khhf.models.DncChannel)
+DNC_CHANNEL_LABELS = {
+    "import": lazy_gettext("Imported from a file"),
+    "result": lazy_gettext("Result filed (no more calls)"),
+    "manual": lazy_gettext("Added by hand"),
+}
+
+# what a task type is for (khhf.models.TaskKind)
+TASK_KIND_LABELS = {
+    "revisit": lazy_gettext("Return visit"),
+    "marketing": lazy_gettext("Marketing"),
+    "survey": lazy_gettext("Survey"),
+    "other": lazy_gettext("Other"),
 }
 
 # why a customer has their manager (khhf.models.ASSIGNMENT_REASONS)
@@ -367,6 +384,13 @@ AUDIT_FIELD_LABELS = {
     "distribution": lazy_gettext("Distribution"),
     "tasks_by_manager": lazy_gettext("Tasks by manager"),
     "manager": lazy_gettext("Customer manager"),
+    "listed_on": lazy_gettext("Date listed"),
+    "dnc_source": lazy_gettext("Source"),
+    "dnc_channel": lazy_gettext("Entered by"),
+    "consent": lazy_gettext("Consent to marketing calls"),
+    "consent_source": lazy_gettext("Consent source"),
+    "kind": lazy_gettext("Kind"),
+    "requires_consent": lazy_gettext("Requires consent"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS: dict[str, dict] = {
@@ -382,6 +406,8 @@ _AUDIT_VALUE_LABELS: dict[str, dict] = {
     "selection": CAMPAIGN_SELECTION_LABELS,
     "campaign_status": CAMPAIGN_STATUS_LABELS,
     "distribution": DISTRIBUTION_LABELS,
+    "dnc_channel": DNC_CHANNEL_LABELS,
+    "kind": TASK_KIND_LABELS,
 }
 # between the parts of a sentence, and between the items of one value
 _LIST_SEPARATOR = {"zh": "；", "en": "; "}

@@ -222,24 +222,25 @@ class Customer(Base):
     manager: Mapped[Manager | None] = relationship()
 
 
-class DncSource(StrEnum):
-    """How a number came onto the do-not-call register (dnc_entries.source)."""
+class DncChannel(StrEnum):
+    """How an entry reached the do-not-call register (dnc_entries.channel)."""
     IMPORT = "import"    # a file (`khhf dnc import`, the admin page)
     RESULT = "result"    # a result code flagged 不再联系 was filed for the customer
-    MANUAL = "manual"    # an administrator or supervisor, one number at a time
+    MANUAL = "manual"    # a user, one number at a time (admin page, customer page)
 
 
 class DncEntry(Base):
     """The do-not-call register (免打扰名单): a number no outbound call may
-    ring, with the date it was listed, where the entry came from, who added
-    it and why. khhf.services.dial_rules refuses these numbers before any
-    INVITE."""
+    ring, with the date it was listed, its source (where the request came
+    from, e.g. 12321 complaint), how it was entered, who added it and why.
+    khhf.services.dial_rules refuses these numbers before any INVITE."""
     __tablename__ = "dnc_entries"
-    __table_args__ = (one_of("source", DncSource),)
+    __table_args__ = (one_of("channel", DncChannel, name="ck_dnc_entries_channel"),)
     id: Mapped[int] = _id()
     number: Mapped[str] = mapped_column(String(20), unique=True)
     listed_on: Mapped[dt.date] = mapped_column(Date)
-    source: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    channel: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     added_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = _created()

@@ -11,6 +11,7 @@
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
     khhf tasks distribute ...  preview or commit a campaign's task distribution
     khhf types list|show|import  task types and their result codes (khhfcli/types.py)
+    khhf dnc import|list         the do-not-call register (khhfcli/dnc.py)
     khhf customers|tasks export  customers, or a campaign's tasks, to XLSX/CSV (khhfcli/exports.py)
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_tasks.register(sub)     # khhf tasks distribute ...
     from . import types as cli_types
     cli_types.register(sub)     # khhf types list|show|import
+    from . import dnc as cli_dnc
+    cli_dnc.register(sub)       # khhf dnc import|list
     cli_demo.register(sub)      # khhf demo seed|run
     cli_service.register(sub)   # khhf service install
     from . import recordings as cli_recordings

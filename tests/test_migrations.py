@@ -190,7 +190,7 @@ def assert_0004(before: dict, after: dict) -> None:
         "revisit", "marketing", "survey", "other"}
     flagged = {r["phone"] for r in before["customers"] if r["do_not_call"]}
     assert flagged and {r["number"] for r in after["dnc_entries"]} == flagged
-    assert {r["source"] for r in after["dnc_entries"]} == {"manual"}
+    assert {r["channel"] for r in after["dnc_entries"]} == {"manual"}
 
 
 def split(before: list[dict]) -> list[dict]:

@@ -12,7 +12,7 @@ import pytest
 from flask_babel import force_locale
 
 from khhf.calls.states import FINAL_STATES, CallOutcome, CallState
-from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
+from khhf.models import DncChannel, SmsKind, SmsReplyOutcome, SmsStatus, TaskKind, TaskStatus
 from simkit.web import make_app
 from webui import i18n
 
@@ -22,10 +22,12 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 # (table, column) -> its vocabulary
 CHECKED = {("tasks", "status"): TaskStatus, ("calls", "state"): CallState,
            ("sms_messages", "status"): SmsStatus, ("sms_messages", "kind"): SmsKind,
-           ("sms_messages", "reply_outcome"): SmsReplyOutcome}
+           ("sms_messages", "reply_outcome"): SmsReplyOutcome,
+           ("dnc_entries", "channel"): DncChannel, ("task_types", "kind"): TaskKind}
 LABELLED = [(TaskStatus, "TASK_STATUS_LABELS"), (CallState, "CALL_OUTCOME_LABELS"),
             (CallOutcome, "CALL_OUTCOME_LABELS"), (SmsStatus, "SMS_STATUS_LABELS"),
-            (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS")]
+            (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS"),
+            (DncChannel, "DNC_CHANNEL_LABELS"), (TaskKind, "TASK_KIND_LABELS")]
 
 
 def schema_checks() -> dict[tuple[str, str], list[str]]:

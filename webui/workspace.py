@@ -207,7 +207,7 @@ def next_task():
         return jsonify(task=None, reason="window", message=gettext(
             "Progressive dial stopped: calls are only placed between %(window)s "
             "(%(zone)s).", window=settings().calling_window, zone=zone_name(settings().timezone)))
-    task = workspace.next_due(get_db(), manager.id, now)
+    task = workspace.next_due(get_db(), manager.id, now, settings=settings())
     if task is None:
         return jsonify(task=None, reason="end", message=gettext(
             "Progressive dial stopped: no task is due now."))

@@ -31,7 +31,7 @@ import dataclasses
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from khhf.calls.states import DESK_SIDE_OUTCOMES
@@ -59,6 +59,10 @@ class Rule(StrEnum):
 # rules that time cures: the customer may be called later without anyone
 # changing anything (progressive dial skips such tasks and comes back)
 TIMED = frozenset({Rule.WINDOW, Rule.PER_DAY, Rule.PER_5MIN, Rule.CAMPAIGN_GAP})
+
+
+# the Problems fields of these refusals (request_call's other checks use others)
+FIELDS = frozenset({"time", "customer"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,22 +103,28 @@ def campaign_key(campaign_id: int | None, task_type_id: int | None) -> tuple:
     return (campaign_id, None) if campaign_id is not None else (None, task_type_id)
 
 
+# built once: a statement made per call costs more than running it (SQLAlchemy
+# rebuilds and re-keys it each time); bench/dial_latency.py measures the check
+_RECENT_CALLS = (
+    select(Call.requested_at, Task.campaign_id, Task.task_type_id)
+    .outerjoin(Task, Task.id == Call.task_id)
+    .where(Call.customer_number == bindparam("number"), Call.requested_at > bindparam("since"),
+           Call.requested_at <= bindparam("now"), Call.direction == "outbound",
+           or_(Call.outcome.is_(None), Call.outcome.not_in(DESK_SIDE_OUTCOMES)))
+    .order_by(Call.requested_at))
+_LISTED = select(DncEntry.id).where(DncEntry.number == bindparam("number"))
+
+
 def recent_calls(session: Session, number: str, now: dt.datetime) -> list[tuple[dt.datetime, tuple]]:
     """[(requested_at, campaign key)] of the counted outbound calls to
     `number` in the 24 hours up to `now`, oldest first."""
-    rows = session.execute(
-        select(Call.requested_at, Task.campaign_id, Task.task_type_id)
-        .outerjoin(Task, Task.id == Call.task_id)
-        .where(Call.customer_number == number, Call.requested_at > now - DAY,
-               Call.requested_at <= now, Call.direction == "outbound",
-               or_(Call.outcome.is_(None), Call.outcome.not_in(DESK_SIDE_OUTCOMES)))
-        .order_by(Call.requested_at))
+    rows = session.execute(_RECENT_CALLS, {"number": number, "since": now - DAY, "now": now})
     return [(at, campaign_key(campaign, type_id)) for at, campaign, type_id in rows]
 
 
 def on_register(session: Session, number: str) -> bool:
     """Whether `number` is on the do-not-call register."""
-    return session.scalar(select(DncEntry.id).where(DncEntry.number == number)) is not None
+    return session.execute(_LISTED, {"number": number}).first() is not None
 
 
 def is_booked_callback(task: Task, now: dt.datetime) -> bool:

@@ -102,6 +102,14 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("task_type", "任务类型", ("任务类型", "类型", "任务", "task_type")),
         Field("manager", "客户经理工号", _MANAGER),
     ),
+    # the do-not-call register (khhf.services.dnc; all or nothing, as task types)
+    "dnc": (
+        Field("number", "号码", ("号码", "手机号码", "手机号", "手机", "电话", "电话号码", "联系电话",
+                                "客户号码", "用户号码", "number", "phone"), required=True),
+        Field("listed_on", "登记日期", ("日期", "登记日期", "加入日期", "listed_on", "date")),
+        Field("source", "来源", ("来源", "渠道", "source")),
+        Field("reason", "原因", ("原因", "理由", "备注", "说明", "reason")),
+    ),
     # one row per result code (khhf.services.task_type_import; not an import
     # job of its own: task types are few and written all or nothing)
     "task_types": (

@@ -4,8 +4,8 @@ Revision ID: 0004
 Revises: 0002
 Create Date: 2026-12-07
 
-- dnc_entries: the do-not-call register (number, date listed, source, who
-  added it and why). Customers already flagged do_not_call are entered
+- dnc_entries: the do-not-call register (number, date listed, source, how
+  it was entered, who added it and why). Customers already flagged do_not_call are entered
   with source 'manual' and the date of the upgrade, so the register and
   the flag agree from the start (listed on the day the customer row last
   changed).
@@ -28,7 +28,7 @@ depends_on = None
 
 # the vocabularies as they are at this revision (never imported from the models)
 KINDS = ("revisit", "marketing", "survey", "other")
-SOURCES = ("import", "result", "manual")
+CHANNELS = ("import", "result", "manual")
 # SQLite's batch copy loses what the baseline wrote inline without a name
 TASK_TYPE_BASELINE = (sa.UniqueConstraint("code"), sa.CheckConstraint("max_attempts > 0"))
 
@@ -43,12 +43,13 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
         sa.Column("number", sa.String(20), nullable=False, unique=True),
         sa.Column("listed_on", sa.Date, nullable=False),
-        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("source", sa.String(64), nullable=False, server_default=""),
+        sa.Column("channel", sa.String(16), nullable=False),
         sa.Column("reason", sa.Text, nullable=False, server_default=""),
         sa.Column("added_by", sa.Integer, sa.ForeignKey("users.id")),
         sa.Column("created_at", sa.TIMESTAMP, nullable=False,
                   server_default=sa.func.current_timestamp()),
-        sa.CheckConstraint(_in("source", SOURCES)),
+        sa.CheckConstraint(_in("channel", CHANNELS), name="ck_dnc_entries_channel"),
     )
     op.add_column("customers", sa.Column("consent", sa.Boolean, nullable=False,
                                          server_default=sa.false()))
@@ -74,7 +75,7 @@ def upgrade() -> None:
     # listed when the customer row last changed: the best date there is
     day = "DATE(updated_at)" if op.get_bind().dialect.name == "sqlite" \
         else "CAST(updated_at AS DATE)"
-    op.execute("INSERT INTO dnc_entries (number, listed_on, source, reason, created_at) "
+    op.execute("INSERT INTO dnc_entries (number, listed_on, channel, reason, created_at) "
                f"SELECT phone, {day}, 'manual', 'do_not_call before the register', updated_at "
                "FROM customers WHERE do_not_call ORDER BY id")
 
