@@ -36,7 +36,8 @@ def world(tmp_path):
     sessions = db.session_factory(engine)
     with db.unit_of_work(sessions) as s:
         county = factories.county(s, "demo", "示范县", unified="13900000000")
-        managers = [factories.manager(s, county, f"m{i}", desk=f"800{i}") for i in (1, 2, 3)]
+        for i in (1, 2, 3):
+            factories.manager(s, county, f"m{i}", desk=f"800{i}")
         revisit = factories.task_type(s)
         market = factories.task_type(s, "market", "营销")
         market.kind, market.requires_consent = TaskKind.MARKETING, True
