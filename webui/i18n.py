@@ -77,7 +77,8 @@ def init_app(app) -> None:
         call_outcome=call_outcome, task_type_name=task_type_name, zone_name=zone_name,
         audit_actor=audit_actor, audit_sentence=audit_sentence, get_locale=get_locale,
         IMPORT_STATUS_LABELS=IMPORT_STATUS_LABELS,
-        ASSIGNMENT_REASON_LABELS=ASSIGNMENT_REASON_LABELS, audit_address=audit_address)
+        ASSIGNMENT_REASON_LABELS=ASSIGNMENT_REASON_LABELS, audit_address=audit_address,
+        TASK_KIND_LABELS=TASK_KIND_LABELS, DNC_CHANNEL_LABELS=DNC_CHANNEL_LABELS)
     app.before_request(_remember_requested_locale)
     app.before_request(_wtforms_catalog)
     # the templates' _(): the request's catalog looked up once per request.

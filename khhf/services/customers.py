@@ -85,13 +85,14 @@ def set_do_not_call(session: Session, by: User | None, ip: str, customer: Custom
         problems.add("reason", N_("The reason is longer than %(count)d characters."),
                      count=REASON_MAX)
     problems.raise_if_any()
+    before = customer.do_not_call
     entry = dnc.find(session, customer.phone)
     if do_not_call and entry is None:
         dnc.add(session, by, ip, customer.phone, channel=DncChannel.MANUAL, reason=reason,
                 record=False)
     elif not do_not_call and entry is not None:
         dnc.remove(session, by, ip, entry, reason, record=False)
-    if customer.do_not_call != do_not_call:
+    if before != do_not_call:
         customer.do_not_call = do_not_call
         customer.updated_at = utcnow()
         audit.record(session, by, "set_do_not_call", "customer", customer.id,

@@ -122,6 +122,9 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("label", "结果名称", ("结果", "名称", "label"), required=True),
         Field("is_success", "成功", ("是否成功", "success", "is_success")),
         Field("is_final", "结束", ("是否结束", "final", "is_final")),
+        Field("stops_calls", "不再联系", ("加入免打扰", "stops_calls")),
+        Field("kind", "类别", ("任务类别", "类型类别", "kind")),
+        Field("requires_consent", "需客户同意", ("需同意", "需要同意", "requires_consent")),
     ),
 }
 
