@@ -104,7 +104,8 @@ class TaskTypeForm(FlaskForm):
                            description=_l("Shown to the manager next to each task."))
     # a string: a bad number is the service's to report, with the other problems
     max_attempts = StringField(_l("Max attempts"), default="3")
-    kind = SelectField(_l("Kind"), choices=[(k.value, i18n.TASK_KIND_LABELS[k]) for k in TaskKind],
+    kind = SelectField(_l("Kind"), choices=[SelectChoice(k.value, i18n.TASK_KIND_LABELS[k])
+                                            for k in TaskKind],
                        default=TaskKind.REVISIT.value, validate_choice=False)
     requires_consent = BooleanField(
         _l("Requires consent"), description=_l("Its calls ring only customers who consented to "

@@ -1,4 +1,4 @@
-"""Customers (客户管理): search, edit, do-not-call, reassignment, history.
+"""Customers (客户管理): search, edit, do-not-call, consent, reassignment, history.
 
 Writes validate first and raise ValidationError before changing anything;
 each records its audit entry (numbers masked); the caller commits.
@@ -10,6 +10,8 @@ call follow the customer, as in a departure hand-over.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from sqlalchemy import ColumnElement, or_, select, true
 from sqlalchemy.orm import Session
@@ -98,6 +100,34 @@ def set_do_not_call(session: Session, by: User | None, ip: str, customer: Custom
         audit.record(session, by, "set_do_not_call", "customer", customer.id,
                      {"do_not_call": do_not_call, "why": reason}, ip,
                      object_name=audit_name(customer))
+    return customer
+
+
+CONSENT_SOURCE_MAX = 64
+
+
+def set_consent(session: Session, by: User | None, ip: str, customer: Customer,
+                consent: bool, source: str, now: dt.datetime | None = None) -> Customer:
+    """Record (or withdraw) the customer's consent to marketing calls, with
+    where it was given (营业厅签字, 电话录音 11-28, ...); task types that
+    require consent ring only customers who gave it. Audited."""
+    problems = Problems()
+    source = (source or "").strip()
+    if not source:
+        problems.add("source", N_("Say where the consent was given or withdrawn (e.g. signed "
+                                  "at the service hall on 11-28)."))
+    elif len(source) > CONSENT_SOURCE_MAX:
+        problems.add("source", N_("The source is longer than %(count)d characters."),
+                     count=CONSENT_SOURCE_MAX)
+    problems.raise_if_any()
+    now = now or utcnow()
+    changes = {"consent": (bool(customer.consent), consent),
+               "consent_source": (customer.consent_source, source)}
+    customer.consent, customer.consent_source = consent, source
+    customer.consent_at = now
+    customer.updated_at = now
+    audit.record(session, by, "update", "customer", customer.id, audit.changes(changes), ip,
+                 object_name=audit_name(customer))
     return customer
 
 
