@@ -168,3 +168,37 @@ def test_consent_is_recorded_with_its_source_and_audited(app):
                                                  AuditLog.object_id == str(customer_id))
                           .order_by(AuditLog.id.desc())).first()
         assert audit.load_detail(entry)["changes"]["consent"] == [False, True]
+
+
+@pytest.mark.parametrize("engine_kind", ["sqlite", "postgresql"])
+def test_the_customer_import_sets_consent_and_flags_listed_numbers(request, tmp_path,
+                                                                   engine_kind):
+    from khhf import db
+    from khhf.models import DncChannel
+    from khhf.services import dnc, imports
+    if engine_kind == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'i.db'}")
+    else:
+        engine = request.getfixturevalue("pg_database")("dncimp")
+    db.create_schema(engine)
+    factory = db.session_factory(engine)
+    with db.unit_of_work(factory) as s:
+        factories.county(s, "anji", "安吉")
+        dnc.add(s, None, "", "13800139031", channel=DncChannel.IMPORT, reason="12321")
+    path = tmp_path / "客户.csv"
+    path.write_text("手机号码,客户姓名,同意营销\n13800139031,甲,是\n13800139032,乙,\n"
+                    "13800139033,丙,√\n", encoding="utf-8")
+    bad = tmp_path / "坏.csv"
+    bad.write_text("手机号码,同意营销\n13800139034,也许\n", encoding="utf-8")
+    with factory() as s:
+        report = imports.check(s, "customers", bad, imports.Options(county_code="anji"))
+        assert report.rejects[0].problems[0][:2] == ("同意营销", "也许")
+    with db.unit_of_work(factory) as s:
+        imports.run(s, "customers", path, imports.Options(county_code="anji"), commit=True)
+    with factory() as s:
+        got = {c.phone: (c.consent, c.consent_source, c.consent_at is not None, c.do_not_call)
+               for c in s.scalars(select(Customer))}
+    assert got == {"13800139031": (True, "文件导入", True, True),
+                   "13800139032": (False, "", False, False),
+                   "13800139033": (True, "文件导入", True, False)}
+    engine.dispose()

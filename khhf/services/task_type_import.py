@@ -45,8 +45,7 @@ CODE_FLAGS = ("is_success", "is_final", "stops_calls")
 # 类别 as written in the file: the Chinese words as_rows writes, or the codes
 KIND_WORDS = {"回访": TaskKind.REVISIT, "营销": TaskKind.MARKETING, "调查": TaskKind.SURVEY,
               "其他": TaskKind.OTHER, **{k.value: k for k in TaskKind}}
-YES = frozenset({"是", "y", "yes", "1", "true", "t", "√", "✓", "✔", "对"})
-NO = frozenset({"", "否", "n", "no", "0", "false", "f", "×", "✗", "不"})
+YES, NO = imports.YES, imports.NO
 YES_WORD, NO_WORD = "是", "否"   # what as_rows writes
 
 
