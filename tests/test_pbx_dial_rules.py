@@ -1,0 +1,63 @@
+"""The dialing rules end to end, through the web UI's 呼叫, a real Asterisk
+and SIPp: a customer called 3 times in 5 minutes is refused a 4th with the
+Chinese message saying when, and a number on the do-not-call list is
+refused before any INVITE reaches the carrier trunk."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from khhf import db
+from khhf.models import Call, DncChannel
+from khhf.services import dnc
+from simkit.bridge_env import BridgeEnv
+from simkit.web import log_in_as
+
+CUSTOMER = "13812346001"
+LISTED = "13812346002"
+
+
+@pytest.fixture
+def env(pbx_harness, tmp_path):
+    env = BridgeEnv(pbx_harness, tmp_path).start()
+    yield env
+    env.stop()
+
+
+def dial(client, task_id):
+    return client.post(f"/calls/dial/{task_id}", headers={"Accept": "application/json"})
+
+
+def test_a_fourth_call_in_five_minutes_and_a_listed_number_never_ring(env, pbx_harness):
+    assert env.settings.customer_calls_per_5min == 3   # the default rule
+    app, _ = env.web_app("m8001")
+    app.config["WTF_CSRF_ENABLED"] = False
+    client = app.test_client()
+    log_in_as(client, app, "m8001")
+    desk = pbx_harness.desk_phone("8001", "answer.xml", calls=3)
+    # the customer's phone is busy: each call reaches the customer, and counts
+    trunk = pbx_harness.trunk("reject.xml", calls=3, fill={"CODE": 486, "REASON": "Busy Here"})
+    for _ in range(3):
+        answer = dial(client, env.task_for("8001", CUSTOMER))
+        assert answer.status_code == 200, answer.json
+        assert env.wait_final(answer.json["call_id"]).outcome == "busy"
+    refused = dial(client, env.task_for("8001", CUSTOMER))
+    assert refused.status_code == 409 and refused.json["next"] is True
+    assert "该客户最近5分钟内已被呼叫3次（最多3次）" in refused.json["message"]
+    assert "之后可以再呼叫" in refused.json["message"]
+    assert trunk.wait(30) == 0 and desk.wait(30) == 0
+    assert len(trunk.received("INVITE")) == 3
+
+    with db.unit_of_work(env.sessions) as s:
+        dnc.add(s, None, "", LISTED, channel=DncChannel.IMPORT, source="12321",
+                reason="投诉骚扰")
+    carrier = pbx_harness.trunk("answer_hangup.xml", duration_ms=500)
+    task_id = env.task_for("8001", LISTED)
+    refused = dial(client, task_id)
+    assert refused.status_code == 409 and "免打扰名单" in refused.json["message"]
+    carrier.stop()
+    assert carrier.received("INVITE") == []
+    with env.sessions() as s:   # refused before anything was written
+        assert s.scalar(select(Call).where(Call.task_id == task_id)) is None
+        assert len(s.scalars(select(Call).where(Call.customer_number == CUSTOMER)).all()) == 3
