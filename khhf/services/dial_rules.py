@@ -21,8 +21,8 @@ earliest local time the customer may be called:
 A call counts if it is outbound to the number and may have rung it: every
 row except those that ended on the manager's side (khhf.calls.states.
 DESK_SIDE_OUTCOMES: the customer was never dialed). The counts come from
-the calls table by customer_number (index ix_calls_number_time): one query
-for the calls, one for the register.
+the calls table by customer_number (index ix_calls_number_time), in the
+same round trip as the register's row for the number.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import dataclasses
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from khhf.calls.states import DESK_SIDE_OUTCOMES
@@ -104,27 +104,34 @@ def campaign_key(campaign_id: int | None, task_type_id: int | None) -> tuple:
 
 
 # built once: a statement made per call costs more than running it (SQLAlchemy
-# rebuilds and re-keys it each time); bench/dial_latency.py measures the check
-_RECENT_CALLS = (
-    select(Call.requested_at, Task.campaign_id, Task.task_type_id)
+# rebuilds and re-keys it each time). One round trip: the number's counted
+# calls of the last 24 hours, and a row marked listed if it is on the
+# do-not-call register (bench/dial_latency.py measures the check).
+_CALLS_AND_REGISTER = union_all(
+    select(Call.requested_at, Task.campaign_id, Task.task_type_id,
+           literal(False).label("listed"))
     .outerjoin(Task, Task.id == Call.task_id)
     .where(Call.customer_number == bindparam("number"), Call.requested_at > bindparam("since"),
            Call.requested_at <= bindparam("now"), Call.direction == "outbound",
-           or_(Call.outcome.is_(None), Call.outcome.not_in(DESK_SIDE_OUTCOMES)))
-    .order_by(Call.requested_at))
-_LISTED = select(DncEntry.id).where(DncEntry.number == bindparam("number"))
+           or_(Call.outcome.is_(None), Call.outcome.not_in(DESK_SIDE_OUTCOMES))),
+    select(null(), null(), null(), literal(True))
+    .where(DncEntry.number == bindparam("number")))
 
 
-def recent_calls(session: Session, number: str, now: dt.datetime) -> list[tuple[dt.datetime, tuple]]:
-    """[(requested_at, campaign key)] of the counted outbound calls to
-    `number` in the 24 hours up to `now`, oldest first."""
-    rows = session.execute(_RECENT_CALLS, {"number": number, "since": now - DAY, "now": now})
-    return [(at, campaign_key(campaign, type_id)) for at, campaign, type_id in rows]
-
-
-def on_register(session: Session, number: str) -> bool:
-    """Whether `number` is on the do-not-call register."""
-    return session.execute(_LISTED, {"number": number}).first() is not None
+def customer_facts(session: Session, number: str, now: dt.datetime
+                   ) -> tuple[list[tuple[dt.datetime, tuple]], bool]:
+    """([(requested_at, campaign key)] of the counted outbound calls to
+    `number` in the 24 hours up to `now`, oldest first; whether the number
+    is on the do-not-call register)."""
+    listed, calls = False, []
+    for at, campaign, type_id, on_register in session.execute(
+            _CALLS_AND_REGISTER, {"number": number, "since": now - DAY, "now": now}):
+        if on_register:
+            listed = True
+        else:
+            calls.append((at, campaign_key(campaign, type_id)))
+    calls.sort(key=lambda c: c[0])
+    return calls, listed
 
 
 def is_booked_callback(task: Task, now: dt.datetime) -> bool:
@@ -136,9 +143,9 @@ def check(session: Session, settings: Settings, task: Task, now: dt.datetime) ->
     """Every rule that refuses a call for `task` to its customer at `now`
     (naive UTC); empty when the call may ring. Reads only."""
     customer: Customer = task.customer
-    number = customer.phone
+    calls, listed = customer_facts(session, customer.phone, now)
     refusals: list[Refusal] = []
-    if customer.do_not_call or on_register(session, number):
+    if customer.do_not_call or listed:
         refusals.append(Refusal(Rule.DO_NOT_CALL, N_(
             "The customer is on the do-not-call list: file a result instead of calling."), {}))
     task_type = task.task_type
@@ -148,7 +155,6 @@ def check(session: Session, settings: Settings, task: Task, now: dt.datetime) ->
             "customer has not: record the customer's consent first, or cancel the task."),
             {"type": task_type.name}))
     timed: list[tuple[Rule, str, dict, dt.datetime]] = []
-    calls = recent_calls(session, number, now)
     for rule, span, limit, message in (
             (Rule.PER_5MIN, FIVE_MINUTES, settings.customer_calls_per_5min, N_(
                 "The customer has had %(count)s calls in the last 5 minutes (at most "
