@@ -31,7 +31,7 @@ import dataclasses
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import bindparam, literal, null, or_, select, union_all
+from sqlalchemy import CompoundSelect, bindparam, literal, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from khhf.calls.states import DESK_SIDE_OUTCOMES
@@ -107,7 +107,7 @@ def campaign_key(campaign_id: int | None, task_type_id: int | None) -> tuple:
 # rebuilds and re-keys it each time). One round trip: the number's counted
 # calls of the last 24 hours, and a row marked listed if it is on the
 # do-not-call register (bench/dial_latency.py measures the check).
-_CALLS_AND_REGISTER = union_all(
+_CALLS_AND_REGISTER: CompoundSelect = union_all(
     select(Call.requested_at, Task.campaign_id, Task.task_type_id,
            literal(False).label("listed"))
     .outerjoin(Task, Task.id == Call.task_id)
