@@ -174,8 +174,8 @@ def check(session: Session, settings: Settings, task: Task, now: dt.datetime) ->
         timed.append((Rule.CAMPAIGN_GAP, N_(
             "The customer was called for another campaign at %(at)s, and calls for different "
             "campaigns are %(minutes)s minutes apart unless the customer booked the "
-            "call-back: the customer may be called from %(when)s."), {"at": _clock(settings, others[-1]),
-                           "minutes": settings.campaign_gap_minutes},
+            "call-back: the customer may be called from %(when)s."),
+            {"at": _clock(settings, others[-1]), "minutes": settings.campaign_gap_minutes},
             others[-1] + gap))
     if timed or not in_calling_window(settings, now):
         when = window_opens(settings, max([now, *(t[3] for t in timed)]))

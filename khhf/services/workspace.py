@@ -211,14 +211,9 @@ def next_due(session: Session, manager_id: int, now: dt.datetime | None = None,
             (and_(Task.appointment_at.is_(None), Task.priority > 0),
              (Task.priority.desc(), Task.id)),
             (and_(Task.status == TaskStatus.PENDING, _ordinary()), (Task.id,))):
-        query = base.where(clause).order_by(*order)
-        if settings is None:
-            task = session.scalar(query.limit(1))
-            if task is not None:
-                return task
-            continue
-        for task in session.scalars(query.limit(NEXT_SCAN)):
-            if not dial_rules.check(session, settings, task, now):
+        query = base.where(clause).order_by(*order).limit(1 if settings is None else NEXT_SCAN)
+        for task in list(session.scalars(query)):
+            if settings is None or not dial_rules.check(session, settings, task, now):
                 return task
     return None
 
