@@ -82,18 +82,22 @@ def seed_history(env, numbers: list[str], rows: int) -> None:
         s.execute(Call.__table__.insert(), made)
 
 
-def time_the_check(env, task_ids: list[int]) -> list[float]:
-    """The check alone, in ms, once per task (as request_call runs it)."""
-    out = []
+def time_the_check(env, task_ids: list[int]) -> tuple[list[float], list[float]]:
+    """The check alone, in ms, once per task (as request_call runs it): the
+    wall time, and this thread's CPU time (SQLite works in the thread), which
+    a loaded host's other processes do not inflate."""
+    wall, cpu = [], []
     with env.sessions() as s:
         for task_id in task_ids[:20]:   # warm: the statement cache, the pages read
             dial_rules.check(s, env.settings, s.get(Task, task_id), utcnow())
         for task_id in task_ids:
             task = s.get(Task, task_id)
-            t0 = time.perf_counter()
+            _ = task.customer   # request_call has it loaded before it asks the rules
+            t0, c0 = time.perf_counter(), time.thread_time()
             dial_rules.check(s, env.settings, task, utcnow())
-            out.append((time.perf_counter() - t0) * 1000)
-    return out
+            cpu.append((time.thread_time() - c0) * 1000)
+            wall.append((time.perf_counter() - t0) * 1000)
+    return wall, cpu
 
 
 def main() -> int:
@@ -121,7 +125,7 @@ def main() -> int:
         numbers = [f"1380000{i:04d}" for i in range(args.calls)]
         task_ids = [env.task_for("8001", number) for number in numbers]
         seed_history(env, numbers, args.history)
-        check_ms = time_the_check(env, task_ids)
+        check_ms, check_cpu_ms = time_the_check(env, task_ids)
         latencies, responses = {True: [], False: []}, {True: [], False: []}
         for i, task_id in enumerate(task_ids):
             rules_on = i % 2 == 0   # interleaved: the same load on both halves
@@ -156,12 +160,15 @@ def main() -> int:
                              (f"HTTP request -> HTTP response ({rules})", http_ms[on])):
             print(f"{name:<44}{percentile(values, 50):>10.1f}{percentile(values, 95):>10.1f}"
                   f"{max(values):>10.1f}")
-    print(f"{'dial_rules.check alone':<44}{percentile(check_ms, 50):>10.2f}"
+    print(f"{'dial_rules.check alone (wall)':<44}{percentile(check_ms, 50):>10.2f}"
           f"{percentile(check_ms, 95):>10.2f}{max(check_ms):>10.2f}")
+    print(f"{'dial_rules.check alone (thread CPU)':<44}{percentile(check_cpu_ms, 50):>10.2f}"
+          f"{percentile(check_cpu_ms, 95):>10.2f}{max(check_cpu_ms):>10.2f}")
     added = percentile(ms[True], 95) - percentile(ms[False], 95)
     print(f"\np95 added by the rules: {added:+.1f} ms (INVITE), "
           f"{percentile(http_ms[True], 95) - percentile(http_ms[False], 95):+.1f} ms (HTTP); "
-          f"the check alone: p95 {percentile(check_ms, 95):.2f} ms; goal: under 2 ms")
+          f"the check alone: p95 {percentile(check_ms, 95):.2f} ms wall, "
+          f"{percentile(check_cpu_ms, 95):.2f} ms CPU; goal: under 2 ms")
     print(f"mean {statistics.mean(ms[True] + ms[False]):.1f} ms; target: p95 under 100 ms")
     return 0
 
