@@ -106,6 +106,9 @@ CREATE TABLE customers (
     note TEXT DEFAULT '' NOT NULL,
     created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
     updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    consent BOOLEAN DEFAULT 0 NOT NULL,
+    consent_at TIMESTAMP,
+    consent_source VARCHAR(64) DEFAULT '' NOT NULL,
     PRIMARY KEY (id),
     UNIQUE (phone),
     FOREIGN KEY(county_id) REFERENCES counties (id),
@@ -113,6 +116,25 @@ CREATE TABLE customers (
 );
 CREATE INDEX ix_customers_county ON customers (county_id);
 CREATE INDEX ix_customers_manager ON customers (manager_id);
+
+-- The do-not-call register (免打扰名单): a number no outbound call may
+-- ring, with the date it was listed, its source (where the request came
+-- from, e.g. 12321 complaint), how it was entered, who added it and why.
+-- khhf.services.dial_rules refuses these numbers before any INVITE.
+CREATE TABLE dnc_entries (
+    id INTEGER NOT NULL,
+    number VARCHAR(20) NOT NULL,
+    listed_on DATE NOT NULL,
+    source VARCHAR(64) DEFAULT '' NOT NULL,
+    channel VARCHAR(16) NOT NULL,
+    reason TEXT DEFAULT '' NOT NULL,
+    added_by INTEGER,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT ck_dnc_entries_channel CHECK (channel IN ('import', 'result', 'manual')),
+    UNIQUE (number),
+    FOREIGN KEY(added_by) REFERENCES users (id)
+);
 
 -- Who owned a customer when: kept for hand-overs when managers leave.
 CREATE TABLE customer_assignments (
@@ -134,6 +156,7 @@ CREATE UNIQUE INDEX ux_customer_assignments_open ON customer_assignments (custom
 
 -- Return visit (回访), marketing (营销), survey (调查), ... each with its
 -- result codes and the short call script shown next to the task.
+-- requires_consent: its calls ring only customers who consented.
 CREATE TABLE task_types (
     id INTEGER NOT NULL,
     code VARCHAR(32) NOT NULL,
@@ -141,13 +164,18 @@ CREATE TABLE task_types (
     description TEXT DEFAULT '' NOT NULL,
     script TEXT DEFAULT '' NOT NULL,
     max_attempts INTEGER DEFAULT '3' NOT NULL,
+    kind VARCHAR(16) DEFAULT 'revisit' NOT NULL,
+    requires_consent BOOLEAN DEFAULT 0 NOT NULL,
     PRIMARY KEY (id),
     CHECK (max_attempts > 0),
+    CONSTRAINT ck_task_types_kind CHECK (kind IN ('revisit', 'marketing', 'survey', 'other')),
+    CONSTRAINT ck_task_types_revisit_consent CHECK (kind != 'revisit' OR NOT requires_consent),
     UNIQUE (code)
 );
 
 -- A result code a manager files; 'code' is what is typed by SMS or
--- keypad; a final one closes the task.
+-- keypad; a final one closes the task; one that stops calls (不再联系)
+-- puts the customer's number on the do-not-call register when filed.
 CREATE TABLE result_codes (
     id INTEGER NOT NULL,
     task_type_id INTEGER NOT NULL,
@@ -155,6 +183,7 @@ CREATE TABLE result_codes (
     label VARCHAR(64) NOT NULL,
     is_success BOOLEAN DEFAULT 0 NOT NULL,
     is_final BOOLEAN DEFAULT 1 NOT NULL,
+    stops_calls BOOLEAN DEFAULT 0 NOT NULL,
     PRIMARY KEY (id),
     UNIQUE (task_type_id, code),
     FOREIGN KEY(task_type_id) REFERENCES task_types (id) ON DELETE CASCADE

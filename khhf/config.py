@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import os
@@ -65,8 +66,15 @@ class Settings:
     # the AMI bridge's local command channel (click-to-dial asks it to originate)
     bridge_host: str = "127.0.0.1"
     bridge_port: int = 4580
-    # outbound calling rules
+    # outbound calling rules (khhf.services.dial_rules): the local hours
+    # calls may ring, and per customer number, across all campaigns,
+    # managers and unified numbers, at most so many outbound calls in any
+    # 24 hours and in any 5 minutes, and this many minutes between calls
+    # from different campaigns (unless the customer booked the call-back)
     calling_window: str = "08:00-21:00"
+    customer_calls_per_day: int = 5
+    customer_calls_per_5min: int = 3
+    campaign_gap_minutes: int = 120
     manager_ring_seconds: int = 30
     customer_ring_seconds: int = 45
     # the unified-number pool (khhf.services.number_pool): the caps a number
@@ -147,6 +155,28 @@ class Settings:
         if not local_time.is_zone(self.timezone):
             raise ConfigError(f"timezone {self.timezone!r} is not a time zone: give an IANA "
                               "name such as Asia/Shanghai or Asia/Urumqi.")
+        try:
+            parse_window(self.calling_window)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}: give the local hours calls may ring, e.g. "
+                              "08:00-21:00.") from None
+        for key in ("customer_calls_per_day", "customer_calls_per_5min"):
+            if not 1 <= getattr(self, key) <= 1000:
+                raise ConfigError(f"{key} is {getattr(self, key)}: give a whole number of "
+                                  "calls from 1 to 1000.")
+        if self.customer_calls_per_5min > self.customer_calls_per_day:
+            raise ConfigError(f"customer_calls_per_5min ({self.customer_calls_per_5min}) is "
+                              f"more than customer_calls_per_day "
+                              f"({self.customer_calls_per_day}): lower it, or raise the "
+                              "daily limit.")
+        if not 0 <= self.campaign_gap_minutes <= 24 * 60:
+            raise ConfigError(f"campaign_gap_minutes is {self.campaign_gap_minutes}: give "
+                              "minutes from 0 (no gap) to 1440 (a day).")
+
+    @property
+    def calling_hours(self) -> tuple[dt.time, dt.time]:
+        """The calling window as (start, end) local times."""
+        return parse_window(self.calling_window)
 
     @property
     def pbx_dir(self) -> Path:
@@ -181,6 +211,18 @@ class Settings:
                 f"{key} is not set: run `khhf init` to generate {where}, "
                 f"or set KHHF_{key.upper()}.")
         return value
+
+
+@functools.lru_cache(maxsize=16)
+def parse_window(text: str) -> tuple[dt.time, dt.time]:
+    """'08:00-21:00' -> (08:00, 21:00); ValueError names the bad part."""
+    try:
+        start, end = (dt.time.fromisoformat(part.strip()) for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"calling_window {text!r} is not like 08:00-21:00") from None
+    if start >= end:
+        raise ValueError(f"calling_window {text!r} must start before it ends")
+    return start, end
 
 
 def agi_key(settings: Settings) -> str:

@@ -186,6 +186,7 @@ OBJECT_TYPE_LABELS = {
     "campaign_cycle": lazy_gettext("campaign round"),
     "api_client": lazy_gettext("API client"),
     "unified_number": lazy_gettext("unified number"),
+    "dnc_entry": lazy_gettext("do-not-call entry"),
 }
 
 # a unified number's state in its county's pool (khhf.models.NumberState)
@@ -378,6 +379,22 @@ IMPORT_KIND_LABELS = {
     "customers": lazy_gettext("Customer list"),
     "managers": lazy_gettext("Manager list"),
     "tasks": lazy_gettext("Task list"),
+    "dnc": lazy_gettext("Do-not-call list"),
+}
+
+# how a number reached the do-not-call register (khhf.models.DncChannel)
+DNC_CHANNEL_LABELS = {
+    "import": lazy_gettext("Imported from a file"),
+    "result": lazy_gettext("Result filed (no more calls)"),
+    "manual": lazy_gettext("Added by hand"),
+}
+
+# what a task type is for (khhf.models.TaskKind)
+TASK_KIND_LABELS = {
+    "revisit": lazy_gettext("Return visit"),
+    "marketing": lazy_gettext("Marketing"),
+    "survey": lazy_gettext("Survey"),
+    "other": lazy_gettext("Other"),
 }
 
 # why a customer has their manager (khhf.models.ASSIGNMENT_REASONS)
@@ -489,6 +506,13 @@ AUDIT_FIELD_LABELS = {
     "daily_cap": lazy_gettext("Calls a day"),
     "hourly_cap": lazy_gettext("Calls an hour"),
     "concurrent_cap": lazy_gettext("Calls at once"),
+    "listed_on": lazy_gettext("Date listed"),
+    "dnc_source": lazy_gettext("Source"),
+    "dnc_channel": lazy_gettext("Entered by"),
+    "consent": lazy_gettext("Consent to marketing calls"),
+    "consent_source": lazy_gettext("Consent source"),
+    "kind": lazy_gettext("Kind"),
+    "requires_consent": lazy_gettext("Requires consent"),
 }
 # the values of coded fields
 _AUDIT_VALUE_LABELS: dict[str, dict] = {
@@ -505,6 +529,8 @@ _AUDIT_VALUE_LABELS: dict[str, dict] = {
     "campaign_status": CAMPAIGN_STATUS_LABELS,
     "distribution": DISTRIBUTION_LABELS,
     "number_state": NUMBER_STATE_LABELS,
+    "dnc_channel": DNC_CHANNEL_LABELS,
+    "kind": TASK_KIND_LABELS,
 }
 # between the parts of a sentence, and between the items of one value
 _LIST_SEPARATOR = {"zh": "；", "en": "; "}

@@ -228,14 +228,46 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(64), default="", server_default="")
     county_id: Mapped[int] = mapped_column(ForeignKey("counties.id"))
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    # mirrors the do-not-call register (dnc_entries) for this number:
+    # khhf.services.dnc keeps the two in step
     do_not_call: Mapped[bool] = _flag(False)
     note: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = mapped_column(
         TIMESTAMP, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp())
+    # consent to marketing calls (营销同意): when given and where it was recorded
+    consent: Mapped[bool] = _flag(False)
+    consent_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    consent_source: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     county: Mapped[County] = relationship()
     manager: Mapped[Manager | None] = relationship()
+
+
+class DncChannel(StrEnum):
+    """How an entry reached the do-not-call register (dnc_entries.channel)."""
+    IMPORT = "import"    # a file (`khhf dnc import`, the admin page)
+    RESULT = "result"    # a result code flagged 不再联系 was filed for the customer
+    MANUAL = "manual"    # a user, one number at a time (admin page, customer page)
+
+
+class DncEntry(Base):
+    """The do-not-call register (免打扰名单): a number no outbound call may
+    ring, with the date it was listed, its source (where the request came
+    from, e.g. 12321 complaint), how it was entered, who added it and why.
+    khhf.services.dial_rules refuses these numbers before any INVITE."""
+    __tablename__ = "dnc_entries"
+    __table_args__ = (one_of("channel", DncChannel, name="ck_dnc_entries_channel"),)
+    id: Mapped[int] = _id()
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    listed_on: Mapped[dt.date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    channel: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    added_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = _created()
+
+    adder: Mapped[User | None] = relationship()
 
 
 # why a customer has the manager they have (customer_assignments.reason):
@@ -262,17 +294,36 @@ class CustomerAssignment(Base):
     assigned_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
 
+class TaskKind(StrEnum):
+    """What a task type is for (task_types.kind): the calling rules differ
+    (a marketing type may require the customer's consent, a return visit
+    may not)."""
+    REVISIT = "revisit"      # 回访
+    MARKETING = "marketing"  # 营销
+    SURVEY = "survey"        # 调查
+    OTHER = "other"
+
+
 class TaskType(Base):
     """Return visit (回访), marketing (营销), survey (调查), ... each with its
-    result codes and the short call script shown next to the task."""
+    result codes and the short call script shown next to the task.
+    requires_consent: its calls ring only customers who consented."""
     __tablename__ = "task_types"
-    __table_args__ = (CheckConstraint("max_attempts > 0"),)
+    __table_args__ = (
+        CheckConstraint("max_attempts > 0"),
+        one_of("kind", TaskKind, name="ck_task_types_kind"),
+        CheckConstraint("kind != 'revisit' OR NOT requires_consent",
+                        name="ck_task_types_revisit_consent"),
+    )
     id: Mapped[int] = _id()
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     script: Mapped[str] = mapped_column(Text, default="", server_default="")
     max_attempts: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    kind: Mapped[str] = mapped_column(String(16), default=TaskKind.REVISIT,
+                                      server_default=TaskKind.REVISIT)
+    requires_consent: Mapped[bool] = _flag(False)
 
     result_codes: Mapped[list[ResultCode]] = relationship(
         back_populates="task_type", cascade="all, delete-orphan", order_by="ResultCode.code")
@@ -280,7 +331,8 @@ class TaskType(Base):
 
 class ResultCode(Base):
     """A result code a manager files; 'code' is what is typed by SMS or
-    keypad; a final one closes the task."""
+    keypad; a final one closes the task; one that stops calls (不再联系)
+    puts the customer's number on the do-not-call register when filed."""
     __tablename__ = "result_codes"
     __table_args__ = (UniqueConstraint("task_type_id", "code"),)
     id: Mapped[int] = _id()
@@ -289,6 +341,7 @@ class ResultCode(Base):
     label: Mapped[str] = mapped_column(String(64))
     is_success: Mapped[bool] = _flag(False)
     is_final: Mapped[bool] = _flag(True)
+    stops_calls: Mapped[bool] = _flag(False)
 
     task_type: Mapped[TaskType] = relationship(back_populates="result_codes")
 

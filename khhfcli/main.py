@@ -14,6 +14,7 @@
     khhf api clients list|add|revoke  integration API clients (khhfcli/api.py)
     khhf numbers list|add|rest|reactivate|retire|caps
                                a county's unified-number pool (khhfcli/numbers.py)
+    khhf dnc import|list         the do-not-call register (khhfcli/dnc.py)
     khhf customers|tasks export  customers, or a campaign's tasks, to XLSX/CSV (khhfcli/exports.py)
     khhf recordings purge      list (or, with --commit, delete) recordings past retention
     khhf reports refresh|check the reports' daily sums (khhfcli/reports.py)
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_types.register(sub)     # khhf types list|show|import
     from . import numbers as cli_numbers
     cli_numbers.register(sub)   # khhf numbers list|add|rest|reactivate|retire|caps
+    from . import dnc as cli_dnc
+    cli_dnc.register(sub)       # khhf dnc import|list
     cli_demo.register(sub)      # khhf demo seed|run
     cli_service.register(sub)   # khhf service install
     from . import recordings as cli_recordings

@@ -102,9 +102,9 @@ def test_show_prints_what_import_reads_and_a_changed_copy_updates_the_type(site,
     assert khhf(conf, "show", "回访") == 0
     shown = capsys.readouterr().out
     lines = [line.split("\t") for line in shown.splitlines()]
-    assert lines[0] == FIVE_CODES[0]
-    assert [line[5:] for line in lines[1:3]] == [["1", "回访成功", "是", "是"],
-                                                 ["2", "客户拒绝", "否", "是"]]
+    assert lines[0] == [*FIVE_CODES[0], "不再联系", "类别", "需客户同意"]
+    assert [line[5:] for line in lines[1:3]] == [["1", "回访成功", "是", "是", "否", "回访", "否"],
+                                                 ["2", "客户拒绝", "否", "是", "否"]]
     # the same file imports as it is: nothing changes but an audit entry
     (tmp_path / "回访.tsv").write_text(shown, encoding="utf-8")
     assert khhf(conf, "import", str(tmp_path / "回访.tsv")) == 0

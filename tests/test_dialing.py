@@ -7,9 +7,10 @@ import pytest
 from sqlalchemy import select
 
 from khhf import config, db
+from khhf.config import parse_window
 from khhf.models import AuditLog, Call, Customer, Manager, Task, UnifiedNumber, User
 from khhf.services import ValidationError
-from khhf.services.dialing import parse_window, request_call
+from khhf.services.dialing import request_call
 from simkit.bridge_env import BridgeEnv
 
 # 03:00 UTC is 11:00 in Asia/Shanghai: inside the default window

@@ -14,7 +14,6 @@ a database that is not the baseline is refused, unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -22,9 +21,9 @@ import sys
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, func, inspect, select, text
+from sqlalchemy import MetaData, Table, func, inspect, select, text
 
-from khhf import audit, db, migrations, webhooks
+from khhf import audit, db, migrations
 from khhf.models import Base, Call, CallEvent, Manager, SmsKind, SmsMessage, SmsReplyOutcome, TaskStatus
 from khhf.services import reports, tasks
 from simkit import factories, report_data
@@ -63,46 +62,16 @@ def make_premigration(engine) -> None:
             conn.exec_driver_sql(statement)
 
 
-@contextlib.contextmanager
-def head_columns(engine):
-    """The columns the models have beyond the baseline, added bare for the
-    while the models (at head) write rows, then dropped with what they held."""
-    with engine.connect() as conn:
-        insp = inspect(conn)
-        present = set(insp.get_table_names())  # tables a later revision adds are left out
-        extra = [(table.name, column) for table in Base.metadata.sorted_tables
-                 if table.name in present for column in table.columns
-                 if column.name not in {c["name"] for c in insp.get_columns(table.name)}]
-    with engine.begin() as conn:
-        for table, column in extra:
-            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} "
-                                 f"{column.type.compile(engine.dialect)}")
-    yield
-    with engine.begin() as conn:
-        for table, column in extra:
-            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column.name}")
-
-
-@contextlib.contextmanager
-def no_webhook_capture():
-    """The ORM hooks that queue webhook events read the API's tables, which
-    the baseline does not have: off while the baseline is seeded."""
-    for model, kind, hook in webhooks.HOOKS:
-        event.remove(model, kind, hook)
-    try:
-        yield
-    finally:
-        webhooks.install()
-
-
 def seed_baseline(engine, recordings) -> None:
     """Fill a baseline database. The models are at head, so everything but
-    sms_messages goes through the factories and services (those tables are
-    the same at both revisions but for the columns later revisions add,
-    head_columns); the SMS rows are written as the baseline stored them,
+    sms_messages goes through the factories and services into a scratch
+    database at head, whose rows are copied, the baseline's columns only,
+    into `engine`; the SMS rows are written as the baseline stored them,
     `kind` holding what a message is or what a reply did."""
-    factory = db.session_factory(engine)
-    with head_columns(engine), no_webhook_capture(), db.unit_of_work(factory) as s:
+    scratch = db.make_engine(f"sqlite:///{recordings.parent / 'head.db'}")
+    db.create_schema(scratch)
+    factory = db.session_factory(scratch)
+    with db.unit_of_work(factory) as s:
         made = report_data.generate(s, start=START, days=DAYS, tasks_per_manager=6)
         county, revisit = made["counties"][0], made["task_types"][0]
         manager = s.scalars(select(Manager).where(Manager.county_id == county.id)).first()
@@ -132,15 +101,20 @@ def seed_baseline(engine, recordings) -> None:
                      object_name="137****0001")
         audit.record(s, None, "create", "county", county.id, {"fields": {"name": county.name}},
                      object_name=county.name)
+        # a customer flagged before the do-not-call register existed (0004)
+        factories.customer(s, county, "13911112222", manager).do_not_call = True
         reports.refresh_due(s, ZONE, now=NOW)
         call_id = s.scalar(select(func.min(Call.id)))
+        manager_id = manager.id
+    copy_rows(scratch, engine)
+    scratch.dispose()
     with engine.begin() as conn:
         for n, (direction, status, kind) in enumerate(BASELINE_SMS, start=1):
             conn.execute(text(
                 "INSERT INTO sms_messages (direction, peer_number, manager_id, body, status, "
                 "kind, call_id, ref, reply_to_id, client_ref, parts) VALUES (:d, '13700000001', "
                 ":m, :body, :st, :kind, :call, :ref, :reply, :cref, 1)"),
-                dict(d=direction, m=manager.id, body=f"短信{n}", st=status,
+                dict(d=direction, m=manager_id, body=f"短信{n}", st=status,
                      kind=None if kind is None else str(kind),
                      call=call_id if kind == SmsKind.PROMPT and status == "sent" else None,
                      ref="1" if kind == SmsKind.PROMPT else None,
@@ -148,6 +122,23 @@ def seed_baseline(engine, recordings) -> None:
                      cref=f"r{n}" if direction == "out" else None))
         conn.execute(text("INSERT INTO sms_parts (sms_id, part_no, smpp_message_id, "
                           "receipt_status) VALUES (1, 1, 'm1', 'DELIVRD')"))
+
+
+def copy_rows(source, target) -> None:
+    """Every row of `source` (at head) into `target`'s tables, the columns
+    `target` has; PostgreSQL's identities then continue after the rows."""
+    with source.connect() as src, target.begin() as dst:
+        for table in Base.metadata.sorted_tables:
+            if not inspect(dst).has_table(table.name):
+                continue
+            kept = Table(table.name, MetaData(), autoload_with=dst)
+            rows = [{c: v for c, v in row._mapping.items() if c in kept.c}
+                    for row in src.execute(select(table))]
+            if rows:
+                dst.execute(kept.insert(), rows)
+            if target.dialect.name == "postgresql" and "id" in kept.c and rows:
+                dst.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                 f"(SELECT max(id) FROM {table.name}))"))
 
 
 def dump(engine) -> dict[str, list[dict]]:
@@ -179,6 +170,28 @@ def figures(engine) -> dict:
             "codes": sorted(reports.results_by_code(s, flt)),
             "check": reports.check(s, ZONE, first, last),
         }
+
+
+# revision 0004's new columns, and their values on existing rows
+ADDED_0004 = {"customers": {"consent": False, "consent_at": None, "consent_source": ""},
+              "result_codes": {"stops_calls": False},
+              "task_types": {"requires_consent": False}}
+
+
+def assert_0004(before: dict, after: dict) -> None:
+    """Revision 0004: the old columns kept, the new ones at their defaults,
+    each type's kind read from its code, flagged customers on the register."""
+    for table, added in ADDED_0004.items():
+        assert [{k: v for k, v in r.items() if k not in added and k != "kind"}
+                for r in after[table]] == before[table], table
+        assert all(bool(r[k]) == v if isinstance(v, bool) else r[k] == v
+                   for r in after[table] for k, v in added.items()), table
+    kinds = {r["code"]: r["kind"] for r in after["task_types"]}
+    assert kinds["revisit"] == "revisit" and set(kinds.values()) <= {
+        "revisit", "marketing", "survey", "other"}
+    flagged = {r["phone"] for r in before["customers"] if r["do_not_call"]}
+    assert flagged and {r["number"] for r in after["dnc_entries"]} == flagged
+    assert {r["channel"] for r in after["dnc_entries"]} == {"manual"}
 
 
 def split(before: list[dict]) -> list[dict]:
@@ -220,16 +233,18 @@ def test_the_upgrade_matrix_keeps_every_row_and_report(engine, tmp_path):
     assert migrations.current(engine) == migrations.head()
     assert migrations.check(engine) is None
     after = dump(engine)
-    # tables added by a later revision start empty (0006: the API's)
-    assert {t: len(r) for t, r in after.items() if t not in before} == \
-        dict.fromkeys(set(after) - set(before), 0)
+    # tables a later revision adds start empty (0006: the API's), but for
+    # the do-not-call register, which 0004 fills from the flagged customers
+    added = set(after) - set(before) - {"dnc_entries"}
+    assert {t: len(after[t]) for t in added} == dict.fromkeys(added, 0)
     assert {t: len(after[t]) for t in before} == {t: len(r) for t, r in before.items()}
     for table in before:
-        if table not in ("sms_messages", "calls"):
+        if table not in ("sms_messages", "calls", *ADDED_0004):
             assert after[table] == before[table], table
     assert after["sms_messages"] == split(before["sms_messages"])
     assert after["calls"] == judged(before["calls"])
     assert {c["recording_status"] for c in after["calls"]} >= {"complete", None}
+    assert_0004(before, after)
     assert figures(engine) == report_before
     # and the code reads the split as the baseline's rows meant it
     with db.session_factory(engine)() as s:

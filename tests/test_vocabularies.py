@@ -12,7 +12,17 @@ import pytest
 from flask_babel import force_locale
 
 from khhf.calls.states import FINAL_STATES, CallOutcome, CallState, RecordingStatus
-from khhf.models import NumberState, SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookEventKind, WebhookStatus
+from khhf.models import (
+    DncChannel,
+    NumberState,
+    SmsKind,
+    SmsReplyOutcome,
+    SmsStatus,
+    TaskKind,
+    TaskStatus,
+    WebhookEventKind,
+    WebhookStatus,
+)
 from simkit.web import make_app
 from webui import i18n
 
@@ -26,12 +36,14 @@ CHECKED = {("tasks", "status"): TaskStatus, ("calls", "state"): CallState,
            ("calls", "recording_status"): RecordingStatus,
            ("webhook_deliveries", "kind"): WebhookEventKind,
            ("webhook_deliveries", "status"): WebhookStatus,
-           ("unified_numbers", "state"): NumberState}
+           ("unified_numbers", "state"): NumberState,
+           ("dnc_entries", "channel"): DncChannel, ("task_types", "kind"): TaskKind}
 LABELLED = [(TaskStatus, "TASK_STATUS_LABELS"), (CallState, "CALL_OUTCOME_LABELS"),
             (CallOutcome, "CALL_OUTCOME_LABELS"), (SmsStatus, "SMS_STATUS_LABELS"),
             (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS"),
             (RecordingStatus, "RECORDING_STATUS_LABELS"), (WebhookStatus, "WEBHOOK_STATUS_LABELS"),
-            (NumberState, "NUMBER_STATE_LABELS")]
+            (NumberState, "NUMBER_STATE_LABELS"),
+            (DncChannel, "DNC_CHANNEL_LABELS"), (TaskKind, "TASK_KIND_LABELS")]
 
 
 def schema_checks() -> dict[tuple[str, str], list[str]]:

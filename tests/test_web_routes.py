@@ -28,6 +28,17 @@ def _routes(app):
         yield rule, method
 
 
+def _dnc_entry(s) -> int:
+    """An entry of the do-not-call register (made if the walk removed it)."""
+    from khhf.models import DncChannel, DncEntry
+    from khhf.services import dnc
+    entry = s.scalar(select(DncEntry).order_by(DncEntry.id))
+    if entry is None:
+        entry = dnc.add(s, None, "", "13800138999", channel=DncChannel.MANUAL, reason="walk")
+        s.commit()
+    return entry.id
+
+
 def _url(app, rule):
     """The rule with its ids filled in by objects that manager1 owns, so a
     role the rule admits always gets the page."""
@@ -38,7 +49,8 @@ def _url(app, rule):
                   "county_id": manager.county_id, "task_id": task.id, "call_id": call.id,
                   "campaign_id": task.campaign_id, "type_id": task.task_type_id,
                   "customer_id": task.customer_id, "job_id": _import_job(app, s, manager),
-                  "kind": "customers", "fmt": "csv", "client_id": _api_client(s)}
+                  "kind": "customers", "fmt": "csv", "client_id": _api_client(s),
+                  "entry_id": _dnc_entry(s)}
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: add sample values for {missing} to this test"
     with app.test_request_context():

@@ -1,21 +1,50 @@
-"""Administration: counties and their unified-number pools, users, managers."""
+"""Administration: counties and their unified-number pools, users, managers,
+the do-not-call register, and the integration API's clients."""
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
+from pathlib import Path
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from sqlalchemy import func, select
-from wtforms import SelectChoice
+from werkzeug.utils import secure_filename
+from wtforms import BooleanField, DateField, SelectChoice, StringField
+from wtforms.validators import Optional
 
 from khhf import webhooks
 from khhf.i18n import NUMBER_STATE_LABELS, label
-from khhf.models import ApiClient, ApiOperation, AuditLog, County, Manager, NumberState, User, WebhookDelivery, utcnow
+from khhf.models import (
+    ApiClient,
+    ApiOperation,
+    AuditLog,
+    County,
+    DncChannel,
+    DncEntry,
+    Manager,
+    NumberState,
+    User,
+    WebhookDelivery,
+    utcnow,
+)
 from khhf.names import by_pinyin
-from khhf.services import ValidationError, accounts, api_clients, counties, lookups, number_pool, parse_int
+from khhf.services import (
+    ValidationError,
+    accounts,
+    api_clients,
+    counties,
+    dnc,
+    imports,
+    lookups,
+    number_pool,
+    parse_int,
+)
 from webui import params, security
 from webui.access import allow, client_ip, load
 from webui.db import get_db, writing
@@ -416,3 +445,107 @@ def api_deliveries_retry():
                 select(WebhookDelivery.id).where(WebhookDelivery.status == "failed")))
         flash(gettext("%(count)d failed deliveries queued again.", count=count), "success")
     return redirect(url_for(".api_clients_page"))
+# -- the do-not-call register ---------------------------------------------------------
+
+class DncAddForm(FlaskForm):
+    number = StringField(_l("Phone"))
+    listed_on = DateField(_l("Date listed"), validators=[Optional()])
+    source = StringField(_l("Source"))
+    reason = StringField(_l("Reason"))
+
+
+class DncRemoveForm(FlaskForm):
+    reason = StringField(_l("Reason"))
+
+
+class DncImportForm(FlaskForm):
+    file = FileField(_l("Spreadsheet (.xlsx or .csv)"))
+    commit = BooleanField(_l("Write it (unticked: only check the file)"))
+
+
+class _DryRun(Exception):
+    """Rolls back a checked import (webui.db.writing rolls back, then this is caught)."""
+
+
+def _dnc_page(add_form=None, import_form=None, remove_form=None, problems=(), status=200):
+    q = request.args.get("q", "")[:32]
+    return render_template("admin/dnc.html", entries=dnc.page(get_db(), q), q=q,
+                           add_form=add_form or DncAddForm(formdata=None),
+                           import_form=import_form or DncImportForm(formdata=None),
+                           remove_form=remove_form or DncRemoveForm(formdata=None),
+                           problems=problems), status
+
+
+@bp.route("/dnc")
+@allow("admin")
+def dnc_list():
+    return _dnc_page()
+
+
+@bp.route("/dnc/add", methods=["POST"])
+@allow("admin")
+def dnc_add():
+    form = DncAddForm()
+    if form.validate_on_submit():
+        with writing(form) as w:
+            dnc.add(w.session, current_user, client_ip(), form.number.data or "",
+                    channel=DncChannel.MANUAL, source=form.source.data or "",
+                    reason=form.reason.data or "", listed_on=form.listed_on.data)
+        if w.saved:
+            flash(gettext("The number is on the do-not-call list: it will not be called."),
+                  "success")
+            return redirect(url_for(".dnc_list"))
+    return _dnc_page(add_form=form)
+
+
+@bp.route("/dnc/<int:entry_id>/remove", methods=["POST"])
+@allow("admin")
+def dnc_remove(entry_id):
+    entry = load(DncEntry, entry_id)
+    form = DncRemoveForm()
+    if form.validate_on_submit():
+        with writing(form) as w:
+            dnc.remove(w.session, current_user, client_ip(), w.session.get(DncEntry, entry.id),
+                       form.reason.data or "")
+        if w.saved:
+            flash(gettext("The number is off the do-not-call list: it may be called again."),
+                  "success")
+            return redirect(url_for(".dnc_list"))
+    return _dnc_page(remove_form=form)
+
+
+@bp.route("/dnc/import", methods=["POST"])
+@allow("admin")
+def dnc_import():
+    """A file of numbers onto the register: checked, and written only when
+    asked; all or nothing (khhf.services.dnc.import_file)."""
+    form = DncImportForm()
+    upload = request.files.get("file")
+    if not form.validate_on_submit() or upload is None or not upload.filename:
+        form.file.errors = [gettext("Choose the file to import.")]
+        return _dnc_page(import_form=form)
+    suffix = Path(upload.filename).suffix.lower()
+    with tempfile.TemporaryDirectory(prefix="khhf-dnc-") as tmp:
+        path = Path(tmp) / f"{secure_filename(Path(upload.filename).stem) or 'dnc'}{suffix}"
+        upload.save(path)
+        problems: list[str] = []
+        try:
+            with writing() as w:
+                result = dnc.import_file(w.session, current_user, client_ip(), path)
+                if not form.commit.data:
+                    raise _DryRun
+        except _DryRun:
+            pass
+        except imports.FileError as error:
+            problems = [gettext(error.message, **error.params)]
+        except dnc.Refused as error:
+            problems = [gettext("Row %(row)s: %(problem)s", row=p.row,
+                                problem=gettext(p.message, **p.params))
+                        for p in error.problems]
+    if problems:
+        return _dnc_page(import_form=form, problems=problems, status=422)
+    message = gettext("%(added)s numbers to add to the do-not-call list, %(already)s on it "
+                      "already.", added=result.added, already=result.already)
+    flash(message + " " + (gettext("Written.") if form.commit.data else gettext(
+        "Checked; nothing written (tick the box to write it).")), "success")
+    return redirect(url_for(".dnc_list"))

@@ -18,7 +18,7 @@ from khhf import config as khhf_config
 from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import ConfigError
 from khhf.models import Call, Task
-from khhf.services import ValidationError, dialing
+from khhf.services import ValidationError, dial_rules, dialing
 from webui import trunk
 from webui.access import allow, client_ip, load
 from webui.db import writing
@@ -100,7 +100,11 @@ def dial(task_id):
                                         ip=client_ip(), live=live, device=device,
                                         trunk=trunk.status())
     except ValidationError as error:
-        return _answer(False, " ".join(map(problem_text, error.problems)), 409)
+        # refused only by the rules about the customer (khhf.services.dial_rules):
+        # progressive dial moves on to the next task and comes back later
+        by_rules = all(p.field in dial_rules.FIELDS for p in error.problems)
+        return _answer(False, " ".join(map(problem_text, error.problems)), 409,
+                       next=by_rules)
     try:
         bridge_client.dial(settings(), call.id)
     except (bridge_client.BridgeUnavailable, ConfigError) as error:

@@ -26,7 +26,7 @@ from wtforms import (
 )
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from khhf.models import Campaign, County, Manager, Task, TaskType
+from khhf.models import Campaign, County, Manager, Task, TaskKind, TaskType
 from khhf.services import ValidationError, campaigns, distribution, exports, lookups, parse_int
 from webui import i18n, params
 from webui.access import allow, client_ip, load, scope
@@ -93,6 +93,7 @@ class ResultCodeRow(Form):
     label = StringField(_l("Label"))
     is_success = BooleanField(_l("Success"))
     is_final = BooleanField(_l("Final"))
+    stops_calls = BooleanField(_l("No more calls"))
 
 
 class TaskTypeForm(FlaskForm):
@@ -103,6 +104,12 @@ class TaskTypeForm(FlaskForm):
                            description=_l("Shown to the manager next to each task."))
     # a string: a bad number is the service's to report, with the other problems
     max_attempts = StringField(_l("Max attempts"), default="3")
+    kind = SelectField(_l("Kind"), choices=[SelectChoice(k.value, i18n.TASK_KIND_LABELS[k])
+                                            for k in TaskKind],
+                       default=TaskKind.REVISIT.value, validate_choice=False)
+    requires_consent = BooleanField(
+        _l("Requires consent"), description=_l("Its calls ring only customers who consented to "
+                                               "such calls (not for return visits)."))
     codes = FieldList(FormField(ResultCodeRow), label=_l("Result codes"), min_entries=10)
 
 
@@ -308,7 +315,8 @@ def types():
 def _type_fields(form) -> dict:
     return {"code": form.code.data, "name": form.name.data,
             "description": form.description.data, "script": form.script.data,
-            "max_attempts": form.max_attempts.data,
+            "max_attempts": form.max_attempts.data, "kind": form.kind.data,
+            "requires_consent": form.requires_consent.data,
             "codes": [row.data for row in form.codes]}
 
 
@@ -335,7 +343,7 @@ def type_edit(type_id):
     if request.method == "GET":
         form = TaskTypeForm(obj=task_type, max_attempts=str(task_type.max_attempts), codes=[
             {"code": c.code, "label": c.label, "is_success": c.is_success,
-             "is_final": c.is_final}
+             "is_final": c.is_final, "stops_calls": c.stops_calls}
             for c in sorted(task_type.result_codes, key=lambda c: c.code.zfill(2))])
         while len(form.codes) < max(10, len(task_type.result_codes) + 3):
             form.codes.append_entry()

@@ -37,6 +37,10 @@ class DoNotCallForm(FlaskForm):
     reason = StringField(_l("Reason"))
 
 
+class ConsentForm(FlaskForm):
+    source = StringField(_l("Consent source"))
+
+
 class ReassignForm(FlaskForm):
     manager_id = SelectField(_l("New manager"), coerce=_int_or_none, validate_choice=False)
 
@@ -85,7 +89,8 @@ def _reassign_form(customer, **kwargs) -> ReassignForm:
     return form
 
 
-def _detail(customer, form=None, dnc_form=None, reassign_form=None, status=200):
+def _detail(customer, form=None, dnc_form=None, reassign_form=None, consent_form=None,
+            status=200):
     db = get_db()
     history = customers.history(db, customer)
     names = {m.id: f"{m.user.display_name} ({m.employee_no})" for m in db.scalars(
@@ -95,6 +100,7 @@ def _detail(customer, form=None, dnc_form=None, reassign_form=None, status=200):
         managers_by_id=lambda manager_id: names.get(manager_id, "—"),
         form=form or CustomerForm(obj=customer, formdata=None),
         dnc_form=dnc_form or DoNotCallForm(formdata=None),
+        consent_form=consent_form or ConsentForm(formdata=None),
         reassign_form=reassign_form or _reassign_form(customer, formdata=None),
         history=history,
         tasks=customers.tasks_of(db, customer, scope(Task)),
@@ -138,6 +144,24 @@ def do_not_call(customer_id):
                   else gettext("The customer may be called again."), "success")
             return redirect(url_for(".detail", customer_id=customer.id))
     return _detail(customer, dnc_form=form)
+
+
+@bp.route("/<int:customer_id>/consent", methods=["POST"])
+@allow("admin", "supervisor")
+def consent(customer_id):
+    """Record or withdraw the customer's consent to marketing calls."""
+    customer = load(Customer, customer_id)
+    form = ConsentForm()
+    given = request.form.get("consent") == "1"
+    if form.validate_on_submit():
+        with writing(form) as w:
+            customers.set_consent(w.session, current_user, client_ip(), customer, given,
+                                  form.source.data)
+        if w.saved:
+            flash(gettext("The customer's consent is recorded.") if given
+                  else gettext("The customer's consent is withdrawn."), "success")
+            return redirect(url_for(".detail", customer_id=customer.id))
+    return _detail(customer, consent_form=form)
 
 
 @bp.route("/<int:customer_id>/manager", methods=["POST"])

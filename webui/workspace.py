@@ -23,7 +23,7 @@ from wtforms import BooleanField, DateTimeLocalField, HiddenField, SelectField, 
 from wtforms.validators import Optional
 
 from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
-from khhf.services import campaigns, dialing, results, tasks, workspace
+from khhf.services import campaigns, dial_rules, results, tasks, workspace
 from khhf.services.trunk import PAUSE_POLL_SECONDS
 from webui import trunk
 from webui.access import allow, client_ip, load
@@ -207,7 +207,7 @@ def next_task():
     """JSON for progressive dial: the next due task, or why there is none."""
     manager = own_manager()
     now = utcnow()
-    if not dialing.in_calling_window(settings(), now):
+    if not dial_rules.in_calling_window(settings(), now):
         return jsonify(task=None, reason="window", message=gettext(
             "Progressive dial stopped: calls are only placed between %(window)s "
             "(%(zone)s).", window=settings().calling_window, zone=zone_name(settings().timezone)))
@@ -215,7 +215,7 @@ def next_task():
         # a dead line must not burn through the list: wait, ask again
         return jsonify(task=None, reason="trunk", retry_seconds=PAUSE_POLL_SECONDS,
                        message=trunk.notice())
-    task = workspace.next_due(get_db(), manager.id, now)
+    task = workspace.next_due(get_db(), manager.id, now, settings=settings())
     if task is None:
         return jsonify(task=None, reason="end", message=gettext(
             "Progressive dial stopped: no task is due now."))

@@ -42,6 +42,7 @@ from khhf.models import (
     Manager,
     ResultCode,
     Task,
+    TaskKind,
     TaskStatus,
     TaskType,
     User,
@@ -68,10 +69,12 @@ STANDARD_TYPES: tuple[dict[str, Any], ...] = (
                "满意程度，有什么意见和建议吗？",
      "codes": (("1", "回访成功", True, True),) + _COMMON_CODES},
     {"code": "marketing", "name": "营销", "description": "业务推荐与营销", "max_attempts": 3,
+     "kind": TaskKind.MARKETING,
      "script": "您好，我是中国移动客户经理{经理}。根据您的使用情况，我们有一项更"
                "适合您的优惠套餐，想花一分钟给您介绍一下。",
      "codes": (("1", "营销成功", True, True),) + _COMMON_CODES},
     {"code": "survey", "name": "调查", "description": "客户意见调查", "max_attempts": 3,
+     "kind": TaskKind.SURVEY,
      "script": "您好，我是中国移动客户经理{经理}。我们正在做一项简短的客户调查，"
                "只有三个问题，您现在方便吗？",
      "codes": (("1", "调查成功", True, True),) + _COMMON_CODES},
@@ -103,28 +106,38 @@ def ensure_standard_types(session: Session) -> int:
 
 def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskType | None,
                    *, code: str, name: str, description: str = "", script: str = "",
-                   max_attempts, codes: list[dict]) -> TaskType:
+                   max_attempts, codes: list[dict], kind: str | None = None,
+                   requires_consent: bool | None = None) -> TaskType:
     """Create a task type (`task_type` None) or change one, with its result
     codes: the one rule set behind the web form and `khhf types import`.
 
-    `codes` are dicts with code, label, is_success, is_final; entries with
-    neither code nor label are ignored. A code that tasks or feedback
+    `codes` are dicts with code, label, is_success, is_final and
+    stops_calls (不再联系: filing it puts the customer's number on the
+    do-not-call register); entries with neither code nor label are
+    ignored. `kind` (TaskKind) and `requires_consent` (its calls ring only
+    customers who consented; a return visit may not require it) keep the
+    type's own values when None. A code that tasks or feedback
     already use cannot be removed (its label may change). Raises
     ValidationError, with nothing written, listing every problem; a
     problem about one entry of `codes` has its index there as
     params["entry"]. Audited as a create or an update."""
+    kind = kind if kind is not None else (task_type.kind if task_type else TaskKind.REVISIT)
+    if requires_consent is None:
+        requires_consent = task_type.requires_consent if task_type else False
     fields = _check_type(session, task_type, code, name, description, script, max_attempts,
-                         codes)
+                         codes, kind, requires_consent)
     before = _type_fields(task_type) if task_type is not None else None
     task_type = task_type if task_type is not None else TaskType()
     task_type.code, task_type.name = fields["code"], fields["name"]
     task_type.description, task_type.script = fields["description"], fields["script"]
     task_type.max_attempts = fields["max_attempts"]
+    task_type.kind, task_type.requires_consent = fields["kind"], fields["requires_consent"]
     wanted = {c["code"]: c for c in fields["codes"]}
     for rc in list(task_type.result_codes):
         if rc.code in wanted:
             c = wanted.pop(rc.code)
             rc.label, rc.is_success, rc.is_final = c["label"], c["is_success"], c["is_final"]
+            rc.stops_calls = c["stops_calls"]
         else:
             task_type.result_codes.remove(rc)
     for c in wanted.values():
@@ -144,19 +157,29 @@ def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskTy
 
 def _type_fields(t: TaskType) -> dict:
     return {"code": t.code, "task_type": t.name, "description": t.description,
-            "script": t.script, "max_attempts": t.max_attempts,
+            "script": t.script, "max_attempts": t.max_attempts, "kind": t.kind,
+            "requires_consent": bool(t.requires_consent),
             "result_codes": describe_codes(t.result_codes)}
 
 
 def describe_codes(codes) -> str:
-    """The codes on one line, e.g. 1 回访成功*, 2 客户拒绝*, 3 无人接听 (a star
-    marks a final code)."""
+    """The codes on one line, e.g. 1 回访成功*, 2 客户拒绝*, 3 无人接听, 9 不再联系*!
+    (a star marks a final code, ! one that stops calls: 不再联系)."""
     return ", ".join(f"{c.code} {c.label}{'*' if c.is_final else ''}"
+                     f"{'!' if c.stops_calls else ''}"
                      for c in sorted(codes, key=lambda c: c.code.zfill(2)))
 
 
-def _check_type(session, task_type, code, name, description, script, max_attempts, codes):
+def _check_type(session, task_type, code, name, description, script, max_attempts, codes,
+                kind, requires_consent):
     problems = Problems()
+    if kind not in TaskKind.__members__.values():
+        problems.add("kind", N_("Choose what the task type is for: return visit, marketing, "
+                                "survey or other."))
+    elif requires_consent and kind == TaskKind.REVISIT:
+        problems.add("requires_consent", N_("A return visit may not require the customer's "
+                                            "consent: untick it, or choose marketing as the "
+                                            "kind."))
     own_id = task_type.id if task_type is not None else None
     code, name = (code or "").strip().lower(), (name or "").strip()
     if not CODE_PATTERN.fullmatch(code):
@@ -188,8 +211,13 @@ def _check_type(session, task_type, code, name, description, script, max_attempt
             problems.add("codes", N_("Result code %(value)s needs a label (at most 64 "
                                      "characters)."), value=value or "—", entry=entry)
         seen.add(value)
+        stops = bool(c.get("stops_calls"))
+        if stops and not c.get("is_final"):
+            problems.add("codes", N_("Result code %(value)s stops calls (不再联系): mark it "
+                                     "final too, since the customer is not called again."),
+                         value=value or "—", entry=entry)
         rows.append({"code": value, "label": label, "is_success": bool(c.get("is_success")),
-                     "is_final": bool(c.get("is_final"))})
+                     "is_final": bool(c.get("is_final")), "stops_calls": stops})
     if not rows:
         problems.add("codes", N_("Give the task type at least one result code."))
     elif not any(r["is_final"] for r in rows):
@@ -206,7 +234,8 @@ def _check_type(session, task_type, code, name, description, script, max_attempt
                              value=rc.code, label=rc.label)
     problems.raise_if_any()
     return {"code": code, "name": name, "description": (description or "").strip(),
-            "script": (script or "").strip(), "max_attempts": attempts, "codes": rows}
+            "script": (script or "").strip(), "max_attempts": attempts, "codes": rows,
+            "kind": kind, "requires_consent": bool(requires_consent)}
 
 
 # -- campaigns ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Customers (客户管理): search, edit, do-not-call, reassignment, history.
+"""Customers (客户管理): search, edit, do-not-call, consent, reassignment, history.
 
 Writes validate first and raise ValidationError before changing anything;
 each records its audit entry (numbers masked); the caller commits.
@@ -11,13 +11,15 @@ call follow the customer, as in a departure hand-over.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import ColumnElement, or_, select, true
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
-from khhf.models import Call, Customer, CustomerAssignment, Manager, Task, TaskStatus, User, utcnow
+from khhf.models import Call, Customer, CustomerAssignment, DncChannel, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
-from khhf.services import N_, Problems, tasks, validated
+from khhf.services import N_, Problems, dnc, tasks, validated
 
 PAGE_SIZE = 50
 REASON_MAX = 200
@@ -75,7 +77,8 @@ def update(session: Session, by: User | None, ip: str, customer: Customer, *, na
 
 def set_do_not_call(session: Session, by: User | None, ip: str, customer: Customer,
                     do_not_call: bool, reason: str) -> Customer:
-    """Set or lift 请勿呼叫 (dialing refuses such customers), with the reason."""
+    """Set or lift 请勿呼叫 (dialing refuses such customers), with the reason:
+    the customer's number goes onto (or off) the do-not-call register."""
     problems = Problems()
     reason = (reason or "").strip()
     if not reason:
@@ -84,12 +87,47 @@ def set_do_not_call(session: Session, by: User | None, ip: str, customer: Custom
         problems.add("reason", N_("The reason is longer than %(count)d characters."),
                      count=REASON_MAX)
     problems.raise_if_any()
-    if customer.do_not_call != do_not_call:
+    before = customer.do_not_call
+    entry = dnc.find(session, customer.phone)
+    if do_not_call and entry is None:
+        dnc.add(session, by, ip, customer.phone, channel=DncChannel.MANUAL, reason=reason,
+                record=False)
+    elif not do_not_call and entry is not None:
+        dnc.remove(session, by, ip, entry, reason, record=False)
+    if before != do_not_call:
         customer.do_not_call = do_not_call
         customer.updated_at = utcnow()
         audit.record(session, by, "set_do_not_call", "customer", customer.id,
                      {"do_not_call": do_not_call, "why": reason}, ip,
                      object_name=audit_name(customer))
+    return customer
+
+
+CONSENT_SOURCE_MAX = 64
+
+
+def set_consent(session: Session, by: User | None, ip: str, customer: Customer,
+                consent: bool, source: str, now: dt.datetime | None = None) -> Customer:
+    """Record (or withdraw) the customer's consent to marketing calls, with
+    where it was given (营业厅签字, 电话录音 11-28, ...); task types that
+    require consent ring only customers who gave it. Audited."""
+    problems = Problems()
+    source = (source or "").strip()
+    if not source:
+        problems.add("source", N_("Say where the consent was given or withdrawn (e.g. signed "
+                                  "at the service hall on 11-28)."))
+    elif len(source) > CONSENT_SOURCE_MAX:
+        problems.add("source", N_("The source is longer than %(count)d characters."),
+                     count=CONSENT_SOURCE_MAX)
+    problems.raise_if_any()
+    now = now or utcnow()
+    changes = {"consent": (bool(customer.consent), consent),
+               "consent_source": (customer.consent_source, source)}
+    customer.consent, customer.consent_source = consent, source
+    customer.consent_at = now
+    customer.updated_at = now
+    audit.record(session, by, "update", "customer", customer.id, audit.changes(changes), ip,
+                 object_name=audit_name(customer))
     return customer
 
 

@@ -2,7 +2,9 @@
 customer now, and if so write the call row the AMI bridge will place.
 
 Every refusal happens here, before anything rings, with a message saying
-what is wrong and what to do.
+what is wrong and what to do: the manager's and the task's own checks
+here, the rules about the customer (calling window, do-not-call, consent,
+per-customer limits) in khhf.services.dial_rules.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from khhf.config import Settings
 from khhf.models import Call, County, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems, number_pool, tasks, validated
+from . import N_, Problems, dial_rules, number_pool, tasks, validated
 from .trunk import TrunkStatus
 
 # A requested call has no channel yet for this long (the bridge originates it
@@ -30,23 +32,6 @@ from .trunk import TrunkStatus
 SETUP_GRACE = dt.timedelta(seconds=15)
 # when the PBX cannot be asked (no bridge): open rows this young count as live
 UNKNOWN_PBX_HORIZON = dt.timedelta(hours=2)
-
-
-def parse_window(text: str) -> tuple[dt.time, dt.time]:
-    """'08:00-21:00' -> (08:00, 21:00); ValueError names the bad part."""
-    try:
-        start, end = (dt.time.fromisoformat(part.strip()) for part in text.split("-"))
-    except ValueError:
-        raise ValueError(f"calling_window {text!r} is not like 08:00-21:00") from None
-    if start >= end:
-        raise ValueError(f"calling_window {text!r} must start before it ends")
-    return start, end
-
-
-def in_calling_window(settings: Settings, now_utc: dt.datetime) -> bool:
-    start, end = parse_window(settings.calling_window)
-    local = settings.local(now_utc)
-    return start <= local.time() < end
 
 
 def on_a_call(session: Session, manager: Manager, live: LiveCalls | None,
@@ -115,9 +100,6 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     elif device == MOBILE and (manager.status != "active" or not manager.mobile):
         problems.add("manager", N_("You have no mobile number on file: call from your desk "
                                    "phone, or ask an administrator to add your mobile."))
-    if customer.do_not_call:
-        problems.add("customer", N_("The customer is on the do-not-call list: file a result "
-                                    "instead of calling."))
     if task.status in tasks.CLOSED:
         problems.add("task", N_("The task is closed: reopen it before calling again."))
     elif task.status == TaskStatus.DIALING:
@@ -125,10 +107,9 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     elif task.attempts >= task.max_attempts:
         problems.add("task", N_("The task has reached its %(max)s call attempts: file a result."),
                      max=task.max_attempts)
-    if not in_calling_window(settings, now):
-        problems.add("time", N_("Calls are only placed between %(window)s (%(zone)s): "
-                                "book a call-back instead."), window=settings.calling_window,
-                     zone=settings.timezone)
+    # the calling window, do-not-call, consent and per-customer limits
+    for refusal in dial_rules.check(session, settings, task, now):
+        problems.add(refusal.field, refusal.message, **refusal.params)
     if trunk is not None and trunk.pbx_says_down:
         problems.add("trunk", N_("Trunk failure: the carrier's line does not answer, so the "
                                  "call cannot go out now; try again when the line is back."))

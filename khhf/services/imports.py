@@ -41,7 +41,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
-from khhf.models import Campaign, County, Customer, CustomerAssignment, Manager, Task, TaskType, User, utcnow
+from khhf.models import Campaign, County, Customer, CustomerAssignment, DncEntry, Manager, Task, TaskType, User, utcnow
 from khhf.services import N_, ValidationError, accounts, customers, tasks
 
 KINDS = ("customers", "managers", "tasks")
@@ -84,6 +84,8 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("county", "县区", _COUNTY),
         Field("manager", "客户经理工号", _MANAGER),
         Field("note", "备注", ("备注", "说明", "note")),
+        # consent to marketing calls (task types that require it ring only these)
+        Field("consent", "同意营销", ("营销同意", "是否同意营销", "同意营销来电", "consent")),
     ),
     "managers": (
         Field("employee_no", "工号", ("工号", "员工编号", "员工号", "员工工号",
@@ -102,6 +104,14 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("task_type", "任务类型", ("任务类型", "类型", "任务", "task_type")),
         Field("manager", "客户经理工号", _MANAGER),
     ),
+    # the do-not-call register (khhf.services.dnc; all or nothing, as task types)
+    "dnc": (
+        Field("number", "号码", ("号码", "手机号码", "手机号", "手机", "电话", "电话号码", "联系电话",
+                                "客户号码", "用户号码", "number", "phone"), required=True),
+        Field("listed_on", "登记日期", ("日期", "登记日期", "加入日期", "listed_on", "date")),
+        Field("source", "来源", ("来源", "渠道", "source")),
+        Field("reason", "原因", ("原因", "理由", "备注", "说明", "reason")),
+    ),
     # one row per result code (khhf.services.task_type_import; not an import
     # job of its own: task types are few and written all or nothing)
     "task_types": (
@@ -114,8 +124,23 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("label", "结果名称", ("结果", "名称", "label"), required=True),
         Field("is_success", "成功", ("是否成功", "success", "is_success")),
         Field("is_final", "结束", ("是否结束", "final", "is_final")),
+        Field("stops_calls", "不再联系", ("加入免打扰", "stops_calls")),
+        Field("kind", "类别", ("任务类别", "类型类别", "kind")),
+        Field("requires_consent", "需客户同意", ("需同意", "需要同意", "requires_consent")),
     ),
 }
+
+
+# a yes/no cell (empty is no)
+YES = frozenset({"是", "y", "yes", "1", "true", "t", "√", "✓", "✔", "对"})
+NO = frozenset({"", "否", "n", "no", "0", "false", "f", "×", "✗", "不"})
+CONSENT_SOURCE = "文件导入"   # customers.consent_source of consent given in an import
+
+
+def yes_no(raw: str) -> bool | None:
+    """A 是/否 cell as a flag; None when it is neither."""
+    word = unicodedata.normalize("NFKC", raw or "").strip().lower()
+    return True if word in YES else False if word in NO else None
 
 
 def field(kind: str, name: str) -> Field:
@@ -585,18 +610,28 @@ class _Import:
                 problems.append(("name", name, N_("The name is longer than 64 characters."), {}))
             county = self._county(values, problems)
             manager = self._manager(values, problems, county)
+            consent = yes_no(values.get("consent", ""))
+            if consent is None:
+                problems.append(("consent", values["consent"], N_(
+                    "%(column)s is %(value)s: write 是 or 否 (or leave it empty for 否)."),
+                    {"column": field("customers", "consent").label, "value": values["consent"]}))
             checked.append((number, values, cells, problems, {
                 "phone": phone, "name": name, "county_id": county.id if county else None,
                 "manager_id": manager.id if manager else None, "note": values.get("note", ""),
+                "consent": bool(consent), "consent_at": self.now if consent else None,
+                "consent_source": CONSENT_SOURCE if consent else "",
                 "created_at": self.now, "updated_at": self.now}))
         phones = [r[4]["phone"] for r in checked if not r[3]]
-        existing = (self.stream.existing(phones) if self.stream
-                    else _existing_phones(self.session, phones))
+        conn = self.stream.side if self.stream else self.session
+        existing = _existing_phones(conn, phones)
+        # a number already on the do-not-call register comes in flagged
+        listed = _existing_phones(conn, phones, DncEntry.number)
         owned = {c.phone: c for c in self.session.scalars(
             select(Customer).where(Customer.phone.in_(existing)))} \
             if existing and self.options.update_existing else {}
         records = []
         for number, values, cells, problems, record in checked:
+            record["do_not_call"] = record["phone"] in listed
             customer = owned.get(record["phone"])
             if customer is not None and customer.county_id == record["county_id"]:
                 if self._accept(report, number, cells, problems):
@@ -856,9 +891,6 @@ class _CustomerStream:
                                        daemon=True)
         self.writer.start()
 
-    def existing(self, phones: list[str]) -> set[str]:
-        return _existing_phones(self.side, phones)
-
     def write(self, records: list[dict]) -> None:
         if self.error is not None:
             self._raise()
@@ -866,9 +898,8 @@ class _CustomerStream:
             return
         ids = self.side.scalars(text("SELECT nextval(pg_get_serial_sequence('customers', 'id')) "
                                      "FROM generate_series(1, :n)"), {"n": len(records)})
-        self.pending.extend(
-            (id_, r["phone"], r["name"], r["county_id"], r["manager_id"], r["note"])
-            for id_, r in zip(ids, records))
+        self.pending.extend((id_, *(r[c] for c in _CUSTOMER_COLUMNS[:-2]))
+                            for id_, r in zip(ids, records))
         if len(self.pending) >= self.BATCH:
             self._hand_over()
 
@@ -939,7 +970,8 @@ class _CustomerStream:
         with cursor.copy("COPY customer_assignments (customer_id, manager_id, assigned_at, "
                          "reason, assigned_by) FROM STDIN") as copy:
             write, stamp, by_id = copy.write_row, self.stamp, self.by_id
-            for id_, _, _, _, manager_id, _ in batch:
+            for row in batch:
+                id_, manager_id = row[0], row[_MANAGER_AT]
                 if manager_id is not None:
                     write((id_, manager_id, stamp, "import", by_id))
 
@@ -952,8 +984,10 @@ def _stamp(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _existing_phones(conn: Session | Connection, phones: list[str]) -> set[str]:
-    """Which of `phones` are customers already, asked through the import's
+def _existing_phones(conn: Session | Connection, phones: list[str],
+                     column=Customer.phone) -> set[str]:
+    """Which of `phones` are customers already (`column`: on the
+    do-not-call register, DncEntry.number), asked through the import's
     session or (PostgreSQL, committing) _CustomerStream's second connection.
     PostgreSQL gets one array parameter (= ANY): planning an IN list of
     2,000 parameters took longer than running it."""
@@ -961,14 +995,15 @@ def _existing_phones(conn: Session | Connection, phones: list[str]) -> set[str]:
         return set()
     dialect = conn.get_bind().dialect if isinstance(conn, Session) else conn.dialect
     if dialect.name == "postgresql":
-        condition = Customer.phone == any_(bindparam("phones", phones, type_=ARRAY(String)))
+        condition = column == any_(bindparam("phones", phones, type_=ARRAY(String)))
     else:
-        condition = Customer.phone.in_(phones)
-    return set(conn.scalars(select(Customer.phone).where(condition)))
+        condition = column.in_(phones)
+    return set(conn.scalars(select(column).where(condition)))
 
 
-_CUSTOMER_COLUMNS = ("phone", "name", "county_id", "manager_id", "note", "created_at",
-                     "updated_at")
+_CUSTOMER_COLUMNS = ("phone", "name", "county_id", "manager_id", "note", "do_not_call",
+                     "consent", "consent_at", "consent_source", "created_at", "updated_at")
+_MANAGER_AT = 1 + _CUSTOMER_COLUMNS.index("manager_id")   # in a _CustomerStream row (id first)
 
 
 def _insert_customers(conn, records: list[dict]) -> None:
@@ -982,8 +1017,10 @@ def _insert_customers(conn, records: list[dict]) -> None:
     sql = (f"INSERT INTO customers ({', '.join(_CUSTOMER_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_CUSTOMER_COLUMNS))})")
     stamp = _stamp(records[0]["created_at"])
-    conn.exec_driver_sql(sql, [(r["phone"], r["name"], r["county_id"], r["manager_id"],
-                                r["note"], stamp, stamp) for r in records])
+    conn.exec_driver_sql(sql, [(*(r[c] for c in _CUSTOMER_COLUMNS[:4]), r["note"],
+                                int(r["do_not_call"]), int(r["consent"]),
+                                stamp if r["consent_at"] else None, r["consent_source"],
+                                stamp, stamp) for r in records])
 
 
 def columns_of(report: Report) -> set[str]:

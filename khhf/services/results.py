@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from khhf import audit
 from khhf.config import Settings
-from khhf.models import Call, Feedback, Manager, ResultCode, Task, User, utcnow
+from khhf.models import Call, DncChannel, Feedback, Manager, ResultCode, Task, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems, dialing, tasks, validated, workspace
+from . import N_, Problems, dial_rules, dnc, tasks, validated, workspace
 
 CHANNELS = ("web", "sms", "keypad")
 MAX_NOTE = 1000
@@ -90,6 +90,12 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
     # the call-back actually booked (none when the task closed instead)
     feedback.appointment_at = task.appointment_at
     session.flush()
+    if code.stops_calls:
+        # 不再联系: the number goes on the do-not-call register, the manager
+        # and the result saying who and why
+        dnc.add(session, user, ip, task.customer.phone, channel=DncChannel.RESULT,
+                source=task.task_type.name, reason=f"{code.code} {code.label}", now=now,
+                exists_ok=True)
     fields = {"result": f"{code.code} {code.label}", "note": note}
     if task.appointment_at is not None:
         fields["appointment_at"] = f"{settings.local(task.appointment_at):%Y-%m-%d %H:%M}"
@@ -109,7 +115,7 @@ def _check_appointment(problems: Problems, settings: Settings, at: dt.datetime,
     elif at > now + MAX_APPOINTMENT_AHEAD:
         problems.add("appointment_at", N_("The call-back time is too far ahead: at most "
                                           "%(days)s days."), days=MAX_APPOINTMENT_AHEAD.days)
-    elif not dialing.in_calling_window(settings, at):
+    elif not dial_rules.in_calling_window(settings, at):
         problems.add("appointment_at", N_("Calls are only placed between %(window)s "
                                           "(%(zone)s): choose a call-back time inside it."),
                      window=settings.calling_window, zone=settings.timezone)

@@ -4,9 +4,15 @@ keep their result codes in Excel or WPS.
 One row per result code (CSV or XLSX, read as khhf.services.imports reads
 customer lists; headers as in `khhf types show`):
 
-    类型代码  类型名称  最多尝试次数  说明  通话话术  结果代码  结果名称  成功  结束
-    care      关怀回访  3                     您好…    1         关怀成功  是    是
-    care                                               3         无人接听  否    否
+    类型代码  类型名称  最多尝试次数  说明  通话话术  结果代码  结果名称  成功  结束  不再联系  类别  需客户同意
+    care      关怀回访  3                     您好…    1         关怀成功  是    是    否        回访  否
+    care                                               3         无人接听  否    否    否
+    care                                               9         不再联系  否    是    是
+
+类别 is 回访, 营销, 调查 or 其他 (or revisit, marketing, survey, other);
+需客户同意 (calls ring only customers who consented) is refused for 回访;
+不再联系 marks a result code that puts the customer on the do-not-call
+list when filed.
 
 The type's own cells (name, attempts, description, script) may be given on
 one of its rows or repeated alike on several; left empty, an existing
@@ -30,13 +36,16 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from khhf.models import TaskType, User
+from khhf.models import TaskKind, TaskType, User
 from khhf.services import N_, ValidationError, campaigns, imports
 
 KIND = "task_types"
-TYPE_CELLS = ("type_name", "max_attempts", "description", "script")
-YES = frozenset({"是", "y", "yes", "1", "true", "t", "√", "✓", "✔", "对"})
-NO = frozenset({"", "否", "n", "no", "0", "false", "f", "×", "✗", "不"})
+TYPE_CELLS = ("type_name", "max_attempts", "description", "script", "kind", "requires_consent")
+CODE_FLAGS = ("is_success", "is_final", "stops_calls")
+# 类别 as written in the file: the Chinese words as_rows writes, or the codes
+KIND_WORDS = {"回访": TaskKind.REVISIT, "营销": TaskKind.MARKETING, "调查": TaskKind.SURVEY,
+              "其他": TaskKind.OTHER, **{k.value: k for k in TaskKind}}
+YES, NO = imports.YES, imports.NO
 YES_WORD, NO_WORD = "是", "否"   # what as_rows writes
 
 
@@ -70,17 +79,24 @@ class _Type:
     cells: dict = dataclasses.field(default_factory=dict)   # field -> (value, row)
     codes: list = dataclasses.field(default_factory=list)   # result code dicts
     code_rows: list = dataclasses.field(default_factory=list)
+    kind: str | None = None                 # None: the type keeps its own (new: revisit)
+    requires_consent: bool | None = None
 
 
 def as_rows(task_type: TaskType) -> list[list[str]]:
     """The type as import_file reads it: the header, then a row per result
     code (the type's own cells on the first)."""
+    words = {kind: word for word, kind in KIND_WORDS.items() if not word.isascii()}
     own = [task_type.name, str(task_type.max_attempts), task_type.description,
            task_type.script]
+    # the newer type cells come last, so files written before them still read
+    own_last = [words[TaskKind(task_type.kind)],
+                YES_WORD if task_type.requires_consent else NO_WORD]
     rows = [[f.label for f in imports.FIELDS[KIND]]]
     for i, c in enumerate(sorted(task_type.result_codes, key=lambda c: c.code.zfill(2))):
         rows.append([task_type.code, *(own if i == 0 else [""] * len(own)), c.code, c.label,
-                     *(YES_WORD if flag else NO_WORD for flag in (c.is_success, c.is_final))])
+                     *(YES_WORD if getattr(c, flag) else NO_WORD for flag in CODE_FLAGS),
+                     *(own_last if i == 0 else [])])
     return rows
 
 
@@ -140,18 +156,33 @@ def _group(rows, columns, problems) -> dict[str, _Type]:
                 problems.append(RowProblem(number, code, N_(
                     "%(column)s differs from row %(row)s of the same type: give it once, or "
                     "alike on every row."), {"column": labels[name], "row": given[1]}))
-        flags = {}
-        for name in ("is_success", "is_final"):
-            raw = values.get(name, "")
-            word = unicodedata.normalize("NFKC", raw).strip().lower()
-            if word not in YES | NO:
-                problems.append(RowProblem(number, code, N_(
-                    "%(column)s is %(value)s: write 是 or 否 (or leave it empty for 否)."),
-                    {"column": labels[name], "value": raw}))
-            flags[name] = word in YES
+        flags = {name: _yes(values.get(name, ""), labels[name], number, code, problems)
+                 for name in CODE_FLAGS}
         spec.codes.append({"code": values["code"], "label": values["label"], **flags})
         spec.code_rows.append(number)
+    for spec in types.values():
+        if "kind" in spec.cells:
+            raw, row = spec.cells["kind"]
+            spec.kind = KIND_WORDS.get(unicodedata.normalize("NFKC", raw).strip().lower())
+            if spec.kind is None:
+                problems.append(RowProblem(row, spec.code, N_(
+                    "%(column)s is %(value)s: write 回访, 营销, 调查 or 其他."),
+                    {"column": labels["kind"], "value": raw}))
+        if "requires_consent" in spec.cells:
+            raw, row = spec.cells["requires_consent"]
+            spec.requires_consent = _yes(raw, labels["requires_consent"], row, spec.code,
+                                         problems)
     return types
+
+
+def _yes(raw: str, column: str, row: int, code: str, problems: list[RowProblem]) -> bool:
+    """A 是/否 cell as a flag (empty: 否); a problem for anything else."""
+    word = unicodedata.normalize("NFKC", raw).strip().lower()
+    if word not in YES | NO:
+        problems.append(RowProblem(row, code, N_(
+            "%(column)s is %(value)s: write 是 or 否 (or leave it empty for 否)."),
+            {"column": column, "value": raw}))
+    return word in YES
 
 
 def _fields(spec: _Type, existing: TaskType | None) -> dict:
@@ -165,6 +196,7 @@ def _fields(spec: _Type, existing: TaskType | None) -> dict:
             "max_attempts": cell("max_attempts", existing and existing.max_attempts, 3),
             "description": cell("description", existing and existing.description, ""),
             "script": cell("script", existing and existing.script, ""),
+            "kind": spec.kind, "requires_consent": spec.requires_consent,
             "codes": spec.codes}
 
 

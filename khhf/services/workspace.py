@@ -30,12 +30,16 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, joinedload
 
 from khhf.calls.states import FINAL_STATES
+from khhf.config import Settings
 from khhf.models import Call, Customer, Manager, Task, TaskStatus, User, utcnow
 
-from . import tasks
+from . import dial_rules, tasks
 
 TABS = ("todo", "callback", "connected", "not_reached", "done")
 PAGE_SIZE = 50
+# progressive dial looks at this many tasks of each kind for one the
+# dialing rules let ring now
+NEXT_SCAN = 50
 # a due call-back not dialed within this is overdue (flagged to the supervisor)
 OVERDUE_AFTER = dt.timedelta(minutes=30)
 
@@ -184,13 +188,17 @@ def parse_cursor(text: str, tab: str) -> tuple[dt.datetime | int, int]:
 
 
 def next_due(session: Session, manager_id: int, now: dt.datetime | None = None,
-             exclude: tuple[int, ...] = ()) -> Task | None:
+             exclude: tuple[int, ...] = (), settings: Settings | None = None) -> Task | None:
     """The task progressive dial takes next: due call-backs first (oldest
     appointment first), then hotline call-backs (higher priority first),
     then never-called tasks, oldest first. Not-reached tasks without an
     appointment wait for the manager (dialing them straight away would
     ring the same customer again); do-not-call customers and tasks whose
-    attempts are used up are skipped."""
+    attempts are used up are skipped. With `settings`, so is every task the
+    dialing rules refuse now (khhf.services.dial_rules: a customer called
+    too often or too recently, no consent): it stays open and comes back
+    once its customer may be called; the first NEXT_SCAN candidates of
+    each kind are looked at."""
     now = now or utcnow()
     base = (select(Task).join(Customer, Customer.id == Task.customer_id)
             .where(Task.manager_id == manager_id,
@@ -203,9 +211,10 @@ def next_due(session: Session, manager_id: int, now: dt.datetime | None = None,
             (and_(Task.appointment_at.is_(None), Task.priority > 0),
              (Task.priority.desc(), Task.id)),
             (and_(Task.status == TaskStatus.PENDING, _ordinary()), (Task.id,))):
-        task = session.scalar(base.where(clause).order_by(*order).limit(1))
-        if task is not None:
-            return task
+        query = base.where(clause).order_by(*order).limit(1 if settings is None else NEXT_SCAN)
+        for task in list(session.scalars(query)):
+            if settings is None or not dial_rules.check(session, settings, task, now):
+                return task
     return None
 
 

@@ -44,8 +44,15 @@
   }
 
   // -- dialing -----------------------------------------------------------------------
-  function dial(dialUrl, taskUrl) {
+  function dial(dialUrl, taskUrl, automatic) {
     return post(dialUrl).then(function (answer) {
+      if (!answer.ok && automatic && answer.next) {
+        // the calling rules refuse this customer now (called too often, too
+        // recently...): progressive dial goes on with the next task
+        show(answer.message, "warning");
+        dialNext();
+        return;
+      }
       if (!answer.ok) {
         show(answer.message, "danger");
         setAutodial(false);
@@ -161,7 +168,7 @@
         text.textContent = next.message + " " + left + "s";
         if (left <= 0) {
           cancelCountdown();
-          dial(next.task.dial_url, next.task.url);
+          dial(next.task.dial_url, next.task.url, true);
         }
       }, 1000);
     }, function () { show(cfg.msgFailed, "danger"); setAutodial(false); });
