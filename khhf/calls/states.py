@@ -34,7 +34,8 @@ class CallOutcome(StrEnum):
     BUSY = "busy"
     NO_ANSWER = "no_answer"
     EMPTY_NUMBER = "empty_number"          # 空号: SIP 404
-    UNREACHABLE = "unreachable"
+    UNREACHABLE = "unreachable"            # switched off, out of coverage, the network
+    REJECTED = "rejected"                  # the carrier refused the call: SIP 403/603, Q.850 21
     MANAGER_ABANDONED = "manager_abandoned"
     # the call never got past the manager's desk phone (state failed)
     NOT_PLACED = "not_placed"              # the PBX never took the call
@@ -60,6 +61,13 @@ DESK_SIDE_OUTCOMES = frozenset({
     CallOutcome.NOT_PLACED, CallOutcome.MANAGER_UNAVAILABLE, CallOutcome.MANAGER_BUSY,
     CallOutcome.MANAGER_NO_ANSWER, CallOutcome.MANAGER_HUNG_UP,
     CallOutcome.MOBILE_UNREACHABLE, CallOutcome.MOBILE_BUSY, CallOutcome.MOBILE_NO_ANSWER})
+
+
+# outcomes of calls that rang (or tried to ring) the customer and did not
+# reach them: the ones a task type may file by itself (自动结果), in the
+# order the forms list them
+UNREACHED_OUTCOMES = (CallOutcome.NO_ANSWER, CallOutcome.BUSY, CallOutcome.UNREACHABLE,
+                      CallOutcome.EMPTY_NUMBER, CallOutcome.REJECTED)
 
 
 def answered_by_colleague(extension: str) -> str:

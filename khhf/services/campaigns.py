@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from khhf import audit, local_time
+from khhf.calls.states import UNREACHED_OUTCOMES, CallOutcome
 from khhf.models import (
     Call,
     Campaign,
@@ -40,6 +41,7 @@ from khhf.models import (
     Customer,
     Feedback,
     Manager,
+    OutcomeRule,
     ResultCode,
     Task,
     TaskStatus,
@@ -57,11 +59,21 @@ SELECTIONS = ("county", "managers", "list")
 STATUSES = ("draft", "active", "closed")
 MANAGER_IN_SCRIPT = "{经理}"  # where a call script names the manager reading it
 
+MAX_RETRY_MINUTES = 7 * 24 * 60
+
 # (code, label, success, final): the same digits mean the same in every
 # standard type, so a manager learns them once
 _COMMON_CODES = (("2", "客户拒绝", False, True), ("3", "无人接听", False, False),
                  ("4", "关机/停机", False, False), ("5", "空号", False, True),
-                 ("6", "预约再拨", False, False))
+                 ("6", "预约再拨", False, False), ("7", "忙线", False, False),
+                 ("8", "呼叫被拒", False, False), ("9", "多次未接通", False, True))
+# (outcome, code, retry minutes, max retries, close code): what the system
+# files itself when a standard type's call ends unreached (自动结果); the
+# same in revision 0005, which gives them to existing databases
+STANDARD_RULES = ((CallOutcome.NO_ANSWER, "3", 60, 2, "9"), (CallOutcome.BUSY, "7", 30, 2, "9"),
+                  (CallOutcome.UNREACHABLE, "4", 120, 2, "9"),
+                  (CallOutcome.EMPTY_NUMBER, "5", 0, 0, ""),
+                  (CallOutcome.REJECTED, "8", 240, 1, "9"))
 STANDARD_TYPES: tuple[dict[str, Any], ...] = (
     {"code": "revisit", "name": "回访", "description": "客户满意度回访", "max_attempts": 3,
      "script": "您好，我是中国移动客户经理{经理}。打扰您一分钟，想了解您对我们服务的"
@@ -97,24 +109,35 @@ def ensure_standard_types(session: Session) -> int:
     for spec in STANDARD_TYPES:
         save_task_type(session, None, "", None, **{**spec, "codes": [
             {"code": c, "label": label, "is_success": ok, "is_final": final}
-            for c, label, ok, final in spec["codes"]]})
+            for c, label, ok, final in spec["codes"]], "rules": [
+            {"outcome": o, "code": c, "retry_minutes": m, "max_retries": n, "close_code": z}
+            for o, c, m, n, z in STANDARD_RULES]})
     return len(STANDARD_TYPES)
 
 
 def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskType | None,
                    *, code: str, name: str, description: str = "", script: str = "",
-                   max_attempts, codes: list[dict]) -> TaskType:
+                   max_attempts, codes: list[dict], rules: list[dict] | None = None
+                   ) -> TaskType:
     """Create a task type (`task_type` None) or change one, with its result
-    codes: the one rule set behind the web form and `khhf types import`.
+    codes and automatic outcomes: the one rule set behind the web form and
+    `khhf types import`.
 
     `codes` are dicts with code, label, is_success, is_final; entries with
     neither code nor label are ignored. A code that tasks or feedback
-    already use cannot be removed (its label may change). Raises
+    already use cannot be removed (its label may change). `rules` (None:
+    keep the type's own) are dicts with outcome (one of
+    UNREACHED_OUTCOMES), code (the result code's digits; empty: no rule,
+    the manager files it), retry_minutes, max_retries and close_code (a
+    final code's digits; needed when `code` is a "try again" one). Raises
     ValidationError, with nothing written, listing every problem; a
     problem about one entry of `codes` has its index there as
     params["entry"]. Audited as a create or an update."""
     fields = _check_type(session, task_type, code, name, description, script, max_attempts,
                          codes)
+    if rules is None:
+        rules = [rule_fields(r) for r in task_type.outcome_rules] if task_type else []
+    wanted_rules = _check_rules(rules, fields["codes"])
     before = _type_fields(task_type) if task_type is not None else None
     task_type = task_type if task_type is not None else TaskType()
     task_type.code, task_type.name = fields["code"], fields["name"]
@@ -131,6 +154,13 @@ def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskTy
         task_type.result_codes.append(ResultCode(**c))
     session.add(task_type)
     session.flush()
+    by_code = {rc.code: rc for rc in task_type.result_codes}
+    task_type.outcome_rules = [
+        OutcomeRule(outcome=r["outcome"], result_code=by_code[r["code"]],
+                    retry_minutes=r["retry_minutes"], max_retries=r["max_retries"],
+                    close_code=by_code.get(r["close_code"]))
+        for r in wanted_rules]
+    session.flush()
     after = _type_fields(task_type)
     if before is None:
         audit.record(session, by, "create", "task_type", task_type.id, {"fields": after}, ip,
@@ -145,7 +175,75 @@ def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskTy
 def _type_fields(t: TaskType) -> dict:
     return {"code": t.code, "task_type": t.name, "description": t.description,
             "script": t.script, "max_attempts": t.max_attempts,
-            "result_codes": describe_codes(t.result_codes)}
+            "result_codes": describe_codes(t.result_codes),
+            "outcome_rules": describe_rules(t.outcome_rules)}
+
+
+def rule_fields(rule: OutcomeRule) -> dict:
+    """A stored rule as save_task_type takes it."""
+    return {"outcome": rule.outcome, "code": rule.result_code.code,
+            "retry_minutes": rule.retry_minutes, "max_retries": rule.max_retries,
+            "close_code": rule.close_code.code if rule.close_code else ""}
+
+
+def describe_rules(rules) -> str:
+    """The rules on one line, codes only (the log renders it as written), e.g.
+    no_answer→3 60min×2→9, empty_number→5."""
+    order = {o: i for i, o in enumerate(UNREACHED_OUTCOMES)}
+    return ", ".join(
+        f"{r.outcome}→{r.result_code.code}" + (
+            f" {r.retry_minutes}min×{r.max_retries}→{r.close_code.code}"
+            if r.close_code is not None else "")
+        for r in sorted(rules, key=lambda r: order.get(r.outcome, 99)))
+
+
+def _check_rules(rules: list[dict], codes: list[dict]) -> list[dict]:
+    """The automatic outcomes, checked against the type's result codes (as
+    _check_type returned them); raises ValidationError listing every problem."""
+    problems = Problems()
+    final = {c["code"]: c["is_final"] for c in codes}
+    rows, seen = [], set()
+    for entry, r in enumerate(rules):
+        outcome = str(r.get("outcome") or "")
+        value = str(r.get("code") or "").strip()
+        if not value:
+            continue  # no rule: the manager files this outcome
+        if outcome not in UNREACHED_OUTCOMES:
+            problems.add("rules", N_("%(value)s is not an outcome the system can file: one of "
+                                     "no answer, busy, unreachable, empty number, rejected."),
+                         value=outcome or "—", rule=entry)
+            continue
+        if outcome in seen:
+            problems.add("rules", N_("The outcome %(outcome)s has two rules: give it one."),
+                         outcome=outcome, rule=entry)
+        seen.add(outcome)
+        if value not in final:
+            problems.add("rules", N_("Automatic outcome %(outcome)s: result code %(value)s is "
+                                     "not one of this type's codes."),
+                         outcome=outcome, value=value, rule=entry)
+            continue
+        row = {"outcome": outcome, "code": value, "retry_minutes": 0, "max_retries": 0,
+               "close_code": ""}
+        if not final[value]:
+            minutes, retries = parse_int(r.get("retry_minutes")), parse_int(r.get("max_retries"))
+            close = str(r.get("close_code") or "").strip()
+            if minutes is None or not 0 <= minutes <= MAX_RETRY_MINUTES:
+                problems.add("rules", N_("Automatic outcome %(outcome)s: call again after a "
+                                         "whole number of minutes from 0 to %(max)s."),
+                             outcome=outcome, max=MAX_RETRY_MINUTES, rule=entry)
+            if retries is None or not 0 <= retries <= MAX_ATTEMPTS_LIMIT:
+                problems.add("rules", N_("Automatic outcome %(outcome)s: call again at most a "
+                                         "whole number of times from 0 to %(max)s."),
+                             outcome=outcome, max=MAX_ATTEMPTS_LIMIT, rule=entry)
+            if not final.get(close):
+                problems.add("rules", N_("Automatic outcome %(outcome)s: %(value)s means "
+                                         "“try again”, so choose the final code that "
+                                         "closes the task when the retries are used up."),
+                             outcome=outcome, value=value, rule=entry)
+            row.update(retry_minutes=minutes, max_retries=retries, close_code=close)
+        rows.append(row)
+    problems.raise_if_any()
+    return rows
 
 
 def describe_codes(codes) -> str:
@@ -180,13 +278,13 @@ def _check_type(session, task_type, code, name, description, script, max_attempt
         if not RESULT_CODE_PATTERN.fullmatch(value):
             problems.add("codes", N_("Result code %(value)s: write 1 or 2 digits (what the "
                                      "manager types by SMS or keypad)."), value=value or "—",
-                         entry=entry)
+                         rule=entry)
         elif value in seen:
             problems.add("codes", N_("Result code %(value)s appears twice: each code must be "
-                                     "unique within its task type."), value=value, entry=entry)
+                                     "unique within its task type."), value=value, rule=entry)
         if not 1 <= len(label) <= 64:
             problems.add("codes", N_("Result code %(value)s needs a label (at most 64 "
-                                     "characters)."), value=value or "—", entry=entry)
+                                     "characters)."), value=value or "—", rule=entry)
         seen.add(value)
         rows.append({"code": value, "label": label, "is_success": bool(c.get("is_success")),
                      "is_final": bool(c.get("is_final"))})
