@@ -24,8 +24,19 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
 
 from khhf import audit, db, migrations
-from khhf.models import Call, CallEvent, Manager, SmsKind, SmsMessage, SmsReplyOutcome, TaskStatus
-from khhf.services import reports, tasks
+from khhf.models import (
+    Call,
+    CallEvent,
+    Manager,
+    OutcomeRule,
+    ResultCode,
+    SmsKind,
+    SmsMessage,
+    SmsReplyOutcome,
+    TaskStatus,
+    TaskType,
+)
+from khhf.services import campaigns, reports, tasks
 from simkit import factories, report_data
 
 ZONE = "Asia/Shanghai"
@@ -33,6 +44,8 @@ START = dt.datetime(2026, 10, 31, 16, 0)
 DAYS = 6
 NOW = START + dt.timedelta(days=DAYS + 2)
 # (direction, status, kind as the baseline stored it)
+# tables later revisions add: empty after an upgrade of rows that predate them
+NEW_TABLES = {"outcome_rules"}
 BASELINE_SMS = ([("out", "sent", k) for k in SmsKind]
                 + [("out", "queued", None), ("out", "failed", SmsKind.PROMPT)]
                 + [("in", "processed", o) for o in SmsReplyOutcome]
@@ -172,6 +185,7 @@ def test_the_upgrade_matrix_keeps_every_row_and_report(engine, tmp_path):
     assert migrations.current(engine) == migrations.head()
     assert migrations.check(engine) is None
     after = dump(engine)
+    assert all(after.pop(t) == [] for t in NEW_TABLES)  # no standard type to give rules
     assert {t: len(r) for t, r in after.items()} == {t: len(r) for t, r in before.items()}
     for table in before:
         if table != "sms_messages":
@@ -191,7 +205,37 @@ def test_the_upgrade_matrix_keeps_every_row_and_report(engine, tmp_path):
     assert migrations.current(engine) == migrations.BASELINE
     assert dump(engine) == before
     assert migrations.upgrade(engine) == (migrations.BASELINE, migrations.head())
-    assert dump(engine) == after and migrations.check(engine) is None
+    again = dump(engine)
+    assert all(again.pop(t) == [] for t in NEW_TABLES)
+    assert again == after and migrations.check(engine) is None
+
+
+def test_0005_gives_the_standard_types_their_automatic_outcomes(engine):
+    """A standard type still with its standard codes gets the codes 7-9 and
+    the rules `khhf init` gives a new one; a type a site changed keeps its own."""
+    make_premigration(engine)
+    with engine.begin() as conn:
+        for type_id, code, label_3 in ((1, "revisit", "无人接听"), (2, "survey", "没人接")):
+            conn.execute(text("INSERT INTO task_types (id, code, name, max_attempts) "
+                              "VALUES (:i, :c, :c, 3)"), dict(i=type_id, c=code))
+            for value, label, final in (("1", "成功", True), ("2", "客户拒绝", True),
+                                        ("3", label_3, False), ("4", "关机/停机", False),
+                                        ("5", "空号", True), ("6", "预约再拨", False)):
+                conn.execute(text("INSERT INTO result_codes (task_type_id, code, label, "
+                                  "is_success, is_final) VALUES (:t, :c, :l, :s, :f)"),
+                             dict(t=type_id, c=value, l=label, s=False, f=final))
+    migrations.upgrade(engine)
+    with db.session_factory(engine)() as s:
+        revisit, survey = (s.get(TaskType, 1), s.get(TaskType, 2))
+        assert campaigns.describe_rules(revisit.outcome_rules) == campaigns.describe_rules(
+            [OutcomeRule(outcome=o, result_code=ResultCode(code=c), retry_minutes=m,
+                         max_retries=n, close_code=ResultCode(code=z) if z else None)
+             for o, c, m, n, z in campaigns.STANDARD_RULES])
+        assert {c.code for c in revisit.result_codes} == set("123456789")
+        assert survey.outcome_rules == [] and len(survey.result_codes) == 6
+    migrations.downgrade(engine, migrations.BASELINE)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM result_codes")) == 15
 
 
 def test_a_fresh_install_is_at_head_and_matches_the_models(engine):

@@ -12,7 +12,7 @@ import pytest
 from flask_babel import force_locale
 
 from khhf.calls.states import FINAL_STATES, CallOutcome, CallState
-from khhf.models import SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
+from khhf.models import FeedbackChannel, SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus
 from simkit.web import make_app
 from webui import i18n
 
@@ -22,10 +22,12 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 # (table, column) -> its vocabulary
 CHECKED = {("tasks", "status"): TaskStatus, ("calls", "state"): CallState,
            ("sms_messages", "status"): SmsStatus, ("sms_messages", "kind"): SmsKind,
-           ("sms_messages", "reply_outcome"): SmsReplyOutcome}
+           ("sms_messages", "reply_outcome"): SmsReplyOutcome,
+           ("feedback", "channel"): FeedbackChannel}
 LABELLED = [(TaskStatus, "TASK_STATUS_LABELS"), (CallState, "CALL_OUTCOME_LABELS"),
             (CallOutcome, "CALL_OUTCOME_LABELS"), (SmsStatus, "SMS_STATUS_LABELS"),
-            (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS")]
+            (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS"),
+            (FeedbackChannel, "CHANNEL_LABELS")]
 
 
 def schema_checks() -> dict[tuple[str, str], list[str]]:

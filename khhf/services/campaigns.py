@@ -31,7 +31,7 @@ from sqlalchemy import Integer, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from khhf import audit, local_time
+from khhf import audit, i18n, local_time
 from khhf.calls.states import UNREACHED_OUTCOMES, CallOutcome
 from khhf.models import (
     Call,
@@ -152,14 +152,21 @@ def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskTy
             task_type.result_codes.remove(rc)
     for c in wanted.values():
         task_type.result_codes.append(ResultCode(**c))
-    session.add(task_type)
-    session.flush()
+    # rules change in place by outcome (UNIQUE (type, outcome): a delete and an
+    # insert of one outcome in one flush would collide), in the codes' flush
     by_code = {rc.code: rc for rc in task_type.result_codes}
-    task_type.outcome_rules = [
-        OutcomeRule(outcome=r["outcome"], result_code=by_code[r["code"]],
-                    retry_minutes=r["retry_minutes"], max_retries=r["max_retries"],
-                    close_code=by_code.get(r["close_code"]))
-        for r in wanted_rules]
+    rules_wanted = {r["outcome"]: r for r in wanted_rules}
+    have = {rule.outcome: rule for rule in task_type.outcome_rules}
+    for outcome, rule in have.items():
+        if outcome not in rules_wanted:
+            task_type.outcome_rules.remove(rule)
+    for outcome, r in rules_wanted.items():
+        rule = have.get(outcome) or OutcomeRule(outcome=outcome)
+        rule.result_code, rule.close_code = by_code[r["code"]], by_code.get(r["close_code"])
+        rule.retry_minutes, rule.max_retries = r["retry_minutes"], r["max_retries"]
+        if outcome not in have:
+            task_type.outcome_rules.append(rule)
+    session.add(task_type)
     session.flush()
     after = _type_fields(task_type)
     if before is None:
@@ -187,14 +194,21 @@ def rule_fields(rule: OutcomeRule) -> dict:
 
 
 def describe_rules(rules) -> str:
-    """The rules on one line, codes only (the log renders it as written), e.g.
-    no_answer→3 60min×2→9, empty_number→5."""
+    """The rules on one line, in the site's words like the codes' labels, e.g.
+    无人接听→3 60分钟×2→9, 空号→5: outcome → code, retry minutes × times → close code."""
     order = {o: i for i, o in enumerate(UNREACHED_OUTCOMES)}
     return ", ".join(
-        f"{r.outcome}→{r.result_code.code}" + (
-            f" {r.retry_minutes}min×{r.max_retries}→{r.close_code.code}"
+        f"{outcome_word(r.outcome)}→{r.result_code.code}" + (
+            f" {r.retry_minutes}分钟×{r.max_retries}→{r.close_code.code}"
             if r.close_code is not None else "")
         for r in sorted(rules, key=lambda r: order.get(r.outcome, 99)))
+
+
+def outcome_word(outcome: str, locale: str = i18n.DEFAULT_LOCALE) -> str:
+    """An unreached outcome as the site says it (无人接听, 忙线, ...): how
+    spreadsheets and the log write it."""
+    with i18n.speaking(locale):
+        return str(i18n.CALL_OUTCOME_LABELS[outcome])
 
 
 def _check_rules(rules: list[dict], codes: list[dict]) -> list[dict]:
@@ -278,13 +292,13 @@ def _check_type(session, task_type, code, name, description, script, max_attempt
         if not RESULT_CODE_PATTERN.fullmatch(value):
             problems.add("codes", N_("Result code %(value)s: write 1 or 2 digits (what the "
                                      "manager types by SMS or keypad)."), value=value or "—",
-                         rule=entry)
+                         entry=entry)
         elif value in seen:
             problems.add("codes", N_("Result code %(value)s appears twice: each code must be "
-                                     "unique within its task type."), value=value, rule=entry)
+                                     "unique within its task type."), value=value, entry=entry)
         if not 1 <= len(label) <= 64:
             problems.add("codes", N_("Result code %(value)s needs a label (at most 64 "
-                                     "characters)."), value=value or "—", rule=entry)
+                                     "characters)."), value=value or "—", entry=entry)
         seen.add(value)
         rows.append({"code": value, "label": label, "is_success": bool(c.get("is_success")),
                      "is_final": bool(c.get("is_final"))})

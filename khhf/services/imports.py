@@ -114,6 +114,13 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("label", "结果名称", ("结果", "名称", "label"), required=True),
         Field("is_success", "成功", ("是否成功", "success", "is_success")),
         Field("is_final", "结束", ("是否结束", "final", "is_final")),
+        # automatic outcomes (自动结果): the unreached outcomes the system files
+        # with this row's code, and the retry rule that goes with them
+        Field("auto_outcomes", "自动结果", ("自动结果", "未接通自动结果", "auto_outcomes")),
+        Field("retry_minutes", "重拨间隔（分钟）", ("重拨间隔", "重拨间隔分钟", "重拨间隔(分钟)",
+                                            "retry_minutes")),
+        Field("max_retries", "最多重拨次数", ("最多重拨", "重拨次数", "max_retries")),
+        Field("close_code", "结案代码", ("结案结果代码", "close_code")),
     ),
 }
 
