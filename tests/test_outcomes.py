@@ -22,9 +22,8 @@ from khhf.calls import store
 from khhf.models import AuditLog, Call, Feedback, ResultCode, Task, TaskType, User
 from khhf.services import ValidationError, campaigns, results
 from simkit import factories
-from tests.test_task_states import BUSY, DESK, NOON, TRUNK, _ami, _dial, _NoPbx
-
 from simkit.bridge_env import BridgeEnv
+from tests.test_task_states import BUSY, DESK, NOON, TRUNK, _ami, _dial, _NoPbx
 
 EMPTY = [("Newchannel", DESK, {}), ("Newstate", DESK, {"ChannelStateDesc": "Up"}),
          ("Newchannel", TRUNK, {}), ("Hangup", TRUNK, {"Cause": "1"}),

@@ -208,7 +208,7 @@ def outcome_word(outcome: str, locale: str = i18n.DEFAULT_LOCALE) -> str:
     """An unreached outcome as the site says it (无人接听, 忙线, ...): how
     spreadsheets and the log write it."""
     with i18n.speaking(locale):
-        return str(i18n.CALL_OUTCOME_LABELS[outcome])
+        return str(i18n.CALL_OUTCOME_LABELS[CallOutcome(outcome)])
 
 
 def _check_rules(rules: list[dict], codes: list[dict]) -> list[dict]:

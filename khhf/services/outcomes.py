@@ -82,7 +82,7 @@ def file_automatic(session: Session, task: Task, call: Call,
     tasks.file_result(task, code, retry_at, now)
     feedback.appointment_at = task.appointment_at
     session.flush()
-    fields = {"result": f"{code.code} {code.label}", "outcome": call.outcome}
+    fields: dict[str, object] = {"result": f"{code.code} {code.label}", "outcome": call.outcome}
     if retry_at is not None:
         fields["retry_minutes"] = rule.retry_minutes
     audit.record(session, None, "create", "feedback", feedback.id,

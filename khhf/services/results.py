@@ -1,12 +1,14 @@
-"""Result filing (结果反馈): the one way a result reaches a task.
+"""Result filing (结果反馈): the one way a manager's result reaches a task.
 
 The web form calls `file_result`; the SMS reply and phone-keypad channels
-call it too (the system's own results, for unreached calls, are
-khhf.services.outcomes; a manager's result after one corrects it). It validates everything first (the task is the user's and
-open, the code belongs to the task's type, a call-back time is in the
-future and inside the calling window), then writes a `feedback` row,
-moves the task through the state machine (khhf.services.tasks.file_result)
-and records an audit entry. The caller commits.
+call it too. (The system files unreached calls itself: khhf.services.
+outcomes; a manager's result after one corrects it.) It validates
+everything first (the task is the user's and open, or closed by the
+system's result; the code belongs to the task's type, a call-back time is
+in the future and inside the calling window), then writes a `feedback`
+row, moves the task through the state machine
+(khhf.services.tasks.file_result) and records an audit entry. The caller
+commits.
 """
 
 from __future__ import annotations

@@ -4,10 +4,15 @@ keep their result codes in Excel or WPS.
 One row per result code (CSV or XLSX, read as khhf.services.imports reads
 customer lists; headers as in `khhf types show`):
 
-    类型代码  类型名称  最多尝试次数  说明  通话话术  结果代码  结果名称  成功  结束  自动结果        重拨间隔（分钟）  最多重拨次数  结案代码
+    类型代码  类型名称  最多尝试次数  说明  通话话术  结果代码  结果名称  成功  结束
     care      关怀回访  3                     您好…    1         关怀成功  是    是
-    care                                               3         无人接听  否    否    无人接听、忙线  60                2             9
+    care                                               3         无人接听  否    否
     care                                               9         多次未接通 否   是
+
+and, for the automatic outcomes, four more columns on a code's row:
+
+    自动结果        重拨间隔（分钟）  最多重拨次数  结案代码
+    无人接听、忙线  60                2             9          (on code 3's row)
 
 The type's own cells (name, attempts, description, script) may be given on
 one of its rows or repeated alike on several; left empty, an existing

@@ -106,7 +106,7 @@ def _standard_rules() -> None:
         "SELECT id FROM task_types WHERE " + _in("code", STANDARD_TYPES))).scalars().all()
     standard = {"3": "无人接听", "4": "关机/停机", "5": "空号"}
     for type_id in types:
-        codes = dict(bind.execute(sa.text(
+        codes: dict[str, str] = dict(bind.execute(sa.text(
             "SELECT code, label FROM result_codes WHERE task_type_id = :t"), {"t": type_id}).all())
         if any(codes.get(code) != label for code, label in standard.items()) \
                 or any(codes.get(code) not in (None, label) for code, label, _ in NEW_CODES):
@@ -117,7 +117,7 @@ def _standard_rules() -> None:
                     "INSERT INTO result_codes (task_type_id, code, label, is_success, is_final) "
                     "VALUES (:t, :c, :l, :no, :final)"),
                     {"t": type_id, "c": code, "l": label, "no": False, "final": final})
-        ids = dict(bind.execute(sa.text(
+        ids: dict[str, int] = dict(bind.execute(sa.text(
             "SELECT code, id FROM result_codes WHERE task_type_id = :t"), {"t": type_id}).all())
         for outcome, (code, _label, minutes, retries, close) in STANDARD_RULES.items():
             bind.execute(sa.text(
