@@ -189,6 +189,29 @@ CREATE TABLE result_codes (
     FOREIGN KEY(task_type_id) REFERENCES task_types (id) ON DELETE CASCADE
 );
 
+-- An automatic outcome (自动结果): when a call of the task type ends
+-- with `outcome` (the customer not reached), the system files
+-- `result_code` itself; a "try again" code makes the task due again
+-- `retry_minutes` later, at most `max_retries` times for this outcome,
+-- after which it files `close_code` (final) instead.
+CREATE TABLE outcome_rules (
+    id INTEGER NOT NULL,
+    task_type_id INTEGER NOT NULL,
+    outcome VARCHAR(16) NOT NULL,
+    result_code_id INTEGER NOT NULL,
+    retry_minutes INTEGER DEFAULT '0' NOT NULL,
+    max_retries INTEGER DEFAULT '0' NOT NULL,
+    close_code_id INTEGER,
+    PRIMARY KEY (id),
+    CONSTRAINT uq_outcome_rules_type_outcome UNIQUE (task_type_id, outcome),
+    CONSTRAINT ck_outcome_rules_outcome CHECK (outcome IN ('no_answer', 'busy', 'unreachable', 'empty_number', 'rejected')),
+    CONSTRAINT ck_outcome_rules_retry_minutes CHECK (retry_minutes >= 0),
+    CONSTRAINT ck_outcome_rules_max_retries CHECK (max_retries >= 0),
+    FOREIGN KEY(task_type_id) REFERENCES task_types (id) ON DELETE CASCADE,
+    FOREIGN KEY(result_code_id) REFERENCES result_codes (id) ON DELETE CASCADE,
+    FOREIGN KEY(close_code_id) REFERENCES result_codes (id) ON DELETE SET NULL
+);
+
 -- A batch of tasks (批次), optionally repeating in cycles (rounds);
 -- `selection` says which customers each round calls.
 CREATE TABLE campaigns (
@@ -346,7 +369,8 @@ CREATE TABLE call_events (
 CREATE INDEX ix_call_events_call ON call_events (call_id);
 CREATE INDEX ix_call_events_linkedid ON call_events (linkedid);
 
--- A result filed for a task, by web form, SMS reply or phone keypad.
+-- A result filed for a task, by web form, SMS reply or phone keypad, or
+-- by the system for an unreached call (once per call).
 CREATE TABLE feedback (
     id INTEGER NOT NULL,
     task_id INTEGER NOT NULL,
@@ -358,7 +382,7 @@ CREATE TABLE feedback (
     created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
     appointment_at TIMESTAMP,
     PRIMARY KEY (id),
-    CHECK (channel IN ('web', 'sms', 'keypad')),
+    CONSTRAINT ck_feedback_channel CHECK (channel IN ('web', 'sms', 'keypad', 'system')),
     FOREIGN KEY(task_id) REFERENCES tasks (id),
     FOREIGN KEY(call_id) REFERENCES calls (id),
     FOREIGN KEY(manager_id) REFERENCES managers (id),
@@ -369,6 +393,7 @@ CREATE INDEX ix_feedback_call ON feedback (call_id);
 CREATE INDEX ix_feedback_created ON feedback (created_at);
 CREATE INDEX ix_feedback_manager_time ON feedback (manager_id, created_at);
 CREATE INDEX ix_feedback_task ON feedback (task_id);
+CREATE UNIQUE INDEX ux_feedback_system_call ON feedback (call_id) WHERE channel = 'system';
 
 -- SMS out (notifications, result prompts) and in (replies with digit codes).
 --

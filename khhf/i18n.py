@@ -32,7 +32,7 @@ from babel.messages.pofile import read_po
 
 from khhf import audit, local_time
 from khhf.calls.states import CARRIER_OUTCOMES, CallOutcome, CallState, RecordingStatus, colleague_extension
-from khhf.models import NumberState, SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookStatus
+from khhf.models import FeedbackChannel, NumberState, SmsKind, SmsReplyOutcome, SmsStatus, TaskStatus, WebhookStatus
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LOCALES = ("zh", "en")
@@ -262,9 +262,10 @@ SMS_REPLY_OUTCOME_LABELS = {
 
 # how a result was filed (feedback.channel)
 CHANNEL_LABELS = {
-    "web": lazy_gettext("Web"),
-    "sms": lazy_gettext("SMS"),
-    "keypad": lazy_gettext("Keypad"),
+    FeedbackChannel.WEB: lazy_gettext("Web"),
+    FeedbackChannel.SMS: lazy_gettext("SMS"),
+    FeedbackChannel.KEYPAD: lazy_gettext("Keypad"),
+    FeedbackChannel.SYSTEM: lazy_gettext("Filed by the system"),
 }
 
 SMS_VIA_LABELS = {
@@ -423,6 +424,7 @@ CALL_OUTCOME_LABELS = {
     CallOutcome.NO_ANSWER: lazy_gettext("No answer"),
     CallOutcome.EMPTY_NUMBER: lazy_gettext("Number does not exist"),
     CallOutcome.UNREACHABLE: lazy_gettext("Unreachable"),
+    CallOutcome.REJECTED: lazy_gettext("Rejected by the network"),
     CallOutcome.MANAGER_ABANDONED: lazy_gettext("You hung up before the customer answered"),
     CallOutcome.CARRIER_REJECTED: lazy_gettext("Trunk failure: the carrier refused the call"),
     CallOutcome.CARRIER_UNREACHABLE: lazy_gettext("Trunk failure: the carrier does not answer"),
@@ -476,6 +478,9 @@ AUDIT_FIELD_LABELS = {
     "note": lazy_gettext("Note"),
     "result": lazy_gettext("Result"),
     "appointment_at": lazy_gettext("Call back at"),
+    "outcome": lazy_gettext("Call outcome"),
+    "retry_minutes": lazy_gettext("Call again after (minutes)"),
+    "outcome_rules": lazy_gettext("Automatic outcomes"),
     "from": lazy_gettext("Sender"),
     "via": lazy_gettext("Via"),
     "sms_status": lazy_gettext("Status"),
@@ -531,6 +536,7 @@ _AUDIT_VALUE_LABELS: dict[str, dict] = {
     "number_state": NUMBER_STATE_LABELS,
     "dnc_channel": DNC_CHANNEL_LABELS,
     "kind": TASK_KIND_LABELS,
+    "outcome": CALL_OUTCOME_LABELS,
 }
 # between the parts of a sentence, and between the items of one value
 _LIST_SEPARATOR = {"zh": "；", "en": "; "}
@@ -596,6 +602,9 @@ def problem_text(problem, locale: str | None = None) -> str:
     params = problem.params
     if "zone" in params:
         params = {**params, "zone": zone_name(params["zone"], locale)}
+    if "outcome" in params:
+        with speaking(locale or current_locale()):
+            params = {**params, "outcome": str(label(CALL_OUTCOME_LABELS, params["outcome"]))}
     return gettext(problem.message, locale, **params)
 
 
@@ -646,6 +655,10 @@ def audit_sentence(entry) -> str:
     elif action == "create" and entry.object_type == "call":
         text = gettext("%(actor)s called customer %(customer)s.", actor=who,
                        customer=entry.object_name or "—")
+    elif action == "create" and entry.object_type == "feedback" and d.get("corrects"):
+        text = gettext("%(actor)s corrected the system's result for %(object)s: from "
+                       "%(old)s to %(new)s.", actor=who, object=what, old=d["corrects"],
+                       new=(d.get("fields") or {}).get("result", "—"))
     elif action == "create" and d.get("fields"):
         text = gettext("%(actor)s added %(object)s: %(fields)s.", actor=who, object=what,
                        fields=_fields(d["fields"]))

@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from khhf.calls.states import CallState, RecordingStatus
+from khhf.calls.states import UNREACHED_OUTCOMES, CallState, RecordingStatus
 
 ROLES = ("admin", "manager", "supervisor")
 
@@ -327,6 +327,8 @@ class TaskType(Base):
 
     result_codes: Mapped[list[ResultCode]] = relationship(
         back_populates="task_type", cascade="all, delete-orphan", order_by="ResultCode.code")
+    outcome_rules: Mapped[list[OutcomeRule]] = relationship(
+        cascade="all, delete-orphan", order_by="OutcomeRule.id")
 
 
 class ResultCode(Base):
@@ -344,6 +346,33 @@ class ResultCode(Base):
     stops_calls: Mapped[bool] = _flag(False)
 
     task_type: Mapped[TaskType] = relationship(back_populates="result_codes")
+
+
+class OutcomeRule(Base):
+    """An automatic outcome (自动结果): when a call of the task type ends
+    with `outcome` (the customer not reached), the system files
+    `result_code` itself; a "try again" code makes the task due again
+    `retry_minutes` later, at most `max_retries` times for this outcome,
+    after which it files `close_code` (final) instead."""
+    __tablename__ = "outcome_rules"
+    __table_args__ = (
+        UniqueConstraint("task_type_id", "outcome", name="uq_outcome_rules_type_outcome"),
+        one_of("outcome", UNREACHED_OUTCOMES, name="ck_outcome_rules_outcome"),
+        CheckConstraint("retry_minutes >= 0", name="ck_outcome_rules_retry_minutes"),
+        CheckConstraint("max_retries >= 0", name="ck_outcome_rules_max_retries"),
+    )
+    id: Mapped[int] = _id()
+    task_type_id: Mapped[int] = mapped_column(ForeignKey("task_types.id", ondelete="CASCADE"))
+    outcome: Mapped[str] = mapped_column(String(16))
+    result_code_id: Mapped[int] = mapped_column(ForeignKey("result_codes.id",
+                                                           ondelete="CASCADE"))
+    retry_minutes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    close_code_id: Mapped[int | None] = mapped_column(ForeignKey("result_codes.id",
+                                                                 ondelete="SET NULL"))
+
+    result_code: Mapped[ResultCode] = relationship(foreign_keys=[result_code_id])
+    close_code: Mapped[ResultCode | None] = relationship(foreign_keys=[close_code_id])
 
 
 class Campaign(Base):
@@ -540,11 +569,26 @@ class CallEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
 
 
+class FeedbackChannel(StrEnum):
+    """How a result was filed: by the manager (web form, SMS reply, desk
+    phone keypad), or by the system itself (an automatic outcome)."""
+    WEB = "web"
+    SMS = "sms"
+    KEYPAD = "keypad"
+    SYSTEM = "system"
+
+
 class Feedback(Base):
-    """A result filed for a task, by web form, SMS reply or phone keypad."""
+    """A result filed for a task, by web form, SMS reply or phone keypad, or
+    by the system for an unreached call (once per call)."""
     __tablename__ = "feedback"
     __table_args__ = (
-        CheckConstraint("channel IN ('web', 'sms', 'keypad')"),
+        one_of("channel", FeedbackChannel, name="ck_feedback_channel"),
+        # the system files a call's automatic outcome once, however often
+        # the bridge replays the call's events
+        Index("ux_feedback_system_call", "call_id", unique=True,
+              sqlite_where=text("channel = 'system'"),
+              postgresql_where=text("channel = 'system'")),
         Index("ix_feedback_task", "task_id"),
         Index("ix_feedback_manager_time", "manager_id", "created_at"),
         Index("ix_feedback_call", "call_id"),

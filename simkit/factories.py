@@ -178,3 +178,21 @@ def recorded_call(s: Session, recordings_dir, manager_: Manager, customer_: Cust
         call.recording_status = RecordingStatus.COMPLETE
     s.flush()
     return call
+
+
+def automatic_task_type(s: Session, code: str = "auto", *, retry_minutes: int = 30,
+                        max_retries: int = 2, max_attempts: int = 5) -> TaskType:
+    """A type with the standard codes and automatic outcomes (自动结果), every
+    "try again" rule with `retry_minutes` and `max_retries` (tests want a
+    short delay), made through the service behind the web form."""
+    row = s.scalar(select(TaskType).where(TaskType.code == code))
+    if row is not None:
+        return row
+    spec = campaigns.STANDARD_TYPES[0]
+    return campaigns.save_task_type(
+        s, None, "", None, code=code, name=f"自动{code}", max_attempts=max_attempts,
+        codes=[{"code": c, "label": label, "is_success": ok, "is_final": final}
+               for c, label, ok, final in spec["codes"]],
+        rules=[{"outcome": o, "code": c, "retry_minutes": retry_minutes if z else 0,
+                "max_retries": max_retries if z else 0, "close_code": z}
+               for o, c, _minutes, _retries, z in campaigns.STANDARD_RULES])

@@ -114,6 +114,15 @@ def test_outcomes_table():
           LegEvent("hangup_request", at(9), MANAGER), LegEvent("hangup", at(9), MANAGER, cause=16),
           LegEvent("hangup", at(9), CUSTOMER, cause=16)], "ended", "answered"),
     ]
+    # the carrier refused it (Q.850 21, SIP 603); the network failed (38, 41)
+    for cause, code, outcome in ((21, None, "rejected"), (16, 603, "rejected"),
+                                 (38, None, "unreachable"), (41, None, "unreachable")):
+        cases.append(([LegEvent("start", at(0), MANAGER), LegEvent("answer", at(1), MANAGER),
+                       LegEvent("start", at(1), CUSTOMER),
+                       LegEvent("hangup", at(2), CUSTOMER, cause=cause),
+                       LegEvent("dial_result", at(2), dial_status="CONGESTION", sip_code=code),
+                       LegEvent("hangup", at(2), MANAGER, cause=16)], "ended", outcome))
+    cases.append(cases.pop(-5))  # the answered call last: checked below
     for leg_events, state, outcome in cases:
         row = fold(leg_events)
         assert (row["state"], row["outcome"]) == (state, outcome), leg_events

@@ -102,18 +102,37 @@ def test_show_prints_what_import_reads_and_a_changed_copy_updates_the_type(site,
     assert khhf(conf, "show", "回访") == 0
     shown = capsys.readouterr().out
     lines = [line.split("\t") for line in shown.splitlines()]
-    assert lines[0] == [*FIVE_CODES[0], "不再联系", "类别", "需客户同意"]
-    assert [line[5:] for line in lines[1:3]] == [["1", "回访成功", "是", "是", "否", "回访", "否"],
-                                                 ["2", "客户拒绝", "否", "是", "否"]]
+    assert lines[0] == [*FIVE_CODES[0], "不再联系", "类别", "需客户同意", "自动结果",
+                        "重拨间隔（分钟）", "最多重拨次数", "结案代码"]
+    assert [line[5:] for line in lines[1:3]] == [
+        ["1", "回访成功", "是", "是", "否", "回访", "否", "", "", "", ""],
+        ["2", "客户拒绝", "否", "是", "否", "", "", "", "", "", ""]]
+    # the automatic outcomes on their codes' rows, with their retry rules
+    assert [line[5:10] + line[12:] for line in lines[1:] if line[12]] == [
+        ["3", "无人接听", "否", "否", "否", "无人接听", "60", "2", "9"],
+        ["4", "关机/停机", "否", "否", "否", "无法接通", "120", "2", "9"],
+        ["5", "空号", "否", "是", "否", "空号", "", "", ""],
+        ["7", "忙线", "否", "否", "否", "忙线", "30", "2", "9"],
+        ["8", "呼叫被拒", "否", "否", "否", "呼叫被拒", "240", "1", "9"]]
+    with factory() as s:
+        rules_before = campaigns.describe_rules(s.scalar(select(TaskType).where(
+            TaskType.code == "revisit")).outcome_rules)
     # the same file imports as it is: nothing changes but an audit entry
     (tmp_path / "回访.tsv").write_text(shown, encoding="utf-8")
-    assert khhf(conf, "import", str(tmp_path / "回访.tsv")) == 0
-    assert "回访（revisit）：已保存，6 个结果代码。" in capsys.readouterr().out
-    # renamed code 3, code 4 gone, code 8 new, fewer attempts
+    assert khhf(conf, "import", str(tmp_path / "回访.tsv"), "--commit") == 0
+    assert "回访（revisit）：已保存，9 个结果代码。" in capsys.readouterr().out
+    with factory() as s:
+        assert campaigns.describe_rules(s.scalar(select(TaskType).where(
+            TaskType.code == "revisit")).outcome_rules) == rules_before
+    # renamed code 3, code 4 gone (and its rule), code 10 new, fewer attempts, and
+    # busy filed as 3 too, by a further row of code 3
     rows = [line for line in lines if line[5] != "4"]
     rows[1][2] = "4"
     rows = [[*r[:6], "暂时无人接听", *r[7:]] if r[5] == "3" else r for r in rows]
-    rows.append(["revisit", "", "", "", "", "8", "改号", "否", "是"])
+    rows = [[*r[:12], "", "", "", ""] if r[5] == "7" else r for r in rows]
+    rows.append(["revisit", "", "", "", "", "10", "改号", "否", "是"])
+    rows.append(["revisit", "", "", "", "", "3", "暂时无人接听", "否", "否", "否", "", "", "忙线",
+                 "15", "1", "9"])
     path = xlsx(tmp_path / "回访.xlsx", rows)
     assert khhf(conf, "import", path, "--commit") == 0
     with factory() as s:
@@ -121,9 +140,11 @@ def test_show_prints_what_import_reads_and_a_changed_copy_updates_the_type(site,
         assert revisit.max_attempts == 4
         assert {c.code: c.label for c in revisit.result_codes} == {
             "1": "回访成功", "2": "客户拒绝", "3": "暂时无人接听", "5": "空号", "6": "预约再拨",
-            "8": "改号"}
+            "7": "忙线", "8": "呼叫被拒", "9": "多次未接通", "10": "改号"}
+        assert campaigns.describe_rules(revisit.outcome_rules) == (
+            "无人接听→3 60分钟×2→9, 忙线→3 15分钟×1→9, 空号→5, 呼叫被拒→8 240分钟×1→9")
         entry = s.scalars(select(AuditLog).where(AuditLog.object_type == "task_type",
-                                                 AuditLog.action == "update")).one()
+                                                 AuditLog.action == "update")).all()[-1]
         assert entry.ip == "cli" and "暂时无人接听" in entry.detail
 
 

@@ -24,8 +24,20 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, Table, func, inspect, select, text
 
 from khhf import audit, db, migrations
-from khhf.models import Base, Call, CallEvent, Manager, SmsKind, SmsMessage, SmsReplyOutcome, TaskStatus
-from khhf.services import reports, tasks
+from khhf.models import (
+    Base,
+    Call,
+    CallEvent,
+    Manager,
+    OutcomeRule,
+    ResultCode,
+    SmsKind,
+    SmsMessage,
+    SmsReplyOutcome,
+    TaskStatus,
+    TaskType,
+)
+from khhf.services import campaigns, reports, tasks
 from simkit import factories, report_data
 
 ZONE = "Asia/Shanghai"
@@ -33,6 +45,8 @@ START = dt.datetime(2026, 10, 31, 16, 0)
 DAYS = 6
 NOW = START + dt.timedelta(days=DAYS + 2)
 # (direction, status, kind as the baseline stored it)
+# tables later revisions add: empty after an upgrade of rows that predate them
+NEW_TABLES = {"outcome_rules"}
 BASELINE_SMS = ([("out", "sent", k) for k in SmsKind]
                 + [("out", "queued", None), ("out", "failed", SmsKind.PROMPT)]
                 + [("in", "processed", o) for o in SmsReplyOutcome]
@@ -260,6 +274,34 @@ def test_the_upgrade_matrix_keeps_every_row_and_report(engine, tmp_path):
     assert dump(engine) == before
     assert migrations.upgrade(engine) == (migrations.BASELINE, migrations.head())
     assert dump(engine) == after and migrations.check(engine) is None
+
+
+def test_0005_gives_the_standard_types_their_automatic_outcomes(engine):
+    """A standard type still with its standard codes gets the codes 7-9 and
+    the rules `khhf init` gives a new one; a type a site changed keeps its own."""
+    make_premigration(engine)
+    with engine.begin() as conn:
+        for type_id, code, label_3 in ((1, "revisit", "无人接听"), (2, "survey", "没人接")):
+            conn.execute(text("INSERT INTO task_types (id, code, name, max_attempts) "
+                              "VALUES (:i, :c, :c, 3)"), dict(i=type_id, c=code))
+            for value, label, final in (("1", "成功", True), ("2", "客户拒绝", True),
+                                        ("3", label_3, False), ("4", "关机/停机", False),
+                                        ("5", "空号", True), ("6", "预约再拨", False)):
+                conn.execute(text("INSERT INTO result_codes (task_type_id, code, label, "
+                                  "is_success, is_final) VALUES (:t, :c, :l, :s, :f)"),
+                             dict(t=type_id, c=value, l=label, s=False, f=final))
+    migrations.upgrade(engine)
+    with db.session_factory(engine)() as s:
+        revisit, survey = (s.get(TaskType, 1), s.get(TaskType, 2))
+        assert campaigns.describe_rules(revisit.outcome_rules) == campaigns.describe_rules(
+            [OutcomeRule(outcome=o, result_code=ResultCode(code=c), retry_minutes=m,
+                         max_retries=n, close_code=ResultCode(code=z) if z else None)
+             for o, c, m, n, z in campaigns.STANDARD_RULES])
+        assert {c.code for c in revisit.result_codes} == set("123456789")
+        assert survey.outcome_rules == [] and len(survey.result_codes) == 6
+    migrations.downgrade(engine, migrations.BASELINE)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM result_codes")) == 15
 
 
 def test_a_fresh_install_is_at_head_and_matches_the_models(engine):

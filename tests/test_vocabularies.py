@@ -14,6 +14,7 @@ from flask_babel import force_locale
 from khhf.calls.states import FINAL_STATES, CallOutcome, CallState, RecordingStatus
 from khhf.models import (
     DncChannel,
+    FeedbackChannel,
     NumberState,
     SmsKind,
     SmsReplyOutcome,
@@ -37,13 +38,15 @@ CHECKED = {("tasks", "status"): TaskStatus, ("calls", "state"): CallState,
            ("webhook_deliveries", "kind"): WebhookEventKind,
            ("webhook_deliveries", "status"): WebhookStatus,
            ("unified_numbers", "state"): NumberState,
-           ("dnc_entries", "channel"): DncChannel, ("task_types", "kind"): TaskKind}
+           ("dnc_entries", "channel"): DncChannel, ("task_types", "kind"): TaskKind,
+           ("feedback", "channel"): FeedbackChannel}
 LABELLED = [(TaskStatus, "TASK_STATUS_LABELS"), (CallState, "CALL_OUTCOME_LABELS"),
             (CallOutcome, "CALL_OUTCOME_LABELS"), (SmsStatus, "SMS_STATUS_LABELS"),
             (SmsKind, "SMS_KIND_LABELS"), (SmsReplyOutcome, "SMS_REPLY_OUTCOME_LABELS"),
             (RecordingStatus, "RECORDING_STATUS_LABELS"), (WebhookStatus, "WEBHOOK_STATUS_LABELS"),
             (NumberState, "NUMBER_STATE_LABELS"),
-            (DncChannel, "DNC_CHANNEL_LABELS"), (TaskKind, "TASK_KIND_LABELS")]
+            (DncChannel, "DNC_CHANNEL_LABELS"), (TaskKind, "TASK_KIND_LABELS"),
+            (FeedbackChannel, "CHANNEL_LABELS")]
 
 
 def schema_checks() -> dict[tuple[str, str], list[str]]:

@@ -121,6 +121,41 @@ def test_admin_adds_a_task_type_and_sees_every_problem(web):
                                                AuditLog.username == "admin")) is not None
 
 
+def test_admin_sets_a_types_automatic_outcomes_in_its_form(web):
+    """The form lists the five unreached outcomes with the type's rules; a
+    "try again" code without a final closing code is refused, in Chinese."""
+    app, seeded = web
+    admin = _client(app, seeded, "admin")
+    with session_for(app) as s:
+        revisit = s.scalar(select(TaskType).where(TaskType.code == "revisit"))
+        type_id, codes = revisit.id, revisit.result_codes
+        fields = {"code": revisit.code, "name": revisit.name, "max_attempts": "3",
+                  **{f"codes-{i}-{k}": v for i, c in enumerate(codes) for k, v in (
+                      ("code", c.code), ("label", c.label))},
+                  **{f"codes-{i}-is_final": "y" for i, c in enumerate(codes) if c.is_final}}
+    path = f"/campaigns/types/{type_id}"
+    page = admin.get(path).get_data(as_text=True)
+    assert all(word in page for word in ("自动结果", "无人接听", "忙线", "无法接通", "空号",
+                                         "呼叫被拒", "重拨间隔（分钟）"))
+    rules = {f"rules-{i}-outcome": o for i, o in enumerate(
+        ("no_answer", "busy", "unreachable", "empty_number", "rejected"))}
+    refused = _post(admin, path, {**fields, **rules, "rules-1-code": "3",
+                                  "rules-1-retry_minutes": "15", "rules-1-max_retries": "1",
+                                  "rules-1-close_code": "6"}).get_data(as_text=True)
+    assert "自动结果“忙线”：3 表示“再拨”" in refused
+    saved = _post(admin, path, {**fields, **rules, "rules-1-code": "3",
+                                "rules-1-retry_minutes": "15", "rules-1-max_retries": "1",
+                                "rules-1-close_code": "5", "rules-3-code": "5"})
+    assert saved.status_code == 302
+    with session_for(app) as s:
+        from khhf.services import campaigns
+        revisit = s.get(TaskType, type_id)
+        assert campaigns.describe_rules(revisit.outcome_rules) == "忙线→3 15分钟×1→5, 空号→5"
+        entry = s.scalars(select(AuditLog).where(AuditLog.object_type == "task_type")
+                          .order_by(AuditLog.id)).all()[-1]
+        assert "忙线→3 15分钟×1→5" in entry.detail and entry.username == "admin"
+
+
 def test_the_task_types_page_of_a_fresh_database_writes_nothing(tmp_path):
     """Defect: the first GET of the task types page created the standard
     types (and their audit entries). A page view writes nothing: `khhf init`

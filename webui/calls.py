@@ -17,11 +17,11 @@ from khhf import bridge_client
 from khhf import config as khhf_config
 from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import ConfigError
-from khhf.models import Call, Task
-from khhf.services import ValidationError, dial_rules, dialing
+from khhf.models import Call, Task, utcnow
+from khhf.services import ValidationError, dial_rules, dialing, outcomes
 from webui import trunk
 from webui.access import allow, client_ip, load
-from webui.db import writing
+from webui.db import get_db, writing
 from webui.forms import problem_text
 from webui.i18n import call_outcome
 from webui.redirects import referrer_path
@@ -127,7 +127,12 @@ def dial(task_id):
 @allow("manager", "supervisor", "admin")
 def status(call_id):
     call = load(Call, call_id)
+    final = call.state in FINAL_STATES
+    # an unreached call the system filed by its task type's rule: nothing to ask
+    filed = final and outcomes.filed_by_system(get_db(), call.id)
     return jsonify(id=call.id, state=call.state, outcome=call.outcome,
                    label=call_outcome(call), talk_seconds=call.talk_seconds,
                    task_id=call.task_id, progress=progress_label(call),
-                   final=call.state in FINAL_STATES)
+                   final=final, filed_by_system=bool(filed),
+                   ended_seconds_ago=max(0.0, (utcnow() - call.end_at).total_seconds())
+                   if final and call.end_at else None)

@@ -18,6 +18,7 @@ from wtforms import (
     FieldList,
     Form,
     FormField,
+    HiddenField,
     SelectChoice,
     SelectField,
     SelectMultipleField,
@@ -26,6 +27,7 @@ from wtforms import (
 )
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from khhf.calls.states import UNREACHED_OUTCOMES
 from khhf.models import Campaign, County, Manager, Task, TaskKind, TaskType
 from khhf.services import ValidationError, campaigns, distribution, exports, lookups, parse_int
 from webui import i18n, params
@@ -96,6 +98,15 @@ class ResultCodeRow(Form):
     stops_calls = BooleanField(_l("No more calls"))
 
 
+class OutcomeRuleRow(Form):
+    """One unreached outcome's automatic result (the outcome is the row's place)."""
+    outcome = HiddenField()
+    code = StringField(_l("Result code"))
+    retry_minutes = StringField(_l("Call again after (minutes)"))
+    max_retries = StringField(_l("At most (times)"))
+    close_code = StringField(_l("Then close with"))
+
+
 class TaskTypeForm(FlaskForm):
     code = StringField(_l("Code"), description=_l("Short Latin name, e.g. revisit."))
     name = StringField(_l("Task type name"))
@@ -111,6 +122,15 @@ class TaskTypeForm(FlaskForm):
         _l("Requires consent"), description=_l("Its calls ring only customers who consented to "
                                                "such calls (not for return visits)."))
     codes = FieldList(FormField(ResultCodeRow), label=_l("Result codes"), min_entries=10)
+    rules = FieldList(FormField(OutcomeRuleRow), label=_l("Automatic outcomes"))
+
+
+def _rule_rows(task_type: TaskType | None) -> list[dict]:
+    """The form's rows of automatic outcomes: one per unreached outcome, in order."""
+    have = {r.outcome: campaigns.rule_fields(r) for r in (task_type.outcome_rules
+                                                          if task_type else [])}
+    return [{**{"code": "", "retry_minutes": "", "max_retries": "", "close_code": ""},
+             **have.get(o, {}), "outcome": str(o)} for o in UNREACHED_OUTCOMES]
 
 
 # -- campaigns -----------------------------------------------------------------
@@ -317,13 +337,14 @@ def _type_fields(form) -> dict:
             "description": form.description.data, "script": form.script.data,
             "max_attempts": form.max_attempts.data, "kind": form.kind.data,
             "requires_consent": form.requires_consent.data,
-            "codes": [row.data for row in form.codes]}
+            "codes": [row.data for row in form.codes],
+            "rules": [row.data for row in form.rules]}
 
 
 @bp.route("/types/new", methods=["GET", "POST"])
 @allow("admin")
 def type_new():
-    form = TaskTypeForm()
+    form = TaskTypeForm() if request.method == "POST" else TaskTypeForm(rules=_rule_rows(None))
     if form.validate_on_submit():
         with writing(form) as w:
             campaigns.save_task_type(w.session, current_user, client_ip(), None,
@@ -344,7 +365,8 @@ def type_edit(type_id):
         form = TaskTypeForm(obj=task_type, max_attempts=str(task_type.max_attempts), codes=[
             {"code": c.code, "label": c.label, "is_success": c.is_success,
              "is_final": c.is_final, "stops_calls": c.stops_calls}
-            for c in sorted(task_type.result_codes, key=lambda c: c.code.zfill(2))])
+            for c in sorted(task_type.result_codes, key=lambda c: c.code.zfill(2))],
+            rules=_rule_rows(task_type))
         while len(form.codes) < max(10, len(task_type.result_codes) + 3):
             form.codes.append_entry()
     else:

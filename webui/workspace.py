@@ -156,9 +156,12 @@ def _task_page(task: Task, form: ResultForm):
         .where(Feedback.task_id == task.id).order_by(Feedback.id.desc())).all()
     live = workspace.live_call(session, task.id)
     script = campaigns.script_for(task.task_type, current_user.display_name)
+    # a result the system filed (an unreached call) may be corrected, even a closing one
+    system = results.system_result(session, task) if task.status != tasks.CANCELLED else None
     return render_template("manager/task.html", task=task, calls=calls, feedback=feedback,
                            form=form, live=live, script=script, tab=workspace.tab_of(task),
-                           tab_labels=TAB_LABELS, is_open=task.status in tasks.OPEN,
+                           tab_labels=TAB_LABELS, system=system,
+                           is_open=task.status in tasks.OPEN or system is not None,
                            overdue=workspace.is_overdue(task),
                            progress_label=progress_label)
 

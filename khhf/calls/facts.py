@@ -24,8 +24,13 @@ CAUSE_NORMAL = 16
 CAUSE_BUSY = 17             # SIP 486
 CAUSE_NO_USER_RESPONSE = 18
 CAUSE_NO_ANSWER = 19
-CAUSE_SUBSCRIBER_ABSENT = 20
+CAUSE_SUBSCRIBER_ABSENT = 20  # switched off, out of coverage
+CAUSE_CALL_REJECTED = 21    # SIP 403, 603: the carrier (or the callee's network) refused it
 CAUSE_CONGESTION = 34       # SIP 503
+CAUSE_NETWORK_OUT_OF_ORDER = 38
+CAUSE_TEMPORARY_FAILURE = 41
+NETWORK_CAUSES = frozenset({CAUSE_SUBSCRIBER_ABSENT, CAUSE_CONGESTION,
+                            CAUSE_NETWORK_OUT_OF_ORDER, CAUSE_TEMPORARY_FAILURE})
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,9 @@ def customer_outcome(f: CallFacts) -> CallOutcome:
         return CallOutcome.BUSY
     if code in (404, 604) or cause == CAUSE_UNALLOCATED:
         return CallOutcome.EMPTY_NUMBER
-    if code == 480 or status in ("CHANUNAVAIL", "CONGESTION") \
-            or cause in (CAUSE_SUBSCRIBER_ABSENT, CAUSE_CONGESTION):
+    if code in (403, 603) or cause == CAUSE_CALL_REJECTED:
+        return CallOutcome.REJECTED
+    if code == 480 or status in ("CHANUNAVAIL", "CONGESTION") or cause in NETWORK_CAUSES:
         return CallOutcome.UNREACHABLE
     if status == "NOANSWER":
         # Dial's own ring timeout: authoritative, whatever order the two
@@ -172,6 +178,7 @@ def customer_outcome(f: CallFacts) -> CallOutcome:
             (MANAGER in f.hangup_at and CUSTOMER in f.hangup_at
              and f.hangup_at[MANAGER] < f.hangup_at[CUSTOMER]):
         return CallOutcome.MANAGER_ABANDONED
+    # rang out: 18/19 (no user response, no answer), or nothing more said
     return CallOutcome.NO_ANSWER
 
 

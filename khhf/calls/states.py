@@ -34,7 +34,8 @@ class CallOutcome(StrEnum):
     BUSY = "busy"
     NO_ANSWER = "no_answer"
     EMPTY_NUMBER = "empty_number"          # 空号: SIP 404
-    UNREACHABLE = "unreachable"
+    UNREACHABLE = "unreachable"            # switched off, out of coverage, the network
+    REJECTED = "rejected"                  # the carrier refused the call: SIP 403/603, Q.850 21
     MANAGER_ABANDONED = "manager_abandoned"
     # the carrier trunk failed the dial, not the customer's phone (state
     # failed: the customer's phone never rang); calls.sip_code says how
@@ -82,6 +83,11 @@ DESK_SIDE_OUTCOMES = frozenset({
 # outcomes of calls the carrier trunk failed: not an attempt on the task
 # either, and what khhf.services.trunk counts to tell that the line is down
 CARRIER_OUTCOMES = frozenset({CallOutcome.CARRIER_REJECTED, CallOutcome.CARRIER_UNREACHABLE})
+# outcomes of calls that rang (or tried to ring) the customer and did not
+# reach them: the ones a task type may file by itself (自动结果), in the
+# order the forms list them
+UNREACHED_OUTCOMES = (CallOutcome.NO_ANSWER, CallOutcome.BUSY, CallOutcome.UNREACHABLE,
+                      CallOutcome.EMPTY_NUMBER, CallOutcome.REJECTED)
 
 
 def answered_by_colleague(extension: str) -> str:

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from khhf.models import Call, CallEvent, Task, utcnow
-from khhf.services import tasks
+from khhf.services import outcomes, tasks
 
 from . import events as ev
 from .facts import CallFacts, LegEvent, reduce, summarize
@@ -177,7 +177,11 @@ def recording_status(talk_seconds: int | None,
 
 
 def update_task(session: Session, call: Call) -> None:
-    """The task follows its latest call, unless a result already closed it."""
+    """The task follows its latest call, unless a result already closed it;
+    a call that ended unreached gets its automatic outcome (khhf.services.
+    outcomes) in the same unit of work as its final row."""
     task = session.get(Task, call.task_id)
     if task is not None:
         tasks.follow_call(session, task, call)
+        if call.state in FINAL_STATES:
+            outcomes.file_automatic(session, task, call)

@@ -31,7 +31,8 @@ from sqlalchemy import Integer, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from khhf import audit, local_time
+from khhf import audit, i18n, local_time
+from khhf.calls.states import UNREACHED_OUTCOMES, CallOutcome
 from khhf.models import (
     Call,
     Campaign,
@@ -40,6 +41,7 @@ from khhf.models import (
     Customer,
     Feedback,
     Manager,
+    OutcomeRule,
     ResultCode,
     Task,
     TaskKind,
@@ -58,11 +60,21 @@ SELECTIONS = ("county", "managers", "list")
 STATUSES = ("draft", "active", "closed")
 MANAGER_IN_SCRIPT = "{经理}"  # where a call script names the manager reading it
 
+MAX_RETRY_MINUTES = 7 * 24 * 60
+
 # (code, label, success, final): the same digits mean the same in every
 # standard type, so a manager learns them once
 _COMMON_CODES = (("2", "客户拒绝", False, True), ("3", "无人接听", False, False),
                  ("4", "关机/停机", False, False), ("5", "空号", False, True),
-                 ("6", "预约再拨", False, False))
+                 ("6", "预约再拨", False, False), ("7", "忙线", False, False),
+                 ("8", "呼叫被拒", False, False), ("9", "多次未接通", False, True))
+# (outcome, code, retry minutes, max retries, close code): what the system
+# files itself when a standard type's call ends unreached (自动结果); the
+# same in revision 0005, which gives them to existing databases
+STANDARD_RULES = ((CallOutcome.NO_ANSWER, "3", 60, 2, "9"), (CallOutcome.BUSY, "7", 30, 2, "9"),
+                  (CallOutcome.UNREACHABLE, "4", 120, 2, "9"),
+                  (CallOutcome.EMPTY_NUMBER, "5", 0, 0, ""),
+                  (CallOutcome.REJECTED, "8", 240, 1, "9"))
 STANDARD_TYPES: tuple[dict[str, Any], ...] = (
     {"code": "revisit", "name": "回访", "description": "客户满意度回访", "max_attempts": 3,
      "script": "您好，我是中国移动客户经理{经理}。打扰您一分钟，想了解您对我们服务的"
@@ -100,16 +112,20 @@ def ensure_standard_types(session: Session) -> int:
     for spec in STANDARD_TYPES:
         save_task_type(session, None, "", None, **{**spec, "codes": [
             {"code": c, "label": label, "is_success": ok, "is_final": final}
-            for c, label, ok, final in spec["codes"]]})
+            for c, label, ok, final in spec["codes"]], "rules": [
+            {"outcome": o, "code": c, "retry_minutes": m, "max_retries": n, "close_code": z}
+            for o, c, m, n, z in STANDARD_RULES]})
     return len(STANDARD_TYPES)
 
 
 def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskType | None,
                    *, code: str, name: str, description: str = "", script: str = "",
                    max_attempts, codes: list[dict], kind: str | None = None,
-                   requires_consent: bool | None = None) -> TaskType:
+                   requires_consent: bool | None = None, rules: list[dict] | None = None
+                   ) -> TaskType:
     """Create a task type (`task_type` None) or change one, with its result
-    codes: the one rule set behind the web form and `khhf types import`.
+    codes and automatic outcomes: the one rule set behind the web form and
+    `khhf types import`.
 
     `codes` are dicts with code, label, is_success, is_final and
     stops_calls (不再联系: filing it puts the customer's number on the
@@ -117,7 +133,11 @@ def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskTy
     ignored. `kind` (TaskKind) and `requires_consent` (its calls ring only
     customers who consented; a return visit may not require it) keep the
     type's own values when None. A code that tasks or feedback
-    already use cannot be removed (its label may change). Raises
+    already use cannot be removed (its label may change). `rules` (None:
+    keep the type's own) are dicts with outcome (one of
+    UNREACHED_OUTCOMES), code (the result code's digits; empty: no rule,
+    the manager files it), retry_minutes, max_retries and close_code (a
+    final code's digits; needed when `code` is a "try again" one). Raises
     ValidationError, with nothing written, listing every problem; a
     problem about one entry of `codes` has its index there as
     params["entry"]. Audited as a create or an update."""
@@ -126,6 +146,9 @@ def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskTy
         requires_consent = task_type.requires_consent if task_type else False
     fields = _check_type(session, task_type, code, name, description, script, max_attempts,
                          codes, kind, requires_consent)
+    if rules is None:
+        rules = [rule_fields(r) for r in task_type.outcome_rules] if task_type else []
+    wanted_rules = _check_rules(rules, fields["codes"])
     before = _type_fields(task_type) if task_type is not None else None
     task_type = task_type if task_type is not None else TaskType()
     task_type.code, task_type.name = fields["code"], fields["name"]
@@ -142,6 +165,20 @@ def save_task_type(session: Session, by: User | None, ip: str, task_type: TaskTy
             task_type.result_codes.remove(rc)
     for c in wanted.values():
         task_type.result_codes.append(ResultCode(**c))
+    # rules change in place by outcome (UNIQUE (type, outcome): a delete and an
+    # insert of one outcome in one flush would collide), in the codes' flush
+    by_code = {rc.code: rc for rc in task_type.result_codes}
+    rules_wanted = {r["outcome"]: r for r in wanted_rules}
+    have = {rule.outcome: rule for rule in task_type.outcome_rules}
+    for outcome, rule in have.items():
+        if outcome not in rules_wanted:
+            task_type.outcome_rules.remove(rule)
+    for outcome, r in rules_wanted.items():
+        rule = have.get(outcome) or OutcomeRule(outcome=outcome)
+        rule.result_code, rule.close_code = by_code[r["code"]], by_code.get(r["close_code"])
+        rule.retry_minutes, rule.max_retries = r["retry_minutes"], r["max_retries"]
+        if outcome not in have:
+            task_type.outcome_rules.append(rule)
     session.add(task_type)
     session.flush()
     after = _type_fields(task_type)
@@ -159,7 +196,82 @@ def _type_fields(t: TaskType) -> dict:
     return {"code": t.code, "task_type": t.name, "description": t.description,
             "script": t.script, "max_attempts": t.max_attempts, "kind": t.kind,
             "requires_consent": bool(t.requires_consent),
-            "result_codes": describe_codes(t.result_codes)}
+            "result_codes": describe_codes(t.result_codes),
+            "outcome_rules": describe_rules(t.outcome_rules)}
+
+
+def rule_fields(rule: OutcomeRule) -> dict:
+    """A stored rule as save_task_type takes it."""
+    return {"outcome": rule.outcome, "code": rule.result_code.code,
+            "retry_minutes": rule.retry_minutes, "max_retries": rule.max_retries,
+            "close_code": rule.close_code.code if rule.close_code else ""}
+
+
+def describe_rules(rules) -> str:
+    """The rules on one line, in the site's words like the codes' labels, e.g.
+    无人接听→3 60分钟×2→9, 空号→5: outcome → code, retry minutes × times → close code."""
+    order = {o: i for i, o in enumerate(UNREACHED_OUTCOMES)}
+    return ", ".join(
+        f"{outcome_word(r.outcome)}→{r.result_code.code}" + (
+            f" {r.retry_minutes}分钟×{r.max_retries}→{r.close_code.code}"
+            if r.close_code is not None else "")
+        for r in sorted(rules, key=lambda r: order.get(r.outcome, 99)))
+
+
+def outcome_word(outcome: str, locale: str = i18n.DEFAULT_LOCALE) -> str:
+    """An unreached outcome as the site says it (无人接听, 忙线, ...): how
+    spreadsheets and the log write it."""
+    with i18n.speaking(locale):
+        return str(i18n.CALL_OUTCOME_LABELS[CallOutcome(outcome)])
+
+
+def _check_rules(rules: list[dict], codes: list[dict]) -> list[dict]:
+    """The automatic outcomes, checked against the type's result codes (as
+    _check_type returned them); raises ValidationError listing every problem."""
+    problems = Problems()
+    final = {c["code"]: c["is_final"] for c in codes}
+    rows, seen = [], set()
+    for entry, r in enumerate(rules):
+        outcome = str(r.get("outcome") or "")
+        value = str(r.get("code") or "").strip()
+        if not value:
+            continue  # no rule: the manager files this outcome
+        if outcome not in UNREACHED_OUTCOMES:
+            problems.add("rules", N_("%(value)s is not an outcome the system can file: one of "
+                                     "no answer, busy, unreachable, empty number, rejected."),
+                         value=outcome or "—", rule=entry)
+            continue
+        if outcome in seen:
+            problems.add("rules", N_("The outcome %(outcome)s has two rules: give it one."),
+                         outcome=outcome, rule=entry)
+        seen.add(outcome)
+        if value not in final:
+            problems.add("rules", N_("Automatic outcome %(outcome)s: result code %(value)s is "
+                                     "not one of this type's codes."),
+                         outcome=outcome, value=value, rule=entry)
+            continue
+        row = {"outcome": outcome, "code": value, "retry_minutes": 0, "max_retries": 0,
+               "close_code": ""}
+        if not final[value]:
+            minutes, retries = parse_int(r.get("retry_minutes")), parse_int(r.get("max_retries"))
+            close = str(r.get("close_code") or "").strip()
+            if minutes is None or not 0 <= minutes <= MAX_RETRY_MINUTES:
+                problems.add("rules", N_("Automatic outcome %(outcome)s: call again after a "
+                                         "whole number of minutes from 0 to %(max)s."),
+                             outcome=outcome, max=MAX_RETRY_MINUTES, rule=entry)
+            if retries is None or not 0 <= retries <= MAX_ATTEMPTS_LIMIT:
+                problems.add("rules", N_("Automatic outcome %(outcome)s: call again at most a "
+                                         "whole number of times from 0 to %(max)s."),
+                             outcome=outcome, max=MAX_ATTEMPTS_LIMIT, rule=entry)
+            if not final.get(close):
+                problems.add("rules", N_("Automatic outcome %(outcome)s: %(value)s means "
+                                         "“try again”, so choose the final code that "
+                                         "closes the task when the retries are used up."),
+                             outcome=outcome, value=value, rule=entry)
+            row.update(retry_minutes=minutes, max_retries=retries, close_code=close)
+        rows.append(row)
+    problems.raise_if_any()
+    return rows
 
 
 def describe_codes(codes) -> str:

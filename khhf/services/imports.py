@@ -127,6 +127,13 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("stops_calls", "不再联系", ("加入免打扰", "stops_calls")),
         Field("kind", "类别", ("任务类别", "类型类别", "kind")),
         Field("requires_consent", "需客户同意", ("需同意", "需要同意", "requires_consent")),
+        # automatic outcomes (自动结果): the unreached outcomes the system files
+        # with this row's code, and the retry rule that goes with them
+        Field("auto_outcomes", "自动结果", ("自动结果", "未接通自动结果", "auto_outcomes")),
+        Field("retry_minutes", "重拨间隔（分钟）", ("重拨间隔", "重拨间隔分钟", "重拨间隔(分钟)",
+                                            "retry_minutes")),
+        Field("max_retries", "最多重拨次数", ("最多重拨", "重拨次数", "max_retries")),
+        Field("close_code", "结案代码", ("结案结果代码", "close_code")),
     ),
 }
 

@@ -1,11 +1,14 @@
-"""Result filing (结果反馈): the one way a result reaches a task.
+"""Result filing (结果反馈): the one way a manager's result reaches a task.
 
 The web form calls `file_result`; the SMS reply and phone-keypad channels
-call it too. It validates everything first (the task is the user's and
-open, the code belongs to the task's type, a call-back time is in the
-future and inside the calling window), then writes a `feedback` row,
-moves the task through the state machine (khhf.services.tasks.file_result)
-and records an audit entry. The caller commits.
+call it too. (The system files unreached calls itself: khhf.services.
+outcomes; a manager's result after one corrects it.) It validates
+everything first (the task is the user's and open, or closed by the
+system's result; the code belongs to the task's type, a call-back time is
+in the future and inside the calling window), then writes a `feedback`
+row, moves the task through the state machine
+(khhf.services.tasks.file_result) and records an audit entry. The caller
+commits.
 """
 
 from __future__ import annotations
@@ -17,12 +20,23 @@ from sqlalchemy.orm import Session
 
 from khhf import audit
 from khhf.config import Settings
-from khhf.models import Call, DncChannel, Feedback, Manager, ResultCode, Task, User, utcnow
+from khhf.models import (
+    Call,
+    DncChannel,
+    Feedback,
+    FeedbackChannel,
+    Manager,
+    ResultCode,
+    Task,
+    User,
+    utcnow,
+)
 from khhf.phones import mask_phone
 
 from . import N_, Problems, dial_rules, dnc, tasks, validated, workspace
 
-CHANNELS = ("web", "sms", "keypad")
+# the channels a manager files through (the system files its own: outcomes)
+CHANNELS = (FeedbackChannel.WEB, FeedbackChannel.SMS, FeedbackChannel.KEYPAD)
 MAX_NOTE = 1000
 # how far ahead a call-back may be booked
 MAX_APPOINTMENT_AHEAD = dt.timedelta(days=90)
@@ -54,7 +68,9 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
                                    "file its result."))
     if channel not in CHANNELS:
         raise ValueError(f"unknown feedback channel {channel!r}; one of {CHANNELS}")
-    if task.status not in tasks.OPEN:
+    # a result the system filed may be corrected, even one that closed the task
+    system = system_result(session, task) if task.status != tasks.CANCELLED else None
+    if task.status not in tasks.OPEN and system is None:
         problems.add("task", N_("The task is already closed: its result was filed before."))
     code = session.get(ResultCode, result_code_id) if result_code_id else None
     if code is None or code.task_type_id != task.task_type_id:
@@ -86,7 +102,7 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
     feedback = Feedback(task_id=task.id, call_id=call_id, manager_id=manager.id,
                         result_code_id=code.id, channel=channel, note=note, created_at=now)
     session.add(feedback)
-    tasks.file_result(task, code, appointment_at, now)
+    tasks.file_result(task, code, appointment_at, now, correcting=system is not None)
     # the call-back actually booked (none when the task closed instead)
     feedback.appointment_at = task.appointment_at
     session.flush()
@@ -99,12 +115,27 @@ def file_result(session: Session, user: User, task_id: int, result_code_id: int,
     fields = {"result": f"{code.code} {code.label}", "note": note}
     if task.appointment_at is not None:
         fields["appointment_at"] = f"{settings.local(task.appointment_at):%Y-%m-%d %H:%M}"
-    audit.record(session, user, "create", "feedback", feedback.id,
-                 {"fields": fields, "task": task.id, "channel": channel,
-                  "task_status": task.status}, ip,
+    detail = {"fields": fields, "task": task.id, "channel": channel,
+              "task_status": task.status}
+    if system is not None:
+        wrong = session.get(ResultCode, system.result_code_id)
+        detail["corrects"] = f"{wrong.code} {wrong.label}" if wrong else str(system.id)
+    audit.record(session, user, "create", "feedback", feedback.id, detail, ip,
                  object_name=" ".join(filter(None, (task.customer.name,
                                                     mask_phone(task.customer.phone)))))
     return feedback
+
+
+def system_result(session: Session, task: Task) -> Feedback | None:
+    """The result the system filed for the task's latest call, while it is
+    the task's latest result: the one a manager's result corrects."""
+    latest = session.scalar(select(Feedback).where(Feedback.task_id == task.id)
+                            .order_by(Feedback.id.desc()).limit(1))
+    if latest is None or latest.channel != FeedbackChannel.SYSTEM:
+        return None
+    newest_call = session.scalar(select(func.max(Call.id)).where(
+        Call.task_id == task.id, Call.direction == "outbound"))
+    return latest if latest.call_id == newest_call else None
 
 
 def _check_appointment(problems: Problems, settings: Settings, at: dt.datetime,

@@ -12,11 +12,19 @@ customer lists; headers as in `khhf types show`):
 类别 is 回访, 营销, 调查 or 其他 (or revisit, marketing, survey, other);
 需客户同意 (calls ring only customers who consented) is refused for 回访;
 不再联系 marks a result code that puts the customer on the do-not-call
-list when filed.
+list when filed. For the automatic outcomes, four more columns on a
+code's row:
+
+    自动结果        重拨间隔（分钟）  最多重拨次数  结案代码
+    无人接听、忙线  60                2             9          (on code 3's row)
 
 The type's own cells (name, attempts, description, script) may be given on
 one of its rows or repeated alike on several; left empty, an existing
-type keeps its values. A type named by its code is created, or changed to
+type keeps its values. 自动结果 names the unreached outcomes (无人接听, 忙线,
+无法接通, 空号, 呼叫被拒) the system files with the row's code, with the
+row's retry rule; a code may be repeated on a further row (same label) to
+give other outcomes another rule. Without the 自动结果 column an existing
+type keeps its rules. A type named by its code is created, or changed to
 exactly the file's result codes (a code tasks already used cannot go).
 
 Every row is checked, each type by campaigns.save_task_type (the web
@@ -36,12 +44,15 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from khhf.calls.states import UNREACHED_OUTCOMES
 from khhf.models import TaskKind, TaskType, User
 from khhf.services import N_, ValidationError, campaigns, imports
 
 KIND = "task_types"
 TYPE_CELLS = ("type_name", "max_attempts", "description", "script", "kind", "requires_consent")
 CODE_FLAGS = ("is_success", "is_final", "stops_calls")
+RULE_CELLS = ("retry_minutes", "max_retries", "close_code")
+OUTCOME_SEPARATORS = "、,，;；"
 # 类别 as written in the file: the Chinese words as_rows writes, or the codes
 KIND_WORDS = {"回访": TaskKind.REVISIT, "营销": TaskKind.MARKETING, "调查": TaskKind.SURVEY,
               "其他": TaskKind.OTHER, **{k.value: k for k in TaskKind}}
@@ -81,6 +92,8 @@ class _Type:
     code_rows: list = dataclasses.field(default_factory=list)
     kind: str | None = None                 # None: the type keeps its own (new: revisit)
     requires_consent: bool | None = None
+    rules: list = dataclasses.field(default_factory=list)   # automatic outcome dicts
+    rule_rows: list = dataclasses.field(default_factory=list)
 
 
 def as_rows(task_type: TaskType) -> list[list[str]]:
@@ -93,11 +106,31 @@ def as_rows(task_type: TaskType) -> list[list[str]]:
     own_last = [words[TaskKind(task_type.kind)],
                 YES_WORD if task_type.requires_consent else NO_WORD]
     rows = [[f.label for f in imports.FIELDS[KIND]]]
-    for i, c in enumerate(sorted(task_type.result_codes, key=lambda c: c.code.zfill(2))):
-        rows.append([task_type.code, *(own if i == 0 else [""] * len(own)), c.code, c.label,
-                     *(YES_WORD if getattr(c, flag) else NO_WORD for flag in CODE_FLAGS),
-                     *(own_last if i == 0 else [])])
+    # a code's rules, one row per distinct retry rule (the first on the code's own row)
+    groups: dict[str, dict[tuple, list[str]]] = {}
+    for rule in task_type.outcome_rules:
+        r = campaigns.rule_fields(rule)
+        key = tuple(str(r[k]) if not rule.result_code.is_final else "" for k in RULE_CELLS)
+        groups.setdefault(r["code"], {}).setdefault(key, []).append(campaigns.outcome_word(r["outcome"]))
+    first = True
+    for c in sorted(task_type.result_codes, key=lambda c: c.code.zfill(2)):
+        flags = [YES_WORD if getattr(c, flag) else NO_WORD for flag in CODE_FLAGS]
+        for key, outcomes in (groups.get(c.code) or {("", "", ""): []}).items():
+            rows.append([task_type.code, *(own if first else [""] * len(own)), c.code,
+                         c.label, *flags, *(own_last if first else [""] * len(own_last)),
+                         "、".join(outcomes), *key])
+            first = False
     return rows
+
+
+def _outcomes_by_word() -> dict[str, str]:
+    """What a 自动结果 cell may call each outcome: its Chinese or English label, its code."""
+    return {_word(word): str(outcome) for outcome in UNREACHED_OUTCOMES
+            for word in (campaigns.outcome_word(outcome), campaigns.outcome_word(outcome, "en"), outcome)}
+
+
+def _word(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip().lower()
 
 
 def import_file(session: Session, by: User | None, ip: str, path: str | Path) -> list[Saved]:
@@ -115,13 +148,15 @@ def import_file(session: Session, by: User | None, ip: str, path: str | Path) ->
                                        "column)."), column=f.label)
     problems: list[RowProblem] = []
     types = _group(itertools.chain(buffered, rows), columns, problems)
+    with_rules = "auto_outcomes" in columns
     if not types and not problems:
         raise imports.FileError(N_("The file has a header but no rows to import."))
     saved = []
     for spec in types.values():
         existing = session.scalar(select(TaskType).where(TaskType.code == spec.code))
         try:
-            row = campaigns.save_task_type(session, by, ip, existing, **_fields(spec, existing))
+            row = campaigns.save_task_type(session, by, ip, existing, **_fields(spec, existing),
+                                           rules=spec.rules if with_rules else None)
         except ValidationError as error:
             problems += [_on_row(spec, p) for p in error.problems]
         else:
@@ -158,8 +193,11 @@ def _group(rows, columns, problems) -> dict[str, _Type]:
                     "alike on every row."), {"column": labels[name], "row": given[1]}))
         flags = {name: _yes(values.get(name, ""), labels[name], number, code, problems)
                  for name in CODE_FLAGS}
-        spec.codes.append({"code": values["code"], "label": values["label"], **flags})
-        spec.code_rows.append(number)
+        entry = {"code": values["code"], "label": values["label"], **flags}
+        if entry not in spec.codes:  # a code repeated alike: a further row of its rules
+            spec.codes.append(entry)
+            spec.code_rows.append(number)
+        _rules(spec, number, values, problems)
     for spec in types.values():
         if "kind" in spec.cells:
             raw, row = spec.cells["kind"]
@@ -185,6 +223,24 @@ def _yes(raw: str, column: str, row: int, code: str, problems: list[RowProblem])
     return word in YES
 
 
+def _rules(spec: _Type, number: int, values: dict, problems: list) -> None:
+    """The automatic outcomes a row gives its code."""
+    cell = values.get("auto_outcomes", "")
+    words = _outcomes_by_word()
+    for part in cell.translate({ord(c): " " for c in OUTCOME_SEPARATORS}).split():
+        outcome = words.get(_word(part))
+        if outcome is None:
+            problems.append(RowProblem(number, spec.code, N_(
+                "%(column)s names %(value)s, which is not an outcome the system files: write "
+                "some of %(choices)s, separated by 、."), {
+                    "column": imports.field(KIND, "auto_outcomes").label, "value": part,
+                    "choices": "、".join(campaigns.outcome_word(o) for o in UNREACHED_OUTCOMES)}))
+            continue
+        spec.rules.append({"outcome": outcome, "code": values["code"],
+                           **{k: values.get(k, "") for k in RULE_CELLS}})
+        spec.rule_rows.append(number)
+
+
 def _fields(spec: _Type, existing: TaskType | None) -> dict:
     """save_task_type's arguments: the file's cells, else the type's own."""
     def cell(name, current, default):
@@ -208,6 +264,8 @@ def _on_row(spec: _Type, problem) -> RowProblem:
     own row, the row that gave a type cell, else the type's first row."""
     if "entry" in problem.params:
         row = spec.code_rows[problem.params["entry"]]
+    elif "rule" in problem.params:
+        row = spec.rule_rows[problem.params["rule"]]
     else:
         row = spec.cells.get(_TYPE_FIELD.get(problem.field, problem.field),
                              (None, spec.first_row))[1]

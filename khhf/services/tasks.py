@@ -13,6 +13,7 @@ filing all come here; a test walks the code base to keep it so.
        │                 not reached (busy, …) ─▶ not_reached (try again)
        └──────────────── not placed / desk side ─▶ back where it was
     {pending, dialing, connected, not_reached} ──file_result──▶ done | not_reached | pending
+    done (by the system) ──correct_result──▶ done | not_reached | pending
     open ──cancel──▶ cancelled;   done | cancelled ──reopen──▶ pending
 
 `connected` means "the customer answered": after the call it is the task
@@ -57,6 +58,8 @@ TRANSITIONS: dict[tuple[str, str], tuple[TaskStatus, ...]] = {
     # task returns to what the calls before it made it)
     **{(s, "call_ended"): (CONNECTED, NOT_REACHED, PENDING) for s in (DIALING, CONNECTED)},
     **{(s, "file_result"): (DONE, NOT_REACHED, PENDING) for s in OPEN},
+    # the manager corrects the result the system filed (an automatic outcome)
+    (DONE, "correct_result"): (DONE, NOT_REACHED, PENDING),
     **{(s, "cancel"): (CANCELLED,) for s in OPEN},
     **{(s, "reopen"): (PENDING,) for s in CLOSED},
 }
@@ -174,15 +177,17 @@ def _status_before(session: Session, task: Task, call: Call) -> TaskStatus:
 
 
 def file_result(task: Task, code: ResultCode, appointment_at: dt.datetime | None = None,
-                now: dt.datetime | None = None) -> None:
+                now: dt.datetime | None = None, correcting: bool = False) -> None:
     """A result was filed. A final code closes the task; a "try again" code
     leaves it open (pending with the appointment if one is booked, else
-    not_reached), unless its attempts are used up."""
+    not_reached), unless its attempts are used up. `correcting`: the manager
+    replaces the result the system filed, which may have closed the task."""
     if code.is_final or (appointment_at is None and task.attempts >= task.max_attempts):
         to = DONE
     else:
         to = PENDING if appointment_at is not None else NOT_REACHED
-    _move(task, "file_result", to, now)
+    _move(task, "correct_result" if correcting and task.status == DONE else "file_result",
+          to, now)
     task.result_code_id = code.id
     task.appointment_at = appointment_at if to != DONE else None
 

@@ -2,10 +2,11 @@
 // follow the call live by polling GET /calls/<id> (about once a second, until
 // it ends), remind of due call-backs, and progressive dial (自动连拨): after a
 // result is filed, the next due task is dialed after a pause the manager can
-// cancel. While the carrier trunk is down the server answers reason "trunk":
-// progressive dial waits and asks again (it never dials into a dead line) and
-// goes on by itself when the line is back. No inline script anywhere:
-// settings come from #workspace's data-*.
+// cancel; after a call that did not reach the customer, which the system files
+// itself (自动结果), at once. While the carrier trunk is down the server answers
+// reason "trunk": progressive dial waits and asks again (it never dials into a
+// dead line) and goes on by itself when the line is back. No inline script
+// anywhere: settings come from #workspace's data-*.
 (function () {
   "use strict";
   var root = document.getElementById("workspace");
@@ -99,6 +100,14 @@
         if (call.final) {
           following = null;
           refreshFacts();
+          if (call.filed_by_system) {
+            // not reached: the system filed it by the task type's rule; nothing to
+            // ask, and progressive dial moves on at once (the pause counts from the
+            // call's end, not from when this page noticed it)
+            show(cfg.msgFiledBySystem + " " + call.label, "secondary");
+            if (autodialOn() && !countdown) { dialNext(call.ended_seconds_ago || 0); }
+            return;
+          }
           var form = document.getElementById("result-form");
           if (form) {
             form.classList.add("border-primary");
@@ -145,7 +154,8 @@
     if (statusBox) { statusBox.classList.add("d-none"); }
   }
 
-  function dialNext() {
+  // `elapsed`: seconds of the pause already gone (since the call ended)
+  function dialNext(elapsed) {
     getJson(cfg.nextUrl).then(function (next) {
       if (!next.task && next.reason === "trunk") {
         show(next.message, "danger");
@@ -158,34 +168,37 @@
         setAutodial(false);
         return;
       }
-      var left = +cfg.autodialSeconds;
+      var deadline = Date.now() + 1000 * Math.max(0, +cfg.autodialSeconds - (elapsed || 0));
       var text = document.getElementById("autodial-text");
+      function say() {
+        text.textContent = next.message + " " +
+          Math.max(0, Math.ceil((deadline - Date.now()) / 1000)) + "s";
+      }
       statusBox.classList.remove("d-none");
       statusBox.dataset.task = next.task.id;
-      text.textContent = next.message + " " + left + "s";
+      say();
       countdown = window.setInterval(function () {
-        left -= 1;
-        text.textContent = next.message + " " + left + "s";
-        if (left <= 0) {
+        say();
+        if (Date.now() >= deadline) {
           cancelCountdown();
           dial(next.task.dial_url, next.task.url, true);
         }
-      }, 1000);
+      }, 100);
     }, function () { show(cfg.msgFailed, "danger"); setAutodial(false); });
   }
 
+  document.getElementById("autodial-cancel").addEventListener("click", function () {
+    setAutodial(false);
+  });
   if (toggle) {
     toggle.checked = autodialOn();
     toggle.addEventListener("change", function () {
       setAutodial(toggle.checked);
-      if (toggle.checked) { dialNext(); }
-    });
-    document.getElementById("autodial-cancel").addEventListener("click", function () {
-      setAutodial(false);
+      if (toggle.checked) { dialNext(0); }
     });
     // back home after filing a result with progressive dial on: the next one
     if (autodialOn() && new URLSearchParams(window.location.search).get("autodial") === "1") {
-      dialNext();
+      dialNext(0);
     }
   }
   var hidden = document.querySelector("#result-form input[name=autodial]");
