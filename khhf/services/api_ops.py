@@ -36,6 +36,7 @@ from khhf.models import (
 )
 
 from . import N_, Problem, Problems, ValidationError, dialing, imports
+from .trunk import TrunkStatus
 
 MAX_BATCH = 10_000
 MAX_PAGE = 500
@@ -290,7 +291,7 @@ def call(session: Session, client: ApiClient, call_id: int) -> dict:
 
 def dial(session: Session, settings: Settings, client: ApiClient, task_id: int,
          employee_no: str, ip: str = "", live: LiveCalls | None = None,
-         device: str | None = None) -> Call:
+         device: str | None = None, trunk: TrunkStatus | None = None) -> Call:
     """A call for a task, on behalf of its manager (named by employee
     number, as the CRM knows them): the web's dial (khhf.services.dialing
     .request_call) decides, with every rule it has; the caller then asks the
@@ -305,5 +306,5 @@ def dial(session: Session, settings: Settings, client: ApiClient, task_id: int,
             "There is no manager %(value)s in this county: give the employee number of "
             "the task's manager."), {"value": employee_no or ""})])
     return dialing.request_call(session, settings, user, task_id, ip=ip, live=live,
-                                device=device)
+                                device=device, trunk=trunk)
 

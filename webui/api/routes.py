@@ -17,6 +17,7 @@ from khhf import config as khhf_config
 from khhf.config import ConfigError
 from khhf.models import ApiClient, ApiOperation, Call
 from khhf.services import N_, Problem, ValidationError, api_ops, dialing, recordings
+from webui import trunk
 from webui.access import client_ip, public
 from webui.api import openapi
 from webui.api.core import (
@@ -250,7 +251,8 @@ def call_dial():
     try:
         with writing() as w:
             call = api_ops.dial(w.session, settings(), w.session.get(ApiClient, current_client().id),
-                                task_id, manager, client_ip(), live, device)
+                                task_id, manager, client_ip(), live, device,
+                                trunk=trunk.status())
             call_id = call.id
     except ValidationError as exc:
         return refused(exc, 409)
