@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from khhf import audit
 from khhf.models import AuditLog, Customer, CustomerAssignment, Manager, Task, User
-from khhf.services import ValidationError, customers, hotline
+from khhf.services import ValidationError, customers, dnc, hotline
 from simkit import factories
 from simkit.web import log_in_as, make_app, session_for
 
@@ -75,15 +75,15 @@ def test_do_not_call_needs_a_reason_and_is_audited(app):
     with session_for(app) as s:
         customer = _customer_of(s, "manager2")
         with pytest.raises(ValidationError) as caught:
-            customers.set_do_not_call(s, None, "", customer, True, "  ")
+            dnc.set_for_customer(s, None, "", customer, True, "  ")
         assert caught.value.problems[0].field == "reason"
-        customers.set_do_not_call(s, None, "", customer, True, "客户电话要求")
+        dnc.set_for_customer(s, None, "", customer, True, "客户电话要求")
         s.commit()
         assert s.get(Customer, customer.id).do_not_call
         entry = s.scalar(select(AuditLog).where(AuditLog.action == "set_do_not_call"))
         assert audit.load_detail(entry) == {"do_not_call": True, "why": "客户电话要求"}
         assert customer.phone not in entry.object_name
-        customers.set_do_not_call(s, None, "", customer, False, "客户同意回访")
+        dnc.set_for_customer(s, None, "", customer, False, "客户同意回访")
         s.commit()
 
 

@@ -201,8 +201,9 @@ def test_the_command_line_exports_the_same_and_is_audited(site, tmp_path):
     tasks = tmp_path / "任务.xlsx"
     proc = _khhf(app, "tasks", "export", str(facts["campaign"]), str(tasks))
     assert proc.returncode == 0, proc.stderr
-    sheet = load_workbook(tasks, read_only=True).worksheets[0]
-    rows = list(sheet.iter_rows(values_only=True))
+    book = load_workbook(tasks, read_only=True)   # read-only keeps the file open: close it
+    rows = list(book.worksheets[0].iter_rows(values_only=True))
+    book.close()
     assert list(rows[0]) == TASK_HEADERS
     assert any(r[0] == facts["task"] and r[5] == "已完成" and r[6] == facts["result"]
                for r in rows[1:])

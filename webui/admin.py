@@ -144,18 +144,13 @@ def county_delete(county_id):
 REPORT_DAYS = 7   # the pool page's report: the last week, today included
 
 
-@bp.route("/counties/<int:county_id>/numbers")
+@bp.route("/counties/<int:county_id>/numbers", methods=["GET", "POST"])
 @allow("admin")
 def numbers(county_id):
-    return _numbers_page(load(County, county_id), NumberAddForm())
-
-
-@bp.route("/counties/<int:county_id>/numbers", methods=["POST"])
-@allow("admin")
-def number_add(county_id):
+    """The pool's page; a POST adds a number to it."""
     county = load(County, county_id)
     form = NumberAddForm()
-    if form.validate_on_submit():
+    if request.method == "POST" and form.validate_on_submit():
         with writing(form) as w:
             row = number_pool.add_number(w.session, current_user, client_ip(),
                                          current_app.extensions["khhf_settings"], county,

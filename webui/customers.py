@@ -17,7 +17,7 @@ from sqlalchemy import select
 from wtforms import SelectField, StringField, TextAreaField
 
 from khhf.models import Call, County, Customer, Manager, Task
-from khhf.services import customers, exports, lookups
+from khhf.services import customers, dnc, exports, lookups
 from webui import params
 from webui.access import allow, client_ip, load, scope
 from webui.db import get_db, writing
@@ -137,7 +137,7 @@ def do_not_call(customer_id):
     flag = request.form.get("do_not_call") == "1"
     if form.validate_on_submit():
         with writing(form) as w:
-            customers.set_do_not_call(w.session, current_user, client_ip(), customer, flag,
+            dnc.set_for_customer(w.session, current_user, client_ip(), customer, flag,
                                       form.reason.data)
         if w.saved:
             flash(gettext("The customer will not be called.") if flag

@@ -17,9 +17,9 @@ from sqlalchemy import ColumnElement, or_, select, true
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
-from khhf.models import Call, Customer, CustomerAssignment, DncChannel, Manager, Task, TaskStatus, User, utcnow
+from khhf.models import Call, Customer, CustomerAssignment, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
-from khhf.services import N_, Problems, dnc, tasks, validated
+from khhf.services import N_, Problems, tasks, validated
 
 PAGE_SIZE = 50
 REASON_MAX = 200
@@ -72,34 +72,6 @@ def update(session: Session, by: User | None, ip: str, customer: Customer, *, na
     customer.updated_at = utcnow()
     audit.record(session, by, "update", "customer", customer.id, audit.changes(changes), ip,
                  object_name=audit_name(customer))
-    return customer
-
-
-def set_do_not_call(session: Session, by: User | None, ip: str, customer: Customer,
-                    do_not_call: bool, reason: str) -> Customer:
-    """Set or lift 请勿呼叫 (dialing refuses such customers), with the reason:
-    the customer's number goes onto (or off) the do-not-call register."""
-    problems = Problems()
-    reason = (reason or "").strip()
-    if not reason:
-        problems.add("reason", N_("Say why (e.g. the customer asked on the phone on 11-28)."))
-    elif len(reason) > REASON_MAX:
-        problems.add("reason", N_("The reason is longer than %(count)d characters."),
-                     count=REASON_MAX)
-    problems.raise_if_any()
-    before = customer.do_not_call
-    entry = dnc.find(session, customer.phone)
-    if do_not_call and entry is None:
-        dnc.add(session, by, ip, customer.phone, channel=DncChannel.MANUAL, reason=reason,
-                record=False)
-    elif not do_not_call and entry is not None:
-        dnc.remove(session, by, ip, entry, reason, record=False)
-    if before != do_not_call:
-        customer.do_not_call = do_not_call
-        customer.updated_at = utcnow()
-        audit.record(session, by, "set_do_not_call", "customer", customer.id,
-                     {"do_not_call": do_not_call, "why": reason}, ip,
-                     object_name=audit_name(customer))
     return customer
 
 

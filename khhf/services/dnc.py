@@ -30,7 +30,7 @@ from khhf import audit, numbering
 from khhf.models import Customer, DncChannel, DncEntry, User, utcnow
 from khhf.phones import mask_phone
 
-from . import N_, Problems, imports
+from . import N_, Problems, customers, imports
 
 KIND = "dnc"
 REASON_MAX = 200
@@ -255,3 +255,31 @@ def import_file(session: Session, by: User | None, ip: str, path: str | Path,
         "kind": KIND, "file": name, "imported": result.added, "rejected": 0,
         "already": result.already}, ip)
     return result
+
+
+def set_for_customer(session: Session, by: User | None, ip: str, customer: Customer,
+                     do_not_call: bool, reason: str) -> Customer:
+    """Set or lift 请勿呼叫 (dialing refuses such customers), with the reason:
+    the customer's number goes onto (or off) the do-not-call register."""
+    problems = Problems()
+    reason = (reason or "").strip()
+    if not reason:
+        problems.add("reason", N_("Say why (e.g. the customer asked on the phone on 11-28)."))
+    elif len(reason) > customers.REASON_MAX:
+        problems.add("reason", N_("The reason is longer than %(count)d characters."),
+                     count=customers.REASON_MAX)
+    problems.raise_if_any()
+    before = customer.do_not_call
+    entry = find(session, customer.phone)
+    if do_not_call and entry is None:
+        add(session, by, ip, customer.phone, channel=DncChannel.MANUAL, reason=reason,
+                record=False)
+    elif not do_not_call and entry is not None:
+        remove(session, by, ip, entry, reason, record=False)
+    if before != do_not_call:
+        customer.do_not_call = do_not_call
+        customer.updated_at = utcnow()
+        audit.record(session, by, "set_do_not_call", "customer", customer.id,
+                     {"do_not_call": do_not_call, "why": reason}, ip,
+                     object_name=customers.audit_name(customer))
+    return customer
