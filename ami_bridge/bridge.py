@@ -5,8 +5,11 @@
   eventfilter).
 - Callbacks only queue events; one consumer takes them in order, in
   batches, and writes each batch in one unit of work: raw events first
-  (de-duplicated), then each touched call row recomputed from all its
-  stored events (store.recompute).
+  (de-duplicated), then each touched call row recomputed from its events
+  (store.recompute_many): the facts of calls in progress are kept in memory
+  (store.LiveFacts) and only the new events folded into them; a call not
+  kept, or whose stored events are not exactly those folded, is folded again
+  from all its stored events.
 - A reconciler reads the CEL file Asterisk writes itself, on every
   (re)connect and every `reconcile_seconds` (APScheduler): calls whose AMI
   events were missed while the bridge was down are completed from it.
@@ -29,6 +32,7 @@ from sqlalchemy import func, select
 from amiclient import AmiAuthError, AmiClient, AmiError, shutting_down
 from khhf import db
 from khhf.calls import events, store
+from khhf.calls.facts import CallFacts
 from khhf.calls.states import FINAL_STATES, CallState, RecordingStatus
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings
@@ -70,6 +74,8 @@ class Bridge:
         self._down_logged = 0.0
         self.connected = asyncio.Event()
         self.events_applied = 0
+        # the folded facts of calls in progress: touched by apply_ami only
+        self.live = store.LiveFacts()
         # for khhf.health: when the batch being stored began at Asterisk (None:
         # nothing waits), and when the newest stored event happened
         self._applying_since: float | None = None
@@ -220,23 +226,28 @@ class Bridge:
         self.database_down.set()
 
     def apply_ami(self, events: list[dict]) -> set[int]:
-        """Store a batch of AMI events and recompute the calls they touch."""
+        """Store a batch of AMI events and recompute the calls they touch,
+        folding the new events into the facts kept of calls in progress."""
         raws = [r for r in map(store.raw_from_ami, events) if r is not None]
         with db.unit_of_work(self.sessions) as session:
-            changed = store.store_events(session, raws)
-            self._recompute(session, changed)
+            folded = self.live.fold(session, store.insert_events(session, raws))
+            calls = self._recompute(session, {cid: f.facts for cid, f in folded.items()})
+            final = {c.id for c in calls if c.state in FINAL_STATES}
+        self.live.keep(folded, final)  # committed: what was folded is stored
         self.events_applied += len(events)
-        return changed
+        return set(folded)
 
-    def _recompute(self, session, call_ids: set[int]) -> None:
-        """Each call row in line with its stored events (store.recompute). A
-        call given up as not placed lost its recording's path (nobody talked,
-        it seemed); when its events show an answer after all, the path
-        Asterisk was given comes back."""
-        for call_id in sorted(call_ids):
-            call = store.recompute(session, call_id)
+    def _recompute(self, session, facts: dict[int, CallFacts | None]) -> list[Call]:
+        """Each call row in line with its events (store.recompute_many; None
+        for a call: folded from its stored events). A call given up as not
+        placed lost its recording's path (nobody talked, it seemed); when
+        its events show an answer after all, the path Asterisk was given
+        comes back."""
+        calls = store.recompute_many(session, facts) if facts else []
+        for call in calls:
             if call.answer_at is not None and call.recording_path is None:
                 call.recording_path = dialing.recording_file(self.settings, call)
+        return calls
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
@@ -346,7 +357,7 @@ class Bridge:
         raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
-            self._recompute(session, changed)
+            self._recompute(session, dict.fromkeys(changed))
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == CallState.REQUESTED,

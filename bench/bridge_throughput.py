@@ -1,8 +1,16 @@
 """AMI bridge throughput: events per second into SQLite and PostgreSQL, as
-a ratio to a bare socket reader fed the same stream in the same run.
+a ratio to panoramisk's own parse rate (AmiClient, no database) on the same
+stream in the same run.
 
     python3 -m bench.bridge_throughput [--events 10000] [--db sqlite,postgresql]
-                                       [--pg-url URL] [--profile]
+                                       [--pg-url URL] [--profile] [--quick]
+                                       [--recording FILE]
+
+--quick: 4,000 events, no apply-only rows (under 5 min with the recording);
+the last line is always `ratio bridge/panoramisk sqlite=0.xx postgresql=0.xx`
+(Bridge.run's events/s over AmiClient's). --recording replays a recording a
+previous run saved (recording.ami in its work directory) instead of
+recording a real Asterisk again.
 
 1. Record: a real Asterisk (tests/harness.py) and the real bridge place a few
    outbound calls (SIPp desk phones and carrier, with RTP); a raw socket
@@ -19,7 +27,9 @@ a ratio to a bare socket reader fed the same stream in the same run.
    apply only  Bridge.apply_ami on the parsed events in batches of 500, no socket
    bridge      the real Bridge.run: AmiClient -> queue -> apply_ami batches
                (time until it has applied the last event)
-Prints a table; --profile adds cProfile's top functions of the apply step.
+The bare reader and AmiClient run three times each (median): the ratio's
+denominator is AmiClient's median. Prints a table; --profile adds
+cProfile's top functions of the apply step.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from sqlalchemy import func, select, text
 
 from ami_bridge.bridge import BATCH, Bridge
 from amiclient import AmiClient
-from khhf import db
+from khhf import config, db
 from khhf.calls import store
 from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, CallEvent, utcnow
@@ -363,14 +373,26 @@ def main(argv=None) -> int:
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--pg-url", default=os.environ.get("KHHF_TEST_PG_URL"))
     p.add_argument("--profile", action="store_true", help="cProfile the apply step")
+    p.add_argument("--quick", action="store_true",
+                   help="4,000 events, Bridge.run only (no apply-only rows): under 5 minutes")
+    p.add_argument("--recording", type=Path,
+                   help="replay this saved recording (a run's recording.ami) instead of "
+                        "recording a real Asterisk")
     args = p.parse_args(argv)
+    if args.quick and args.events == p.get_default("events"):
+        args.events = 4_000
     workdir = Path(tempfile.mkdtemp(prefix="khhf-bench-tp-"))
 
-    template, settings = record(workdir)
+    if args.recording:
+        template = [m + SEP for m in args.recording.read_bytes().split(SEP) if m.strip()]
+        settings = config.write_new(workdir / "khhf.conf", home=workdir)
+    else:
+        template, settings = record(workdir)
     (workdir / "recording.ami").write_bytes(b"".join(template))
     stream = replay_stream(template, args.events)
-    print(f"recorded {len(template)} AMI events of 3 real answered calls "
-          f"({sum(1 for m in template if LINKEDID.search(m))} of them the calls' own); "
+    print(f"recorded {len(template)} AMI events "
+          f"({sum(1 for m in template if LINKEDID.search(m))} of them KHHF calls' own; "
+          f"saved as {workdir / 'recording.ami'}); "
           f"replayed {stream.events} events, {len(stream.calls)} call rows, "
           f"{len(stream.data) / 1e6:.1f} MB", file=sys.stderr)
 
@@ -378,31 +400,39 @@ def main(argv=None) -> int:
     # milliseconds, so noisy: the median of five
     bare = statistics.median(asyncio.run(bare_reader(stream)) for _ in range(5))
     rows.append(("bare socket reader (median of 5)", "-", bare, "-"))
-    parsed_s, parsed = asyncio.run(panoramisk_reader(stream))
-    rows.append(("AmiClient (panoramisk), no db", "-", parsed_s, "-"))
-    profiles = []
+    runs = [asyncio.run(panoramisk_reader(stream)) for _ in range(3)]
+    parsed_s, parsed = statistics.median(r[0] for r in runs), runs[0][1]
+    rows.append(("AmiClient (panoramisk), no db (median of 3)", "-", parsed_s, "-"))
+    profiles, ratios = [], {}
     for label in args.db.split(","):
-        with database(label, workdir, args.pg_url) as engine:
-            seed_calls(engine, stream.calls)
-            bridge = Bridge(dataclasses.replace(settings), engine, state_dir=workdir / "st")
-            seconds, report = apply_only(bridge, parsed, args.profile)
-            rows.append(("apply_ami only, no socket", label, seconds, check_rows(engine, stream)))
-            if report:
-                profiles.append((label, report))
+        if not args.quick or args.profile:
+            with database(label, workdir, args.pg_url) as engine:
+                seed_calls(engine, stream.calls)
+                bridge = Bridge(dataclasses.replace(settings), engine, state_dir=workdir / "st")
+                seconds, report = apply_only(bridge, parsed, args.profile)
+                rows.append(("apply_ami only, no socket", label, seconds,
+                             check_rows(engine, stream)))
+                if report:
+                    profiles.append((label, report))
         with database(label, workdir, args.pg_url) as engine:
             seed_calls(engine, stream.calls)
             seconds = asyncio.run(bridge_reader(stream, settings, engine, workdir / "st"))
             rows.append(("Bridge.run (AMI -> queue -> apply_ami)", label, seconds,
                          check_rows(engine, stream)))
+            ratios[label] = parsed_s / seconds
     print(f"AMI bridge throughput: {stream.events} events ({stream.ours} stored, "
-          f"{len(stream.calls)} calls) replayed from a real Asterisk 22 recording")
-    print("reader | db | events | seconds | events/s | ratio to bare | rows")
-    print("--- | --- | --- | --- | --- | --- | ---")
+          f"{len(stream.calls)} calls) replayed from a real Asterisk 22 recording; "
+          f"load average {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} "
+          f"{os.getloadavg()[2]:.1f}")
+    print("reader | db | events | seconds | events/s | ratio to AmiClient | ratio to bare | rows")
+    print("--- | --- | --- | --- | --- | --- | --- | ---")
     for name, label, seconds, ok in rows:
         print(f"{name} | {label} | {stream.events} | {seconds:.3f} | "
-              f"{stream.events / seconds:,.0f} | {bare / seconds:.4f} | {ok}")
+              f"{stream.events / seconds:,.0f} | {parsed_s / seconds:.2f} | "
+              f"{bare / seconds:.4f} | {ok}")
     for label, report in profiles:
         print(f"\ncProfile of apply_ami ({label}), top by own time:\n{report}")
+    print("ratio bridge/panoramisk " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
     return 0
 
 

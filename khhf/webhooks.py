@@ -44,7 +44,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, event, func, inspect, select, update
+from sqlalchemy import Connection, bindparam, event, func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -89,10 +89,24 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else f"{moment:%Y-%m-%dT%H:%M:%S}Z"
 
 
+# the hooks' look-ups, built once: they run in every flush that ends a call
+# (the AMI bridge's hot path), and building a statement costs more than running it
+_EMPLOYEE_NO = select(Manager.employee_no).where(Manager.id == bindparam("manager_id"))
+_WEBHOOK_CLIENTS = select(ApiClient.id, ApiClient.operations).where(
+    ApiClient.county_id == bindparam("county_id"), ApiClient.revoked_at.is_(None),
+    ApiClient.webhook_url != "")
+
+
 def _employee_no(conn: Connection, manager_id: int | None) -> str | None:
     if manager_id is None:
         return None
-    return conn.scalar(select(Manager.employee_no).where(Manager.id == manager_id))
+    return conn.scalar(_EMPLOYEE_NO, {"manager_id": manager_id})
+
+
+def webhook_clients(conn: Connection, county_id: int) -> list[int]:
+    """The clients of the county that take webhooks."""
+    return [cid for cid, ops in conn.execute(_WEBHOOK_CLIENTS, {"county_id": county_id})
+            if ApiOperation.WEBHOOKS in ops.split()]
 
 
 def _feedback_inserted(_mapper, conn: Connection, row: Feedback) -> None:
@@ -135,11 +149,14 @@ def _call_written(_mapper, conn: Connection, call: Call) -> None:
         outcome.has_changes()
     if not (ended or missed):
         return
+    clients = webhook_clients(conn, call.county_id)
+    if not clients:
+        return
     data = call_json(call, _employee_no(conn, call.manager_id))
     if ended:
-        queue(conn, WebhookEventKind.CALL_ENDED, call.id, call.county_id, data)
+        queue(conn, WebhookEventKind.CALL_ENDED, call.id, call.county_id, data, clients)
     if missed:
-        queue(conn, WebhookEventKind.HOTLINE_MISSED, call.id, call.county_id, data)
+        queue(conn, WebhookEventKind.HOTLINE_MISSED, call.id, call.county_id, data, clients)
 
 
 HOOKS = ((Feedback, "after_insert", _feedback_inserted),
@@ -164,14 +181,12 @@ def event_id(kind: str, row_id: int) -> str:
 
 
 def queue(conn: Connection, kind: WebhookEventKind, row_id: int, county_id: int,
-          data: dict) -> int:
-    """Queue the event for every client of the county that takes webhooks,
-    on the cause's connection; returns the clients it was queued for."""
-    clients = [cid for cid, ops in conn.execute(
-        select(ApiClient.id, ApiClient.operations).where(
-            ApiClient.county_id == county_id, ApiClient.revoked_at.is_(None),
-            ApiClient.webhook_url != ""))
-        if ApiOperation.WEBHOOKS in ops.split()]
+          data: dict, clients: list[int] | None = None) -> int:
+    """Queue the event for every client of the county that takes webhooks
+    (`clients`, when the caller looked them up), on the cause's connection;
+    returns the clients it was queued for."""
+    if clients is None:
+        clients = webhook_clients(conn, county_id)
     if not clients:
         return 0
     now = utcnow()

@@ -1,6 +1,9 @@
 """Call rows from their events: raw events stored once (idempotent), and
-each call row recomputed from every event stored for it, so nothing
-depends on memory that a restart would lose.
+each call row computed by folding every event stored for it (facts.reduce),
+so nothing depends on memory that a restart would lose. A long-running
+writer (the AMI bridge) may keep the folded facts of calls in progress
+(`LiveFacts`) and fold only the new events: a shortcut it takes only when
+the database holds exactly what it folded, else it reads the events again.
 
 The one place a call's state and outcome are decided: the AMI bridge feeds
 AMI and CEL events here; a call that never rang ("not placed": the web UI
@@ -16,11 +19,12 @@ import datetime as dt
 import hashlib
 import json
 import wave
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,6 +40,8 @@ from .states import FINAL_STATES, RECORDING_TOLERANCE_S, RecordingStatus
 DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause", "sip_code",
            "talk_seconds", "hangup_by")
 INSERT_CHUNK = 100  # rows per INSERT: 8 columns each, under SQLite's variable limit
+# calls whose facts LiveFacts keeps at most (the least recently touched go first)
+LIVE_CALLS = 20_000
 # the header MixMonitor's WAV files (and Python's) start with: the audio follows it
 WAV_HEADER_BYTES = 44
 
@@ -47,8 +53,9 @@ class RawEvent:
     name: str
     uniqueid: str | None
     linkedid: str        # the call row's linkedid
-    at: object           # datetime
+    at: dt.datetime
     payload: dict
+    legs: tuple[LegEvent, ...] = field(default=(), compare=False)  # what it says, parsed
 
 
 def raw_from_ami(event: dict) -> RawEvent | None:
@@ -57,7 +64,7 @@ def raw_from_ami(event: dict) -> RawEvent | None:
     if not ev.is_ours(linkedid) or not legs:
         return None
     return RawEvent("ami", ev.ami_dedup_key(event), event.get("Event", ""), event.get("Uniqueid"),
-                    linkedid, legs[0].at, event)
+                    linkedid, legs[0].at, event, tuple(legs))
 
 
 def raw_from_cel(row: dict) -> RawEvent | None:
@@ -66,45 +73,166 @@ def raw_from_cel(row: dict) -> RawEvent | None:
     if not ev.is_ours(linkedid) or not legs:
         return None
     return RawEvent("cel", ev.cel_dedup_key(row), row.get("eventtype", ""), row.get("uniqueid"),
-                    linkedid, legs[0].at, row)
+                    linkedid, legs[0].at, row, tuple(legs))
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A raw event this transaction stored: new, not seen before."""
+    raw: RawEvent
+    call_id: int
+    id: int
+
+    @property
+    def order(self) -> tuple[dt.datetime, int]:
+        return self.raw.at, self.id  # the fold's order (facts_for)
+
+
+_INSERTS: dict[str, object] = {}
+
+
+def _insert_statement(dialect: str):
+    """One INSERT of a call event that skips a stored one and says what it
+    stored, built once per dialect: executed with many rows, SQLAlchemy
+    compiles it once and sends the rows in multi-row pages."""
+    stmt = _INSERTS.get(dialect)
+    if stmt is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        table = CallEvent.__table__
+        stmt = _INSERTS[dialect] = (
+            insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
+            .returning(table.c.id, table.c.dedup_key))
+    return stmt
+
+
+def insert_events(session: Session, raws: Iterable[RawEvent]) -> list[StoredEvent]:
+    """Insert raw events of outbound calls, skipping ones already stored (the
+    unique dedup_key decides, whoever stored it); return the new ones."""
+    fresh: dict[str, RawEvent] = {}
+    for r in raws:
+        fresh.setdefault(r.dedup_key, r)  # the same event twice in a batch: once
+    if not fresh:
+        return []
+    calls = dict(session.execute(select(Call.linkedid, Call.id).where(
+        Call.direction == "outbound", Call.linkedid.in_({r.linkedid for r in fresh.values()}))
+        ).all())
+    rows = [dict(dedup_key=r.dedup_key, source=r.source, event=r.name, uniqueid=r.uniqueid,
+                 linkedid=r.linkedid, call_id=calls[r.linkedid], event_at=r.at,
+                 payload=json.dumps(r.payload, ensure_ascii=False, sort_keys=True))
+            for r in fresh.values() if r.linkedid in calls]
+    if not rows:
+        return []
+    stmt = _insert_statement(session.get_bind().dialect.name)
+    stored = session.execute(stmt.execution_options(insertmanyvalues_page_size=INSERT_CHUNK),
+                             rows).all()
+    return [StoredEvent(fresh[key], calls[fresh[key].linkedid], event_id)
+            for event_id, key in stored]
 
 
 def store_events(session: Session, raws: Iterable[RawEvent]) -> set[int]:
     """Insert raw events, skipping ones already stored; return the ids of
     the outbound calls that got new events."""
-    raws = list(raws)
-    if not raws:
-        return set()
-    calls = dict(session.execute(select(Call.linkedid, Call.id).where(
-        Call.direction == "outbound", Call.linkedid.in_({r.linkedid for r in raws}))).all())
-    rows = [dict(dedup_key=r.dedup_key, source=r.source, event=r.name, uniqueid=r.uniqueid,
-                 linkedid=r.linkedid, call_id=calls[r.linkedid], event_at=r.at,
-                 payload=json.dumps(r.payload, ensure_ascii=False, sort_keys=True))
-            for r in raws if r.linkedid in calls]
-    if not rows:
-        return set()
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    changed: set[int] = set()
-    for start in range(0, len(rows), INSERT_CHUNK):
-        # one statement per chunk; RETURNING names the rows that were new
-        stmt = (insert(CallEvent).values(rows[start:start + INSERT_CHUNK])
-                .on_conflict_do_nothing(index_elements=["dedup_key"])
-                .returning(CallEvent.call_id))
-        changed.update(session.scalars(stmt))
-    return changed
+    return {e.call_id for e in insert_events(session, raws)}
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A call's facts and what they were folded from: `events` stored
+    events, the last of them at `last` in the fold's order."""
+    facts: CallFacts
+    events: int = 0
+    last: tuple[dt.datetime, int] | None = None
+
+    def fold(self, new: list[StoredEvent]) -> Folded:
+        facts = self.facts
+        for e in new:
+            for leg_event in e.raw.legs:
+                facts = reduce(facts, leg_event)
+        return Folded(facts, self.events + len(new), new[-1].order if new else self.last)
+
+
+def folded_for(session: Session, call_id: int) -> Folded:
+    """Fold every stored event of the call, AMI and CEL alike, in time order."""
+    facts, last, count = CallFacts(), None, 0
+    rows = session.execute(
+        select(CallEvent.source, CallEvent.payload, CallEvent.event_at, CallEvent.id)
+        .where(CallEvent.call_id == call_id).order_by(CallEvent.event_at, CallEvent.id)).all()
+    for source, payload, event_at, event_id in rows:
+        data = json.loads(payload)
+        for leg_event in _PARSERS[source](data):
+            facts = reduce(facts, leg_event)
+        last, count = (event_at, event_id), count + 1
+    return Folded(facts, count, last)
 
 
 def facts_for(session: Session, call_id: int) -> CallFacts:
     """Fold every stored event of the call, AMI and CEL alike, in time order."""
-    facts = CallFacts()
-    rows = session.execute(
-        select(CallEvent.source, CallEvent.payload).where(CallEvent.call_id == call_id)
-        .order_by(CallEvent.event_at, CallEvent.id)).all()
-    for source, payload in rows:
-        data = json.loads(payload)
-        for leg_event in _PARSERS[source](data):
-            facts = reduce(facts, leg_event)
-    return facts
+    return folded_for(session, call_id).facts
+
+
+class LiveFacts:
+    """The folded facts of calls in progress, kept by one writer (the AMI
+    bridge) between its transactions, so that a new event is folded into
+    them instead of every event of its call being read again.
+
+    Only a shortcut, never the truth: a call's entry is used only when the
+    database holds exactly the events it folded plus this transaction's new
+    ones (a count per call, one query for all) and the new ones come after
+    them in the fold's order (event time, then id); a call whose every
+    stored event is new is folded from nothing. Otherwise (an event
+    another writer stored, a late event stamped earlier, a call not seen
+    since the start) the call's events are read again (folded_for), so the
+    row is the one a full recompute gives. A call is forgotten once final;
+    at most `limit` calls are kept, the least recently touched go first.
+    """
+
+    def __init__(self, limit: int = LIVE_CALLS):
+        self.limit = limit
+        self._calls: OrderedDict[int, Folded] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def fold(self, session: Session, new: list[StoredEvent]) -> dict[int, Folded]:
+        """The facts of every call with `new` events, inside the transaction
+        that stored them. Nothing is kept until `keep` (after the commit)."""
+        by_call: dict[int, list[StoredEvent]] = {}
+        for e in new:
+            by_call.setdefault(e.call_id, []).append(e)
+        if not by_call:
+            return {}
+        stored = dict(session.execute(
+            select(CallEvent.call_id, func.count()).where(CallEvent.call_id.in_(by_call))
+            .group_by(CallEvent.call_id)).all())
+        out = {}
+        for call_id, events in by_call.items():
+            events.sort(key=lambda e: e.order)
+            before = stored.get(call_id, 0) - len(events)  # stored before this transaction
+            kept = self._calls.get(call_id) if before else Folded(CallFacts())
+            if kept is not None and kept.events == before and \
+                    (kept.last is None or events[0].order > kept.last):
+                out[call_id] = kept.fold(events)
+                self.hits += 1
+            else:
+                out[call_id] = folded_for(session, call_id)
+                self.misses += 1
+        return out
+
+    def keep(self, folded: Mapping[int, Folded], final: set[int]) -> None:
+        """After the commit: keep the calls still open, forget the final ones."""
+        for call_id, entry in folded.items():
+            if call_id in final:
+                self._calls.pop(call_id, None)
+            else:
+                self._calls[call_id] = entry
+                self._calls.move_to_end(call_id)
+        while len(self._calls) > self.limit:
+            self._calls.popitem(last=False)
+
+    def forget(self, call_ids: Iterable[int] = ()) -> None:
+        for call_id in call_ids:
+            self._calls.pop(call_id, None)
 
 
 _PARSERS: dict[str, Callable[[Mapping], list[LegEvent]]] = {
@@ -127,18 +255,38 @@ def record(session: Session, call: Call, name: str, at: dt.datetime | None = Non
 
 def recompute(session: Session, call_id: int) -> Call:
     """Bring the call row (and its task) in line with the stored events."""
-    call = session.get(Call, call_id)
-    if call is None:
-        raise LookupError(f"there is no call {call_id} to recompute")
-    summary = summarize(facts_for(session, call_id), call.manager_device)
-    for key in DERIVED:
-        # every column the events decide, cleared where they say nothing now
-        setattr(call, key, summary.get(key))
-    if call.state in FINAL_STATES and call.answer_at is None:
-        call.recording_path = None  # nobody talked: nothing was recorded
-    if call.task_id is not None:
-        update_task(session, call)
-    return call
+    return recompute_many(session, {call_id: None})[0]
+
+
+def recompute_many(session: Session, facts: Mapping[int, CallFacts | None]) -> list[Call]:
+    """Bring call rows (and their tasks) in line with their events: `facts`
+    maps each call id to its folded facts, or None to fold its stored
+    events now. The calls and their tasks are read in one query each, and
+    the tasks' call counts in one (tasks.call_counts)."""
+    ids = sorted(facts)
+    loaded = {c.id: c for c in session.scalars(select(Call).where(Call.id.in_(ids)))}
+    calls = []
+    for call_id in ids:
+        call = loaded.get(call_id)
+        if call is None:
+            raise LookupError(f"there is no call {call_id} to recompute")
+        folded = facts[call_id]
+        summary = summarize(facts_for(session, call_id) if folded is None else folded,
+                            call.manager_device)
+        for key in DERIVED:
+            # every column the events decide, cleared where they say nothing now
+            setattr(call, key, summary.get(key))
+        if call.state in FINAL_STATES and call.answer_at is None:
+            call.recording_path = None  # nobody talked: nothing was recorded
+        calls.append(call)
+    task_ids = {c.task_id for c in calls if c.task_id is not None}
+    if task_ids:
+        by_id = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(task_ids)))}
+        counts = tasks.call_counts(session, task_ids)
+        for call in calls:
+            if call.task_id is not None:
+                update_task(session, call, counts.get(call.task_id), by_id.get(call.task_id))
+    return calls
 
 
 def recording_stats(path: Path) -> tuple[float, int, str] | None:
@@ -176,12 +324,15 @@ def recording_status(talk_seconds: int | None,
     return RecordingStatus.PARTIAL if seconds > 0 else RecordingStatus.MISSING
 
 
-def update_task(session: Session, call: Call) -> None:
+def update_task(session: Session, call: Call, counts: tuple[int, int] | None = None,
+                task: Task | None = None) -> None:
     """The task follows its latest call, unless a result already closed it;
     a call that ended unreached gets its automatic outcome (khhf.services.
-    outcomes) in the same unit of work as its final row."""
-    task = session.get(Task, call.task_id)
+    outcomes) in the same unit of work as its final row. `counts` (the
+    task's latest call id and attempts, tasks.call_counts) and `task`: when
+    the caller read them already."""
+    task = task or session.get(Task, call.task_id)
     if task is not None:
-        tasks.follow_call(session, task, call)
+        tasks.follow_call(session, task, call, counts=counts)
         if call.state in FINAL_STATES:
             outcomes.file_automatic(session, task, call)

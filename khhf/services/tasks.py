@@ -24,8 +24,9 @@ a status: a booked task is `pending` with `appointment_at` set.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from khhf.calls.states import (
@@ -126,18 +127,30 @@ def _status_after(call: Call) -> TaskStatus | None:
     return NOT_REACHED
 
 
-def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | None = None) -> None:
+def call_counts(session: Session, task_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(latest outbound call id, attempts) of each of the tasks, in one query."""
+    ids = set(task_ids)
+    if not ids:
+        return {}
+    attempt = case((Call.state.in_(ATTEMPT_STATES), 1), else_=0)
+    rows = session.execute(select(Call.task_id, func.max(Call.id), func.sum(attempt)).where(
+        Call.task_id.in_(ids), Call.direction == "outbound").group_by(Call.task_id))
+    return {task_id: (latest, int(attempts or 0)) for task_id, latest, attempts in rows}
+
+
+def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | None = None,
+                counts: tuple[int, int] | None = None) -> None:
     """The task follows its latest outbound call (the AMI bridge's events, a
-    sweep). A closed task, or a call that is not the latest, changes nothing."""
+    sweep). A closed task, or a call that is not the latest, changes nothing.
+    `counts`: the task's call_counts, when the caller read them already."""
     if task.status in CLOSED:
         return
-    latest = session.scalar(select(func.max(Call.id)).where(
-        Call.task_id == task.id, Call.direction == "outbound"))
+    if counts is None:
+        counts = call_counts(session, [task.id]).get(task.id, (0, 0))  # no call: none is latest
+    latest, attempts = counts
     if latest != call.id:
         return
-    task.attempts = session.scalar(select(func.count()).select_from(Call).where(
-        Call.task_id == task.id, Call.direction == "outbound",
-        Call.state.in_(ATTEMPT_STATES))) or 0
+    task.attempts = attempts
     task.last_call_at = call.requested_at
     if call.state not in FINAL_STATES:
         to = CONNECTED if call.state == CallState.CONNECTED else \
