@@ -42,6 +42,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Iterable
 
 from sqlalchemy import Connection, bindparam, event, func, inspect, select, update
@@ -92,6 +93,7 @@ def _iso(moment: dt.datetime | None) -> str | None:
 # the hooks' look-ups, built once: they run in every flush that ends a call
 # (the AMI bridge's hot path), and building a statement costs more than running it
 _EMPLOYEE_NO = select(Manager.employee_no).where(Manager.id == bindparam("manager_id"))
+_CLIENTS_KEY = "khhf.webhook_clients"  # conn.info: (the transaction, {county: clients})
 _WEBHOOK_CLIENTS = select(ApiClient.id, ApiClient.operations).where(
     ApiClient.county_id == bindparam("county_id"), ApiClient.revoked_at.is_(None),
     ApiClient.webhook_url != "")
@@ -104,9 +106,19 @@ def _employee_no(conn: Connection, manager_id: int | None) -> str | None:
 
 
 def webhook_clients(conn: Connection, county_id: int) -> list[int]:
-    """The clients of the county that take webhooks."""
-    return [cid for cid, ops in conn.execute(_WEBHOOK_CLIENTS, {"county_id": county_id})
+    """The clients of the county that take webhooks, looked up once per
+    county and transaction (a batch of the AMI bridge ends many calls)."""
+    transaction = conn.get_transaction()
+    known = conn.info.get(_CLIENTS_KEY)
+    if known is None or known[0]() is not transaction:
+        known = conn.info[_CLIENTS_KEY] = (
+            weakref.ref(transaction) if transaction is not None else lambda: None, {})
+    clients = known[1].get(county_id)
+    if clients is None or transaction is None:
+        clients = known[1][county_id] = [
+            cid for cid, ops in conn.execute(_WEBHOOK_CLIENTS, {"county_id": county_id})
             if ApiOperation.WEBHOOKS in ops.split()]
+    return clients
 
 
 def _feedback_inserted(_mapper, conn: Connection, row: Feedback) -> None:

@@ -9,8 +9,9 @@ so a replay, or a reconcile after the bridge was down, is harmless.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .states import CARRIER_OUTCOMES, CallOutcome, CallState
@@ -68,10 +69,22 @@ class CallFacts:
 
 def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
     """Fold one event into the facts (returns a new CallFacts)."""
-    f = dataclasses.replace(
-        facts, started=set(facts.started), ring_at=dict(facts.ring_at),
-        answer_at=dict(facts.answer_at), hangup_at=dict(facts.hangup_at),
-        hangup_cause=dict(facts.hangup_cause))
+    return reduce_all(facts, (ev,))
+
+
+def reduce_all(facts: CallFacts, events: Iterable[LegEvent]) -> CallFacts:
+    """Fold events one after the other into the facts, as `reduce` would
+    (returns a new CallFacts; `facts` is left as it was)."""
+    f = copy.copy(facts)
+    f.started, f.ring_at, f.answer_at = set(f.started), dict(f.ring_at), dict(f.answer_at)
+    f.hangup_at, f.hangup_cause = dict(f.hangup_at), dict(f.hangup_cause)
+    for ev in events:
+        _fold(f, ev)
+    return f
+
+
+def _fold(f: CallFacts, ev: LegEvent) -> None:
+    """Fold one event into `f`, a copy that nobody else holds."""
     leg = ev.leg
     if f.not_placed and ev.kind in ("start", "ring", "answer"):
         # a channel after all (the PBX was slow): the call was placed
@@ -113,7 +126,6 @@ def reduce(facts: CallFacts, ev: LegEvent) -> CallFacts:
         f.end_at = ev.at
     if f.started and f.started <= f.hangup_at.keys():
         f.end_at = max(f.hangup_at.values())
-    return f
 
 
 def is_lost(f: CallFacts) -> bool:

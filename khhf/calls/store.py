@@ -33,7 +33,7 @@ from khhf.models import Call, CallEvent, Task, utcnow
 from khhf.services import outcomes, tasks
 
 from . import events as ev
-from .facts import CallFacts, LegEvent, reduce, summarize
+from .facts import CallFacts, LegEvent, reduce, reduce_all, summarize
 from .states import FINAL_STATES, RECORDING_TOLERANCE_S, RecordingStatus
 
 # the call row's columns that its events alone decide (facts.summarize)
@@ -144,10 +144,7 @@ class Folded:
     last: tuple[dt.datetime, int] | None = None
 
     def fold(self, new: list[StoredEvent]) -> Folded:
-        facts = self.facts
-        for e in new:
-            for leg_event in e.raw.legs:
-                facts = reduce(facts, leg_event)
+        facts = reduce_all(self.facts, (leg for e in new for leg in e.raw.legs))
         return Folded(facts, self.events + len(new), new[-1].order if new else self.last)
 
 
