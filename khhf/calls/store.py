@@ -272,8 +272,10 @@ def recompute_many(session: Session, facts: Mapping[int, CallFacts | None]) -> l
                             call.manager_device)
         for key in DERIVED:
             # every column the events decide, cleared where they say nothing now
-            setattr(call, key, summary.get(key))
-        if call.state in FINAL_STATES and call.answer_at is None:
+            value = summary.get(key)
+            if getattr(call, key) != value:
+                setattr(call, key, value)
+        if call.state in FINAL_STATES and call.answer_at is None and call.recording_path:
             call.recording_path = None  # nobody talked: nothing was recorded
         calls.append(call)
     task_ids = {c.task_id for c in calls if c.task_id is not None}
