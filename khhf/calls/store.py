@@ -60,8 +60,10 @@ class RawEvent:
 
 def raw_from_ami(event: dict) -> RawEvent | None:
     linkedid = event.get("Linkedid") or event.get("Uniqueid")
+    if not ev.is_ours(linkedid):
+        return None
     legs = ev.from_ami(event)
-    if not ev.is_ours(linkedid) or not legs:
+    if not legs:
         return None
     return RawEvent("ami", ev.ami_dedup_key(event), event.get("Event", ""), event.get("Uniqueid"),
                     linkedid, legs[0].at, event, tuple(legs))
@@ -89,6 +91,8 @@ class StoredEvent:
 
 
 _INSERTS: dict[str, object] = {}
+# an event's stored payload: its headers as JSON (one encoder for all)
+_payload = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
 def _insert_statement(dialect: str):
@@ -118,7 +122,7 @@ def insert_events(session: Session, raws: Iterable[RawEvent]) -> list[StoredEven
         ).all())
     rows = [dict(dedup_key=r.dedup_key, source=r.source, event=r.name, uniqueid=r.uniqueid,
                  linkedid=r.linkedid, call_id=calls[r.linkedid], event_at=r.at,
-                 payload=json.dumps(r.payload, ensure_ascii=False, sort_keys=True))
+                 payload=_payload(r.payload))
             for r in fresh.values() if r.linkedid in calls]
     if not rows:
         return []
