@@ -109,15 +109,19 @@ def webhook_clients(conn: Connection, county_id: int) -> list[int]:
     """The clients of the county that take webhooks, looked up once per
     county and transaction (a batch of the AMI bridge ends many calls)."""
     transaction = conn.get_transaction()
-    known = conn.info.get(_CLIENTS_KEY)
-    if known is None or known[0]() is not transaction:
-        known = conn.info[_CLIENTS_KEY] = (
-            weakref.ref(transaction) if transaction is not None else lambda: None, {})
-    clients = known[1].get(county_id)
-    if clients is None or transaction is None:
-        clients = known[1][county_id] = [
-            cid for cid, ops in conn.execute(_WEBHOOK_CLIENTS, {"county_id": county_id})
-            if ApiOperation.WEBHOOKS in ops.split()]
+    cache: dict[int, list[int]] | None = None
+    if transaction is not None:
+        known = conn.info.get(_CLIENTS_KEY)
+        if known is None or known[0]() is not transaction:
+            empty: dict[int, list[int]] = {}
+            known = conn.info[_CLIENTS_KEY] = (weakref.ref(transaction), empty)
+        cache = known[1]
+        if county_id in cache:
+            return cache[county_id]
+    clients = [cid for cid, ops in conn.execute(_WEBHOOK_CLIENTS, {"county_id": county_id})
+               if ApiOperation.WEBHOOKS in ops.split()]
+    if cache is not None:
+        cache[county_id] = clients
     return clients
 
 
