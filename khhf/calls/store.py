@@ -167,7 +167,7 @@ def folded_for(session: Session, call_id: int) -> Folded:
 
 
 def facts_for(session: Session, call_id: int) -> CallFacts:
-    """Fold every stored event of the call, AMI and CEL alike, in time order."""
+    """The call's facts from every event stored for it (folded_for)."""
     return folded_for(session, call_id).facts
 
 
@@ -230,10 +230,6 @@ class LiveFacts:
                 self._calls.move_to_end(call_id)
         while len(self._calls) > self.limit:
             self._calls.popitem(last=False)
-
-    def forget(self, call_ids: Iterable[int] = ()) -> None:
-        for call_id in call_ids:
-            self._calls.pop(call_id, None)
 
 
 _PARSERS: dict[str, Callable[[Mapping], list[LegEvent]]] = {
