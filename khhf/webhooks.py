@@ -49,6 +49,7 @@ from sqlalchemy import Connection, bindparam, event, func, inspect, select, upda
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 
 from khhf.calls.states import FINAL_STATES, CallOutcome
 from khhf.models import (
@@ -156,7 +157,11 @@ def _sms_inserted(_mapper, conn: Connection, row: SmsMessage) -> None:
 def _call_written(_mapper, conn: Connection, call: Call) -> None:
     if call.county_id is None:
         return
-    state, outcome = inspect(call).attrs.state.history, inspect(call).attrs.outcome.history
+    # each attribute's own history: inspect(call).attrs would build a view of
+    # every attribute of the call, on every call update
+    instance = inspect(call)
+    state = instance.get_history("state", PASSIVE_NO_INITIALIZE)
+    outcome = instance.get_history("outcome", PASSIVE_NO_INITIALIZE)
     # the moment the call ended (a recompute that keeps it ended is not)
     ended = call.state in FINAL_STATES and state.has_changes() and \
         not any(old in FINAL_STATES for old in state.deleted or ())
