@@ -6,8 +6,8 @@ stream in the same run.
                                        [--pg-url URL] [--profile] [--quick]
                                        [--recording FILE]
 
---quick: 4,000 events, no apply-only rows (under 5 min with the recording);
-the last line is always `ratio bridge/panoramisk sqlite=0.xx postgresql=0.xx`
+--quick: 4,000 events, no apply-only rows (about 30 s, most of it recording
+a real Asterisk); the last line is always `ratio bridge/panoramisk sqlite=0.xx postgresql=0.xx`
 (Bridge.run's events/s over AmiClient's). --recording replays a recording a
 previous run saved (recording.ami in its work directory) instead of
 recording a real Asterisk again.
