@@ -27,7 +27,7 @@ recording a real Asterisk again.
    apply only  Bridge.apply_ami on the parsed events in batches of 500, no socket
    bridge      the real Bridge.run: AmiClient -> queue -> apply_ami batches
                (time until it has applied the last event)
-The bare reader and AmiClient run three times each (median): the ratio's
+The bare reader runs five times and AmiClient three (medians): the ratio's
 denominator is AmiClient's median. Prints a table; --profile adds
 cProfile's top functions of the apply step.
 """
