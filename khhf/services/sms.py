@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, String, bindparam, case, cast, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from khhf import audit, i18n, numbering
@@ -32,6 +32,8 @@ from khhf.phones import mask_phone
 from . import N_
 
 MAX_BODY = 1000
+# ids in one IN list (SQLite allows 32,766 parameters; PostgreSQL 65,535)
+IN_CHUNK = 500
 
 # What an SMS says comes from the catalog (khhf/i18n.py), like every text a
 # person reads, in the site's language; every SMS starts with HEAD.
@@ -94,17 +96,25 @@ def move(message: SmsMessage, event: str, to: str) -> None:
     message.status = to
 
 
-def claim(session: Session, message_id: int, **values) -> bool:
-    """Take a queued message for sending (queued -claim-> sending, with
-    `values` such as attempts and client_ref) as one conditional UPDATE: a
-    second gateway on the same database (never the plan, but a slip in
-    deployment) cannot take it too. False when it is no longer queued."""
-    # Session.execute returns a CursorResult for an UPDATE, typed as a plain Result
-    return bool(session.execute(
+def claim(session: Session, parts: dict[int, int]) -> dict[int, int]:
+    """Take queued messages for sending (queued -claim-> sending) as one
+    conditional UPDATE: each attempt counted, its client_ref `id.attempt`
+    and its number of parts (`parts`: {message id: parts}) written. A second
+    gateway on the same database (never the plan, but a slip in deployment)
+    cannot take one too: only the rows still queued are taken, and RETURNING
+    says which. {message id: attempt} of those taken."""
+    if not parts:
+        return {}
+    attempts = SmsMessage.attempts + 1  # SET reads the row as it was
+    longer = {sms_id: n for sms_id, n in parts.items() if n != 1}
+    return {sms_id: attempt for sms_id, attempt in session.execute(
         update(SmsMessage)
-        .where(SmsMessage.id == message_id, SmsMessage.status == SmsStatus.QUEUED)
-        .values(status=SmsStatus.SENDING, **values)
-        .execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
+        .where(SmsMessage.id.in_(list(parts)), SmsMessage.status == SmsStatus.QUEUED)
+        .values(status=SmsStatus.SENDING, attempts=attempts,
+                client_ref=cast(SmsMessage.id, String) + "." + cast(attempts, String),
+                parts=case(longer, value=SmsMessage.id, else_=1) if longer else 1)
+        .returning(SmsMessage.id, SmsMessage.attempts)
+        .execution_options(synchronize_session=False))}
 
 
 def utcnow() -> dt.datetime:
@@ -177,32 +187,91 @@ def listing(session: Session, direction: str | None = None, limit: int = 200) ->
     return list(session.scalars(query))
 
 
-def next_due(session: Session, now: dt.datetime) -> SmsMessage | None:
-    """The oldest outbound message due to be sent."""
-    return session.scalar(
-        select(SmsMessage)
+def due(session: Session, now: dt.datetime, limit: int) -> list[Row]:
+    """The oldest outbound messages due to be sent, at most `limit`: (id,
+    body, peer_number) each."""
+    return list(session.execute(
+        select(SmsMessage.id, SmsMessage.body, SmsMessage.peer_number)
         .where(SmsMessage.direction == "out", SmsMessage.status == SmsStatus.QUEUED,
                or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now))
-        .order_by(SmsMessage.id).limit(1))
+        .order_by(SmsMessage.id).limit(limit)))
 
 
-def record_receipt(session: Session, message_id: str, status: str,
-                   now: dt.datetime) -> SmsMessage | None:
-    """File a delivery receipt on its part; the message's receipt status is
-    set once every part has one (DELIVRD only when all are)."""
-    part = session.scalar(select(SmsPart).where(SmsPart.smpp_message_id == message_id))
-    if part is None:
-        return None
-    part.receipt_status, part.receipt_at = status[:16], now
-    message = session.get(SmsMessage, part.sms_id)
-    if message is None:  # sms_parts.sms_id references sms_messages
-        raise LookupError(f"SMS part {part.id} belongs to no message {part.sms_id}")
-    parts = list(session.scalars(select(SmsPart).where(SmsPart.sms_id == message.id)))
-    if len(parts) == message.parts and all(p.receipt_status for p in parts):
-        failed = [p.receipt_status for p in parts if p.receipt_status != "DELIVRD"]
-        message.receipt_status = failed[0] if failed else "DELIVRD"
-        message.receipt_at = now
-    return message
+def sending(session: Session, ids: list[int]) -> dict[int, str | None]:
+    """Of the messages `ids`, those still 'sending': {id: client_ref}."""
+    found: dict[int, str | None] = {}
+    for chunk in range(0, len(ids), IN_CHUNK):
+        found.update(session.execute(
+            select(SmsMessage.id, SmsMessage.client_ref)
+            .where(SmsMessage.id.in_(ids[chunk:chunk + IN_CHUNK]),
+                   SmsMessage.status == SmsStatus.SENDING)).all())
+    return found
+
+
+def submitted(session: Session, sent: dict[int, list[str]], now: dt.datetime) -> None:
+    """Messages the SMSC took whole, {id: its parts' SMSC message ids}:
+    sending -submitted-> sent, and their parts stored for the receipts, in
+    two statements whatever their number (the gateway's grouped commit;
+    `sending` said they are still 'sending')."""
+    if not sent:
+        return
+    assert SmsStatus.SENT in allowed(SmsStatus.SENDING, "submitted")
+    session.execute(
+        update(SmsMessage.__table__)
+        .where(SmsMessage.id == bindparam("b_id"), SmsMessage.status == SmsStatus.SENDING)
+        .values(status=SmsStatus.SENT, sent_at=now, error=None,
+                smpp_message_id=bindparam("b_first")),
+        [{"b_id": sms_id, "b_first": ids[0]} for sms_id, ids in sent.items()])
+    store_parts(session, sent)
+
+
+def store_parts(session: Session, parts: dict[int, list[str]]) -> None:
+    """The parts the SMSC took, {message id: their SMSC message ids in order}."""
+    rows = [{"sms_id": sms_id, "part_no": n, "smpp_message_id": message_id}
+            for sms_id, ids in parts.items() for n, message_id in enumerate(ids, start=1)]
+    if rows:
+        session.execute(insert(SmsPart), rows)
+
+
+def record_receipts(session: Session, receipts: list[tuple[str, str]],
+                    now: dt.datetime) -> set[str]:
+    """File delivery receipts, (SMSC message id, status) each, on their
+    parts, in a few statements whatever their number; a message's receipt
+    status is set once every part has one (DELIVRD only when all are). The
+    message ids filed (the others name no stored part, yet)."""
+    status_of = {message_id: status[:16] for message_id, status in receipts}
+    ids = list(status_of)
+    parts: list[Row] = []
+    for chunk in range(0, len(ids), IN_CHUNK):
+        parts += session.execute(
+            select(SmsPart.id, SmsPart.sms_id, SmsPart.smpp_message_id)
+            .where(SmsPart.smpp_message_id.in_(ids[chunk:chunk + IN_CHUNK]))).all()
+    if not parts:
+        return set()
+    session.execute(
+        update(SmsPart.__table__).where(SmsPart.id == bindparam("b_id"))
+        .values(receipt_status=bindparam("b_status"), receipt_at=now),
+        [{"b_id": p.id, "b_status": status_of[p.smpp_message_id]} for p in parts])
+    sms_ids = list({p.sms_id for p in parts})
+    done = []
+    for chunk in range(0, len(sms_ids), IN_CHUNK):
+        some = sms_ids[chunk:chunk + IN_CHUNK]
+        expected = dict(session.execute(
+            select(SmsMessage.id, SmsMessage.parts).where(SmsMessage.id.in_(some))).all())
+        got: dict[int, list[str | None]] = {}
+        for sms_id, part_status in session.execute(
+                select(SmsPart.sms_id, SmsPart.receipt_status)
+                .where(SmsPart.sms_id.in_(some)).order_by(SmsPart.sms_id, SmsPart.part_no)):
+            got.setdefault(sms_id, []).append(part_status)
+        for sms_id, statuses in got.items():
+            if len(statuses) == expected[sms_id] and all(statuses):
+                failed = [s for s in statuses if s != "DELIVRD"]
+                done.append({"b_id": sms_id, "b_status": failed[0] if failed else "DELIVRD"})
+    if done:
+        session.execute(
+            update(SmsMessage.__table__).where(SmsMessage.id == bindparam("b_id"))
+            .values(receipt_status=bindparam("b_status"), receipt_at=now), done)
+    return {p.smpp_message_id for p in parts}
 
 
 def requeue(session: Session, sms_id: int, user: User | None = None) -> SmsMessage:
