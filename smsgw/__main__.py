@@ -36,15 +36,12 @@ def serve(settings: Settings) -> None:
         return
     if settings.sms_rate_per_second < 1:
         raise daemon.StartError("sms_rate_per_second must be at least 1.")
-    if settings.sms_window < 1:
-        raise daemon.StartError("sms_window must be at least 1.")
     gateway = Gateway(db.session_factory(engine, writer=True),
                       SmppTransport(settings.smsc_host, settings.smsc_port,
                                     settings.smsc_system_id, settings.smsc_password),
                       source_addr=settings.sms_source_addr,
                       rate_per_second=settings.sms_rate_per_second,
-                      max_attempts=settings.sms_max_attempts, window=settings.sms_window,
-                      settings=settings)
+                      max_attempts=settings.sms_max_attempts, settings=settings)
     gateway.stop = stop
     log.info("SMS gateway for %s:%s, %s submits/s", settings.smsc_host, settings.smsc_port,
              settings.sms_rate_per_second)
