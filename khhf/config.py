@@ -122,9 +122,6 @@ class Settings:
     sms_rate_per_second: int = 10
     # submit attempts before a message is marked failed
     sms_max_attempts: int = 5
-    # submit_sm PDUs in flight, unanswered, at once (the SMSC's window for
-    # this account; SMPP operators commonly allow 10)
-    sms_window: int = 10
     # after an answered outbound call, seconds without a result before the
     # manager's mobile gets the result prompt (khhf/services/sms_feedback.py)
     sms_prompt_delay_seconds: int = 120
