@@ -402,15 +402,17 @@ class Gateway:
         """Write the outcomes of `decided`, the common one (sent) in a few
         statements for all. A row no longer 'sending' under this attempt
         (written already, by a commit whose answer was lost) is left."""
-        still = sms.sending(db, [o.sms_id for o in decided])
-        mine = [o for o in decided if still.get(o.sms_id, "") == o.client_ref]
-        sms.submitted(db, {o.sms_id: o.message_ids for o in mine if o.outcome == "sent"}, now)
-        others = [o for o in mine if o.outcome != "sent"]
-        if not others:
-            return
+        sms.submitted(db, {o.sms_id: (o.client_ref, o.message_ids) for o in decided
+                           if o.outcome == "sent"}, now)
+        others = [o for o in decided if o.outcome != "sent"]
+        rows = {r.id: r for r in db.scalars(
+            select(SmsMessage).where(SmsMessage.id.in_([o.sms_id for o in others]),
+                                     SmsMessage.status == SmsStatus.SENDING))} if others else {}
+        others = [o for o in others if o.sms_id in rows
+                  and rows[o.sms_id].client_ref == o.client_ref]
         sms.store_parts(db, {o.sms_id: o.message_ids for o in others})
         for o in others:
-            row = db.get_one(SmsMessage, o.sms_id)
+            row = rows[o.sms_id]
             if o.message_ids:
                 row.smpp_message_id = o.message_ids[0]
             if o.outcome == "refused":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Row, String, bindparam, case, cast, insert, or_, select, update
+from sqlalchemy import Row, String, case, cast, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from khhf import audit, i18n, numbering
@@ -197,32 +197,38 @@ def due(session: Session, now: dt.datetime, limit: int) -> list[Row]:
         .order_by(SmsMessage.id).limit(limit)))
 
 
-def sending(session: Session, ids: list[int]) -> dict[int, str | None]:
-    """Of the messages `ids`, those still 'sending': {id: client_ref}."""
-    found: dict[int, str | None] = {}
-    for chunk in range(0, len(ids), IN_CHUNK):
-        found.update(session.execute(
-            select(SmsMessage.id, SmsMessage.client_ref)
-            .where(SmsMessage.id.in_(ids[chunk:chunk + IN_CHUNK]),
-                   SmsMessage.status == SmsStatus.SENDING)).all())
-    return found
+def _chunks(items: list, size: int = IN_CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
-def submitted(session: Session, sent: dict[int, list[str]], now: dt.datetime) -> None:
-    """Messages the SMSC took whole, {id: its parts' SMSC message ids}:
-    sending -submitted-> sent, and their parts stored for the receipts, in
-    two statements whatever their number (the gateway's grouped commit;
-    `sending` said they are still 'sending')."""
-    if not sent:
-        return
+def _each(key, values: dict):
+    """`values[key]` for the row, as one CASE (a set-based UPDATE of many
+    rows, each with its own value, in one statement on both engines)."""
+    return case(values, value=key)
+
+
+def submitted(session: Session, sent: dict[int, tuple[str, list[str]]],
+              now: dt.datetime) -> set[int]:
+    """Messages the SMSC took whole, {id: (client_ref, its parts' SMSC
+    message ids)}: sending -submitted-> sent, and their parts stored for
+    the receipts, in two statements a chunk whatever their number (the
+    gateway's grouped commit). A message no longer 'sending' under that
+    client_ref (written already) is left. The ids moved."""
     assert SmsStatus.SENT in allowed(SmsStatus.SENDING, "submitted")
-    session.execute(
-        update(SmsMessage.__table__)
-        .where(SmsMessage.id == bindparam("b_id"), SmsMessage.status == SmsStatus.SENDING)
-        .values(status=SmsStatus.SENT, sent_at=now, error=None,
-                smpp_message_id=bindparam("b_first")),
-        [{"b_id": sms_id, "b_first": ids[0]} for sms_id, ids in sent.items()])
-    store_parts(session, sent)
+    moved: set[int] = set()
+    for some in _chunks(list(sent)):
+        moved.update(session.scalars(
+            update(SmsMessage)
+            .where(SmsMessage.id.in_(some), SmsMessage.status == SmsStatus.SENDING,
+                   SmsMessage.client_ref == _each(SmsMessage.id,
+                                                  {i: sent[i][0] for i in some}))
+            .values(status=SmsStatus.SENT, sent_at=now, error=None,
+                    smpp_message_id=_each(SmsMessage.id, {i: sent[i][1][0] for i in some}))
+            .returning(SmsMessage.id)
+            .execution_options(synchronize_session=False)))
+    store_parts(session, {i: sent[i][1] for i in moved})
+    return moved
 
 
 def store_parts(session: Session, parts: dict[int, list[str]]) -> None:
@@ -236,42 +242,42 @@ def store_parts(session: Session, parts: dict[int, list[str]]) -> None:
 def record_receipts(session: Session, receipts: list[tuple[str, str]],
                     now: dt.datetime) -> set[str]:
     """File delivery receipts, (SMSC message id, status) each, on their
-    parts, in a few statements whatever their number; a message's receipt
-    status is set once every part has one (DELIVRD only when all are). The
-    message ids filed (the others name no stored part, yet)."""
+    parts, in three statements a chunk whatever their number; a message's
+    receipt status is set once every part has one (DELIVRD only when all
+    are). The SMSC message ids filed (the others name no stored part, yet)."""
     status_of = {message_id: status[:16] for message_id, status in receipts}
-    ids = list(status_of)
-    parts: list[Row] = []
-    for chunk in range(0, len(ids), IN_CHUNK):
-        parts += session.execute(
-            select(SmsPart.id, SmsPart.sms_id, SmsPart.smpp_message_id)
-            .where(SmsPart.smpp_message_id.in_(ids[chunk:chunk + IN_CHUNK]))).all()
-    if not parts:
-        return set()
-    session.execute(
-        update(SmsPart.__table__).where(SmsPart.id == bindparam("b_id"))
-        .values(receipt_status=bindparam("b_status"), receipt_at=now),
-        [{"b_id": p.id, "b_status": status_of[p.smpp_message_id]} for p in parts])
-    sms_ids = list({p.sms_id for p in parts})
-    done = []
-    for chunk in range(0, len(sms_ids), IN_CHUNK):
-        some = sms_ids[chunk:chunk + IN_CHUNK]
-        expected = dict(session.execute(
-            select(SmsMessage.id, SmsMessage.parts).where(SmsMessage.id.in_(some))).all())
-        got: dict[int, list[str | None]] = {}
-        for sms_id, part_status in session.execute(
-                select(SmsPart.sms_id, SmsPart.receipt_status)
-                .where(SmsPart.sms_id.in_(some)).order_by(SmsPart.sms_id, SmsPart.part_no)):
-            got.setdefault(sms_id, []).append(part_status)
-        for sms_id, statuses in got.items():
-            if len(statuses) == expected[sms_id] and all(statuses):
+    filed: set[str] = set()
+    for some in _chunks(list(status_of)):
+        sms_ids = set()
+        for sms_id, message_id in session.execute(
+                update(SmsPart)
+                .where(SmsPart.smpp_message_id.in_(some))
+                .values(receipt_status=_each(SmsPart.smpp_message_id,
+                                             {m: status_of[m] for m in some}),
+                        receipt_at=now)
+                .returning(SmsPart.sms_id, SmsPart.smpp_message_id)
+                .execution_options(synchronize_session=False)):
+            sms_ids.add(sms_id)
+            filed.add(message_id)
+        if not sms_ids:
+            continue
+        got: dict[int, tuple[int, list[str | None]]] = {}
+        for sms_id, parts, part_status in session.execute(
+                select(SmsPart.sms_id, SmsMessage.parts, SmsPart.receipt_status)
+                .join(SmsMessage, SmsMessage.id == SmsPart.sms_id)
+                .where(SmsPart.sms_id.in_(sms_ids)).order_by(SmsPart.sms_id, SmsPart.part_no)):
+            got.setdefault(sms_id, (parts, []))[1].append(part_status)
+        done: dict[int, str] = {}
+        for sms_id, (parts, statuses) in got.items():
+            if len(statuses) == parts and all(statuses):
                 failed = [s for s in statuses if s != "DELIVRD"]
-                done.append({"b_id": sms_id, "b_status": failed[0] if failed else "DELIVRD"})
-    if done:
-        session.execute(
-            update(SmsMessage.__table__).where(SmsMessage.id == bindparam("b_id"))
-            .values(receipt_status=bindparam("b_status"), receipt_at=now), done)
-    return {p.smpp_message_id for p in parts}
+                done[sms_id] = failed[0] if failed else "DELIVRD"
+        if done:
+            session.execute(
+                update(SmsMessage).where(SmsMessage.id.in_(list(done)))
+                .values(receipt_status=_each(SmsMessage.id, done), receipt_at=now)
+                .execution_options(synchronize_session=False))
+    return filed
 
 
 def requeue(session: Session, sms_id: int, user: User | None = None) -> SmsMessage:
