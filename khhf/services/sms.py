@@ -257,8 +257,8 @@ def store_parts(session: Session, parts: dict[int, list[str]]) -> None:
     """The parts the SMSC took, {message id: their SMSC message ids in order}."""
     rows = [{"sms_id": sms_id, "part_no": n, "smpp_message_id": message_id}
             for sms_id, ids in parts.items() for n, message_id in enumerate(ids, start=1)]
-    if rows:
-        session.execute(insert(SmsPart), rows)
+    for some in _chunks(rows):  # one INSERT with many VALUES, not a statement a row
+        session.execute(insert(SmsPart.__table__).values(some))
 
 
 def record_receipts(session: Session, receipts: list[tuple[str, str]],
