@@ -2,8 +2,8 @@
 as a ratio to the SMPP server's own accept rate, measured in the same run
 against the same loopback SMSC process (simkit/smsc.py).
 
-    python3 -m bench.sms [--messages 3000] [--rounds 3] [--pg-url URL] [--profile]
-    python3 -m bench.sms --quick       (1000 messages, one round: about a minute)
+    python3 -m bench.sms [--messages 3000] [--rounds 5] [--pg-url URL] [--profile]
+    python3 -m bench.sms --quick       (1000 messages, three rounds: about two minutes)
 
 Rows, one after the other, each with its own fresh SMSC process:
   smpp34 raw           smpp34's Rust client, WINDOW (64) submits in flight
@@ -242,15 +242,15 @@ def one_round(n: int, pg_url: str | None, workdir: Path,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sms")
     parser.add_argument("--messages", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true",
-                        help="1000 messages, one round (about a minute)")
+                        help="1000 messages, three rounds (about two minutes)")
     parser.add_argument("--profile", action="store_true",
                         help="print the gateway thread's profile (cProfile)")
     parser.add_argument("--pg-url", default=os.environ.get("KHHF_TEST_PG_URL"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.messages, args.rounds = 1000, 1
+        args.messages, args.rounds = 1000, 3
     logging.basicConfig(level=logging.WARNING)
     n = args.messages
     profiles: dict[str, pstats.Stats] | None = None

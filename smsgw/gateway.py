@@ -75,9 +75,9 @@ DATABASE_RETRY_SECONDS = 2.0
 WINDOW = 10
 # claimed, not yet recorded: about this many seconds of the rate, at most HOLD_MAX
 HOLD_SECONDS = 0.1
-HOLD_MAX = 256
+HOLD_MAX = 512
 # an outcome or a receipt waits at most this long for its commit
-FLUSH_SECONDS = 0.05
+FLUSH_SECONDS = 0.1
 # how long the SMSC may take to answer one submit before its fate is unknown
 SUBMIT_ANSWER_SECONDS = 10.0
 # receipts whose part is not stored yet: how many, and for how long, are kept
