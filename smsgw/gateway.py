@@ -50,6 +50,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -78,6 +79,8 @@ HOLD_SECONDS = 0.1
 HOLD_MAX = 512
 # an outcome or a receipt waits at most this long for its commit
 FLUSH_SECONDS = 0.1
+# how often the link loop looks whether the committer is done
+COMMIT_POLL_SECONDS = 0.002
 # how long the SMSC may take to answer one submit before its fate is unknown
 SUBMIT_ANSWER_SECONDS = 10.0
 # receipts whose part is not stored yet: how many, and for how long, are kept
@@ -130,6 +133,15 @@ class Outgoing:
         return f"{self.sms_id}.{self.attempts}"
 
 
+@dataclass
+class Batch:
+    """What one commit writes: outcomes, receipts, and room to claim."""
+    decided: list[Outgoing]
+    receipts: list[Receipt]
+    early: list[tuple[str, tuple[str, float]]]
+    room: int
+
+
 class Gateway:
     """Sends due outbound rows through `transport` and files its arrivals."""
 
@@ -155,6 +167,10 @@ class Gateway:
         self.decided: list[Outgoing] = []
         self.receipts: list[Receipt] = []
         self.unfiled_since: float | None = None
+        # the commit under way in the committer thread, while the link is
+        # served: (its batch, its future); one at a time
+        self.committer: ThreadPoolExecutor | None = None
+        self.committing: tuple[Batch, Future] | None = None
         self.claim_after = 0.0  # monotonic: no claim before (the outbox was empty)
         # the link, as the heartbeat tells khhf.health: "bound", "not bound" or
         # "database down", since when
@@ -168,6 +184,14 @@ class Gateway:
 
     def run(self) -> None:
         """Bind, send and receive until `stop` is set; rebind when the link drops."""
+        self.committer = ThreadPoolExecutor(1, thread_name_prefix="smsgw-commit")
+        try:
+            self._run()
+        finally:
+            self.committer.shutdown()
+            self.committer = None
+
+    def _run(self) -> None:
         self.recover()
         backoff = 0.5
         while not self.stop.is_set():
@@ -229,8 +253,10 @@ class Gateway:
     def step(self) -> None:
         """One turn while bound: commit (and claim) when due, send what the
         window and the throttle allow, read what the SMSC sent."""
-        if self._needs_more(time.monotonic()) or self._flush_due(time.monotonic()):
-            self.flush(claim=True)
+        self._settle(wait=False)
+        if self.committing is None and (self._needs_more(time.monotonic())
+                                        or self._flush_due(time.monotonic())):
+            self._begin(claim=True)
         self._send()
         self._take(self.transport.read(self._wait(time.monotonic())))
         if self.in_flight:
@@ -256,6 +282,8 @@ class Gateway:
             waits.append(self.throttle.delay())
         if self.unfiled_since is not None:
             waits.append(max(0.0, self.unfiled_since + FLUSH_SECONDS - now))
+        if self.committing is not None:
+            waits.append(COMMIT_POLL_SECONDS)
         return min(waits)
 
     def _drain(self) -> None:
@@ -330,6 +358,10 @@ class Gateway:
         decided now. Nothing of it left: back to the queue; else its fate
         is unknown. Receipts not yet acknowledged are filed all the same
         (the SMSC may deliver them again: filing one twice is harmless)."""
+        try:
+            self._settle(wait=True)
+        except OperationalError:
+            pass  # its batch is back in decided: recorded when the database is
         self.ready.clear()
         self.in_flight.clear()
         for o in list(self.open.values()):
@@ -342,41 +374,78 @@ class Gateway:
     # the grouped commit
 
     def flush(self, claim: bool = False) -> None:
+        """Commit what is decided and arrived (and claim, if `claim`), now."""
+        self._settle(wait=True)
+        self._begin(claim)
+        self._settle(wait=True)
+
+    def _begin(self, claim: bool) -> None:
+        """Hand what is decided and arrived to the committer thread (and
+        room to claim, if `claim`); the link is served meanwhile."""
+        batch = Batch(self.decided, self.receipts, list(self.early_receipts.items()),
+                      self.hold - len(self.open) if claim and time.monotonic() >= self.claim_after
+                      else 0)
+        self.decided, self.receipts, self.unfiled_since = [], [], None
+        if self.committer is None:
+            future: Future = Future()
+            try:
+                future.set_result(self._commit(batch))
+            except Exception as exc:
+                future.set_exception(exc)
+        else:
+            future = self.committer.submit(self._commit, batch)
+        self.committing = (batch, future)
+
+    def _commit(self, batch: Batch) -> tuple[list[Outgoing], int, set[str]]:
         """One transaction: record the decided outcomes, file the receipts
-        that came (and those that came early), and, if `claim`, claim the
-        next messages while there is room. Receipts are acknowledged once
-        it is committed."""
-        decided, receipts = self.decided, self.receipts
-        early = list(self.early_receipts.items())
-        room = self.hold - len(self.open) if claim and time.monotonic() >= self.claim_after \
-            else 0
+        that came (and those that came early), and claim up to `room` next
+        messages. The claimed, how many were due, the receipts filed."""
         claimed: list[Outgoing] = []
         got = 0
         now = sms.utcnow()
         with unit_of_work(self.factory) as db:
-            if decided:
-                self._record(db, decided, now)
+            if batch.decided:
+                self._record(db, batch.decided, now)
             filed: set[str] = set()
-            if receipts or early:
+            if batch.receipts or batch.early:
                 filed = sms.record_receipts(
-                    db, [(r.message_id, r.status) for r in receipts]
-                    + [(message_id, status) for message_id, (status, _) in early], now)
-            if room > 0:
-                claimed, got = self._claim(db, room, now)
-        self.decided, self.receipts, self.unfiled_since = [], [], None
-        if room > 0 and got < room:
+                    db, [(r.message_id, r.status) for r in batch.receipts]
+                    + [(message_id, status) for message_id, (status, _) in batch.early], now)
+            if batch.room > 0:
+                claimed, got = self._claim(db, batch.room, now)
+        return claimed, got, filed
+
+    def _settle(self, wait: bool) -> None:
+        """Take the committer's result (waiting for it if `wait`): the claimed
+        join the queue, receipts are acknowledged. Not committed: its batch
+        is kept for the next commit, and the error raised."""
+        if self.committing is None:
+            return
+        batch, future = self.committing
+        if not wait and not future.done():
+            return
+        self.committing = None
+        try:
+            claimed, got, filed = future.result()
+        except BaseException:
+            self.decided = batch.decided + self.decided
+            self.receipts = batch.receipts + self.receipts
+            if self.decided or self.receipts:
+                self.unfiled_since = time.monotonic()
+            raise
+        if batch.room > 0 and got < batch.room:
             # fewer than asked for: the outbox is empty for now
             self.claim_after = time.monotonic() + IDLE_POLL_SECONDS
         for o in claimed:
             self.open[o.sms_id] = o
             self.ready.append(o)
-        self._keep_early(receipts, early, filed)
-        if receipts:
+        self._keep_early(batch.receipts, batch.early, filed)
+        if batch.receipts:
             try:
-                self.transport.acknowledge([r.token for r in receipts], True)
+                self.transport.acknowledge([r.token for r in batch.receipts], True)
             except LinkLost:
                 pass  # filed all the same; the SMSC may deliver them again, harmlessly
-        for o in decided:
+        for o in batch.decided:
             if o.outcome == "sent":
                 log.info("SMS %s sent to %s in %d part(s)", o.sms_id,
                          mask_phone(o.destination), len(o.parts))
