@@ -61,7 +61,7 @@ BODY = TEXT.encode("utf-16-be")
 WINDOW = 64
 # a raw client that has not finished by then is left out of the run (aiosmpplib
 # sometimes never gets an answer to its bind from a just-started simulator)
-RAW_TIMEOUT = 60
+RAW_TIMEOUT = 30
 
 
 def accepted(smsc: SmscProcess) -> list[float]:

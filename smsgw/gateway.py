@@ -23,7 +23,8 @@ Grouped, not dropped: the durable writes are the same, but many messages
 share each commit. One transaction records the outcomes the SMSC gave
 since the last (sent, refused, lost), files the receipts that came, and
 claims the next messages; up to `window` submits are in flight meanwhile,
-matched to their answers by sequence number. At most `hold` messages are
+matched to their answers by sequence number, and the commit runs in a
+committer thread while the link is served. At most `hold` messages are
 claimed and not yet recorded at any time (about 0.1 s of the contracted
 rate, at least 1, at most HOLD_MAX): what a killed gateway leaves 'unknown'
 is bounded by it. A long message's parts go one after another (the next
