@@ -5,6 +5,7 @@ message's status: test_single_writer.py)."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from khhf import config, db
 from khhf.models import SmsMessage, SmsStatus
@@ -47,23 +48,26 @@ def test_every_outbound_status_can_be_reached_and_only_sent_and_processed_are_fi
     assert set(SmsStatus) - left == {SmsStatus.SENT, SmsStatus.PROCESSED}
 
 
-def test_a_claim_takes_a_queued_message_once(tmp_path):
+def test_a_claim_takes_queued_messages_once(tmp_path):
     settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
     engine = db.make_engine(settings.database_url)
     db.create_schema(engine)
     factory = db.session_factory(engine, writer=True)
     try:
         with db.unit_of_work(factory) as s:
-            sms_id = sms.queue(s, None, "您好", mobile="13900000001").id
+            one, long = (sms.queue(s, None, "您好", mobile="13900000001").id,
+                         sms.queue(s, None, "长" * 200, mobile="13900000002").id)
         with db.unit_of_work(factory) as s:
-            assert sms.claim(s, sms_id, attempts=1, client_ref=f"{sms_id}.1", parts=1)
+            assert sms.claim(s, {one: 1, long: 3}) == {one: 1, long: 1}
         with db.unit_of_work(factory) as s:   # a second gateway loses the race
-            assert not sms.claim(s, sms_id, attempts=1, client_ref=f"{sms_id}.1", parts=1)
+            assert sms.claim(s, {one: 1, long: 3}) == {}
         with factory() as s:
-            row = s.get(SmsMessage, sms_id)
-            assert (row.status, row.attempts, row.client_ref) == ("sending", 1, f"{sms_id}.1")
+            got = {r.id: (r.status, r.attempts, r.client_ref, r.parts)
+                   for r in s.scalars(select(SmsMessage))}
+            assert got == {one: ("sending", 1, f"{one}.1", 1),
+                           long: ("sending", 1, f"{long}.1", 3)}
         with db.unit_of_work(factory) as s:   # an operator may not requeue a message in flight
             with pytest.raises(sms.SmsError, match="only an unknown or failed"):
-                sms.requeue(s, sms_id)
+                sms.requeue(s, one)
     finally:
         engine.dispose()

@@ -172,6 +172,34 @@ def test_smsc_killed_mid_run_and_restarted_loses_and_duplicates_nothing(factory,
     assert sum(1 for r in final.values() if r.status == "sent") >= 29
 
 
+def test_a_full_window_in_flight_when_the_smsc_dies_is_unknown_and_nothing_goes_twice(
+        factory, smsc):
+    window = 16
+    ids = queue(factory, *[f"批量{i:04d}" for i in range(2000)])
+    with Running(factory, smsc, rate=100000, window=window):
+        wait_for(lambda: len(smsc.received()) >= 200, what="first submits")
+        smsc.kill()
+        time.sleep(0.5)
+        smsc.start()
+        wait_for(lambda: all(r.status in ("sent", "unknown") for r in rows(factory).values()),
+                 timeout=120, what="every message settled")
+    got = smsc.received()
+    bodies = [bytes.fromhex(g["sm"]).decode("utf-16-be") for g in got]
+    assert len(bodies) == len(set(bodies)), "a message reached the SMSC twice"
+    assert len({g["session"] for g in got}) == 2  # killed mid-burst: some went after
+    final = rows(factory)
+    unknown = [r for r in final.values() if r.status == "unknown"]
+    # only what was in flight, unanswered, when the link went: at most the window
+    assert len(unknown) <= window
+    accepted = {g["id"] for g in got}
+    for i in ids:
+        row = final[i]
+        if row.status == "sent":
+            assert bodies.count(row.body) == 1 and row.smpp_message_id in accepted
+        else:
+            assert bodies.count(row.body) <= 1 and "requeue" in row.error
+
+
 ESME_RTHROTTLED, ESME_RINVDSTADR = 0x58, 0x0B
 
 

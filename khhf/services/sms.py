@@ -21,8 +21,10 @@ gateway's race-safe queued -> sending); the allowed moves are `TRANSITIONS`:
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, String, Table, bindparam, case, cast, func, insert, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from khhf import audit, i18n, numbering
@@ -32,6 +34,8 @@ from khhf.phones import mask_phone
 from . import N_
 
 MAX_BODY = 1000
+# ids in one IN list (SQLite allows 32,766 parameters; PostgreSQL 65,535)
+IN_CHUNK = 500
 
 # What an SMS says comes from the catalog (khhf/i18n.py), like every text a
 # person reads, in the site's language; every SMS starts with HEAD.
@@ -94,17 +98,25 @@ def move(message: SmsMessage, event: str, to: str) -> None:
     message.status = to
 
 
-def claim(session: Session, message_id: int, **values) -> bool:
-    """Take a queued message for sending (queued -claim-> sending, with
-    `values` such as attempts and client_ref) as one conditional UPDATE: a
-    second gateway on the same database (never the plan, but a slip in
-    deployment) cannot take it too. False when it is no longer queued."""
-    # Session.execute returns a CursorResult for an UPDATE, typed as a plain Result
-    return bool(session.execute(
+def claim(session: Session, parts: dict[int, int]) -> dict[int, int]:
+    """Take queued messages for sending (queued -claim-> sending) as one
+    conditional UPDATE: each attempt counted, its client_ref `id.attempt`
+    and its number of parts (`parts`: {message id: parts}) written. A second
+    gateway on the same database (never the plan, but a slip in deployment)
+    cannot take one too: only the rows still queued are taken, and RETURNING
+    says which. {message id: attempt} of those taken."""
+    if not parts:
+        return {}
+    attempts = SmsMessage.attempts + 1  # SET reads the row as it was
+    longer = {sms_id: n for sms_id, n in parts.items() if n != 1}
+    return {sms_id: attempt for sms_id, attempt in session.execute(
         update(SmsMessage)
-        .where(SmsMessage.id == message_id, SmsMessage.status == SmsStatus.QUEUED)
-        .values(status=SmsStatus.SENDING, **values)
-        .execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
+        .where(SmsMessage.id.in_(list(parts)), SmsMessage.status == SmsStatus.QUEUED)
+        .values(status=SmsStatus.SENDING, attempts=attempts,
+                client_ref=cast(SmsMessage.id, String) + "." + cast(attempts, String),
+                parts=case(longer, value=SmsMessage.id, else_=1) if longer else 1)
+        .returning(SmsMessage.id, SmsMessage.attempts)
+        .execution_options(synchronize_session=False))}
 
 
 def utcnow() -> dt.datetime:
@@ -177,32 +189,110 @@ def listing(session: Session, direction: str | None = None, limit: int = 200) ->
     return list(session.scalars(query))
 
 
-def next_due(session: Session, now: dt.datetime) -> SmsMessage | None:
-    """The oldest outbound message due to be sent."""
-    return session.scalar(
-        select(SmsMessage)
+def due(session: Session, now: dt.datetime, limit: int) -> list[Row]:
+    """The oldest outbound messages due to be sent, at most `limit`: (id,
+    body, peer_number) each."""
+    return list(session.execute(
+        select(SmsMessage.id, SmsMessage.body, SmsMessage.peer_number)
         .where(SmsMessage.direction == "out", SmsMessage.status == SmsStatus.QUEUED,
                or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now))
-        .order_by(SmsMessage.id).limit(1))
+        .order_by(SmsMessage.id).limit(limit)))
 
 
-def record_receipt(session: Session, message_id: str, status: str,
-                   now: dt.datetime) -> SmsMessage | None:
-    """File a delivery receipt on its part; the message's receipt status is
-    set once every part has one (DELIVRD only when all are)."""
-    part = session.scalar(select(SmsPart).where(SmsPart.smpp_message_id == message_id))
-    if part is None:
-        return None
-    part.receipt_status, part.receipt_at = status[:16], now
-    message = session.get(SmsMessage, part.sms_id)
-    if message is None:  # sms_parts.sms_id references sms_messages
-        raise LookupError(f"SMS part {part.id} belongs to no message {part.sms_id}")
-    parts = list(session.scalars(select(SmsPart).where(SmsPart.sms_id == message.id)))
-    if len(parts) == message.parts and all(p.receipt_status for p in parts):
-        failed = [p.receipt_status for p in parts if p.receipt_status != "DELIVRD"]
-        message.receipt_status = failed[0] if failed else "DELIVRD"
-        message.receipt_at = now
-    return message
+def _chunks(items: list, size: int = IN_CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _update_each(session: Session, table: Table, key: str, values: dict[Any, dict[str, Any]],
+                 *where, **fixed) -> None:
+    """UPDATE `table` SET the `fixed` values and each row's own `values[k]`
+    ({column: value}) WHERE its `key` column is k (and `where`), for many
+    rows at once: one executemany on SQLite (its C loop is quick), one
+    statement over unnest()ed arrays on PostgreSQL (where a statement a row
+    costs the server a statement a row)."""
+    if not values:
+        return
+    columns = list(next(iter(values.values())))
+    if session.get_bind().dialect.name == "postgresql":
+        rows = func.unnest(
+            literal(list(values), ARRAY(table.c[key].type)),
+            *(literal([row[c] for row in values.values()], ARRAY(table.c[c].type))
+              for c in columns)).table_valued(f"v_{key}", *(f"v_{c}" for c in columns))
+        rows = rows.render_derived()
+        session.execute(update(table).where(table.c[key] == rows.c[f"v_{key}"], *where)
+                        .values(**fixed, **{c: rows.c[f"v_{c}"] for c in columns}))
+        return
+    session.execute(
+        update(table).where(table.c[key] == bindparam(f"v_{key}"), *where)
+        .values(**fixed, **{c: bindparam(f"v_{c}") for c in columns}),
+        [{f"v_{key}": k, **{f"v_{c}": row[c] for c in columns}} for k, row in values.items()])
+
+
+def submitted(session: Session, sent: dict[int, tuple[str, list[str]]],
+              now: dt.datetime) -> set[int]:
+    """Messages the SMSC took whole, {id: (client_ref, its parts' SMSC
+    message ids)}: sending -submitted-> sent, and their parts stored for
+    the receipts, in three statements (a SELECT, an executemany UPDATE, a
+    multi-row INSERT) whatever their number: the gateway's grouped commit.
+    A message no longer 'sending' under that client_ref (written already)
+    is left. The ids moved."""
+    assert SmsStatus.SENT in allowed(SmsStatus.SENDING, "submitted")
+    moved: set[int] = set()
+    for some in _chunks(list(sent)):
+        moved.update(sms_id for sms_id, client_ref in session.execute(
+            select(SmsMessage.id, SmsMessage.client_ref)
+            .where(SmsMessage.id.in_(some), SmsMessage.status == SmsStatus.SENDING))
+            if client_ref == sent[sms_id][0])
+    table = SmsMessage.__table__
+    _update_each(session, table, "id",
+                 {sms_id: {"smpp_message_id": sent[sms_id][1][0]} for sms_id in moved},
+                 table.c.status == SmsStatus.SENDING,
+                 status=SmsStatus.SENT, sent_at=now, error=None)
+    store_parts(session, {sms_id: sent[sms_id][1] for sms_id in moved})
+    return moved
+
+
+def store_parts(session: Session, parts: dict[int, list[str]]) -> None:
+    """The parts the SMSC took, {message id: their SMSC message ids in order}."""
+    rows = [{"sms_id": sms_id, "part_no": n, "smpp_message_id": message_id}
+            for sms_id, ids in parts.items() for n, message_id in enumerate(ids, start=1)]
+    for some in _chunks(rows):  # one INSERT with many VALUES, not a statement a row
+        session.execute(insert(SmsPart.__table__).values(some))
+
+
+def record_receipts(session: Session, receipts: list[tuple[str, str]],
+                    now: dt.datetime) -> set[str]:
+    """File delivery receipts, (SMSC message id, status) each, on their
+    parts, in four statements a chunk whatever their number; a message's
+    receipt status is set once every part has one (DELIVRD only when all
+    are). The SMSC message ids filed (the others name no stored part, yet)."""
+    status_of = {message_id: status[:16] for message_id, status in receipts}
+    filed: set[str] = set()
+    for some in _chunks(list(status_of)):
+        parts = session.execute(
+            select(SmsPart.id, SmsPart.sms_id, SmsPart.smpp_message_id)
+            .where(SmsPart.smpp_message_id.in_(some))).all()
+        if not parts:
+            continue
+        _update_each(session, SmsPart.__table__, "id",
+                     {p.id: {"receipt_status": status_of[p.smpp_message_id]} for p in parts},
+                     receipt_at=now)
+        filed.update(p.smpp_message_id for p in parts)
+        got: dict[int, tuple[int, list[str | None]]] = {}
+        for sms_id, count, part_status in session.execute(
+                select(SmsPart.sms_id, SmsMessage.parts, SmsPart.receipt_status)
+                .join(SmsMessage, SmsMessage.id == SmsPart.sms_id)
+                .where(SmsPart.sms_id.in_({p.sms_id for p in parts}))
+                .order_by(SmsPart.sms_id, SmsPart.part_no)):
+            got.setdefault(sms_id, (count, []))[1].append(part_status)
+        done = {}
+        for sms_id, (count, statuses) in got.items():
+            if len(statuses) == count and all(statuses):
+                failed = [s for s in statuses if s != "DELIVRD"]
+                done[sms_id] = {"receipt_status": failed[0] if failed else "DELIVRD"}
+        _update_each(session, SmsMessage.__table__, "id", done, receipt_at=now)
+    return filed
 
 
 def requeue(session: Session, sms_id: int, user: User | None = None) -> SmsMessage:
