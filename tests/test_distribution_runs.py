@@ -11,7 +11,18 @@ from sqlalchemy import func, select
 from khhf import audit, db
 from khhf.models import AuditLog, Campaign, DistributionRun, Task, User
 from khhf.services import ValidationError, campaigns, distribution, tasks
-from tests.test_campaigns import TODAY, factory, new_campaign, seed  # noqa: F401 (a fixture)
+from tests.test_campaigns import TODAY, new_campaign, seed
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def factory(request, tmp_path):
+    if request.param == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'runs.db'}")
+    else:
+        engine = request.getfixturevalue("pg_database")("runs")
+    db.create_schema(engine)
+    yield db.session_factory(engine)
+    engine.dispose()
 
 
 def managers_of(factory, cid) -> dict:
