@@ -59,7 +59,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 
 from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from khhf import audit, db
 from khhf.models import (
@@ -290,12 +290,15 @@ def apply_chunk(session: Session, run_id: int, chunk_rows: int = CHUNK_ROWS,
     processes finishing one run take turns and never write a move twice.
     True when the run is finished (it was already, or is now)."""
     run = session.scalar(select(DistributionRun).where(DistributionRun.id == run_id)
-                         .with_for_update().execution_options(populate_existing=True))
+                         .options(defer(DistributionRun.moves)).with_for_update()
+                         .execution_options(populate_existing=True))
     if run is None or run.finished_at is not None:
         return True
+    # the moves are read once per process (a few MB), not once per chunk
     cache = _cache if _cache is not None else {}
     if cache.get("run") != run_id:
-        cache.update(run=run_id, moves=_unpack(run.moves or b""))
+        blob = session.scalar(select(DistributionRun.moves).where(DistributionRun.id == run_id))
+        cache.update(run=run_id, moves=_unpack(blob or b""))
     flat = cache["moves"]
     part = flat[3 * run.applied:3 * min(run.total, run.applied + chunk_rows)]
     moves = [(part[i], part[i + 1], part[i + 2] or None) for i in range(0, len(part), 3)]
@@ -358,16 +361,20 @@ def apply_moves(session: Session, moves: list[tuple[int, int, int | None]]) -> i
     moved = 0
     if conn.dialect.name == "postgresql":
         # three arrays, one element per move: no temporary table to fill,
-        # analyse and drop
+        # analyse and drop. The moves' range of task ids lets the planner read
+        # only those tasks (without it, it hashed the whole table per chunk)
         update = text(
             "UPDATE tasks SET manager_id = v.manager_id, updated_at = :now "
             "FROM unnest(CAST(:tasks AS INTEGER[]), CAST(:managers AS INTEGER[]), "
             "CAST(:befores AS INTEGER[])) AS v(task_id, manager_id, before) "
-            f"WHERE tasks.id = v.task_id AND tasks.status IN ({sql_list(MOVABLE)}) "
+            "WHERE tasks.id = v.task_id AND tasks.id BETWEEN :first AND :last "
+            f"AND tasks.status IN ({sql_list(MOVABLE)}) "
             "AND tasks.manager_id IS NOT DISTINCT FROM v.before")
-        moved = conn.execute(update, {"now": utcnow(), "tasks": [m[0] for m in moves],
+        ids = [m[0] for m in moves]
+        moved = conn.execute(update, {"now": utcnow(), "tasks": ids,
                                       "managers": [m[1] for m in moves],
-                                      "befores": [m[2] for m in moves]}).rowcount
+                                      "befores": [m[2] for m in moves],
+                                      "first": min(ids), "last": max(ids)}).rowcount
     else:  # SQLite
         conn.exec_driver_sql("DROP TABLE IF EXISTS khhf_moves")
         conn.exec_driver_sql("CREATE TEMPORARY TABLE khhf_moves (task_id INTEGER PRIMARY KEY, "
