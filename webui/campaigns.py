@@ -277,7 +277,7 @@ def distribute(campaign_id):
                 while not done:
                     with writing() as chunk:
                         done = distribution.apply_chunk(chunk.session, plan.run_id,
-                                                        _cache=chunk_cache)
+                                                        cache=chunk_cache)
             if w.saved:
                 flash(gettext("Distribution saved: %(moved)s of %(total)s tasks moved.",
                               moved=plan.moved, total=plan.total), "success")

@@ -283,7 +283,7 @@ def _unpack(blob: bytes) -> array:
 
 
 def apply_chunk(session: Session, run_id: int, chunk_rows: int = CHUNK_ROWS,
-                _cache: dict | None = None) -> bool:
+                cache: dict | None = None) -> bool:
     """Write the run's next `chunk_rows` moves and record them in the run
     (finished: its moves dropped, finished_at set), in the caller's
     transaction; the caller commits. The run's row is locked first, so two
@@ -295,7 +295,7 @@ def apply_chunk(session: Session, run_id: int, chunk_rows: int = CHUNK_ROWS,
     if run is None or run.finished_at is not None:
         return True
     # the moves are read once per process (a few MB), not once per chunk
-    cache = _cache if _cache is not None else {}
+    cache = cache if cache is not None else {}
     if cache.get("run") != run_id:
         blob = session.scalar(select(DistributionRun.moves).where(DistributionRun.id == run_id))
         cache.update(run=run_id, moves=_unpack(blob or b""))
