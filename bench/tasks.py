@@ -33,7 +33,8 @@ transaction), rolled back. Each with its wall time and its CPU time (the
 child's, which on SQLite includes the database engine, plus on PostgreSQL
 the server backend's, read from /proc): on a shared host the wall time
 includes waiting for a core. The ratio is average's wall time over the
-bare write's (auto's too), measured in the same run.
+bare write's (auto's too), measured in the same run, and the same of
+their CPU times (the fair one on a host shared with other work).
 
 Task list: --clients threads, each a different manager, each running the
 query of the manager's task list in a loop, one at a time, with a think
@@ -325,7 +326,7 @@ def main() -> int:
                                                                 True)
                 dist_rows.append((kind, "average (preview only)", total, moved, seconds, cpu))
                 load = ListLoad(factory, args.managers, args.clients, args.think)
-                wall, windows = {}, []
+                wall, cpus, windows = {}, {}, []
                 try:
                     for label, work, work_args in (
                             ("bare write (one UPDATE)", "bare", (campaign_id, args.managers)),
@@ -344,7 +345,7 @@ def main() -> int:
                             moved = total = args.tasks
                         else:
                             seconds, cpu, moved, total = out
-                        wall[label] = seconds
+                        wall[label], cpus[label] = seconds, cpu
                         windows.append((label, started, ended))
                         dist_rows.append((kind, label, total, moved, seconds, cpu))
                         print(f"  {label}: {seconds:.2f} s, CPU {cpu:.2f} s", flush=True)
@@ -357,8 +358,10 @@ def main() -> int:
                 for label, start, end in windows:
                     during[label] = load.between(start, end)
                     list_rows.append((kind, f"during {label}", *during[label]))
-                bare = wall["bare write (one UPDATE)"]
+                bare, bare_cpu = wall["bare write (one UPDATE)"], cpus["bare write (one UPDATE)"]
                 ratios[kind] = {"average": wall["average"] / bare, "auto": wall["auto"] / bare,
+                                "average_cpu": cpus["average"] / bare_cpu,
+                                "auto_cpu": cpus["auto"] / bare_cpu,
                                 "p95": during["average"][2]}
             finally:
                 cleanup()
@@ -368,8 +371,8 @@ def main() -> int:
     for kind, label, total, moved, seconds, cpu in dist_rows:
         print(f"{kind:<11} {label:<24} {total:>10,} {moved:>10,} {seconds:>8.2f} {cpu:>7.2f}")
     for kind, r in ratios.items():
-        print(f"{kind}: average / bare write {r['average']:.2f}, auto / bare write "
-              f"{r['auto']:.2f}")
+        print(f"{kind}: average / bare write {r['average']:.2f} (CPU {r['average_cpu']:.2f}), "
+              f"auto / bare write {r['auto']:.2f} (CPU {r['auto_cpu']:.2f})")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"\nManager task list ({list_query()[0]}), {args.clients} managers at once, "
           f"think time {args.think} s (target p95 < 200 ms)")
@@ -377,7 +380,7 @@ def main() -> int:
     for kind, label, n, p50, p95, p99 in list_rows:
         print(f"{kind:<11} {label:<34} {n:>9,} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f}")
     print("ratio distribution/bare " + " ".join(
-        f"{kind}={r['average']:.2f}" for kind, r in ratios.items())
+        f"{kind}={r['average']:.2f} (CPU {r['average_cpu']:.2f})" for kind, r in ratios.items())
         + "; list p95 during " + " ".join(f"{kind}={r['p95']:.0f} ms"
                                            for kind, r in ratios.items()))
     return 0
