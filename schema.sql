@@ -260,6 +260,31 @@ CREATE TABLE campaign_cycles (
     FOREIGN KEY(campaign_id) REFERENCES campaigns (id) ON DELETE CASCADE
 );
 
+-- A distribution too large for one transaction (khhf.services.distribution):
+-- its moves, decided at once, are kept here and written in chunks, each
+-- chunk and `applied` in one transaction, so a run that stopped is resumed
+-- from where it stopped and each move is written exactly once. Unfinished
+-- (finished_at NULL): the campaign shows it in progress and takes no other
+-- distribution; at most one per campaign.
+CREATE TABLE distribution_runs (
+    id INTEGER NOT NULL,
+    campaign_id INTEGER NOT NULL,
+    mode VARCHAR(16) NOT NULL,
+    total INTEGER NOT NULL,
+    applied INTEGER DEFAULT '0' NOT NULL,
+    moved INTEGER DEFAULT '0' NOT NULL,
+    moves BLOB,
+    created_by INTEGER,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    PRIMARY KEY (id),
+    CHECK (applied >= 0 AND applied <= total),
+    FOREIGN KEY(campaign_id) REFERENCES campaigns (id) ON DELETE CASCADE,
+    FOREIGN KEY(created_by) REFERENCES users (id)
+);
+CREATE UNIQUE INDEX ux_distribution_runs_unfinished ON distribution_runs (campaign_id) WHERE finished_at IS NULL;
+
 -- One customer to be called by one manager, in one campaign (cycle).
 CREATE TABLE tasks (
     id INTEGER NOT NULL,

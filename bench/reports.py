@@ -3,7 +3,12 @@ counties and 5,000 managers; every report's p95, on SQLite and PostgreSQL;
 and a one-month XLSX export of about 1,000,000 call rows, with its peak RSS.
 
     python3 -m bench.reports [--db sqlite,postgresql] [--scale 1.0] [--runs 20]
-                             [--no-export] [--only-drill]
+                             [--days 270] [--no-export] [--only-drill] [--by-day]
+                             [--quick]
+
+--quick: scale 0.05 (500,000 calls), the first build of the daily sums
+set-based and then day by day (same rows, compared), the check; no
+report timings, no export; its last line is the build's time.
 
 Method. A database made from schema.sql, filled in SQL (generate_series on
 PostgreSQL, a recursive CTE on SQLite; secondary indexes dropped during the
@@ -18,7 +23,9 @@ or keypad, a quarter of them booking a call-back the next day. --scale
 multiplies every count but the counties (managers at least 100).
 
 Then, timed: the first build of the daily sums (khhf.services.reports.
-refresh over every day), one day rebuilt (what the timed job does every
+refresh over every day: set-based, one statement per table over the
+period; with --by-day, then again as a refresh of each day alone, the
+rows compared), one day rebuilt (what the timed job does every
 few minutes), and `check` on three days (the sums equal direct counts
 over the raw rows). Each report is a function of khhf.services.reports,
 the same call the page makes; --runs runs each, over a random one-month
@@ -361,7 +368,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--only-drill", action="store_true",
                    help="load, then time the drill-downs only (no daily sums, no export)")
+    p.add_argument("--by-day", action="store_true",
+                   help="also build the sums day by day (a refresh per day, as before the "
+                        "set-based build) and compare: same rows, and the time ratio")
+    p.add_argument("--quick", action="store_true",
+                   help="scale 0.05, the build (set-based and day by day) and the check only: "
+                        "a few minutes")
     args = p.parse_args(argv)
+    if args.quick:
+        args.scale, args.runs, args.no_export, args.by_day = 0.05, 0, True, True
+    builds: dict[str, tuple[float, int, float | None]] = {}
     print(f"# reports benchmark (scale {args.scale}, {args.days} days, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start)")
     for kind in args.db.split(","):
@@ -386,6 +402,10 @@ def main(argv=None) -> int:
                 with db.unit_of_work(db.session_factory(engine)) as s:
                     buckets = reports.refresh(s, ZONE, first_day, last_day)
                 build = time.perf_counter() - t0
+                by_day = None
+                if args.by_day:
+                    by_day = build_by_day(engine, first_day, last_day)
+                builds[kind] = (build, args.days + 1, by_day)
                 if kind == "postgresql":
                     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
                         c.execute(text("ANALYZE report_daily"))
@@ -406,9 +426,13 @@ def main(argv=None) -> int:
                       f"check of 3 days {check:.1f} s: "
                       + ("sums equal direct counts" if not wrong else f"{len(wrong)} DIFFER"))
                 print(f"  report_daily rows: {rows:,}")
-                print(f"  {'report (one month)':<58} {'p50 ms':>8} {'p95 ms':>8}")
-                for label, p50, p95 in time_reports(engine, args.days, args.runs):
-                    print(f"  {label:<58} {p50:8.1f} {p95:8.1f}")
+                if by_day is not None:
+                    print(f"  day by day (one refresh per day, the same rows): {by_day:.1f} s; "
+                          f"set-based / day by day {build / by_day:.2f}")
+                if args.runs:
+                    print(f"  {'report (one month)':<58} {'p50 ms':>8} {'p95 ms':>8}")
+                    for label, p50, p95 in time_reports(engine, args.days, args.runs):
+                        print(f"  {label:<58} {p50:8.1f} {p95:8.1f}")
                 if not args.no_export:
                     e = time_export(url, engine, workdir, args.days)
                     print(f"  export: one month's outbound calls to XLSX: {e['rows']:,} rows, "
@@ -420,7 +444,40 @@ def main(argv=None) -> int:
             finally:
                 cleanup()
         print(f"  (load average now {os.getloadavg()[0]:.1f})")
+    print("report sums first build " + " ".join(
+        f"{kind}={build:.1f}s" + (f" (day by day {by_day:.1f}s)" if by_day else "")
+        for kind, (build, _n, by_day) in builds.items())
+        + f" for {args.days + 1} days at scale {args.scale:g} ("
+        + " ".join(f"{kind} {build / n:.2f}s per day" for kind, (build, n, _b) in builds.items())
+        + ")")
     return 0
+
+
+def build_by_day(engine, first_day: dt.date, last_day: dt.date) -> float:
+    """The first build as it was made before the set-based one: a refresh
+    of each day alone, in one transaction; seconds. Its rows must equal the
+    set-based build's (compared here, table by table)."""
+    tables = ("report_daily", "report_daily_results", "report_county_daily",
+              "report_manager_daily", "report_type_daily", "report_county_results",
+              "report_type_results")
+
+    def snapshot(s):
+        return {t: sorted(map(tuple, s.execute(text(f"SELECT * FROM {t}")).all()))
+                for t in tables}
+    factory = db.session_factory(engine)
+    with factory() as s:
+        whole = snapshot(s)
+    t0 = time.perf_counter()
+    with db.unit_of_work(factory) as s:
+        day = first_day
+        while day <= last_day:
+            reports.refresh(s, ZONE, day, day)
+            day += dt.timedelta(days=1)
+    seconds = time.perf_counter() - t0
+    with factory() as s:
+        if snapshot(s) != whole:
+            raise SystemExit("bench.reports: the day-by-day build differs from the set-based one")
+    return seconds
 
 
 if __name__ == "__main__":

@@ -1,43 +1,55 @@
 """Task distribution and the manager's task list at scale: 1,000,000 tasks,
-500 managers; SQLite and PostgreSQL.
+500 managers; SQLite and PostgreSQL; the distribution against the bare
+write of the same rows, and the task list while the distribution runs.
 
     python3 -m bench.tasks [--db sqlite,postgresql] [--tasks 1000000]
-                           [--managers 500] [--clients 50] [--seconds 20]
+                           [--managers 500] [--clients 50] [--seconds 30]
+                           [--chunk-rows N] [--quick]
+
+--quick: 200,000 tasks, 500 managers, 50 clients, 10 s of idle list (a
+few minutes in all); its last line is the ratio.
 
 Method. A database made from schema.sql; one county with --managers active
 managers (employee numbers M10001...) and 10 % more departed ones; --tasks
 customers, each owned by a manager (one in ten by a departed one), and one
 campaign with one pending task per customer, nobody's yet (a list just
-imported), inserted in SQL (bench data, like bench/workspace_list.py). Then, each timed from the service call to
-the COMMIT, through khhf.services.distribution.commit (the code the web UI
-and `khhf tasks distribute --commit` run: plan in Python, moves written
-through a temporary table filled by COPY / executemany and one
-UPDATE ... FROM):
+imported), inserted in SQL (bench data, like bench/workspace_list.py). Then,
+each in a child process of its own (so the list's clients, threads of this
+process, share no interpreter lock with it), timed from the service call to
+its last COMMIT, through khhf.services.distribution.commit (the code the web
+UI and `khhf tasks distribute --commit` run: plan in Python, moves written
+set-based; on PostgreSQL a distribution of more than CHUNK_ROWS moves is a
+run written one chunk per transaction, distribution.finish):
+  0. the bare write (below), first, then VACUUM (before each step),
   1. average over all active managers: every task gets a manager (the
-     worst case: 1,000,000 rows updated),
+     worst case: every row updated),
   2. auto: tasks go to their customers' own active managers, the departed
      managers' customers to the least loaded (again nearly every row),
   3. average again: only the tasks above the equal quota move.
-The preview (distribution.plan alone) is timed too, and the database's
-floor: one bare UPDATE giving every task another manager, computed in SQL
-(1 + (id + 7) % managers; no plan, no moves table), rolled back. Each
-with its wall time and its CPU time (the bench process's, which on SQLite
-includes the database engine, plus on PostgreSQL the server backend's, read
-from /proc): on a shared host the wall time includes waiting for a core.
+The preview (distribution.plan alone) is timed too, and the bare write of
+the same rows: one UPDATE giving every task another manager, computed in
+SQL (1 + (id + 7) % managers; no plan, no moves, no audit, one
+transaction), rolled back. Each with its wall time and its CPU time (the
+child's, which on SQLite includes the database engine, plus on PostgreSQL
+the server backend's, read from /proc): on a shared host the wall time
+includes waiting for a core. The ratio is average's wall time over the
+bare write's (auto's too), measured in the same run, and the same of
+their CPU times (the fair one on a host shared with other work).
 
-Task list: --clients threads, each a different manager (about 2,000 tasks
-each after the distributions), each running the query of the manager's
-task list in a loop for --seconds, one at a time, with a think time
-uniform in [0.5, 1.5] x --think s (default 2 s, as bench/workspace_list.py;
---think 0 is saturation): khhf.services.workspace.page(session,
-manager_id, "todo") when that module exists (the workspace page's query),
-else main's manager home query (open tasks by priority, 200 rows, with the
-customer). p50/p95/p99 per query, in ms.
+Task list: --clients threads, each a different manager, each running the
+query of the manager's task list in a loop, one at a time, with a think
+time uniform in [0.5, 1.5] x --think s (default 2 s, as
+bench/workspace_list.py; --think 0 is saturation):
+khhf.services.workspace.page(session, manager_id, "todo") (the workspace
+page's query). They run during each distribution and the bare write
+(p95 "during": the requests begun while it ran), then alone for --seconds
+after them. p50/p95/p99 per query, in ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import statistics
@@ -122,6 +134,14 @@ def fill(engine, tasks: int, managers: int) -> int:
     return 1
 
 
+def vacuum(engine) -> None:
+    """VACUUM ANALYZE tasks on PostgreSQL (dead row versions cleared, hint
+    bits set), so each step starts from a clean table; nothing on SQLite."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE tasks")
+
+
 class CpuClock:
     """CPU seconds spent on a piece of work: this process's (for SQLite, the
     database engine's too) plus, on PostgreSQL, the server backend's of the
@@ -148,7 +168,7 @@ class CpuClock:
         return self._now() - self.start
 
 
-def timed_distribution(factory, campaign_id, mode, preview=False):
+def timed_distribution(factory, campaign_id, mode, preview=False, chunk_rows=None):
     with factory() as session:
         db.begin_write(session)
         campaign = session.get(Campaign, campaign_id)
@@ -158,8 +178,12 @@ def timed_distribution(factory, campaign_id, mode, preview=False):
             plan = distribution.plan(session, campaign, mode)
             session.rollback()
         else:
-            plan = distribution.commit(session, None, "bench", campaign, mode)
+            plan = distribution.commit(session, None, "bench", campaign, mode,
+                                       chunk_rows=chunk_rows)
             session.commit()
+            if plan.run_id is not None:
+                distribution.finish(session, plan.run_id,
+                                    chunk_rows or distribution.CHUNK_ROWS)
         return time.perf_counter() - start, clock.elapsed(), plan.moved, plan.total
 
 
@@ -181,6 +205,38 @@ def bare_update(factory, campaign_id, managers: int) -> tuple[float, float]:
     return seconds, cpu
 
 
+def _child(url: str, work: str, args: tuple, results) -> None:
+    """One timed piece of work in a process of its own (spawned): the
+    moment it starts and ends (time.time, comparable across processes) and
+    its result."""
+    engine = db.make_engine(url)
+    try:
+        factory = db.session_factory(engine)
+        results.put(("start", time.time()))
+        if work == "bare":
+            out = bare_update(factory, *args)
+        else:
+            out = timed_distribution(factory, *args)
+        results.put(("done", time.time(), out))
+    finally:
+        engine.dispose()
+
+
+def in_child(engine, work: str, *args):
+    """(start, end, result) of `work` run by _child."""
+    url = engine.url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=_child, args=(url, work, args, results))
+    child.start()
+    _, started = results.get()
+    done = results.get()
+    child.join()
+    if child.exitcode:
+        raise SystemExit(f"bench.tasks: the {work} child failed ({child.exitcode})")
+    return started, done[1], done[2]
+
+
 def list_query():
     """(description, function(session, manager_id)) of the manager's task list."""
     try:
@@ -199,32 +255,45 @@ def list_query():
     return ("main webui/manager.py home (open tasks, 200)", home)
 
 
-def task_list_load(factory, managers: int, clients: int, seconds: float, think: float):
-    name, query = list_query()
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
+class ListLoad:
+    """--clients threads polling their managers' task lists until stopped;
+    each request's start (time.time) and duration."""
 
-    def client(manager_id):
-        mine = []
-        with factory() as session:
-            while time.monotonic() < stop:
-                t0 = time.perf_counter()
-                query(session, manager_id)
-                session.rollback()  # a fresh snapshot per request, as a web request has
-                mine.append(time.perf_counter() - t0)
-                time.sleep(think * random.uniform(0.5, 1.5))
-        with lock:
-            latencies.extend(mine)
-    step = max(1, managers // clients)
-    threads = [threading.Thread(target=client, args=(1 + k * step,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    latencies.sort()
-    q = statistics.quantiles(latencies, n=100)
-    return name, len(latencies), q[49] * 1000, q[94] * 1000, q[98] * 1000
+    def __init__(self, factory, managers: int, clients: int, think: float):
+        self.name, query = list_query()
+        self.samples: list[tuple[float, float]] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+        def client(manager_id):
+            mine = []
+            with factory() as session:
+                while not self.stopping.is_set():
+                    begun, t0 = time.time(), time.perf_counter()
+                    query(session, manager_id)
+                    session.rollback()  # a fresh snapshot per request, as a web request has
+                    mine.append((begun, time.perf_counter() - t0))
+                    self.stopping.wait(think * random.uniform(0.5, 1.5))
+            with self.lock:
+                self.samples.extend(mine)
+        step = max(1, managers // clients)
+        self.threads = [threading.Thread(target=client, args=(1 + k * step,))
+                        for k in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join()
+
+    def between(self, start: float, end: float):
+        """(requests, p50, p95, p99 in ms) of the requests begun in [start, end]."""
+        latencies = sorted(d for begun, d in self.samples if start <= begun <= end)
+        if len(latencies) < 2:
+            return len(latencies), float("nan"), float("nan"), float("nan")
+        q = statistics.quantiles(latencies, n=100)
+        return len(latencies), q[49] * 1000, q[94] * 1000, q[98] * 1000
 
 
 def main() -> int:
@@ -235,8 +304,15 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--think", type=float, default=2.0)
+    parser.add_argument("--chunk-rows", type=int, default=None,
+                        help="moves per transaction (default: the service's)")
+    parser.add_argument("--quick", action="store_true",
+                        help="200,000 tasks and 10 s of idle list: a few minutes")
     args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.seconds = 200_000, 10
     dist_rows, list_rows = [], []
+    ratios: dict[str, dict[str, float]] = {}
     for kind in args.db.split(","):
         with tempfile.TemporaryDirectory(prefix="khhf-bench-tasks-") as workdir:
             engine, cleanup = database(kind, Path(workdir))
@@ -246,34 +322,67 @@ def main() -> int:
                 print(f"{kind}: {args.tasks:,} tasks made in {time.perf_counter() - t0:.1f} s",
                       flush=True)
                 factory = db.session_factory(engine)
-                for label, mode, preview in (("average (preview only)", "average", True),
-                                             ("average", "average", False),
-                                             ("auto", "auto", False),
-                                             ("average again", "average", False)):
-                    seconds, cpu, moved, total = timed_distribution(factory, campaign_id, mode,
-                                                                    preview)
-                    dist_rows.append((kind, label, total, moved, seconds, cpu))
-                    print(f"  {label}: {seconds:.2f} s, CPU {cpu:.2f} s", flush=True)
-                seconds, cpu = bare_update(factory, campaign_id, args.managers)
-                dist_rows.append((kind, "floor: bare UPDATE", args.tasks, args.tasks, seconds,
-                                  cpu))
-                print(f"  floor: {seconds:.2f} s, CPU {cpu:.2f} s", flush=True)
-                if args.seconds > 0:
-                    list_rows.append((kind, *task_list_load(
-                        factory, args.managers, args.clients, args.seconds, args.think)))
+                seconds, cpu, moved, total = timed_distribution(factory, campaign_id, "average",
+                                                                True)
+                dist_rows.append((kind, "average (preview only)", total, moved, seconds, cpu))
+                load = ListLoad(factory, args.managers, args.clients, args.think)
+                wall, cpus, windows = {}, {}, []
+                try:
+                    for label, work, work_args in (
+                            ("bare write (one UPDATE)", "bare", (campaign_id, args.managers)),
+                            ("average", "distribution",
+                             (campaign_id, "average", False, args.chunk_rows)),
+                            ("auto", "distribution",
+                             (campaign_id, "auto", False, args.chunk_rows)),
+                            ("average again", "distribution",
+                             (campaign_id, "average", False, args.chunk_rows))):
+                        # the same table for the bare write and the first
+                        # distribution: the rolled-back row versions cleared
+                        vacuum(engine)
+                        started, ended, out = in_child(engine, work, *work_args)
+                        if work == "bare":
+                            seconds, cpu = out
+                            moved = total = args.tasks
+                        else:
+                            seconds, cpu, moved, total = out
+                        wall[label], cpus[label] = seconds, cpu
+                        windows.append((label, started, ended))
+                        dist_rows.append((kind, label, total, moved, seconds, cpu))
+                        print(f"  {label}: {seconds:.2f} s, CPU {cpu:.2f} s", flush=True)
+                    windows.append(("nothing else (after)", time.time(),
+                                    time.time() + args.seconds))
+                    time.sleep(args.seconds)
+                finally:
+                    load.stop()
+                during = {}
+                for label, start, end in windows:
+                    during[label] = load.between(start, end)
+                    list_rows.append((kind, f"during {label}", *during[label]))
+                bare, bare_cpu = wall["bare write (one UPDATE)"], cpus["bare write (one UPDATE)"]
+                ratios[kind] = {"average": wall["average"] / bare, "auto": wall["auto"] / bare,
+                                "average_cpu": cpus["average"] / bare_cpu,
+                                "auto_cpu": cpus["auto"] / bare_cpu,
+                                "p95": during["average"][2]}
             finally:
                 cleanup()
     print(f"\nDistribution of {args.tasks:,} tasks over {args.managers} managers "
-          "(target <= 10 s)")
-    print(f"{'db':<11} {'mode':<24} {'tasks':>10} {'moved':>10} {'seconds':>8} {'CPU s':>7}")
+          "(target <= 1.1x the bare write)")
+    print(f"{'db':<11} {'step':<24} {'tasks':>10} {'moved':>10} {'seconds':>8} {'CPU s':>7}")
     for kind, label, total, moved, seconds, cpu in dist_rows:
         print(f"{kind:<11} {label:<24} {total:>10,} {moved:>10,} {seconds:>8.2f} {cpu:>7.2f}")
+    for kind, r in ratios.items():
+        print(f"{kind}: average / bare write {r['average']:.2f} (CPU {r['average_cpu']:.2f}), "
+              f"auto / bare write {r['auto']:.2f} (CPU {r['auto_cpu']:.2f})")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    print(f"\nManager task list, {args.clients} managers at once, think time {args.think} s "
-          "(target p95 < 200 ms)")
-    print(f"{'db':<11} {'query':<46} {'requests':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
-    for kind, name, n, p50, p95, p99 in list_rows:
-        print(f"{kind:<11} {name:<46} {n:>9,} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f}")
+    print(f"\nManager task list ({list_query()[0]}), {args.clients} managers at once, "
+          f"think time {args.think} s (target p95 < 200 ms)")
+    print(f"{'db':<11} {'while':<34} {'requests':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for kind, label, n, p50, p95, p99 in list_rows:
+        print(f"{kind:<11} {label:<34} {n:>9,} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f}")
+    print("ratio distribution/bare " + " ".join(
+        f"{kind}={r['average']:.2f} (CPU {r['average_cpu']:.2f})" for kind, r in ratios.items())
+        + "; list p95 during " + " ".join(f"{kind}={r['p95']:.0f} ms"
+                                           for kind, r in ratios.items()))
     return 0
 
 

@@ -45,6 +45,11 @@ Webhooks: every WEBHOOK_SECONDS the due events of the outbox are sent
 (khhf.webhooks.deliver_due: signed, retried with back-off); the outbox is
 the database's, so a restarted daemon simply goes on.
 
+Task distributions: every minute, a distribution run nobody has advanced
+for distribution.STALE_AFTER (the web request or command writing it
+stopped) is finished from where it stopped (khhf.services.distribution.
+resume: each move written once).
+
 Each job's last run (when, and whether it raised) is kept for the
 daemon's heartbeat (khhf.health's job_runs check): `last_runs()`.
 
@@ -74,7 +79,7 @@ from sqlalchemy.engine import Engine
 from khhf import backup, db, local_time, log_files, webhooks
 from khhf.config import Settings
 from khhf.models import Campaign, utcnow
-from khhf.services import campaigns, recordings, reports, sms_feedback
+from khhf.services import campaigns, distribution, recordings, reports, sms_feedback
 
 log = logging.getLogger("jobs")
 JOB_TABLE = "apscheduler_jobs"
@@ -85,6 +90,7 @@ PURGE_AT = dt.time(3, 30)  # local: before the calling window opens
 BACKUP_JOB = "backup"
 PBX_LOGS_JOB = "pbx-logs"
 WEBHOOK_JOB = "webhooks"
+DISTRIBUTION_JOB = "distributions"
 WEBHOOK_SECONDS = 2
 
 # the sessions the stored jobs use: a stored job names a function and its
@@ -177,6 +183,9 @@ class Jobs:
         self.scheduler.add_listener(self._note_run, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.scheduler.add_job(self.refresh_reports, "interval", seconds=self.report_seconds,
                                id="reports", jobstore="memory",
+                               next_run_time=local_time.now(self.timezone))
+        self.scheduler.add_job(self.resume_distributions, "interval", seconds=60,
+                               id=DISTRIBUTION_JOB, jobstore="memory",
                                next_run_time=local_time.now(self.timezone))
         self.scheduler.add_job(self.send_webhooks, "interval", seconds=self.webhook_seconds,
                                id=WEBHOOK_JOB, jobstore="memory",
@@ -277,6 +286,15 @@ class Jobs:
                      self.settings.recording_retention_days, outcomes["deleted"],
                      outcomes["missing"], outcomes["refused"])
         return done
+
+    def resume_distributions(self):
+        """Finish the task distributions whose writer stopped half-way."""
+        with self.writer_sessions() as session:
+            ids = distribution.resume(session)
+        if ids:
+            log.info("task distributions finished after their writer stopped: runs %s",
+                     ", ".join(map(str, ids)))
+        return ids
 
     def refresh_reports(self):
         """Bring the reports' daily sums up to date (khhf.services.reports.refresh_due)."""

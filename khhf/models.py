@@ -24,6 +24,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -425,6 +426,37 @@ class CampaignCycle(Base):
     seq: Mapped[int] = mapped_column(Integer)
     starts_on: Mapped[dt.date] = mapped_column(Date)
     ends_on: Mapped[dt.date] = mapped_column(Date)
+
+
+class DistributionRun(Base):
+    """A distribution too large for one transaction (khhf.services.distribution):
+    its moves, decided at once, are kept here and written in chunks, each
+    chunk and `applied` in one transaction, so a run that stopped is resumed
+    from where it stopped and each move is written exactly once. Unfinished
+    (finished_at NULL): the campaign shows it in progress and takes no other
+    distribution; at most one per campaign."""
+    __tablename__ = "distribution_runs"
+    __table_args__ = (
+        CheckConstraint("applied >= 0 AND applied <= total"),
+        Index("ux_distribution_runs_unfinished", "campaign_id", unique=True,
+              sqlite_where=text("finished_at IS NULL"),
+              postgresql_where=text("finished_at IS NULL")),
+    )
+    id: Mapped[int] = _id()
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(Integer)     # moves planned
+    applied: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    moved: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # every move, in task order: (task, new manager, manager when planned) as
+    # packed 32-bit integers, zlib-compressed; the first `applied` are written.
+    # NULL once finished
+    moves: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        TIMESTAMP, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
 
 class TaskStatus(StrEnum):

@@ -6,9 +6,13 @@
 
 CAMPAIGN is the campaign's id. Without --commit it prints the preview (per
 manager: movable tasks now → after) and changes nothing; with --commit it
-writes the split in one transaction and prints the same table. --managers
+writes the split and prints the same table. --managers
 (employee numbers) chooses the managers of an average distribution
-(default: every active manager of the campaign's county). Exit status 0 on
+(default: every active manager of the campaign's county). A distribution
+of more than distribution.CHUNK_ROWS tasks on PostgreSQL is written in
+chunks, one transaction each, after the plan and the audit entry are
+committed; if the command stops half-way, the jobs daemon finishes it
+(khhf.services.distribution.resume). Exit status 0 on
 success, 1 with one line per problem when the request is refused.
 """
 
@@ -70,6 +74,8 @@ def cmd_distribute(args) -> int:
                                                      args.mode, manager_ids)
                         table = format_plan(result, committed=True)
                         session.commit()
+                        if result.run_id is not None:  # a large one: chunk by chunk
+                            distribution.finish(session, result.run_id)
                     else:
                         result = distribution.plan(session, campaign, args.mode, manager_ids)
                         table = format_plan(result, committed=False)

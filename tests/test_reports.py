@@ -286,3 +286,47 @@ def test_drill_down_pages_through_rows_that_share_a_moment(s, made):
             break
         before = page[-1]
     assert got == expected
+
+
+def test_the_set_based_build_equals_the_day_by_day_one(s, made):
+    """The whole period in one statement per table (the fixture's build)
+    stores exactly what a rebuild of each day alone stores, row for row."""
+    tables = (reports.ReportDaily, reports.ReportDailyResult,
+              *(rollup[0] for rollup in reports._rollups()))
+
+    def stored():
+        return {model.__tablename__: sorted(
+            tuple(getattr(row, c.key) for c in model.__table__.columns)
+            for row in s.scalars(select(model))) for model in tables}
+    first, last = local_day(START), local_day(NOW)
+    assert reports.check(s, ZONE, first, last) == []
+    whole = stored()
+    assert whole["report_daily"] and whole["report_daily_results"]
+    day = first
+    while day <= last:
+        reports.refresh(s, ZONE, day, day)
+        day += dt.timedelta(days=1)
+    assert stored() == whole
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Shanghai", "Australia/Lord_Howe"])
+def test_a_moments_day_in_sql_is_its_local_day_across_offset_changes(zone):
+    """The day the set-based build gives each moment (SQL, by the zone's
+    offsets over the period) is its local day, around daylight-saving
+    changes too (Lord Howe's is half an hour)."""
+    import sqlite3
+    lo, hi = dt.datetime(2026, 3, 1), dt.datetime(2026, 11, 30)
+    changes = reports._offsets(zone, lo, hi)
+    assert len(changes) == (1 if zone == "Asia/Shanghai" else 3)
+    day_sql, params = reports._day_sql("sqlite", changes)
+    stored = "%Y-%m-%d %H:%M:%S.%f"  # as SQLAlchemy keeps a timestamp in SQLite
+    bound = {k: v.strftime(stored) for k, v in params.items()}
+    moments = [lo + dt.timedelta(minutes=i) for i in range(0, 394_000, 97)]
+    for start, _offset in changes[1:]:
+        moments += [start + dt.timedelta(seconds=k) for k in (-3601, -1, 0, 1, 3600)]
+    conn = sqlite3.connect(":memory:")
+    for at in moments:
+        got = conn.execute(f"SELECT {day_sql} FROM (SELECT :at AS at)",
+                           {"at": at.strftime(stored), **bound}).fetchone()[0]
+        local = at.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(zone)).date()
+        assert got == local.isoformat(), (zone, at)

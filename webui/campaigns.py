@@ -207,7 +207,8 @@ def show(campaign_id):
         .order_by(campaigns.CampaignCycle.seq.desc()).limit(12)).scalars().all()
     return render_template("campaigns/show.html", campaign=campaign, progress=progress,
                            names=names, cycles=cycles, action_form=ConfirmForm(),
-                           next_round=campaigns.next_round(db, campaign))
+                           next_round=campaigns.next_round(db, campaign),
+                           distributing=distribution.unfinished(db, campaign.id))
 
 
 @bp.route("/<int:campaign_id>/edit", methods=["GET", "POST"])
@@ -269,6 +270,14 @@ def distribute(campaign_id):
             with writing(form) as w:
                 plan = distribution.commit(w.session, current_user, client_ip(), campaign,
                                            form.mode.data, ids)
+            if w.saved and plan.run_id is not None:
+                # a large one: a transaction per chunk (a stopped one is
+                # finished by the jobs daemon)
+                done, chunk_cache = False, {}
+                while not done:
+                    with writing() as chunk:
+                        done = distribution.apply_chunk(chunk.session, plan.run_id,
+                                                        cache=chunk_cache)
             if w.saved:
                 flash(gettext("Distribution saved: %(moved)s of %(total)s tasks moved.",
                               moved=plan.moved, total=plan.total), "success")

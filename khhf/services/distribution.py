@@ -20,44 +20,79 @@ on: pending or not reached (not being called, not waiting for a result).
 
 A preview computes the plan and writes nothing. A commit computes it again
 inside its own transaction (so it never applies a stale preview) and
-writes it in bulk: the moves go into a temporary table (COPY on
-PostgreSQL, one JSON parameter on SQLite) and one UPDATE ... FROM moves
-them; a task that started being called meanwhile is left alone. On SQLite a
-move of a large share of the tasks drops the index on manager_id and builds
-it again afterwards, in the same transaction (_sqlite_manager_index_set_aside). Manual
-reassignment of chosen tasks goes through khhf.services.tasks.reassign.
-Distribution changes who works a task, never its status.
+writes it set-based: each move is (task, new manager, manager when
+planned), and one UPDATE ... FROM moves the tasks still movable and still
+with that manager (one being called, or reassigned by hand meanwhile, is
+left alone). PostgreSQL takes the moves as arrays (unnest); SQLite through
+a temporary table filled from one JSON parameter.
+
+Up to `chunk_rows` moves (PostgreSQL: CHUNK_ROWS; SQLite: any number) are
+written in the caller's transaction: all or none. A larger plan becomes a
+run (distribution_runs): the commit stores its moves, packed, and the
+audit entry; the caller commits, then `finish` writes CHUNK_ROWS moves per
+transaction, recording its progress in the run with each. So no
+transaction holds a million rows' locks for the whole write (the bridge's
+updates of a task and the task list never wait on one long lock), and a
+run that stopped (a killed process, a lost connection) is finished from
+where it stopped by the next `finish` (the jobs daemon calls `resume`
+every minute), each move written exactly once (the run's row is locked
+while a chunk is written). While a run is unfinished the campaign shows it
+in progress and refuses another distribution. On SQLite a move of a large
+share of the tasks in one transaction drops the index on manager_id and
+builds it again afterwards (_sqlite_manager_index_set_aside); PostgreSQL
+never does (it would lock the table). Manual reassignment of chosen tasks
+goes through khhf.services.tasks.reassign. Distribution changes who works a
+task, never its status.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import heapq
 import json
+import zlib
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from operator import itemgetter
 
 from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
-from khhf import audit
-from khhf.models import Campaign, Customer, Manager, Task, TaskStatus, User, sql_list, utcnow
+from khhf import audit, db
+from khhf.models import (
+    Campaign,
+    Customer,
+    DistributionRun,
+    Manager,
+    Task,
+    TaskStatus,
+    User,
+    sql_list,
+    utcnow,
+)
 from khhf.services import N_, Problems, parse_int, tasks, validated
 
 MODES = ("average", "auto")
 MOVABLE = (TaskStatus.PENDING, TaskStatus.NOT_REACHED)
+# a PostgreSQL distribution moving more tasks than this is a run, written
+# this many per transaction (about a second each on a 2-core host)
+CHUNK_ROWS = 50_000
+# an unfinished run untouched this long is taken over by `resume`
+STALE_AFTER = dt.timedelta(minutes=2)
 
 
 @dataclasses.dataclass
 class Plan:
     mode: str
-    moves: list[tuple[int, int]]        # (task id, new manager id), only real changes
+    moves: list[tuple[int, int, int | None]]  # (task, new manager, current), real changes
     before: dict                         # {manager_id or None: movable tasks now}
     counts: dict                         # {manager_id or None: movable tasks after}
     total: int                           # movable tasks
     managers: list[Manager]              # the managers the preview shows
+    run_id: int | None = None            # a run still to `finish` (commit only)
 
     @property
     def moved(self) -> int:
@@ -109,7 +144,7 @@ def plan(session: Session, campaign: Campaign, mode: str, manager_ids=None,
         target = _auto_targets(session, campaign, where, pool)
     before = Counter(map(itemgetter(2), target))
     counts = Counter(map(itemgetter(1), target))
-    moves = [(t, m) for t, m, current in target if m is not None and m != current]
+    moves = [(t, m, current) for t, m, current in target if m is not None and m != current]
     shown = list(pool)
     extra = {m for m in list(before) + list(counts) if m is not None} - {m.id for m in shown}
     if extra:
@@ -187,14 +222,22 @@ def _auto_targets(session, campaign, where, pool) -> list[tuple[int, int | None,
 
 
 def commit(session: Session, by: User | None, ip: str, campaign: Campaign, mode: str,
-           manager_ids=None) -> Plan:
-    """Compute the plan again and write it (one bulk UPDATE); audited. The
-    caller commits: all moves or none."""
+           manager_ids=None, chunk_rows: int | None = None) -> Plan:
+    """Compute the plan again and write it; audited. Up to `chunk_rows`
+    moves (default: CHUNK_ROWS on PostgreSQL, any number on SQLite) are
+    written here and the caller commits: all moves or none. More become a
+    run (plan.run_id): the caller commits it, then calls `finish`."""
+    problems = Problems()
     if campaign.status == "closed":
-        problems = Problems()
         problems.add("campaign", N_("The campaign is closed: its tasks can no longer be "
                                     "distributed."))
-        problems.raise_if_any()
+    running = unfinished(session, campaign.id)
+    if running is not None:
+        problems.add("campaign", N_("The previous distribution of this campaign is still being "
+                                    "written (%(applied)s of %(total)s tasks): distribute again "
+                                    "when it has finished."),
+                     applied=running.applied, total=running.total)
+    problems.raise_if_any()
     result = plan(session, campaign, mode, manager_ids)
     def split(counts):
         return ", ".join(f"{m.employee_no} {counts.get(m.id, 0)}" for m in result.managers
@@ -203,11 +246,96 @@ def commit(session: Session, by: User | None, ip: str, campaign: Campaign, mode:
     # loaded object, and reading the managers' numbers afterwards cost one
     # query per manager
     changes = {"tasks_by_manager": [split(result.before), split(result.counts)]}
-    apply_moves(session, result.moves)
-    audit.record(session, by, "update", "campaign", campaign.id,
-                 {"changes": changes, "distribution": mode, "moved": result.moved,
-                  "total": result.total}, ip, object_name=campaign.name)
+    details = {"changes": changes, "distribution": mode, "moved": result.moved,
+               "total": result.total}
+    if chunk_rows is None:
+        chunk_rows = CHUNK_ROWS if session.get_bind().dialect.name == "postgresql" else 0
+    if chunk_rows and result.moved > chunk_rows:
+        run = DistributionRun(campaign_id=campaign.id, mode=mode, total=result.moved,
+                              moves=_pack(result.moves), created_by=by.id if by else None)
+        session.add(run)
+        session.flush()
+        result.run_id = details["run"] = run.id
+    else:
+        apply_moves(session, result.moves)
+    audit.record(session, by, "update", "campaign", campaign.id, details, ip,
+                 object_name=campaign.name)
     return result
+
+
+def unfinished(session: Session, campaign_id: int) -> DistributionRun | None:
+    """The campaign's distribution run still being written, if any."""
+    return session.scalar(select(DistributionRun).where(
+        DistributionRun.campaign_id == campaign_id, DistributionRun.finished_at.is_(None)))
+
+
+def _pack(moves) -> bytes:
+    flat = array("i")
+    for task_id, manager_id, current in sorted(moves):
+        flat.extend((task_id, manager_id, current or 0))
+    return zlib.compress(flat.tobytes(), 1)
+
+
+def _unpack(blob: bytes) -> array:
+    flat = array("i")
+    flat.frombytes(zlib.decompress(blob))
+    return flat
+
+
+def apply_chunk(session: Session, run_id: int, chunk_rows: int = CHUNK_ROWS,
+                cache: dict | None = None) -> bool:
+    """Write the run's next `chunk_rows` moves and record them in the run
+    (finished: its moves dropped, finished_at set), in the caller's
+    transaction; the caller commits. The run's row is locked first, so two
+    processes finishing one run take turns and never write a move twice.
+    True when the run is finished (it was already, or is now)."""
+    run = session.scalar(select(DistributionRun).where(DistributionRun.id == run_id)
+                         .options(defer(DistributionRun.moves)).with_for_update()
+                         .execution_options(populate_existing=True))
+    if run is None or run.finished_at is not None:
+        return True
+    # the moves are read once per process (a few MB), not once per chunk
+    cache = cache if cache is not None else {}
+    if cache.get("run") != run_id:
+        blob = session.scalar(select(DistributionRun.moves).where(DistributionRun.id == run_id))
+        cache.update(run=run_id, moves=_unpack(blob or b""))
+    flat = cache["moves"]
+    part = flat[3 * run.applied:3 * min(run.total, run.applied + chunk_rows)]
+    moves = [(part[i], part[i + 1], part[i + 2] or None) for i in range(0, len(part), 3)]
+    moved = apply_moves(session, moves)
+    run.applied += len(moves)
+    run.moved += moved
+    run.updated_at = utcnow()
+    if run.applied >= run.total:
+        run.finished_at = run.updated_at
+        run.moves = None
+    session.flush()
+    return run.finished_at is not None
+
+
+def finish(session: Session, run_id: int, chunk_rows: int = CHUNK_ROWS) -> DistributionRun:
+    """Write a run to its end, one transaction per chunk (this commits)."""
+    cache: dict = {}
+    session.rollback()
+    while True:
+        db.begin_write(session)
+        done = apply_chunk(session, run_id, chunk_rows, cache)
+        session.commit()
+        if done:
+            return session.get_one(DistributionRun, run_id)
+
+
+def resume(session: Session, stale_after: dt.timedelta = STALE_AFTER) -> list[int]:
+    """Finish every run nobody has advanced for `stale_after` (its process
+    stopped); returns their ids. The jobs daemon calls it every minute."""
+    session.rollback()
+    ids = session.scalars(select(DistributionRun.id).where(
+        DistributionRun.finished_at.is_(None),
+        DistributionRun.updated_at < utcnow() - stale_after)).all()
+    session.rollback()
+    for run_id in ids:
+        finish(session, run_id)
+    return list(ids)
 
 
 def assign_unassigned(session: Session, campaign: Campaign, cycle_id: int) -> int:
@@ -215,57 +343,59 @@ def assign_unassigned(session: Session, campaign: Campaign, cycle_id: int) -> in
     (the customer has no active manager): the least-loaded active manager."""
     pool = _county_managers(session, campaign.county_id)
     where = [*_movable(campaign.id, cycle_id), Task.manager_id.is_(None)]
-    moves = [(t, m) for t, m, _c in _auto_targets(session, campaign, where, pool)
+    moves = [(t, m, c) for t, m, c in _auto_targets(session, campaign, where, pool)
              if m is not None]
     apply_moves(session, moves)
     return len(moves)
 
 
-def apply_moves(session: Session, moves: list[tuple[int, int]]) -> None:
-    """Set tasks' managers in bulk: a temporary table, then one UPDATE ... FROM.
-    Only movable tasks move (one being called meanwhile is left alone)."""
+def apply_moves(session: Session, moves: list[tuple[int, int, int | None]]) -> int:
+    """Set tasks' managers set-based, in one UPDATE ... FROM; returns the tasks
+    moved. A move is (task, new manager, manager it had when planned): only
+    tasks still movable and still with that manager move (one being called,
+    or reassigned meanwhile, is left alone)."""
     if not moves:
-        return
+        return 0
     session.flush()
     conn = session.connection()
-    dialect = conn.dialect.name
-    conn.exec_driver_sql("DROP TABLE IF EXISTS khhf_moves")
-    conn.exec_driver_sql("CREATE TEMPORARY TABLE khhf_moves "
-                         "(task_id INTEGER PRIMARY KEY, manager_id INTEGER NOT NULL)")
-    raw = conn.connection.dbapi_connection
-    if raw is None:  # only after the connection was invalidated
-        raise RuntimeError("the database connection was lost before the tasks moved")
-    cursor = raw.cursor()
-    # in task order: the temporary table's key is the task id, so each row is
-    # an append to its B-tree, not an insert in the middle
-    moves = sorted(moves)
-    try:
-        if dialect == "postgresql":
-            with cursor.copy("COPY khhf_moves (task_id, manager_id) FROM STDIN") as copy:
-                for row in moves:
-                    copy.write_row(row)
-        else:  # SQLite
-            # one JSON text parsed inside SQLite: a third less CPU than binding
-            # a million parameter pairs through executemany
-            cursor.execute("INSERT INTO khhf_moves (task_id, manager_id) "
-                           "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
-                           "FROM json_each(?)", (json.dumps(moves, separators=(",", ":")),))
-    finally:
-        cursor.close()
-    update = text(
-        "UPDATE tasks SET manager_id = khhf_moves.manager_id, updated_at = :now "
-        "FROM khhf_moves WHERE tasks.id = khhf_moves.task_id "
-        f"AND tasks.status IN ({sql_list(MOVABLE)})")
-    if dialect == "postgresql":
-        # a temporary table has no statistics until analysed: without them the
-        # planner may join it row by row
-        conn.exec_driver_sql("ANALYZE khhf_moves")
-        conn.execute(update, {"now": utcnow()})
+    moved = 0
+    if conn.dialect.name == "postgresql":
+        # three arrays, one element per move: no temporary table to fill,
+        # analyse and drop. The moves' range of task ids lets the planner read
+        # only those tasks (without it, it hashed the whole table per chunk)
+        update = text(
+            "UPDATE tasks SET manager_id = v.manager_id, updated_at = :now "
+            "FROM unnest(CAST(:tasks AS INTEGER[]), CAST(:managers AS INTEGER[]), "
+            "CAST(:befores AS INTEGER[])) AS v(task_id, manager_id, before) "
+            "WHERE tasks.id = v.task_id AND tasks.id BETWEEN :first AND :last "
+            f"AND tasks.status IN ({sql_list(MOVABLE)}) "
+            "AND tasks.manager_id IS NOT DISTINCT FROM v.before")
+        ids = [m[0] for m in moves]
+        moved = conn.execute(update, {"now": utcnow(), "tasks": ids,
+                                      "managers": [m[1] for m in moves],
+                                      "befores": [m[2] for m in moves],
+                                      "first": min(ids), "last": max(ids)}).rowcount
     else:  # SQLite
+        conn.exec_driver_sql("DROP TABLE IF EXISTS khhf_moves")
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE khhf_moves (task_id INTEGER PRIMARY KEY, "
+                             "manager_id INTEGER NOT NULL, before INTEGER)")
+        # one JSON text parsed inside SQLite: a third less CPU than binding
+        # a million parameter triples through executemany; in task order, so
+        # each row is an append to the temporary table's B-tree
+        conn.exec_driver_sql(
+            "INSERT INTO khhf_moves (task_id, manager_id, before) "
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+            "json_extract(value, '$[2]') FROM json_each(?)",
+            (json.dumps(sorted(moves), separators=(",", ":")),))
+        update = text(
+            "UPDATE tasks SET manager_id = khhf_moves.manager_id, updated_at = :now "
+            "FROM khhf_moves WHERE tasks.id = khhf_moves.task_id "
+            f"AND tasks.status IN ({sql_list(MOVABLE)}) AND tasks.manager_id IS khhf_moves.before")
         with _sqlite_manager_index_set_aside(conn, len(moves)):
-            conn.execute(update, {"now": utcnow()})
-    conn.exec_driver_sql("DROP TABLE khhf_moves")
+            moved = conn.execute(update, {"now": utcnow()}).rowcount
+        conn.exec_driver_sql("DROP TABLE khhf_moves")
     session.expire_all()  # loaded tasks now have other managers
+    return moved
 
 
 # ix_tasks_manager_status is the only index on tasks with manager_id in it
