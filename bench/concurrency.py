@@ -1,8 +1,8 @@
 """Concurrency: simultaneous recorded calls through the whole stack, against
 bare Asterisk on the same host in the same run.
 
-    python3 -m bench.concurrency [--quick] [--levels 200,300,360]
-                                 [--bare-levels 300,360,420] [--rate 40]
+    python3 -m bench.concurrency [--quick] [--levels 200,250,300,360]
+                                 [--bare-levels 200,250,300,360,420] [--rate 40]
                                  [--min-rate 12] [--budget 1500]
                                  [--db sqlite|postgresql|both] [--pg-url URL]
 
@@ -27,7 +27,9 @@ threads paced at up to --rate per second, each manager its own customer.
 Per call:
 - row: ended / answered / hung up by the customer, talk seconds = the
   carrier's talk time +-1 s;
-- recording: the WAV exists, RMS > 500, length = answer->end +-1 s;
+- recording: the WAV exists, RMS > 500, length = the row's talk seconds
+  +-1 s (MixMonitor records only while bridged: customer's answer to
+  customer's hang-up; the manager's leg then hears the keypad result);
 - events: every AMI event Asterisk sent about the call (counted by an own
   raw AMI session with the bridge's user, so the same eventfilter) is
   stored in call_events.
@@ -43,8 +45,8 @@ Each mode raises the level until one fails (or the time budget is spent).
 The last line is the ratio: KHHF's highest passing level over bare
 Asterisk's, e.g. `concurrency khhf/bare sqlite=300/360 (0.83)`.
 
---quick: one level of 300 for bare and for KHHF (SQLite unless --db),
-under 5 minutes on an idle 2-core host.
+--quick: one level of 150 for bare and for KHHF (SQLite unless --db),
+about 3 minutes.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ from simkit.harness import PbxHarness
 from simkit.sipp import SIPP_DIR, Sipp, free_port, wav_stats
 
 TICK = os.sysconf("SC_CLK_TCK")
-QUICK_LEVEL = 300
+QUICK_LEVEL = 150
 
 # bare Asterisk's whole dialplan: the desk leg (originated) dials the
 # customer through the trunk, and the customer's leg records once answered,
@@ -231,7 +233,8 @@ class KhhfSampler(Sampler):
         self.ticks = 0
 
     def tick(self) -> None:
-        self.max_queue = max(self.max_queue, self.env.bridge.queue.qsize())
+        if self.env.thread is not None:  # the bridge in this process: its queue
+            self.max_queue = max(self.max_queue, self.env.bridge.queue.qsize())
         self.ticks += 1
         with self.env.sessions() as s:
             if self.postgres and self.ticks % 4 == 1:
@@ -400,16 +403,57 @@ class Bench:
             yield
 
     @contextlib.contextmanager
-    def khhf(self, database_url: str):
-        """The bridge and command channel on a fresh database (inside pbx(False))."""
-        self.env = BridgeEnv(self.h, self.workdir, database_url)
+    def khhf(self, database_url: str, in_process: bool = False):
+        """The bridge and command channel on a fresh database (inside
+        pbx(False)): its own process, `python -m ami_bridge` as deployed, or
+        (in_process) a thread of this one, sharing its GIL with the dialers."""
+        self.env = env = BridgeEnv(self.h, self.workdir, database_url)
+        self.bridge_proc = None
         try:
-            add_managers(self.env, self.desks)
-            self.env.start()
+            add_managers(env, self.desks)
+            if in_process:
+                env.start()
+            else:
+                self.bridge_proc = self.start_bridge_process(env.settings)
             yield
         finally:
-            self.env.stop()
+            if self.bridge_proc is not None:
+                self.bridge_proc.terminate()
+                self.bridge_proc.wait(30)
+            else:
+                env.stop()
             self.env = None
+
+    def start_bridge_process(self, settings) -> subprocess.Popen:
+        """`python -m ami_bridge` with BridgeEnv's settings (the config file
+        plus KHHF_* overrides); its log in bridge-<database>.log."""
+        overrides = {name: getattr(settings, name) for name in (
+            "database_url", "bridge_port", "calling_window", "manager_ring_seconds",
+            "customer_ring_seconds", "reconcile_seconds")}
+        environ = {**os.environ, **{f"KHHF_{k.upper()}": str(v) for k, v in overrides.items()}}
+        self.bridge_log = self.workdir / f"bridge-{settings.database_url.split(':')[0]}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ami_bridge", "--config", str(settings.config_path)],
+            env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.bridge_log, "ab"))  # noqa: SIM115 - the child holds it
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                bridge_client.live(settings, timeout=2)
+                return proc
+            except Exception:  # noqa: BLE001 - not up yet
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the bridge did not start: see {self.bridge_log}") from None
+                time.sleep(0.2)
+
+    def bridge_overruns(self) -> int:
+        """Reconciler passes skipped so far (the bridge process's log)."""
+        if self.bridge_proc is None:
+            return SKIPPED.count
+        try:
+            return self.bridge_log.read_text(errors="replace").count("skipped: maximum")
+        except OSError:
+            return 0
 
     def register_desks(self) -> None:
         """Every desk phone's contact is the one answering SIPp's port. SIPp
@@ -512,15 +556,18 @@ class Bench:
         env = self.env
         assert env is not None, "level() runs inside khhf()"
         result = self.new_level(env.engine.dialect.name, n, rate)
-        skipped_before = SKIPPED.count
+        skipped_before = self.bridge_overruns()
         # the tasks exist before anyone clicks: a dial is what the web UI does
         tasks = [env.task_for(ext, f"139{n % 1000:03d}{i:05d}")
                  for i, ext in enumerate(self.desks[:n])]
         tap = AmiTapThread(self.h.settings)
         desk, carrier = self.parties(result)
         call_ids: list[int] = []
-        sampler = KhhfSampler(env, {"asterisk": [self.h.pbx.pid()],
-                                    "sipp": [desk.proc.pid, carrier.proc.pid]}, call_ids)
+        pids: dict[str, list[int | None]] = {"asterisk": [self.h.pbx.pid()],
+                                             "sipp": [desk.proc.pid, carrier.proc.pid]}
+        if self.bridge_proc is not None:
+            pids["bridge"] = [self.bridge_proc.pid]
+        sampler = KhhfSampler(env, pids, call_ids)
         sampler.start()
         profiler = Profiler(self.profile_dir, f"{result.mode}-{n}", self.h.pbx.pid(),
                             result.talk_s)
@@ -552,7 +599,7 @@ class Bench:
         result.max_queue = sampler.max_queue
         sent = events_by_call(tap.stop())
         self.check(result, call_ids, sent, sampler.final_seen)
-        result.reconcile_skipped = SKIPPED.count - skipped_before
+        result.reconcile_skipped = self.bridge_overruns() - skipped_before
         return result
 
     def dial(self, ext: str, task_id: int) -> int:
@@ -587,13 +634,17 @@ class Bench:
                 bad.setdefault("talk", []).append(f"call {call.id}: {call.talk_seconds} s")
             else:
                 result.rows_ok += 1
-            if answer and end:
-                intervals.append((answer, end))
-                if call.id in final_seen:
-                    result.lag.append(final_seen[call.id] - end)
-            if call.recording_path and answer and end:
+            # the talk: customer's answer -> customer's hang-up; the manager's leg
+            # goes on after it (the keypad result) until end_at
+            talk = call.talk_seconds if call.talk_seconds is not None else (
+                end - answer if answer and end else None)
+            if answer and talk is not None:
+                intervals.append((answer, answer + talk))
+            if end and call.id in final_seen:
+                result.lag.append(final_seen[call.id] - end)
+            if call.recording_path and talk is not None:
                 recordings.append((call.id, str(env.settings.recordings_dir
-                                                 / call.recording_path), end - answer))
+                                                 / call.recording_path), talk))
             else:
                 bad.setdefault("no recording", []).append(f"call {call.id}")
             ours = sent.get(call.linkedid, set())
@@ -631,20 +682,23 @@ def highest(results: list[Level], mode: str) -> int:
 def print_table(results: list[Level]) -> None:
     print("mode | calls | load | talk s | dial/s | peak up | SIPp desk ok/fail | "
           "carrier ok/fail | rows ok | audio ok | AMI events stored/sent | "
-          "Asterisk CPU % avg/peak | SIPp CPU % avg/peak | bridge+bench CPU % avg/peak | "
-          "PostgreSQL CPU % avg/peak | max queue | lag p50/max s | reconciler overruns | result")
-    print(" | ".join(["---"] * 19))
+          "Asterisk CPU % avg/peak | SIPp CPU % avg/peak | bridge CPU % avg/peak | "
+          "bench CPU % avg/peak | PostgreSQL CPU % avg/peak | max queue | lag p50/max s | "
+          "reconciler overruns | result")
+    print(" | ".join(["---"] * 20))
     for r in results:
         lag = f"{statistics.median(r.lag):.2f}/{max(r.lag):.2f}" if r.lag else "-"
         cpu = {name: "{:.0f}/{:.0f}".format(*r.cpu[name]) if name in r.cpu else "-"
-               for name in ("asterisk", "sipp", "bench", "database")}
+               for name in ("asterisk", "sipp", "bridge", "bench", "database")}
+        if r.mode != "postgresql":
+            cpu["database"] = "-"
         khhf = r.mode != "bare"
         print(f"{r.mode} | {r.n} | {r.load:.1f} | {r.talk_s:g} | {r.dial_rate:.1f} | {r.peak} | "
               f"{r.desk[0]}/{r.desk[1]} | {r.carrier[0]}/{r.carrier[1]} | "
               f"{f'{r.rows_ok}/{r.n}' if khhf else '-'} | {r.audio_ok}/{r.n} | "
               f"{f'{r.events_stored}/{r.events_sent}' if khhf else '-'} | {cpu['asterisk']} | "
-              f"{cpu['sipp']} | {cpu['bench']} | {cpu['database']} | "
-              f"{r.max_queue if khhf else '-'} | {lag} | "
+              f"{cpu['sipp']} | {cpu['bridge']} | {cpu['bench']} | {cpu['database']} | "
+              f"{r.max_queue if khhf and r.max_queue else '-'} | {lag} | "
               f"{r.reconcile_skipped if khhf else '-'} | {'ok' if r.ok else 'FAIL'}")
     for r in results:
         for problem in r.problems:
@@ -656,8 +710,8 @@ def main(argv=None) -> int:
                                 description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help=f"one level of {QUICK_LEVEL} calls, bare and KHHF (under 5 minutes)")
-    p.add_argument("--levels", default="200,300,360", help="KHHF's levels, raised until one fails")
-    p.add_argument("--bare-levels", default="300,360,420",
+    p.add_argument("--levels", default="200,250,300,360", help="KHHF's levels, raised until one fails")
+    p.add_argument("--bare-levels", default="200,250,300,360,420",
                    help="bare Asterisk's levels, raised until one fails")
     p.add_argument("--rate", type=float, default=40, help="new calls per second")
     p.add_argument("--budget", type=float, default=1500,
@@ -667,6 +721,8 @@ def main(argv=None) -> int:
     p.add_argument("--pg-url", default=os.environ.get("KHHF_TEST_PG_URL"))
     p.add_argument("--min-rate", type=float, default=12,
                    help="dial rate assumed when choosing the talk time")
+    p.add_argument("--in-process", action="store_true",
+                   help="the bridge in a thread of the bench (before issue 21), not its own process")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="perf record Asterisk and py-spy this process at each level, into DIR")
     args = p.parse_args(argv)
@@ -687,7 +743,7 @@ def main(argv=None) -> int:
                    deadline, args.min_rate, args.rate)
     with bench.pbx(bare=False):
         for label in engines:
-            with database(label, workdir, args.pg_url) as engine, bench.khhf(db_url(engine)):
+            with database(label, workdir, args.pg_url) as engine, bench.khhf(db_url(engine), args.in_process):
                 run_levels(label, levels, lambda n: bench.level(n, args.rate), results,
                            deadline, args.min_rate, args.rate)
     print(f"concurrency: recorded calls through SIPp desk + carrier (RTP both sides) and "
