@@ -118,8 +118,7 @@ class BarePbx(pbx.Pbx):
     def render(self, layout: pbx.Layout) -> None:
         super().render(layout)
         etc = self.run_dir / "etc"
-        for conf in (etc / "extensions.d").glob("*.conf"):
-            conf.write_text("")
+        # no #include: extensions.d/ (KHHF's contexts) is not read
         (etc / "extensions.conf").write_text(BARE_DIALPLAN.format(
             trunk=TRUNK_ENDPOINT, rec_dir=f"{layout.inner_dir}/recordings"))
         for name in ("cel.conf", "cdr.conf"):
@@ -770,8 +769,9 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} cores; work dir {workdir}")
     print_table(results)
     bare = highest(results, "bare")
-    ratios = [f"{label}={highest(results, label)}/{bare} "
-              f"({highest(results, label) / bare if bare else 0:.2f})" for label in engines]
+    def ratio(a: int, b: int) -> str:
+        return f"{a}/{b} ({a / b:.2f})" if b else f"{a}/{b} (-)"
+    ratios = [f"{label}={ratio(highest(results, label), bare)}" for label in engines]
     # and, less coarse on a busy host: calls passing every check at the
     # highest level both ran, KHHF's over bare Asterisk's
     for label in engines:
@@ -780,8 +780,7 @@ def main(argv=None) -> int:
         if common:
             r = common[-1]
             ok = both[r.n].calls_ok
-            ratios.append(f"passing@{r.n} {label}={r.calls_ok}/{ok} "
-                          f"({r.calls_ok / ok if ok else 0:.2f})")
+            ratios.append(f"passing@{r.n} {label}={ratio(r.calls_ok, ok)}")
     print(f"concurrency khhf/bare {' '.join(ratios)}")
     return 0
 
