@@ -523,6 +523,7 @@ class Pbx:
         pid = self.pid()
         if pid:
             return pid
+        trunk_tokens(self.settings)  # a node behind an edge refuses SQLite first
         layout = self.layout()
         self.check_ports()
         self.render(layout)
