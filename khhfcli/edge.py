@@ -24,11 +24,17 @@ def register(subparsers) -> None:
 
 def ensure_tables(settings) -> None:
     """Kamailio's tables in the shared PostgreSQL (khhf.cluster), made once."""
+    from sqlalchemy.exc import OperationalError
+
     from khhf import cluster, db
     cluster.require_postgresql(settings, "the SIP edge")
     engine = db.make_engine(settings.database_url)
     try:
-        if cluster.ensure_kamailio_tables(engine):
+        try:
+            made = cluster.ensure_kamailio_tables(engine)
+        except OperationalError as exc:
+            raise db.cannot_connect(exc, engine, settings) from None
+        if made:
             print(f"created Kamailio's tables (schema {cluster.KAMAILIO_SCHEMA}) in "
                   f"{engine.url.render_as_string(hide_password=True)}")
     finally:

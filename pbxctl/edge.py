@@ -246,12 +246,13 @@ class Edge:
         """Stop Kamailio; True if it was running."""
         pid = self.pid()
         if pid:
-            os.killpg(pid, signal.SIGTERM)
+            # Kamailio's main process stops its workers itself
+            os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self._alive(pid):
                 time.sleep(0.05)
             if self._alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)  # its own session (start_new_session)
         self.pid_file.unlink(missing_ok=True)
         proc = getattr(self, "_proc", None)
         if proc is not None:

@@ -199,6 +199,11 @@ class EdgeHarness:
         port = self.register_desk_phone(extension)
         return self.party(scenario, local_ip="127.0.0.1", port=port, **kwargs).start()
 
+    def carrier(self, scenario: str = "edge_answer_hangup.xml", **kwargs) -> Sipp:
+        """The carrier trunk behind the edge, answering as the customer."""
+        return self.party(scenario, local_ip=self.settings.trunk_host,
+                          port=self.settings.trunk_port, **kwargs).start()
+
     def hotline_calls(self, unified: str, calls: int, rate: float | None = None) -> Sipp:
         """The carrier sending `calls` customers' calls to `unified` through the edge."""
         return self.party("edge_hotline_call.xml", local_ip=self.settings.trunk_host,
