@@ -9,9 +9,11 @@ import datetime as dt
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -71,6 +73,28 @@ def originate(node, **fields) -> None:
     asyncio.run(run())
 
 
+def final_status(from_ip: str, to: tuple[str, int], user: str) -> int:
+    """Send one out-of-dialog INVITE for `user` from `from_ip`; its final status."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((from_ip, 0))
+    sock.settimeout(5)
+    port = sock.getsockname()[1]
+    invite = (f"INVITE sip:{user}@{to[0]}:{to[1]} SIP/2.0\r\n"
+              f"Via: SIP/2.0/UDP {from_ip}:{port};branch=z9hG4bK-{uuid.uuid4().hex}\r\n"
+              f"From: <sip:13700001111@{from_ip}>;tag={uuid.uuid4().hex[:8]}\r\n"
+              f"To: <sip:{user}@{to[0]}>\r\nCall-ID: {uuid.uuid4().hex}\r\n"
+              f"CSeq: 1 INVITE\r\nContact: <sip:13700001111@{from_ip}:{port}>\r\n"
+              f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    try:
+        sock.sendto(invite.encode(), to)
+        while True:
+            status = int(sock.recv(65535).split(b" ", 2)[1])
+            if status >= 200:
+                return status
+    finally:
+        sock.close()
+
+
 def test_the_edge_dispatches_fails_over_and_reaches_phones(pg_database, tmp_path):
     url = pg_database("edge").url.render_as_string(hide_password=False)
     edge_port = free_port(span=3)
@@ -82,6 +106,15 @@ def test_the_edge_dispatches_fails_over_and_reaches_phones(pg_database, tmp_path
         uri = {n: f"sip:127.0.0.1:{n.settings.sip_port}" for n in (n1, n2)}
         wait_until(lambda: set(edge.node_states().values()) == {"up"}, 30,
                    f"both nodes to answer the edge's OPTIONS: {edge.node_states()}")
+        # only the carrier's address reaches a node, and only for a unified
+        # number; anyone else is a phone that must authenticate; only the
+        # nodes may use the edge's inner sockets
+        edge_at = ("127.0.0.1", edge_port)
+        assert final_status("127.0.0.1", edge_at, UNIFIED) == 407
+        assert final_status("127.0.0.2", edge_at, "8001") == 404
+        assert final_status("127.0.0.2", edge_at, "01012345678") == 404
+        assert final_status("127.0.0.2", ("127.0.0.1", edge_port + 1), UNIFIED) == 403
+        assert final_status("127.0.0.1", ("127.0.0.1", edge_port + 2), "8001") == 403
         status = subprocess.run([sys.executable, "-m", "khhfcli.main", "--config",
                                  str(edge.settings.config_path), "edge", "status"],
                                 capture_output=True, text=True, timeout=60)
