@@ -40,6 +40,8 @@ ENABLED = tuple(unit for unit in UNITS if unit not in ("khhf-health.service", ED
 def enabled_units(settings: config_mod.Settings) -> tuple[str, ...]:
     """The units `install` enables: ENABLED, and the edge where edge_nodes is set."""
     return ENABLED + ((EDGE_UNIT,) if settings.edge_nodes.strip() else ())
+
+
 SYSTEM_DIR = Path("/etc/systemd/system")
 
 # The services that only need the database and the config (AGI, bridge, web UI, SMS
