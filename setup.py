@@ -14,7 +14,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-SHIPPED = ("asterisk",)
+SHIPPED = ("asterisk", "kamailio")
 # rendered by `khhf pbx`, never shipped (an old checkout may still have one)
 NOT_SHIPPED = ("asterisk/pjsip.d/50-desk-phones.conf",)
 

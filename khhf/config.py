@@ -60,6 +60,19 @@ class Settings:
     # and is not dialed until it answers again. 0: never ask (a carrier
     # that ignores OPTIONS); then only failing calls show the line down
     trunk_qualify_seconds: int = 30
+    # the SIP edge (Kamailio, `khhf edge up`, docs/cluster.md) in front of
+    # several PBX nodes. Empty edge_host: one node, no edge (the carrier and
+    # the phones talk to the PBX itself). Set on every node and on the edge:
+    # the carrier and the desk phones send to edge_host:edge_port; the nodes
+    # talk to the edge on edge_inner_host (default edge_host) at edge_port+1
+    # (the carrier's calls) and edge_port+2 (the desk phones' calls)
+    edge_host: str = ""
+    edge_port: int = 5060
+    edge_inner_host: str = ""
+    # on the edge: the nodes' SIP addresses (host:port, comma-separated),
+    # the dispatcher's set; OPTIONS probe every edge_probe_seconds
+    edge_nodes: str = ""
+    edge_probe_seconds: int = 1
     # FastAGI service the dialplan asks for hotline routing
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
@@ -182,6 +195,37 @@ class Settings:
     def pbx_dir(self) -> Path:
         """The PBX instance's run directory: rendered config, spool, logs."""
         return self.home / "pbx" / self.pbx_name
+
+    @property
+    def edge_dir(self) -> Path:
+        """The SIP edge's run directory: rendered Kamailio config, pid, log."""
+        return self.home / "edge"
+
+    @property
+    def edge_inner(self) -> str:
+        """The edge's address toward the nodes."""
+        return self.edge_inner_host or self.edge_host
+
+    @property
+    def edge_carrier_side_port(self) -> int:
+        """The edge's port for the nodes' carrier traffic (both ways)."""
+        return self.edge_port + 1
+
+    @property
+    def edge_phone_side_port(self) -> int:
+        """The edge's port for the nodes' calls to desk phones."""
+        return self.edge_port + 2
+
+    def edge_node_list(self) -> list[tuple[str, int]]:
+        """edge_nodes as [(host, port)]; ConfigError names a bad entry."""
+        nodes = []
+        for entry in filter(None, (e.strip() for e in self.edge_nodes.split(","))):
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"edge_nodes entry {entry!r} is not host:port: give the "
+                                  "nodes' SIP addresses, e.g. 10.0.0.11:5060,10.0.0.12:5060.")
+            nodes.append((host, int(port)))
+        return nodes
 
     @property
     def recordings_dir(self) -> Path:

@@ -6,6 +6,9 @@
                                the database's schema revision (khhfcli/db.py)
     khhf pbx build|up|down|status|reload|sync|phones
                                the Asterisk PBX (khhfcli/pbx.py)
+    khhf edge up|down|status|phones
+                               the SIP edge (Kamailio) in front of the PBX nodes
+                               (khhfcli/edge.py, docs/cluster.md)
     khhf import KIND FILE      customers, managers or tasks from XLSX/CSV (see khhfcli.imports)
     khhf sms inject|outbox     the SMS inbox and outbox (khhfcli/sms.py)
     khhf service install       systemd units for the PBX, AGI, bridge, SMS gateway, jobs and web UI
@@ -98,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import imports as cli_imports
     from . import pbx as cli_pbx
     cli_pbx.register(sub)       # khhf pbx build|up|down|status|reload|sync|phones
+    from . import edge as cli_edge
+    cli_edge.register(sub)      # khhf edge up|down|status|phones
     from . import service as cli_service
     from . import sms as cli_sms
     from . import tasks as cli_tasks

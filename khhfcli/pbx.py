@@ -82,9 +82,11 @@ def cmd_pbx(args) -> int:
     elif args.action == "sync":
         return sync_phones(settings, instance, args.every)
     elif args.action == "phones":
+        # behind a SIP edge the phones register there (docs/cluster.md)
+        where = (f"{settings.edge_host}:{settings.edge_port}" if settings.edge_host
+                 else f"{settings.sip_host}:{settings.sip_port}")
         for ext in instance.desk_extensions:
-            print(f"{ext}\tsip:{ext}@{settings.sip_host}:{settings.sip_port}\t"
-                  f"password {pbx.phone_password(settings, ext)}")
+            print(f"{ext}\tsip:{ext}@{where}\tpassword {pbx.phone_password(settings, ext)}")
     return 0
 
 

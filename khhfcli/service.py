@@ -1,6 +1,7 @@
 """`khhf service install`: run KHHF for real, under systemd.
 
-Seven units, shipped as templates in khhfcli/systemd/: khhf-pbx (Asterisk,
+Eight units, shipped as templates in khhfcli/systemd/: khhf-edge (the SIP edge,
+Kamailio, enabled only where edge_nodes is set: docs/cluster.md), khhf-pbx (Asterisk,
 forking) and khhf-phones (`khhf pbx sync --every`: new managers' desk phones
 into the running PBX), khhf-agi (Type=notify with a watchdog), khhf-bridge
 and khhf-web, those ordered after the PBX, khhf-smsgw (the SMS gateway) and
@@ -29,9 +30,18 @@ from khhf.config import ConfigError
 UNIT_DIR = Path(__file__).resolve().parent / "systemd"
 UNITS = ("khhf-pbx.service", "khhf-phones.service", "khhf-agi.service", "khhf-bridge.service",
          "khhf-web.service", "khhf-smsgw.service", "khhf-jobs.service",
-         "khhf-health.service", "khhf-health.timer")
+         "khhf-health.service", "khhf-health.timer", "khhf-edge.service")
+# the SIP edge runs only on the machine whose config lists the nodes (edge_nodes)
+EDGE_UNIT = "khhf-edge.service"
 # what `enable --now` starts: the health check runs from its timer, not at boot itself
-ENABLED = tuple(unit for unit in UNITS if unit != "khhf-health.service")
+ENABLED = tuple(unit for unit in UNITS if unit not in ("khhf-health.service", EDGE_UNIT))
+
+
+def enabled_units(settings: config_mod.Settings) -> tuple[str, ...]:
+    """The units `install` enables: ENABLED, and the edge where edge_nodes is set."""
+    return ENABLED + ((EDGE_UNIT,) if settings.edge_nodes.strip() else ())
+
+
 SYSTEM_DIR = Path("/etc/systemd/system")
 
 # The services that only need the database and the config (AGI, bridge, web UI, SMS
@@ -86,11 +96,14 @@ def cmd_service(args) -> int:
         return 1
     for path in written:
         print(f"wrote {path}")
+    path = args.unit_config or args.config or os.environ.get("KHHF_CONFIG") \
+        or config_mod.DEFAULT_CONFIG_PATH
+    units = enabled_units(config_mod.load(path, environ={}))
     if args.no_enable:
         print("not enabled; to start them: systemctl daemon-reload && systemctl enable --now "
-              + " ".join(ENABLED))
+              + " ".join(units))
     else:
-        print("enabled and started: " + " ".join(ENABLED))
+        print("enabled and started: " + " ".join(units))
     return 0
 
 
@@ -110,6 +123,7 @@ def render(venv: Path, settings: config_mod.Settings) -> dict[str, str]:
         private_tmp="" if in_tmp else "PrivateTmp=yes").split("\n") if line)
     values = {"PYTHON": venv / "bin" / "python", "KHHF": venv / "bin" / "khhf",
               "CONFIG": config_path, "PBX_DIR": Path(settings.pbx_dir).resolve(),
+              "EDGE_DIR": Path(settings.edge_dir).resolve(),
               "HARDENING": hardening}
     units = {}
     for name in UNITS:
@@ -169,7 +183,7 @@ def install(venv: str | None, config_path: str | None, dest: Path, enable: bool)
                            f"or choose another --dest.") from None
     if enable:
         _systemctl("daemon-reload")
-        _systemctl("enable", "--now", *ENABLED)
+        _systemctl("enable", "--now", *enabled_units(settings))
     return written
 
 

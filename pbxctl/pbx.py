@@ -29,6 +29,7 @@ from pathlib import Path
 import amiclient
 from khhf import numbering
 from khhf.channel_vars import TRUNK_ENDPOINT
+from khhf.cluster import require_postgresql
 from khhf.config import Settings, agi_key
 from khhf.shipped import shipped
 
@@ -67,6 +68,20 @@ def sip_timers(settings: Settings) -> dict[str, int]:
     b_ms = max(1, settings.trunk_response_seconds) * 1000
     t1_ms = max(100, min(500, b_ms // 64))
     return {"SIP_TIMER_RETRANSMIT_MS": t1_ms, "SIP_TIMER_TIMEOUT_MS": max(b_ms, 64 * t1_ms)}
+
+
+def trunk_tokens(settings: Settings) -> dict[str, object]:
+    """Where the node's trunk endpoint is, and what identifies it: the
+    carrier by its IP, or, behind a SIP edge (docs/cluster.md), the edge's
+    carrier-side socket by IP and port, so the edge's other traffic (its
+    calls from desk phones' side) is never taken for the carrier."""
+    s = settings
+    if not s.edge_host:
+        return {"TRUNK_HOST": s.trunk_host, "TRUNK_PORT": s.trunk_port,
+                "TRUNK_MATCH": s.trunk_host}
+    require_postgresql(s, f"PBX node {s.pbx_name!r} behind the SIP edge (edge_host is set)")
+    return {"TRUNK_HOST": s.edge_inner, "TRUNK_PORT": s.edge_carrier_side_port,
+            "TRUNK_MATCH": f"{s.edge_inner}:{s.edge_carrier_side_port}"}
 
 
 def debian_mirror() -> str:
@@ -388,7 +403,7 @@ class Pbx:
             "AMI_HOST": s.ami_host, "AMI_PORT": s.ami_port,
             "AMI_USER": s.ami_user, "AMI_SECRET": s.require("ami_secret"),
             "RTP_START": s.rtp_start, "RTP_END": s.rtp_end,
-            "TRUNK_HOST": s.trunk_host, "TRUNK_PORT": s.trunk_port, "TRUNK": TRUNK_ENDPOINT,
+            **trunk_tokens(s), "TRUNK": TRUNK_ENDPOINT,
             "TRUNK_QUALIFY_SECONDS": max(0, s.trunk_qualify_seconds),
             **sip_timers(s),
             "AGI_HOST": s.agi_host, "AGI_PORT": s.agi_port, "AGI_KEY": agi_key(s),
@@ -418,11 +433,15 @@ class Pbx:
             if not numbering.DESK_EXTENSION.fullmatch(ext):
                 raise PbxError(f"desk extension {ext!r} is not four digits 2000-9999: fix it "
                                f"on the manager's page.")
+            # behind an edge the phone registers there: the node reaches it
+            # through the edge, which finds where it registered
+            contact = (f"contact = sip:{ext}@{s.edge_inner}:{s.edge_phone_side_port}\n"
+                       if s.edge_host else "")
             phones.append(f"[{ext}](desk-phone)\nauth = {ext}\naors = {ext}\n"
                           f"callerid = <{ext}>\n\n"
                           f"[{ext}](desk-phone-auth)\nusername = {ext}\n"
                           f"password = {phone_password(s, ext)}\n\n"
-                          f"[{ext}](desk-phone-aor)\n\n")
+                          f"[{ext}](desk-phone-aor)\n{contact}\n")
         dest = etc / "pjsip.d" / "50-desk-phones.conf"
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -504,6 +523,7 @@ class Pbx:
         pid = self.pid()
         if pid:
             return pid
+        trunk_tokens(self.settings)  # a node behind an edge refuses SQLite first
         layout = self.layout()
         self.check_ports()
         self.render(layout)

@@ -130,3 +130,83 @@ class AgiThread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._thread = None
+
+
+class EdgeHarness:
+    """The SIP edge (Kamailio, pbxctl.edge) in front of running PbxHarness
+    nodes whose settings name it (edge_host, edge_port), on loopback, with
+    the nodes' shared PostgreSQL. The carrier is at 127.0.0.2; desk phones
+    register with the edge from 127.0.0.1."""
+
+    def __init__(self, workdir: Path, nodes, desk_extensions=("8001",), **overrides):
+        from pbxctl.edge import Edge
+        first = nodes[0].settings
+        self.workdir = Path(workdir)
+        self.settings = config.write_new(
+            self.workdir / "khhf.conf", home=self.workdir, database_url=first.database_url,
+            edge_host=first.edge_host, edge_port=first.edge_port,
+            edge_nodes=",".join(f"{n.settings.sip_host}:{n.settings.sip_port}" for n in nodes),
+            trunk_host="127.0.0.2", trunk_port=free_port("127.0.0.2"),
+            # one site, one secret: the phones' passwords are the nodes'
+            phone_secret=first.phone_secret, **overrides)
+        self.edge = Edge(self.settings, list(desk_extensions))
+        self.parties: list[Sipp] = []
+
+    @staticmethod
+    def node_settings(database_url: str, edge_port: int) -> dict:
+        """PbxHarness overrides for a node behind an edge on 127.0.0.1:edge_port;
+        the FastAGI address has nobody listening (the hotline's fallback)."""
+        return {"database_url": database_url, "edge_host": "127.0.0.1", "edge_port": edge_port,
+                "agi_port": free_port(kind=socket.SOCK_STREAM)}
+
+    def __enter__(self):
+        from khhf import cluster, db
+        engine = db.make_engine(self.settings.database_url)
+        try:
+            cluster.ensure_kamailio_tables(engine)
+        finally:
+            engine.dispose()
+        self.edge.up()
+        return self
+
+    def __exit__(self, *exc):
+        for party in self.parties:
+            party.stop()
+        self.edge.down()
+
+    @property
+    def sip_target(self) -> str:
+        return f"{self.settings.edge_host}:{self.settings.edge_port}"
+
+    def node_states(self) -> dict[str, str]:
+        """{node URI: up | down | off}, as the edge's dispatcher has them."""
+        return dict(self.edge.nodes())
+
+    def party(self, scenario: str, **kwargs) -> Sipp:
+        sipp = Sipp(scenario, self.workdir / "sipp", **kwargs)
+        self.parties.append(sipp)
+        return sipp
+
+    def register_desk_phone(self, extension: str, port: int | None = None) -> int:
+        """Register desk phone `extension` with the edge from 127.0.0.1:port."""
+        port = port or free_port()
+        self.parties.append(register_desk_phone(self.settings, extension, port,
+                                                self.workdir / "sipp", remote=self.sip_target))
+        return port
+
+    def desk_phone(self, extension: str, scenario: str = "edge_answer.xml", **kwargs) -> Sipp:
+        """A desk phone registered with the edge, answering on its contact."""
+        port = self.register_desk_phone(extension)
+        return self.party(scenario, local_ip="127.0.0.1", port=port, **kwargs).start()
+
+    def carrier(self, scenario: str = "edge_answer_hangup.xml", **kwargs) -> Sipp:
+        """The carrier trunk behind the edge, answering as the customer."""
+        return self.party(scenario, local_ip=self.settings.trunk_host,
+                          port=self.settings.trunk_port, **kwargs).start()
+
+    def hotline_calls(self, unified: str, calls: int, rate: float | None = None) -> Sipp:
+        """The carrier sending `calls` customers' calls to `unified` through the edge."""
+        return self.party("edge_hotline_call.xml", local_ip=self.settings.trunk_host,
+                          port=free_port(self.settings.trunk_host), remote=self.sip_target,
+                          service=unified, keys={"caller": "13700001111"}, calls=calls,
+                          rate=rate).start()

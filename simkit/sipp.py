@@ -238,12 +238,13 @@ class Sipp:
 
 
 def register_desk_phone(settings, extension: str, port: int, workdir: Path,
-                        expires: int = 3600) -> Sipp:
+                        expires: int = 3600, remote: str | None = None) -> Sipp:
     """Register desk phone `extension` from 127.0.0.1:`port` with the PBX of
-    `settings` (digest auth with its derived password); raise if refused."""
+    `settings`, or with `remote` (the SIP edge), by digest auth with its
+    derived password; raise if refused."""
     from pbxctl.pbx import phone_password
     reg = Sipp("register.xml", workdir, local_ip="127.0.0.1", port=port,
-               remote=f"{settings.sip_host}:{settings.sip_port}", service=extension,
+               remote=remote or f"{settings.sip_host}:{settings.sip_port}", service=extension,
                auth=(extension, phone_password(settings, extension)), keys={"expires": expires},
                run_limit=None)  # wait(20) below bounds it
     try:

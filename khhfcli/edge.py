@@ -1,0 +1,67 @@
+"""`khhf edge ...`: the SIP edge (Kamailio) in front of the PBX nodes, run by root.
+
+    khhf edge up       make Kamailio's tables (once), render its config, start it,
+                       hand it the desk phones
+    khhf edge down     stop it
+    khhf edge status   is it running, and which nodes answer its OPTIONS probes
+    khhf edge phones   hand the running edge the desk phones again (new managers)
+
+The edge needs PostgreSQL (shared with every node); on SQLite it refuses in
+one sentence. Design and commands: docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+from khhf import config as config_mod
+
+
+def register(subparsers) -> None:
+    """Add the `edge` command to khhf's argument parser."""
+    p = subparsers.add_parser("edge", help="the SIP edge (Kamailio) in front of the PBX nodes")
+    p.add_argument("action", choices=["up", "down", "status", "phones"])
+    p.set_defaults(func=cmd_edge)
+
+
+def ensure_tables(settings) -> None:
+    """Kamailio's tables in the shared PostgreSQL (khhf.cluster), made once."""
+    from sqlalchemy.exc import OperationalError
+
+    from khhf import cluster, db
+    cluster.require_postgresql(settings, "the SIP edge")
+    engine = db.make_engine(settings.database_url)
+    try:
+        try:
+            made = cluster.ensure_kamailio_tables(engine)
+        except OperationalError as exc:
+            raise db.cannot_connect(exc, engine, settings) from None
+        if made:
+            print(f"created Kamailio's tables (schema {cluster.KAMAILIO_SCHEMA}) in "
+                  f"{engine.url.render_as_string(hide_password=True)}")
+    finally:
+        engine.dispose()
+
+
+def cmd_edge(args) -> int:
+    from pbxctl.edge import Edge
+
+    from .pbx import desk_extensions
+    settings = config_mod.load(args.config)
+    if args.action in ("up", "phones"):
+        edge = Edge(settings, desk_extensions(settings))
+    else:
+        edge = Edge(settings)
+    if args.action == "up":
+        edge.check()
+        ensure_tables(settings)
+        pid = edge.up()
+        print(f"SIP edge up (pid {pid}) on {settings.edge_host}:{settings.edge_port}; "
+              f"{len(edge.desk_extensions)} desk phones; run directory {edge.run_dir}")
+    elif args.action == "down":
+        was = edge.down()
+        print(f"SIP edge {'stopped' if was else 'was not running'}")
+    elif args.action == "status":
+        print(edge.status())
+    elif args.action == "phones":
+        edge.load_phones()
+        print(f"desk phones handed to the edge: {', '.join(edge.desk_extensions) or 'none'}")
+    return 0
