@@ -43,7 +43,7 @@ bridge's largest queue and lag (hang-up -> row final, sampled every
 0.25 s); reconciler overruns; the load average at the level's start.
 Each mode raises the level until one fails (or the time budget is spent).
 The last line is the ratio: KHHF's highest passing level over bare
-Asterisk's, e.g. `concurrency khhf/bare sqlite=300/360 (0.83)`.
+Asterisk's, e.g. `concurrency khhf:bare sqlite=300/360 (0.83)`.
 
 --quick: one level of 150 for bare and for KHHF (SQLite unless --db),
 about 3 minutes.
@@ -781,7 +781,7 @@ def main(argv=None) -> int:
             r = common[-1]
             ok = both[r.n].calls_ok
             ratios.append(f"passing@{r.n} {label}={ratio(r.calls_ok, ok)}")
-    print(f"concurrency khhf/bare {' '.join(ratios)}")
+    print(f"concurrency khhf:bare {' '.join(ratios)}")
     return 0
 
 
