@@ -14,7 +14,9 @@ Database work runs in a thread pool (SQLAlchemy is synchronous), at most
 once per request, inside one unit of work, so a slow database never
 stalls the event loop and the other calls with it. A route that overruns
 its deadline stops talking to Asterisk, but its unit of work still
-completes: the call row is written late rather than lost.
+completes: the call row is written late rather than lost. A unit the
+database refuses for the moment (locked, away) is tried again for up to
+UNIT_RETRY_SECONDS.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hmac
+import itertools
 import logging
 import re
 import time
@@ -31,13 +34,18 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from khhf.config import Settings
-from khhf.db import unit_of_work
+from khhf.db import is_unavailable, unit_of_work
 
 log = logging.getLogger(__name__)
 
 # Asterisk holds the call while the route runs: give up well before the
 # dialplan's 2 s budget, so the fallback still has time to ring.
 ROUTE_DEADLINE = 1.5
+# a unit of work the database refused for the moment (SQLite's write lock
+# held past the busy timeout, PostgreSQL away) is tried again with a growing
+# pause for this long: a hang-up's row is written late rather than left open
+UNIT_RETRY_SECONDS = 120.0
+UNIT_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0, 5.0)
 HEADER_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 1.0
 
@@ -210,6 +218,7 @@ class FastAgiServer:
         self.junk_log = RateLimitedLog(log, junk_log_interval)
         self.session_factory = session_factory
         self.deadline = deadline
+        self.unit_retry_seconds = UNIT_RETRY_SECONDS
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=db_threads, thread_name_prefix="agi-db")
         self.server: asyncio.base_events.Server | None = None
@@ -225,16 +234,28 @@ class FastAgiServer:
 
     async def _run_in_unit_of_work(self, fn):
         def work():
-            try:
-                with unit_of_work(self.session_factory) as db:
-                    return fn(db)
-            except (IntegrityError, OperationalError) as exc:
-                # a concurrent request for the same call (the routing AGI
-                # finishing late while the hang-up AGI runs) won the race;
-                # the routes are idempotent, so the same work again, afresh
-                log.info("retrying a unit of work after %s", exc.__class__.__name__)
-                with unit_of_work(self.session_factory) as db:
-                    return fn(db)
+            give_up = time.monotonic() + self.unit_retry_seconds
+            lost_race = False
+            for attempt in itertools.count():
+                try:
+                    with unit_of_work(self.session_factory) as db:
+                        return fn(db)
+                except IntegrityError:
+                    # a concurrent request for the same call (the routing AGI
+                    # finishing late while the hang-up AGI runs) won the race;
+                    # the routes are idempotent, so the same work again, afresh
+                    if lost_race:
+                        raise
+                    lost_race = True
+                    log.info("retrying a unit of work after IntegrityError")
+                except OperationalError as exc:
+                    if not is_unavailable(exc) or time.monotonic() >= give_up:
+                        raise
+                    pause = UNIT_RETRY_PAUSES[min(attempt, len(UNIT_RETRY_PAUSES) - 1)]
+                    log.info("the database refused a unit of work (%s); trying again in %.2f s",
+                             exc.__class__.__name__, pause)
+                    time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+            raise AssertionError("itertools.count() ended")
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -383,3 +383,38 @@ def test_hang_up_arguments_out_of_range_still_close_the_call(factory, call_id, a
     with factory() as s:
         call = s.get(Call, int(call_id_set))
         assert (call.state, call.outcome, call.talk_seconds) == ("ended", "desk", 0)
+
+
+
+def test_a_hang_up_waits_out_a_held_write_lock_and_closes_the_row(factory, monkeypatch, tmp_path):
+    """A hang-up arriving while another process holds SQLite's write lock
+    for many busy timeouts still closes its row once the lock is gone (a
+    soak lost three hotline rows when two tries in a row were refused)."""
+    import sqlite3
+    import threading
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    factory.kw["bind"].dispose()   # new connections take the short busy timeout
+    holder = sqlite3.connect(tmp_path / "agi.db", isolation_level=None, check_same_thread=False)
+
+    async def locked_hang_up(port):
+        first = await agi_request(port, "hotline", ["13900000001"])
+        call_id = variables(first)["KHHF_CALL_ID"]
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(2.5, holder.execute, ("COMMIT",))
+        release.start()
+        await agi_request(port, "hotline-end", [call_id, "desk", "ANSWER", "12", "8001",
+                                                "13900000001", ""])
+        release.join()
+        for _ in range(100):   # the unit of work outlives the route's deadline
+            with factory() as s:
+                call = s.get(Call, int(call_id))
+                if call.state == "ended":
+                    return call
+            await asyncio.sleep(0.1)
+        return call
+    try:
+        call = run_server(factory, locked_hang_up)
+    finally:
+        holder.close()
+    assert (call.state, call.outcome, call.talk_seconds) == ("ended", "desk", 12)
