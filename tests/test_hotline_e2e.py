@@ -107,6 +107,9 @@ def test_known_customer_reaches_own_managers_desk_phone(hotline_pbx):
     assert (call.direction, call.customer_id, call.manager_id, call.outcome) == \
         ("inbound", customer, own, "desk")
     assert call.unified_number == "13900000001" and call.talk_seconds >= 1
+    # Asterisk's ANSWEREDTIME_MS reached the row: answer -> end is the talk to the millisecond
+    span = (call.end_at - call.answer_at).total_seconds()
+    assert abs(span - call.talk_seconds) <= 0.5 and span != int(span), span
     path = hp.h.settings.recordings_dir / call.recording_path
     for _ in range(50):
         if path.exists() and path.stat().st_size > 44:

@@ -193,7 +193,8 @@ class Hangup:
     """What the dialplan knows when the customer's channel hangs up."""
     stage: str = ""             # routing | desk | mobile | group | message
     dial_status: str = ""       # DIALSTATUS of the last Dial
-    answered_seconds: int = 0   # ANSWEREDTIME
+    answered_seconds: int = 0   # ANSWEREDTIME (whole seconds, cut down)
+    answered_ms: int | None = None   # ANSWEREDTIME_MS, when the dialplan gave it
     answered_by: str = ""       # DIALEDPEERNUMBER: extension, or number@trunk
     recording_file: str = ""
 
@@ -219,10 +220,12 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
     answered = hangup.dial_status == "ANSWER" and hangup.stage in ANSWERING_STAGES
     call.state, call.end_at = CallState.ENDED, now
     if answered:
-        talk = max(0, hangup.answered_seconds)
+        talked = (dt.timedelta(milliseconds=hangup.answered_ms)
+                  if hangup.answered_ms is not None
+                  else dt.timedelta(seconds=max(0, hangup.answered_seconds)))
         call.outcome = CallOutcome(hangup.stage)
-        call.talk_seconds = talk
-        call.answer_at = now - dt.timedelta(seconds=talk)
+        call.talk_seconds = round(talked.total_seconds())   # as the outbound fold rounds
+        call.answer_at = now - talked
         if re.fullmatch(r"[\w/.-]+\.wav", hangup.recording_file or "") \
                 and ".." not in hangup.recording_file:
             call.recording_path = hangup.recording_file
