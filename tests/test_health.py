@@ -104,7 +104,8 @@ def test_healthz_is_public_and_holds_no_personal_data(tmp_path):
     assert body["ok"] is False
     checks = {c["name"]: c for c in body["checks"]}
     assert list(checks) == ["agi", "bridge", "web", "smsgw", "jobs", "pbx", "bridge_lag",
-                            "sms_outbox", "trunk", "smsc", "job_runs", "database", "disk"]
+                            "sms_outbox", "trunk", "smsc", "job_runs", "cluster_jobs", "database",
+                            "disk"]
     assert checks["web"]["ok"]   # it answers: this request
     assert checks["sms_outbox"] == {"name": "sms_outbox", "ok": False,
                                     "detail": "0 queued, 1 unknown",
