@@ -170,7 +170,9 @@ def make_round(campaign_id: int, seq: int) -> int | NotHere:
     """The stored job: on the node that takes the round's lease,
     make_due_rounds."""
     assert _daemon is not None, "a stored job runs in the jobs daemon"
-    return _daemon.once(round_job_id(campaign_id, seq), make_due_rounds, campaign_id, seq)
+    # a round's job runs again (after a failure, a kill) when sync stores it again
+    return _daemon.once(round_job_id(campaign_id, seq), make_due_rounds, campaign_id, seq,
+                        min_gap=PERIOD_SHARE * _daemon.sync_seconds)
 
 
 def make_due_rounds(campaign_id: int, seq: int) -> int:

@@ -11,7 +11,7 @@ per period, and say where it ran. Each such job has a row in job_leases
   last run finished, or its holder stopped: `expires_at` passed) and the
   last run started at least `min_gap` ago (the job's period, less a
   margin: so several nodes firing the same interval job at their own
-  moments run it once per period between them);
+  moments run it once per period between them), unless that run failed;
 - renews `expires_at` every third of the lease from a thread while the job
   works, and releases it (expires_at NULL, finished_at, ok, error) at the
   end. Renewal and release name the run (`runs`), so a run that lost its
@@ -129,7 +129,7 @@ class Leases:
             if takeover is not None:
                 may = and_(_lease.runs == takeover, _lease.finished_at.is_(None), expired)
             else:
-                may = and_(expired, or_(_lease.finished_at.is_(None),
+                may = and_(expired, or_(_lease.finished_at.is_(None), _lease.ok.is_(False),
                                         _lease.started_at <= now - dt.timedelta(seconds=min_gap)))
             insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
                 JobLease.__table__)
@@ -144,7 +144,7 @@ class Leases:
             if taken is not None:
                 return Lease(self, name, taken)
             row = conn.execute(select(JobLease.__table__).where(_lease.name == name)).one()
-        free = row.finished_at is not None or (row.expires_at is not None and row.expires_at <= now)
+        free = row.expires_at is None or row.expires_at <= now
         return Busy(name, Holder(row.node, row.pid), row.started_at, now,
                     None if free else row.expires_at, row.runs)
 
