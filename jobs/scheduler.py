@@ -250,8 +250,9 @@ class Jobs:
         # where this daemon runs cluster-once jobs: its node and process
         self.leases = leases.Leases(
             engine, leases.Holder((settings or Settings()).pbx_name), lease_seconds)
-        # lease -> the run (held elsewhere) this node takes over if it stops
-        self._waiting: dict[str, leases.Busy] = {}
+        # lease -> the run held elsewhere that this node takes over if it stops
+        # (said once in the log)
+        self._waiting: dict[str, int] = {}
 
     def start(self, paused: bool = False) -> None:
         # a wrong backup_time stops the daemon before anything runs
@@ -291,7 +292,8 @@ class Jobs:
         elif job_id not in PER_NODE:
             raise KeyError(f"the job {job_id} is not classified: add it to CLUSTER_ONCE or "
                            "PER_NODE in jobs/scheduler.py")
-        self.scheduler.add_job(work, trigger, id=job_id, jobstore="memory", **timing)
+        self.scheduler.add_job(work, trigger, id=job_id, name=job_id, jobstore="memory",
+                               **timing)
 
     def once(self, name: str, work, *args, min_gap: float = 0.0, idle=None,
              takeover: int | None = None):
@@ -305,15 +307,15 @@ class Jobs:
             return None
         lease = self.leases.take(name, min_gap, takeover)
         if isinstance(lease, leases.Busy):
-            if lease.held:
+            if lease.held and lease.holder != self.leases.holder:
                 self._take_over_later(name, work, args, min_gap, idle, lease)
-            else:
+            elif not lease.held:
                 self._waiting.pop(name, None)
             return NotHere(lease)
-        stopped = self._waiting.pop(name, None)
-        if takeover is not None and stopped is not None:
-            log.info("%s: taken over here; its run on %s stopped before it finished", name,
-                     stopped.holder)
+        self._waiting.pop(name, None)
+        if lease.took_over is not None:
+            log.info("%s: taken over from %s, whose run stopped unfinished", name,
+                     lease.took_over)
         with lease:
             return work(*args)
 
@@ -321,9 +323,9 @@ class Jobs:
                          busy: leases.Busy) -> None:
         """Try lease `name` again when `busy`'s holder's lease runs out: then
         run the job here if that run stopped unfinished."""
-        if name not in self._waiting or self._waiting[name].run != busy.run:
-            log.info("%s: %s; taken over here if that run stops", name, busy)
-        self._waiting[name] = busy
+        if self._waiting.get(name) != busy.run:
+            log.info("%s: %s; this node runs it if that run stops", name, busy)
+        self._waiting[name] = busy.run
         with self._lock:
             if self._stopping:
                 return
@@ -332,7 +334,8 @@ class Jobs:
                 kwargs={"min_gap": min_gap, "idle": idle, "takeover": busy.run},
                 run_date=local_time.now(self.timezone)
                 + dt.timedelta(seconds=busy.wait_seconds() + 1),
-                id=name + TAKEOVER, jobstore="memory", replace_existing=True)
+                id=name + TAKEOVER, name=name + TAKEOVER, jobstore="memory",
+                replace_existing=True)
 
     def backup(self):
         """Write the day's backup archive and apply the retention (see module doc)."""
@@ -449,7 +452,7 @@ class Jobs:
 
     def _after_round(self, event) -> None:
         """A round was made: store the next round's job now, not a minute later."""
-        if not event.job_id.startswith("campaign-"):
+        if not event.job_id.startswith("campaign-") or isinstance(event.retval, NotHere):
             return
         with self._lock:
             if not self._stopping:

@@ -142,7 +142,9 @@ class Leases:
                                        set_=dict(values, runs=_lease.runs + 1))
                 .returning(_lease.runs)).scalar()
             if taken is not None:
-                return Lease(self, name, taken)
+                stopped = None if row is None or row.finished_at is not None else \
+                    Holder(row.node, row.pid)
+                return Lease(self, name, taken, took_over=stopped)
             row = conn.execute(select(JobLease.__table__).where(_lease.name == name)).one()
         free = row.expires_at is None or row.expires_at <= now
         return Busy(name, Holder(row.node, row.pid), row.started_at, now,
@@ -169,8 +171,10 @@ class Lease:
     """A lease taken: `with lease:` renews it every third of its length
     while the block runs and releases it after, with the block's outcome."""
 
-    def __init__(self, leases: Leases, name: str, run: int):
+    def __init__(self, leases: Leases, name: str, run: int, took_over: Holder | None = None):
         self.leases, self.name, self.run = leases, name, run
+        # the holder whose run stopped unfinished, when this run takes over from it
+        self.took_over = took_over
         self.lost = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
