@@ -50,8 +50,8 @@ and every day at PURGE_AT (local time); a day missed while the daemon was
 down is caught up by the next run, as the rule only looks at the calls'
 ages.
 
-Asterisk's log files: every hour, those over their size limit are
-rotated (khhf.log_files).
+Asterisk's log files (and, on the edge's machine, Kamailio's): every
+hour, those over their size limit are rotated (khhf.log_files).
 
 Webhooks: every WEBHOOK_SECONDS the due events of the outbox are sent
 (khhf.webhooks.deliver_due: signed, retried with back-off); the outbox is
@@ -130,7 +130,7 @@ CLUSTER_ONCE = {
 PER_NODE = {
     SYNC_JOB: "each node's scheduler stores the rounds' jobs in the shared job store "
               "(a job's id makes it once there)",
-    PBX_LOGS_JOB: "Asterisk's log files are on each node",
+    PBX_LOGS_JOB: "Asterisk's log files are on each node (and the edge's on the edge's machine)",
     PURGE_JOB: "a node's recordings are on its own disk: behind an edge, each node deletes "
                "the expired recordings of its own calls (khhf.services.recordings.purge)",
 }
@@ -275,7 +275,7 @@ class Jobs:
             self._add(PURGE_JOB, self.purge_recordings, trigger="cron", hour=PURGE_AT.hour,
                       minute=PURGE_AT.minute, next_run_time=now)
         if self.settings is not None:
-            self._add(PBX_LOGS_JOB, self.rotate_pbx_logs, hours=1, next_run_time=now)
+            self._add(PBX_LOGS_JOB, self.rotate_logs, hours=1, next_run_time=now)
         if backup_at is not None:
             self._add(BACKUP_JOB, self.backup, trigger="cron", hour=backup_at.hour,
                       minute=backup_at.minute)
@@ -348,11 +348,11 @@ class Jobs:
                  len(deleted), self.settings.backup_keep)
         return path
 
-    def rotate_pbx_logs(self) -> list:
-        """Rotate Asterisk's log files over the size limit (khhf.log_files)."""
-        rotated = log_files.rotate_pbx_logs(self.settings)
+    def rotate_logs(self) -> list:
+        """Rotate Asterisk's and the edge's log files over the size limit (khhf.log_files)."""
+        rotated = log_files.rotate_logs(self.settings)
         if rotated:
-            log.info("PBX log files rotated: %s", ", ".join(p.name for p in rotated))
+            log.info("log files rotated: %s", ", ".join(p.name for p in rotated))
         return rotated
 
     def _note_run(self, event) -> None:
