@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from sqlalchemy import insert, select, text
@@ -99,11 +100,14 @@ def test_two_nodes_run_each_job_once_and_a_killed_nodes_round_is_taken_over(engi
         # period (300 s, 60 s), so not again; the round is held, so it waits
         wait_for(lambda: f"{round_2}: held by node-a" in b.text(),
                  "node-b finding the round held by node-a")
+        killed = time.monotonic()
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait(30)
         blocker.rollback()
         wait_for(lambda: f"{round_2}: taken over from node-a" in b.text(),
                  "node-b taking the round over")
+        print(f"node-b took the round over {time.monotonic() - killed:.1f} s after node-a's "
+              f"kill (lease {LEASE_SECONDS} s)")
         wait_for(lambda: stored_jobs(engine) == [f"campaign-{cid}-round-3"],
                  "round 2 made by node-b")
         # where each ran: the leases, the heartbeats, `khhf status`
