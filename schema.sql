@@ -767,3 +767,21 @@ CREATE TABLE webhook_deliveries (
     FOREIGN KEY(client_id) REFERENCES api_clients (id) ON DELETE CASCADE
 );
 CREATE INDEX ix_webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+
+-- A job that must run once across the nodes (docs/cluster.md): who
+-- holds it now, until when, and its last run. A run takes the row with one
+-- conditional statement, renews `expires_at` while it works and releases
+-- it (expires_at NULL) when done; a node killed mid-run loses it when
+-- `expires_at` passes. The row stays, so it says where the job last ran.
+CREATE TABLE job_leases (
+    name VARCHAR(64) NOT NULL,
+    node VARCHAR(32) NOT NULL,
+    pid INTEGER NOT NULL,
+    expires_at TIMESTAMP,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    ok BOOLEAN,
+    error TEXT DEFAULT '' NOT NULL,
+    runs INTEGER DEFAULT '0' NOT NULL,
+    PRIMARY KEY (name)
+);

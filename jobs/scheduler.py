@@ -12,9 +12,21 @@ unlimited; coalesce: several missed runs run once). A small in-memory
 campaign's next round; nothing else (the web UI) needs to reach the
 scheduler.
 
-One daemon per database: APScheduler 3 does not share a job store
-between running schedulers (a second one would run stored jobs too; the
-data stays right, as below, but it logs errors).
+Several nodes, one database (docs/cluster.md): each node runs this
+daemon, and every scheduled job is classified, here and only here, as
+CLUSTER_ONCE or PER_NODE. A cluster-once job runs under a lease
+(khhf.leases): of the nodes whose schedulers fire it, the one that takes
+the lease runs it, once per period between them (the lease refuses a run
+that starts within 0.9 periods of the last one), and the lease row says
+where and when it last ran (`khhf status`). A node that finds the lease
+held tries to take it over when it runs out: if the holder was killed
+mid-run, it runs the job after the lease's expiry (the job's work is
+idempotent, below); if the holder finished, it does nothing. A
+frequent job (the SMS prompts, the webhooks) looks with a reader first and
+takes its lease only when there is work, so an idle sweep writes nothing.
+The nodes share APScheduler's job store, so each node's scheduler may
+start a due round job; the round's lease makes it run on one (and a job
+another node's scheduler removed first is no error here).
 
 Killed (SIGKILL) at any moment, the daemon leaves nothing half done, and
 started again it finishes the work once (drill 6, simkit/drills/jobs.py):
@@ -38,8 +50,8 @@ and every day at PURGE_AT (local time); a day missed while the daemon was
 down is caught up by the next run, as the rule only looks at the calls'
 ages.
 
-Asterisk's log files: every hour, those over their size limit are
-rotated (khhf.log_files).
+Asterisk's log files (and, on the edge's machine, Kamailio's): every
+hour, those over their size limit are rotated (khhf.log_files).
 
 Webhooks: every WEBHOOK_SECONDS the due events of the outbox are sent
 (khhf.webhooks.deliver_due: signed, retried with back-off); the outbox is
@@ -62,13 +74,15 @@ next day's backup holds everything.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import logging
 import threading
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import ConflictingIdError
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -76,7 +90,7 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from khhf import backup, db, local_time, log_files, webhooks
+from khhf import backup, db, leases, local_time, log_files, webhooks
 from khhf.config import Settings
 from khhf.models import Campaign, utcnow
 from khhf.services import campaigns, distribution, recordings, reports, sms_feedback
@@ -92,11 +106,53 @@ PBX_LOGS_JOB = "pbx-logs"
 WEBHOOK_JOB = "webhooks"
 DISTRIBUTION_JOB = "distributions"
 WEBHOOK_SECONDS = 2
+SYNC_JOB = "sync"
+REPORTS_JOB = "reports"
+SMS_JOB = "sms_prompts"
+# the campaign rounds' stored jobs, one per round (round_job_id), as one
+ROUND_JOBS = "campaign-rounds"
+# a node that found a lease held tries again, as this job, when it runs out
+TAKEOVER = ":takeover"
+# a cluster-once job runs at most once in this share of its period
+PERIOD_SHARE = 0.9
+DAY = 24 * 3600
+
+# Every scheduled job, classified: run once across the cluster, under a
+# lease (khhf.leases), or on every node. Jobs refuses a job not listed.
+CLUSTER_ONCE = {
+    ROUND_JOBS: "a round is made once; one lease per round, named by its job's id",
+    SMS_JOB: "the prompts and the replies' leftovers are the database's; one node queues them",
+    REPORTS_JOB: "the report sums are the database's; one rebuild per period",
+    DISTRIBUTION_JOB: "a stopped distribution run is finished by one node",
+    WEBHOOK_JOB: "two nodes would send the same due event twice",
+    BACKUP_JOB: "one archive of the shared database a day",
+}
+PER_NODE = {
+    SYNC_JOB: "each node's scheduler stores the rounds' jobs in the shared job store "
+              "(a job's id makes it once there)",
+    PBX_LOGS_JOB: "Asterisk's log files are on each node (and the edge's on the edge's machine)",
+    PURGE_JOB: "a node's recordings are on its own disk: behind an edge, each node deletes "
+               "the expired recordings of its own calls (khhf.services.recordings.purge)",
+}
 
 # the sessions the stored jobs use: a stored job names a function and its
-# arguments only, so the process that runs it supplies the database
+# arguments only, so the process that runs it supplies the database (and
+# the daemon, for the round's lease)
 _sessions = None
 _timezone = Settings.timezone  # the default; Jobs sets the site's
+_daemon: Jobs | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NotHere:
+    """What a cluster-once job returns on a node that did not run it."""
+    busy: leases.Busy
+
+
+def job_name(job_id: str) -> str:
+    """The classified name of a scheduled job (a round's job, a takeover)."""
+    job_id = job_id.removesuffix(TAKEOVER)
+    return ROUND_JOBS if job_id.startswith("campaign-") else job_id
 
 
 def sms_sweep_seconds(settings: Settings) -> int:
@@ -110,9 +166,18 @@ def round_job_id(campaign_id: int, seq: int) -> str:
     return f"campaign-{campaign_id}-round-{seq}"
 
 
-def make_round(campaign_id: int, seq: int) -> int:
-    """The stored job: make every due round of the campaign (so round `seq`
-    and any missed before it); returns the tasks made."""
+def make_round(campaign_id: int, seq: int) -> int | NotHere:
+    """The stored job: on the node that takes the round's lease,
+    make_due_rounds."""
+    assert _daemon is not None, "a stored job runs in the jobs daemon"
+    # a round's job runs again (after a failure, a kill) when sync stores it again
+    return _daemon.once(round_job_id(campaign_id, seq), make_due_rounds, campaign_id, seq,
+                        min_gap=PERIOD_SHARE * _daemon.sync_seconds)
+
+
+def make_due_rounds(campaign_id: int, seq: int) -> int:
+    """Make every due round of the campaign (so round `seq` and any missed
+    before it); returns the tasks made."""
     today = local_time.today(_timezone)
     # said before the work, so a log cut short by a kill shows what was in
     # hand: the round's transaction then never committed, and the restarted
@@ -137,6 +202,16 @@ class _Scheduler(BackgroundScheduler):
             return None
         return super()._process_jobs()
 
+    def remove_job(self, job_id, jobstore=None):
+        try:
+            super().remove_job(job_id, jobstore)
+        except JobLookupError:
+            # the stored jobs are shared: another node's scheduler started this
+            # round's job too and removed it first (APScheduler would end
+            # this scheduler's thread on the error)
+            if jobstore == "memory":
+                raise
+
 
 class Jobs:
     """The daemon's scheduler: `start()`, `shutdown()`; `sync()` stores the
@@ -144,9 +219,10 @@ class Jobs:
 
     def __init__(self, engine: Engine, timezone: str, sync_seconds: int = 60,
                  settings: Settings | None = None, report_seconds: int = 300,
-                 webhook_seconds: float = WEBHOOK_SECONDS):
-        global _sessions, _timezone
-        _sessions, _timezone = db.session_factory(engine), timezone
+                 webhook_seconds: float = WEBHOOK_SECONDS,
+                 lease_seconds: float = leases.LEASE_SECONDS):
+        global _sessions, _timezone, _daemon
+        _sessions, _timezone, _daemon = db.session_factory(engine), timezone, self
         self.timezone = timezone
         self.sessions = _sessions
         self.writer_sessions = db.session_factory(engine, writer=True)
@@ -171,40 +247,95 @@ class Jobs:
         self._stopping = False
         self._synced = 0
         self._runs: dict[str, dict] = {}
+        # where this daemon runs cluster-once jobs: its node and process
+        self.leases = leases.Leases(
+            engine, leases.Holder((settings or Settings()).pbx_name), lease_seconds)
+        # lease -> the run held elsewhere that this node takes over if it stops
+        # (said once in the log)
+        self._waiting: dict[str, int] = {}
 
     def start(self, paused: bool = False) -> None:
         # a wrong backup_time stops the daemon before anything runs
         backup_at = backup.daily_time(self.settings) \
             if self.settings is not None and self.settings.backup_dir else None
         self.scheduler.start(paused=paused)
-        self.scheduler.add_job(self.sync, "interval", seconds=self.sync_seconds, id="sync",
-                               jobstore="memory", next_run_time=local_time.now(self.timezone))
         self.scheduler.add_listener(self._after_round, EVENT_JOB_EXECUTED)
         self.scheduler.add_listener(self._note_run, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
-        self.scheduler.add_job(self.refresh_reports, "interval", seconds=self.report_seconds,
-                               id="reports", jobstore="memory",
-                               next_run_time=local_time.now(self.timezone))
-        self.scheduler.add_job(self.resume_distributions, "interval", seconds=60,
-                               id=DISTRIBUTION_JOB, jobstore="memory",
-                               next_run_time=local_time.now(self.timezone))
-        self.scheduler.add_job(self.send_webhooks, "interval", seconds=self.webhook_seconds,
-                               id=WEBHOOK_JOB, jobstore="memory",
-                               next_run_time=local_time.now(self.timezone))
+        now = local_time.now(self.timezone)
+        self._add(SYNC_JOB, self.sync, seconds=self.sync_seconds, next_run_time=now)
+        self._add(REPORTS_JOB, self.refresh_reports, seconds=self.report_seconds,
+                  next_run_time=now)
+        self._add(DISTRIBUTION_JOB, self.resume_distributions, seconds=60, next_run_time=now)
+        self._add(WEBHOOK_JOB, self.send_webhooks, seconds=self.webhook_seconds,
+                  next_run_time=now, idle=self._no_webhooks_due)
         if self.settings is not None:
-            self.scheduler.add_job(self.sms_sweep, "interval",
-                                   seconds=sms_sweep_seconds(self.settings), id="sms_prompts",
-                                   jobstore="memory", next_run_time=local_time.now(self.timezone))
+            self._add(SMS_JOB, self.sms_sweep, seconds=sms_sweep_seconds(self.settings),
+                      next_run_time=now, idle=self._no_prompts_due)
         if self.settings is not None and recordings.retention_days(self.settings):
-            self.scheduler.add_job(
-                self.purge_recordings, "cron", hour=PURGE_AT.hour, minute=PURGE_AT.minute,
-                id=PURGE_JOB, jobstore="memory",
-                next_run_time=local_time.now(self.timezone))
+            self._add(PURGE_JOB, self.purge_recordings, trigger="cron", hour=PURGE_AT.hour,
+                      minute=PURGE_AT.minute, next_run_time=now)
         if self.settings is not None:
-            self.scheduler.add_job(self.rotate_pbx_logs, "interval", hours=1, id=PBX_LOGS_JOB,
-                                   jobstore="memory", next_run_time=local_time.now(self.timezone))
+            self._add(PBX_LOGS_JOB, self.rotate_logs, hours=1, next_run_time=now)
         if backup_at is not None:
-            self.scheduler.add_job(self.backup, "cron", hour=backup_at.hour,
-                                   minute=backup_at.minute, id=BACKUP_JOB, jobstore="memory")
+            self._add(BACKUP_JOB, self.backup, trigger="cron", hour=backup_at.hour,
+                      minute=backup_at.minute)
+
+    def _add(self, job_id: str, work, trigger: str = "interval", idle=None, **timing) -> None:
+        """Schedule `work` in the memory store as classified: a cluster-once
+        job through `once` (its lease refuses a second run within
+        PERIOD_SHARE of its period), a per-node one as it is."""
+        if job_id in CLUSTER_ONCE:
+            period = DAY if trigger == "cron" else dt.timedelta(
+                **{k: v for k, v in timing.items() if k in ("seconds", "hours")}).total_seconds()
+            work = functools.partial(self.once, job_id, work,
+                                     min_gap=PERIOD_SHARE * period, idle=idle)
+        elif job_id not in PER_NODE:
+            raise KeyError(f"the job {job_id} is not classified: add it to CLUSTER_ONCE or "
+                           "PER_NODE in jobs/scheduler.py")
+        self.scheduler.add_job(work, trigger, id=job_id, name=job_id, jobstore="memory",
+                               **timing)
+
+    def once(self, name: str, work, *args, min_gap: float = 0.0, idle=None,
+             takeover: int | None = None):
+        """Run `work(*args)` if this node takes lease `name` (khhf.leases),
+        holding it while it runs; else return NotHere, and when the lease is
+        held, try again to take it over once it runs out. `idle`: a reader's
+        look that says there is nothing to do (then no lease is taken)."""
+        if self._stopping:
+            return None
+        if idle is not None and takeover is None and idle():
+            return None
+        lease = self.leases.take(name, min_gap, takeover)
+        if isinstance(lease, leases.Busy):
+            if lease.held and lease.holder != self.leases.holder:
+                self._take_over_later(name, work, args, min_gap, idle, lease)
+            elif not lease.held:
+                self._waiting.pop(name, None)
+            return NotHere(lease)
+        self._waiting.pop(name, None)
+        if lease.took_over is not None:
+            log.info("%s: taken over from %s, whose run stopped unfinished", name,
+                     lease.took_over)
+        with lease:
+            return work(*args)
+
+    def _take_over_later(self, name: str, work, args, min_gap: float, idle,
+                         busy: leases.Busy) -> None:
+        """Try lease `name` again when `busy`'s holder's lease runs out: then
+        run the job here if that run stopped unfinished."""
+        if self._waiting.get(name) != busy.run:
+            log.info("%s: %s; this node runs it if that run stops", name, busy)
+        self._waiting[name] = busy.run
+        with self._lock:
+            if self._stopping:
+                return
+            self.scheduler.add_job(
+                self.once, "date", args=(name, work, *args),
+                kwargs={"min_gap": min_gap, "idle": idle, "takeover": busy.run},
+                run_date=local_time.now(self.timezone)
+                + dt.timedelta(seconds=busy.wait_seconds() + 1),
+                id=name + TAKEOVER, name=name + TAKEOVER, jobstore="memory",
+                replace_existing=True)
 
     def backup(self):
         """Write the day's backup archive and apply the retention (see module doc)."""
@@ -217,16 +348,19 @@ class Jobs:
                  len(deleted), self.settings.backup_keep)
         return path
 
-    def rotate_pbx_logs(self) -> list:
-        """Rotate Asterisk's log files over the size limit (khhf.log_files)."""
-        rotated = log_files.rotate_pbx_logs(self.settings)
+    def rotate_logs(self) -> list:
+        """Rotate Asterisk's and the edge's log files over the size limit (khhf.log_files)."""
+        rotated = log_files.rotate_logs(self.settings)
         if rotated:
-            log.info("PBX log files rotated: %s", ", ".join(p.name for p in rotated))
+            log.info("log files rotated: %s", ", ".join(p.name for p in rotated))
         return rotated
 
     def _note_run(self, event) -> None:
-        """Keep each job's last run for the heartbeat (campaign rounds as one)."""
-        job = "campaign-rounds" if event.job_id.startswith("campaign-") else event.job_id
+        """Keep each job's last run here for the heartbeat (campaign rounds as
+        one; a cluster-once job that ran elsewhere is no run here)."""
+        if isinstance(event.retval, NotHere):
+            return
+        job = job_name(event.job_id)
         ok = event.exception is None
         failures = 0 if ok else self._runs.get(job, {}).get("failures", 0) + 1
         self._runs[job] = {"at": f"{utcnow():%Y-%m-%dT%H:%M:%SZ}", "ok": ok,
@@ -236,6 +370,18 @@ class Jobs:
         """{job: {"at": UTC time, "ok": whether it ran without raising,
         "failures": how many runs in a row raised}}."""
         return dict(self._runs)
+
+    def _no_prompts_due(self) -> bool:
+        """Nothing for the SMS sweep to do (a reader's look)."""
+        now = utcnow()
+        with self.sessions() as session:
+            return not (sms_feedback.due_calls(session, self.settings, now)
+                        or sms_feedback.has_leftovers(session, now))
+
+    def _no_webhooks_due(self) -> bool:
+        """No webhook event is due (a reader's look)."""
+        with self.sessions() as session:
+            return not webhooks.any_due(session, utcnow())
 
     def sms_sweep(self) -> int:
         """Queue the due result prompts, and handle replies whose handling
@@ -306,7 +452,7 @@ class Jobs:
 
     def _after_round(self, event) -> None:
         """A round was made: store the next round's job now, not a minute later."""
-        if not event.job_id.startswith("campaign-"):
+        if not event.job_id.startswith("campaign-") or isinstance(event.retval, NotHere):
             return
         with self._lock:
             if not self._stopping:

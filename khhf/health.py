@@ -22,6 +22,9 @@ states) and, when not ok, what to do. What they look at:
   SMSC link (the gateway's heartbeat says bound or not);
 - the jobs daemon's last run of each job (from its heartbeat): red when a
   job failed JOB_FAILURES_RED runs in a row;
+- where and when each cluster-once job last ran, on whichever node (its
+  lease, khhf.leases; the campaign rounds as their newest): shown, never
+  red (a failure turns that node's job_runs red);
 - the database: reachable, with KHHF's tables, at head (database_at_head),
   and (SQLite) its write lock not held by another process;
 - free disk for recordings (recordings_min_free_mb);
@@ -47,10 +50,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from khhf import db, migrations
+from khhf import db, leases, migrations
 from khhf.config import Settings
 from khhf.daemon import run_dir
-from khhf.models import SmsMessage, SmsStatus
+from khhf.models import SmsMessage, SmsStatus, utcnow
 from khhf.services import trunk
 
 DAEMONS = ("agi", "bridge", "web", "smsgw", "jobs")
@@ -323,6 +326,25 @@ def check_job_runs(settings: Settings) -> Check:
     return Check("job_runs", True, detail)
 
 
+def check_cluster_jobs(settings: Settings, engine: Engine) -> Check:
+    """Where and when each cluster-once job last ran (khhf.leases)."""
+    rows = leases.last_runs(engine)
+    if not rows:
+        return Check("cluster_jobs", True, "none has run yet")
+    now, parts = utcnow(), []
+    for row in rows:
+        when = _local(settings, f"{row.started_at:%Y-%m-%dT%H:%M:%SZ}", "%m-%d %H:%M:%S")
+        if row.finished_at is not None:
+            how = "ok" if row.ok else "FAILED"
+        elif row.expires_at is not None and row.expires_at > now:
+            how = "running"
+        else:
+            how = "stopped unfinished"
+        name = f"campaign-rounds ({row.name})" if row.name.startswith("campaign-") else row.name
+        parts.append(f"{name} on {row.node} {when} {how}")
+    return Check("cluster_jobs", True, ", ".join(parts))
+
+
 # -- the database ---------------------------------------------------------------------------
 def database_at_head(engine: Engine) -> tuple[bool, str]:
     """Whether the database is at the newest revision (khhf.migrations),
@@ -427,7 +449,9 @@ def gather(settings: Settings, engine: Engine, serving: str | None = None) -> li
     database = check_database(engine)
     checks.append(_reading(database, "sms_outbox", lambda: check_sms_outbox(engine)))
     checks.append(_reading(database, "trunk", lambda: check_trunk(settings, engine)))
-    checks += [check_smsc(settings), check_job_runs(settings), database, check_disk(settings)]
+    checks += [check_smsc(settings), check_job_runs(settings),
+               _reading(database, "cluster_jobs", lambda: check_cluster_jobs(settings, engine)),
+               database, check_disk(settings)]
     return checks
 
 

@@ -4,14 +4,15 @@ The daemons log to stderr, that is to the journal under systemd, whose own
 retention applies (journald.conf). The only files are Asterisk's, in the
 PBX's log directory: `console.log` (its output), `messages.log` (its
 logger: notices, warnings, errors) and the CDR CSV (`cdr-custom/`, kept
-for audits; nobody reads it). The timed-jobs daemon rotates each once it
-is over MAX_BYTES, keeping KEEP gzip generations (`messages.log.1.gz`
-newest), every hour.
+for audits; nobody reads it); and, on the SIP edge's machine (edge_nodes
+set), Kamailio's `kamailio.log` in the edge's directory. The timed-jobs
+daemon of each machine rotates its own once over MAX_BYTES, keeping KEEP
+gzip generations (`messages.log.1.gz` newest), every hour.
 
 Rotation copies the file, then truncates it in place, as logrotate's
-copytruncate does: Asterisk keeps writing to the same open file (it
-appends), so it needs no signal; a line written between the copy and the
-truncation is lost, which is acceptable for these files.
+copytruncate does: Asterisk and Kamailio keep writing to the same open file
+(opened to append), so they need no signal; a line written between the
+copy and the truncation is lost, which is acceptable for these files.
 
 The CEL CSV (`cel-custom/khhf-cel.csv`) is not rotated: the AMI bridge
 reads it by offset to complete calls it missed, and rotating it under the
@@ -36,6 +37,11 @@ def pbx_log_files(settings: Settings) -> list[Path]:
     """The PBX's log files that are rotated (see the module's doc)."""
     log = Path(settings.pbx_dir) / "log"
     return [log / "console.log", log / "messages.log", log / "cdr-custom" / "khhf-cdr.csv"]
+
+
+def edge_log_files(settings: Settings) -> list[Path]:
+    """The SIP edge's log file, on the machine that runs the edge (edge_nodes set)."""
+    return [Path(settings.edge_dir) / "kamailio.log"] if settings.edge_nodes.strip() else []
 
 
 def _generation(path: Path, n: int) -> Path:
@@ -68,7 +74,8 @@ def rotate(path: Path, max_bytes: int, keep: int) -> bool:
     return True
 
 
-def rotate_pbx_logs(settings: Settings, max_bytes: int = MAX_BYTES,
-                    keep: int = KEEP) -> list[Path]:
-    """Rotate the PBX's log files that are over the limit; returns those rotated."""
-    return [path for path in pbx_log_files(settings) if rotate(path, max_bytes, keep)]
+def rotate_logs(settings: Settings, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> list[Path]:
+    """Rotate the PBX's and the edge's log files that are over the limit;
+    returns those rotated."""
+    return [path for path in pbx_log_files(settings) + edge_log_files(settings)
+            if rotate(path, max_bytes, keep)]

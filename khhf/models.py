@@ -1022,3 +1022,28 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
 
     client: Mapped[ApiClient] = relationship()
+
+
+# -- the timed jobs across the cluster (khhf.leases, jobs/scheduler.py) -------------
+
+class JobLease(Base):
+    """A job that must run once across the nodes (docs/cluster.md): who
+    holds it now, until when, and its last run. A run takes the row with one
+    conditional statement, renews `expires_at` while it works and releases
+    it (expires_at NULL) when done; a node killed mid-run loses it when
+    `expires_at` passes. The row stays, so it says where the job last ran."""
+    __tablename__ = "job_leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # the holder: the node's pbx_name and the jobs daemon's process id
+    node: Mapped[str] = mapped_column(String(32))
+    pid: Mapped[int] = mapped_column(Integer)
+    # NULL: free (the last run finished); else held until then
+    expires_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    started_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP)
+    # NULL while the run works, or when its node stopped mid-run
+    finished_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    # whether the last finished run succeeded; its error when it did not
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # runs taken so far; the number names the run (renewal and release check it)
+    runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -275,6 +275,13 @@ def post(url: str, key: str, due_event_id: str, kind: str, body: bytes,
         return str(getattr(exc, "reason", exc))[:200]
 
 
+def any_due(session: Session, now: dt.datetime) -> bool:
+    """Whether any event waits to be sent now (one indexed row at most)."""
+    return session.scalar(select(WebhookDelivery.id).where(
+        WebhookDelivery.status == WebhookStatus.PENDING,
+        WebhookDelivery.next_attempt_at <= now).limit(1)) is not None
+
+
 def deliver_due(reader: sessionmaker[Session], writer: sessionmaker[Session],
                 now: dt.datetime | None = None, limit: int = BATCH) -> Sent:
     """Send the due events, oldest first; record each answer. Reads with

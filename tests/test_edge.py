@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from khhf import cluster, config
+from khhf import cluster, config, log_files
 from khhf.config import ConfigError
 from khhfcli import service
+from khhfcli.status import check_edge
 from pbxctl import edge, pbx
 
 PG_URL = "postgresql://khhf:pw@127.0.0.1:5433/khhf"
@@ -108,3 +109,18 @@ def test_the_edge_unit_is_enabled_only_on_the_edge(tmp_path):
     unit = service.render(tmp_path, edge_settings(tmp_path))["khhf-edge.service"]
     assert f"PIDFile={tmp_path.resolve()}/edge/kamailio.pid\n" in unit
     assert " edge up\n" in unit and "Conflicts=kamailio.service\n" in unit
+
+
+def test_status_says_the_edge_is_down_and_its_log_is_rotated_on_its_machine(tmp_path):
+    settings = edge_settings(tmp_path)
+    check = check_edge(settings)
+    assert (check.name, check.ok, check.detail) == ("edge", False, "not running")
+    assert "systemctl start khhf-edge" in check.todo
+    # the jobs daemon rotates the edge's log like Asterisk's, on the edge's machine only
+    log = tmp_path / "edge" / "kamailio.log"
+    log.parent.mkdir()
+    log.write_bytes(b"x" * 2048)
+    assert log_files.rotate_logs(settings, 1024, 2) == [log]
+    assert log.read_bytes() == b"" and (tmp_path / "edge" / "kamailio.log.1.gz").exists()
+    log.write_bytes(b"x" * 2048)
+    assert log_files.rotate_logs(edge_settings(tmp_path, edge_nodes=""), 1024, 2) == []

@@ -104,7 +104,8 @@ def test_healthz_is_public_and_holds_no_personal_data(tmp_path):
     assert body["ok"] is False
     checks = {c["name"]: c for c in body["checks"]}
     assert list(checks) == ["agi", "bridge", "web", "smsgw", "jobs", "pbx", "bridge_lag",
-                            "sms_outbox", "trunk", "smsc", "job_runs", "database", "disk"]
+                            "sms_outbox", "trunk", "smsc", "job_runs", "cluster_jobs", "database",
+                            "disk"]
     assert checks["web"]["ok"]   # it answers: this request
     assert checks["sms_outbox"] == {"name": "sms_outbox", "ok": False,
                                     "detail": "0 queued, 1 unknown",
@@ -152,13 +153,13 @@ def test_pbx_log_files_are_rotated_past_their_limit(tmp_path):
     first = b"x" * (2**20 + 1)
     messages.write_bytes(first)
     console.write_bytes(b"small\n")
-    assert log_files.rotate_pbx_logs(settings, 2**20, 2) == [messages]
+    assert log_files.rotate_logs(settings, 2**20, 2) == [messages]
     assert messages.read_bytes() == b"" and console.read_bytes() == b"small\n"
     with gzip.open(messages.with_name("messages.log.1.gz")) as fh:
         assert fh.read() == first
     for n in range(3):
         messages.write_bytes(bytes([65 + n]) * (2**20 + 1))
-        log_files.rotate_pbx_logs(settings, 2**20, 2)
+        log_files.rotate_logs(settings, 2**20, 2)
     kept = sorted(p.name for p in messages.parent.glob("messages.log.*"))
     assert kept == ["messages.log.1.gz", "messages.log.2.gz"]   # keep=2
     with gzip.open(messages.with_name("messages.log.1.gz")) as fh:

@@ -121,7 +121,7 @@ def test_two_writers_racing_for_one_round_make_it_once(engine):
 
     def run():
         try:
-            made.append(scheduler.make_round(cid, 2))
+            made.append(scheduler.make_due_rounds(cid, 2))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
     threads = [threading.Thread(target=run) for _ in range(3)]

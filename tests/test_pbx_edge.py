@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+from khhfcli.status import check_edge
 from simkit.harness import EdgeHarness, PbxHarness, free_port
 
 pytestmark = pytest.mark.pbx
@@ -119,6 +120,9 @@ def test_the_edge_dispatches_fails_over_and_reaches_phones(pg_database, tmp_path
                                  str(edge.settings.config_path), "edge", "status"],
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and "2 of 2 PBX nodes answer" in status.stdout, status
+        # `khhf status` on the edge's machine: the edge's line
+        check = check_edge(edge.settings)
+        assert check.ok and "2 of 2 PBX nodes answer" in check.detail, check
 
         # click-to-dial on node 1: the desk phone, registered with the edge (in
         # PostgreSQL), then the customer through the edge to the carrier, who
@@ -158,6 +162,8 @@ def test_the_edge_dispatches_fails_over_and_reaches_phones(pg_database, tmp_path
         noticed_after = time.monotonic() - t_kill
         noticed = killed + dt.timedelta(seconds=noticed_after)
         assert edge.node_states()[uri[n2]] == "up"
+        check = check_edge(edge.settings)
+        assert not check.ok and f"{uri[n1]} down" in check.detail and uri[n1] in check.todo
         assert during.wait(90) == 0, during.trace_summary()
         calls = carrier_calls(during)
         failed = {cid: c for cid, c in calls.items() if c["final"] != 200}

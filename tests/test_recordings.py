@@ -7,6 +7,7 @@ tests/test_recordings_browser.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -509,3 +510,18 @@ def test_the_pages_speak_chinese_in_every_state(app, calls, escape):
         text = visible_text(page)
         assert expected[state] in text, state
         assert not problems_in(text, msgids), (state, problems_in(text, msgids))
+
+
+def test_a_node_behind_an_edge_purges_its_own_calls_recordings_only(store):
+    """Recordings stay on the node that recorded them (docs/cluster.md): a
+    node marking another node's call 'missing' would leave its file forever."""
+    sessions, settings, _ = store
+    now = utcnow()
+    ids = _aged(store, {"here": dt.timedelta(days=40), "there": dt.timedelta(days=41)}, now)
+    with db.unit_of_work(sessions) as s:
+        s.get(Call, ids["there"]).pbx_node = "node-2"
+    settings = dataclasses.replace(settings, edge_host="127.0.0.1")
+    done = recordings.purge(sessions, settings, dry_run=False, now=now)
+    assert [item.call_id for item in done] == [ids["here"]]
+    assert _state(store, ids.values()) == {ids["here"]: (False, True),
+                                           ids["there"]: (True, False)}

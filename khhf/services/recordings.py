@@ -247,9 +247,9 @@ def cutoff(settings: Settings, now: dt.datetime) -> dt.datetime | None:
 
 
 def expired(session: Session, before: dt.datetime, limit: int | None = None,
-            skip: frozenset[int] = frozenset()) -> list[Expired]:
+            skip: frozenset[int] = frozenset(), node: str | None = None) -> list[Expired]:
     """Kept recordings of calls that ended before `before`, oldest first
-    (but the calls in `skip`)."""
+    (but the calls in `skip`; with `node`, only that PBX node's calls)."""
     ended = func.coalesce(Call.end_at, Call.requested_at)
     query = (select(Call.id, Call.recording_path, ended, Call.recording_bytes)
              .where(recorded(), Call.recording_deleted_at.is_(None),
@@ -258,6 +258,8 @@ def expired(session: Session, before: dt.datetime, limit: int | None = None,
              .order_by(Call.requested_at, Call.id))
     if skip:
         query = query.where(Call.id.not_in(sorted(skip)))
+    if node is not None:
+        query = query.where(Call.pbx_node == node)
     if limit:
         query = query.limit(limit)
     return [Expired(call_id, path, ended_at, size)
@@ -269,19 +271,22 @@ def purge(sessions: sessionmaker[Session], settings: Settings, *, dry_run: bool 
           now: dt.datetime | None = None) -> list[Expired]:
     """Delete the recordings older than the retention period and mark their
     rows; with `dry_run` only list them. Returns what went (or would go),
-    each with its outcome. Nothing happens when retention is 0 (forever)."""
+    each with its outcome. Nothing happens when retention is 0 (forever).
+    A node behind a SIP edge (edge_host set; docs/cluster.md) keeps its
+    recordings on its own disk, so it handles its own calls' only."""
     now = now or utcnow()
     before = cutoff(settings, now)
     if before is None:
         return []
+    node = settings.pbx_name if settings.edge_host else None
     if dry_run:
         with sessions() as session:
-            return expired(session, before)
+            return expired(session, before, node=node)
     done: list[Expired] = []
     refused: set[int] = set()
     while True:
         with sessions() as session:
-            batch = expired(session, before, PURGE_BATCH, frozenset(refused))
+            batch = expired(session, before, PURGE_BATCH, frozenset(refused), node)
         if not batch:
             break
         # the files first, outside any transaction (no write lock held on disk I/O)
