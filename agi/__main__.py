@@ -46,7 +46,7 @@ async def serve(settings) -> None:
         sweeper.cancel()
         beating.cancel()
         beat.clear()
-        server.close()
+        await server.aclose()
 
 
 async def sweep(server, interval: float = SWEEP_SECONDS) -> None:

@@ -14,7 +14,11 @@ Database work runs in a thread pool (SQLAlchemy is synchronous), at most
 once per request, inside one unit of work, so a slow database never
 stalls the event loop and the other calls with it. A route that overruns
 its deadline stops talking to Asterisk, but its unit of work still
-completes: the call row is written late rather than lost.
+completes: the call row is written late rather than lost. A route may
+instead answer first and leave its unit of work for after the connection
+is closed (AgiSession.after): Asterisk goes on at once, the write follows
+(tried again while the database is unavailable). The hotline answers from
+its in-memory directory (agi/directory.py) that way.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ log = logging.getLogger(__name__)
 ROUTE_DEADLINE = 1.5
 HEADER_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 1.0
+# a write deferred after the answer, while the database is unavailable:
+# this many attempts, this far apart (then the hang-up route writes the row)
+DEFERRED_ATTEMPTS = 5
+DEFERRED_RETRY = 2.0
 
 _MSET_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MSET_SAFE_VALUE = re.compile(r"[A-Za-z0-9_&/.@+:-]*")
@@ -79,13 +87,17 @@ class AgiSession:
     """One FastAGI request: the channel's environment and its commands."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 env: dict[str, str], run_in_unit_of_work, settings: Settings | None = None):
+                 env: dict[str, str], run_in_unit_of_work, settings: Settings | None = None,
+                 directory=None):
         self._reader, self._writer = reader, writer
         self.env = env
         # this site's settings (time zone, PBX node) for the routes
         self.settings = settings or Settings()
+        # the hotline's in-memory look-up (agi.directory.RoutingDirectory), or None
+        self.directory = directory
         self._run_in_unit_of_work = run_in_unit_of_work
         self._used_database = False
+        self.deferred: Callable[[Session], object] | None = None
 
     @property
     def key(self) -> str:
@@ -115,6 +127,14 @@ class AgiSession:
             raise RuntimeError("one AGI request gets one unit of work")
         self._used_database = True
         return await self._run_in_unit_of_work(fn)
+
+    def after(self, fn: Callable[[Session], object]) -> None:
+        """Run fn(db_session) in this request's one unit of work once the
+        connection to Asterisk is closed: the call goes on meanwhile."""
+        if self._used_database:
+            raise RuntimeError("one AGI request gets one unit of work")
+        self._used_database = True
+        self.deferred = fn
 
     async def command(self, line: str) -> str:
         """Send one AGI command; return the result text after '200 result='."""
@@ -201,7 +221,8 @@ class FastAgiServer:
 
     def __init__(self, routes: dict[str, Route], session_factory: sessionmaker[Session], *,
                  key: str, deadline: float = ROUTE_DEADLINE, db_threads: int = 8,
-                 junk_log_interval: float = 10.0, settings: Settings | None = None):
+                 junk_log_interval: float = 10.0, settings: Settings | None = None,
+                 directory=None):
         if len(key) < 16:
             raise ValueError("the FastAGI key must be a generated secret (khhf.config.agi_key)")
         self.routes = dict(routes)
@@ -210,6 +231,8 @@ class FastAgiServer:
         self.junk_log = RateLimitedLog(log, junk_log_interval)
         self.session_factory = session_factory
         self.deadline = deadline
+        self.directory = directory if directory is not None else _directory_for(session_factory)
+        self.pending: set[asyncio.Task] = set()  # deferred units of work in flight
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=db_threads, thread_name_prefix="agi-db")
         self.server: asyncio.base_events.Server | None = None
@@ -222,6 +245,30 @@ class FastAgiServer:
         if self.server is not None:
             self.server.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """close(), and the directory's connection, once the deferred writes are done."""
+        if self.pending:
+            await asyncio.wait(self.pending, timeout=DEFERRED_RETRY * DEFERRED_ATTEMPTS)
+        self.close()
+        if self.directory is not None:
+            await self.directory.close()
+
+    async def _run_deferred(self, fn, what: str) -> None:
+        """A route's deferred unit of work, tried again while the database is
+        unavailable; if it still fails, the hang-up route writes the row."""
+        from khhf.db import is_unavailable
+        for attempt in range(1, DEFERRED_ATTEMPTS + 1):
+            try:
+                await self._run_in_unit_of_work(fn)
+                return
+            except Exception as exc:
+                if attempt == DEFERRED_ATTEMPTS or not is_unavailable(exc):
+                    log.exception("AGI route %r: its write after the answer failed", what)
+                    return
+                log.warning("AGI route %r: writing after the answer failed (%s); again in "
+                            "%.0f s", what, exc.__class__.__name__, DEFERRED_RETRY)
+                await asyncio.sleep(DEFERRED_RETRY)
 
     async def _run_in_unit_of_work(self, fn):
         def work():
@@ -240,13 +287,15 @@ class FastAgiServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One AGI request, from environment to close; never raises."""
         name = "?"
+        session: AgiSession | None = None
         try:
             try:
                 env = await read_environment(reader)
             except AgiError as exc:
                 self.junk_log.warning("AGI connection without an AGI request: %s", exc)
                 return
-            session = AgiSession(reader, writer, env, self._run_in_unit_of_work, self.settings)
+            session = AgiSession(reader, writer, env, self._run_in_unit_of_work, self.settings,
+                                 self.directory)
             # the key first, in constant time: nothing runs for a stranger
             if not hmac.compare_digest(session.key.encode("utf-8", "replace"), self._key):
                 self.junk_log.warning("AGI request without the PBX's key refused")
@@ -267,6 +316,11 @@ class FastAgiServer:
             log.exception("AGI route %r failed; the dialplan falls back", name)
         finally:
             writer.close()
+            deferred = session.deferred if session is not None else None
+            if deferred is not None:  # after the answer, off Asterisk's path
+                task = asyncio.create_task(self._run_deferred(deferred, name))
+                self.pending.add(task)
+                task.add_done_callback(self.pending.discard)
             try:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
@@ -280,6 +334,18 @@ class FastAgiServer:
             with unit_of_work(self.session_factory) as db:
                 return hotline.close_stale_calls(db)
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+
+def _directory_for(session_factory: sessionmaker[Session]):
+    """A RoutingDirectory on the factory's database, or None (another engine)."""
+    from agi.directory import RoutingDirectory
+    from khhf.db import sqlite_file
+    engine = session_factory.kw.get("bind")
+    if engine is None or engine.dialect.name not in ("sqlite", "postgresql"):
+        return None
+    if engine.dialect.name == "sqlite" and sqlite_file(str(engine.url)) is None:
+        return None  # in memory: no second connection can see it
+    return RoutingDirectory(engine)
 
 
 def make_server(settings, routes: dict[str, Route] | None = None, **kwargs) -> FastAgiServer:
