@@ -24,6 +24,7 @@ its in-memory directory (agi/directory.py) that way.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import hmac
 import logging
@@ -79,6 +80,34 @@ class RateLimitedLog:
         return True
 
 
+class Profile:
+    """Where a route's time goes, per completed request (the last 10,000):
+    receiving the environment (accepted -> read), our own work, and waiting
+    for Asterisk's replies; logged when the server closes (bench/hotline.py
+    reads it)."""
+
+    STAGES = ("environment", "work", "asterisk")
+
+    def __init__(self, keep: int = 10_000):
+        self.samples: dict[str, collections.deque] = {}
+        self.keep = keep
+
+    def add(self, route: str, **seconds: float) -> None:
+        self.samples.setdefault(route, collections.deque(maxlen=self.keep)).append(
+            tuple(seconds[s] for s in self.STAGES))
+
+    def lines(self) -> list[str]:
+        out = []
+        for route, rows in sorted(self.samples.items()):
+            parts = []
+            for i, stage in enumerate(self.STAGES):
+                values = sorted(r[i] * 1000 for r in rows)
+                parts.append(f"{stage} p50 {values[len(values) // 2]:.2f} "
+                             f"p95 {values[int(len(values) * 0.95)]:.2f}")
+            out.append(f"AGI profile {route} ({len(rows)} requests, ms): " + "; ".join(parts))
+        return out
+
+
 class AgiError(Exception):
     """The AGI conversation broke: EOF, a timeout, or a refused command."""
 
@@ -98,6 +127,7 @@ class AgiSession:
         self._run_in_unit_of_work = run_in_unit_of_work
         self._used_database = False
         self.deferred: Callable[[Session], object] | None = None
+        self.waited = 0.0  # seconds spent waiting for Asterisk's replies (the profile)
 
     @property
     def key(self) -> str:
@@ -140,12 +170,14 @@ class AgiSession:
         """Send one AGI command; return the result text after '200 result='."""
         if "\n" in line:
             raise AgiError("an AGI command is one line")
+        sent = time.perf_counter()
         self._writer.write(line.encode() + b"\n")
         await self._writer.drain()
         while True:
             raw = await _readline(self._reader, COMMAND_TIMEOUT, f"the reply to {line.split()[0:2]}")
             if raw != "HANGUP":  # the caller hung up: variables still work
                 break
+        self.waited += time.perf_counter() - sent
         code, _, rest = raw.partition(" ")
         if code.endswith("-"):  # a multi-line usage message: read to its end
             while not raw.startswith(code[:-1] + " "):
@@ -233,6 +265,7 @@ class FastAgiServer:
         self.deadline = deadline
         self.directory = directory if directory is not None else _directory_for(session_factory)
         self.pending: set[asyncio.Task] = set()  # deferred units of work in flight
+        self.profile = Profile()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=db_threads, thread_name_prefix="agi-db")
         self.server: asyncio.base_events.Server | None = None
@@ -253,6 +286,8 @@ class FastAgiServer:
         self.close()
         if self.directory is not None:
             await self.directory.close()
+        for line in self.profile.lines():
+            log.info("%s", line)
 
     async def _run_deferred(self, fn, what: str) -> None:
         """A route's deferred unit of work, tried again while the database is
@@ -288,6 +323,7 @@ class FastAgiServer:
         """One AGI request, from environment to close; never raises."""
         name = "?"
         session: AgiSession | None = None
+        accepted = time.perf_counter()
         try:
             try:
                 env = await read_environment(reader)
@@ -306,7 +342,11 @@ class FastAgiServer:
                 log.error("AGI request for unknown route %r (known: %s)", name[:40],
                           ", ".join(sorted(self.routes)))
                 return
+            started = time.perf_counter()
             await asyncio.wait_for(route(session, session.args), self.deadline)
+            self.profile.add(name, environment=started - accepted,
+                             work=time.perf_counter() - started - session.waited,
+                             asterisk=session.waited)
         except asyncio.TimeoutError:
             log.warning("AGI route %r overran its %.1f s deadline; the dialplan falls back",
                         name, self.deadline)

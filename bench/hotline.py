@@ -167,6 +167,10 @@ class Bench:
         self.agi.terminate()
         self.agi.wait(10)
         self.agi_log.close()
+        # the service's own profile of its requests (agi.server.Profile), logged at exit
+        self.profile = [line.split(": ", 1)[-1] for line in
+                        (self.workdir / "agi.log").read_text(errors="replace").splitlines()
+                        if "AGI profile" in line]
 
     def calls(self, number: str, callers: list[str], rate: float, limit: int):
         inf = self.workdir / f"callers-{uuid.uuid4().hex[:6]}.csv"
@@ -282,6 +286,8 @@ def main(argv=None) -> int:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
         rows.append((label, lat, (offered, ok, failed)))
+        for line in bench.profile:
+            print(f"[{label}] {line}")
         print_tables(rows[-1:], args)  # as each database finishes: a later failure loses nothing
     if len(rows) > 1:
         print_tables(rows, args)
