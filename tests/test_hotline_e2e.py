@@ -21,7 +21,7 @@ from simkit.harness import SIPP, AgiThread, PbxHarness, free_port, wav_stats
 
 pytestmark = pytest.mark.pbx
 
-DESKS = [f"81{i:02d}" for i in range(1, 21)]
+DESKS = [f"81{i:02d}" for i in range(1, 23)]
 RING = {"KHHF_DESK_RING": 3, "KHHF_MOBILE_RING": 3, "KHHF_GROUP_RING": 3, "KHHF_HUNT_RING": 2}
 
 
@@ -260,8 +260,8 @@ def test_changes_in_the_web_ui_and_the_cli_reach_the_very_next_call(hotline_pbx)
     hp = hotline_pbx
     number = "13800000020"
     county = hp.county("c20", "13900000020")
-    a = hp.manager(county, "8118", on_duty=True)
-    b = hp.manager(county, "8119", on_duty=True)
+    a = hp.manager(county, "8121", on_duty=True)
+    b = hp.manager(county, "8122", on_duty=True)
     customer = hp.customer(county, number, a)
     with db.unit_of_work(hp.factory) as s:
         factories.user(s, "sup20", "supervisor", s.get(County, county))
@@ -294,19 +294,24 @@ def test_changes_in_the_web_ui_and_the_cli_reach_the_very_next_call(hotline_pbx)
             time.sleep(0.1)
         raise AssertionError(f"call {len(calls) + 1} of {number} has no ended row")
 
-    assert (next_call_reaches("8118", "8119").manager_id, calls[-1].outcome) == (a, "desk")
+    assert (next_call_reaches("8121", "8122").manager_id, calls[-1].outcome) == (a, "desk")
+    directory = hp.agi.server.directory  # answered from memory, not the fallback
+    loads = directory.loads
     post("sup20", f"/customers/{customer}", f"/customers/{customer}/manager", {"manager_id": b})
-    assert (next_call_reaches("8119", "8118").manager_id, calls[-1].outcome) == (b, "desk")
-    post("m8119", f"/manager/{b}", f"/manager/{b}/duty", {"on_duty": "0"})
+    assert (next_call_reaches("8122", "8121").manager_id, calls[-1].outcome) == (b, "desk")
+    post("m8122", f"/manager/{b}", f"/manager/{b}/duty", {"on_duty": "0"})
     # B is away (no mobile): the county's group, A only
-    assert (next_call_reaches("8118", "8119").manager_id, calls[-1].outcome) == \
-        (b, "group:8118")
+    assert (next_call_reaches("8121", "8122").manager_id, calls[-1].outcome) == \
+        (b, "group:8121")
     depart = subprocess.run(
-        [sys.executable, "-m", "khhfcli.main", "hotline", "depart", "m8119", "--successor",
-         "m8118"], env={**os.environ, "KHHF_CONFIG": str(hp.h.workdir / "khhf.conf")},
+        [sys.executable, "-m", "khhfcli.main", "hotline", "depart", "m8122", "--successor",
+         "m8121"], env={**os.environ, "KHHF_CONFIG": str(hp.h.workdir / "khhf.conf")},
         capture_output=True, text=True, timeout=60)
     assert depart.returncode == 0, depart.stderr
-    assert (next_call_reaches("8118", "8119").manager_id, calls[-1].outcome) == (a, "desk")
+    assert (next_call_reaches("8121", "8122").manager_id, calls[-1].outcome) == (a, "desk")
+    # the reassignment was read with the customer; the duty change and the
+    # departure each loaded the directory again
+    assert directory.loads == loads + 2
 
 
 def sync_groups(hp) -> None:
@@ -330,8 +335,9 @@ def test_without_the_agi_service_the_county_group_still_answers(hotline_pbx, fai
         hp.agi.stop()
         lock = None
     else:
-        # the database is locked by someone else: the route cannot write the
-        # call row and gives up at its deadline
+        # the database is locked for writing by someone else: the route reads
+        # (the directory, WAL) and rings the group at once; the call row waits
+        # for the lock (the write after the answer, or the hang-up route's)
         import sqlite3
         lock = sqlite3.connect(hp.h.settings.database_url.split("///", 1)[1], timeout=5)
         lock.execute("BEGIN EXCLUSIVE")
