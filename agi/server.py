@@ -49,6 +49,9 @@ COMMAND_TIMEOUT = 1.0
 # this many attempts, this far apart (then the hang-up route writes the row)
 DEFERRED_ATTEMPTS = 5
 DEFERRED_RETRY = 2.0
+# ... and it starts this long after the answer: by then Asterisk has sent
+# the INVITEs, and the write's CPU does not compete with their set-up
+DEFERRED_DELAY = 0.2
 
 _MSET_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MSET_SAFE_VALUE = re.compile(r"[A-Za-z0-9_&/.@+:-]*")
@@ -166,12 +169,21 @@ class AgiSession:
         self._used_database = True
         self.deferred = fn
 
-    async def command(self, line: str) -> str:
-        """Send one AGI command; return the result text after '200 result='."""
+    async def command(self, line: str, last: bool = False) -> str:
+        """Send one AGI command; return the result text after '200 result='.
+
+        `last`: the request's last command. Our side of the connection is
+        shut after it (the reply still arrives), so Asterisk reads the end
+        of the script right after running the command, without waiting for
+        us to read its reply and close: the dialplan goes on one round trip
+        sooner.
+        """
         if "\n" in line:
             raise AgiError("an AGI command is one line")
         sent = time.perf_counter()
         self._writer.write(line.encode() + b"\n")
+        if last and self._writer.can_write_eof():
+            self._writer.write_eof()
         await self._writer.drain()
         while True:
             raw = await _readline(self._reader, COMMAND_TIMEOUT, f"the reply to {line.split()[0:2]}")
@@ -187,13 +199,14 @@ class AgiSession:
             raise AgiError(f"Asterisk refused {line!r}: {raw}")
         return rest.removeprefix("result=")
 
-    async def set_variable(self, name: str, value: object) -> None:
+    async def set_variable(self, name: str, value: object, last: bool = False) -> None:
         value = "" if value is None else str(value)
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        await self.command(f'SET VARIABLE {name} "{escaped}"')
+        await self.command(f'SET VARIABLE {name} "{escaped}"', last=last)
 
-    async def set_variables(self, values: dict[str, object]) -> None:
-        """Set several variables in one round trip (MSet), in order.
+    async def set_variables(self, values: dict[str, object], last: bool = False) -> None:
+        """Set several variables in one round trip (MSet), in order; `last`:
+        as command's (no command may follow).
 
         Asterisk's MSet splits on commas and strips quotes, so values that
         hold any of them are set one by one instead.
@@ -201,12 +214,13 @@ class AgiSession:
         pairs = [(name, "" if value is None else str(value)) for name, value in values.items()]
         if all(_MSET_SAFE.fullmatch(name) and _MSET_SAFE_VALUE.fullmatch(value)
                for name, value in pairs):
-            result = await self.command("EXEC MSet " + ",".join(f"{n}={v}" for n, v in pairs))
+            result = await self.command("EXEC MSet " + ",".join(f"{n}={v}" for n, v in pairs),
+                                        last=last)
             if result.startswith("-2"):
                 raise AgiError("Asterisk has no MSet application (pbx_builtins)")
             return
-        for name, value in pairs:
-            await self.set_variable(name, value)
+        for i, (name, value) in enumerate(pairs, 1):
+            await self.set_variable(name, value, last=last and i == len(pairs))
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value, or None when it is not set."""
@@ -265,6 +279,7 @@ class FastAgiServer:
         self.deadline = deadline
         self.directory = directory if directory is not None else _directory_for(session_factory)
         self.pending: set[asyncio.Task] = set()  # deferred units of work in flight
+        self.active: set[asyncio.Task] = set()   # requests in flight
         self.profile = Profile()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=db_threads, thread_name_prefix="agi-db")
@@ -281,8 +296,11 @@ class FastAgiServer:
 
     async def aclose(self) -> None:
         """close(), and the directory's connection, once the deferred writes are done."""
+        if self.active:
+            await asyncio.wait(self.active, timeout=self.deadline + COMMAND_TIMEOUT)
         if self.pending:
-            await asyncio.wait(self.pending, timeout=DEFERRED_RETRY * DEFERRED_ATTEMPTS)
+            await asyncio.wait(self.pending,
+                               timeout=DEFERRED_DELAY + DEFERRED_RETRY * DEFERRED_ATTEMPTS)
         self.close()
         if self.directory is not None:
             await self.directory.close()
@@ -293,6 +311,7 @@ class FastAgiServer:
         """A route's deferred unit of work, tried again while the database is
         unavailable; if it still fails, the hang-up route writes the row."""
         from khhf.db import is_unavailable
+        await asyncio.sleep(DEFERRED_DELAY)
         for attempt in range(1, DEFERRED_ATTEMPTS + 1):
             try:
                 await self._run_in_unit_of_work(fn)
@@ -324,6 +343,9 @@ class FastAgiServer:
         name = "?"
         session: AgiSession | None = None
         accepted = time.perf_counter()
+        this = asyncio.current_task()
+        if this is not None:
+            self.active.add(this)
         try:
             try:
                 env = await read_environment(reader)
@@ -365,6 +387,7 @@ class FastAgiServer:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+            self.active.discard(this)  # type: ignore[arg-type]
 
     async def sweep(self) -> int:
         """Close inbound rows whose hang-up never arrived (hotline.close_stale_calls)."""

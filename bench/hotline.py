@@ -194,7 +194,13 @@ class Bench:
             for route, number in ROUTES.items():
                 chunk = callers[route][b * per:(b + 1) * per]
                 party = self.calls(number, chunk, rate=10, limit=1)
-                party.wait(60 + len(chunk))
+                try:
+                    party.wait(20 + len(chunk))
+                except AssertionError:
+                    # a call stuck (on a loaded host, a BYE SIPp never saw):
+                    # its batch keeps the calls that completed
+                    print(f"[{self.label}] a {route} call did not end; going on",
+                          file=sys.stderr)
                 runs.append((route, party))
         time.sleep(1)
         received = trace_times(self.desks.message_file, "received")
@@ -209,7 +215,11 @@ class Bench:
         n = int(rate * seconds)
         callers = [phone(1_000 + i) for i in range(n)]  # every manager in turn
         party = self.calls(UNIFIED, callers, rate=rate, limit=int(rate * 10))
-        party.wait(seconds + 90)
+        try:
+            party.wait(seconds + 30)
+        except AssertionError:  # as in latency(): a call SIPp never saw end
+            print(f"[{self.label}] a sustained call did not end; counted as dropped",
+                  file=sys.stderr)
         stats = (party.workdir / "stdout.log").read_text(errors="replace")
         ok = re.findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", stats)
         failed = re.findall(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", stats)

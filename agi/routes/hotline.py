@@ -49,10 +49,11 @@ async def route(session, args):
         routing = await session.unit_of_work(functools.partial(
             hotline.start_call, caller=caller, unified_number=unified_number,
             uniqueid=uniqueid, linkedid=linkedid, settings=session.settings))
-    # one round trip; KHHF_ROUTE last, so it is only ever set with the rest
+    # one round trip, our last command (Asterisk goes on without waiting for
+    # us to close); KHHF_ROUTE last, so it is only ever set with the rest
     # (KHHF_CALL_ID: the row's id when it was written first; the hang-up
     # route finds the row by the channel's uniqueid either way)
-    await session.set_variables({
+    await session.set_variables(last=True, values={
         var.CALL_ID: routing.call_id or "",
         var.REC_FILE: routing.recording_file,
         var.DESK: routing.desk,
