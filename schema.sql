@@ -95,6 +95,19 @@ CREATE TABLE managers (
 );
 CREATE INDEX ix_managers_county_status ON managers (county_id, status, on_duty);
 
+-- One row: a counter raised, in the same transaction, by every change to
+-- what the hotline routes by besides the customer row (a manager's county,
+-- desk, mobile, status or duty; a county's fallback strategy), through the
+-- triggers ROUTING_TRIGGERS, whichever process or tool writes. The AGI
+-- service keeps managers and counties in memory and reads this counter
+-- with the caller's customer row on every call (khhf.services.hotline).
+CREATE TABLE routing_generation (
+    id INTEGER NOT NULL,
+    generation INTEGER DEFAULT '0' NOT NULL,
+    PRIMARY KEY (id),
+    CHECK (id = 1)
+);
+
 -- A customer, by normalised phone number, owned by a manager.
 CREATE TABLE customers (
     id INTEGER NOT NULL,
@@ -767,3 +780,11 @@ CREATE TABLE webhook_deliveries (
     FOREIGN KEY(client_id) REFERENCES api_clients (id) ON DELETE CASCADE
 );
 CREATE INDEX ix_webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+
+-- Triggers: every change the hotline routes by raises routing_generation.
+CREATE TRIGGER tr_managers_routing_ins AFTER INSERT ON managers BEGIN UPDATE routing_generation SET generation = generation + 1; END;
+CREATE TRIGGER tr_managers_routing_del AFTER DELETE ON managers BEGIN UPDATE routing_generation SET generation = generation + 1; END;
+CREATE TRIGGER tr_managers_routing_upd AFTER UPDATE OF county_id, desk_extension, mobile, status, on_duty ON managers BEGIN UPDATE routing_generation SET generation = generation + 1; END;
+CREATE TRIGGER tr_counties_routing_ins AFTER INSERT ON counties BEGIN UPDATE routing_generation SET generation = generation + 1; END;
+CREATE TRIGGER tr_counties_routing_del AFTER DELETE ON counties BEGIN UPDATE routing_generation SET generation = generation + 1; END;
+CREATE TRIGGER tr_counties_routing_upd AFTER UPDATE OF fallback_strategy ON counties BEGIN UPDATE routing_generation SET generation = generation + 1; END;

@@ -117,7 +117,7 @@ class AgiThread:
             self._loop.run_until_complete(self.server.start(self.host, self.port))
             ready.set()
             self._loop.run_forever()
-            self.server.close()
+            self._loop.run_until_complete(self.server.aclose())
             self._loop.run_until_complete(self.server.server.wait_closed())
             self._loop.close()
         self._thread = threading.Thread(target=run, name=f"agi-{self.port}", daemon=True)

@@ -12,8 +12,11 @@ functions, each inside one unit of work; nothing here knows Asterisk.
   nobody answered becomes a high-priority call-back task for the owning
   manager (or the county's fallback owner) and an SMS in the outbox.
 
-Every look-up reads the database afresh: the very next call after a
-reassignment follows it.
+The AGI route answers from an in-memory Directory of managers and counties,
+checked against the database's routing_generation counter on every call
+(with the customer row, read afresh): the very next call after a
+reassignment, a hand-over or a duty change follows it, whichever process
+made the change. The call row is written after the answer (record_call).
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ ANSWERING_STAGES = (CallOutcome.DESK, CallOutcome.MOBILE, CallOutcome.GROUP)
 
 @dataclasses.dataclass(frozen=True)
 class Routing:
-    """Where the dialplan rings an inbound call, in order."""
-    call_id: int
+    """Where the dialplan rings an inbound call, in order, and the call row's facts."""
+    call_id: int | None         # None until the row is written (the fast path writes it after)
     customer_id: int | None
     manager_id: int | None      # the owning, active manager; None: the group only
     desk: str                   # the manager's desk extension, or '' (none, or off duty)
@@ -70,6 +73,8 @@ class Routing:
     county_desks: tuple[str, ...]  # every on-duty desk of the county (degraded mode)
     strategy: str               # 'ringall' or 'hunt'
     recording_file: str         # relative to the recordings directory
+    county_id: int | None = None
+    customer_number: str = UNKNOWN_CALLER  # normalised, or '' for an unknown caller
 
     @property
     def route(self) -> str:
@@ -81,10 +86,47 @@ def dial_string(extensions) -> str:
     return "&".join(f"PJSIP/{ext}" for ext in extensions)
 
 
+_UNSAFE_IN_NAME = re.compile(r"[^\w.-]")
+
+
+def recording_file(settings: Settings, uniqueid: str, requested_at: dt.datetime) -> str:
+    """An inbound call's recording, by the channel's uniqueid (known before
+    the row is written; the degraded dialplan names it the same way)."""
+    return f"{settings.recording_day(requested_at)}/in-{_UNSAFE_IN_NAME.sub('_', uniqueid)}.wav"
+
+
+def _decide(*, customer_id: int | None, county_id: int | None, manager, group: tuple[str, ...],
+            strategy: str, number: str | None, uniqueid: str, requested_at: dt.datetime,
+            settings: Settings, call_id: int | None = None) -> Routing:
+    """The ring order from the facts, whichever path looked them up
+    (`manager`: a Manager or a DirectoryManager, active; or None)."""
+    return Routing(
+        call_id=call_id, customer_id=customer_id,
+        manager_id=manager.id if manager else None,
+        desk=_desk(manager) if manager and manager.on_duty else "", mobile=_mobile(manager),
+        group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
+        county_desks=group, strategy=strategy,
+        recording_file=recording_file(settings, uniqueid, requested_at),
+        county_id=county_id, customer_number=number or UNKNOWN_CALLER)
+
+
+def _active(customer_id, manager):
+    """The owner if still active; someone who left is never rung."""
+    if manager is not None and manager.status != "active":
+        # the hand-over service moves customers on departure; never ring
+        # someone who has left, whatever the data says
+        log.warning("customer %s is still assigned to departed manager %s",
+                    customer_id, manager.id)
+        return None
+    return manager
+
+
 def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: str,
                linkedid: str = "", now: dt.datetime | None = None,
                settings: Settings | None = None) -> Routing:
-    """Log an inbound call and decide its ring order (idempotent on uniqueid).
+    """Log an inbound call and decide its ring order (idempotent on uniqueid),
+    all from the database: the AGI route's fallback when its in-memory
+    directory (RoutingDirectory) cannot answer.
     `settings`: this site's time zone and PBX node (default: the defaults)."""
     now = now or utcnow()
     settings = settings or Settings()
@@ -95,16 +137,11 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     else:
         manager = session.get(Manager, call.manager_id) if call.manager_id else None
     county = session.get(County, call.county_id) if call.county_id else None
-    group = on_duty_desks(session, county.id) if county else ()
-    return Routing(
-        call_id=call.id, customer_id=call.customer_id,
-        manager_id=manager.id if manager else None,
-        desk=_desk(manager) if manager and manager.on_duty else "", mobile=_mobile(manager),
-        group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
-        county_desks=tuple(group),
-        strategy=county.fallback_strategy if county else "ringall",
-        recording_file=f"{settings.recording_day(call.requested_at)}/in-{call.id}.wav",
-    )
+    return _decide(customer_id=call.customer_id, county_id=call.county_id, manager=manager,
+                   group=on_duty_desks(session, county.id) if county else (),
+                   strategy=county.fallback_strategy if county else "ringall",
+                   number=call.customer_number, uniqueid=uniqueid,
+                   requested_at=call.requested_at, settings=settings, call_id=call.id)
 
 
 def caller_number(caller: str | None) -> str | None:
@@ -131,26 +168,44 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid,
             Manager, Manager.id == Customer.manager_id).where(Customer.phone == number)).first()
         if row is not None:
             customer, manager = row
-            if manager is not None and manager.status != "active":
-                # the hand-over service moves customers on departure; never ring
-                # someone who has left, whatever the data says
-                log.warning("customer %s is still assigned to departed manager %s",
-                            customer.id, manager.id)
-                manager = None
-    call = Call(direction="inbound", customer_id=customer.id if customer else None,
-                manager_id=manager.id if manager else None,
-                county_id=county.id if county is not None else
-                (customer.county_id if customer else None),
-                uniqueid=uniqueid, linkedid=linkedid or uniqueid,
+            manager = _active(customer.id, manager)
+    call = _call_row(customer_id=customer.id if customer else None,
+                     manager_id=manager.id if manager else None,
+                     county_id=county.id if county is not None else
+                     (customer.county_id if customer else None),
+                     number=number, unified_number=unified_number, uniqueid=uniqueid,
+                     linkedid=linkedid, now=now, settings=settings)
+    session.add(call)
+    session.flush()
+    return call, manager
+
+
+def _call_row(*, customer_id, manager_id, county_id, number, unified_number, uniqueid,
+              linkedid, now, settings: Settings) -> Call:
+    return Call(direction="inbound", customer_id=customer_id, manager_id=manager_id,
+                county_id=county_id, uniqueid=uniqueid, linkedid=linkedid or uniqueid,
                 # the normalised number, or empty for an unknown caller: never
                 # the raw caller id, which is not a number anything can use
                 customer_number=number or UNKNOWN_CALLER,
                 unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "")
                 else None,
                 state=CallState.REQUESTED, requested_at=now, pbx_node=settings.pbx_name)
-    session.add(call)
-    session.flush()
-    return call, manager
+
+
+def record_call(session: Session, *, routing: Routing, unified_number: str, uniqueid: str,
+                linkedid: str, now: dt.datetime, settings: Settings) -> Call:
+    """Write the row of a call the directory routed (after the AGI answered);
+    idempotent on uniqueid: when the hang-up route wrote it first (a very
+    short call, or this write failed), that row stands."""
+    call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+    if call is None:
+        call = _call_row(customer_id=routing.customer_id, manager_id=routing.manager_id,
+                         county_id=routing.county_id, number=routing.customer_number,
+                         unified_number=unified_number, uniqueid=uniqueid, linkedid=linkedid,
+                         now=now, settings=settings)
+        session.add(call)
+        session.flush()
+    return call
 
 
 def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
@@ -159,6 +214,76 @@ def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
         Manager.county_id == county_id, Manager.status == "active", Manager.on_duty.is_(True),
         Manager.desk_extension.is_not(None)).order_by(Manager.id))
     return tuple(ext for ext in rows if ext is not None and numbering.DESK_EXTENSION.fullmatch(ext))
+
+
+# -- the directory: what routing needs besides the customer row, in memory ----
+#
+# The AGI service (agi/directory.py) keeps a Directory of every manager and
+# county and, per call, reads one row: routing_generation's counter with the
+# unified number's county and the caller's customer (both unique look-ups).
+# Triggers raise the counter in the transaction of any change to managers or
+# counties (khhf.models.routing_triggers), whichever process makes it; a
+# counter unlike the directory's means: load it again, then route. The
+# customer row (its owner) is read afresh on every call, so assignments and
+# hand-overs need no invalidation at all.
+
+# {p}: the driver's placeholder
+LOOKUP_SQL = ("SELECT g.generation, u.county_id, c.id, c.county_id, c.manager_id "
+              "FROM routing_generation g "
+              "LEFT JOIN unified_numbers u ON u.number = {p} "
+              "LEFT JOIN customers c ON c.phone = {p} WHERE g.id = 1")
+GENERATION_SQL = "SELECT generation FROM routing_generation WHERE id = 1"
+MANAGERS_SQL = ("SELECT id, county_id, desk_extension, mobile, status, on_duty "
+                "FROM managers ORDER BY id")
+COUNTIES_SQL = "SELECT id, fallback_strategy FROM counties"
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectoryManager:
+    """A manager as routing sees it (the attributes of Manager it reads)."""
+    id: int
+    county_id: int
+    desk_extension: str | None
+    mobile: str | None
+    status: str
+    on_duty: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Directory:
+    """Every manager and county at one routing_generation."""
+    generation: int
+    managers: dict[int, DirectoryManager]
+    strategies: dict[int, str]             # county id -> fallback strategy
+    groups: dict[int, tuple[str, ...]]     # county id -> on_duty_desks
+
+    @classmethod
+    def from_rows(cls, generation: int, managers, counties) -> Directory:
+        """From MANAGERS_SQL's and COUNTIES_SQL's rows."""
+        by_id = {row[0]: DirectoryManager(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+                 for row in managers}
+        groups: dict[int, list[str]] = {}
+        for m in by_id.values():  # in id order: the hunt order (on_duty_desks)
+            if m.status == "active" and m.on_duty and m.desk_extension \
+                    and numbering.DESK_EXTENSION.fullmatch(m.desk_extension):
+                groups.setdefault(m.county_id, []).append(m.desk_extension)
+        return cls(generation, by_id, {row[0]: row[1] for row in counties},
+                   {county: tuple(desks) for county, desks in groups.items()})
+
+    def route(self, row, *, number: str | None, uniqueid: str, now: dt.datetime,
+              settings: Settings) -> Routing:
+        """The ring order from LOOKUP_SQL's row for the caller's normalised
+        `number` (None: unknown, looked up as NULL), as start_call decides it."""
+        _generation, unified_county, customer_id, customer_county, manager_id = row
+        manager = None
+        if manager_id is not None:
+            manager = _active(customer_id, self.managers.get(manager_id))
+        county_id = unified_county if unified_county is not None else customer_county
+        known = county_id in self.strategies
+        return _decide(customer_id=customer_id, county_id=county_id, manager=manager,
+                       group=self.groups.get(county_id, ()) if known else (),
+                       strategy=self.strategies[county_id] if known else "ringall",
+                       number=number, uniqueid=uniqueid, requested_at=now, settings=settings)
 
 
 def county_groups(session: Session) -> dict[str, str]:
