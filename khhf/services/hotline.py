@@ -11,6 +11,14 @@ functions, each inside one unit of work; nothing here knows Asterisk.
 - `finish_call` closes the call row when the channel hangs up; a call that
   nobody answered becomes a high-priority call-back task for the owning
   manager (or the county's fallback owner) and an SMS in the outbox.
+- `complete_call` does both from the hang-up's event (khhf.calls.inbound),
+  for the AMI bridge: a call whose AGI write never happened still gets its
+  one row.
+
+Every writer of an inbound row (the routing AGI after its answer, the
+hang-up AGI, the AMI bridge) inserts it idempotently on the channel's
+unique uniqueid, and closes it under a row lock: one row per call, closed
+once, whichever comes first.
 
 The AGI route answers from an in-memory Directory of managers and counties,
 checked against the database's routing_generation counter on every call
@@ -27,9 +35,12 @@ import logging
 import re
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from khhf import numbering
+from khhf.calls.inbound import HotlineEnd
 from khhf.calls.states import CallOutcome, CallState, answered_by_colleague
 from khhf.config import Settings
 from khhf.models import Call, County, Customer, Manager, SmsKind, Task, TaskType, UnifiedNumber, utcnow
@@ -169,42 +180,54 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid,
         if row is not None:
             customer, manager = row
             manager = _active(customer.id, manager)
-    call = _call_row(customer_id=customer.id if customer else None,
-                     manager_id=manager.id if manager else None,
-                     county_id=county.id if county is not None else
-                     (customer.county_id if customer else None),
-                     number=number, unified_number=unified_number, uniqueid=uniqueid,
-                     linkedid=linkedid, now=now, settings=settings)
-    session.add(call)
-    session.flush()
+    call = _insert_call(session, customer_id=customer.id if customer else None,
+                        manager_id=manager.id if manager else None,
+                        county_id=county.id if county is not None else
+                        (customer.county_id if customer else None),
+                        number=number, unified_number=unified_number, uniqueid=uniqueid,
+                        linkedid=linkedid, now=now, settings=settings)
+    if call.manager_id != (manager.id if manager else None):  # another writer's row
+        manager = session.get(Manager, call.manager_id) if call.manager_id else None
     return call, manager
 
 
-def _call_row(*, customer_id, manager_id, county_id, number, unified_number, uniqueid,
-              linkedid, now, settings: Settings) -> Call:
-    return Call(direction="inbound", customer_id=customer_id, manager_id=manager_id,
-                county_id=county_id, uniqueid=uniqueid, linkedid=linkedid or uniqueid,
-                # the normalised number, or empty for an unknown caller: never
-                # the raw caller id, which is not a number anything can use
-                customer_number=number or UNKNOWN_CALLER,
-                unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "")
-                else None,
-                state=CallState.REQUESTED, requested_at=now, pbx_node=settings.pbx_name)
+def _insert_call(session: Session, *, customer_id, manager_id, county_id, number,
+                 unified_number, uniqueid, linkedid, now, settings: Settings) -> Call:
+    """The inbound row of the channel `uniqueid`: inserted unless a row is
+    there already (another writer's, which then stands), and returned."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(Call).values(
+        direction="inbound", customer_id=customer_id, manager_id=manager_id,
+        county_id=county_id, uniqueid=uniqueid, linkedid=linkedid or uniqueid,
+        # the normalised number, or empty for an unknown caller: never
+        # the raw caller id, which is not a number anything can use
+        customer_number=number or UNKNOWN_CALLER,
+        unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "") else None,
+        state=CallState.REQUESTED, requested_at=now, pbx_node=settings.pbx_name,
+    ).on_conflict_do_nothing(index_elements=["uniqueid"]))
+    return session.scalars(select(Call).where(Call.uniqueid == uniqueid)
+                           .execution_options(populate_existing=True)).one()
+
+
+def _locked_call(session: Session, uniqueid: str) -> Call | None:
+    """The inbound row of `uniqueid`, locked for this transaction (PostgreSQL:
+    FOR UPDATE; SQLite's writing transactions hold the database's write
+    lock already), read afresh: whoever closes it second sees it closed."""
+    return session.scalars(select(Call).where(Call.uniqueid == uniqueid).with_for_update()
+                           .execution_options(populate_existing=True)).one_or_none()
 
 
 def record_call(session: Session, *, routing: Routing, unified_number: str, uniqueid: str,
                 linkedid: str, now: dt.datetime, settings: Settings) -> Call:
     """Write the row of a call the directory routed (after the AGI answered);
-    idempotent on uniqueid: when the hang-up route wrote it first (a very
-    short call, or this write failed), that row stands."""
+    idempotent on uniqueid: when the hang-up route or the AMI bridge wrote
+    it first (a very short call, or this write failed), that row stands."""
     call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
     if call is None:
-        call = _call_row(customer_id=routing.customer_id, manager_id=routing.manager_id,
-                         county_id=routing.county_id, number=routing.customer_number,
-                         unified_number=unified_number, uniqueid=uniqueid, linkedid=linkedid,
-                         now=now, settings=settings)
-        session.add(call)
-        session.flush()
+        call = _insert_call(session, customer_id=routing.customer_id,
+                            manager_id=routing.manager_id, county_id=routing.county_id,
+                            number=routing.customer_number, unified_number=unified_number,
+                            uniqueid=uniqueid, linkedid=linkedid, now=now, settings=settings)
     return call
 
 
@@ -324,21 +347,28 @@ class Hangup:
 
 
 def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int | None = None,
-                caller: str = "", unified_number: str = "",
-                now: dt.datetime | None = None, settings: Settings | None = None) -> Call:
+                caller: str = "", unified_number: str = "", linkedid: str = "",
+                now: dt.datetime | None = None, requested_at: dt.datetime | None = None,
+                settings: Settings | None = None) -> Call:
     """Close the inbound call; a missed call becomes a call-back task and an SMS.
 
-    Idempotent: a call already ended is returned unchanged. When the routing
-    AGI failed (the call rang the degraded group), the call row is written
-    here, late but complete.
+    Idempotent: a call already ended is returned unchanged, and the row is
+    locked first, so two writers closing it at once (the hang-up AGI, the
+    AMI bridge) close it once. When the routing AGI failed (the call rang
+    the degraded group), the call row is written here, late but complete
+    (`requested_at`: when the call came, default `now`). The row is the
+    channel's `uniqueid`'s; `call_id` (the route's KHHF_CALL_ID) is not
+    needed to find it, and a forged one cannot close another call.
     """
+    del call_id  # the uniqueid decides
     now = now or utcnow()
     settings = settings or Settings()
-    call = session.get(Call, call_id) if call_id else None
-    if call is None or call.uniqueid != uniqueid:
-        call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+    call = _locked_call(session, uniqueid)
     if call is None:
-        call, _ = _new_call(session, caller, unified_number, uniqueid, "", now, settings)
+        _new_call(session, caller, unified_number, uniqueid, linkedid, requested_at or now,
+                  settings)
+        call = _locked_call(session, uniqueid)
+        assert call is not None  # just inserted, or another writer's
     if call.state == CallState.ENDED and call.outcome != CallOutcome.LOST:
         return call
     answered = hangup.dial_status == "ANSWER" and hangup.stage in ANSWERING_STAGES
@@ -357,6 +387,36 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
     call.outcome = CallOutcome.MISSED
     _call_back(session, call, now, settings)
     return call
+
+
+def complete_call(session: Session, end: HotlineEnd, settings: Settings) -> Call:
+    """Write (unless written) and close the row of the hotline call whose
+    hang-up the dialplan announced (khhf.calls.inbound): what the AMI bridge
+    and its CEL reconciler do with that event, so a call whose AGI write
+    never happened (the service died after its answer, or was down at the
+    hang-up) still has its one row, with the customer and manager the route
+    chose. A row the AGI service wrote stands; one it closed stays as it is.
+    """
+    if end.routed and session.scalar(select(Call.id).where(Call.uniqueid == end.uniqueid)) is None:
+        customer = session.get(Customer, end.customer_id) if end.customer_id else None
+        manager = session.get(Manager, end.manager_id) if end.manager_id else None
+        county_id = session.scalar(select(UnifiedNumber.county_id).where(
+            UnifiedNumber.number == end.unified_number))
+        _insert_call(session, customer_id=customer.id if customer else None,
+                     manager_id=manager.id if manager else None,
+                     county_id=county_id if county_id is not None else
+                     (customer.county_id if customer else None),
+                     number=caller_number(end.caller), unified_number=end.unified_number,
+                     uniqueid=end.uniqueid, linkedid=end.linkedid,
+                     now=end.arrived_at or end.at, settings=settings)
+    # not routed (degraded mode): written as the hang-up AGI writes it, from the database
+    return finish_call(session, uniqueid=end.uniqueid, caller=end.caller,
+                       unified_number=end.unified_number, linkedid=end.linkedid,
+                       now=end.at, requested_at=end.arrived_at, settings=settings,
+                       hangup=Hangup(stage=end.stage, dial_status=end.dial_status,
+                                     answered_seconds=end.answered_seconds,
+                                     answered_by=end.answered_by,
+                                     recording_file=end.recording_file))
 
 
 def fallback_owner(session: Session, county_id: int | None) -> Manager | None:
@@ -452,7 +512,7 @@ def close_stale_calls(session: Session, now: dt.datetime | None = None,
     now = now or utcnow()
     stale = session.scalars(select(Call).where(
         Call.direction == "inbound", Call.state != CallState.ENDED,
-        Call.requested_at < now - horizon)).all()
+        Call.requested_at < now - horizon).with_for_update()).all()
     for call in stale:
         call.state, call.end_at, call.outcome = CallState.ENDED, now, CallOutcome.LOST
     if stale:
