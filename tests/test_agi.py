@@ -103,6 +103,8 @@ def test_hotline_route_sets_the_ring_order_and_route_last(factory):
     # answered from the directory: the row is written after the answer, so
     # it has no id yet; the recording is named by the channel's uniqueid
     assert v["KHHF_CALL_ID"] == "" and v["KHHF_REC_FILE"].endswith("/in-1700000000.1.wav")
+    # whom it routed for: the AMI bridge's facts should this service die now
+    assert (v["KHHF_CUSTOMER_ID"], v["KHHF_MANAGER_ID"]) == ("1", "1")
     call = call_of(factory, "1700000000.1")
     assert (call.direction, call.customer_id, call.manager_id, call.county_id,
             call.customer_number, call.unified_number, call.linkedid, call.state) == \

@@ -55,6 +55,10 @@ async def route(session, args):
     # route finds the row by the channel's uniqueid either way)
     await session.set_variables(last=True, values={
         var.CALL_ID: routing.call_id or "",
+        # whom it routed for: the AMI bridge writes the row from the hang-up's
+        # event with these if this service dies before its write
+        var.CUSTOMER_ID: routing.customer_id or "",
+        var.MANAGER_ID: routing.manager_id or "",
         var.REC_FILE: routing.recording_file,
         var.DESK: routing.desk,
         var.MOBILE: routing.mobile,
