@@ -109,8 +109,9 @@ def test_the_next_call_follows_a_reassignment_a_duty_change_and_a_departure(engi
     # departure loaded the directory again
     assert loads == 3
     with db.session_factory(engine)() as s:
+        # written after each answer, in the thread pool: in any order
         rows = s.execute(select(Call.uniqueid, Call.manager_id, Call.state)
-                         .order_by(Call.id)).all()
+                         .order_by(Call.uniqueid)).all()
     assert rows == [("c.0", 1, "requested"), ("c.1", 1, "requested"), ("c.2", 2, "requested"),
                     ("c.3", 2, "requested"), ("c.4", 1, "requested")]
 
