@@ -421,3 +421,23 @@ def test_a_hang_up_waits_out_a_held_write_lock_and_closes_the_row(factory, monke
     finally:
         holder.close()
     assert (call.state, call.outcome, call.talk_seconds) == ("ended", "desk", 12)
+
+
+def test_a_hang_up_with_the_routes_facts_writes_the_row_its_route_never_wrote(factory):
+    """The routing write never happened (the service died after its answer,
+    and is back by the hang-up): the hang-up route writes the row with the
+    customer and manager the route chose (the dialplan's KHHF_END), as the
+    AMI bridge would, though the customer was handed over meanwhile."""
+    import datetime as dt
+    with db.unit_of_work(factory) as s:
+        s.get(Customer, 1).manager_id = 2
+    rec = "2023/11/14/in-f.1.wav"
+    facts = f"desk/ANSWER/9/8001/13900000001/1/1/1700000000/manager/8613800000001/{rec}"
+    run_server(factory, lambda port: agi_request(
+        port, "hotline-end", ["", "desk", "ANSWER", "9", "8001", "13900000001", rec, facts],
+        uniqueid="f.1"))
+    call = call_of(factory, "f.1")
+    assert (call.state, call.outcome, call.talk_seconds, call.recording_path) == \
+        ("ended", "desk", 9, rec)
+    assert (call.customer_id, call.manager_id, call.customer_number, call.requested_at) == \
+        (1, 1, "13800000001", dt.datetime(2023, 11, 14, 22, 13, 20))

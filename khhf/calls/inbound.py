@@ -12,6 +12,9 @@ khhf.services.hotline.complete_call. Pure functions over plain mappings.
 The facts are one string, `FIELDS` joined by '/', the recording's path
 last (it holds slashes itself). The ids are the routing AGI's decision
 (channel variables it set), empty when it never answered (degraded mode).
+The caller id in them is cut to digits and '+' (it must not hold a '/' or
+a ','); the AMI event's own CallerIDNum header and the AGI's agi_callerid
+are the caller id as the carrier sent it, and are preferred.
 """
 
 from __future__ import annotations
@@ -81,8 +84,12 @@ def from_ami(event: Mapping) -> HotlineEnd | None:
     at = _epoch(event.get("Timestamp"))
     if at is None:
         return None
-    return parse(event.get("Facts", ""), uniqueid=event.get("Uniqueid", ""),
-                 linkedid=event.get("Linkedid", ""), at=at)
+    end = parse(event.get("Facts", ""), uniqueid=event.get("Uniqueid", ""),
+                linkedid=event.get("Linkedid", ""), at=at)
+    caller = event.get("CallerIDNum")
+    if end is not None and caller and caller != "<unknown>":
+        end = dataclasses.replace(end, caller=caller)
+    return end
 
 
 def from_cel(row: Mapping) -> HotlineEnd | None:
