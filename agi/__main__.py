@@ -23,8 +23,14 @@ from khhf import daemon
 SWEEP_SECONDS = 60
 
 
+# how long a thread may hold the GIL while another waits for it: the event
+# loop must not wait the default 5 ms behind a database write in the pool
+GIL_SWITCH_SECONDS = 0.0005
+
+
 async def serve(settings) -> None:
     from agi.server import make_server
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     server = make_server(settings)
     await server.start(settings.agi_host, settings.agi_port)
     logging.getLogger("agi").info("FastAGI service on %s:%s, routes: %s", settings.agi_host,
@@ -46,7 +52,7 @@ async def serve(settings) -> None:
         sweeper.cancel()
         beating.cancel()
         beat.clear()
-        server.close()
+        await server.aclose()
 
 
 async def sweep(server, interval: float = SWEEP_SECONDS) -> None:

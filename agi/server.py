@@ -16,12 +16,16 @@ stalls the event loop and the other calls with it. A route that overruns
 its deadline stops talking to Asterisk, but its unit of work still
 completes: the call row is written late rather than lost. A unit the
 database refuses for the moment (locked, away) is tried again for up to
-UNIT_RETRY_SECONDS.
+UNIT_RETRY_SECONDS. A route may instead answer first and leave its unit
+of work for after the connection is closed (AgiSession.after): Asterisk
+goes on at once, the write follows. The hotline answers from its
+in-memory directory (agi/directory.py) that way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import hmac
 import itertools
@@ -48,6 +52,14 @@ UNIT_RETRY_SECONDS = 120.0
 UNIT_RETRY_PAUSES = (0.25, 0.5, 1.0, 2.0, 5.0)
 HEADER_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 1.0
+# a write deferred after the answer starts this long after it: by then
+# Asterisk has sent the INVITEs, and the write's CPU does not compete with
+# their set-up (tried again like any unit of work, UNIT_RETRY_SECONDS)
+DEFERRED_DELAY = 0.2
+# stopping the service waits this long for the deferred writes in flight;
+# a row still unwritten then is written at the hang-up (hotline-end, or the
+# AMI bridge from the hang-up's event)
+DEFERRED_SHUTDOWN_WAIT = 10.0
 
 _MSET_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MSET_SAFE_VALUE = re.compile(r"[A-Za-z0-9_&/.@+:-]*")
@@ -79,6 +91,34 @@ class RateLimitedLog:
         return True
 
 
+class Profile:
+    """Where a route's time goes, per completed request (the last 10,000):
+    receiving the environment (accepted -> read), our own work, and waiting
+    for Asterisk's replies; logged when the server closes (bench/hotline.py
+    reads it)."""
+
+    STAGES = ("environment", "work", "asterisk")
+
+    def __init__(self, keep: int = 10_000):
+        self.samples: dict[str, collections.deque] = {}
+        self.keep = keep
+
+    def add(self, route: str, **seconds: float) -> None:
+        self.samples.setdefault(route, collections.deque(maxlen=self.keep)).append(
+            tuple(seconds[s] for s in self.STAGES))
+
+    def lines(self) -> list[str]:
+        out = []
+        for route, rows in sorted(self.samples.items()):
+            parts = []
+            for i, stage in enumerate(self.STAGES):
+                values = sorted(r[i] * 1000 for r in rows)
+                parts.append(f"{stage} p50 {values[len(values) // 2]:.2f} "
+                             f"p95 {values[int(len(values) * 0.95)]:.2f}")
+            out.append(f"AGI profile {route} ({len(rows)} requests, ms): " + "; ".join(parts))
+        return out
+
+
 class AgiError(Exception):
     """The AGI conversation broke: EOF, a timeout, or a refused command."""
 
@@ -87,13 +127,18 @@ class AgiSession:
     """One FastAGI request: the channel's environment and its commands."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 env: dict[str, str], run_in_unit_of_work, settings: Settings | None = None):
+                 env: dict[str, str], run_in_unit_of_work, settings: Settings | None = None,
+                 directory=None):
         self._reader, self._writer = reader, writer
         self.env = env
         # this site's settings (time zone, PBX node) for the routes
         self.settings = settings or Settings()
+        # the hotline's in-memory look-up (agi.directory.RoutingDirectory), or None
+        self.directory = directory
         self._run_in_unit_of_work = run_in_unit_of_work
         self._used_database = False
+        self.deferred: Callable[[Session], object] | None = None
+        self.waited = 0.0  # seconds spent waiting for Asterisk's replies (the profile)
 
     @property
     def key(self) -> str:
@@ -124,16 +169,35 @@ class AgiSession:
         self._used_database = True
         return await self._run_in_unit_of_work(fn)
 
-    async def command(self, line: str) -> str:
-        """Send one AGI command; return the result text after '200 result='."""
+    def after(self, fn: Callable[[Session], object]) -> None:
+        """Run fn(db_session) in this request's one unit of work once the
+        connection to Asterisk is closed: the call goes on meanwhile."""
+        if self._used_database:
+            raise RuntimeError("one AGI request gets one unit of work")
+        self._used_database = True
+        self.deferred = fn
+
+    async def command(self, line: str, last: bool = False) -> str:
+        """Send one AGI command; return the result text after '200 result='.
+
+        `last`: the request's last command. Our side of the connection is
+        shut after it (the reply still arrives), so Asterisk reads the end
+        of the script right after running the command, without waiting for
+        us to read its reply and close: the dialplan goes on one round trip
+        sooner.
+        """
         if "\n" in line:
             raise AgiError("an AGI command is one line")
+        sent = time.perf_counter()
         self._writer.write(line.encode() + b"\n")
+        if last and self._writer.can_write_eof():
+            self._writer.write_eof()
         await self._writer.drain()
         while True:
             raw = await _readline(self._reader, COMMAND_TIMEOUT, f"the reply to {line.split()[0:2]}")
             if raw != "HANGUP":  # the caller hung up: variables still work
                 break
+        self.waited += time.perf_counter() - sent
         code, _, rest = raw.partition(" ")
         if code.endswith("-"):  # a multi-line usage message: read to its end
             while not raw.startswith(code[:-1] + " "):
@@ -143,13 +207,14 @@ class AgiSession:
             raise AgiError(f"Asterisk refused {line!r}: {raw}")
         return rest.removeprefix("result=")
 
-    async def set_variable(self, name: str, value: object) -> None:
+    async def set_variable(self, name: str, value: object, last: bool = False) -> None:
         value = "" if value is None else str(value)
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        await self.command(f'SET VARIABLE {name} "{escaped}"')
+        await self.command(f'SET VARIABLE {name} "{escaped}"', last=last)
 
-    async def set_variables(self, values: dict[str, object]) -> None:
-        """Set several variables in one round trip (MSet), in order.
+    async def set_variables(self, values: dict[str, object], last: bool = False) -> None:
+        """Set several variables in one round trip (MSet), in order; `last`:
+        as command's (no command may follow).
 
         Asterisk's MSet splits on commas and strips quotes, so values that
         hold any of them are set one by one instead.
@@ -157,12 +222,13 @@ class AgiSession:
         pairs = [(name, "" if value is None else str(value)) for name, value in values.items()]
         if all(_MSET_SAFE.fullmatch(name) and _MSET_SAFE_VALUE.fullmatch(value)
                for name, value in pairs):
-            result = await self.command("EXEC MSet " + ",".join(f"{n}={v}" for n, v in pairs))
+            result = await self.command("EXEC MSet " + ",".join(f"{n}={v}" for n, v in pairs),
+                                        last=last)
             if result.startswith("-2"):
                 raise AgiError("Asterisk has no MSet application (pbx_builtins)")
             return
-        for name, value in pairs:
-            await self.set_variable(name, value)
+        for i, (name, value) in enumerate(pairs, 1):
+            await self.set_variable(name, value, last=last and i == len(pairs))
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value, or None when it is not set."""
@@ -209,7 +275,8 @@ class FastAgiServer:
 
     def __init__(self, routes: dict[str, Route], session_factory: sessionmaker[Session], *,
                  key: str, deadline: float = ROUTE_DEADLINE, db_threads: int = 8,
-                 junk_log_interval: float = 10.0, settings: Settings | None = None):
+                 junk_log_interval: float = 10.0, settings: Settings | None = None,
+                 directory=None):
         if len(key) < 16:
             raise ValueError("the FastAGI key must be a generated secret (khhf.config.agi_key)")
         self.routes = dict(routes)
@@ -219,6 +286,10 @@ class FastAgiServer:
         self.session_factory = session_factory
         self.deadline = deadline
         self.unit_retry_seconds = UNIT_RETRY_SECONDS
+        self.directory = directory if directory is not None else _directory_for(session_factory)
+        self.pending: set[asyncio.Task] = set()  # deferred units of work in flight
+        self.active: set[asyncio.Task] = set()   # requests in flight
+        self.profile = Profile()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=db_threads, thread_name_prefix="agi-db")
         self.server: asyncio.base_events.Server | None = None
@@ -231,6 +302,28 @@ class FastAgiServer:
         if self.server is not None:
             self.server.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """close(), and the directory's connection, once the deferred writes are done."""
+        if self.active:
+            await asyncio.wait(self.active, timeout=self.deadline + COMMAND_TIMEOUT)
+        if self.pending:
+            await asyncio.wait(self.pending,
+                               timeout=DEFERRED_DELAY + DEFERRED_SHUTDOWN_WAIT)
+        self.close()
+        if self.directory is not None:
+            await self.directory.close()
+        for line in self.profile.lines():
+            log.info("%s", line)
+
+    async def _run_deferred(self, fn, what: str) -> None:
+        """A route's deferred unit of work (tried again while the database
+        refuses it, as any); if it still fails, the hang-up writes the row."""
+        await asyncio.sleep(DEFERRED_DELAY)
+        try:
+            await self._run_in_unit_of_work(fn)
+        except Exception:
+            log.exception("AGI route %r: its write after the answer failed", what)
 
     async def _run_in_unit_of_work(self, fn):
         def work():
@@ -261,13 +354,19 @@ class FastAgiServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One AGI request, from environment to close; never raises."""
         name = "?"
+        session: AgiSession | None = None
+        accepted = time.perf_counter()
+        this = asyncio.current_task()
+        if this is not None:
+            self.active.add(this)
         try:
             try:
                 env = await read_environment(reader)
             except AgiError as exc:
                 self.junk_log.warning("AGI connection without an AGI request: %s", exc)
                 return
-            session = AgiSession(reader, writer, env, self._run_in_unit_of_work, self.settings)
+            session = AgiSession(reader, writer, env, self._run_in_unit_of_work, self.settings,
+                                 self.directory)
             # the key first, in constant time: nothing runs for a stranger
             if not hmac.compare_digest(session.key.encode("utf-8", "replace"), self._key):
                 self.junk_log.warning("AGI request without the PBX's key refused")
@@ -278,7 +377,11 @@ class FastAgiServer:
                 log.error("AGI request for unknown route %r (known: %s)", name[:40],
                           ", ".join(sorted(self.routes)))
                 return
+            started = time.perf_counter()
             await asyncio.wait_for(route(session, session.args), self.deadline)
+            self.profile.add(name, environment=started - accepted,
+                             work=time.perf_counter() - started - session.waited,
+                             asterisk=session.waited)
         except asyncio.TimeoutError:
             log.warning("AGI route %r overran its %.1f s deadline; the dialplan falls back",
                         name, self.deadline)
@@ -288,10 +391,16 @@ class FastAgiServer:
             log.exception("AGI route %r failed; the dialplan falls back", name)
         finally:
             writer.close()
+            deferred = session.deferred if session is not None else None
+            if deferred is not None:  # after the answer, off Asterisk's path
+                task = asyncio.create_task(self._run_deferred(deferred, name))
+                self.pending.add(task)
+                task.add_done_callback(self.pending.discard)
             try:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+            self.active.discard(this)  # type: ignore[arg-type]
 
     async def sweep(self) -> int:
         """Close inbound rows whose hang-up never arrived (hotline.close_stale_calls)."""
@@ -301,6 +410,18 @@ class FastAgiServer:
             with unit_of_work(self.session_factory) as db:
                 return hotline.close_stale_calls(db)
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+
+def _directory_for(session_factory: sessionmaker[Session]):
+    """A RoutingDirectory on the factory's database, or None (another engine)."""
+    from agi.directory import RoutingDirectory
+    from khhf.db import sqlite_file
+    engine = session_factory.kw.get("bind")
+    if engine is None or engine.dialect.name not in ("sqlite", "postgresql"):
+        return None
+    if engine.dialect.name == "sqlite" and sqlite_file(str(engine.url)) is None:
+        return None  # in memory: no second connection can see it
+    return RoutingDirectory(engine)
 
 
 def make_server(settings, routes: dict[str, Route] | None = None, **kwargs) -> FastAgiServer:

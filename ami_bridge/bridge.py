@@ -13,6 +13,11 @@
 - A reconciler reads the CEL file Asterisk writes itself, on every
   (re)connect and every `reconcile_seconds` (APScheduler): calls whose AMI
   events were missed while the bridge was down are completed from it.
+- Hotline (inbound) rows are the AGI service's; the bridge writes and
+  closes one only from the hang-up's own event (khhf.calls.inbound, in the
+  AMI stream and in CEL), when the AGI did not (it died after its answer,
+  or was down at the hang-up): hotline.complete_call, idempotent on the
+  channel's uniqueid.
 - A local command channel (commands.py) takes click-to-dial requests.
 
 It records calls; it does not provision phones (`khhf pbx sync`, run by the
@@ -31,13 +36,13 @@ from sqlalchemy import func, select
 
 from amiclient import AmiAuthError, AmiClient, AmiError, shutting_down
 from khhf import db
-from khhf.calls import events, store
+from khhf.calls import events, inbound, store
 from khhf.calls.facts import CallFacts
 from khhf.calls.states import FINAL_STATES, CallState, RecordingStatus
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
-from khhf.services import accounts, dialing
+from khhf.services import accounts, dialing, hotline
 
 from .backlog import Backlog
 from .cel_reader import CelReader
@@ -229,13 +234,31 @@ class Bridge:
         """Store a batch of AMI events and recompute the calls they touch,
         folding the new events into the facts kept of calls in progress."""
         raws = [r for r in map(store.raw_from_ami, events) if r is not None]
+        ends = [e for e in map(inbound.from_ami, events) if e is not None]
         with db.unit_of_work(self.sessions) as session:
             folded = self.live.fold(session, store.insert_events(session, raws))
             calls = self._recompute(session, {cid: f.facts for cid, f in folded.items()})
             final = {c.id for c in calls if c.state in FINAL_STATES}
+            self._complete_inbound(session, ends)
         self.live.keep(folded, final)  # committed: what was folded is stored
         self.events_applied += len(events)
         return set(folded)
+
+    def _complete_inbound(self, session, ends: list[inbound.HotlineEnd]) -> None:
+        """The rows of hotline calls that hung up, written and closed unless
+        the AGI service did (hotline.complete_call). One that cannot be (bad
+        data) is logged and skipped, never costing the batch its other
+        events; the database's absence is raised (the events are held)."""
+        for end in ends:
+            try:
+                with session.begin_nested():
+                    call = hotline.complete_call(session, end, self.settings)
+            except Exception as exc:
+                if db.is_unavailable(exc):
+                    raise
+                log.exception("hotline call %s: its row could not be completed", end.uniqueid)
+                continue
+            log.debug("hotline call %s: row %s %s", end.uniqueid, call.id, call.outcome)
 
     def _recompute(self, session, facts: dict[int, CallFacts | None]) -> list[Call]:
         """Each call row in line with its events (store.recompute_many; None
@@ -358,6 +381,7 @@ class Bridge:
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
             self._recompute(session, dict.fromkeys(changed))
+            self._complete_inbound(session, [e for e in map(inbound.from_cel, rows) if e])
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == CallState.REQUESTED,

@@ -1,7 +1,11 @@
 """Hotline benchmarks against a real Asterisk, SIPp and the FastAGI service.
 
     python3 -m bench.hotline [--db sqlite,postgresql] [--customers 1000000]
-                             [--calls 300] [--rate 20] [--seconds 60]
+                             [--calls 300] [--rate 20] [--seconds 60] [--quick]
+
+--quick (under 5 minutes): 200,000 customers, 60 calls per route, 10 s
+sustained; its last line is the figure, e.g.
+`hotline added p95 sqlite=+2.1 ms (1.8x static) postgresql=+2.9 ms (2.1x)`.
 
 For each database: seed `--customers` customers over 50 managers, start
 `python -m agi` (a subprocess, as in production) and a PBX, and register
@@ -163,6 +167,10 @@ class Bench:
         self.agi.terminate()
         self.agi.wait(10)
         self.agi_log.close()
+        # the service's own profile of its requests (agi.server.Profile), logged at exit
+        self.profile = [line.split(": ", 1)[-1] for line in
+                        (self.workdir / "agi.log").read_text(errors="replace").splitlines()
+                        if "AGI profile" in line]
 
     def calls(self, number: str, callers: list[str], rate: float, limit: int):
         inf = self.workdir / f"callers-{uuid.uuid4().hex[:6]}.csv"
@@ -186,7 +194,13 @@ class Bench:
             for route, number in ROUTES.items():
                 chunk = callers[route][b * per:(b + 1) * per]
                 party = self.calls(number, chunk, rate=10, limit=1)
-                party.wait(60 + len(chunk))
+                try:
+                    party.wait(20 + len(chunk))
+                except AssertionError:
+                    # a call stuck (on a loaded host, a BYE SIPp never saw):
+                    # its batch keeps the calls that completed
+                    print(f"[{self.label}] a {route} call did not end; going on",
+                          file=sys.stderr)
                 runs.append((route, party))
         time.sleep(1)
         received = trace_times(self.desks.message_file, "received")
@@ -201,7 +215,11 @@ class Bench:
         n = int(rate * seconds)
         callers = [phone(1_000 + i) for i in range(n)]  # every manager in turn
         party = self.calls(UNIFIED, callers, rate=rate, limit=int(rate * 10))
-        party.wait(seconds + 90)
+        try:
+            party.wait(seconds + 30)
+        except AssertionError:  # as in latency(): a call SIPp never saw end
+            print(f"[{self.label}] a sustained call did not end; counted as dropped",
+                  file=sys.stderr)
         stats = (party.workdir / "stdout.log").read_text(errors="replace")
         ok = re.findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", stats)
         failed = re.findall(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", stats)
@@ -243,7 +261,11 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=float, default=20)
     p.add_argument("--seconds", type=int, default=60)
     p.add_argument("--pg-url", default=os.environ.get("KHHF_TEST_PG_URL"))
+    p.add_argument("--quick", action="store_true",
+                   help="200,000 customers, 60 calls per route, 10 s sustained (< 5 min)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.customers, args.calls, args.seconds = 200_000, 60, 10
     rows = []
     for label in args.db.split(","):
         workdir = Path(tempfile.mkdtemp(prefix=f"khhf-bench-{label}-"))
@@ -274,10 +296,23 @@ def main(argv=None) -> int:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
         rows.append((label, lat, (offered, ok, failed)))
+        for line in bench.profile:
+            print(f"[{label}] {line}")
         print_tables(rows[-1:], args)  # as each database finishes: a later failure loses nothing
     if len(rows) > 1:
         print_tables(rows, args)
+    print(summary(rows))
     return 0
+
+
+def summary(rows) -> str:
+    """The last line: what the hotline adds at p95 over the static Dial, per database."""
+    parts = []
+    for i, (label, lat, _) in enumerate(rows):
+        base, agi = pct(lat["static"], 95), pct(lat["agi"], 95)
+        ratio = f"{agi / base:.1f}x static" if i == 0 else f"{agi / base:.1f}x"
+        parts.append(f"{label}={agi - base:+.1f} ms ({ratio})")
+    return "hotline added p95 " + " ".join(parts)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ GROUP = "KHHF_GROUP"                # Dial string of the fallback group, owner e
 GROUP_STRATEGY = "KHHF_GROUP_STRATEGY"  # 'ringall' or 'hunt'
 COUNTY_DESKS = "KHHF_COUNTY_DESKS"  # Dial string of all on-duty desks (kept in AstDB)
 STAGE = "KHHF_STAGE"                # dialplan: routing|desk|mobile|group|message
+CUSTOMER_ID = "KHHF_CUSTOMER_ID"    # customers.id of the caller, or empty (unknown)
+MANAGER_ID = "KHHF_MANAGER_ID"      # managers.id the route chose, or empty (the group only)
 
 # The carrier trunk's PJSIP endpoint, as the dialplan dials it
 # (PJSIP/<number>@<endpoint>, rendered as {{TRUNK}}) and the AMI bridge

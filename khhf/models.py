@@ -217,6 +217,64 @@ class Manager(Base):
     successor: Mapped[Manager | None] = relationship(remote_side=[id])
 
 
+class RoutingGeneration(Base):
+    """One row: a counter raised, in the same transaction, by every change to
+    what the hotline routes by besides the customer row (a manager's county,
+    desk, mobile, status or duty; a county's fallback strategy), through the
+    triggers ROUTING_TRIGGERS, whichever process or tool writes. The AGI
+    service keeps managers and counties in memory and reads this counter
+    with the caller's customer row on every call (khhf.services.hotline)."""
+    __tablename__ = "routing_generation"
+    __table_args__ = (CheckConstraint("id = 1"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+# the columns of each table the hotline's in-memory directory copies
+ROUTING_COLUMNS = {
+    "managers": ("county_id", "desk_extension", "mobile", "status", "on_duty"),
+    "counties": ("fallback_strategy",),
+}
+_BUMP = "UPDATE routing_generation SET generation = generation + 1"
+
+
+def routing_triggers(dialect: str) -> list[str]:
+    """The DDL of the triggers that raise routing_generation, for `dialect`
+    ('sqlite' or 'postgresql'). Revision 0010 holds a frozen copy: a change
+    here needs a revision. A table copied by SQLite's batch mode loses its
+    triggers: a revision that copies managers or counties restores them."""
+    out = []
+    if dialect == "postgresql":
+        out.append("CREATE OR REPLACE FUNCTION khhf_routing_changed() RETURNS trigger "
+                   f"LANGUAGE plpgsql AS $$ BEGIN {_BUMP}; RETURN NULL; END $$")
+    for table, columns in ROUTING_COLUMNS.items():
+        if dialect == "postgresql":
+            out.append(f"CREATE TRIGGER tr_{table}_routing AFTER INSERT OR DELETE OR UPDATE OF "
+                       f"{', '.join(columns)} ON {table} FOR EACH STATEMENT "
+                       "EXECUTE FUNCTION khhf_routing_changed()")
+            continue
+        for name, when in (("ins", "INSERT"), ("del", "DELETE"),
+                           ("upd", f"UPDATE OF {', '.join(columns)}")):
+            out.append(f"CREATE TRIGGER tr_{table}_routing_{name} AFTER {when} ON {table} "
+                       f"BEGIN {_BUMP}; END")
+    return out
+
+
+def routing_trigger_names(dialect: str) -> set[str]:
+    """The names routing_triggers(dialect) creates."""
+    return {ddl.split()[2] for ddl in routing_triggers(dialect) if ddl.startswith("CREATE TRIGGER")}
+
+
+@event.listens_for(Base.metadata, "after_create")
+def _routing_generation(target, connection, tables=(), **_kw):
+    # a new database: the one counter row, and the triggers that raise it
+    if "routing_generation" not in {t.name for t in tables}:
+        return
+    connection.exec_driver_sql("INSERT INTO routing_generation (id, generation) VALUES (1, 0)")
+    for ddl in routing_triggers(connection.dialect.name):
+        connection.exec_driver_sql(ddl)
+
+
 class Customer(Base):
     """A customer, by normalised phone number, owned by a manager."""
     __tablename__ = "customers"

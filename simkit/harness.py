@@ -102,6 +102,7 @@ class AgiThread:
         self.port = port or free_port(host, kind=socket.SOCK_STREAM)
         self._loop = None
         self._thread = None
+        self._killed = False
         self.server = None
 
     def start(self) -> "AgiThread":
@@ -110,6 +111,7 @@ class AgiThread:
         from agi.server import FastAgiServer
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
+        self._killed = False
 
         def run():
             asyncio.set_event_loop(self._loop)
@@ -117,7 +119,16 @@ class AgiThread:
             self._loop.run_until_complete(self.server.start(self.host, self.port))
             ready.set()
             self._loop.run_forever()
-            self.server.close()
+            if self._killed:  # a crash: whatever was in flight is simply gone
+                tasks = asyncio.all_tasks(self._loop)
+                for task in tasks:
+                    task.cancel()
+                self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                self.server.close()
+                if self.server.directory is not None:  # as the kernel would close it
+                    self._loop.run_until_complete(self.server.directory.close())
+            else:
+                self._loop.run_until_complete(self.server.aclose())
             self._loop.run_until_complete(self.server.server.wait_closed())
             self._loop.close()
         self._thread = threading.Thread(target=run, name=f"agi-{self.port}", daemon=True)
@@ -130,6 +141,12 @@ class AgiThread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._thread = None
+
+    def kill(self) -> None:
+        """Stop as a killed process would: no more connections, and the
+        work in flight (a write after the answer) never done."""
+        self._killed = True
+        self.stop()
 
 
 class EdgeHarness:

@@ -65,8 +65,13 @@ def run_server(factory, coro_fn, routes=ROUTES, deadline=1.5):
         try:
             return await coro_fn(port)
         finally:
-            server.close()
+            await server.aclose()  # once the writes after the answers are done
     return asyncio.run(main())
+
+
+def call_of(factory, uniqueid: str) -> Call:
+    with factory() as s:
+        return s.scalars(select(Call).where(Call.uniqueid == uniqueid)).one()
 
 
 def variables(commands):
@@ -95,12 +100,15 @@ def test_hotline_route_sets_the_ring_order_and_route_last(factory):
     assert v["KHHF_GROUP"] == "PJSIP/8002&PJSIP/8003"
     assert v["KHHF_COUNTY_DESKS"] == "PJSIP/8002&PJSIP/8003"
     assert v["KHHF_GROUP_STRATEGY"] == "hunt"
-    with factory() as s:
-        call = s.get(Call, int(v["KHHF_CALL_ID"]))
-        assert (call.direction, call.customer_id, call.manager_id, call.customer_number,
-                call.unified_number, call.uniqueid, call.linkedid) == \
-            ("inbound", 1, 1, "13800000001", "13900000001", "1700000000.1", "1700000000.1")
-        assert v["KHHF_REC_FILE"].endswith(f"/in-{call.id}.wav")
+    # answered from the directory: the row is written after the answer, so
+    # it has no id yet; the recording is named by the channel's uniqueid
+    assert v["KHHF_CALL_ID"] == "" and v["KHHF_REC_FILE"].endswith("/in-1700000000.1.wav")
+    # whom it routed for: the AMI bridge's facts should this service die now
+    assert (v["KHHF_CUSTOMER_ID"], v["KHHF_MANAGER_ID"]) == ("1", "1")
+    call = call_of(factory, "1700000000.1")
+    assert (call.direction, call.customer_id, call.manager_id, call.county_id,
+            call.customer_number, call.unified_number, call.linkedid, call.state) == \
+        ("inbound", 1, 1, 1, "13800000001", "13900000001", "1700000000.1", "requested")
 
 
 def test_an_on_duty_owner_is_rung_at_the_desk_first(factory):
@@ -129,16 +137,14 @@ def test_unknown_caller_and_departed_manager_route_to_the_group(factory):
 def test_hang_up_route_answered_call(factory):
     async def both(port):
         first = await agi_request(port, "hotline", ["13900000001"])
-        call_id = variables(first)["KHHF_CALL_ID"]
-        await agi_request(port, "hotline-end", [call_id, "mobile", "ANSWER", "42",
-                                                "13700000001@carrier", "13900000001",
-                                                "2026/11/27/in-1.wav"])
-        return call_id
-    call_id = run_server(factory, both)
-    with factory() as s:
-        call = s.get(Call, int(call_id))
-        assert (call.state, call.outcome, call.talk_seconds, call.recording_path, call.task_id) \
-            == ("ended", "mobile", 42, "2026/11/27/in-1.wav", None)
+        # at once: the row written after the answer may come before or after this
+        await agi_request(port, "hotline-end", [variables(first)["KHHF_CALL_ID"], "mobile",
+                                                "ANSWER", "42", "13700000001@carrier",
+                                                "13900000001", "2026/11/27/in-1.wav"])
+    run_server(factory, both)
+    call = call_of(factory, "1700000000.1")
+    assert (call.state, call.outcome, call.talk_seconds, call.recording_path, call.task_id,
+            call.manager_id) == ("ended", "mobile", 42, "2026/11/27/in-1.wav", None, 1)
 
 
 def test_repeated_missed_calls_add_to_one_callback_task_with_one_sms(factory):
@@ -371,11 +377,7 @@ def test_stale_inbound_rows_are_swept_and_a_late_hang_up_completes_them(factory)
             ("desk", 30)
 
 
-def test_hang_up_talk_time_comes_from_the_milliseconds_when_given(factory):
-    """ANSWEREDTIME cuts 31.87 s down to 31: the row's talk time is rounded
-    from ANSWEREDTIME_MS, and answer -> end spans it exactly (the recording's
-    length is checked against it)."""
-    async def ended(port):
+def ended(port):
         first = await agi_request(port, "hotline", ["13900000001"], uniqueid="ms.1")
         await agi_request(port, "hotline-end", [variables(first)["KHHF_CALL_ID"], "desk",
                                                 "ANSWER", "31", "8001", "13900000001", "",
@@ -395,12 +397,10 @@ def test_hang_up_arguments_out_of_range_still_close_the_call(factory, call_id, a
         first = await agi_request(port, "hotline", ["13900000001"], uniqueid="r.1")
         await agi_request(port, "hotline-end", [call_id, "desk", "ANSWER", answered, "8001",
                                                 "13900000001", ""], uniqueid="r.1")
-        return variables(first)["KHHF_CALL_ID"]
-    call_id_set = run_server(factory, ended)
-    with factory() as s:
-        call = s.get(Call, int(call_id_set))
-        assert (call.state, call.outcome, call.talk_seconds) == ("ended", "desk", 0)
-
+        return first
+    run_server(factory, ended)
+    call = call_of(factory, "r.1")
+    assert (call.state, call.outcome, call.talk_seconds) == ("ended", "desk", 0)
 
 
 def test_a_hang_up_waits_out_a_held_write_lock_and_closes_the_row(factory, monkeypatch, tmp_path):
@@ -415,18 +415,17 @@ def test_a_hang_up_waits_out_a_held_write_lock_and_closes_the_row(factory, monke
     holder = sqlite3.connect(tmp_path / "agi.db", isolation_level=None, check_same_thread=False)
 
     async def locked_hang_up(port):
-        first = await agi_request(port, "hotline", ["13900000001"])
-        call_id = variables(first)["KHHF_CALL_ID"]
+        await agi_request(port, "hotline", ["13900000001"], uniqueid="lk.1")
         holder.execute("BEGIN IMMEDIATE")
         release = threading.Timer(2.5, holder.execute, ("COMMIT",))
         release.start()
-        await agi_request(port, "hotline-end", [call_id, "desk", "ANSWER", "12", "8001",
-                                                "13900000001", ""])
+        await agi_request(port, "hotline-end", ["", "desk", "ANSWER", "12", "8001",
+                                                "13900000001", ""], uniqueid="lk.1")
         release.join()
         for _ in range(100):   # the unit of work outlives the route's deadline
             with factory() as s:
-                call = s.get(Call, int(call_id))
-                if call.state == "ended":
+                call = s.scalars(select(Call).where(Call.uniqueid == "lk.1")).one_or_none()
+                if call is not None and call.state == "ended":
                     return call
             await asyncio.sleep(0.1)
         return call
@@ -435,3 +434,25 @@ def test_a_hang_up_waits_out_a_held_write_lock_and_closes_the_row(factory, monke
     finally:
         holder.close()
     assert (call.state, call.outcome, call.talk_seconds) == ("ended", "desk", 12)
+
+
+def test_a_hang_up_with_the_routes_facts_writes_the_row_its_route_never_wrote(factory):
+    """The routing write never happened (the service died after its answer,
+    and is back by the hang-up): the hang-up route writes the row with the
+    customer and manager the route chose (the dialplan's KHHF_END), as the
+    AMI bridge would, though the customer was handed over meanwhile."""
+    import datetime as dt
+    with db.unit_of_work(factory) as s:
+        s.get(Customer, 1).manager_id = 2
+    rec = "2023/11/14/in-f.1.wav"
+    facts = f"desk/ANSWER/9400/8001/13900000001/1/1/1700000000/manager/8613800000001/{rec}"
+    run_server(factory, lambda port: agi_request(
+        port, "hotline-end", ["", "desk", "ANSWER", "9", "8001", "13900000001", rec, facts],
+        uniqueid="f.1"))
+    call = call_of(factory, "f.1")
+    assert (call.state, call.outcome, call.talk_seconds, call.recording_path) == \
+        ("ended", "desk", 9, rec)
+    assert (call.customer_id, call.manager_id, call.customer_number, call.requested_at) == \
+        (1, 1, "13800000001", dt.datetime(2023, 11, 14, 22, 13, 20))
+    # the talk in milliseconds (ANSWEREDTIME_MS): answer -> end spans it exactly
+    assert (call.end_at - call.answer_at).total_seconds() == 9.4

@@ -21,7 +21,7 @@ from simkit.harness import SIPP, AgiThread, PbxHarness, free_port, wav_stats
 
 pytestmark = pytest.mark.pbx
 
-DESKS = [f"81{i:02d}" for i in range(1, 21)]
+DESKS = [f"81{i:02d}" for i in range(1, 23)]
 RING = {"KHHF_DESK_RING": 3, "KHHF_MOBILE_RING": 3, "KHHF_GROUP_RING": 3, "KHHF_HUNT_RING": 2}
 
 
@@ -251,6 +251,72 @@ def test_after_departure_the_same_customer_reaches_the_successor(hotline_pbx):
     assert (call.customer_id, call.manager_id, call.outcome) == (customer, b, "desk")
 
 
+def test_changes_in_the_web_ui_and_the_cli_reach_the_very_next_call(hotline_pbx):
+    """The AGI service routes from memory (agi/directory.py): a reassignment
+    and a duty change made in the web UI, and a hand-over made with the CLI
+    in a process of its own, each reach the very next call."""
+    import subprocess
+    import sys
+
+    from simkit.web import csrf_token, log_in_as
+    from webui import create_app
+    hp = hotline_pbx
+    number = "13800000020"
+    county = hp.county("c20", "13900000020")
+    a = hp.manager(county, "8121", on_duty=True)
+    b = hp.manager(county, "8122", on_duty=True)
+    customer = hp.customer(county, number, a)
+    with db.unit_of_work(hp.factory) as s:
+        factories.user(s, "sup20", "supervisor", s.get(County, county))
+    web = create_app(hp.h.settings, {"TESTING": True})
+
+    def post(username, page, action, data):
+        client = web.test_client()
+        log_in_as(client, web, username)
+        answer = client.post(action, data={**data, "csrf_token": csrf_token(client, page)})
+        assert answer.status_code == 302, answer.get_data(as_text=True)[:300]
+
+    calls = []
+
+    def next_call_reaches(desk: str, silent: str) -> Call:
+        answering = hp.h.desk_phone(desk, "answer_hangup.xml", duration_ms=300)
+        other = hp.h.desk_phone(silent, "answer.xml")
+        caller = hp.call("13900000020", number)
+        assert caller.wait(30) == 0, caller.trace_summary()
+        assert answering.wait(10) == 0, answering.trace_summary()
+        other.stop()
+        assert other.received("INVITE") == []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # this call's row, ended
+            with hp.factory() as s:
+                rows = s.scalars(select(Call).where(Call.customer_number == number)
+                                 .order_by(Call.id)).all()
+            if len(rows) == len(calls) + 1 and rows[-1].state == "ended":
+                calls.append(rows[-1])
+                return rows[-1]
+            time.sleep(0.1)
+        raise AssertionError(f"call {len(calls) + 1} of {number} has no ended row")
+
+    assert (next_call_reaches("8121", "8122").manager_id, calls[-1].outcome) == (a, "desk")
+    directory = hp.agi.server.directory  # answered from memory, not the fallback
+    loads = directory.loads
+    post("sup20", f"/customers/{customer}", f"/customers/{customer}/manager", {"manager_id": b})
+    assert (next_call_reaches("8122", "8121").manager_id, calls[-1].outcome) == (b, "desk")
+    post("m8122", f"/manager/{b}", f"/manager/{b}/duty", {"on_duty": "0"})
+    # B is away (no mobile): the county's group, A only
+    assert (next_call_reaches("8121", "8122").manager_id, calls[-1].outcome) == \
+        (b, "group:8121")
+    depart = subprocess.run(
+        [sys.executable, "-m", "khhfcli.main", "hotline", "depart", "m8122", "--successor",
+         "m8121"], env={**os.environ, "KHHF_CONFIG": str(hp.h.workdir / "khhf.conf")},
+        capture_output=True, text=True, timeout=60)
+    assert depart.returncode == 0, depart.stderr
+    assert (next_call_reaches("8121", "8122").manager_id, calls[-1].outcome) == (a, "desk")
+    # the reassignment was read with the customer; the duty change and the
+    # departure each loaded the directory again
+    assert directory.loads == loads + 2
+
+
 def sync_groups(hp) -> None:
     from khhfcli.hotline import sync_groups as sync
     sync(hp.h.settings)
@@ -272,8 +338,9 @@ def test_without_the_agi_service_the_county_group_still_answers(hotline_pbx, fai
         hp.agi.stop()
         lock = None
     else:
-        # the database is locked by someone else: the route cannot write the
-        # call row and gives up at its deadline
+        # the database is locked for writing by someone else: the route reads
+        # (the directory, WAL) and rings the group at once; the call row waits
+        # for the lock (the write after the answer, or the hang-up route's)
         import sqlite3
         lock = sqlite3.connect(hp.h.settings.database_url.split("///", 1)[1], timeout=5)
         lock.execute("BEGIN EXCLUSIVE")

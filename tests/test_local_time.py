@@ -37,7 +37,7 @@ def test_recordings_and_sms_use_the_sites_local_day(tmp_path):
         assert out.pbx_node == "node2"
         routing = hotline.start_call(s, caller="13800000002", unified_number="13900000001",
                                      uniqueid="u1", now=LATE, settings=settings)
-        assert routing.recording_file == f"2026/11/28/in-{routing.call_id}.wav"
+        assert routing.recording_file == "2026/11/28/in-u1.wav"  # the channel's uniqueid
         assert s.get(Call, routing.call_id).pbx_node == "node2"
         hotline.finish_call(s, uniqueid="u1", call_id=routing.call_id, now=LATE,
                             hangup=hotline.Hangup(stage="group", dial_status="NOANSWER"),

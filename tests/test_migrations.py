@@ -36,6 +36,7 @@ from khhf.models import (
     SmsReplyOutcome,
     TaskStatus,
     TaskType,
+    routing_trigger_names,
 )
 from khhf.services import campaigns, reports, tasks
 from simkit import factories, report_data
@@ -249,8 +250,11 @@ def test_the_upgrade_matrix_keeps_every_row_and_report(engine, tmp_path):
     after = dump(engine)
     # tables a later revision adds start empty (0006: the API's), but for
     # the do-not-call register, which 0004 fills from the flagged customers
-    added = set(after) - set(before) - {"dnc_entries"}
+    added = set(after) - set(before) - {"dnc_entries", "routing_generation"}
     assert {t: len(after[t]) for t in added} == dict.fromkeys(added, 0)
+    # 0010: the hotline's one counter row, and the triggers that raise it
+    assert after["routing_generation"] == [{"id": 1, "generation": 0}]
+    assert routing_triggers_in(engine) == routing_trigger_names(engine.dialect.name)
     assert {t: len(after[t]) for t in before} == {t: len(r) for t, r in before.items()}
     for table in before:
         if table not in ("sms_messages", "calls", *ADDED_0004):
@@ -274,6 +278,13 @@ def test_the_upgrade_matrix_keeps_every_row_and_report(engine, tmp_path):
     assert dump(engine) == before
     assert migrations.upgrade(engine) == (migrations.BASELINE, migrations.head())
     assert dump(engine) == after and migrations.check(engine) is None
+
+
+def routing_triggers_in(engine) -> set[str]:
+    sql = ("SELECT name FROM sqlite_master WHERE type = 'trigger'" if engine.dialect.name ==
+           "sqlite" else "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+    with engine.connect() as conn:
+        return set(conn.scalars(text(sql)))
 
 
 def test_0005_gives_the_standard_types_their_automatic_outcomes(engine):

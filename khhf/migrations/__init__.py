@@ -311,7 +311,7 @@ def schema_sql() -> str:
     from sqlalchemy.dialects import sqlite
     from sqlalchemy.schema import CreateIndex, CreateTable
 
-    from khhf.models import Base
+    from khhf.models import Base, routing_triggers
     dialect = sqlite.dialect()
     classes = {m.class_.__table__.name: m.class_ for m in Base.registry.mappers}
     out = [SCHEMA_HEADER.rstrip()]
@@ -330,4 +330,7 @@ def schema_sql() -> str:
         out.append(");")
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             out.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
+    out.append("")
+    out.append("-- Triggers: every change the hotline routes by raises routing_generation.")
+    out.extend(ddl + ";" for ddl in routing_triggers("sqlite"))
     return "\n".join(out) + "\n"

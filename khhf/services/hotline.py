@@ -11,9 +11,20 @@ functions, each inside one unit of work; nothing here knows Asterisk.
 - `finish_call` closes the call row when the channel hangs up; a call that
   nobody answered becomes a high-priority call-back task for the owning
   manager (or the county's fallback owner) and an SMS in the outbox.
+- `complete_call` does both from the hang-up's event (khhf.calls.inbound),
+  for the AMI bridge: a call whose AGI write never happened still gets its
+  one row.
 
-Every look-up reads the database afresh: the very next call after a
-reassignment follows it.
+Every writer of an inbound row (the routing AGI after its answer, the
+hang-up AGI, the AMI bridge) inserts it idempotently on the channel's
+unique uniqueid, and closes it under a row lock: one row per call, closed
+once, whichever comes first.
+
+The AGI route answers from an in-memory Directory of managers and counties,
+checked against the database's routing_generation counter on every call
+(with the customer row, read afresh): the very next call after a
+reassignment, a hand-over or a duty change follows it, whichever process
+made the change. The call row is written after the answer (record_call).
 """
 
 from __future__ import annotations
@@ -24,9 +35,12 @@ import logging
 import re
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from khhf import numbering
+from khhf.calls.inbound import HotlineEnd
 from khhf.calls.states import CallOutcome, CallState, answered_by_colleague
 from khhf.config import Settings
 from khhf.models import Call, County, Customer, Manager, SmsKind, Task, TaskType, UnifiedNumber, utcnow
@@ -60,8 +74,8 @@ ANSWERING_STAGES = (CallOutcome.DESK, CallOutcome.MOBILE, CallOutcome.GROUP)
 
 @dataclasses.dataclass(frozen=True)
 class Routing:
-    """Where the dialplan rings an inbound call, in order."""
-    call_id: int
+    """Where the dialplan rings an inbound call, in order, and the call row's facts."""
+    call_id: int | None         # None until the row is written (the fast path writes it after)
     customer_id: int | None
     manager_id: int | None      # the owning, active manager; None: the group only
     desk: str                   # the manager's desk extension, or '' (none, or off duty)
@@ -70,6 +84,8 @@ class Routing:
     county_desks: tuple[str, ...]  # every on-duty desk of the county (degraded mode)
     strategy: str               # 'ringall' or 'hunt'
     recording_file: str         # relative to the recordings directory
+    county_id: int | None = None
+    customer_number: str = UNKNOWN_CALLER  # normalised, or '' for an unknown caller
 
     @property
     def route(self) -> str:
@@ -81,10 +97,47 @@ def dial_string(extensions) -> str:
     return "&".join(f"PJSIP/{ext}" for ext in extensions)
 
 
+_UNSAFE_IN_NAME = re.compile(r"[^\w.-]")
+
+
+def recording_file(settings: Settings, uniqueid: str, requested_at: dt.datetime) -> str:
+    """An inbound call's recording, by the channel's uniqueid (known before
+    the row is written; the degraded dialplan names it the same way)."""
+    return f"{settings.recording_day(requested_at)}/in-{_UNSAFE_IN_NAME.sub('_', uniqueid)}.wav"
+
+
+def _decide(*, customer_id: int | None, county_id: int | None, manager, group: tuple[str, ...],
+            strategy: str, number: str | None, uniqueid: str, requested_at: dt.datetime,
+            settings: Settings, call_id: int | None = None) -> Routing:
+    """The ring order from the facts, whichever path looked them up
+    (`manager`: a Manager or a DirectoryManager, active; or None)."""
+    return Routing(
+        call_id=call_id, customer_id=customer_id,
+        manager_id=manager.id if manager else None,
+        desk=_desk(manager) if manager and manager.on_duty else "", mobile=_mobile(manager),
+        group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
+        county_desks=group, strategy=strategy,
+        recording_file=recording_file(settings, uniqueid, requested_at),
+        county_id=county_id, customer_number=number or UNKNOWN_CALLER)
+
+
+def _active(customer_id, manager):
+    """The owner if still active; someone who left is never rung."""
+    if manager is not None and manager.status != "active":
+        # the hand-over service moves customers on departure; never ring
+        # someone who has left, whatever the data says
+        log.warning("customer %s is still assigned to departed manager %s",
+                    customer_id, manager.id)
+        return None
+    return manager
+
+
 def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: str,
                linkedid: str = "", now: dt.datetime | None = None,
                settings: Settings | None = None) -> Routing:
-    """Log an inbound call and decide its ring order (idempotent on uniqueid).
+    """Log an inbound call and decide its ring order (idempotent on uniqueid),
+    all from the database: the AGI route's fallback when its in-memory
+    directory (RoutingDirectory) cannot answer.
     `settings`: this site's time zone and PBX node (default: the defaults)."""
     now = now or utcnow()
     settings = settings or Settings()
@@ -95,16 +148,11 @@ def start_call(session: Session, *, caller: str, unified_number: str, uniqueid: 
     else:
         manager = session.get(Manager, call.manager_id) if call.manager_id else None
     county = session.get(County, call.county_id) if call.county_id else None
-    group = on_duty_desks(session, county.id) if county else ()
-    return Routing(
-        call_id=call.id, customer_id=call.customer_id,
-        manager_id=manager.id if manager else None,
-        desk=_desk(manager) if manager and manager.on_duty else "", mobile=_mobile(manager),
-        group=tuple(ext for ext in group if not manager or ext != manager.desk_extension),
-        county_desks=tuple(group),
-        strategy=county.fallback_strategy if county else "ringall",
-        recording_file=f"{settings.recording_day(call.requested_at)}/in-{call.id}.wav",
-    )
+    return _decide(customer_id=call.customer_id, county_id=call.county_id, manager=manager,
+                   group=on_duty_desks(session, county.id) if county else (),
+                   strategy=county.fallback_strategy if county else "ringall",
+                   number=call.customer_number, uniqueid=uniqueid,
+                   requested_at=call.requested_at, settings=settings, call_id=call.id)
 
 
 def caller_number(caller: str | None) -> str | None:
@@ -131,26 +179,56 @@ def _new_call(session, caller, unified_number, uniqueid, linkedid,
             Manager, Manager.id == Customer.manager_id).where(Customer.phone == number)).first()
         if row is not None:
             customer, manager = row
-            if manager is not None and manager.status != "active":
-                # the hand-over service moves customers on departure; never ring
-                # someone who has left, whatever the data says
-                log.warning("customer %s is still assigned to departed manager %s",
-                            customer.id, manager.id)
-                manager = None
-    call = Call(direction="inbound", customer_id=customer.id if customer else None,
-                manager_id=manager.id if manager else None,
-                county_id=county.id if county is not None else
-                (customer.county_id if customer else None),
-                uniqueid=uniqueid, linkedid=linkedid or uniqueid,
-                # the normalised number, or empty for an unknown caller: never
-                # the raw caller id, which is not a number anything can use
-                customer_number=number or UNKNOWN_CALLER,
-                unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "")
-                else None,
-                state=CallState.REQUESTED, requested_at=now, pbx_node=settings.pbx_name)
-    session.add(call)
-    session.flush()
+            manager = _active(customer.id, manager)
+    call = _insert_call(session, customer_id=customer.id if customer else None,
+                        manager_id=manager.id if manager else None,
+                        county_id=county.id if county is not None else
+                        (customer.county_id if customer else None),
+                        number=number, unified_number=unified_number, uniqueid=uniqueid,
+                        linkedid=linkedid, now=now, settings=settings)
+    if call.manager_id != (manager.id if manager else None):  # another writer's row
+        manager = session.get(Manager, call.manager_id) if call.manager_id else None
     return call, manager
+
+
+def _insert_call(session: Session, *, customer_id, manager_id, county_id, number,
+                 unified_number, uniqueid, linkedid, now, settings: Settings) -> Call:
+    """The inbound row of the channel `uniqueid`: inserted unless a row is
+    there already (another writer's, which then stands), and returned."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(Call).values(
+        direction="inbound", customer_id=customer_id, manager_id=manager_id,
+        county_id=county_id, uniqueid=uniqueid, linkedid=linkedid or uniqueid,
+        # the normalised number, or empty for an unknown caller: never
+        # the raw caller id, which is not a number anything can use
+        customer_number=number or UNKNOWN_CALLER,
+        unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "") else None,
+        state=CallState.REQUESTED, requested_at=now, pbx_node=settings.pbx_name,
+    ).on_conflict_do_nothing(index_elements=["uniqueid"]))
+    return session.scalars(select(Call).where(Call.uniqueid == uniqueid)
+                           .execution_options(populate_existing=True)).one()
+
+
+def _locked_call(session: Session, uniqueid: str) -> Call | None:
+    """The inbound row of `uniqueid`, locked for this transaction (PostgreSQL:
+    FOR UPDATE; SQLite's writing transactions hold the database's write
+    lock already), read afresh: whoever closes it second sees it closed."""
+    return session.scalars(select(Call).where(Call.uniqueid == uniqueid).with_for_update()
+                           .execution_options(populate_existing=True)).one_or_none()
+
+
+def record_call(session: Session, *, routing: Routing, unified_number: str, uniqueid: str,
+                linkedid: str, now: dt.datetime, settings: Settings) -> Call:
+    """Write the row of a call the directory routed (after the AGI answered);
+    idempotent on uniqueid: when the hang-up route or the AMI bridge wrote
+    it first (a very short call, or this write failed), that row stands."""
+    call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+    if call is None:
+        call = _insert_call(session, customer_id=routing.customer_id,
+                            manager_id=routing.manager_id, county_id=routing.county_id,
+                            number=routing.customer_number, unified_number=unified_number,
+                            uniqueid=uniqueid, linkedid=linkedid, now=now, settings=settings)
+    return call
 
 
 def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
@@ -159,6 +237,76 @@ def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
         Manager.county_id == county_id, Manager.status == "active", Manager.on_duty.is_(True),
         Manager.desk_extension.is_not(None)).order_by(Manager.id))
     return tuple(ext for ext in rows if ext is not None and numbering.DESK_EXTENSION.fullmatch(ext))
+
+
+# -- the directory: what routing needs besides the customer row, in memory ----
+#
+# The AGI service (agi/directory.py) keeps a Directory of every manager and
+# county and, per call, reads one row: routing_generation's counter with the
+# unified number's county and the caller's customer (both unique look-ups).
+# Triggers raise the counter in the transaction of any change to managers or
+# counties (khhf.models.routing_triggers), whichever process makes it; a
+# counter unlike the directory's means: load it again, then route. The
+# customer row (its owner) is read afresh on every call, so assignments and
+# hand-overs need no invalidation at all.
+
+# {p}: the driver's placeholder
+LOOKUP_SQL = ("SELECT g.generation, u.county_id, c.id, c.county_id, c.manager_id "
+              "FROM routing_generation g "
+              "LEFT JOIN unified_numbers u ON u.number = {p} "
+              "LEFT JOIN customers c ON c.phone = {p} WHERE g.id = 1")
+GENERATION_SQL = "SELECT generation FROM routing_generation WHERE id = 1"
+MANAGERS_SQL = ("SELECT id, county_id, desk_extension, mobile, status, on_duty "
+                "FROM managers ORDER BY id")
+COUNTIES_SQL = "SELECT id, fallback_strategy FROM counties"
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectoryManager:
+    """A manager as routing sees it (the attributes of Manager it reads)."""
+    id: int
+    county_id: int
+    desk_extension: str | None
+    mobile: str | None
+    status: str
+    on_duty: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Directory:
+    """Every manager and county at one routing_generation."""
+    generation: int
+    managers: dict[int, DirectoryManager]
+    strategies: dict[int, str]             # county id -> fallback strategy
+    groups: dict[int, tuple[str, ...]]     # county id -> on_duty_desks
+
+    @classmethod
+    def from_rows(cls, generation: int, managers, counties) -> Directory:
+        """From MANAGERS_SQL's and COUNTIES_SQL's rows."""
+        by_id = {row[0]: DirectoryManager(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+                 for row in managers}
+        groups: dict[int, list[str]] = {}
+        for m in by_id.values():  # in id order: the hunt order (on_duty_desks)
+            if m.status == "active" and m.on_duty and m.desk_extension \
+                    and numbering.DESK_EXTENSION.fullmatch(m.desk_extension):
+                groups.setdefault(m.county_id, []).append(m.desk_extension)
+        return cls(generation, by_id, {row[0]: row[1] for row in counties},
+                   {county: tuple(desks) for county, desks in groups.items()})
+
+    def route(self, row, *, number: str | None, uniqueid: str, now: dt.datetime,
+              settings: Settings) -> Routing:
+        """The ring order from LOOKUP_SQL's row for the caller's normalised
+        `number` (None: unknown, looked up as NULL), as start_call decides it."""
+        _generation, unified_county, customer_id, customer_county, manager_id = row
+        manager = None
+        if manager_id is not None:
+            manager = _active(customer_id, self.managers.get(manager_id))
+        county_id = unified_county if unified_county is not None else customer_county
+        known = county_id in self.strategies
+        return _decide(customer_id=customer_id, county_id=county_id, manager=manager,
+                       group=self.groups.get(county_id, ()) if known else (),
+                       strategy=self.strategies[county_id] if known else "ringall",
+                       number=number, uniqueid=uniqueid, requested_at=now, settings=settings)
 
 
 def county_groups(session: Session) -> dict[str, str]:
@@ -200,21 +348,28 @@ class Hangup:
 
 
 def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int | None = None,
-                caller: str = "", unified_number: str = "",
-                now: dt.datetime | None = None, settings: Settings | None = None) -> Call:
+                caller: str = "", unified_number: str = "", linkedid: str = "",
+                now: dt.datetime | None = None, requested_at: dt.datetime | None = None,
+                settings: Settings | None = None) -> Call:
     """Close the inbound call; a missed call becomes a call-back task and an SMS.
 
-    Idempotent: a call already ended is returned unchanged. When the routing
-    AGI failed (the call rang the degraded group), the call row is written
-    here, late but complete.
+    Idempotent: a call already ended is returned unchanged, and the row is
+    locked first, so two writers closing it at once (the hang-up AGI, the
+    AMI bridge) close it once. When the routing AGI failed (the call rang
+    the degraded group), the call row is written here, late but complete
+    (`requested_at`: when the call came, default `now`). The row is the
+    channel's `uniqueid`'s; `call_id` (the route's KHHF_CALL_ID) is not
+    needed to find it, and a forged one cannot close another call.
     """
+    del call_id  # the uniqueid decides
     now = now or utcnow()
     settings = settings or Settings()
-    call = session.get(Call, call_id) if call_id else None
-    if call is None or call.uniqueid != uniqueid:
-        call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
+    call = _locked_call(session, uniqueid)
     if call is None:
-        call, _ = _new_call(session, caller, unified_number, uniqueid, "", now, settings)
+        _new_call(session, caller, unified_number, uniqueid, linkedid, requested_at or now,
+                  settings)
+        call = _locked_call(session, uniqueid)
+        assert call is not None  # just inserted, or another writer's
     if call.state == CallState.ENDED and call.outcome != CallOutcome.LOST:
         return call
     answered = hangup.dial_status == "ANSWER" and hangup.stage in ANSWERING_STAGES
@@ -235,6 +390,36 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
     call.outcome = CallOutcome.MISSED
     _call_back(session, call, now, settings)
     return call
+
+
+def complete_call(session: Session, end: HotlineEnd, settings: Settings) -> Call:
+    """Write (unless written) and close the row of the hotline call whose
+    hang-up the dialplan announced (khhf.calls.inbound): what the AMI bridge
+    and its CEL reconciler do with that event, so a call whose AGI write
+    never happened (the service died after its answer, or was down at the
+    hang-up) still has its one row, with the customer and manager the route
+    chose. A row the AGI service wrote stands; one it closed stays as it is.
+    """
+    if end.routed and session.scalar(select(Call.id).where(Call.uniqueid == end.uniqueid)) is None:
+        customer = session.get(Customer, end.customer_id) if end.customer_id else None
+        manager = session.get(Manager, end.manager_id) if end.manager_id else None
+        county_id = session.scalar(select(UnifiedNumber.county_id).where(
+            UnifiedNumber.number == end.unified_number))
+        _insert_call(session, customer_id=customer.id if customer else None,
+                     manager_id=manager.id if manager else None,
+                     county_id=county_id if county_id is not None else
+                     (customer.county_id if customer else None),
+                     number=caller_number(end.caller), unified_number=end.unified_number,
+                     uniqueid=end.uniqueid, linkedid=end.linkedid,
+                     now=end.arrived_at or end.at, settings=settings)
+    # not routed (degraded mode): written as the hang-up AGI writes it, from the database
+    return finish_call(session, uniqueid=end.uniqueid, caller=end.caller,
+                       unified_number=end.unified_number, linkedid=end.linkedid,
+                       now=end.at, requested_at=end.arrived_at, settings=settings,
+                       hangup=Hangup(stage=end.stage, dial_status=end.dial_status,
+                                     answered_ms=end.answered_ms,
+                                     answered_by=end.answered_by,
+                                     recording_file=end.recording_file))
 
 
 def fallback_owner(session: Session, county_id: int | None) -> Manager | None:
@@ -330,7 +515,7 @@ def close_stale_calls(session: Session, now: dt.datetime | None = None,
     now = now or utcnow()
     stale = session.scalars(select(Call).where(
         Call.direction == "inbound", Call.state != CallState.ENDED,
-        Call.requested_at < now - horizon)).all()
+        Call.requested_at < now - horizon).with_for_update()).all()
     for call in stale:
         call.state, call.end_at, call.outcome = CallState.ENDED, now, CallOutcome.LOST
     if stale:

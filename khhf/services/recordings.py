@@ -3,7 +3,7 @@ deleting them when the retention period is over.
 
 A recording is the MixMonitor file of a call that was answered
 (calls.recording_path, relative to Settings.recordings_dir, e.g.
-'2026/11/28/42.wav' or 'in-43.wav' for the hotline). Its row is the call's:
+'2026/11/28/42.wav', or '2026/11/28/in-<channel uniqueid>.wav' for the hotline). Its row is the call's:
 who may hear it is who may see the call (webui.access.scope(Call)).
 
 Files are only ever reached through `open_file`: the path comes from the
