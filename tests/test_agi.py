@@ -377,19 +377,6 @@ def test_stale_inbound_rows_are_swept_and_a_late_hang_up_completes_them(factory)
             ("desk", 30)
 
 
-def ended(port):
-        first = await agi_request(port, "hotline", ["13900000001"], uniqueid="ms.1")
-        await agi_request(port, "hotline-end", [variables(first)["KHHF_CALL_ID"], "desk",
-                                                "ANSWER", "31", "8001", "13900000001", "",
-                                                "31870"], uniqueid="ms.1")
-        return variables(first)["KHHF_CALL_ID"]
-    call_id = run_server(factory, ended)
-    with factory() as s:
-        call = s.get(Call, int(call_id))
-        assert (call.outcome, call.talk_seconds) == ("desk", 32)
-        assert (call.end_at - call.answer_at).total_seconds() == pytest.approx(31.87)
-
-
 @pytest.mark.parametrize("call_id, answered", [("99999999999999999999999", "1" * 40), ("²", "³"),
                                                 ("-1", "-5")])
 def test_hang_up_arguments_out_of_range_still_close_the_call(factory, call_id, answered):
