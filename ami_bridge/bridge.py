@@ -32,7 +32,6 @@ from sqlalchemy import func, select
 from amiclient import AmiAuthError, AmiClient, AmiError, shutting_down
 from khhf import db
 from khhf.calls import events, store
-from khhf.calls.facts import CallFacts
 from khhf.calls.states import FINAL_STATES, CallState, RecordingStatus
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings
@@ -41,6 +40,7 @@ from khhf.services import accounts, dialing
 
 from .backlog import Backlog
 from .cel_reader import CelReader
+from .writer import Applier, WriterFailed, WriterProcess, WriterUnavailable
 
 log = logging.getLogger(__name__)
 # the trunk qualify result the bridge reads besides the call events (manager.conf)
@@ -59,10 +59,17 @@ RECORDING_SETTLE = dt.timedelta(seconds=5)
 
 
 class Bridge:
-    def __init__(self, settings: Settings, engine=None, state_dir=None):
+    def __init__(self, settings: Settings, engine=None, state_dir=None,
+                 writer_process: bool = True):
         self.settings = settings
         self.engine = engine or db.open_database(settings)
         self.sessions = db.session_factory(self.engine)
+        # the batches' unit of work; run() hands the batches to a writer
+        # process running the same (ami_bridge/writer.py) unless told not to
+        self.applier = Applier(settings, self.sessions)
+        self.writer = WriterProcess(
+            settings, self.engine.url.render_as_string(hide_password=False)) \
+            if writer_process else None
         self.client: AmiClient | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
         state_dir = state_dir or settings.home / "bridge"
@@ -74,8 +81,6 @@ class Bridge:
         self._down_logged = 0.0
         self.connected = asyncio.Event()
         self.events_applied = 0
-        # the folded facts of calls in progress: touched by apply_ami only
-        self.live = store.LiveFacts()
         # for khhf.health: when the batch being stored began at Asterisk (None:
         # nothing waits), and when the newest stored event happened
         self._applying_since: float | None = None
@@ -98,7 +103,9 @@ class Bridge:
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set: connection, consumer, reconciler."""
+        """Run until `stop` is set: writer, connection, consumer, reconciler."""
+        # the writer starts beside the AMI log-in; the first batch waits for it
+        starting = asyncio.create_task(self._start_writer())
         consumer = asyncio.create_task(self._consume())
         # a pass still running when the next is due is skipped (max_instances=1):
         # that is the design, not a warning for the log
@@ -152,6 +159,19 @@ class Bridge:
             consumer.cancel()
             # what the database could not take yet waits in the file for the next start
             self.backlog.spill()
+            await starting
+            if self.writer is not None:
+                await asyncio.to_thread(self.writer.stop)
+
+    async def _start_writer(self) -> None:
+        if self.writer is None:
+            return
+        try:
+            await asyncio.to_thread(self.writer.start)
+        except (OSError, WriterFailed) as exc:
+            log.warning("no writer process (%s): call events are written in the bridge's "
+                        "own process", exc)
+            self.writer = None
 
     async def _forward(self, client: AmiClient) -> None:
         while True:
@@ -197,9 +217,9 @@ class Bridge:
         reconciler completes those calls."""
         for attempt in range(APPLY_ATTEMPTS):
             try:
-                await asyncio.to_thread(self.apply_ami, batch)
+                await asyncio.to_thread(self._apply, batch)
             except Exception as exc:
-                if db.is_unavailable(exc):
+                if isinstance(exc, WriterUnavailable) or db.is_unavailable(exc):
                     self._database_unavailable(exc)
                     return False
                 if attempt == APPLY_ATTEMPTS - 1:
@@ -226,28 +246,24 @@ class Bridge:
         self.database_down.set()
 
     def apply_ami(self, events: list[dict]) -> set[int]:
-        """Store a batch of AMI events and recompute the calls they touch,
-        folding the new events into the facts kept of calls in progress."""
-        raws = [r for r in map(store.raw_from_ami, events) if r is not None]
-        with db.unit_of_work(self.sessions) as session:
-            folded = self.live.fold(session, store.insert_events(session, raws))
-            calls = self._recompute(session, {cid: f.facts for cid, f in folded.items()})
-            final = {c.id for c in calls if c.state in FINAL_STATES}
-        self.live.keep(folded, final)  # committed: what was folded is stored
+        """Store a batch of AMI events in this process (writer.Applier)."""
+        changed = self.applier.apply_ami(events)
         self.events_applied += len(events)
-        return set(folded)
+        return changed
 
-    def _recompute(self, session, facts: dict[int, CallFacts | None]) -> list[Call]:
-        """Each call row in line with its events (store.recompute_many; None
-        for a call: folded from its stored events). A call given up as not
-        placed lost its recording's path (nobody talked, it seemed); when
-        its events show an answer after all, the path Asterisk was given
-        comes back."""
-        calls = store.recompute_many(session, facts) if facts else []
-        for call in calls:
-            if call.answer_at is not None and call.recording_path is None:
-                call.recording_path = dialing.recording_file(self.settings, call)
-        return calls
+    def _apply(self, batch: list[dict]) -> None:
+        """Store a batch through the writer process, else in this process."""
+        if self.writer is None:
+            self.apply_ami(batch)
+            return
+        self.writer.apply(batch)
+        self.events_applied += len(batch)
+
+    @property
+    def live(self) -> store.LiveFacts:
+        """The facts kept of calls in progress by this process's Applier
+        (the writer process keeps its own)."""
+        return self.applier.live
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
@@ -357,7 +373,7 @@ class Bridge:
         raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
-            self._recompute(session, dict.fromkeys(changed))
+            self.applier.recompute(session, dict.fromkeys(changed))
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == CallState.REQUESTED,

@@ -303,11 +303,16 @@ def apply_only(bridge: Bridge, events: list[dict], profile: bool) -> tuple[float
     return seconds, report
 
 
-async def bridge_reader(stream: Stream, settings, engine, state_dir) -> float:
+async def bridge_reader(stream: Stream, settings, engine, state_dir,
+                        writer_process: bool = True) -> float:
     server = await ReplayServer(stream).start()
     settings = dataclasses.replace(settings, ami_host="127.0.0.1", ami_port=server.port,
                                    reconcile_seconds=3600)
-    bridge = Bridge(settings, engine, state_dir=state_dir)
+    bridge = Bridge(settings, engine, state_dir=state_dir, writer_process=writer_process)
+    if bridge.writer is not None:
+        # started as the daemon starts it, before the stream: the bench
+        # measures the flow of events, not a Python process's start
+        await asyncio.to_thread(bridge.writer.start)
     stop = asyncio.Event()
     task = asyncio.create_task(bridge.run(stop))
     last, stalled = 0, time.monotonic()
