@@ -45,7 +45,9 @@ from .writer import Applier, WriterFailed, WriterProcess, WriterUnavailable
 log = logging.getLogger(__name__)
 # the trunk qualify result the bridge reads besides the call events (manager.conf)
 TRUNK_STATUS_EVENT = "ContactStatus"
-BATCH = 500
+# events written in one unit of work at most: a batch fills only when events
+# wait (a burst, a backlog), and then per-batch work is shared by more events
+BATCH = 2000
 APPLY_ATTEMPTS = 5  # a batch that fails for another reason than the database's absence
 # while the database cannot take events, try again this often
 DOWN_RETRY_SECONDS = 1.0
@@ -85,6 +87,11 @@ class Bridge:
         # nothing waits), and when the newest stored event happened
         self._applying_since: float | None = None
         self.last_event_at: float | None = None
+        # what the lag is made of, since the last heartbeat: how late events
+        # came from Asterisk (its Timestamp to our socket: Asterisk's and the
+        # host's part), and the longest batch write (ours and the database's)
+        self._ami_delay = 0.0
+        self._batch_seconds = 0.0
         self._reconcile_lock = asyncio.Lock()
         # Asterisk answered "shutting down" (`core restart|stop gracefully`): it
         # refuses new calls until it is back; the calls in progress go on
@@ -180,6 +187,7 @@ class Bridge:
                 # the trunk's qualify result: kept for the heartbeat, not a call's event
                 self.trunk_contact = event.get("ContactStatus")
                 continue
+            self._ami_delay = max(self._ami_delay, time.time() - _timestamp(event))
             self.queue.put_nowait(event)
 
     # -- the one consumer ----------------------------------------------------------
@@ -193,7 +201,10 @@ class Bridge:
             batch = self.backlog.peek(BATCH)
             stamps = [_timestamp(event) for event in batch]
             self._applying_since = min(stamps)
-            if await self._store(batch):
+            began = time.monotonic()
+            stored = await self._store(batch)
+            self._batch_seconds = max(self._batch_seconds, time.monotonic() - began)
+            if stored:
                 self.backlog.drop()
                 self.last_event_at = max(stamps)
                 if not self.backlog:
@@ -271,9 +282,14 @@ class Bridge:
         is shutting down, how far behind Asterisk the stored events are, the
         desk phones registered, the trunk's contact status."""
         since = self._applying_since
+        parts = {"ami_delay_seconds": round(self._ami_delay, 3),
+                 "batch_seconds": round(self._batch_seconds, 3)}
+        self._ami_delay = self._batch_seconds = 0.0
         return {"ami": self.client is not None,
                 "pbx_shutting_down": self.pbx_shutting_down,
                 "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),
+                # since the last beat, the two parts of the lag (see __init__)
+                **parts,
                 "queued": self.queue.qsize() + len(self.backlog),
                 "held_on_disk": self.backlog.spilled,
                 "last_event_at": None if self.last_event_at is None else

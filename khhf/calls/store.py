@@ -130,7 +130,7 @@ def _insert_rows(session: Session, rows: list[tuple]) -> list[tuple[int, str]]:
     stamp = CallEvent.__table__.c.event_at.type.dialect_impl(dialect).bind_processor(dialect)
     assert stamp is not None
     at = _EVENT_COLUMNS.index("event_at")
-    stored = []
+    stored: list[tuple[int, str]] = []
     for start in range(0, len(rows), INSERT_CHUNK):
         page = rows[start:start + INSERT_CHUNK]
         params = [v for row in page for v in row]
