@@ -37,6 +37,8 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from sqlalchemy.orm import configure_mappers
+
 from khhf import db
 from khhf.calls import store
 from khhf.calls.facts import CallFacts
@@ -211,6 +213,7 @@ def serve(conn: Connection) -> None:
     try:
         engine = db.make_engine(database_url)
         applier = Applier(settings, db.session_factory(engine))
+        configure_mappers()  # before "ready": the models' set-up is not the first batch's
     except Exception as exc:
         conn.send(("error", f"the writer could not open the database: {exc}"))
         return
