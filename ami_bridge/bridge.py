@@ -9,7 +9,9 @@
   (store.recompute_many): the facts of calls in progress are kept in memory
   (store.LiveFacts) and only the new events folded into them; a call not
   kept, or whose stored events are not exactly those folded, is folded again
-  from all its stored events.
+  from all its stored events. The unit of work runs in a writer process of
+  the bridge's own (writer.py), so parsing and writing use two cores; a
+  batch stays held until the writer says it is committed.
 - A reconciler reads the CEL file Asterisk writes itself, on every
   (re)connect and every `reconcile_seconds` (APScheduler): calls whose AMI
   events were missed while the bridge was down are completed from it.
