@@ -259,6 +259,8 @@ class ReplayServer:
 # CPU seconds per event: AmiClient's parse (the bench process, replay server
 # included), and the bridge's writer process (its batches only)
 CPU: dict[str, list[float]] = collections.defaultdict(list)
+# the longest batch write of each Bridge.run (up to BATCH events; seconds)
+LONGEST_BATCH: dict[str, float] = {}
 
 
 async def bare_reader(stream: Stream) -> float:
@@ -340,6 +342,8 @@ async def bridge_reader(stream: Stream, settings, engine, state_dir,
     if bridge.writer is not None:
         CPU[f"writer process, {engine.dialect.name}"].append(
             bridge.writer.cpu_seconds / stream.events)
+    mode = "writer process" if bridge.writer is not None else "writer thread"
+    LONGEST_BATCH[f"{mode}, {engine.dialect.name}"] = bridge._batch_seconds
     stop.set()
     await task
     await server.close()
@@ -457,6 +461,8 @@ def main(argv=None) -> int:
               f"{bare / seconds:.4f} | {ok}")
     print("CPU per event: " + ", ".join(f"{k} {statistics.median(v) * 1e6:.0f} µs"
                                          for k, v in CPU.items()))
+    print(f"longest batch write (up to {BATCH} events): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in LONGEST_BATCH.items()))
     for label, report in profiles:
         print(f"\ncProfile of apply_ami ({label}), top by own time:\n{report}")
     print("ratio bridge/panoramisk " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
