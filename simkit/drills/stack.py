@@ -319,11 +319,15 @@ class Stack:
 
 
 def child_pids(pid: int) -> list[int]:
-    """The processes `pid` started that still run (none if it is gone)."""
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        return []
+    """The processes `pid` started that still run (none if it is gone); each
+    of its threads lists the children it started itself."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(c) for c in children.read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def process_usage(pid: int | None) -> tuple[int, int] | None:
