@@ -221,7 +221,10 @@ def serve(conn: Connection) -> None:
     except Exception as exc:
         conn.send(("error", f"the writer could not open the database: {exc}"))
         return
-    conn.send(("ready", None))
+    try:
+        conn.send(("ready", None))
+    except OSError:
+        return  # the bridge went away while we started
     while True:
         try:
             events = marshal.loads(conn.recv_bytes())
