@@ -9,15 +9,12 @@
   (store.recompute_many): the facts of calls in progress are kept in memory
   (store.LiveFacts) and only the new events folded into them; a call not
   kept, or whose stored events are not exactly those folded, is folded again
-  from all its stored events.
+  from all its stored events. The unit of work runs in a writer process of
+  the bridge's own (writer.py), so parsing and writing use two cores; a
+  batch stays held until the writer says it is committed.
 - A reconciler reads the CEL file Asterisk writes itself, on every
   (re)connect and every `reconcile_seconds` (APScheduler): calls whose AMI
   events were missed while the bridge was down are completed from it.
-- Hotline (inbound) rows are the AGI service's; the bridge writes and
-  closes one only from the hang-up's own event (khhf.calls.inbound, in the
-  AMI stream and in CEL), when the AGI did not (it died after its answer,
-  or was down at the hang-up): hotline.complete_call, idempotent on the
-  channel's uniqueid.
 - A local command channel (commands.py) takes click-to-dial requests.
 
 It records calls; it does not provision phones (`khhf pbx sync`, run by the
@@ -37,20 +34,22 @@ from sqlalchemy import func, select
 from amiclient import AmiAuthError, AmiClient, AmiError, shutting_down
 from khhf import db
 from khhf.calls import events, inbound, store
-from khhf.calls.facts import CallFacts
 from khhf.calls.states import FINAL_STATES, CallState, RecordingStatus
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
-from khhf.services import accounts, dialing, hotline
+from khhf.services import accounts, dialing
 
 from .backlog import Backlog
 from .cel_reader import CelReader
+from .writer import Applier, WriterFailed, WriterProcess, WriterUnavailable
 
 log = logging.getLogger(__name__)
 # the trunk qualify result the bridge reads besides the call events (manager.conf)
 TRUNK_STATUS_EVENT = "ContactStatus"
-BATCH = 500
+# events written in one unit of work at most: a batch fills only when events
+# wait (a burst, a backlog), and then per-batch work is shared by more events
+BATCH = 2000
 APPLY_ATTEMPTS = 5  # a batch that fails for another reason than the database's absence
 # while the database cannot take events, try again this often
 DOWN_RETRY_SECONDS = 1.0
@@ -64,10 +63,17 @@ RECORDING_SETTLE = dt.timedelta(seconds=5)
 
 
 class Bridge:
-    def __init__(self, settings: Settings, engine=None, state_dir=None):
+    def __init__(self, settings: Settings, engine=None, state_dir=None,
+                 writer_process: bool = True):
         self.settings = settings
         self.engine = engine or db.open_database(settings)
         self.sessions = db.session_factory(self.engine)
+        # the batches' unit of work; run() hands the batches to a writer
+        # process running the same (ami_bridge/writer.py) unless told not to
+        self.applier = Applier(settings, self.sessions)
+        self.writer = WriterProcess(
+            settings, self.engine.url.render_as_string(hide_password=False)) \
+            if writer_process else None
         self.client: AmiClient | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
         state_dir = state_dir or settings.home / "bridge"
@@ -79,12 +85,15 @@ class Bridge:
         self._down_logged = 0.0
         self.connected = asyncio.Event()
         self.events_applied = 0
-        # the folded facts of calls in progress: touched by apply_ami only
-        self.live = store.LiveFacts()
         # for khhf.health: when the batch being stored began at Asterisk (None:
         # nothing waits), and when the newest stored event happened
         self._applying_since: float | None = None
         self.last_event_at: float | None = None
+        # what the lag is made of, since the last heartbeat: how late events
+        # came from Asterisk (its Timestamp to our socket: Asterisk's and the
+        # host's part), and the longest batch write (ours and the database's)
+        self._ami_delay = 0.0
+        self._batch_seconds = 0.0
         self._reconcile_lock = asyncio.Lock()
         # Asterisk answered "shutting down" (`core restart|stop gracefully`): it
         # refuses new calls until it is back; the calls in progress go on
@@ -103,7 +112,9 @@ class Bridge:
 
     # -- the AMI connection ----------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set: connection, consumer, reconciler."""
+        """Run until `stop` is set: writer, connection, consumer, reconciler."""
+        # the writer starts beside the AMI log-in; the first batch waits for it
+        starting = asyncio.create_task(self._start_writer())
         consumer = asyncio.create_task(self._consume())
         # a pass still running when the next is due is skipped (max_instances=1):
         # that is the design, not a warning for the log
@@ -157,6 +168,19 @@ class Bridge:
             consumer.cancel()
             # what the database could not take yet waits in the file for the next start
             self.backlog.spill()
+            await starting
+            if self.writer is not None:
+                await asyncio.to_thread(self.writer.stop)
+
+    async def _start_writer(self) -> None:
+        if self.writer is None:
+            return
+        try:
+            await asyncio.to_thread(self.writer.start)
+        except (OSError, WriterFailed) as exc:
+            log.warning("no writer process (%s): call events are written in the bridge's "
+                        "own process", exc)
+            self.writer = None
 
     async def _forward(self, client: AmiClient) -> None:
         while True:
@@ -165,6 +189,7 @@ class Bridge:
                 # the trunk's qualify result: kept for the heartbeat, not a call's event
                 self.trunk_contact = event.get("ContactStatus")
                 continue
+            self._ami_delay = max(self._ami_delay, time.time() - _timestamp(event))
             self.queue.put_nowait(event)
 
     # -- the one consumer ----------------------------------------------------------
@@ -178,7 +203,10 @@ class Bridge:
             batch = self.backlog.peek(BATCH)
             stamps = [_timestamp(event) for event in batch]
             self._applying_since = min(stamps)
-            if await self._store(batch):
+            began = time.monotonic()
+            stored = await self._store(batch)
+            self._batch_seconds = max(self._batch_seconds, time.monotonic() - began)
+            if stored:
                 self.backlog.drop()
                 self.last_event_at = max(stamps)
                 if not self.backlog:
@@ -202,9 +230,9 @@ class Bridge:
         reconciler completes those calls."""
         for attempt in range(APPLY_ATTEMPTS):
             try:
-                await asyncio.to_thread(self.apply_ami, batch)
+                await asyncio.to_thread(self._apply, batch)
             except Exception as exc:
-                if db.is_unavailable(exc):
+                if isinstance(exc, WriterUnavailable) or db.is_unavailable(exc):
                     self._database_unavailable(exc)
                     return False
                 if attempt == APPLY_ATTEMPTS - 1:
@@ -231,46 +259,24 @@ class Bridge:
         self.database_down.set()
 
     def apply_ami(self, events: list[dict]) -> set[int]:
-        """Store a batch of AMI events and recompute the calls they touch,
-        folding the new events into the facts kept of calls in progress."""
-        raws = [r for r in map(store.raw_from_ami, events) if r is not None]
-        ends = [e for e in map(inbound.from_ami, events) if e is not None]
-        with db.unit_of_work(self.sessions) as session:
-            folded = self.live.fold(session, store.insert_events(session, raws))
-            calls = self._recompute(session, {cid: f.facts for cid, f in folded.items()})
-            final = {c.id for c in calls if c.state in FINAL_STATES}
-            self._complete_inbound(session, ends)
-        self.live.keep(folded, final)  # committed: what was folded is stored
+        """Store a batch of AMI events in this process (writer.Applier)."""
+        changed = self.applier.apply_ami(events)
         self.events_applied += len(events)
-        return set(folded)
+        return changed
 
-    def _complete_inbound(self, session, ends: list[inbound.HotlineEnd]) -> None:
-        """The rows of hotline calls that hung up, written and closed unless
-        the AGI service did (hotline.complete_call). One that cannot be (bad
-        data) is logged and skipped, never costing the batch its other
-        events; the database's absence is raised (the events are held)."""
-        for end in ends:
-            try:
-                with session.begin_nested():
-                    call = hotline.complete_call(session, end, self.settings)
-            except Exception as exc:
-                if db.is_unavailable(exc):
-                    raise
-                log.exception("hotline call %s: its row could not be completed", end.uniqueid)
-                continue
-            log.debug("hotline call %s: row %s %s", end.uniqueid, call.id, call.outcome)
+    def _apply(self, batch: list[dict]) -> None:
+        """Store a batch through the writer process, else in this process."""
+        if self.writer is None:
+            self.apply_ami(batch)
+            return
+        self.writer.apply(batch)
+        self.events_applied += len(batch)
 
-    def _recompute(self, session, facts: dict[int, CallFacts | None]) -> list[Call]:
-        """Each call row in line with its events (store.recompute_many; None
-        for a call: folded from its stored events). A call given up as not
-        placed lost its recording's path (nobody talked, it seemed); when
-        its events show an answer after all, the path Asterisk was given
-        comes back."""
-        calls = store.recompute_many(session, facts) if facts else []
-        for call in calls:
-            if call.answer_at is not None and call.recording_path is None:
-                call.recording_path = dialing.recording_file(self.settings, call)
-        return calls
+    @property
+    def live(self) -> store.LiveFacts:
+        """The facts kept of calls in progress by this process's Applier
+        (the writer process keeps its own)."""
+        return self.applier.live
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
@@ -278,9 +284,14 @@ class Bridge:
         is shutting down, how far behind Asterisk the stored events are, the
         desk phones registered, the trunk's contact status."""
         since = self._applying_since
+        parts = {"ami_delay_seconds": round(self._ami_delay, 3),
+                 "batch_seconds": round(self._batch_seconds, 3)}
+        self._ami_delay = self._batch_seconds = 0.0
         return {"ami": self.client is not None,
                 "pbx_shutting_down": self.pbx_shutting_down,
                 "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),
+                # since the last beat, the two parts of the lag (see __init__)
+                **parts,
                 "queued": self.queue.qsize() + len(self.backlog),
                 "held_on_disk": self.backlog.spilled,
                 "last_event_at": None if self.last_event_at is None else
@@ -380,8 +391,8 @@ class Bridge:
         raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
         with db.unit_of_work(self.sessions) as session:
             changed = store.store_events(session, raws)
-            self._recompute(session, dict.fromkeys(changed))
-            self._complete_inbound(session, [e for e in map(inbound.from_cel, rows) if e])
+            self.applier.recompute(session, dict.fromkeys(changed))
+            self.applier.complete_inbound(session, [e for e in map(inbound.from_cel, rows) if e])
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == CallState.REQUESTED,

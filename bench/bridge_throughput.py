@@ -24,9 +24,11 @@ recording a real Asterisk again.
 3. Readers, one after the other on the same bytes:
    bare        asyncio StreamReader, split on \\r\\n\\r\\n, count
    panoramisk  amiclient.AmiClient (panoramisk parse + queue), no database
-   apply only  Bridge.apply_ami on the parsed events in batches of 500, no socket
-   bridge      the real Bridge.run: AmiClient -> queue -> apply_ami batches
-               (time until it has applied the last event)
+   apply only  Bridge.apply_ami on the parsed events in batches of BATCH, no socket
+   bridge      the real Bridge.run: AmiClient -> queue -> batches written by
+               its writer process (time until it has applied the last event);
+               the full form also runs it with the writer in a thread of the
+               bridge's own process, as before the writer process
 The bare reader runs five times and AmiClient three (medians): the ratio's
 denominator is AmiClient's median. Prints a table; --profile adds
 cProfile's top functions of the apply step.
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import cProfile
 import dataclasses
@@ -253,6 +256,13 @@ class ReplayServer:
 
 
 # -- the readers ---------------------------------------------------------------------------
+# CPU seconds per event: AmiClient's parse (the bench process, replay server
+# included), and the bridge's writer process (its batches only)
+CPU: dict[str, list[float]] = collections.defaultdict(list)
+# the longest batch write of each Bridge.run (up to BATCH events; seconds)
+LONGEST_BATCH: dict[str, float] = {}
+
+
 async def bare_reader(stream: Stream) -> float:
     server = await ReplayServer(stream).start()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -271,6 +281,7 @@ async def bare_reader(stream: Stream) -> float:
 
 
 async def panoramisk_reader(stream: Stream) -> tuple[float, list[dict]]:
+    cpu = time.process_time()
     server = await ReplayServer(stream).start()
     client = AmiClient("127.0.0.1", server.port, "x", "y")
     await client.connect()
@@ -278,6 +289,7 @@ async def panoramisk_reader(stream: Stream) -> tuple[float, list[dict]]:
     while len(events) < stream.events:
         events.append(dict((await client.events.get()).items()))
     seconds = time.perf_counter() - server.started_at
+    CPU["AmiClient parse"].append((time.process_time() - cpu) / stream.events)
     client.close()
     await server.close()
     return seconds, events
@@ -303,11 +315,16 @@ def apply_only(bridge: Bridge, events: list[dict], profile: bool) -> tuple[float
     return seconds, report
 
 
-async def bridge_reader(stream: Stream, settings, engine, state_dir) -> float:
+async def bridge_reader(stream: Stream, settings, engine, state_dir,
+                        writer_process: bool = True) -> float:
     server = await ReplayServer(stream).start()
     settings = dataclasses.replace(settings, ami_host="127.0.0.1", ami_port=server.port,
                                    reconcile_seconds=3600)
-    bridge = Bridge(settings, engine, state_dir=state_dir)
+    bridge = Bridge(settings, engine, state_dir=state_dir, writer_process=writer_process)
+    if bridge.writer is not None:
+        # started as the daemon starts it, before the stream: the bench
+        # measures the flow of events, not a Python process's start
+        await asyncio.to_thread(bridge.writer.start)
     stop = asyncio.Event()
     task = asyncio.create_task(bridge.run(stop))
     last, stalled = 0, time.monotonic()
@@ -322,6 +339,11 @@ async def bridge_reader(stream: Stream, settings, engine, state_dir) -> float:
                                f"then nothing for 30 s")
         await asyncio.sleep(0.005)
     seconds = time.perf_counter() - server.started_at
+    if bridge.writer is not None:
+        CPU[f"writer process, {engine.dialect.name}"].append(
+            bridge.writer.cpu_seconds / stream.events)
+    mode = "writer process" if bridge.writer is not None else "writer thread"
+    LONGEST_BATCH[f"{mode}, {engine.dialect.name}"] = bridge._batch_seconds
     stop.set()
     await task
     await server.close()
@@ -414,10 +436,17 @@ def main(argv=None) -> int:
                              check_rows(engine, stream)))
                 if report:
                     profiles.append((label, report))
+        if not args.quick:
+            with database(label, workdir, args.pg_url) as engine:
+                seed_calls(engine, stream.calls)
+                seconds = asyncio.run(bridge_reader(stream, settings, engine, workdir / "st",
+                                                    writer_process=False))
+                rows.append(("Bridge.run, writer in a thread (before)", label, seconds,
+                             check_rows(engine, stream)))
         with database(label, workdir, args.pg_url) as engine:
             seed_calls(engine, stream.calls)
             seconds = asyncio.run(bridge_reader(stream, settings, engine, workdir / "st"))
-            rows.append(("Bridge.run (AMI -> queue -> apply_ami)", label, seconds,
+            rows.append(("Bridge.run (AMI -> queue -> writer process)", label, seconds,
                          check_rows(engine, stream)))
             ratios[label] = parsed_s / seconds
     print(f"AMI bridge throughput: {stream.events} events ({stream.ours} stored, "
@@ -430,6 +459,10 @@ def main(argv=None) -> int:
         print(f"{name} | {label} | {stream.events} | {seconds:.3f} | "
               f"{stream.events / seconds:,.0f} | {parsed_s / seconds:.2f} | "
               f"{bare / seconds:.4f} | {ok}")
+    print("CPU per event: " + ", ".join(f"{k} {statistics.median(v) * 1e6:.0f} µs"
+                                         for k, v in CPU.items()))
+    print(f"longest batch write (up to {BATCH} events): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in LONGEST_BATCH.items()))
     for label, report in profiles:
         print(f"\ncProfile of apply_ami ({label}), top by own time:\n{report}")
     print("ratio bridge/panoramisk " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items()))

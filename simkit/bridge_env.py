@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import secrets
 import threading
 import time
@@ -26,8 +27,17 @@ POOL = (UNIFIED, "13900000002")
 
 
 class BridgeEnv:
-    def __init__(self, harness, workdir, database_url: str | None = None):
+    """`writer_process`: the bridge writes through its writer process, as
+    the daemon does (ami_bridge/writer.py). Off by default: the tests start
+    dozens of bridges and each writer is a Python process to start; the
+    writer has its own tests and the drills run the real daemon. On with
+    KHHF_TEST_BRIDGE_WRITER=process, to run every bridge test through it."""
+
+    def __init__(self, harness, workdir, database_url: str | None = None,
+                 writer_process: bool | None = None):
         self.harness = harness
+        self.writer_process = writer_process if writer_process is not None else \
+            os.environ.get("KHHF_TEST_BRIDGE_WRITER") == "process"
         self.settings = dataclasses.replace(
             harness.settings,
             database_url=database_url or f"sqlite:///{workdir / 'bridge.db'}",
@@ -57,7 +67,8 @@ class BridgeEnv:
             async def main():
                 self.loop = asyncio.get_running_loop()
                 self.stop_flag = asyncio.Event()
-                self.bridge = Bridge(self.settings, self.engine, state_dir=self.state_dir)
+                self.bridge = Bridge(self.settings, self.engine, state_dir=self.state_dir,
+                                     writer_process=self.writer_process)
                 server = await CommandServer(self.bridge).start()
                 started.set()
                 try:

@@ -39,7 +39,7 @@ from .states import FINAL_STATES, RECORDING_TOLERANCE_S, RecordingStatus
 # the call row's columns that its events alone decide (facts.summarize)
 DERIVED = ("state", "ring_at", "answer_at", "end_at", "outcome", "hangup_cause", "sip_code",
            "talk_seconds", "hangup_by")
-INSERT_CHUNK = 100  # rows per INSERT: 8 columns each, under SQLite's variable limit
+INSERT_CHUNK = 100  # rows per SQLite INSERT: 8 columns each, under its variable limit
 # calls whose facts LiveFacts keeps at most (the least recently touched go first)
 LIVE_CALLS = 20_000
 # the header MixMonitor's WAV files (and Python's) start with: the audio follows it
@@ -90,23 +90,53 @@ class StoredEvent:
         return self.raw.at, self.id  # the fold's order (facts_for)
 
 
-_INSERTS: dict[str, object] = {}
 # an event's stored payload: its headers as JSON (one encoder for all)
 _payload = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+# the columns of a stored event, in the order insert_events sends them
+_EVENT_COLUMNS = ("dedup_key", "source", "event", "uniqueid", "linkedid", "call_id",
+                  "event_at", "payload")
+_INSERT_TAIL = "ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key"
+# PostgreSQL: the batch's columns as one array each (a short statement,
+# whatever the row count, that psycopg prepares and caches once)
+_PG_INSERT = (
+    f"INSERT INTO {CallEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    f"%b::integer[], %b::timestamp[], %b::text[]) {_INSERT_TAIL}")
+_SQLITE_INSERTS: dict[int, str] = {}
 
 
-def _insert_statement(dialect: str):
-    """One INSERT of a call event that skips a stored one and says what it
-    stored, built once per dialect: executed with many rows, SQLAlchemy
-    compiles it once and sends the rows in multi-row pages."""
-    stmt = _INSERTS.get(dialect)
-    if stmt is None:
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        table = CallEvent.__table__
-        stmt = _INSERTS[dialect] = (
-            insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
-            .returning(table.c.id, table.c.dedup_key))
-    return stmt
+def _sqlite_insert(rows: int) -> str:
+    """SQLite: one INSERT of `rows` rows of values (text built once per count)."""
+    sql = _SQLITE_INSERTS.get(rows)
+    if sql is None:
+        row = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
+        sql = _SQLITE_INSERTS[rows] = (
+            f"INSERT INTO {CallEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
+            f"VALUES {', '.join([row] * rows)} {_INSERT_TAIL}")
+    return sql
+
+
+def _insert_rows(session: Session, rows: list[tuple]) -> list[tuple[int, str]]:
+    """Insert call events given as tuples of _EVENT_COLUMNS, skipping any
+    whose dedup_key is stored (whoever stored it); (id, dedup_key) of each
+    new one. The rows go to the driver in one statement per page, with no
+    per-row work in SQLAlchemy: a batch of the AMI stream costs the
+    bridge as much as parsing it, so every microsecond per row counts."""
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name == "postgresql":
+        return list(connection.exec_driver_sql(_PG_INSERT, tuple(map(list, zip(*rows)))))
+    # the event time as the model's column type writes it (SQLite: its text form)
+    stamp = CallEvent.__table__.c.event_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert stamp is not None
+    at = _EVENT_COLUMNS.index("event_at")
+    stored: list[tuple[int, str]] = []
+    for start in range(0, len(rows), INSERT_CHUNK):
+        page = rows[start:start + INSERT_CHUNK]
+        params = [v for row in page for v in row]
+        params[at::len(_EVENT_COLUMNS)] = map(stamp, params[at::len(_EVENT_COLUMNS)])
+        stored += connection.exec_driver_sql(_sqlite_insert(len(page)), tuple(params))
+    return stored
 
 
 def insert_events(session: Session, raws: Iterable[RawEvent]) -> list[StoredEvent]:
@@ -120,17 +150,13 @@ def insert_events(session: Session, raws: Iterable[RawEvent]) -> list[StoredEven
     calls = dict(session.execute(select(Call.linkedid, Call.id).where(
         Call.direction == "outbound", Call.linkedid.in_({r.linkedid for r in fresh.values()}))
         ).all())
-    rows = [dict(dedup_key=r.dedup_key, source=r.source, event=r.name, uniqueid=r.uniqueid,
-                 linkedid=r.linkedid, call_id=calls[r.linkedid], event_at=r.at,
-                 payload=_payload(r.payload))
+    rows = [(r.dedup_key, r.source, r.name, r.uniqueid, r.linkedid, calls[r.linkedid], r.at,
+             _payload(r.payload))
             for r in fresh.values() if r.linkedid in calls]
     if not rows:
         return []
-    stmt = _insert_statement(session.get_bind().dialect.name)
-    stored = session.execute(stmt.execution_options(insertmanyvalues_page_size=INSERT_CHUNK),
-                             rows).all()
     return [StoredEvent(fresh[key], calls[fresh[key].linkedid], event_id)
-            for event_id, key in stored]
+            for event_id, key in _insert_rows(session, rows)]
 
 
 def store_events(session: Session, raws: Iterable[RawEvent]) -> set[int]:

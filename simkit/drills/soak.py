@@ -56,10 +56,15 @@ class Sampler(threading.Thread):
         self.last: dict[str, tuple[int, int, int]] = {}
         self.peak_rss: Counter = Counter()
         self.heartbeat_lag: list[float] = []
+        # the lag's parts per beat (ami_bridge.bridge health_state): events'
+        # delay from Asterisk to the bridge, and the longest batch write
+        self.ami_delay: list[float] = []
+        self.batch_seconds: list[float] = []
         self.final_lag: list[float] = []
         self.restarts: Counter = Counter()
         self._open: set[int] = set()
         self._max_id = 0
+        self._beat_at = None
 
     def run(self) -> None:
         while not self.stop_flag.wait(self.every):
@@ -79,6 +84,10 @@ class Sampler(threading.Thread):
         try:
             beat = json.loads((run_dir(self.stack.settings) / "bridge.json").read_text())
             self.heartbeat_lag.append(float(beat["state"]["lag_seconds"]))
+            if beat["beat_at"] != self._beat_at:   # a beat's parts once (it beats every 5 s)
+                self._beat_at = beat["beat_at"]
+                self.ami_delay.append(float(beat["state"].get("ami_delay_seconds", 0.0)))
+                self.batch_seconds.append(float(beat["state"].get("batch_seconds", 0.0)))
         except (OSError, ValueError, KeyError, TypeError):
             pass
         now = time.time()
@@ -196,7 +205,10 @@ def run_soak(minutes: float = 30, calls: int = 100, engine: str = "sqlite",
                      f"{_pct(sampler.final_lag, 0.5):.1f} s, p99 {lag99:.1f} s, max "
                      f"{max(sampler.final_lag, default=float('nan')):.1f} s over "
                      f"{len(sampler.final_lag)} calls; bridge heartbeat lag p99 {beat99:.2f} s, "
-                     f"max {max(sampler.heartbeat_lag, default=float('nan')):.2f} s")
+                     f"max {max(sampler.heartbeat_lag, default=float('nan')):.2f} s; of it, "
+                     f"Asterisk -> bridge socket p99 {_pct(sampler.ami_delay, 0.99):.2f} s "
+                     f"(Asterisk and the host), longest batch write p99 "
+                     f"{_pct(sampler.batch_seconds, 0.99):.2f} s (the bridge and the database)")
         lines.append(f"SMS: {row.sms_sent} sent, {mobiles.replied} prompts answered from the "
                      f"mobiles; results filed: {dict(channels)}")
         lines += usage_table(sampler)

@@ -312,7 +312,22 @@ class Stack:
     def pids(self) -> dict[str, int | None]:
         out = {"asterisk": self.pbx.pid()}
         out.update({m: d.pid for m, d in self.daemons.items()})
+        bridge = out.get("ami_bridge")
+        if bridge is not None:   # the bridge's writer process (ami_bridge/writer.py)
+            out["ami_bridge.writer"] = next(iter(child_pids(bridge)), None)
         return out
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` started that still run (none if it is gone); each
+    of its threads lists the children it started itself."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(c) for c in children.read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def process_usage(pid: int | None) -> tuple[int, int] | None:
