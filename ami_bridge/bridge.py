@@ -37,7 +37,7 @@ from khhf.calls.states import FINAL_STATES, CallState, RecordingStatus
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
-from khhf.services import accounts, dialing
+from khhf.services import accounts, dialing, nodes
 
 from .backlog import Backlog
 from .cel_reader import CelReader
@@ -108,6 +108,9 @@ class Bridge:
         scheduler.add_job(self.reconcile, "interval", seconds=self.settings.reconcile_seconds,
                           max_instances=1, coalesce=True)
         scheduler.start()
+        # behind the SIP edge: the node's row in the registry, and the lost nodes' calls
+        beating = asyncio.create_task(self._keep_node()) if nodes.in_cluster(self.settings) \
+            else None
         backoff = 0.5
         try:
             while not stop.is_set():
@@ -145,6 +148,8 @@ class Bridge:
                 await _first(asyncio.sleep(backoff), stop.wait())
                 backoff = min(backoff * 2, 30.0)
         finally:
+            if beating is not None:
+                beating.cancel()
             scheduler.shutdown(wait=False)
             await self.queue.join()
             while self.backlog and not self.database_down.is_set():
@@ -248,6 +253,30 @@ class Bridge:
             if call.answer_at is not None and call.recording_path is None:
                 call.recording_path = dialing.recording_file(self.settings, call)
         return calls
+
+    # -- the node's beat in the cluster (khhf.services.nodes) ---------------------------
+    async def _keep_node(self) -> None:
+        """Every nodes.BEAT_SECONDS: the node's beat while the bridge is logged
+        in to its Asterisk (its live calls: the load click-to-dial weighs), and
+        the sweep of nodes lost meanwhile. A database that is away skips a beat."""
+        while True:
+            live = await self.live_linkedids() if self.client is not None else None
+            try:
+                await asyncio.to_thread(self.beat_node, live)
+            except Exception as exc:
+                if not db.is_unavailable(exc):
+                    log.exception("the node's beat failed")
+            await asyncio.sleep(nodes.BEAT_SECONDS)
+
+    def beat_node(self, live: set[str] | None, now: dt.datetime | None = None) -> dict[str, int]:
+        """One beat (`live`: the linkedids the PBX has now; None: it is not
+        up, so no beat), then the sweep; {lost node: calls closed}."""
+        now = now or utcnow()
+        if live is not None:
+            with db.unit_of_work(self.sessions) as session:
+                nodes.beat(session, self.settings, len(live), not self.pbx_shutting_down, now)
+        with db.unit_of_work(self.sessions) as session:
+            return nodes.sweep_lost(session, self.settings.pbx_name, now)
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
