@@ -142,7 +142,8 @@ def test_a_lost_nodes_calls_are_closed_once_then_completed_when_it_returns(env):
     closed = row(env, talking)
     # at a's last beat
     assert (closed.state, closed.outcome, closed.talk_seconds) == ("ended", "lost", 1)
-    assert (row(env, requested).state, row(env, requested).outcome) == ("failed", "not_placed")
+    # it may have been placed after a's last word: lost, not "not placed"
+    assert (row(env, requested).state, row(env, requested).outcome) == ("failed", "lost")
     assert (row(env, inbound).state, row(env, inbound).outcome) == ("ended", "lost")
     assert row(env, elsewhere).state == "requested", "a live node's calls are its own"
     with env.sessions() as s:

@@ -239,7 +239,7 @@ def summarize(f: CallFacts, manager_device: str = "desk") -> dict:
         # (a lost node's CEL, read when it returns, may know more), so
         # nobody stays "on a call"
         talked = CUSTOMER in f.answer_at
-        end = max(f.lost_at, *f.ring_at.values(), *f.answer_at.values(), *f.hangup_at.values())
+        end = max([f.lost_at, *f.ring_at.values(), *f.answer_at.values(), *f.hangup_at.values()])
         row.update(state=CallState.ENDED if talked else CallState.FAILED, outcome=CallOutcome.LOST,
                    end_at=end)
         if talked:

@@ -13,8 +13,10 @@ of a node that was lost.
   beat also runs `sweep_lost`, and the first to see it claims the node
   with one conditional UPDATE (lost_at IS NULL), so its calls are closed
   once across the cluster, whoever runs it and however many at once: calls
-  in progress as 'lost' (khhf.calls.store.record, itself idempotent),
-  requested calls as not placed, hotline rows as 'lost'. When the node
+  as 'lost' (khhf.calls.store.record, itself idempotent; hotline rows
+  too). Requested calls a node's bridge refused unsent never wait for
+  this: click-to-dial hands them to the next live node at once
+  (khhf.bridge_client.dial_across) or refuses them. When the node
   comes back, its bridge's CEL reconciler completes those rows from what
   Asterisk wrote (the fold prefers a recorded end to 'lost').
 """
@@ -118,18 +120,20 @@ def sweep_lost(session: Session, sweeper: str, now: dt.datetime | None = None) -
 
 
 def close_calls(session: Session, node: PbxNode) -> int:
-    """Close the open calls of a lost node at its last beat (or later, when
-    a call was requested after it): a call in progress as lost, a call
-    never placed as not placed, a hotline row as lost (the hotline's own
-    end, if it still comes, completes it). Returns how many."""
+    """Close the open calls of a lost node as lost, at its last beat (or
+    later, when a call was requested after it or an event shows it alive
+    later). A call still 'requested' is lost too, not "not placed": the
+    node may have placed it after its bridge's last word. An outbound
+    call's 'lost' is one of its events (the fold prefers a recorded end,
+    so the node's CEL completes it when it returns); a hotline row is
+    closed as the hotline's stale sweep does (its own end, if it still
+    comes, completes it). Returns how many."""
     calls = session.scalars(select(Call).where(
         Call.pbx_node == node.name, Call.state.not_in(FINAL_STATES))).all()
     for call in calls:
         at = max(node.heartbeat_at, call.requested_at)
         if call.direction == "inbound":
             call.state, call.end_at, call.outcome = CallState.ENDED, at, CallOutcome.LOST
-        elif call.state == CallState.REQUESTED:
-            store.record(session, call, events.NOT_PLACED, at)
         else:
             store.record(session, call, events.LOST, at)
     return len(calls)
