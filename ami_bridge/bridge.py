@@ -81,6 +81,8 @@ class Bridge:
         self._applying_since: float | None = None
         self.last_event_at: float | None = None
         self._reconcile_lock = asyncio.Lock()
+        # behind the edge: since when the node's beats have been written without a break
+        self._writing_since: dt.datetime | None = None
         # Asterisk answered "shutting down" (`core restart|stop gracefully`): it
         # refuses new calls until it is back; the calls in progress go on
         self.pbx_shutting_down = False
@@ -264,17 +266,24 @@ class Bridge:
             try:
                 await asyncio.to_thread(self.beat_node, live)
             except Exception as exc:
+                self._writing_since = None
                 if not db.is_unavailable(exc):
                     log.exception("the node's beat failed")
             await asyncio.sleep(nodes.BEAT_SECONDS)
 
     def beat_node(self, live: set[str] | None, now: dt.datetime | None = None) -> dict[str, int]:
         """One beat (`live`: the linkedids the PBX has now; None: it is not
-        up, so no beat), then the sweep; {lost node: calls closed}."""
+        up, so no beat), then the sweep; {lost node: calls closed}. The
+        sweep waits until this bridge has written for nodes.LOST_AFTER
+        without a break: just started, or back from a database outage, the
+        other nodes' bridges may not have had their chance to beat either."""
         now = now or utcnow()
-        if live is not None:
-            with db.unit_of_work(self.sessions) as session:
+        with db.unit_of_work(self.sessions) as session:
+            if live is not None:
                 nodes.beat(session, self.settings, len(live), not self.pbx_shutting_down, now)
+        self._writing_since = self._writing_since or now
+        if now - self._writing_since < nodes.LOST_AFTER:
+            return {}
         with db.unit_of_work(self.sessions) as session:
             return nodes.sweep_lost(session, self.settings.pbx_name, now)
 

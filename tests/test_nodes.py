@@ -201,3 +201,15 @@ def test_a_call_refused_unsent_moves_to_the_next_node_else_is_refused(env):
         server.close()
         loop.run_until_complete(server.wait_closed())
         loop.close()
+
+
+def test_a_bridge_sweeps_only_once_it_has_beaten_for_the_bound(env):
+    """Just started, or back from a database outage that cut every node
+    off, a bridge gives the others LOST_AFTER to beat before judging them."""
+    beat(env, node(env, "b"), at=T0 - nodes.LOST_AFTER - SECOND)  # silent since
+    bridge = Bridge(node(env, "a"), env.engine, env.state_dir)
+    assert bridge.beat_node(set(), T0) == {}
+    assert bridge.beat_node({"khhf-1-ab"}, T0 + nodes.LOST_AFTER - SECOND) == {}
+    assert bridge.beat_node(set(), T0 + nodes.LOST_AFTER) == {"b": 0}
+    with env.sessions() as s:
+        assert (s.get(PbxNode, "a").live_calls, s.get(PbxNode, "b").lost_by) == (0, "a")
