@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from ami_bridge.bridge import Bridge
 from ami_bridge.commands import CommandServer
-from khhf import bridge_client, config, db
+from khhf import bridge_client, config, db, health
 from khhf.calls import store
 from khhf.models import Call, PbxNode, User
 from khhf.services import hotline, nodes
@@ -153,6 +153,8 @@ def test_a_lost_nodes_calls_are_closed_once_then_completed_when_it_returns(env):
         assert "lost" in nodes.describe(s, later)[0]
         # once: a later sweep finds nothing to claim
         assert nodes.sweep_lost(s, "b", later + 5 * SECOND) == {}
+    check = health.check_nodes(env.engine)  # `khhf status`, /healthz: red, and what to do
+    assert not check.ok and check.todo.startswith("start a again"), check
 
     # a comes back: it beats again, and its record of the call (the AMI events
     # it held, its CEL) has the real end: the row is completed, still one row
