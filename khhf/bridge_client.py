@@ -96,8 +96,7 @@ def dial_across(targets: Sequence[Settings], call_id: int,
                         target.pbx_name, exc, targets[i + 1].pbx_name)
             continue
         return target
-    raise BridgeUnavailable(f"call {call_id} was placed by no PBX node" if targets else
-                            "no PBX node is up: none beat in the last seconds")
+    raise BridgeUnavailable(f"call {call_id} was placed by no PBX node")
 
 
 @dataclasses.dataclass(frozen=True)
