@@ -419,11 +419,16 @@ class Bridge:
         any transaction, so hashing hundreds of them never holds the
         database's write lock."""
         now = now or utcnow()
+        # behind the edge, a recording stays on the node that recorded it:
+        # another node's bridge would find no file and call it missing
+        mine = [Call.pbx_node == self.settings.pbx_name] if nodes.in_cluster(self.settings) \
+            else []
         with self.sessions() as session:
             pending = session.execute(select(
                 Call.id, Call.recording_path, Call.talk_seconds, Call.end_at).where(
                 Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
-                Call.recording_status.is_(None), Call.recording_deleted_at.is_(None))).all()
+                Call.recording_status.is_(None), Call.recording_deleted_at.is_(None),
+                *mine)).all()
         judged = {}
         for call_id, path, talk_seconds, end_at in pending:
             stats = store.recording_stats(self.settings.recordings_dir / path)

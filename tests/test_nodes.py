@@ -215,3 +215,15 @@ def test_a_bridge_sweeps_only_once_it_has_beaten_for_the_bound(env):
     assert bridge.beat_node(set(), T0 + nodes.LOST_AFTER) == {"b": 0}
     with env.sessions() as s:
         assert (s.get(PbxNode, "a").live_calls, s.get(PbxNode, "b").lost_by) == (0, "a")
+
+
+def test_a_recording_is_judged_by_the_node_that_recorded_it(env):
+    """The file is on its node's disk: another node's bridge would call it missing."""
+    a = node(env, "a")
+    call_id = dial(env, a, "8001", "13812345601")
+    ami(env, call_id, ANSWERED + HANGUPS)
+    assert row(env, call_id).recording_path
+    assert Bridge(node(env, "b"), env.engine, env.state_dir).fill_recordings() == set()
+    assert row(env, call_id).recording_status is None
+    assert Bridge(a, env.engine, env.state_dir).fill_recordings() == {call_id}
+    assert row(env, call_id).recording_status == "missing"  # no file in this test
