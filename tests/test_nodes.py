@@ -1,7 +1,7 @@
 """The PBX nodes' registry (khhf.services.nodes) on a real PostgreSQL: the
 beat, the choice of a live node by load, a lost node's calls closed once
 however many sweep at a time, and completed when the node comes back. The
-same with real Asterisk nodes behind the edge: tests/test_pbx_nodes.py."""
+same with real Asterisk nodes behind the edge: tests/test_pbx_edge.py."""
 
 import dataclasses
 import datetime as dt
