@@ -407,6 +407,27 @@ CREATE TABLE call_events (
 CREATE INDEX ix_call_events_call ON call_events (call_id);
 CREATE INDEX ix_call_events_linkedid ON call_events (linkedid);
 
+-- A PBX node of a cluster behind the SIP edge (docs/cluster.md), kept by
+-- its own AMI bridge (khhf.services.nodes): where its bridge takes
+-- click-to-dial requests, when the bridge last saw its Asterisk up, how
+-- many calls it carried then. A node whose beat is older than
+-- nodes.LOST_AFTER is lost: the first surviving bridge to see it sets
+-- lost_at and lost_by and closes the node's open calls, once.
+CREATE TABLE pbx_nodes (
+    name VARCHAR(32) NOT NULL,
+    bridge_host VARCHAR(64) NOT NULL,
+    bridge_port INTEGER NOT NULL,
+    sip_host VARCHAR(64) NOT NULL,
+    sip_port INTEGER NOT NULL,
+    joined_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    heartbeat_at TIMESTAMP NOT NULL,
+    live_calls INTEGER DEFAULT '0' NOT NULL,
+    accepting BOOLEAN DEFAULT 1 NOT NULL,
+    lost_at TIMESTAMP,
+    lost_by VARCHAR(32),
+    PRIMARY KEY (name)
+);
+
 -- A result filed for a task, by web form, SMS reply or phone keypad, or
 -- by the system for an unreached call (once per call).
 CREATE TABLE feedback (

@@ -38,7 +38,7 @@ from khhf.calls.states import FINAL_STATES, CallState, RecordingStatus
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.config import Settings
 from khhf.models import Call, CallEvent, utcnow
-from khhf.services import accounts, dialing
+from khhf.services import accounts, dialing, nodes
 
 from .backlog import Backlog
 from .cel_reader import CelReader
@@ -95,6 +95,8 @@ class Bridge:
         self._ami_delay = 0.0
         self._batch_seconds = 0.0
         self._reconcile_lock = asyncio.Lock()
+        # behind the edge: since when the node's beats have been written without a break
+        self._writing_since: dt.datetime | None = None
         # Asterisk answered "shutting down" (`core restart|stop gracefully`): it
         # refuses new calls until it is back; the calls in progress go on
         self.pbx_shutting_down = False
@@ -124,6 +126,9 @@ class Bridge:
         scheduler.add_job(self.reconcile, "interval", seconds=self.settings.reconcile_seconds,
                           max_instances=1, coalesce=True)
         scheduler.start()
+        # behind the SIP edge: the node's row in the registry, and the lost nodes' calls
+        beating = asyncio.create_task(self._keep_node()) if nodes.in_cluster(self.settings) \
+            else None
         backoff = 0.5
         try:
             while not stop.is_set():
@@ -161,6 +166,8 @@ class Bridge:
                 await _first(asyncio.sleep(backoff), stop.wait())
                 backoff = min(backoff * 2, 30.0)
         finally:
+            if beating is not None:
+                beating.cancel()
             scheduler.shutdown(wait=False)
             await self.queue.join()
             while self.backlog and not self.database_down.is_set():
@@ -277,6 +284,37 @@ class Bridge:
         """The facts kept of calls in progress by this process's Applier
         (the writer process keeps its own)."""
         return self.applier.live
+
+    # -- the node's beat in the cluster (khhf.services.nodes) ---------------------------
+    async def _keep_node(self) -> None:
+        """Every nodes.BEAT_SECONDS: the node's beat while the bridge is logged
+        in to its Asterisk (its live calls: the load click-to-dial weighs), and
+        the sweep of nodes lost meanwhile. A database that is away skips a beat."""
+        while True:
+            live = await self.live_linkedids() if self.client is not None else None
+            try:
+                await asyncio.to_thread(self.beat_node, live)
+            except Exception as exc:
+                self._writing_since = None
+                if not db.is_unavailable(exc):
+                    log.exception("the node's beat failed")
+            await asyncio.sleep(nodes.BEAT_SECONDS)
+
+    def beat_node(self, live: set[str] | None, now: dt.datetime | None = None) -> dict[str, int]:
+        """One beat (`live`: the linkedids the PBX has now; None: it is not
+        up, so no beat), then the sweep; {lost node: calls closed}. The
+        sweep waits until this bridge has written for nodes.LOST_AFTER
+        without a break: just started, or back from a database outage, the
+        other nodes' bridges may not have had their chance to beat either."""
+        now = now or utcnow()
+        with db.unit_of_work(self.sessions) as session:
+            if live is not None:
+                nodes.beat(session, self.settings, len(live), not self.pbx_shutting_down, now)
+        self._writing_since = self._writing_since or now
+        if now - self._writing_since < nodes.LOST_AFTER:
+            return {}
+        with db.unit_of_work(self.sessions) as session:
+            return nodes.sweep_lost(session, self.settings.pbx_name, now)
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
     async def health_state(self) -> dict:
@@ -416,11 +454,16 @@ class Bridge:
         any transaction, so hashing hundreds of them never holds the
         database's write lock."""
         now = now or utcnow()
+        # behind the edge, a recording stays on the node that recorded it:
+        # another node's bridge would find no file and call it missing
+        mine = [Call.pbx_node == self.settings.pbx_name] if nodes.in_cluster(self.settings) \
+            else []
         with self.sessions() as session:
             pending = session.execute(select(
                 Call.id, Call.recording_path, Call.talk_seconds, Call.end_at).where(
                 Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
-                Call.recording_status.is_(None), Call.recording_deleted_at.is_(None))).all()
+                Call.recording_status.is_(None), Call.recording_deleted_at.is_(None),
+                *mine)).all()
         judged = {}
         for call_id, path, talk_seconds, end_at in pending:
             stats = store.recording_stats(self.settings.recordings_dir / path)

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import socket
+from collections.abc import Callable, Sequence
 
 from khhf.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 class BridgeUnavailable(Exception):
@@ -20,19 +24,36 @@ class PbxRestarting(BridgeUnavailable):
     calls in progress go on, no new one is placed until it is back."""
 
 
-# the bridge's answer code for it (ami_bridge.commands answers with it)
+class NothingSent(BridgeUnavailable):
+    """Refused before anything reached the PBX: the bridge was not reachable,
+    or is not logged in to its Asterisk. Another node may take the call."""
+
+
+# the bridge's answer codes (ami_bridge.commands answers with them)
 PBX_RESTARTING = "pbx_restarting"
+PBX_UNAVAILABLE = "pbx_unavailable"
 
 
 def _refused(answer: dict) -> BridgeUnavailable:
     error = answer.get("error", "refused")
-    return PbxRestarting(error) if answer.get("code") == PBX_RESTARTING else BridgeUnavailable(error)
+    kind = {PBX_RESTARTING: PbxRestarting, PBX_UNAVAILABLE: NothingSent}.get(
+        str(answer.get("code")), BridgeUnavailable)
+    return kind(error)
+
+
+def _unreachable(settings: Settings, exc: OSError) -> str:
+    return (f"the AMI bridge at {settings.bridge_host}:{settings.bridge_port} is not reachable "
+            f"({exc.strerror or exc}): is it running?")
 
 
 def send(settings: Settings, command: dict, timeout: float = 10.0) -> dict:
     request = dict(command, token=settings.require("bridge_token"))
     try:
-        with socket.create_connection((settings.bridge_host, settings.bridge_port), timeout) as sock:
+        sock = socket.create_connection((settings.bridge_host, settings.bridge_port), timeout)
+    except OSError as exc:  # not even connected: nothing was asked
+        raise NothingSent(_unreachable(settings, exc)) from None
+    try:
+        with sock:
             sock.sendall(json.dumps(request).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -41,8 +62,7 @@ def send(settings: Settings, command: dict, timeout: float = 10.0) -> dict:
                     break
                 data += chunk
     except OSError as exc:
-        raise BridgeUnavailable(f"the AMI bridge at {settings.bridge_host}:{settings.bridge_port} "
-                                f"is not reachable ({exc.strerror or exc}): is it running?") from None
+        raise BridgeUnavailable(_unreachable(settings, exc)) from None
     try:
         return json.loads(data)
     except ValueError:
@@ -56,11 +76,58 @@ def dial(settings: Settings, call_id: int) -> None:
         raise _refused(answer)
 
 
+def dial_across(targets: Sequence[Settings], call_id: int,
+                move: Callable[[Settings], bool]) -> Settings:
+    """Ask the bridges of `targets` (khhf.services.nodes.dial_targets, best
+    first) in turn to originate call `call_id`, until one takes it; return
+    that one. The next is asked only when the last refused before anything
+    reached its PBX (NothingSent), and after `move(next)` moved the row to
+    it (False: the row is no longer a requested call; nothing more is
+    tried). With one target, exactly `dial`."""
+    for i, target in enumerate(targets):
+        if i and not move(target):
+            break
+        try:
+            dial(target, call_id)
+        except NothingSent as exc:
+            if i == len(targets) - 1:
+                raise
+            log.warning("call %s not taken by PBX node %s (%s); trying node %s", call_id,
+                        target.pbx_name, exc, targets[i + 1].pbx_name)
+            continue
+        return target
+    raise BridgeUnavailable(f"call {call_id} was placed by no PBX node")
+
+
 @dataclasses.dataclass(frozen=True)
 class LiveCalls:
     """What the PBX has channels for right now (a CoreShowChannels snapshot)."""
     linkedids: frozenset[str]
     endpoints: frozenset[str]   # PJSIP endpoints with a channel: desk extensions, the trunk
+
+
+def live_across(targets: Sequence[Settings],
+                timeout: float = 10.0) -> tuple[LiveCalls, list[Settings]]:
+    """What the PBXs of `targets` have live, together, and the targets that
+    answered (in their order); raises the first target's refusal when none
+    answered. With one target, exactly `live`."""
+    linkedids: set[str] = set()
+    endpoints: set[str] = set()
+    answered, refusals = [], []
+    for target in targets:
+        try:
+            calls = live(target, timeout)
+        except BridgeUnavailable as exc:
+            refusals.append(exc)
+            continue
+        linkedids |= calls.linkedids
+        endpoints |= calls.endpoints
+        answered.append(target)
+    if not answered:
+        raise refusals[0] if refusals else NothingSent(
+            "no PBX node is up: none beat in the last seconds; start one (`khhf pbx up` "
+            "and its bridge)")
+    return LiveCalls(frozenset(linkedids), frozenset(endpoints)), answered
 
 
 def live(settings: Settings, timeout: float = 10.0) -> LiveCalls:

@@ -29,7 +29,9 @@ states) and, when not ok, what to do. What they look at:
   and (SQLite) its write lock not held by another process;
 - free disk for recordings (recordings_min_free_mb);
 - the carrier trunk (khhf.services.trunk): the PBX's qualify of it, from
-  the bridge's heartbeat, and the last calls through it.
+  the bridge's heartbeat, and the last calls through it;
+- behind the SIP edge, the PBX nodes (khhf.services.nodes): each one's
+  last beat, its calls, and the nodes lost.
 
 No check writes, and none reads more than a few rows: /healthz is public.
 """
@@ -54,7 +56,7 @@ from khhf import db, leases, migrations
 from khhf.config import Settings
 from khhf.daemon import run_dir
 from khhf.models import SmsMessage, SmsStatus, utcnow
-from khhf.services import trunk
+from khhf.services import nodes, trunk
 
 DAEMONS = ("agi", "bridge", "web", "smsgw", "jobs")
 # a heartbeat this many intervals old is stale: the daemon is not working
@@ -266,6 +268,24 @@ def check_trunk(settings: Settings, engine: Engine) -> Check:
                  "by itself when the carrier answers again")
 
 
+# -- the cluster's nodes --------------------------------------------------------------------
+def check_nodes(engine: Engine) -> Check:
+    """Behind the SIP edge: every PBX node beating (khhf.services.nodes)."""
+    with db.session_factory(engine)() as session:
+        lines = nodes.describe(session, addresses=False)
+        lost = [node.name for node in nodes.lost_nodes(session)]
+    if not lines:
+        return Check("pbx_nodes", False, "no PBX node has beaten yet",
+                     "start a node: `khhf pbx up` and its bridge (`systemctl start khhf-bridge`)")
+    detail = "; ".join(lines)
+    if lost:
+        return Check("pbx_nodes", False, detail,
+                     f"start {', '.join(lost)} again (`khhf pbx up` and `systemctl start "
+                     "khhf-bridge` there): its calls were closed as lost, and its bridge "
+                     "completes them from its CEL record when it is back")
+    return Check("pbx_nodes", True, detail)
+
+
 # -- SMS ------------------------------------------------------------------------------------
 def check_sms_outbox(engine: Engine) -> Check:
     """Outbound messages waiting (queued) and those whose fate is unknown."""
@@ -449,6 +469,8 @@ def gather(settings: Settings, engine: Engine, serving: str | None = None) -> li
     database = check_database(engine)
     checks.append(_reading(database, "sms_outbox", lambda: check_sms_outbox(engine)))
     checks.append(_reading(database, "trunk", lambda: check_trunk(settings, engine)))
+    if nodes.in_cluster(settings):
+        checks.append(_reading(database, "pbx_nodes", lambda: check_nodes(engine)))
     checks += [check_smsc(settings), check_job_runs(settings),
                _reading(database, "cluster_jobs", lambda: check_cluster_jobs(settings, engine)),
                database, check_disk(settings)]

@@ -659,6 +659,30 @@ class CallEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
 
 
+class PbxNode(Base):
+    """A PBX node of a cluster behind the SIP edge (docs/cluster.md), kept by
+    its own AMI bridge (khhf.services.nodes): where its bridge takes
+    click-to-dial requests, when the bridge last saw its Asterisk up, how
+    many calls it carried then. A node whose beat is older than
+    nodes.LOST_AFTER is lost: the first surviving bridge to see it sets
+    lost_at and lost_by and closes the node's open calls, once."""
+    __tablename__ = "pbx_nodes"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)  # its pbx_name
+    bridge_host: Mapped[str] = mapped_column(String(64))
+    bridge_port: Mapped[int] = mapped_column(Integer)
+    sip_host: Mapped[str] = mapped_column(String(64))
+    sip_port: Mapped[int] = mapped_column(Integer)
+    # (re)joined: its bridge's first beat with its Asterisk up, after a loss or a start
+    joined_at: Mapped[dt.datetime] = _created()
+    # the last beat with its Asterisk up (the AMI logged in)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(TIMESTAMP)
+    live_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # false while its Asterisk shuts down gracefully: no new call goes there
+    accepting: Mapped[bool] = _flag(True)
+    lost_at: Mapped[dt.datetime | None] = mapped_column(TIMESTAMP)
+    lost_by: Mapped[str | None] = mapped_column(String(32))
+
+
 class FeedbackChannel(StrEnum):
     """How a result was filed: by the manager (web form, SMS reply, desk
     phone keypad), or by the system itself (an automatic outcome)."""

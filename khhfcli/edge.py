@@ -3,7 +3,8 @@
     khhf edge up       make Kamailio's tables (once), render its config, start it,
                        hand it the desk phones
     khhf edge down     stop it
-    khhf edge status   is it running, and which nodes answer its OPTIONS probes
+    khhf edge status   is it running, which nodes answer its OPTIONS probes, and
+                       the nodes as their bridges keep them (khhf.services.nodes)
     khhf edge phones   hand the running edge the desk phones again (new managers)
 
 The edge needs PostgreSQL (shared with every node); on SQLite it refuses in
@@ -41,6 +42,24 @@ def ensure_tables(settings) -> None:
         engine.dispose()
 
 
+def node_lines(settings) -> list[str]:
+    """The nodes as their bridges keep them in the shared database
+    (khhf.services.nodes), or why they cannot be read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from khhf import db
+    from khhf.services import nodes
+    engine = db.make_engine(settings.database_url)
+    try:
+        with db.session_factory(engine)() as session:
+            lines = nodes.describe(session)
+    except SQLAlchemyError as exc:
+        return [f"PBX nodes: not read from the database ({type(exc).__name__})"]
+    finally:
+        engine.dispose()
+    return ["PBX nodes, as their bridges beat:"] + [f"  {line}" for line in lines or ["none yet"]]
+
+
 def cmd_edge(args) -> int:
     from pbxctl.edge import Edge
 
@@ -61,6 +80,7 @@ def cmd_edge(args) -> int:
         print(f"SIP edge {'stopped' if was else 'was not running'}")
     elif args.action == "status":
         print(edge.status())
+        print("\n".join(node_lines(settings)))
     elif args.action == "phones":
         edge.load_phones()
         print(f"desk phones handed to the edge: {', '.join(edge.desk_extensions) or 'none'}")

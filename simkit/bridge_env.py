@@ -17,7 +17,8 @@ from ami_bridge.commands import CommandServer
 from khhf import bridge_client, db
 from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, Customer, Manager, Task, TaskType, User
-from khhf.services.dialing import request_call
+from khhf.services import nodes
+from khhf.services.dialing import move_to_node, request_call
 from simkit import factories
 from simkit.harness import free_port
 
@@ -140,12 +141,19 @@ class BridgeEnv:
         `device` "mobile" makes it a two-leg call through the manager's mobile;
         the task is of the type with code `task_type` (default: revisit)."""
         task_id = self.task_for(ext, phone, task_type)
+        # as the web does: behind an edge, the live nodes by load
+        with self.sessions() as s:
+            targets = nodes.dial_targets(s, self.settings)
+        live, targets = bridge_client.live_across(targets)
         with db.unit_of_work(self.sessions) as s:
             user = s.scalar(select(User).where(User.username == f"m{ext}"))
-            call = request_call(s, self.settings, user, task_id,
-                                live=bridge_client.live(self.settings), device=device)
+            call = request_call(s, targets[0], user, task_id, live=live, device=device)
             call_id = call.id
-        bridge_client.dial(self.settings, call_id)
+
+        def move(node):
+            with db.unit_of_work(self.sessions) as s:
+                return move_to_node(s, call_id, node.pbx_name)
+        bridge_client.dial_across(targets, call_id, move)
         return call_id
 
     def wait_state(self, call_id: int, state: str, timeout: float = 30) -> None:

@@ -2,12 +2,16 @@
 with their shared PostgreSQL (docs/cluster.md): the carrier's hotline calls
 are dispatched over the nodes that answer OPTIONS; a node killed, the next
 calls go to the other; a desk phone registered with the edge gets a node's
-call through it."""
+call through it. And the nodes' registry (khhf.services.nodes): a node
+lost mid-call has its call closed as lost by the other's bridge, then
+completed from its CEL when it returns; click-to-dial goes to a live node."""
 
 import asyncio
+import csv
 import datetime as dt
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,8 +20,15 @@ import time
 import uuid
 
 import pytest
+from sqlalchemy import func, select
 
 from khhfcli.status import check_edge
+from khhf.calls import events
+from khhf.calls.states import FINAL_STATES
+from khhf.channel_vars import TRUNK_ENDPOINT
+from khhf.models import Call, CallEvent, PbxNode
+from khhf.services import nodes
+from simkit.bridge_env import BridgeEnv
 from simkit.harness import EdgeHarness, PbxHarness, free_port
 
 pytestmark = pytest.mark.pbx
@@ -174,3 +185,120 @@ def test_the_edge_dispatches_fails_over_and_reaches_phones(pg_database, tmp_path
         # were failed over to node 2 (a time-out on the dispatcher's branch)
         assert failed == {}, failed
         assert after and {c["node"] for c in after} == {n2.settings.sip_port}, calls
+
+
+# -- nodes that come and go (khhf.services.nodes) -----------------------------------------
+
+def start_bridge(node) -> subprocess.Popen:
+    """The node's AMI bridge daemon, as systemd runs it (a process to SIGKILL)."""
+    log = open(node.workdir / "bridge.log", "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "ami_bridge", "--config",
+                                 str(node.settings.config_path)], stdout=log, stderr=log)
+    finally:
+        log.close()
+
+
+def cel_answered(node, linkedid: str) -> bool:
+    """Whether the node's CEL record says the customer answered the call."""
+    path = node.settings.pbx_dir / "log" / "cel-custom" / "khhf-cel.csv"
+    if not path.exists():
+        return False
+    with open(path, newline="") as fh:
+        rows = [dict(zip(events.CEL_COLUMNS, r)) for r in csv.reader(fh)]
+    return any(r["eventtype"] == "ANSWER" and r["linkedid"] == linkedid
+               and r["channame"].startswith(f"PJSIP/{TRUNK_ENDPOINT}-") for r in rows)
+
+
+def test_a_node_lost_mid_call_is_closed_then_completed_and_dial_goes_to_a_live_node(
+        pg_database, tmp_path):
+    """Two nodes, each with its bridge (a process) beating into the registry.
+    Click-to-dial lands on one; while the call rings and is answered, that
+    node's bridge is frozen (its last beat) and then it is SIGKILLed with
+    its Asterisk, the call up. The other node's bridge closes the row as
+    lost within the bound; a dial now goes to the live node; the lost node
+    restarts and its bridge completes the row from its CEL: the customer's
+    answer, which no bridge stored before. One row throughout."""
+    url = pg_database("nodes").url.render_as_string(hide_password=False)
+    edge_port = free_port(span=3)
+    desks = ["8001", "8002"]
+    shared = {**EdgeHarness.node_settings(url, edge_port), "reconcile_seconds": 1,
+              "bridge_token": secrets.token_hex(16)}
+
+    def node_harness(i):
+        return PbxHarness(tmp_path / f"n{i}", name=f"nodes{i}x{os.getpid()}", desk_extensions=desks,
+                          bridge_port=free_port(kind=socket.SOCK_STREAM), **shared)
+    with node_harness(1) as n1, node_harness(2) as n2, \
+            EdgeHarness(tmp_path / "edge", [n1, n2], desk_extensions=desks) as edge:
+        web = BridgeEnv(n1, tmp_path / "web", database_url=url)  # seeded; dials as the web does
+        by_name = {n.settings.pbx_name: n for n in (n1, n2)}
+        bridges = {name: start_bridge(n) for name, n in by_name.items()}
+
+        def live_names():
+            with web.sessions() as s:
+                return {node.name for node, _ in nodes.live_nodes(s)}
+
+        def call_row(call_id):
+            with web.sessions() as s:
+                call = s.get(Call, call_id)
+                s.expunge(call)
+                return call
+        try:
+            wait_until(lambda: live_names() == set(by_name), 30, "both nodes to beat")
+            wait_until(lambda: set(edge.node_states().values()) == {"up"}, 30,
+                       f"both nodes to answer the edge's OPTIONS: {edge.node_states()}")
+            edge.carrier(duration_ms=30000, calls=2)
+            edge.desk_phone("8001")
+            edge.desk_phone("8002")
+
+            # the call lands on a node (the least loaded; a tie goes by name),
+            # whose bridge freezes at once: it stores nothing of the answer
+            first = web.dial("8001", "13812345678")
+            lost_name = call_row(first).pbx_node
+            lost, live = by_name[lost_name], next(n for n in by_name.values()
+                                                  if n.settings.pbx_name != lost_name)
+            os.kill(bridges[lost_name].pid, signal.SIGSTOP)
+            frozen = time.monotonic()  # its last beat: at most one beat before
+            linkedid = call_row(first).linkedid
+            wait_until(lambda: cel_answered(lost, linkedid), 30,
+                       "the customer's answer in the node's CEL record")
+            os.kill(lost.pbx.pid(), signal.SIGKILL)
+            os.kill(bridges[lost_name].pid, signal.SIGKILL)
+            bridges[lost_name].wait(10)
+
+            # the surviving node's bridge closes it as lost, once
+            closed = wait_until(lambda: (c := call_row(first)).state in FINAL_STATES and c,
+                                nodes.LOST_AFTER.total_seconds() + 30, "the lost call closed")
+            print(f"closed as lost {time.monotonic() - frozen:.1f} s after the node's bridge "
+                  f"froze (bound: {nodes.LOST_AFTER.total_seconds():g} s after its last beat, "
+                  f"+ {nodes.BEAT_SECONDS:g} s)")
+            assert (closed.outcome, closed.answer_at) == ("lost", None), closed.__dict__
+            with web.sessions() as s:
+                assert s.get(PbxNode, lost_name).lost_by == live.settings.pbx_name
+
+            # click-to-dial with one node lost: the live node carries it
+            second = web.dial("8002", "13812345679")
+            assert call_row(second).pbx_node == live.settings.pbx_name
+            web.wait_state(second, "connected", 30)
+
+            # the lost node returns: its bridge reads its CEL and completes the row
+            lost.pbx.down()  # what SIGKILL left behind: its mounts
+            lost.pbx.up()
+            bridges[lost_name] = start_bridge(lost)
+            wait_until(lambda: call_row(first).answer_at is not None, 30,
+                       "the row completed from the returned node's CEL")
+            wait_until(lambda: lost_name in live_names(), 30, "the node to beat again")
+            done = call_row(first)
+            assert (done.state, done.outcome) == ("ended", "lost"), done.__dict__
+            with web.sessions() as s:
+                assert s.scalar(select(func.count()).select_from(Call)
+                                .where(Call.linkedid == linkedid)) == 1
+                assert s.scalar(select(func.count()).select_from(CallEvent).where(
+                    CallEvent.call_id == first, CallEvent.source == "cel")) > 0
+                assert s.get(PbxNode, lost_name).lost_at is None
+        finally:
+            for process in bridges.values():
+                if process.poll() is None:
+                    os.kill(process.pid, signal.SIGKILL)
+                    process.wait(10)
+            web.engine.dispose()

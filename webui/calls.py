@@ -18,7 +18,7 @@ from khhf import config as khhf_config
 from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import ConfigError
 from khhf.models import Call, Task, utcnow
-from khhf.services import ValidationError, dial_rules, dialing, outcomes
+from khhf.services import ValidationError, dial_rules, dialing, nodes, outcomes
 from webui import trunk
 from webui.access import allow, client_ip, load
 from webui.db import get_db, writing
@@ -85,7 +85,9 @@ def dial(task_id):
     if device not in dialing.DEVICES:
         return _answer(False, gettext("Choose the desk phone or the mobile to call from."), 400)
     try:
-        live = bridge_client.live(settings())  # is the manager on a call, as the PBX knows
+        # the node (behind the edge: the live nodes by load), and whether the
+        # manager is on a call, as the PBXs know
+        live, targets = bridge_client.live_across(nodes.dial_targets(get_db(), settings()))
     except bridge_client.PbxRestarting:
         # refused, not held: a restart waits for the longest call in progress,
         # and a desk phone that rang minutes after the click would surprise
@@ -96,7 +98,7 @@ def dial(task_id):
                                       "in a moment or tell your administrator."), 503)
     try:
         with writing() as w:
-            call = dialing.request_call(w.session, settings(), current_user, task_id,
+            call = dialing.request_call(w.session, targets[0], current_user, task_id,
                                         ip=client_ip(), live=live, device=device,
                                         trunk=trunk.status())
     except ValidationError as error:
@@ -106,7 +108,7 @@ def dial(task_id):
         return _answer(False, " ".join(map(problem_text, error.problems)), 409,
                        next=by_rules)
     try:
-        bridge_client.dial(settings(), call.id)
+        bridge_client.dial_across(targets, call.id, lambda node: move_to(call.id, node))
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         # nothing rang: close the row so the manager is not "on a call"
         with writing() as w:
@@ -121,6 +123,13 @@ def dial(task_id):
                                      "answer it to reach the customer."), 200, call_id=call.id)
     return _answer(True, gettext("Your desk phone is ringing: pick it up to reach the "
                                  "customer."), 200, call_id=call.id)
+
+
+def move_to(call_id: int, node: khhf_config.Settings) -> bool:
+    """Hand the requested call to another PBX node (the first refused it
+    before anything rang)."""
+    with writing() as w:
+        return dialing.move_to_node(w.session, call_id, node.pbx_name)
 
 
 @bp.route("/<int:call_id>")

@@ -235,13 +235,15 @@ def summarize(f: CallFacts, manager_device: str = "desk") -> dict:
     row["answer_at"] = f.answer_at.get(CUSTOMER)
     if is_lost(f):
         # Asterisk lost the call (a crash) before writing its end: close it at
-        # its declared moment, so nobody stays "on a call"
+        # its declared moment, or at the last moment an event shows it alive
+        # (a lost node's CEL, read when it returns, may know more), so
+        # nobody stays "on a call"
         talked = CUSTOMER in f.answer_at
+        end = max([f.lost_at, *f.ring_at.values(), *f.answer_at.values(), *f.hangup_at.values()])
         row.update(state=CallState.ENDED if talked else CallState.FAILED, outcome=CallOutcome.LOST,
-                   end_at=f.lost_at)
+                   end_at=end)
         if talked:
-            row["talk_seconds"] = max(0, round((f.lost_at - f.answer_at[CUSTOMER])
-                                               .total_seconds()))
+            row["talk_seconds"] = max(0, round((end - f.answer_at[CUSTOMER]).total_seconds()))
         return {k: v for k, v in row.items() if v is not None}
     if f.end_at is not None:
         dialed = CUSTOMER in f.started or f.dial_status is not None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from khhf import audit, numbering
@@ -150,6 +150,17 @@ def recording_file(settings: Settings, call: Call) -> str:
     the local day it was requested, and its id (the bridge passes it to
     Asterisk with the Originate)."""
     return f"{settings.recording_day(call.requested_at)}/{call.id}.wav"
+
+
+def move_to_node(session: Session, call_id: int, node: str) -> bool:
+    """Hand a requested call that its PBX node's bridge refused before
+    anything rang to another node (khhf.bridge_client.dial_across); False
+    when it is no longer a requested call (nothing is changed then)."""
+    return session.scalar(
+        update(Call).where(Call.id == call_id, Call.state == CallState.REQUESTED,
+                           Call.direction == "outbound")
+        .values(pbx_node=node).returning(Call.id)
+        .execution_options(synchronize_session=False)) is not None
 
 
 def mark_not_placed(session: Session, call: Call, now: dt.datetime | None = None) -> None:

@@ -16,7 +16,7 @@ from khhf import bridge_client, i18n
 from khhf import config as khhf_config
 from khhf.config import ConfigError
 from khhf.models import ApiClient, ApiOperation, Call
-from khhf.services import N_, Problem, ValidationError, api_ops, dialing, recordings
+from khhf.services import N_, Problem, ValidationError, api_ops, dialing, nodes, recordings
 from webui import trunk
 from webui.access import client_ip, public
 from webui.api import openapi
@@ -30,6 +30,7 @@ from webui.api.core import (
     operation,
     refused,
 )
+from webui.calls import move_to
 from webui.db import get_db, writing
 from webui.params import query
 
@@ -243,21 +244,21 @@ def call_dial():
         raise ParameterError([Problem("device", N_("Choose the desk phone or the mobile to "
                                                    "call from."))])
     try:
-        live = bridge_client.live(settings())
+        live, targets = bridge_client.live_across(nodes.dial_targets(get_db(), settings()))
     except (bridge_client.BridgeUnavailable, ConfigError) as exc:
         current_app.logger.warning("API dial of task %s: the PBX cannot be asked: %s",
                                    task_id, exc)
         return _pbx_down()
     try:
         with writing() as w:
-            call = api_ops.dial(w.session, settings(), w.session.get(ApiClient, current_client().id),
+            call = api_ops.dial(w.session, targets[0], w.session.get(ApiClient, current_client().id),
                                 task_id, manager, client_ip(), live, device,
                                 trunk=trunk.status())
             call_id = call.id
     except ValidationError as exc:
         return refused(exc, 409)
     try:
-        bridge_client.dial(settings(), call_id)
+        bridge_client.dial_across(targets, call_id, lambda node: move_to(call_id, node))
     except (bridge_client.BridgeUnavailable, ConfigError) as exc:
         with writing() as w:  # nothing rang: the manager is not "on a call"
             dialing.mark_not_placed(w.session, w.session.get(Call, call_id))
