@@ -22,12 +22,12 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from khhfcli.status import check_edge
 from khhf.calls import events
 from khhf.calls.states import FINAL_STATES
 from khhf.channel_vars import TRUNK_ENDPOINT
 from khhf.models import Call, CallEvent, PbxNode
 from khhf.services import nodes
+from khhfcli.status import check_edge
 from simkit.bridge_env import BridgeEnv
 from simkit.harness import EdgeHarness, PbxHarness, free_port
 
