@@ -22,12 +22,22 @@ set up does. An open row older than OPEN_HORIZON (a crash) blocks nothing.
 
 Two managers dialing at once: the choice locks the county's pool rows (SELECT
 ... FOR UPDATE on PostgreSQL; on SQLite every write is serialised by BEGIN
-IMMEDIATE) and the call row is written in the same unit of work, so the
-second choice waits for the first's call row and counts it. The caps are
+IMMEDIATE) and the call row gets its number in the same unit of work, so
+the second choice waits for the first's call row and counts it. The caps are
 therefore exact for calls placed through `choose`; they are soft only in
 that a cap counts call rows, not channels: a two-leg call (双呼) shows the
 number to the manager's mobile too and counts once, and a call row left
 open by a crash counts as concurrent for OPEN_HORIZON.
+
+The lock is what a county's dials queue on, so it is taken last and held
+briefly: khhf.services.dialing writes everything else of the dial (the call
+row, the task, the audit entry) first, then chooses, then commits; the
+choice counts each number's calls only up to its caps (`capped_usage`: a
+number at a cap is blocked however far beyond it is), so it costs the caps,
+not the number's calls of the day. A choice that waits longer than
+POOL_LOCK_TIMEOUT_S for the lock (PostgreSQL; SQLite's busy timeout is the
+same) fails as "the database is busy" (khhf.db.is_busy): the web answers
+503, try again.
 
 The primary number (is_primary) is the county's published number: printed
 for customers, and the tie-break when no rule above prefers another.
@@ -38,10 +48,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import bindparam, case, func, or_, select
+from sqlalchemy import bindparam, case, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from khhf import audit, numbering
+from khhf import audit, db, numbering
 from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import Settings
 from khhf.local_time import day_start
@@ -54,6 +64,11 @@ OPEN_HORIZON = dt.timedelta(hours=2)
 HOUR = dt.timedelta(hours=1)
 CAPS = ("daily_cap", "hourly_cap", "concurrent_cap")
 MAX_CAP = 100_000
+# the choice counts a number without a daily cap this far: "fewest calls
+# today" among such numbers, then the longest unused (round robin)
+ORDER_BOUND = 1_000
+# the longest a dial waits for its county's pool lock (as SQLite's busy timeout)
+POOL_LOCK_TIMEOUT_S = db.SQLITE_BUSY_TIMEOUT_MS // 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +92,27 @@ _USAGE = (
            Call.requested_at >= bindparam("since"), Call.requested_at <= bindparam("now"),
            Call.state != CallState.FAILED)
     .group_by(Call.unified_number))
+
+
+def _at_most(limit: str, *where):
+    """How many of a number's outbound calls up to now that count against
+    its caps match `where`, counted no further than the bound parameter
+    `limit`: the index entries read are at most the cap, however many
+    calls the number made."""
+    counted = (select(literal(1))
+               .where(Call.unified_number == bindparam("number"), Call.direction == "outbound",
+                      Call.requested_at <= bindparam("now"), Call.state != CallState.FAILED,
+                      *where)
+               .limit(bindparam(limit)).subquery())
+    return select(func.count()).select_from(counted).scalar_subquery()
+
+
+# the same counts as usage(), each bounded by its cap (capped_usage)
+_CAPPED_USE = select(
+    _at_most("day_limit", Call.requested_at >= bindparam("today")),
+    _at_most("hour_limit", Call.requested_at > bindparam("hour_ago")),
+    _at_most("open_limit", Call.requested_at > bindparam("horizon"),
+             Call.state.not_in(sorted(FINAL_STATES))))
 _SEEN = (
     select(Call.unified_number)
     .where(Call.customer_id == bindparam("customer_id"),
@@ -87,6 +123,7 @@ _POOL = (
     select(UnifiedNumber).where(UnifiedNumber.county_id == bindparam("county_id"))
     .order_by(UnifiedNumber.id).with_for_update()
     .execution_options(populate_existing=True))
+_LOCK_TIMEOUT = text(f"SET LOCAL lock_timeout = '{POOL_LOCK_TIMEOUT_S}s'")
 
 
 def usage(session: Session, settings: Settings, numbers: list[str],
@@ -98,6 +135,27 @@ def usage(session: Session, settings: Settings, numbers: list[str],
                                     "numbers": numbers, "since": min(today, hour_ago, horizon),
                                     "now": now})
     return {number: Use(int(d or 0), int(h or 0), int(o or 0)) for number, d, h, o in rows}
+
+
+def capped_usage(session: Session, settings: Settings, pool: list[UnifiedNumber],
+                 now: dt.datetime) -> dict[str, Use]:
+    """number -> its Use at `now` as the choice needs it: each count exact
+    up to the number's cap of it (a count at the cap blocks the number
+    however far beyond it is), today's up to ORDER_BOUND when the number
+    has no daily cap, no count for a cap of 0 (none) nor for a number that
+    is not active. One small query per active number of the pool."""
+    today = day_start(settings.local(now).date(), settings.timezone)
+    params = {"today": today, "hour_ago": now - HOUR, "horizon": now - OPEN_HORIZON,
+              "now": now}
+    out = {}
+    for n in pool:
+        if n.state != NumberState.ACTIVE:
+            continue
+        row = session.execute(_CAPPED_USE, {
+            **params, "number": n.number, "day_limit": n.daily_cap or ORDER_BOUND,
+            "hour_limit": n.hourly_cap, "open_limit": n.concurrent_cap}).one()
+        out[n.number] = Use(*map(int, row))
+    return out
 
 
 def blocked_by(number: UnifiedNumber, use: Use) -> str | None:
@@ -123,14 +181,17 @@ def choose(session: Session, settings: Settings, county: County, customer_id: in
            now: dt.datetime, problems: Problems) -> UnifiedNumber | None:
     """The number an outbound call to the customer shows, by the rules
     above; its last_used_at becomes `now`. None, with a problem added,
-    when no number of the county may show now."""
+    when no number of the county may show now. Locks the county's pool
+    until the unit of work ends: call it last, and commit at once."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_TIMEOUT)
     pool = list(session.scalars(_POOL, {"county_id": county.id}))
     if not pool:
         problems.add("county", N_("Your county has no unified number: ask an administrator "
                                   "to add one."))
         return None
     numbers = [n.number for n in pool]
-    uses = usage(session, settings, numbers, now)
+    uses = capped_usage(session, settings, pool, now)
     usable = [n for n in pool if blocked_by(n, uses.get(n.number, Use())) is None]
     if not usable:
         if all(n.state != NumberState.ACTIVE for n in pool):
