@@ -146,10 +146,18 @@ def begin_write(session: Session) -> None:
     session.connection(execution_options={WRITE_OPTION: True})
 
 
+# PostgreSQL's SQLSTATE for a lock not granted within lock_timeout
+LOCK_NOT_AVAILABLE = "55P03"
+
+
 def is_busy(error: Exception) -> bool:
-    """True if `error` is SQLite's "database is locked": another connection
-    held the write lock for the whole busy timeout."""
+    """True if `error` says another writer held a lock for the whole bounded
+    wait: SQLite's "database is locked" (the write lock, for the busy
+    timeout), PostgreSQL's lock_timeout (e.g. a county's number pool,
+    khhf.services.number_pool)."""
     orig = getattr(error, "orig", error)
+    if getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+        return True
     return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
 
 
