@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 
-from sqlalchemy import bindparam, case, func, literal, or_, select, text
+from sqlalchemy import bindparam, case, func, literal, or_, select, text, union_all
 from sqlalchemy.orm import Session
 
 from khhf import audit, db, numbering
@@ -94,29 +95,38 @@ _USAGE = (
     .group_by(Call.unified_number))
 
 
-def _at_most(limit: str, *where):
-    """How many of a number's outbound calls up to now that count against
+def _at_most(i: int, limit: str, *where):
+    """How many of number i's outbound calls up to now that count against
     its caps match `where`, counted no further than the bound parameter
-    `limit`: the index entries read are at most the cap, however many
+    `limit`_i: the index entries read are at most the cap, however many
     calls the number made."""
     counted = (select(literal(1))
-               .where(Call.unified_number == bindparam("number"), Call.direction == "outbound",
-                      Call.requested_at <= bindparam("now"), Call.state != CallState.FAILED,
-                      *where)
-               .limit(bindparam(limit)).subquery())
+               .where(Call.unified_number == bindparam(f"number_{i}"),
+                      Call.direction == "outbound", Call.requested_at <= bindparam("now"),
+                      Call.state != CallState.FAILED, *where)
+               .limit(bindparam(f"{limit}_{i}")).subquery())
     return select(func.count()).select_from(counted).scalar_subquery()
 
 
-# the same counts as usage(), each bounded by its cap (capped_usage)
-_CAPPED_USE = select(
-    _at_most("day_limit", Call.requested_at >= bindparam("today")),
-    _at_most("hour_limit", Call.requested_at > bindparam("hour_ago")),
-    _at_most("open_limit", Call.requested_at > bindparam("horizon"),
-             Call.state.not_in(sorted(FINAL_STATES))))
+@functools.cache
+def _capped_use(k: int):
+    """The statement of capped_usage for k numbers: one round trip (built
+    once per pool size: building costs more than running it)."""
+    return union_all(*(
+        select(literal(i),
+               _at_most(i, "day_limit", Call.requested_at >= bindparam("today")),
+               _at_most(i, "hour_limit", Call.requested_at > bindparam("hour_ago")),
+               _at_most(i, "open_limit", Call.requested_at > bindparam("horizon"),
+                        Call.state.not_in(sorted(FINAL_STATES))))
+        for i in range(k)))
+
+
 _SEEN = (
     select(Call.unified_number)
     .where(Call.customer_id == bindparam("customer_id"),
-           Call.unified_number.in_(bindparam("numbers", expanding=True)),
+           Call.unified_number.in_(
+               select(UnifiedNumber.number)
+               .where(UnifiedNumber.county_id == bindparam("county_id")).scalar_subquery()),
            or_(Call.direction == "inbound", Call.state != CallState.FAILED))
     .order_by(Call.requested_at.desc(), Call.id.desc()).limit(1))
 _POOL = (
@@ -143,19 +153,18 @@ def capped_usage(session: Session, settings: Settings, pool: list[UnifiedNumber]
     up to the number's cap of it (a count at the cap blocks the number
     however far beyond it is), today's up to ORDER_BOUND when the number
     has no daily cap, no count for a cap of 0 (none) nor for a number that
-    is not active. One small query per active number of the pool."""
+    is not active. One query."""
+    active = [n for n in pool if n.state == NumberState.ACTIVE]
+    if not active:
+        return {}
     today = day_start(settings.local(now).date(), settings.timezone)
-    params = {"today": today, "hour_ago": now - HOUR, "horizon": now - OPEN_HORIZON,
-              "now": now}
-    out = {}
-    for n in pool:
-        if n.state != NumberState.ACTIVE:
-            continue
-        row = session.execute(_CAPPED_USE, {
-            **params, "number": n.number, "day_limit": n.daily_cap or ORDER_BOUND,
-            "hour_limit": n.hourly_cap, "open_limit": n.concurrent_cap}).one()
-        out[n.number] = Use(*map(int, row))
-    return out
+    params: dict[str, object] = {"today": today, "hour_ago": now - HOUR,
+                                 "horizon": now - OPEN_HORIZON, "now": now}
+    for i, n in enumerate(active):
+        params.update({f"number_{i}": n.number, f"day_limit_{i}": n.daily_cap or ORDER_BOUND,
+                       f"hour_limit_{i}": n.hourly_cap, f"open_limit_{i}": n.concurrent_cap})
+    rows = session.execute(_capped_use(len(active)), params)
+    return {active[i].number: Use(int(d), int(h), int(o)) for i, d, h, o in rows}
 
 
 def blocked_by(number: UnifiedNumber, use: Use) -> str | None:
@@ -171,10 +180,11 @@ def blocked_by(number: UnifiedNumber, use: Use) -> str | None:
     return None
 
 
-def seen_number(session: Session, customer_id: int, numbers: list[str]) -> str | None:
-    """The pool number of the newest call with this customer that they saw:
-    their own call to the hotline, or ours that got past the manager."""
-    return session.scalar(_SEEN, {"customer_id": customer_id, "numbers": numbers})
+def seen_number(session: Session, customer_id: int, county_id: int) -> str | None:
+    """The number of the county's pool on the newest call with this customer
+    that they saw: their own call to the hotline, or ours that got past the
+    manager."""
+    return session.scalar(_SEEN, {"customer_id": customer_id, "county_id": county_id})
 
 
 def choose(session: Session, settings: Settings, county: County, customer_id: int,
@@ -183,6 +193,9 @@ def choose(session: Session, settings: Settings, county: County, customer_id: in
     above; its last_used_at becomes `now`. None, with a problem added,
     when no number of the county may show now. Locks the county's pool
     until the unit of work ends: call it last, and commit at once."""
+    # read before the lock: it only prefers one usable number to another (a
+    # dial to the same customer committing meanwhile is rare and harmless)
+    seen = seen_number(session, customer_id, county.id)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(_LOCK_TIMEOUT)
     pool = list(session.scalars(_POOL, {"county_id": county.id}))
@@ -190,7 +203,6 @@ def choose(session: Session, settings: Settings, county: County, customer_id: in
         problems.add("county", N_("Your county has no unified number: ask an administrator "
                                   "to add one."))
         return None
-    numbers = [n.number for n in pool]
     uses = capped_usage(session, settings, pool, now)
     usable = [n for n in pool if blocked_by(n, uses.get(n.number, Use())) is None]
     if not usable:
@@ -205,7 +217,6 @@ def choose(session: Session, settings: Settings, county: County, customer_id: in
                                       "on, a daily one tomorrow), or ask an administrator to "
                                       "raise the caps or add a number."))
         return None
-    seen = seen_number(session, customer_id, numbers)
     chosen = next((n for n in usable if n.number == seen), None)
     if chosen is None:
         chosen = min(usable, key=lambda n: (uses.get(n.number, Use()).today,
