@@ -5,6 +5,7 @@ test_pbx_number_pool.py)."""
 
 import dataclasses
 import datetime as dt
+import random
 import threading
 
 import pytest
@@ -125,6 +126,40 @@ def test_each_cap_holds_and_frees_in_its_time(env):
     assert "daily" in refusal(env, "13800000004", now=later + dt.timedelta(hours=2))
     tomorrow = dt.datetime(2026, 11, 28, 0, 30)
     assert dial(env, "13800000004", now=tomorrow) == FIRST
+
+
+def test_the_choices_capped_counts_block_exactly_as_the_full_counts(env):
+    """capped_usage (each count stops at its cap) blocks and orders the
+    numbers exactly as usage (every call counted) does, over random calls:
+    open and ended, failed, inbound, across the day and the hour."""
+    rng = random.Random(21)
+    with db.unit_of_work(env.sessions) as s:
+        county = s.scalar(select(County))
+        number_pool.add_number(s, None, "cli", env.settings, county, THIRD)
+        for k in range(600):
+            s.add(Call(direction=rng.choice(["outbound"] * 5 + ["inbound"]),
+                       county_id=county.id, customer_number=f"1380000{k:04d}",
+                       unified_number=rng.choice((FIRST, SECOND, THIRD)),
+                       state=rng.choice([CallState.ENDED] * 4 + [CallState.FAILED,
+                                                                 CallState.CONNECTED]),
+                       requested_at=NOON - dt.timedelta(minutes=rng.randrange(0, 600))))
+    for _ in range(60):
+        with db.unit_of_work(env.sessions) as s:
+            pool = s.scalars(select(UnifiedNumber).order_by(UnifiedNumber.id)).all()
+            for n in pool:
+                n.daily_cap, n.hourly_cap, n.concurrent_cap = (
+                    rng.choice((0, 50, 120, 300)), rng.choice((0, 5, 15, 40)),
+                    rng.choice((0, 3, 10, 30)))
+                n.state = rng.choice([NumberState.ACTIVE] * 3 + [NumberState.RESTING])
+            now = NOON - dt.timedelta(minutes=rng.randrange(0, 300))
+            full = number_pool.usage(s, env.settings, [n.number for n in pool], now)
+            capped = number_pool.capped_usage(s, env.settings, pool, now)
+            for n in pool:
+                whole, bounded = full.get(n.number, number_pool.Use()), \
+                    capped.get(n.number, number_pool.Use())
+                assert number_pool.blocked_by(n, bounded) == number_pool.blocked_by(n, whole)
+                if number_pool.blocked_by(n, whole) is None:
+                    assert bounded.today == whole.today
 
 
 def test_two_managers_dialing_at_once_do_not_both_take_the_last_line(pg_database):
