@@ -56,6 +56,7 @@ def worker(url: str, threads: int, dials: int, history: int) -> dict:
     from sqlalchemy import event, insert, select
     from sqlalchemy.exc import OperationalError
 
+    import khhf
     from khhf import config, db
     from khhf.models import Call, User, utcnow
     from khhf.services import number_pool
@@ -108,11 +109,14 @@ def worker(url: str, threads: int, dials: int, history: int) -> dict:
     def locked(conn, cursor, statement, *_):
         # the lock a county's dials queue on is granted: the pool's rows
         # (PostgreSQL), the database's write lock (SQLite, BEGIN IMMEDIATE)
-        if getattr(local, "lock_from", 0) is None and ("FOR UPDATE" in statement
-                                        or statement.startswith("BEGIN IMMEDIATE")):
-            local.lock_from = time.perf_counter()
+        if getattr(local, "lock_from", 0) is None:
+            if "FOR UPDATE" in statement or statement.startswith("BEGIN IMMEDIATE"):
+                local.lock_from = time.perf_counter()
+        elif getattr(local, "lock_from", None) is not None:
+            local.statements += 1  # run while the lock is held
     units: list[float] = []
     held: list[float] = []
+    under: list[int] = []  # statements run under the lock, per dial (COMMIT not among them)
     busy: list[str] = []
     other: list[str] = []
     barrier = threading.Barrier(threads)
@@ -121,7 +125,7 @@ def worker(url: str, threads: int, dials: int, history: int) -> dict:
         barrier.wait()
         for user_id, task_id in tasks[t * dials:(t + 1) * dials]:
             t0 = time.perf_counter()
-            local.lock_from = None
+            local.lock_from, local.statements = None, 0
             try:
                 with db.unit_of_work(sessions) as s:
                     user = s.get(User, user_id)
@@ -136,6 +140,7 @@ def worker(url: str, threads: int, dials: int, history: int) -> dict:
             units.append(end - t0)
             if local.lock_from is not None:
                 held.append(end - local.lock_from)
+                under.append(local.statements)
 
     load = os.getloadavg()[0]
     workers = [threading.Thread(target=clicker, args=(t,)) for t in range(threads)]
@@ -149,12 +154,13 @@ def worker(url: str, threads: int, dials: int, history: int) -> dict:
         placed = len(s.scalars(select(Call.id).where(Call.manager_id.is_not(None))).all())
     engine.dispose()
     ms = 1000
-    return {"dials": len(units), "placed": placed, "busy": len(busy), "errors": other[:3],
+    return {"khhf": str(Path(khhf.__file__).parent.parent),
+            "dials": len(units), "placed": placed, "busy": len(busy), "errors": other[:3],
             "error_count": len(other), "wall": wall, "rate": len(units) / wall,
             "load": load, "load_after": os.getloadavg()[0],
             "unit_p50": statistics.median(units) * ms, "unit_p95": percentile(units, 95) * ms,
             "held_p50": statistics.median(held) * ms, "held_p95": percentile(held, 95) * ms,
-            "choose_cpu_p50": statistics.median(choose_cpu) * ms}
+            "under_lock": statistics.median(under), "choose_cpu_p50": statistics.median(choose_cpu) * ms}
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -189,11 +195,15 @@ def run_one(code_dir: Path | None, url: str, args) -> dict:
     # the khhf package of `code_dir` (before) or of this tree (after)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         str(d) for d in (code_dir, ROOT) if d is not None)}
+    # run from code_dir: `-m` puts the working directory first on the path
     out = subprocess.run([sys.executable, "-m", "bench.county_dials", "--worker", url,
                           "--threads", str(args.threads), "--dials", str(args.dials),
                           "--history", str(args.history)],
-                         cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                         cwd=code_dir or ROOT, env=env, check=True, capture_output=True,
+                         text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(result["khhf"]).is_relative_to(code_dir or ROOT), result["khhf"]
+    return result
 
 
 def main(argv=None) -> int:
@@ -226,7 +236,7 @@ def main(argv=None) -> int:
           f"before = khhf at {args.before}, after = this tree; {os.cpu_count()} cores")
     print("engine | code | dials/s | placed | unit p50/p95 ms | lock held p50/p95 ms | "
           "choose CPU p50 ms | busy | other errors | load 1-min before/after")
-    print("--- | --- | --- | --- | --- | --- | --- | --- | --- | ---")
+    print("--- | --- | --- | --- | --- | --- | --- | --- | --- | --- | ---")
     rates: dict[tuple[str, str], list[float]] = {}
     for engine in engines:
         for rnd in range(args.rounds):
@@ -243,7 +253,7 @@ def main(argv=None) -> int:
                         drop()
                 rates.setdefault((engine, label), []).append(r["rate"])
                 print(f"{engine} | {label} | {r['rate']:.1f} | {r['placed']} | {r['unit_p50']:.1f}/"
-                      f"{r['unit_p95']:.1f} | {r['held_p50']:.1f}/{r['held_p95']:.1f} | "
+                      f"{r['unit_p95']:.1f} | {r['held_p50']:.1f}/{r['held_p95']:.1f} | {r['under_lock']:g} | "
                       f"{r['choose_cpu_p50']:.2f} | {r['busy']} | "
                       f"{r['error_count']}{' ' + '; '.join(r['errors']) if r['errors'] else ''}"
                       f" | {r['load']:.1f}/{r['load_after']:.1f}", flush=True)
