@@ -9,11 +9,13 @@ a writing unit of work, exactly what POST /calls/dial does between asking
 the bridge whether the manager is busy and asking it to originate), over a
 calls table holding --history earlier calls of today on the pool's numbers
 (no caps, so none is refused). Per dial: the unit of work (begin to
-commit), the lock held (choose's start to commit), choose alone (wall and
-thread CPU). The same run measures the code before the fix (--before, a
-commit: its khhf package extracted with `git archive`) and this tree, in
-alternating subprocesses on fresh databases, SQLite and PostgreSQL
-(KHHF_TEST_PG_URL); the load average is printed beside each.
+commit), the lock held (from the pool's SELECT ... FOR UPDATE on
+PostgreSQL, from BEGIN IMMEDIATE on SQLite, to the commit) and the
+statements run under it, choose's own thread CPU. The same run measures
+the code before the fix (--before, a commit: its khhf package extracted
+with `git archive`) and this tree, in alternating subprocesses on fresh
+databases, SQLite and PostgreSQL (KHHF_TEST_PG_URL); the load average is
+printed beside each.
 
     python3 -m bench.county_dials [--quick] [--threads 8] [--dials 40] [--history 50000]
 
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
           f"{len(NUMBERS)} numbers without caps, {args.history} earlier calls today; "
           f"before = khhf at {args.before}, after = this tree; {os.cpu_count()} cores")
     print("engine | code | dials/s | placed | unit p50/p95 ms | lock held p50/p95 ms | "
-          "choose CPU p50 ms | busy | other errors | load 1-min before/after")
+          "statements under it | choose CPU p50 ms | busy | other errors | load 1-min before/after")
     print("--- | --- | --- | --- | --- | --- | --- | --- | --- | --- | ---")
     rates: dict[tuple[str, str], list[float]] = {}
     for engine in engines:
