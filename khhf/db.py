@@ -8,7 +8,10 @@ write from separate processes.
 
 from __future__ import annotations
 
+import collections
+import functools
 import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -127,17 +130,95 @@ def make_engine(url: str, **kwargs) -> Engine:
     webhooks.install()
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", functools.partial(_sqlite_begin, _gate(url)))
+        for name in ("commit", "rollback"):
+            event.listen(engine, name, _leave_gate)
+        for name in ("checkin", "invalidate"):  # should a transaction end unseen
+            event.listen(engine.pool, name, lambda _dbapi, record, *_: _leave_gate(record))
     return engine
 
 
-def _sqlite_begin(conn):
+class WriterGate:
+    """The writers of one process take SQLite's write lock in turn, first
+    come first served, each woken as the one before ends. Without it they
+    all poll the lock with SQLite's busy handler, which sleeps up to 100 ms
+    between tries: under a stream of short writes (a county's managers
+    dialing, 8 web threads) a writer that has waited long keeps losing to
+    newcomers until its busy timeout refuses it ("database is locked").
+    Other processes (the bridge, the AGI service) still meet this process's
+    writers at SQLite's lock, one at a time."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._queue: collections.deque[threading.Event] = collections.deque()
+
+    def enter(self, timeout: float) -> bool:
+        """Wait for this writer's turn, at most `timeout` seconds (False:
+        it did not come; go on and let SQLite's busy timeout decide)."""
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._queue.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._mutex:
+            if turn.is_set():  # handed over as the wait ended
+                return True
+            self._queue.remove(turn)
+            return False
+
+    def leave(self) -> None:
+        with self._mutex:
+            if self._queue:
+                self._queue.popleft().set()  # the next writer's turn: still held
+            else:
+                self._held = False
+
+
+_GATES: dict[str, WriterGate] = {}
+_GATES_LOCK = threading.Lock()
+_GATE_KEY = "khhf_writer_gate"
+
+
+def _gate(url: str) -> WriterGate | None:
+    """The process's gate for the SQLite file of `url` (None in memory)."""
+    path = sqlite_file(url)
+    if path is None:
+        return None
+    with _GATES_LOCK:
+        return _GATES.setdefault(str(path.resolve()), WriterGate())
+
+
+def _sqlite_begin(gate: WriterGate | None, conn):
     # SQLite cannot upgrade a read transaction to a write one once another
     # connection has committed: it fails at once with "database is locked",
     # whatever the busy timeout. A unit of work that will write says so, and
-    # takes the write lock up front (BEGIN IMMEDIATE), waiting for its turn.
+    # takes the write lock up front (BEGIN IMMEDIATE), waiting for its turn:
+    # first at this process's gate, then at SQLite's lock (so a write waits
+    # at most twice the busy timeout before it is refused as busy).
     immediate = conn.get_execution_options().get(WRITE_OPTION)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    if immediate and gate is not None and gate.enter(SQLITE_BUSY_TIMEOUT_MS / 1000):
+        conn.info[_GATE_KEY] = gate
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    except BaseException:
+        _leave_gate(conn)
+        raise
+
+
+def _leave_gate(conn) -> None:
+    """The writing transaction on `conn` (a Connection or a pool record)
+    ends: the next writer's turn."""
+    try:
+        info = conn.info
+    except Exception:  # noqa: BLE001 - an invalidated Connection: its pool record released it
+        return
+    gate = info.pop(_GATE_KEY, None)
+    if gate is not None:
+        gate.leave()
 
 
 def begin_write(session: Session) -> None:
@@ -146,10 +227,18 @@ def begin_write(session: Session) -> None:
     session.connection(execution_options={WRITE_OPTION: True})
 
 
+# PostgreSQL's SQLSTATE for a lock not granted within lock_timeout
+LOCK_NOT_AVAILABLE = "55P03"
+
+
 def is_busy(error: Exception) -> bool:
-    """True if `error` is SQLite's "database is locked": another connection
-    held the write lock for the whole busy timeout."""
+    """True if `error` says another writer held a lock for the whole bounded
+    wait: SQLite's "database is locked" (the write lock, for the busy
+    timeout), PostgreSQL's lock_timeout (e.g. a county's number pool,
+    khhf.services.number_pool)."""
     orig = getattr(error, "orig", error)
+    if getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+        return True
     return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
 
 

@@ -47,3 +47,49 @@ def test_read_then_write_units_of_work_wait_for_each_other(tmp_path):
         # serialised: the second saw the first's row
         assert sorted(s.scalars(select(County.code))) == ["c0-a", "c1-b"]
     engine.dispose()
+
+
+def test_a_processs_writers_take_sqlites_lock_in_turn_first_come_first_served(tmp_path):
+    """db.WriterGate: writers of one process queue in order of arrival and
+    are woken as the one before ends (SQLite's busy handler polls, and a
+    writer that waited long lost to newcomers until refused); a wait that
+    times out gives up its place; every unit of work leaves the gate, by
+    commit or by rollback."""
+    gate = db.WriterGate()
+    assert gate.enter(0)
+    order = []
+
+    def writer(name):
+        assert gate.enter(10)
+        order.append(name)
+        gate.leave()
+
+    threads = []
+    for name in ("first", "second", "third"):
+        threads.append(threading.Thread(target=writer, args=(name,)))
+        threads[-1].start()
+        time.sleep(0.05)  # in this order at the gate
+    assert not gate.enter(0.05)  # held: a timed-out wait goes on to SQLite's own
+    gate.leave()
+    for t in threads:
+        t.join(10)
+    assert order == ["first", "second", "third"]
+    assert gate.enter(0)
+    gate.leave()
+
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    engine = db.make_engine(url)
+    db.create_schema(engine)
+    factory = db.session_factory(engine)
+    with db.unit_of_work(factory) as s:
+        s.add(County(code="g1", name="甲"))
+    try:
+        with db.unit_of_work(factory) as s:
+            s.add(County(code="g2", name="乙"))
+            s.flush()
+            raise ValueError("refused")
+    except ValueError:
+        pass
+    same_file = db._gate(url)
+    assert same_file is not None and same_file.enter(0)  # free after both
+    same_file.leave()

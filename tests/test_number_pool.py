@@ -5,10 +5,12 @@ test_pbx_number_pool.py)."""
 
 import dataclasses
 import datetime as dt
+import random
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from khhf import config, db
 from khhf.calls.states import CallState
@@ -126,6 +128,40 @@ def test_each_cap_holds_and_frees_in_its_time(env):
     assert dial(env, "13800000004", now=tomorrow) == FIRST
 
 
+def test_the_choices_capped_counts_block_exactly_as_the_full_counts(env):
+    """capped_usage (each count stops at its cap) blocks and orders the
+    numbers exactly as usage (every call counted) does, over random calls:
+    open and ended, failed, inbound, across the day and the hour."""
+    rng = random.Random(21)
+    with db.unit_of_work(env.sessions) as s:
+        county = s.scalar(select(County))
+        number_pool.add_number(s, None, "cli", env.settings, county, THIRD)
+        for k in range(600):
+            s.add(Call(direction=rng.choice(["outbound"] * 5 + ["inbound"]),
+                       county_id=county.id, customer_number=f"1380000{k:04d}",
+                       unified_number=rng.choice((FIRST, SECOND, THIRD)),
+                       state=rng.choice([CallState.ENDED] * 4 + [CallState.FAILED,
+                                                                 CallState.CONNECTED]),
+                       requested_at=NOON - dt.timedelta(minutes=rng.randrange(0, 600))))
+    for _ in range(60):
+        with db.unit_of_work(env.sessions) as s:
+            pool = s.scalars(select(UnifiedNumber).order_by(UnifiedNumber.id)).all()
+            for n in pool:
+                n.daily_cap, n.hourly_cap, n.concurrent_cap = (
+                    rng.choice((0, 50, 120, 300)), rng.choice((0, 5, 15, 40)),
+                    rng.choice((0, 3, 10, 30)))
+                n.state = rng.choice([NumberState.ACTIVE] * 3 + [NumberState.RESTING])
+            now = NOON - dt.timedelta(minutes=rng.randrange(0, 300))
+            full = number_pool.usage(s, env.settings, [n.number for n in pool], now)
+            capped = number_pool.capped_usage(s, env.settings, pool, now)
+            for n in pool:
+                whole, bounded = full.get(n.number, number_pool.Use()), \
+                    capped.get(n.number, number_pool.Use())
+                assert number_pool.blocked_by(n, bounded) == number_pool.blocked_by(n, whole)
+                if number_pool.blocked_by(n, whole) is None:
+                    assert bounded.today == whole.today
+
+
 def test_two_managers_dialing_at_once_do_not_both_take_the_last_line(pg_database):
     """PostgreSQL: the choice locks the pool; the second waits for the first's
     call row and counts it."""
@@ -167,6 +203,104 @@ def test_two_managers_dialing_at_once_do_not_both_take_the_last_line(pg_database
     shown = [results[i] for i in range(3)]
     assert shown[0] == FIRST and sorted(r for r in shown if r in POOL) == sorted(POOL), shown
     assert sum("concurrent-call cap" in r for r in shown) == 1, shown
+
+
+THIRD = "13900000003"
+CROWD = 16
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def crowd_env(request, tmp_path):
+    """The pool of env, a third number and CROWD managers, on both engines."""
+    yield from _crowd(tmp_path, None if request.param == "sqlite" else
+                      request.getfixturevalue("pg_database")("crowd"))
+
+
+@pytest.fixture
+def pg_crowd_env(tmp_path, pg_database):
+    yield from _crowd(tmp_path, pg_database("crowd"))
+
+
+def _crowd(tmp_path, pg_engine):
+    url = pg_engine.url.render_as_string(hide_password=False) if pg_engine else None
+    env = BridgeEnv(_NoPbx(tmp_path), tmp_path, database_url=url)
+    env.settings = dataclasses.replace(env.settings, calling_window="08:00-21:00")
+    with db.unit_of_work(env.sessions) as s:
+        county = s.scalar(select(County))
+        number_pool.add_number(s, None, "cli", env.settings, county, THIRD)
+        for i in range(4, CROWD + 1):
+            factories.manager(s, county, f"m{8000 + i}", desk=str(8000 + i))
+    yield env
+    env.engine.dispose()
+
+
+def test_many_dials_of_one_county_at_once_keep_every_cap_exactly(crowd_env):
+    """CROWD managers of one county click at the same instant: each number
+    takes exactly its cap (daily, hourly, concurrent: one cap each), the
+    rest are refused by the pool's rule, none by a lock, and a refusal
+    leaves nothing behind."""
+    env = crowd_env
+    caps = {FIRST: {"daily_cap": 4, "hourly_cap": 0, "concurrent_cap": 0},
+            SECOND: {"daily_cap": 0, "hourly_cap": 3, "concurrent_cap": 0},
+            THIRD: {"daily_cap": 0, "hourly_cap": 0, "concurrent_cap": 2}}
+    for number, values in caps.items():
+        set_number(env, number, **values)
+    tasks = [env.task_for(str(8000 + i), f"138000001{i:02d}") for i in range(1, CROWD + 1)]
+    start = threading.Barrier(CROWD)
+    shown, refused, failed = [], [], []
+
+    def click(i):
+        start.wait(30)
+        try:
+            with db.unit_of_work(env.sessions) as s:
+                user = s.scalar(select(User).where(User.username == f"m{8001 + i}"))
+                shown.append(request_call(s, env.settings, user, tasks[i], now=NOON)
+                             .unified_number)
+        except ValidationError as error:
+            refused.append(str(error))
+        except Exception as error:  # noqa: BLE001 - a lock error is the failure looked for
+            failed.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=click, args=(i,)) for i in range(CROWD)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failed == []
+    assert sorted(shown) == sorted([FIRST] * 4 + [SECOND] * 3 + [THIRD] * 2), shown
+    assert len(refused) == CROWD - 9 and all("reached its daily, hourly or concurrent-call cap"
+                                             in r for r in refused), refused
+    with env.sessions() as s:
+        placed = s.scalars(select(Call)).all()
+        assert sorted(c.unified_number for c in placed) == sorted(shown)
+        assert s.scalar(select(func.count()).select_from(AuditLog).where(
+            AuditLog.object_type == "call")) == len(shown)
+        # and the pool says so too
+        county = s.scalar(select(County))
+        blocked = {row.number.number: row.blocked
+                   for row in number_pool.pool(s, env.settings, county, NOON)}
+    assert blocked == {FIRST: "daily_cap", SECOND: "hourly_cap", THIRD: "concurrent_cap"}
+
+
+def test_a_dial_waits_for_the_pool_lock_a_bounded_time_then_is_busy(pg_crowd_env, monkeypatch):
+    """A county's pool held locked (PostgreSQL; on SQLite the whole write
+    lock, whose busy timeout tests/test_web_concurrency.py covers): the
+    dial gives up after the lock timeout as "busy" (the web's 503), and
+    writes nothing."""
+    env = pg_crowd_env
+    monkeypatch.setattr(number_pool, "_LOCK_TIMEOUT", text("SET LOCAL lock_timeout = '300ms'"))
+    task_id = env.task_for("8001", "13800000001")
+    with env.sessions() as holder:
+        holder.scalars(select(UnifiedNumber).with_for_update()).all()
+        with pytest.raises(OperationalError) as busy:
+            with db.unit_of_work(env.sessions) as s:
+                user = s.scalar(select(User).where(User.username == "m8001"))
+                request_call(s, env.settings, user, task_id, now=NOON)
+        holder.rollback()
+    assert db.is_busy(busy.value)
+    assert dial(env, "13800000001") == FIRST
+    with env.sessions() as s:
+        assert len(s.scalars(select(Call)).all()) == 1
 
 
 def test_the_admins_changes_are_checked_and_audited(env):

@@ -81,6 +81,8 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     choose offer default_device first; a caller that does not choose (the
     desk workspace's 呼叫) rings the desk.
     Raises ValidationError (nothing written) when the call must not be placed.
+    The unit of work holds the county's number pool locked when this
+    returns: commit (or roll back) at once.
     """
     now = now or utcnow()
     problems = Problems()
@@ -115,33 +117,38 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
                                  "call cannot go out now; try again when the line is back."))
     if on_a_call(session, manager, live, now):
         problems.add("manager", N_("You are already on a call: hang up before dialing the next."))
-    # the number the customer sees, chosen from the county's pool (last: it
-    # locks the pool until this unit of work ends)
-    chosen = number_pool.choose(session, settings, county, customer.id, now, problems) \
-        if county else None
-    unified = chosen.number if chosen else None
-    if unified and not numbering.UNIFIED_NUMBER.fullmatch(unified):
-        # stored before the county form had this rule: the bridge would refuse it
-        problems.add("county", N_("Your county's unified number %(value)s cannot be shown "
-                                  "on calls: ask an administrator to correct it on the "
-                                  "county's page."), value=unified)
     problems.raise_if_any()
     county = validated(county, "the county")
 
-    call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,
-                manager_id=manager.id, county_id=county.id, customer_number=customer.phone,
-                unified_number=unified, state=CallState.REQUESTED, requested_at=now,
-                pbx_node=settings.pbx_name, manager_device=device)
-    session.add(call)
-    session.flush()
-    # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
-    # it unique even across databases sharing one PBX
-    call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
-    call.recording_path = recording_file(settings, call)
-    tasks.dial(task, now)
-    detail = {"task": task.id} if device == DESK else {"task": task.id, "device": device}
-    audit.record(session, user, "create", "call", call.id, detail, ip,
-                 object_name=" ".join(filter(None, (customer.name, mask_phone(customer.phone)))))
+    # a savepoint: a refusal by the pool, the last check, undoes the writes
+    with session.begin_nested():
+        call = Call(direction="outbound", task_id=task.id, customer_id=customer.id,
+                    manager_id=manager.id, county_id=county.id, customer_number=customer.phone,
+                    state=CallState.REQUESTED, requested_at=now, pbx_node=settings.pbx_name,
+                    manager_device=device)
+        session.add(call)
+        session.flush()
+        # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
+        # it unique even across databases sharing one PBX
+        call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
+        call.recording_path = recording_file(settings, call)
+        tasks.dial(task, now)
+        detail = {"task": task.id} if device == DESK else {"task": task.id, "device": device}
+        name = " ".join(filter(None, (customer.name, mask_phone(customer.phone))))
+        audit.record(session, user, "create", "call", call.id, detail, ip, object_name=name)
+        session.flush()
+        # the number the customer sees, chosen from the county's pool, last: the
+        # choice locks the pool until this unit of work ends, and every dial of
+        # the county waits for it, so nothing but the choice and the call's
+        # number is done under the lock (the caller commits at once)
+        chosen = number_pool.choose(session, settings, county, customer.id, now, problems)
+        if chosen is not None and not numbering.UNIFIED_NUMBER.fullmatch(chosen.number):
+            # stored before the county form had this rule: the bridge would refuse it
+            problems.add("county", N_("Your county's unified number %(value)s cannot be shown "
+                                      "on calls: ask an administrator to correct it on the "
+                                      "county's page."), value=chosen.number)
+        problems.raise_if_any()  # the savepoint rolls back: nothing written
+        call.unified_number = validated(chosen, "the number").number
     return call
 
 

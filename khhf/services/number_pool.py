@@ -22,12 +22,22 @@ set up does. An open row older than OPEN_HORIZON (a crash) blocks nothing.
 
 Two managers dialing at once: the choice locks the county's pool rows (SELECT
 ... FOR UPDATE on PostgreSQL; on SQLite every write is serialised by BEGIN
-IMMEDIATE) and the call row is written in the same unit of work, so the
-second choice waits for the first's call row and counts it. The caps are
+IMMEDIATE) and the call row gets its number in the same unit of work, so
+the second choice waits for the first's call row and counts it. The caps are
 therefore exact for calls placed through `choose`; they are soft only in
 that a cap counts call rows, not channels: a two-leg call (双呼) shows the
 number to the manager's mobile too and counts once, and a call row left
 open by a crash counts as concurrent for OPEN_HORIZON.
+
+The lock is what a county's dials queue on, so it is taken last and held
+briefly: khhf.services.dialing writes everything else of the dial (the call
+row, the task, the audit entry) first, then chooses, then commits; the
+choice counts each number's calls only up to its caps (`capped_usage`: a
+number at a cap is blocked however far beyond it is), so it costs the caps,
+not the number's calls of the day. A choice that waits longer than
+POOL_LOCK_TIMEOUT_S for the lock (PostgreSQL; SQLite's busy timeout is the
+same) fails as "the database is busy" (khhf.db.is_busy): the web answers
+503, try again.
 
 The primary number (is_primary) is the county's published number: printed
 for customers, and the tie-break when no rule above prefers another.
@@ -37,11 +47,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 
-from sqlalchemy import bindparam, case, func, or_, select
+from sqlalchemy import bindparam, case, func, literal, or_, select, text, union_all
 from sqlalchemy.orm import Session
 
-from khhf import audit, numbering
+from khhf import audit, db, numbering
 from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import Settings
 from khhf.local_time import day_start
@@ -54,6 +65,11 @@ OPEN_HORIZON = dt.timedelta(hours=2)
 HOUR = dt.timedelta(hours=1)
 CAPS = ("daily_cap", "hourly_cap", "concurrent_cap")
 MAX_CAP = 100_000
+# the choice counts a number without a daily cap this far: "fewest calls
+# today" among such numbers, then the longest unused (round robin)
+ORDER_BOUND = 1_000
+# the longest a dial waits for its county's pool lock (as SQLite's busy timeout)
+POOL_LOCK_TIMEOUT_S = db.SQLITE_BUSY_TIMEOUT_MS // 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,16 +93,47 @@ _USAGE = (
            Call.requested_at >= bindparam("since"), Call.requested_at <= bindparam("now"),
            Call.state != CallState.FAILED)
     .group_by(Call.unified_number))
+
+
+def _at_most(i: int, limit: str, *where):
+    """How many of number i's outbound calls up to now that count against
+    its caps match `where`, counted no further than the bound parameter
+    `limit`_i: the index entries read are at most the cap, however many
+    calls the number made."""
+    counted = (select(literal(1))
+               .where(Call.unified_number == bindparam(f"number_{i}"),
+                      Call.direction == "outbound", Call.requested_at <= bindparam("now"),
+                      Call.state != CallState.FAILED, *where)
+               .limit(bindparam(f"{limit}_{i}")).subquery())
+    return select(func.count()).select_from(counted).scalar_subquery()
+
+
+@functools.cache
+def _capped_use(k: int):
+    """The statement of capped_usage for k numbers: one round trip (built
+    once per pool size: building costs more than running it)."""
+    return union_all(*(
+        select(literal(i),
+               _at_most(i, "day_limit", Call.requested_at >= bindparam("today")),
+               _at_most(i, "hour_limit", Call.requested_at > bindparam("hour_ago")),
+               _at_most(i, "open_limit", Call.requested_at > bindparam("horizon"),
+                        Call.state.not_in(sorted(FINAL_STATES))))
+        for i in range(k)))
+
+
 _SEEN = (
     select(Call.unified_number)
     .where(Call.customer_id == bindparam("customer_id"),
-           Call.unified_number.in_(bindparam("numbers", expanding=True)),
+           Call.unified_number.in_(
+               select(UnifiedNumber.number)
+               .where(UnifiedNumber.county_id == bindparam("county_id")).scalar_subquery()),
            or_(Call.direction == "inbound", Call.state != CallState.FAILED))
     .order_by(Call.requested_at.desc(), Call.id.desc()).limit(1))
 _POOL = (
     select(UnifiedNumber).where(UnifiedNumber.county_id == bindparam("county_id"))
     .order_by(UnifiedNumber.id).with_for_update()
     .execution_options(populate_existing=True))
+_LOCK_TIMEOUT = text(f"SET LOCAL lock_timeout = '{POOL_LOCK_TIMEOUT_S}s'")
 
 
 def usage(session: Session, settings: Settings, numbers: list[str],
@@ -98,6 +145,26 @@ def usage(session: Session, settings: Settings, numbers: list[str],
                                     "numbers": numbers, "since": min(today, hour_ago, horizon),
                                     "now": now})
     return {number: Use(int(d or 0), int(h or 0), int(o or 0)) for number, d, h, o in rows}
+
+
+def capped_usage(session: Session, settings: Settings, pool: list[UnifiedNumber],
+                 now: dt.datetime) -> dict[str, Use]:
+    """number -> its Use at `now` as the choice needs it: each count exact
+    up to the number's cap of it (a count at the cap blocks the number
+    however far beyond it is), today's up to ORDER_BOUND when the number
+    has no daily cap, no count for a cap of 0 (none) nor for a number that
+    is not active. One query."""
+    active = [n for n in pool if n.state == NumberState.ACTIVE]
+    if not active:
+        return {}
+    today = day_start(settings.local(now).date(), settings.timezone)
+    params: dict[str, object] = {"today": today, "hour_ago": now - HOUR,
+                                 "horizon": now - OPEN_HORIZON, "now": now}
+    for i, n in enumerate(active):
+        params.update({f"number_{i}": n.number, f"day_limit_{i}": n.daily_cap or ORDER_BOUND,
+                       f"hour_limit_{i}": n.hourly_cap, f"open_limit_{i}": n.concurrent_cap})
+    rows = session.execute(_capped_use(len(active)), params)
+    return {active[i].number: Use(int(d), int(h), int(o)) for i, d, h, o in rows}
 
 
 def blocked_by(number: UnifiedNumber, use: Use) -> str | None:
@@ -113,24 +180,30 @@ def blocked_by(number: UnifiedNumber, use: Use) -> str | None:
     return None
 
 
-def seen_number(session: Session, customer_id: int, numbers: list[str]) -> str | None:
-    """The pool number of the newest call with this customer that they saw:
-    their own call to the hotline, or ours that got past the manager."""
-    return session.scalar(_SEEN, {"customer_id": customer_id, "numbers": numbers})
+def seen_number(session: Session, customer_id: int, county_id: int) -> str | None:
+    """The number of the county's pool on the newest call with this customer
+    that they saw: their own call to the hotline, or ours that got past the
+    manager."""
+    return session.scalar(_SEEN, {"customer_id": customer_id, "county_id": county_id})
 
 
 def choose(session: Session, settings: Settings, county: County, customer_id: int,
            now: dt.datetime, problems: Problems) -> UnifiedNumber | None:
     """The number an outbound call to the customer shows, by the rules
     above; its last_used_at becomes `now`. None, with a problem added,
-    when no number of the county may show now."""
+    when no number of the county may show now. Locks the county's pool
+    until the unit of work ends: call it last, and commit at once."""
+    # read before the lock: it only prefers one usable number to another (a
+    # dial to the same customer committing meanwhile is rare and harmless)
+    seen = seen_number(session, customer_id, county.id)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_TIMEOUT)
     pool = list(session.scalars(_POOL, {"county_id": county.id}))
     if not pool:
         problems.add("county", N_("Your county has no unified number: ask an administrator "
                                   "to add one."))
         return None
-    numbers = [n.number for n in pool]
-    uses = usage(session, settings, numbers, now)
+    uses = capped_usage(session, settings, pool, now)
     usable = [n for n in pool if blocked_by(n, uses.get(n.number, Use())) is None]
     if not usable:
         if all(n.state != NumberState.ACTIVE for n in pool):
@@ -144,7 +217,6 @@ def choose(session: Session, settings: Settings, county: County, customer_id: in
                                       "on, a daily one tomorrow), or ask an administrator to "
                                       "raise the caps or add a number."))
         return None
-    seen = seen_number(session, customer_id, numbers)
     chosen = next((n for n in usable if n.number == seen), None)
     if chosen is None:
         chosen = min(usable, key=lambda n: (uses.get(n.number, Use()).today,
