@@ -49,12 +49,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from khhf import bridge_client, db
 from khhf.calls.states import FINAL_STATES, CallOutcome, CallState
 from khhf.models import Call, User
-from khhf.services.dialing import request_call
+from khhf.services.dialing import mark_not_placed, request_call
 from simkit import factories
 from simkit.drills import account_calls
 from simkit.drills.stack import Daemon, register_desks
@@ -70,9 +70,12 @@ CLICK_DESKS = [str(8001 + i) for i in range(20)]
 TICK = os.sysconf("SC_CLK_TCK")
 # a calling customer talks this long, then hangs up (edge_hotline_call.xml)
 CALLER_TALK_S = 0.5
+CALLER_PATIENCE_S = 40
 # a desk phone hangs up this long after the customer's talk time would end
 # (a hotline caller hangs up first; on click-to-dial, the customer does)
 DESK_EXTRA_S = 1.5
+# seconds of no traffic measured first
+IDLE_S = 10
 
 
 # -- CPU accounting ----------------------------------------------------------------
@@ -160,12 +163,15 @@ class Cluster:
 
     def _start(self) -> None:
         self.stack.callback(self.pg.remove)
-        self.pg.start()
+        # pg_stat_statements: where the database's time per call goes
+        self.pg.start("-c shared_preload_libraries=pg_stat_statements")
         self.pg.create_database()
         self.url = self.pg.url
         self.engine = db.make_engine(self.url)
         self.stack.callback(self.engine.dispose)
         db.create_schema(self.engine)
+        with self.engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION pg_stat_statements"))
         self.sessions = db.session_factory(self.engine)
         desks = CLICK_DESKS + HOTLINE_DESKS
         edge_port = free_port(span=3)
@@ -246,6 +252,21 @@ class Cluster:
         for i in range(click_calls):
             clicks.append(tasks_of[CLICK_DESKS[i % len(CLICK_DESKS)]][i // len(CLICK_DESKS)])
         return callers, clicks
+
+    def reset_statements(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_stat_statements_reset()"))
+
+    def top_statements(self, limit: int = 12) -> list[tuple[int, float, str]]:
+        """(calls, total ms, query) of the statements that took the most time
+        since the reset, the first row all of them together."""
+        with self.engine.connect() as conn:
+            total = conn.execute(text("SELECT sum(calls), sum(total_exec_time) "
+                                      "FROM pg_stat_statements")).one()
+            return [(int(total[0]), float(total[1]), "(all statements)")] + [
+                (r[0], r[1], " ".join(r[2].split())[:160]) for r in conn.execute(text(
+                    "SELECT calls, total_exec_time, query FROM pg_stat_statements "
+                    "ORDER BY total_exec_time DESC LIMIT :n"), {"n": limit})]
 
     def cpu(self) -> dict[str, float]:
         """CPU-seconds so far: edge, postgres, each node, the SIPp parties."""
@@ -345,9 +366,14 @@ class Clicker(threading.Thread):
             try:
                 with db.unit_of_work(self.cluster.sessions) as s:
                     user = s.get(User, user_id)
-                    call_id = request_call(s, node.settings, user, task_id, live=live).id
-                bridge_client.dial(node.settings, call_id)
-                click.node, click.call_id = node.name, call_id
+                    click.call_id = request_call(s, node.settings, user, task_id, live=live).id
+                bridge_client.dial(node.settings, click.call_id)
+                click.node = node.name
+            except bridge_client.BridgeUnavailable as exc:
+                # as the web UI does: nothing rang, so the manager is not "on a call"
+                with db.unit_of_work(self.cluster.sessions) as s:
+                    mark_not_placed(s, s.get(Call, click.call_id))
+                click.error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # noqa: BLE001 - a refused click is a figure
                 click.error = f"{type(exc).__name__}: {exc}"
             return click
@@ -366,7 +392,9 @@ def hotline_party(cluster: Cluster, callers: list[str], rate: float, seconds: fl
                                service=UNIFIED, calls=len(callers), rate=rate,
                                max_concurrent=int(rate * 30) + 10,
                                run_limit=f"{int(seconds) + 300}s")
-    party.args += ["-inf", str(inf)]
+    # a customer whose call rings on a node that died gives up after 40 s
+    # (the edge itself would wait fr_inv_timer, 300 s, for the dead node)
+    party.args += ["-inf", str(inf), "-recv_timeout", str(CALLER_PATIENCE_S * 1000)]
     return party.start()
 
 
@@ -389,12 +417,15 @@ def hotline_outcomes(sipp: Sipp) -> dict[str, dict]:
             calls[caller] = {"final": None, "node": None,
                              "invite": dt.datetime.fromisoformat(stamp).timestamp() + offset}
         status = re.match(r"SIP/2.0 (\d{3})", first)
-        if direction == "received" and status and int(status.group(1)) >= 200 \
-                and re.search(r"^CSeq:\s*\d+ INVITE", body, re.M) and call_id in caller_of:
+        if direction == "received" and status and call_id in caller_of \
+                and re.search(r"^CSeq:\s*\d+ INVITE", body, re.M):
             call = calls[caller_of[call_id]]
-            call["final"] = int(status.group(1))
-            contact = re.search(r"^Contact:\s*<sip:[^>]*@([\d.]+:\d+)", body, re.M)
-            call["node"] = contact.group(1) if contact else None
+            # the node that answers (180, 200) names itself in Contact
+            contact = re.search(r"^Contact:\s*<sip:(?:[^@>]*@)?([\d.]+:\d+)", body, re.M)
+            if contact:
+                call["node"] = contact.group(1)
+            if int(status.group(1)) >= 200:
+                call["final"] = int(status.group(1))
     return calls
 
 
@@ -419,6 +450,12 @@ def run(args) -> tuple[list[tuple[str, str]], str]:
         print(f"[cluster] up; {args.calls} calls ({n_hot} hotline, {n_click} click-to-dial) at "
               f"{args.rate:g}/s for {seconds:.0f} s; load average {load_before}",
               file=sys.stderr, flush=True)
+        # what the parts spend with no call (probes, reconcilers), for scale
+        idle0, t_idle = cl.cpu(), time.monotonic()
+        time.sleep(IDLE_S)
+        idle1 = cl.cpu()
+        idle = {k: (idle1[k] - idle0[k]) / (time.monotonic() - t_idle) for k in idle1}
+        cl.reset_statements()
         cpu0 = cl.cpu()
         t0 = time.monotonic() + 0.5
         hot = hotline_party(cl, callers, args.rate * args.hotline, seconds) if n_hot else None
@@ -428,6 +465,7 @@ def run(args) -> tuple[list[tuple[str, str]], str]:
         time.sleep(max(0.0, t0 + args.kill_at * seconds - time.monotonic()))
         cpu1 = cl.cpu()
         t_cpu = time.monotonic() - t0
+        statements = cl.top_statements()
         watch.interval = 0.05
         t_kill = time.monotonic()
         killed.kill_pbx()
@@ -484,8 +522,10 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
     hot_failed_before = [c for c in hot_calls.values() if c["final"] != 200
                          and t_kill <= c["invite"] < cut]
     hot_failed_after = [c for c in hot_calls.values() if c["final"] != 200 and c["invite"] >= cut]
+    hot_in_flight = [c for c in hot_calls.values() if c["final"] != 200
+                     and c["invite"] < t_kill and node_of_addr.get(c["node"]) == killed.name]
     hot_failed_other = [c for c in hot_calls.values() if c["final"] != 200
-                        and c["invite"] < t_kill]
+                        and c["invite"] < t_kill and c not in hot_in_flight]
     hot_to_killed_after = [c for c in hot_calls.values() if c["invite"] >= cut
                            and node_of_addr.get(c["node"]) == killed.name
                            and (back is None or c["invite"] < back)]
@@ -501,16 +541,31 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
     in_flight = [c for c in clicks if c.node == killed.name and c.at < t_kill
                  and not click_ok(c)]
 
+    for c in [*click_failed_other, *click_failed_before, *click_failed_after][:10]:
+        row = next((r for r in rows if r.id == c.call_id), None)
+        print(f"[cluster] click {c.number} at {c.at - t0:.1f} s on {c.node}: "
+              f"{c.error or ((row.state, row.outcome, row.sip_code) if row else 'no row')}",
+              file=sys.stderr)
+    print("[cluster] statements by time, start to kill (calls, total ms, query):",
+          file=sys.stderr)
+    for calls, total, query in v["statements"]:
+        print(f"[cluster]   {calls:6d} {total:9.1f}  {query}", file=sys.stderr)
     # rows: one per call that reached a node
     reached = {caller for caller, c in hot_calls.items() if c["final"] == 200}
-    reached |= {c.number for c in clicks if c.call_id is not None}
+    reached |= {c.number for c in clicks if c.node is not None}
     acc = account_calls(rows, {n: 1 for n in reached}, None)
+    final_numbers = {r.customer_number for r in rows if r.state in FINAL_STATES}
+    for number in sorted(reached - final_numbers)[:10]:
+        found = [(r.pbx_node, r.state, r.outcome) for r in rows_by_number.get(number, [])]
+        hot = hot_calls.get(number)
+        print(f"[cluster] no final row for {number}: {found or 'no row'}; "
+              + (f"hotline at {hot['invite'] - t0:.1f} s via {node_of_addr.get(hot['node'])}"
+                 if hot else "click-to-dial"), file=sys.stderr)
     open_rows = [r for r in rows if r.state not in FINAL_STATES]
     open_killed = [r for r in open_rows if r.pbx_node == killed.name]
-    recorded = sum(1 for r in rows if r.recording_path and r.pbx_node in {n.name for n in cl.nodes}
-                   and (next(n for n in cl.nodes if n.name == r.pbx_node).settings.recordings_dir
-                        / r.recording_path).exists())
-    talked = sum(1 for r in rows if r.answer_at and r.talk_seconds)
+    recordings_dir = {n.name: n.settings.recordings_dir for n in cl.nodes}
+    named = [r for r in rows if r.recording_path]
+    recorded = sum(1 for r in named if (recordings_dir[r.pbx_node] / r.recording_path).exists())
 
     per_node = Counter(node_of_addr.get(c["node"], "?") for c in hot_calls.values()
                        if c["final"] == 200)
@@ -549,7 +604,7 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
         ("new calls failed after the edge noticed (goal 0)",
          f"{len(hot_failed_after) + len(click_failed_after)} "
          f"({len(hot_failed_after)} hotline, {len(click_failed_after)} click-to-dial)"),
-        ("hotline calls sent to the dead node before that",
+        ("hotline calls between the kill and the edge noticing",
          f"{sum(1 for c in hot_calls.values() if t_kill <= c['invite'] < cut)} sent, "
          f"{len(hot_failed_before)} failed (the rest failed over after "
          f"{1.5:g} s); after: {len(hot_to_killed_after)} reached the killed node"),
@@ -557,14 +612,16 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
          f"{sum(1 for c in clicks if t_kill <= c.at < cut)} asked, "
          f"{len(click_failed_before)} failed"),
         ("calls in progress on the killed node at the kill",
-         f"{len(in_flight)} click-to-dial lost (their customer leg ended with the node)"),
+         f"{len(hot_in_flight)} hotline calls ringing there never answered (the caller gave "
+         f"up after {CALLER_PATIENCE_S} s), {len(in_flight)} click-to-dial lost"),
         ("failed before the kill", f"{len(hot_failed_other)} hotline, "
                                    f"{len(click_failed_other)} click-to-dial"),
         ("calls that reached a node: rows",
          f"{acc['placed']} calls, {acc['rows']} rows, {acc['doubled']} doubled, "
          f"{acc['lost']} without a final row ({len(open_killed)} open on the killed node; "
          f"closing a lost node's rows is not built yet)"),
-        ("recordings", f"{recorded} files found for {talked} answered rows"),
+        ("recordings", f"{recorded} of the {len(named)} rows that name one have their file on "
+                       f"their node"),
         ("node back: the edge sends to it again after",
          fmt_s(None if back is None else back - t_back)
          + f" (Asterisk start {v['started'] - t_back:.1f} s); calls it took after: "
@@ -589,6 +646,11 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
                               f"{node_cost / per_call[part]:.0f} nodes' worth of calls "
                               f"(goal >= 10); {1 / per_call[part]:.0f} calls/s per core"))
         table.append(("one node per core", f"{1 / node_cost:.1f} calls/s"))
+        idle = v["idle"]
+        table.append(("idle (no calls), CPU-seconds per second",
+                      f"Kamailio {idle['edge']:.3f}, PostgreSQL {idle['postgres']:.3f}, a node "
+                      f"{sum(idle[n.name] for n in cl.nodes) / len(cl.nodes):.3f} (counted "
+                      f"in the per-call figures above)"))
     table.append(("load average", f"{v['load_before']} at the start, {v['load_after']} at the "
                                   f"end (2 cores, shared)"))
     failed_after = len(hot_failed_after) + len(click_failed_after)
