@@ -537,6 +537,11 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
             and row.outcome == CallOutcome.ANSWERED
     click_failed_before = [c for c in clicks if not click_ok(c) and t_kill <= c.at < cut]
     click_failed_after = [c for c in clicks if not click_ok(c) and c.at >= cut]
+    # the dialing service refused: the manager's previous call died with the
+    # node, and its row stays open (SETUP_GRACE) until someone closes it
+    click_refused_after = [c for c in click_failed_after
+                           if c.error and c.error.startswith("ValidationError")]
+    click_failed_after = [c for c in click_failed_after if c not in click_refused_after]
     click_failed_other = [c for c in clicks if not click_ok(c) and c.at < t_kill]
     in_flight = [c for c in clicks if c.node == killed.name and c.at < t_kill
                  and not click_ok(c)]
@@ -604,6 +609,10 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
         ("new calls failed after the edge noticed (goal 0)",
          f"{len(hot_failed_after) + len(click_failed_after)} "
          f"({len(hot_failed_after)} hotline, {len(click_failed_after)} click-to-dial)"),
+        ("click-to-dial refused after that: already on a call",
+         f"{len(click_refused_after)} (by {len({c.number[3:7] for c in click_refused_after})} "
+         f"managers whose previous call died with the node: its row stays open until "
+         f"requested + 15 s)"),
         ("hotline calls between the kill and the edge noticing",
          f"{sum(1 for c in hot_calls.values() if t_kill <= c['invite'] < cut)} sent, "
          f"{len(hot_failed_before)} failed (the rest failed over after "
@@ -655,7 +664,8 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
                                   f"end (2 cores, shared)"))
     failed_after = len(hot_failed_after) + len(click_failed_after)
     last = (f"cluster: noticed {fmt_s(None if noticed is None else noticed - t_kill)}; "
-            f"failed after {failed_after}; rows {acc['rows']}/{acc['placed']} doubled "
+            f"failed after {failed_after} (refused {len(click_refused_after)}); "
+            f"rows {acc['rows']}/{acc['placed']} doubled "
             f"{acc['doubled']} open {len(open_rows)}; back {fmt_s(None if back is None else back - t_back)}"
             f" took {after_back.get(killed.name, 0)}")
     if per_call:
