@@ -410,6 +410,8 @@ class Pbx:
             **numbering.dialplan_tokens(),
             "DESK_EXTENSION_PATTERN": numbering.DESK_EXTENSION_DIALPLAN,
             "TIMEZONE": s.timezone,
+            # unique ids unique across the nodes of one database (asterisk.conf)
+            "SYSTEM_NAME": f"systemname = {s.pbx_name}" if s.edge_host else "",
             "SOUNDS": f"{layout.inner_dir}/{SOUNDS_SUBDIR}",
             **{key.upper(): getattr(s, key) for key in (
                 "manager_ring_seconds", "customer_ring_seconds", "hotline_desk_ring_seconds",

@@ -48,11 +48,12 @@ class PrivatePostgres:
         if proc.returncode != 0:
             raise RuntimeError(f"{command[0]} failed: {proc.stderr or proc.stdout}")
 
-    def start(self) -> PrivatePostgres:
+    def start(self, options: str = "") -> PrivatePostgres:
+        """Start the server; `options`: more of postgres's own (-c name=value)."""
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
                           str(self.dir / "server.log"), "-w", "-o",
                           f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                          f"-c fsync=off", "start")
+                          f"-c fsync=off {options}", "start")
         return self
 
     def create_database(self, name: str = "khhf") -> None:

@@ -92,6 +92,9 @@ def test_a_node_behind_the_edge_sends_the_carrier_and_the_phones_through_it(tmp_
     assert "127.0.0.2" not in trunk
     phones = (etc / "50-desk-phones.conf").read_text()
     assert "[8001](desk-phone-aor)\ncontact = sip:8001@127.0.0.9:15062\n" in phones
+    # its channels' unique ids name it: those of nodes taking calls at the same
+    # pace would repeat, and one would take another's call row
+    assert "\nsystemname = n1\n" in (node.run_dir / "etc" / "asterisk.conf").read_text()
     # one node alone: the carrier by its IP, phones register with the PBX
     alone = config.write_new(tmp_path / "alone.conf", home=tmp_path / "alone")
     node = pbx.Pbx(alone, ["8001"])
@@ -99,6 +102,7 @@ def test_a_node_behind_the_edge_sends_the_carrier_and_the_phones_through_it(tmp_
     etc = node.run_dir / "etc" / "pjsip.d"
     assert "match = 127.0.0.2\n" in (etc / "10-trunk.conf").read_text()
     assert "contact" not in (etc / "50-desk-phones.conf").read_text()
+    assert "systemname" not in (node.run_dir / "etc" / "asterisk.conf").read_text()
 
 
 def test_the_edge_unit_is_enabled_only_on_the_edge(tmp_path):

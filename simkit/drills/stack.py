@@ -104,14 +104,15 @@ def wait_listening(host: str, port: int, timeout: float = 60) -> bool:
 
 
 def register_desks(settings, desks: list[str], contact_port: int, workdir: Path,
-                   expires: int = 3600) -> None:
+                   expires: int = 3600, remote: str | None = None) -> None:
     """Register every desk extension with its own credentials, each naming
-    `contact_port` (one answering SIPp) as its contact. SIPp cannot take
-    per-call digest credentials from a CSV: one register.xml run per desk."""
+    `contact_port` (one answering SIPp) as its contact, with the PBX of
+    `settings` or with `remote` (the SIP edge). SIPp cannot take per-call
+    digest credentials from a CSV: one register.xml run per desk."""
     scenario = workdir / "register_to_desk_port.xml"
     scenario.write_text((SIPP_DIR / "register.xml").read_text().replace(
         "[local_ip]:[local_port]>", f"[local_ip]:{contact_port}>"))
-    target = f"{settings.sip_host}:{settings.sip_port}"
+    target = remote or f"{settings.sip_host}:{settings.sip_port}"
 
     def register(ext: str) -> None:
         for _attempt in range(3):  # a port picked by two threads at once: try again
