@@ -25,7 +25,7 @@ from sqlalchemy import select
 from agi.routes import ROUTES
 from khhf.config import agi_key
 from khhf.models import Feedback
-from khhf.services import recordings
+from khhf.services import nodes, recordings
 from khhf.shipped import shipped
 from pbxctl.pbx import phone_password
 from simkit.bridge_env import UNIFIED, BridgeEnv
@@ -89,6 +89,8 @@ def test_two_leg_keypad_and_toll_fraud_through_the_edge(pg_database, tmp_path):
             try:
                 wait_until(lambda: set(edge.node_states().values()) == {"up"}, 30,
                            f"the node to answer the edge's OPTIONS: {edge.node_states()}")
+                wait_until(lambda: beating(env), 30,   # click-to-dial goes to a node that beats
+                           "the node's bridge to beat into the registry")
                 for part in (probes, two_leg, keypad):
                     part(edge, env, tmp_path)
             finally:
@@ -96,6 +98,11 @@ def test_two_leg_keypad_and_toll_fraud_through_the_edge(pg_database, tmp_path):
     finally:
         agi.stop()
         env.engine.dispose()
+
+
+def beating(env: BridgeEnv) -> bool:
+    with env.sessions() as s:
+        return bool(nodes.live_nodes(s))
 
 
 def probes(edge: EdgeHarness, env: BridgeEnv, tmp_path: Path) -> None:
