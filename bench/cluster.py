@@ -184,7 +184,7 @@ class Cluster:
                 sip_host=host, database_url=self.url,
                 edge_host="127.0.0.1", edge_port=edge_port, phone_secret=phone_secret,
                 agi_port=free_port(kind=socket.SOCK_STREAM),
-                bridge_port=free_port(kind=socket.SOCK_STREAM), calling_window="00:00-23:59",
+                bridge_port=free_port(kind=socket.SOCK_STREAM), calling_window="00:00-24:00",
                 manager_ring_seconds=10, reconcile_seconds=2, sync_desk_phones=0)
             self.stack.enter_context(harness)
             logs = harness.workdir / "logs"

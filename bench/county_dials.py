@@ -70,7 +70,7 @@ def worker(url: str, threads: int, dials: int, history: int) -> dict:
     db.create_schema(engine)
     sessions = db.session_factory(engine)
     settings = config.Settings(home="/nonexistent", database_url=url,
-                               calling_window="00:00-23:59")
+                               calling_window="00:00-24:00")
     now = utcnow()
     tasks: list[tuple[int, int]] = []  # (user id, task id), one manager each
     with db.unit_of_work(sessions) as s:

@@ -259,11 +259,15 @@ class Settings:
 
 @functools.lru_cache(maxsize=16)
 def parse_window(text: str) -> tuple[dt.time, dt.time]:
-    """'08:00-21:00' -> (08:00, 21:00); ValueError names the bad part."""
+    """'08:00-21:00' -> (08:00, 21:00); ValueError names the bad part. An
+    end of 24:00 is the end of the day (time.max): '00:00-24:00' is all day,
+    where '00:00-24:00' would shut the last minute."""
     try:
-        start, end = (dt.time.fromisoformat(part.strip()) for part in text.split("-"))
+        start, end = (dt.time.max if part.strip() == "24:00" else
+                      dt.time.fromisoformat(part.strip()) for part in text.split("-"))
     except ValueError:
-        raise ValueError(f"calling_window {text!r} is not like 08:00-21:00") from None
+        raise ValueError(f"calling_window {text!r} is not like 08:00-21:00 "
+                         f"(24:00 may end it)") from None
     if start >= end:
         raise ValueError(f"calling_window {text!r} must start before it ends")
     return start, end

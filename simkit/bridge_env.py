@@ -42,7 +42,7 @@ class BridgeEnv:
         self.settings = dataclasses.replace(
             harness.settings,
             database_url=database_url or f"sqlite:///{workdir / 'bridge.db'}",
-            bridge_port=free_port(kind=1), calling_window="00:00-23:59",
+            bridge_port=free_port(kind=1), calling_window="00:00-24:00",
             manager_ring_seconds=4, customer_ring_seconds=3, reconcile_seconds=1)
         self.engine = db.make_engine(self.settings.database_url)
         db.create_schema(self.engine)

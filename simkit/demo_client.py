@@ -32,7 +32,7 @@ def demo_env(home: Path, **extra) -> dict:
                 KHHF_AGI_PORT=str(free_port(kind=socket.SOCK_STREAM)),
                 KHHF_BRIDGE_PORT=str(free_port(kind=socket.SOCK_STREAM)),
                 KHHF_WEB_PORT=str(free_port(kind=socket.SOCK_STREAM)),
-                KHHF_CALLING_WINDOW="00:00-23:59", **extra)
+                KHHF_CALLING_WINDOW="00:00-24:00", **extra)
 
 
 class RunningDemo:

@@ -126,7 +126,7 @@ class Sipp:
         write_tone(self.workdir / "audio.ulaw")
         self.message_file = self.workdir / "messages.log"
         self.error_file = self.workdir / "errors.log"
-        self.port = port
+        self.local_ip, self.port = local_ip, port
         args = [SIPP]
         if remote:
             args.append(remote)

@@ -178,6 +178,24 @@ def pbx_harness(tmp_path_factory):
         yield harness
 
 
+@pytest.fixture(autouse=True)
+def _trunk_freed_after_each_test(request):
+    """A test that failed half-way leaves its carrier SIPp running on the
+    session PBX's one trunk address, and every later test's carrier then
+    fails to bind it ("Address already in use"): stop what a test started
+    there once it ends."""
+    if "pbx_harness" not in request.fixturenames:
+        yield
+        return
+    harness = request.getfixturevalue("pbx_harness")
+    before = len(harness.parties)
+    yield
+    trunk = (harness.settings.trunk_host, harness.settings.trunk_port)
+    for party in harness.parties[before:]:
+        if (party.local_ip, party.port) == trunk:
+            party.stop()
+
+
 # -- the web UI in a real browser (Debian's chromium; simkit/browser.py) ----------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

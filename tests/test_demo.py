@@ -34,7 +34,7 @@ def test_demo_runs_a_call_end_to_end(tmp_path):
                KHHF_AGI_PORT=str(free_port(kind=socket.SOCK_STREAM)),
                KHHF_BRIDGE_PORT=str(free_port(kind=socket.SOCK_STREAM)),
                KHHF_WEB_PORT=str(free_port(kind=socket.SOCK_STREAM)),
-               KHHF_CALLING_WINDOW="00:00-23:59", KHHF_SMS_PROMPT_DELAY_SECONDS="1")
+               KHHF_CALLING_WINDOW="00:00-24:00", KHHF_SMS_PROMPT_DELAY_SECONDS="1")
     khhf = [sys.executable, "-m", "khhfcli.main"]
     subprocess.run(khhf + ["init", "--home", str(tmp_path)], env=env, check=True,
                    capture_output=True)

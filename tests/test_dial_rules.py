@@ -275,3 +275,18 @@ def independent_violations(world) -> list[str]:
                 bad.append(f"call {call.id}: no consent")
             before.append((at, key))
     return bad
+
+
+def test_a_window_to_24_00_is_open_in_the_days_last_minute():
+    """'00:00-23:59' shut 23:59-24:00 local (a CI run at 23:59 Beijing time
+    was refused): 24:00 ends a window at the day's end."""
+    settings = config.Settings(timezone="Asia/Shanghai", calling_window="00:00-24:00")
+    last_minute = dt.datetime(2026, 12, 7, 15, 59, 30)   # 23:59:30 in Beijing
+    assert dial_rules.in_calling_window(settings, last_minute)
+    assert dial_rules.in_calling_window(settings, dt.datetime(2026, 12, 7, 16, 0))   # 00:00
+    shut = dataclasses.replace(settings, calling_window="00:00-23:59")
+    assert not dial_rules.in_calling_window(shut, last_minute)
+    with pytest.raises(ValueError, match="24:00 may end it"):
+        config.parse_window("08:00-25:00")
+    with pytest.raises(ValueError, match="start before it ends"):
+        config.parse_window("24:00-08:00")

@@ -163,7 +163,7 @@ def test_health_turns_red_and_green_with_the_system(tmp_path, postgres):
     conf = harness.settings.config_path
     config.write_new(conf, database_url=postgres.url, agi_port=free_port(kind=1),
                      bridge_port=free_port(kind=1), web_port=free_port(kind=1),
-                     calling_window="00:00-23:59", manager_ring_seconds=4,
+                     calling_window="00:00-24:00", manager_ring_seconds=4,
                      customer_ring_seconds=3, reconcile_seconds=1, smsc_host="127.0.0.1",
                      smsc_port=smsc.port, sms_prompt_delay_seconds=2,
                      recordings_min_free_mb=1)

@@ -22,7 +22,7 @@ LATE = dt.datetime(2026, 11, 27, 17, 30)
 
 
 def test_recordings_and_sms_use_the_sites_local_day(tmp_path):
-    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, calling_window="00:00-23:59",
+    settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path, calling_window="00:00-24:00",
                                 pbx_name="node2")
     engine = db.make_engine(settings.database_url)
     db.create_schema(engine)

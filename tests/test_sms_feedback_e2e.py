@@ -34,7 +34,7 @@ class Loop:
         config.write_new(self.conf, home=workdir, database_url=self.env.settings.database_url,
                          smsc_host="127.0.0.1", smsc_port=self.smsc.port,
                          sms_source_addr="10658", sms_rate_per_second=50,
-                         sms_prompt_delay_seconds=1, calling_window="00:00-23:59")
+                         sms_prompt_delay_seconds=1, calling_window="00:00-24:00")
         self.workdir = workdir
         self.procs = {name: self._start(name) for name in ("smsgw", "jobs")}
 

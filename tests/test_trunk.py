@@ -76,7 +76,7 @@ def test_the_manager_and_the_operator_are_told_and_progressive_dial_waits(tmp_pa
     red; one call through clears them all."""
     from khhf import health
     from simkit.web import log_in_as, make_app, session_for
-    app, seeded = make_app(tmp_path, {"calling_window": "00:00-23:59"})
+    app, seeded = make_app(tmp_path, {"calling_window": "00:00-24:00"})
     settings = app.extensions["khhf_settings"]
     engine = health.health_engine(settings)
     username = next(iter(seeded["managers"]))

@@ -279,7 +279,7 @@ def test_the_duty_switch_on_the_phone_sets_the_phone_that_rings(phone_demo):
 @pytest.fixture(scope="module")
 def phone_app(tmp_path_factory):
     """The demo data served with quick page timers; the app, to move rows."""
-    app, seeded = make_app(tmp_path_factory.mktemp("phone"), {"calling_window": "00:00-23:59"})
+    app, seeded = make_app(tmp_path_factory.mktemp("phone"), {"calling_window": "00:00-24:00"})
     app.config.update(WORKSPACE_POLL_MS=200, WORKSPACE_REMINDER_SECONDS=1)
     with serve(app) as base:
         yield app, base, seeded
@@ -344,7 +344,7 @@ def test_the_phone_page_follows_a_two_leg_call_and_its_result_waits(phone_app, p
     task_id = own_tasks(app, "manager1")[-1]
     with session_for(app) as s:  # what 呼叫 with 我的手机 leaves in the database
         manager = s.scalar(select(Manager).join(User).where(User.username == "manager1"))
-        call_id = dialing.request_call(s, Settings(calling_window="00:00-23:59"), manager.user,
+        call_id = dialing.request_call(s, Settings(calling_window="00:00-24:00"), manager.user,
                                        task_id, device="mobile").id
         s.commit()
     call_moves(app, call_id, "manager_ringing")

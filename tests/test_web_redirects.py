@@ -46,7 +46,7 @@ def test_own_paths_are_kept(target):
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("redirects")
     # the dial is refused or fails (no bridge listens): either way it redirects
-    app, seeded = make_app(tmp, {"calling_window": "00:00-23:59", "bridge_port": free_port()})
+    app, seeded = make_app(tmp, {"calling_window": "00:00-24:00", "bridge_port": free_port()})
     app.seeded = seeded
     return app
 

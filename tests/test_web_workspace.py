@@ -15,7 +15,7 @@ from khhf.models import AuditLog, Customer, Feedback, Manager, ResultCode, Task,
 from simkit.web import csrf_token, log_in, make_app, session_for
 
 # the demo's calling window is 08:00-21:00; these tests must not depend on the clock
-ALL_DAY = {"calling_window": "00:00-23:59"}
+ALL_DAY = {"calling_window": "00:00-24:00"}
 
 
 @pytest.fixture

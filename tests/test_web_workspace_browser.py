@@ -181,7 +181,7 @@ def test_cancelling_the_pause_dials_nothing(served, page):
 # -- without the phone system: the demo data, and call rows as the bridge writes them --
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    app, seeded = make_app(tmp_path_factory.mktemp("workspace"), {"calling_window": "00:00-23:59"})
+    app, seeded = make_app(tmp_path_factory.mktemp("workspace"), {"calling_window": "00:00-24:00"})
     app.config.update(WORKSPACE_POLL_MS=200)
     with serve(app) as base:
         yield app, base, seeded
@@ -203,7 +203,7 @@ def live_call_for(app, username, device="desk"):
         task = s.scalars(select(Task).where(Task.manager_id == manager.id,
                                             Task.status == "pending")
                          .order_by(Task.id.desc())).first()
-        call = dialing.request_call(s, Settings(calling_window="00:00-23:59"), manager.user,
+        call = dialing.request_call(s, Settings(calling_window="00:00-24:00"), manager.user,
                                     task.id, device=device)
         s.commit()
         return task.id, call.id

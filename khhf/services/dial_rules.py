@@ -83,7 +83,8 @@ class Refusal:
 def in_calling_window(settings: Settings, now_utc: dt.datetime) -> bool:
     """Whether `now_utc` is inside the calling window, in local time."""
     start, end = settings.calling_hours
-    return start <= settings.local(now_utc).time() < end
+    local = settings.local(now_utc).time()
+    return start <= local and (local < end or end == dt.time.max)   # time.max: 24:00
 
 
 def window_opens(settings: Settings, at_utc: dt.datetime) -> dt.datetime:

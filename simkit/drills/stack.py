@@ -174,7 +174,7 @@ class Stack:
             trunk_host="127.0.0.2", trunk_port=free_port("127.0.0.2"),
             agi_port=free_port(kind=socket.SOCK_STREAM),
             bridge_port=free_port(kind=socket.SOCK_STREAM),
-            web_port=free_port(kind=socket.SOCK_STREAM), calling_window="00:00-23:59",
+            web_port=free_port(kind=socket.SOCK_STREAM), calling_window="00:00-24:00",
             manager_ring_seconds=10, reconcile_seconds=2, sync_desk_phones=0,
             asterisk_root=os.environ.get("KHHF_ASTERISK_ROOT", config.Settings.asterisk_root),
             **settings)
