@@ -63,7 +63,9 @@ def test_a_busy_customer_is_filed_retried_by_the_rule_and_closed_at_the_limit(en
     status, due, results = filed(env, task_id)
     # filed with the row: 7 忙线 by the system, due again a minute after the end
     assert (status, results) == ("pending", [("system", "7")])
-    assert due == first.end_at + dt.timedelta(minutes=1)
+    # a minute after the end; the end may move by the last leg's hang-up,
+    # stored a batch later (sub-second), after the outcome was filed
+    assert abs(due - (first.end_at + dt.timedelta(minutes=1))) < dt.timedelta(seconds=1)
     with env.sessions() as s:
         manager = s.scalar(select(Manager).where(Manager.desk_extension == "8001"))
         assert workspace.next_due(s, manager.id, now=due - dt.timedelta(seconds=1)) is None
@@ -83,7 +85,7 @@ def test_a_customer_who_does_not_answer_is_filed_and_retried(env, pbx_harness):
     assert call.outcome == "no_answer"
     status, due, results = filed(env, task_id)
     assert (status, results) == ("pending", [("system", "3")])  # 3 无人接听
-    assert due == call.end_at + dt.timedelta(minutes=1)
+    assert abs(due - (call.end_at + dt.timedelta(minutes=1))) < dt.timedelta(seconds=1)
     assert carrier.wait(30) == 0 and desk.wait(30) == 0
 
 
