@@ -1,9 +1,10 @@
 """The demo stays alive: `khhf demo run` supervises its children as systemd
 would. A killed desk phone comes back registered and a later call connects;
 a killed AMI bridge comes back while the call goes on, and the restarted
-bridge completes its row; no SIPp party has a run limit, and after the old
-120 s limit the phones still answer. One demo serves the module's tests, in
-file order; Ctrl-C stops it cleanly at the end."""
+bridge completes its row; no SIPp party has a run limit (SIPp's -timeout,
+once 120 s, stopped the demo's phones answering), and the last call still
+connects. One demo serves the module's tests, in file order; Ctrl-C stops
+it cleanly at the end."""
 
 import os
 import re
@@ -72,7 +73,8 @@ def test_no_party_has_a_run_limit(demo):
     # three managers' desk phones, the supervisor's (the live view's listen-in) and the carrier
     assert len(sipps) == 5, demo.children()
     for argv in sipps:
-        assert "-timeout" not in argv, argv
+        # SIPp's -timeout (once 120 s) or -m would stop a party in a long demo
+        assert "-timeout" not in argv and "-m" not in argv, argv
 
 
 def test_killed_desk_phone_comes_back_and_a_later_call_connects(demo):
@@ -121,8 +123,7 @@ def test_killed_asterisk_comes_back_and_phones_register_again(demo):
     assert row.outcome == "answered", row
 
 
-def test_phones_still_answer_after_the_old_120_s_limit(demo):
-    time.sleep(max(0.0, 125 - (time.monotonic() - demo.started)))
+def test_the_last_call_still_connects_and_only_the_killed_parts_died(demo):
     # the carrier has run since the start, never restarted
     assert demo.child_pid("answer_hangup.xml", "127.0.0.2") == demo.carrier
     call_id = WebUser(demo.url, "manager3", demo.passwords["manager3"]).dial()
