@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from ami_bridge.bridge import Bridge
 from ami_bridge.commands import CommandServer
-from khhf import bridge_client, db
+from khhf import bridge_client, config, db
 from khhf.calls.states import FINAL_STATES
 from khhf.models import Call, Customer, Manager, Task, TaskType, User
 from khhf.services import nodes
@@ -25,6 +25,14 @@ from simkit.harness import free_port
 UNIFIED = "13900000000"
 # the county's pool: the primary number and a second one (khhf.services.number_pool)
 POOL = (UNIFIED, "13900000002")
+
+
+class NoPbx:
+    """In place of a PbxHarness where a test needs only BridgeEnv's database
+    and seed: a fresh install's settings, no Asterisk."""
+
+    def __init__(self, workdir, **settings):
+        self.settings = config.write_new(workdir / "khhf.conf", home=workdir, **settings)
 
 
 class BridgeEnv:

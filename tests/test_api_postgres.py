@@ -12,14 +12,14 @@ from sqlalchemy import func, select
 from khhf import db
 from khhf.models import Customer, WebhookDelivery
 from khhf.services import api_clients, api_ops
-from tests.test_api_webhooks import _NoPbx, causes
+from tests.test_api_webhooks import causes
 
 
 @pytest.fixture
 def env(tmp_path, pg_database):
-    from simkit.bridge_env import BridgeEnv
+    from simkit.bridge_env import BridgeEnv, NoPbx
     url = pg_database("api").url.render_as_string(hide_password=False)
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path, database_url=url)
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path, database_url=url)
     env.settings = dataclasses.replace(env.settings, calling_window="08:00-21:00")
     with db.unit_of_work(env.sessions) as s:
         _, env.token = api_clients.create(s, None, "", name="crm", county_code="demo",

@@ -20,7 +20,7 @@ from khhf import db, webhooks
 from khhf.calls import store
 from khhf.models import Call, ResultCode, Task, User, WebhookDelivery, utcnow
 from khhf.services import api_clients, dialing, hotline, results, sms
-from simkit.bridge_env import UNIFIED, BridgeEnv
+from simkit.bridge_env import UNIFIED, BridgeEnv, NoPbx
 
 NOON = dt.datetime(2026, 11, 27, 3, 0)  # 11:00 in Shanghai
 
@@ -60,15 +60,9 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
 
-class _NoPbx:
-    def __init__(self, tmp_path):
-        from khhf import config
-        self.settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-
-
 @pytest.fixture
 def env(tmp_path):
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path)  # database and seed only
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path)  # database and seed only
     env.settings = dataclasses.replace(env.settings, calling_window="08:00-21:00")
     env.receiver = Receiver()
     with db.unit_of_work(env.sessions) as s:

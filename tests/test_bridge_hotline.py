@@ -21,8 +21,7 @@ from khhf.calls import events, inbound
 from khhf.models import Call, County, Customer, Manager, SmsMessage, Task
 from khhf.services import hotline
 from simkit import factories
-from simkit.bridge_env import UNIFIED, BridgeEnv
-from tests.test_task_states import _NoPbx
+from simkit.bridge_env import UNIFIED, BridgeEnv, NoPbx
 
 CALLER = "13812340001"
 ARRIVED = 1_800_000_000          # 2027-01-15 08:00:00 UTC
@@ -35,7 +34,7 @@ def env(request, tmp_path):
     if request.param == "postgresql":
         url = request.getfixturevalue("pg_database")("hl").url.render_as_string(
             hide_password=False)
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path, database_url=url)
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path, database_url=url)
     with db.unit_of_work(env.sessions) as s:
         county = s.scalar(select(County))
         owner = s.scalar(select(Manager).where(Manager.desk_extension == "8002"))

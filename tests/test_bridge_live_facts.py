@@ -12,13 +12,13 @@ from ami_bridge.bridge import Bridge
 from khhf import db
 from khhf.calls import store
 from khhf.models import Call, CallEvent
-from simkit.bridge_env import BridgeEnv
-from tests.test_task_states import ANSWERED, _ami_events, _dial, _NoPbx, _task
+from simkit.bridge_env import BridgeEnv, NoPbx
+from tests.test_task_states import ANSWERED, _ami_events, _dial, _task
 
 
 @pytest.fixture
 def env(tmp_path):
-    return BridgeEnv(_NoPbx(tmp_path), tmp_path)  # database and seed only
+    return BridgeEnv(NoPbx(tmp_path), tmp_path)  # database and seed only
 
 
 def _row(env, call_id) -> dict:

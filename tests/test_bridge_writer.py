@@ -14,20 +14,20 @@ from sqlalchemy import select, text
 from ami_bridge.writer import WriterProcess, WriterUnavailable
 from khhf.calls import store
 from khhf.models import Call, CallEvent
-from simkit.bridge_env import BridgeEnv
+from simkit.bridge_env import BridgeEnv, NoPbx
 from tests.test_bridge_live_facts import _recomputed, _row, _stored
-from tests.test_task_states import ANSWERED, _ami_events, _dial, _NoPbx, _task
+from tests.test_task_states import ANSWERED, _ami_events, _dial, _task
 
 
 @pytest.fixture
 def env(tmp_path):
-    return BridgeEnv(_NoPbx(tmp_path), tmp_path)  # SQLite, database and seed only
+    return BridgeEnv(NoPbx(tmp_path), tmp_path)  # SQLite, database and seed only
 
 
 @pytest.fixture
 def pg_env(tmp_path, pg_database):
     url = pg_database("writer").url.render_as_string(hide_password=False)
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path, database_url=url)
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path, database_url=url)
     yield env
     env.engine.dispose()
 

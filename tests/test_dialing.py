@@ -6,25 +6,20 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from khhf import config, db
+from khhf import db
 from khhf.config import parse_window
 from khhf.models import AuditLog, Call, Customer, Manager, Task, UnifiedNumber, User
 from khhf.services import ValidationError
 from khhf.services.dialing import request_call
-from simkit.bridge_env import BridgeEnv
+from simkit.bridge_env import BridgeEnv, NoPbx
 
 # 03:00 UTC is 11:00 in Asia/Shanghai: inside the default window
 NOON = dt.datetime(2026, 11, 27, 3, 0)
 
 
-class _NoPbx:
-    def __init__(self, tmp_path):
-        self.settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-
-
 @pytest.fixture
 def env(tmp_path):
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path)  # database and seed only
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path)  # database and seed only
     env.settings = dataclasses.replace(env.settings, calling_window="08:00-21:00")
     return env
 

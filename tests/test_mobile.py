@@ -11,26 +11,21 @@ import pytest
 from sqlalchemy import select
 
 from ami_bridge.originate import OriginateError, OutboundCall, originate_action
-from khhf import config, db
+from khhf import db
 from khhf.calls import events
 from khhf.calls.facts import CUSTOMER, MANAGER, CallFacts, LegEvent, reduce, summarize
 from khhf.models import AuditLog, Call, Manager, User
 from khhf.services import ValidationError
 from khhf.services.dialing import default_device, request_call
-from simkit.bridge_env import BridgeEnv
+from simkit.bridge_env import BridgeEnv, NoPbx
 from simkit.web import csrf_token, make_app
 
 NOON = dt.datetime(2026, 11, 27, 3, 0)  # 11:00 in Asia/Shanghai
 
 
-class _NoPbx:
-    def __init__(self, tmp_path):
-        self.settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-
-
 @pytest.fixture
 def env(tmp_path):
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path)  # database and seed only
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path)  # database and seed only
     env.settings = dataclasses.replace(env.settings, calling_window="08:00-21:00")
     return env
 

@@ -17,23 +17,17 @@ from khhf.calls import store
 from khhf.models import Call, PbxNode, User
 from khhf.services import hotline, nodes
 from khhf.services.dialing import move_to_node, request_call
-from simkit.bridge_env import UNIFIED, BridgeEnv
+from simkit.bridge_env import UNIFIED, BridgeEnv, NoPbx
 from simkit.harness import free_port
 
 T0 = dt.datetime(2026, 12, 7, 6, 0, 0)
 SECOND = dt.timedelta(seconds=1)
 
 
-class _NoPbx:
-    def __init__(self, tmp_path):
-        self.settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path,
-                                         edge_host="127.0.0.1")
-
-
 @pytest.fixture
 def env(tmp_path, pg_database):
     url = pg_database("nodes").url.render_as_string(hide_password=False)
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path, database_url=url)
+    env = BridgeEnv(NoPbx(tmp_path, edge_host="127.0.0.1"), tmp_path, database_url=url)
     yield env
     env.engine.dispose()
 

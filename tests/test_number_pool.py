@@ -18,21 +18,16 @@ from khhf.models import AuditLog, Call, County, Customer, NumberState, UnifiedNu
 from khhf.services import Problems, ValidationError, number_pool
 from khhf.services.dialing import request_call
 from simkit import factories
-from simkit.bridge_env import POOL, BridgeEnv
+from simkit.bridge_env import POOL, BridgeEnv, NoPbx
 
 FIRST, SECOND = POOL
 # 03:00 UTC is 11:00 in Asia/Shanghai: inside the default calling window
 NOON = dt.datetime(2026, 11, 27, 3, 0)
 
 
-class _NoPbx:
-    def __init__(self, tmp_path):
-        self.settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-
-
 @pytest.fixture
 def env(tmp_path):
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path)  # database and seed only
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path)  # database and seed only
     env.settings = dataclasses.replace(env.settings, calling_window="08:00-21:00")
     return env
 
@@ -223,7 +218,7 @@ def pg_crowd_env(tmp_path, pg_database):
 
 def _crowd(tmp_path, pg_engine):
     url = pg_engine.url.render_as_string(hide_password=False) if pg_engine else None
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path, database_url=url)
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path, database_url=url)
     env.settings = dataclasses.replace(env.settings, calling_window="08:00-21:00")
     with db.unit_of_work(env.sessions) as s:
         county = s.scalar(select(County))

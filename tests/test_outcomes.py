@@ -22,8 +22,8 @@ from khhf.calls import store
 from khhf.models import AuditLog, Call, Feedback, ResultCode, Task, TaskType, User
 from khhf.services import ValidationError, campaigns, results
 from simkit import factories
-from simkit.bridge_env import BridgeEnv
-from tests.test_task_states import BUSY, DESK, NOON, TRUNK, _ami, _dial, _NoPbx
+from simkit.bridge_env import BridgeEnv, NoPbx
+from tests.test_task_states import BUSY, DESK, NOON, TRUNK, _ami, _dial
 
 EMPTY = [("Newchannel", DESK, {}), ("Newstate", DESK, {"ChannelStateDesc": "Up"}),
          ("Newchannel", TRUNK, {}), ("Hangup", TRUNK, {"Cause": "1"}),
@@ -33,7 +33,7 @@ REJECTED = [*BUSY[:3], ("Hangup", TRUNK, {"Cause": "21"}), BUSY[4]]
 
 @pytest.fixture
 def env(tmp_path):
-    env = BridgeEnv(_NoPbx(tmp_path), tmp_path)  # database and seed only
+    env = BridgeEnv(NoPbx(tmp_path), tmp_path)  # database and seed only
     with db.unit_of_work(env.sessions) as s:
         factories.automatic_task_type(s, retry_minutes=30, max_retries=1)
     return env

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from ami_bridge.bridge import Bridge
-from khhf import config, db
+from khhf import db
 from khhf.calls import events, store
 from khhf.models import Call, CallEvent, ResultCode, Task, TaskStatus, User
 from khhf.services import tasks
 from khhf.services.dialing import mark_not_placed, request_call
-from simkit.bridge_env import BridgeEnv
+from simkit.bridge_env import BridgeEnv, NoPbx
 
 ROOT = Path(__file__).resolve().parent.parent
 NOON = dt.datetime(2026, 11, 27, 3, 0)
@@ -70,14 +70,9 @@ def test_a_final_code_closes_and_a_try_again_code_books_or_retries():
 
 
 # -- moves as calls end ----------------------------------------------------------------
-class _NoPbx:
-    def __init__(self, tmp_path):
-        self.settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
-
-
 @pytest.fixture
 def env(tmp_path):
-    return BridgeEnv(_NoPbx(tmp_path), tmp_path)  # database and seed only
+    return BridgeEnv(NoPbx(tmp_path), tmp_path)  # database and seed only
 
 
 def _dial(env, task_id, now=NOON) -> int:
