@@ -45,7 +45,7 @@ ACTIONS = (
 # what an entry can be about; the UI translates them
 OBJECT_TYPES = ("user", "manager", "county", "call", "task", "customer", "sms",
                 "task_type", "campaign", "campaign_cycle", "feedback", "api_client",
-                "unified_number", "dnc_entry")
+                "unified_number", "dnc_entry", "pbx_node")
 # coded reasons ("reason" in the detail); the UI says each in words
 REASONS = ("unknown_user", "wrong_password", "account_disabled", "too_many_failures",
            "departed",

@@ -187,6 +187,7 @@ OBJECT_TYPE_LABELS = {
     "api_client": lazy_gettext("API client"),
     "unified_number": lazy_gettext("unified number"),
     "dnc_entry": lazy_gettext("do-not-call entry"),
+    "pbx_node": lazy_gettext("PBX node"),
 }
 
 # a unified number's state in its county's pool (khhf.models.NumberState)

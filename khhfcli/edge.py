@@ -6,6 +6,9 @@
     khhf edge status   is it running, which nodes answer its OPTIONS probes, and
                        the nodes as their bridges keep them (khhf.services.nodes)
     khhf edge phones   hand the running edge the desk phones again (new managers)
+    khhf edge forget NODE
+                       a node retired for good leaves the registry (it stays
+                       "lost", and /healthz red, until it is forgotten)
 
 The edge needs PostgreSQL (shared with every node); on SQLite it refuses in
 one sentence. Design and commands: docs/cluster.md.
@@ -13,13 +16,17 @@ one sentence. Design and commands: docs/cluster.md.
 
 from __future__ import annotations
 
+import sys
+
 from khhf import config as config_mod
 
 
 def register(subparsers) -> None:
     """Add the `edge` command to khhf's argument parser."""
     p = subparsers.add_parser("edge", help="the SIP edge (Kamailio) in front of the PBX nodes")
-    p.add_argument("action", choices=["up", "down", "status", "phones"])
+    p.add_argument("action", choices=["up", "down", "status", "phones", "forget"])
+    p.add_argument("node", nargs="?",
+                   help="forget: the name (pbx_name) of a node retired for good")
     p.set_defaults(func=cmd_edge)
 
 
@@ -60,11 +67,36 @@ def node_lines(settings) -> list[str]:
     return ["PBX nodes, as their bridges beat:"] + [f"  {line}" for line in lines or ["none yet"]]
 
 
+def forget_node(settings, name: str | None) -> int:
+    """`khhf edge forget NODE`: the node leaves the registry (and /healthz)."""
+    from khhf import cluster, db
+    from khhf.services import nodes
+    if not name:
+        print("khhf edge forget: name the node to forget (its pbx_name, as `khhf edge "
+              "status` lists it)", file=sys.stderr)
+        return 2
+    cluster.require_postgresql(settings, "the SIP edge")
+    engine = db.make_engine(settings.database_url)
+    try:
+        with db.unit_of_work(db.session_factory(engine)) as session:
+            node = nodes.forget(session, name)
+    except nodes.CannotForget as exc:
+        print(f"khhf edge forget: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"PBX node {node.name!r} forgotten; its calls keep their rows. If the edge still "
+          f"lists it, take it out of edge_nodes and run `khhf edge up`.")
+    return 0
+
+
 def cmd_edge(args) -> int:
     from pbxctl.edge import Edge
 
     from .pbx import desk_extensions
     settings = config_mod.load(args.config)
+    if args.action == "forget":
+        return forget_node(settings, args.node)
     if args.action in ("up", "phones"):
         edge = Edge(settings, desk_extensions(settings))
     else:

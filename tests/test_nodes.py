@@ -1,6 +1,7 @@
 """The PBX nodes' registry (khhf.services.nodes) on a real PostgreSQL: the
 beat, the choice of a live node by load, a lost node's calls closed once
-however many sweep at a time, and completed when the node comes back. The
+however many sweep at a time, and completed when the node comes back; a
+retired node forgotten (`khhf edge forget`). The
 same with real Asterisk nodes behind the edge: tests/test_pbx_edge.py."""
 
 import dataclasses
@@ -14,9 +15,10 @@ from ami_bridge.bridge import Bridge
 from ami_bridge.commands import CommandServer
 from khhf import bridge_client, config, db, health
 from khhf.calls import store
-from khhf.models import Call, PbxNode, User
+from khhf.models import AuditLog, Call, PbxNode, User, utcnow
 from khhf.services import hotline, nodes
 from khhf.services.dialing import move_to_node, request_call
+from khhfcli import main as cli
 from simkit.bridge_env import UNIFIED, BridgeEnv, NoPbx
 from simkit.harness import free_port
 
@@ -221,3 +223,46 @@ def test_a_recording_is_judged_by_the_node_that_recorded_it(env):
     assert row(env, call_id).recording_status is None
     assert Bridge(a, env.engine, env.state_dir).fill_recordings() == {call_id}
     assert row(env, call_id).recording_status == "missing"  # no file in this test
+
+
+def test_a_retired_node_is_forgotten_once_silent_and_health_turns_green(env, tmp_path, capsys):
+    a, b, c = node(env, "a"), node(env, "b"), node(env, "c")
+    beat(env, a)
+    beat(env, c)
+    beat(env, b, at=utcnow())  # b runs
+    lost_call = dial(env, a, "8001", "13812345601")
+    silent_call = dial(env, c, "8002", "13812345602")
+    with db.unit_of_work(env.sessions) as s:
+        assert nodes.sweep_lost(s, "b", T0 + nodes.LOST_AFTER + SECOND) == {"a": 1, "c": 1}
+    # c came back once and stopped again: silent, not lost, its new call open
+    beat(env, c, at=T0 + 60 * SECOND)
+    later_call = dial(env, c, "8003", "13812345603", at=T0 + 61 * SECOND)
+    assert not health.check_nodes(env.engine).ok  # a is lost: red
+    conf = tmp_path / "cli.conf"
+    config.write_new(conf, home=tmp_path, database_url=env.settings.database_url,
+                     edge_host="127.0.0.1")
+
+    def forget(*name):
+        code = cli.main(["--config", str(conf), "edge", "forget", *name])
+        return code, capsys.readouterr().err
+
+    code, err = forget("b")
+    assert code == 1 and "'b' beat" in err and "it is still running" in err, err
+    code, err = forget("z")
+    assert code == 1 and "no PBX node is named 'z' (known: a, b, c)" in err, err
+    assert forget()[0] == 2
+    assert forget("a") == (0, "")
+    assert forget("c") == (0, "")
+    with env.sessions() as s:
+        assert s.scalars(select(PbxNode.name)).all() == ["b"]
+        entries = s.scalars(select(AuditLog).where(AuditLog.object_type == "pbx_node")
+                            .order_by(AuditLog.id)).all()
+        assert [(e.action, e.object_id, e.ip) for e in entries] == [
+            ("delete", "a", "cli"), ("delete", "c", "cli")]
+        assert ['"calls_closed": 0' in entries[0].detail,
+                '"calls_closed": 1' in entries[1].detail] == [True, True]
+    assert health.check_nodes(env.engine).ok
+    # the calls keep their rows and their node's name; c's later call closed as lost
+    assert [(row(env, i).pbx_node, row(env, i).outcome) for i in
+            (lost_call, silent_call, later_call)] == [("a", "lost"), ("c", "lost"),
+                                                      ("c", "lost")]

@@ -30,6 +30,7 @@ import logging
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
+from khhf import audit
 from khhf.calls import events, store
 from khhf.calls.states import FINAL_STATES, CallOutcome, CallState
 from khhf.config import Settings
@@ -143,6 +144,38 @@ def lost_nodes(session: Session) -> list[PbxNode]:
     """The nodes that were lost and have not come back."""
     return list(session.scalars(select(PbxNode).where(PbxNode.lost_at.is_not(None))
                                 .order_by(PbxNode.name)))
+
+
+class CannotForget(ValueError):
+    """A node `forget` must not remove; the message says why and what to do."""
+
+
+def forget(session: Session, name: str, now: dt.datetime | None = None) -> PbxNode:
+    """Remove a retired node from the registry (`khhf edge forget`): a node
+    taken out of the cluster for good stays "lost" and keeps /healthz red
+    until it is forgotten. Only a node silent for longer than LOST_AFTER may
+    go; its open calls are closed first, as a lost node's are (its calls
+    keep their rows and their node's name). Audited; the caller commits."""
+    now = now or utcnow()
+    node = session.get(PbxNode, name, with_for_update=True)
+    if node is None:
+        known = ", ".join(session.scalars(select(PbxNode.name).order_by(PbxNode.name))) or "none"
+        raise CannotForget(f"no PBX node is named {name!r} (known: {known}); "
+                           f"`khhf edge status` lists them")
+    if node.heartbeat_at >= now - LOST_AFTER:
+        silent = round((now - node.heartbeat_at).total_seconds())
+        raise CannotForget(
+            f"PBX node {name!r} beat {silent} s ago: it is still running; stop it first "
+            f"(`khhf pbx down` and `systemctl stop khhf-bridge` on that machine), then forget "
+            f"it after {LOST_AFTER.seconds} s")
+    closed = close_calls(session, node) if node.lost_at is None else 0
+    audit.record(session, None, "delete", "pbx_node", name, {
+        "last_beat": node.heartbeat_at.isoformat(timespec="seconds"),
+        "calls_closed": closed}, audit.CLI_ADDRESS, object_name=name)
+    session.delete(node)
+    log.warning("PBX node %s forgotten (last beat %s); %d open call(s) closed", name,
+                node.heartbeat_at.isoformat(timespec="seconds"), closed)
+    return node
 
 
 def describe(session: Session, now: dt.datetime | None = None,
