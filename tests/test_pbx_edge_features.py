@@ -27,10 +27,10 @@ import pytest
 from sqlalchemy import select
 
 from agi.routes import ROUTES
-from khhf import bridge_client
+from khhf import bridge_client, db
 from khhf.config import agi_key
 from khhf.models import Call, Feedback
-from khhf.services import nodes, recordings
+from khhf.services import api_clients, nodes, recordings
 from khhf.shipped import shipped
 from pbxctl.pbx import phone_password
 from simkit.bridge_env import UNIFIED, BridgeEnv
@@ -264,6 +264,13 @@ def listen_and_review(app, edge, web, node_b, ids, tmp_path) -> None:
         assert audio.data == kept
     with client.get(played.get_json()["url"], headers={"Range": "bytes=4-11"}) as part:
         assert part.status_code == 206 and part.data == kept[4:12]
+    # the open API finds it the same way
+    with db.unit_of_work(web.sessions) as s:
+        _, api_token = api_clients.create(s, None, "", name="crm", county_code="demo",
+                                          operations=["recordings:read"])
+    with app.test_client().get(f"/api/v1/calls/{call_id}/recording",
+                               headers={"Authorization": f"Bearer {api_token}"}) as fetched:
+        assert fetched.status_code == 200 and fetched.data == kept, fetched.status
 
     # B's bridge hands out nothing outside its recordings directory
     with web.sessions() as s:
