@@ -283,3 +283,12 @@ def listen_and_review(app, edge, web, node_b, ids, tmp_path) -> None:
     with pytest.raises(bridge_client.RecordingRefused) as refused:
         bridge_client.recording(target, "2020/01/01/none.wav")
     assert refused.value.reason == "missing"
+
+    # B's bridge stops (its node not yet judged lost): clear answers, no 500
+    node_b.stop()
+    page = client.get(f"/recordings/{call_id}").get_data(as_text=True)
+    assert 'data-recording-status="unreachable"' in page and b.pbx_name in page, page
+    assert client.get(played.get_json()["url"]).status_code == 503
+    answer = client.post(f"/live/listen/{ids['m8001']}", data={"mode": "listen"},
+                         headers={"Accept": "application/json", "X-CSRFToken": token})
+    assert answer.status_code == 409 and "没有座机通话" in answer.get_json()["message"]
