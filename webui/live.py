@@ -12,8 +12,9 @@ rule (who may listen to whom) and its audit entries are in
 khhf.services.live; this view asks the PBX for its channels, then asks the
 bridge to ring the supervisor's desk phone. Behind the SIP edge the
 channels are every beating node's, and the ring is asked of the bridge of
-the node whose Asterisk carries the manager's call (docs/cluster.md). Managers may post here too, so
-that their refusal is explained and audited like any other.
+the node whose Asterisk carries the manager's call (docs/cluster.md).
+Managers may post here too, so that their refusal is explained and
+audited like any other.
 """
 
 from __future__ import annotations
