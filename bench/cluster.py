@@ -13,9 +13,12 @@ systemd starts them), one private PostgreSQL, all on loopback addresses
   click-to-dial manager leaves the keypad prompt unanswered); the carrier: one SIPp on 127.0.0.2 answering every
   customer leg (hangs up after --talk s), and one SIPp sending the hotline
   calls to the edge (each from its own customer number, who talks 0.5 s).
-- Click-to-dial: the bench asks the dialing service for a call (as the web
-  UI does) on a node the edge sees up (round robin; the product's choice
-  of a node is not built yet), then that node's bridge originates it.
+- Click-to-dial: as the web UI does, the product chooses the node
+  (khhf.services.nodes.dial_targets: the live nodes of the registry the
+  bridges keep, least loaded first), the dialing service writes the call,
+  and the first of those nodes' bridges that takes it originates it
+  (bridge_client.dial_across; a refusal before anything was sent moves
+  the row to the next node).
 - At --kill-at of the run one node's Asterisk is SIGKILLed; the edge's
   dispatcher state is polled every 50 ms to see when it noticed. At
   --return-at the node is started again and must take calls again.
@@ -37,7 +40,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
-import itertools
 import os
 import re
 import signal
@@ -54,7 +56,8 @@ from sqlalchemy import select, text
 from khhf import bridge_client, db
 from khhf.calls.states import FINAL_STATES, CallOutcome, CallState
 from khhf.models import Call, User
-from khhf.services.dialing import mark_not_placed, request_call
+from khhf.services import nodes
+from khhf.services.dialing import mark_not_placed, move_to_node, request_call
 from simkit import factories
 from simkit.drills import account_calls
 from simkit.drills.stack import Daemon, register_desks
@@ -222,6 +225,15 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not every node answers the edge: {self.edge.node_states()}")
             time.sleep(0.2)
+        # click-to-dial chooses among the nodes whose bridges beat into the registry
+        while True:
+            with self.sessions() as s:
+                beating = {node.name for node, _ in nodes.live_nodes(s)}
+            if beating == {n.name for n in self.nodes}:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every node's bridge beats: only {sorted(beating)}")
+            time.sleep(0.2)
 
     def seed(self, hotline_calls: int, click_calls: int) -> tuple[list[str], list[tuple]]:
         """The county and its managers; (hotline callers, [(desk, user id,
@@ -329,18 +341,16 @@ class Click:
     node: str | None = None
     call_id: int | None = None
     error: str | None = None
-    skipped: int = 0           # nodes the edge saw up whose bridge refused first
+    skipped: int = 0           # live nodes whose bridge refused it unsent first
 
 
 class Clicker(threading.Thread):
-    """Click-to-dial at `rate` per second on a node the edge sees up."""
+    """Click-to-dial at `rate` per second, on the node the product chooses."""
 
-    def __init__(self, cluster: Cluster, watch: EdgeWatch, clicks: list[tuple], rate: float,
-                 t0: float):
+    def __init__(self, cluster: Cluster, clicks: list[tuple], rate: float, t0: float):
         super().__init__(daemon=True)
-        self.cluster, self.watch, self.todo, self.rate, self.t0 = cluster, watch, clicks, rate, t0
+        self.cluster, self.todo, self.rate, self.t0 = cluster, clicks, rate, t0
         self.done: list[Click] = []
-        self.turn = itertools.count()
 
     def run(self) -> None:
         for i, (_ext, user_id, task_id, number) in enumerate(self.todo):
@@ -350,34 +360,38 @@ class Clicker(threading.Thread):
             self.done.append(self.click(user_id, task_id, number))
 
     def click(self, user_id: int, task_id: int, number: str) -> Click:
+        """As the web UI's click-to-dial does (webui/calls.py): the product
+        chooses the node (khhf.services.nodes: the live nodes of the
+        registry, least loaded first), the first bridge that takes it
+        originates it (bridge_client.dial_across)."""
         click = Click(time.monotonic(), number)
-        nodes = [n for n in self.cluster.nodes if n.uri in self.watch.up]
-        if not nodes:
-            click.error = "no node up at the edge"
+        web = self.cluster.nodes[0].settings   # any node's settings: the registry is shared
+        try:
+            with self.cluster.sessions() as s:
+                targets = nodes.dial_targets(s, web)
+            live, targets = bridge_client.live_across(targets, timeout=5)
+        except bridge_client.BridgeUnavailable as exc:
+            click.error = f"no node takes calls: {exc}"
             return click
-        start = next(self.turn)
-        for k in range(len(nodes)):
-            node = nodes[(start + k) % len(nodes)]
-            try:
-                live = bridge_client.live(node.settings, timeout=5)
-            except bridge_client.BridgeUnavailable:
-                click.skipped += 1
-                continue
-            try:
+        try:
+            with db.unit_of_work(self.cluster.sessions) as s:
+                user = s.get(User, user_id)
+                click.call_id = request_call(s, targets[0], user, task_id, live=live).id
+
+            def move(target) -> bool:
                 with db.unit_of_work(self.cluster.sessions) as s:
-                    user = s.get(User, user_id)
-                    click.call_id = request_call(s, node.settings, user, task_id, live=live).id
-                bridge_client.dial(node.settings, click.call_id)
-                click.node = node.name
-            except bridge_client.BridgeUnavailable as exc:
-                # as the web UI does: nothing rang, so the manager is not "on a call"
+                    return move_to_node(s, click.call_id, target.pbx_name)
+            taken = bridge_client.dial_across(targets, click.call_id, move)
+            click.node = taken.pbx_name
+            click.skipped = [t.pbx_name for t in targets].index(taken.pbx_name)
+        except bridge_client.BridgeUnavailable as exc:
+            # as the web UI does: nothing rang, so the manager is not "on a call"
+            if click.call_id is not None:
                 with db.unit_of_work(self.cluster.sessions) as s:
                     mark_not_placed(s, s.get(Call, click.call_id))
-                click.error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # noqa: BLE001 - a refused click is a figure
-                click.error = f"{type(exc).__name__}: {exc}"
-            return click
-        click.error = "every node's bridge refused"
+            click.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a refused click is a figure
+            click.error = f"{type(exc).__name__}: {exc}"
         return click
 
 
@@ -459,7 +473,7 @@ def run(args) -> tuple[list[tuple[str, str]], str]:
         cpu0 = cl.cpu()
         t0 = time.monotonic() + 0.5
         hot = hotline_party(cl, callers, args.rate * args.hotline, seconds) if n_hot else None
-        clicker = Clicker(cl, watch, clicks, args.rate * (1 - args.hotline), t0)
+        clicker = Clicker(cl, clicks, args.rate * (1 - args.hotline), t0)
         clicker.start()
         # the cost window: traffic with every node up, until the kill
         time.sleep(max(0.0, t0 + args.kill_at * seconds - time.monotonic()))

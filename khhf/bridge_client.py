@@ -8,7 +8,9 @@ import dataclasses
 import json
 import logging
 import socket
+import tempfile
 from collections.abc import Callable, Sequence
+from typing import IO
 
 from khhf.config import Settings
 
@@ -46,27 +48,42 @@ def _unreachable(settings: Settings, exc: OSError) -> str:
             f"({exc.strerror or exc}): is it running?")
 
 
-def send(settings: Settings, command: dict, timeout: float = 10.0) -> dict:
+def _connect(settings: Settings, command: dict, timeout: float) -> socket.socket:
+    """A connection to the bridge with `command` sent on it."""
     request = dict(command, token=settings.require("bridge_token"))
     try:
         sock = socket.create_connection((settings.bridge_host, settings.bridge_port), timeout)
     except OSError as exc:  # not even connected: nothing was asked
         raise NothingSent(_unreachable(settings, exc)) from None
     try:
-        with sock:
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+        sock.sendall(json.dumps(request).encode() + b"\n")
+    except OSError as exc:
+        sock.close()
+        raise BridgeUnavailable(_unreachable(settings, exc)) from None
+    return sock
+
+
+def _answer(settings: Settings, sock: socket.socket) -> tuple[dict, bytes]:
+    """The answer's JSON line, and the bytes already received after it."""
+    data = b""
+    try:
+        while b"\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
     except OSError as exc:
         raise BridgeUnavailable(_unreachable(settings, exc)) from None
+    line, _, rest = data.partition(b"\n")
     try:
-        return json.loads(data)
+        return json.loads(line), rest
     except ValueError:
         raise BridgeUnavailable("the AMI bridge answered something that is not JSON") from None
+
+
+def send(settings: Settings, command: dict, timeout: float = 10.0) -> dict:
+    with _connect(settings, command, timeout) as sock:
+        return _answer(settings, sock)[0]
 
 
 def dial(settings: Settings, call_id: int) -> None:
@@ -147,6 +164,7 @@ class Channel:
     state: str                  # Asterisk's ChannelStateDesc: Ring, Ringing, Up, ...
     seconds: int                # how long the channel has existed
     application: str            # what it runs now: Dial, AppDial, ChanSpy, ...
+    node: str = ""              # the PBX node whose Asterisk has it (its pbx_name)
 
 
 def channels(settings: Settings, timeout: float = 10.0) -> list[Channel]:
@@ -156,8 +174,29 @@ def channels(settings: Settings, timeout: float = 10.0) -> list[Channel]:
     if not answer.get("ok"):
         raise _refused(answer)
     return [Channel(c.get("endpoint"), c.get("linkedid") or "", c.get("state") or "",
-                    int(c.get("seconds") or 0), c.get("application") or "")
+                    int(c.get("seconds") or 0), c.get("application") or "", settings.pbx_name)
             for c in answer.get("channels", ())]
+
+
+def channels_across(targets: Sequence[Settings], timeout: float = 10.0) -> list[Channel]:
+    """Every channel of the PBXs of `targets` (khhf.services.nodes.watch_targets),
+    each naming its node; the nodes that cannot say are left out (and
+    logged); raises the first refusal when none could say. With one target,
+    exactly `channels`."""
+    found: list[Channel] = []
+    refusals = []
+    for target in targets:
+        try:
+            found += channels(target, timeout)
+        except BridgeUnavailable as exc:
+            log.warning("PBX node %s cannot say its channels: %s", target.pbx_name, exc)
+            refusals.append(exc)
+    if refusals and len(refusals) == len(targets):
+        raise refusals[0]
+    if not targets:
+        raise NothingSent("no PBX node is up: none beat in the last seconds; start one "
+                          "(`khhf pbx up` and its bridge)")
+    return found
 
 
 def listen(settings: Settings, supervisor_desk: str, manager_desk: str, mode: str) -> None:
@@ -168,3 +207,59 @@ def listen(settings: Settings, supervisor_desk: str, manager_desk: str, mode: st
                              "manager_desk": manager_desk, "mode": mode})
     if not answer.get("ok"):
         raise BridgeUnavailable(answer.get("error", "refused"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFile:
+    """A recording as another node's bridge has it (the `recording` command)."""
+    st_size: int
+    st_mtime: float
+
+
+class RecordingRefused(BridgeUnavailable):
+    """The bridge answered, but has no such file to give: `reason` is
+    'missing' or 'refused' (the name leads outside its recordings directory)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def recording(settings: Settings, path: str, body: bool = True,
+              timeout: float = 10.0) -> tuple[RemoteFile, IO[bytes] | None]:
+    """The recording stored as `path` (relative to the node's recordings
+    directory) from the bridge of `settings`: its size and time, and with
+    `body` its bytes in an anonymous temporary file (gone once closed), at
+    its start. RecordingRefused when the node has no such file, BridgeUnavailable
+    when it cannot be asked."""
+    with _connect(settings, {"command": "recording", "path": path, "body": body},
+                  timeout) as sock:
+        answer, rest = _answer(settings, sock)
+        if not answer.get("ok"):
+            raise RecordingRefused(answer.get("error", "refused"),
+                                   str(answer.get("reason") or "refused"))
+        info = RemoteFile(int(answer["size"]), float(answer["mtime"]))
+        if not body:
+            return info, None
+        fh = tempfile.TemporaryFile()
+        try:
+            fh.write(rest)
+            got = len(rest)
+            while got < info.st_size:
+                chunk = sock.recv(min(1 << 20, info.st_size - got))
+                if not chunk:
+                    break
+                fh.write(chunk)
+                got += len(chunk)
+            if got != info.st_size:
+                raise BridgeUnavailable(f"the AMI bridge at {settings.bridge_host}:"
+                                        f"{settings.bridge_port} sent {got} of the "
+                                        f"recording's {info.st_size} bytes")
+        except OSError as exc:
+            fh.close()
+            raise BridgeUnavailable(_unreachable(settings, exc)) from None
+        except BridgeUnavailable:
+            fh.close()
+            raise
+        fh.seek(0)
+        return info, fh

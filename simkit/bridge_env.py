@@ -43,7 +43,9 @@ class BridgeEnv:
     KHHF_TEST_BRIDGE_WRITER=process, to run every bridge test through it."""
 
     def __init__(self, harness, workdir, database_url: str | None = None,
-                 writer_process: bool | None = None):
+                 writer_process: bool | None = None, seed: bool = True):
+        """`seed`: a county, managers and customers (off for a second node's
+        bridge on a database another BridgeEnv seeded)."""
         self.harness = harness
         self.writer_process = writer_process if writer_process is not None else \
             os.environ.get("KHHF_TEST_BRIDGE_WRITER") == "process"
@@ -56,7 +58,8 @@ class BridgeEnv:
         db.create_schema(self.engine)
         self.sessions = db.session_factory(self.engine)
         self.state_dir = workdir / "bridge-state"
-        self._seed()
+        if seed:
+            self._seed()
         self.thread = None
 
     def _seed(self):

@@ -12,7 +12,7 @@ import pytest
 
 from ami_bridge.bridge import Bridge
 from ami_bridge.commands import MAX_CALL_ID, CommandServer, json_depth, parse_request
-from khhf import config, db
+from khhf import bridge_client, config, db
 from simkit.harness import free_port
 
 
@@ -165,3 +165,33 @@ def test_a_good_call_id_reaches_the_dial(settings):
                                    "call_id": MAX_CALL_ID})
     # the bridge is not connected to a PBX: the dial itself says so
     assert serve(settings, scenario)["error"].startswith("the PBX is not connected")
+
+
+def test_a_recording_is_handed_over_by_its_stored_name_and_nothing_else(settings):
+    """What another node's recording review asks (khhf.bridge_client.recording):
+    a file under recordings_dir, its bytes after the answer line; a name
+    that leads outside it (.., absolute, a symbolic link) is refused."""
+    day = settings.recordings_dir / "2026" / "12" / "07"
+    day.mkdir(parents=True)
+    wav = b"RIFF" + bytes(range(256)) * 1200
+    (day / "42.wav").write_bytes(wav)
+    (day / "link.wav").symlink_to(day / "42.wav")
+    (settings.home / "secret.wav").write_bytes(b"not a recording")
+
+    async def scenario(server, connect):
+        def fetch(name, body=True):
+            try:
+                info, fh = bridge_client.recording(settings, name, body=body)
+            except bridge_client.RecordingRefused as exc:
+                return exc.reason
+            if fh is None:
+                return info.st_size
+            with fh:
+                return fh.read()
+        return [await asyncio.to_thread(fetch, name, body) for name, body in [
+            ("2026/12/07/42.wav", True), ("2026/12/07/42.wav", False),
+            ("2026/12/07/none.wav", True), ("../secret.wav", True),
+            (str(settings.home / "secret.wav"), True), ("2026/12/07/link.wav", True),
+            ("2026/../../secret.wav", True)]]
+    assert serve(settings, scenario) == [wav, len(wav), "missing", "refused", "refused",
+                                         "refused", "refused"]

@@ -130,6 +130,9 @@ def test_listen_is_refused_with_a_reason_and_granted_to_the_county_supervisor(
         live.request_listen(session, supervisor, 10**6, "listen", up)
     plan = live.request_listen(session, supervisor, manager.id, "whisper", up)
     assert (plan.supervisor_desk, plan.manager_desk, plan.mode) == ("8009", "8001", "whisper")
+    # behind the SIP edge: the plan names the node whose PBX has the call
+    elsewhere = [Channel("8001", "n2-1-ab", "Up", 5, "AppDial", node="n2")]
+    assert live.request_listen(session, supervisor, manager.id, "listen", elsewhere).node == "n2"
     reasons = [e.detail for e in session.scalars(select(AuditLog).where(
         AuditLog.action == "listen_refused").order_by(AuditLog.id))]
     assert [r.split('"reason": ')[1].split('"')[1] for r in reasons] == [

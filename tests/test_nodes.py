@@ -61,6 +61,8 @@ def test_one_node_without_an_edge_dials_as_before(tmp_path):
     settings = config.write_new(tmp_path / "khhf.conf", home=tmp_path)
     assert not nodes.in_cluster(settings)
     assert nodes.dial_targets(None, settings) == [settings]  # no database read at all
+    assert nodes.watch_targets(None, settings) == [settings]
+    assert nodes.node_target(None, settings, "main") is settings
 
 
 def test_the_live_nodes_least_loaded_first_never_a_silent_one(env):
@@ -80,6 +82,13 @@ def test_the_live_nodes_least_loaded_first_never_a_silent_one(env):
         targets = nodes.dial_targets(s, env.settings, now)
     assert ranked == [("a", 3), ("b", 3)]
     assert (targets[0].bridge_port, targets[0].pbx_name) == (4580, "a")
+    # the live view watches every node that beats, also one shutting down
+    # gracefully (its calls go on); what only a node can do goes to its bridge
+    with env.sessions() as s:
+        assert [t.pbx_name for t in nodes.watch_targets(s, env.settings, now)] == ["a", "b", "d"]
+        assert nodes.node_target(s, env.settings, "d", now).bridge_port == 4583
+        assert nodes.node_target(s, env.settings, "c", now) is None      # silent
+        assert nodes.node_target(s, env.settings, "nowhere", now) is None
 
 
 ANSWERED = [("Newchannel", "PJSIP/8001-00000001", {}),

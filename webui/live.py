@@ -10,8 +10,11 @@ CoreShowChannels through the bridge and a few indexed counts.
 Listening: POST /live/listen/<manager id> with mode=listen|whisper. The
 rule (who may listen to whom) and its audit entries are in
 khhf.services.live; this view asks the PBX for its channels, then asks the
-bridge to ring the supervisor's desk phone. Managers may post here too, so
-that their refusal is explained and audited like any other.
+bridge to ring the supervisor's desk phone. Behind the SIP edge the
+channels are every beating node's, and the ring is asked of the bridge of
+the node whose Asterisk carries the manager's call (docs/cluster.md).
+Managers may post here too, so that their refusal is explained and
+audited like any other.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from flask_login import current_user
 from khhf import bridge_client, i18n
 from khhf.config import ConfigError
 from khhf.models import Manager, utcnow
-from khhf.services import ValidationError, live
+from khhf.services import ValidationError, live, nodes
 from webui.access import allow, client_ip
 from webui.db import get_db, writing
 from webui.forms import problem_text
@@ -47,9 +50,11 @@ def settings():
 
 
 def _channels():
-    """The PBX's channels now, or None when the bridge cannot say."""
+    """The PBX's channels now (behind an edge: every node's that beats), or
+    None when no bridge can say."""
     try:
-        return bridge_client.channels(settings(), timeout=5)
+        return bridge_client.channels_across(nodes.watch_targets(get_db(), settings()),
+                                             timeout=5)
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         current_app.logger.warning("live view: the PBX cannot be asked: %s", error)
         return None
@@ -126,12 +131,21 @@ def listen(manager_id):
                                        ip=client_ip())
         except ValidationError as error:  # its audit entry is saved as the block ends
             return _answer(False, " ".join(map(problem_text, error.problems)), 409)
+    # the bridge of the node that carries the call: ChanSpy sees only its own PBX
+    target = nodes.node_target(get_db(), settings(), plan.node)
     try:
-        bridge_client.listen(settings(), plan.supervisor_desk, plan.manager_desk, plan.mode)
+        if target is None:
+            raise bridge_client.NothingSent(f"PBX node {plan.node} no longer beats")
+        bridge_client.listen(target, plan.supervisor_desk, plan.manager_desk, plan.mode)
     except (bridge_client.BridgeUnavailable, ConfigError) as error:
         current_app.logger.warning("listen-in on manager %s failed: %s", manager_id, error)
         with writing() as w:
             live.record_listen(w.session, current_user, plan, ip=client_ip(), failed=True)
+        if isinstance(error, bridge_client.NothingSent) and nodes.in_cluster(settings()):
+            return _answer(False, gettext(
+                "The phone system node that carries %(name)s's call does not answer (it may "
+                "have stopped); try again in a moment.", name=plan.manager.user.display_name),
+                503)
         return _answer(False, gettext(
             "The phone system did not take the call; try again in a moment."), 503)
     with writing() as w:

@@ -12,7 +12,10 @@ user, this log-in and this call. The audio URL (`audio`) answers the
 browser's Range requests (206, Accept-Ranges, Content-Range; 416 for a
 range outside the file) without writing anything, and only with a valid
 token (without one it sends the viewer to the recording's page, where
-play is). A download is a POST too, audited, answered with the file as an
+play is). Behind the SIP edge, a recording another node made and this
+machine does not have is fetched from that node's bridge for each request
+(khhf.services.recordings.open_anywhere); the rules and the audit are the
+same. A download is a POST too, audited, answered with the file as an
 attachment named by call id and time, never by the customer's number.
 
 Customer numbers: masked in the search results (a list of many
@@ -24,6 +27,7 @@ the call was with.
 from __future__ import annotations
 
 import datetime as dt
+from typing import NoReturn
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext
@@ -147,12 +151,7 @@ def _names(db, rows) -> dict:
 def show(call_id):
     db = get_db()
     call = load(Call, call_id)
-    status = recordings.state(call)
-    if status == "ready":
-        try:
-            recordings.resolve(_settings().recordings_dir, call.recording_path)
-        except recordings.RecordingUnavailable as exc:
-            status = exc.reason
+    status = recordings.locate(db, _settings(), call)
     feedback = recordings.latest_results(db, [call.id]).get(call.id)
     return render_template(
         "recordings/show.html", call=call, status=status,
@@ -199,18 +198,25 @@ def audio(call_id):
 
 
 def _ensure_playable(call: Call) -> None:
-    fh, _info, _type = _open(call)
-    fh.close()
+    status = recordings.locate(get_db(), _settings(), call)  # another node's: its size only
+    if status != "ready":
+        _refuse(call, status)
 
 
 def _open(call: Call):
     try:
-        return recordings.open_file(_settings(), call)
+        return recordings.open_anywhere(get_db(), _settings(), call)
     except recordings.RecordingUnavailable as exc:
-        if exc.reason == "refused":
-            current_app.logger.warning("recording of call %s refused: its path leads outside "
-                                       "the recordings directory", call.id)
-        abort(404)
+        _refuse(call, exc.reason)
+
+
+def _refuse(call: Call, reason: str) -> NoReturn:
+    if reason == "refused":
+        current_app.logger.warning("recording of call %s refused: its path leads outside "
+                                   "the recordings directory", call.id)
+    if reason == "unreachable":  # the node that keeps it does not answer now
+        abort(503)
+    abort(404)
 
 
 def _file_response(call: Call, fh, info, content_type: str, *, attachment: bool):

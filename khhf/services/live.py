@@ -162,6 +162,7 @@ class ListenPlan:
     manager_desk: str
     mode: str
     manager: Manager
+    node: str = ""                   # the PBX node whose Asterisk carries the call
 
 
 def request_listen(session: Session, user: User, manager_id: int, mode: str,
@@ -194,7 +195,10 @@ def request_listen(session: Session, user: User, manager_id: int, mode: str,
     else:
         endpoints = {c.endpoint: c for c in channels if c.endpoint}
         desk = manager.desk_extension
-        if not desk or not any(c.endpoint == desk and c.state == "Up" for c in channels):
+        # behind an edge, the channel names the node that carries the call:
+        # ChanSpy reaches only its own Asterisk's channels
+        talking = next((c for c in channels if c.endpoint == desk and c.state == "Up"), None)
+        if not desk or talking is None:
             reason = "no_call"
             problems.add("manager", N_("%(name)s is not on a desk-phone call now: listen "
                                        "while the page shows them on a call."),
@@ -204,7 +208,7 @@ def request_listen(session: Session, user: User, manager_id: int, mode: str,
             problems.add("manager", N_("Your desk phone %(desk)s is busy: hang it up, then "
                                        "try again."), desk=user.desk_extension)
         else:
-            return ListenPlan(user.desk_extension, desk, mode, manager)
+            return ListenPlan(user.desk_extension, desk, mode, manager, talking.node)
     # a check above refused (and said why in `reason`)
     detail = {"reason": reason, "mode": mode if mode in MODES else ""}
     audit.record(session, user, "listen_refused", "manager", manager_id, detail, ip,

@@ -78,8 +78,7 @@ def live_nodes(session: Session, now: dt.datetime | None = None) -> list[tuple[P
                  Call.requested_at >= PbxNode.heartbeat_at)
     rows = session.execute(
         select(PbxNode, func.count(Call.id)).outerjoin(Call, since)
-        .where(PbxNode.heartbeat_at >= now - LOST_AFTER, PbxNode.accepting,
-               PbxNode.lost_at.is_(None))
+        .where(_beating(now), PbxNode.accepting)
         .group_by(PbxNode.name)).all()
     ranked = [(node, node.live_calls + requested) for node, requested in rows]
     return sorted(ranked, key=lambda pair: (pair[1], pair[0].name))
@@ -92,9 +91,42 @@ def dial_targets(session: Session, settings: Settings,
     behind an edge, the live nodes by load ([] when none is up)."""
     if not in_cluster(settings):
         return [settings]
-    return [dataclasses.replace(settings, pbx_name=node.name, bridge_host=node.bridge_host,
-                                bridge_port=node.bridge_port)
-            for node, _ in live_nodes(session, now)]
+    return [_target(settings, node) for node, _ in live_nodes(session, now)]
+
+
+def _target(settings: Settings, node: PbxNode) -> Settings:
+    """`settings` naming `node` and its bridge's command channel."""
+    return dataclasses.replace(settings, pbx_name=node.name, bridge_host=node.bridge_host,
+                               bridge_port=node.bridge_port)
+
+
+def _beating(now: dt.datetime):
+    return and_(PbxNode.heartbeat_at >= now - LOST_AFTER, PbxNode.lost_at.is_(None))
+
+
+def watch_targets(session: Session, settings: Settings,
+                  now: dt.datetime | None = None) -> list[Settings]:
+    """Whose channels the live view shows: one node without an edge, the
+    web's own bridge; behind an edge, every node that beats (also one
+    shutting down gracefully: its calls go on), by name."""
+    if not in_cluster(settings):
+        return [settings]
+    now = now or utcnow()
+    return [_target(settings, node) for node in session.scalars(
+        select(PbxNode).where(_beating(now)).order_by(PbxNode.name))]
+
+
+def node_target(session: Session, settings: Settings, name: str,
+                now: dt.datetime | None = None) -> Settings | None:
+    """The bridge of node `name`, for what only that node can do (listen in
+    on its call, hand over its recording): one node without an edge, the
+    web's own bridge; behind an edge, the node's registered bridge, or None
+    when the node does not beat (lost, silent, or never seen)."""
+    if not in_cluster(settings):
+        return settings
+    now = now or utcnow()
+    node = session.scalar(select(PbxNode).where(PbxNode.name == name, _beating(now)))
+    return _target(settings, node) if node is not None else None
 
 
 def sweep_lost(session: Session, sweeper: str, now: dt.datetime | None = None) -> dict[str, int]:

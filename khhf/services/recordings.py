@@ -11,6 +11,14 @@ database, but it is still resolved and must stay inside the recordings
 directory (a symbolic link out of it, or '..', is refused), and the file is
 opened without following a final symbolic link.
 
+Behind the SIP edge a recording stays on the node that made it
+(calls.pbx_node). When the file is not on this machine, `open_anywhere`
+asks that node's AMI bridge for it by its stored name (the bridge's
+`recording` command, on the command channel and its token), and the
+bridge opens it with the same `open_stored`, so nothing outside its own
+recordings directory is ever handed out. Recordings directories that are
+one shared volume are found locally first, as on one node.
+
 Retention (`purge`): with `recording_retention_days` = N > 0, a recording
 is deleted once its call ended more than N × 24 hours ago (a recording of
 exactly N days is kept); the file goes first, then the row is marked
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import stat
 from pathlib import Path
@@ -30,11 +39,15 @@ from pathlib import Path
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from khhf import audit, db
+from khhf import audit, bridge_client, db
 from khhf.calls.states import FINAL_STATES, RecordingStatus
 from khhf.config import ConfigError, Settings
 from khhf.models import Call, Customer, Feedback, utcnow
 from khhf.phones import mask_phone
+
+from . import nodes
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 # MixMonitor writes PCM WAV (asterisk/extensions.d/30-outbound.conf); the
@@ -197,7 +210,14 @@ def open_file(settings: Settings, call: Call):
         raise RecordingUnavailable(why)
     if call.recording_path is None:  # "ready" says there is one
         raise RecordingUnavailable("none")
-    path = resolve(settings.recordings_dir, call.recording_path)
+    return open_stored(settings.recordings_dir, call.recording_path)
+
+
+def open_stored(root: Path, relative: str):
+    """(an open binary file, its os.stat_result, its content type) of the
+    recording stored as `relative` under `root`; raises RecordingUnavailable
+    ('refused' for a name leading out of `root`, 'missing')."""
+    path = resolve(root, relative)
     try:
         # O_NOFOLLOW: the last component cannot have become a link since
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
@@ -210,6 +230,65 @@ def open_file(settings: Settings, call: Call):
         os.close(fd)
         raise RecordingUnavailable("refused")
     return os.fdopen(fd, "rb"), info, CONTENT_TYPES[path.suffix]
+
+
+def on_another_node(settings: Settings, call: Call) -> bool:
+    """Whether the call was recorded by another PBX node than this machine's
+    (behind the SIP edge): its file is on that node's disk, unless the
+    recordings directories are one shared volume."""
+    return nodes.in_cluster(settings) and call.pbx_node != settings.pbx_name
+
+
+def _from_node(session: Session, settings: Settings, call: Call, body: bool):
+    """The recording from the bridge of the node that made it (the bridge's
+    `recording` command: by its stored name, inside that node's recordings
+    directory only); raises RecordingUnavailable, 'unreachable' when the node
+    cannot be asked."""
+    target = nodes.node_target(session, settings, call.pbx_node)
+    if target is None:
+        raise RecordingUnavailable("unreachable")
+    try:
+        return bridge_client.recording(target, call.recording_path or "", body=body)
+    except bridge_client.RecordingRefused as exc:
+        raise RecordingUnavailable(exc.reason if exc.reason in ("missing", "refused")
+                                   else "refused") from None
+    except (bridge_client.BridgeUnavailable, ConfigError) as exc:
+        log.warning("the recording of call %s cannot be had from PBX node %s: %s",
+                    call.id, call.pbx_node, exc)
+        raise RecordingUnavailable("unreachable") from None
+
+
+def open_anywhere(session: Session, settings: Settings, call: Call):
+    """`open_file`, and when the file is not on this machine but another
+    node recorded it, the file from that node (an anonymous temporary copy,
+    gone once closed). Raises RecordingUnavailable: also 'unreachable'."""
+    try:
+        return open_file(settings, call)
+    except RecordingUnavailable as exc:
+        if exc.reason != "missing" or not on_another_node(settings, call):
+            raise
+    info, fh = _from_node(session, settings, call, body=True)
+    return fh, info, CONTENT_TYPES[Path(call.recording_path or "").suffix]
+
+
+def locate(session: Session, settings: Settings, call: Call) -> str:
+    """What the recording's page can offer: 'ready', or why not ('none',
+    'deleted', 'not_recorded', 'missing', 'refused', 'unreachable'). A file
+    another node keeps is asked of that node (its size only)."""
+    status = state(call)
+    if status != "ready":
+        return status
+    try:
+        resolve(settings.recordings_dir, call.recording_path or "")
+        return "ready"
+    except RecordingUnavailable as exc:
+        if exc.reason != "missing" or not on_another_node(settings, call):
+            return exc.reason
+    try:
+        _from_node(session, settings, call, body=False)
+    except RecordingUnavailable as exc:
+        return exc.reason
+    return "ready"
 
 
 def download_name(settings: Settings, call: Call) -> str:

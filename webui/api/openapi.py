@@ -230,7 +230,9 @@ def document() -> dict:
                                                               "format": "binary"}}}},
                  "206": {"description": "The requested range"},
                  "404": {"$ref": "#/components/responses/NotFound"},
-                 "416": {"description": "Range not satisfiable"}},
+                 "416": {"description": "Range not satisfiable"},
+                 "503": _json(_ref("Error"), "Behind the SIP edge: the PBX node that "
+                                             "keeps the recording does not answer")},
                 parameters=[_path_id("call_id", "call"),
                             {"name": "Range", "in": "header", "required": False,
                              "schema": {"type": "string"}}],

@@ -201,8 +201,13 @@ def call_recording(call_id):
     """The call's recording (audio/wav), with HTTP Range."""
     call = api_ops.call_in_county(get_db(), current_client(), call_id)
     try:
-        fh, info, content_type = recordings.open_file(settings(), call)
-    except recordings.RecordingUnavailable:
+        # behind the SIP edge, another node's recording comes from that node
+        fh, info, content_type = recordings.open_anywhere(get_db(), settings(), call)
+    except recordings.RecordingUnavailable as exc:
+        if exc.reason == "unreachable":
+            return error(503, code="pbx_unavailable", message=i18n.gettext(
+                "The recording is kept on phone system node %(node)s, which does not answer "
+                "now (it may have stopped); try again later.", locale(), node=call.pbx_node))
         return error(404, code="no_recording", field="call_id", message=_no_recording())
     response = current_app.response_class(wrap_file(request.environ, fh),
                                           mimetype=content_type, direct_passthrough=True)
