@@ -94,6 +94,9 @@ class Bridge:
         # host's part), and the longest batch write (ours and the database's)
         self._ami_delay = 0.0
         self._batch_seconds = 0.0
+        # the lag itself, since the last heartbeat: the longest time from an
+        # event at Asterisk (its Timestamp) to its batch committed
+        self._commit_lag = 0.0
         self._reconcile_lock = asyncio.Lock()
         # behind the edge: since when the node's beats have been written without a break
         self._writing_since: dt.datetime | None = None
@@ -212,8 +215,13 @@ class Bridge:
             self._applying_since = min(stamps)
             began = time.monotonic()
             stored = await self._store(batch)
-            self._batch_seconds = max(self._batch_seconds, time.monotonic() - began)
+            took = time.monotonic() - began
+            self._batch_seconds = max(self._batch_seconds, took)
             if stored:
+                lag = time.time() - self._applying_since
+                self._commit_lag = max(self._commit_lag, lag)
+                log.debug("stored %d events in %.3f s; the oldest %.3f s after Asterisk sent "
+                          "it, %d waiting", len(batch), took, lag, len(self.backlog) - len(batch))
                 self.backlog.drop()
                 self.last_event_at = max(stamps)
                 if not self.backlog:
@@ -323,8 +331,9 @@ class Bridge:
         desk phones registered, the trunk's contact status."""
         since = self._applying_since
         parts = {"ami_delay_seconds": round(self._ami_delay, 3),
-                 "batch_seconds": round(self._batch_seconds, 3)}
-        self._ami_delay = self._batch_seconds = 0.0
+                 "batch_seconds": round(self._batch_seconds, 3),
+                 "commit_lag_seconds": round(self._commit_lag, 3)}
+        self._ami_delay = self._batch_seconds = self._commit_lag = 0.0
         return {"ami": self.client is not None,
                 "pbx_shutting_down": self.pbx_shutting_down,
                 "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),

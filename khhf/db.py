@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import sqlite3
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +31,9 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # long, so no request, AGI route or health check hangs on it
 PG_CONNECT_TIMEOUT_S = 3
 WRITE_OPTION = "khhf_write"
+# at DEBUG, every SQLite write transaction: who took the write lock, how long
+# it waited (at the process's gate, then at SQLite's lock) and held it
+lock_log = logging.getLogger("khhf.db.lock")
 
 
 class NoDatabase(ConfigError):
@@ -200,13 +206,18 @@ def _sqlite_begin(gate: WriterGate | None, conn):
     # first at this process's gate, then at SQLite's lock (so a write waits
     # at most twice the busy timeout before it is refused as busy).
     immediate = conn.get_execution_options().get(WRITE_OPTION)
+    timed = immediate and lock_log.isEnabledFor(logging.DEBUG)
+    began = time.monotonic()
     if immediate and gate is not None and gate.enter(SQLITE_BUSY_TIMEOUT_MS / 1000):
         conn.info[_GATE_KEY] = gate
+    entered = time.monotonic()
     try:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
     except BaseException:
         _leave_gate(conn)
         raise
+    if timed:
+        conn.info[_TIMING_KEY] = (began, entered, time.monotonic(), _writer_name())
 
 
 def _leave_gate(conn) -> None:
@@ -219,6 +230,29 @@ def _leave_gate(conn) -> None:
     gate = info.pop(_GATE_KEY, None)
     if gate is not None:
         gate.leave()
+    timing = info.pop(_TIMING_KEY, None)
+    if timing is not None:
+        began, entered, locked, name = timing
+        lock_log.debug("write lock: gate wait %.3f s, lock wait %.3f s, held %.3f s: %s",
+                       entered - began, locked - entered, time.monotonic() - locked, name)
+
+
+_TIMING_KEY = "khhf_write_timing"
+_OWN_FRAMES = ("/khhf/db.py", "/contextlib.py")
+
+
+def _writer_name() -> str:
+    """Who begins a write transaction, for the lock log: the innermost two
+    frames of KHHF's code (not this module's, SQLAlchemy's or contextlib's)."""
+    frame = sys._getframe(2)
+    names: list[str] = []
+    while frame is not None and len(names) < 2:
+        path = frame.f_code.co_filename
+        if not path.endswith(_OWN_FRAMES) and not any(
+                part in path for part in ("/site-packages/", "/lib/python", "<sqlalchemy")):
+            names.append(f"{Path(path).parent.name}/{Path(path).name}:{frame.f_code.co_name}")
+        frame = frame.f_back
+    return " < ".join(names) or "?"
 
 
 def begin_write(session: Session) -> None:
