@@ -70,7 +70,7 @@ class Bridge:
         self.sessions = db.session_factory(self.engine)
         # the batches' unit of work; run() hands the batches to a writer
         # process running the same (ami_bridge/writer.py) unless told not to
-        self.applier = Applier(settings, self.sessions)
+        self.applier = Applier(settings, db.session_factory(self.engine, urgent=True))
         self.writer = WriterProcess(
             settings, self.engine.url.render_as_string(hide_password=False)) \
             if writer_process else None
