@@ -192,6 +192,13 @@ class WriterGate:
                 self._held = False
 
 
+# how long other writers hold back for an urgent one; how long a writer
+# waits at the lock before it is urgent itself; how often an urgent one tries
+URGENT_HOLD_BACK_S = 2.0
+URGENT_AFTER_S = 0.5
+URGENT_POLL_S = 0.001
+
+
 class UrgentWriters:
     """Urgent writers go first at SQLite's write lock, across processes.
     Urgent are the AMI bridge's batches of call events from the start
@@ -290,12 +297,6 @@ def _try_begin(raw: sqlite3.Connection, wait: float) -> bool:
     finally:
         raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
-
-# how long other writers hold back for an urgent one; how long a writer
-# waits at the lock before it is urgent itself; how often an urgent one tries
-URGENT_HOLD_BACK_S = 2.0
-URGENT_AFTER_S = 0.5
-URGENT_POLL_S = 0.001
 
 _GATES: dict[str, WriterGate] = {}
 _GATES_LOCK = threading.Lock()
