@@ -24,8 +24,10 @@ PBX's owner, adds new managers' desk phones).
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
+import math
 import time
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -53,6 +55,8 @@ BATCH = 2000
 APPLY_ATTEMPTS = 5  # a batch that fails for another reason than the database's absence
 # while the database cannot take events, try again this often
 DOWN_RETRY_SECONDS = 1.0
+# CEL rows stored in one unit of work by the reconciler
+RECONCILE_CHUNK = 100
 # a call still 'requested' this long after the manager's ring time was never placed
 NOT_PLACED_GRACE = dt.timedelta(seconds=30)
 # an open call with no channel and no event for this long has vanished
@@ -70,7 +74,7 @@ class Bridge:
         self.sessions = db.session_factory(self.engine)
         # the batches' unit of work; run() hands the batches to a writer
         # process running the same (ami_bridge/writer.py) unless told not to
-        self.applier = Applier(settings, self.sessions)
+        self.applier = Applier(settings, db.session_factory(self.engine, urgent=True))
         self.writer = WriterProcess(
             settings, self.engine.url.render_as_string(hide_password=False)) \
             if writer_process else None
@@ -94,6 +98,10 @@ class Bridge:
         # host's part), and the longest batch write (ours and the database's)
         self._ami_delay = 0.0
         self._batch_seconds = 0.0
+        # the lag itself, since the last heartbeat: each stored event's time
+        # from Asterisk (its Timestamp) to its batch committed, counted in
+        # steps of 0.1 s (rounded up)
+        self._commit_lags: collections.Counter[float] = collections.Counter()
         self._reconcile_lock = asyncio.Lock()
         # behind the edge: since when the node's beats have been written without a break
         self._writing_since: dt.datetime | None = None
@@ -212,8 +220,14 @@ class Bridge:
             self._applying_since = min(stamps)
             began = time.monotonic()
             stored = await self._store(batch)
-            self._batch_seconds = max(self._batch_seconds, time.monotonic() - began)
+            took = time.monotonic() - began
+            self._batch_seconds = max(self._batch_seconds, took)
             if stored:
+                committed = time.time()
+                self._commit_lags.update(math.ceil((committed - t) * 10) / 10 for t in stamps)
+                log.debug("stored %d events in %.3f s; the oldest %.3f s after Asterisk sent "
+                          "it, %d waiting", len(batch), took, committed - min(stamps),
+                          len(self.backlog) - len(batch))
                 self.backlog.drop()
                 self.last_event_at = max(stamps)
                 if not self.backlog:
@@ -323,8 +337,11 @@ class Bridge:
         desk phones registered, the trunk's contact status."""
         since = self._applying_since
         parts = {"ami_delay_seconds": round(self._ami_delay, 3),
-                 "batch_seconds": round(self._batch_seconds, 3)}
+                 "batch_seconds": round(self._batch_seconds, 3),
+                 # {seconds, rounded up to 0.1: events stored that long after Asterisk}
+                 "stored_after": {f"{lag:.1f}": n for lag, n in sorted(self._commit_lags.items())}}
         self._ami_delay = self._batch_seconds = 0.0
+        self._commit_lags.clear()
         return {"ami": self.client is not None,
                 "pbx_shutting_down": self.pbx_shutting_down,
                 "lag_seconds": 0.0 if since is None else max(0.0, time.time() - since),
@@ -426,11 +443,19 @@ class Bridge:
         calls whose channels are gone with no record of their end."""
         now = now or utcnow()
         rows, commit = self.cel.read_new()
-        raws = [r for r in map(store.raw_from_cel, rows) if r is not None]
+        changed: set[int] = set()
+        # in short units of work, so the live batches (which go first at
+        # SQLite's lock) wait for one chunk, not for the pass; a pass cut
+        # short leaves the offset, and the next stores only what is missing
+        for chunk in _by_call(rows, RECONCILE_CHUNK):
+            raws = [r for r in map(store.raw_from_cel, chunk) if r is not None]
+            with db.unit_of_work(self.sessions) as session:
+                stored = store.store_events(session, raws)
+                self.applier.recompute(session, dict.fromkeys(stored))
+                self.applier.complete_inbound(
+                    session, [e for e in map(inbound.from_cel, chunk) if e])
+            changed |= stored
         with db.unit_of_work(self.sessions) as session:
-            changed = store.store_events(session, raws)
-            self.applier.recompute(session, dict.fromkeys(changed))
-            self.applier.complete_inbound(session, [e for e in map(inbound.from_cel, rows) if e])
             horizon = now - dt.timedelta(seconds=self.settings.manager_ring_seconds) - NOT_PLACED_GRACE
             for call in session.scalars(select(Call).where(
                     Call.direction == "outbound", Call.state == CallState.REQUESTED,
@@ -507,6 +532,21 @@ class Bridge:
                         call.id)
             closed.add(call.id)
         return closed
+
+
+def _by_call(rows: list[dict], size: int) -> list[list[dict]]:
+    """CEL `rows` in chunks of about `size`, each call's rows (by linkedid,
+    in their order) all in one chunk: a chunk stored alone never shows a
+    call half-ended."""
+    calls: dict[str, list[dict]] = {}
+    for row in rows:
+        calls.setdefault(row.get("linkedid") or "", []).append(row)
+    chunks: list[list[dict]] = [[]]
+    for call_rows in calls.values():
+        if chunks[-1] and len(chunks[-1]) + len(call_rows) > size:
+            chunks.append([])
+        chunks[-1].extend(call_rows)
+    return [c for c in chunks if c]
 
 
 def _timestamp(event: dict) -> float:

@@ -234,7 +234,9 @@ def serve(conn: Connection) -> None:
     daemon.setup_logging(level or logging.INFO)
     try:
         engine = db.make_engine(database_url)
-        applier = Applier(settings, db.session_factory(engine))
+        # the call events' batches go first at SQLite's write lock: the
+        # bridge's lag is every page's and the health check's
+        applier = Applier(settings, db.session_factory(engine, urgent=True))
         configure_mappers()  # before "ready": the models' set-up is not the first batch's
     except Exception as exc:
         conn.send(("error", f"the writer could not open the database: {exc}"))

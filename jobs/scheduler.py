@@ -96,6 +96,8 @@ from khhf.models import Campaign, utcnow
 from khhf.services import campaigns, distribution, recordings, reports, sms_feedback
 
 log = logging.getLogger("jobs")
+# the scheduler looks at its job store again this soon after it could not
+STORE_RETRY_SECONDS = 2.0
 JOB_TABLE = "apscheduler_jobs"
 # result prompts queued per write transaction
 PROMPT_BATCH = 10
@@ -200,7 +202,17 @@ class _Scheduler(BackgroundScheduler):
         # APScheduler 3 would then try to submit due jobs to them and crash
         if self.state == STATE_STOPPED:
             return None
-        return super()._process_jobs()
+        try:
+            return super()._process_jobs()
+        except Exception as exc:
+            # APScheduler lets a job store's error end its thread, and with it
+            # every job of the daemon (seen in the soak: SQLite's write lock
+            # refused after its busy timeout): look again shortly instead
+            if not db.is_unavailable(exc):
+                raise
+            log.warning("the job store cannot be read now (%s); trying again in %.0f s",
+                        str(getattr(exc, "orig", exc)).splitlines()[0], STORE_RETRY_SECONDS)
+            return STORE_RETRY_SECONDS
 
     def remove_job(self, job_id, jobstore=None):
         try:

@@ -54,11 +54,19 @@ class OneLineFormatter(logging.Formatter):
         return mask_numbers(" | ".join(super().format(record).splitlines()))
 
 
+# loggers (comma-separated) a daemon logs at DEBUG, e.g. khhf.db.lock
+DEBUG_LOGGERS_ENV = "KHHF_DEBUG_LOGGERS"
+
+
 def setup_logging(level: int = logging.INFO) -> None:
-    """The daemons' logging: OneLineFormatter on stderr (the journal)."""
+    """The daemons' logging: OneLineFormatter on stderr (the journal); the
+    loggers named in $KHHF_DEBUG_LOGGERS at DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    for name in os.environ.get(DEBUG_LOGGERS_ENV, "").split(","):
+        if name.strip():
+            logging.getLogger(name.strip()).setLevel(logging.DEBUG)
 
 
 def run_dir(settings: Settings) -> Path:

@@ -9,11 +9,17 @@ write from separate processes.
 from __future__ import annotations
 
 import collections
+import fcntl
 import functools
+import logging
+import os
 import sqlite3
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
@@ -28,6 +34,12 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # long, so no request, AGI route or health check hangs on it
 PG_CONNECT_TIMEOUT_S = 3
 WRITE_OPTION = "khhf_write"
+# an engine option: its writers go first at SQLite's write lock (UrgentWriters)
+URGENT_OPTION = "khhf_urgent"
+# at DEBUG, every SQLite write transaction: who took the write lock, how long
+# it waited (at the process's gate, then at SQLite's lock) and held it
+lock_log = logging.getLogger("khhf.db.lock")
+log = logging.getLogger(__name__)
 
 
 class NoDatabase(ConfigError):
@@ -148,7 +160,9 @@ class WriterGate:
     Other processes (the bridge, the AGI service) still meet this process's
     writers at SQLite's lock, one at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, urgent: UrgentWriters | None = None) -> None:
+        # the file's urgent writers, across processes (None: no priority)
+        self.urgent = urgent
         self._mutex = threading.Lock()
         self._held = False
         self._queue: collections.deque[threading.Event] = collections.deque()
@@ -178,6 +192,112 @@ class WriterGate:
                 self._held = False
 
 
+# how long other writers hold back for an urgent one; how long a writer
+# waits at the lock before it is urgent itself; how often an urgent one tries
+URGENT_HOLD_BACK_S = 2.0
+URGENT_AFTER_S = 0.5
+URGENT_POLL_S = 0.001
+
+
+class UrgentWriters:
+    """Urgent writers go first at SQLite's write lock, across processes.
+    Urgent are the AMI bridge's batches of call events from the start
+    (every page, the hotline's rows and the health check wait for them),
+    and any other writer once it has waited URGENT_AFTER_S at the lock. An
+    urgent writer holds a shared flock on a file beside the database
+    (`<db>-urgent`) while it waits, and tries the lock every millisecond;
+    every other writer looks (a non-blocking exclusive flock) before it
+    begins and holds back while one waits, for at most URGENT_HOLD_BACK_S,
+    then goes on as before. So an urgent writer waits for the transactions
+    already begun (at most one per process, behind its WriterGate), not for
+    the stream behind them. Without it, a process's writers were handed the
+    lock one to the next by its WriterGate (the web's, 50 managers dialing)
+    while the others slept in SQLite's busy handler, up to 100 ms between
+    tries: the bridge's batches waited up to 10 s, the AGI's 6 s, and the
+    jobs daemon's scheduler was refused after its whole busy timeout."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._look: int | None = None   # this process's descriptor to look with
+        self._lock = threading.Lock()
+        self._failed = False
+
+    def _open(self) -> int | None:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o660)
+        except OSError as exc:
+            if not self._failed:  # e.g. a directory this user may not write
+                self._failed = True
+                log.warning("cannot open %s (%s): writers that waited long get no "
+                            "priority at the write lock", self.path, exc)
+            return None
+
+    def hold_back(self, timeout: float) -> None:
+        """Wait while an urgent writer waits for the lock (at most `timeout`)."""
+        with self._lock:
+            if self._look is None:
+                self._look = self._open()
+            look = self._look
+        if look is None:
+            return
+        deadline = time.monotonic() + timeout
+        pause = URGENT_POLL_S
+        while True:
+            try:
+                fcntl.flock(look, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # one waits (or another writer looks this instant)
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(pause)
+                pause = min(2 * pause, 0.01)
+                continue
+            fcntl.flock(look, fcntl.LOCK_UN)
+            return
+
+    def begin(self, conn, timeout: float, urgent: bool) -> None:
+        """BEGIN IMMEDIATE on `conn`, refused as busy after `timeout`. Urgent
+        at once, or (not `urgent`) after holding back for those that are
+        and waiting URGENT_AFTER_S as SQLite's busy handler waits."""
+        raw = conn.connection.driver_connection
+        deadline = time.monotonic() + timeout
+        if not urgent:
+            self.hold_back(URGENT_HOLD_BACK_S)
+            if _try_begin(raw, URGENT_AFTER_S):
+                return
+        flag = self._open()
+        try:
+            if flag is not None:
+                fcntl.flock(flag, fcntl.LOCK_SH)  # waits only while another looks
+            while time.monotonic() < deadline:
+                if _try_begin(raw, 0):
+                    return
+                time.sleep(URGENT_POLL_S)
+            # the last try, as SQLAlchemy's statement: refused as busy (is_busy)
+            raw.execute("PRAGMA busy_timeout=0")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            if flag is not None:
+                os.close(flag)  # and with it the flock
+
+
+def _try_begin(raw: sqlite3.Connection, wait: float) -> bool:
+    """BEGIN IMMEDIATE on the driver's connection `raw`, waiting at most
+    `wait` s in SQLite's busy handler; False if the lock stayed taken."""
+    raw.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        return False
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
 _GATES: dict[str, WriterGate] = {}
 _GATES_LOCK = threading.Lock()
 _GATE_KEY = "khhf_writer_gate"
@@ -188,8 +308,11 @@ def _gate(url: str) -> WriterGate | None:
     path = sqlite_file(url)
     if path is None:
         return None
+    path = path.resolve()
     with _GATES_LOCK:
-        return _GATES.setdefault(str(path.resolve()), WriterGate())
+        if str(path) not in _GATES:
+            _GATES[str(path)] = WriterGate(UrgentWriters(path.with_name(path.name + "-urgent")))
+        return _GATES[str(path)]
 
 
 def _sqlite_begin(gate: WriterGate | None, conn):
@@ -197,16 +320,28 @@ def _sqlite_begin(gate: WriterGate | None, conn):
     # connection has committed: it fails at once with "database is locked",
     # whatever the busy timeout. A unit of work that will write says so, and
     # takes the write lock up front (BEGIN IMMEDIATE), waiting for its turn:
-    # first at this process's gate, then at SQLite's lock (so a write waits
-    # at most twice the busy timeout before it is refused as busy).
-    immediate = conn.get_execution_options().get(WRITE_OPTION)
-    if immediate and gate is not None and gate.enter(SQLITE_BUSY_TIMEOUT_MS / 1000):
+    # first at this process's gate, then (unless urgent) while an urgent
+    # writer waits, then at SQLite's lock (UrgentWriters.begin; so a write
+    # waits at most twice the busy timeout, and the hold-back, before it is
+    # refused as busy).
+    options = conn.get_execution_options()
+    immediate = options.get(WRITE_OPTION)
+    timed = immediate and lock_log.isEnabledFor(logging.DEBUG)
+    began = time.monotonic()
+    timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+    if immediate and gate is not None and gate.enter(timeout):
         conn.info[_GATE_KEY] = gate
+    entered = time.monotonic()
     try:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if immediate and gate is not None and gate.urgent is not None:
+            gate.urgent.begin(conn, timeout, bool(options.get(URGENT_OPTION)))
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
     except BaseException:
         _leave_gate(conn)
         raise
+    if timed:
+        conn.info[_TIMING_KEY] = (began, entered, time.monotonic(), _writer_name())
 
 
 def _leave_gate(conn) -> None:
@@ -219,6 +354,29 @@ def _leave_gate(conn) -> None:
     gate = info.pop(_GATE_KEY, None)
     if gate is not None:
         gate.leave()
+    timing = info.pop(_TIMING_KEY, None)
+    if timing is not None:
+        began, entered, locked, name = timing
+        lock_log.debug("write lock: gate wait %.3f s, lock wait %.3f s, held %.3f s: %s",
+                       entered - began, locked - entered, time.monotonic() - locked, name)
+
+
+_TIMING_KEY = "khhf_write_timing"
+_OWN_FRAMES = ("/khhf/db.py", "/contextlib.py")
+
+
+def _writer_name() -> str:
+    """Who begins a write transaction, for the lock log: the innermost two
+    frames of KHHF's code (not this module's, SQLAlchemy's or contextlib's)."""
+    frame: FrameType | None = sys._getframe(2)
+    names: list[str] = []
+    while frame is not None and len(names) < 2:
+        path = frame.f_code.co_filename
+        if not path.endswith(_OWN_FRAMES) and not any(
+                part in path for part in ("/site-packages/", "/lib/python", "<sqlalchemy")):
+            names.append(f"{Path(path).parent.name}/{Path(path).name}:{frame.f_code.co_name}")
+        frame = frame.f_back
+    return " < ".join(names) or "?"
 
 
 def begin_write(session: Session) -> None:
@@ -277,12 +435,17 @@ def has_schema(engine: Engine) -> bool:
     return inspect(engine).has_table("counties")
 
 
-def session_factory(engine: Engine, *, writer: bool = False) -> sessionmaker[Session]:
+def session_factory(engine: Engine, *, writer: bool = False,
+                    urgent: bool = False) -> sessionmaker[Session]:
     """Sessions on `engine`. With writer=True every transaction they begin
     is a writing one (SQLite: BEGIN IMMEDIATE), as begin_write makes it: for
-    a unit of work that may write anywhere in it, e.g. a web form post."""
+    a unit of work that may write anywhere in it, e.g. a web form post.
+    With urgent=True their writes go first at SQLite's write lock
+    (UrgentWriters): for the AMI bridge's call events only."""
     if writer:
         engine = engine.execution_options(**{WRITE_OPTION: True})
+    if urgent:
+        engine = engine.execution_options(**{URGENT_OPTION: True})
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -7,6 +7,7 @@ import time
 
 from sqlalchemy import select
 
+from ami_bridge.bridge import _by_call
 from khhf.models import Call, User
 from khhf.services.dialing import request_call
 from simkit.bridge_env import BridgeEnv
@@ -79,3 +80,16 @@ def test_calls_lost_in_an_asterisk_crash_are_closed(tmp_path):
         finally:
             env.stop()
 
+
+
+def test_the_reconciler_stores_cel_in_chunks_that_never_split_a_call():
+    """The CEL catch-up commits in chunks (the live batches wait for one, not
+    for the pass), each call's rows in one chunk and in their order."""
+    rows = [{"linkedid": f"khhf-{n % 7}", "seq": n} for n in range(40)]
+    chunks = _by_call(rows, 10)
+    assert len(chunks) > 1
+    assert sorted(r["seq"] for c in chunks for r in c) == list(range(40))
+    for chunk in chunks:
+        for linkedid in {r["linkedid"] for r in chunk}:
+            assert [r["seq"] for r in chunk if r["linkedid"] == linkedid] == \
+                [r["seq"] for r in rows if r["linkedid"] == linkedid]

@@ -2,6 +2,9 @@
 must wait for its turn, not fail with "database is locked" (seen at 300
 simultaneous calls before units of work began with BEGIN IMMEDIATE)."""
 
+import fcntl
+import os
+import sqlite3
 import threading
 import time
 
@@ -93,3 +96,59 @@ def test_a_processs_writers_take_sqlites_lock_in_turn_first_come_first_served(tm
     same_file = db._gate(url)
     assert same_file is not None and same_file.enter(0)  # free after both
     same_file.leave()
+
+
+def test_the_bridges_writes_go_first_at_sqlites_write_lock(tmp_path):
+    """db.UrgentWriters: while an urgent writer (the AMI bridge's batches)
+    waits for the write lock, the writers of other processes hold back
+    instead of taking it before it; once it has the lock they go on."""
+    path = tmp_path / "u.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.create_schema(engine)
+    urgent = db.session_factory(engine, urgent=True)
+    outside = sqlite3.connect(path, isolation_level=None)
+    outside.execute("BEGIN IMMEDIATE")  # another program holds the lock
+    began = []
+
+    def bridge():
+        with db.unit_of_work(urgent) as s:
+            s.add(County(code="bridge", name="甲"))
+
+    def web():  # another process's writer: its own descriptor and connection
+        db.UrgentWriters(path.with_name("u.db-urgent")).hold_back(30)
+        began.append("web")
+        web = sqlite3.connect(path, isolation_level=None, timeout=30)
+        web.execute("BEGIN IMMEDIATE")
+        web.execute("INSERT INTO counties (code, name) VALUES ('web', '乙')")
+        web.execute("COMMIT")
+        web.close()
+
+    waits = threading.Thread(target=bridge)
+    waits.start()
+    while not flock_taken(path.with_name("u.db-urgent")):
+        time.sleep(0.01)
+    held_back = threading.Thread(target=web)
+    held_back.start()
+    time.sleep(0.2)
+    assert began == []  # the web's writer holds back while the bridge waits
+    outside.rollback()
+    for t in (waits, held_back):
+        t.join(30)
+    with db.session_factory(engine)() as s:
+        assert list(s.scalars(select(County.code).order_by(County.id))) == ["bridge", "web"]
+    outside.close()
+    engine.dispose()
+
+
+def flock_taken(path) -> bool:
+    """True if some descriptor holds a flock on `path`."""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -170,3 +170,35 @@ def test_the_daemon_process_makes_a_due_round_once_across_restarts(engine, tmp_p
         assert f"stored jobs: campaign-{cid}-round-3" in log
     assert rounds(engine, cid) == [(1, CUSTOMERS), (2, CUSTOMERS)]
     assert stored_jobs(engine) == [f"campaign-{cid}-round-3"]
+
+
+def test_a_job_store_refused_for_a_moment_does_not_stop_the_scheduler():
+    """APScheduler ended its thread (and every job of the daemon) when its
+    job store raised while it looked for the next run: the soak's jobs
+    daemon stopped prompting once SQLite's lock was refused after its busy
+    timeout. The scheduler now looks again shortly."""
+    import threading
+
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from sqlalchemy.exc import OperationalError
+
+    from jobs.scheduler import _Scheduler
+
+    class RefusedOnce(MemoryJobStore):
+        refused = False
+
+        def get_next_run_time(self):
+            if not RefusedOnce.refused:
+                RefusedOnce.refused = True
+                raise OperationalError("SELECT", {}, Exception("database is locked"))
+            return super().get_next_run_time()
+
+    ran = threading.Event()
+    scheduler = _Scheduler(jobstores={"default": RefusedOnce()}, timezone="UTC")
+    scheduler.start()
+    try:
+        scheduler.add_job(ran.set, "interval", seconds=0.2)
+        assert ran.wait(30)
+        assert RefusedOnce.refused
+    finally:
+        scheduler.shutdown(wait=False)

@@ -61,6 +61,9 @@ class Sampler(threading.Thread):
         # delay from Asterisk to the bridge, and the longest batch write
         self.ami_delay: list[float] = []
         self.batch_seconds: list[float] = []
+        # the lag itself: how many events were stored how long (s, rounded
+        # up to 0.1) after Asterisk sent them
+        self.stored_after: Counter = Counter()
         self.final_lag: list[float] = []
         self.restarts: Counter = Counter()
         self._open: set[int] = set()
@@ -89,6 +92,8 @@ class Sampler(threading.Thread):
                 self._beat_at = beat["beat_at"]
                 self.ami_delay.append(float(beat["state"].get("ami_delay_seconds", 0.0)))
                 self.batch_seconds.append(float(beat["state"].get("batch_seconds", 0.0)))
+                self.stored_after.update({float(lag): n for lag, n in
+                                          beat["state"].get("stored_after", {}).items()})
         except (OSError, ValueError, KeyError, TypeError):
             pass
         now = time.time()
@@ -118,6 +123,16 @@ def _pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _counted_pct(counts: Counter, q: float) -> float:
+    """The q-quantile of values given as {value: how many}."""
+    total, seen = sum(counts.values()), 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen > q * total:
+            return value
+    return float("nan")
 
 
 def peak_overlap(intervals) -> int:
@@ -195,9 +210,11 @@ def run_soak(minutes: float = 30, calls: int = 100, engine: str = "sqlite",
         peak = peak_overlap([(_epoch(a), _epoch(b)) for a, b in answered])
         lag99 = _pct(sampler.final_lag, 0.99)
         beat99 = _pct(sampler.heartbeat_lag, 0.99)
+        stored99 = _counted_pct(sampler.stored_after, 0.99)
         if lag99 > 1.0 + sampler.every:   # read every second: up to 1 s late
             row.notes.append(f"bridge lag p99 {lag99:.1f} s")
-        row.operator_saw = (f"bridge lag p99 {beat99:.2f} s (heartbeat); results "
+        row.operator_saw = (f"bridge lag p99 {stored99:.1f} s per event, {beat99:.2f} s "
+                            f"(heartbeat); results "
                             + ", ".join(f"{n} by {c}" for c, n in sorted(channels.items())))
         lines.append(f"soak: {calls} managers on one call at a time (talk {talk:g} s), "
                      f"{hotline_managers} on-duty managers taking hotline calls, "
@@ -211,6 +228,11 @@ def run_soak(minutes: float = 30, calls: int = 100, engine: str = "sqlite",
                      f"Asterisk -> bridge socket p99 {_pct(sampler.ami_delay, 0.99):.2f} s "
                      f"(Asterisk and the host), longest batch write p99 "
                      f"{_pct(sampler.batch_seconds, 0.99):.2f} s (the bridge and the database)")
+        lines.append(f"bridge lag per event, Asterisk's event -> stored (committed), over "
+                     f"{sum(sampler.stored_after.values())} events: p50 "
+                     f"{_counted_pct(sampler.stored_after, 0.5):.1f} s, p99 "
+                     f"{stored99:.1f} s, max "
+                     f"{max(sampler.stored_after, default=float('nan')):.1f} s")
         lines.append(f"SMS: {row.sms_sent} sent, {mobiles.replied} prompts answered from the "
                      f"mobiles; results filed: {dict(channels)}")
         lines += usage_table(sampler)

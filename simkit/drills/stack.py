@@ -41,6 +41,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from khhf import config, db
+from khhf.daemon import DEBUG_LOGGERS_ENV
 from khhf.models import Customer, Manager, ResultCode, Task, TaskType, User
 from khhf.services.accounts import hash_password
 from pbxctl import pbx
@@ -65,7 +66,9 @@ class Daemon:
         self.starts = 0
 
     def start(self) -> Daemon:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KHHF_")}
+        # not the caller's KHHF settings; its choice of debug loggers, yes
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("KHHF_") or k == DEBUG_LOGGERS_ENV}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", self.module, "--config", str(self.settings.config_path)],
