@@ -19,7 +19,8 @@ from khhfcli.main import build_parser
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "bench" / "RESULTS.md"
-README_MAX_LINES = 260
+# the front door stays short; 275 since it carries the soak table issue 19 asks for
+README_MAX_LINES = 275
 
 
 def doc_files() -> list[Path]:
