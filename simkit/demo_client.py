@@ -45,7 +45,6 @@ class RunningDemo:
         self._out = open(self.console, "w")
         self.proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=self._out,
                                      stderr=subprocess.STDOUT)
-        self.started = time.monotonic()
 
     def printed(self) -> str:
         return self.console.read_text()
