@@ -127,7 +127,8 @@ def _insert_rows(session: Session, rows: list[tuple]) -> list[tuple[int, str]]:
     connection = session.connection()
     dialect = connection.dialect
     if dialect.name == "postgresql":
-        return list(connection.exec_driver_sql(_PG_INSERT, tuple(map(list, zip(*rows)))))
+        # all(): one fetch of the RETURNING rows (iterating fetches row by row)
+        return connection.exec_driver_sql(_PG_INSERT, tuple(map(list, zip(*rows)))).all()
     # the event time as the model's column type writes it (SQLite: its text form)
     stamp = CallEvent.__table__.c.event_at.type.dialect_impl(dialect).bind_processor(dialect)
     assert stamp is not None
@@ -137,7 +138,7 @@ def _insert_rows(session: Session, rows: list[tuple]) -> list[tuple[int, str]]:
         page = rows[start:start + INSERT_CHUNK]
         params = [v for row in page for v in row]
         params[at::len(_EVENT_COLUMNS)] = map(stamp, params[at::len(_EVENT_COLUMNS)])
-        stored += connection.exec_driver_sql(_sqlite_insert(len(page)), tuple(params))
+        stored += connection.exec_driver_sql(_sqlite_insert(len(page)), tuple(params)).all()
     return stored
 
 
