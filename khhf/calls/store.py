@@ -92,8 +92,9 @@ class StoredEvent:
         return self.raw.at, self.id  # the fold's order (facts_for)
 
 
-# an event's stored payload: its headers as JSON (one encoder for all)
-_payload = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+# an event's stored payload: its headers as JSON, in the order they came
+# (one encoder for all; sorting them cost 30 % of the encoding)
+_payload = json.JSONEncoder(ensure_ascii=False).encode
 # the columns of a stored event, in the order insert_events sends them
 _EVENT_COLUMNS = ("dedup_key", "source", "event", "uniqueid", "linkedid", "call_id",
                   "event_at", "payload")
