@@ -15,8 +15,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Table, bindparam, create_engine, event, update
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -289,7 +290,7 @@ def session_factory(engine: Engine, *, writer: bool = False) -> sessionmaker[Ses
 
 
 # UPDATE statements by id, built once per (table, columns): see update_rows
-_UPDATES: dict[tuple[str, str, tuple[str, ...]], object] = {}
+_UPDATES: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
 def update_rows(connection: Connection, table: Table,
@@ -299,8 +300,9 @@ def update_rows(connection: Connection, table: Table,
     AMI bridge moves hundreds of calls and tasks, and the ORM's flush pays
     its own bookkeeping per row (and on PostgreSQL sends one statement per
     row). PostgreSQL: one `UPDATE ... FROM unnest(arrays)` per set, a short
-    text psycopg prepares once whatever the row count; SQLite: one
-    executemany of a Core UPDATE per set (the columns' own bind processors).
+    text psycopg prepares once whatever the row count; SQLite: the driver's
+    executemany of one UPDATE per set, each value through its column's own
+    bind processor (as SQLAlchemy would write it).
     Column defaults on update (onupdate) are the caller's to give."""
     groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, object]]]] = {}
     for row_id, values in rows:
@@ -322,14 +324,21 @@ def update_rows(connection: Connection, table: Table,
                     f" WHERE {table.name}.id = v.id")
             arrays = [[row_id for row_id, _ in members]] + [
                 [values[c] for _, values in members] for c in columns]
-            connection.exec_driver_sql(str(statement), tuple(arrays))
+            connection.exec_driver_sql(statement, tuple(arrays))
         else:
             if statement is None:
-                statement = _UPDATES[key] = update(table).where(
-                    table.c.id == bindparam("_id")).values(
-                    {c: bindparam(f"_{c}") for c in columns})
-            connection.execute(statement, [  # type: ignore[call-overload]
-                {"_id": row_id, **{f"_{c}": values[c] for c in columns}}
+                # the text, and each column's bind processor (SQLite: a
+                # datetime's text form), once; then the driver's executemany
+                # (SQLAlchemy's own would build a parameter dict per row)
+                processors = [table.c[c].type.dialect_impl(connection.dialect)
+                              .bind_processor(connection.dialect) for c in columns]
+                statement = _UPDATES[key] = (
+                    f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in columns)} "
+                    "WHERE id = ?", processors)
+            sql, processors = statement
+            connection.exec_driver_sql(sql, [
+                (*(v if p is None or v is None else p(v)
+                   for p, v in zip(processors, (values[c] for c in columns))), row_id)
                 for row_id, values in members])
 
 

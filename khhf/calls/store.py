@@ -18,13 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import operator
 import wave
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -129,7 +130,7 @@ def _insert_rows(session: Session, rows: list[tuple]) -> list[tuple[int, str]]:
     dialect = connection.dialect
     if dialect.name == "postgresql":
         # all(): one fetch of the RETURNING rows (iterating fetches row by row)
-        return connection.exec_driver_sql(_PG_INSERT, tuple(map(list, zip(*rows)))).all()
+        return list(connection.exec_driver_sql(_PG_INSERT, tuple(map(list, zip(*rows)))).all())
     # the event time as the model's column type writes it (SQLite: its text form)
     stamp = CallEvent.__table__.c.event_at.type.dialect_impl(dialect).bind_processor(dialect)
     assert stamp is not None
@@ -336,8 +337,12 @@ class CallRow:
         for name, value in zip(ROW_COLUMNS, values):
             setattr(self, name, value)
 
-    def written(self) -> tuple:
-        return tuple(getattr(self, c) for c in WRITTEN)
+
+# a CallRow's WRITTEN values, as a tuple
+_written = operator.attrgetter(*WRITTEN)
+# the calls' ROW_COLUMNS, by id (built once: building a statement costs more than running it)
+_CALL_ROWS = select(*(getattr(Call, c) for c in ROW_COLUMNS)).where(
+    Call.id.in_(bindparam("ids", expanding=True)))
 
 
 def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
@@ -356,14 +361,14 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
     placed lost it)."""
     ids = sorted(facts)
     session.flush()  # the ORM's pending changes first: the rows are read from the database
-    loaded = {row[0]: CallRow(row) for row in session.execute(
-        select(*(getattr(Call, c) for c in ROW_COLUMNS)).where(Call.id.in_(ids)))}
+    connection = session.connection()
+    loaded = {row[0]: CallRow(row) for row in connection.execute(_CALL_ROWS, {"ids": ids})}
     calls, changes, before = [], [], {}
     for call_id in ids:
         call = loaded.get(call_id)
         if call is None:
             raise LookupError(f"there is no call {call_id} to recompute")
-        old = call.written()
+        old = _written(call)
         folded = facts[call_id]
         summary = summarize(facts_for(session, call_id) if folded is None else folded,
                             call.manager_device)
@@ -373,12 +378,11 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
             call.recording_path = None  # nobody talked: nothing was recorded
         if recording_file and call.answer_at is not None and call.recording_path is None:
             call.recording_path = recording_file(call)
-        new = call.written()
+        new = _written(call)
         if new != old:
             changes.append((call_id, {c: v for c, v, o in zip(WRITTEN, new, old) if v != o}))
             before[call_id] = old
         calls.append(call)
-    connection = session.connection()
     db.update_rows(connection, Call.__table__, changes)
     state = WRITTEN.index("state")
     for call_id, changed in changes:
@@ -416,6 +420,8 @@ def _follow_calls(session: Session, calls: list[CallRow], task_ids: set[int]) ->
 
 def _expire(session: Session, model, ids: Iterable[int]) -> None:
     """Objects of the session that the Core writes left behind read again on use."""
+    if not session.identity_map:
+        return  # the bridge's sessions hold none
     for row_id in ids:
         obj = session.identity_map.get(identity_key(model, row_id))
         if obj is not None:

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from khhf import db
@@ -113,10 +113,14 @@ class TaskRow:
         return (self.status, self.attempts, self.last_call_at, self.updated_at)
 
 
+_TASK_ROWS = select(Task.id, *(getattr(Task, c) for c in FOLLOWED)).where(
+    Task.id.in_(bindparam("ids", expanding=True)))
+
+
 def load_rows(session: Session, task_ids: Iterable[int]) -> dict[int, TaskRow]:
     """TaskRows of the tasks, in one query."""
-    return {row[0]: TaskRow(*row) for row in session.execute(
-        select(Task.id, *(getattr(Task, c) for c in FOLLOWED)).where(Task.id.in_(set(task_ids))))}
+    return {row[0]: TaskRow(*row) for row in session.connection().execute(
+        _TASK_ROWS, {"ids": list(set(task_ids))})}
 
 
 def write_rows(session: Session, rows: Iterable[TaskRow]) -> None:
