@@ -290,7 +290,9 @@ def session_factory(engine: Engine, *, writer: bool = False) -> sessionmaker[Ses
 
 
 # UPDATE statements by id, built once per (table, columns): see update_rows
-_UPDATES: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+_UPDATES: dict[tuple, Any] = {}
+# PostgreSQL: from this many rows one UPDATE ... FROM unnest, below it one UPDATE per row
+UNNEST_FROM = 8
 
 
 def update_rows(connection: Connection, table: Table,
@@ -300,7 +302,8 @@ def update_rows(connection: Connection, table: Table,
     AMI bridge moves hundreds of calls and tasks, and the ORM's flush pays
     its own bookkeeping per row (and on PostgreSQL sends one statement per
     row). PostgreSQL: one `UPDATE ... FROM unnest(arrays)` per set, a short
-    text psycopg prepares once whatever the row count; SQLite: the driver's
+    text psycopg prepares once whatever the row count (below UNNEST_FROM
+    rows an UPDATE by id per row, one round trip); SQLite: the driver's
     executemany of one UPDATE per set, each value through its column's own
     bind processor (as SQLAlchemy would write it).
     Column defaults on update (onupdate) are the caller's to give."""
@@ -312,7 +315,18 @@ def update_rows(connection: Connection, table: Table,
     for columns, members in groups.items():
         key = (dialect, table.name, columns)
         statement = _UPDATES.get(key)
-        if dialect == "postgresql":
+        if dialect == "postgresql" and len(members) < UNNEST_FROM:
+            # a few rows (the bridge's batches in live traffic): UPDATE by
+            # id, the driver's executemany in one round trip; planning the
+            # join with unnest costs the server more than the rows save
+            sql = _UPDATES.get((*key, "by id"))
+            if sql is None:
+                sql = _UPDATES[(*key, "by id")] = (
+                    f"UPDATE {table.name} SET {', '.join(f'{c} = %s' for c in columns)} "
+                    "WHERE id = %s")
+            connection.exec_driver_sql(sql, [
+                (*(values[c] for c in columns), row_id) for row_id, values in members])
+        elif dialect == "postgresql":
             if statement is None:
                 types = [f"%b::{table.c.id.type.compile(dialect=postgresql.dialect())}[]"] + [
                     f"%b::{table.c[c].type.compile(dialect=postgresql.dialect())}[]"

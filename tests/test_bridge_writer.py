@@ -77,14 +77,18 @@ def test_the_writer_process_stores_each_event_once_and_folds_the_row(engine, req
     assert (task.status, task.attempts) == ("connected", 1)
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
-def test_a_batch_moves_its_tasks_files_outcomes_and_queues_webhooks(engine, request):
+@pytest.mark.parametrize("engine,unnest_from", [
+    ("sqlite", db.UNNEST_FROM), ("postgresql", db.UNNEST_FROM), ("postgresql", 1)])
+def test_a_batch_moves_its_tasks_files_outcomes_and_queues_webhooks(engine, unnest_from,
+                                                                   request, monkeypatch):
     """The batch's call and task rows are written without the ORM
     (store.recompute_batch, one statement per set of changed columns): an
     answered call, then in one batch its last event again beside a busy
     call of a type with automatic outcomes. Rows as the fold gives them,
     tasks as the task machine moves them, the system's result filed once,
-    one call.ended webhook per call."""
+    one call.ended webhook per call. PostgreSQL: a few rows are updated
+    by id, more by one UPDATE ... FROM unnest (both forms here)."""
+    monkeypatch.setattr(db, "UNNEST_FROM", unnest_from)
     env = request.getfixturevalue("env" if engine == "sqlite" else "pg_env")
     with db.unit_of_work(env.sessions) as s:
         factories.automatic_task_type(s, retry_minutes=30, max_retries=1)
