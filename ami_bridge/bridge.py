@@ -6,7 +6,8 @@
 - Callbacks only queue events; one consumer takes them in order, in
   batches, and writes each batch in one unit of work: raw events first
   (de-duplicated), then each touched call row recomputed from its events
-  (store.recompute_many): the facts of calls in progress are kept in memory
+  (store.recompute_batch, rows written without the ORM, one statement per
+  set of changed columns): the facts of calls in progress are kept in memory
   (store.LiveFacts) and only the new events folded into them; a call not
   kept, or whose stored events are not exactly those folded, is folded again
   from all its stored events. The unit of work runs in a writer process of

@@ -45,7 +45,6 @@ from khhf.calls import inbound, store
 from khhf.calls.facts import CallFacts
 from khhf.calls.states import FINAL_STATES
 from khhf.config import Settings
-from khhf.models import Call
 from khhf.services import dialing, hotline
 
 log = logging.getLogger(__name__)
@@ -93,17 +92,16 @@ class Applier:
                 continue
             log.debug("hotline call %s: row %s %s", end.uniqueid, call.id, call.outcome)
 
-    def recompute(self, session, facts: dict[int, CallFacts | None]) -> list[Call]:
-        """Each call row in line with its events (store.recompute_many; None
+    def recompute(self, session, facts: dict[int, CallFacts | None]) -> list[store.CallRow]:
+        """Each call row in line with its events (store.recompute_batch; None
         for a call: folded from its stored events). A call given up as not
         placed lost its recording's path (nobody talked, it seemed); when
         its events show an answer after all, the path Asterisk was given
         comes back."""
-        calls = store.recompute_many(session, facts) if facts else []
-        for call in calls:
-            if call.answer_at is not None and call.recording_path is None:
-                call.recording_path = dialing.recording_file(self.settings, call)
-        return calls
+        if not facts:
+            return []
+        return store.recompute_batch(
+            session, facts, lambda call: dialing.recording_file(self.settings, call))
 
 
 class WriterUnavailable(Exception):

@@ -162,12 +162,22 @@ def _call_written(_mapper, conn: Connection, call: Call) -> None:
     instance = inspect(call)
     state = instance.get_history("state", PASSIVE_NO_INITIALIZE)
     outcome = instance.get_history("outcome", PASSIVE_NO_INITIALIZE)
+    call_changed(conn, call, (state.deleted or (None,))[0] if state.has_changes() else call.state,
+                 outcome.has_changes())
+
+
+def call_changed(conn: Connection, call, state_before: str | None,
+                 outcome_changed: bool) -> None:
+    """Queue what a written call row says happened: `call` as written (a
+    Call, or a row with its columns: the AMI bridge writes its batches
+    without the ORM), its state before, and whether its outcome changed."""
+    if call.county_id is None:
+        return
     # the moment the call ended (a recompute that keeps it ended is not)
-    ended = call.state in FINAL_STATES and state.has_changes() and \
-        not any(old in FINAL_STATES for old in state.deleted or ())
+    ended = call.state in FINAL_STATES and state_before not in FINAL_STATES
     # a hotline call found missed (also one first closed as lost, then finished)
     missed = call.direction == "inbound" and call.outcome == CallOutcome.MISSED and \
-        outcome.has_changes()
+        outcome_changed
     if not (ended or missed):
         return
     clients = webhook_clients(conn, call.county_id)

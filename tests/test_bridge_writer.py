@@ -11,12 +11,15 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, text
 
-from ami_bridge.writer import WriterProcess, WriterUnavailable
+from ami_bridge.writer import Applier, WriterProcess, WriterUnavailable
+from khhf import db
 from khhf.calls import store
-from khhf.models import Call, CallEvent
+from khhf.models import Call, CallEvent, Feedback, WebhookDelivery
+from khhf.services import api_clients
+from simkit import factories
 from simkit.bridge_env import BridgeEnv, NoPbx
 from tests.test_bridge_live_facts import _recomputed, _row, _stored
-from tests.test_task_states import ANSWERED, _ami_events, _dial, _task
+from tests.test_task_states import ANSWERED, BUSY, NOON, _ami_events, _dial, _task
 
 
 @pytest.fixture
@@ -72,6 +75,47 @@ def test_the_writer_process_stores_each_event_once_and_folds_the_row(engine, req
     with env.sessions() as s:
         task = _task(env, s.get(Call, call).task_id)
     assert (task.status, task.attempts) == ("connected", 1)
+
+
+@pytest.mark.parametrize("engine,unnest_from", [
+    ("sqlite", db.UNNEST_FROM), ("postgresql", db.UNNEST_FROM), ("postgresql", 1)])
+def test_a_batch_moves_its_tasks_files_outcomes_and_queues_webhooks(engine, unnest_from,
+                                                                   request, monkeypatch):
+    """The batch's call and task rows are written without the ORM
+    (store.recompute_batch, one statement per set of changed columns): an
+    answered call, then in one batch its last event again beside a busy
+    call of a type with automatic outcomes. Rows as the fold gives them,
+    tasks as the task machine moves them, the system's result filed once,
+    one call.ended webhook per call. PostgreSQL: a few rows are updated
+    by id, more by one UPDATE ... FROM unnest (both forms here)."""
+    monkeypatch.setattr(db, "UNNEST_FROM", unnest_from)
+    env = request.getfixturevalue("env" if engine == "sqlite" else "pg_env")
+    with db.unit_of_work(env.sessions) as s:
+        factories.automatic_task_type(s, retry_minutes=30, max_retries=1)
+        api_clients.create(s, None, "", name="crm", county_code="demo",
+                           webhook_url="http://127.0.0.1:9/hook")
+    applier = Applier(env.settings, env.sessions)
+    answered = _dial(env, env.task_for("8001", "13812345678"))
+    first = _ami_events(env, answered, *ANSWERED)
+    applier.apply_ami(first[:3])
+    applier.apply_ami(first[3:])
+    busy = _dial(env, env.task_for("8001", "13812340101", "auto"),
+                 NOON + dt.timedelta(minutes=5))
+    applier.apply_ami([first[-1], *_ami_events(env, busy, *BUSY)])
+    applier.apply_ami(_ami_events(env, busy, *BUSY)[-1:])  # again: nothing moves
+    for call, outcome in ((answered, "answered"), (busy, "busy")):
+        assert _row(env, call) == _recomputed(env, call)
+        assert (_row(env, call)["state"], _row(env, call)["outcome"]) == ("ended", outcome)
+    with env.sessions() as s:
+        first_task, busy_task = (s.get(Call, c).task_id for c in (answered, busy))
+        filed = s.execute(select(Feedback.id, Feedback.call_id, Feedback.channel)).all()
+        queued = sorted(s.scalars(select(WebhookDelivery.event_id)))
+    assert (_task(env, first_task).status, _task(env, first_task).attempts) == ("connected", 1)
+    task = _task(env, busy_task)
+    assert (task.status, task.attempts, task.appointment_at is not None) == ("pending", 1, True)
+    assert [tuple(f)[1:] for f in filed] == [(busy, "system")]
+    assert queued == sorted([f"call.ended:{answered}", f"call.ended:{busy}",
+                             f"result.filed:{filed[0].id}"])
 
 
 def test_a_database_that_cannot_take_the_batch_is_said_so(env, tmp_path):

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
+from khhf import db
 from khhf.calls.states import (
     CARRIER_OUTCOMES,
     DESK_SIDE_OUTCOMES,
@@ -70,10 +73,78 @@ TRANSITIONS: dict[tuple[str, str], tuple[TaskStatus, ...]] = {
 ATTEMPT_STATES = frozenset({CallState.CUSTOMER_RINGING, CallState.CONNECTED, CallState.ENDED})
 
 
+class FollowedCall(Protocol):
+    """What the machine reads of a call it follows: a Call, or the AMI
+    bridge's row of one (khhf.calls.store.CallRow)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def requested_at(self) -> dt.datetime: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def answer_at(self) -> dt.datetime | None: ...
+
+
+# the columns of a task that following its calls moves (follow_call)
+FOLLOWED = ("status", "attempts", "last_call_at", "updated_at")
+
+
+@dataclass(eq=False)
+class TaskRow:
+    """A task's columns that following its calls reads and moves, without
+    the ORM: the AMI bridge follows hundreds of calls per batch and writes
+    the tasks they moved in one statement (write_rows). The same moves as
+    a Task's, through the same functions."""
+    id: int
+    status: str
+    attempts: int
+    last_call_at: dt.datetime | None
+    updated_at: dt.datetime
+    written: tuple = field(default=(), repr=False)  # FOLLOWED as last read or written
+
+    def __post_init__(self) -> None:
+        self.written = self.values()
+
+    def values(self) -> tuple:
+        return (self.status, self.attempts, self.last_call_at, self.updated_at)
+
+
+_TASK_ROWS = select(Task.id, *(getattr(Task, c) for c in FOLLOWED)).where(
+    Task.id.in_(bindparam("ids", expanding=True)))
+
+
+def load_rows(session: Session, task_ids: Iterable[int]) -> dict[int, TaskRow]:
+    """TaskRows of the tasks, in one query."""
+    return {row[0]: TaskRow(*row) for row in session.connection().execute(
+        _TASK_ROWS, {"ids": list(set(task_ids))})}
+
+
+def write_rows(session: Session, rows: Iterable[TaskRow]) -> None:
+    """Write the TaskRows that moved, one statement per set of columns
+    (db.update_rows); updated_at as its column's onupdate sets it when no
+    move set it (the ORM's flush did the same)."""
+    now = utcnow()
+    changes = []
+    for row in rows:
+        values = row.values()
+        if values == row.written:
+            continue
+        changed = {c: v for c, v, old in zip(FOLLOWED, values, row.written) if v != old}
+        changed.setdefault("updated_at", now)
+        changes.append((row.id, changed))
+        row.updated_at = changed["updated_at"]
+        row.written = row.values()
+    db.update_rows(session.connection(), Task.__table__, changes)
+
+
 class TransitionError(ValueError):
     """A task may not make this move from its current status."""
 
-    def __init__(self, task: Task, event: str, to: str):
+    def __init__(self, task: Task | TaskRow, event: str, to: str):
         self.task_id, self.status, self.event, self.to = task.id, task.status, event, to
         super().__init__(f"task {task.id}: {event} may not move it from {task.status} to {to}")
 
@@ -83,7 +154,7 @@ def allowed(status: str, event: str) -> tuple[str, ...]:
     return TRANSITIONS.get((status, event), ())
 
 
-def _move(task: Task, event: str, to: str, now: dt.datetime | None = None) -> None:
+def _move(task: Task | TaskRow, event: str, to: str, now: dt.datetime | None = None) -> None:
     if to not in allowed(task.status, event):
         raise TransitionError(task, event, to)
     if task.status != to:
@@ -115,7 +186,7 @@ def dial(task: Task, now: dt.datetime | None = None) -> None:
     _move(task, "dial", DIALING, now)
 
 
-def _status_after(call: Call) -> TaskStatus | None:
+def _status_after(call: FollowedCall) -> TaskStatus | None:
     """What a finished call makes of its task (None: it leaves it as it was)."""
     if call.outcome == CallOutcome.ANSWERED or (call.outcome == CallOutcome.LOST
                                                  and call.answer_at):
@@ -138,7 +209,8 @@ def call_counts(session: Session, task_ids: Iterable[int]) -> dict[int, tuple[in
     return {task_id: (latest, int(attempts or 0)) for task_id, latest, attempts in rows}
 
 
-def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | None = None,
+def follow_call(session: Session, task: Task | TaskRow, call: FollowedCall,
+                now: dt.datetime | None = None,
                 counts: tuple[int, int] | None = None) -> None:
     """The task follows its latest outbound call (the AMI bridge's events, a
     sweep). A closed task, or a call that is not the latest, changes nothing.
@@ -171,13 +243,13 @@ def follow_call(session: Session, task: Task, call: Call, now: dt.datetime | Non
     _move(task, "call_ended", ended, now)
 
 
-def _result_since(session: Session, task: Task, call: Call) -> bool:
+def _result_since(session: Session, task: Task | TaskRow, call: FollowedCall) -> bool:
     """Whether a result was filed for the task since `call` was requested."""
     return session.scalar(select(Feedback.id).where(
         Feedback.task_id == task.id, Feedback.created_at >= call.requested_at).limit(1)) is not None
 
 
-def _status_before(session: Session, task: Task, call: Call) -> TaskStatus:
+def _status_before(session: Session, task: Task | TaskRow, call: FollowedCall) -> TaskStatus:
     """The status the calls before `call` left the task in."""
     earlier = session.scalars(select(Call).where(
         Call.task_id == task.id, Call.direction == "outbound", Call.id < call.id,
