@@ -2,11 +2,11 @@
 a ratio to panoramisk's own parse rate (AmiClient, no database) on the same
 stream in the same run.
 
-    python3 -m bench.bridge_throughput [--events 10000] [--db sqlite,postgresql]
+    python3 -m bench.bridge_throughput [--events 20000] [--db sqlite,postgresql]
                                        [--pg-url URL] [--profile] [--quick]
                                        [--recording FILE]
 
---quick: 4,000 events, no apply-only rows (about 30 s, most of it recording
+--quick: 16,000 events, no apply-only rows (about 40 s, most of it recording
 a real Asterisk); the last line is always `ratio bridge/panoramisk sqlite=0.xx postgresql=0.xx`
 (Bridge.run's events/s over AmiClient's). --recording replays a recording a
 previous run saved (recording.ami in its work directory) instead of
@@ -26,7 +26,10 @@ recording a real Asterisk again.
    panoramisk  amiclient.AmiClient (panoramisk parse + queue), no database
    apply only  Bridge.apply_ami on the parsed events in batches of BATCH, no socket
    bridge      the real Bridge.run: AmiClient -> queue -> batches written by
-               its writer process (time until it has applied the last event);
+               its writer process (from the stream's first byte, sent once
+               the bridge has logged in and done its log-in catch-up, as the
+               writer process is started before: until it has applied the
+               last event);
                the full form also runs it with the writer in a thread of the
                bridge's own process, as before the writer process
 The bare reader runs five times and AmiClient three (medians): the ratio's
@@ -210,10 +213,12 @@ def seed_calls(engine, calls: list[tuple[int, str]]) -> None:
 
 
 class ReplayServer:
-    """Loopback AMI: greeting, any login succeeds, then the stream, once per connection."""
+    """Loopback AMI: greeting, any login succeeds, then the stream, once per
+    connection (once `go` is set, when one is given)."""
 
-    def __init__(self, stream: Stream):
+    def __init__(self, stream: Stream, go: asyncio.Event | None = None):
         self.stream = stream
+        self.go = go
         self.started_at = None
 
     async def start(self) -> ReplayServer:
@@ -239,6 +244,8 @@ class ReplayServer:
 
     async def _send(self, writer) -> None:
         await writer.drain()
+        if self.go is not None:
+            await self.go.wait()
         self.started_at = time.perf_counter()
         # whole messages per write: an action's response (the bridge asks for
         # CoreShowChannels on connect) must not land inside an event
@@ -317,7 +324,8 @@ def apply_only(bridge: Bridge, events: list[dict], profile: bool) -> tuple[float
 
 async def bridge_reader(stream: Stream, settings, engine, state_dir,
                         writer_process: bool = True) -> float:
-    server = await ReplayServer(stream).start()
+    go = asyncio.Event()
+    server = await ReplayServer(stream, go).start()
     settings = dataclasses.replace(settings, ami_host="127.0.0.1", ami_port=server.port,
                                    reconcile_seconds=3600)
     bridge = Bridge(settings, engine, state_dir=state_dir, writer_process=writer_process)
@@ -327,6 +335,17 @@ async def bridge_reader(stream: Stream, settings, engine, state_dir,
         await asyncio.to_thread(bridge.writer.start)
     stop = asyncio.Event()
     task = asyncio.create_task(bridge.run(stop))
+    # nor the catch-up of its log-in (a CoreShowChannels snapshot and a CEL
+    # pass): with the stream sent at once, the snapshot's answer queued behind
+    # the whole stream and held every write back until all was parsed (a real
+    # Asterisk answers it at once); the stream starts once the bridge is caught up
+    while not (bridge.connected.is_set() and bridge.caught_up.is_set()):
+        if task.done():
+            task.result()
+            raise RuntimeError("the bridge stopped before it logged in")
+        await asyncio.sleep(0.005)
+    cpu = time.process_time()
+    go.set()
     last, stalled = 0, time.monotonic()
     while bridge.events_applied < stream.events:
         if task.done():
@@ -339,6 +358,9 @@ async def bridge_reader(stream: Stream, settings, engine, state_dir,
                                f"then nothing for 30 s")
         await asyncio.sleep(0.005)
     seconds = time.perf_counter() - server.started_at
+    # the bridge's own process (replay server included, as in AmiClient's figure)
+    CPU[f"reader process, {engine.dialect.name}"].append(
+        (time.process_time() - cpu) / stream.events)
     if bridge.writer is not None:
         CPU[f"writer process, {engine.dialect.name}"].append(
             bridge.writer.cpu_seconds / stream.events)
@@ -391,18 +413,18 @@ def database(label: str, workdir: Path, pg_url: str | None):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.bridge_throughput",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, default=10_000)
+    p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--pg-url", default=os.environ.get("KHHF_TEST_PG_URL"))
     p.add_argument("--profile", action="store_true", help="cProfile the apply step")
     p.add_argument("--quick", action="store_true",
-                   help="4,000 events, Bridge.run only (no apply-only rows): under 5 minutes")
+                   help="16,000 events, Bridge.run only (no apply-only rows): under 5 minutes")
     p.add_argument("--recording", type=Path,
                    help="replay this saved recording (a run's recording.ami) instead of "
                         "recording a real Asterisk")
     args = p.parse_args(argv)
     if args.quick and args.events == p.get_default("events"):
-        args.events = 4_000
+        args.events = 16_000
     workdir = Path(tempfile.mkdtemp(prefix="khhf-bench-tp-"))
 
     if args.recording:
