@@ -153,6 +153,25 @@ def pg_database(pg_admin_url):
     admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def each_engine(request, tmp_path):
+    """An empty database of each engine, in turn: a SQLite file, a fresh
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    else:
+        engine = request.getfixturevalue("pg_database")("each")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def each_schema(each_engine):
+    """each_engine with KHHF's schema created."""
+    db.create_schema(each_engine)
+    return each_engine
+
+
 def drop_database(admin, name: str, tries: int = 10) -> None:
     """DROP DATABASE ... WITH (FORCE), tried again for a moment: the server's
     own autovacuum may be on it, and a role outside pg_signal_backend (a

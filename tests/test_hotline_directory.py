@@ -20,20 +20,15 @@ from simkit import factories
 from tests.test_agi import KEY, agi_request, variables
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        engine = db.make_engine(f"sqlite:///{tmp_path / 'k.db'}")
-    else:
-        engine = request.getfixturevalue("pg_database")("dir")
-    db.create_schema(engine)
+@pytest.fixture
+def engine(each_schema):
+    engine = each_schema
     with db.unit_of_work(db.session_factory(engine)) as s:
         county = factories.county(s, "anji", "Anji", unified="13900000001")
         a, b = (factories.manager(s, county, no, desk=desk, on_duty=True)
                 for no, desk in (("a", "8001"), ("b", "8002")))
         factories.customer(s, county, "13800000001", a)
-    yield engine
-    engine.dispose()
+    return engine
 
 
 def generation(engine) -> int:

@@ -25,15 +25,9 @@ TZ = "Asia/Shanghai"
 CUSTOMERS = 7
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        engine = db.make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-    else:
-        engine = request.getfixturevalue("pg_database")("jobs")
-    db.create_schema(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(each_schema):
+    return each_schema
 
 
 def weekly_campaign_with_round_2_due(engine) -> int:

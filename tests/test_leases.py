@@ -14,15 +14,9 @@ from khhf import db, leases
 from khhf.models import JobLease
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        engine = db.make_engine(f"sqlite:///{tmp_path / 'leases.db'}")
-    else:
-        engine = request.getfixturevalue("pg_database")("leases")
-    db.create_schema(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(each_schema):
+    return each_schema
 
 
 def row(engine, name="reports") -> JobLease:

@@ -55,14 +55,9 @@ BASELINE_SMS = ([("out", "sent", k) for k in SmsKind]
 # columns later revisions add to tables the baseline already had (nullable,
 # no data to move): present while the head models seed the baseline, then
 # dropped; after the upgrade they are there and empty
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        engine = db.make_engine(f"sqlite:///{tmp_path / 'k.db'}")
-    else:
-        engine = request.getfixturevalue("pg_database")("migr")
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(each_engine):
+    return each_engine
 
 
 def baseline_revision():
