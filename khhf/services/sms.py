@@ -24,7 +24,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import CursorResult, Row, select
 from sqlalchemy.orm import Session
 
 from khhf import audit, i18n, numbering
@@ -109,18 +109,6 @@ def claim(session: Session, parts: dict[int, int]) -> dict[int, int]:
     return dict(_driver(session, _CLAIM, list(parts), list(parts.values())).all())
 
 
-def utcnow_param(session: Session, now: dt.datetime) -> Any:
-    """`now` as the driver takes a TIMESTAMP (SQLite: SQLAlchemy's text form)."""
-    dialect = session.get_bind().dialect
-    if dialect.name == "postgresql":
-        return now
-    process = _TIMESTAMP.get(dialect.name)
-    if process is None:
-        process = _TIMESTAMP[dialect.name] = SmsMessage.__table__.c.sent_at.type \
-            .dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
-    return process(now)
-
-
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -194,16 +182,16 @@ def listing(session: Session, direction: str | None = None, limit: int = 200) ->
 def due(session: Session, now: dt.datetime, limit: int) -> list[Row]:
     """The oldest outbound messages due to be sent, at most `limit`: (id,
     body, peer_number) each."""
-    return list(_driver(session, _DUE, utcnow_param(session, now), limit))
+    return list(_driver(session, _DUE, _timestamp(session, now), limit))
 
 
-# The gateway's grouped commit (due, claim, submitted, record_receipts):
-# SQL texts the driver runs as they are, the rows of a batch as arrays
-# (PostgreSQL: unnest, one text psycopg prepares once; SQLite: one JSON
-# array through json_each), so a commit compiles nothing whatever its size
-# (SQLAlchemy building and compiling the statements cost more than the
-# database running them). Each key: (SQLite's text, PostgreSQL's text);
-# PostgreSQL's arrays are given as lists, SQLite's rows as one JSON text.
+# The gateway's grouped commit (due, claim, submitted, record_receipts) in
+# SQL texts the driver runs as they are, so a commit compiles nothing
+# whatever its size (SQLAlchemy building and compiling the statements cost
+# the gateway more than the database running them). `{}` is a value; `{rows}`
+# a batch's rows as `v(columns)`, given as one list per column: PostgreSQL
+# unnests typed arrays (one text, which psycopg prepares once), SQLite reads
+# one JSON array of rows through json_each. Each: (text, columns, types).
 _DUE = (
     "SELECT id, body, peer_number FROM sms_messages WHERE direction = 'out' AND "
     "status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= {}) "
@@ -240,19 +228,26 @@ _TEXTS: dict[tuple[str, str], str] = {}
 _TIMESTAMP: dict[str, Any] = {}
 
 
+def _timestamp(session: Session, now: dt.datetime) -> Any:
+    """`now` as the driver takes a TIMESTAMP (SQLite: SQLAlchemy's text form)."""
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        return now
+    process = _TIMESTAMP.get(dialect.name)
+    if process is None:
+        process = _TIMESTAMP[dialect.name] = SmsMessage.__table__.c.sent_at.type \
+            .dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+    return process(now)
+
+
 def _driver(session: Session, statement: str | tuple[str, tuple[str, ...], tuple[str, ...]],
-            *params: Any):
-    """Run one of the statements above through the driver: its scalar
-    parameters in order, then (for one with {rows}) one list per row column."""
+            *params: Any) -> CursorResult:
+    """Run one of the statements above through the driver: its values in
+    order, then (for one with {rows}) one list per column of its rows."""
     connection = session.connection()
     dialect = connection.dialect.name
-    key = (dialect, statement if isinstance(statement, str) else statement[0])
-    sql = _TEXTS.get(key)
-    if isinstance(statement, str):
-        columns: tuple[str, ...] = ()
-        template = statement
-    else:
-        template, columns, types = statement
+    template, columns, types = (statement, (), ()) if isinstance(statement, str) else statement
+    sql = _TEXTS.get((dialect, template))
     if sql is None:
         mark = "%s" if dialect == "postgresql" else "?"
         if not columns:
@@ -261,18 +256,14 @@ def _driver(session: Session, statement: str | tuple[str, tuple[str, ...], tuple
             rows = (f"unnest({', '.join(f'{mark}::{t}[]' for t in types)}) "
                     f"AS v({', '.join(columns)})")
         else:
-            # one JSON array of rows; v.<column> reads its place in each
             rows = ("(SELECT " + ", ".join(f"value ->> {i} AS {c}" for i, c in enumerate(columns))
                     + f" FROM json_each({mark})) AS v")
-        scalars = template.count("{}")
-        sql = _TEXTS[key] = template.format(*[mark] * scalars, rows=rows)
-    if columns:
-        scalar, arrays = params[:-len(columns)], params[-len(columns):]
-        if dialect == "postgresql":
-            params = (*scalar, *arrays)
-        else:
-            params = (*scalar, json.dumps(list(zip(*arrays)), ensure_ascii=False))
-    return connection.exec_driver_sql(sql, tuple(params))
+        sql = _TEXTS[(dialect, template)] = template.format(*[mark] * template.count("{}"),
+                                                            rows=rows)
+    if columns and dialect != "postgresql":
+        values, arrays = params[:-len(columns)], params[-len(columns):]
+        params = (*values, json.dumps(list(zip(*arrays)), ensure_ascii=False))
+    return connection.exec_driver_sql(sql, params)
 
 
 def submitted(session: Session, sent: dict[int, tuple[str, list[str]]],
@@ -286,7 +277,7 @@ def submitted(session: Session, sent: dict[int, tuple[str, list[str]]],
     if not sent:
         return set()
     moved = {sms_id for sms_id, in _driver(
-        session, _SUBMITTED, utcnow_param(session, now), list(sent),
+        session, _SUBMITTED, _timestamp(session, now), list(sent),
         [ref for ref, _ in sent.values()], [ids[0] for _, ids in sent.values()])}
     store_parts(session, {sms_id: sent[sms_id][1] for sms_id in moved})
     return moved
@@ -309,7 +300,7 @@ def record_receipts(session: Session, receipts: list[tuple[str, str]],
     status_of = {message_id: status[:16] for message_id, status in receipts}
     if not status_of:
         return set()
-    at = utcnow_param(session, now)
+    at = _timestamp(session, now)
     parts = _driver(session, _PART_RECEIPTS, at, list(status_of), list(status_of.values())).all()
     if parts:
         _driver(session, _MESSAGE_RECEIPTS, at, sorted({sms_id for sms_id, _ in parts}))
