@@ -28,8 +28,9 @@ committer thread while the link is served. At most `hold` messages are
 claimed and not yet recorded at any time (about 0.1 s of the contracted
 rate, at least 1, at most HOLD_MAX): what a killed gateway leaves 'unknown'
 is bounded by it. The next claim starts while half of that is still ready
-to send (at least a window), so the link is kept busy while it commits. A long message's parts go one after another (the next
-once the SMSC took the previous), so a refused part stops the rest.
+to send (at least a window), so the link is kept busy while it commits. A
+long message's parts go one after another (the next once the SMSC took the
+previous), so a refused part stops the rest.
 Receipts are acknowledged only once committed (an SMSC whose receipt was
 not acknowledged delivers it again); replies are stored one by one, each
 committed before its acknowledgement, as before.
