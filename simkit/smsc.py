@@ -12,7 +12,10 @@ all the library's, none are hand-made here). It:
   message id, addresses, data_coding, esm_class, the short_message in hex),
   so a test counts exactly what the SMSC got, across SMSC restarts;
 - sends a delivery receipt (deliver_sm, esm_class 0x04, "id:... stat:DELIVRD")
-  to the submitting session when registered_delivery asks for one;
+  to the submitting session when registered_delivery asks for one: a
+  session's receipts go in batches, those asked for in the last
+  RECEIPT_DELAY seconds together (one timer and one time stamp a batch,
+  their deliver_sm sent at once), the same for every client;
 - takes commands on a loopback control port, one JSON object a line:
   {"op": "deliver", "from": MOBILE, "to": SHORTCODE, "text": TEXT} pushes a
   mobile-originated deliver_sm (UCS-2) to a bound receiver ("ton" and
@@ -43,6 +46,8 @@ import smpp34
 RECEIPT = ("id:{id} sub:001 dlvr:001 submit date:{at} done date:{at} "
            "stat:DELIVRD err:000 text:")
 MESSAGE_STATE_DELIVERED = 2
+# a receipt goes at most this long after its submit was accepted
+RECEIPT_DELAY = 0.05
 
 
 class Smsc:
@@ -55,6 +60,8 @@ class Smsc:
         self.sessions: dict[str, smpp34.Esme] = {}
         self.rejects: list[int] = []  # statuses for the next submits to refuse
         self.receipt_first = False  # receipts before the submit's answer
+        # receipts not sent yet, by session: (message id, mobile, source) each
+        self.receipts_due: dict[str, list[tuple[str, str, str]]] = {}
         # ids unique across restarts of the simulator
         self.ids = itertools.count(int(time.time() * 1000) % 10**9 * 1000)
 
@@ -92,32 +99,59 @@ class Smsc:
             return
         event.accept(message_id)
         if event.registered_delivery & 1:
-            asyncio.get_running_loop().create_task(
-                self.receipt(event.session_id, message_id, event.destination_addr,
-                             event.source_addr))
+            due = self.receipts_due.get(event.session_id)
+            if due is None:
+                due = self.receipts_due[event.session_id] = []
+                asyncio.get_running_loop().call_later(
+                    RECEIPT_DELAY, self.send_receipts, event.session_id)
+            due.append((message_id, event.destination_addr, event.source_addr))
 
-    async def receipt_then_accept(self, event, message_id: str) -> None:
-        """The receipt before the submit's answer, as a pipelined SMSC may."""
-        await self.receipt(event.session_id, message_id, event.destination_addr,
-                           event.source_addr, delay=0)
-        event.accept(message_id)
-
-    async def receipt(self, session_id: str, message_id: str, mobile: str, source: str,
-                      delay: float = 0.05) -> None:
-        """A delivery receipt for `message_id`, as the handset got it."""
-        await asyncio.sleep(delay)
+    def send_receipts(self, session_id: str) -> None:
+        """The receipts due on `session_id`, sent together."""
+        due = self.receipts_due.pop(session_id, [])
         esme = self.sessions.get(session_id)
         if esme is None or not esme.can_receive:
             return
         at = dt.datetime.now().strftime("%y%m%d%H%M")
-        try:
-            await esme.deliver_sm(
-                source, RECEIPT.format(id=message_id, at=at).encode(), source_addr=mobile,
-                esm_class=0x04, tlvs=[
-                    smpp34.Tlv(smpp34.TLV_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\0"),
-                    smpp34.Tlv(smpp34.TLV_MESSAGE_STATE, bytes([MESSAGE_STATE_DELIVERED]))])
-        except Exception as exc:  # the session went away meanwhile: the receipt is lost, as in life
-            print(f"smsc receipt for {message_id} not delivered: {exc}", file=sys.stderr)
+        sends, ids = [], []
+        for message_id, mobile, source in due:
+            try:
+                sends.append(esme.deliver_sm(
+                    source, RECEIPT.format(id=message_id, at=at).encode(), source_addr=mobile,
+                    esm_class=0x04, tlvs=self.receipt_tlvs(message_id)))
+                ids.append(message_id)
+            except Exception as exc:  # the session is going away: lost, as in life
+                print(f"smsc receipt for {message_id} not delivered: {exc}", file=sys.stderr)
+        asyncio.ensure_future(self.answered(sends, ids))
+
+    @staticmethod
+    def receipt_tlvs(message_id: str) -> list[smpp34.Tlv]:
+        return [smpp34.Tlv(smpp34.TLV_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\0"),
+                smpp34.Tlv(smpp34.TLV_MESSAGE_STATE, bytes([MESSAGE_STATE_DELIVERED]))]
+
+    @staticmethod
+    async def answered(sends: list, message_ids: list[str]) -> None:
+        """Wait for a batch of receipts' answers; say which were lost."""
+        for message_id, result in zip(message_ids,
+                                      await asyncio.gather(*sends, return_exceptions=True)):
+            if isinstance(result, Exception):  # the session went away meanwhile: lost, as in life
+                print(f"smsc receipt for {message_id} not delivered: {result}", file=sys.stderr)
+
+    async def receipt_then_accept(self, event, message_id: str) -> None:
+        """The receipt before the submit's answer, as a pipelined SMSC may."""
+        await self.receipt(event.session_id, message_id, event.destination_addr,
+                           event.source_addr)
+        event.accept(message_id)
+
+    async def receipt(self, session_id: str, message_id: str, mobile: str, source: str) -> None:
+        """A delivery receipt for `message_id` now, alone."""
+        esme = self.sessions.get(session_id)
+        if esme is None or not esme.can_receive:
+            return
+        at = dt.datetime.now().strftime("%y%m%d%H%M")
+        await self.answered([esme.deliver_sm(
+            source, RECEIPT.format(id=message_id, at=at).encode(), source_addr=mobile,
+            esm_class=0x04, tlvs=self.receipt_tlvs(message_id))], [message_id])
 
     async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One JSON command a line, one JSON answer a line."""

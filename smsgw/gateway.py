@@ -27,8 +27,10 @@ matched to their answers by sequence number, and the commit runs in a
 committer thread while the link is served. At most `hold` messages are
 claimed and not yet recorded at any time (about 0.1 s of the contracted
 rate, at least 1, at most HOLD_MAX): what a killed gateway leaves 'unknown'
-is bounded by it. A long message's parts go one after another (the next
-once the SMSC took the previous), so a refused part stops the rest.
+is bounded by it. The next claim starts while half of that is still ready
+to send (at least a window), so the link is kept busy while it commits. A
+long message's parts go one after another (the next once the SMSC took the
+previous), so a refused part stops the rest.
 Receipts are acknowledged only once committed (an SMSC whose receipt was
 not acknowledged delivers it again); replies are stored one by one, each
 committed before its acknowledgement, as before.
@@ -158,6 +160,10 @@ class Gateway:
         self.throttle = Throttle(rate_per_second)
         self.window = max(1, window)
         self.hold = max(1, min(HOLD_MAX, int(rate_per_second * HOLD_SECONDS)))
+        # the next claim starts while this many are still ready to send, so
+        # the link is not idle while it commits (half the hold, at least a
+        # window: at low rates, a window as before)
+        self.low_water = max(self.window, self.hold // 2)
         self.stop = threading.Event()
         self.early_receipts: dict[str, tuple[str, float]] = {}
         # claimed and not decided, by id (claim order); those with a part to send next
@@ -261,30 +267,36 @@ class Gateway:
         self._send()
         self._take(self.transport.read(self._wait(time.monotonic())))
         if self.in_flight:
-            oldest = min(at for _, at in self.in_flight.values())
+            # the first in flight is the oldest (sent in order, dicts keep it)
+            _, oldest = next(iter(self.in_flight.values()))
             if time.monotonic() - oldest > SUBMIT_ANSWER_SECONDS:
                 raise LinkLost("the SMSC did not answer a submit")
 
     def _needs_more(self, now: float) -> bool:
-        """Fewer ready to send than the window holds, room to claim, and the
+        """Fewer ready to send than `low_water`, room to claim, and the
         outbox not found empty just now."""
-        return (len(self.ready) < self.window and len(self.open) < self.hold
+        return (len(self.ready) < self.low_water and len(self.open) < self.hold
                 and now >= self.claim_after)
 
     def _flush_due(self, now: float) -> bool:
         return self.unfiled_since is not None and now - self.unfiled_since >= FLUSH_SECONDS
 
     def _wait(self, now: float) -> float:
-        """How long the next read may wait for the SMSC."""
-        if self._needs_more(now):
+        """How long the next read may wait for the SMSC: until something is
+        due (a claim, a flush, a throttle slot, the commit under way looked
+        at), never 0 for what cannot be done yet (a link thread that spins
+        takes the interpreter from the committer)."""
+        if self.committing is None and (self._needs_more(now) or self._flush_due(now)):
             return 0.0
-        waits = [IDLE_POLL_SECONDS, max(0.0, self.claim_after - now)]
+        waits = [IDLE_POLL_SECONDS]
+        if self.claim_after > now:
+            waits.append(self.claim_after - now)
         if self.ready and len(self.in_flight) < self.window:
             waits.append(self.throttle.delay())
-        if self.unfiled_since is not None:
-            waits.append(max(0.0, self.unfiled_since + FLUSH_SECONDS - now))
         if self.committing is not None:
             waits.append(COMMIT_POLL_SECONDS)
+        elif self.unfiled_since is not None:
+            waits.append(max(0.0, self.unfiled_since + FLUSH_SECONDS - now))
         return min(waits)
 
     def _drain(self) -> None:

@@ -71,3 +71,41 @@ def test_a_claim_takes_queued_messages_once(tmp_path):
                 sms.requeue(s, one)
     finally:
         engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def outbox_engine(request, tmp_path):
+    if request.param == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
+    else:
+        engine = request.getfixturevalue("pg_database")("outbox")
+    db.create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_the_grouped_commit_records_sent_parts_and_receipts(outbox_engine):
+    """The gateway's driver statements on either database: a message
+    written already (another attempt's client_ref) is left; a message's
+    receipt waits for every part and is the first that is not DELIVRD."""
+    factory = db.session_factory(outbox_engine, writer=True)
+    with db.unit_of_work(factory) as s:
+        one, long, other = (sms.queue(s, None, text, mobile="13900000001").id
+                            for text in ("您好", "长" * 200, "再见"))
+    now = sms.utcnow()
+    with db.unit_of_work(factory) as s:
+        assert [r[0] for r in sms.due(s, now, 10)] == [one, long, other]
+        assert sms.claim(s, {one: 1, long: 3, other: 1}) == {one: 1, long: 1, other: 1}
+        assert sms.submitted(s, {one: (f"{one}.1", ["m1"]), long: (f"{long}.1", ["m2", "m3", "m4"]),
+                                 other: (f"{other}.2", ["m5"])}, now) == {one, long}
+        assert sms.record_receipts(s, [("m1", "DELIVRD"), ("m2", "DELIVRD"), ("m3", "UNDELIV"),
+                                       ("nobody", "DELIVRD")], now) == {"m1", "m2", "m3"}
+    with factory() as s:
+        got = {r.id: (r.status, r.smpp_message_id, r.sent_at, r.receipt_status)
+               for r in s.scalars(select(SmsMessage))}
+        assert got == {one: ("sent", "m1", now, "DELIVRD"), long: ("sent", "m2", now, None),
+                       other: ("sending", None, None, None)}
+    with db.unit_of_work(factory) as s:
+        assert sms.record_receipts(s, [("m4", "DELIVRD")], now) == {"m4"}
+    with factory() as s:
+        assert s.get_one(SmsMessage, long).receipt_status == "UNDELIV"

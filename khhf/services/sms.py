@@ -21,21 +21,19 @@ gateway's race-safe queued -> sending); the allowed moves are `TRANSITIONS`:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
-from sqlalchemy import Row, String, Table, bindparam, case, cast, func, insert, literal, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import CursorResult, Row, select
 from sqlalchemy.orm import Session
 
 from khhf import audit, i18n, numbering
-from khhf.models import Manager, SmsKind, SmsMessage, SmsPart, SmsStatus, User
+from khhf.models import Manager, SmsKind, SmsMessage, SmsStatus, User
 from khhf.phones import mask_phone
 
 from . import N_
 
 MAX_BODY = 1000
-# ids in one IN list (SQLite allows 32,766 parameters; PostgreSQL 65,535)
-IN_CHUNK = 500
 
 # What an SMS says comes from the catalog (khhf/i18n.py), like every text a
 # person reads, in the site's language; every SMS starts with HEAD.
@@ -107,16 +105,8 @@ def claim(session: Session, parts: dict[int, int]) -> dict[int, int]:
     says which. {message id: attempt} of those taken."""
     if not parts:
         return {}
-    attempts = SmsMessage.attempts + 1  # SET reads the row as it was
-    longer = {sms_id: n for sms_id, n in parts.items() if n != 1}
-    return {sms_id: attempt for sms_id, attempt in session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id.in_(list(parts)), SmsMessage.status == SmsStatus.QUEUED)
-        .values(status=SmsStatus.SENDING, attempts=attempts,
-                client_ref=cast(SmsMessage.id, String) + "." + cast(attempts, String),
-                parts=case(longer, value=SmsMessage.id, else_=1) if longer else 1)
-        .returning(SmsMessage.id, SmsMessage.attempts)
-        .execution_options(synchronize_session=False))}
+    assert SmsStatus.SENDING in allowed(SmsStatus.QUEUED, "claim")
+    return dict(_driver(session, _CLAIM, list(parts), list(parts.values())).all())
 
 
 def utcnow() -> dt.datetime:
@@ -192,107 +182,129 @@ def listing(session: Session, direction: str | None = None, limit: int = 200) ->
 def due(session: Session, now: dt.datetime, limit: int) -> list[Row]:
     """The oldest outbound messages due to be sent, at most `limit`: (id,
     body, peer_number) each."""
-    return list(session.execute(
-        select(SmsMessage.id, SmsMessage.body, SmsMessage.peer_number)
-        .where(SmsMessage.direction == "out", SmsMessage.status == SmsStatus.QUEUED,
-               or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now))
-        .order_by(SmsMessage.id).limit(limit)))
+    return list(_driver(session, _DUE, _timestamp(session, now), limit))
 
 
-def _chunks(items: list, size: int = IN_CHUNK):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+# The gateway's grouped commit (due, claim, submitted, record_receipts) in
+# SQL texts the driver runs as they are, so a commit compiles nothing
+# whatever its size (SQLAlchemy building and compiling the statements cost
+# the gateway more than the database running them). `{}` is a value; `{rows}`
+# a batch's rows as `v(columns)`, given as one list per column: PostgreSQL
+# unnests typed arrays (one text, which psycopg prepares once), SQLite reads
+# one JSON array of rows through json_each. Each: (text, columns, types).
+_DUE = (
+    "SELECT id, body, peer_number FROM sms_messages WHERE direction = 'out' AND "
+    "status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= {}) "
+    "ORDER BY id LIMIT {}")
+_CLAIM = (
+    "UPDATE sms_messages SET status = 'sending', attempts = sms_messages.attempts + 1, "
+    "client_ref = CAST(sms_messages.id AS TEXT) || '.' || CAST(sms_messages.attempts + 1 AS TEXT), "
+    "parts = v.parts FROM {rows} WHERE sms_messages.id = v.id AND sms_messages.status = 'queued' "
+    "RETURNING sms_messages.id, sms_messages.attempts", ("id", "parts"), ("integer", "integer"))
+_SUBMITTED = (
+    "UPDATE sms_messages SET status = 'sent', sent_at = {}, error = NULL, "
+    "smpp_message_id = v.first_id FROM {rows} WHERE sms_messages.id = v.id "
+    "AND sms_messages.status = 'sending' AND sms_messages.client_ref = v.client_ref "
+    "RETURNING sms_messages.id", ("id", "client_ref", "first_id"), ("integer", "text", "text"))
+_PARTS = (
+    "INSERT INTO sms_parts (sms_id, part_no, smpp_message_id) "
+    "SELECT v.sms_id, v.part_no, v.message_id FROM {rows}",
+    ("sms_id", "part_no", "message_id"), ("integer", "integer", "text"))
+_PART_RECEIPTS = (
+    "UPDATE sms_parts SET receipt_status = v.status, receipt_at = {} FROM {rows} "
+    "WHERE sms_parts.smpp_message_id = v.message_id "
+    "RETURNING sms_parts.sms_id, sms_parts.smpp_message_id",
+    ("message_id", "status"), ("text", "text"))
+# a message's receipt once every part has one: DELIVRD only when all are,
+# else the first other, by part
+_MESSAGE_RECEIPTS = (
+    "UPDATE sms_messages SET receipt_at = {}, receipt_status = COALESCE(("
+    "SELECT p.receipt_status FROM sms_parts p WHERE p.sms_id = sms_messages.id "
+    "AND p.receipt_status <> 'DELIVRD' ORDER BY p.part_no LIMIT 1), 'DELIVRD') "
+    "FROM {rows} WHERE sms_messages.id = v.id AND sms_messages.parts = ("
+    "SELECT count(p.receipt_status) FROM sms_parts p WHERE p.sms_id = sms_messages.id)",
+    ("id",), ("integer",))
+_TEXTS: dict[tuple[str, str], str] = {}
+_TIMESTAMP: dict[str, Any] = {}
 
 
-def _update_each(session: Session, table: Table, key: str, values: dict[Any, dict[str, Any]],
-                 *where, **fixed) -> None:
-    """UPDATE `table` SET the `fixed` values and each row's own `values[k]`
-    ({column: value}) WHERE its `key` column is k (and `where`), for many
-    rows at once: one executemany on SQLite (its C loop is quick), one
-    statement over unnest()ed arrays on PostgreSQL (where a statement a row
-    costs the server a statement a row)."""
-    if not values:
-        return
-    columns = list(next(iter(values.values())))
-    if session.get_bind().dialect.name == "postgresql":
-        rows = func.unnest(
-            literal(list(values), ARRAY(table.c[key].type)),
-            *(literal([row[c] for row in values.values()], ARRAY(table.c[c].type))
-              for c in columns)).table_valued(f"v_{key}", *(f"v_{c}" for c in columns))
-        rows = rows.render_derived()
-        session.execute(update(table).where(table.c[key] == rows.c[f"v_{key}"], *where)
-                        .values(**fixed, **{c: rows.c[f"v_{c}"] for c in columns}))
-        return
-    session.execute(
-        update(table).where(table.c[key] == bindparam(f"v_{key}"), *where)
-        .values(**fixed, **{c: bindparam(f"v_{c}") for c in columns}),
-        [{f"v_{key}": k, **{f"v_{c}": row[c] for c in columns}} for k, row in values.items()])
+def _timestamp(session: Session, now: dt.datetime) -> Any:
+    """`now` as the driver takes a TIMESTAMP (SQLite: SQLAlchemy's text form)."""
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        return now
+    process = _TIMESTAMP.get(dialect.name)
+    if process is None:
+        process = _TIMESTAMP[dialect.name] = SmsMessage.__table__.c.sent_at.type \
+            .dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+    return process(now)
+
+
+def _driver(session: Session, statement: str | tuple[str, tuple[str, ...], tuple[str, ...]],
+            *params: Any) -> CursorResult:
+    """Run one of the statements above through the driver: its values in
+    order, then (for one with {rows}) one list per column of its rows."""
+    connection = session.connection()
+    dialect = connection.dialect.name
+    template, columns, types = (statement, (), ()) if isinstance(statement, str) else statement
+    sql = _TEXTS.get((dialect, template))
+    if sql is None:
+        mark = "%s" if dialect == "postgresql" else "?"
+        if not columns:
+            rows = ""
+        elif dialect == "postgresql":
+            rows = (f"unnest({', '.join(f'{mark}::{t}[]' for t in types)}) "
+                    f"AS v({', '.join(columns)})")
+        else:
+            rows = ("(SELECT " + ", ".join(f"value ->> {i} AS {c}" for i, c in enumerate(columns))
+                    + f" FROM json_each({mark})) AS v")
+        sql = _TEXTS[(dialect, template)] = template.format(*[mark] * template.count("{}"),
+                                                            rows=rows)
+    if columns and dialect != "postgresql":
+        values, arrays = params[:-len(columns)], params[-len(columns):]
+        params = (*values, json.dumps(list(zip(*arrays)), ensure_ascii=False))
+    return connection.exec_driver_sql(sql, params)
 
 
 def submitted(session: Session, sent: dict[int, tuple[str, list[str]]],
               now: dt.datetime) -> set[int]:
     """Messages the SMSC took whole, {id: (client_ref, its parts' SMSC
     message ids)}: sending -submitted-> sent, and their parts stored for
-    the receipts, in three statements (a SELECT, an executemany UPDATE, a
-    multi-row INSERT) whatever their number: the gateway's grouped commit.
-    A message no longer 'sending' under that client_ref (written already)
-    is left. The ids moved."""
+    the receipts, in two statements whatever their number: the gateway's
+    grouped commit. A message no longer 'sending' under that client_ref
+    (written already) is left. The ids moved."""
     assert SmsStatus.SENT in allowed(SmsStatus.SENDING, "submitted")
-    moved: set[int] = set()
-    for some in _chunks(list(sent)):
-        moved.update(sms_id for sms_id, client_ref in session.execute(
-            select(SmsMessage.id, SmsMessage.client_ref)
-            .where(SmsMessage.id.in_(some), SmsMessage.status == SmsStatus.SENDING))
-            if client_ref == sent[sms_id][0])
-    table = SmsMessage.__table__
-    _update_each(session, table, "id",
-                 {sms_id: {"smpp_message_id": sent[sms_id][1][0]} for sms_id in moved},
-                 table.c.status == SmsStatus.SENDING,
-                 status=SmsStatus.SENT, sent_at=now, error=None)
+    if not sent:
+        return set()
+    moved = {sms_id for sms_id, in _driver(
+        session, _SUBMITTED, _timestamp(session, now), list(sent),
+        [ref for ref, _ in sent.values()], [ids[0] for _, ids in sent.values()])}
     store_parts(session, {sms_id: sent[sms_id][1] for sms_id in moved})
     return moved
 
 
 def store_parts(session: Session, parts: dict[int, list[str]]) -> None:
     """The parts the SMSC took, {message id: their SMSC message ids in order}."""
-    rows = [{"sms_id": sms_id, "part_no": n, "smpp_message_id": message_id}
+    rows = [(sms_id, n, message_id)
             for sms_id, ids in parts.items() for n, message_id in enumerate(ids, start=1)]
-    for some in _chunks(rows):  # one INSERT with many VALUES, not a statement a row
-        session.execute(insert(SmsPart.__table__).values(some))
+    if rows:
+        _driver(session, _PARTS, *map(list, zip(*rows)))
 
 
 def record_receipts(session: Session, receipts: list[tuple[str, str]],
                     now: dt.datetime) -> set[str]:
     """File delivery receipts, (SMSC message id, status) each, on their
-    parts, in four statements a chunk whatever their number; a message's
-    receipt status is set once every part has one (DELIVRD only when all
-    are). The SMSC message ids filed (the others name no stored part, yet)."""
+    parts, in two statements whatever their number; a message's receipt
+    status is set once every part has one (DELIVRD only when all are). The
+    SMSC message ids filed (the others name no stored part, yet)."""
     status_of = {message_id: status[:16] for message_id, status in receipts}
-    filed: set[str] = set()
-    for some in _chunks(list(status_of)):
-        parts = session.execute(
-            select(SmsPart.id, SmsPart.sms_id, SmsPart.smpp_message_id)
-            .where(SmsPart.smpp_message_id.in_(some))).all()
-        if not parts:
-            continue
-        _update_each(session, SmsPart.__table__, "id",
-                     {p.id: {"receipt_status": status_of[p.smpp_message_id]} for p in parts},
-                     receipt_at=now)
-        filed.update(p.smpp_message_id for p in parts)
-        got: dict[int, tuple[int, list[str | None]]] = {}
-        for sms_id, count, part_status in session.execute(
-                select(SmsPart.sms_id, SmsMessage.parts, SmsPart.receipt_status)
-                .join(SmsMessage, SmsMessage.id == SmsPart.sms_id)
-                .where(SmsPart.sms_id.in_({p.sms_id for p in parts}))
-                .order_by(SmsPart.sms_id, SmsPart.part_no)):
-            got.setdefault(sms_id, (count, []))[1].append(part_status)
-        done = {}
-        for sms_id, (count, statuses) in got.items():
-            if len(statuses) == count and all(statuses):
-                failed = [s for s in statuses if s != "DELIVRD"]
-                done[sms_id] = {"receipt_status": failed[0] if failed else "DELIVRD"}
-        _update_each(session, SmsMessage.__table__, "id", done, receipt_at=now)
-    return filed
+    if not status_of:
+        return set()
+    at = _timestamp(session, now)
+    parts = _driver(session, _PART_RECEIPTS, at, list(status_of), list(status_of.values())).all()
+    if parts:
+        _driver(session, _MESSAGE_RECEIPTS, at, sorted({sms_id for sms_id, _ in parts}))
+    return {message_id for _, message_id in parts}
 
 
 def requeue(session: Session, sms_id: int, user: User | None = None) -> SmsMessage:
