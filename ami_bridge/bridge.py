@@ -32,7 +32,7 @@ import math
 import time
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 
 from amiclient import AmiAuthError, AmiClient, AmiError, shutting_down
 from khhf import db
@@ -498,18 +498,19 @@ class Bridge:
                     or now - end_at >= RECORDING_SETTLE:
                 judged[call_id] = (status, stats)
         if judged:
+            # one statement for them all (the driver's executemany), each
+            # row only while it still has a recording not yet judged
             with db.unit_of_work(self.sessions) as session:
-                for call_id, (status, stats) in judged.items():
-                    call = session.get(Call, call_id)
-                    if not call.recording_path or call.recording_status is not None:
-                        continue
-                    call.recording_status = status
-                    if stats is not None:
-                        call.recording_seconds, call.recording_bytes, call.recording_sha256 = stats
-                    if status != RecordingStatus.COMPLETE:
-                        log.warning("call %s: recording %s (%s s of %s s talk): is the "
-                                    "recordings disk full?", call_id, status,
-                                    stats[0] if stats else 0, call.talk_seconds)
+                session.connection().execute(_JUDGE_RECORDING, [
+                    {"call_id": call_id, "status": status, "seconds": stats and stats[0],
+                     "size": stats and stats[1], "sha256": stats and stats[2]}
+                    for call_id, (status, stats) in judged.items()])
+            talked = {call_id: talk for call_id, _, talk, _ in pending}
+            for call_id, (status, stats) in judged.items():
+                if status != RecordingStatus.COMPLETE:
+                    log.warning("call %s: recording %s (%s s of %s s talk): is the "
+                                "recordings disk full?", call_id, status,
+                                stats[0] if stats else 0, talked[call_id])
         return set(judged)
 
     def _close_vanished(self, session, live: set[str], now: dt.datetime) -> set[int]:
@@ -533,6 +534,14 @@ class Bridge:
                         call.id)
             closed.add(call.id)
         return closed
+
+
+# fill_recordings' write of one call's recording judged from its file
+_JUDGE_RECORDING = update(Call).where(
+    Call.id == bindparam("call_id"), Call.recording_path.is_not(None),
+    Call.recording_status.is_(None)).values(
+    recording_status=bindparam("status"), recording_seconds=bindparam("seconds"),
+    recording_bytes=bindparam("size"), recording_sha256=bindparam("sha256"))
 
 
 def _by_call(rows: list[dict], size: int) -> list[list[dict]]:
