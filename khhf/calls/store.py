@@ -196,16 +196,33 @@ class Folded:
 
 def folded_for(session: Session, call_id: int) -> Folded:
     """Fold every stored event of the call, AMI and CEL alike, in time order."""
-    facts, last, count = CallFacts(), None, 0
+    return folded_for_many(session, [call_id])[call_id]
+
+
+def folded_for_many(session: Session, call_ids: Iterable[int]) -> dict[int, Folded]:
+    """folded_for of each of the calls, their events read in one query (the
+    reconciler recomputes every call of a CEL chunk)."""
+    ids = sorted(set(call_ids))
+    out = {call_id: Folded(CallFacts()) for call_id in ids}
+    if not ids:
+        return out
     rows = session.execute(
-        select(CallEvent.source, CallEvent.payload, CallEvent.event_at, CallEvent.id)
-        .where(CallEvent.call_id == call_id).order_by(CallEvent.event_at, CallEvent.id)).all()
-    for source, payload, event_at, event_id in rows:
-        data = json.loads(payload)
-        for leg_event in _PARSERS[source](data):
+        select(CallEvent.call_id, CallEvent.source, CallEvent.payload, CallEvent.event_at,
+               CallEvent.id)
+        .where(CallEvent.call_id.in_(ids))
+        .order_by(CallEvent.call_id, CallEvent.event_at, CallEvent.id)).all()
+    current, facts, last, count = None, CallFacts(), None, 0
+    for call_id, source, payload, event_at, event_id in rows:
+        if call_id != current:
+            if current is not None:
+                out[current] = Folded(facts, count, last)
+            current, facts, last, count = call_id, CallFacts(), None, 0
+        for leg_event in _PARSERS[source](json.loads(payload)):
             facts = reduce(facts, leg_event)
         last, count = (event_at, event_id), count + 1
-    return Folded(facts, count, last)
+    if current is not None:
+        out[current] = Folded(facts, count, last)
+    return out
 
 
 def facts_for(session: Session, call_id: int) -> CallFacts:
@@ -394,6 +411,8 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
     connection = session.connection()
     loaded = dict(rows) if rows is not None else \
         {row[0]: CallRow(row) for row in connection.execute(_CALL_ROWS, {"ids": ids})}
+    # the calls without facts folded from their stored events, in one query
+    stored = folded_for_many(session, (i for i in ids if facts[i] is None and i in loaded))
     calls, changes, before = [], [], {}
     for call_id in ids:
         call = loaded.get(call_id)
@@ -401,7 +420,7 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
             raise LookupError(f"there is no call {call_id} to recompute")
         old = _written(call)
         folded = facts[call_id]
-        summary = summarize(facts_for(session, call_id) if folded is None else folded,
+        summary = summarize(stored[call_id].facts if folded is None else folded,
                             call.manager_device)
         for key in DERIVED:
             setattr(call, key, summary.get(key))
