@@ -434,13 +434,18 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
             before[call_id] = old
         calls.append(call)
     db.update_rows(connection, Call.__table__, changes)
+    calls_by_id = {c.id: c for c in calls}
     state = WRITTEN.index("state")
     for call_id, changed in changes:
         webhooks.call_changed(connection, loaded[call_id], before[call_id][state],
                               "outcome" in changed)
-    task_ids = {c.task_id for c in calls if c.task_id is not None}
+    # the tasks follow the calls whose rows changed: a row as it was is one
+    # its task followed already (every writer of a call row moves its task
+    # in the same transaction), so reading the task again would move nothing
+    moved = [calls_by_id[call_id] for call_id, _ in changes]
+    task_ids = {c.task_id for c in moved if c.task_id is not None}
     if task_ids:
-        _follow_calls(session, calls, task_ids)
+        _follow_calls(session, moved, task_ids)
     _expire(session, Call, ids)
     _expire(session, Task, task_ids)
     return calls
