@@ -320,15 +320,16 @@ class Bridge:
         up, so no beat), then the sweep; {lost node: calls closed}. The
         sweep waits until this bridge has written for nodes.LOST_AFTER
         without a break: just started, or back from a database outage, the
-        other nodes' bridges may not have had their chance to beat either."""
+        other nodes' bridges may not have had their chance to beat either.
+        Both in one unit of work (a failed commit is a failed beat: the
+        caller starts the wait again)."""
         now = now or utcnow()
         with db.unit_of_work(self.sessions) as session:
             if live is not None:
                 nodes.beat(session, self.settings, len(live), not self.pbx_shutting_down, now)
-        self._writing_since = self._writing_since or now
-        if now - self._writing_since < nodes.LOST_AFTER:
-            return {}
-        with db.unit_of_work(self.sessions) as session:
+            self._writing_since = self._writing_since or now
+            if now - self._writing_since < nodes.LOST_AFTER:
+                return {}
             return nodes.sweep_lost(session, self.settings.pbx_name, now)
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
