@@ -468,29 +468,25 @@ class Bridge:
                     changed.add(call.id)
             if live is not None:
                 changed |= self._close_vanished(session, live, now)
+            pending = self._unjudged_recordings(session)
         commit()
-        changed |= self.fill_recordings()
+        changed |= self.fill_recordings(pending=pending)
         return changed
 
-    def fill_recordings(self, now: dt.datetime | None = None) -> set[int]:
+    def fill_recordings(self, now: dt.datetime | None = None,
+                        pending: list | None = None) -> set[int]:
         """Judge finished calls' recordings from their files: size, length,
         checksum, and complete, partial or missing (never a silent half
         file: a disk that filled mid-call leaves a short file, and the row
         says so). A file that is not yet whole is judged again later, until
         RECORDING_SETTLE after the call ended. The files are read outside
         any transaction, so hashing hundreds of them never holds the
-        database's write lock."""
+        database's write lock. `pending`: _unjudged_recordings, when the
+        caller read them (the reconciler, in its unit of work)."""
         now = now or utcnow()
-        # behind the edge, a recording stays on the node that recorded it:
-        # another node's bridge would find no file and call it missing
-        mine = [Call.pbx_node == self.settings.pbx_name] if nodes.in_cluster(self.settings) \
-            else []
-        with self.sessions() as session:
-            pending = session.execute(select(
-                Call.id, Call.recording_path, Call.talk_seconds, Call.end_at).where(
-                Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
-                Call.recording_status.is_(None), Call.recording_deleted_at.is_(None),
-                *mine)).all()
+        if pending is None:
+            with self.sessions() as session:
+                pending = self._unjudged_recordings(session)
         judged = {}
         for call_id, path, talk_seconds, end_at in pending:
             stats = store.recording_stats(self.settings.recordings_dir / path)
@@ -513,6 +509,19 @@ class Bridge:
                                 "recordings disk full?", call_id, status,
                                 stats[0] if stats else 0, talked[call_id])
         return set(judged)
+
+    def _unjudged_recordings(self, session) -> list:
+        """(id, recording path, talk seconds, end) of the finished calls whose
+        recordings are not judged yet. Behind the edge, only this node's: a
+        recording stays on the node that recorded it, and another node's
+        bridge would find no file and call it missing."""
+        mine = [Call.pbx_node == self.settings.pbx_name] if nodes.in_cluster(self.settings) \
+            else []
+        return list(session.execute(select(
+            Call.id, Call.recording_path, Call.talk_seconds, Call.end_at).where(
+            Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
+            Call.recording_status.is_(None), Call.recording_deleted_at.is_(None),
+            *mine)).all())
 
     def _close_vanished(self, session, live: set[str], now: dt.datetime) -> set[int]:
         """Open calls with no live channel and no event for a while: Asterisk
