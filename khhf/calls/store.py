@@ -395,11 +395,11 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
                     rows: Mapping[int, CallRow] | None = None) -> list[CallRow]:
     """recompute_many for the AMI bridge's batches, the same rows written
     without the ORM: the calls and their tasks read as plain rows (one
-    query each, and one for the tasks' call counts), each row decided by
-    the same fold (summarize) and the same task machine (tasks.follow_call
-    on a TaskRow), and what changed written in one statement per set of
-    columns (db.update_rows), the calls first so the task machine's queries
-    see them. The call.ended webhook is queued as the ORM's hook would
+    query each, the tasks with their call counts; the tasks only of calls
+    whose rows changed), each row decided by the same fold (summarize) and
+    the same task machine (tasks.follow_call on a TaskRow), and what
+    changed written in one statement per set of columns (db.update_rows),
+    the calls first so the task machine's queries see them. The call.ended webhook is queued as the ORM's hook would
     (webhooks.call_changed). A call whose automatic outcome may be due
     (outcomes.file_automatic) is handed to the ORM, its task's row read
     back after. `recording_file`: the path a call's recording is given
