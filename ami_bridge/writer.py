@@ -69,9 +69,9 @@ class Applier:
         raws = [r for r in map(store.raw_from_ami, events) if r is not None]
         ends = [e for e in map(inbound.from_ami, events) if e is not None]
         if not raws and not ends:
-            # a hotline call's channels, another node's or KHHF's own
-            # without legs: nothing to store, so no transaction (most
-            # batches of live traffic; each was three statements)
+            # a hotline call's channels, or events of no call leg:
+            # nothing to store, so no transaction (it was a BEGIN and a
+            # COMMIT for nothing)
             return set()
         with db.unit_of_work(self.sessions) as session:
             new = store.insert_events(session, raws)
