@@ -120,6 +120,7 @@ class RoutingDirectory:
             import psycopg
             _args, kwargs = self._engine.dialect.create_connect_args(self._engine.url)
             kwargs.setdefault("connect_timeout", db.PG_CONNECT_TIMEOUT_S)
+            kwargs.setdefault("application_name", db.application_name())
             self._conn = await psycopg.AsyncConnection.connect(autocommit=True, **kwargs)
         cur = await self._conn.execute(sql, params or None)
         return await cur.fetchall()

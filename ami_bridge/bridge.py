@@ -32,7 +32,7 @@ import math
 import time
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 
 from amiclient import AmiAuthError, AmiClient, AmiError, shutting_down
 from khhf import db
@@ -320,15 +320,16 @@ class Bridge:
         up, so no beat), then the sweep; {lost node: calls closed}. The
         sweep waits until this bridge has written for nodes.LOST_AFTER
         without a break: just started, or back from a database outage, the
-        other nodes' bridges may not have had their chance to beat either."""
+        other nodes' bridges may not have had their chance to beat either.
+        Both in one unit of work (a failed commit is a failed beat: the
+        caller starts the wait again)."""
         now = now or utcnow()
         with db.unit_of_work(self.sessions) as session:
             if live is not None:
                 nodes.beat(session, self.settings, len(live), not self.pbx_shutting_down, now)
-        self._writing_since = self._writing_since or now
-        if now - self._writing_since < nodes.LOST_AFTER:
-            return {}
-        with db.unit_of_work(self.sessions) as session:
+            self._writing_since = self._writing_since or now
+            if now - self._writing_since < nodes.LOST_AFTER:
+                return {}
             return nodes.sweep_lost(session, self.settings.pbx_name, now)
 
     # -- what khhf.health reads (its heartbeat) -----------------------------------------
@@ -467,29 +468,25 @@ class Bridge:
                     changed.add(call.id)
             if live is not None:
                 changed |= self._close_vanished(session, live, now)
+            pending = self._unjudged_recordings(session)
         commit()
-        changed |= self.fill_recordings()
+        changed |= self.fill_recordings(pending=pending)
         return changed
 
-    def fill_recordings(self, now: dt.datetime | None = None) -> set[int]:
+    def fill_recordings(self, now: dt.datetime | None = None,
+                        pending: list | None = None) -> set[int]:
         """Judge finished calls' recordings from their files: size, length,
         checksum, and complete, partial or missing (never a silent half
         file: a disk that filled mid-call leaves a short file, and the row
         says so). A file that is not yet whole is judged again later, until
         RECORDING_SETTLE after the call ended. The files are read outside
         any transaction, so hashing hundreds of them never holds the
-        database's write lock."""
+        database's write lock. `pending`: _unjudged_recordings, when the
+        caller read them (the reconciler, in its unit of work)."""
         now = now or utcnow()
-        # behind the edge, a recording stays on the node that recorded it:
-        # another node's bridge would find no file and call it missing
-        mine = [Call.pbx_node == self.settings.pbx_name] if nodes.in_cluster(self.settings) \
-            else []
-        with self.sessions() as session:
-            pending = session.execute(select(
-                Call.id, Call.recording_path, Call.talk_seconds, Call.end_at).where(
-                Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
-                Call.recording_status.is_(None), Call.recording_deleted_at.is_(None),
-                *mine)).all()
+        if pending is None:
+            with self.sessions() as session:
+                pending = self._unjudged_recordings(session)
         judged = {}
         for call_id, path, talk_seconds, end_at in pending:
             stats = store.recording_stats(self.settings.recordings_dir / path)
@@ -498,19 +495,33 @@ class Bridge:
                     or now - end_at >= RECORDING_SETTLE:
                 judged[call_id] = (status, stats)
         if judged:
+            # one statement for them all (the driver's executemany), each
+            # row only while it still has a recording not yet judged
             with db.unit_of_work(self.sessions) as session:
-                for call_id, (status, stats) in judged.items():
-                    call = session.get(Call, call_id)
-                    if not call.recording_path or call.recording_status is not None:
-                        continue
-                    call.recording_status = status
-                    if stats is not None:
-                        call.recording_seconds, call.recording_bytes, call.recording_sha256 = stats
-                    if status != RecordingStatus.COMPLETE:
-                        log.warning("call %s: recording %s (%s s of %s s talk): is the "
-                                    "recordings disk full?", call_id, status,
-                                    stats[0] if stats else 0, call.talk_seconds)
+                session.connection().execute(_JUDGE_RECORDING, [
+                    {"call_id": call_id, "status": status, "seconds": stats and stats[0],
+                     "size": stats and stats[1], "sha256": stats and stats[2]}
+                    for call_id, (status, stats) in judged.items()])
+            talked = {call_id: talk for call_id, _, talk, _ in pending}
+            for call_id, (status, stats) in judged.items():
+                if status != RecordingStatus.COMPLETE:
+                    log.warning("call %s: recording %s (%s s of %s s talk): is the "
+                                "recordings disk full?", call_id, status,
+                                stats[0] if stats else 0, talked[call_id])
         return set(judged)
+
+    def _unjudged_recordings(self, session) -> list:
+        """(id, recording path, talk seconds, end) of the finished calls whose
+        recordings are not judged yet. Behind the edge, only this node's: a
+        recording stays on the node that recorded it, and another node's
+        bridge would find no file and call it missing."""
+        mine = [Call.pbx_node == self.settings.pbx_name] if nodes.in_cluster(self.settings) \
+            else []
+        return list(session.execute(select(
+            Call.id, Call.recording_path, Call.talk_seconds, Call.end_at).where(
+            Call.state.in_(FINAL_STATES), Call.recording_path.is_not(None),
+            Call.recording_status.is_(None), Call.recording_deleted_at.is_(None),
+            *mine)).all())
 
     def _close_vanished(self, session, live: set[str], now: dt.datetime) -> set[int]:
         """Open calls with no live channel and no event for a while: Asterisk
@@ -533,6 +544,14 @@ class Bridge:
                         call.id)
             closed.add(call.id)
         return closed
+
+
+# fill_recordings' write of one call's recording judged from its file
+_JUDGE_RECORDING = update(Call).where(
+    Call.id == bindparam("call_id"), Call.recording_path.is_not(None),
+    Call.recording_status.is_(None)).values(
+    recording_status=bindparam("status"), recording_seconds=bindparam("seconds"),
+    recording_bytes=bindparam("size"), recording_sha256=bindparam("sha256"))
 
 
 def _by_call(rows: list[dict], size: int) -> list[list[dict]]:

@@ -66,6 +66,7 @@ import json
 import logging
 import time
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from khhf.bridge_client import PBX_RESTARTING, PBX_UNAVAILABLE
@@ -239,12 +240,14 @@ class CommandServer:
 
     def _outbound(self, call_id: int) -> OutboundCall:
         with Session(self.bridge.engine) as session:
-            call = session.get(Call, call_id)
+            # the call with its manager, one query
+            row = session.execute(select(Call, Manager).outerjoin(
+                Manager, Manager.id == Call.manager_id).where(Call.id == call_id)).first()
+            call, manager = row if row is not None else (None, None)
             if call is None or call.direction != "outbound" or call.state != CallState.REQUESTED \
                     or call.pbx_node != self.settings.pbx_name:
                 raise OriginateError(f"call {call_id} is not a requested outbound call "
                                      f"of PBX node {self.settings.pbx_name!r}")
-            manager = session.get(Manager, call.manager_id)
             return OutboundCall(
                 call_id=call.id, channel_id=call.uniqueid or "", task_id=call.task_id,
                 desk_extension=manager.desk_extension or "",

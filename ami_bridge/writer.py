@@ -68,9 +68,18 @@ class Applier:
         folding the new events into the facts kept of calls in progress."""
         raws = [r for r in map(store.raw_from_ami, events) if r is not None]
         ends = [e for e in map(inbound.from_ami, events) if e is not None]
+        if not raws and not ends:
+            # a hotline call's channels, or events of no call leg:
+            # nothing to store, so no transaction (it was a BEGIN and a
+            # COMMIT for nothing)
+            return set()
         with db.unit_of_work(self.sessions) as session:
-            folded = self.live.fold(session, store.insert_events(session, raws))
-            calls = self.recompute(session, {cid: f.facts for cid, f in folded.items()})
+            new = store.insert_events(session, raws)
+            # the calls' rows and their stored events' counts: one query
+            rows = store.load_calls(session, {e.call_id for e in new})
+            folded = self.live.fold(session, new, {cid: n for cid, (_, n) in rows.items()})
+            calls = self.recompute(session, {cid: f.facts for cid, f in folded.items()},
+                                   {cid: row for cid, (row, _) in rows.items()})
             final = {c.id for c in calls if c.state in FINAL_STATES}
             self.complete_inbound(session, ends)
         self.live.keep(folded, final)  # committed: what was folded is stored
@@ -80,8 +89,14 @@ class Applier:
         """The rows of hotline calls that hung up, written and closed unless
         the AGI service did (hotline.complete_call). One that cannot be (bad
         data) is logged and skipped, never costing the batch its other
-        events; the database's absence is raised (the events are held)."""
+        events; the database's absence is raised (the events are held).
+        Rows already closed (the hang-up AGI, or the AMI event before the
+        CEL record) are found in one query and left alone: no savepoint,
+        no row lock."""
+        closed = hotline.closed_calls(session, (end.uniqueid for end in ends))
         for end in ends:
+            if end.uniqueid in closed:
+                continue
             try:
                 with session.begin_nested():
                     call = hotline.complete_call(session, end, self.settings)
@@ -92,7 +107,8 @@ class Applier:
                 continue
             log.debug("hotline call %s: row %s %s", end.uniqueid, call.id, call.outcome)
 
-    def recompute(self, session, facts: dict[int, CallFacts | None]) -> list[store.CallRow]:
+    def recompute(self, session, facts: dict[int, CallFacts | None],
+                  rows: dict[int, store.CallRow] | None = None) -> list[store.CallRow]:
         """Each call row in line with its events (store.recompute_batch; None
         for a call: folded from its stored events). A call given up as not
         placed lost its recording's path (nobody talked, it seemed); when
@@ -101,7 +117,7 @@ class Applier:
         if not facts:
             return []
         return store.recompute_batch(
-            session, facts, lambda call: dialing.recording_file(self.settings, call))
+            session, facts, lambda call: dialing.recording_file(self.settings, call), rows)
 
 
 class WriterUnavailable(Exception):

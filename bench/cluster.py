@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -269,16 +270,23 @@ class Cluster:
         with self.engine.begin() as conn:
             conn.execute(text("SELECT pg_stat_statements_reset()"))
 
-    def top_statements(self, limit: int = 12) -> list[tuple[int, float, str]]:
-        """(calls, total ms, query) of the statements that took the most time
-        since the reset, the first row all of them together."""
+    def statements(self) -> dict[int, tuple[int, float, str]]:
+        """{queryid: (calls, total execution ms, query)} of every statement
+        since the reset (pg_stat_statements; BEGIN and COMMIT included)."""
         with self.engine.connect() as conn:
-            total = conn.execute(text("SELECT sum(calls), sum(total_exec_time) "
-                                      "FROM pg_stat_statements")).one()
-            return [(int(total[0]), float(total[1]), "(all statements)")] + [
-                (r[0], r[1], " ".join(r[2].split())[:160]) for r in conn.execute(text(
-                    "SELECT calls, total_exec_time, query FROM pg_stat_statements "
-                    "ORDER BY total_exec_time DESC LIMIT :n"), {"n": limit})]
+            return {r[0]: (int(r[1]), float(r[2]), " ".join(r[3].split()))
+                    for r in conn.execute(text(
+                        "SELECT queryid, calls, total_exec_time, query FROM pg_stat_statements"))}
+
+    def backends(self) -> dict[int, str]:
+        """{pid: who} of the private server's processes now: a client
+        backend by its application_name (KHHF's processes name themselves,
+        khhf.db.application_name; Kamailio's connections have none), the
+        server's own by their type."""
+        with self.engine.connect() as conn:
+            return {pid: (name or "kamailio (no name)") if kind == "client backend" else
+                    f"server: {kind}" for pid, name, kind in conn.execute(text(
+                        "SELECT pid, application_name, backend_type FROM pg_stat_activity"))}
 
     def cpu(self) -> dict[str, float]:
         """CPU-seconds so far: edge, postgres, each node, the SIPp parties."""
@@ -286,6 +294,7 @@ class Cluster:
         postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
         out = {"edge": tree_cpu([self.edge.edge.pid()], table),
                "postgres": tree_cpu([postmaster], table),
+               "postmaster": table[postmaster][1] if postmaster in table else 0.0,
                "sipp": tree_cpu([p.proc.pid for p in self.edge.parties if p.proc], table)}
         for node in self.nodes:
             out[node.name] = tree_cpu(node.pids(), table)
@@ -293,6 +302,11 @@ class Cluster:
             out[f"{node.name}/asterisk"] = tree_cpu([pbx], table)
             out[f"{node.name}/bridge"] = tree_cpu([bridge], table)
             out[f"{node.name}/agi"] = tree_cpu([agi], table)
+        # the server's CPU by whom its processes serve (a backend that ended
+        # meanwhile is in the postmaster's reaped children's)
+        for pid, who in self.backends().items():
+            if pid in table:
+                out[f"pg/{who}"] = out.get(f"pg/{who}", 0.0) + table[pid][1]
         return out
 
 
@@ -465,10 +479,13 @@ def run(args) -> tuple[list[tuple[str, str]], str]:
               f"{args.rate:g}/s for {seconds:.0f} s; load average {load_before}",
               file=sys.stderr, flush=True)
         # what the parts spend with no call (probes, reconcilers), for scale
+        cl.reset_statements()
         idle0, t_idle = cl.cpu(), time.monotonic()
         time.sleep(IDLE_S)
         idle1 = cl.cpu()
-        idle = {k: (idle1[k] - idle0[k]) / (time.monotonic() - t_idle) for k in idle1}
+        idle_s = time.monotonic() - t_idle
+        idle = {k: (idle1[k] - idle0.get(k, 0.0)) / idle_s for k in idle1}
+        idle_statements = cl.statements()
         cl.reset_statements()
         cpu0 = cl.cpu()
         t0 = time.monotonic() + 0.5
@@ -479,7 +496,10 @@ def run(args) -> tuple[list[tuple[str, str]], str]:
         time.sleep(max(0.0, t0 + args.kill_at * seconds - time.monotonic()))
         cpu1 = cl.cpu()
         t_cpu = time.monotonic() - t0
-        statements = cl.top_statements()
+        statements = cl.statements()
+        (workdir / "statements.json").write_text(json.dumps(
+            {"idle_s": idle_s, "window_s": t_cpu, "idle": list(idle_statements.values()),
+             "window": list(statements.values())}, ensure_ascii=False))
         watch.interval = 0.05
         t_kill = time.monotonic()
         killed.kill_pbx()
@@ -521,6 +541,46 @@ def run(args) -> tuple[list[tuple[str, str]], str]:
         node_of_addr = {f"{n.settings.sip_host}:{n.settings.sip_port}": n.name for n in cl.nodes}
         hot_calls = hotline_outcomes(hot) if hot is not None else {}
         return report(args, cl, killed, locals())
+
+
+def statement_profile(window: dict, idle: dict, idle_s: float, window_s: float,
+                      calls: int, limit: int = 40) -> list[str]:
+    """The statements per call (pg_stat_statements, start to kill) against
+    the idle floor (the same statements with no call, scaled to the
+    window), the most frequent first: count per call, execution µs per
+    call, each also beyond the floor."""
+    if not calls:
+        return []
+    scale = window_s / idle_s if idle_s else 0.0
+    rows = []
+    for qid, (n, ms, query) in window.items():
+        idle_n, idle_ms, _ = idle.get(qid, (0, 0.0, ""))
+        rows.append((n / calls, ms * 1000 / calls, (n - idle_n * scale) / calls,
+                     (ms - idle_ms * scale) * 1000 / calls, query))
+    rows.sort(key=lambda r: -r[0])
+    total = [sum(r[i] for r in rows) for i in range(4)]
+    idle_count = sum(n for n, _, _ in idle.values())
+    out = [f"statements, start to kill: {sum(n for n, _, _ in window.values())} for {calls} "
+           f"calls in {window_s:.0f} s; idle {idle_count} in {idle_s:.0f} s "
+           f"({idle_count / idle_s if idle_s else 0:.1f}/s)",
+           "per call: count, exec µs | beyond the idle floor: count, exec µs | query",
+           f"{total[0]:6.2f} {total[1]:7.0f} | {total[2]:6.2f} {total[3]:7.0f} | (all)"]
+    out += [f"{a:6.2f} {b:7.0f} | {c:6.2f} {d:7.0f} | {q[:150]}" for a, b, c, d, q in rows[:limit]]
+    return out
+
+
+def pg_cpu_profile(spent: dict[str, float], floor: dict[str, float], calls: int) -> list[str]:
+    """PostgreSQL's CPU per call by whom its backends serve, and beyond the floor."""
+    if not calls:
+        return []
+    parts = sorted((k for k in spent if k.startswith("pg/")), key=lambda k: -spent[k])
+    out = [f"PostgreSQL CPU per call: {spent['postgres'] * 1000 / calls:.2f} ms, beyond the "
+           f"idle floor {(spent['postgres'] - floor['postgres']) * 1000 / calls:.2f} ms "
+           f"(postmaster and backends that ended: "
+           f"{(spent['postgres'] - sum(spent[k] for k in parts)) * 1000 / calls:.2f} ms)"]
+    out += [f"  {k[3:]}: {spent[k] * 1000 / calls:.2f} ms (floor {floor.get(k, 0.0) * 1000 / calls:.2f})"
+            for k in parts]
+    return out
 
 
 def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, str]], str]:
@@ -565,10 +625,6 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
         print(f"[cluster] click {c.number} at {c.at - t0:.1f} s on {c.node}: "
               f"{c.error or ((row.state, row.outcome, row.sip_code) if row else 'no row')}",
               file=sys.stderr)
-    print("[cluster] statements by time, start to kill (calls, total ms, query):",
-          file=sys.stderr)
-    for calls, total, query in v["statements"]:
-        print(f"[cluster]   {calls:6d} {total:9.1f}  {query}", file=sys.stderr)
     # rows: one per call that reached a node
     reached = {caller for caller, c in hot_calls.items() if c["final"] == 200}
     reached |= {c.number for c in clicks if c.node is not None}
@@ -603,11 +659,19 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
     node_calls.update(c.node for c in click_window)
     per_call = {part: spent[part] / calls_window for part in ("edge", "postgres", "sipp")} \
         if calls_window else {}
+    floor = {k: v["idle"].get(k, 0.0) * v["t_cpu"] for k in spent}
+    pg_marginal = (spent["postgres"] - floor["postgres"]) / calls_window if calls_window else 0.0
     node_costs = [spent[n.name] / node_calls[n.name] for n in cl.nodes if node_calls[n.name]]
     node_cost = sum(node_costs) / len(node_costs) if node_costs else float("nan")
     parts = {p: sum(spent[f"{n.name}/{p}"] for n in cl.nodes) / calls_window
              for p in ("asterisk", "bridge", "agi")} if calls_window else {}
     rate_window = calls_window / v["t_cpu"] if v["t_cpu"] else 0
+    # the server's statements and CPU per call, the idle floor apart
+    for line in statement_profile(v["statements"], v["idle_statements"], v["idle_s"],
+                                  v["t_cpu"], calls_window):
+        print(f"[cluster] {line}", file=sys.stderr)
+    for line in pg_cpu_profile(spent, floor, calls_window):
+        print(f"[cluster] {line}", file=sys.stderr)
     ms = 1000.0
 
     def fmt_s(t):
@@ -625,8 +689,8 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
          f"({len(hot_failed_after)} hotline, {len(click_failed_after)} click-to-dial)"),
         ("click-to-dial refused after that: already on a call",
          f"{len(click_refused_after)} (by {len({c.number[3:7] for c in click_refused_after})} "
-         f"managers whose previous call died with the node: its row stays open until "
-         f"requested + 15 s)"),
+         f"managers whose previous call died with the node: its row is open until the lost "
+         f"node's calls are closed, {nodes.LOST_AFTER.seconds} s after its last beat)"),
         ("hotline calls between the kill and the edge noticing",
          f"{sum(1 for c in hot_calls.values() if t_kill <= c['invite'] < cut)} sent, "
          f"{len(hot_failed_before)} failed (the rest failed over after "
@@ -641,8 +705,7 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
                                    f"{len(click_failed_other)} click-to-dial"),
         ("calls that reached a node: rows",
          f"{acc['placed']} calls, {acc['rows']} rows, {acc['doubled']} doubled, "
-         f"{acc['lost']} without a final row ({len(open_killed)} open on the killed node; "
-         f"closing a lost node's rows is not built yet)"),
+         f"{acc['lost']} without a final row ({len(open_killed)} open on the killed node)"),
         ("recordings", f"{recorded} of the {len(named)} rows that name one have their file on "
                        f"their node"),
         ("node back: the edge sends to it again after",
@@ -657,23 +720,27 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
         table += [
             ("CPU per call: Kamailio (edge)", f"{per_call['edge'] * ms:.2f} ms"),
             ("CPU per call: PostgreSQL (all backends)", f"{per_call['postgres'] * ms:.2f} ms"),
+            ("CPU per call: PostgreSQL beyond its idle floor",
+             f"{pg_marginal * ms:.2f} ms (the floor: {floor['postgres'] / calls_window * ms:.2f} "
+             f"ms a call at this rate)"),
             ("CPU per call: one node (Asterisk + bridge + FastAGI)",
              f"{node_cost * ms:.1f} ms (Asterisk {parts['asterisk'] * ms:.1f}, bridge "
              f"{parts['bridge'] * ms:.1f}, FastAGI {parts['agi'] * ms:.1f}; per node "
              + ", ".join(f"{c * ms:.0f}" for c in node_costs) + ")"),
             ("CPU per call: the SIPp parties (load generator)", f"{per_call['sipp'] * ms:.1f} ms"),
         ]
-        for label, part in (("Kamailio", "edge"), ("PostgreSQL", "postgres")):
-            if per_call[part] > 0:
+        for label, cost in (("Kamailio", per_call["edge"]), ("PostgreSQL", per_call["postgres"]),
+                            ("PostgreSQL beyond its idle floor", pg_marginal)):
+            if cost > 0:
                 table.append((f"{label} saturates at (same cores as a node)",
-                              f"{node_cost / per_call[part]:.0f} nodes' worth of calls "
-                              f"(goal >= 10); {1 / per_call[part]:.0f} calls/s per core"))
+                              f"{node_cost / cost:.0f} nodes' worth of calls "
+                              f"(goal >= 10); {1 / cost:.0f} calls/s per core"))
         table.append(("one node per core", f"{1 / node_cost:.1f} calls/s"))
         idle = v["idle"]
         table.append(("idle (no calls), CPU-seconds per second",
                       f"Kamailio {idle['edge']:.3f}, PostgreSQL {idle['postgres']:.3f}, a node "
                       f"{sum(idle[n.name] for n in cl.nodes) / len(cl.nodes):.3f} (counted "
-                      f"in the per-call figures above)"))
+                      f"in the per-call figures above, but for PostgreSQL's beyond its floor)"))
     table.append(("load average", f"{v['load_before']} at the start, {v['load_after']} at the "
                                   f"end (2 cores, shared)"))
     failed_after = len(hot_failed_after) + len(click_failed_after)
@@ -684,6 +751,7 @@ def report(args, cl: Cluster, killed: Node, v: dict) -> tuple[list[tuple[str, st
             f" took {after_back.get(killed.name, 0)}")
     if per_call:
         last += (f"; CPU/call ms edge={per_call['edge'] * ms:.2f} pg={per_call['postgres'] * ms:.2f}"
+                 f" (beyond idle {pg_marginal * ms:.2f})"
                  f" node={node_cost * ms:.1f}; shared parts carry "
                  f"{min(node_cost / max(per_call['edge'], 1e-9), node_cost / max(per_call['postgres'], 1e-9)):.0f}"
                  f" nodes; load {v['load_after']}")

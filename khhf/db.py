@@ -134,7 +134,10 @@ def make_engine(url: str, **kwargs) -> Engine:
         # a restarted server leaves dead connections in the pool: test each
         # before use, so the first request after a restart does not fail
         kwargs.setdefault("pool_pre_ping", True)
-        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+        # who a backend serves, in pg_stat_activity (and the cluster bench's CPU split)
+        connect_args.setdefault("application_name", application_name())
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         path = sqlite_file(url)
@@ -151,6 +154,17 @@ def make_engine(url: str, **kwargs) -> Engine:
         for name in ("checkin", "invalidate"):  # should a transaction end unseen
             event.listen(engine.pool, name, lambda _dbapi, record, *_: _leave_gate(record))
     return engine
+
+
+def application_name() -> str:
+    """This process's name for PostgreSQL's application_name: `khhf ` and
+    the module it runs as (`python -m ami_bridge` gives "khhf ami_bridge",
+    the bridge's writer "khhf ami_bridge.writer"), else its program's name."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = spec.name.removesuffix(".__main__") if spec is not None and spec.name else \
+        Path(program).name if program and not program.startswith("-") else "python"
+    return f"khhf {name}"[:63]  # PostgreSQL keeps 63 bytes (NAMEDATALEN - 1)
 
 
 class WriterGate:

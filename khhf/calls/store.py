@@ -101,11 +101,17 @@ _EVENT_COLUMNS = ("dedup_key", "source", "event", "uniqueid", "linkedid", "call_
                   "event_at", "payload")
 _INSERT_TAIL = "ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key"
 # PostgreSQL: the batch's columns as one array each (a short statement,
-# whatever the row count, that psycopg prepares and caches once)
+# whatever the row count, that psycopg prepares and caches once), each
+# event's call found by its linkedid in the same statement (an event of no
+# outbound call is not stored)
+_PG_COLUMNS = tuple(c for c in _EVENT_COLUMNS if c != "call_id")
 _PG_INSERT = (
     f"INSERT INTO {CallEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
-    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
-    f"%b::integer[], %b::timestamp[], %b::text[]) {_INSERT_TAIL}")
+    f"SELECT {', '.join('c.id' if c == 'call_id' else f'v.{c}' for c in _EVENT_COLUMNS)} "
+    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    f"%b::timestamp[], %b::text[]) AS v({', '.join(_PG_COLUMNS)}) "
+    f"JOIN {Call.__tablename__} c ON c.linkedid = v.linkedid AND c.direction = 'outbound' "
+    f"{_INSERT_TAIL}, call_id")
 _SQLITE_INSERTS: dict[int, str] = {}
 
 
@@ -121,16 +127,14 @@ def _sqlite_insert(rows: int) -> str:
 
 
 def _insert_rows(session: Session, rows: list[tuple]) -> list[tuple[int, str]]:
-    """Insert call events given as tuples of _EVENT_COLUMNS, skipping any
-    whose dedup_key is stored (whoever stored it); (id, dedup_key) of each
-    new one. The rows go to the driver in one statement per page, with no
-    per-row work in SQLAlchemy: a batch of the AMI stream costs the
-    bridge as much as parsing it, so every microsecond per row counts."""
+    """SQLite: insert call events given as tuples of _EVENT_COLUMNS,
+    skipping any whose dedup_key is stored (whoever stored it); (id,
+    dedup_key) of each new one. The rows go to the driver in one statement
+    per page, with no per-row work in SQLAlchemy: a batch of the AMI stream
+    costs the bridge as much as parsing it, so every microsecond per row
+    counts."""
     connection = session.connection()
     dialect = connection.dialect
-    if dialect.name == "postgresql":
-        # all(): one fetch of the RETURNING rows (iterating fetches row by row)
-        return list(connection.exec_driver_sql(_PG_INSERT, tuple(map(list, zip(*rows)))).all())
     # the event time as the model's column type writes it (SQLite: its text form)
     stamp = CallEvent.__table__.c.event_at.type.dialect_impl(dialect).bind_processor(dialect)
     assert stamp is not None
@@ -152,6 +156,13 @@ def insert_events(session: Session, raws: Iterable[RawEvent]) -> list[StoredEven
         fresh.setdefault(r.dedup_key, r)  # the same event twice in a batch: once
     if not fresh:
         return []
+    if session.get_bind().dialect.name == "postgresql":
+        # one statement: the calls are found as the events are inserted;
+        # all() fetches the RETURNING rows at once (iterating, row by row)
+        stored = session.connection().exec_driver_sql(_PG_INSERT, tuple(map(list, zip(*(
+            (r.dedup_key, r.source, r.name, r.uniqueid, r.linkedid, r.at, _payload(r.payload))
+            for r in fresh.values()))))).all()
+        return [StoredEvent(fresh[key], call_id, event_id) for event_id, key, call_id in stored]
     calls = dict(session.execute(select(Call.linkedid, Call.id).where(
         Call.direction == "outbound", Call.linkedid.in_({r.linkedid for r in fresh.values()}))
         ).all())
@@ -185,16 +196,33 @@ class Folded:
 
 def folded_for(session: Session, call_id: int) -> Folded:
     """Fold every stored event of the call, AMI and CEL alike, in time order."""
-    facts, last, count = CallFacts(), None, 0
+    return folded_for_many(session, [call_id])[call_id]
+
+
+def folded_for_many(session: Session, call_ids: Iterable[int]) -> dict[int, Folded]:
+    """folded_for of each of the calls, their events read in one query (the
+    reconciler recomputes every call of a CEL chunk)."""
+    ids = sorted(set(call_ids))
+    out = {call_id: Folded(CallFacts()) for call_id in ids}
+    if not ids:
+        return out
     rows = session.execute(
-        select(CallEvent.source, CallEvent.payload, CallEvent.event_at, CallEvent.id)
-        .where(CallEvent.call_id == call_id).order_by(CallEvent.event_at, CallEvent.id)).all()
-    for source, payload, event_at, event_id in rows:
-        data = json.loads(payload)
-        for leg_event in _PARSERS[source](data):
+        select(CallEvent.call_id, CallEvent.source, CallEvent.payload, CallEvent.event_at,
+               CallEvent.id)
+        .where(CallEvent.call_id.in_(ids))
+        .order_by(CallEvent.call_id, CallEvent.event_at, CallEvent.id)).all()
+    current, facts, last, count = None, CallFacts(), None, 0
+    for call_id, source, payload, event_at, event_id in rows:
+        if call_id != current:
+            if current is not None:
+                out[current] = Folded(facts, count, last)
+            current, facts, last, count = call_id, CallFacts(), None, 0
+        for leg_event in _PARSERS[source](json.loads(payload)):
             facts = reduce(facts, leg_event)
         last, count = (event_at, event_id), count + 1
-    return Folded(facts, count, last)
+    if current is not None:
+        out[current] = Folded(facts, count, last)
+    return out
 
 
 def facts_for(session: Session, call_id: int) -> CallFacts:
@@ -226,21 +254,24 @@ class LiveFacts:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def fold(self, session: Session, new: list[StoredEvent]) -> dict[int, Folded]:
+    def fold(self, session: Session, new: list[StoredEvent],
+             stored: Mapping[int, int] | None = None) -> dict[int, Folded]:
         """The facts of every call with `new` events, inside the transaction
-        that stored them. Nothing is kept until `keep` (after the commit)."""
+        that stored them. Nothing is kept until `keep` (after the commit).
+        `stored`: how many events each of those calls has stored now, when
+        the caller read them (load_calls); else they are counted here."""
         by_call: dict[int, list[StoredEvent]] = {}
         for e in new:
             by_call.setdefault(e.call_id, []).append(e)
         if not by_call:
             return {}
-        stored = dict(session.execute(
+        counts = stored if stored is not None else dict(session.execute(
             select(CallEvent.call_id, func.count()).where(CallEvent.call_id.in_(by_call))
             .group_by(CallEvent.call_id)).all())
         out = {}
         for call_id, events in by_call.items():
             events.sort(key=lambda e: e.order)
-            before = stored.get(call_id, 0) - len(events)  # stored before this transaction
+            before = counts.get(call_id, 0) - len(events)  # stored before this transaction
             kept = self._calls.get(call_id) if before else Folded(CallFacts())
             if kept is not None and kept.events == before and \
                     (kept.last is None or events[0].order > kept.last):
@@ -343,26 +374,45 @@ _written = operator.attrgetter(*WRITTEN)
 # the calls' ROW_COLUMNS, by id (built once: building a statement costs more than running it)
 _CALL_ROWS = select(*(getattr(Call, c) for c in ROW_COLUMNS)).where(
     Call.id.in_(bindparam("ids", expanding=True)))
+# the same and how many events each has stored (what LiveFacts checks)
+_COUNTED_ROWS = _CALL_ROWS.add_columns(
+    select(func.count()).where(CallEvent.call_id == Call.id).correlate(Call).scalar_subquery())
+
+
+def load_calls(session: Session, ids: Iterable[int]) -> dict[int, tuple[CallRow, int]]:
+    """{call id: (its CallRow, how many events it has stored)} in one
+    query: what the AMI bridge's batch reads of its calls (LiveFacts.fold
+    checks the counts, recompute_batch writes the rows)."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    return {row[0]: (CallRow(row), row[-1]) for row in session.connection().execute(
+        _COUNTED_ROWS, {"ids": ids})}
 
 
 def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
-                    recording_file: Callable[[CallRow], str] | None = None) -> list[CallRow]:
+                    recording_file: Callable[[CallRow], str] | None = None,
+                    rows: Mapping[int, CallRow] | None = None) -> list[CallRow]:
     """recompute_many for the AMI bridge's batches, the same rows written
     without the ORM: the calls and their tasks read as plain rows (one
-    query each, and one for the tasks' call counts), each row decided by
-    the same fold (summarize) and the same task machine (tasks.follow_call
-    on a TaskRow), and what changed written in one statement per set of
-    columns (db.update_rows), the calls first so the task machine's queries
-    see them. The call.ended webhook is queued as the ORM's hook would
+    query each, the tasks with their call counts; the tasks only of calls
+    whose rows changed), each row decided by the same fold (summarize) and
+    the same task machine (tasks.follow_call on a TaskRow), and what
+    changed written in one statement per set of columns (db.update_rows),
+    the calls first so the task machine's queries see them. The call.ended webhook is queued as the ORM's hook would
     (webhooks.call_changed). A call whose automatic outcome may be due
     (outcomes.file_automatic) is handed to the ORM, its task's row read
     back after. `recording_file`: the path a call's recording is given
     when its events show an answer and it has none (one given up as not
-    placed lost it)."""
+    placed lost it). `rows`: the calls' rows as this transaction read them
+    already (load_calls), with nothing written to them since."""
     ids = sorted(facts)
     session.flush()  # the ORM's pending changes first: the rows are read from the database
     connection = session.connection()
-    loaded = {row[0]: CallRow(row) for row in connection.execute(_CALL_ROWS, {"ids": ids})}
+    loaded = dict(rows) if rows is not None else \
+        {row[0]: CallRow(row) for row in connection.execute(_CALL_ROWS, {"ids": ids})}
+    # the calls without facts folded from their stored events, in one query
+    stored = folded_for_many(session, (i for i in ids if facts[i] is None and i in loaded))
     calls, changes, before = [], [], {}
     for call_id in ids:
         call = loaded.get(call_id)
@@ -370,7 +420,7 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
             raise LookupError(f"there is no call {call_id} to recompute")
         old = _written(call)
         folded = facts[call_id]
-        summary = summarize(facts_for(session, call_id) if folded is None else folded,
+        summary = summarize(stored[call_id].facts if folded is None else folded,
                             call.manager_device)
         for key in DERIVED:
             setattr(call, key, summary.get(key))
@@ -384,13 +434,18 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
             before[call_id] = old
         calls.append(call)
     db.update_rows(connection, Call.__table__, changes)
+    calls_by_id = {c.id: c for c in calls}
     state = WRITTEN.index("state")
     for call_id, changed in changes:
         webhooks.call_changed(connection, loaded[call_id], before[call_id][state],
                               "outcome" in changed)
-    task_ids = {c.task_id for c in calls if c.task_id is not None}
+    # the tasks follow the calls whose rows changed: a row as it was is one
+    # its task followed already (every writer of a call row moves its task
+    # in the same transaction), so reading the task again would move nothing
+    moved = [calls_by_id[call_id] for call_id, _ in changes]
+    task_ids = {c.task_id for c in moved if c.task_id is not None}
     if task_ids:
-        _follow_calls(session, calls, task_ids)
+        _follow_calls(session, moved, task_ids)
     _expire(session, Call, ids)
     _expire(session, Task, task_ids)
     return calls
@@ -398,8 +453,7 @@ def recompute_batch(session: Session, facts: Mapping[int, CallFacts | None],
 
 def _follow_calls(session: Session, calls: list[CallRow], task_ids: set[int]) -> None:
     """The tasks of `calls` follow them (update_task's moves on TaskRows)."""
-    rows = tasks.load_rows(session, task_ids)
-    counts = tasks.call_counts(session, task_ids)
+    rows, counts = tasks.load_rows(session, task_ids)
     for call in calls:
         task = rows.get(call.task_id) if call.task_id is not None else None
         if task is None:

@@ -13,14 +13,14 @@ import datetime as dt
 import secrets
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from khhf import audit, numbering
 from khhf.bridge_client import LiveCalls
 from khhf.calls import events, store
 from khhf.calls.states import FINAL_STATES, CallState
 from khhf.config import Settings
-from khhf.models import Call, County, Manager, Task, TaskStatus, User, utcnow
+from khhf.models import Call, County, Customer, Manager, Task, TaskStatus, User, utcnow
 from khhf.phones import mask_phone
 
 from . import N_, Problems, dial_rules, number_pool, tasks, validated
@@ -87,7 +87,11 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
     now = now or utcnow()
     problems = Problems()
     manager = session.scalar(select(Manager).where(Manager.user_id == user.id))
-    task = session.get(Task, task_id)
+    # the task with its customer, county and type, in one query (the checks
+    # below read them through the task's relations, from the session)
+    task = session.scalars(select(Task).where(Task.id == task_id).options(
+        joinedload(Task.customer).joinedload(Customer.county), joinedload(Task.task_type))
+        ).unique().one_or_none()
     if manager is None or task is None or task.manager_id != manager.id:
         # the same answer for "no such task" and "not yours": no probing
         problems.refuse("task", N_("This task is not yours: only the task's own manager can call it."))
@@ -128,10 +132,6 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
                     manager_device=device)
         session.add(call)
         session.flush()
-        # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
-        # it unique even across databases sharing one PBX
-        call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
-        call.recording_path = recording_file(settings, call)
         tasks.dial(task, now)
         detail = {"task": task.id} if device == DESK else {"task": task.id, "device": device}
         name = " ".join(filter(None, (customer.name, mask_phone(customer.phone))))
@@ -149,6 +149,11 @@ def request_call(session: Session, settings: Settings, user: User, task_id: int,
                                       "county's page."), value=chosen.number)
         problems.raise_if_any()  # the savepoint rolls back: nothing written
         call.unified_number = validated(chosen, "the number").number
+        # the desk-phone channel's id, and so every leg's linkedid: the nonce keeps
+        # it unique even across databases sharing one PBX; written with the
+        # number (one UPDATE of the row, at the commit)
+        call.uniqueid = call.linkedid = f"khhf-{call.id}-{secrets.token_hex(4)}"
+        call.recording_path = recording_file(settings, call)
     return call
 
 

@@ -195,6 +195,17 @@ def _insert_call(session: Session, *, customer_id, manager_id, county_id, number
                  unified_number, uniqueid, linkedid, now, settings: Settings) -> Call:
     """The inbound row of the channel `uniqueid`: inserted unless a row is
     there already (another writer's, which then stands), and returned."""
+    _insert_row(session, customer_id=customer_id, manager_id=manager_id, county_id=county_id,
+                number=number, unified_number=unified_number, uniqueid=uniqueid,
+                linkedid=linkedid, now=now, settings=settings)
+    return session.scalars(select(Call).where(Call.uniqueid == uniqueid)
+                           .execution_options(populate_existing=True)).one()
+
+
+def _insert_row(session: Session, *, customer_id, manager_id, county_id, number,
+                unified_number, uniqueid, linkedid, now, settings: Settings) -> None:
+    """Insert the inbound row of the channel `uniqueid` unless a row is
+    there already (one statement: the unique uniqueid decides)."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(insert(Call).values(
         direction="inbound", customer_id=customer_id, manager_id=manager_id,
@@ -205,8 +216,6 @@ def _insert_call(session: Session, *, customer_id, manager_id, county_id, number
         unified_number=unified_number if UNIFIED_NUMBER.fullmatch(unified_number or "") else None,
         state=CallState.REQUESTED, requested_at=now, pbx_node=settings.pbx_name,
     ).on_conflict_do_nothing(index_elements=["uniqueid"]))
-    return session.scalars(select(Call).where(Call.uniqueid == uniqueid)
-                           .execution_options(populate_existing=True)).one()
 
 
 def _locked_call(session: Session, uniqueid: str) -> Call | None:
@@ -218,17 +227,16 @@ def _locked_call(session: Session, uniqueid: str) -> Call | None:
 
 
 def record_call(session: Session, *, routing: Routing, unified_number: str, uniqueid: str,
-                linkedid: str, now: dt.datetime, settings: Settings) -> Call:
+                linkedid: str, now: dt.datetime, settings: Settings) -> None:
     """Write the row of a call the directory routed (after the AGI answered);
     idempotent on uniqueid: when the hang-up route or the AMI bridge wrote
-    it first (a very short call, or this write failed), that row stands."""
-    call = session.scalar(select(Call).where(Call.uniqueid == uniqueid))
-    if call is None:
-        call = _insert_call(session, customer_id=routing.customer_id,
-                            manager_id=routing.manager_id, county_id=routing.county_id,
-                            number=routing.customer_number, unified_number=unified_number,
-                            uniqueid=uniqueid, linkedid=linkedid, now=now, settings=settings)
-    return call
+    it first (a very short call, or this write failed), that row stands.
+    One statement (an insert that skips a row already there): nothing
+    reads the row back."""
+    _insert_row(session, customer_id=routing.customer_id, manager_id=routing.manager_id,
+                county_id=routing.county_id, number=routing.customer_number,
+                unified_number=unified_number, uniqueid=uniqueid, linkedid=linkedid, now=now,
+                settings=settings)
 
 
 def on_duty_desks(session: Session, county_id: int) -> tuple[str, ...]:
@@ -350,7 +358,7 @@ class Hangup:
 def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int | None = None,
                 caller: str = "", unified_number: str = "", linkedid: str = "",
                 now: dt.datetime | None = None, requested_at: dt.datetime | None = None,
-                settings: Settings | None = None) -> Call:
+                settings: Settings | None = None, locked: Call | None = None) -> Call:
     """Close the inbound call; a missed call becomes a call-back task and an SMS.
 
     Idempotent: a call already ended is returned unchanged, and the row is
@@ -360,11 +368,12 @@ def finish_call(session: Session, *, uniqueid: str, hangup: Hangup, call_id: int
     (`requested_at`: when the call came, default `now`). The row is the
     channel's `uniqueid`'s; `call_id` (the route's KHHF_CALL_ID) is not
     needed to find it, and a forged one cannot close another call.
+    `locked`: the row, when the caller has locked it already (_locked_call).
     """
     del call_id  # the uniqueid decides
     now = now or utcnow()
     settings = settings or Settings()
-    call = _locked_call(session, uniqueid)
+    call = locked if locked is not None else _locked_call(session, uniqueid)
     if call is None:
         _new_call(session, caller, unified_number, uniqueid, linkedid, requested_at or now,
                   settings)
@@ -399,8 +408,10 @@ def complete_call(session: Session, end: HotlineEnd, settings: Settings) -> Call
     never happened (the service died after its answer, or was down at the
     hang-up) still has its one row, with the customer and manager the route
     chose. A row the AGI service wrote stands; one it closed stays as it is.
+    The row is locked first (one statement when it is there, as it mostly is).
     """
-    if end.routed and session.scalar(select(Call.id).where(Call.uniqueid == end.uniqueid)) is None:
+    call = _locked_call(session, end.uniqueid)
+    if call is None and end.routed:
         customer = session.get(Customer, end.customer_id) if end.customer_id else None
         manager = session.get(Manager, end.manager_id) if end.manager_id else None
         county_id = session.scalar(select(UnifiedNumber.county_id).where(
@@ -415,11 +426,25 @@ def complete_call(session: Session, end: HotlineEnd, settings: Settings) -> Call
     # not routed (degraded mode): written as the hang-up AGI writes it, from the database
     return finish_call(session, uniqueid=end.uniqueid, caller=end.caller,
                        unified_number=end.unified_number, linkedid=end.linkedid,
-                       now=end.at, requested_at=end.arrived_at, settings=settings,
+                       now=end.at, requested_at=end.arrived_at, settings=settings, locked=call,
                        hangup=Hangup(stage=end.stage, dial_status=end.dial_status,
                                      answered_ms=end.answered_ms,
                                      answered_by=end.answered_by,
                                      recording_file=end.recording_file))
+
+
+def closed_calls(session: Session, uniqueids) -> set[str]:
+    """Which of the channels `uniqueids` have an inbound row that is closed
+    for good (ended, not as lost): complete_call would leave those as they
+    are, so a writer that read them closed (one query for a whole batch)
+    need not lock them. A closed row never opens again, so reading it
+    without a lock is enough."""
+    ids = set(uniqueids)
+    if not ids:
+        return set()
+    return set(session.scalars(select(Call.uniqueid).where(
+        Call.uniqueid.in_(ids), Call.state == CallState.ENDED,
+        Call.outcome != CallOutcome.LOST)))
 
 
 def fallback_owner(session: Session, county_id: int | None) -> Manager | None:

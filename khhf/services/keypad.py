@@ -25,10 +25,10 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from khhf.config import Settings
-from khhf.models import Call, Feedback, Manager, ResultCode, Task, User
+from khhf.models import Call, Feedback, Manager, ResultCode, Task, TaskType, User
 
 from . import ValidationError, results, tasks
 
@@ -85,11 +85,17 @@ def step(session: Session, call_id: int | None, state: str = "", digits: str = "
     what the manager pressed since ("" when nothing before the timeout).
     Files the result (channel "keypad") when the manager confirms.
     """
-    call = session.get(Call, call_id) if call_id else None
-    task = session.get(Task, call.task_id) if call is not None and call.task_id else None
+    # the call, its task, the task's type and result codes, and whether a
+    # result was filed for the call: one query (a turn is one AGI request)
+    row = session.execute(
+        select(Call, Task, exists().where(Feedback.call_id == Call.id))
+        .join(Task, Task.id == Call.task_id)
+        .options(joinedload(Task.task_type).selectinload(TaskType.result_codes))
+        .where(Call.id == call_id)).first() if call_id else None
+    call, task, filed = row if row is not None else (None, None, False)
     if call is None or task is None or call.direction != "outbound" or call.manager_id is None:
         return _say("keypad-unavailable")
-    if already_filed(session, task, call.id):
+    if task.status not in tasks.OPEN or filed:  # already_filed, as read above
         return _say("keypad-already-filed")
     codes = sorted(task.task_type.result_codes, key=lambda c: (len(c.code), c.code))
     if not codes:

@@ -113,14 +113,28 @@ class TaskRow:
         return (self.status, self.attempts, self.last_call_at, self.updated_at)
 
 
-_TASK_ROWS = select(Task.id, *(getattr(Task, c) for c in FOLLOWED)).where(
+def _outbound_calls(*columns):
+    """A scalar subquery over the outbound calls of the task of the row."""
+    return select(*columns).where(Call.task_id == Task.id, Call.direction == "outbound") \
+        .correlate(Task).scalar_subquery()
+
+
+# each task's FOLLOWED columns and its call_counts, in one query (built once)
+_TASK_ROWS = select(
+    Task.id, *(getattr(Task, c) for c in FOLLOWED), _outbound_calls(func.max(Call.id)),
+    _outbound_calls(func.sum(case((Call.state.in_(ATTEMPT_STATES), 1), else_=0)))).where(
     Task.id.in_(bindparam("ids", expanding=True)))
 
 
-def load_rows(session: Session, task_ids: Iterable[int]) -> dict[int, TaskRow]:
-    """TaskRows of the tasks, in one query."""
-    return {row[0]: TaskRow(*row) for row in session.connection().execute(
-        _TASK_ROWS, {"ids": list(set(task_ids))})}
+def load_rows(session: Session, task_ids: Iterable[int]
+              ) -> tuple[dict[int, TaskRow], dict[int, tuple[int, int]]]:
+    """TaskRows of the tasks and their call_counts, in one query (the AMI
+    bridge reads both for every batch that moves a task)."""
+    rows, counts = {}, {}
+    for row in session.connection().execute(_TASK_ROWS, {"ids": list(set(task_ids))}):
+        rows[row[0]] = TaskRow(*row[:5])
+        counts[row[0]] = (row[5] or 0, int(row[6] or 0))  # no call: none is latest
+    return rows, counts
 
 
 def write_rows(session: Session, rows: Iterable[TaskRow]) -> None:
