@@ -24,19 +24,17 @@ SWEEP_SECONDS = 60
 
 
 # how long a thread may hold the GIL while another waits for it: the event
-# loop must not wait the default 5 ms behind a database write in the pool
-GIL_SWITCH_SECONDS = 0.0005
-# the units of work (the call row after the answer, the hang-up's close, the
-# sweep) run in processes of their own: in threads, a hang-up's ~9 ms of ORM
-# work held the GIL while the next call's routing waited for it at every
-# socket call of the event loop (bench/RESULTS.md, "Hotline routing")
-WRITE_PROCESSES = 2
+# loop must not wait the default 5 ms behind a database write in the pool.
+# It waits this long again at each socket call and SQLite step it makes
+# (each one releases the GIL), so a call routed while the previous one's
+# hang-up (~9 ms of ORM work) runs waited 0.5 ms some ten times
+GIL_SWITCH_SECONDS = 0.0001
 
 
 async def serve(settings) -> None:
     from agi.server import make_server
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    server = make_server(settings, write_processes=WRITE_PROCESSES)
+    server = make_server(settings)
     await server.start(settings.agi_host, settings.agi_port)
     logging.getLogger("agi").info("FastAGI service on %s:%s, routes: %s", settings.agi_host,
                                   settings.agi_port, ", ".join(sorted(server.routes)))

@@ -10,11 +10,9 @@ connection. Every read has a timeout, EOF is an error, and a
 route that raises or overruns simply sets nothing: the dialplan sees its
 route variable empty and takes its one fallback path.
 
-Database work runs in a thread pool (SQLAlchemy is synchronous), or in
-writer processes (write_processes, as `python -m agi` runs it: their CPU
-then never holds the GIL the event loop needs), at most once per request,
-inside one unit of work, so a slow database never stalls the event loop
-and the other calls with it. A route that overruns
+Database work runs in a thread pool (SQLAlchemy is synchronous), at most
+once per request, inside one unit of work, so a slow database never
+stalls the event loop and the other calls with it. A route that overruns
 its deadline stops talking to Asterisk, but its unit of work still
 completes: the call row is written late rather than lost. A unit the
 database refuses for the moment (locked, away) is tried again for up to
@@ -29,13 +27,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import concurrent.futures.process
-import functools
 import hmac
 import itertools
 import logging
-import multiprocessing
-import os
 import re
 import time
 from typing import Awaitable, Callable
@@ -247,7 +241,7 @@ class AgiSession:
 
 async def _readline(reader: asyncio.StreamReader, timeout: float, what: str) -> str:
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout):  # in this task: no task of its own to start
             raw = await reader.readline()
     except asyncio.TimeoutError:
         raise AgiError(f"no {what} within {timeout} s") from None
@@ -284,7 +278,7 @@ class FastAgiServer:
     def __init__(self, routes: dict[str, Route], session_factory: sessionmaker[Session], *,
                  key: str, deadline: float = ROUTE_DEADLINE, db_threads: int = 8,
                  junk_log_interval: float = 10.0, settings: Settings | None = None,
-                 directory=None, write_processes: int = 0):
+                 directory=None):
         if len(key) < 16:
             raise ValueError("the FastAGI key must be a generated secret (khhf.config.agi_key)")
         self.routes = dict(routes)
@@ -300,38 +294,16 @@ class FastAgiServer:
         self.profile = Profile()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=db_threads, thread_name_prefix="agi-db")
-        # write_processes > 0: units of work run in that many processes of
-        # their own instead (the functions must pickle: module functions and
-        # their partials, as the shipped routes pass), so their CPU never
-        # holds the GIL the event loop needs to answer the next call
-        self.write_processes = write_processes
-        self._processes = self._process_pool() if write_processes > 0 else None
         self.server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> asyncio.base_events.Server:
-        if self._processes is not None:  # started (and their imports done) before the first call
-            loop = asyncio.get_running_loop()
-            await asyncio.gather(*(loop.run_in_executor(self._processes, _writer_ready)
-                                   for _ in range(self.write_processes)))
         self.server = await asyncio.start_server(self.handle, host, port, backlog=256)
         return self.server
-
-    def _process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        engine = self.session_factory.kw.get("bind")
-        if engine is None:
-            raise ValueError("write_processes needs a session factory bound to an engine")
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.write_processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_writer,
-            initargs=(engine.url.render_as_string(hide_password=False),
-                      logging.getLogger().getEffectiveLevel()))
 
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
         """close(), and the directory's connection, once the deferred writes are done."""
@@ -356,21 +328,33 @@ class FastAgiServer:
             log.exception("AGI route %r: its write after the answer failed", what)
 
     async def _run_in_unit_of_work(self, fn):
-        loop = asyncio.get_running_loop()
-        if self._processes is None:
-            return await loop.run_in_executor(self._executor, functools.partial(
-                _unit_with_retries, fn, self.unit_retry_seconds, self.session_factory))
-        pool = self._processes
-        try:
-            return await loop.run_in_executor(pool, _unit_with_retries, fn,
-                                              self.unit_retry_seconds)
-        except concurrent.futures.process.BrokenProcessPool:
-            # a writer process died (killed, out of memory): a new pool, once
-            if self._processes is pool:
-                log.warning("a database writer process died; starting new ones")
-                self._processes = self._process_pool()
-            return await loop.run_in_executor(self._processes, _unit_with_retries, fn,
-                                              self.unit_retry_seconds)
+        def work():
+            give_up = time.monotonic() + self.unit_retry_seconds
+            lost_race = False
+            for attempt in itertools.count():
+                try:
+                    with unit_of_work(self.session_factory) as db:
+                        return fn(db)
+                except IntegrityError:
+                    # a concurrent request for the same call (the routing AGI
+                    # finishing late while the hang-up AGI runs) won the race;
+                    # the routes are idempotent, so the same work again, afresh
+                    if lost_race:
+                        raise
+                    lost_race = True
+                    log.info("retrying a unit of work after IntegrityError")
+                except OperationalError as exc:
+                    if not is_unavailable(exc) or time.monotonic() >= give_up:
+                        raise
+                    pause = UNIT_RETRY_PAUSES[min(attempt, len(UNIT_RETRY_PAUSES) - 1)]
+                    log.info("the database refused a unit of work (%s); trying again in %.2f s",
+                             exc.__class__.__name__, pause)
+                    time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+            raise AssertionError("itertools.count() ended")
+        # shielded: a route cut short by its deadline leaves its unit of work
+        # to complete, even one still queued for a free thread
+        return await asyncio.shield(
+            asyncio.get_running_loop().run_in_executor(self._executor, work))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One AGI request, from environment to close; never raises."""
@@ -427,58 +411,11 @@ class FastAgiServer:
     async def sweep(self) -> int:
         """Close inbound rows whose hang-up never arrived (hotline.close_stale_calls)."""
         from khhf.services import hotline
-        return await self._run_in_unit_of_work(hotline.close_stale_calls)
 
-
-def _unit_with_retries(fn: Callable[[Session], object], retry_seconds: float,
-                       session_factory: sessionmaker[Session] | None = None):
-    """fn(db_session) in one unit of work, in a database thread or writer
-    process (_writer_factory), tried again while the database refuses it."""
-    factory = session_factory or _writer_factory
-    if factory is None:
-        raise RuntimeError("a writer process without its database (_init_writer)")
-    give_up = time.monotonic() + retry_seconds
-    lost_race = False
-    for attempt in itertools.count():
-        try:
-            with unit_of_work(factory) as db:
-                return fn(db)
-        except IntegrityError:
-            # a concurrent request for the same call (the routing AGI
-            # finishing late while the hang-up AGI runs) won the race;
-            # the routes are idempotent, so the same work again, afresh
-            if lost_race:
-                raise
-            lost_race = True
-            log.info("retrying a unit of work after IntegrityError")
-        except OperationalError as exc:
-            if not is_unavailable(exc) or time.monotonic() >= give_up:
-                raise
-            pause = UNIT_RETRY_PAUSES[min(attempt, len(UNIT_RETRY_PAUSES) - 1)]
-            log.info("the database refused a unit of work (%s); trying again in %.2f s",
-                     exc.__class__.__name__, pause)
-            time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
-    raise AssertionError("itertools.count() ended")
-
-
-# a writer process's own sessions (FastAgiServer(write_processes=N))
-_writer_factory: sessionmaker[Session] | None = None
-
-
-def _init_writer(database_url: str, log_level: int) -> None:
-    global _writer_factory
-    from khhf import db
-    logging.basicConfig(level=log_level,
-                        format="%(asctime)s agi-writer %(levelname)s %(name)s: %(message)s")
-    from sqlalchemy.orm import configure_mappers
-
-    import khhf.models  # noqa: F401  (the mappers, configured now rather than at the first call)
-    configure_mappers()
-    _writer_factory = db.session_factory(db.make_engine(database_url))
-
-
-def _writer_ready() -> int:
-    return os.getpid()
+        def work():
+            with unit_of_work(self.session_factory) as db:
+                return hotline.close_stale_calls(db)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
 
 def _directory_for(session_factory: sessionmaker[Session]):

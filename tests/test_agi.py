@@ -57,10 +57,9 @@ async def agi_request(port, script, args=(), callerid="+8613800000001", uniqueid
     return commands
 
 
-def run_server(factory, coro_fn, routes=ROUTES, deadline=1.5, write_processes=0):
+def run_server(factory, coro_fn, routes=ROUTES, deadline=1.5):
     async def main():
-        server = FastAgiServer(routes, factory, key=KEY, deadline=deadline,
-                               write_processes=write_processes)
+        server = FastAgiServer(routes, factory, key=KEY, deadline=deadline)
         srv = await server.start("127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
         try:
@@ -135,16 +134,14 @@ def test_unknown_caller_and_departed_manager_route_to_the_group(factory):
         assert (v["KHHF_ROUTE"], v["KHHF_DESK"], v["KHHF_MOBILE"]) == ("group", "", ""), caller
 
 
-# 1: the units of work in a writer process of their own, as `python -m agi` runs them
-@pytest.mark.parametrize("write_processes", [0, 1])
-def test_hang_up_route_answered_call(factory, write_processes):
+def test_hang_up_route_answered_call(factory):
     async def both(port):
         first = await agi_request(port, "hotline", ["13900000001"])
         # at once: the row written after the answer may come before or after this
         await agi_request(port, "hotline-end", [variables(first)["KHHF_CALL_ID"], "mobile",
                                                 "ANSWER", "42", "13700000001@carrier",
                                                 "13900000001", "2026/11/27/in-1.wav"])
-    run_server(factory, both, write_processes=write_processes)
+    run_server(factory, both)
     call = call_of(factory, "1700000000.1")
     assert (call.state, call.outcome, call.talk_seconds, call.recording_path, call.task_id,
             call.manager_id) == ("ended", "mobile", 42, "2026/11/27/in-1.wav", None, 1)
