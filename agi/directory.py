@@ -113,7 +113,8 @@ class RoutingDirectory:
         if self.dialect == "sqlite":
             conn = self._conn or self._open_sqlite()
             return conn.execute(sql, params).fetchall()
-        return await asyncio.wait_for(self._fetch_pg(sql, params), READ_TIMEOUT)
+        async with asyncio.timeout(READ_TIMEOUT):  # in this task: no task of its own to start
+            return await self._fetch_pg(sql, params)
 
     async def _fetch_pg(self, sql: str, params: tuple) -> list[tuple]:
         if self._conn is None:

@@ -241,7 +241,8 @@ class AgiSession:
 
 async def _readline(reader: asyncio.StreamReader, timeout: float, what: str) -> str:
     try:
-        raw = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):  # in this task: no task of its own to start
+            raw = await reader.readline()
     except asyncio.TimeoutError:
         raise AgiError(f"no {what} within {timeout} s") from None
     if not raw.endswith(b"\n"):
@@ -252,7 +253,8 @@ async def _readline(reader: asyncio.StreamReader, timeout: float, what: str) -> 
 async def read_environment(reader: asyncio.StreamReader) -> dict[str, str]:
     """The agi_* lines Asterisk sends first, up to the blank line (one read)."""
     try:
-        raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), HEADER_TIMEOUT)
+        async with asyncio.timeout(HEADER_TIMEOUT):
+            raw = await reader.readuntil(b"\n\n")
     except asyncio.TimeoutError:
         raise AgiError(f"no AGI environment within {HEADER_TIMEOUT} s") from None
     except asyncio.IncompleteReadError:
@@ -349,7 +351,10 @@ class FastAgiServer:
                              exc.__class__.__name__, pause)
                     time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
             raise AssertionError("itertools.count() ended")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        # shielded: a route cut short by its deadline leaves its unit of work
+        # to complete, even one still queued for a free thread
+        return await asyncio.shield(
+            asyncio.get_running_loop().run_in_executor(self._executor, work))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One AGI request, from environment to close; never raises."""
@@ -378,7 +383,8 @@ class FastAgiServer:
                           ", ".join(sorted(self.routes)))
                 return
             started = time.perf_counter()
-            await asyncio.wait_for(route(session, session.args), self.deadline)
+            async with asyncio.timeout(self.deadline):
+                await route(session, session.args)
             self.profile.add(name, environment=started - accepted,
                              work=time.perf_counter() - started - session.waited,
                              asterisk=session.waited)

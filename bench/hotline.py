@@ -5,7 +5,8 @@
 
 --quick (under 5 minutes): 200,000 customers, 60 calls per route, 10 s
 sustained; its last line is the figure, e.g.
-`hotline added p95 sqlite=+2.1 ms (1.8x static) postgresql=+2.9 ms (2.1x)`.
+`hotline added p95 sqlite=+2.1 ms (1.8x static) postgresql=+2.9 ms (2.1x);
+floor sqlite=+1.9 ms postgresql=+2.0 ms`.
 
 For each database: seed `--customers` customers over 50 managers, start
 `python -m agi` (a subprocess, as in production) and a PBX, and register
@@ -15,9 +16,13 @@ the 50 desk phones to one answering SIPp.
    most 10 per second, so the desk is idle again), alternately through
    the hotline (AGI-routed: Ringing, AGI, AstDB check, MixMonitor,
    DEVICE_STATE, Dial), a static route that only Dials the same desk
-   phone, and a static route with the hotline's Ringing and MixMonitor
-   (both injected into the running PBX, never shipped); 10 warm-up calls
-   first. The
+   phone, a static route with the hotline's Ringing and MixMonitor, and
+   two copies of the hotline's dialplan: "floor", routed by a FastAGI
+   server that answers the same variables at once (bench/agi_floor.py: no
+   database, no directory; what any FastAGI routing adds on this host, so
+   KHHF's own share is KHHF - floor), and "shape", the AGI replaced by a
+   dialplan MSet of those variables (the steps around the AGI); all
+   injected into the running PBX, never shipped; warm-up calls first. The
    latency is the customer's INVITE sent -> the desk phone's INVITE
    received, both from SIPp's message traces (same host clock).
 2. Sustained: `--rate` calls per second for `--seconds`, spread over all
@@ -47,6 +52,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from bench.agi_floor import ANSWER
 from khhf import db
 from simkit.harness import PbxHarness, free_port
 from simkit.sipp import SIPP_DIR
@@ -56,8 +62,14 @@ DESKS = [f"{8001 + i}" for i in range(MANAGERS)]
 UNIFIED = "13900000001"
 # bench only, injected into the running PBX: static routes to the same desk
 # phone, one bare, one with the hotline's ringback and recording (so the
-# AGI's own cost can be told from the cost of recording)
-ROUTES = {"agi": UNIFIED, "static": "19900000001", "static+rec": "19900000002"}
+# AGI's own cost can be told from the cost of recording); and two copies of
+# the hotline's own dialplan (khhf-hotline as rendered): "floor" routes
+# through bench/agi_floor.py, a FastAGI server that answers KHHF's variables
+# for desk 8001 at once (no database, no directory): what any FastAGI
+# routing adds on this host; "shape" sets the same variables with a dialplan
+# MSet instead of the AGI (what the dialplan steps around the AGI cost)
+ROUTES = {"agi": UNIFIED, "floor": "19900000003", "shape": "19900000004",
+          "static": "19900000001", "static+rec": "19900000002"}
 STATIC_ROUTE = """[khhf-from-trunk]
 exten => 19900000001,1,Dial(PJSIP/8001,5,I)
  same => n,Hangup()
@@ -65,7 +77,27 @@ exten => 19900000002,1,Ringing()
  same => n,MixMonitor(${KHHF_REC_DIR}/bench/static-${UNIQUEID}.wav,b)
  same => n,Dial(PJSIP/8001,5,I)
  same => n,Hangup()
+exten => 19900000003,1,Goto(bench-floor,${EXTEN},1)
+exten => 19900000004,1,Goto(bench-shape,${EXTEN},1)
 """
+
+
+def hotline_copies(rendered: str, floor_url: str) -> str:
+    """The floor and shape routes: khhf-hotline as rendered, renamed, its
+    AGIs sent to the floor server; in "shape" the routing AGI replaced by
+    a dialplan MSet of what the floor server answers."""
+    start = rendered.index("[khhf-hotline]")
+    end = rendered.find("\n[", start + 1)
+    context = rendered[start:end if end > 0 else None].replace("${KHHF_AGI}", floor_url)
+    floor = context.replace("[khhf-hotline]", "[bench-floor]")
+    agi = re.search(r"^ same => n,AGI\(%s/hotline,.*$" % re.escape(floor_url), context, re.M)
+    if agi is None:
+        raise SystemExit("bench: the hotline's routing AGI() line is not in khhf-hotline")
+    answer = ANSWER.format(customer="${FILTER(0-9,${CALLERID(num)})}",
+                           rec="${STRFTIME(${EPOCH},,%Y/%m/%d)}/in-${UNIQUEID}.wav")
+    shape = context.replace("[khhf-hotline]", "[bench-shape]").replace(
+        agi.group(0), f" same => n,MSet({answer})")
+    return floor + "\n" + shape
 
 
 def phone(i: int) -> str:
@@ -141,8 +173,13 @@ class Bench:
         self.agi = subprocess.Popen([sys.executable, "-m", "agi"], env=env, stdout=self.agi_log,
                                     stderr=subprocess.STDOUT,
                                     cwd=Path(__file__).resolve().parent.parent)
+        floor_port = free_port(kind=socket.SOCK_STREAM)
+        self.floor = subprocess.Popen([sys.executable, "-m", "bench.agi_floor", str(floor_port)],
+                                      cwd=Path(__file__).resolve().parent.parent)
         self.h.__enter__()
-        (self.h.pbx.run_dir / "etc" / "extensions.d" / "99-bench.conf").write_text(STATIC_ROUTE)
+        etc = self.h.pbx.run_dir / "etc" / "extensions.d"
+        (etc / "99-bench.conf").write_text(STATIC_ROUTE + "\n" + hotline_copies(
+            (etc / "10-from-trunk.conf").read_text(), f"agi://127.0.0.1:{floor_port}/bench"))
         self.h.pbx.cli("dialplan reload")
         self.h.pbx.cli("dialplan set global KHHF_DESK_RING 5")
         port = free_port()
@@ -164,6 +201,8 @@ class Bench:
 
     def __exit__(self, *exc):
         self.h.__exit__(*exc)
+        self.floor.terminate()
+        self.floor.wait(10)
         self.agi.terminate()
         self.agi.wait(10)
         self.agi_log.close()
@@ -185,8 +224,10 @@ class Bench:
         """INVITE-in -> INVITE-out at desk 8001 (ms) per route, interleaved in batches."""
         # manager 1's customers, disjoint per route; a few first calls warm up
         own = iter(phone(i) for i in range(0, MANAGERS * 10 * (n + 10), MANAGERS))
-        warm = self.calls(UNIFIED, [next(own) for _ in range(10)], rate=10, limit=1)
-        warm.wait(60)
+        for number in ROUTES.values():
+            warm = self.calls(number, [next(own) for _ in range(10 if number == UNIFIED else 3)],
+                              rate=10, limit=1)
+            warm.wait(60)
         callers = {route: [next(own) for _ in range(n)] for route in ROUTES}
         runs = []
         per = -(-n // batches)
@@ -238,17 +279,30 @@ def print_tables(rows, args) -> None:
           f"INVITE received (ms), {args.calls} calls per route, one at a time")
     print("db | route | n | p50 | p95 | p95 / static | p95 added vs static")
     print("--- | --- | --- | --- | --- | --- | ---")
-    for label, lat, _ in rows:
+    for label, lat, _, _ in rows:
         base = pct(lat["static"], 95)
         for route, values in lat.items():
             p95 = pct(values, 95)
             print(f"{label} | {route} | {len(values)} | {pct(values, 50):.2f} | {p95:.2f} | "
                   f"{p95 / base:.2f}x | {p95 - base:+.2f}")
     print()
+    print("added over the static Dial, ms, p50 / p95: KHHF's route; the floor (the same "
+          "dialplan, a FastAGI server that only answers); KHHF's own share (KHHF - floor); "
+          "the dialplan without any AGI (shape); load average (1 min) at start -> end")
+    print("db | KHHF | floor | KHHF - floor | shape | load")
+    print("--- | --- | --- | --- | --- | ---")
+    for label, lat, _, load in rows:
+        added = {q: {r: pct(lat[r], q) - pct(lat["static"], q) for r in lat} for q in (50, 95)}
+        cells = [f"{added[50][r]:+.2f} / {added[95][r]:+.2f}" for r in ("agi", "floor")]
+        cells.append(f"{added[50]['agi'] - added[50]['floor']:+.2f} / "
+                     f"{added[95]['agi'] - added[95]['floor']:+.2f}")
+        cells.append(f"{added[50]['shape']:+.2f} / {added[95]['shape']:+.2f}")
+        print(f"{label} | {' | '.join(cells)} | {load[0]:.2f} -> {load[1]:.2f}")
+    print()
     print(f"sustained: {args.rate:g} calls/s offered for {args.seconds} s")
     print("db | offered | answered | dropped")
     print("--- | --- | --- | ---")
-    for label, _, (offered, ok, failed) in rows:
+    for label, _, (offered, ok, failed), _ in rows:
         print(f"{label} | {offered} | {ok} | {failed}")
     print(flush=True)
 
@@ -286,6 +340,7 @@ def main(argv=None) -> int:
         engine.dispose()
         print(f"[{label}] seeded {args.customers:,} customers in "
               f"{time.monotonic() - started:.0f} s; running calls ...", file=sys.stderr)
+        load = os.getloadavg()[0]
         try:
             with Bench(label, url, workdir) as bench:
                 lat = bench.latency(args.calls)
@@ -295,7 +350,7 @@ def main(argv=None) -> int:
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
-        rows.append((label, lat, (offered, ok, failed)))
+        rows.append((label, lat, (offered, ok, failed), (load, os.getloadavg()[0])))
         for line in bench.profile:
             print(f"[{label}] {line}")
         print_tables(rows[-1:], args)  # as each database finishes: a later failure loses nothing
@@ -306,13 +361,15 @@ def main(argv=None) -> int:
 
 
 def summary(rows) -> str:
-    """The last line: what the hotline adds at p95 over the static Dial, per database."""
-    parts = []
-    for i, (label, lat, _) in enumerate(rows):
+    """The last line: what the hotline adds at p95 over the static Dial, per
+    database, then what the floor route (any FastAGI at all) adds."""
+    parts, floor = [], []
+    for i, (label, lat, _, _) in enumerate(rows):
         base, agi = pct(lat["static"], 95), pct(lat["agi"], 95)
         ratio = f"{agi / base:.1f}x static" if i == 0 else f"{agi / base:.1f}x"
         parts.append(f"{label}={agi - base:+.1f} ms ({ratio})")
-    return "hotline added p95 " + " ".join(parts)
+        floor.append(f"{label}={pct(lat['floor'], 95) - base:+.1f} ms")
+    return "hotline added p95 " + " ".join(parts) + "; floor " + " ".join(floor)
 
 
 if __name__ == "__main__":
