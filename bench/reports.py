@@ -58,7 +58,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import select, text  # noqa: E402
+from sqlalchemy import delete, select, text  # noqa: E402
 
 from khhf import config, db, local_time  # noqa: E402
 from khhf.models import Campaign, ReportDaily  # noqa: E402
@@ -437,6 +437,10 @@ def main(argv=None) -> int:
                    help="skip the load: the database a --keep run left (its URL, or its name "
                         "on KHHF_TEST_PG_URL's server; same --days); its "
                         "daily sums are emptied first, so the build is a first build again")
+    p.add_argument("--explain", metavar="JIT",
+                   help="after the build, EXPLAIN ANALYZE each statement of the build and of "
+                        "a one-day rebuild with PostgreSQL's JIT off, on, or both ('off,on'; "
+                        "refresh runs with it off), and print the largest one's plan")
     args = p.parse_args(argv)
     if args.quick:
         args.scale, args.runs, args.no_export, args.by_day = 0.05, 0, True, True
@@ -508,6 +512,8 @@ def main(argv=None) -> int:
                 if by_day is not None:
                     print(f"  day by day (one refresh per day, the same rows): {by_day:.1f} s; "
                           f"set-based / day by day {build / by_day:.2f}")
+                if args.explain and kind == "postgresql":
+                    explain(engine, first_day, last_day, mid, args.explain.split(","))
                 if args.runs:
                     print(f"  {'report (one month)':<58} {'p50 ms':>8} {'p95 ms':>8}")
                     for label, p50, p95 in time_reports(engine, args.days, args.runs):
@@ -530,6 +536,35 @@ def main(argv=None) -> int:
         + " ".join(f"{kind} {build / n:.2f}s per day" for kind, (build, n, _b) in builds.items())
         + ")")
     return 0
+
+
+def explain(engine, first_day: dt.date, last_day: dt.date, day: dt.date,
+            modes: list[str]) -> None:
+    """EXPLAIN ANALYZE of each statement refresh runs (PostgreSQL), over
+    the whole period and over one day, with JIT off (as refresh runs them)
+    and/or on; then the plan of the largest. Rolled back."""
+    plan: list[str] = []
+    for jit in modes:
+        for label, a, b in (("first build", first_day, last_day), ("one day", day, day)):
+            with engine.connect() as conn, conn.begin() as tx:
+                conn.execute(text(f"SET LOCAL jit = {jit}"))
+                for model in reports.REFRESHED:
+                    conn.execute(delete(model).where(model.day >= a, model.day <= b))
+                parts = []
+                for table, stmt, params in reports.refresh_statements("postgresql", ZONE, a, b):
+                    sql = text("EXPLAIN (ANALYZE, BUFFERS) " + stmt.text).bindparams(
+                        *stmt._bindparams.values())
+                    lines = [r[0] for r in conn.execute(sql, params)]
+                    total = sum(float(x.split(":")[1].split()[0]) for x in lines
+                                if x.startswith(("Planning Time", "Execution Time")))
+                    parts.append(f"{table} {total:.0f}")
+                    if table == "report_daily" and label == "first build" and not plan:
+                        plan = lines
+                tx.rollback()
+            print(f"  EXPLAIN ANALYZE, jit {jit}, {label}, ms: {', '.join(parts)}")
+    print("  plan of the first build's report_daily:")
+    for line in plan:
+        print("    " + line)
 
 
 def build_by_day(engine, first_day: dt.date, last_day: dt.date) -> float:
