@@ -437,10 +437,12 @@ def main(argv=None) -> int:
                    help="skip the load: the database a --keep run left (its URL, or its name "
                         "on KHHF_TEST_PG_URL's server; same --days); its "
                         "daily sums are emptied first, so the build is a first build again")
-    p.add_argument("--explain", metavar="JIT",
+    p.add_argument("--explain", metavar="MODES",
                    help="after the build, EXPLAIN ANALYZE each statement of the build and of "
-                        "a one-day rebuild with PostgreSQL's JIT off, on, or both ('off,on'; "
-                        "refresh runs with it off), and print the largest one's plan")
+                        "a one-day rebuild (PostgreSQL), with refresh's settings changed by "
+                        "each mode in turn: comma-separated, each a space-separated list, "
+                        "e.g. ',jit=on,work_mem=4MB jit=on' ('' as refresh runs); and print "
+                        "the first mode's plan of the largest")
     args = p.parse_args(argv)
     if args.quick:
         args.scale, args.runs, args.no_export, args.by_day = 0.05, 0, True, True
@@ -541,13 +543,17 @@ def main(argv=None) -> int:
 def explain(engine, first_day: dt.date, last_day: dt.date, day: dt.date,
             modes: list[str]) -> None:
     """EXPLAIN ANALYZE of each statement refresh runs (PostgreSQL), over
-    the whole period and over one day, with JIT off (as refresh runs them)
-    and/or on; then the plan of the largest. Rolled back."""
+    the whole period and over one day, with refresh's settings and each
+    mode's changes to them ('' none, 'jit=on', 'jit=on work_mem=4MB'...);
+    then the plan of the largest in the first mode. Rolled back."""
     plan: list[str] = []
-    for jit in modes:
+    for mode in modes:
+        settings = dict(reports.PG_SETTINGS)
+        settings.update(kv.split("=", 1) for kv in mode.split())
         for label, a, b in (("first build", first_day, last_day), ("one day", day, day)):
             with engine.connect() as conn, conn.begin() as tx:
-                conn.execute(text(f"SET LOCAL jit = {jit}"))
+                for name, value in settings.items():
+                    conn.execute(text(f"SET LOCAL {name} = '{value}'"))
                 for model in reports.REFRESHED:
                     conn.execute(delete(model).where(model.day >= a, model.day <= b))
                 parts = []
@@ -561,7 +567,8 @@ def explain(engine, first_day: dt.date, last_day: dt.date, day: dt.date,
                     if table == "report_daily" and label == "first build" and not plan:
                         plan = lines
                 tx.rollback()
-            print(f"  EXPLAIN ANALYZE, jit {jit}, {label}, ms: {', '.join(parts)}")
+            print(f"  EXPLAIN ANALYZE {' '.join(f'{k}={v}' for k, v in settings.items())}, "
+                  f"{label}, ms: {', '.join(parts)}")
     print("  plan of the first build's report_daily:")
     for line in plan:
         print("    " + line)

@@ -475,6 +475,17 @@ def refresh_statements(dialect: str, timezone: str, start: dt.date, end: dt.date
     return out
 
 
+# What refresh sets for its own transaction on PostgreSQL. jit: PostgreSQL
+# compiles each of these large statements to machine code when its
+# estimated cost is high (seconds of LLVM for each, more than it saves
+# here, and again for every one-day rebuild of the timed job). work_mem:
+# the hash tables of the grouping (a row per day and bucket: 2,300,000
+# for 271 days of 10,000,000 calls) and of the joins in memory, not
+# spilled to temporary files in batches (the default is 4 MB); a limit
+# per hash or sort, used only as far as a period needs it.
+PG_SETTINGS = {"jit": "off", "work_mem": "4MB"}
+
+
 def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
     """Rebuild the daily sums of the local days start..end (inclusive) from
     the raw rows; returns the buckets written. Idempotent; the caller
@@ -482,10 +493,8 @@ def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> in
     one pass over the raw rows."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        # PostgreSQL compiles each of these large statements to machine code
-        # when its estimated cost is high (seconds of LLVM for each, more than
-        # it saves here, and again for every one-day rebuild of the timed job)
-        session.execute(text("SET LOCAL jit = off"))
+        for name, value in PG_SETTINGS.items():
+            session.execute(text(f"SET LOCAL {name} = '{value}'"))
     for model in REFRESHED:
         session.execute(delete(model).where(model.day >= start, model.day <= end))
     written = 0
