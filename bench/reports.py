@@ -4,7 +4,8 @@ and a one-month XLSX export of about 1,000,000 call rows, with its peak RSS.
 
     python3 -m bench.reports [--db sqlite,postgresql] [--scale 1.0] [--runs 20]
                              [--days 270] [--no-export] [--only-drill] [--by-day]
-                             [--quick] [--keep] [--reuse URL]
+                             [--quick] [--keep] [--load-only] [--reuse URL]
+                             [--explain MODES]
 
 --quick: scale 0.05 (500,000 calls), the first build of the daily sums
 set-based and then day by day (same rows, compared), the check; no
@@ -433,6 +434,8 @@ def main(argv=None) -> int:
                         "a few minutes")
     p.add_argument("--keep", action="store_true",
                    help="keep the loaded database and print its URL (for --reuse)")
+    p.add_argument("--load-only", action="store_true",
+                   help="load (with --keep: for --reuse), build nothing")
     p.add_argument("--reuse", metavar="URL",
                    help="skip the load: the database a --keep run left (its URL, or its name "
                         "on KHHF_TEST_PG_URL's server; same --days); its "
@@ -475,6 +478,8 @@ def main(argv=None) -> int:
                 print(f"\n## {kind}: {made['sizes']}")
                 for label, seconds in made["steps"]:
                     print(f"  load {label:<18} {seconds:8.1f} s")
+                if args.load_only:
+                    continue
                 if args.only_drill:
                     print(f"  {'report (one month)':<58} {'p50 ms':>8} {'p95 ms':>8}")
                     for label, p50, p95 in time_reports(engine, args.days, args.runs,
@@ -531,6 +536,8 @@ def main(argv=None) -> int:
             finally:
                 cleanup()
         print(f"  (load average now {os.getloadavg()[0]:.1f})")
+    if not builds:
+        return 0
     print("report sums first build " + " ".join(
         f"{kind}={build:.1f}s" + (f" (day by day {by_day:.1f}s)" if by_day else "")
         for kind, (build, _n, by_day) in builds.items())
