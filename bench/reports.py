@@ -519,7 +519,7 @@ def main(argv=None) -> int:
                 if by_day is not None:
                     print(f"  day by day (one refresh per day, the same rows): {by_day:.1f} s; "
                           f"set-based / day by day {build / by_day:.2f}")
-                if args.explain and kind == "postgresql":
+                if args.explain is not None and kind == "postgresql":
                     explain(engine, first_day, last_day, mid, args.explain.split(","))
                 if args.runs:
                     print(f"  {'report (one month)':<58} {'p50 ms':>8} {'p95 ms':>8}")
