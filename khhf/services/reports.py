@@ -156,6 +156,11 @@ class Source:
         return sql
 
 
+# from how many days on a refresh takes the first results joined (for a
+# day or two, the timed job's usual period, probing the day's calls is
+# faster than a pass over every result: PostgreSQL then reads them all)
+JOINED_DAYS = 7
+
 # The first result filed for an outbound call: its moment (fb_at) and its
 # channel (fb_channel), the earliest by (created_at, id). Two ways, the same
 # values: probed (two index look-ups per call: a drill-down's page reads
@@ -357,16 +362,17 @@ def _fence(dialect: str) -> str:
     return " LIMIT -1 OFFSET 0" if dialect == "sqlite" else " OFFSET 0"
 
 
-def _grouped(dialect: str, day: str = ":day") -> str:
+def _grouped(dialect: str, day: str = ":day", joined: bool = False) -> str:
     """SELECT of the sums per day and bucket from the raw rows of [:lo, :hi):
     `day` is the day's SQL, :day (one day) or an expression of `at` (the
-    rows' moment; a period, _day_sql)."""
+    rows' moment; a period, _day_sql); `joined`: each call's first result
+    from one pass over the period's results (FIRST_RESULT; long periods)."""
     parts = []
     for source in sources(dialect):
         mine = {c.name: c for c in source.counters}
         cols = ", ".join(f"{mine[n].aggregate() if n in mine else '0'} AS {n}" for n in COUNTERS)
         parts.append(f"SELECT {day} AS day, county_id, manager_id, campaign_id, task_type_id, "
-                     f"{cols} FROM {source.sql(fence=_fence(dialect), joined=True)}")
+                     f"{cols} FROM {source.sql(fence=_fence(dialect), joined=joined)}")
     sums = ", ".join(f"SUM({n}) AS {n}" for n in COUNTERS)
     return (f"SELECT day, COALESCE(county_id, 0) AS county_id, manager_id, campaign_id, "
             f"COALESCE(task_type_id, 0) AS task_type_id, {sums} "
@@ -460,7 +466,8 @@ def refresh_statements(dialect: str, timezone: str, start: dt.date, end: dt.date
     out = [
         ("report_daily", _bind(
             f"INSERT INTO report_daily (day, {', '.join(KEYS)}, {', '.join(COUNTERS)}) "
-            f"{_grouped(dialect, day)}", lo=DateTime(), hi=DateTime(), **moments), params),
+            f"{_grouped(dialect, day, joined=(end - start).days >= JOINED_DAYS)}",
+            lo=DateTime(), hi=DateTime(), **moments), params),
         ("report_daily_results", _bind(
             "INSERT INTO report_daily_results (day, county_id, manager_id, campaign_id, "
             f"task_type_id, result_code_id, results) {_results(result_day)}",
@@ -483,7 +490,7 @@ def refresh_statements(dialect: str, timezone: str, start: dt.date, end: dt.date
 # for 271 days of 10,000,000 calls) and of the joins in memory, not
 # spilled to temporary files in batches (the default is 4 MB); a limit
 # per hash or sort, used only as far as a period needs it.
-PG_SETTINGS = {"jit": "off", "work_mem": "4MB"}
+PG_SETTINGS = {"jit": "off", "work_mem": "512MB"}
 
 
 def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
