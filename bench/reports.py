@@ -4,15 +4,21 @@ and a one-month XLSX export of about 1,000,000 call rows, with its peak RSS.
 
     python3 -m bench.reports [--db sqlite,postgresql] [--scale 1.0] [--runs 20]
                              [--days 270] [--no-export] [--only-drill] [--by-day]
-                             [--quick]
+                             [--quick] [--keep] [--load-only] [--reuse URL]
+                             [--explain MODES]
 
 --quick: scale 0.05 (500,000 calls), the first build of the daily sums
 set-based and then day by day (same rows, compared), the check; no
 report timings, no export; its last line is the build's time.
 
+--keep leaves the loaded database (and prints its URL); --reuse URL runs
+on such a database without loading it again (its daily sums emptied
+first): to iterate on the build at full size.
+
 Method. A database made from schema.sql, filled in SQL (generate_series on
 PostgreSQL, a recursive CTE on SQLite; secondary indexes dropped during the
-load and made again after, then ANALYZE): 100 counties, 5,000 managers
+load and made again after, PostgreSQL's unique and foreign key constraints
+too, each then checked in one pass; then VACUUM ANALYZE, ANALYZE on SQLite): 100 counties, 5,000 managers
 (each with a user), two campaigns per county (return visit, marketing),
 2,000,000 customers with one task each, created evenly over --days days
 (default 270); 10,000,000 calls, 90 % outbound (about 4.5 attempts per
@@ -53,7 +59,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import select, text  # noqa: E402
+from sqlalchemy import delete, select, text  # noqa: E402
 
 from khhf import config, db, local_time  # noqa: E402
 from khhf.models import Campaign, ReportDaily  # noqa: E402
@@ -65,12 +71,17 @@ START = dt.datetime(2026, 1, 1, 16, 0)  # 2 January, local midnight
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def database(kind: str, workdir: Path):
-    """(url, engine, cleanup) for a fresh database of `kind`."""
+def database(kind: str, workdir: Path, keep: bool = False):
+    """(url, engine, cleanup) for a fresh database of `kind`; with `keep`,
+    cleanup leaves it and says where it is (for --reuse)."""
+    def kept():
+        engine.dispose()
+        where = engine.url.database if kind == "postgresql" else url
+        print(f"  kept for --reuse: {where}")
     if kind == "sqlite":
         url = f"sqlite:///{workdir / 'reports.db'}"
         engine = db.make_engine(url)
-        return url, engine, engine.dispose
+        return url, engine, kept if keep else engine.dispose
     admin_url = os.environ.get("KHHF_TEST_PG_URL")
     if not admin_url:
         raise SystemExit("bench.reports: set KHHF_TEST_PG_URL (a user who may CREATE DATABASE)")
@@ -80,6 +91,9 @@ def database(kind: str, workdir: Path):
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = admin.url.set(database=name).render_as_string(hide_password=False)
     engine = db.make_engine(url)
+    if keep:
+        admin.dispose()
+        return url, engine, kept
 
     def cleanup():
         engine.dispose()
@@ -131,6 +145,16 @@ def secondary_indexes(conn, pg: bool) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
+def constraints(conn) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of every unique and foreign key constraint
+    (PostgreSQL), the unique ones first: the order to make them in."""
+    rows = conn.execute(text(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE contype IN ('u', 'f') AND connamespace = 'public'::regnamespace "
+        "ORDER BY contype DESC, conname"))
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
 def fill(engine, scale: float, days: int) -> dict:
     """The generated history; returns its sizes."""
     pg = engine.dialect.name == "postgresql"
@@ -153,6 +177,11 @@ def fill(engine, scale: float, days: int) -> dict:
         dropped = secondary_indexes(conn, pg)
         for name, _ddl in dropped:
             conn.execute(text(f"DROP INDEX {name}"))
+        # PostgreSQL checks a foreign key with a query per inserted row (four
+        # per call): the load made them again after, each checked in one pass
+        keys = constraints(conn) if pg else []
+        for table, name, _definition in reversed(keys):
+            conn.execute(text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'))
     county_of = "((({m}) - 1) % 100 + 1)"
     manager_of_task = "((({t}) - 1) % " + str(managers) + " + 1)"
     statements = [
@@ -226,20 +255,49 @@ def fill(engine, scale: float, days: int) -> dict:
         steps.append((label, time.perf_counter() - t0))
     t0 = time.perf_counter()
     with engine.begin() as conn:
+        if pg:  # the sorts of the index builds in memory (64 MB by default)
+            conn.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
         for _name, ddl in dropped:
             conn.execute(text(ddl))
+        for table, name, definition in keys:
+            conn.execute(text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}'))
         if pg:  # identity columns continue after the generated ids
             for table in ("counties", "users", "managers", "campaigns", "customers", "tasks",
                           "calls"):
                 conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                   f"(SELECT max(id) FROM {table}))"))
-    steps.append(("indexes", time.perf_counter() - t0))
+    steps.append(("indexes, keys", time.perf_counter() - t0))
+    t0 = time.perf_counter()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE"))
+        # VACUUM on PostgreSQL: the rows' hint bits and visibility map set
+        # now, as in a database whose history is old, not by the first build
+        conn.execute(text("VACUUM ANALYZE" if pg else "ANALYZE"))
+    steps.append(("vacuum, analyze" if pg else "analyze", time.perf_counter() - t0))
     with engine.connect() as conn:
         sizes = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
                  for t in ("managers", "tasks", "calls", "feedback")}
     return dict(sizes=sizes, steps=steps, days=days)
+
+
+REPORT_TABLES = ("report_daily", "report_daily_results", "report_county_daily",
+                 "report_manager_daily", "report_type_daily", "report_county_results",
+                 "report_type_results", "report_state")
+
+
+def reused(engine) -> dict:
+    """A database a --keep run loaded, its daily sums emptied; its sizes."""
+    pg = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        if pg:
+            conn.execute(text(f"TRUNCATE {', '.join(REPORT_TABLES)}"))
+        else:
+            for table in REPORT_TABLES:
+                conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(text("DELETE FROM users WHERE username = 'bench-admin'"))
+    with engine.connect() as conn:
+        sizes = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                 for t in ("managers", "tasks", "calls", "feedback")}
+    return dict(sizes=sizes, steps=[], days=None)
 
 
 def percentile(values, p):
@@ -374,22 +432,54 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="scale 0.05, the build (set-based and day by day) and the check only: "
                         "a few minutes")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the loaded database and print its URL (for --reuse)")
+    p.add_argument("--load-only", action="store_true",
+                   help="load (with --keep: for --reuse), build nothing")
+    p.add_argument("--reuse", metavar="URL",
+                   help="skip the load: the database a --keep run left (its URL, or its name "
+                        "on KHHF_TEST_PG_URL's server; same --days); its "
+                        "daily sums are emptied first, so the build is a first build again")
+    p.add_argument("--explain", metavar="MODES",
+                   help="after the build, EXPLAIN ANALYZE each statement of the build and of "
+                        "a one-day rebuild (PostgreSQL), with refresh's settings changed by "
+                        "each mode in turn: comma-separated, each a space-separated list, "
+                        "e.g. ',jit=on,work_mem=4MB jit=on' ('' as refresh runs); and print "
+                        "the first mode's plan of the largest")
     args = p.parse_args(argv)
     if args.quick:
         args.scale, args.runs, args.no_export, args.by_day = 0.05, 0, True, True
     builds: dict[str, tuple[float, int, float | None]] = {}
     print(f"# reports benchmark (scale {args.scale}, {args.days} days, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start)")
-    for kind in args.db.split(","):
+    if args.reuse and "://" not in args.reuse:  # a database name on KHHF_TEST_PG_URL's server
+        admin_url = os.environ.get("KHHF_TEST_PG_URL")
+        if not admin_url:
+            raise SystemExit("bench.reports: --reuse NAME needs KHHF_TEST_PG_URL (or give a URL)")
+        args.reuse = db.make_engine(admin_url).url.set(database=args.reuse).render_as_string(
+            hide_password=False)
+    kinds = [db.make_engine(args.reuse).dialect.name] if args.reuse else args.db.split(",")
+    for kind in kinds:
         with tempfile.TemporaryDirectory(prefix="khhf-bench-reports-") as tmp:
             workdir = Path(tmp)
-            url, engine, cleanup = database(kind, workdir)
+            if args.reuse:
+                url, engine = args.reuse, db.make_engine(args.reuse)
+                cleanup = engine.dispose
+            else:
+                home = Path(tempfile.mkdtemp(prefix="khhf-bench-reports-")) if args.keep \
+                    else workdir
+                url, engine, cleanup = database(kind, home, keep=args.keep)
             try:
-                db.create_schema(engine)
-                made = fill(engine, args.scale, args.days)
+                if args.reuse:
+                    made = reused(engine)
+                else:
+                    db.create_schema(engine)
+                    made = fill(engine, args.scale, args.days)
                 print(f"\n## {kind}: {made['sizes']}")
                 for label, seconds in made["steps"]:
                     print(f"  load {label:<18} {seconds:8.1f} s")
+                if args.load_only:
+                    continue
                 if args.only_drill:
                     print(f"  {'report (one month)':<58} {'p50 ms':>8} {'p95 ms':>8}")
                     for label, p50, p95 in time_reports(engine, args.days, args.runs,
@@ -429,6 +519,8 @@ def main(argv=None) -> int:
                 if by_day is not None:
                     print(f"  day by day (one refresh per day, the same rows): {by_day:.1f} s; "
                           f"set-based / day by day {build / by_day:.2f}")
+                if args.explain is not None and kind == "postgresql":
+                    explain(engine, first_day, last_day, mid, args.explain.split(","))
                 if args.runs:
                     print(f"  {'report (one month)':<58} {'p50 ms':>8} {'p95 ms':>8}")
                     for label, p50, p95 in time_reports(engine, args.days, args.runs):
@@ -444,6 +536,8 @@ def main(argv=None) -> int:
             finally:
                 cleanup()
         print(f"  (load average now {os.getloadavg()[0]:.1f})")
+    if not builds:
+        return 0
     print("report sums first build " + " ".join(
         f"{kind}={build:.1f}s" + (f" (day by day {by_day:.1f}s)" if by_day else "")
         for kind, (build, _n, by_day) in builds.items())
@@ -453,13 +547,45 @@ def main(argv=None) -> int:
     return 0
 
 
+def explain(engine, first_day: dt.date, last_day: dt.date, day: dt.date,
+            modes: list[str]) -> None:
+    """EXPLAIN ANALYZE of each statement refresh runs (PostgreSQL), over
+    the whole period and over one day, with refresh's settings and each
+    mode's changes to them ('' none, 'jit=on', 'jit=on work_mem=4MB'...);
+    then the plan of the largest in the first mode. Rolled back."""
+    plan: list[str] = []
+    for mode in modes:
+        settings = dict(reports.PG_SETTINGS)
+        settings.update(kv.split("=", 1) for kv in mode.split())
+        for label, a, b in (("first build", first_day, last_day), ("one day", day, day)):
+            with engine.connect() as conn, conn.begin() as tx:
+                for name, value in settings.items():
+                    conn.execute(text(f"SET LOCAL {name} = '{value}'"))
+                for model in reports.REFRESHED:
+                    conn.execute(delete(model).where(model.day >= a, model.day <= b))
+                parts = []
+                for table, stmt, params in reports.refresh_statements("postgresql", ZONE, a, b):
+                    sql = text("EXPLAIN (ANALYZE, BUFFERS) " + stmt.text).bindparams(
+                        *stmt._bindparams.values())
+                    lines = [r[0] for r in conn.execute(sql, params)]
+                    total = sum(float(x.split(":")[1].split()[0]) for x in lines
+                                if x.startswith(("Planning Time", "Execution Time")))
+                    parts.append(f"{table} {total:.0f}")
+                    if table == "report_daily" and label == "first build" and not plan:
+                        plan = lines
+                tx.rollback()
+            print(f"  EXPLAIN ANALYZE {' '.join(f'{k}={v}' for k, v in settings.items())}, "
+                  f"{label}, ms: {', '.join(parts)}")
+    print("  plan of the first build's report_daily:")
+    for line in plan:
+        print("    " + line)
+
+
 def build_by_day(engine, first_day: dt.date, last_day: dt.date) -> float:
     """The first build as it was made before the set-based one: a refresh
     of each day alone, in one transaction; seconds. Its rows must equal the
     set-based build's (compared here, table by table)."""
-    tables = ("report_daily", "report_daily_results", "report_county_daily",
-              "report_manager_daily", "report_type_daily", "report_county_results",
-              "report_type_results")
+    tables = [t for t in REPORT_TABLES if t != "report_state"]
 
     def snapshot(s):
         return {t: sorted(map(tuple, s.execute(text(f"SELECT * FROM {t}")).all()))

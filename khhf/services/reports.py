@@ -145,11 +145,44 @@ class Source:
     # where `at` is stored: (table, column), for a drill-down's page cursor
     moment: tuple[str, str] = ("calls", "requested_at")
 
-    def sql(self, where: str = "", fence: str = "") -> str:
+    def sql(self, where: str = "", fence: str = "", joined: bool = False) -> str:
         """The FROM clause, with extra conditions on the raw rows, and an
         optimisation fence (the daily sums: each correlated subquery is then
-        run once per row, not once per use)."""
-        return self.rows.replace("/*where*/", where).replace("/*fence*/", fence)
+        run once per row, not once per use). The first result of each call
+        (FIRST_RESULT): probed per call, or `joined` (the daily sums)."""
+        sql = self.rows.replace("/*where*/", where).replace("/*fence*/", fence)
+        for marker, probed, set_based in FIRST_RESULT:
+            sql = sql.replace(marker, set_based if joined else probed)
+        return sql
+
+
+# from how many days on a refresh takes the first results joined (for a
+# day or two, the timed job's usual period, probing the day's calls is
+# faster than a pass over every result: PostgreSQL then reads them all)
+JOINED_DAYS = 7
+
+# The first result filed for an outbound call: its moment (fb_at) and its
+# channel (fb_channel), the earliest by (created_at, id). Two ways, the same
+# values: probed (two index look-ups per call: a drill-down's page reads
+# a few hundred calls, and stops when it is full), or joined (the daily
+# sums: every result of the period's calls numbered per call in one pass,
+# the first kept, one hash join; probing was the largest share of a build
+# of millions of calls). (marker in Source.rows, probed, joined)
+FIRST_RESULT = (
+    ("/*fb_at*/", "(SELECT MIN(f.created_at) FROM feedback f WHERE f.call_id = c.id)",
+     "fb.created_at"),
+    ("/*fb_channel*/", "(SELECT f.channel FROM feedback f WHERE f.call_id = c.id "
+                       "ORDER BY f.created_at, f.id LIMIT 1)", "fb.channel"),
+    ("/*fb_join*/", "", """
+                 LEFT JOIN (SELECT call_id, created_at, channel FROM (
+                     SELECT f.call_id AS call_id, f.created_at AS created_at,
+                            f.channel AS channel, ROW_NUMBER() OVER (
+                                PARTITION BY f.call_id ORDER BY f.created_at, f.id) AS n
+                     FROM feedback f JOIN calls fc ON fc.id = f.call_id
+                     WHERE fc.direction = 'outbound' AND fc.requested_at >= :lo
+                           AND fc.requested_at < :hi) ranked
+                     WHERE n = 1) fb ON fb.call_id = c.id"""),
+)
 
 
 def _dialect_sql(dialect: str) -> dict:
@@ -175,12 +208,18 @@ def sources(dialect: str) -> tuple[Source, ...]:
     fb_secs = d["secs"]("fb_at", "COALESCE(end_at, answer_at)")
     answered_fb = "answer_at IS NOT NULL AND fb_at IS NOT NULL"
     grace = int(CALLBACK_GRACE.total_seconds() // 60)
+    # a missed call is called back within h hours when the first outbound
+    # call to its customer from its end (called_back_at) is that soon: one
+    # look-up per missed call for every window
     missed_cb = tuple(Counter(
         f"missed_cb_{h}h",
-        f"outcome = '{CallOutcome.MISSED}' AND EXISTS (SELECT 1 FROM calls o WHERE o.customer_id = "
-        "src.customer_id AND o.direction = 'outbound' AND o.requested_at >= src.end_at "
-        f"AND o.requested_at <= {d['plus']('src.end_at', h * 60)})")
+        f"outcome = '{CallOutcome.MISSED}' AND called_back_at <= {d['plus']('end_at', h * 60)}")
         for h in MISSED_CALLBACK_HOURS)
+    called_back_at = (
+        f"CASE WHEN c.outcome = '{CallOutcome.MISSED}' THEN (SELECT MIN(o.requested_at) "
+        "FROM calls o WHERE o.customer_id = c.customer_id AND o.direction = 'outbound' "
+        "AND o.requested_at >= c.end_at AND o.requested_at <= "
+        f"{d['plus']('c.end_at', max(MISSED_CALLBACK_HOURS) * 60)}) END")
     return (
         Source("tasks", "tasks", """(
             SELECT t.id AS id, t.created_at AS at,
@@ -200,10 +239,8 @@ def sources(dialect: str) -> tuple[Source, ...]:
                    COALESCE(t.campaign_id, 0) AS campaign_id,
                    COALESCE(t.task_type_id, 0) AS task_type_id,
                    c.answer_at AS answer_at, c.end_at AS end_at, c.talk_seconds AS talk_seconds,
-                   (SELECT MIN(f.created_at) FROM feedback f WHERE f.call_id = c.id) AS fb_at,
-                   (SELECT f.channel FROM feedback f WHERE f.call_id = c.id
-                    ORDER BY f.created_at, f.id LIMIT 1) AS fb_channel
-            FROM calls c LEFT JOIN tasks t ON t.id = c.task_id
+                   /*fb_at*/ AS fb_at, /*fb_channel*/ AS fb_channel
+            FROM calls c LEFT JOIN tasks t ON t.id = c.task_id/*fb_join*/
             WHERE c.direction = 'outbound' AND c.requested_at >= :lo
                   AND c.requested_at < :hi/*where*//*fence*/) src""",
                (Counter("calls_out"),
@@ -248,11 +285,11 @@ def sources(dialect: str) -> tuple[Source, ...]:
                dict(county_id="m.county_id", manager_id="f.manager_id",
                     campaign_id="t.campaign_id", task_type_id="t.task_type_id"),
                ("feedback", "appointment_at")),
-        Source("hotline", "calls", """(
+        Source("hotline", "calls", f"""(
             SELECT c.id AS id, c.requested_at AS at, COALESCE(c.county_id, 0) AS county_id,
                    COALESCE(c.manager_id, 0) AS manager_id, 0 AS campaign_id,
-                   0 AS task_type_id, c.outcome AS outcome, c.customer_id AS customer_id,
-                   c.end_at AS end_at
+                   0 AS task_type_id, c.outcome AS outcome, c.end_at AS end_at,
+                   {called_back_at} AS called_back_at
             FROM calls c
             WHERE c.direction = 'inbound' AND c.requested_at >= :lo
                   AND c.requested_at < :hi/*where*//*fence*/) src""",
@@ -325,16 +362,17 @@ def _fence(dialect: str) -> str:
     return " LIMIT -1 OFFSET 0" if dialect == "sqlite" else " OFFSET 0"
 
 
-def _grouped(dialect: str, day: str = ":day") -> str:
+def _grouped(dialect: str, day: str = ":day", joined: bool = False) -> str:
     """SELECT of the sums per day and bucket from the raw rows of [:lo, :hi):
     `day` is the day's SQL, :day (one day) or an expression of `at` (the
-    rows' moment; a period, _day_sql)."""
+    rows' moment; a period, _day_sql); `joined`: each call's first result
+    from one pass over the period's results (FIRST_RESULT; long periods)."""
     parts = []
     for source in sources(dialect):
         mine = {c.name: c for c in source.counters}
         cols = ", ".join(f"{mine[n].aggregate() if n in mine else '0'} AS {n}" for n in COUNTERS)
         parts.append(f"SELECT {day} AS day, county_id, manager_id, campaign_id, task_type_id, "
-                     f"{cols} FROM {source.sql(fence=_fence(dialect))}")
+                     f"{cols} FROM {source.sql(fence=_fence(dialect), joined=joined)}")
     sums = ", ".join(f"SUM({n}) AS {n}" for n in COUNTERS)
     return (f"SELECT day, COALESCE(county_id, 0) AS county_id, manager_id, campaign_id, "
             f"COALESCE(task_type_id, 0) AS task_type_id, {sums} "
@@ -409,40 +447,68 @@ def _rollups():
              ("county_id", "task_type_id", "result_code_id"), ("results",)))
 
 
-def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
-    """Rebuild the daily sums of the local days start..end (inclusive) from
-    the raw rows; returns the buckets written. Idempotent; the caller
-    commits. Set-based: one statement per table over the whole period,
-    grouped by day (each row's local day computed in SQL, _day_sql), not a
-    statement per day: the first build of 271 days is one pass over the
-    raw rows."""
-    dialect = session.get_bind().dialect.name
+# every table a refresh rebuilds, the finest first
+REFRESHED = (ReportDaily, ReportDailyResult, *(r[0] for r in _rollups()))
+
+
+def refresh_statements(dialect: str, timezone: str, start: dt.date, end: dt.date
+                       ) -> list[tuple[str, TextClause, dict]]:
+    """What `refresh` runs after clearing the days, in order: (the table it
+    fills, the INSERT, its parameters). Set-based: one statement per table
+    over the whole period, grouped by day (each row's local day computed in
+    SQL, _day_sql), not a statement per day."""
     lo, hi = day_bounds(timezone, start)[0], day_bounds(timezone, end)[1]
     changes = _offsets(timezone, lo, hi)
     day, offsets = _day_sql(dialect, changes)
     result_day, _ = _day_sql(dialect, changes, "f.created_at")
     moments = {k: DateTime() for k in offsets}
-    insert = _bind(f"INSERT INTO report_daily (day, {', '.join(KEYS)}, {', '.join(COUNTERS)}) "
-                   f"{_grouped(dialect, day)}", lo=DateTime(), hi=DateTime(), **moments)
-    insert_results = _bind(
-        "INSERT INTO report_daily_results (day, county_id, manager_id, campaign_id, "
-        f"task_type_id, result_code_id, results) {_results(result_day)}",
-        lo=DateTime(), hi=DateTime(), **moments)
-    rollups = [_bind(
+    params = {"lo": lo, "hi": hi, **offsets}
+    out = [
+        ("report_daily", _bind(
+            f"INSERT INTO report_daily (day, {', '.join(KEYS)}, {', '.join(COUNTERS)}) "
+            f"{_grouped(dialect, day, joined=(end - start).days >= JOINED_DAYS)}",
+            lo=DateTime(), hi=DateTime(), **moments), params),
+        ("report_daily_results", _bind(
+            "INSERT INTO report_daily_results (day, county_id, manager_id, campaign_id, "
+            f"task_type_id, result_code_id, results) {_results(result_day)}",
+            lo=DateTime(), hi=DateTime(), **moments), params)]
+    out += [(model.__tablename__, _bind(
         f"INSERT INTO {model.__tablename__} (day, {', '.join(keys + names)}) "
         f"SELECT day, {', '.join(keys)}, {', '.join(f'SUM({n})' for n in names)} "
         f"FROM {fine.__tablename__} WHERE day >= :start AND day <= :end "
         f"GROUP BY day, {', '.join(keys)}",
-        start=Date(), end=Date()) for model, fine, keys, names in _rollups()]
-    # every table a refresh rebuilds, the finest first
-    for model in (ReportDaily, ReportDailyResult, *(r[0] for r in _rollups())):
+        start=Date(), end=Date()), {"start": start, "end": end})
+        for model, fine, keys, names in _rollups()]
+    return out
+
+
+# What refresh sets for its own transaction on PostgreSQL. jit: PostgreSQL
+# compiles each of these large statements to machine code when its
+# estimated cost is high (seconds of LLVM for each, more than it saves
+# here, and again for every one-day rebuild of the timed job). work_mem:
+# the hash tables of the grouping (a row per day and bucket: 2,300,000
+# for 271 days of 10,000,000 calls) and of the joins in memory, not
+# spilled to temporary files in batches (the default is 4 MB); a limit
+# per hash or sort, used only as far as a period needs it.
+PG_SETTINGS = {"jit": "off", "work_mem": "512MB"}
+
+
+def refresh(session: Session, timezone: str, start: dt.date, end: dt.date) -> int:
+    """Rebuild the daily sums of the local days start..end (inclusive) from
+    the raw rows; returns the buckets written. Idempotent; the caller
+    commits. Set-based (refresh_statements): the first build of 271 days is
+    one pass over the raw rows."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        for name, value in PG_SETTINGS.items():
+            session.execute(text(f"SET LOCAL {name} = '{value}'"))
+    for model in REFRESHED:
         session.execute(delete(model).where(model.day >= start, model.day <= end))
-    params = {"lo": lo, "hi": hi, **offsets}
-    # Session.execute returns a CursorResult for DML, typed as a plain Result
-    written = session.execute(insert, params).rowcount  # type: ignore[attr-defined]
-    session.execute(insert_results, params)
-    for rollup in rollups:
-        session.execute(rollup, {"start": start, "end": end})
+    written = 0
+    for table, stmt, params in refresh_statements(dialect, timezone, start, end):
+        # Session.execute returns a CursorResult for DML, typed as a plain Result
+        rows = session.execute(stmt, params).rowcount  # type: ignore[attr-defined]
+        written = rows if table == ReportDaily.__tablename__ else written
     return written
 
 
