@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from khhf import db
 from khhf.config import Settings
 from khhf.models import Call, Feedback, Manager, Task, User, utcnow
 from khhf.services import dialing, tasks
@@ -87,9 +88,8 @@ def test_manager_calls_from_the_phone_through_their_mobile(served, pbx_harness, 
     env, base, password = served
     out = screenshots_dir(tmp_path)
     task_id = env.task_for("8001", CUSTOMER)
-    with env.sessions() as s:
+    with db.unit_of_work(env.sessions) as s:
         s.get(Task, task_id).task_type.script = "您好，我是客户经理{经理}，想了解您对服务的意见。"
-        s.commit()
     carrier = pbx_harness.trunk("two_leg.xml", calls=2, duration_ms=2500,
                                 fill={"MOBILE": MOBILE})
     page = phone
@@ -162,9 +162,8 @@ def test_manager_calls_from_the_phone_through_their_mobile(served, pbx_harness, 
 def test_refusals_are_shown_on_the_phone(served, phone):
     env, base, password = served
     task_id = env.task_for("8001", "13812346002")
-    with env.sessions() as s:  # a manager with no mobile cannot pick it
+    with db.unit_of_work(env.sessions) as s:  # a manager with no mobile cannot pick it
         s.scalar(select(Manager).where(Manager.desk_extension == "8001")).mobile = None
-        s.commit()
     page = phone
     phone_log_in(page, base, "m8001", password)
     page.goto(f"{base}/m/tasks/{task_id}")

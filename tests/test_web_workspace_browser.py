@@ -13,6 +13,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
+from khhf import db
 from khhf.config import Settings
 from khhf.models import Call, Feedback, Manager, Task, User, utcnow
 from khhf.services import dialing, tasks
@@ -118,15 +119,13 @@ def test_book_a_call_back_and_see_its_reminder(served, page):
     assert page.locator(f"tr[data-task='{task_id}']").count() == 1
     assert page.locator("#reminders").is_hidden()
     # the time comes (set in the database: waiting a minute is no test)
-    with env.sessions() as s:
+    with db.unit_of_work(env.sessions) as s:
         s.get(Task, task_id).appointment_at = utcnow() - dt.timedelta(seconds=5)
-        s.commit()
     wait_text(page, "#reminders", "预约回电时间到")
     assert "客户" in page.inner_text("#reminders")
     # and much later it is overdue, for the manager and their supervisor
-    with env.sessions() as s:
+    with db.unit_of_work(env.sessions) as s:
         s.get(Task, task_id).appointment_at = utcnow() - dt.timedelta(hours=2)
-        s.commit()
     wait_text(page, "#reminders", "已逾期")
     page.locator(f"#reminders [data-task='{task_id}'] a").click()
     page.wait_for_load_state()
