@@ -73,22 +73,11 @@ def test_a_claim_takes_queued_messages_once(tmp_path):
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def outbox_engine(request, tmp_path):
-    if request.param == "sqlite":
-        engine = db.make_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
-    else:
-        engine = request.getfixturevalue("pg_database")("outbox")
-    db.create_schema(engine)
-    yield engine
-    engine.dispose()
-
-
-def test_the_grouped_commit_records_sent_parts_and_receipts(outbox_engine):
+def test_the_grouped_commit_records_sent_parts_and_receipts(each_schema):
     """The gateway's driver statements on either database: a message
     written already (another attempt's client_ref) is left; a message's
     receipt waits for every part and is the first that is not DELIVRD."""
-    factory = db.session_factory(outbox_engine, writer=True)
+    factory = db.session_factory(each_schema, writer=True)
     with db.unit_of_work(factory) as s:
         one, long, other = (sms.queue(s, None, text, mobile="13900000001").id
                             for text in ("您好", "长" * 200, "再见"))
